@@ -1,0 +1,538 @@
+//! The durable algorithm's decisions (SPEC §4) as plain functions without I/O.
+//!
+//! The engine reads rows, asks these functions what to do, and asks the store to perform the
+//! small atomic operation that follows. Every store therefore behaves the same way: this module
+//! is the one place that decides replay / run / wait / reclaim, how fencing conflicts resolve,
+//! when a sleep is due, and whether the budget allows another call.
+
+use serde_json::Value;
+
+use crate::store::{State, StepKind, StepRecord};
+use crate::Error;
+
+/// What to do with an agent or child-workflow step, given the row the store holds (if any).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepDecision {
+    /// The step completed before: return this stored result, run nothing, bill nothing.
+    Replay(Value),
+    /// No row: insert one as `running` with `attempts = 1`, then run the call.
+    Insert,
+    /// Another live worker holds it: wait (without taking an agent slot) until it finishes or
+    /// its lease expires at `lease_expires_at`, then decide again.
+    Wait {
+        /// When the holder's lease runs out.
+        lease_expires_at: i64,
+    },
+    /// Take the step over: compare-and-set from `(expected_state, expected_attempts)` to
+    /// `running` with `attempts + 1`, then run the call.
+    Reclaim {
+        /// State the row must still be in.
+        expected_state: State,
+        /// Fencing token the row must still carry.
+        expected_attempts: u32,
+    },
+}
+
+/// Decides an agent or child-workflow step (the table of SPEC §4).
+///
+/// `signature_json` is the canonical signature of the call being made; a stored row with a
+/// different one fails with [`Error::SignatureMismatch`].
+pub fn decide_step(
+    existing: Option<&StepRecord>,
+    kind: &StepKind,
+    signature_json: &str,
+    now: i64,
+) -> Result<StepDecision, Error> {
+    let Some(row) = existing else {
+        return Ok(StepDecision::Insert);
+    };
+    check_row(row, kind, signature_json)?;
+    match &row.state {
+        State::Completed => Ok(StepDecision::Replay(stored_result(row)?)),
+        State::Running if lease_is_live(row, now) => Ok(StepDecision::Wait {
+            lease_expires_at: row.lease_expires_at.unwrap_or(now),
+        }),
+        State::Running | State::Failed | State::Cancelled | State::Pending => {
+            Ok(StepDecision::Reclaim {
+                expected_state: row.state.clone(),
+                expected_attempts: row.attempts,
+            })
+        }
+        State::Unknown(value) => Err(unsupported("state", value, row)),
+    }
+}
+
+/// What to do with a sleep step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SleepDecision {
+    /// Completed before: resolve at once.
+    Done,
+    /// No row: insert one as `running` with this `wakeAt` (fixed forever from now on).
+    Insert {
+        /// `now + duration`.
+        wake_at: i64,
+    },
+    /// Wait until `wake_at`, then complete. With `reclaim`, first take the row over
+    /// (compare-and-set as for agent steps); without, someone else's live lease covers it and the
+    /// completion only needs the row to still be `running`.
+    WaitUntil {
+        /// The stored wake time.
+        wake_at: i64,
+        /// Fencing expectation when the row must be reclaimed first.
+        reclaim: Option<(State, u32)>,
+    },
+}
+
+/// Decides a sleep step. A live lease held by someone else never delays a sleep past its
+/// `wakeAt`.
+pub fn decide_sleep(
+    existing: Option<&StepRecord>,
+    signature_json: &str,
+    duration_ms: u64,
+    now: i64,
+) -> Result<SleepDecision, Error> {
+    let Some(row) = existing else {
+        let duration = i64::try_from(duration_ms).unwrap_or(i64::MAX);
+        return Ok(SleepDecision::Insert {
+            wake_at: now.saturating_add(duration),
+        });
+    };
+    check_row(row, &StepKind::Sleep, signature_json)?;
+    let wake_at = stored_wake_at(row)?;
+    match &row.state {
+        State::Completed => Ok(SleepDecision::Done),
+        State::Running if lease_is_live(row, now) && wake_at > now => {
+            Ok(SleepDecision::WaitUntil {
+                wake_at,
+                reclaim: None,
+            })
+        }
+        State::Running | State::Failed | State::Cancelled | State::Pending => {
+            Ok(SleepDecision::WaitUntil {
+                wake_at,
+                reclaim: Some((row.state.clone(), row.attempts)),
+            })
+        }
+        State::Unknown(value) => Err(unsupported("state", value, row)),
+    }
+}
+
+/// How a fenced completion that the store refused is resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FenceResolution {
+    /// Another worker completed the step first: every caller sees its result.
+    Adopt(Value),
+    /// The step moved on without a result this caller can use.
+    LeaseLost,
+}
+
+/// Resolves a refused compare-and-set on completion: adopt the winner's result, or report
+/// that the lease was lost. `current` is the row as the store holds it now.
+pub fn resolve_fence_conflict(current: Option<&StepRecord>) -> Result<FenceResolution, Error> {
+    match current {
+        Some(row) if row.state == State::Completed => {
+            Ok(FenceResolution::Adopt(stored_result(row)?))
+        }
+        _ => Ok(FenceResolution::LeaseLost),
+    }
+}
+
+/// Rejects a new agent call when a total is set and nothing remains (SPEC §7).
+pub fn check_budget(total: Option<u64>, spent: u64) -> Result<(), Error> {
+    match total {
+        Some(total) if spent >= total => Err(Error::BudgetExhausted { spent, total }),
+        _ => Ok(()),
+    }
+}
+
+/// When a step lease claimed at `now` expires: the lease ttl plus the whole backoff a retry
+/// policy may spend, so retries never outlive the lease.
+pub fn step_lease_expires_at(now: i64, lease_ttl_ms: u64, retry: &RetryPolicy) -> i64 {
+    let backoff = retry
+        .backoff_ms
+        .saturating_mul(u64::from(retry.max_attempts.saturating_sub(1)));
+    let lease = i64::try_from(lease_ttl_ms.saturating_add(backoff)).unwrap_or(i64::MAX);
+    now.saturating_add(lease)
+}
+
+/// How often leases are renewed: a third of the ttl, so two renewals may fail before expiry.
+pub fn heartbeat_interval_ms(lease_ttl_ms: u64) -> u64 {
+    (lease_ttl_ms / 3).max(1)
+}
+
+/// Per-call retry inside one claimed step (`retry: {maxAttempts, backoffMs}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in total, at least 1.
+    pub max_attempts: u32,
+    /// Wait between tries.
+    pub backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 1,
+            backoff_ms: 0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Reads `options.retry`; absent means one try. Malformed values are errors, not guesses.
+    pub fn from_options(options: &Value) -> Result<Self, Error> {
+        let Some(retry) = options.get("retry") else {
+            return Ok(Self::default());
+        };
+        if retry.is_null() {
+            return Ok(Self::default());
+        }
+        let invalid = || {
+            Error::Config(format!(
+                "agent option retry must be {{maxAttempts >= 1, backoffMs >= 0}}, got {retry}"
+            ))
+        };
+        let object = retry.as_object().ok_or_else(invalid)?;
+        let max_attempts = match object.get("maxAttempts") {
+            None => 1,
+            Some(value) => value
+                .as_u64()
+                .filter(|n| *n >= 1)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(invalid)?,
+        };
+        let backoff_ms = match object.get("backoffMs") {
+            None => 0,
+            Some(value) => value.as_u64().ok_or_else(invalid)?,
+        };
+        Ok(Self {
+            max_attempts,
+            backoff_ms,
+        })
+    }
+}
+
+fn lease_is_live(row: &StepRecord, now: i64) -> bool {
+    row.lease_expires_at.is_some_and(|lease| lease > now)
+}
+
+fn check_row(row: &StepRecord, kind: &StepKind, signature_json: &str) -> Result<(), Error> {
+    if let StepKind::Unknown(value) = &row.kind {
+        return Err(unsupported("kind", value, row));
+    }
+    if row.input_signature_json != signature_json {
+        return Err(Error::SignatureMismatch {
+            checkpoint: row.checkpoint_name.clone(),
+        });
+    }
+    // Identical signatures embed the kind, so a different kind means a corrupt row.
+    if &row.kind != kind {
+        return Err(unsupported("kind", row.kind.as_str(), row));
+    }
+    Ok(())
+}
+
+fn stored_result(row: &StepRecord) -> Result<Value, Error> {
+    row.result.clone().ok_or_else(|| {
+        Error::Store(crate::StoreError::new(
+            crate::StoreErrorKind::Corrupt,
+            "decide_step",
+            format!(
+                "completed step {} ({}) has no result_json",
+                row.step_id, row.checkpoint_name
+            ),
+        ))
+    })
+}
+
+fn stored_wake_at(row: &StepRecord) -> Result<i64, Error> {
+    row.input
+        .get("wakeAt")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| {
+            Error::Store(crate::StoreError::new(
+                crate::StoreErrorKind::Corrupt,
+                "decide_sleep",
+                format!(
+                    "sleep step {} ({}) has no integer wakeAt in input_json",
+                    row.step_id, row.checkpoint_name
+                ),
+            ))
+        })
+}
+
+fn unsupported(what: &'static str, value: &str, row: &StepRecord) -> Error {
+    Error::Unsupported {
+        what,
+        value: value.to_owned(),
+        checkpoint: row.checkpoint_name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SIG: &str = r#"{"kind":"agent"}"#;
+
+    fn row(state: State, lease: Option<i64>, attempts: u32) -> StepRecord {
+        StepRecord {
+            step_id: "step_1".into(),
+            run_id: "run_1".into(),
+            root_run_id: "run_1".into(),
+            kind: StepKind::Agent,
+            checkpoint_name: "step:sig_x".into(),
+            input_signature_hash: "x".into(),
+            input_signature_json: SIG.into(),
+            state: state.clone(),
+            input: json!({"durationMs": 10, "wakeAt": 500}),
+            result: (state == State::Completed).then(|| json!({"output": "done"})),
+            failure_reason: None,
+            worker_id: Some("owner_a".into()),
+            lease_expires_at: lease,
+            attempts,
+            last_attempt_at: Some(0),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn decide(existing: Option<&StepRecord>, now: i64) -> Result<StepDecision, Error> {
+        decide_step(existing, &StepKind::Agent, SIG, now)
+    }
+
+    #[test]
+    fn no_row_inserts_and_runs() {
+        assert_eq!(decide(None, 100).ok(), Some(StepDecision::Insert));
+    }
+
+    #[test]
+    fn completed_row_replays_its_result() {
+        let done = row(State::Completed, None, 1);
+        assert_eq!(
+            decide(Some(&done), 100).ok(),
+            Some(StepDecision::Replay(json!({"output": "done"})))
+        );
+    }
+
+    #[test]
+    fn running_row_with_live_lease_waits() {
+        let running = row(State::Running, Some(200), 1);
+        assert_eq!(
+            decide(Some(&running), 100).ok(),
+            Some(StepDecision::Wait {
+                lease_expires_at: 200
+            })
+        );
+    }
+
+    #[test]
+    fn running_row_with_expired_lease_is_reclaimed() {
+        let running = row(State::Running, Some(100), 3);
+        // Expiry is exclusive: a lease that ends now is over.
+        assert_eq!(
+            decide(Some(&running), 100).ok(),
+            Some(StepDecision::Reclaim {
+                expected_state: State::Running,
+                expected_attempts: 3
+            })
+        );
+        let no_lease = row(State::Running, None, 1);
+        assert!(matches!(
+            decide(Some(&no_lease), 100),
+            Ok(StepDecision::Reclaim { .. })
+        ));
+    }
+
+    #[test]
+    fn failed_cancelled_and_pending_rows_are_reclaimed() {
+        for state in [State::Failed, State::Cancelled, State::Pending] {
+            let stored = row(state.clone(), Some(10_000), 2);
+            assert_eq!(
+                decide(Some(&stored), 100).ok(),
+                Some(StepDecision::Reclaim {
+                    expected_state: state,
+                    expected_attempts: 2
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_state_is_an_error_not_a_guess() {
+        let stored = row(State::Unknown("paused".into()), None, 1);
+        let error = decide(Some(&stored), 100).err().map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some("unsupported step state \"paused\" for step:sig_x")
+        );
+    }
+
+    #[test]
+    fn unknown_kind_is_an_error_not_a_guess() {
+        let mut stored = row(State::Completed, None, 1);
+        stored.kind = StepKind::Unknown("timer".into());
+        assert!(matches!(
+            decide(Some(&stored), 100),
+            Err(Error::Unsupported { what: "kind", .. })
+        ));
+    }
+
+    #[test]
+    fn signature_mismatch_names_the_checkpoint() {
+        let stored = row(State::Completed, None, 1);
+        let error = decide_step(Some(&stored), &StepKind::Agent, r#"{"other":1}"#, 0);
+        match error {
+            Err(Error::SignatureMismatch { checkpoint }) => assert_eq!(checkpoint, "step:sig_x"),
+            other => panic!("expected mismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn completed_row_without_result_is_corrupt() {
+        let mut stored = row(State::Completed, None, 1);
+        stored.result = None;
+        match decide(Some(&stored), 0) {
+            Err(Error::Store(error)) => {
+                assert_eq!(error.kind(), crate::StoreErrorKind::Corrupt)
+            }
+            other => panic!("expected corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn workflow_steps_follow_the_same_table() {
+        let mut stored = row(State::Running, Some(500), 1);
+        stored.kind = StepKind::Workflow;
+        assert!(matches!(
+            decide_step(Some(&stored), &StepKind::Workflow, SIG, 100),
+            Ok(StepDecision::Wait { .. })
+        ));
+        assert!(matches!(
+            decide_step(Some(&stored), &StepKind::Workflow, SIG, 600),
+            Ok(StepDecision::Reclaim { .. })
+        ));
+    }
+
+    #[test]
+    fn fencing_adopts_a_completed_winner() {
+        let winner = row(State::Completed, None, 2);
+        assert_eq!(
+            resolve_fence_conflict(Some(&winner)).ok(),
+            Some(FenceResolution::Adopt(json!({"output": "done"})))
+        );
+    }
+
+    #[test]
+    fn fencing_reports_lease_lost_otherwise() {
+        let stolen = row(State::Running, Some(900), 2);
+        assert_eq!(
+            resolve_fence_conflict(Some(&stolen)).ok(),
+            Some(FenceResolution::LeaseLost)
+        );
+        assert_eq!(
+            resolve_fence_conflict(None).ok(),
+            Some(FenceResolution::LeaseLost)
+        );
+    }
+
+    fn sleep_row(state: State, lease: Option<i64>) -> StepRecord {
+        let mut stored = row(state, lease, 1);
+        stored.kind = StepKind::Sleep;
+        stored
+    }
+
+    #[test]
+    fn sleep_without_row_fixes_wake_at_from_now() {
+        assert_eq!(
+            decide_sleep(None, SIG, 250, 1_000).ok(),
+            Some(SleepDecision::Insert { wake_at: 1_250 })
+        );
+    }
+
+    #[test]
+    fn sleep_reuses_the_stored_wake_at() {
+        // Stored wakeAt is 500 whatever the duration and now say.
+        let running = sleep_row(State::Running, Some(10_000));
+        assert_eq!(
+            decide_sleep(Some(&running), SIG, 10, 100).ok(),
+            Some(SleepDecision::WaitUntil {
+                wake_at: 500,
+                reclaim: None
+            })
+        );
+        let expired = sleep_row(State::Running, Some(50));
+        assert_eq!(
+            decide_sleep(Some(&expired), SIG, 10, 100).ok(),
+            Some(SleepDecision::WaitUntil {
+                wake_at: 500,
+                reclaim: Some((State::Running, 1))
+            })
+        );
+    }
+
+    #[test]
+    fn a_due_sleep_never_waits_for_another_lease() {
+        let held = sleep_row(State::Running, Some(10_000));
+        assert_eq!(
+            decide_sleep(Some(&held), SIG, 10, 600).ok(),
+            Some(SleepDecision::WaitUntil {
+                wake_at: 500,
+                reclaim: Some((State::Running, 1))
+            })
+        );
+    }
+
+    #[test]
+    fn completed_sleep_is_done_and_corrupt_sleep_is_an_error() {
+        let done = sleep_row(State::Completed, None);
+        assert_eq!(
+            decide_sleep(Some(&done), SIG, 10, 0).ok(),
+            Some(SleepDecision::Done)
+        );
+        let mut broken = sleep_row(State::Running, None);
+        broken.input = json!({"durationMs": 10});
+        assert!(decide_sleep(Some(&broken), SIG, 10, 0).is_err());
+    }
+
+    #[test]
+    fn budget_rejects_only_when_a_total_is_spent() {
+        assert!(check_budget(None, 1_000_000).is_ok());
+        assert!(check_budget(Some(10), 9).is_ok());
+        assert_eq!(
+            check_budget(Some(10), 10).err().map(|e| e.to_string()),
+            Some("budget exhausted: spent 10 of 10 output tokens".to_owned())
+        );
+    }
+
+    #[test]
+    fn retry_backoff_extends_the_step_lease() {
+        let none = RetryPolicy::default();
+        let long = RetryPolicy {
+            max_attempts: 3,
+            backoff_ms: 120_000,
+        };
+        assert_eq!(step_lease_expires_at(1_000, 60_000, &none), 61_000);
+        assert_eq!(step_lease_expires_at(1_000, 60_000, &long), 301_000);
+        assert_eq!(heartbeat_interval_ms(60_000), 20_000);
+    }
+
+    #[test]
+    fn retry_policy_parses_and_rejects_nonsense() {
+        assert_eq!(
+            RetryPolicy::from_options(&json!({"retry": {"maxAttempts": 2, "backoffMs": 5}})).ok(),
+            Some(RetryPolicy {
+                max_attempts: 2,
+                backoff_ms: 5
+            })
+        );
+        assert_eq!(
+            RetryPolicy::from_options(&json!(null)).ok(),
+            Some(RetryPolicy::default())
+        );
+        assert!(RetryPolicy::from_options(&json!({"retry": {"maxAttempts": 0}})).is_err());
+        assert!(RetryPolicy::from_options(&json!({"retry": {"backoffMs": -1}})).is_err());
+        assert!(RetryPolicy::from_options(&json!({"retry": 3})).is_err());
+    }
+}

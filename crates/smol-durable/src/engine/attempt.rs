@@ -1,0 +1,485 @@
+//! One attempt at a root run: the shared state of its run tree, the lease heartbeat, the
+//! ordered event writer, and the end-of-attempt bookkeeping.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::host::RunScope;
+use super::{EngineShared, RunOutput, TokenUsage};
+use crate::decide::heartbeat_interval_ms;
+use crate::events::{EventMetadata, EventType, WorkflowEvent};
+use crate::script::{BudgetSnapshot, ScriptInvocation, WorkflowSource};
+use crate::store::{
+    AttemptOutcome, AttemptRecord, FailStep, FinishAttempt, NewEvent, RenewLeases, RunRecord,
+    State, StepLease,
+};
+use crate::{Error, StoreErrorKind};
+
+/// A step this attempt holds and must keep leased.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeldStep {
+    pub fence: u32,
+    /// Lease beyond the ttl (retry backoff budget).
+    pub extra_ms: u64,
+}
+
+/// How the attempt was stopped from outside the script.
+#[derive(Debug)]
+enum Interruption {
+    Cancelled,
+    Fatal(Error),
+}
+
+enum WriterMessage {
+    Event(NewEvent, WorkflowEvent),
+    Flush(oneshot::Sender<()>),
+}
+
+/// State shared by every run (root and children) of one attempt.
+#[derive(Debug)]
+pub(crate) struct AttemptCtx {
+    pub engine: Arc<EngineShared>,
+    pub task_id: String,
+    pub root_run_id: String,
+    pub attempt: AttemptRecord,
+    pub settings: RunSettings,
+    pub budget: Mutex<BudgetSnapshot>,
+    pub agent_slots: Option<Arc<Semaphore>>,
+    pub held: Mutex<HashMap<String, HeldStep>>,
+    pub cancel: CancellationToken,
+    interruption: Mutex<Option<Interruption>>,
+    writer: mpsc::UnboundedSender<WriterMessage>,
+    started: Instant,
+}
+
+/// Defaults in force for this attempt (stored with the run, overridable on resume).
+#[derive(Debug, Clone)]
+pub(crate) struct RunSettings {
+    pub provider: String,
+    pub model_map: std::collections::BTreeMap<String, String>,
+    pub cwd: Option<String>,
+    pub budget_total: Option<u64>,
+    pub max_parallel_agents: Option<usize>,
+}
+
+impl AttemptCtx {
+    pub fn now(&self) -> i64 {
+        self.engine.clock.now_ms()
+    }
+
+    pub fn lease_ttl_ms(&self) -> u64 {
+        u64::try_from(self.engine.lease_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn owner_id(&self) -> &str {
+        &self.engine.owner_id
+    }
+
+    /// Records an error that must fail the run even if the script catches the rejection
+    /// (store failures, fencing, signature mismatch), and stops the script.
+    pub fn fail_fatally(&self, error: Error) {
+        if let Ok(mut slot) = self.interruption.lock() {
+            if !matches!(*slot, Some(Interruption::Fatal(_))) {
+                *slot = Some(Interruption::Fatal(error));
+            }
+        }
+        self.cancel.cancel();
+    }
+
+    /// Cancels the run cooperatively.
+    pub fn request_cancel(&self) {
+        if let Ok(mut slot) = self.interruption.lock() {
+            if slot.is_none() {
+                *slot = Some(Interruption::Cancelled);
+            }
+        }
+        self.cancel.cancel();
+    }
+
+    pub fn hold(&self, step_id: &str, held: HeldStep) {
+        if let Ok(mut map) = self.held.lock() {
+            map.insert(step_id.to_owned(), held);
+        }
+    }
+
+    pub fn release(&self, step_id: &str) {
+        if let Ok(mut map) = self.held.lock() {
+            map.remove(step_id);
+        }
+    }
+
+    pub fn budget(&self) -> BudgetSnapshot {
+        self.budget.lock().map(|b| *b).unwrap_or(BudgetSnapshot {
+            total: self.settings.budget_total,
+            spent: 0,
+        })
+    }
+
+    pub fn add_spent(&self, tokens: u64) {
+        if let Ok(mut budget) = self.budget.lock() {
+            budget.spent = budget.spent.saturating_add(tokens);
+        }
+    }
+
+    /// Queues an event; the writer appends events to the store in this order, then fans them
+    /// out to sinks and the run handle.
+    pub fn emit(
+        &self,
+        event_type: EventType,
+        metadata: EventMetadata,
+        data: serde_json::Map<String, Value>,
+    ) {
+        let mut event = WorkflowEvent::new(event_type, metadata);
+        event.data = data;
+        let is_root_start = event_type == EventType::Started && event.metadata.workflow_depth == 0;
+        if !is_root_start {
+            event.elapsed_nanos = Some(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        }
+        let record = NewEvent {
+            event_id: crate::new_id("evt"),
+            run_id: event.metadata.run_id.clone(),
+            root_run_id: self.root_run_id.clone(),
+            attempt_id: Some(self.attempt.attempt_id.clone()),
+            step_id: event.metadata.step_id.clone(),
+            event_type: event_type.as_str().to_owned(),
+            payload: event.to_json(),
+            created_at: self.now(),
+        };
+        let _ = self.writer.send(WriterMessage::Event(record, event));
+    }
+
+    pub fn metadata(&self, run_id: &str, depth: u32, parent_step_id: Option<&str>) -> EventMetadata {
+        EventMetadata {
+            run_id: run_id.to_owned(),
+            attempt_id: Some(self.attempt.attempt_id.clone()),
+            workflow_depth: depth,
+            parent_step_id: parent_step_id.map(str::to_owned),
+            ..EventMetadata::default()
+        }
+    }
+
+    async fn flush_events(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.writer.send(WriterMessage::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// Everything needed to execute an attempt that `start_attempt` opened.
+pub(crate) struct AttemptPlan {
+    pub engine: Arc<EngineShared>,
+    pub run: RunRecord,
+    pub attempt: AttemptRecord,
+    pub source: WorkflowSource,
+    pub settings: RunSettings,
+    pub cancel: CancellationToken,
+    pub handle_events: Option<mpsc::UnboundedSender<WorkflowEvent>>,
+}
+
+/// Executes the attempt to its end and records the outcome.
+pub(crate) async fn execute(plan: AttemptPlan) -> Result<RunOutput, Error> {
+    let AttemptPlan {
+        engine,
+        run,
+        attempt,
+        source,
+        settings,
+        cancel,
+        handle_events,
+    } = plan;
+    let (writer, inbox) = mpsc::unbounded_channel();
+    let writer_task = tokio::spawn(write_events(Arc::clone(&engine), inbox, handle_events));
+    let spent = engine.store.budget_spent(&run.run_id).await?;
+    let ctx = Arc::new(AttemptCtx {
+        engine: Arc::clone(&engine),
+        task_id: run.task_id.clone(),
+        root_run_id: run.run_id.clone(),
+        attempt: attempt.clone(),
+        budget: Mutex::new(BudgetSnapshot {
+            total: settings.budget_total,
+            spent,
+        }),
+        agent_slots: settings
+            .max_parallel_agents
+            .map(|cap| Arc::new(Semaphore::new(cap.max(1)))),
+        settings,
+        held: Mutex::new(HashMap::new()),
+        cancel,
+        interruption: Mutex::new(None),
+        writer,
+        started: Instant::now(),
+    });
+    let heartbeat = tokio::spawn(heartbeat(Arc::clone(&ctx)));
+    let outcome = run_root(&ctx, &run, source).await;
+    heartbeat.abort();
+    let result = finish(&ctx, &run, outcome).await;
+    ctx.flush_events().await;
+    drop(ctx);
+    let _ = writer_task.await;
+    result
+}
+
+async fn run_root(ctx: &Arc<AttemptCtx>, run: &RunRecord, source: WorkflowSource) -> Result<Value, Error> {
+    let scope = RunScope::root(Arc::clone(ctx), run, &source).await?;
+    let started = json!({ "scriptPath": source.path.display().to_string(), "attempt": ctx.attempt.attempt });
+    scope.emit(EventType::Started, None, started);
+    let invocation = ScriptInvocation {
+        source,
+        args: run.args.clone(),
+        host: Arc::new(scope.host()),
+        cancel: ctx.cancel.clone(),
+    };
+    let evaluation = ctx.engine.scripts.evaluate(invocation);
+    tokio::pin!(evaluation);
+    tokio::select! {
+        result = &mut evaluation => result.map_err(Error::from),
+        () = ctx.cancel.cancelled() => {
+            // Host calls now reject; give the script a moment to unwind on its own.
+            let grace = ctx.engine.limits.cancel_grace;
+            match tokio::time::timeout(grace, &mut evaluation).await {
+                Ok(result) => result.map_err(Error::from),
+                Err(_) => Err(Error::Cancelled),
+            }
+        }
+    }
+}
+
+async fn finish(ctx: &Arc<AttemptCtx>, run: &RunRecord, outcome: Result<Value, Error>) -> Result<RunOutput, Error> {
+    let now = ctx.now();
+    let interruption = ctx.interruption.lock().ok().and_then(|mut slot| slot.take());
+    let outcome = match interruption {
+        Some(Interruption::Fatal(error)) => Err(error),
+        Some(Interruption::Cancelled) => Err(Error::Cancelled),
+        None => outcome,
+    };
+    release_held_steps(ctx, matches!(outcome, Err(Error::Cancelled))).await;
+    let root_meta = ctx.metadata(&run.run_id, 0, None);
+    match outcome {
+        Ok(result) => {
+            let usage = token_usage(ctx).await?;
+            ctx.engine
+                .store
+                .finish_attempt(FinishAttempt {
+                    attempt_id: ctx.attempt.attempt_id.clone(),
+                    task_id: ctx.task_id.clone(),
+                    run_id: run.run_id.clone(),
+                    owner_id: ctx.owner_id().to_owned(),
+                    outcome: AttemptOutcome::Completed {
+                        result: result.clone(),
+                        budget_spent: ctx.budget().spent,
+                    },
+                    now,
+                })
+                .await?;
+            let data = json!({ "result": result, "tokenUsage": usage });
+            ctx.emit(EventType::Result, root_meta, object(data));
+            Ok(RunOutput {
+                task_id: ctx.task_id.clone(),
+                run_id: run.run_id.clone(),
+                attempt: ctx.attempt.attempt,
+                result,
+                token_usage: usage,
+            })
+        }
+        Err(error) => {
+            let reason = json!({ "message": error.to_string() });
+            let outcome = if matches!(error, Error::Cancelled) {
+                AttemptOutcome::Cancelled { reason }
+            } else {
+                AttemptOutcome::Failed {
+                    reason,
+                    retry_at: None,
+                }
+            };
+            let recorded = ctx
+                .engine
+                .store
+                .finish_attempt(FinishAttempt {
+                    attempt_id: ctx.attempt.attempt_id.clone(),
+                    task_id: ctx.task_id.clone(),
+                    run_id: run.run_id.clone(),
+                    owner_id: ctx.owner_id().to_owned(),
+                    outcome,
+                    now,
+                })
+                .await;
+            ctx.emit(
+                EventType::Error,
+                root_meta,
+                object(json!({ "message": error.to_string() })),
+            );
+            match recorded {
+                Err(store_error) if store_error.kind() == StoreErrorKind::LeaseLost => {
+                    Err(Error::LeaseLost(store_error.to_string()))
+                }
+                Err(store_error) => {
+                    tracing::error!(%store_error, %error, "could not record the end of a failed attempt");
+                    Err(error)
+                }
+                Ok(()) => Err(error),
+            }
+        }
+    }
+}
+
+/// Steps still held when the script ended (e.g. `Promise.all` rejected while siblings ran) are
+/// released so the next attempt reclaims them at once instead of waiting for their lease.
+async fn release_held_steps(ctx: &AttemptCtx, cancelled: bool) {
+    let held: Vec<(String, HeldStep)> = ctx
+        .held
+        .lock()
+        .map(|mut map| map.drain().collect())
+        .unwrap_or_default();
+    let (state, message) = if cancelled {
+        (State::Cancelled, "workflow cancelled")
+    } else {
+        (State::Failed, "the attempt ended before this step finished")
+    };
+    for (step_id, step) in held {
+        let released = ctx
+            .engine
+            .store
+            .fail_step(FailStep {
+                step_id: step_id.clone(),
+                fence: step.fence,
+                state: state.clone(),
+                reason: json!({ "message": message }),
+                ledger: Vec::new(),
+                now: ctx.now(),
+            })
+            .await;
+        if let Err(error) = released {
+            tracing::warn!(%step_id, %error, "could not release a step at the end of the attempt");
+        }
+    }
+}
+
+async fn token_usage(ctx: &AttemptCtx) -> Result<TokenUsage, Error> {
+    ledger_usage(ctx.engine.store.as_ref(), &ctx.root_run_id).await
+}
+
+/// Token usage of a root run, summed over its ledger (so it spans every attempt).
+pub(crate) async fn ledger_usage(store: &dyn crate::DurableStore, root_run_id: &str) -> Result<TokenUsage, Error> {
+    let entries = store.ledger_entries(root_run_id).await?;
+    let mut usage = TokenUsage::default();
+    for entry in entries {
+        let reported = entry.usage.as_ref();
+        let field = |name: &str| reported.and_then(|u| u.get(name)).and_then(Value::as_u64);
+        let input = field("inputTokens").unwrap_or(0);
+        usage.input_tokens += input;
+        usage.output_tokens += entry.output_tokens;
+        usage.total_tokens += field("totalTokens").unwrap_or(input + entry.output_tokens);
+    }
+    Ok(usage)
+}
+
+/// Renews the task, attempt and held step leases every ttl/3 and watches for cancellation.
+async fn heartbeat(ctx: Arc<AttemptCtx>) {
+    let interval = Duration::from_millis(heartbeat_interval_ms(ctx.lease_ttl_ms()));
+    loop {
+        crate::clock::sleep_for(ctx.engine.clock.as_ref(), interval).await;
+        let now = ctx.now();
+        let ttl = i64::try_from(ctx.lease_ttl_ms()).unwrap_or(i64::MAX);
+        let steps: Vec<StepLease> = ctx
+            .held
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .map(|(step_id, held)| StepLease {
+                        step_id: step_id.clone(),
+                        fence: held.fence,
+                        lease_expires_at: now
+                            .saturating_add(ttl)
+                            .saturating_add(i64::try_from(held.extra_ms).unwrap_or(i64::MAX)),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let renewed = ctx
+            .engine
+            .store
+            .renew_leases(RenewLeases {
+                owner_id: ctx.owner_id().to_owned(),
+                task_id: ctx.task_id.clone(),
+                attempt_id: ctx.attempt.attempt_id.clone(),
+                run_id: ctx.root_run_id.clone(),
+                lease_expires_at: now.saturating_add(ttl),
+                steps,
+                now,
+            })
+            .await;
+        match renewed {
+            Ok(outcome) => {
+                if !outcome.task_held {
+                    ctx.fail_fatally(Error::LeaseLost(format!(
+                        "task {} is no longer held by {}",
+                        ctx.task_id,
+                        ctx.owner_id()
+                    )));
+                    return;
+                }
+                for step_id in outcome.lost_steps {
+                    // Someone else owns it now; our completion will be fenced off.
+                    tracing::warn!(%step_id, "step lease lost");
+                    ctx.release(&step_id);
+                }
+                if outcome.cancel_requested {
+                    ctx.request_cancel();
+                }
+            }
+            // A failed renewal is retried on the next beat; the lease still has two thirds left.
+            Err(error) => tracing::warn!(%error, "lease renewal failed"),
+        }
+    }
+}
+
+async fn write_events(
+    engine: Arc<EngineShared>,
+    mut inbox: mpsc::UnboundedReceiver<WriterMessage>,
+    handle: Option<mpsc::UnboundedSender<WorkflowEvent>>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = inbox.recv().await {
+        let mut flushes = Vec::new();
+        let mut pending = vec![first];
+        while let Ok(next) = inbox.try_recv() {
+            pending.push(next);
+        }
+        for message in pending {
+            match message {
+                WriterMessage::Event(record, event) => batch.push((record, event)),
+                WriterMessage::Flush(done) => flushes.push(done),
+            }
+        }
+        if !batch.is_empty() {
+            let records = batch.iter().map(|(record, _)| record.clone()).collect();
+            if let Err(error) = engine.store.append_events(records).await {
+                tracing::warn!(%error, "could not store workflow events");
+            }
+            for (_, event) in batch.drain(..) {
+                for sink in &engine.event_sinks {
+                    sink.emit(&event).await;
+                }
+                if let Some(handle) = &handle {
+                    let _ = handle.send(event);
+                }
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+pub(crate) fn object(value: Value) -> serde_json::Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}

@@ -1,0 +1,913 @@
+//! The host side of a running script: turns `agent`, `sleep` and `workflow` calls into durable
+//! steps, and `log`/`phase` into events. One [`RunScope`] per run (root or child).
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde_json::{json, Map, Value};
+
+use super::attempt::{object, AttemptCtx, HeldStep};
+use super::steps::{acquire_step, complete_fenced, Acquired, StepClaim};
+use crate::decide::{check_budget, decide_sleep, step_lease_expires_at, RetryPolicy, SleepDecision};
+use crate::events::EventType;
+use crate::script::{
+    BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, ScriptInvocation,
+    WorkflowHost, WorkflowMeta, WorkflowSource,
+};
+use crate::signature::{child_workflow_scope, options_or_null, OccurrenceCounter};
+use crate::store::{
+    ClaimStep, FailStep, InsertStep, LedgerEntry, NewChildRun, NewStep, RunOutcome, RunRecord,
+    State, StepCas, StepKind, StepRecord, WorkflowInfo,
+};
+use crate::{
+    AgentContext, AgentProvider, AgentRequest, AgentResponse, Error, ProviderError, StepSignature,
+};
+
+/// One run of the tree being executed by an attempt.
+#[derive(Debug)]
+pub(crate) struct RunScope {
+    ctx: Arc<AttemptCtx>,
+    run_id: String,
+    scope: String,
+    depth: u32,
+    parent_step_id: Option<String>,
+    source_path: PathBuf,
+    root_dir: PathBuf,
+    meta: Option<WorkflowMeta>,
+    occurrences: Mutex<OccurrenceCounter>,
+    phase: Mutex<Option<String>>,
+    known_steps: Mutex<HashMap<String, StepRecord>>,
+}
+
+/// The [`WorkflowHost`] handed to the script engine.
+#[derive(Debug, Clone)]
+pub(crate) struct RunHost(Arc<RunScope>);
+
+/// An agent call with every default applied: what the signature and the provider see.
+#[derive(Debug, Clone)]
+struct AgentCall {
+    provider: Arc<dyn AgentProvider>,
+    prompt: String,
+    options: Value,
+    phase: Option<String>,
+    retry: RetryPolicy,
+    signature: StepSignature,
+    checkpoint: String,
+}
+
+fn rejected(error: HostError) -> HostFuture {
+    Box::pin(futures::future::ready(Err(error)))
+}
+
+fn invalid(message: impl Into<String>) -> HostError {
+    HostError::new(HostErrorKind::Invalid, message)
+}
+
+fn cancelled() -> HostError {
+    HostError::new(HostErrorKind::Cancelled, Error::Cancelled.to_string())
+}
+
+impl RunScope {
+    pub async fn root(
+        ctx: Arc<AttemptCtx>,
+        run: &RunRecord,
+        source: &WorkflowSource,
+    ) -> Result<Arc<Self>, Error> {
+        let root_dir = source
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Self::open(ctx, run.run_id.clone(), "root".to_owned(), 0, None, source, root_dir).await
+    }
+
+    async fn open(
+        ctx: Arc<AttemptCtx>,
+        run_id: String,
+        scope: String,
+        depth: u32,
+        parent_step_id: Option<String>,
+        source: &WorkflowSource,
+        root_dir: PathBuf,
+    ) -> Result<Arc<Self>, Error> {
+        // Completed steps never change, so one load serves every replay of this attempt.
+        let known_steps = ctx
+            .engine
+            .store
+            .load_steps(&run_id)
+            .await?
+            .into_iter()
+            .filter(|step| step.state == State::Completed)
+            .map(|step| (step.checkpoint_name.clone(), step))
+            .collect();
+        let meta = ctx.engine.scripts.read_metadata(source).ok();
+        Ok(Arc::new(Self {
+            ctx,
+            run_id,
+            scope,
+            depth,
+            parent_step_id,
+            source_path: source.path.clone(),
+            root_dir,
+            meta,
+            occurrences: Mutex::new(OccurrenceCounter::default()),
+            phase: Mutex::new(None),
+            known_steps: Mutex::new(known_steps),
+        }))
+    }
+
+    pub fn host(self: &Arc<Self>) -> RunHost {
+        RunHost(Arc::clone(self))
+    }
+
+    pub fn emit(&self, event_type: EventType, step_id: Option<&str>, data: Value) {
+        let mut metadata = self
+            .ctx
+            .metadata(&self.run_id, self.depth, self.parent_step_id.as_deref());
+        metadata.step_id = step_id.map(str::to_owned);
+        self.ctx.emit(event_type, metadata, object(data));
+    }
+
+    fn next_checkpoint(&self, signature: &StepSignature) -> String {
+        let base = signature.base_checkpoint();
+        match self.occurrences.lock() {
+            Ok(mut counter) => counter.next(&base),
+            Err(poisoned) => poisoned.into_inner().next(&base),
+        }
+    }
+
+    fn known_step(&self, checkpoint: &str) -> Option<StepRecord> {
+        self.known_steps
+            .lock()
+            .ok()
+            .and_then(|steps| steps.get(checkpoint).cloned())
+    }
+
+    fn current_phase(&self) -> Option<String> {
+        self.phase.lock().ok().and_then(|phase| phase.clone())
+    }
+
+    /// Applies phase inheritance, phase defaults from `meta`, the model map and provider
+    /// resolution, in that order, then derives the step identity.
+    fn prepare_agent(&self, prompt: String, options: Value) -> Result<AgentCall, HostError> {
+        let mut options: Map<String, Value> = match options {
+            Value::Null => Map::new(),
+            Value::Object(map) => map,
+            other => return Err(invalid(format!("agent options must be an object, got {other}"))),
+        };
+        let phase = match options.remove("phase") {
+            None | Some(Value::Null) => self.current_phase(),
+            Some(Value::String(phase)) => Some(phase),
+            Some(other) => return Err(invalid(format!("agent option phase must be a string, got {other}"))),
+        };
+        let phase_meta = phase
+            .as_deref()
+            .and_then(|name| self.meta.as_ref().and_then(|meta| meta.phase(name)));
+        let settings = &self.ctx.settings;
+        let provider_name = match options.remove("provider") {
+            None | Some(Value::Null) => phase_meta
+                .and_then(|p| p.provider.clone())
+                .unwrap_or_else(|| settings.provider.clone()),
+            Some(Value::String(name)) => name,
+            Some(other) => return Err(invalid(format!("agent option provider must be a string, got {other}"))),
+        };
+        if !options.contains_key("model") {
+            if let Some(model) = phase_meta.and_then(|p| p.model.clone()) {
+                options.insert("model".to_owned(), Value::String(model));
+            }
+        }
+        if let Some(Value::String(alias)) = options.get("model") {
+            if let Some(selector) = settings.model_map.get(alias) {
+                options.insert("model".to_owned(), Value::String(selector.clone()));
+            }
+        }
+        let options = options_or_null(options);
+        let retry = RetryPolicy::from_options(&options).map_err(|e| invalid(e.to_string()))?;
+        let provider = self.ctx.engine.provider(&provider_name).ok_or_else(|| {
+            invalid(format!(
+                "unknown agent provider {provider_name:?}; registered providers: {}",
+                self.ctx.engine.provider_names().join(", ")
+            ))
+        })?;
+        let signature = StepSignature::agent(
+            &self.scope,
+            &provider_name,
+            &prompt,
+            &options,
+            phase.as_deref(),
+            settings.cwd.as_deref(),
+        );
+        let checkpoint = self.next_checkpoint(&signature);
+        Ok(AgentCall {
+            provider,
+            prompt,
+            options,
+            phase,
+            retry,
+            signature,
+            checkpoint,
+        })
+    }
+
+    /// Waits for a step held by someone else: until it changes or its lease runs out.
+    async fn wait_for_holder(&self, row: &StepRecord) -> Result<(), HostError> {
+        let poll = self.ctx.engine.limits.wait_poll;
+        let now = self.ctx.now();
+        let until_expiry = row.lease_expires_at.unwrap_or(now).saturating_sub(now).max(1);
+        let wait = Duration::from_millis(
+            u64::try_from(until_expiry).unwrap_or(u64::MAX).min(poll.as_millis() as u64),
+        );
+        tokio::select! {
+            () = crate::clock::sleep_for(self.ctx.engine.clock.as_ref(), wait) => Ok(()),
+            () = self.ctx.cancel.cancelled() => Err(cancelled()),
+        }
+    }
+
+    /// Runs the claim loop until the step replays or is ours.
+    async fn claim(
+        &self,
+        kind: StepKind,
+        checkpoint: &str,
+        signature: &StepSignature,
+        input: Value,
+        lease_extra_ms: u64,
+    ) -> Result<Claimed, HostError> {
+        let mut known = self.known_step(checkpoint);
+        loop {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(cancelled());
+            }
+            let now = self.ctx.now();
+            let claim = StepClaim {
+                run_id: &self.run_id,
+                root_run_id: &self.ctx.root_run_id,
+                kind: kind.clone(),
+                checkpoint_name: checkpoint,
+                signature,
+                input: input.clone(),
+                worker_id: self.ctx.owner_id(),
+                lease_expires_at: now
+                    .saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX))
+                    .saturating_add(i64::try_from(lease_extra_ms).unwrap_or(i64::MAX)),
+            };
+            match acquire_step(self.ctx.engine.store.as_ref(), &claim, known.take(), now).await {
+                Ok(Acquired::Replay(result)) => return Ok(Claimed::Replay(result)),
+                Ok(Acquired::Claimed(row)) => {
+                    self.ctx.hold(
+                        &row.step_id,
+                        HeldStep {
+                            fence: row.attempts,
+                            extra_ms: lease_extra_ms,
+                        },
+                    );
+                    return Ok(Claimed::Ours(row));
+                }
+                Ok(Acquired::Wait(row)) => self.wait_for_holder(&row).await?,
+                Err(error) => return Err(self.fatal(error)),
+            }
+        }
+    }
+
+    /// A durability failure: the script sees a rejection, and the run fails even if it catches it.
+    fn fatal(&self, error: Error) -> HostError {
+        let message = error.to_string();
+        self.ctx.fail_fatally(error);
+        HostError::new(HostErrorKind::Durability, message)
+    }
+
+    async fn run_agent(self: Arc<Self>, call: AgentCall) -> Result<Value, HostError> {
+        let budget = self.ctx.budget();
+        let input = json!({
+            "prompt": call.prompt,
+            "options": call.options,
+            "provider": call.provider.name(),
+            "context": { "phase": call.phase, "cwd": self.ctx.settings.cwd },
+        });
+        let lease_extra = step_lease_expires_at(0, 0, &call.retry) as u64;
+        // The budget is checked before anything is claimed: an exhausted run writes nothing.
+        if self.known_step(&call.checkpoint).is_none() {
+            if let Err(error) = check_budget(budget.total, budget.spent) {
+                return Err(HostError::new(HostErrorKind::BudgetExhausted, error.to_string()));
+            }
+        }
+        let row = match self
+            .claim(StepKind::Agent, &call.checkpoint, &call.signature, input, lease_extra)
+            .await?
+        {
+            Claimed::Replay(result) => return self.replay_agent(&call, result),
+            Claimed::Ours(row) => row,
+        };
+        let outcome = self.call_provider(&call, &row).await;
+        self.ctx.release(&row.step_id);
+        outcome
+    }
+
+    fn replay_agent(&self, call: &AgentCall, result: Value) -> Result<Value, HostError> {
+        let response: AgentResponse = serde_json::from_value(result.clone()).map_err(|error| {
+            self.fatal(Error::Store(crate::StoreError::new(
+                crate::StoreErrorKind::Corrupt,
+                "replay",
+                format!("stored result of {} is not an agent result: {error}", call.checkpoint),
+            )))
+        })?;
+        self.emit(
+            EventType::StepReplayed,
+            None,
+            json!({ "kind": "agent", "checkpoint": call.checkpoint, "prompt": call.prompt }),
+        );
+        Ok(response.output)
+    }
+
+    async fn call_provider(&self, call: &AgentCall, row: &StepRecord) -> Result<Value, HostError> {
+        let fence = row.attempts;
+        let _slot = match &self.ctx.agent_slots {
+            Some(slots) => tokio::select! {
+                permit = Arc::clone(slots).acquire_owned() => permit.ok(),
+                () = self.ctx.cancel.cancelled() => None,
+            },
+            None => None,
+        };
+        if self.ctx.cancel.is_cancelled() {
+            self.close_step(row, State::Cancelled, "workflow cancelled", Vec::new()).await;
+            return Err(cancelled());
+        }
+        let mut metadata = self.ctx.metadata(&self.run_id, self.depth, self.parent_step_id.as_deref());
+        metadata.step_id = Some(row.step_id.clone());
+        metadata.provider = Some(call.provider.name().to_owned());
+        self.ctx.emit(
+            EventType::AgentStarted,
+            metadata.clone(),
+            object(json!({ "prompt": call.prompt, "options": call.options, "phase": call.phase, "attempt": fence })),
+        );
+        let request = AgentRequest {
+            prompt: call.prompt.clone(),
+            options: call.options.clone(),
+            context: AgentContext {
+                phase: call.phase.clone(),
+                cwd: self.ctx.settings.cwd.clone(),
+            },
+            run_id: self.run_id.clone(),
+            step_id: row.step_id.clone(),
+            attempt: fence,
+        };
+        let mut billed: Vec<LedgerEntry> = Vec::new();
+        let result = self.call_with_retry(call, &request, row, &mut billed).await;
+        let response = match result {
+            Ok(response) => response,
+            Err(CallEnd::Cancelled) => {
+                self.close_step(row, State::Cancelled, "workflow cancelled", billed).await;
+                self.ctx.emit(EventType::AgentFailed, metadata, object(json!({ "error": "workflow cancelled" })));
+                return Err(cancelled());
+            }
+            Err(CallEnd::Failed(error)) => {
+                let message = error.to_string();
+                self.close_step(row, State::Failed, &message, billed).await;
+                self.ctx.emit(EventType::AgentFailed, metadata, object(json!({ "error": message })));
+                return Err(HostError::new(HostErrorKind::Provider, message));
+            }
+        };
+        if let Some(sink) = &self.ctx.engine.session_sink {
+            if let Err(error) = sink
+                .save(call.provider.name(), &self.run_id, &row.step_id, &response)
+                .await
+            {
+                tracing::warn!(step_id = %row.step_id, %error, "session log sink failed");
+            }
+        }
+        let stored = serde_json::to_value(response.without_raw()).unwrap_or(Value::Null);
+        let tokens = response.output_tokens();
+        billed.push(LedgerEntry::new(
+            &self.run_id,
+            &self.ctx.root_run_id,
+            &row.step_id,
+            "agent_step",
+            row.step_id.clone(),
+            tokens,
+            response.usage.as_ref().and_then(|u| serde_json::to_value(u).ok()),
+            self.ctx.now(),
+        ));
+        let billed_tokens: u64 = billed.iter().map(|entry| entry.output_tokens).sum();
+        let seen = complete_fenced(
+            self.ctx.engine.store.as_ref(),
+            &row.step_id,
+            Some(fence),
+            stored.clone(),
+            billed,
+            self.ctx.now(),
+        )
+        .await
+        .map_err(|error| self.fatal(error))?;
+        let adopted = seen != stored;
+        if !adopted {
+            self.ctx.add_spent(billed_tokens);
+        }
+        metadata.session_id = response.session_id.clone();
+        self.ctx.emit(
+            EventType::AgentCompleted,
+            metadata,
+            object(json!({ "output": response.output, "usage": response.usage, "model": response.model, "raw": response.raw, "adopted": adopted })),
+        );
+        if self.ctx.cancel.is_cancelled() {
+            // Completed and paid for (the session sink needed the call to finish), but the run
+            // is stopping.
+            return Err(cancelled());
+        }
+        let seen: AgentResponse = serde_json::from_value(seen).unwrap_or(response);
+        Ok(seen.output)
+    }
+
+    /// Calls the provider up to `retry.max_attempts` times for retryable errors, billing the
+    /// usage of failed tries. Without a session-log sink, cancellation drops the call at once;
+    /// with one, the call finishes so its transcript can be saved.
+    async fn call_with_retry(
+        &self,
+        call: &AgentCall,
+        request: &AgentRequest,
+        row: &StepRecord,
+        billed: &mut Vec<LedgerEntry>,
+    ) -> Result<AgentResponse, CallEnd> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt = call.provider.run(request.clone());
+            let result = if self.ctx.engine.session_sink.is_some() {
+                attempt.await
+            } else {
+                tokio::select! {
+                    result = attempt => result,
+                    () = self.ctx.cancel.cancelled() => return Err(CallEnd::Cancelled),
+                }
+            };
+            let error = match result {
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            if let Some(usage) = error.usage() {
+                billed.push(LedgerEntry::new(
+                    &self.run_id,
+                    &self.ctx.root_run_id,
+                    &row.step_id,
+                    "agent_attempt",
+                    format!("{}:{}:{tries}", row.step_id, row.attempts),
+                    usage.output_tokens.unwrap_or(0),
+                    serde_json::to_value(usage).ok(),
+                    self.ctx.now(),
+                ));
+            }
+            if !error.is_retryable() || tries >= call.retry.max_attempts {
+                return Err(CallEnd::Failed(error));
+            }
+            tracing::debug!(step_id = %row.step_id, tries, %error, "retrying agent call");
+            let backoff = Duration::from_millis(call.retry.backoff_ms);
+            tokio::select! {
+                () = crate::clock::sleep_for(self.ctx.engine.clock.as_ref(), backoff) => {}
+                () = self.ctx.cancel.cancelled() => return Err(CallEnd::Cancelled),
+            }
+        }
+    }
+
+    /// Marks a step we hold failed or cancelled (fenced), writing billed usage with it.
+    async fn close_step(&self, row: &StepRecord, state: State, message: &str, ledger: Vec<LedgerEntry>) {
+        let tokens: u64 = ledger.iter().map(|entry| entry.output_tokens).sum();
+        let closed = self
+            .ctx
+            .engine
+            .store
+            .fail_step(FailStep {
+                step_id: row.step_id.clone(),
+                fence: row.attempts,
+                state,
+                reason: json!({ "message": message }),
+                ledger,
+                now: self.ctx.now(),
+            })
+            .await;
+        self.ctx.release(&row.step_id);
+        match closed {
+            Ok(StepCas::Applied(_)) => self.ctx.add_spent(tokens),
+            Ok(StepCas::Conflict(_)) => {}
+            Err(error) => {
+                tracing::warn!(step_id = %row.step_id, %error, "could not record a step failure");
+            }
+        }
+    }
+
+    async fn run_sleep(self: Arc<Self>, duration_ms: u64, checkpoint: String) -> Result<Value, HostError> {
+        let signature = StepSignature::sleep(&self.scope, duration_ms);
+        let mut known = self.known_step(&checkpoint);
+        loop {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(cancelled());
+            }
+            let existing = match known.take() {
+                Some(row) => Some(row),
+                None => self
+                    .ctx
+                    .engine
+                    .store
+                    .get_step(&self.run_id, &checkpoint)
+                    .await
+                    .map_err(|error| self.fatal(error.into()))?,
+            };
+            let now = self.ctx.now();
+            let decision = decide_sleep(existing.as_ref(), &signature.json, duration_ms, now)
+                .map_err(|error| self.fatal(error))?;
+            let lease = now.saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX));
+            let (row, wake_at, fence) = match decision {
+                SleepDecision::Done => {
+                    self.emit(
+                        EventType::StepReplayed,
+                        existing.as_ref().map(|row| row.step_id.as_str()),
+                        json!({ "kind": "sleep", "checkpoint": checkpoint, "durationMs": duration_ms }),
+                    );
+                    return Ok(Value::Null);
+                }
+                SleepDecision::Insert { wake_at } => {
+                    let inserted = self
+                        .ctx
+                        .engine
+                        .store
+                        .insert_step(NewStep {
+                            step_id: crate::new_id("step"),
+                            run_id: self.run_id.clone(),
+                            root_run_id: self.ctx.root_run_id.clone(),
+                            kind: StepKind::Sleep,
+                            checkpoint_name: checkpoint.clone(),
+                            input_signature_hash: signature.hash.clone(),
+                            input_signature_json: signature.json.clone(),
+                            input: json!({ "durationMs": duration_ms, "wakeAt": wake_at }),
+                            worker_id: self.ctx.owner_id().to_owned(),
+                            lease_expires_at: lease,
+                            now,
+                        })
+                        .await
+                        .map_err(|error| self.fatal(error.into()))?;
+                    match inserted {
+                        InsertStep::Inserted(row) => (row.clone(), wake_at, Some(row.attempts)),
+                        InsertStep::Existing(row) => {
+                            known = Some(row);
+                            continue;
+                        }
+                    }
+                }
+                SleepDecision::WaitUntil { wake_at, reclaim: None } => {
+                    let Some(row) = existing else { continue };
+                    (row, wake_at, None)
+                }
+                SleepDecision::WaitUntil { wake_at, reclaim: Some((expected_state, expected_attempts)) } => {
+                    let Some(row) = existing else { continue };
+                    let claimed = self
+                        .ctx
+                        .engine
+                        .store
+                        .claim_step(ClaimStep {
+                            step_id: row.step_id.clone(),
+                            expected_state,
+                            expected_attempts,
+                            worker_id: self.ctx.owner_id().to_owned(),
+                            lease_expires_at: lease,
+                            now,
+                        })
+                        .await
+                        .map_err(|error| self.fatal(error.into()))?;
+                    match claimed {
+                        StepCas::Applied(row) => (row.clone(), wake_at, Some(row.attempts)),
+                        StepCas::Conflict(current) => {
+                            known = current;
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Some(fence) = fence {
+                self.ctx.hold(&row.step_id, HeldStep { fence, extra_ms: 0 });
+            }
+            let woke = tokio::select! {
+                () = self.ctx.engine.clock.sleep_until(wake_at) => true,
+                () = self.ctx.cancel.cancelled() => false,
+            };
+            if !woke {
+                // Leave the row running: its wakeAt stays fixed and the next attempt reclaims it.
+                return Err(cancelled());
+            }
+            let completed = self
+                .ctx
+                .engine
+                .store
+                .complete_step(crate::store::CompleteStep {
+                    step_id: row.step_id.clone(),
+                    fence,
+                    result: json!({ "ok": true, "durationMs": duration_ms, "wakeAt": wake_at, "completedAt": self.ctx.now() }),
+                    ledger: Vec::new(),
+                    now: self.ctx.now(),
+                })
+                .await
+                .map_err(|error| self.fatal(error.into()));
+            self.ctx.release(&row.step_id);
+            match completed? {
+                StepCas::Applied(_) => return Ok(Value::Null),
+                StepCas::Conflict(Some(current)) if current.state == State::Completed => return Ok(Value::Null),
+                StepCas::Conflict(current) => known = current,
+            }
+        }
+    }
+
+    async fn run_workflow(
+        self: Arc<Self>,
+        reference: Value,
+        args: Value,
+        signature: StepSignature,
+        checkpoint: String,
+    ) -> Result<Value, HostError> {
+        let source = self.resolve_child(&reference).await?;
+        let child_run_id = crate::new_id("run");
+        let input = json!({ "ref": reference, "args": args, "childRunId": child_run_id });
+        let row = match self
+            .claim(StepKind::Workflow, &checkpoint, &signature, input, 0)
+            .await?
+        {
+            Claimed::Replay(result) => {
+                self.emit(
+                    EventType::StepReplayed,
+                    None,
+                    json!({ "kind": "workflow", "checkpoint": checkpoint, "ref": reference }),
+                );
+                return Ok(result.get("value").cloned().unwrap_or(Value::Null));
+            }
+            Claimed::Ours(row) => row,
+        };
+        // A reclaimed step keeps the child run it started the first time.
+        let child_run_id = row
+            .input
+            .get("childRunId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or(child_run_id);
+        let outcome = self.execute_child(&row, &child_run_id, source, args).await;
+        let store = self.ctx.engine.store.as_ref();
+        let now = self.ctx.now();
+        match outcome {
+            Ok(value) => {
+                if let Err(error) = store
+                    .finish_child_run(&child_run_id, RunOutcome::Completed(value.clone()), now)
+                    .await
+                {
+                    return Err(self.fatal(error.into()));
+                }
+                let result = json!({ "value": value, "childRunId": child_run_id });
+                let seen = complete_fenced(store, &row.step_id, Some(row.attempts), result, Vec::new(), now)
+                    .await
+                    .map_err(|error| self.fatal(error));
+                self.ctx.release(&row.step_id);
+                Ok(seen?.get("value").cloned().unwrap_or(Value::Null))
+            }
+            Err(error) => {
+                let cancelled_run = error.kind == crate::HostErrorKind::Cancelled;
+                let reason = json!({ "message": error.message });
+                let run_outcome = if cancelled_run {
+                    RunOutcome::Cancelled(reason)
+                } else {
+                    RunOutcome::Failed(reason)
+                };
+                if let Err(store_error) = store.finish_child_run(&child_run_id, run_outcome, now).await {
+                    tracing::warn!(%store_error, %child_run_id, "could not record child run failure");
+                }
+                let state = if cancelled_run { State::Cancelled } else { State::Failed };
+                self.close_step(&row, state, &error.message, Vec::new()).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn execute_child(
+        &self,
+        row: &StepRecord,
+        child_run_id: &str,
+        source: WorkflowSource,
+        args: Value,
+    ) -> Result<Value, HostError> {
+        let store = self.ctx.engine.store.as_ref();
+        let meta = self.ctx.engine.scripts.read_metadata(&source).ok();
+        let hash = source.content_hash();
+        store
+            .put_script(&hash, &source.text)
+            .await
+            .map_err(|error| self.fatal(error.into()))?;
+        let mut workflow = WorkflowInfo::new();
+        workflow.script_path = Some(source.path.display().to_string());
+        workflow.script_hash = Some(hash);
+        workflow.metadata = meta.and_then(|meta| serde_json::to_value(meta).ok());
+        workflow.cwd = self.ctx.settings.cwd.clone();
+        store
+            .create_child_run(NewChildRun {
+                run_id: child_run_id.to_owned(),
+                task_id: self.ctx.task_id.clone(),
+                root_run_id: self.ctx.root_run_id.clone(),
+                parent_run_id: self.run_id.clone(),
+                parent_step_id: row.step_id.clone(),
+                workflow,
+                args: args.clone(),
+                now: self.ctx.now(),
+            })
+            .await
+            .map_err(|error| self.fatal(error.into()))?;
+        let child = RunScope::open(
+            Arc::clone(&self.ctx),
+            child_run_id.to_owned(),
+            child_workflow_scope(&row.checkpoint_name),
+            self.depth + 1,
+            Some(row.step_id.clone()),
+            &source,
+            self.root_dir.clone(),
+        )
+        .await
+        .map_err(|error| self.fatal(error))?;
+        child.emit(
+            EventType::Started,
+            None,
+            json!({ "scriptPath": source.path.display().to_string() }),
+        );
+        let invocation = ScriptInvocation {
+            source,
+            args,
+            host: Arc::new(child.host()),
+            cancel: self.ctx.cancel.clone(),
+        };
+        match self.ctx.engine.scripts.evaluate(invocation).await {
+            Ok(value) => {
+                child.emit(EventType::Result, None, json!({ "result": value }));
+                Ok(value)
+            }
+            Err(error) => {
+                child.emit(EventType::Error, None, json!({ "message": error.to_string() }));
+                if self.ctx.cancel.is_cancelled() {
+                    return Err(cancelled());
+                }
+                Err(HostError::new(
+                    HostErrorKind::Workflow,
+                    format!("child workflow {} failed: {error}", child.source_path.display()),
+                ))
+            }
+        }
+    }
+
+    /// Resolves `workflow(ref)`: a `{scriptPath}` relative to the calling script and confined to
+    /// the root workflow's directory, or a name registered with the engine (never a scan of the
+    /// process's working directory).
+    async fn resolve_child(&self, reference: &Value) -> Result<WorkflowSource, HostError> {
+        let name = match reference {
+            Value::String(name) => Some(name.as_str()),
+            Value::Object(map) => map.get("name").and_then(Value::as_str),
+            _ => None,
+        };
+        if let Some(name) = name {
+            return self.ctx.engine.named_workflows.get(name).cloned().ok_or_else(|| {
+                let mut known: Vec<&str> = self.ctx.engine.named_workflows.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                invalid(format!("unknown workflow {name:?}; known workflows: {}", known.join(", ")))
+            });
+        }
+        let script_path = reference
+            .get("scriptPath")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(format!("workflow ref must be a name or {{scriptPath}}, got {reference}")))?;
+        let base = self.source_path.parent().unwrap_or(Path::new(""));
+        let joined = normalize(&base.join(script_path));
+        if !joined.starts_with(normalize(&self.root_dir)) {
+            return Err(invalid(format!(
+                "workflow path {script_path:?} resolves outside the workflow directory {}",
+                self.root_dir.display()
+            )));
+        }
+        if let Some(source) = self.ctx.engine.workflows_by_path.get(&joined) {
+            return Ok(source.clone());
+        }
+        let path = joined.clone();
+        let root = self.root_dir.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<WorkflowSource, String> {
+            // Symlinks must not lead out of the workflow directory either.
+            let real = std::fs::canonicalize(&path).map_err(|e| format!("cannot open workflow {}: {e}", path.display()))?;
+            let real_root = std::fs::canonicalize(if root.as_os_str().is_empty() { Path::new(".") } else { &root })
+                .map_err(|e| format!("cannot open workflow directory {}: {e}", root.display()))?;
+            if !real.starts_with(&real_root) {
+                return Err(format!("workflow {} resolves outside the workflow directory", path.display()));
+            }
+            let text = std::fs::read_to_string(&real).map_err(|e| format!("cannot read workflow {}: {e}", path.display()))?;
+            Ok(WorkflowSource { path, text })
+        })
+        .await;
+        match read {
+            Ok(Ok(source)) => Ok(source),
+            Ok(Err(message)) => Err(invalid(message)),
+            Err(join_error) => Err(invalid(format!("reading workflow failed: {join_error}"))),
+        }
+    }
+}
+
+/// Lexical normalisation (no file system access): drops `.`, folds `..`.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
+enum Claimed {
+    Replay(Value),
+    Ours(StepRecord),
+}
+
+#[derive(Debug)]
+enum CallEnd {
+    Cancelled,
+    Failed(ProviderError),
+}
+
+impl WorkflowHost for RunHost {
+    fn call(&self, request: HostRequest) -> HostFuture {
+        let scope = Arc::clone(&self.0);
+        if scope.ctx.cancel.is_cancelled()
+            && matches!(request, HostRequest::Agent { .. } | HostRequest::Sleep { .. } | HostRequest::Workflow { .. })
+        {
+            return rejected(cancelled());
+        }
+        match request {
+            HostRequest::Agent { prompt, options } => match scope.prepare_agent(prompt, options) {
+                Ok(call) => scope.run_agent(call).boxed(),
+                Err(error) => rejected(error),
+            },
+            HostRequest::Sleep { duration_ms } => {
+                let max = scope.ctx.engine.limits.max_sleep_ms;
+                if duration_ms > max {
+                    return rejected(invalid(format!(
+                        "sleep duration {duration_ms} ms exceeds the maximum of {max} ms"
+                    )));
+                }
+                let checkpoint = scope.next_checkpoint(&StepSignature::sleep(&scope.scope, duration_ms));
+                scope.run_sleep(duration_ms, checkpoint).boxed()
+            }
+            HostRequest::Workflow { reference, args } => {
+                let max = scope.ctx.engine.limits.max_workflow_depth;
+                if scope.depth + 1 > max {
+                    return rejected(invalid(format!(
+                        "workflow nesting depth {} exceeds the maximum of {max}",
+                        scope.depth + 1
+                    )));
+                }
+                let args = if args.is_null() { json!({}) } else { args };
+                let signature = StepSignature::workflow(&scope.scope, &reference, &args);
+                let checkpoint = scope.next_checkpoint(&signature);
+                scope.run_workflow(reference, args, signature, checkpoint).boxed()
+            }
+            HostRequest::Log { values } => {
+                let message = values
+                    .iter()
+                    .map(|value| match value {
+                        Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                scope.emit(EventType::Log, None, json!({ "message": message, "values": values }));
+                Box::pin(futures::future::ready(Ok(Value::Null)))
+            }
+            HostRequest::Phase { name, options } => {
+                if let Ok(mut phase) = scope.phase.lock() {
+                    *phase = Some(name.clone());
+                }
+                scope.emit(EventType::Phase, None, json!({ "phase": name, "options": options }));
+                Box::pin(futures::future::ready(Ok(Value::Null)))
+            }
+        }
+    }
+
+    fn budget(&self) -> BudgetSnapshot {
+        self.0.ctx.budget()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn normalize_folds_dots() {
+        assert_eq!(normalize(Path::new("a/./b/../c.mjs")), PathBuf::from("a/c.mjs"));
+        assert_eq!(normalize(Path::new("a/../../x")), PathBuf::from("../x"));
+        assert_eq!(normalize(Path::new("/w/flows/../etc")), PathBuf::from("/w/etc"));
+    }
+}

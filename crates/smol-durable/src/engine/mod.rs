@@ -1,0 +1,787 @@
+//! [`Engine`]: the one handle host applications hold.
+
+mod attempt;
+mod host;
+pub mod steps;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::clock::{Clock, SystemClock};
+use crate::events::{EventSink, SessionLogSink, WorkflowEvent};
+use crate::script::{ScriptEngine, WorkflowSource};
+use crate::store::{
+    AttemptRecord, AttemptStart, CancelRequest, ClaimScope, DurableStore, EventRecord, NewRun,
+    OwnerRecord, RunFilter, RunRecord, StartAttempt, State, TaskRecord, WorkflowInfo,
+};
+use crate::{AgentProvider, Error};
+use attempt::{AttemptPlan, RunSettings};
+
+/// Limits that keep runs bounded.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Agent calls in flight per root run, children included (`None` = unlimited).
+    pub max_parallel_agents: Option<usize>,
+    /// Deepest child-workflow nesting (default 4).
+    pub max_workflow_depth: u32,
+    /// Longest `sleep()` (default one year).
+    pub max_sleep_ms: u64,
+    /// How long a cancelled script may take to unwind before it is dropped (default 5 s).
+    pub cancel_grace: Duration,
+    /// How often a step held by another worker is re-read while waiting (default 250 ms).
+    pub wait_poll: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_parallel_agents: None,
+            max_workflow_depth: 4,
+            max_sleep_ms: 365 * 24 * 60 * 60 * 1000,
+            cancel_grace: Duration::from_secs(5),
+            wait_poll: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Configuration and services shared by every run of an engine.
+#[derive(Debug)]
+pub(crate) struct EngineShared {
+    pub store: Arc<dyn DurableStore>,
+    pub scripts: Arc<dyn ScriptEngine>,
+    providers: BTreeMap<String, Arc<dyn AgentProvider>>,
+    default_provider: String,
+    model_map: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub lease_ttl: Duration,
+    pub clock: Arc<dyn Clock>,
+    pub event_sinks: Vec<Arc<dyn EventSink>>,
+    pub session_sink: Option<Arc<dyn SessionLogSink>>,
+    pub named_workflows: HashMap<String, WorkflowSource>,
+    pub workflows_by_path: HashMap<PathBuf, WorkflowSource>,
+    pub owner_id: String,
+    live: Mutex<HashMap<String, CancellationToken>>,
+    owner_registered: tokio::sync::OnceCell<()>,
+}
+
+impl EngineShared {
+    pub fn provider(&self, name: &str) -> Option<Arc<dyn AgentProvider>> {
+        self.providers.get(name).cloned()
+    }
+
+    pub fn provider_names(&self) -> Vec<String> {
+        self.providers.keys().cloned().collect()
+    }
+}
+
+/// Builds an [`Engine`].
+#[derive(Debug, Default)]
+pub struct EngineBuilder {
+    store: Option<Arc<dyn DurableStore>>,
+    scripts: Option<Arc<dyn ScriptEngine>>,
+    providers: Vec<Arc<dyn AgentProvider>>,
+    default_provider: Option<String>,
+    model_map: BTreeMap<String, String>,
+    limits: Limits,
+    lease_ttl: Option<Duration>,
+    clock: Option<Arc<dyn Clock>>,
+    event_sinks: Vec<Arc<dyn EventSink>>,
+    session_sink: Option<Arc<dyn SessionLogSink>>,
+    named_workflows: HashMap<String, WorkflowSource>,
+}
+
+impl EngineBuilder {
+    /// The store (required).
+    pub fn store(mut self, store: Arc<dyn DurableStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The script engine (required).
+    pub fn script_engine(mut self, scripts: Arc<dyn ScriptEngine>) -> Self {
+        self.scripts = Some(scripts);
+        self
+    }
+
+    /// Registers a provider under its [`AgentProvider::name`]; the first one registered is the
+    /// default unless [`EngineBuilder::default_provider`] says otherwise.
+    pub fn provider(mut self, provider: Arc<dyn AgentProvider>) -> Self {
+        self.providers.push(provider);
+        self
+    }
+
+    /// Names the default provider.
+    pub fn default_provider(mut self, name: impl Into<String>) -> Self {
+        self.default_provider = Some(name.into());
+        self
+    }
+
+    /// Maps a model alias (`agent(p, {model: alias})`) to a selector.
+    pub fn model_alias(mut self, alias: impl Into<String>, selector: impl Into<String>) -> Self {
+        self.model_map.insert(alias.into(), selector.into());
+        self
+    }
+
+    /// Replaces the limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Step and task lease duration (default 60 s); leases are renewed every third of it.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = Some(ttl);
+        self
+    }
+
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Adds an event sink.
+    pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.event_sinks.push(sink);
+        self
+    }
+
+    /// Sets the session-log sink.
+    pub fn session_log_sink(mut self, sink: Arc<dyn SessionLogSink>) -> Self {
+        self.session_sink = Some(sink);
+        self
+    }
+
+    /// Makes a workflow callable by name (`workflow("name")`) and by its path.
+    pub fn workflow(mut self, name: impl Into<String>, source: WorkflowSource) -> Self {
+        self.named_workflows.insert(name.into(), source);
+        self
+    }
+
+    /// Builds the engine.
+    pub fn build(self) -> Result<Engine, Error> {
+        let store = self
+            .store
+            .ok_or_else(|| Error::Config("EngineBuilder needs a store".to_owned()))?;
+        let scripts = self
+            .scripts
+            .ok_or_else(|| Error::Config("EngineBuilder needs a script engine".to_owned()))?;
+        let mut providers = BTreeMap::new();
+        for provider in &self.providers {
+            let name = provider.name().to_owned();
+            if providers.insert(name.clone(), Arc::clone(provider)).is_some() {
+                return Err(Error::Config(format!("provider {name:?} registered twice")));
+            }
+        }
+        let default_provider = match self.default_provider {
+            Some(name) if providers.contains_key(&name) => name,
+            Some(name) => {
+                return Err(Error::Config(format!(
+                    "default provider {name:?} is not registered"
+                )))
+            }
+            None => self
+                .providers
+                .first()
+                .map(|provider| provider.name().to_owned())
+                .ok_or_else(|| Error::Config("EngineBuilder needs at least one provider".to_owned()))?,
+        };
+        let lease_ttl = self.lease_ttl.unwrap_or(Duration::from_secs(60));
+        if lease_ttl < Duration::from_millis(3) {
+            return Err(Error::Config("lease ttl must be at least 3 ms".to_owned()));
+        }
+        let workflows_by_path = self
+            .named_workflows
+            .values()
+            .map(|source| (source.path.clone(), source.clone()))
+            .collect();
+        Ok(Engine {
+            shared: Arc::new(EngineShared {
+                store,
+                scripts,
+                providers,
+                default_provider,
+                model_map: self.model_map,
+                limits: self.limits,
+                lease_ttl,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                event_sinks: self.event_sinks,
+                session_sink: self.session_sink,
+                named_workflows: self.named_workflows,
+                workflows_by_path,
+                owner_id: crate::new_id("owner"),
+                live: Mutex::new(HashMap::new()),
+                owner_registered: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+}
+
+/// A new run: the script plus per-run settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunRequest {
+    /// The workflow.
+    pub source: WorkflowSource,
+    /// `args`.
+    pub args: Value,
+    /// Output-token allowance.
+    pub budget_total: Option<u64>,
+    /// Default provider for this run (else the engine's).
+    pub provider: Option<String>,
+    /// Working directory recorded with the run (part of agent signatures).
+    pub cwd: Option<String>,
+    /// Agent concurrency cap for this run (else the engine's limit).
+    pub max_parallel_agents: Option<usize>,
+}
+
+impl RunRequest {
+    /// A run of `source` with `args`.
+    pub fn new(source: WorkflowSource, args: Value) -> Self {
+        Self {
+            source,
+            args,
+            budget_total: None,
+            provider: None,
+            cwd: None,
+            max_parallel_agents: None,
+        }
+    }
+
+    /// Sets the budget.
+    pub fn budget_total(mut self, tokens: u64) -> Self {
+        self.budget_total = Some(tokens);
+        self
+    }
+
+    /// Sets the default provider.
+    pub fn provider(mut self, name: impl Into<String>) -> Self {
+        self.provider = Some(name.into());
+        self
+    }
+
+    /// Records the working directory.
+    pub fn cwd(mut self, cwd: impl Into<String>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// Caps concurrent agent calls.
+    pub fn max_parallel_agents(mut self, cap: usize) -> Self {
+        self.max_parallel_agents = Some(cap);
+        self
+    }
+}
+
+/// How to resume.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ResumeOptions {
+    /// Wait for a live owner's lease to expire (default); otherwise fail with [`Error::RunBusy`].
+    pub no_wait: bool,
+    /// Override the stored budget for this attempt.
+    pub budget_total: Option<u64>,
+    /// Override the stored default provider.
+    pub provider: Option<String>,
+    /// Run this source instead of re-reading the stored path.
+    pub source: Option<WorkflowSource>,
+}
+
+impl ResumeOptions {
+    /// Defaults: wait for a live owner, reuse everything stored.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fail instead of waiting for another owner's lease.
+    pub fn no_wait(mut self) -> Self {
+        self.no_wait = true;
+        self
+    }
+
+    /// A larger (or smaller) allowance.
+    pub fn budget_total(mut self, tokens: u64) -> Self {
+        self.budget_total = Some(tokens);
+        self
+    }
+
+    /// A fixed script.
+    pub fn source(mut self, source: WorkflowSource) -> Self {
+        self.source = Some(source);
+        self
+    }
+}
+
+/// Token usage of a run, summed over its ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUsage {
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Total tokens.
+    pub total_tokens: u64,
+}
+
+/// A finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RunOutput {
+    /// Task.
+    pub task_id: String,
+    /// Run.
+    pub run_id: String,
+    /// The attempt that produced the result.
+    pub attempt: u32,
+    /// The workflow's value.
+    pub result: Value,
+    /// Tokens spent over the whole run (all attempts).
+    pub token_usage: TokenUsage,
+}
+
+impl RunOutput {
+    /// The CLI's JSON (`{"tokenUsage", "runID", "results"}`), as smol-wf printed it.
+    pub fn to_cli_json(&self) -> Value {
+        serde_json::json!({
+            "tokenUsage": self.token_usage,
+            "runID": self.run_id,
+            "results": self.result,
+        })
+    }
+}
+
+/// A run in progress.
+#[derive(Debug)]
+pub struct RunHandle {
+    run_id: String,
+    task_id: String,
+    cancel: CancellationToken,
+    events: Option<mpsc::UnboundedReceiver<WorkflowEvent>>,
+    join: JoinHandle<Result<RunOutput, Error>>,
+}
+
+impl RunHandle {
+    /// The run.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Its task.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// The run's events, in order, from its start (once; later calls return `None`).
+    pub fn events(&mut self) -> Option<mpsc::UnboundedReceiver<WorkflowEvent>> {
+        self.events.take()
+    }
+
+    /// Cancels the run cooperatively: outstanding host calls reject with `workflow cancelled`
+    /// and the run ends `cancelled` (resumable).
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits for the run to end.
+    pub async fn join(self) -> Result<RunOutput, Error> {
+        match self.join.await {
+            Ok(result) => result,
+            Err(join_error) => Err(Error::Config(format!("run task failed: {join_error}"))),
+        }
+    }
+}
+
+/// A run with its task and attempts.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RunStatus {
+    /// The run.
+    pub run: RunRecord,
+    /// Its task.
+    pub task: TaskRecord,
+    /// Attempts of the task, in order.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// The durable workflow engine: one non-generic handle, cheap to clone.
+///
+/// See the [crate docs](crate) for a complete example.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    shared: Arc<EngineShared>,
+}
+
+impl Engine {
+    /// Starts building an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// This process's owner id (`owner_…`).
+    pub fn owner_id(&self) -> &str {
+        &self.shared.owner_id
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn DurableStore> {
+        &self.shared.store
+    }
+
+    /// Runs a workflow to its end in this process.
+    pub async fn run(&self, source: WorkflowSource, args: Value) -> Result<RunOutput, Error> {
+        self.start(RunRequest::new(source, args)).await?.join().await
+    }
+
+    /// Creates a local run (task + run + attempt 1) and starts executing it.
+    pub async fn start(&self, request: RunRequest) -> Result<RunHandle, Error> {
+        let shared = &self.shared;
+        self.register_owner().await?;
+        let meta = shared.scripts.read_metadata(&request.source)?;
+        let provider = request
+            .provider
+            .clone()
+            .unwrap_or_else(|| shared.default_provider.clone());
+        if shared.provider(&provider).is_none() {
+            return Err(Error::Config(format!(
+                "unknown agent provider {provider:?}; registered providers: {}",
+                shared.provider_names().join(", ")
+            )));
+        }
+        let hash = request.source.content_hash();
+        shared.store.put_script(&hash, &request.source.text).await?;
+        let mut workflow = WorkflowInfo::new();
+        workflow.mode = Some("local".to_owned());
+        workflow.script_path = Some(request.source.path.display().to_string());
+        workflow.script_hash = Some(hash);
+        workflow.metadata = serde_json::to_value(&meta).ok();
+        workflow.provider = Some(provider);
+        workflow.model_map = shared.model_map.clone();
+        workflow.max_parallel_agents = request.max_parallel_agents.or(shared.limits.max_parallel_agents);
+        workflow.cwd = request.cwd.clone();
+        let now = shared.clock.now_ms();
+        let mut new_run = NewRun::new(
+            ClaimScope::Local,
+            &shared.owner_id,
+            workflow,
+            request.args.clone(),
+            now,
+        );
+        new_run.budget_total = request.budget_total;
+        new_run.params = serde_json::json!({
+            "mode": "local",
+            "scriptPath": request.source.path.display().to_string(),
+            "args": request.args,
+            "budgetTotal": request.budget_total,
+        });
+        let created = shared.store.create_run(new_run).await?;
+        self.launch(created.run, request.source, None, false).await
+    }
+
+    /// Resumes a run: opens attempt N+1 and replays it from the top. Resuming a completed run
+    /// returns its stored result and changes nothing.
+    pub async fn resume(&self, run_id: &str, options: ResumeOptions) -> Result<RunHandle, Error> {
+        self.register_owner().await?;
+        let run = self.get_run(run_id).await?;
+        if !run.is_root() {
+            return Err(Error::Config(format!(
+                "{run_id} is a child run; resume its root run {}",
+                run.root_run_id
+            )));
+        }
+        if run.state == State::Completed {
+            return Ok(self.completed_handle(run).await?);
+        }
+        let source = match options.source.clone() {
+            Some(source) => source,
+            None => self.stored_source(&run).await?,
+        };
+        self.launch(run, source, Some(options), true).await
+    }
+
+    /// Requests cancellation of a run (its root run, for a child). A run executing in this
+    /// process stops at once; one executing elsewhere notices at its next heartbeat; a pending
+    /// task is cancelled immediately.
+    pub async fn cancel(&self, run_id: &str) -> Result<CancelRequest, Error> {
+        let shared = &self.shared;
+        let run = self.get_run(run_id).await?;
+        let outcome = shared
+            .store
+            .request_cancel(&run.root_run_id, shared.clock.now_ms())
+            .await?;
+        if let Ok(live) = shared.live.lock() {
+            if let Some(token) = live.get(&run.root_run_id) {
+                token.cancel();
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// A run with its task and attempts.
+    pub async fn status(&self, run_id: &str) -> Result<RunStatus, Error> {
+        let run = self.get_run(run_id).await?;
+        let task = self
+            .shared
+            .store
+            .get_task(&run.task_id)
+            .await?
+            .ok_or_else(|| Error::Config(format!("run {run_id} has no task {}", run.task_id)))?;
+        let attempts = self.shared.store.list_attempts(&task.task_id).await?;
+        Ok(RunStatus {
+            run,
+            task,
+            attempts,
+        })
+    }
+
+    /// Runs matching a filter, newest first.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
+        Ok(self.shared.store.list_runs(filter).await?)
+    }
+
+    /// Stored events of a run (and its children) after `after_seq`, in order.
+    pub async fn events(&self, run_id: &str, after_seq: i64, limit: usize) -> Result<Vec<EventRecord>, Error> {
+        Ok(self.shared.store.read_events(run_id, after_seq, limit).await?)
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<RunRecord, Error> {
+        self.shared
+            .store
+            .get_run(run_id)
+            .await?
+            .ok_or_else(|| Error::RunNotFound {
+                run_id: run_id.to_owned(),
+                store: self.shared.store.describe(),
+            })
+    }
+
+    async fn register_owner(&self) -> Result<(), Error> {
+        let shared = &self.shared;
+        shared
+            .owner_registered
+            .get_or_try_init(|| async {
+                let owner = OwnerRecord::this_process(shared.owner_id.clone(), shared.clock.now_ms());
+                shared.store.register_owner(owner).await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The script of a stored run: re-read from its path so a fixed script can continue a
+    /// failed run, else the stored source.
+    async fn stored_source(&self, run: &RunRecord) -> Result<WorkflowSource, Error> {
+        let path = run.workflow.script_path.clone().unwrap_or_default();
+        let path = PathBuf::from(path);
+        if let Some(source) = self.shared.workflows_by_path.get(&path) {
+            return Ok(source.clone());
+        }
+        let read_path = path.clone();
+        if let Ok(Ok(source)) = tokio::task::spawn_blocking(move || WorkflowSource::from_file(&read_path)).await {
+            return Ok(source);
+        }
+        if let Some(hash) = &run.workflow.script_hash {
+            if let Some(text) = self.shared.store.get_script(hash).await? {
+                return Ok(WorkflowSource { path, text });
+            }
+        }
+        Err(Error::Config(format!(
+            "cannot resume {}: its script {} is gone and no copy is stored",
+            run.run_id,
+            path.display()
+        )))
+    }
+
+    async fn completed_handle(&self, run: RunRecord) -> Result<RunHandle, Error> {
+        let attempt = self
+            .shared
+            .store
+            .list_attempts(&run.task_id)
+            .await?
+            .iter()
+            .filter(|attempt| attempt.state == State::Completed)
+            .map(|attempt| attempt.attempt)
+            .max()
+            .unwrap_or(0);
+        let output = RunOutput {
+            task_id: run.task_id.clone(),
+            run_id: run.run_id.clone(),
+            attempt,
+            result: run.completed_payload.clone().unwrap_or(Value::Null),
+            token_usage: attempt::ledger_usage(self.shared.store.as_ref(), &run.run_id).await?,
+        };
+        let (_, events) = mpsc::unbounded_channel();
+        Ok(RunHandle {
+            run_id: run.run_id,
+            task_id: run.task_id,
+            cancel: CancellationToken::new(),
+            events: Some(events),
+            join: tokio::spawn(async move { Ok(output) }),
+        })
+    }
+
+    /// Claims the task (waiting for, or taking over from, a previous owner) and spawns the attempt.
+    async fn launch(
+        &self,
+        run: RunRecord,
+        source: WorkflowSource,
+        overrides: Option<ResumeOptions>,
+        revive: bool,
+    ) -> Result<RunHandle, Error> {
+        let shared = Arc::clone(&self.shared);
+        let cancel = CancellationToken::new();
+        {
+            let mut live = shared
+                .live
+                .lock()
+                .map_err(|_| Error::Config("engine registry poisoned".to_owned()))?;
+            if live.contains_key(&run.run_id) {
+                return Err(Error::RunBusy {
+                    run_id: run.run_id.clone(),
+                    owner: shared.owner_id.clone(),
+                    lease_expires_at: shared.clock.now_ms(),
+                });
+            }
+            live.insert(run.run_id.clone(), cancel.clone());
+        }
+        let attempt = match self.claim_task(&run, revive, overrides.as_ref().is_some_and(|o| o.no_wait)).await {
+            Ok(attempt) => attempt,
+            Err(error) => {
+                if let Ok(mut live) = shared.live.lock() {
+                    live.remove(&run.run_id);
+                }
+                return Err(error);
+            }
+        };
+        let overrides = overrides.unwrap_or_default();
+        let settings = RunSettings {
+            provider: overrides
+                .provider
+                .or_else(|| run.workflow.provider.clone())
+                .unwrap_or_else(|| shared.default_provider.clone()),
+            model_map: if run.workflow.model_map.is_empty() {
+                shared.model_map.clone()
+            } else {
+                run.workflow.model_map.clone()
+            },
+            cwd: run.workflow.cwd.clone(),
+            budget_total: overrides.budget_total.or(run.budget_total),
+            max_parallel_agents: run.workflow.max_parallel_agents.or(shared.limits.max_parallel_agents),
+        };
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let run_id = run.run_id.clone();
+        let task_id = run.task_id.clone();
+        let span = tracing::info_span!("run", run_id = %run_id, attempt = attempt.attempt);
+        let plan = AttemptPlan {
+            engine: Arc::clone(&shared),
+            run,
+            attempt,
+            source,
+            settings,
+            cancel: cancel.clone(),
+            handle_events: Some(events_tx),
+        };
+        let registry = Arc::clone(&shared);
+        let live_key = run_id.clone();
+        let join = tokio::spawn(
+            async move {
+                let result = attempt::execute(plan).await;
+                if let Ok(mut live) = registry.live.lock() {
+                    live.remove(&live_key);
+                }
+                result
+            }
+            .instrument(span),
+        );
+        Ok(RunHandle {
+            run_id,
+            task_id,
+            cancel,
+            events: Some(events_rx),
+            join,
+        })
+    }
+
+    async fn claim_task(&self, run: &RunRecord, revive: bool, no_wait: bool) -> Result<AttemptRecord, Error> {
+        let shared = &self.shared;
+        let mut take_over_from = None;
+        loop {
+            let now = shared.clock.now_ms();
+            let ttl = i64::try_from(shared.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+            let started = shared
+                .store
+                .start_attempt(StartAttempt {
+                    attempt_id: crate::new_id("attempt"),
+                    task_id: run.task_id.clone(),
+                    run_id: run.run_id.clone(),
+                    owner_id: shared.owner_id.clone(),
+                    lease_expires_at: now.saturating_add(ttl),
+                    take_over_from: take_over_from.clone(),
+                    revive,
+                    now,
+                })
+                .await?;
+            match started {
+                AttemptStart::Started(attempt) => return Ok(attempt),
+                AttemptStart::Finished(state) => {
+                    return Err(Error::Config(format!(
+                        "workflow run {} is {state} and cannot be started again",
+                        run.run_id
+                    )))
+                }
+                AttemptStart::Busy {
+                    owner_id,
+                    lease_expires_at,
+                } => {
+                    if take_over_from.is_none() && self.owner_is_dead(&owner_id).await? {
+                        tracing::info!(%owner_id, "previous owner's process is gone; taking over its leases");
+                        take_over_from = Some(owner_id);
+                        continue;
+                    }
+                    if no_wait {
+                        return Err(Error::RunBusy {
+                            run_id: run.run_id.clone(),
+                            owner: owner_id,
+                            lease_expires_at,
+                        });
+                    }
+                    tracing::info!(%owner_id, lease_expires_at, "waiting for the previous owner's lease to expire");
+                    shared.clock.sleep_until(lease_expires_at.saturating_add(1)).await;
+                }
+            }
+        }
+    }
+
+    /// True only when the owner ran on this host and its process no longer exists.
+    async fn owner_is_dead(&self, owner_id: &str) -> Result<bool, Error> {
+        let Some(owner) = self.shared.store.get_owner(owner_id).await? else {
+            return Ok(false);
+        };
+        let here = OwnerRecord::this_process(String::new(), 0);
+        if owner.hostname != here.hostname || owner.pid == here.pid {
+            return Ok(false);
+        }
+        Ok(!process_exists(owner.pid))
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_exists(_pid: u32) -> bool {
+    // Without a cheap, safe liveness probe, assume alive and let the lease expire.
+    true
+}

@@ -1,0 +1,148 @@
+//! One round of the claim protocol and the fenced completion, shared by every step kind.
+//!
+//! These functions are the glue between [`decide`](crate::decide) and the store: read the row,
+//! decide, perform the one atomic operation the decision calls for, and decide again when that
+//! operation reports that someone else got there first. The conformance suite drives stores
+//! through exactly these functions.
+
+use serde_json::Value;
+
+use crate::decide::{decide_step, resolve_fence_conflict, FenceResolution, StepDecision};
+use crate::store::{
+    ClaimStep, CompleteStep, DurableStore, InsertStep, LedgerEntry, NewStep, StepCas, StepKind,
+    StepRecord,
+};
+use crate::{Error, StepSignature};
+
+/// An agent or child-workflow step someone wants to run.
+#[derive(Debug, Clone)]
+pub struct StepClaim<'a> {
+    /// Run.
+    pub run_id: &'a str,
+    /// Root run.
+    pub root_run_id: &'a str,
+    /// Kind.
+    pub kind: StepKind,
+    /// Checkpoint name (with occurrence suffix).
+    pub checkpoint_name: &'a str,
+    /// Signature.
+    pub signature: &'a StepSignature,
+    /// Input document for a new row.
+    pub input: Value,
+    /// Claiming owner.
+    pub worker_id: &'a str,
+    /// Lease for the claim.
+    pub lease_expires_at: i64,
+}
+
+/// What one round of [`acquire_step`] produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acquired {
+    /// Completed earlier: the stored result.
+    Replay(Value),
+    /// Ours now (inserted or reclaimed); `attempts` is our fence.
+    Claimed(StepRecord),
+    /// Held by someone else under a live lease.
+    Wait(StepRecord),
+}
+
+/// Read-decide-act until the outcome is settled. `known` is a row the caller already has (a
+/// preloaded step); otherwise the store is asked. Every retry follows a compare-and-set that lost
+/// to another writer, so the loop is bounded by contention, not by time.
+pub async fn acquire_step(
+    store: &dyn DurableStore,
+    claim: &StepClaim<'_>,
+    known: Option<StepRecord>,
+    now: i64,
+) -> Result<Acquired, Error> {
+    let mut existing = match known {
+        Some(row) => Some(row),
+        None => store.get_step(claim.run_id, claim.checkpoint_name).await?,
+    };
+    loop {
+        match decide_step(existing.as_ref(), &claim.kind, &claim.signature.json, now)? {
+            StepDecision::Replay(result) => return Ok(Acquired::Replay(result)),
+            StepDecision::Wait { .. } => {
+                let row = existing.ok_or_else(|| {
+                    Error::Config("decide_step asked to wait without a row".to_owned())
+                })?;
+                return Ok(Acquired::Wait(row));
+            }
+            StepDecision::Insert => {
+                let inserted = store
+                    .insert_step(NewStep {
+                        step_id: crate::new_id("step"),
+                        run_id: claim.run_id.to_owned(),
+                        root_run_id: claim.root_run_id.to_owned(),
+                        kind: claim.kind.clone(),
+                        checkpoint_name: claim.checkpoint_name.to_owned(),
+                        input_signature_hash: claim.signature.hash.clone(),
+                        input_signature_json: claim.signature.json.clone(),
+                        input: claim.input.clone(),
+                        worker_id: claim.worker_id.to_owned(),
+                        lease_expires_at: claim.lease_expires_at,
+                        now,
+                    })
+                    .await?;
+                match inserted {
+                    InsertStep::Inserted(row) => return Ok(Acquired::Claimed(row)),
+                    InsertStep::Existing(row) => existing = Some(row),
+                }
+            }
+            StepDecision::Reclaim {
+                expected_state,
+                expected_attempts,
+            } => {
+                let step_id = existing
+                    .as_ref()
+                    .map(|row| row.step_id.clone())
+                    .unwrap_or_default();
+                let outcome = store
+                    .claim_step(ClaimStep {
+                        step_id,
+                        expected_state,
+                        expected_attempts,
+                        worker_id: claim.worker_id.to_owned(),
+                        lease_expires_at: claim.lease_expires_at,
+                        now,
+                    })
+                    .await?;
+                match outcome {
+                    StepCas::Applied(row) => return Ok(Acquired::Claimed(row)),
+                    StepCas::Conflict(row) => existing = row,
+                }
+            }
+        }
+    }
+}
+
+/// Completes a claimed step under its fence, writing `ledger` with it. Returns the result every
+/// caller must see: ours, or the stored result of a worker that completed first. Fails with
+/// [`Error::LeaseLost`] when the step moved on without a result.
+pub async fn complete_fenced(
+    store: &dyn DurableStore,
+    step_id: &str,
+    fence: Option<u32>,
+    result: Value,
+    ledger: Vec<LedgerEntry>,
+    now: i64,
+) -> Result<Value, Error> {
+    let outcome = store
+        .complete_step(CompleteStep {
+            step_id: step_id.to_owned(),
+            fence,
+            result: result.clone(),
+            ledger,
+            now,
+        })
+        .await?;
+    match outcome {
+        StepCas::Applied(_) => Ok(result),
+        StepCas::Conflict(current) => match resolve_fence_conflict(current.as_ref())? {
+            FenceResolution::Adopt(winner) => Ok(winner),
+            FenceResolution::LeaseLost => Err(Error::LeaseLost(format!(
+                "step {step_id} was taken over by another worker before it completed"
+            ))),
+        },
+    }
+}

@@ -1,0 +1,319 @@
+//! Error types. Each carries a kind that says whether retrying can help; tests assert kinds,
+//! user-facing messages are fixed only where SPEC fixes them.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// A boxed driver or I/O error kept as the `source` of ours.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// What went wrong in a store operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The row asked for does not exist.
+    NotFound,
+    /// A uniqueness rule or compare-and-set failed in a way the caller did not expect.
+    Conflict,
+    /// The caller no longer holds the lease it acted under.
+    LeaseLost,
+    /// The database is unreachable, locked or overloaded; retrying may help.
+    Unavailable,
+    /// A stored row is malformed (invalid JSON, impossible values).
+    Corrupt,
+    /// The store cannot do what was asked (version too new, missing capability).
+    Unsupported,
+    /// Anything else.
+    Other,
+}
+
+/// An error from a [`DurableStore`](crate::DurableStore) operation.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: {message}")]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    operation: &'static str,
+    message: String,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl StoreError {
+    /// A new error of `kind` raised by `operation` (e.g. `"complete_step"`).
+    pub fn new(kind: StoreErrorKind, operation: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            operation,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying driver error.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// The operation that failed.
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+
+    /// Whether retrying the operation may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == StoreErrorKind::Unavailable
+    }
+}
+
+/// How a provider call failed, which decides whether it is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProviderErrorKind {
+    /// Rate limited; retry after the hint if any.
+    RateLimited {
+        /// Suggested wait in milliseconds.
+        retry_after_ms: Option<u64>,
+    },
+    /// A temporary failure (network, 5xx, timeout).
+    Transient,
+    /// Retrying will not help (bad request, refused, auth).
+    Terminal,
+    /// The provider answered with something unusable.
+    InvalidResponse,
+}
+
+/// An error from an [`AgentProvider`](crate::AgentProvider).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    kind: ProviderErrorKind,
+    message: String,
+    usage: Option<crate::Usage>,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl ProviderError {
+    /// A new error.
+    pub fn new(kind: ProviderErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            usage: None,
+            source: None,
+        }
+    }
+
+    /// A retryable failure.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ProviderErrorKind::Transient, message)
+    }
+
+    /// A failure retrying cannot fix.
+    pub fn terminal(message: impl Into<String>) -> Self {
+        Self::new(ProviderErrorKind::Terminal, message)
+    }
+
+    /// Usage the failed call consumed; it is billed to the run's budget.
+    pub fn with_usage(mut self, usage: crate::Usage) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// Attaches the underlying error.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> ProviderErrorKind {
+        self.kind
+    }
+
+    /// Usage consumed by the failed call, if reported.
+    pub fn usage(&self) -> Option<&crate::Usage> {
+        self.usage.as_ref()
+    }
+
+    /// Whether a per-call retry policy may try again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ProviderErrorKind::RateLimited { .. } | ProviderErrorKind::Transient
+        )
+    }
+}
+
+/// How a script failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ScriptErrorKind {
+    /// The source does not parse.
+    Syntax,
+    /// The script threw (or a host call it did not catch rejected).
+    Thrown,
+    /// The script awaits something that can never settle.
+    Deadlock,
+    /// A resource limit (time, memory, depth, output size) was hit.
+    Limit,
+    /// The run was cancelled while the script ran.
+    Cancelled,
+    /// `meta` or the default export is missing or malformed.
+    Metadata,
+    /// An import that is not allowed or cannot be found.
+    Import,
+    /// The engine itself failed.
+    Internal,
+}
+
+/// An error from a [`ScriptEngine`](crate::ScriptEngine).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ScriptError {
+    kind: ScriptErrorKind,
+    message: String,
+    location: Option<String>,
+}
+
+impl ScriptError {
+    /// A new error.
+    pub fn new(kind: ScriptErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            location: None,
+        }
+    }
+
+    /// The script threw `message`.
+    pub fn thrown(message: impl Into<String>) -> Self {
+        Self::new(ScriptErrorKind::Thrown, message)
+    }
+
+    /// The script awaits a promise that can never settle.
+    pub fn deadlock(detail: impl Into<String>) -> Self {
+        Self::new(ScriptErrorKind::Deadlock, detail)
+    }
+
+    /// Where in the script (`file:line:col`).
+    pub fn with_location(mut self, location: impl Into<String>) -> Self {
+        self.location = Some(location.into());
+        self
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> ScriptErrorKind {
+        self.kind
+    }
+
+    /// The message without location.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// `file:line:col`, when known.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == ScriptErrorKind::Deadlock {
+            write!(f, "deadlock: {}", self.message)?;
+        } else {
+            f.write_str(&self.message)?;
+        }
+        if let Some(location) = &self.location {
+            write!(f, " (at {location})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The error of an [`Engine`](crate::Engine) operation or of a run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `resume`/`status` named a run the store does not have.
+    #[error("workflow run {run_id} was not found in {store}; check --db")]
+    RunNotFound {
+        /// The id asked for.
+        run_id: String,
+        /// The store's description (a path or URL without credentials).
+        store: String,
+    },
+    /// The run was cancelled.
+    #[error("workflow cancelled")]
+    Cancelled,
+    /// The budget allows no more agent calls.
+    #[error("budget exhausted: spent {spent} of {total} output tokens")]
+    BudgetExhausted {
+        /// Output tokens spent.
+        spent: u64,
+        /// The allowance.
+        total: u64,
+    },
+    /// A step's stored signature differs from the replaying call's.
+    #[error("durable step input signature mismatch for {checkpoint}: the workflow changed in a way that alters an already recorded call")]
+    SignatureMismatch {
+        /// Checkpoint name of the step.
+        checkpoint: String,
+    },
+    /// A stored row holds a state or kind this version does not understand.
+    #[error("unsupported step {what} {value:?} for {checkpoint}")]
+    Unsupported {
+        /// `kind` or `state`.
+        what: &'static str,
+        /// The stored value.
+        value: String,
+        /// Checkpoint name of the step.
+        checkpoint: String,
+    },
+    /// This process lost the lease it was acting under to another owner.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
+    /// Another live owner holds the run and waiting was not allowed (or timed out).
+    #[error("workflow run {run_id} is held by {owner} until {lease_expires_at}; try again after its lease expires")]
+    RunBusy {
+        /// The run.
+        run_id: String,
+        /// The owner holding it.
+        owner: String,
+        /// Lease expiry (epoch ms).
+        lease_expires_at: i64,
+    },
+    /// The script failed.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
+    /// A provider call failed and the script did not catch it.
+    #[error("agent call failed: {0}")]
+    Provider(#[from] ProviderError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine was configured or called wrongly.
+    #[error("{0}")]
+    Config(String),
+    /// A child workflow could not be started or failed.
+    #[error("{0}")]
+    Workflow(String),
+}
+
+impl Error {
+    /// Whether retrying the whole operation later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Store(error) => error.is_retryable(),
+            Error::Provider(error) => error.is_retryable(),
+            Error::RunBusy { .. } | Error::LeaseLost(_) => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The agent provider contract: one call in, one result (or classified error) out.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ProviderError;
+
+/// Token usage as a provider reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Usage {
+    /// Prompt tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    /// Generated tokens: what the budget counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    /// Total, when reported separately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Usage with the given input and output tokens (total = sum).
+    pub fn tokens(input_tokens: u64, output_tokens: u64) -> Self {
+        Self {
+            input_tokens: Some(input_tokens),
+            output_tokens: Some(output_tokens),
+            total_tokens: Some(input_tokens.saturating_add(output_tokens)),
+        }
+    }
+}
+
+/// Where an agent call comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AgentContext {
+    /// The phase the call belongs to.
+    pub phase: Option<String>,
+    /// The run's working directory.
+    pub cwd: Option<String>,
+}
+
+/// One agent call as the provider receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AgentRequest {
+    /// The prompt (for a schema retry, with the validation errors appended).
+    pub prompt: String,
+    /// Effective options (model already mapped; `phase`/`provider` removed); `null` when none.
+    pub options: Value,
+    /// Phase and working directory.
+    pub context: AgentContext,
+    /// Run making the call.
+    pub run_id: String,
+    /// Durable step of the call.
+    pub step_id: String,
+    /// The step's fencing counter: 1 on the first claim, more after reclaims.
+    pub attempt: u32,
+}
+
+impl AgentRequest {
+    /// The `model` option, if any.
+    pub fn model(&self) -> Option<&str> {
+        self.options.get("model").and_then(Value::as_str)
+    }
+}
+
+/// What a provider returns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AgentResponse {
+    /// The value `agent()` resolves to.
+    pub output: Value,
+    /// Provider session, for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Model that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Token usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Isolation details (sandbox, worktree), provider-defined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Value>,
+    /// The full transcript; goes to the session-log sink and events, never to the step row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<Value>,
+}
+
+impl AgentResponse {
+    /// A response carrying just an output.
+    pub fn new(output: Value) -> Self {
+        Self {
+            output,
+            ..Self::default()
+        }
+    }
+
+    /// Sets usage.
+    pub fn with_usage(mut self, usage: Usage) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// Sets the session id.
+    pub fn with_session_id(mut self, session_id: impl Into<String>) -> Self {
+        self.session_id = Some(session_id.into());
+        self
+    }
+
+    /// Sets the raw transcript.
+    pub fn with_raw(mut self, raw: Value) -> Self {
+        self.raw = Some(raw);
+        self
+    }
+
+    /// Sets the model.
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// The copy that is stored with the step: everything but `raw`.
+    pub fn without_raw(&self) -> Self {
+        Self {
+            raw: None,
+            ..self.clone()
+        }
+    }
+
+    /// Output tokens, 0 when unreported.
+    pub fn output_tokens(&self) -> u64 {
+        self.usage
+            .as_ref()
+            .and_then(|usage| usage.output_tokens)
+            .unwrap_or(0)
+    }
+}
+
+/// Runs agent calls. Implement this to plug any model, CLI or service into the engine.
+///
+/// A provider is called at most once per claimed step try; the engine handles durability,
+/// retries (per the call's `retry` option, for [retryable](ProviderError::is_retryable) errors),
+/// budget and cancellation (by dropping the future: a provider that spawns processes should
+/// kill them on drop).
+///
+/// ```
+/// use async_trait::async_trait;
+/// use smol_durable::{AgentProvider, AgentRequest, AgentResponse, ProviderError, Usage};
+///
+/// #[derive(Debug)]
+/// struct Shout;
+///
+/// #[async_trait]
+/// impl AgentProvider for Shout {
+///     fn name(&self) -> &str {
+///         "shout"
+///     }
+///     async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
+///         let text = request.prompt.to_uppercase();
+///         Ok(AgentResponse::new(text.into()).with_usage(Usage::tokens(1, 1)))
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait AgentProvider: Send + Sync + std::fmt::Debug {
+    /// The name scripts select it by (`agent(p, {provider: NAME})`); part of step signatures.
+    fn name(&self) -> &str;
+
+    /// Performs one call.
+    async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError>;
+}

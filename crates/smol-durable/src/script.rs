@@ -1,0 +1,267 @@
+//! The script engine contract: evaluate a workflow module, forwarding its host calls.
+//!
+//! The engine knows nothing about durability. It turns `agent(...)`, `sleep(...)`,
+//! `workflow(...)`, `log(...)` and `phase(...)` into [`HostRequest`]s on the
+//! [`WorkflowHost`] it is given, and resolves the script's promises with the answers.
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::ScriptError;
+
+/// A workflow script: where it lives and what it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowSource {
+    /// Path of the script (real, or a logical name for sources registered in memory). Relative
+    /// child references resolve against its directory.
+    pub path: PathBuf,
+    /// The source text.
+    pub text: String,
+}
+
+impl WorkflowSource {
+    /// A source held in memory under a logical path.
+    pub fn inline(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
+    /// Reads a script from disk.
+    pub fn from_file(path: impl AsRef<Path>) -> std::io::Result<Self> {
+        let path = path.as_ref();
+        Ok(Self {
+            path: path.to_path_buf(),
+            text: std::fs::read_to_string(path)?,
+        })
+    }
+
+    /// Content hash (BLAKE3, hex) under which the source is stored.
+    pub fn content_hash(&self) -> String {
+        blake3::hash(self.text.as_bytes()).to_hex().to_string()
+    }
+}
+
+/// One phase declared in `meta.phases`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct PhaseMeta {
+    /// Phase name as used with `phase(name)`.
+    pub title: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Default model for agents in this phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Default provider for agents in this phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+/// `export const meta = {...}`, read without running the script.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct WorkflowMeta {
+    /// Workflow name.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+    /// When to pick it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_to_use: Option<String>,
+    /// Declared phases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseMeta>,
+}
+
+impl WorkflowMeta {
+    /// Metadata with a name and description.
+    pub fn new(name: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            description: description.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a phase.
+    pub fn with_phase(mut self, phase: PhaseMeta) -> Self {
+        self.phases.push(phase);
+        self
+    }
+
+    /// The declared phase named `title`.
+    pub fn phase(&self, title: &str) -> Option<&PhaseMeta> {
+        self.phases.iter().find(|phase| phase.title == title)
+    }
+}
+
+impl PhaseMeta {
+    /// A phase with defaults.
+    pub fn new(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the default model.
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Sets the default provider.
+    pub fn with_provider(mut self, provider: impl Into<String>) -> Self {
+        self.provider = Some(provider.into());
+        self
+    }
+}
+
+/// A call from the script to the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum HostRequest {
+    /// `agent(prompt, options?)`; resolves to the provider's output.
+    Agent {
+        /// Prompt.
+        prompt: String,
+        /// Options as written (object or null).
+        options: Value,
+    },
+    /// `sleep(ms)`; resolves to null.
+    Sleep {
+        /// Milliseconds, already validated and rounded up by the engine.
+        duration_ms: u64,
+    },
+    /// `workflow(ref, args?)`; resolves to the child's result.
+    Workflow {
+        /// `{"scriptPath": "./x.mjs"}` or a name, as written.
+        reference: Value,
+        /// Arguments.
+        args: Value,
+    },
+    /// `log(...values)`; resolves at once.
+    Log {
+        /// The values logged.
+        values: Vec<Value>,
+    },
+    /// `phase(name, options?)`; takes effect for requests made after it; resolves at once.
+    Phase {
+        /// Phase name.
+        name: String,
+        /// Options.
+        options: Value,
+    },
+}
+
+/// Why a host call was rejected; the script sees an `Error` with this message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct HostError {
+    /// What happened.
+    pub kind: HostErrorKind,
+    /// Message for the script.
+    pub message: String,
+}
+
+/// Kind of [`HostError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum HostErrorKind {
+    /// The run is cancelled.
+    Cancelled,
+    /// No budget left.
+    BudgetExhausted,
+    /// The provider call failed.
+    Provider,
+    /// Bad arguments.
+    Invalid,
+    /// A child workflow failed.
+    Workflow,
+    /// The durable machinery failed (store, fencing, signature mismatch); fatal for the run.
+    Durability,
+}
+
+impl HostError {
+    /// A new rejection.
+    pub fn new(kind: HostErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The answer to a host call, produced later.
+pub type HostFuture = Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send + 'static>>;
+
+/// The run's budget as scripts see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetSnapshot {
+    /// Allowance in output tokens, if any.
+    pub total: Option<u64>,
+    /// Spent so far.
+    pub spent: u64,
+}
+
+impl BudgetSnapshot {
+    /// What remains (`None` = unlimited, `Infinity` in JS).
+    pub fn remaining(&self) -> Option<u64> {
+        self.total.map(|total| total.saturating_sub(self.spent))
+    }
+}
+
+/// What the core offers a running script.
+///
+/// [`WorkflowHost::call`] does its bookkeeping (occurrence numbering, current phase)
+/// synchronously, in the order calls are made, and returns a future for the answer; engines
+/// must call it at the moment the script makes the call, not when they first poll, so step
+/// identity stays deterministic.
+pub trait WorkflowHost: Send + Sync + fmt::Debug {
+    /// Makes a host call.
+    fn call(&self, request: HostRequest) -> HostFuture;
+
+    /// The budget now.
+    fn budget(&self) -> BudgetSnapshot;
+}
+
+/// Everything an engine needs to evaluate one workflow.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ScriptInvocation {
+    /// The module.
+    pub source: WorkflowSource,
+    /// `args` (deep read-only in the script).
+    pub args: Value,
+    /// Where host calls go.
+    pub host: Arc<dyn WorkflowHost>,
+    /// Fires when the run is cancelled; the engine should stop the script promptly.
+    pub cancel: CancellationToken,
+}
+
+/// Evaluates workflow scripts.
+#[async_trait]
+pub trait ScriptEngine: Send + Sync + fmt::Debug {
+    /// Reads `meta` without executing anything.
+    fn read_metadata(&self, source: &WorkflowSource) -> Result<WorkflowMeta, ScriptError>;
+
+    /// Runs the module to completion and returns its default export as JSON (`undefined` →
+    /// `null`). A script awaiting something that can never settle fails with
+    /// [`ScriptErrorKind::Deadlock`](crate::ScriptErrorKind::Deadlock).
+    async fn evaluate(&self, invocation: ScriptInvocation) -> Result<Value, ScriptError>;
+}

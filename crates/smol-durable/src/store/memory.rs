@@ -1,0 +1,751 @@
+//! [`MemoryStore`]: the reference store. One mutex guards all state, so every operation is
+//! trivially atomic; it is what the core's own tests and the conformance suite's reference run
+//! use, and what other stores are compared against.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::{StoreError, StoreErrorKind};
+
+/// A thread-safe in-memory [`DurableStore`]. Nothing survives the process.
+///
+/// ```
+/// use std::sync::Arc;
+/// use smol_durable::{DurableStore, MemoryStore};
+/// let store: Arc<dyn DurableStore> = Arc::new(MemoryStore::new());
+/// assert_eq!(store.describe(), "memory");
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<Tables>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    owners: HashMap<String, OwnerRecord>,
+    scripts: HashMap<String, String>,
+    tasks: BTreeMap<String, TaskRecord>,
+    runs: BTreeMap<String, RunRecord>,
+    attempts: Vec<AttemptRecord>,
+    steps: HashMap<String, StepRecord>,
+    step_ids: HashMap<(String, String), String>,
+    ledger: Vec<LedgerEntry>,
+    events: Vec<EventRecord>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> StoreResult<MutexGuard<'_, Tables>> {
+        self.state.lock().map_err(|_| {
+            StoreError::new(
+                StoreErrorKind::Other,
+                "lock",
+                "memory store mutex poisoned by a panic",
+            )
+        })
+    }
+}
+
+fn not_found(operation: &'static str, what: &str, id: &str) -> StoreError {
+    StoreError::new(StoreErrorKind::NotFound, operation, format!("{what} {id} not found"))
+}
+
+impl Tables {
+    fn task_mut(&mut self, operation: &'static str, task_id: &str) -> StoreResult<&mut TaskRecord> {
+        self.tasks
+            .get_mut(task_id)
+            .ok_or_else(|| not_found(operation, "task", task_id))
+    }
+
+    fn run_mut(&mut self, operation: &'static str, run_id: &str) -> StoreResult<&mut RunRecord> {
+        self.runs
+            .get_mut(run_id)
+            .ok_or_else(|| not_found(operation, "run", run_id))
+    }
+
+    fn step_mut(&mut self, operation: &'static str, step_id: &str) -> StoreResult<&mut StepRecord> {
+        self.steps
+            .get_mut(step_id)
+            .ok_or_else(|| not_found(operation, "step", step_id))
+    }
+
+    /// Claims a task for `owner` and opens attempt max+1 (shared by start and claim-next).
+    fn open_attempt(
+        &mut self,
+        task_id: &str,
+        run_id: &str,
+        attempt_id: &str,
+        owner_id: &str,
+        lease_expires_at: i64,
+        now: i64,
+    ) -> StoreResult<AttemptRecord> {
+        let previous_holder = self
+            .task_mut("start_attempt", task_id)?
+            .claimed_by_owner_id
+            .clone();
+        for attempt in self.attempts.iter_mut() {
+            if attempt.task_id == task_id && attempt.state == State::Running {
+                attempt.state = State::Failed;
+                attempt.completed_at = Some(now);
+                attempt.failure_reason =
+                    Some(json!({"message": "attempt abandoned: its owner lost the task"}));
+            }
+        }
+        // Steps held by the previous holder (or an earlier attempt of this owner) can be
+        // reclaimed at once: their holder is gone.
+        for step in self.steps.values_mut() {
+            let held_by_gone_owner = step.worker_id.as_deref() == Some(owner_id)
+                || (previous_holder.is_some() && step.worker_id == previous_holder);
+            if step.root_run_id == run_id && step.state == State::Running && held_by_gone_owner {
+                step.lease_expires_at = Some(now);
+            }
+        }
+        let task = self.task_mut("start_attempt", task_id)?;
+        task.state = State::Running;
+        task.claimed_by_owner_id = Some(owner_id.to_owned());
+        task.lease_expires_at = Some(lease_expires_at);
+        task.not_before = None;
+        task.updated_at = now;
+        if task.claim_scope == ClaimScope::Local {
+            task.submitted_by_owner_id = Some(owner_id.to_owned());
+        }
+        let run = self.run_mut("start_attempt", run_id)?;
+        run.state = State::Running;
+        run.cancel_requested_at = None;
+        run.failure_reason = None;
+        run.updated_at = now;
+        let number = self
+            .attempts
+            .iter()
+            .filter(|attempt| attempt.task_id == task_id)
+            .map(|attempt| attempt.attempt)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let attempt = AttemptRecord {
+            attempt_id: attempt_id.to_owned(),
+            run_id: run_id.to_owned(),
+            task_id: task_id.to_owned(),
+            attempt: number,
+            worker_id: owner_id.to_owned(),
+            state: State::Running,
+            lease_expires_at: Some(lease_expires_at),
+            started_at: now,
+            completed_at: None,
+            failure_reason: None,
+        };
+        self.attempts.push(attempt.clone());
+        Ok(attempt)
+    }
+
+    fn insert_ledger(&mut self, entries: Vec<LedgerEntry>) {
+        for entry in entries {
+            let duplicate = self.ledger.iter().any(|existing| {
+                existing.root_run_id == entry.root_run_id
+                    && existing.source_type == entry.source_type
+                    && existing.source_id == entry.source_id
+            });
+            if !duplicate {
+                self.ledger.push(entry);
+            }
+        }
+    }
+
+    fn spent(&self, root_run_id: &str) -> u64 {
+        self.ledger
+            .iter()
+            .filter(|entry| entry.root_run_id == root_run_id)
+            .map(|entry| entry.output_tokens)
+            .sum()
+    }
+
+    fn refresh_budget_cache(&mut self, root_run_id: &str) {
+        let spent = self.spent(root_run_id);
+        if let Some(run) = self.runs.get_mut(root_run_id) {
+            run.budget_spent = spent;
+        }
+    }
+}
+
+#[async_trait]
+impl DurableStore for MemoryStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities::none()
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+
+    async fn register_owner(&self, owner: OwnerRecord) -> StoreResult<()> {
+        self.lock()?.owners.insert(owner.owner_id.clone(), owner);
+        Ok(())
+    }
+
+    async fn get_owner(&self, owner_id: &str) -> StoreResult<Option<OwnerRecord>> {
+        Ok(self.lock()?.owners.get(owner_id).cloned())
+    }
+
+    async fn put_script(&self, hash: &str, source: &str) -> StoreResult<()> {
+        self.lock()?
+            .scripts
+            .entry(hash.to_owned())
+            .or_insert_with(|| source.to_owned());
+        Ok(())
+    }
+
+    async fn get_script(&self, hash: &str) -> StoreResult<Option<String>> {
+        Ok(self.lock()?.scripts.get(hash).cloned())
+    }
+
+    async fn create_run(&self, new: NewRun) -> StoreResult<CreatedRun> {
+        let mut tables = self.lock()?;
+        if let Some(key) = &new.idempotency_key {
+            let existing = tables.tasks.values().find(|task| {
+                task.idempotency_key.as_deref() == Some(key) && task.claim_scope == new.claim_scope
+            });
+            if let Some(task) = existing.cloned() {
+                let run = tables
+                    .runs
+                    .values()
+                    .find(|run| run.task_id == task.task_id && run.is_root())
+                    .cloned()
+                    .ok_or_else(|| not_found("create_run", "root run of task", &task.task_id))?;
+                return Ok(CreatedRun {
+                    task,
+                    run,
+                    created: false,
+                });
+            }
+        }
+        if tables.tasks.contains_key(&new.task_id) || tables.runs.contains_key(&new.run_id) {
+            return Err(StoreError::new(
+                StoreErrorKind::Conflict,
+                "create_run",
+                format!("task {} or run {} already exists", new.task_id, new.run_id),
+            ));
+        }
+        let task = TaskRecord {
+            task_id: new.task_id.clone(),
+            task_name: "workflow.run".to_owned(),
+            state: State::Pending,
+            claim_scope: new.claim_scope,
+            params: new.params,
+            submitted_by_owner_id: Some(new.owner_id),
+            claimed_by_owner_id: None,
+            lease_expires_at: None,
+            max_attempts: new.max_attempts,
+            idempotency_key: new.idempotency_key,
+            not_before: None,
+            completed_payload: None,
+            failure_reason: None,
+            created_at: new.now,
+            updated_at: new.now,
+        };
+        let run = RunRecord {
+            run_id: new.run_id.clone(),
+            task_id: new.task_id.clone(),
+            root_run_id: new.run_id.clone(),
+            parent_run_id: None,
+            parent_step_id: None,
+            state: State::Pending,
+            workflow: new.workflow,
+            args: new.args,
+            budget_total: new.budget_total,
+            budget_spent: 0,
+            completed_payload: None,
+            failure_reason: None,
+            cancel_requested_at: None,
+            created_at: new.now,
+            updated_at: new.now,
+        };
+        tables.tasks.insert(task.task_id.clone(), task.clone());
+        tables.runs.insert(run.run_id.clone(), run.clone());
+        Ok(CreatedRun {
+            task,
+            run,
+            created: true,
+        })
+    }
+
+    async fn create_child_run(&self, child: NewChildRun) -> StoreResult<RunRecord> {
+        let mut tables = self.lock()?;
+        if let Some(existing) = tables.runs.get_mut(&child.run_id) {
+            if existing.state != State::Completed {
+                existing.state = State::Running;
+                existing.failure_reason = None;
+                existing.updated_at = child.now;
+            }
+            return Ok(existing.clone());
+        }
+        let run = RunRecord {
+            run_id: child.run_id.clone(),
+            task_id: child.task_id,
+            root_run_id: child.root_run_id,
+            parent_run_id: Some(child.parent_run_id),
+            parent_step_id: Some(child.parent_step_id),
+            state: State::Running,
+            workflow: child.workflow,
+            args: child.args,
+            budget_total: None,
+            budget_spent: 0,
+            completed_payload: None,
+            failure_reason: None,
+            cancel_requested_at: None,
+            created_at: child.now,
+            updated_at: child.now,
+        };
+        tables.runs.insert(run.run_id.clone(), run.clone());
+        Ok(run)
+    }
+
+    async fn finish_child_run(&self, run_id: &str, outcome: RunOutcome, now: i64) -> StoreResult<()> {
+        let mut tables = self.lock()?;
+        let run = tables.run_mut("finish_child_run", run_id)?;
+        if run.state == State::Completed {
+            return Ok(());
+        }
+        match outcome {
+            RunOutcome::Completed(value) => {
+                run.state = State::Completed;
+                run.completed_payload = Some(value);
+            }
+            RunOutcome::Failed(reason) => {
+                run.state = State::Failed;
+                run.failure_reason = Some(reason);
+            }
+            RunOutcome::Cancelled(reason) => {
+                run.state = State::Cancelled;
+                run.failure_reason = Some(reason);
+            }
+        }
+        run.updated_at = now;
+        Ok(())
+    }
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
+        Ok(self.lock()?.runs.get(run_id).cloned())
+    }
+
+    async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
+        Ok(self.lock()?.tasks.get(task_id).cloned())
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        let tables = self.lock()?;
+        let mut runs: Vec<RunRecord> = tables
+            .runs
+            .values()
+            .filter(|run| !filter.roots_only || run.is_root())
+            .filter(|run| filter.states.is_empty() || filter.states.contains(&run.state))
+            .filter(|run| match &filter.name_contains {
+                None => true,
+                Some(text) => run
+                    .workflow
+                    .metadata
+                    .as_ref()
+                    .and_then(|meta| meta.get("name"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|name| name.contains(text.as_str())),
+            })
+            .cloned()
+            .collect();
+        runs.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.run_id.cmp(&a.run_id))
+        });
+        if let Some(limit) = filter.limit {
+            runs.truncate(limit);
+        }
+        Ok(runs)
+    }
+
+    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        let tables = self.lock()?;
+        let mut attempts: Vec<AttemptRecord> = tables
+            .attempts
+            .iter()
+            .filter(|attempt| attempt.task_id == task_id)
+            .cloned()
+            .collect();
+        attempts.sort_by_key(|attempt| attempt.attempt);
+        Ok(attempts)
+    }
+
+    async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart> {
+        let mut tables = self.lock()?;
+        let task = tables.task_mut("start_attempt", &start.task_id)?;
+        let revivable = start.revive && matches!(task.state, State::Failed | State::Cancelled);
+        if task.state.is_terminal() && !revivable {
+            return Ok(AttemptStart::Finished(task.state.clone()));
+        }
+        if task.state == State::Running {
+            if let (Some(holder), Some(lease)) = (&task.claimed_by_owner_id, task.lease_expires_at) {
+                let may_take_over = holder == &start.owner_id
+                    || start.take_over_from.as_deref() == Some(holder.as_str());
+                if lease > start.now && !may_take_over {
+                    return Ok(AttemptStart::Busy {
+                        owner_id: holder.clone(),
+                        lease_expires_at: lease,
+                    });
+                }
+            }
+        }
+        let attempt = tables.open_attempt(
+            &start.task_id,
+            &start.run_id,
+            &start.attempt_id,
+            &start.owner_id,
+            start.lease_expires_at,
+            start.now,
+        )?;
+        Ok(AttemptStart::Started(attempt))
+    }
+
+    async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()> {
+        let mut tables = self.lock()?;
+        let task = tables.task_mut("finish_attempt", &finish.task_id)?;
+        if task.claimed_by_owner_id.as_deref() != Some(finish.owner_id.as_str()) {
+            return Err(StoreError::new(
+                StoreErrorKind::LeaseLost,
+                "finish_attempt",
+                format!(
+                    "task {} is no longer claimed by {}",
+                    finish.task_id, finish.owner_id
+                ),
+            ));
+        }
+        let attempt = tables
+            .attempts
+            .iter_mut()
+            .find(|attempt| attempt.attempt_id == finish.attempt_id)
+            .ok_or_else(|| not_found("finish_attempt", "attempt", &finish.attempt_id))?;
+        if attempt.state != State::Running {
+            return Err(StoreError::new(
+                StoreErrorKind::LeaseLost,
+                "finish_attempt",
+                format!("attempt {} is already {}", finish.attempt_id, attempt.state),
+            ));
+        }
+        let (attempt_state, run_state, task_state, payload, reason, not_before) =
+            match finish.outcome {
+                AttemptOutcome::Completed { result, .. } => (
+                    State::Completed,
+                    State::Completed,
+                    State::Completed,
+                    Some(result),
+                    None,
+                    None,
+                ),
+                AttemptOutcome::Failed { reason, retry_at } => {
+                    let next = if retry_at.is_some() {
+                        State::Pending
+                    } else {
+                        State::Failed
+                    };
+                    (State::Failed, next.clone(), next, None, Some(reason), retry_at)
+                }
+                AttemptOutcome::Cancelled { reason } => (
+                    State::Cancelled,
+                    State::Cancelled,
+                    State::Cancelled,
+                    None,
+                    Some(reason),
+                    None,
+                ),
+                AttemptOutcome::Released => (
+                    State::Failed,
+                    State::Pending,
+                    State::Pending,
+                    None,
+                    Some(json!({"message": "released by its owner before finishing"})),
+                    None,
+                ),
+            };
+        attempt.state = attempt_state;
+        attempt.completed_at = Some(finish.now);
+        attempt.failure_reason = reason.clone();
+        attempt.lease_expires_at = None;
+        let spent = tables.spent(&finish.run_id);
+        let run = tables.run_mut("finish_attempt", &finish.run_id)?;
+        run.state = run_state;
+        run.completed_payload = payload.clone();
+        run.failure_reason = reason.clone();
+        run.budget_spent = spent;
+        run.updated_at = finish.now;
+        let task = tables.task_mut("finish_attempt", &finish.task_id)?;
+        task.state = task_state;
+        task.completed_payload = payload;
+        task.failure_reason = reason;
+        task.lease_expires_at = None;
+        task.not_before = not_before;
+        if task.state != State::Running {
+            task.claimed_by_owner_id = None;
+        }
+        task.updated_at = finish.now;
+        Ok(())
+    }
+
+    async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>> {
+        let mut tables = self.lock()?;
+        let eligible = tables
+            .tasks
+            .values()
+            .filter(|task| task.claim_scope == claim.scope)
+            .filter(|task| match task.state {
+                State::Pending => task.not_before.is_none_or(|at| at <= claim.now),
+                State::Running => task.lease_expires_at.is_none_or(|at| at <= claim.now),
+                _ => false,
+            })
+            .min_by(|a, b| {
+                a.created_at
+                    .cmp(&b.created_at)
+                    .then_with(|| a.task_id.cmp(&b.task_id))
+            })
+            .map(|task| task.task_id.clone());
+        let Some(task_id) = eligible else {
+            return Ok(None);
+        };
+        let run_id = tables
+            .runs
+            .values()
+            .find(|run| run.task_id == task_id && run.is_root())
+            .map(|run| run.run_id.clone())
+            .ok_or_else(|| not_found("claim_next_task", "root run of task", &task_id))?;
+        let attempt = tables.open_attempt(
+            &task_id,
+            &run_id,
+            &claim.attempt_id,
+            &claim.owner_id,
+            claim.lease_expires_at,
+            claim.now,
+        )?;
+        let task = tables.task_mut("claim_next_task", &task_id)?.clone();
+        let run = tables.run_mut("claim_next_task", &run_id)?.clone();
+        Ok(Some(ClaimedTask { task, run, attempt }))
+    }
+
+    async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>> {
+        let tables = self.lock()?;
+        let mut steps: Vec<StepRecord> = tables
+            .steps
+            .values()
+            .filter(|step| step.run_id == run_id)
+            .cloned()
+            .collect();
+        steps.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.step_id.cmp(&b.step_id))
+        });
+        Ok(steps)
+    }
+
+    async fn get_step(&self, run_id: &str, checkpoint_name: &str) -> StoreResult<Option<StepRecord>> {
+        let tables = self.lock()?;
+        Ok(tables
+            .step_ids
+            .get(&(run_id.to_owned(), checkpoint_name.to_owned()))
+            .and_then(|step_id| tables.steps.get(step_id))
+            .cloned())
+    }
+
+    async fn insert_step(&self, new: NewStep) -> StoreResult<InsertStep> {
+        let mut tables = self.lock()?;
+        let key = (new.run_id.clone(), new.checkpoint_name.clone());
+        if let Some(existing) = tables.step_ids.get(&key).and_then(|id| tables.steps.get(id)) {
+            return Ok(InsertStep::Existing(existing.clone()));
+        }
+        let step = StepRecord {
+            step_id: new.step_id.clone(),
+            run_id: new.run_id,
+            root_run_id: new.root_run_id,
+            kind: new.kind,
+            checkpoint_name: new.checkpoint_name,
+            input_signature_hash: new.input_signature_hash,
+            input_signature_json: new.input_signature_json,
+            state: State::Running,
+            input: new.input,
+            result: None,
+            failure_reason: None,
+            worker_id: Some(new.worker_id),
+            lease_expires_at: Some(new.lease_expires_at),
+            attempts: 1,
+            last_attempt_at: Some(new.now),
+            created_at: new.now,
+            updated_at: new.now,
+        };
+        tables.step_ids.insert(key, step.step_id.clone());
+        tables.steps.insert(step.step_id.clone(), step.clone());
+        Ok(InsertStep::Inserted(step))
+    }
+
+    async fn claim_step(&self, claim: ClaimStep) -> StoreResult<StepCas> {
+        let mut tables = self.lock()?;
+        let step = tables.step_mut("claim_step", &claim.step_id)?;
+        if step.state != claim.expected_state || step.attempts != claim.expected_attempts {
+            return Ok(StepCas::Conflict(Some(step.clone())));
+        }
+        step.state = State::Running;
+        step.attempts += 1;
+        step.worker_id = Some(claim.worker_id);
+        step.lease_expires_at = Some(claim.lease_expires_at);
+        step.last_attempt_at = Some(claim.now);
+        step.failure_reason = None;
+        step.updated_at = claim.now;
+        Ok(StepCas::Applied(step.clone()))
+    }
+
+    async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas> {
+        let mut tables = self.lock()?;
+        let step = tables.step_mut("complete_step", &complete.step_id)?;
+        let fenced = complete.fence.is_none_or(|fence| fence == step.attempts);
+        if step.state != State::Running || !fenced {
+            return Ok(StepCas::Conflict(Some(step.clone())));
+        }
+        step.state = State::Completed;
+        step.result = Some(complete.result);
+        step.lease_expires_at = None;
+        step.updated_at = complete.now;
+        let applied = step.clone();
+        tables.insert_ledger(complete.ledger);
+        tables.refresh_budget_cache(&applied.root_run_id);
+        Ok(StepCas::Applied(applied))
+    }
+
+    async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas> {
+        let mut tables = self.lock()?;
+        let step = tables.step_mut("fail_step", &fail.step_id)?;
+        if step.state != State::Running || step.attempts != fail.fence {
+            return Ok(StepCas::Conflict(Some(step.clone())));
+        }
+        step.state = fail.state;
+        step.failure_reason = Some(fail.reason);
+        step.lease_expires_at = None;
+        step.updated_at = fail.now;
+        let applied = step.clone();
+        tables.insert_ledger(fail.ledger);
+        tables.refresh_budget_cache(&applied.root_run_id);
+        Ok(StepCas::Applied(applied))
+    }
+
+    async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome> {
+        let mut tables = self.lock()?;
+        if let Some(owner) = tables.owners.get_mut(&renew.owner_id) {
+            owner.heartbeat_at = renew.now;
+        }
+        let task = tables.task_mut("renew_leases", &renew.task_id)?;
+        let task_held = task.state == State::Running
+            && task.claimed_by_owner_id.as_deref() == Some(renew.owner_id.as_str());
+        if task_held {
+            task.lease_expires_at = Some(renew.lease_expires_at);
+            if let Some(attempt) = tables
+                .attempts
+                .iter_mut()
+                .find(|attempt| attempt.attempt_id == renew.attempt_id)
+            {
+                attempt.lease_expires_at = Some(renew.lease_expires_at);
+            }
+        }
+        let mut lost_steps = Vec::new();
+        for lease in renew.steps {
+            match tables.steps.get_mut(&lease.step_id) {
+                Some(step) if step.state == State::Running && step.attempts == lease.fence => {
+                    step.lease_expires_at = Some(lease.lease_expires_at);
+                }
+                _ => lost_steps.push(lease.step_id),
+            }
+        }
+        let cancel_requested = tables
+            .runs
+            .get(&renew.run_id)
+            .is_some_and(|run| run.cancel_requested_at.is_some());
+        Ok(RenewOutcome {
+            task_held,
+            lost_steps,
+            cancel_requested,
+        })
+    }
+
+    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
+        Ok(self.lock()?.spent(root_run_id))
+    }
+
+    async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>> {
+        Ok(self
+            .lock()?
+            .ledger
+            .iter()
+            .filter(|entry| entry.root_run_id == root_run_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
+        let mut tables = self.lock()?;
+        for event in events {
+            let seq = tables.events.len() as i64 + 1;
+            tables.events.push(EventRecord {
+                event_id: event.event_id,
+                seq,
+                run_id: event.run_id,
+                root_run_id: event.root_run_id,
+                attempt_id: event.attempt_id,
+                step_id: event.step_id,
+                event_type: event.event_type,
+                payload: event.payload,
+                created_at: event.created_at,
+            });
+        }
+        Ok(())
+    }
+
+    async fn read_events(&self, run_id: &str, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>> {
+        let tables = self.lock()?;
+        Ok(tables
+            .events
+            .iter()
+            .filter(|event| event.seq > after_seq)
+            .filter(|event| event.run_id == run_id || event.root_run_id == run_id)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
+        let mut tables = self.lock()?;
+        let Some(run) = tables.runs.get(run_id) else {
+            return Ok(CancelRequest::NotFound);
+        };
+        let root_run_id = run.root_run_id.clone();
+        let task_id = run.task_id.clone();
+        let task_state = tables.task_mut("request_cancel", &task_id)?.state.clone();
+        if task_state.is_terminal() {
+            return Ok(CancelRequest::AlreadyFinished(task_state));
+        }
+        let reason = json!({"message": "workflow cancelled"});
+        let pending = task_state == State::Pending;
+        let root = tables.run_mut("request_cancel", &root_run_id)?;
+        root.cancel_requested_at = Some(now);
+        root.updated_at = now;
+        if pending {
+            root.state = State::Cancelled;
+            root.failure_reason = Some(reason.clone());
+            let task = tables.task_mut("request_cancel", &task_id)?;
+            task.state = State::Cancelled;
+            task.failure_reason = Some(reason);
+            task.updated_at = now;
+            return Ok(CancelRequest::CancelledPending);
+        }
+        Ok(CancelRequest::Requested)
+    }
+}

@@ -1,0 +1,540 @@
+//! The storage contract: small atomic operations, no decisions.
+//!
+//! A [`DurableStore`] never decides whether a step replays, runs, waits or is reclaimed; the
+//! core does that in [`decide`](crate::decide) and then asks the store for one of the operations
+//! below. Each operation must be atomic on its own (one transaction, or one lock), and every
+//! compare-and-set must compare exactly what its request names. The conformance suite in
+//! `smol-durable-testkit` states these guarantees as tests; a store is correct when it passes.
+
+mod memory;
+mod records;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use memory::MemoryStore;
+pub use records::{
+    AttemptRecord, ClaimScope, EventRecord, LedgerEntry, OwnerRecord, RunRecord, State, StepKind,
+    StepRecord, TaskRecord, WorkflowInfo,
+};
+
+use crate::StoreError;
+
+/// Result type of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a store can do beyond the contract; the engine and the conformance suite read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoreCapabilities {
+    /// Wakes waiters on change (e.g. Postgres `LISTEN/NOTIFY`) instead of polling.
+    pub notify: bool,
+    /// Several OS processes may share the database.
+    pub multi_process: bool,
+    /// Concurrent commits share durability flushes.
+    pub group_commit: bool,
+}
+
+impl StoreCapabilities {
+    /// No extra capabilities.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`StoreCapabilities::multi_process`].
+    pub fn with_multi_process(mut self, yes: bool) -> Self {
+        self.multi_process = yes;
+        self
+    }
+}
+
+/// Creates a task and its root run in one operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NewRun {
+    /// `task_…`
+    pub task_id: String,
+    /// `run_…`
+    pub run_id: String,
+    /// Who may execute it.
+    pub claim_scope: ClaimScope,
+    /// The creating owner.
+    pub owner_id: String,
+    /// Task parameters.
+    pub params: Value,
+    /// Script and defaults.
+    pub workflow: WorkflowInfo,
+    /// Arguments.
+    pub args: Value,
+    /// Output-token allowance.
+    pub budget_total: Option<u64>,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// When set, creating a second task with the same key (in the same scope) returns the first.
+    pub idempotency_key: Option<String>,
+    /// Creation time.
+    pub now: i64,
+}
+
+impl NewRun {
+    /// A new task + root run with fresh ids.
+    pub fn new(claim_scope: ClaimScope, owner_id: &str, workflow: WorkflowInfo, args: Value, now: i64) -> Self {
+        Self {
+            task_id: crate::new_id("task"),
+            run_id: crate::new_id("run"),
+            claim_scope,
+            owner_id: owner_id.to_owned(),
+            params: Value::Null,
+            workflow,
+            args,
+            budget_total: None,
+            max_attempts: 1,
+            idempotency_key: None,
+            now,
+        }
+    }
+}
+
+/// The task and root run as stored after [`DurableStore::create_run`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CreatedRun {
+    /// The task.
+    pub task: TaskRecord,
+    /// The root run.
+    pub run: RunRecord,
+    /// False when an idempotency key matched an existing task.
+    pub created: bool,
+}
+
+/// Inserts a child run if no run with this id exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NewChildRun {
+    /// The child's id (fixed in the parent step's input, so reclaims reuse it).
+    pub run_id: String,
+    /// The root's task.
+    pub task_id: String,
+    /// The root run.
+    pub root_run_id: String,
+    /// The calling run.
+    pub parent_run_id: String,
+    /// The calling `workflow` step.
+    pub parent_step_id: String,
+    /// Script of the child.
+    pub workflow: WorkflowInfo,
+    /// Its arguments.
+    pub args: Value,
+    /// Creation time.
+    pub now: i64,
+}
+
+/// Which runs [`DurableStore::list_runs`] returns, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunFilter {
+    /// Only runs in these states (any when empty).
+    pub states: Vec<State>,
+    /// Only root runs.
+    pub roots_only: bool,
+    /// Only runs whose metadata name contains this text.
+    pub name_contains: Option<String>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+impl RunFilter {
+    /// Root runs in any state.
+    pub fn roots() -> Self {
+        Self {
+            roots_only: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Starts an attempt on a task: claims the task for `owner_id` and opens attempt `max + 1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StartAttempt {
+    /// `attempt_…`
+    pub attempt_id: String,
+    /// The task to claim.
+    pub task_id: String,
+    /// Its root run.
+    pub run_id: String,
+    /// The claiming owner.
+    pub owner_id: String,
+    /// Lease of task and attempt.
+    pub lease_expires_at: i64,
+    /// The current holder whose live lease may be taken over (its process is known dead).
+    pub take_over_from: Option<String>,
+    /// Whether a `failed` or `cancelled` task may start again (a resume); otherwise such a task
+    /// is reported as [`AttemptStart::Finished`].
+    pub revive: bool,
+    /// Now.
+    pub now: i64,
+}
+
+/// Outcome of [`DurableStore::start_attempt`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum AttemptStart {
+    /// The task is ours; previous `running` attempts were marked failed and the running step
+    /// leases of the previous holder (and of this owner) were expired so they can be reclaimed.
+    Started(AttemptRecord),
+    /// Another owner holds a live lease on the task.
+    Busy {
+        /// The holder.
+        owner_id: String,
+        /// Its lease expiry.
+        lease_expires_at: i64,
+    },
+    /// The task is in a terminal state this start may not leave (`completed` always; `failed`
+    /// and `cancelled` unless [`StartAttempt::revive`]).
+    Finished(State),
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AttemptOutcome {
+    /// Attempt, run and task completed with this result.
+    Completed {
+        /// The root run's result.
+        result: Value,
+        /// Output tokens spent (cached on the run).
+        budget_spent: u64,
+    },
+    /// The attempt failed; with `retry_at` the task returns to `pending` until then.
+    Failed {
+        /// `{"message": …}`
+        reason: Value,
+        /// Not before this time, for another attempt.
+        retry_at: Option<i64>,
+    },
+    /// Attempt, run and task cancelled.
+    Cancelled {
+        /// `{"message": "workflow cancelled"}`
+        reason: Value,
+    },
+    /// The owner gives the task back unfinished (shutdown); it becomes `pending` at once.
+    Released,
+}
+
+/// Ends an attempt, fenced by the task still being claimed by `owner_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FinishAttempt {
+    /// The attempt.
+    pub attempt_id: String,
+    /// Its task.
+    pub task_id: String,
+    /// Its root run.
+    pub run_id: String,
+    /// The owner finishing it.
+    pub owner_id: String,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// Now.
+    pub now: i64,
+}
+
+/// How a child run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RunOutcome {
+    /// Completed with this value.
+    Completed(Value),
+    /// Failed with this reason.
+    Failed(Value),
+    /// Cancelled with this reason.
+    Cancelled(Value),
+}
+
+/// Inserts a step row if `(run_id, checkpoint_name)` is free; new rows are `running` with
+/// `attempts = 1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NewStep {
+    /// `step_…`
+    pub step_id: String,
+    /// Run.
+    pub run_id: String,
+    /// Root run.
+    pub root_run_id: String,
+    /// Kind.
+    pub kind: StepKind,
+    /// Checkpoint name.
+    pub checkpoint_name: String,
+    /// Signature hash.
+    pub input_signature_hash: String,
+    /// Canonical signature.
+    pub input_signature_json: String,
+    /// Input document.
+    pub input: Value,
+    /// Claiming owner.
+    pub worker_id: String,
+    /// Its lease.
+    pub lease_expires_at: i64,
+    /// Now.
+    pub now: i64,
+}
+
+/// Outcome of [`DurableStore::insert_step`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertStep {
+    /// The row was inserted (and is ours, `attempts = 1`).
+    Inserted(StepRecord),
+    /// A row already existed; nothing was written.
+    Existing(StepRecord),
+}
+
+/// Claims an existing step by compare-and-set on `(state, attempts)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ClaimStep {
+    /// The step.
+    pub step_id: String,
+    /// State it must be in.
+    pub expected_state: State,
+    /// Fence it must carry.
+    pub expected_attempts: u32,
+    /// New holder.
+    pub worker_id: String,
+    /// New lease.
+    pub lease_expires_at: i64,
+    /// Now.
+    pub now: i64,
+}
+
+/// Outcome of a compare-and-set on a step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepCas {
+    /// Written; the row as it now stands.
+    Applied(StepRecord),
+    /// Not written; the row as it stands (None if it vanished).
+    Conflict(Option<StepRecord>),
+}
+
+/// Completes a step: compare-and-set on `state = 'running'` (and `attempts = fence` when a fence
+/// is given), storing the result, inserting the ledger rows (idempotently on
+/// `(root_run_id, source_type, source_id)`) and updating the run's cached `budget_spent`, all in
+/// one transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CompleteStep {
+    /// The step.
+    pub step_id: String,
+    /// Fence to compare, or none for steps anyone may complete (due sleeps).
+    pub fence: Option<u32>,
+    /// The stored result (never a provider's `raw`).
+    pub result: Value,
+    /// Ledger rows to write with it.
+    pub ledger: Vec<LedgerEntry>,
+    /// Now.
+    pub now: i64,
+}
+
+/// Marks a step `failed` or `cancelled` under the fence, writing ledger rows for billed usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FailStep {
+    /// The step.
+    pub step_id: String,
+    /// Fence to compare.
+    pub fence: u32,
+    /// `failed` or `cancelled`.
+    pub state: State,
+    /// `{"message": …}`
+    pub reason: Value,
+    /// Ledger rows for usage of failed tries.
+    pub ledger: Vec<LedgerEntry>,
+    /// Now.
+    pub now: i64,
+}
+
+/// One step lease to extend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLease {
+    /// The step.
+    pub step_id: String,
+    /// The fence the renewer holds.
+    pub fence: u32,
+    /// New expiry.
+    pub lease_expires_at: i64,
+}
+
+/// Heartbeat: extends the attempt/task lease and step leases held by `owner_id`, and reports
+/// whether cancellation was requested.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RenewLeases {
+    /// The renewing owner.
+    pub owner_id: String,
+    /// Task whose lease to extend.
+    pub task_id: String,
+    /// Attempt whose lease to extend.
+    pub attempt_id: String,
+    /// Root run (for the cancellation flag).
+    pub run_id: String,
+    /// New task/attempt expiry.
+    pub lease_expires_at: i64,
+    /// Steps to extend.
+    pub steps: Vec<StepLease>,
+    /// Now.
+    pub now: i64,
+}
+
+/// Outcome of [`DurableStore::renew_leases`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RenewOutcome {
+    /// False when the task is no longer claimed by this owner.
+    pub task_held: bool,
+    /// Steps whose row no longer carries the renewer's fence in `running` state.
+    pub lost_steps: Vec<String>,
+    /// Whether cancellation of the run has been requested.
+    pub cancel_requested: bool,
+}
+
+/// An event to append; the store assigns `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NewEvent {
+    /// `evt_…`
+    pub event_id: String,
+    /// Run it is about.
+    pub run_id: String,
+    /// Root run.
+    pub root_run_id: String,
+    /// Attempt.
+    pub attempt_id: Option<String>,
+    /// Step.
+    pub step_id: Option<String>,
+    /// Type.
+    pub event_type: String,
+    /// Document.
+    pub payload: Value,
+    /// Time.
+    pub created_at: i64,
+}
+
+/// Outcome of [`DurableStore::request_cancel`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CancelRequest {
+    /// No such run.
+    NotFound,
+    /// Recorded; the executing owner will notice.
+    Requested,
+    /// The task was pending: run and task are now `cancelled`.
+    CancelledPending,
+    /// Already finished in this state; nothing changed.
+    AlreadyFinished(State),
+}
+
+/// Claims the oldest eligible task of a scope and starts an attempt on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ClaimNextTask {
+    /// Scope to claim from (workers claim `runner`; `local` tasks are never claimed this way).
+    pub scope: ClaimScope,
+    /// Claiming owner.
+    pub owner_id: String,
+    /// Id for the attempt to open.
+    pub attempt_id: String,
+    /// Lease.
+    pub lease_expires_at: i64,
+    /// Now.
+    pub now: i64,
+}
+
+/// A task claimed by [`DurableStore::claim_next_task`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClaimedTask {
+    /// The task.
+    pub task: TaskRecord,
+    /// Its root run.
+    pub run: RunRecord,
+    /// The attempt opened.
+    pub attempt: AttemptRecord,
+}
+
+/// Durable storage of tasks, runs, attempts, steps, the budget ledger, events and owners.
+///
+/// Implementations must be safe to share (`Arc<dyn DurableStore>`) and every method must be
+/// atomic. Methods never block a tokio worker thread for long (blocking drivers run on their own
+/// threads). See the module docs for the division of labour with the core.
+#[async_trait]
+pub trait DurableStore: Send + Sync + std::fmt::Debug {
+    /// What this store can do beyond the contract.
+    fn capabilities(&self) -> StoreCapabilities;
+
+    /// A human description for error messages: a path or a URL without credentials.
+    fn describe(&self) -> String;
+
+    /// Records (or refreshes) a process identity.
+    async fn register_owner(&self, owner: OwnerRecord) -> StoreResult<()>;
+    /// Reads a process identity.
+    async fn get_owner(&self, owner_id: &str) -> StoreResult<Option<OwnerRecord>>;
+
+    /// Stores a script source under its content hash (idempotent).
+    async fn put_script(&self, hash: &str, source: &str) -> StoreResult<()>;
+    /// Reads a script source by content hash.
+    async fn get_script(&self, hash: &str) -> StoreResult<Option<String>>;
+
+    /// Creates a task and its root run (`pending`) in one operation.
+    async fn create_run(&self, run: NewRun) -> StoreResult<CreatedRun>;
+    /// Inserts a child run, or marks an existing unfinished one with the same id `running`
+    /// again (its parent step was reclaimed); returns the stored row.
+    async fn create_child_run(&self, child: NewChildRun) -> StoreResult<RunRecord>;
+    /// Sets a child run's terminal state.
+    async fn finish_child_run(&self, run_id: &str, outcome: RunOutcome, now: i64) -> StoreResult<()>;
+    /// Reads a run.
+    async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>>;
+    /// Reads a task.
+    async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>>;
+    /// Lists runs, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>>;
+    /// The attempts of a task, in attempt order.
+    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>>;
+
+    /// Claims a task for an owner and opens its next attempt.
+    async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart>;
+    /// Ends an attempt; fails with `LeaseLost` if the owner no longer holds the task.
+    async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()>;
+    /// Claims the oldest eligible task in a scope (pending and due, or running with an expired
+    /// lease) and opens an attempt on it.
+    async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>>;
+
+    /// All steps of a run in one call.
+    async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>>;
+    /// One step by identity.
+    async fn get_step(&self, run_id: &str, checkpoint_name: &str) -> StoreResult<Option<StepRecord>>;
+    /// Inserts a step if absent.
+    async fn insert_step(&self, step: NewStep) -> StoreResult<InsertStep>;
+    /// Compare-and-set claim of an existing step.
+    async fn claim_step(&self, claim: ClaimStep) -> StoreResult<StepCas>;
+    /// Fenced completion + ledger rows in one transaction.
+    async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas>;
+    /// Fenced failure/cancellation + ledger rows in one transaction.
+    async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas>;
+    /// Extends leases; reports lost steps and cancellation.
+    async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome>;
+
+    /// Sum of `output_tokens` over the root run's ledger rows.
+    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64>;
+    /// The root run's ledger rows.
+    async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>>;
+
+    /// Appends events in the given order.
+    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()>;
+    /// Events of a run and its children with `seq > after_seq`, in append order.
+    async fn read_events(&self, run_id: &str, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>>;
+
+    /// Records a cancellation request for a root run (or cancels a pending task at once).
+    async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest>;
+}

@@ -1,0 +1,388 @@
+//! Rows as the store hands them to the core: plain serde structs mirroring SPEC §9's tables.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(into = "String", from = "String")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+            /// A value this version does not know; the core refuses to guess what it means.
+            Unknown(String),
+        }
+
+        impl $name {
+            /// The stored spelling.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)+
+                    Self::Unknown(other) => other,
+                }
+            }
+
+            /// Parses a stored value; unknown spellings become `Unknown`.
+            pub fn parse(text: &str) -> Self {
+                match text {
+                    $($text => Self::$variant,)+
+                    other => Self::Unknown(other.to_owned()),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(text: String) -> Self {
+                Self::parse(&text)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.as_str().to_owned()
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// State of a task, run or step.
+    State {
+        /// Not started, or released for someone to pick up.
+        Pending => "pending",
+        /// Someone holds it (under a lease).
+        Running => "running",
+        /// Finished with a result; final.
+        Completed => "completed",
+        /// Finished with an error.
+        Failed => "failed",
+        /// Stopped on request.
+        Cancelled => "cancelled",
+    }
+);
+
+impl State {
+    /// Completed, failed or cancelled.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+string_enum!(
+    /// Who may execute a task.
+    ClaimScope {
+        /// Only the owner that created (or resumed) it: `Engine::run`.
+        Local => "local",
+        /// Any worker: `Engine::submit` + `Engine::worker`.
+        Runner => "runner",
+    }
+);
+
+string_enum!(
+    /// What a durable step stands for.
+    StepKind {
+        /// An `agent(...)` call.
+        Agent => "agent",
+        /// A `sleep(ms)` call.
+        Sleep => "sleep",
+        /// A child `workflow(...)` call.
+        Workflow => "workflow",
+    }
+);
+
+/// What the core stores about a run's workflow (`workflow_run_json`): enough to resume it with
+/// the same defaults in another process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct WorkflowInfo {
+    /// `local` or `runner`, as smol-wf wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Path of the script as given at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_path: Option<String>,
+    /// Content hash of the script source stored with [`DurableStore::put_script`](crate::DurableStore::put_script).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_hash: Option<String>,
+    /// `meta` of the script, read without running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// Default provider name for this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Model aliases in force for this run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_map: BTreeMap<String, String>,
+    /// Agent concurrency cap for this run (root and children together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_agents: Option<usize>,
+    /// Working directory of the run: a property of the run, reused on resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+}
+
+impl WorkflowInfo {
+    /// Empty info; fill the public fields.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// A row of `sw_workflow_tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskRecord {
+    /// `task_…`
+    pub task_id: String,
+    /// Always `workflow.run` today.
+    pub task_name: String,
+    /// Task state.
+    pub state: State,
+    /// Who may claim it.
+    pub claim_scope: ClaimScope,
+    /// Parameters the task was submitted with.
+    pub params: Value,
+    /// Owner that created (or, for local tasks, last adopted) the task.
+    pub submitted_by_owner_id: Option<String>,
+    /// Owner currently executing it.
+    pub claimed_by_owner_id: Option<String>,
+    /// Until when the claimant's lease holds.
+    pub lease_expires_at: Option<i64>,
+    /// Attempts allowed before the task fails for good.
+    pub max_attempts: u32,
+    /// Idempotency key, unique per claim scope.
+    pub idempotency_key: Option<String>,
+    /// Not to be claimed before this time (retry backoff, parked sleeps).
+    pub not_before: Option<i64>,
+    /// Result of the root run once completed.
+    pub completed_payload: Option<Value>,
+    /// Why it failed or was cancelled.
+    pub failure_reason: Option<Value>,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change.
+    pub updated_at: i64,
+}
+
+/// A row of `sw_workflow_runs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunRecord {
+    /// `run_…`
+    pub run_id: String,
+    /// The task this run belongs to (children share the root's task).
+    pub task_id: String,
+    /// The root run (itself for a root run).
+    pub root_run_id: String,
+    /// Parent run of a child run.
+    pub parent_run_id: Option<String>,
+    /// The parent's `workflow` step that started this child.
+    pub parent_step_id: Option<String>,
+    /// Run state.
+    pub state: State,
+    /// Script and defaults.
+    pub workflow: WorkflowInfo,
+    /// Arguments.
+    pub args: Value,
+    /// Output-token allowance of the root run.
+    pub budget_total: Option<u64>,
+    /// Cached spent tokens (the ledger is the source of truth).
+    pub budget_spent: u64,
+    /// The workflow's result once completed.
+    pub completed_payload: Option<Value>,
+    /// Why it failed or was cancelled.
+    pub failure_reason: Option<Value>,
+    /// When cancellation was requested, if it was.
+    pub cancel_requested_at: Option<i64>,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change.
+    pub updated_at: i64,
+}
+
+impl RunRecord {
+    /// Whether this is a root run.
+    pub fn is_root(&self) -> bool {
+        self.run_id == self.root_run_id
+    }
+}
+
+/// A row of `sw_workflow_attempts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AttemptRecord {
+    /// `attempt_…`
+    pub attempt_id: String,
+    /// The root run attempted.
+    pub run_id: String,
+    /// Its task.
+    pub task_id: String,
+    /// 1-based, unique per task.
+    pub attempt: u32,
+    /// Owner executing it.
+    pub worker_id: String,
+    /// `running`, `completed`, `failed` or `cancelled`.
+    pub state: State,
+    /// Lease of the attempt.
+    pub lease_expires_at: Option<i64>,
+    /// Start time.
+    pub started_at: i64,
+    /// End time.
+    pub completed_at: Option<i64>,
+    /// Why it failed or was cancelled.
+    pub failure_reason: Option<Value>,
+}
+
+/// A row of `sw_workflow_steps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StepRecord {
+    /// `step_…`
+    pub step_id: String,
+    /// Run the step belongs to.
+    pub run_id: String,
+    /// Root of that run.
+    pub root_run_id: String,
+    /// Agent, sleep or workflow.
+    pub kind: StepKind,
+    /// `step:sig_<hash>[#n]`, unique per run.
+    pub checkpoint_name: String,
+    /// 24 hex characters.
+    pub input_signature_hash: String,
+    /// The exact canonical signature.
+    pub input_signature_json: String,
+    /// Step state.
+    pub state: State,
+    /// Step input (for sleeps: `{"durationMs","wakeAt"}`, fixed at creation).
+    pub input: Value,
+    /// Stored result once completed (never the provider's `raw`).
+    pub result: Option<Value>,
+    /// Why the last attempt failed.
+    pub failure_reason: Option<Value>,
+    /// Owner holding (or last holding) the step.
+    pub worker_id: Option<String>,
+    /// Lease of the holder.
+    pub lease_expires_at: Option<i64>,
+    /// Fencing token: how many times the step has been claimed.
+    pub attempts: u32,
+    /// When it was last claimed.
+    pub last_attempt_at: Option<i64>,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change.
+    pub updated_at: i64,
+}
+
+/// A row of `sw_budget_ledger`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LedgerEntry {
+    /// `budget_…`
+    pub budget_entry_id: String,
+    /// Run whose step was billed.
+    pub run_id: String,
+    /// Root run the budget belongs to.
+    pub root_run_id: String,
+    /// The billed step.
+    pub step_id: Option<String>,
+    /// `agent_step` for a completed call, `agent_attempt` for a billed failed try.
+    pub source_type: String,
+    /// Idempotency key within `(root_run_id, source_type)`.
+    pub source_id: String,
+    /// Output tokens billed.
+    pub output_tokens: u64,
+    /// Full usage as reported.
+    pub usage: Option<Value>,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+impl LedgerEntry {
+    /// A ledger row for `step_id`; the id is generated.
+    pub fn new(
+        run_id: &str,
+        root_run_id: &str,
+        step_id: &str,
+        source_type: &str,
+        source_id: String,
+        output_tokens: u64,
+        usage: Option<Value>,
+        created_at: i64,
+    ) -> Self {
+        Self {
+            budget_entry_id: crate::new_id("budget"),
+            run_id: run_id.to_owned(),
+            root_run_id: root_run_id.to_owned(),
+            step_id: Some(step_id.to_owned()),
+            source_type: source_type.to_owned(),
+            source_id,
+            output_tokens,
+            usage,
+            created_at,
+        }
+    }
+}
+
+/// A stored event (`sw_workflow_events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EventRecord {
+    /// `evt_…`
+    pub event_id: String,
+    /// Position in the store, increasing in append order; assigned by the store.
+    pub seq: i64,
+    /// Run the event is about.
+    pub run_id: String,
+    /// Root run.
+    pub root_run_id: String,
+    /// Attempt that produced it.
+    pub attempt_id: Option<String>,
+    /// Step it concerns.
+    pub step_id: Option<String>,
+    /// `workflow.started`, `workflow.log`, …
+    pub event_type: String,
+    /// The full event document.
+    pub payload: Value,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+/// A process identity (`sw_workflow_owners`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct OwnerRecord {
+    /// `owner_…`
+    pub owner_id: String,
+    /// OS process id.
+    pub pid: u32,
+    /// Host name.
+    pub hostname: String,
+    /// Start time.
+    pub started_at: i64,
+    /// Last heartbeat.
+    pub heartbeat_at: i64,
+}
+
+impl OwnerRecord {
+    /// This process, as an owner.
+    pub fn this_process(owner_id: String, now: i64) -> Self {
+        Self {
+            owner_id,
+            pid: std::process::id(),
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            started_at: now,
+            heartbeat_at: now,
+        }
+    }
+}
