@@ -317,3 +317,16 @@ impl Error {
         }
     }
 }
+
+/// An uncaught host rejection fails the script with the rejection's message, as an uncaught
+/// rejected promise does in JavaScript.
+impl From<crate::HostError> for ScriptError {
+    fn from(error: crate::HostError) -> Self {
+        let kind = if error.kind == crate::HostErrorKind::Cancelled {
+            ScriptErrorKind::Cancelled
+        } else {
+            ScriptErrorKind::Thrown
+        };
+        Self::new(kind, error.message)
+    }
+}

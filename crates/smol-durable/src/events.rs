@@ -63,7 +63,6 @@ impl EventType {
 /// Who an event is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct EventMetadata {
     /// Run.
     pub run_id: String,
@@ -89,7 +88,6 @@ pub struct EventMetadata {
 /// One event as sinks receive it and `events` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct WorkflowEvent {
     /// Kind.
     #[serde(rename = "type")]

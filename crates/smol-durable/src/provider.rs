@@ -9,7 +9,6 @@ use crate::ProviderError;
 /// Token usage as a provider reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct Usage {
     /// Prompt tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,7 +35,6 @@ impl Usage {
 /// Where an agent call comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct AgentContext {
     /// The phase the call belongs to.
     pub phase: Option<String>,
@@ -47,7 +45,6 @@ pub struct AgentContext {
 /// One agent call as the provider receives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct AgentRequest {
     /// The prompt (for a schema retry, with the validation errors appended).
     pub prompt: String,
@@ -73,7 +70,6 @@ impl AgentRequest {
 /// What a provider returns.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct AgentResponse {
     /// The value `agent()` resolves to.
     pub output: Value,

@@ -54,7 +54,6 @@ impl WorkflowSource {
 /// One phase declared in `meta.phases`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct PhaseMeta {
     /// Phase name as used with `phase(name)`.
     pub title: String,
@@ -72,7 +71,6 @@ pub struct PhaseMeta {
 /// `export const meta = {...}`, read without running the script.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct WorkflowMeta {
     /// Workflow name.
     pub name: String,
@@ -242,7 +240,6 @@ pub trait WorkflowHost: Send + Sync + fmt::Debug {
 
 /// Everything an engine needs to evaluate one workflow.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ScriptInvocation {
     /// The module.
     pub source: WorkflowSource,

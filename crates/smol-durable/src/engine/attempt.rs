@@ -253,9 +253,11 @@ async fn run_root(ctx: &Arc<AttemptCtx>, run: &RunRecord, source: WorkflowSource
 async fn finish(ctx: &Arc<AttemptCtx>, run: &RunRecord, outcome: Result<Value, Error>) -> Result<RunOutput, Error> {
     let now = ctx.now();
     let interruption = ctx.interruption.lock().ok().and_then(|mut slot| slot.take());
+    // The token also fires from the run handle and `Engine::cancel`, which only cancel.
     let outcome = match interruption {
         Some(Interruption::Fatal(error)) => Err(error),
         Some(Interruption::Cancelled) => Err(Error::Cancelled),
+        None if ctx.cancel.is_cancelled() => Err(Error::Cancelled),
         None => outcome,
     };
     release_held_steps(ctx, matches!(outcome, Err(Error::Cancelled))).await;

@@ -28,7 +28,6 @@ use attempt::{AttemptPlan, RunSettings};
 
 /// Limits that keep runs bounded.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct Limits {
     /// Agent calls in flight per root run, children included (`None` = unlimited).
     pub max_parallel_agents: Option<usize>,

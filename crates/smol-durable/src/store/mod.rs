@@ -26,7 +26,6 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What a store can do beyond the contract; the engine and the conformance suite read it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct StoreCapabilities {
     /// Wakes waiters on change (e.g. Postgres `LISTEN/NOTIFY`) instead of polling.
     pub notify: bool,
@@ -51,7 +50,6 @@ impl StoreCapabilities {
 
 /// Creates a task and its root run in one operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct NewRun {
     /// `task_…`
     pub task_id: String,
@@ -98,7 +96,6 @@ impl NewRun {
 
 /// The task and root run as stored after [`DurableStore::create_run`].
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct CreatedRun {
     /// The task.
     pub task: TaskRecord,
@@ -110,7 +107,6 @@ pub struct CreatedRun {
 
 /// Inserts a child run if no run with this id exists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct NewChildRun {
     /// The child's id (fixed in the parent step's input, so reclaims reuse it).
     pub run_id: String,
@@ -132,7 +128,6 @@ pub struct NewChildRun {
 
 /// Which runs [`DurableStore::list_runs`] returns, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct RunFilter {
     /// Only runs in these states (any when empty).
     pub states: Vec<State>,
@@ -156,7 +151,6 @@ impl RunFilter {
 
 /// Starts an attempt on a task: claims the task for `owner_id` and opens attempt `max + 1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct StartAttempt {
     /// `attempt_…`
     pub attempt_id: String,
@@ -225,7 +219,6 @@ pub enum AttemptOutcome {
 
 /// Ends an attempt, fenced by the task still being claimed by `owner_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct FinishAttempt {
     /// The attempt.
     pub attempt_id: String,
@@ -256,7 +249,6 @@ pub enum RunOutcome {
 /// Inserts a step row if `(run_id, checkpoint_name)` is free; new rows are `running` with
 /// `attempts = 1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct NewStep {
     /// `step_…`
     pub step_id: String,
@@ -293,7 +285,6 @@ pub enum InsertStep {
 
 /// Claims an existing step by compare-and-set on `(state, attempts)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct ClaimStep {
     /// The step.
     pub step_id: String,
@@ -323,7 +314,6 @@ pub enum StepCas {
 /// `(root_run_id, source_type, source_id)`) and updating the run's cached `budget_spent`, all in
 /// one transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct CompleteStep {
     /// The step.
     pub step_id: String,
@@ -339,7 +329,6 @@ pub struct CompleteStep {
 
 /// Marks a step `failed` or `cancelled` under the fence, writing ledger rows for billed usage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct FailStep {
     /// The step.
     pub step_id: String,
@@ -369,7 +358,6 @@ pub struct StepLease {
 /// Heartbeat: extends the attempt/task lease and step leases held by `owner_id`, and reports
 /// whether cancellation was requested.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct RenewLeases {
     /// The renewing owner.
     pub owner_id: String,
@@ -389,7 +377,6 @@ pub struct RenewLeases {
 
 /// Outcome of [`DurableStore::renew_leases`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct RenewOutcome {
     /// False when the task is no longer claimed by this owner.
     pub task_held: bool,
@@ -401,7 +388,6 @@ pub struct RenewOutcome {
 
 /// An event to append; the store assigns `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct NewEvent {
     /// `evt_…`
     pub event_id: String,
@@ -437,7 +423,6 @@ pub enum CancelRequest {
 
 /// Claims the oldest eligible task of a scope and starts an attempt on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct ClaimNextTask {
     /// Scope to claim from (workers claim `runner`; `local` tasks are never claimed this way).
     pub scope: ClaimScope,
@@ -453,7 +438,6 @@ pub struct ClaimNextTask {
 
 /// A task claimed by [`DurableStore::claim_next_task`].
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct ClaimedTask {
     /// The task.
     pub task: TaskRecord,

@@ -104,7 +104,6 @@ string_enum!(
 /// the same defaults in another process.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct WorkflowInfo {
     /// `local` or `runner`, as smol-wf wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,7 +140,6 @@ impl WorkflowInfo {
 
 /// A row of `sw_workflow_tasks`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct TaskRecord {
     /// `task_…`
     pub task_id: String,
@@ -177,7 +175,6 @@ pub struct TaskRecord {
 
 /// A row of `sw_workflow_runs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct RunRecord {
     /// `run_…`
     pub run_id: String,
@@ -220,7 +217,6 @@ impl RunRecord {
 
 /// A row of `sw_workflow_attempts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct AttemptRecord {
     /// `attempt_…`
     pub attempt_id: String,
@@ -246,7 +242,6 @@ pub struct AttemptRecord {
 
 /// A row of `sw_workflow_steps`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct StepRecord {
     /// `step_…`
     pub step_id: String,
@@ -286,7 +281,6 @@ pub struct StepRecord {
 
 /// A row of `sw_budget_ledger`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct LedgerEntry {
     /// `budget_…`
     pub budget_entry_id: String,
@@ -336,7 +330,6 @@ impl LedgerEntry {
 
 /// A stored event (`sw_workflow_events`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct EventRecord {
     /// `evt_…`
     pub event_id: String,
@@ -360,7 +353,6 @@ pub struct EventRecord {
 
 /// A process identity (`sw_workflow_owners`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct OwnerRecord {
     /// `owner_…`
     pub owner_id: String,

@@ -1,0 +1,683 @@
+//! Whole-engine scenarios run on a store: the behaviours of the runner smol-durable descends
+//! from, plus the ones SPEC adds. Invoke them all with
+//! [`engine_conformance_tests!`](crate::engine_conformance_tests).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use smol_durable::store::{
+    AttemptStart, ClaimScope, NewRun, OwnerRecord, RunFilter, StartAttempt, State, StepKind,
+    WorkflowInfo,
+};
+use smol_durable::{
+    AgentResponse, BoxError, DurableStore, Engine, EngineBuilder, Error, EventType,
+    PhaseMeta, ProviderErrorKind, ResumeOptions, RunRequest, ScriptError, SessionLogSink, Usage,
+    WorkflowMeta,
+};
+
+use crate::{Fixture, RecordingEventSink, ScriptedEngine, ScriptedProvider};
+
+/// Expands to one `#[tokio::test]` per engine scenario, like
+/// [`store_conformance_tests!`](crate::store_conformance_tests).
+#[macro_export]
+macro_rules! engine_conformance_tests {
+    ($factory:expr) => {
+        $crate::__conformance_cases!(scenarios, $factory,
+            success_path_persists_task_and_run,
+            runtime_retry_without_global_retry_bills_failed_tries,
+            failure_records_one_attempt,
+            resume_replays_without_calling_the_provider_again,
+            cancellation_marks_attempt_run_and_task_cancelled,
+            session_is_exported_before_the_run_completes,
+            session_is_exported_before_the_run_fails,
+            session_is_exported_before_the_run_is_cancelled,
+            six_workflows_share_one_store,
+            sleep_is_persisted_without_a_ledger_row,
+            budget_exhaustion_rejects_before_the_provider_is_called,
+            child_workflow_is_a_durable_step,
+            deadlock_is_reported_clearly,
+            cancellation_from_another_engine_is_noticed_by_heartbeat,
+            agent_cap_limits_concurrent_calls,
+            phase_defaults_and_model_map_shape_the_call,
+            heartbeat_keeps_a_long_call_leased,
+            resuming_a_completed_run_changes_nothing,
+            resume_takes_over_from_a_dead_owner_at_once,
+            events_are_stored_in_order,
+        );
+    };
+}
+
+fn builder(fixture: &Fixture, scripts: &ScriptedEngine, provider: &Arc<ScriptedProvider>) -> EngineBuilder {
+    Engine::builder()
+        .store(Arc::clone(&fixture.store))
+        .script_engine(Arc::new(scripts.clone()))
+        .provider(Arc::clone(provider) as Arc<dyn smol_durable::AgentProvider>)
+}
+
+async fn step_states(store: &dyn DurableStore, run_id: &str, kind: StepKind) -> Vec<State> {
+    store
+        .load_steps(run_id)
+        .await
+        .expect("load_steps")
+        .into_iter()
+        .filter(|step| step.kind == kind)
+        .map(|step| step.state)
+        .collect()
+}
+
+async fn states(store: &dyn DurableStore, run_id: &str) -> (State, State, Vec<State>) {
+    let run = store.get_run(run_id).await.expect("get_run").expect("run");
+    let task = store.get_task(&run.task_id).await.expect("get_task").expect("task");
+    let attempts = store.list_attempts(&run.task_id).await.expect("attempts");
+    (run.state, task.state, attempts.into_iter().map(|a| a.state).collect())
+}
+
+async fn only_run(store: &dyn DurableStore) -> String {
+    let runs = store.list_runs(&RunFilter::roots()).await.expect("list");
+    assert_eq!(runs.len(), 1, "expected exactly one root run");
+    runs[0].run_id.clone()
+}
+
+/// `{result: await agent("hello")}` completes: one call, one completed step, task and run
+/// completed, attempt 1.
+pub async fn success_path_persists_task_and_run(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        Ok(json!({ "result": ctx.agent("hello", Value::Null).await? }))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let output = engine.run(scripts.source("main.mjs"), json!({})).await.expect("run");
+    assert_eq!(output.result, json!({ "result": "echo: hello" }));
+    assert_eq!(output.attempt, 1);
+    assert_eq!(provider.call_count(), 1);
+    let (run, task, attempts) = states(fixture.store.as_ref(), &output.run_id).await;
+    assert_eq!((run, task, attempts), (State::Completed, State::Completed, vec![State::Completed]));
+    assert_eq!(step_states(fixture.store.as_ref(), &output.run_id, StepKind::Agent).await, vec![State::Completed]);
+    assert_eq!(output.token_usage.output_tokens, 1);
+    let cli = output.to_cli_json();
+    assert_eq!(cli["runID"], json!(output.run_id));
+    assert_eq!(cli["results"], output.result);
+    assert_eq!(cli["tokenUsage"]["totalTokens"], json!(2));
+}
+
+/// A per-call retry happens inside one claimed step: one workflow attempt, one completed step,
+/// no failed step, and the failed try's usage is billed.
+pub async fn runtime_retry_without_global_retry_bills_failed_tries(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        let value = ctx.agent("hello", json!({ "retry": { "maxAttempts": 2, "backoffMs": 0 } })).await?;
+        Ok(json!({ "result": value }))
+    });
+    let provider = Arc::new(
+        ScriptedProvider::new("scripted")
+            .with_output("hello", json!("recovered: hello"))
+            .fail_first("hello", 1, ProviderErrorKind::Transient, Some(Usage::tokens(2, 3))),
+    );
+    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let output = engine.run(scripts.source("main.mjs"), json!({})).await.expect("run");
+    assert_eq!(output.result, json!({ "result": "recovered: hello" }));
+    assert_eq!(provider.call_count(), 2);
+    let store = fixture.store.as_ref();
+    let (_, _, attempts) = states(store, &output.run_id).await;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(step_states(store, &output.run_id, StepKind::Agent).await, vec![State::Completed]);
+    let steps = store.load_steps(&output.run_id).await.expect("steps");
+    assert_eq!(steps[0].attempts, 1, "retries do not reclaim the step");
+    let ledger = store.ledger_entries(&output.run_id).await.expect("ledger");
+    let mut kinds: Vec<(&str, u64)> = ledger.iter().map(|e| (e.source_type.as_str(), e.output_tokens)).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, vec![("agent_attempt", 3), ("agent_step", 1)]);
+    assert_eq!(output.token_usage.output_tokens, 4);
+}
+
+/// A script that throws after an agent fails the run after one attempt, keeping the completed step.
+pub async fn failure_records_one_attempt(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        ctx.agent("hello", Value::Null).await?;
+        Err(ScriptError::thrown("boom").with_location("main.mjs:3:7"))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let error = engine.run(scripts.source("main.mjs"), json!({})).await.expect_err("fails");
+    assert!(error.to_string().contains("boom"), "{error}");
+    assert!(error.to_string().contains("main.mjs:3:7"), "{error}");
+    assert_eq!(provider.call_count(), 1);
+    let store = fixture.store.as_ref();
+    let run_id = only_run(store).await;
+    let (run, task, attempts) = states(store, &run_id).await;
+    assert_eq!((run, task, attempts), (State::Failed, State::Failed, vec![State::Failed]));
+    assert_eq!(step_states(store, &run_id, StepKind::Agent).await, vec![State::Completed]);
+    let stored = store.get_run(&run_id).await.expect("get").expect("run");
+    assert!(stored.failure_reason.expect("reason")["message"].as_str().unwrap_or("").contains("boom"));
+}
+
+/// Resuming replays completed steps without calling the provider, with an edited workflow, and
+/// opens attempt 2.
+pub async fn resume_replays_without_calling_the_provider_again(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        ctx.agent("hello", Value::Null).await?;
+        Err(ScriptError::thrown("boom"))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let events = Arc::new(RecordingEventSink::new());
+    let engine = builder(&fixture, &scripts, &provider).event_sink(events.clone()).build().expect("engine");
+    engine.run(scripts.source("main.mjs"), json!({})).await.expect_err("first attempt fails");
+    let run_id = only_run(fixture.store.as_ref()).await;
+    // The script is fixed; the same path now returns the value.
+    let scripts = scripts.workflow("main.mjs", |ctx| async move {
+        let value = ctx.agent("hello", Value::Null).await?;
+        Ok(json!({ "value": value }))
+    });
+    let resumed = engine.resume(&run_id, ResumeOptions::new()).await.expect("resume").join().await.expect("resumed run");
+    assert_eq!(resumed.result, json!({ "value": "echo: hello" }));
+    assert_eq!(resumed.attempt, 2);
+    assert_eq!(provider.call_count(), 1, "the completed agent step is replayed, not re-run");
+    assert!(events.events().iter().any(|e| e.event_type == EventType::StepReplayed));
+    let (run, task, attempts) = states(fixture.store.as_ref(), &run_id).await;
+    assert_eq!((run, task, attempts), (State::Completed, State::Completed, vec![State::Failed, State::Completed]));
+    assert_eq!(fixture.store.ledger_entries(&run_id).await.expect("ledger").len(), 1, "replays add no ledger rows");
+    drop(scripts);
+}
+
+/// Cancelling a running run ends it with `workflow cancelled` and marks attempt, run, task and
+/// the in-flight step cancelled; the run can be resumed afterwards.
+pub async fn cancellation_marks_attempt_run_and_task_cancelled(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        Ok(json!({ "result": ctx.agent("slow", Value::Null).await? }))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted").with_delay("slow", Duration::from_secs(30)));
+    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let mut handle = engine.start(RunRequest::new(scripts.source("main.mjs"), json!({}))).await.expect("start");
+    let mut events = handle.events().expect("events");
+    while let Some(event) = events.recv().await {
+        if event.event_type == EventType::AgentStarted {
+            break;
+        }
+    }
+    let run_id = handle.run_id().to_owned();
+    let cancelled = tokio::time::timeout(Duration::from_secs(10), async {
+        handle.cancel();
+        handle.join().await
+    })
+    .await
+    .expect("cancellation must not wait for the 30 s call");
+    let error = cancelled.expect_err("cancelled");
+    assert_eq!(error.to_string(), "workflow cancelled");
+    let store = fixture.store.as_ref();
+    let (run, task, attempts) = states(store, &run_id).await;
+    assert_eq!((run, task, attempts), (State::Cancelled, State::Cancelled, vec![State::Cancelled]));
+    assert_eq!(step_states(store, &run_id, StepKind::Agent).await, vec![State::Cancelled]);
+    let stored = store.get_run(&run_id).await.expect("get").expect("run");
+    assert_eq!(stored.failure_reason, Some(json!({ "message": "workflow cancelled" })));
+    // A cancelled step is never replayed as a success: resuming runs it again.
+    let scripts = scripts.workflow("main.mjs", |ctx| async move {
+        Ok(json!({ "result": ctx.agent("fast", Value::Null).await? }))
+    });
+    let resumed = engine.resume(&run_id, ResumeOptions::new()).await.expect("resume").join().await.expect("resumed");
+    assert_eq!(resumed.result, json!({ "result": "echo: fast" }));
+    drop(scripts);
+}
+
+/// A session sink that records, at save time, the state of the run and of the saved step.
+#[derive(Debug)]
+struct ProbeSink {
+    store: Arc<dyn DurableStore>,
+    seen: Mutex<Vec<(String, State, State)>>,
+}
+
+#[async_trait]
+impl SessionLogSink for ProbeSink {
+    async fn save(&self, _provider: &str, run_id: &str, step_id: &str, response: &AgentResponse) -> Result<(), BoxError> {
+        assert!(response.raw.is_some(), "the sink receives the raw transcript");
+        let run = self.store.get_run(run_id).await?.ok_or("run missing")?;
+        let step = self
+            .store
+            .load_steps(run_id)
+            .await?
+            .into_iter()
+            .find(|step| step.step_id == step_id)
+            .ok_or("step missing")?;
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push((step_id.to_owned(), run.state, step.state));
+        }
+        Ok(())
+    }
+}
+
+async fn session_export(fixture: Fixture, script: ScriptedEngine, provider: ScriptedProvider, cancel_on_call: bool) -> (Result<smol_durable::RunOutput, Error>, Vec<(String, State, State)>, State) {
+    let sink = Arc::new(ProbeSink { store: Arc::clone(&fixture.store), seen: Mutex::new(Vec::new()) });
+    let engine_slot: Arc<Mutex<Option<Engine>>> = Arc::new(Mutex::new(None));
+    let provider = if cancel_on_call {
+        let slot = Arc::clone(&engine_slot);
+        provider.on_call(move |request| {
+            let engine = slot.lock().ok().and_then(|engine| engine.clone());
+            let run_id = request.run_id.clone();
+            if let Some(engine) = engine {
+                tokio::spawn(async move { engine.cancel(&run_id).await });
+            }
+        })
+    } else {
+        provider
+    };
+    let provider = Arc::new(provider);
+    let engine = builder(&fixture, &script, &provider).session_log_sink(sink.clone()).build().expect("engine");
+    if let Ok(mut slot) = engine_slot.lock() {
+        *slot = Some(engine.clone());
+    }
+    let result = engine.run(script.source("main.mjs"), json!({})).await;
+    let run_id = only_run(fixture.store.as_ref()).await;
+    let final_state = fixture.store.get_run(&run_id).await.expect("get").expect("run").state;
+    let seen = sink.seen.lock().map(|s| s.clone()).unwrap_or_default();
+    (result, seen, final_state)
+}
+
+/// The session-log sink receives the full result while the step is still `running` and the
+/// run has not completed.
+pub async fn session_is_exported_before_the_run_completes(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        ctx.agent("before long sleep", Value::Null).await?;
+        ctx.sleep(50).await?;
+        Ok(json!({ "ok": true }))
+    });
+    let (result, seen, final_state) = session_export(fixture, scripts, ScriptedProvider::new("scripted"), false).await;
+    assert_eq!(result.expect("run").result, json!({ "ok": true }));
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].1.clone(), seen[0].2.clone()), (State::Running, State::Running));
+    assert_eq!(final_state, State::Completed);
+}
+
+/// The session is saved before a later throw marks the run failed.
+pub async fn session_is_exported_before_the_run_fails(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        ctx.agent("before failure", Value::Null).await?;
+        Err(ScriptError::thrown("middle failure"))
+    });
+    let (result, seen, final_state) = session_export(fixture, scripts, ScriptedProvider::new("scripted"), false).await;
+    assert!(result.expect_err("fails").to_string().contains("middle failure"));
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].1, State::Running);
+    assert_eq!(final_state, State::Failed);
+}
+
+/// With a session sink, a call in flight when the run is cancelled finishes and is saved (and
+/// kept: it was paid for) before the run is marked cancelled.
+pub async fn session_is_exported_before_the_run_is_cancelled(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        Ok(json!({ "result": ctx.agent("before cancel", Value::Null).await? }))
+    });
+    let store = Arc::clone(&fixture.store);
+    let provider = ScriptedProvider::new("scripted").with_delay("before cancel", Duration::from_millis(100));
+    let (result, seen, final_state) = session_export(fixture, scripts, provider, true).await;
+    assert_eq!(result.expect_err("cancelled").to_string(), "workflow cancelled");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].1, State::Running);
+    assert_eq!(final_state, State::Cancelled);
+    let run_id = only_run(store.as_ref()).await;
+    assert_eq!(step_states(store.as_ref(), &run_id, StepKind::Agent).await, vec![State::Completed]);
+    assert_eq!(store.ledger_entries(&run_id).await.expect("ledger").len(), 1);
+}
+
+/// Six workflows with overlapping calls share one store: every run completes with its own
+/// steps and ledger rows, and calls overlap in time.
+pub async fn six_workflows_share_one_store(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        let id = ctx.args()["id"].as_u64().unwrap_or(0);
+        let first = ctx.agent(format!("wf:{id}:first"), Value::Null).await?;
+        let common = ctx.agent("common", Value::Null).await?;
+        let third = ctx.agent(format!("wf:{id}:third"), Value::Null).await?;
+        Ok(json!({ "id": id, "first": first, "common": common, "third": third }))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_millis(30)));
+    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let runs = (0..6u64).map(|id| engine.run(scripts.source("main.mjs"), json!({ "id": id })));
+    let outputs = futures::future::join_all(runs).await;
+    for (id, output) in outputs.iter().enumerate() {
+        let output = output.as_ref().expect("run");
+        assert_eq!(output.result["id"], json!(id));
+        assert_eq!(output.result["common"], json!("echo: common"));
+        assert_eq!(output.attempt, 1);
+        assert_eq!(step_states(fixture.store.as_ref(), &output.run_id, StepKind::Agent).await.len(), 3);
+        assert_eq!(fixture.store.ledger_entries(&output.run_id).await.expect("ledger").len(), 3);
+    }
+    assert_eq!(provider.call_count(), 18);
+    assert_eq!(provider.calls_for("common"), 6, "identical calls in different runs are different steps");
+    assert!(provider.max_in_flight() > 1, "runs must overlap");
+    let mut completed = RunFilter::roots();
+    completed.states = vec![State::Completed];
+    assert_eq!(fixture.store.list_runs(&completed).await.expect("list").len(), 6);
+}
+
+/// `sleep(5)` is a completed sleep step with no ledger row; the script sees `undefined`.
+pub async fn sleep_is_persisted_without_a_ledger_row(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        let slept = ctx.sleep(5).await?;
+        Ok(json!({ "slept": true, "value": slept }))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let output = engine.run(scripts.source("main.mjs"), json!({})).await.expect("run");
+    assert_eq!(output.result, json!({ "slept": true, "value": null }));
+    let steps = fixture.store.load_steps(&output.run_id).await.expect("steps");
+    assert_eq!(steps.len(), 1);
+    assert_eq!((steps[0].kind.clone(), steps[0].state.clone()), (StepKind::Sleep, State::Completed));
+    let wake_at = steps[0].input["wakeAt"].as_i64().expect("wakeAt");
+    assert_eq!(steps[0].input["durationMs"], json!(5));
+    let result = steps[0].result.clone().expect("result");
+    assert_eq!(result["ok"], json!(true));
+    assert_eq!(result["wakeAt"], json!(wake_at));
+    assert!(result["completedAt"].as_i64().expect("completedAt") >= wake_at);
+    assert!(fixture.store.ledger_entries(&output.run_id).await.expect("ledger").is_empty());
+}
+
+/// With the allowance spent, the next `agent()` rejects with SPEC's message without calling
+/// the provider; a resume with a larger allowance continues.
+pub async fn budget_exhaustion_rejects_before_the_provider_is_called(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        let first = ctx.agent("one", Value::Null).await?;
+        let before = ctx.budget();
+        let second = ctx.agent("two", Value::Null).await?;
+        Ok(json!({ "first": first, "second": second, "spentBefore": before.spent, "remaining": before.remaining() }))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted").with_usage(Usage::tokens(1, 4)));
+    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let request = RunRequest::new(scripts.source("main.mjs"), json!({})).budget_total(4);
+    let error = engine.start(request).await.expect("start").join().await.expect_err("budget");
+    assert_eq!(error.to_string(), "budget exhausted: spent 4 of 4 output tokens");
+    assert_eq!(provider.call_count(), 1);
+    let run_id = only_run(fixture.store.as_ref()).await;
+    assert_eq!(fixture.store.load_steps(&run_id).await.expect("steps").len(), 1, "nothing was claimed for the rejected call");
+    let resumed = engine
+        .resume(&run_id, ResumeOptions::new().budget_total(10))
+        .await
+        .expect("resume")
+        .join()
+        .await
+        .expect("resumed");
+    assert_eq!(resumed.result["second"], json!("echo: two"));
+    assert_eq!(resumed.result["spentBefore"], json!(4), "spent is read from the ledger at attempt start");
+    assert_eq!(resumed.result["remaining"], json!(6));
+    assert_eq!(provider.call_count(), 2);
+}
+
+/// `workflow(ref, args)` is a durable step with a child run; on resume a completed child is not
+/// executed again, and its steps live under its own run id and scope.
+pub async fn child_workflow_is_a_durable_step(fixture: Fixture) {
+    let child_runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&child_runs);
+    let failed_once = Arc::new(AtomicUsize::new(0));
+    let fail = Arc::clone(&failed_once);
+    let scripts = ScriptedEngine::new()
+        .workflow("flows/child.mjs", move |ctx| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let n = ctx.args()["n"].as_u64().unwrap_or(0);
+                let answer = ctx.agent("hello", Value::Null).await?;
+                Ok(json!({ "n": n, "answer": answer }))
+            }
+        })
+        .workflow("flows/main.mjs", move |ctx| {
+            let fail = Arc::clone(&fail);
+            async move {
+                let parent = ctx.agent("hello", Value::Null).await?;
+                let child = ctx.workflow(json!({ "scriptPath": "./child.mjs" }), json!({ "n": 7 })).await?;
+                if fail.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(ScriptError::thrown("fail after the child"));
+                }
+                Ok(json!({ "parent": parent, "child": child }))
+            }
+        });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider)
+        .workflow("child", scripts.source("flows/child.mjs"))
+        .build()
+        .expect("engine");
+    engine.run(scripts.source("flows/main.mjs"), json!({})).await.expect_err("first attempt fails");
+    let store = fixture.store.as_ref();
+    let run_id = only_run(store).await;
+    assert_eq!(provider.call_count(), 2, "the same prompt in parent and child is two steps");
+    let resumed = engine.resume(&run_id, ResumeOptions::new()).await.expect("resume").join().await.expect("resumed");
+    assert_eq!(resumed.result["child"], json!({ "n": 7, "answer": "echo: hello" }));
+    assert_eq!(child_runs.load(Ordering::SeqCst), 1, "a completed child is replayed, not executed");
+    assert_eq!(provider.call_count(), 2);
+    let all = store.list_runs(&RunFilter::default()).await.expect("list");
+    let child = all.iter().find(|run| !run.is_root()).expect("child run");
+    assert_eq!(child.root_run_id, run_id);
+    assert_eq!(child.parent_run_id.as_deref(), Some(run_id.as_str()));
+    assert_eq!(child.state, State::Completed);
+    let parent_steps = store.load_steps(&run_id).await.expect("steps");
+    let workflow_step = parent_steps.iter().find(|s| s.kind == StepKind::Workflow).expect("workflow step");
+    assert_eq!(child.parent_step_id.as_deref(), Some(workflow_step.step_id.as_str()));
+    let child_steps = store.load_steps(&child.run_id).await.expect("child steps");
+    assert_eq!(child_steps.len(), 1);
+    assert!(child_steps[0].input_signature_json.contains(&format!("\"workflowScope\":\"child:{}\"", workflow_step.checkpoint_name)));
+    // Nesting limit and path confinement reject clearly.
+    let escape = ScriptedEngine::new().workflow("flows/escape.mjs", |ctx| async move {
+        Ok(ctx.workflow(json!({ "scriptPath": "../../etc/passwd" }), Value::Null).await?)
+    });
+    let engine = builder(&fixture, &escape, &provider).build().expect("engine");
+    let error = engine.run(escape.source("flows/escape.mjs"), json!({})).await.expect_err("escape");
+    assert!(error.to_string().contains("outside the workflow directory"), "{error}");
+}
+
+/// A script engine's deadlock report fails the run with a clear "deadlock" error.
+pub async fn deadlock_is_reported_clearly(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |_ctx| async move {
+        Err(ScriptError::deadlock("the workflow awaits a promise that can never settle"))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let error = engine.run(scripts.source("main.mjs"), json!({})).await.expect_err("deadlock");
+    match &error {
+        Error::Script(script) => assert_eq!(script.kind(), smol_durable::ScriptErrorKind::Deadlock),
+        other => panic!("expected a script deadlock, got {other:?}"),
+    }
+    assert!(error.to_string().starts_with("deadlock: "), "{error}");
+    let (run, _, _) = states(fixture.store.as_ref(), &only_run(fixture.store.as_ref()).await).await;
+    assert_eq!(run, State::Failed);
+}
+
+/// A cancellation recorded through another engine (another process, in effect) reaches the
+/// executing one at its next heartbeat.
+pub async fn cancellation_from_another_engine_is_noticed_by_heartbeat(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        Ok(ctx.agent("slow", Value::Null).await?)
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted").with_delay("slow", Duration::from_secs(30)));
+    let executing = builder(&fixture, &scripts, &provider).lease_ttl(Duration::from_millis(300)).build().expect("engine");
+    let other_store = fixture.another_handle().await;
+    let other = Engine::builder()
+        .store(other_store)
+        .script_engine(Arc::new(scripts.clone()))
+        .provider(provider.clone())
+        .build()
+        .expect("engine");
+    let mut handle = executing.start(RunRequest::new(scripts.source("main.mjs"), json!({}))).await.expect("start");
+    let mut events = handle.events().expect("events");
+    while let Some(event) = events.recv().await {
+        if event.event_type == EventType::AgentStarted {
+            break;
+        }
+    }
+    other.cancel(handle.run_id()).await.expect("cancel");
+    let error = tokio::time::timeout(Duration::from_secs(10), handle.join()).await.expect("noticed").expect_err("cancelled");
+    assert_eq!(error.to_string(), "workflow cancelled");
+}
+
+/// The agent cap bounds concurrent provider calls.
+pub async fn agent_cap_limits_concurrent_calls(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        let calls = (0..5).map(|i| ctx.agent(format!("p{i}"), Value::Null)).collect();
+        let values = ctx.parallel(calls).await;
+        Ok(Value::Array(values))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_millis(40)));
+    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let request = RunRequest::new(scripts.source("main.mjs"), json!({})).max_parallel_agents(2);
+    let output = engine.start(request).await.expect("start").join().await.expect("run");
+    assert_eq!(output.result.as_array().map(Vec::len), Some(5));
+    assert_eq!(output.result[4], json!("echo: p4"));
+    assert_eq!(provider.max_in_flight(), 2);
+}
+
+/// `phase()` is inherited by later calls; phase defaults from `meta` and the model map shape
+/// the provider request and the signature.
+pub async fn phase_defaults_and_model_map_shape_the_call(fixture: Fixture) {
+    let meta = WorkflowMeta::new("phased", "phases").with_phase(PhaseMeta::new("plan").with_model("fast"));
+    let scripts = ScriptedEngine::new().workflow_with_meta("main.mjs", meta, |ctx| async move {
+        ctx.phase("plan");
+        ctx.log("planning");
+        let planned = ctx.agent("plan it", Value::Null).await?;
+        let explicit = ctx.agent("write it", json!({ "phase": "write", "model": "big", "temperature": 0 })).await?;
+        Ok(json!([planned, explicit]))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider)
+        .model_alias("fast", "vendor/fast-v2")
+        .build()
+        .expect("engine");
+    let request = RunRequest::new(scripts.source("main.mjs"), json!({})).cwd("/work/project");
+    let output = engine.start(request).await.expect("start").join().await.expect("run");
+    let calls = provider.calls();
+    assert_eq!(calls[0].request.context.phase.as_deref(), Some("plan"));
+    assert_eq!(calls[0].request.model(), Some("vendor/fast-v2"));
+    assert_eq!(calls[0].request.context.cwd.as_deref(), Some("/work/project"));
+    assert_eq!(calls[1].request.context.phase.as_deref(), Some("write"));
+    assert_eq!(calls[1].request.model(), Some("big"));
+    assert_eq!(calls[1].request.options, json!({ "model": "big", "temperature": 0 }));
+    let steps = fixture.store.load_steps(&output.run_id).await.expect("steps");
+    let planned = steps.iter().find(|s| s.input_signature_json.contains("plan it")).expect("step");
+    assert!(planned.input_signature_json.contains(r#""context":{"cwd":"/work/project","phase":"plan"}"#), "{}", planned.input_signature_json);
+    assert!(planned.input_signature_json.contains(r#""options":{"model":"vendor/fast-v2"}"#), "{}", planned.input_signature_json);
+}
+
+/// A call longer than the lease keeps its lease: the heartbeat renews it every ttl/3.
+pub async fn heartbeat_keeps_a_long_call_leased(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        Ok(ctx.agent("long", Value::Null).await?)
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted").with_delay("long", Duration::from_millis(900)));
+    let engine = builder(&fixture, &scripts, &provider).lease_ttl(Duration::from_millis(300)).build().expect("engine");
+    let mut handle = engine.start(RunRequest::new(scripts.source("main.mjs"), json!({}))).await.expect("start");
+    let run_id = handle.run_id().to_owned();
+    let mut events = handle.events().expect("events");
+    while let Some(event) = events.recv().await {
+        if event.event_type == EventType::AgentStarted {
+            break;
+        }
+    }
+    let store = fixture.another_handle().await;
+    let first = store.load_steps(&run_id).await.expect("steps")[0].lease_expires_at.expect("lease");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let later = store.load_steps(&run_id).await.expect("steps")[0].clone();
+    assert_eq!(later.state, State::Running);
+    assert!(later.lease_expires_at.expect("lease") > first, "the lease must have been renewed");
+    let now = smol_durable::Clock::now_ms(&smol_durable::SystemClock);
+    assert!(later.lease_expires_at.expect("lease") > now, "a live owner's lease never lapses");
+    handle.join().await.expect("run");
+    assert_eq!(provider.call_count(), 1);
+}
+
+/// Resuming a completed run returns the stored result and writes nothing.
+pub async fn resuming_a_completed_run_changes_nothing(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        Ok(ctx.agent("hello", Value::Null).await?)
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let output = engine.run(scripts.source("main.mjs"), json!({})).await.expect("run");
+    let before = engine.status(&output.run_id).await.expect("status");
+    let again = engine.resume(&output.run_id, ResumeOptions::new()).await.expect("resume").join().await.expect("again");
+    assert_eq!(again.result, output.result);
+    assert_eq!(again.attempt, 1);
+    assert_eq!(again.token_usage, output.token_usage);
+    let after = engine.status(&output.run_id).await.expect("status");
+    assert_eq!(after, before);
+    assert_eq!(provider.call_count(), 1);
+}
+
+/// A run left `running` by an owner whose process is gone (same host) is taken over at once,
+/// without waiting for its 60 s leases.
+pub async fn resume_takes_over_from_a_dead_owner_at_once(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        Ok(ctx.agent("hello", Value::Null).await?)
+    });
+    let source = scripts.source("main.mjs");
+    store.put_script(&source.content_hash(), &source.text).await.expect("script");
+    // A process that has exited: its pid is free.
+    let mut dead = OwnerRecord::this_process("owner_dead".into(), 0);
+    dead.pid = exited_pid();
+    store.register_owner(dead).await.expect("owner");
+    let mut workflow = WorkflowInfo::new();
+    workflow.script_path = Some("main.mjs".into());
+    workflow.script_hash = Some(source.content_hash());
+    let now = smol_durable::Clock::now_ms(&smol_durable::SystemClock);
+    let created = store.create_run(NewRun::new(ClaimScope::Local, "owner_dead", workflow, json!({}), now)).await.expect("create");
+    let started = store
+        .start_attempt(StartAttempt {
+            attempt_id: smol_durable::new_id("attempt"),
+            task_id: created.task.task_id.clone(),
+            run_id: created.run.run_id.clone(),
+            owner_id: "owner_dead".into(),
+            lease_expires_at: now + 60_000,
+            take_over_from: None,
+            revive: false,
+            now,
+        })
+        .await
+        .expect("start");
+    assert!(matches!(started, AttemptStart::Started(_)));
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let resumed = tokio::time::timeout(Duration::from_secs(10), async {
+        engine.resume(&created.run.run_id, ResumeOptions::new().no_wait()).await.expect("resume").join().await
+    })
+    .await
+    .expect("no waiting for the dead owner's lease")
+    .expect("resumed");
+    assert_eq!(resumed.attempt, 2);
+    assert_eq!(resumed.result, json!("echo: hello"));
+}
+
+/// Every event of a run is stored in emission order and readable back.
+pub async fn events_are_stored_in_order(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        ctx.phase("one");
+        ctx.log("a");
+        ctx.agent("x", Value::Null).await?;
+        ctx.log("b");
+        Ok(json!(1))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let sink = Arc::new(RecordingEventSink::new());
+    let engine = builder(&fixture, &scripts, &provider).event_sink(sink.clone()).build().expect("engine");
+    let output = engine.run(scripts.source("main.mjs"), json!({})).await.expect("run");
+    let stored = engine.events(&output.run_id, 0, 100).await.expect("events");
+    let types: Vec<&str> = stored.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        vec!["workflow.started", "workflow.phase", "workflow.log", "workflow.agent_started", "workflow.agent_completed", "workflow.log", "workflow.result"]
+    );
+    let received: Vec<EventType> = sink.events().iter().map(|e| e.event_type).collect();
+    assert_eq!(received.len(), stored.len(), "sinks receive what the store holds");
+    assert!(stored[0].payload.get("elapsedNanos").is_none(), "the root start has no elapsedNanos");
+    assert!(stored[1].payload["elapsedNanos"].as_u64().is_some());
+    assert_eq!(stored[2].payload["message"], json!("a"));
+    assert_eq!(stored[3].payload["metadata"]["provider"], json!("scripted"));
+    assert_eq!(stored[3].payload["metadata"]["runId"], json!(output.run_id));
+    assert_eq!(stored[6].payload["result"], json!(1));
+}
+
+fn exited_pid() -> u32 {
+    let child = std::process::Command::new("true").spawn();
+    match child {
+        Ok(mut child) => {
+            let pid = child.id();
+            let _ = child.wait();
+            pid
+        }
+        Err(_) => u32::MAX - 1,
+    }
+}

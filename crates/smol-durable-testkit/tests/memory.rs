@@ -1,0 +1,18 @@
+//! The conformance suite against the reference in-memory store.
+
+use std::sync::Arc;
+
+use smol_durable::MemoryStore;
+use smol_durable_testkit::Fixture;
+
+async fn fresh() -> Fixture {
+    Fixture::shared(Arc::new(MemoryStore::new()))
+}
+
+mod store {
+    smol_durable_testkit::store_conformance_tests!(super::fresh);
+}
+
+mod engine {
+    smol_durable_testkit::engine_conformance_tests!(super::fresh);
+}
