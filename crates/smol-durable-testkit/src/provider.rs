@@ -94,7 +94,13 @@ impl ScriptedProvider {
     }
 
     /// The first `times` calls for `prompt` fail with `kind` (reporting `usage`, if given).
-    pub fn fail_first(self, prompt: impl Into<String>, times: usize, kind: ProviderErrorKind, usage: Option<Usage>) -> Self {
+    pub fn fail_first(
+        self,
+        prompt: impl Into<String>,
+        times: usize,
+        kind: ProviderErrorKind,
+        usage: Option<Usage>,
+    ) -> Self {
         self.with_rules(|rules| {
             rules.failures.insert(prompt.into(), (times, kind, usage));
         })
@@ -124,7 +130,11 @@ impl ScriptedProvider {
     pub fn calls_for(&self, prompt: &str) -> usize {
         self.calls
             .lock()
-            .map(|c| c.iter().filter(|call| call.request.prompt == prompt).count())
+            .map(|c| {
+                c.iter()
+                    .filter(|call| call.request.prompt == prompt)
+                    .count()
+            })
             .unwrap_or(0)
     }
 
@@ -155,7 +165,10 @@ impl AgentProvider for ScriptedProvider {
 
     async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
         let index = {
-            let mut calls = self.calls.lock().map_err(|_| ProviderError::terminal("poisoned"))?;
+            let mut calls = self
+                .calls
+                .lock()
+                .map_err(|_| ProviderError::terminal("poisoned"))?;
             calls.push(RecordedCall {
                 request: request.clone(),
                 started: Instant::now(),
@@ -167,7 +180,10 @@ impl AgentProvider for ScriptedProvider {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let _in_flight = InFlight(self, index);
         let (output, delay, failure, usage, hook) = {
-            let mut rules = self.rules.lock().map_err(|_| ProviderError::terminal("poisoned"))?;
+            let mut rules = self
+                .rules
+                .lock()
+                .map_err(|_| ProviderError::terminal("poisoned"))?;
             let failure = match rules.failures.get_mut(&request.prompt) {
                 Some((remaining, kind, usage)) if *remaining > 0 => {
                     *remaining -= 1;
@@ -177,7 +193,11 @@ impl AgentProvider for ScriptedProvider {
             };
             (
                 rules.outputs.get(&request.prompt).cloned(),
-                rules.delays.get(&request.prompt).copied().or(rules.default_delay),
+                rules
+                    .delays
+                    .get(&request.prompt)
+                    .copied()
+                    .or(rules.default_delay),
                 failure,
                 rules.usage.clone().unwrap_or_else(|| Usage::tokens(1, 1)),
                 rules.hook.clone(),
@@ -190,7 +210,8 @@ impl AgentProvider for ScriptedProvider {
             tokio::time::sleep(delay).await;
         }
         if let Some((kind, usage)) = failure {
-            let error = ProviderError::new(kind, format!("scripted failure for {:?}", request.prompt));
+            let error =
+                ProviderError::new(kind, format!("scripted failure for {:?}", request.prompt));
             return Err(match usage {
                 Some(usage) => error.with_usage(usage),
                 None => error,

@@ -1,6 +1,9 @@
 //! Whole-engine scenarios run on a store: the behaviours of the runner smol-durable descends
 //! from, plus the ones SPEC adds. Invoke them all with
 //! [`engine_conformance_tests!`](crate::engine_conformance_tests).
+//!
+//! These functions are test cases: they assert, and a failed assertion panics.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,9 +16,8 @@ use smol_durable::store::{
     WorkflowInfo,
 };
 use smol_durable::{
-    AgentResponse, BoxError, DurableStore, Engine, EngineBuilder, Error, EventType,
-    PhaseMeta, ProviderErrorKind, ResumeOptions, RunRequest, ScriptError, SessionLogSink, Usage,
-    WorkflowMeta,
+    AgentResponse, BoxError, DurableStore, Engine, EngineBuilder, Error, EventType, PhaseMeta,
+    ProviderErrorKind, ResumeOptions, RunRequest, ScriptError, SessionLogSink, Usage, WorkflowMeta,
 };
 
 use crate::{Fixture, RecordingEventSink, ScriptedEngine, ScriptedProvider};
@@ -25,7 +27,9 @@ use crate::{Fixture, RecordingEventSink, ScriptedEngine, ScriptedProvider};
 #[macro_export]
 macro_rules! engine_conformance_tests {
     ($factory:expr) => {
-        $crate::__conformance_cases!(scenarios, $factory,
+        $crate::__conformance_cases!(
+            scenarios,
+            $factory,
             success_path_persists_task_and_run,
             runtime_retry_without_global_retry_bills_failed_tries,
             failure_records_one_attempt,
@@ -50,7 +54,11 @@ macro_rules! engine_conformance_tests {
     };
 }
 
-fn builder(fixture: &Fixture, scripts: &ScriptedEngine, provider: &Arc<ScriptedProvider>) -> EngineBuilder {
+fn builder(
+    fixture: &Fixture,
+    scripts: &ScriptedEngine,
+    provider: &Arc<ScriptedProvider>,
+) -> EngineBuilder {
     Engine::builder()
         .store(Arc::clone(&fixture.store))
         .script_engine(Arc::new(scripts.clone()))
@@ -70,9 +78,17 @@ async fn step_states(store: &dyn DurableStore, run_id: &str, kind: StepKind) -> 
 
 async fn states(store: &dyn DurableStore, run_id: &str) -> (State, State, Vec<State>) {
     let run = store.get_run(run_id).await.expect("get_run").expect("run");
-    let task = store.get_task(&run.task_id).await.expect("get_task").expect("task");
+    let task = store
+        .get_task(&run.task_id)
+        .await
+        .expect("get_task")
+        .expect("task");
     let attempts = store.list_attempts(&run.task_id).await.expect("attempts");
-    (run.state, task.state, attempts.into_iter().map(|a| a.state).collect())
+    (
+        run.state,
+        task.state,
+        attempts.into_iter().map(|a| a.state).collect(),
+    )
 }
 
 async fn only_run(store: &dyn DurableStore) -> String {
@@ -88,14 +104,25 @@ pub async fn success_path_persists_task_and_run(fixture: Fixture) {
         Ok(json!({ "result": ctx.agent("hello", Value::Null).await? }))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
-    let output = engine.run(scripts.source("main.mjs"), json!({})).await.expect("run");
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let output = engine
+        .run(scripts.source("main.mjs"), json!({}))
+        .await
+        .expect("run");
     assert_eq!(output.result, json!({ "result": "echo: hello" }));
     assert_eq!(output.attempt, 1);
     assert_eq!(provider.call_count(), 1);
     let (run, task, attempts) = states(fixture.store.as_ref(), &output.run_id).await;
-    assert_eq!((run, task, attempts), (State::Completed, State::Completed, vec![State::Completed]));
-    assert_eq!(step_states(fixture.store.as_ref(), &output.run_id, StepKind::Agent).await, vec![State::Completed]);
+    assert_eq!(
+        (run, task, attempts),
+        (State::Completed, State::Completed, vec![State::Completed])
+    );
+    assert_eq!(
+        step_states(fixture.store.as_ref(), &output.run_id, StepKind::Agent).await,
+        vec![State::Completed]
+    );
     assert_eq!(output.token_usage.output_tokens, 1);
     let cli = output.to_cli_json();
     assert_eq!(cli["runID"], json!(output.run_id));
@@ -107,26 +134,47 @@ pub async fn success_path_persists_task_and_run(fixture: Fixture) {
 /// no failed step, and the failed try's usage is billed.
 pub async fn runtime_retry_without_global_retry_bills_failed_tries(fixture: Fixture) {
     let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
-        let value = ctx.agent("hello", json!({ "retry": { "maxAttempts": 2, "backoffMs": 0 } })).await?;
+        let value = ctx
+            .agent(
+                "hello",
+                json!({ "retry": { "maxAttempts": 2, "backoffMs": 0 } }),
+            )
+            .await?;
         Ok(json!({ "result": value }))
     });
     let provider = Arc::new(
         ScriptedProvider::new("scripted")
             .with_output("hello", json!("recovered: hello"))
-            .fail_first("hello", 1, ProviderErrorKind::Transient, Some(Usage::tokens(2, 3))),
+            .fail_first(
+                "hello",
+                1,
+                ProviderErrorKind::Transient,
+                Some(Usage::tokens(2, 3)),
+            ),
     );
-    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
-    let output = engine.run(scripts.source("main.mjs"), json!({})).await.expect("run");
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let output = engine
+        .run(scripts.source("main.mjs"), json!({}))
+        .await
+        .expect("run");
     assert_eq!(output.result, json!({ "result": "recovered: hello" }));
     assert_eq!(provider.call_count(), 2);
     let store = fixture.store.as_ref();
     let (_, _, attempts) = states(store, &output.run_id).await;
     assert_eq!(attempts.len(), 1);
-    assert_eq!(step_states(store, &output.run_id, StepKind::Agent).await, vec![State::Completed]);
+    assert_eq!(
+        step_states(store, &output.run_id, StepKind::Agent).await,
+        vec![State::Completed]
+    );
     let steps = store.load_steps(&output.run_id).await.expect("steps");
     assert_eq!(steps[0].attempts, 1, "retries do not reclaim the step");
     let ledger = store.ledger_entries(&output.run_id).await.expect("ledger");
-    let mut kinds: Vec<(&str, u64)> = ledger.iter().map(|e| (e.source_type.as_str(), e.output_tokens)).collect();
+    let mut kinds: Vec<(&str, u64)> = ledger
+        .iter()
+        .map(|e| (e.source_type.as_str(), e.output_tokens))
+        .collect();
     kinds.sort_unstable();
     assert_eq!(kinds, vec![("agent_attempt", 3), ("agent_step", 1)]);
     assert_eq!(output.token_usage.output_tokens, 4);
@@ -139,18 +187,32 @@ pub async fn failure_records_one_attempt(fixture: Fixture) {
         Err(ScriptError::thrown("boom").with_location("main.mjs:3:7"))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
-    let error = engine.run(scripts.source("main.mjs"), json!({})).await.expect_err("fails");
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let error = engine
+        .run(scripts.source("main.mjs"), json!({}))
+        .await
+        .expect_err("fails");
     assert!(error.to_string().contains("boom"), "{error}");
     assert!(error.to_string().contains("main.mjs:3:7"), "{error}");
     assert_eq!(provider.call_count(), 1);
     let store = fixture.store.as_ref();
     let run_id = only_run(store).await;
     let (run, task, attempts) = states(store, &run_id).await;
-    assert_eq!((run, task, attempts), (State::Failed, State::Failed, vec![State::Failed]));
-    assert_eq!(step_states(store, &run_id, StepKind::Agent).await, vec![State::Completed]);
+    assert_eq!(
+        (run, task, attempts),
+        (State::Failed, State::Failed, vec![State::Failed])
+    );
+    assert_eq!(
+        step_states(store, &run_id, StepKind::Agent).await,
+        vec![State::Completed]
+    );
     let stored = store.get_run(&run_id).await.expect("get").expect("run");
-    assert!(stored.failure_reason.expect("reason")["message"].as_str().unwrap_or("").contains("boom"));
+    assert!(stored.failure_reason.expect("reason")["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("boom"));
 }
 
 /// Resuming replays completed steps without calling the provider, with an edited workflow, and
@@ -162,22 +224,57 @@ pub async fn resume_replays_without_calling_the_provider_again(fixture: Fixture)
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
     let events = Arc::new(RecordingEventSink::new());
-    let engine = builder(&fixture, &scripts, &provider).event_sink(events.clone()).build().expect("engine");
-    engine.run(scripts.source("main.mjs"), json!({})).await.expect_err("first attempt fails");
+    let engine = builder(&fixture, &scripts, &provider)
+        .event_sink(events.clone())
+        .build()
+        .expect("engine");
+    engine
+        .run(scripts.source("main.mjs"), json!({}))
+        .await
+        .expect_err("first attempt fails");
     let run_id = only_run(fixture.store.as_ref()).await;
     // The script is fixed; the same path now returns the value.
     let scripts = scripts.workflow("main.mjs", |ctx| async move {
         let value = ctx.agent("hello", Value::Null).await?;
         Ok(json!({ "value": value }))
     });
-    let resumed = engine.resume(&run_id, ResumeOptions::new()).await.expect("resume").join().await.expect("resumed run");
+    let resumed = engine
+        .resume(&run_id, ResumeOptions::new())
+        .await
+        .expect("resume")
+        .join()
+        .await
+        .expect("resumed run");
     assert_eq!(resumed.result, json!({ "value": "echo: hello" }));
     assert_eq!(resumed.attempt, 2);
-    assert_eq!(provider.call_count(), 1, "the completed agent step is replayed, not re-run");
-    assert!(events.events().iter().any(|e| e.event_type == EventType::StepReplayed));
+    assert_eq!(
+        provider.call_count(),
+        1,
+        "the completed agent step is replayed, not re-run"
+    );
+    assert!(events
+        .events()
+        .iter()
+        .any(|e| e.event_type == EventType::StepReplayed));
     let (run, task, attempts) = states(fixture.store.as_ref(), &run_id).await;
-    assert_eq!((run, task, attempts), (State::Completed, State::Completed, vec![State::Failed, State::Completed]));
-    assert_eq!(fixture.store.ledger_entries(&run_id).await.expect("ledger").len(), 1, "replays add no ledger rows");
+    assert_eq!(
+        (run, task, attempts),
+        (
+            State::Completed,
+            State::Completed,
+            vec![State::Failed, State::Completed]
+        )
+    );
+    assert_eq!(
+        fixture
+            .store
+            .ledger_entries(&run_id)
+            .await
+            .expect("ledger")
+            .len(),
+        1,
+        "replays add no ledger rows"
+    );
     drop(scripts);
 }
 
@@ -187,9 +284,15 @@ pub async fn cancellation_marks_attempt_run_and_task_cancelled(fixture: Fixture)
     let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
         Ok(json!({ "result": ctx.agent("slow", Value::Null).await? }))
     });
-    let provider = Arc::new(ScriptedProvider::new("scripted").with_delay("slow", Duration::from_secs(30)));
-    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
-    let mut handle = engine.start(RunRequest::new(scripts.source("main.mjs"), json!({}))).await.expect("start");
+    let provider =
+        Arc::new(ScriptedProvider::new("scripted").with_delay("slow", Duration::from_secs(30)));
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let mut handle = engine
+        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
+        .await
+        .expect("start");
     let mut events = handle.events().expect("events");
     while let Some(event) = events.recv().await {
         if event.event_type == EventType::AgentStarted {
@@ -207,15 +310,30 @@ pub async fn cancellation_marks_attempt_run_and_task_cancelled(fixture: Fixture)
     assert_eq!(error.to_string(), "workflow cancelled");
     let store = fixture.store.as_ref();
     let (run, task, attempts) = states(store, &run_id).await;
-    assert_eq!((run, task, attempts), (State::Cancelled, State::Cancelled, vec![State::Cancelled]));
-    assert_eq!(step_states(store, &run_id, StepKind::Agent).await, vec![State::Cancelled]);
+    assert_eq!(
+        (run, task, attempts),
+        (State::Cancelled, State::Cancelled, vec![State::Cancelled])
+    );
+    assert_eq!(
+        step_states(store, &run_id, StepKind::Agent).await,
+        vec![State::Cancelled]
+    );
     let stored = store.get_run(&run_id).await.expect("get").expect("run");
-    assert_eq!(stored.failure_reason, Some(json!({ "message": "workflow cancelled" })));
+    assert_eq!(
+        stored.failure_reason,
+        Some(json!({ "message": "workflow cancelled" }))
+    );
     // A cancelled step is never replayed as a success: resuming runs it again.
     let scripts = scripts.workflow("main.mjs", |ctx| async move {
         Ok(json!({ "result": ctx.agent("fast", Value::Null).await? }))
     });
-    let resumed = engine.resume(&run_id, ResumeOptions::new()).await.expect("resume").join().await.expect("resumed");
+    let resumed = engine
+        .resume(&run_id, ResumeOptions::new())
+        .await
+        .expect("resume")
+        .join()
+        .await
+        .expect("resumed");
     assert_eq!(resumed.result, json!({ "result": "echo: fast" }));
     drop(scripts);
 }
@@ -229,8 +347,17 @@ struct ProbeSink {
 
 #[async_trait]
 impl SessionLogSink for ProbeSink {
-    async fn save(&self, _provider: &str, run_id: &str, step_id: &str, response: &AgentResponse) -> Result<(), BoxError> {
-        assert!(response.raw.is_some(), "the sink receives the raw transcript");
+    async fn save(
+        &self,
+        _provider: &str,
+        run_id: &str,
+        step_id: &str,
+        response: &AgentResponse,
+    ) -> Result<(), BoxError> {
+        assert!(
+            response.raw.is_some(),
+            "the sink receives the raw transcript"
+        );
         let run = self.store.get_run(run_id).await?.ok_or("run missing")?;
         let step = self
             .store
@@ -246,8 +373,20 @@ impl SessionLogSink for ProbeSink {
     }
 }
 
-async fn session_export(fixture: Fixture, script: ScriptedEngine, provider: ScriptedProvider, cancel_on_call: bool) -> (Result<smol_durable::RunOutput, Error>, Vec<(String, State, State)>, State) {
-    let sink = Arc::new(ProbeSink { store: Arc::clone(&fixture.store), seen: Mutex::new(Vec::new()) });
+async fn session_export(
+    fixture: Fixture,
+    script: ScriptedEngine,
+    provider: ScriptedProvider,
+    cancel_on_call: bool,
+) -> (
+    Result<smol_durable::RunOutput, Error>,
+    Vec<(String, State, State)>,
+    State,
+) {
+    let sink = Arc::new(ProbeSink {
+        store: Arc::clone(&fixture.store),
+        seen: Mutex::new(Vec::new()),
+    });
     let engine_slot: Arc<Mutex<Option<Engine>>> = Arc::new(Mutex::new(None));
     let provider = if cancel_on_call {
         let slot = Arc::clone(&engine_slot);
@@ -262,13 +401,22 @@ async fn session_export(fixture: Fixture, script: ScriptedEngine, provider: Scri
         provider
     };
     let provider = Arc::new(provider);
-    let engine = builder(&fixture, &script, &provider).session_log_sink(sink.clone()).build().expect("engine");
+    let engine = builder(&fixture, &script, &provider)
+        .session_log_sink(sink.clone())
+        .build()
+        .expect("engine");
     if let Ok(mut slot) = engine_slot.lock() {
         *slot = Some(engine.clone());
     }
     let result = engine.run(script.source("main.mjs"), json!({})).await;
     let run_id = only_run(fixture.store.as_ref()).await;
-    let final_state = fixture.store.get_run(&run_id).await.expect("get").expect("run").state;
+    let final_state = fixture
+        .store
+        .get_run(&run_id)
+        .await
+        .expect("get")
+        .expect("run")
+        .state;
     let seen = sink.seen.lock().map(|s| s.clone()).unwrap_or_default();
     (result, seen, final_state)
 }
@@ -281,10 +429,14 @@ pub async fn session_is_exported_before_the_run_completes(fixture: Fixture) {
         ctx.sleep(50).await?;
         Ok(json!({ "ok": true }))
     });
-    let (result, seen, final_state) = session_export(fixture, scripts, ScriptedProvider::new("scripted"), false).await;
+    let (result, seen, final_state) =
+        session_export(fixture, scripts, ScriptedProvider::new("scripted"), false).await;
     assert_eq!(result.expect("run").result, json!({ "ok": true }));
     assert_eq!(seen.len(), 1);
-    assert_eq!((seen[0].1.clone(), seen[0].2.clone()), (State::Running, State::Running));
+    assert_eq!(
+        (seen[0].1.clone(), seen[0].2.clone()),
+        (State::Running, State::Running)
+    );
     assert_eq!(final_state, State::Completed);
 }
 
@@ -294,8 +446,12 @@ pub async fn session_is_exported_before_the_run_fails(fixture: Fixture) {
         ctx.agent("before failure", Value::Null).await?;
         Err(ScriptError::thrown("middle failure"))
     });
-    let (result, seen, final_state) = session_export(fixture, scripts, ScriptedProvider::new("scripted"), false).await;
-    assert!(result.expect_err("fails").to_string().contains("middle failure"));
+    let (result, seen, final_state) =
+        session_export(fixture, scripts, ScriptedProvider::new("scripted"), false).await;
+    assert!(result
+        .expect_err("fails")
+        .to_string()
+        .contains("middle failure"));
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].1, State::Running);
     assert_eq!(final_state, State::Failed);
@@ -308,15 +464,25 @@ pub async fn session_is_exported_before_the_run_is_cancelled(fixture: Fixture) {
         Ok(json!({ "result": ctx.agent("before cancel", Value::Null).await? }))
     });
     let store = Arc::clone(&fixture.store);
-    let provider = ScriptedProvider::new("scripted").with_delay("before cancel", Duration::from_millis(100));
+    let provider =
+        ScriptedProvider::new("scripted").with_delay("before cancel", Duration::from_millis(100));
     let (result, seen, final_state) = session_export(fixture, scripts, provider, true).await;
-    assert_eq!(result.expect_err("cancelled").to_string(), "workflow cancelled");
+    assert_eq!(
+        result.expect_err("cancelled").to_string(),
+        "workflow cancelled"
+    );
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].1, State::Running);
     assert_eq!(final_state, State::Cancelled);
     let run_id = only_run(store.as_ref()).await;
-    assert_eq!(step_states(store.as_ref(), &run_id, StepKind::Agent).await, vec![State::Completed]);
-    assert_eq!(store.ledger_entries(&run_id).await.expect("ledger").len(), 1);
+    assert_eq!(
+        step_states(store.as_ref(), &run_id, StepKind::Agent).await,
+        vec![State::Completed]
+    );
+    assert_eq!(
+        store.ledger_entries(&run_id).await.expect("ledger").len(),
+        1
+    );
 }
 
 /// Six workflows with overlapping calls share one store: every run completes with its own
@@ -329,8 +495,11 @@ pub async fn six_workflows_share_one_store(fixture: Fixture) {
         let third = ctx.agent(format!("wf:{id}:third"), Value::Null).await?;
         Ok(json!({ "id": id, "first": first, "common": common, "third": third }))
     });
-    let provider = Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_millis(30)));
-    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let provider =
+        Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_millis(30)));
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
     let runs = (0..6u64).map(|id| engine.run(scripts.source("main.mjs"), json!({ "id": id })));
     let outputs = futures::future::join_all(runs).await;
     for (id, output) in outputs.iter().enumerate() {
@@ -338,15 +507,40 @@ pub async fn six_workflows_share_one_store(fixture: Fixture) {
         assert_eq!(output.result["id"], json!(id));
         assert_eq!(output.result["common"], json!("echo: common"));
         assert_eq!(output.attempt, 1);
-        assert_eq!(step_states(fixture.store.as_ref(), &output.run_id, StepKind::Agent).await.len(), 3);
-        assert_eq!(fixture.store.ledger_entries(&output.run_id).await.expect("ledger").len(), 3);
+        assert_eq!(
+            step_states(fixture.store.as_ref(), &output.run_id, StepKind::Agent)
+                .await
+                .len(),
+            3
+        );
+        assert_eq!(
+            fixture
+                .store
+                .ledger_entries(&output.run_id)
+                .await
+                .expect("ledger")
+                .len(),
+            3
+        );
     }
     assert_eq!(provider.call_count(), 18);
-    assert_eq!(provider.calls_for("common"), 6, "identical calls in different runs are different steps");
+    assert_eq!(
+        provider.calls_for("common"),
+        6,
+        "identical calls in different runs are different steps"
+    );
     assert!(provider.max_in_flight() > 1, "runs must overlap");
     let mut completed = RunFilter::roots();
     completed.states = vec![State::Completed];
-    assert_eq!(fixture.store.list_runs(&completed).await.expect("list").len(), 6);
+    assert_eq!(
+        fixture
+            .store
+            .list_runs(&completed)
+            .await
+            .expect("list")
+            .len(),
+        6
+    );
 }
 
 /// `sleep(5)` is a completed sleep step with no ledger row; the script sees `undefined`.
@@ -356,19 +550,36 @@ pub async fn sleep_is_persisted_without_a_ledger_row(fixture: Fixture) {
         Ok(json!({ "slept": true, "value": slept }))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
-    let output = engine.run(scripts.source("main.mjs"), json!({})).await.expect("run");
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let output = engine
+        .run(scripts.source("main.mjs"), json!({}))
+        .await
+        .expect("run");
     assert_eq!(output.result, json!({ "slept": true, "value": null }));
-    let steps = fixture.store.load_steps(&output.run_id).await.expect("steps");
+    let steps = fixture
+        .store
+        .load_steps(&output.run_id)
+        .await
+        .expect("steps");
     assert_eq!(steps.len(), 1);
-    assert_eq!((steps[0].kind.clone(), steps[0].state.clone()), (StepKind::Sleep, State::Completed));
+    assert_eq!(
+        (steps[0].kind.clone(), steps[0].state.clone()),
+        (StepKind::Sleep, State::Completed)
+    );
     let wake_at = steps[0].input["wakeAt"].as_i64().expect("wakeAt");
     assert_eq!(steps[0].input["durationMs"], json!(5));
     let result = steps[0].result.clone().expect("result");
     assert_eq!(result["ok"], json!(true));
     assert_eq!(result["wakeAt"], json!(wake_at));
     assert!(result["completedAt"].as_i64().expect("completedAt") >= wake_at);
-    assert!(fixture.store.ledger_entries(&output.run_id).await.expect("ledger").is_empty());
+    assert!(fixture
+        .store
+        .ledger_entries(&output.run_id)
+        .await
+        .expect("ledger")
+        .is_empty());
 }
 
 /// With the allowance spent, the next `agent()` rejects with SPEC's message without calling
@@ -381,13 +592,33 @@ pub async fn budget_exhaustion_rejects_before_the_provider_is_called(fixture: Fi
         Ok(json!({ "first": first, "second": second, "spentBefore": before.spent, "remaining": before.remaining() }))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted").with_usage(Usage::tokens(1, 4)));
-    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
     let request = RunRequest::new(scripts.source("main.mjs"), json!({})).budget_total(4);
-    let error = engine.start(request).await.expect("start").join().await.expect_err("budget");
-    assert_eq!(error.to_string(), "budget exhausted: spent 4 of 4 output tokens");
+    let error = engine
+        .start(request)
+        .await
+        .expect("start")
+        .join()
+        .await
+        .expect_err("budget");
+    assert_eq!(
+        error.to_string(),
+        "budget exhausted: spent 4 of 4 output tokens"
+    );
     assert_eq!(provider.call_count(), 1);
     let run_id = only_run(fixture.store.as_ref()).await;
-    assert_eq!(fixture.store.load_steps(&run_id).await.expect("steps").len(), 1, "nothing was claimed for the rejected call");
+    assert_eq!(
+        fixture
+            .store
+            .load_steps(&run_id)
+            .await
+            .expect("steps")
+            .len(),
+        1,
+        "nothing was claimed for the rejected call"
+    );
     let resumed = engine
         .resume(&run_id, ResumeOptions::new().budget_total(10))
         .await
@@ -396,7 +627,11 @@ pub async fn budget_exhaustion_rejects_before_the_provider_is_called(fixture: Fi
         .await
         .expect("resumed");
     assert_eq!(resumed.result["second"], json!("echo: two"));
-    assert_eq!(resumed.result["spentBefore"], json!(4), "spent is read from the ledger at attempt start");
+    assert_eq!(
+        resumed.result["spentBefore"],
+        json!(4),
+        "spent is read from the ledger at attempt start"
+    );
     assert_eq!(resumed.result["remaining"], json!(6));
     assert_eq!(provider.call_count(), 2);
 }
@@ -421,7 +656,9 @@ pub async fn child_workflow_is_a_durable_step(fixture: Fixture) {
             let fail = Arc::clone(&fail);
             async move {
                 let parent = ctx.agent("hello", Value::Null).await?;
-                let child = ctx.workflow(json!({ "scriptPath": "./child.mjs" }), json!({ "n": 7 })).await?;
+                let child = ctx
+                    .workflow(json!({ "scriptPath": "./child.mjs" }), json!({ "n": 7 }))
+                    .await?;
                 if fail.fetch_add(1, Ordering::SeqCst) == 0 {
                     return Err(ScriptError::thrown("fail after the child"));
                 }
@@ -433,13 +670,33 @@ pub async fn child_workflow_is_a_durable_step(fixture: Fixture) {
         .workflow("child", scripts.source("flows/child.mjs"))
         .build()
         .expect("engine");
-    engine.run(scripts.source("flows/main.mjs"), json!({})).await.expect_err("first attempt fails");
+    engine
+        .run(scripts.source("flows/main.mjs"), json!({}))
+        .await
+        .expect_err("first attempt fails");
     let store = fixture.store.as_ref();
     let run_id = only_run(store).await;
-    assert_eq!(provider.call_count(), 2, "the same prompt in parent and child is two steps");
-    let resumed = engine.resume(&run_id, ResumeOptions::new()).await.expect("resume").join().await.expect("resumed");
-    assert_eq!(resumed.result["child"], json!({ "n": 7, "answer": "echo: hello" }));
-    assert_eq!(child_runs.load(Ordering::SeqCst), 1, "a completed child is replayed, not executed");
+    assert_eq!(
+        provider.call_count(),
+        2,
+        "the same prompt in parent and child is two steps"
+    );
+    let resumed = engine
+        .resume(&run_id, ResumeOptions::new())
+        .await
+        .expect("resume")
+        .join()
+        .await
+        .expect("resumed");
+    assert_eq!(
+        resumed.result["child"],
+        json!({ "n": 7, "answer": "echo: hello" })
+    );
+    assert_eq!(
+        child_runs.load(Ordering::SeqCst),
+        1,
+        "a completed child is replayed, not executed"
+    );
     assert_eq!(provider.call_count(), 2);
     let all = store.list_runs(&RunFilter::default()).await.expect("list");
     let child = all.iter().find(|run| !run.is_root()).expect("child run");
@@ -447,34 +704,64 @@ pub async fn child_workflow_is_a_durable_step(fixture: Fixture) {
     assert_eq!(child.parent_run_id.as_deref(), Some(run_id.as_str()));
     assert_eq!(child.state, State::Completed);
     let parent_steps = store.load_steps(&run_id).await.expect("steps");
-    let workflow_step = parent_steps.iter().find(|s| s.kind == StepKind::Workflow).expect("workflow step");
-    assert_eq!(child.parent_step_id.as_deref(), Some(workflow_step.step_id.as_str()));
+    let workflow_step = parent_steps
+        .iter()
+        .find(|s| s.kind == StepKind::Workflow)
+        .expect("workflow step");
+    assert_eq!(
+        child.parent_step_id.as_deref(),
+        Some(workflow_step.step_id.as_str())
+    );
     let child_steps = store.load_steps(&child.run_id).await.expect("child steps");
     assert_eq!(child_steps.len(), 1);
-    assert!(child_steps[0].input_signature_json.contains(&format!("\"workflowScope\":\"child:{}\"", workflow_step.checkpoint_name)));
+    assert!(child_steps[0].input_signature_json.contains(&format!(
+        "\"workflowScope\":\"child:{}\"",
+        workflow_step.checkpoint_name
+    )));
     // Nesting limit and path confinement reject clearly.
     let escape = ScriptedEngine::new().workflow("flows/escape.mjs", |ctx| async move {
-        Ok(ctx.workflow(json!({ "scriptPath": "../../etc/passwd" }), Value::Null).await?)
+        Ok(ctx
+            .workflow(json!({ "scriptPath": "../../etc/passwd" }), Value::Null)
+            .await?)
     });
-    let engine = builder(&fixture, &escape, &provider).build().expect("engine");
-    let error = engine.run(escape.source("flows/escape.mjs"), json!({})).await.expect_err("escape");
-    assert!(error.to_string().contains("outside the workflow directory"), "{error}");
+    let engine = builder(&fixture, &escape, &provider)
+        .build()
+        .expect("engine");
+    let error = engine
+        .run(escape.source("flows/escape.mjs"), json!({}))
+        .await
+        .expect_err("escape");
+    assert!(
+        error.to_string().contains("outside the workflow directory"),
+        "{error}"
+    );
 }
 
 /// A script engine's deadlock report fails the run with a clear "deadlock" error.
 pub async fn deadlock_is_reported_clearly(fixture: Fixture) {
     let scripts = ScriptedEngine::new().workflow("main.mjs", |_ctx| async move {
-        Err(ScriptError::deadlock("the workflow awaits a promise that can never settle"))
+        Err(ScriptError::deadlock(
+            "the workflow awaits a promise that can never settle",
+        ))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
-    let error = engine.run(scripts.source("main.mjs"), json!({})).await.expect_err("deadlock");
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let error = engine
+        .run(scripts.source("main.mjs"), json!({}))
+        .await
+        .expect_err("deadlock");
     match &error {
         Error::Script(script) => assert_eq!(script.kind(), smol_durable::ScriptErrorKind::Deadlock),
         other => panic!("expected a script deadlock, got {other:?}"),
     }
     assert!(error.to_string().starts_with("deadlock: "), "{error}");
-    let (run, _, _) = states(fixture.store.as_ref(), &only_run(fixture.store.as_ref()).await).await;
+    let (run, _, _) = states(
+        fixture.store.as_ref(),
+        &only_run(fixture.store.as_ref()).await,
+    )
+    .await;
     assert_eq!(run, State::Failed);
 }
 
@@ -484,8 +771,12 @@ pub async fn cancellation_from_another_engine_is_noticed_by_heartbeat(fixture: F
     let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
         Ok(ctx.agent("slow", Value::Null).await?)
     });
-    let provider = Arc::new(ScriptedProvider::new("scripted").with_delay("slow", Duration::from_secs(30)));
-    let executing = builder(&fixture, &scripts, &provider).lease_ttl(Duration::from_millis(300)).build().expect("engine");
+    let provider =
+        Arc::new(ScriptedProvider::new("scripted").with_delay("slow", Duration::from_secs(30)));
+    let executing = builder(&fixture, &scripts, &provider)
+        .lease_ttl(Duration::from_millis(300))
+        .build()
+        .expect("engine");
     let other_store = fixture.another_handle().await;
     let other = Engine::builder()
         .store(other_store)
@@ -493,7 +784,10 @@ pub async fn cancellation_from_another_engine_is_noticed_by_heartbeat(fixture: F
         .provider(provider.clone())
         .build()
         .expect("engine");
-    let mut handle = executing.start(RunRequest::new(scripts.source("main.mjs"), json!({}))).await.expect("start");
+    let mut handle = executing
+        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
+        .await
+        .expect("start");
     let mut events = handle.events().expect("events");
     while let Some(event) = events.recv().await {
         if event.event_type == EventType::AgentStarted {
@@ -501,21 +795,35 @@ pub async fn cancellation_from_another_engine_is_noticed_by_heartbeat(fixture: F
         }
     }
     other.cancel(handle.run_id()).await.expect("cancel");
-    let error = tokio::time::timeout(Duration::from_secs(10), handle.join()).await.expect("noticed").expect_err("cancelled");
+    let error = tokio::time::timeout(Duration::from_secs(10), handle.join())
+        .await
+        .expect("noticed")
+        .expect_err("cancelled");
     assert_eq!(error.to_string(), "workflow cancelled");
 }
 
 /// The agent cap bounds concurrent provider calls.
 pub async fn agent_cap_limits_concurrent_calls(fixture: Fixture) {
     let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
-        let calls = (0..5).map(|i| ctx.agent(format!("p{i}"), Value::Null)).collect();
+        let calls = (0..5)
+            .map(|i| ctx.agent(format!("p{i}"), Value::Null))
+            .collect();
         let values = ctx.parallel(calls).await;
         Ok(Value::Array(values))
     });
-    let provider = Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_millis(40)));
-    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let provider =
+        Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_millis(40)));
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
     let request = RunRequest::new(scripts.source("main.mjs"), json!({})).max_parallel_agents(2);
-    let output = engine.start(request).await.expect("start").join().await.expect("run");
+    let output = engine
+        .start(request)
+        .await
+        .expect("start")
+        .join()
+        .await
+        .expect("run");
     assert_eq!(output.result.as_array().map(Vec::len), Some(5));
     assert_eq!(output.result[4], json!("echo: p4"));
     assert_eq!(provider.max_in_flight(), 2);
@@ -524,12 +832,18 @@ pub async fn agent_cap_limits_concurrent_calls(fixture: Fixture) {
 /// `phase()` is inherited by later calls; phase defaults from `meta` and the model map shape
 /// the provider request and the signature.
 pub async fn phase_defaults_and_model_map_shape_the_call(fixture: Fixture) {
-    let meta = WorkflowMeta::new("phased", "phases").with_phase(PhaseMeta::new("plan").with_model("fast"));
+    let meta =
+        WorkflowMeta::new("phased", "phases").with_phase(PhaseMeta::new("plan").with_model("fast"));
     let scripts = ScriptedEngine::new().workflow_with_meta("main.mjs", meta, |ctx| async move {
         ctx.phase("plan");
         ctx.log("planning");
         let planned = ctx.agent("plan it", Value::Null).await?;
-        let explicit = ctx.agent("write it", json!({ "phase": "write", "model": "big", "temperature": 0 })).await?;
+        let explicit = ctx
+            .agent(
+                "write it",
+                json!({ "phase": "write", "model": "big", "temperature": 0 }),
+            )
+            .await?;
         Ok(json!([planned, explicit]))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
@@ -538,18 +852,49 @@ pub async fn phase_defaults_and_model_map_shape_the_call(fixture: Fixture) {
         .build()
         .expect("engine");
     let request = RunRequest::new(scripts.source("main.mjs"), json!({})).cwd("/work/project");
-    let output = engine.start(request).await.expect("start").join().await.expect("run");
+    let output = engine
+        .start(request)
+        .await
+        .expect("start")
+        .join()
+        .await
+        .expect("run");
     let calls = provider.calls();
     assert_eq!(calls[0].request.context.phase.as_deref(), Some("plan"));
     assert_eq!(calls[0].request.model(), Some("vendor/fast-v2"));
-    assert_eq!(calls[0].request.context.cwd.as_deref(), Some("/work/project"));
+    assert_eq!(
+        calls[0].request.context.cwd.as_deref(),
+        Some("/work/project")
+    );
     assert_eq!(calls[1].request.context.phase.as_deref(), Some("write"));
     assert_eq!(calls[1].request.model(), Some("big"));
-    assert_eq!(calls[1].request.options, json!({ "model": "big", "temperature": 0 }));
-    let steps = fixture.store.load_steps(&output.run_id).await.expect("steps");
-    let planned = steps.iter().find(|s| s.input_signature_json.contains("plan it")).expect("step");
-    assert!(planned.input_signature_json.contains(r#""context":{"cwd":"/work/project","phase":"plan"}"#), "{}", planned.input_signature_json);
-    assert!(planned.input_signature_json.contains(r#""options":{"model":"vendor/fast-v2"}"#), "{}", planned.input_signature_json);
+    assert_eq!(
+        calls[1].request.options,
+        json!({ "model": "big", "temperature": 0 })
+    );
+    let steps = fixture
+        .store
+        .load_steps(&output.run_id)
+        .await
+        .expect("steps");
+    let planned = steps
+        .iter()
+        .find(|s| s.input_signature_json.contains("plan it"))
+        .expect("step");
+    assert!(
+        planned
+            .input_signature_json
+            .contains(r#""context":{"cwd":"/work/project","phase":"plan"}"#),
+        "{}",
+        planned.input_signature_json
+    );
+    assert!(
+        planned
+            .input_signature_json
+            .contains(r#""options":{"model":"vendor/fast-v2"}"#),
+        "{}",
+        planned.input_signature_json
+    );
 }
 
 /// A call longer than the lease keeps its lease: the heartbeat renews it every ttl/3.
@@ -557,9 +902,16 @@ pub async fn heartbeat_keeps_a_long_call_leased(fixture: Fixture) {
     let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
         Ok(ctx.agent("long", Value::Null).await?)
     });
-    let provider = Arc::new(ScriptedProvider::new("scripted").with_delay("long", Duration::from_millis(900)));
-    let engine = builder(&fixture, &scripts, &provider).lease_ttl(Duration::from_millis(300)).build().expect("engine");
-    let mut handle = engine.start(RunRequest::new(scripts.source("main.mjs"), json!({}))).await.expect("start");
+    let provider =
+        Arc::new(ScriptedProvider::new("scripted").with_delay("long", Duration::from_millis(900)));
+    let engine = builder(&fixture, &scripts, &provider)
+        .lease_ttl(Duration::from_millis(300))
+        .build()
+        .expect("engine");
+    let mut handle = engine
+        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
+        .await
+        .expect("start");
     let run_id = handle.run_id().to_owned();
     let mut events = handle.events().expect("events");
     while let Some(event) = events.recv().await {
@@ -568,13 +920,21 @@ pub async fn heartbeat_keeps_a_long_call_leased(fixture: Fixture) {
         }
     }
     let store = fixture.another_handle().await;
-    let first = store.load_steps(&run_id).await.expect("steps")[0].lease_expires_at.expect("lease");
+    let first = store.load_steps(&run_id).await.expect("steps")[0]
+        .lease_expires_at
+        .expect("lease");
     tokio::time::sleep(Duration::from_millis(600)).await;
     let later = store.load_steps(&run_id).await.expect("steps")[0].clone();
     assert_eq!(later.state, State::Running);
-    assert!(later.lease_expires_at.expect("lease") > first, "the lease must have been renewed");
+    assert!(
+        later.lease_expires_at.expect("lease") > first,
+        "the lease must have been renewed"
+    );
     let now = smol_durable::Clock::now_ms(&smol_durable::SystemClock);
-    assert!(later.lease_expires_at.expect("lease") > now, "a live owner's lease never lapses");
+    assert!(
+        later.lease_expires_at.expect("lease") > now,
+        "a live owner's lease never lapses"
+    );
     handle.join().await.expect("run");
     assert_eq!(provider.call_count(), 1);
 }
@@ -585,10 +945,21 @@ pub async fn resuming_a_completed_run_changes_nothing(fixture: Fixture) {
         Ok(ctx.agent("hello", Value::Null).await?)
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
-    let output = engine.run(scripts.source("main.mjs"), json!({})).await.expect("run");
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let output = engine
+        .run(scripts.source("main.mjs"), json!({}))
+        .await
+        .expect("run");
     let before = engine.status(&output.run_id).await.expect("status");
-    let again = engine.resume(&output.run_id, ResumeOptions::new()).await.expect("resume").join().await.expect("again");
+    let again = engine
+        .resume(&output.run_id, ResumeOptions::new())
+        .await
+        .expect("resume")
+        .join()
+        .await
+        .expect("again");
     assert_eq!(again.result, output.result);
     assert_eq!(again.attempt, 1);
     assert_eq!(again.token_usage, output.token_usage);
@@ -605,7 +976,10 @@ pub async fn resume_takes_over_from_a_dead_owner_at_once(fixture: Fixture) {
         Ok(ctx.agent("hello", Value::Null).await?)
     });
     let source = scripts.source("main.mjs");
-    store.put_script(&source.content_hash(), &source.text).await.expect("script");
+    store
+        .put_script(&source.content_hash(), &source.text)
+        .await
+        .expect("script");
     // A process that has exited: its pid is free.
     let mut dead = OwnerRecord::this_process("owner_dead".into(), 0);
     dead.pid = exited_pid();
@@ -614,7 +988,16 @@ pub async fn resume_takes_over_from_a_dead_owner_at_once(fixture: Fixture) {
     workflow.script_path = Some("main.mjs".into());
     workflow.script_hash = Some(source.content_hash());
     let now = smol_durable::Clock::now_ms(&smol_durable::SystemClock);
-    let created = store.create_run(NewRun::new(ClaimScope::Local, "owner_dead", workflow, json!({}), now)).await.expect("create");
+    let created = store
+        .create_run(NewRun::new(
+            ClaimScope::Local,
+            "owner_dead",
+            workflow,
+            json!({}),
+            now,
+        ))
+        .await
+        .expect("create");
     let started = store
         .start_attempt(StartAttempt {
             attempt_id: smol_durable::new_id("attempt"),
@@ -630,9 +1013,16 @@ pub async fn resume_takes_over_from_a_dead_owner_at_once(fixture: Fixture) {
         .expect("start");
     assert!(matches!(started, AttemptStart::Started(_)));
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider).build().expect("engine");
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
     let resumed = tokio::time::timeout(Duration::from_secs(10), async {
-        engine.resume(&created.run.run_id, ResumeOptions::new().no_wait()).await.expect("resume").join().await
+        engine
+            .resume(&created.run.run_id, ResumeOptions::new().no_wait())
+            .await
+            .expect("resume")
+            .join()
+            .await
     })
     .await
     .expect("no waiting for the dead owner's lease")
@@ -652,17 +1042,38 @@ pub async fn events_are_stored_in_order(fixture: Fixture) {
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
     let sink = Arc::new(RecordingEventSink::new());
-    let engine = builder(&fixture, &scripts, &provider).event_sink(sink.clone()).build().expect("engine");
-    let output = engine.run(scripts.source("main.mjs"), json!({})).await.expect("run");
+    let engine = builder(&fixture, &scripts, &provider)
+        .event_sink(sink.clone())
+        .build()
+        .expect("engine");
+    let output = engine
+        .run(scripts.source("main.mjs"), json!({}))
+        .await
+        .expect("run");
     let stored = engine.events(&output.run_id, 0, 100).await.expect("events");
     let types: Vec<&str> = stored.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         types,
-        vec!["workflow.started", "workflow.phase", "workflow.log", "workflow.agent_started", "workflow.agent_completed", "workflow.log", "workflow.result"]
+        vec![
+            "workflow.started",
+            "workflow.phase",
+            "workflow.log",
+            "workflow.agent_started",
+            "workflow.agent_completed",
+            "workflow.log",
+            "workflow.result"
+        ]
     );
     let received: Vec<EventType> = sink.events().iter().map(|e| e.event_type).collect();
-    assert_eq!(received.len(), stored.len(), "sinks receive what the store holds");
-    assert!(stored[0].payload.get("elapsedNanos").is_none(), "the root start has no elapsedNanos");
+    assert_eq!(
+        received.len(),
+        stored.len(),
+        "sinks receive what the store holds"
+    );
+    assert!(
+        stored[0].payload.get("elapsedNanos").is_none(),
+        "the root start has no elapsedNanos"
+    );
     assert!(stored[1].payload["elapsedNanos"].as_u64().is_some());
     assert_eq!(stored[2].payload["message"], json!("a"));
     assert_eq!(stored[3].payload["metadata"]["provider"], json!("scripted"));

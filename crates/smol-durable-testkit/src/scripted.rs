@@ -10,11 +10,12 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
 use smol_durable::{
-    BudgetSnapshot, HostError, HostFuture, HostRequest, ScriptEngine, ScriptError,
-    ScriptErrorKind, ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,
+    BudgetSnapshot, HostError, HostFuture, HostRequest, ScriptEngine, ScriptError, ScriptErrorKind,
+    ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,
 };
 
-type WorkflowFn = Arc<dyn Fn(ScriptCtx) -> BoxFuture<'static, Result<Value, ScriptError>> + Send + Sync>;
+type WorkflowFn =
+    Arc<dyn Fn(ScriptCtx) -> BoxFuture<'static, Result<Value, ScriptError>> + Send + Sync>;
 
 #[derive(Clone)]
 struct Entry {
@@ -36,7 +37,9 @@ impl std::fmt::Debug for ScriptedEngine {
             .lock()
             .map(|map| map.keys().cloned().collect())
             .unwrap_or_default();
-        f.debug_struct("ScriptedEngine").field("workflows", &paths).finish()
+        f.debug_struct("ScriptedEngine")
+            .field("workflows", &paths)
+            .finish()
     }
 }
 
@@ -58,7 +61,12 @@ impl ScriptedEngine {
     }
 
     /// Registers (or replaces) a workflow with explicit metadata (phases with defaults, …).
-    pub fn workflow_with_meta<F, Fut>(self, path: impl Into<PathBuf>, meta: WorkflowMeta, run: F) -> Self
+    pub fn workflow_with_meta<F, Fut>(
+        self,
+        path: impl Into<PathBuf>,
+        meta: WorkflowMeta,
+        run: F,
+    ) -> Self
     where
         F: Fn(ScriptCtx) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, ScriptError>> + Send + 'static,

@@ -46,12 +46,14 @@ pub struct SavedSession {
     pub response: AgentResponse,
 }
 
+type SaveHook = Box<dyn Fn(&SavedSession) + Send + Sync>;
+
 /// Records every saved session and signals each save.
 #[derive(Default)]
 pub struct RecordingSessionSink {
     saved: Mutex<Vec<SavedSession>>,
     notify: Arc<Notify>,
-    on_save: Mutex<Option<Box<dyn Fn(&SavedSession) + Send + Sync>>>,
+    on_save: Mutex<Option<SaveHook>>,
 }
 
 impl std::fmt::Debug for RecordingSessionSink {

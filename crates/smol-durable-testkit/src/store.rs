@@ -4,6 +4,9 @@
 //! Each case receives a fresh [`Fixture`]: an isolated, empty store plus a way to open another
 //! handle on the same data (another connection or process view), so "seen through another
 //! handle" is tested for real on stores that have more than one.
+//!
+//! These functions are test cases: they assert, and a failed assertion panics.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::sync::Arc;
 
@@ -12,10 +15,10 @@ use serde_json::{json, Value};
 use smol_durable::decide::{decide_sleep, SleepDecision};
 use smol_durable::steps::{acquire_step, complete_fenced, Acquired, StepClaim};
 use smol_durable::store::{
-    AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep,
-    CreatedRun, FailStep, FinishAttempt, InsertStep, LedgerEntry, NewChildRun, NewEvent, NewRun,
-    NewStep, OwnerRecord, RenewLeases, RunFilter, RunOutcome, StartAttempt, State, StepCas,
-    StepKind, StepLease, WorkflowInfo,
+    AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep, CreatedRun,
+    FailStep, FinishAttempt, InsertStep, LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep,
+    OwnerRecord, RenewLeases, RunFilter, RunOutcome, StartAttempt, State, StepCas, StepKind,
+    StepLease, WorkflowInfo,
 };
 use smol_durable::{DurableStore, Engine, Error, StepSignature, StoreErrorKind};
 
@@ -31,7 +34,9 @@ pub struct Fixture {
 
 impl std::fmt::Debug for Fixture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fixture").field("store", &self.store).finish()
+        f.debug_struct("Fixture")
+            .field("store", &self.store)
+            .finish()
     }
 }
 
@@ -76,7 +81,9 @@ impl Fixture {
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($factory:expr) => {
-        $crate::__conformance_cases!(store, $factory,
+        $crate::__conformance_cases!(
+            store,
+            $factory,
             single_flight_claim_under_16_claimers,
             expired_lease_is_reclaimed_from_another_handle,
             stale_completion_adopts_the_winner,
@@ -134,7 +141,13 @@ async fn seed(store: &dyn DurableStore, scope: ClaimScope, now: i64) -> CreatedR
     store.create_run(new).await.expect("create_run")
 }
 
-async fn start(store: &dyn DurableStore, created: &CreatedRun, owner: &str, lease: i64, now: i64) -> AttemptStart {
+async fn start(
+    store: &dyn DurableStore,
+    created: &CreatedRun,
+    owner: &str,
+    lease: i64,
+    now: i64,
+) -> AttemptStart {
     store
         .start_attempt(StartAttempt {
             attempt_id: smol_durable::new_id("attempt"),
@@ -161,7 +174,13 @@ fn signature(prompt: &str) -> StepSignature {
     StepSignature::agent("root", "conformance", prompt, &Value::Null, None, None)
 }
 
-fn claim<'a>(run_id: &'a str, checkpoint: &'a str, sig: &'a StepSignature, worker: &'a str, lease: i64) -> StepClaim<'a> {
+fn claim<'a>(
+    run_id: &'a str,
+    checkpoint: &'a str,
+    sig: &'a StepSignature,
+    worker: &'a str,
+    lease: i64,
+) -> StepClaim<'a> {
     StepClaim {
         run_id,
         root_run_id: run_id,
@@ -174,16 +193,45 @@ fn claim<'a>(run_id: &'a str, checkpoint: &'a str, sig: &'a StepSignature, worke
     }
 }
 
-async fn claimed(store: &dyn DurableStore, run_id: &str, checkpoint: &str, worker: &str, lease: i64, now: i64) -> smol_durable::store::StepRecord {
+async fn claimed(
+    store: &dyn DurableStore,
+    run_id: &str,
+    checkpoint: &str,
+    worker: &str,
+    lease: i64,
+    now: i64,
+) -> smol_durable::store::StepRecord {
     let sig = signature("hello");
-    match acquire_step(store, &claim(run_id, checkpoint, &sig, worker, lease), None, now).await {
+    match acquire_step(
+        store,
+        &claim(run_id, checkpoint, &sig, worker, lease),
+        None,
+        now,
+    )
+    .await
+    {
         Ok(Acquired::Claimed(row)) => row,
         other => panic!("expected a claim, got {other:?}"),
     }
 }
 
-fn ledger(run_id: &str, step_id: &str, source_type: &str, source_id: &str, tokens: u64) -> LedgerEntry {
-    LedgerEntry::new(run_id, run_id, step_id, source_type, source_id.to_owned(), tokens, Some(json!({"outputTokens": tokens})), 10)
+fn ledger(
+    run_id: &str,
+    step_id: &str,
+    source_type: &str,
+    source_id: &str,
+    tokens: u64,
+) -> LedgerEntry {
+    let usage = smol_durable::Usage::tokens(0, tokens);
+    LedgerEntry::new(
+        run_id,
+        run_id,
+        step_id,
+        source_type,
+        source_id.to_owned(),
+        Some(&usage),
+        10,
+    )
 }
 
 /// 16 concurrent claimers of one new step: exactly one runs, the rest wait, `attempts = 1`.
@@ -201,7 +249,13 @@ pub async fn single_flight_claim_under_16_claimers(fixture: Fixture) {
         tasks.push(tokio::spawn(async move {
             let sig = signature("hello");
             let worker = format!("owner_{worker}");
-            acquire_step(store.as_ref(), &claim(&run_id, "step:shared", &sig, &worker, 10_000), None, 100).await
+            acquire_step(
+                store.as_ref(),
+                &claim(&run_id, "step:shared", &sig, &worker, 10_000),
+                None,
+                100,
+            )
+            .await
         }));
     }
     let mut runs = 0;
@@ -230,15 +284,37 @@ pub async fn single_flight_claim_under_16_claimers(fixture: Fixture) {
 pub async fn expired_lease_is_reclaimed_from_another_handle(fixture: Fixture) {
     let created = seed(fixture.store.as_ref(), ClaimScope::Local, 0).await;
     let run_id = &created.run.run_id;
-    let first = claimed(fixture.store.as_ref(), run_id, "step:lease", "owner_1", 100, 0).await;
+    let first = claimed(
+        fixture.store.as_ref(),
+        run_id,
+        "step:lease",
+        "owner_1",
+        100,
+        0,
+    )
+    .await;
     let sig = signature("hello");
     let waiting = fixture.another_handle().await;
-    match acquire_step(waiting.as_ref(), &claim(run_id, "step:lease", &sig, "owner_2", 200), None, 50).await {
+    match acquire_step(
+        waiting.as_ref(),
+        &claim(run_id, "step:lease", &sig, "owner_2", 200),
+        None,
+        50,
+    )
+    .await
+    {
         Ok(Acquired::Wait(row)) => assert_eq!(row.lease_expires_at, Some(100)),
         other => panic!("a live lease must make others wait, got {other:?}"),
     }
     let reclaiming = fixture.another_handle().await;
-    let second = match acquire_step(reclaiming.as_ref(), &claim(run_id, "step:lease", &sig, "owner_3", 300), None, 101).await {
+    let second = match acquire_step(
+        reclaiming.as_ref(),
+        &claim(run_id, "step:lease", &sig, "owner_3", 300),
+        None,
+        101,
+    )
+    .await
+    {
         Ok(Acquired::Claimed(row)) => row,
         other => panic!("an expired lease must be reclaimed, got {other:?}"),
     };
@@ -246,7 +322,12 @@ pub async fn expired_lease_is_reclaimed_from_another_handle(fixture: Fixture) {
     assert_eq!(second.attempts, 2);
     assert_eq!(second.worker_id.as_deref(), Some("owner_3"));
     assert_eq!(second.lease_expires_at, Some(300));
-    let stored = fixture.store.get_step(run_id, "step:lease").await.expect("get_step").expect("row");
+    let stored = fixture
+        .store
+        .get_step(run_id, "step:lease")
+        .await
+        .expect("get_step")
+        .expect("row");
     assert_eq!(stored.attempts, 2);
 }
 
@@ -260,11 +341,46 @@ pub async fn stale_completion_adopts_the_winner(fixture: Fixture) {
     let other = fixture.another_handle().await;
     let winner = claimed(other.as_ref(), run_id, "step:race", "owner_new", 1_000, 150).await;
     assert_eq!(winner.attempts, 2);
-    let won = complete_fenced(other.as_ref(), &winner.step_id, Some(2), json!({"output": "new"}), vec![ledger(run_id, &winner.step_id, "agent_step", &winner.step_id, 5)], 160).await;
+    let won = complete_fenced(
+        other.as_ref(),
+        &winner.step_id,
+        Some(2),
+        json!({"output": "new"}),
+        vec![ledger(
+            run_id,
+            &winner.step_id,
+            "agent_step",
+            &winner.step_id,
+            5,
+        )],
+        160,
+    )
+    .await;
     assert_eq!(won.expect("winner completes"), json!({"output": "new"}));
-    let late = complete_fenced(store, &stale.step_id, Some(1), json!({"output": "old"}), vec![ledger(run_id, &stale.step_id, "agent_step", &stale.step_id, 9)], 170).await;
-    assert_eq!(late.expect("late finisher adopts"), json!({"output": "new"}));
-    let row = store.get_step(run_id, "step:race").await.expect("get").expect("row");
+    let late = complete_fenced(
+        store,
+        &stale.step_id,
+        Some(1),
+        json!({"output": "old"}),
+        vec![ledger(
+            run_id,
+            &stale.step_id,
+            "agent_step",
+            &stale.step_id,
+            9,
+        )],
+        170,
+    )
+    .await;
+    assert_eq!(
+        late.expect("late finisher adopts"),
+        json!({"output": "new"})
+    );
+    let row = store
+        .get_step(run_id, "step:race")
+        .await
+        .expect("get")
+        .expect("row");
     assert_eq!(row.result, Some(json!({"output": "new"})));
     assert_eq!(store.budget_spent(run_id).await.expect("spent"), 5);
 }
@@ -276,13 +392,42 @@ pub async fn stale_completion_after_reclaim_loses_its_lease(fixture: Fixture) {
     let run_id = &created.run.run_id;
     let stale = claimed(store, run_id, "step:race", "owner_old", 100, 0).await;
     let winner = claimed(store, run_id, "step:race", "owner_new", 1_000, 150).await;
-    let late = complete_fenced(store, &stale.step_id, Some(stale.attempts), json!({"output": "old"}), vec![ledger(run_id, &stale.step_id, "agent_step", &stale.step_id, 9)], 170).await;
-    assert!(matches!(late, Err(Error::LeaseLost(_))), "expected LeaseLost, got {late:?}");
+    let late = complete_fenced(
+        store,
+        &stale.step_id,
+        Some(stale.attempts),
+        json!({"output": "old"}),
+        vec![ledger(
+            run_id,
+            &stale.step_id,
+            "agent_step",
+            &stale.step_id,
+            9,
+        )],
+        170,
+    )
+    .await;
+    assert!(
+        matches!(late, Err(Error::LeaseLost(_))),
+        "expected LeaseLost, got {late:?}"
+    );
     assert_eq!(store.ledger_entries(run_id).await.expect("ledger").len(), 0);
-    let row = store.get_step(run_id, "step:race").await.expect("get").expect("row");
+    let row = store
+        .get_step(run_id, "step:race")
+        .await
+        .expect("get")
+        .expect("row");
     assert_eq!(row.state, State::Running);
     assert_eq!(row.attempts, winner.attempts);
-    let done = complete_fenced(store, &winner.step_id, Some(winner.attempts), json!({"output": "new"}), Vec::new(), 180).await;
+    let done = complete_fenced(
+        store,
+        &winner.step_id,
+        Some(winner.attempts),
+        json!({"output": "new"}),
+        Vec::new(),
+        180,
+    )
+    .await;
     assert_eq!(done.expect("winner"), json!({"output": "new"}));
 }
 
@@ -291,7 +436,15 @@ pub async fn stale_completion_after_reclaim_loses_its_lease(fixture: Fixture) {
 pub async fn concurrent_completions_write_one_ledger_row(fixture: Fixture) {
     let created = seed(fixture.store.as_ref(), ClaimScope::Local, 0).await;
     let run_id = created.run.run_id.clone();
-    let step = claimed(fixture.store.as_ref(), &run_id, "step:complete", "owner_0", 10_000, 100).await;
+    let step = claimed(
+        fixture.store.as_ref(),
+        &run_id,
+        "step:complete",
+        "owner_0",
+        10_000,
+        100,
+    )
+    .await;
     let mut tasks = Vec::new();
     for worker in 0..4 {
         let store = fixture.another_handle().await;
@@ -299,14 +452,25 @@ pub async fn concurrent_completions_write_one_ledger_row(fixture: Fixture) {
         let step_id = step.step_id.clone();
         tasks.push(tokio::spawn(async move {
             let entry = ledger(&run_id, &step_id, "agent_step", &step_id, 7);
-            complete_fenced(store.as_ref(), &step_id, Some(1), json!({"output": format!("done-{worker}")}), vec![entry], 200).await
+            complete_fenced(
+                store.as_ref(),
+                &step_id,
+                Some(1),
+                json!({"output": format!("done-{worker}")}),
+                vec![entry],
+                200,
+            )
+            .await
         }));
     }
     let mut seen = Vec::new();
     for task in tasks {
         seen.push(task.await.expect("join").expect("completion"));
     }
-    assert!(seen.windows(2).all(|pair| pair[0] == pair[1]), "callers saw different values: {seen:?}");
+    assert!(
+        seen.windows(2).all(|pair| pair[0] == pair[1]),
+        "callers saw different values: {seen:?}"
+    );
     let entries = fixture.store.ledger_entries(&run_id).await.expect("ledger");
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].output_tokens, 7);
@@ -319,14 +483,26 @@ pub async fn stored_agent_result_has_no_raw(fixture: Fixture) {
     let scripts = crate::ScriptedEngine::new().workflow("raw.mjs", |ctx| async move {
         Ok(ctx.agent("hello", Value::Null).await?)
     });
-    let provider = Arc::new(crate::ScriptedProvider::new("scripted").with_usage(smol_durable::Usage::tokens(3, 7)));
+    let provider = Arc::new(
+        crate::ScriptedProvider::new("scripted").with_usage(smol_durable::Usage::tokens(3, 7)),
+    );
     let engine = engine_on(&fixture, &scripts, provider);
-    let output = engine.run(scripts.source("raw.mjs"), json!({})).await.expect("run");
+    let output = engine
+        .run(scripts.source("raw.mjs"), json!({}))
+        .await
+        .expect("run");
     assert_eq!(output.result, json!("echo: hello"));
-    let steps = fixture.store.load_steps(&output.run_id).await.expect("steps");
+    let steps = fixture
+        .store
+        .load_steps(&output.run_id)
+        .await
+        .expect("steps");
     assert_eq!(steps.len(), 1);
     let stored = steps[0].result.clone().expect("result");
-    assert!(stored.get("raw").is_none(), "raw must not be stored: {stored}");
+    assert!(
+        stored.get("raw").is_none(),
+        "raw must not be stored: {stored}"
+    );
     assert_eq!(stored["output"], json!("echo: hello"));
     assert_eq!(stored["sessionId"], json!("session-1"));
     assert_eq!(stored["model"], json!("scripted-model"));
@@ -340,7 +516,9 @@ pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
     let run_id = &created.run.run_id;
     let sig = StepSignature::sleep("root", 1_000);
     let decision = decide_sleep(None, &sig.json, 1_000, 0).expect("decide");
-    let SleepDecision::Insert { wake_at } = decision else { panic!("expected insert, got {decision:?}") };
+    let SleepDecision::Insert { wake_at } = decision else {
+        panic!("expected insert, got {decision:?}")
+    };
     assert_eq!(wake_at, 1_000);
     let inserted = store
         .insert_step(NewStep {
@@ -360,22 +538,51 @@ pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
         .expect("insert");
     assert!(matches!(inserted, InsertStep::Inserted(_)));
     let other = fixture.another_handle().await;
-    let row = other.get_step(run_id, &sig.base_checkpoint()).await.expect("get").expect("row");
+    let row = other
+        .get_step(run_id, &sig.base_checkpoint())
+        .await
+        .expect("get")
+        .expect("row");
     let decision = decide_sleep(Some(&row), &sig.json, 1_000, 200).expect("decide");
-    let SleepDecision::WaitUntil { wake_at: again, reclaim: Some((state, attempts)) } = decision else {
+    let SleepDecision::WaitUntil {
+        wake_at: again,
+        reclaim: Some((state, attempts)),
+    } = decision
+    else {
         panic!("an expired sleep lease is reclaimed, got {decision:?}")
     };
     assert_eq!(again, 1_000);
     let reclaimed = other
-        .claim_step(ClaimStep { step_id: row.step_id.clone(), expected_state: state, expected_attempts: attempts, worker_id: "owner_2".into(), lease_expires_at: 5_000, now: 200 })
+        .claim_step(ClaimStep {
+            step_id: row.step_id.clone(),
+            expected_state: state,
+            expected_attempts: attempts,
+            worker_id: "owner_2".into(),
+            lease_expires_at: 5_000,
+            now: 200,
+        })
         .await
         .expect("claim");
-    let StepCas::Applied(reclaimed) = reclaimed else { panic!("reclaim must apply, got {reclaimed:?}") };
+    let StepCas::Applied(reclaimed) = reclaimed else {
+        panic!("reclaim must apply, got {reclaimed:?}")
+    };
     assert_eq!(reclaimed.attempts, 2);
     assert_eq!(reclaimed.input["wakeAt"], json!(1_000));
-    let done = complete_fenced(other.as_ref(), &row.step_id, None, json!({"ok": true, "durationMs": 1_000, "wakeAt": 1_000, "completedAt": 1_001}), Vec::new(), 1_001).await;
+    let done = complete_fenced(
+        other.as_ref(),
+        &row.step_id,
+        None,
+        json!({"ok": true, "durationMs": 1_000, "wakeAt": 1_000, "completedAt": 1_001}),
+        Vec::new(),
+        1_001,
+    )
+    .await;
     assert!(done.is_ok());
-    assert_eq!(store.ledger_entries(run_id).await.expect("ledger").len(), 0, "sleeps are never billed");
+    assert_eq!(
+        store.ledger_entries(run_id).await.expect("ledger").len(),
+        0,
+        "sleeps are never billed"
+    );
 }
 
 /// Attempt numbers are `max + 1` per task: 1, 2, 3 across resumes.
@@ -390,12 +597,19 @@ pub async fn attempt_numbers_increase_on_resume(fixture: Fixture) {
             task_id: created.task.task_id.clone(),
             run_id: created.run.run_id.clone(),
             owner_id: OWNER.into(),
-            outcome: AttemptOutcome::Failed { reason: json!({"message": "boom"}), retry_at: None },
+            outcome: AttemptOutcome::Failed {
+                reason: json!({"message": "boom"}),
+                retry_at: None,
+            },
             now: 10,
         })
         .await
         .expect("finish");
-    let run = store.get_run(&created.run.run_id).await.expect("get").expect("run");
+    let run = store
+        .get_run(&created.run.run_id)
+        .await
+        .expect("get")
+        .expect("run");
     assert_eq!(run.state, State::Failed);
     assert_eq!(run.failure_reason, Some(json!({"message": "boom"})));
     let second = started(start(store, &created, OWNER, 200, 20).await);
@@ -403,22 +617,39 @@ pub async fn attempt_numbers_increase_on_resume(fixture: Fixture) {
     // A third start while the second is still running (its process died) abandons it.
     let third = started(start(store, &created, OWNER, 300, 30).await);
     assert_eq!(third.attempt, 3);
-    let attempts = store.list_attempts(&created.task.task_id).await.expect("attempts");
+    let attempts = store
+        .list_attempts(&created.task.task_id)
+        .await
+        .expect("attempts");
     let numbers: Vec<u32> = attempts.iter().map(|a| a.attempt).collect();
     assert_eq!(numbers, vec![1, 2, 3]);
     assert_eq!(attempts[0].state, State::Failed);
-    assert_eq!(attempts[1].state, State::Failed, "the abandoned attempt is closed");
+    assert_eq!(
+        attempts[1].state,
+        State::Failed,
+        "the abandoned attempt is closed"
+    );
     assert_eq!(attempts[2].state, State::Running);
 }
 
 /// Resuming an id the store does not have fails with SPEC's exact message.
 pub async fn resume_of_missing_run_gives_the_spec_error(fixture: Fixture) {
     let scripts = crate::ScriptedEngine::new();
-    let engine = engine_on(&fixture, &scripts, Arc::new(crate::ScriptedProvider::new("scripted")));
-    let error = engine.resume("run_missing", Default::default()).await.expect_err("missing run");
+    let engine = engine_on(
+        &fixture,
+        &scripts,
+        Arc::new(crate::ScriptedProvider::new("scripted")),
+    );
+    let error = engine
+        .resume("run_missing", Default::default())
+        .await
+        .expect_err("missing run");
     assert_eq!(
         error.to_string(),
-        format!("workflow run run_missing was not found in {}; check --db", fixture.store.describe())
+        format!(
+            "workflow run run_missing was not found in {}; check --db",
+            fixture.store.describe()
+        )
     );
     assert!(matches!(error, Error::RunNotFound { .. }));
 }
@@ -442,10 +673,20 @@ pub async fn cancellation_is_seen_through_another_handle(fixture: Fixture) {
     assert!(before.task_held);
     assert!(!before.cancel_requested);
     let other = fixture.another_handle().await;
-    assert_eq!(other.request_cancel(&created.run.run_id, 5).await.expect("cancel"), CancelRequest::Requested);
+    assert_eq!(
+        other
+            .request_cancel(&created.run.run_id, 5)
+            .await
+            .expect("cancel"),
+        CancelRequest::Requested
+    );
     let after = store.renew_leases(renew(6)).await.expect("renew");
     assert!(after.cancel_requested);
-    let run = store.get_run(&created.run.run_id).await.expect("get").expect("run");
+    let run = store
+        .get_run(&created.run.run_id)
+        .await
+        .expect("get")
+        .expect("run");
     assert_eq!(run.cancel_requested_at, Some(5));
     store
         .finish_attempt(FinishAttempt {
@@ -453,29 +694,70 @@ pub async fn cancellation_is_seen_through_another_handle(fixture: Fixture) {
             task_id: created.task.task_id.clone(),
             run_id: created.run.run_id.clone(),
             owner_id: OWNER.into(),
-            outcome: AttemptOutcome::Cancelled { reason: json!({"message": "workflow cancelled"}) },
+            outcome: AttemptOutcome::Cancelled {
+                reason: json!({"message": "workflow cancelled"}),
+            },
             now: 7,
         })
         .await
         .expect("finish");
-    let task = other.get_task(&created.task.task_id).await.expect("get").expect("task");
+    let task = other
+        .get_task(&created.task.task_id)
+        .await
+        .expect("get")
+        .expect("task");
     assert_eq!(task.state, State::Cancelled);
-    let attempts = other.list_attempts(&created.task.task_id).await.expect("attempts");
+    let attempts = other
+        .list_attempts(&created.task.task_id)
+        .await
+        .expect("attempts");
     assert_eq!(attempts[0].state, State::Cancelled);
-    assert_eq!(other.request_cancel(&created.run.run_id, 8).await.expect("cancel"), CancelRequest::AlreadyFinished(State::Cancelled));
-    assert_eq!(other.request_cancel("run_nope", 8).await.expect("cancel"), CancelRequest::NotFound);
+    assert_eq!(
+        other
+            .request_cancel(&created.run.run_id, 8)
+            .await
+            .expect("cancel"),
+        CancelRequest::AlreadyFinished(State::Cancelled)
+    );
+    assert_eq!(
+        other.request_cancel("run_nope", 8).await.expect("cancel"),
+        CancelRequest::NotFound
+    );
 }
 
 /// Cancelling a task nobody executes yet cancels task and run at once.
 pub async fn cancelling_a_pending_task_is_immediate(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Runner, 0).await;
-    assert_eq!(store.request_cancel(&created.run.run_id, 3).await.expect("cancel"), CancelRequest::CancelledPending);
-    let run = store.get_run(&created.run.run_id).await.expect("get").expect("run");
-    let task = store.get_task(&created.task.task_id).await.expect("get").expect("task");
-    assert_eq!((run.state, task.state), (State::Cancelled, State::Cancelled));
+    assert_eq!(
+        store
+            .request_cancel(&created.run.run_id, 3)
+            .await
+            .expect("cancel"),
+        CancelRequest::CancelledPending
+    );
+    let run = store
+        .get_run(&created.run.run_id)
+        .await
+        .expect("get")
+        .expect("run");
+    let task = store
+        .get_task(&created.task.task_id)
+        .await
+        .expect("get")
+        .expect("task");
+    assert_eq!(
+        (run.state, task.state),
+        (State::Cancelled, State::Cancelled)
+    );
     let claim = store
-        .claim_next_task(ClaimNextTask { scope: ClaimScope::Runner, owner_id: "owner_w".into(), attempt_id: smol_durable::new_id("attempt"), lease_expires_at: 100, now: 4 })
+        .claim_next_task(ClaimNextTask {
+            scope: ClaimScope::Runner,
+            owner_id: "owner_w".into(),
+            attempt_id: smol_durable::new_id("attempt"),
+            lease_expires_at: 100,
+            now: 4,
+        })
         .await
         .expect("claim");
     assert!(claim.is_none(), "a cancelled task is not claimable");
@@ -487,20 +769,51 @@ pub async fn local_tasks_are_never_claimed_by_runners(fixture: Fixture) {
     let _local = seed(store, ClaimScope::Local, 0).await;
     let older = seed(store, ClaimScope::Runner, 1).await;
     let newer = seed(store, ClaimScope::Runner, 2).await;
-    let next = |owner: &str, now| ClaimNextTask { scope: ClaimScope::Runner, owner_id: owner.into(), attempt_id: smol_durable::new_id("attempt"), lease_expires_at: now + 100, now };
-    let first = store.claim_next_task(next("owner_a", 10)).await.expect("claim").expect("a task");
+    let next = |owner: &str, now| ClaimNextTask {
+        scope: ClaimScope::Runner,
+        owner_id: owner.into(),
+        attempt_id: smol_durable::new_id("attempt"),
+        lease_expires_at: now + 100,
+        now,
+    };
+    let first = store
+        .claim_next_task(next("owner_a", 10))
+        .await
+        .expect("claim")
+        .expect("a task");
     assert_eq!(first.task.task_id, older.task.task_id);
     assert_eq!(first.attempt.attempt, 1);
     assert_eq!(first.task.claimed_by_owner_id.as_deref(), Some("owner_a"));
     let other = fixture.another_handle().await;
-    let second = other.claim_next_task(next("owner_b", 11)).await.expect("claim").expect("a task");
+    let second = other
+        .claim_next_task(next("owner_b", 11))
+        .await
+        .expect("claim")
+        .expect("a task");
     assert_eq!(second.task.task_id, newer.task.task_id);
-    assert!(store.claim_next_task(next("owner_c", 12)).await.expect("claim").is_none(), "local tasks and held tasks are not claimable");
+    assert!(
+        store
+            .claim_next_task(next("owner_c", 12))
+            .await
+            .expect("claim")
+            .is_none(),
+        "local tasks and held tasks are not claimable"
+    );
     // Once the first lease expires, its task is claimable again, as attempt 2.
-    let reclaimed = store.claim_next_task(next("owner_c", 111)).await.expect("claim").expect("expired task");
+    let reclaimed = store
+        .claim_next_task(next("owner_c", 111))
+        .await
+        .expect("claim")
+        .expect("expired task");
     assert_eq!(reclaimed.task.task_id, older.task.task_id);
     assert_eq!(reclaimed.attempt.attempt, 2);
-    assert!(store.claim_next_task(ClaimNextTask { scope: ClaimScope::Local, ..next("owner_d", 112) }).await.is_ok());
+    assert!(store
+        .claim_next_task(ClaimNextTask {
+            scope: ClaimScope::Local,
+            ..next("owner_d", 112)
+        })
+        .await
+        .is_ok());
 }
 
 /// The budget is the sum of ledger rows, whatever mix of completions and billed failures wrote them.
@@ -510,9 +823,28 @@ pub async fn budget_sum_equals_ledger_rows(fixture: Fixture) {
     let run_id = &created.run.run_id;
     let a = claimed(store, run_id, "step:a", OWNER, 1_000, 0).await;
     let b = claimed(store, run_id, "step:b", OWNER, 1_000, 0).await;
-    complete_fenced(store, &a.step_id, Some(1), json!({"output": 1}), vec![ledger(run_id, &a.step_id, "agent_attempt", "a:1:1", 4), ledger(run_id, &a.step_id, "agent_step", &a.step_id, 10)], 5).await.expect("complete");
+    complete_fenced(
+        store,
+        &a.step_id,
+        Some(1),
+        json!({"output": 1}),
+        vec![
+            ledger(run_id, &a.step_id, "agent_attempt", "a:1:1", 4),
+            ledger(run_id, &a.step_id, "agent_step", &a.step_id, 10),
+        ],
+        5,
+    )
+    .await
+    .expect("complete");
     let failed = store
-        .fail_step(FailStep { step_id: b.step_id.clone(), fence: 1, state: State::Failed, reason: json!({"message": "x"}), ledger: vec![ledger(run_id, &b.step_id, "agent_attempt", "b:1:1", 6)], now: 6 })
+        .fail_step(FailStep {
+            step_id: b.step_id.clone(),
+            fence: 1,
+            state: State::Failed,
+            reason: json!({"message": "x"}),
+            ledger: vec![ledger(run_id, &b.step_id, "agent_attempt", "b:1:1", 6)],
+            now: 6,
+        })
         .await
         .expect("fail");
     assert!(matches!(failed, StepCas::Applied(_)));
@@ -521,7 +853,16 @@ pub async fn budget_sum_equals_ledger_rows(fixture: Fixture) {
     let sum: u64 = entries.iter().map(|e| e.output_tokens).sum();
     assert_eq!(sum, 20);
     assert_eq!(store.budget_spent(run_id).await.expect("spent"), 20);
-    assert_eq!(store.get_run(run_id).await.expect("get").expect("run").budget_spent, 20, "the cached counter follows the ledger");
+    assert_eq!(
+        store
+            .get_run(run_id)
+            .await
+            .expect("get")
+            .expect("run")
+            .budget_spent,
+        20,
+        "the cached counter follows the ledger"
+    );
     assert_eq!(store.budget_spent("run_other").await.expect("spent"), 0);
 }
 
@@ -541,17 +882,31 @@ pub async fn events_come_back_in_order_per_run(fixture: Fixture) {
         created_at: 5,
     };
     for batch in 0..5 {
-        let events = (0..4).map(|i| event(if i % 2 == 0 { &one } else { &two }, batch * 4 + i)).collect();
+        let events = (0..4)
+            .map(|i| event(if i % 2 == 0 { &one } else { &two }, batch * 4 + i))
+            .collect();
         store.append_events(events).await.expect("append");
     }
     let other = fixture.another_handle().await;
-    let read = other.read_events(&one.run.run_id, 0, 1_000).await.expect("read");
-    let messages: Vec<String> = read.iter().map(|e| e.payload["message"].as_str().unwrap_or("").to_owned()).collect();
-    let expected: Vec<String> = (0..20).filter(|n| n % 2 == 0).map(|n| format!("m{n}")).collect();
+    let read = other
+        .read_events(&one.run.run_id, 0, 1_000)
+        .await
+        .expect("read");
+    let messages: Vec<String> = read
+        .iter()
+        .map(|e| e.payload["message"].as_str().unwrap_or("").to_owned())
+        .collect();
+    let expected: Vec<String> = (0..20)
+        .filter(|n| n % 2 == 0)
+        .map(|n| format!("m{n}"))
+        .collect();
     assert_eq!(messages, expected);
     assert!(read.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(read[0].payload["text"], json!("ünï"));
-    let page = other.read_events(&one.run.run_id, read[3].seq, 2).await.expect("page");
+    let page = other
+        .read_events(&one.run.run_id, read[3].seq, 2)
+        .await
+        .expect("page");
     assert_eq!(page.len(), 2);
     assert_eq!(page[0].event_id, read[4].event_id);
 }
@@ -562,7 +917,14 @@ pub async fn insert_step_is_insert_if_absent(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
     let run_id = &created.run.run_id;
-    let sig = StepSignature::agent("root", "p", "héllo ✓ \"quoted\"", &json!({"z": 1, "a": [1, 2]}), Some("φ"), None);
+    let sig = StepSignature::agent(
+        "root",
+        "p",
+        "héllo ✓ \"quoted\"",
+        &json!({"z": 1, "a": [1, 2]}),
+        Some("φ"),
+        None,
+    );
     let new = |worker: &str, now| NewStep {
         step_id: smol_durable::new_id("step"),
         run_id: run_id.clone(),
@@ -576,8 +938,14 @@ pub async fn insert_step_is_insert_if_absent(fixture: Fixture) {
         lease_expires_at: now + 100,
         now,
     };
-    let InsertStep::Inserted(first) = store.insert_step(new("owner_1", 1)).await.expect("insert") else { panic!("first insert inserts") };
-    let InsertStep::Existing(second) = store.insert_step(new("owner_2", 2)).await.expect("insert") else { panic!("second insert finds the first") };
+    let InsertStep::Inserted(first) = store.insert_step(new("owner_1", 1)).await.expect("insert")
+    else {
+        panic!("first insert inserts")
+    };
+    let InsertStep::Existing(second) = store.insert_step(new("owner_2", 2)).await.expect("insert")
+    else {
+        panic!("second insert finds the first")
+    };
     assert_eq!(second, first);
     assert_eq!(first.input_signature_json, sig.json);
     assert_eq!(first.attempts, 1);
@@ -592,13 +960,52 @@ pub async fn claim_step_is_compare_and_set(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
     let row = claimed(store, &created.run.run_id, "step:cas", "owner_1", 100, 0).await;
-    let attempt = |state: State, attempts| ClaimStep { step_id: row.step_id.clone(), expected_state: state, expected_attempts: attempts, worker_id: "owner_2".into(), lease_expires_at: 500, now: 200 };
-    assert!(matches!(store.claim_step(attempt(State::Running, 2)).await.expect("cas"), StepCas::Conflict(Some(_))));
-    assert!(matches!(store.claim_step(attempt(State::Failed, 1)).await.expect("cas"), StepCas::Conflict(Some(_))));
-    let StepCas::Applied(now_ours) = store.claim_step(attempt(State::Running, 1)).await.expect("cas") else { panic!("matching CAS applies") };
+    let attempt = |state: State, attempts| ClaimStep {
+        step_id: row.step_id.clone(),
+        expected_state: state,
+        expected_attempts: attempts,
+        worker_id: "owner_2".into(),
+        lease_expires_at: 500,
+        now: 200,
+    };
+    assert!(matches!(
+        store
+            .claim_step(attempt(State::Running, 2))
+            .await
+            .expect("cas"),
+        StepCas::Conflict(Some(_))
+    ));
+    assert!(matches!(
+        store
+            .claim_step(attempt(State::Failed, 1))
+            .await
+            .expect("cas"),
+        StepCas::Conflict(Some(_))
+    ));
+    let StepCas::Applied(now_ours) = store
+        .claim_step(attempt(State::Running, 1))
+        .await
+        .expect("cas")
+    else {
+        panic!("matching CAS applies")
+    };
     assert_eq!(now_ours.attempts, 2);
-    assert!(matches!(store.claim_step(attempt(State::Running, 1)).await.expect("cas"), StepCas::Conflict(Some(_))), "the same CAS twice applies once");
-    let missing = store.claim_step(ClaimStep { step_id: "step_missing".into(), ..attempt(State::Running, 1) }).await;
+    assert!(
+        matches!(
+            store
+                .claim_step(attempt(State::Running, 1))
+                .await
+                .expect("cas"),
+            StepCas::Conflict(Some(_))
+        ),
+        "the same CAS twice applies once"
+    );
+    let missing = store
+        .claim_step(ClaimStep {
+            step_id: "step_missing".into(),
+            ..attempt(State::Running, 1)
+        })
+        .await;
     match missing {
         Err(error) => assert_eq!(error.kind(), StoreErrorKind::NotFound),
         Ok(StepCas::Conflict(None)) => {}
@@ -612,9 +1019,21 @@ pub async fn failed_step_is_fenced_and_reclaimable(fixture: Fixture) {
     let created = seed(store, ClaimScope::Local, 0).await;
     let run_id = &created.run.run_id;
     let row = claimed(store, run_id, "step:fail", "owner_1", 10_000, 0).await;
-    let fail = |fence| FailStep { step_id: row.step_id.clone(), fence, state: State::Failed, reason: json!({"message": "nope"}), ledger: Vec::new(), now: 5 };
-    assert!(matches!(store.fail_step(fail(7)).await.expect("fail"), StepCas::Conflict(_)));
-    let StepCas::Applied(failed) = store.fail_step(fail(1)).await.expect("fail") else { panic!("fenced fail applies") };
+    let fail = |fence| FailStep {
+        step_id: row.step_id.clone(),
+        fence,
+        state: State::Failed,
+        reason: json!({"message": "nope"}),
+        ledger: Vec::new(),
+        now: 5,
+    };
+    assert!(matches!(
+        store.fail_step(fail(7)).await.expect("fail"),
+        StepCas::Conflict(_)
+    ));
+    let StepCas::Applied(failed) = store.fail_step(fail(1)).await.expect("fail") else {
+        panic!("fenced fail applies")
+    };
     assert_eq!(failed.state, State::Failed);
     assert_eq!(failed.failure_reason, Some(json!({"message": "nope"})));
     // Failed is reclaimable at once even though the old lease had not expired.
@@ -640,8 +1059,16 @@ pub async fn renewal_reports_lost_steps(fixture: Fixture) {
             run_id: run_id.clone(),
             lease_expires_at: 400,
             steps: vec![
-                StepLease { step_id: kept.step_id.clone(), fence: 1, lease_expires_at: 400 },
-                StepLease { step_id: lost.step_id.clone(), fence: 1, lease_expires_at: 400 },
+                StepLease {
+                    step_id: kept.step_id.clone(),
+                    fence: 1,
+                    lease_expires_at: 400,
+                },
+                StepLease {
+                    step_id: lost.step_id.clone(),
+                    fence: 1,
+                    lease_expires_at: 400,
+                },
             ],
             now: 160,
         })
@@ -649,11 +1076,27 @@ pub async fn renewal_reports_lost_steps(fixture: Fixture) {
         .expect("renew");
     assert!(outcome.task_held);
     assert_eq!(outcome.lost_steps, vec![lost.step_id.clone()]);
-    let kept_row = store.get_step(run_id, "step:kept").await.expect("get").expect("row");
+    let kept_row = store
+        .get_step(run_id, "step:kept")
+        .await
+        .expect("get")
+        .expect("row");
     assert_eq!(kept_row.lease_expires_at, Some(400));
-    let lost_row = store.get_step(run_id, "step:lost").await.expect("get").expect("row");
-    assert_eq!(lost_row.lease_expires_at, Some(1_000), "a lost step's lease is not touched");
-    let task = store.get_task(&created.task.task_id).await.expect("get").expect("task");
+    let lost_row = store
+        .get_step(run_id, "step:lost")
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(
+        lost_row.lease_expires_at,
+        Some(1_000),
+        "a lost step's lease is not touched"
+    );
+    let task = store
+        .get_task(&created.task.task_id)
+        .await
+        .expect("get")
+        .expect("task");
     assert_eq!(task.lease_expires_at, Some(400));
 }
 
@@ -664,7 +1107,10 @@ pub async fn live_task_lease_blocks_other_owners(fixture: Fixture) {
     started(start(store, &created, "owner_a", 100, 0).await);
     let other = fixture.another_handle().await;
     match start(other.as_ref(), &created, "owner_b", 300, 50).await {
-        AttemptStart::Busy { owner_id, lease_expires_at } => {
+        AttemptStart::Busy {
+            owner_id,
+            lease_expires_at,
+        } => {
             assert_eq!(owner_id, "owner_a");
             assert_eq!(lease_expires_at, 100);
         }
@@ -672,9 +1118,17 @@ pub async fn live_task_lease_blocks_other_owners(fixture: Fixture) {
     }
     let second = started(start(other.as_ref(), &created, "owner_b", 300, 100).await);
     assert_eq!(second.attempt, 2);
-    let task = store.get_task(&created.task.task_id).await.expect("get").expect("task");
+    let task = store
+        .get_task(&created.task.task_id)
+        .await
+        .expect("get")
+        .expect("task");
     assert_eq!(task.claimed_by_owner_id.as_deref(), Some("owner_b"));
-    assert_eq!(task.submitted_by_owner_id.as_deref(), Some("owner_b"), "a local task is adopted by its resumer");
+    assert_eq!(
+        task.submitted_by_owner_id.as_deref(),
+        Some("owner_b"),
+        "a local task is adopted by its resumer"
+    );
 }
 
 /// Taking over from a dead owner is immediate and makes its running steps reclaimable at once.
@@ -716,7 +1170,10 @@ pub async fn finishing_an_attempt_is_fenced_by_owner(fixture: Fixture) {
             task_id: created.task.task_id.clone(),
             run_id: created.run.run_id.clone(),
             owner_id: "owner_a".into(),
-            outcome: AttemptOutcome::Completed { result: json!("late"), budget_spent: 0 },
+            outcome: AttemptOutcome::Completed {
+                result: json!("late"),
+                budget_spent: 0,
+            },
             now: 210,
         })
         .await;
@@ -724,7 +1181,11 @@ pub async fn finishing_an_attempt_is_fenced_by_owner(fixture: Fixture) {
         Err(error) => assert_eq!(error.kind(), StoreErrorKind::LeaseLost),
         Ok(()) => panic!("a stale owner must not finish the attempt"),
     }
-    let run = store.get_run(&created.run.run_id).await.expect("get").expect("run");
+    let run = store
+        .get_run(&created.run.run_id)
+        .await
+        .expect("get")
+        .expect("run");
     assert_eq!(run.state, State::Running);
     assert_eq!(run.completed_payload, None);
 }
@@ -740,15 +1201,25 @@ pub async fn completed_task_is_never_restarted(fixture: Fixture) {
             task_id: created.task.task_id.clone(),
             run_id: created.run.run_id.clone(),
             owner_id: OWNER.into(),
-            outcome: AttemptOutcome::Completed { result: json!({"ok": true}), budget_spent: 0 },
+            outcome: AttemptOutcome::Completed {
+                result: json!({"ok": true}),
+                budget_spent: 0,
+            },
             now: 5,
         })
         .await
         .expect("finish");
-    let task = store.get_task(&created.task.task_id).await.expect("get").expect("task");
+    let task = store
+        .get_task(&created.task.task_id)
+        .await
+        .expect("get")
+        .expect("task");
     assert_eq!(task.state, State::Completed);
     assert_eq!(task.completed_payload, Some(json!({"ok": true})));
-    assert!(matches!(start(store, &created, OWNER, 200, 10).await, AttemptStart::Finished(State::Completed)));
+    assert!(matches!(
+        start(store, &created, OWNER, 200, 10).await,
+        AttemptStart::Finished(State::Completed)
+    ));
     let failed = seed(store, ClaimScope::Local, 0).await;
     let attempt = started(start(store, &failed, OWNER, 100, 0).await);
     store
@@ -757,7 +1228,10 @@ pub async fn completed_task_is_never_restarted(fixture: Fixture) {
             task_id: failed.task.task_id.clone(),
             run_id: failed.run.run_id.clone(),
             owner_id: OWNER.into(),
-            outcome: AttemptOutcome::Failed { reason: json!({"message": "x"}), retry_at: None },
+            outcome: AttemptOutcome::Failed {
+                reason: json!({"message": "x"}),
+                retry_at: None,
+            },
             now: 5,
         })
         .await
@@ -795,11 +1269,25 @@ pub async fn child_runs_are_insert_if_absent(fixture: Fixture) {
     let first = store.create_child_run(child(1)).await.expect("child");
     assert_eq!(first.state, State::Running);
     assert_eq!(first.root_run_id, created.run.run_id);
-    store.finish_child_run("run_child_fixed", RunOutcome::Failed(json!({"message": "x"})), 2).await.expect("finish");
+    store
+        .finish_child_run(
+            "run_child_fixed",
+            RunOutcome::Failed(json!({"message": "x"})),
+            2,
+        )
+        .await
+        .expect("finish");
     let again = store.create_child_run(child(3)).await.expect("child again");
     assert_eq!(again.created_at, 1);
-    assert_eq!(again.state, State::Running, "a failed child restarts when its step is reclaimed");
-    store.finish_child_run("run_child_fixed", RunOutcome::Completed(json!(42)), 4).await.expect("finish");
+    assert_eq!(
+        again.state,
+        State::Running,
+        "a failed child restarts when its step is reclaimed"
+    );
+    store
+        .finish_child_run("run_child_fixed", RunOutcome::Completed(json!(42)), 4)
+        .await
+        .expect("finish");
     let done = store.create_child_run(child(5)).await.expect("child");
     assert_eq!(done.state, State::Completed);
     assert_eq!(done.completed_payload, Some(json!(42)));
@@ -812,10 +1300,19 @@ pub async fn child_runs_are_insert_if_absent(fixture: Fixture) {
 /// Scripts are stored by content hash, once.
 pub async fn scripts_are_content_addressed(fixture: Fixture) {
     let store = fixture.store.as_ref();
-    store.put_script("h1", "export default 'ü'").await.expect("put");
-    store.put_script("h1", "export default 'ü'").await.expect("put twice");
+    store
+        .put_script("h1", "export default 'ü'")
+        .await
+        .expect("put");
+    store
+        .put_script("h1", "export default 'ü'")
+        .await
+        .expect("put twice");
     let other = fixture.another_handle().await;
-    assert_eq!(other.get_script("h1").await.expect("get").as_deref(), Some("export default 'ü'"));
+    assert_eq!(
+        other.get_script("h1").await.expect("get").as_deref(),
+        Some("export default 'ü'")
+    );
     assert_eq!(other.get_script("h2").await.expect("get"), None);
 }
 
@@ -823,7 +1320,13 @@ pub async fn scripts_are_content_addressed(fixture: Fixture) {
 pub async fn idempotency_key_returns_the_first_task(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let new = |now| {
-        let mut run = NewRun::new(ClaimScope::Runner, OWNER, WorkflowInfo::new(), json!({}), now);
+        let mut run = NewRun::new(
+            ClaimScope::Runner,
+            OWNER,
+            WorkflowInfo::new(),
+            json!({}),
+            now,
+        );
         run.idempotency_key = Some("key-1".into());
         run
     };
@@ -857,7 +1360,10 @@ pub async fn list_runs_filters_and_orders(fixture: Fixture) {
             task_id: old.task.task_id.clone(),
             run_id: old.run.run_id.clone(),
             owner_id: OWNER.into(),
-            outcome: AttemptOutcome::Completed { result: json!(1), budget_spent: 0 },
+            outcome: AttemptOutcome::Completed {
+                result: json!(1),
+                budget_spent: 0,
+            },
             now: 4,
         })
         .await
@@ -873,12 +1379,23 @@ pub async fn list_runs_filters_and_orders(fixture: Fixture) {
     named.limit = Some(1);
     let limited = store.list_runs(&named).await.expect("list");
     assert_eq!(limited.len(), 1);
-    assert_eq!(limited[0].workflow.metadata.as_ref().map(|m| m["description"].clone()), Some(json!("é ✓")));
+    assert_eq!(
+        limited[0]
+            .workflow
+            .metadata
+            .as_ref()
+            .map(|m| m["description"].clone()),
+        Some(json!("é ✓"))
+    );
     named.name_contains = Some("nothing".into());
     assert!(store.list_runs(&named).await.expect("list").is_empty());
 }
 
-pub(crate) fn engine_on(fixture: &Fixture, scripts: &crate::ScriptedEngine, provider: Arc<crate::ScriptedProvider>) -> Engine {
+pub(crate) fn engine_on(
+    fixture: &Fixture,
+    scripts: &crate::ScriptedEngine,
+    provider: Arc<crate::ScriptedProvider>,
+) -> Engine {
     Engine::builder()
         .store(Arc::clone(&fixture.store))
         .script_engine(Arc::new(scripts.clone()))

@@ -169,7 +169,10 @@ mod tests {
     #[test]
     fn canonical_json_escapes_strings_like_serde_json() {
         let value = json!({"k\"ey": "line\nbreak \u{1F600}"});
-        assert_eq!(canonical_json(&value), serde_json::to_string(&value).unwrap_or_default());
+        assert_eq!(
+            canonical_json(&value),
+            serde_json::to_string(&value).unwrap_or_default()
+        );
     }
 
     #[test]
@@ -195,7 +198,10 @@ mod tests {
         // Fixed vector (computed independently with the Python blake3 package): changing the
         // canonical form or the hash breaks every stored database.
         assert_eq!(signature.hash, "bafe710d765eb4c88e76babf");
-        assert_eq!(signature.base_checkpoint(), format!("step:sig_{}", signature.hash));
+        assert_eq!(
+            signature.base_checkpoint(),
+            format!("step:sig_{}", signature.hash)
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ enum Interruption {
 }
 
 enum WriterMessage {
-    Event(NewEvent, WorkflowEvent),
+    Event(Box<(NewEvent, WorkflowEvent)>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -138,7 +138,8 @@ impl AttemptCtx {
         event.data = data;
         let is_root_start = event_type == EventType::Started && event.metadata.workflow_depth == 0;
         if !is_root_start {
-            event.elapsed_nanos = Some(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            event.elapsed_nanos =
+                Some(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         }
         let record = NewEvent {
             event_id: crate::new_id("evt"),
@@ -150,10 +151,17 @@ impl AttemptCtx {
             payload: event.to_json(),
             created_at: self.now(),
         };
-        let _ = self.writer.send(WriterMessage::Event(record, event));
+        let _ = self
+            .writer
+            .send(WriterMessage::Event(Box::new((record, event))));
     }
 
-    pub fn metadata(&self, run_id: &str, depth: u32, parent_step_id: Option<&str>) -> EventMetadata {
+    pub fn metadata(
+        &self,
+        run_id: &str,
+        depth: u32,
+        parent_step_id: Option<&str>,
+    ) -> EventMetadata {
         EventMetadata {
             run_id: run_id.to_owned(),
             attempt_id: Some(self.attempt.attempt_id.clone()),
@@ -225,9 +233,14 @@ pub(crate) async fn execute(plan: AttemptPlan) -> Result<RunOutput, Error> {
     result
 }
 
-async fn run_root(ctx: &Arc<AttemptCtx>, run: &RunRecord, source: WorkflowSource) -> Result<Value, Error> {
+async fn run_root(
+    ctx: &Arc<AttemptCtx>,
+    run: &RunRecord,
+    source: WorkflowSource,
+) -> Result<Value, Error> {
     let scope = RunScope::root(Arc::clone(ctx), run, &source).await?;
-    let started = json!({ "scriptPath": source.path.display().to_string(), "attempt": ctx.attempt.attempt });
+    let started =
+        json!({ "scriptPath": source.path.display().to_string(), "attempt": ctx.attempt.attempt });
     scope.emit(EventType::Started, None, started);
     let invocation = ScriptInvocation {
         source,
@@ -250,9 +263,17 @@ async fn run_root(ctx: &Arc<AttemptCtx>, run: &RunRecord, source: WorkflowSource
     }
 }
 
-async fn finish(ctx: &Arc<AttemptCtx>, run: &RunRecord, outcome: Result<Value, Error>) -> Result<RunOutput, Error> {
+async fn finish(
+    ctx: &Arc<AttemptCtx>,
+    run: &RunRecord,
+    outcome: Result<Value, Error>,
+) -> Result<RunOutput, Error> {
     let now = ctx.now();
-    let interruption = ctx.interruption.lock().ok().and_then(|mut slot| slot.take());
+    let interruption = ctx
+        .interruption
+        .lock()
+        .ok()
+        .and_then(|mut slot| slot.take());
     // The token also fires from the run handle and `Engine::cancel`, which only cancel.
     let outcome = match interruption {
         Some(Interruption::Fatal(error)) => Err(error),
@@ -367,7 +388,10 @@ async fn token_usage(ctx: &AttemptCtx) -> Result<TokenUsage, Error> {
 }
 
 /// Token usage of a root run, summed over its ledger (so it spans every attempt).
-pub(crate) async fn ledger_usage(store: &dyn crate::DurableStore, root_run_id: &str) -> Result<TokenUsage, Error> {
+pub(crate) async fn ledger_usage(
+    store: &dyn crate::DurableStore,
+    root_run_id: &str,
+) -> Result<TokenUsage, Error> {
     let entries = store.ledger_entries(root_run_id).await?;
     let mut usage = TokenUsage::default();
     for entry in entries {
@@ -455,7 +479,7 @@ async fn write_events(
         }
         for message in pending {
             match message {
-                WriterMessage::Event(record, event) => batch.push((record, event)),
+                WriterMessage::Event(event) => batch.push(*event),
                 WriterMessage::Flush(done) => flushes.push(done),
             }
         }

@@ -11,7 +11,9 @@ use serde_json::{json, Map, Value};
 
 use super::attempt::{object, AttemptCtx, HeldStep};
 use super::steps::{acquire_step, complete_fenced, Acquired, StepClaim};
-use crate::decide::{check_budget, decide_sleep, step_lease_expires_at, RetryPolicy, SleepDecision};
+use crate::decide::{
+    check_budget, decide_sleep, step_lease_expires_at, RetryPolicy, SleepDecision,
+};
 use crate::events::EventType;
 use crate::script::{
     BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, ScriptInvocation,
@@ -81,7 +83,16 @@ impl RunScope {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        Self::open(ctx, run.run_id.clone(), "root".to_owned(), 0, None, source, root_dir).await
+        Self::open(
+            ctx,
+            run.run_id.clone(),
+            "root".to_owned(),
+            0,
+            None,
+            source,
+            root_dir,
+        )
+        .await
     }
 
     async fn open(
@@ -124,9 +135,9 @@ impl RunScope {
     }
 
     pub fn emit(&self, event_type: EventType, step_id: Option<&str>, data: Value) {
-        let mut metadata = self
-            .ctx
-            .metadata(&self.run_id, self.depth, self.parent_step_id.as_deref());
+        let mut metadata =
+            self.ctx
+                .metadata(&self.run_id, self.depth, self.parent_step_id.as_deref());
         metadata.step_id = step_id.map(str::to_owned);
         self.ctx.emit(event_type, metadata, object(data));
     }
@@ -156,12 +167,20 @@ impl RunScope {
         let mut options: Map<String, Value> = match options {
             Value::Null => Map::new(),
             Value::Object(map) => map,
-            other => return Err(invalid(format!("agent options must be an object, got {other}"))),
+            other => {
+                return Err(invalid(format!(
+                    "agent options must be an object, got {other}"
+                )))
+            }
         };
         let phase = match options.remove("phase") {
             None | Some(Value::Null) => self.current_phase(),
             Some(Value::String(phase)) => Some(phase),
-            Some(other) => return Err(invalid(format!("agent option phase must be a string, got {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "agent option phase must be a string, got {other}"
+                )))
+            }
         };
         let phase_meta = phase
             .as_deref()
@@ -172,7 +191,11 @@ impl RunScope {
                 .and_then(|p| p.provider.clone())
                 .unwrap_or_else(|| settings.provider.clone()),
             Some(Value::String(name)) => name,
-            Some(other) => return Err(invalid(format!("agent option provider must be a string, got {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "agent option provider must be a string, got {other}"
+                )))
+            }
         };
         if !options.contains_key("model") {
             if let Some(model) = phase_meta.and_then(|p| p.model.clone()) {
@@ -216,9 +239,15 @@ impl RunScope {
     async fn wait_for_holder(&self, row: &StepRecord) -> Result<(), HostError> {
         let poll = self.ctx.engine.limits.wait_poll;
         let now = self.ctx.now();
-        let until_expiry = row.lease_expires_at.unwrap_or(now).saturating_sub(now).max(1);
+        let until_expiry = row
+            .lease_expires_at
+            .unwrap_or(now)
+            .saturating_sub(now)
+            .max(1);
         let wait = Duration::from_millis(
-            u64::try_from(until_expiry).unwrap_or(u64::MAX).min(poll.as_millis() as u64),
+            u64::try_from(until_expiry)
+                .unwrap_or(u64::MAX)
+                .min(poll.as_millis() as u64),
         );
         tokio::select! {
             () = crate::clock::sleep_for(self.ctx.engine.clock.as_ref(), wait) => Ok(()),
@@ -263,7 +292,7 @@ impl RunScope {
                             extra_ms: lease_extra_ms,
                         },
                     );
-                    return Ok(Claimed::Ours(row));
+                    return Ok(Claimed::Ours(Box::new(row)));
                 }
                 Ok(Acquired::Wait(row)) => self.wait_for_holder(&row).await?,
                 Err(error) => return Err(self.fatal(error)),
@@ -290,15 +319,24 @@ impl RunScope {
         // The budget is checked before anything is claimed: an exhausted run writes nothing.
         if self.known_step(&call.checkpoint).is_none() {
             if let Err(error) = check_budget(budget.total, budget.spent) {
-                return Err(HostError::new(HostErrorKind::BudgetExhausted, error.to_string()));
+                return Err(HostError::new(
+                    HostErrorKind::BudgetExhausted,
+                    error.to_string(),
+                ));
             }
         }
         let row = match self
-            .claim(StepKind::Agent, &call.checkpoint, &call.signature, input, lease_extra)
+            .claim(
+                StepKind::Agent,
+                &call.checkpoint,
+                &call.signature,
+                input,
+                lease_extra,
+            )
             .await?
         {
             Claimed::Replay(result) => return self.replay_agent(&call, result),
-            Claimed::Ours(row) => row,
+            Claimed::Ours(row) => *row,
         };
         let outcome = self.call_provider(&call, &row).await;
         self.ctx.release(&row.step_id);
@@ -310,7 +348,10 @@ impl RunScope {
             self.fatal(Error::Store(crate::StoreError::new(
                 crate::StoreErrorKind::Corrupt,
                 "replay",
-                format!("stored result of {} is not an agent result: {error}", call.checkpoint),
+                format!(
+                    "stored result of {} is not an agent result: {error}",
+                    call.checkpoint
+                ),
             )))
         })?;
         self.emit(
@@ -331,10 +372,13 @@ impl RunScope {
             None => None,
         };
         if self.ctx.cancel.is_cancelled() {
-            self.close_step(row, State::Cancelled, "workflow cancelled", Vec::new()).await;
+            self.close_step(row, State::Cancelled, "workflow cancelled", Vec::new())
+                .await;
             return Err(cancelled());
         }
-        let mut metadata = self.ctx.metadata(&self.run_id, self.depth, self.parent_step_id.as_deref());
+        let mut metadata =
+            self.ctx
+                .metadata(&self.run_id, self.depth, self.parent_step_id.as_deref());
         metadata.step_id = Some(row.step_id.clone());
         metadata.provider = Some(call.provider.name().to_owned());
         self.ctx.emit(
@@ -358,14 +402,23 @@ impl RunScope {
         let response = match result {
             Ok(response) => response,
             Err(CallEnd::Cancelled) => {
-                self.close_step(row, State::Cancelled, "workflow cancelled", billed).await;
-                self.ctx.emit(EventType::AgentFailed, metadata, object(json!({ "error": "workflow cancelled" })));
+                self.close_step(row, State::Cancelled, "workflow cancelled", billed)
+                    .await;
+                self.ctx.emit(
+                    EventType::AgentFailed,
+                    metadata,
+                    object(json!({ "error": "workflow cancelled" })),
+                );
                 return Err(cancelled());
             }
             Err(CallEnd::Failed(error)) => {
                 let message = error.to_string();
                 self.close_step(row, State::Failed, &message, billed).await;
-                self.ctx.emit(EventType::AgentFailed, metadata, object(json!({ "error": message })));
+                self.ctx.emit(
+                    EventType::AgentFailed,
+                    metadata,
+                    object(json!({ "error": message })),
+                );
                 return Err(HostError::new(HostErrorKind::Provider, message));
             }
         };
@@ -378,15 +431,13 @@ impl RunScope {
             }
         }
         let stored = serde_json::to_value(response.without_raw()).unwrap_or(Value::Null);
-        let tokens = response.output_tokens();
         billed.push(LedgerEntry::new(
             &self.run_id,
             &self.ctx.root_run_id,
             &row.step_id,
             "agent_step",
             row.step_id.clone(),
-            tokens,
-            response.usage.as_ref().and_then(|u| serde_json::to_value(u).ok()),
+            response.usage.as_ref(),
             self.ctx.now(),
         ));
         let billed_tokens: u64 = billed.iter().map(|entry| entry.output_tokens).sum();
@@ -452,8 +503,7 @@ impl RunScope {
                     &row.step_id,
                     "agent_attempt",
                     format!("{}:{}:{tries}", row.step_id, row.attempts),
-                    usage.output_tokens.unwrap_or(0),
-                    serde_json::to_value(usage).ok(),
+                    Some(usage),
                     self.ctx.now(),
                 ));
             }
@@ -470,7 +520,13 @@ impl RunScope {
     }
 
     /// Marks a step we hold failed or cancelled (fenced), writing billed usage with it.
-    async fn close_step(&self, row: &StepRecord, state: State, message: &str, ledger: Vec<LedgerEntry>) {
+    async fn close_step(
+        &self,
+        row: &StepRecord,
+        state: State,
+        message: &str,
+        ledger: Vec<LedgerEntry>,
+    ) {
         let tokens: u64 = ledger.iter().map(|entry| entry.output_tokens).sum();
         let closed = self
             .ctx
@@ -495,7 +551,11 @@ impl RunScope {
         }
     }
 
-    async fn run_sleep(self: Arc<Self>, duration_ms: u64, checkpoint: String) -> Result<Value, HostError> {
+    async fn run_sleep(
+        self: Arc<Self>,
+        duration_ms: u64,
+        checkpoint: String,
+    ) -> Result<Value, HostError> {
         let signature = StepSignature::sleep(&self.scope, duration_ms);
         let mut known = self.known_step(&checkpoint);
         loop {
@@ -515,7 +575,8 @@ impl RunScope {
             let now = self.ctx.now();
             let decision = decide_sleep(existing.as_ref(), &signature.json, duration_ms, now)
                 .map_err(|error| self.fatal(error))?;
-            let lease = now.saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX));
+            let lease =
+                now.saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX));
             let (row, wake_at, fence) = match decision {
                 SleepDecision::Done => {
                     self.emit(
@@ -553,11 +614,17 @@ impl RunScope {
                         }
                     }
                 }
-                SleepDecision::WaitUntil { wake_at, reclaim: None } => {
+                SleepDecision::WaitUntil {
+                    wake_at,
+                    reclaim: None,
+                } => {
                     let Some(row) = existing else { continue };
                     (row, wake_at, None)
                 }
-                SleepDecision::WaitUntil { wake_at, reclaim: Some((expected_state, expected_attempts)) } => {
+                SleepDecision::WaitUntil {
+                    wake_at,
+                    reclaim: Some((expected_state, expected_attempts)),
+                } => {
                     let Some(row) = existing else { continue };
                     let claimed = self
                         .ctx
@@ -609,7 +676,9 @@ impl RunScope {
             self.ctx.release(&row.step_id);
             match completed? {
                 StepCas::Applied(_) => return Ok(Value::Null),
-                StepCas::Conflict(Some(current)) if current.state == State::Completed => return Ok(Value::Null),
+                StepCas::Conflict(Some(current)) if current.state == State::Completed => {
+                    return Ok(Value::Null)
+                }
                 StepCas::Conflict(current) => known = current,
             }
         }
@@ -637,7 +706,7 @@ impl RunScope {
                 );
                 return Ok(result.get("value").cloned().unwrap_or(Value::Null));
             }
-            Claimed::Ours(row) => row,
+            Claimed::Ours(row) => *row,
         };
         // A reclaimed step keeps the child run it started the first time.
         let child_run_id = row
@@ -658,9 +727,16 @@ impl RunScope {
                     return Err(self.fatal(error.into()));
                 }
                 let result = json!({ "value": value, "childRunId": child_run_id });
-                let seen = complete_fenced(store, &row.step_id, Some(row.attempts), result, Vec::new(), now)
-                    .await
-                    .map_err(|error| self.fatal(error));
+                let seen = complete_fenced(
+                    store,
+                    &row.step_id,
+                    Some(row.attempts),
+                    result,
+                    Vec::new(),
+                    now,
+                )
+                .await
+                .map_err(|error| self.fatal(error));
                 self.ctx.release(&row.step_id);
                 Ok(seen?.get("value").cloned().unwrap_or(Value::Null))
             }
@@ -672,11 +748,19 @@ impl RunScope {
                 } else {
                     RunOutcome::Failed(reason)
                 };
-                if let Err(store_error) = store.finish_child_run(&child_run_id, run_outcome, now).await {
+                if let Err(store_error) = store
+                    .finish_child_run(&child_run_id, run_outcome, now)
+                    .await
+                {
                     tracing::warn!(%store_error, %child_run_id, "could not record child run failure");
                 }
-                let state = if cancelled_run { State::Cancelled } else { State::Failed };
-                self.close_step(&row, state, &error.message, Vec::new()).await;
+                let state = if cancelled_run {
+                    State::Cancelled
+                } else {
+                    State::Failed
+                };
+                self.close_step(&row, state, &error.message, Vec::new())
+                    .await;
                 Err(error)
             }
         }
@@ -742,13 +826,20 @@ impl RunScope {
                 Ok(value)
             }
             Err(error) => {
-                child.emit(EventType::Error, None, json!({ "message": error.to_string() }));
+                child.emit(
+                    EventType::Error,
+                    None,
+                    json!({ "message": error.to_string() }),
+                );
                 if self.ctx.cancel.is_cancelled() {
                     return Err(cancelled());
                 }
                 Err(HostError::new(
                     HostErrorKind::Workflow,
-                    format!("child workflow {} failed: {error}", child.source_path.display()),
+                    format!(
+                        "child workflow {} failed: {error}",
+                        child.source_path.display()
+                    ),
                 ))
             }
         }
@@ -764,16 +855,35 @@ impl RunScope {
             _ => None,
         };
         if let Some(name) = name {
-            return self.ctx.engine.named_workflows.get(name).cloned().ok_or_else(|| {
-                let mut known: Vec<&str> = self.ctx.engine.named_workflows.keys().map(String::as_str).collect();
-                known.sort_unstable();
-                invalid(format!("unknown workflow {name:?}; known workflows: {}", known.join(", ")))
-            });
+            return self
+                .ctx
+                .engine
+                .named_workflows
+                .get(name)
+                .cloned()
+                .ok_or_else(|| {
+                    let mut known: Vec<&str> = self
+                        .ctx
+                        .engine
+                        .named_workflows
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
+                    known.sort_unstable();
+                    invalid(format!(
+                        "unknown workflow {name:?}; known workflows: {}",
+                        known.join(", ")
+                    ))
+                });
         }
         let script_path = reference
             .get("scriptPath")
             .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("workflow ref must be a name or {{scriptPath}}, got {reference}")))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "workflow ref must be a name or {{scriptPath}}, got {reference}"
+                ))
+            })?;
         let base = self.source_path.parent().unwrap_or(Path::new(""));
         let joined = normalize(&base.join(script_path));
         if !joined.starts_with(normalize(&self.root_dir)) {
@@ -789,13 +899,22 @@ impl RunScope {
         let root = self.root_dir.clone();
         let read = tokio::task::spawn_blocking(move || -> Result<WorkflowSource, String> {
             // Symlinks must not lead out of the workflow directory either.
-            let real = std::fs::canonicalize(&path).map_err(|e| format!("cannot open workflow {}: {e}", path.display()))?;
-            let real_root = std::fs::canonicalize(if root.as_os_str().is_empty() { Path::new(".") } else { &root })
-                .map_err(|e| format!("cannot open workflow directory {}: {e}", root.display()))?;
+            let real = std::fs::canonicalize(&path)
+                .map_err(|e| format!("cannot open workflow {}: {e}", path.display()))?;
+            let real_root = std::fs::canonicalize(if root.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                &root
+            })
+            .map_err(|e| format!("cannot open workflow directory {}: {e}", root.display()))?;
             if !real.starts_with(&real_root) {
-                return Err(format!("workflow {} resolves outside the workflow directory", path.display()));
+                return Err(format!(
+                    "workflow {} resolves outside the workflow directory",
+                    path.display()
+                ));
             }
-            let text = std::fs::read_to_string(&real).map_err(|e| format!("cannot read workflow {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(&real)
+                .map_err(|e| format!("cannot read workflow {}: {e}", path.display()))?;
             Ok(WorkflowSource { path, text })
         })
         .await;
@@ -827,7 +946,7 @@ fn normalize(path: &Path) -> PathBuf {
 #[derive(Debug)]
 enum Claimed {
     Replay(Value),
-    Ours(StepRecord),
+    Ours(Box<StepRecord>),
 }
 
 #[derive(Debug)]
@@ -840,7 +959,12 @@ impl WorkflowHost for RunHost {
     fn call(&self, request: HostRequest) -> HostFuture {
         let scope = Arc::clone(&self.0);
         if scope.ctx.cancel.is_cancelled()
-            && matches!(request, HostRequest::Agent { .. } | HostRequest::Sleep { .. } | HostRequest::Workflow { .. })
+            && matches!(
+                request,
+                HostRequest::Agent { .. }
+                    | HostRequest::Sleep { .. }
+                    | HostRequest::Workflow { .. }
+            )
         {
             return rejected(cancelled());
         }
@@ -856,7 +980,8 @@ impl WorkflowHost for RunHost {
                         "sleep duration {duration_ms} ms exceeds the maximum of {max} ms"
                     )));
                 }
-                let checkpoint = scope.next_checkpoint(&StepSignature::sleep(&scope.scope, duration_ms));
+                let checkpoint =
+                    scope.next_checkpoint(&StepSignature::sleep(&scope.scope, duration_ms));
                 scope.run_sleep(duration_ms, checkpoint).boxed()
             }
             HostRequest::Workflow { reference, args } => {
@@ -870,7 +995,9 @@ impl WorkflowHost for RunHost {
                 let args = if args.is_null() { json!({}) } else { args };
                 let signature = StepSignature::workflow(&scope.scope, &reference, &args);
                 let checkpoint = scope.next_checkpoint(&signature);
-                scope.run_workflow(reference, args, signature, checkpoint).boxed()
+                scope
+                    .run_workflow(reference, args, signature, checkpoint)
+                    .boxed()
             }
             HostRequest::Log { values } => {
                 let message = values
@@ -881,14 +1008,22 @@ impl WorkflowHost for RunHost {
                     })
                     .collect::<Vec<_>>()
                     .join(" ");
-                scope.emit(EventType::Log, None, json!({ "message": message, "values": values }));
+                scope.emit(
+                    EventType::Log,
+                    None,
+                    json!({ "message": message, "values": values }),
+                );
                 Box::pin(futures::future::ready(Ok(Value::Null)))
             }
             HostRequest::Phase { name, options } => {
                 if let Ok(mut phase) = scope.phase.lock() {
                     *phase = Some(name.clone());
                 }
-                scope.emit(EventType::Phase, None, json!({ "phase": name, "options": options }));
+                scope.emit(
+                    EventType::Phase,
+                    None,
+                    json!({ "phase": name, "options": options }),
+                );
                 Box::pin(futures::future::ready(Ok(Value::Null)))
             }
         }
@@ -906,8 +1041,14 @@ mod tests {
 
     #[test]
     fn normalize_folds_dots() {
-        assert_eq!(normalize(Path::new("a/./b/../c.mjs")), PathBuf::from("a/c.mjs"));
+        assert_eq!(
+            normalize(Path::new("a/./b/../c.mjs")),
+            PathBuf::from("a/c.mjs")
+        );
         assert_eq!(normalize(Path::new("a/../../x")), PathBuf::from("../x"));
-        assert_eq!(normalize(Path::new("/w/flows/../etc")), PathBuf::from("/w/etc"));
+        assert_eq!(
+            normalize(Path::new("/w/flows/../etc")),
+            PathBuf::from("/w/etc")
+        );
     }
 }

@@ -178,7 +178,10 @@ impl EngineBuilder {
         let mut providers = BTreeMap::new();
         for provider in &self.providers {
             let name = provider.name().to_owned();
-            if providers.insert(name.clone(), Arc::clone(provider)).is_some() {
+            if providers
+                .insert(name.clone(), Arc::clone(provider))
+                .is_some()
+            {
                 return Err(Error::Config(format!("provider {name:?} registered twice")));
             }
         }
@@ -193,7 +196,9 @@ impl EngineBuilder {
                 .providers
                 .first()
                 .map(|provider| provider.name().to_owned())
-                .ok_or_else(|| Error::Config("EngineBuilder needs at least one provider".to_owned()))?,
+                .ok_or_else(|| {
+                    Error::Config("EngineBuilder needs at least one provider".to_owned())
+                })?,
         };
         let lease_ttl = self.lease_ttl.unwrap_or(Duration::from_secs(60));
         if lease_ttl < Duration::from_millis(3) {
@@ -440,7 +445,10 @@ impl Engine {
 
     /// Runs a workflow to its end in this process.
     pub async fn run(&self, source: WorkflowSource, args: Value) -> Result<RunOutput, Error> {
-        self.start(RunRequest::new(source, args)).await?.join().await
+        self.start(RunRequest::new(source, args))
+            .await?
+            .join()
+            .await
     }
 
     /// Creates a local run (task + run + attempt 1) and starts executing it.
@@ -467,7 +475,9 @@ impl Engine {
         workflow.metadata = serde_json::to_value(&meta).ok();
         workflow.provider = Some(provider);
         workflow.model_map = shared.model_map.clone();
-        workflow.max_parallel_agents = request.max_parallel_agents.or(shared.limits.max_parallel_agents);
+        workflow.max_parallel_agents = request
+            .max_parallel_agents
+            .or(shared.limits.max_parallel_agents);
         workflow.cwd = request.cwd.clone();
         let now = shared.clock.now_ms();
         let mut new_run = NewRun::new(
@@ -500,7 +510,7 @@ impl Engine {
             )));
         }
         if run.state == State::Completed {
-            return Ok(self.completed_handle(run).await?);
+            return self.completed_handle(run).await;
         }
         let source = match options.source.clone() {
             Some(source) => source,
@@ -550,8 +560,17 @@ impl Engine {
     }
 
     /// Stored events of a run (and its children) after `after_seq`, in order.
-    pub async fn events(&self, run_id: &str, after_seq: i64, limit: usize) -> Result<Vec<EventRecord>, Error> {
-        Ok(self.shared.store.read_events(run_id, after_seq, limit).await?)
+    pub async fn events(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, Error> {
+        Ok(self
+            .shared
+            .store
+            .read_events(run_id, after_seq, limit)
+            .await?)
     }
 
     async fn get_run(&self, run_id: &str) -> Result<RunRecord, Error> {
@@ -570,7 +589,8 @@ impl Engine {
         shared
             .owner_registered
             .get_or_try_init(|| async {
-                let owner = OwnerRecord::this_process(shared.owner_id.clone(), shared.clock.now_ms());
+                let owner =
+                    OwnerRecord::this_process(shared.owner_id.clone(), shared.clock.now_ms());
                 shared.store.register_owner(owner).await
             })
             .await?;
@@ -586,7 +606,9 @@ impl Engine {
             return Ok(source.clone());
         }
         let read_path = path.clone();
-        if let Ok(Ok(source)) = tokio::task::spawn_blocking(move || WorkflowSource::from_file(&read_path)).await {
+        if let Ok(Ok(source)) =
+            tokio::task::spawn_blocking(move || WorkflowSource::from_file(&read_path)).await
+        {
             return Ok(source);
         }
         if let Some(hash) = &run.workflow.script_hash {
@@ -653,7 +675,10 @@ impl Engine {
             }
             live.insert(run.run_id.clone(), cancel.clone());
         }
-        let attempt = match self.claim_task(&run, revive, overrides.as_ref().is_some_and(|o| o.no_wait)).await {
+        let attempt = match self
+            .claim_task(&run, revive, overrides.as_ref().is_some_and(|o| o.no_wait))
+            .await
+        {
             Ok(attempt) => attempt,
             Err(error) => {
                 if let Ok(mut live) = shared.live.lock() {
@@ -675,7 +700,10 @@ impl Engine {
             },
             cwd: run.workflow.cwd.clone(),
             budget_total: overrides.budget_total.or(run.budget_total),
-            max_parallel_agents: run.workflow.max_parallel_agents.or(shared.limits.max_parallel_agents),
+            max_parallel_agents: run
+                .workflow
+                .max_parallel_agents
+                .or(shared.limits.max_parallel_agents),
         };
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let run_id = run.run_id.clone();
@@ -711,7 +739,12 @@ impl Engine {
         })
     }
 
-    async fn claim_task(&self, run: &RunRecord, revive: bool, no_wait: bool) -> Result<AttemptRecord, Error> {
+    async fn claim_task(
+        &self,
+        run: &RunRecord,
+        revive: bool,
+        no_wait: bool,
+    ) -> Result<AttemptRecord, Error> {
         let shared = &self.shared;
         let mut take_over_from = None;
         loop {
@@ -755,7 +788,10 @@ impl Engine {
                         });
                     }
                     tracing::info!(%owner_id, lease_expires_at, "waiting for the previous owner's lease to expire");
-                    shared.clock.sleep_until(lease_expires_at.saturating_add(1)).await;
+                    shared
+                        .clock
+                        .sleep_until(lease_expires_at.saturating_add(1))
+                        .await;
                 }
             }
         }

@@ -55,7 +55,11 @@ impl MemoryStore {
 }
 
 fn not_found(operation: &'static str, what: &str, id: &str) -> StoreError {
-    StoreError::new(StoreErrorKind::NotFound, operation, format!("{what} {id} not found"))
+    StoreError::new(
+        StoreErrorKind::NotFound,
+        operation,
+        format!("{what} {id} not found"),
+    )
 }
 
 impl Tables {
@@ -307,7 +311,12 @@ impl DurableStore for MemoryStore {
         Ok(run)
     }
 
-    async fn finish_child_run(&self, run_id: &str, outcome: RunOutcome, now: i64) -> StoreResult<()> {
+    async fn finish_child_run(
+        &self,
+        run_id: &str,
+        outcome: RunOutcome,
+        now: i64,
+    ) -> StoreResult<()> {
         let mut tables = self.lock()?;
         let run = tables.run_mut("finish_child_run", run_id)?;
         if run.state == State::Completed {
@@ -389,7 +398,8 @@ impl DurableStore for MemoryStore {
             return Ok(AttemptStart::Finished(task.state.clone()));
         }
         if task.state == State::Running {
-            if let (Some(holder), Some(lease)) = (&task.claimed_by_owner_id, task.lease_expires_at) {
+            if let (Some(holder), Some(lease)) = (&task.claimed_by_owner_id, task.lease_expires_at)
+            {
                 let may_take_over = holder == &start.owner_id
                     || start.take_over_from.as_deref() == Some(holder.as_str());
                 if lease > start.now && !may_take_over {
@@ -452,7 +462,14 @@ impl DurableStore for MemoryStore {
                     } else {
                         State::Failed
                     };
-                    (State::Failed, next.clone(), next, None, Some(reason), retry_at)
+                    (
+                        State::Failed,
+                        next.clone(),
+                        next,
+                        None,
+                        Some(reason),
+                        retry_at,
+                    )
                 }
                 AttemptOutcome::Cancelled { reason } => (
                     State::Cancelled,
@@ -550,7 +567,11 @@ impl DurableStore for MemoryStore {
         Ok(steps)
     }
 
-    async fn get_step(&self, run_id: &str, checkpoint_name: &str) -> StoreResult<Option<StepRecord>> {
+    async fn get_step(
+        &self,
+        run_id: &str,
+        checkpoint_name: &str,
+    ) -> StoreResult<Option<StepRecord>> {
         let tables = self.lock()?;
         Ok(tables
             .step_ids
@@ -562,7 +583,11 @@ impl DurableStore for MemoryStore {
     async fn insert_step(&self, new: NewStep) -> StoreResult<InsertStep> {
         let mut tables = self.lock()?;
         let key = (new.run_id.clone(), new.checkpoint_name.clone());
-        if let Some(existing) = tables.step_ids.get(&key).and_then(|id| tables.steps.get(id)) {
+        if let Some(existing) = tables
+            .step_ids
+            .get(&key)
+            .and_then(|id| tables.steps.get(id))
+        {
             return Ok(InsertStep::Existing(existing.clone()));
         }
         let step = StepRecord {
@@ -709,7 +734,12 @@ impl DurableStore for MemoryStore {
         Ok(())
     }
 
-    async fn read_events(&self, run_id: &str, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>> {
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
         let tables = self.lock()?;
         Ok(tables
             .events

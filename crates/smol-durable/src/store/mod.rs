@@ -77,7 +77,13 @@ pub struct NewRun {
 
 impl NewRun {
     /// A new task + root run with fresh ids.
-    pub fn new(claim_scope: ClaimScope, owner_id: &str, workflow: WorkflowInfo, args: Value, now: i64) -> Self {
+    pub fn new(
+        claim_scope: ClaimScope,
+        owner_id: &str,
+        workflow: WorkflowInfo,
+        args: Value,
+        now: i64,
+    ) -> Self {
         Self {
             task_id: crate::new_id("task"),
             run_id: crate::new_id("run"),
@@ -476,7 +482,12 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     /// again (its parent step was reclaimed); returns the stored row.
     async fn create_child_run(&self, child: NewChildRun) -> StoreResult<RunRecord>;
     /// Sets a child run's terminal state.
-    async fn finish_child_run(&self, run_id: &str, outcome: RunOutcome, now: i64) -> StoreResult<()>;
+    async fn finish_child_run(
+        &self,
+        run_id: &str,
+        outcome: RunOutcome,
+        now: i64,
+    ) -> StoreResult<()>;
     /// Reads a run.
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>>;
     /// Reads a task.
@@ -497,7 +508,11 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     /// All steps of a run in one call.
     async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>>;
     /// One step by identity.
-    async fn get_step(&self, run_id: &str, checkpoint_name: &str) -> StoreResult<Option<StepRecord>>;
+    async fn get_step(
+        &self,
+        run_id: &str,
+        checkpoint_name: &str,
+    ) -> StoreResult<Option<StepRecord>>;
     /// Inserts a step if absent.
     async fn insert_step(&self, step: NewStep) -> StoreResult<InsertStep>;
     /// Compare-and-set claim of an existing step.
@@ -517,7 +532,12 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     /// Appends events in the given order.
     async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()>;
     /// Events of a run and its children with `seq > after_seq`, in append order.
-    async fn read_events(&self, run_id: &str, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>>;
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>>;
 
     /// Records a cancellation request for a root run (or cancels a pending task at once).
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest>;

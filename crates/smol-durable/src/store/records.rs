@@ -303,15 +303,14 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    /// A ledger row for `step_id`; the id is generated.
+    /// A ledger row billing `usage` (its output tokens) to `step_id`; the id is generated.
     pub fn new(
         run_id: &str,
         root_run_id: &str,
         step_id: &str,
         source_type: &str,
         source_id: String,
-        output_tokens: u64,
-        usage: Option<Value>,
+        usage: Option<&crate::Usage>,
         created_at: i64,
     ) -> Self {
         Self {
@@ -321,8 +320,8 @@ impl LedgerEntry {
             step_id: Some(step_id.to_owned()),
             source_type: source_type.to_owned(),
             source_id,
-            output_tokens,
-            usage,
+            output_tokens: usage.and_then(|u| u.output_tokens).unwrap_or(0),
+            usage: usage.and_then(|u| serde_json::to_value(u).ok()),
             created_at,
         }
     }
