@@ -356,7 +356,8 @@ pub async fn stale_completion_adopts_the_winner(fixture: Fixture) {
         160,
     )
     .await;
-    assert_eq!(won.expect("winner completes"), json!({"output": "new"}));
+    let won = won.expect("winner completes");
+    assert_eq!((won.value, won.adopted), (json!({"output": "new"}), false));
     let late = complete_fenced(
         store,
         &stale.step_id,
@@ -372,10 +373,8 @@ pub async fn stale_completion_adopts_the_winner(fixture: Fixture) {
         170,
     )
     .await;
-    assert_eq!(
-        late.expect("late finisher adopts"),
-        json!({"output": "new"})
-    );
+    let late = late.expect("late finisher adopts");
+    assert_eq!((late.value, late.adopted), (json!({"output": "new"}), true));
     let row = store
         .get_step(run_id, "step:race")
         .await
@@ -428,7 +427,7 @@ pub async fn stale_completion_after_reclaim_loses_its_lease(fixture: Fixture) {
         180,
     )
     .await;
-    assert_eq!(done.expect("winner"), json!({"output": "new"}));
+    assert_eq!(done.expect("winner").value, json!({"output": "new"}));
 }
 
 /// Four concurrent completions of one step (same fence) write exactly one ledger row, and every
@@ -464,9 +463,16 @@ pub async fn concurrent_completions_write_one_ledger_row(fixture: Fixture) {
         }));
     }
     let mut seen = Vec::new();
+    let mut writers = 0;
     for task in tasks {
-        seen.push(task.await.expect("join").expect("completion"));
+        let completed = task.await.expect("join").expect("completion");
+        writers += usize::from(!completed.adopted);
+        seen.push(completed.value);
     }
+    assert_eq!(
+        writers, 1,
+        "exactly one completion is written, the others adopt it"
+    );
     assert!(
         seen.windows(2).all(|pair| pair[0] == pair[1]),
         "callers saw different values: {seen:?}"

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +21,7 @@ use crate::store::{
     AttemptOutcome, AttemptRecord, FailStep, FinishAttempt, NewEvent, RenewLeases, RunRecord,
     State, StepLease,
 };
-use crate::{Error, StoreErrorKind};
+use crate::{Error, ScriptError, ScriptErrorKind, StoreErrorKind};
 
 /// A step this attempt holds and must keep leased.
 #[derive(Debug, Clone, Copy)]
@@ -203,7 +206,6 @@ pub(crate) async fn execute(plan: AttemptPlan) -> Result<RunOutput, Error> {
     } = plan;
     let (writer, inbox) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(write_events(Arc::clone(&engine), inbox, handle_events));
-    let spent = engine.store.budget_spent(&run.run_id).await?;
     let ctx = Arc::new(AttemptCtx {
         engine: Arc::clone(&engine),
         task_id: run.task_id.clone(),
@@ -211,7 +213,7 @@ pub(crate) async fn execute(plan: AttemptPlan) -> Result<RunOutput, Error> {
         attempt: attempt.clone(),
         budget: Mutex::new(BudgetSnapshot {
             total: settings.budget_total,
-            spent,
+            spent: 0,
         }),
         agent_slots: settings
             .max_parallel_agents
@@ -238,6 +240,9 @@ async fn run_root(
     run: &RunRecord,
     source: WorkflowSource,
 ) -> Result<Value, Error> {
+    // What earlier attempts spent is in the ledger; a resumed run continues from there.
+    let spent = ctx.engine.store.budget_spent(&run.run_id).await?;
+    ctx.add_spent(spent);
     let scope = RunScope::root(Arc::clone(ctx), run, &source).await?;
     let started =
         json!({ "scriptPath": source.path.display().to_string(), "attempt": ctx.attempt.attempt });
@@ -248,7 +253,16 @@ async fn run_root(
         host: Arc::new(scope.host()),
         cancel: ctx.cancel.clone(),
     };
-    let evaluation = ctx.engine.scripts.evaluate(invocation);
+    // A panicking engine fails this run, not the host.
+    let evaluation = AssertUnwindSafe(ctx.engine.scripts.evaluate(invocation))
+        .catch_unwind()
+        .map(|outcome| match outcome {
+            Ok(result) => result,
+            Err(panic) => Err(ScriptError::new(
+                ScriptErrorKind::Internal,
+                format!("the script engine panicked: {}", panic_message(&panic)),
+            )),
+        });
     tokio::pin!(evaluation);
     tokio::select! {
         result = &mut evaluation => result.map_err(Error::from),
@@ -501,6 +515,14 @@ async fn write_events(
             let _ = done.send(());
         }
     }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 pub(crate) fn object(value: Value) -> serde_json::Map<String, Value> {

@@ -256,6 +256,8 @@ impl RunScope {
     }
 
     /// Runs the claim loop until the step replays or is ours.
+    /// With `budget_gate`, a call that would have to run (the row is not completed) is rejected
+    /// when the budget is exhausted, before anything is written.
     async fn claim(
         &self,
         kind: StepKind,
@@ -263,11 +265,33 @@ impl RunScope {
         signature: &StepSignature,
         input: Value,
         lease_extra_ms: u64,
+        budget_gate: bool,
     ) -> Result<Claimed, HostError> {
         let mut known = self.known_step(checkpoint);
         loop {
             if self.ctx.cancel.is_cancelled() {
                 return Err(cancelled());
+            }
+            if known.is_none() {
+                known = self
+                    .ctx
+                    .engine
+                    .store
+                    .get_step(&self.run_id, checkpoint)
+                    .await
+                    .map_err(|error| self.fatal(error.into()))?;
+            }
+            let completed = known
+                .as_ref()
+                .is_some_and(|row| row.state == State::Completed);
+            if budget_gate && !completed {
+                let budget = self.ctx.budget();
+                if let Err(error) = check_budget(budget.total, budget.spent) {
+                    return Err(HostError::new(
+                        HostErrorKind::BudgetExhausted,
+                        error.to_string(),
+                    ));
+                }
             }
             let now = self.ctx.now();
             let claim = StepClaim {
@@ -308,7 +332,6 @@ impl RunScope {
     }
 
     async fn run_agent(self: Arc<Self>, call: AgentCall) -> Result<Value, HostError> {
-        let budget = self.ctx.budget();
         let input = json!({
             "prompt": call.prompt,
             "options": call.options,
@@ -316,15 +339,6 @@ impl RunScope {
             "context": { "phase": call.phase, "cwd": self.ctx.settings.cwd },
         });
         let lease_extra = step_lease_expires_at(0, 0, &call.retry) as u64;
-        // The budget is checked before anything is claimed: an exhausted run writes nothing.
-        if self.known_step(&call.checkpoint).is_none() {
-            if let Err(error) = check_budget(budget.total, budget.spent) {
-                return Err(HostError::new(
-                    HostErrorKind::BudgetExhausted,
-                    error.to_string(),
-                ));
-            }
-        }
         let row = match self
             .claim(
                 StepKind::Agent,
@@ -332,6 +346,7 @@ impl RunScope {
                 &call.signature,
                 input,
                 lease_extra,
+                true,
             )
             .await?
         {
@@ -441,17 +456,17 @@ impl RunScope {
             self.ctx.now(),
         ));
         let billed_tokens: u64 = billed.iter().map(|entry| entry.output_tokens).sum();
-        let seen = complete_fenced(
+        let completed = complete_fenced(
             self.ctx.engine.store.as_ref(),
             &row.step_id,
             Some(fence),
-            stored.clone(),
+            stored,
             billed,
             self.ctx.now(),
         )
         .await
         .map_err(|error| self.fatal(error))?;
-        let adopted = seen != stored;
+        let adopted = completed.adopted;
         if !adopted {
             self.ctx.add_spent(billed_tokens);
         }
@@ -466,7 +481,7 @@ impl RunScope {
             // is stopping.
             return Err(cancelled());
         }
-        let seen: AgentResponse = serde_json::from_value(seen).unwrap_or(response);
+        let seen: AgentResponse = serde_json::from_value(completed.value).unwrap_or(response);
         Ok(seen.output)
     }
 
@@ -657,7 +672,8 @@ impl RunScope {
                 () = self.ctx.cancel.cancelled() => false,
             };
             if !woke {
-                // Leave the row running: its wakeAt stays fixed and the next attempt reclaims it.
+                // The attempt's end marks the row cancelled if we hold it; its wakeAt stays
+                // fixed, so a resume waits only for the remainder.
                 return Err(cancelled());
             }
             let completed = self
@@ -695,7 +711,7 @@ impl RunScope {
         let child_run_id = crate::new_id("run");
         let input = json!({ "ref": reference, "args": args, "childRunId": child_run_id });
         let row = match self
-            .claim(StepKind::Workflow, &checkpoint, &signature, input, 0)
+            .claim(StepKind::Workflow, &checkpoint, &signature, input, 0, false)
             .await?
         {
             Claimed::Replay(result) => {
@@ -738,7 +754,7 @@ impl RunScope {
                 .await
                 .map_err(|error| self.fatal(error));
                 self.ctx.release(&row.step_id);
-                Ok(seen?.get("value").cloned().unwrap_or(Value::Null))
+                Ok(seen?.value.get("value").cloned().unwrap_or(Value::Null))
             }
             Err(error) => {
                 let cancelled_run = error.kind == crate::HostErrorKind::Cancelled;

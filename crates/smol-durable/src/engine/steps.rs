@@ -116,6 +116,16 @@ pub async fn acquire_step(
     }
 }
 
+/// The result every caller of a completed step sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completed {
+    /// The stored result.
+    pub value: Value,
+    /// True when another worker completed the step first and its result was adopted (our
+    /// result and ledger rows were not written).
+    pub adopted: bool,
+}
+
 /// Completes a claimed step under its fence, writing `ledger` with it. Returns the result every
 /// caller must see: ours, or the stored result of a worker that completed first. Fails with
 /// [`Error::LeaseLost`] when the step moved on without a result.
@@ -126,7 +136,7 @@ pub async fn complete_fenced(
     result: Value,
     ledger: Vec<LedgerEntry>,
     now: i64,
-) -> Result<Value, Error> {
+) -> Result<Completed, Error> {
     let outcome = store
         .complete_step(CompleteStep {
             step_id: step_id.to_owned(),
@@ -137,9 +147,15 @@ pub async fn complete_fenced(
         })
         .await?;
     match outcome {
-        StepCas::Applied(_) => Ok(result),
+        StepCas::Applied(_) => Ok(Completed {
+            value: result,
+            adopted: false,
+        }),
         StepCas::Conflict(current) => match resolve_fence_conflict(current.as_ref())? {
-            FenceResolution::Adopt(winner) => Ok(winner),
+            FenceResolution::Adopt(winner) => Ok(Completed {
+                value: winner,
+                adopted: true,
+            }),
             FenceResolution::LeaseLost => Err(Error::LeaseLost(format!(
                 "step {step_id} was taken over by another worker before it completed"
             ))),
