@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use smol_durable::store::{
-    AttemptStart, ClaimScope, NewRun, OwnerRecord, RunFilter, StartAttempt, State, StepKind,
-    WorkflowInfo,
+    AttemptStart, ClaimScope, InsertStep, NewRun, NewStep, OwnerRecord, RunFilter, StartAttempt,
+    State, StepKind, WorkflowInfo,
 };
 use smol_durable::{
     AgentResponse, BoxError, DurableStore, Engine, EngineBuilder, Error, EventType, PhaseMeta,
@@ -50,6 +50,9 @@ macro_rules! engine_conformance_tests {
             resuming_a_completed_run_changes_nothing,
             resume_takes_over_from_a_dead_owner_at_once,
             events_are_stored_in_order,
+            sleep_waits_on_the_engine_clock,
+            a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires,
+            a_panicking_script_engine_fails_only_its_run,
         );
     };
 }
@@ -1079,6 +1082,171 @@ pub async fn events_are_stored_in_order(fixture: Fixture) {
     assert_eq!(stored[3].payload["metadata"]["provider"], json!("scripted"));
     assert_eq!(stored[3].payload["metadata"]["runId"], json!(output.run_id));
     assert_eq!(stored[6].payload["result"], json!(1));
+}
+
+async fn wait_for_steps(
+    store: &dyn DurableStore,
+    run_id: &str,
+    count: usize,
+) -> Vec<smol_durable::store::StepRecord> {
+    for _ in 0..1_000 {
+        let steps = store.load_steps(run_id).await.expect("steps");
+        if steps.len() >= count {
+            return steps;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("run {run_id} never reached {count} steps");
+}
+
+/// A one-hour sleep completes as soon as the engine's clock passes its `wakeAt`: sleeps and
+/// leases follow the [`Clock`](smol_durable::Clock), so tests never wait for real time.
+pub async fn sleep_waits_on_the_engine_clock(fixture: Fixture) {
+    let clock = smol_durable::ManualClock::new(1_000_000);
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        ctx.sleep(3_600_000).await?;
+        Ok(json!("awake"))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .expect("engine");
+    let handle = engine
+        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
+        .await
+        .expect("start");
+    let steps = wait_for_steps(fixture.store.as_ref(), handle.run_id(), 1).await;
+    assert_eq!(steps[0].input["wakeAt"], json!(4_600_000));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let run = fixture
+        .store
+        .get_run(handle.run_id())
+        .await
+        .expect("get")
+        .expect("run");
+    assert_eq!(
+        run.state,
+        State::Running,
+        "the sleep must not end before the clock moves"
+    );
+    clock.advance(Duration::from_millis(3_600_000));
+    let output = tokio::time::timeout(Duration::from_secs(10), handle.join())
+        .await
+        .expect("woken by the clock")
+        .expect("run");
+    assert_eq!(output.result, json!("awake"));
+    let steps = fixture
+        .store
+        .load_steps(&output.run_id)
+        .await
+        .expect("steps");
+    assert_eq!(
+        steps[0].result.as_ref().expect("result")["completedAt"],
+        json!(4_600_000)
+    );
+}
+
+/// An agent step held under a live lease by another worker is waited for (the provider is not
+/// called), then reclaimed with `attempts = 2` once the lease expires.
+pub async fn a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires(fixture: Fixture) {
+    let clock = smol_durable::ManualClock::new(1_000_000);
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        ctx.sleep(1).await?;
+        Ok(ctx.agent("hello", Value::Null).await?)
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .expect("engine");
+    let handle = engine
+        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
+        .await
+        .expect("start");
+    let run_id = handle.run_id().to_owned();
+    wait_for_steps(fixture.store.as_ref(), &run_id, 1).await;
+    // Another worker holds the agent step the script is about to make.
+    let signature =
+        smol_durable::StepSignature::agent("root", "scripted", "hello", &Value::Null, None, None);
+    let held = fixture
+        .store
+        .insert_step(NewStep {
+            step_id: smol_durable::new_id("step"),
+            run_id: run_id.clone(),
+            root_run_id: run_id.clone(),
+            kind: StepKind::Agent,
+            checkpoint_name: signature.base_checkpoint(),
+            input_signature_hash: signature.hash.clone(),
+            input_signature_json: signature.json.clone(),
+            input: json!({ "prompt": "hello" }),
+            worker_id: "owner_elsewhere".into(),
+            lease_expires_at: 1_060_000,
+            now: 1_000_000,
+        })
+        .await
+        .expect("insert");
+    assert!(matches!(held, InsertStep::Inserted(_)));
+    clock.advance(Duration::from_millis(1));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        provider.call_count(),
+        0,
+        "a live lease is waited for, never run over"
+    );
+    clock.advance(Duration::from_millis(60_000));
+    let output = tokio::time::timeout(Duration::from_secs(10), handle.join())
+        .await
+        .expect("reclaimed after expiry")
+        .expect("run");
+    assert_eq!(output.result, json!("echo: hello"));
+    assert_eq!(provider.call_count(), 1);
+    let step = fixture
+        .store
+        .get_step(&run_id, &signature.base_checkpoint())
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!((step.state, step.attempts), (State::Completed, 2));
+}
+
+/// A script engine that panics fails its own run with a clear error; the engine keeps serving.
+pub async fn a_panicking_script_engine_fails_only_its_run(fixture: Fixture) {
+    let scripts = ScriptedEngine::new()
+        .workflow("panics.mjs", |_ctx| async move {
+            if std::hint::black_box(true) {
+                panic!("engine bug");
+            }
+            Ok(Value::Null)
+        })
+        .workflow("fine.mjs", |ctx| async move {
+            Ok(ctx.agent("still here", Value::Null).await?)
+        });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let error = engine
+        .run(scripts.source("panics.mjs"), json!({}))
+        .await
+        .expect_err("panics");
+    assert!(
+        error
+            .to_string()
+            .contains("the script engine panicked: engine bug"),
+        "{error}"
+    );
+    let failed = fixture
+        .store
+        .list_runs(&RunFilter::roots())
+        .await
+        .expect("list");
+    assert_eq!(failed[0].state, State::Failed);
+    let output = engine
+        .run(scripts.source("fine.mjs"), json!({}))
+        .await
+        .expect("next run");
+    assert_eq!(output.result, json!("echo: still here"));
 }
 
 fn exited_pid() -> u32 {
