@@ -292,16 +292,7 @@ pub async fn cancellation_marks_attempt_run_and_task_cancelled(fixture: Fixture)
     let engine = builder(&fixture, &scripts, &provider)
         .build()
         .expect("engine");
-    let mut handle = engine
-        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
-        .await
-        .expect("start");
-    let mut events = handle.events().expect("events");
-    while let Some(event) = events.recv().await {
-        if event.event_type == EventType::AgentStarted {
-            break;
-        }
-    }
+    let handle = start_until_agent_runs(&engine, &scripts).await;
     let run_id = handle.run_id().to_owned();
     let cancelled = tokio::time::timeout(Duration::from_secs(10), async {
         handle.cancel();
@@ -787,16 +778,7 @@ pub async fn cancellation_from_another_engine_is_noticed_by_heartbeat(fixture: F
         .provider(provider.clone())
         .build()
         .expect("engine");
-    let mut handle = executing
-        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
-        .await
-        .expect("start");
-    let mut events = handle.events().expect("events");
-    while let Some(event) = events.recv().await {
-        if event.event_type == EventType::AgentStarted {
-            break;
-        }
-    }
+    let handle = start_until_agent_runs(&executing, &scripts).await;
     other.cancel(handle.run_id()).await.expect("cancel");
     let error = tokio::time::timeout(Duration::from_secs(10), handle.join())
         .await
@@ -911,17 +893,8 @@ pub async fn heartbeat_keeps_a_long_call_leased(fixture: Fixture) {
         .lease_ttl(Duration::from_millis(300))
         .build()
         .expect("engine");
-    let mut handle = engine
-        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
-        .await
-        .expect("start");
+    let handle = start_until_agent_runs(&engine, &scripts).await;
     let run_id = handle.run_id().to_owned();
-    let mut events = handle.events().expect("events");
-    while let Some(event) = events.recv().await {
-        if event.event_type == EventType::AgentStarted {
-            break;
-        }
-    }
     let store = fixture.another_handle().await;
     let first = store.load_steps(&run_id).await.expect("steps")[0]
         .lease_expires_at
@@ -1082,6 +1055,24 @@ pub async fn events_are_stored_in_order(fixture: Fixture) {
     assert_eq!(stored[3].payload["metadata"]["provider"], json!("scripted"));
     assert_eq!(stored[3].payload["metadata"]["runId"], json!(output.run_id));
     assert_eq!(stored[6].payload["result"], json!(1));
+}
+
+/// Starts `main.mjs` and returns once its first agent call has started.
+async fn start_until_agent_runs(
+    engine: &Engine,
+    scripts: &ScriptedEngine,
+) -> smol_durable::RunHandle {
+    let mut handle = engine
+        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
+        .await
+        .expect("start");
+    let mut events = handle.events().expect("events");
+    while let Some(event) = events.recv().await {
+        if event.event_type == EventType::AgentStarted {
+            break;
+        }
+    }
+    handle
 }
 
 async fn wait_for_steps(

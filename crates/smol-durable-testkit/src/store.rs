@@ -163,6 +163,26 @@ async fn start(
         .expect("start_attempt")
 }
 
+async fn finish(
+    store: &dyn DurableStore,
+    created: &CreatedRun,
+    attempt_id: &str,
+    owner: &str,
+    outcome: AttemptOutcome,
+    now: i64,
+) -> smol_durable::store::StoreResult<()> {
+    store
+        .finish_attempt(FinishAttempt {
+            attempt_id: attempt_id.to_owned(),
+            task_id: created.task.task_id.clone(),
+            run_id: created.run.run_id.clone(),
+            owner_id: owner.to_owned(),
+            outcome,
+            now,
+        })
+        .await
+}
+
 fn started(outcome: AttemptStart) -> smol_durable::store::AttemptRecord {
     match outcome {
         AttemptStart::Started(attempt) => attempt,
@@ -597,20 +617,19 @@ pub async fn attempt_numbers_increase_on_resume(fixture: Fixture) {
     let created = seed(store, ClaimScope::Local, 0).await;
     let first = started(start(store, &created, OWNER, 100, 0).await);
     assert_eq!(first.attempt, 1);
-    store
-        .finish_attempt(FinishAttempt {
-            attempt_id: first.attempt_id.clone(),
-            task_id: created.task.task_id.clone(),
-            run_id: created.run.run_id.clone(),
-            owner_id: OWNER.into(),
-            outcome: AttemptOutcome::Failed {
-                reason: json!({"message": "boom"}),
-                retry_at: None,
-            },
-            now: 10,
-        })
-        .await
-        .expect("finish");
+    finish(
+        store,
+        &created,
+        &first.attempt_id,
+        OWNER,
+        AttemptOutcome::Failed {
+            reason: json!({"message": "boom"}),
+            retry_at: None,
+        },
+        10,
+    )
+    .await
+    .expect("finish");
     let run = store
         .get_run(&created.run.run_id)
         .await
@@ -694,19 +713,18 @@ pub async fn cancellation_is_seen_through_another_handle(fixture: Fixture) {
         .expect("get")
         .expect("run");
     assert_eq!(run.cancel_requested_at, Some(5));
-    store
-        .finish_attempt(FinishAttempt {
-            attempt_id: attempt.attempt_id.clone(),
-            task_id: created.task.task_id.clone(),
-            run_id: created.run.run_id.clone(),
-            owner_id: OWNER.into(),
-            outcome: AttemptOutcome::Cancelled {
-                reason: json!({"message": "workflow cancelled"}),
-            },
-            now: 7,
-        })
-        .await
-        .expect("finish");
+    finish(
+        store,
+        &created,
+        &attempt.attempt_id,
+        OWNER,
+        AttemptOutcome::Cancelled {
+            reason: json!({"message": "workflow cancelled"}),
+        },
+        7,
+    )
+    .await
+    .expect("finish");
     let task = other
         .get_task(&created.task.task_id)
         .await
@@ -1170,19 +1188,18 @@ pub async fn finishing_an_attempt_is_fenced_by_owner(fixture: Fixture) {
     let created = seed(store, ClaimScope::Local, 0).await;
     let first = started(start(store, &created, "owner_a", 100, 0).await);
     started(start(store, &created, "owner_b", 500, 200).await);
-    let late = store
-        .finish_attempt(FinishAttempt {
-            attempt_id: first.attempt_id,
-            task_id: created.task.task_id.clone(),
-            run_id: created.run.run_id.clone(),
-            owner_id: "owner_a".into(),
-            outcome: AttemptOutcome::Completed {
-                result: json!("late"),
-                budget_spent: 0,
-            },
-            now: 210,
-        })
-        .await;
+    let late = finish(
+        store,
+        &created,
+        &first.attempt_id,
+        "owner_a",
+        AttemptOutcome::Completed {
+            result: json!("late"),
+            budget_spent: 0,
+        },
+        210,
+    )
+    .await;
     match late {
         Err(error) => assert_eq!(error.kind(), StoreErrorKind::LeaseLost),
         Ok(()) => panic!("a stale owner must not finish the attempt"),
@@ -1201,20 +1218,19 @@ pub async fn completed_task_is_never_restarted(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
     let attempt = started(start(store, &created, OWNER, 100, 0).await);
-    store
-        .finish_attempt(FinishAttempt {
-            attempt_id: attempt.attempt_id,
-            task_id: created.task.task_id.clone(),
-            run_id: created.run.run_id.clone(),
-            owner_id: OWNER.into(),
-            outcome: AttemptOutcome::Completed {
-                result: json!({"ok": true}),
-                budget_spent: 0,
-            },
-            now: 5,
-        })
-        .await
-        .expect("finish");
+    finish(
+        store,
+        &created,
+        &attempt.attempt_id,
+        OWNER,
+        AttemptOutcome::Completed {
+            result: json!({"ok": true}),
+            budget_spent: 0,
+        },
+        5,
+    )
+    .await
+    .expect("finish");
     let task = store
         .get_task(&created.task.task_id)
         .await
@@ -1228,20 +1244,19 @@ pub async fn completed_task_is_never_restarted(fixture: Fixture) {
     ));
     let failed = seed(store, ClaimScope::Local, 0).await;
     let attempt = started(start(store, &failed, OWNER, 100, 0).await);
-    store
-        .finish_attempt(FinishAttempt {
-            attempt_id: attempt.attempt_id,
-            task_id: failed.task.task_id.clone(),
-            run_id: failed.run.run_id.clone(),
-            owner_id: OWNER.into(),
-            outcome: AttemptOutcome::Failed {
-                reason: json!({"message": "x"}),
-                retry_at: None,
-            },
-            now: 5,
-        })
-        .await
-        .expect("finish");
+    finish(
+        store,
+        &failed,
+        &attempt.attempt_id,
+        OWNER,
+        AttemptOutcome::Failed {
+            reason: json!({"message": "x"}),
+            retry_at: None,
+        },
+        5,
+    )
+    .await
+    .expect("finish");
     let no_revive = store
         .start_attempt(StartAttempt {
             attempt_id: smol_durable::new_id("attempt"),
@@ -1360,20 +1375,19 @@ pub async fn list_runs_filters_and_orders(fixture: Fixture) {
     let old = seed(store, ClaimScope::Local, 1).await;
     let new = seed(store, ClaimScope::Local, 2).await;
     let attempt = started(start(store, &old, OWNER, 100, 3).await);
-    store
-        .finish_attempt(FinishAttempt {
-            attempt_id: attempt.attempt_id,
-            task_id: old.task.task_id.clone(),
-            run_id: old.run.run_id.clone(),
-            owner_id: OWNER.into(),
-            outcome: AttemptOutcome::Completed {
-                result: json!(1),
-                budget_spent: 0,
-            },
-            now: 4,
-        })
-        .await
-        .expect("finish");
+    finish(
+        store,
+        &old,
+        &attempt.attempt_id,
+        OWNER,
+        AttemptOutcome::Completed {
+            result: json!(1),
+            budget_spent: 0,
+        },
+        4,
+    )
+    .await
+    .expect("finish");
     let all = store.list_runs(&RunFilter::roots()).await.expect("list");
     let ids: Vec<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
     assert_eq!(ids, vec![new.run.run_id.as_str(), old.run.run_id.as_str()]);

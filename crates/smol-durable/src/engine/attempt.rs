@@ -300,20 +300,11 @@ async fn finish(
     match outcome {
         Ok(result) => {
             let usage = token_usage(ctx).await?;
-            ctx.engine
-                .store
-                .finish_attempt(FinishAttempt {
-                    attempt_id: ctx.attempt.attempt_id.clone(),
-                    task_id: ctx.task_id.clone(),
-                    run_id: run.run_id.clone(),
-                    owner_id: ctx.owner_id().to_owned(),
-                    outcome: AttemptOutcome::Completed {
-                        result: result.clone(),
-                        budget_spent: ctx.budget().spent,
-                    },
-                    now,
-                })
-                .await?;
+            let completed = AttemptOutcome::Completed {
+                result: result.clone(),
+                budget_spent: ctx.budget().spent,
+            };
+            record_end(ctx, run, completed, now).await?;
             let data = json!({ "result": result, "tokenUsage": usage });
             ctx.emit(EventType::Result, root_meta, object(data));
             Ok(RunOutput {
@@ -334,27 +325,14 @@ async fn finish(
                     retry_at: None,
                 }
             };
-            let recorded = ctx
-                .engine
-                .store
-                .finish_attempt(FinishAttempt {
-                    attempt_id: ctx.attempt.attempt_id.clone(),
-                    task_id: ctx.task_id.clone(),
-                    run_id: run.run_id.clone(),
-                    owner_id: ctx.owner_id().to_owned(),
-                    outcome,
-                    now,
-                })
-                .await;
+            let recorded = record_end(ctx, run, outcome, now).await;
             ctx.emit(
                 EventType::Error,
                 root_meta,
                 object(json!({ "message": error.to_string() })),
             );
             match recorded {
-                Err(store_error) if store_error.kind() == StoreErrorKind::LeaseLost => {
-                    Err(Error::LeaseLost(store_error.to_string()))
-                }
+                Err(lost @ Error::LeaseLost(_)) => Err(lost),
                 Err(store_error) => {
                     tracing::error!(%store_error, %error, "could not record the end of a failed attempt");
                     Err(error)
@@ -362,6 +340,33 @@ async fn finish(
                 Ok(()) => Err(error),
             }
         }
+    }
+}
+
+/// Records how the attempt ended; another owner having taken the task over is `LeaseLost`.
+async fn record_end(
+    ctx: &AttemptCtx,
+    run: &RunRecord,
+    outcome: AttemptOutcome,
+    now: i64,
+) -> Result<(), Error> {
+    let finished = ctx
+        .engine
+        .store
+        .finish_attempt(FinishAttempt {
+            attempt_id: ctx.attempt.attempt_id.clone(),
+            task_id: ctx.task_id.clone(),
+            run_id: run.run_id.clone(),
+            owner_id: ctx.owner_id().to_owned(),
+            outcome,
+            now,
+        })
+        .await;
+    match finished {
+        Err(error) if error.kind() == StoreErrorKind::LeaseLost => {
+            Err(Error::LeaseLost(error.to_string()))
+        }
+        other => Ok(other?),
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use serde_json::{json, Map, Value};
+use tracing::Instrument;
 
 use super::attempt::{object, AttemptCtx, HeldStep};
 use super::steps::{acquire_step, complete_fenced, Acquired, StepClaim};
@@ -942,6 +943,10 @@ impl RunScope {
     }
 }
 
+fn step_span(kind: &'static str, run_id: &str, checkpoint: &str) -> tracing::Span {
+    tracing::info_span!("step", kind, run_id = %run_id, checkpoint = %checkpoint)
+}
+
 /// Lexical normalisation (no file system access): drops `.`, folds `..`.
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -986,7 +991,10 @@ impl WorkflowHost for RunHost {
         }
         match request {
             HostRequest::Agent { prompt, options } => match scope.prepare_agent(prompt, options) {
-                Ok(call) => scope.run_agent(call).boxed(),
+                Ok(call) => {
+                    let span = step_span("agent", &scope.run_id, &call.checkpoint);
+                    scope.run_agent(call).instrument(span).boxed()
+                }
                 Err(error) => rejected(error),
             },
             HostRequest::Sleep { duration_ms } => {
@@ -998,7 +1006,11 @@ impl WorkflowHost for RunHost {
                 }
                 let checkpoint =
                     scope.next_checkpoint(&StepSignature::sleep(&scope.scope, duration_ms));
-                scope.run_sleep(duration_ms, checkpoint).boxed()
+                let span = step_span("sleep", &scope.run_id, &checkpoint);
+                scope
+                    .run_sleep(duration_ms, checkpoint)
+                    .instrument(span)
+                    .boxed()
             }
             HostRequest::Workflow { reference, args } => {
                 let max = scope.ctx.engine.limits.max_workflow_depth;
@@ -1011,8 +1023,10 @@ impl WorkflowHost for RunHost {
                 let args = if args.is_null() { json!({}) } else { args };
                 let signature = StepSignature::workflow(&scope.scope, &reference, &args);
                 let checkpoint = scope.next_checkpoint(&signature);
+                let span = step_span("workflow", &scope.run_id, &checkpoint);
                 scope
                     .run_workflow(reference, args, signature, checkpoint)
+                    .instrument(span)
                     .boxed()
             }
             HostRequest::Log { values } => {
