@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use smol_durable::decide::{decide_sleep, SleepDecision};
-use smol_durable::steps::{acquire_step, complete_fenced, Acquired, StepClaim};
+use smol_durable::steps::{acquire_step, complete_fenced, Acquired, KnownRow, StepClaim};
 use smol_durable::store::{
     AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep, CreatedRun,
     FailStep, FinishAttempt, InsertStep, LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep,
@@ -225,7 +225,7 @@ async fn claimed(
     match acquire_step(
         store,
         &claim(run_id, checkpoint, &sig, worker, lease),
-        None,
+        KnownRow::Unknown,
         now,
     )
     .await
@@ -266,13 +266,19 @@ pub async fn single_flight_claim_under_16_claimers(fixture: Fixture) {
             fixture.another_handle().await
         };
         let run_id = run_id.clone();
+        // Some claimers believe the row is absent (a preloaded view), others read it first.
+        let known = if worker % 3 == 0 {
+            KnownRow::Absent
+        } else {
+            KnownRow::Unknown
+        };
         tasks.push(tokio::spawn(async move {
             let sig = signature("hello");
             let worker = format!("owner_{worker}");
             acquire_step(
                 store.as_ref(),
                 &claim(&run_id, "step:shared", &sig, &worker, 10_000),
-                None,
+                known,
                 100,
             )
             .await
@@ -318,7 +324,7 @@ pub async fn expired_lease_is_reclaimed_from_another_handle(fixture: Fixture) {
     match acquire_step(
         waiting.as_ref(),
         &claim(run_id, "step:lease", &sig, "owner_2", 200),
-        None,
+        KnownRow::Unknown,
         50,
     )
     .await
@@ -330,7 +336,7 @@ pub async fn expired_lease_is_reclaimed_from_another_handle(fixture: Fixture) {
     let second = match acquire_step(
         reclaiming.as_ref(),
         &claim(run_id, "step:lease", &sig, "owner_3", 300),
-        None,
+        KnownRow::Unknown,
         101,
     )
     .await

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use tracing::Instrument;
 
 use super::attempt::{object, AttemptCtx, HeldStep};
-use super::steps::{acquire_step, complete_fenced, Acquired, StepClaim};
+use super::steps::{acquire_step, complete_fenced, Acquired, KnownRow, StepClaim};
 use crate::decide::{
     check_budget, decide_sleep, step_lease_expires_at, RetryPolicy, SleepDecision,
 };
@@ -105,14 +105,14 @@ impl RunScope {
         source: &WorkflowSource,
         root_dir: PathBuf,
     ) -> Result<Arc<Self>, Error> {
-        // Completed steps never change, so one load serves every replay of this attempt.
+        // One query loads every step of the run: completed ones replay from it, and a checkpoint
+        // missing from it is inserted without a read first (insert-if-absent settles any race).
         let known_steps = ctx
             .engine
             .store
             .load_steps(&run_id)
             .await?
             .into_iter()
-            .filter(|step| step.state == State::Completed)
             .map(|step| (step.checkpoint_name.clone(), step))
             .collect();
         let meta = ctx.engine.scripts.read_metadata(source).ok();
@@ -151,11 +151,34 @@ impl RunScope {
         }
     }
 
-    fn known_step(&self, checkpoint: &str) -> Option<StepRecord> {
-        self.known_steps
-            .lock()
-            .ok()
-            .and_then(|steps| steps.get(checkpoint).cloned())
+    /// What the preload says about a checkpoint. Each checkpoint is asked for once per attempt
+    /// (occurrence numbering makes them unique), so the row is taken out of the map.
+    fn take_known(&self, checkpoint: &str) -> KnownRow {
+        match self.known_steps.lock() {
+            Ok(mut steps) => steps
+                .remove(checkpoint)
+                .map_or(KnownRow::Absent, KnownRow::Row),
+            Err(_) => KnownRow::Unknown,
+        }
+    }
+
+    /// Resolves `KnownRow::Unknown` with a read.
+    async fn read_if_unknown(
+        &self,
+        checkpoint: &str,
+        known: KnownRow,
+    ) -> Result<KnownRow, HostError> {
+        if known != KnownRow::Unknown {
+            return Ok(known);
+        }
+        let row = self
+            .ctx
+            .engine
+            .store
+            .get_step(&self.run_id, checkpoint)
+            .await
+            .map_err(|error| self.fatal(error.into()))?;
+        Ok(row.map_or(KnownRow::Absent, KnownRow::Row))
     }
 
     fn current_phase(&self) -> Option<String> {
@@ -268,23 +291,13 @@ impl RunScope {
         lease_extra_ms: u64,
         budget_gate: bool,
     ) -> Result<Claimed, HostError> {
-        let mut known = self.known_step(checkpoint);
+        let mut known = self.take_known(checkpoint);
         loop {
             if self.ctx.cancel.is_cancelled() {
                 return Err(cancelled());
             }
-            if known.is_none() {
-                known = self
-                    .ctx
-                    .engine
-                    .store
-                    .get_step(&self.run_id, checkpoint)
-                    .await
-                    .map_err(|error| self.fatal(error.into()))?;
-            }
-            let completed = known
-                .as_ref()
-                .is_some_and(|row| row.state == State::Completed);
+            known = self.read_if_unknown(checkpoint, known).await?;
+            let completed = matches!(&known, KnownRow::Row(row) if row.state == State::Completed);
             if budget_gate && !completed {
                 let budget = self.ctx.budget();
                 if let Err(error) = check_budget(budget.total, budget.spent) {
@@ -307,7 +320,8 @@ impl RunScope {
                     .saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX))
                     .saturating_add(i64::try_from(lease_extra_ms).unwrap_or(i64::MAX)),
             };
-            match acquire_step(self.ctx.engine.store.as_ref(), &claim, known.take(), now).await {
+            let hint = std::mem::replace(&mut known, KnownRow::Unknown);
+            match acquire_step(self.ctx.engine.store.as_ref(), &claim, hint, now).await {
                 Ok(Acquired::Replay(result)) => return Ok(Claimed::Replay(result)),
                 Ok(Acquired::Claimed(row)) => {
                     self.ctx.hold(
@@ -573,20 +587,15 @@ impl RunScope {
         checkpoint: String,
     ) -> Result<Value, HostError> {
         let signature = StepSignature::sleep(&self.scope, duration_ms);
-        let mut known = self.known_step(&checkpoint);
+        let mut known = self.take_known(&checkpoint);
         loop {
             if self.ctx.cancel.is_cancelled() {
                 return Err(cancelled());
             }
-            let existing = match known.take() {
-                Some(row) => Some(row),
-                None => self
-                    .ctx
-                    .engine
-                    .store
-                    .get_step(&self.run_id, &checkpoint)
-                    .await
-                    .map_err(|error| self.fatal(error.into()))?,
+            let hint = std::mem::replace(&mut known, KnownRow::Unknown);
+            let existing = match self.read_if_unknown(&checkpoint, hint).await? {
+                KnownRow::Row(row) => Some(row),
+                _ => None,
             };
             let now = self.ctx.now();
             let decision = decide_sleep(existing.as_ref(), &signature.json, duration_ms, now)
@@ -625,7 +634,7 @@ impl RunScope {
                     match inserted {
                         InsertStep::Inserted(row) => (row.clone(), wake_at, Some(row.attempts)),
                         InsertStep::Existing(row) => {
-                            known = Some(row);
+                            known = KnownRow::Row(row);
                             continue;
                         }
                     }
@@ -659,7 +668,7 @@ impl RunScope {
                     match claimed {
                         StepCas::Applied(row) => (row.clone(), wake_at, Some(row.attempts)),
                         StepCas::Conflict(current) => {
-                            known = current;
+                            known = current.map_or(KnownRow::Unknown, KnownRow::Row);
                             continue;
                         }
                     }
@@ -696,7 +705,9 @@ impl RunScope {
                 StepCas::Conflict(Some(current)) if current.state == State::Completed => {
                     return Ok(Value::Null)
                 }
-                StepCas::Conflict(current) => known = current,
+                StepCas::Conflict(current) => {
+                    known = current.map_or(KnownRow::Unknown, KnownRow::Row)
+                }
             }
         }
     }

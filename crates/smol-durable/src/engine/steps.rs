@@ -46,18 +46,32 @@ pub enum Acquired {
     Wait(StepRecord),
 }
 
-/// Read-decide-act until the outcome is settled. `known` is a row the caller already has (a
-/// preloaded step); otherwise the store is asked. Every retry follows a compare-and-set that lost
-/// to another writer, so the loop is bounded by contention, not by time.
+/// What the caller already knows about a step's row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KnownRow {
+    /// Nothing: read it first.
+    Unknown,
+    /// The caller believes there is no row (e.g. it was not among the run's preloaded steps):
+    /// go straight to insert-if-absent.
+    Absent,
+    /// A row the caller read earlier.
+    Row(StepRecord),
+}
+
+/// Read-decide-act until the outcome is settled. A stale `known` row is harmless: every write is
+/// an insert-if-absent or a compare-and-set that returns the current row when it loses, and the
+/// loop decides again from that. Each retry follows a write that lost to another writer, so the
+/// loop is bounded by contention, not by time.
 pub async fn acquire_step(
     store: &dyn DurableStore,
     claim: &StepClaim<'_>,
-    known: Option<StepRecord>,
+    known: KnownRow,
     now: i64,
 ) -> Result<Acquired, Error> {
     let mut existing = match known {
-        Some(row) => Some(row),
-        None => store.get_step(claim.run_id, claim.checkpoint_name).await?,
+        KnownRow::Row(row) => Some(row),
+        KnownRow::Absent => None,
+        KnownRow::Unknown => store.get_step(claim.run_id, claim.checkpoint_name).await?,
     };
     loop {
         match decide_step(existing.as_ref(), &claim.kind, &claim.signature.json, now)? {
