@@ -34,6 +34,8 @@ struct Tables {
     steps: HashMap<String, StepRecord>,
     step_ids: HashMap<(String, String), String>,
     ledger: Vec<LedgerEntry>,
+    ledger_keys: std::collections::HashSet<(String, String, String)>,
+    spent: HashMap<String, u64>,
     events: Vec<EventRecord>,
 }
 
@@ -152,23 +154,20 @@ impl Tables {
 
     fn insert_ledger(&mut self, entries: Vec<LedgerEntry>) {
         for entry in entries {
-            let duplicate = self.ledger.iter().any(|existing| {
-                existing.root_run_id == entry.root_run_id
-                    && existing.source_type == entry.source_type
-                    && existing.source_id == entry.source_id
-            });
-            if !duplicate {
+            let key = (
+                entry.root_run_id.clone(),
+                entry.source_type.clone(),
+                entry.source_id.clone(),
+            );
+            if self.ledger_keys.insert(key) {
+                *self.spent.entry(entry.root_run_id.clone()).or_insert(0) += entry.output_tokens;
                 self.ledger.push(entry);
             }
         }
     }
 
     fn spent(&self, root_run_id: &str) -> u64 {
-        self.ledger
-            .iter()
-            .filter(|entry| entry.root_run_id == root_run_id)
-            .map(|entry| entry.output_tokens)
-            .sum()
+        self.spent.get(root_run_id).copied().unwrap_or(0)
     }
 
     fn refresh_budget_cache(&mut self, root_run_id: &str) {
