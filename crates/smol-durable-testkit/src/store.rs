@@ -30,6 +30,7 @@ pub struct Fixture {
     /// The store under test.
     pub store: Arc<dyn DurableStore>,
     open_another: OpenHandle,
+    _guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Fixture {
@@ -50,6 +51,7 @@ impl Fixture {
                 let same = Arc::clone(&same);
                 Box::pin(async move { same })
             }),
+            _guard: None,
         }
     }
 
@@ -61,7 +63,14 @@ impl Fixture {
         Self {
             store,
             open_another: Arc::new(open_another),
+            _guard: None,
         }
+    }
+
+    /// Keeps `guard` (a temporary directory, a server process) alive as long as the fixture.
+    pub fn holding(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
+        self._guard = Some(Arc::new(guard));
+        self
     }
 
     /// Another handle on the same data.

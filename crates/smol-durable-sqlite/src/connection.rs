@@ -1,0 +1,64 @@
+//! Opening and configuring connections, and mapping driver errors to store errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use smol_durable::{StoreError, StoreErrorKind};
+
+/// Maps a driver error raised by `operation` to a [`StoreError`] with the right kind.
+pub(crate) fn map_error(operation: &'static str, error: rusqlite::Error) -> StoreError {
+    let kind = match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreErrorKind::Unavailable,
+        Some(ErrorCode::ConstraintViolation) => StoreErrorKind::Conflict,
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreErrorKind::Corrupt,
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::PermissionDenied,
+        ) => StoreErrorKind::Unavailable,
+        _ => StoreErrorKind::Other,
+    };
+    let message = match kind {
+        StoreErrorKind::Unavailable if matches!(error.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)) => {
+            format!("the database is locked by another connection or process past the busy timeout ({error}); retry later")
+        }
+        _ => error.to_string(),
+    };
+    StoreError::new(kind, operation, message).with_source(error)
+}
+
+/// Opens a read-write connection with the pragmas every connection of the store uses.
+pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let connection = Connection::open_with_flags(path, flags).map_err(|error| {
+        StoreError::new(
+            StoreErrorKind::Unavailable,
+            "open",
+            format!("cannot open SQLite database {}: {error}", path.display()),
+        )
+        .with_source(error)
+    })?;
+    connection
+        .busy_timeout(busy_timeout)
+        .map_err(|e| map_error("open", e))?;
+    connection
+        .pragma_update(None, "foreign_keys", "ON")
+        .map_err(|e| map_error("open", e))?;
+    let mode: String = connection
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(|e| map_error("open", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::new(
+            StoreErrorKind::Unsupported,
+            "open",
+            format!("{} cannot use WAL journaling (got {mode})", path.display()),
+        ));
+    }
+    Ok(connection)
+}

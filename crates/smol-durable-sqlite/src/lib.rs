@@ -1,0 +1,361 @@
+//! The SQLite [`DurableStore`] for smol-durable: the embedded default.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), smol_durable::StoreError> {
+//! use smol_durable::DurableStore;
+//! use smol_durable_sqlite::SqliteStore;
+//!
+//! let dir = tempfile::tempdir().map_err(|e| smol_durable::StoreError::new(
+//!     smol_durable::StoreErrorKind::Other, "doc", e.to_string()))?;
+//! let store = SqliteStore::open(dir.path().join("runs.db")).await?;
+//! assert!(store.capabilities().multi_process);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - The schema is smol-workflows' (`sw_workflow_*` tables); databases written by smol-wf 0.3.4
+//!   open, migrate forward in place (migrations 4+ only add), and resume.
+//! - One writer thread owns the write connection; concurrent writes share transactions and
+//!   fsyncs (group commit). Reads use a small pool of connections on blocking threads, so async
+//!   callers never block a tokio worker.
+//! - [`Durability::Full`] (default): a completed step survives power loss, at most one fsync per
+//!   completion, none for claims. [`Durability::Normal`]: no fsync on commit; a power cut may
+//!   lose the last completions (they run again), never corrupt the database.
+//! - Several processes may share one file: SQLite's locking serializes writers, and every
+//!   decision is a compare-and-set, so two processes never both win a step.
+#![deny(missing_docs)]
+
+mod connection;
+mod migrate;
+mod rows;
+mod sql;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use smol_durable::store::{
+    AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
+    CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
+    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
+    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreCapabilities, StoreResult,
+    TaskRecord,
+};
+use smol_durable::{Clock, DurableStore, StoreError, StoreErrorKind, SystemClock};
+
+pub use migrate::SCHEMA_VERSION;
+use writer::{Commit, Writer};
+
+/// How hard a commit tries to survive power loss.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = FULL` for step completions and run state changes: once `complete_step`
+    /// returns, the step survives power loss. Claims, events and heartbeats never wait for an
+    /// fsync.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL` for everything: no fsync on commit. A power cut (not a process
+    /// crash) may lose the last completions, which then run again.
+    Normal,
+}
+
+/// Options for [`SqliteStore::open_with`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Durability of commits (default [`Durability::Full`]).
+    pub durability: Durability,
+    /// How long a write waits for another process's lock before failing with a retryable
+    /// `Unavailable` error (default 5 s).
+    pub busy_timeout: Duration,
+    /// Read connections kept open (default 4).
+    pub max_idle_readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+            busy_timeout: Duration::from_secs(5),
+            max_idle_readers: 4,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Sets the durability.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets the busy timeout.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+}
+
+#[derive(Debug)]
+struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl Readers {
+    fn take(&self) -> StoreResult<Connection> {
+        if let Some(connection) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            return Ok(connection);
+        }
+        let connection = connection::open(&self.path, self.busy_timeout)?;
+        connection
+            .pragma_update(None, "query_only", "ON")
+            .map_err(|e| connection::map_error("open", e))?;
+        Ok(connection)
+    }
+
+    fn give_back(&self, connection: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.max_idle {
+                idle.push(connection);
+            }
+        }
+    }
+}
+
+/// A [`DurableStore`] in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Writer,
+    readers: Arc<Readers>,
+    clock: SystemClock,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path` with default options.
+    pub async fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Opens (creating if needed) and migrates the database at `path`.
+    ///
+    /// Fails clearly, without creating anything, when the directory is missing or read-only,
+    /// and without changing anything when the database was written by a newer version.
+    pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || Self::open_blocking(path, options)).await;
+        opened.map_err(|error| StoreError::new(StoreErrorKind::Other, "open", error.to_string()))?
+    }
+
+    fn open_blocking(path: PathBuf, options: SqliteOptions) -> StoreResult<Self> {
+        check_directory(&path)?;
+        let connection = connection::open(&path, options.busy_timeout)?;
+        migrate::migrate(&connection, SystemClock.now_ms())?;
+        let writer = Writer::spawn(connection, options.durability)?;
+        Ok(Self {
+            readers: Arc::new(Readers {
+                path: path.clone(),
+                busy_timeout: options.busy_timeout,
+                idle: Mutex::new(Vec::new()),
+                max_idle: options.max_idle_readers,
+            }),
+            path,
+            writer,
+            clock: SystemClock,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<R, F>(&self, operation: &'static str, work: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let connection = readers.take()?;
+            let result = work(&connection);
+            readers.give_back(connection);
+            result
+        })
+        .await;
+        outcome.map_err(|error| StoreError::new(StoreErrorKind::Other, operation, error.to_string()))?
+    }
+
+    async fn write<R, F>(&self, operation: &'static str, commit: Commit, work: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        self.writer.write(operation, commit, work).await
+    }
+}
+
+fn check_directory(path: &Path) -> StoreResult<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let unusable = |problem: String| {
+        Err(StoreError::new(
+            StoreErrorKind::Unavailable,
+            "open",
+            format!("cannot open SQLite database {}: {problem}", path.display()),
+        ))
+    };
+    match std::fs::metadata(directory) {
+        Err(error) => unusable(format!("directory {} is not accessible: {error}", directory.display())),
+        Ok(meta) if !meta.is_dir() => unusable(format!("{} is not a directory", directory.display())),
+        Ok(meta) if meta.permissions().readonly() => {
+            unusable(format!("directory {} is read-only", directory.display()))
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+#[async_trait]
+impl DurableStore for SqliteStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        let mut capabilities = StoreCapabilities::none().with_multi_process(true);
+        capabilities.group_commit = true;
+        capabilities
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn register_owner(&self, owner: OwnerRecord) -> StoreResult<()> {
+        self.write("register_owner", Commit::Deferred, move |c| sql::register_owner(c, &owner)).await
+    }
+
+    async fn get_owner(&self, owner_id: &str) -> StoreResult<Option<OwnerRecord>> {
+        let owner_id = owner_id.to_owned();
+        self.read("get_owner", move |c| sql::get_owner(c, &owner_id)).await
+    }
+
+    async fn put_script(&self, hash: &str, source: &str) -> StoreResult<()> {
+        let (hash, source, now) = (hash.to_owned(), source.to_owned(), self.clock.now_ms());
+        self.write("put_script", Commit::Fast, move |c| sql::put_script(c, &hash, &source, now)).await
+    }
+
+    async fn get_script(&self, hash: &str) -> StoreResult<Option<String>> {
+        let hash = hash.to_owned();
+        self.read("get_script", move |c| sql::get_script(c, &hash)).await
+    }
+
+    async fn create_run(&self, run: NewRun) -> StoreResult<CreatedRun> {
+        self.write("create_run", Commit::Durable, move |c| sql::create_run(c, &run)).await
+    }
+
+    async fn create_child_run(&self, child: NewChildRun) -> StoreResult<RunRecord> {
+        self.write("create_child_run", Commit::Fast, move |c| sql::create_child_run(c, &child)).await
+    }
+
+    async fn finish_child_run(&self, run_id: &str, outcome: RunOutcome, now: i64) -> StoreResult<()> {
+        let run_id = run_id.to_owned();
+        self.write("finish_child_run", Commit::Fast, move |c| sql::finish_child_run(c, &run_id, &outcome, now)).await
+    }
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
+        let run_id = run_id.to_owned();
+        self.read("get_run", move |c| sql::get_run(c, &run_id)).await
+    }
+
+    async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
+        let task_id = task_id.to_owned();
+        self.read("get_task", move |c| sql::get_task(c, &task_id)).await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        let filter = filter.clone();
+        self.read("list_runs", move |c| sql::list_runs(c, &filter)).await
+    }
+
+    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        let task_id = task_id.to_owned();
+        self.read("list_attempts", move |c| sql::list_attempts(c, &task_id)).await
+    }
+
+    async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart> {
+        self.write("start_attempt", Commit::Fast, move |c| sql::start_attempt(c, &start)).await
+    }
+
+    async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()> {
+        self.write("finish_attempt", Commit::Durable, move |c| sql::finish_attempt(c, &finish)).await
+    }
+
+    async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>> {
+        self.write("claim_next_task", Commit::Fast, move |c| sql::claim_next_task(c, &claim)).await
+    }
+
+    async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>> {
+        let run_id = run_id.to_owned();
+        self.read("load_steps", move |c| sql::load_steps(c, &run_id)).await
+    }
+
+    async fn get_step(&self, run_id: &str, checkpoint_name: &str) -> StoreResult<Option<StepRecord>> {
+        let (run_id, checkpoint) = (run_id.to_owned(), checkpoint_name.to_owned());
+        self.read("get_step", move |c| sql::get_step(c, &run_id, &checkpoint)).await
+    }
+
+    async fn insert_step(&self, step: NewStep) -> StoreResult<InsertStep> {
+        // A claim is advisory while the attempt's lease is held: no fsync.
+        self.write("insert_step", Commit::Fast, move |c| sql::insert_step(c, &step)).await
+    }
+
+    async fn claim_step(&self, claim: ClaimStep) -> StoreResult<StepCas> {
+        self.write("claim_step", Commit::Fast, move |c| sql::claim_step(c, &claim)).await
+    }
+
+    async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas> {
+        // A completion is what must never be lost: it is the paid-for result.
+        self.write("complete_step", Commit::Durable, move |c| sql::complete_step(c, &complete)).await
+    }
+
+    async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas> {
+        let commit = if fail.ledger.is_empty() { Commit::Fast } else { Commit::Durable };
+        self.write("fail_step", commit, move |c| sql::fail_step(c, &fail)).await
+    }
+
+    async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome> {
+        self.write("renew_leases", Commit::Deferred, move |c| sql::renew_leases(c, &renew)).await
+    }
+
+    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
+        let root = root_run_id.to_owned();
+        self.read("budget_spent", move |c| sql::budget_spent(c, &root)).await
+    }
+
+    async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>> {
+        let root = root_run_id.to_owned();
+        self.read("ledger_entries", move |c| sql::ledger_entries(c, &root)).await
+    }
+
+    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.write("append_events", Commit::Deferred, move |c| sql::append_events(c, &events)).await
+    }
+
+    async fn read_events(&self, run_id: &str, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>> {
+        let run_id = run_id.to_owned();
+        self.read("read_events", move |c| sql::read_events(c, &run_id, after_seq, limit)).await
+    }
+
+    async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
+        let run_id = run_id.to_owned();
+        self.write("request_cancel", Commit::Durable, move |c| sql::request_cancel(c, &run_id, now)).await
+    }
+}

@@ -1,0 +1,32 @@
+//! The whole conformance suite against SQLite: each case gets a fresh database file, and
+//! "another handle" is a second `SqliteStore` (own writer thread and connections) on that file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use smol_durable::DurableStore;
+use smol_durable_sqlite::SqliteStore;
+use smol_durable_testkit::Fixture;
+
+async fn fresh() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path: PathBuf = dir.path().join("conformance.db");
+    let store: Arc<dyn DurableStore> = Arc::new(SqliteStore::open(&path).await.expect("open"));
+    Fixture::new(store, move || {
+        let path = path.clone();
+        Box::pin(async move {
+            let other: Arc<dyn DurableStore> =
+                Arc::new(SqliteStore::open(&path).await.expect("open another handle"));
+            other
+        })
+    })
+    .holding(dir)
+}
+
+mod store {
+    smol_durable_testkit::store_conformance_tests!(super::fresh);
+}
+
+mod engine {
+    smol_durable_testkit::engine_conformance_tests!(super::fresh);
+}
