@@ -698,7 +698,10 @@ impl Engine {
             } else {
                 run.workflow.model_map.clone()
             },
-            cwd: run.workflow.cwd.clone(),
+            cwd: match &run.workflow.cwd {
+                Some(cwd) => Some(cwd.clone()),
+                None => self.recorded_cwd(&run).await?,
+            },
             budget_total: overrides.budget_total.or(run.budget_total),
             max_parallel_agents: run
                 .workflow
@@ -795,6 +798,26 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// smol-wf recorded no cwd with its runs, only inside each agent signature. Runs it wrote
+    /// (they have no stored script hash) take the cwd their recorded steps used, so those steps
+    /// replay instead of running again.
+    async fn recorded_cwd(&self, run: &RunRecord) -> Result<Option<String>, Error> {
+        if run.workflow.script_hash.is_some() {
+            return Ok(None);
+        }
+        let steps = self.shared.store.load_steps(&run.run_id).await?;
+        Ok(steps
+            .iter()
+            .filter(|step| step.kind == crate::store::StepKind::Agent)
+            .filter_map(|step| serde_json::from_str::<Value>(&step.input_signature_json).ok())
+            .find_map(|signature| {
+                signature
+                    .pointer("/context/cwd")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            }))
     }
 
     /// True only when the owner ran on this host and its process no longer exists.
