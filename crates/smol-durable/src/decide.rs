@@ -264,7 +264,9 @@ fn stored_wake_at(row: &StepRecord) -> Result<i64, Error> {
 fn unsupported(what: &'static str, value: &str, row: &StepRecord) -> Error {
     Error::Unsupported {
         what,
+        column: if what == "kind" { "step_kind" } else { "state" },
         value: value.to_owned(),
+        step_id: row.step_id.clone(),
         checkpoint: row.checkpoint_name.clone(),
     }
 }
@@ -365,7 +367,9 @@ mod tests {
         let error = decide(Some(&stored), 100).err().map(|e| e.to_string());
         assert_eq!(
             error.as_deref(),
-            Some("unsupported step state \"paused\" for step:sig_x")
+            Some(
+                "unsupported step state \"paused\": sw_workflow_steps row step_1 (step:sig_x), column state"
+            )
         );
     }
 

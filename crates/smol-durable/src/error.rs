@@ -266,13 +266,17 @@ pub enum Error {
         /// Checkpoint name of the step.
         checkpoint: String,
     },
-    /// A stored row holds a state or kind this version does not understand.
-    #[error("unsupported step {what} {value:?} for {checkpoint}")]
+    /// A stored step row holds a state or kind this version does not understand.
+    #[error("unsupported step {what} {value:?}: sw_workflow_steps row {step_id} ({checkpoint}), column {column}")]
     Unsupported {
         /// `kind` or `state`.
         what: &'static str,
+        /// The column holding it (`step_kind` or `state`).
+        column: &'static str,
         /// The stored value.
         value: String,
+        /// The row.
+        step_id: String,
         /// Checkpoint name of the step.
         checkpoint: String,
     },
