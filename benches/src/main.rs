@@ -1,29 +1,37 @@
-//! Engine overhead benchmarks. Run with
-//! `cargo run --release -p smol-durable-benches` (add `-- --quick` for a short run).
+//! Engine and store benchmarks.
 //!
-//! Each scenario runs workflows whose provider answers at once, so the numbers are the
-//! engine's own cost per durable step (claim, complete, ledger, events) on a given store.
+//! ```sh
+//! cargo run --release -p smol-durable-benches            # full table
+//! cargo run --release -p smol-durable-benches -- --quick # smaller shapes
+//! ```
+//!
+//! Each scenario runs in its own child process, under `strace -f -c -e trace=fsync,fdatasync`
+//! when strace is installed, so fsyncs are counted per scenario. Providers answer at once: the
+//! numbers are the engine's and the store's own cost per durable step. The disk of the machine
+//! this project runs on flips between a fast and a slow fsync mode, so the table starts with a
+//! probe of the current fsync latency; compare counts, and timings taken in one run.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use smol_durable::{DurableStore, Engine, MemoryStore, ResumeOptions};
+use smol_durable::{DurableStore, Engine, MemoryStore, ResumeOptions, ScriptError};
+use smol_durable_sqlite::{Durability, SqliteOptions, SqliteStore};
 use smol_durable_testkit::{ScriptedEngine, ScriptedProvider};
-
-struct Row {
-    scenario: &'static str,
-    store: &'static str,
-    steps: usize,
-    elapsed: Duration,
-}
 
 fn scripts() -> ScriptedEngine {
     ScriptedEngine::new().workflow("bench.mjs", |ctx| async move {
         let steps = ctx.args()["steps"].as_u64().unwrap_or(10);
+        let fail_at_end = ctx.args()["failAtEnd"].as_bool().unwrap_or(false);
         let mut last = Value::Null;
         for i in 0..steps {
             last = ctx.agent(format!("step {i}"), Value::Null).await?;
+        }
+        if fail_at_end {
+            return Err(ScriptError::thrown("stopping so the run can be resumed"));
         }
         Ok(last)
     })
@@ -37,83 +45,217 @@ fn engine(store: Arc<dyn DurableStore>, scripts: &ScriptedEngine) -> anyhow::Res
         .build()?)
 }
 
-async fn sequential(
-    store: Arc<dyn DurableStore>,
+/// What one scenario run reports to the driver.
+struct Measured {
     steps: u64,
-) -> anyhow::Result<(Duration, String, Engine)> {
-    let scripts = scripts();
-    let engine = engine(store, &scripts)?;
-    let started = Instant::now();
-    let output = engine
-        .run(scripts.source("bench.mjs"), json!({ "steps": steps }))
-        .await?;
-    Ok((started.elapsed(), output.run_id, engine))
+    elapsed: Duration,
+    transactions: Option<u64>,
 }
 
-async fn concurrent(
-    store: Arc<dyn DurableStore>,
-    runs: usize,
-    steps: u64,
-) -> anyhow::Result<Duration> {
+async fn open_store(kind: &str, path: &Path) -> anyhow::Result<(Arc<dyn DurableStore>, Option<Arc<SqliteStore>>)> {
+    Ok(match kind {
+        "memory" => (Arc::new(MemoryStore::new()), None),
+        "sqlite-full" | "sqlite-normal" => {
+            let durability = if kind == "sqlite-full" { Durability::Full } else { Durability::Normal };
+            let store = Arc::new(SqliteStore::open_with(path, SqliteOptions::default().durability(durability)).await?);
+            (store.clone(), Some(store))
+        }
+        other => bail!("unknown store {other}"),
+    })
+}
+
+async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Result<Measured> {
     let scripts = scripts();
+    let (store, sqlite) = open_store(kind, path).await?;
     let engine = engine(store, &scripts)?;
+    let tx_before = sqlite.as_ref().map(|s| s.write_stats().transactions);
     let started = Instant::now();
-    let all = (0..runs).map(|_| engine.run(scripts.source("bench.mjs"), json!({ "steps": steps })));
-    for output in futures::future::join_all(all).await {
-        output?;
+    let steps = match name {
+        "sequential" => {
+            engine.run(scripts.source("bench.mjs"), json!({ "steps": size })).await?;
+            size
+        }
+        "concurrent" => {
+            let runs = (0..size).map(|_| engine.run(scripts.source("bench.mjs"), json!({ "steps": 10 })));
+            for output in futures::future::join_all(runs).await {
+                output?;
+            }
+            size * 10
+        }
+        "replay-setup" => {
+            let failed = engine.run(scripts.source("bench.mjs"), json!({ "steps": size, "failAtEnd": true })).await;
+            if failed.is_ok() {
+                bail!("the setup run should fail at its end");
+            }
+            size
+        }
+        "replay" => {
+            let run = engine.list_runs(&Default::default()).await?.into_iter().next().context("setup run")?;
+            let scripts = scripts.workflow("bench.mjs", |ctx| async move {
+                let steps = ctx.args()["steps"].as_u64().unwrap_or(10);
+                let mut last = Value::Null;
+                for i in 0..steps {
+                    last = ctx.agent(format!("step {i}"), Value::Null).await?;
+                }
+                Ok(last)
+            });
+            let output = engine.resume(&run.run_id, ResumeOptions::new()).await?.join().await?;
+            drop(scripts);
+            if output.attempt != 2 {
+                bail!("expected attempt 2, got {}", output.attempt);
+            }
+            size
+        }
+        other => bail!("unknown scenario {other}"),
+    };
+    let elapsed = started.elapsed();
+    let transactions = sqlite.as_ref().zip(tx_before).map(|(s, before)| s.write_stats().transactions - before);
+    Ok(Measured { steps, elapsed, transactions })
+}
+
+fn child_main(args: &[String]) -> anyhow::Result<()> {
+    let get = |flag: &str| -> anyhow::Result<String> {
+        let at = args.iter().position(|a| a == flag).context(format!("missing {flag}"))?;
+        args.get(at + 1).cloned().context(format!("missing value for {flag}"))
+    };
+    let name = get("--scenario")?;
+    let kind = get("--store")?;
+    let size: u64 = get("--size")?.parse()?;
+    let path = PathBuf::from(get("--db")?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let measured = runtime.block_on(scenario(&name, &kind, size, &path))?;
+    println!(
+        "RESULT {}",
+        json!({
+            "steps": measured.steps,
+            "elapsedUs": measured.elapsed.as_micros() as u64,
+            "transactions": measured.transactions,
+        })
+    );
+    Ok(())
+}
+
+struct Row {
+    scenario: String,
+    store: String,
+    steps: u64,
+    elapsed_us: u64,
+    fsyncs: Option<u64>,
+    transactions: Option<u64>,
+}
+
+fn strace_available() -> bool {
+    Command::new("strace").arg("-V").output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn run_child(name: &str, kind: &str, size: u64, db: &Path, trace: bool) -> anyhow::Result<Row> {
+    let exe = std::env::current_exe()?;
+    let trace_file = db.with_extension("strace");
+    let mut command = if trace {
+        let mut command = Command::new("strace");
+        command.args(["-f", "--seccomp-bpf", "-c", "-e", "trace=fsync,fdatasync", "-o"]).arg(&trace_file).arg(&exe);
+        command
+    } else {
+        Command::new(&exe)
+    };
+    command.args(["--scenario", name, "--store", kind, "--size", &size.to_string(), "--db"]).arg(db);
+    let output = command.output().context("run scenario")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("scenario {name} on {kind} failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
     }
-    Ok(started.elapsed())
+    let result: Value = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .context("no result")
+        .and_then(|text| Ok(serde_json::from_str(text)?))?;
+    let fsyncs = if trace { Some(count_fsyncs(&std::fs::read_to_string(&trace_file)?)) } else { None };
+    Ok(Row {
+        scenario: name.to_owned(),
+        store: kind.to_owned(),
+        steps: result["steps"].as_u64().unwrap_or(0),
+        elapsed_us: result["elapsedUs"].as_u64().unwrap_or(0),
+        fsyncs,
+        transactions: result["transactions"].as_u64(),
+    })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|arg| arg == "--quick");
-    let steps: u64 = if quick { 200 } else { 2_000 };
+/// Sums the `calls` column of strace's summary for fsync and fdatasync.
+fn count_fsyncs(summary: &str) -> u64 {
+    summary
+        .lines()
+        .filter(|line| line.trim_end().ends_with("fsync") || line.trim_end().ends_with("fdatasync"))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // % time, seconds, usecs/call, calls, [errors], syscall
+            fields.get(3).and_then(|calls| calls.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Median latency of write+fsync on this disk right now.
+fn probe_fsync(dir: &Path) -> anyhow::Result<Duration> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join("probe"))?;
+    let mut samples = Vec::new();
+    for _ in 0..21 {
+        file.write_all(b"probe")?;
+        let started = Instant::now();
+        file.sync_data()?;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    Ok(samples[samples.len() / 2])
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--scenario") {
+        return child_main(&args);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let trace = strace_available();
+    let dir = tempfile::tempdir()?;
+    let fsync = probe_fsync(dir.path())?;
+    let mode = if fsync < Duration::from_millis(1) { "fast" } else { "slow" };
+    println!("disk: median fsync {:.2} ms ({mode} mode){}", fsync.as_secs_f64() * 1e3, if trace { "" } else { "; strace not found, fsyncs not counted" });
+    let (sequential, concurrent, replay) = if quick { (200, 20, 1_000) } else { (1_000, 100, 10_000) };
     let mut rows = Vec::new();
-
-    let memory: Arc<dyn DurableStore> = Arc::new(MemoryStore::new());
-    let (elapsed, run_id, engine) = sequential(Arc::clone(&memory), steps).await?;
-    rows.push(Row {
-        scenario: "sequential run",
-        store: "memory",
-        steps: steps as usize,
-        elapsed,
-    });
-    let started = Instant::now();
-    engine
-        .resume(&run_id, ResumeOptions::new())
-        .await?
-        .join()
-        .await?;
-    rows.push(Row {
-        scenario: "resume of completed run",
-        store: "memory",
-        steps: 1,
-        elapsed: started.elapsed(),
-    });
-
-    let runs = if quick { 20 } else { 100 };
-    let elapsed = concurrent(Arc::new(MemoryStore::new()), runs, 10).await?;
-    rows.push(Row {
-        scenario: "concurrent runs x 10 steps",
-        store: "memory",
-        steps: runs * 10,
-        elapsed,
-    });
+    for (index, (name, kind, size)) in [
+        ("sequential", "memory", sequential),
+        ("sequential", "sqlite-full", sequential),
+        ("sequential", "sqlite-normal", sequential),
+        ("concurrent", "memory", concurrent),
+        ("concurrent", "sqlite-full", concurrent),
+        ("concurrent", "sqlite-normal", concurrent),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let db = dir.path().join(format!("bench-{index}.db"));
+        rows.push(run_child(name, kind, size, &db, trace)?);
+    }
+    let db = dir.path().join("replay.db");
+    run_child("replay-setup", "sqlite-normal", replay, &db, false)?;
+    rows.push(run_child("replay", "sqlite-full", replay, &db, trace)?);
 
     println!(
-        "{:<28} {:<8} {:>8} {:>12} {:>12}",
-        "scenario", "store", "steps", "total ms", "µs/step"
+        "{:<12} {:<14} {:>7} {:>10} {:>9} {:>10} {:>11} {:>9}",
+        "scenario", "store", "steps", "total ms", "µs/step", "steps/s", "fsync/step", "tx/step"
     );
     for row in rows {
-        let micros = row.elapsed.as_secs_f64() * 1e6 / row.steps as f64;
+        let steps = row.steps.max(1) as f64;
+        let per_step = |n: Option<u64>| n.map_or("n/a".to_owned(), |n| format!("{:.3}", n as f64 / steps));
         println!(
-            "{:<28} {:<8} {:>8} {:>12.1} {:>12.1}",
+            "{:<12} {:<14} {:>7} {:>10.1} {:>9.1} {:>10.0} {:>11} {:>9}",
             row.scenario,
             row.store,
             row.steps,
-            row.elapsed.as_secs_f64() * 1e3,
-            micros
+            row.elapsed_us as f64 / 1e3,
+            row.elapsed_us as f64 / steps,
+            steps / (row.elapsed_us.max(1) as f64 / 1e6),
+            per_step(row.fsyncs),
+            per_step(row.transactions),
         );
     }
     Ok(())

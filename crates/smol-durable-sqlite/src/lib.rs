@@ -33,6 +33,7 @@ mod sql;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +62,17 @@ pub enum Durability {
     /// `synchronous = NORMAL` for everything: no fsync on commit. A power cut (not a process
     /// crash) may lose the last completions, which then run again.
     Normal,
+}
+
+/// Counters of a store handle's writes since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Write transactions committed.
+    pub transactions: u64,
+    /// Of those, the ones committed with `synchronous = FULL` requested.
+    pub durable_transactions: u64,
+    /// Write operations (each store call is one), grouped into those transactions.
+    pub operations: u64,
 }
 
 /// Options for [`SqliteStore::open_with`].
@@ -174,6 +186,16 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What this handle's writer has committed so far (for benchmarks and diagnostics).
+    pub fn write_stats(&self) -> WriteStats {
+        let counters = self.writer.counters();
+        WriteStats {
+            transactions: counters.transactions.load(Ordering::Relaxed),
+            durable_transactions: counters.durable_transactions.load(Ordering::Relaxed),
+            operations: counters.jobs.load(Ordering::Relaxed),
+        }
     }
 
     async fn read<R, F>(&self, operation: &'static str, work: F) -> StoreResult<R>

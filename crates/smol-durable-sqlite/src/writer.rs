@@ -10,7 +10,9 @@
 //! job that needs a transaction anyway, so a sequential workflow commits about two write
 //! transactions per step instead of four.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -46,6 +48,15 @@ struct Job {
 pub(crate) struct Writer {
     jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    stats: Arc<Counters>,
+}
+
+/// What the writer has committed so far.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub transactions: AtomicU64,
+    pub durable_transactions: AtomicU64,
+    pub jobs: AtomicU64,
 }
 
 impl std::fmt::Debug for Job {
@@ -60,16 +71,24 @@ const MAX_BATCH: usize = 512;
 impl Writer {
     pub fn spawn(connection: Connection, durability: Durability) -> Result<Self, StoreError> {
         let (jobs, inbox) = mpsc::channel::<Job>();
+        let stats = Arc::new(Counters::default());
+        let counters = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("smol-durable-sqlite-writer".to_owned())
-            .spawn(move || run(connection, durability, inbox))
+            .spawn(move || run(connection, durability, inbox, &counters))
             .map_err(|error| {
                 StoreError::new(StoreErrorKind::Other, "open", format!("cannot start the writer thread: {error}"))
             })?;
         Ok(Self {
             jobs: Some(jobs),
             thread: Some(thread),
+            stats,
         })
+    }
+
+    /// Counters of committed work.
+    pub fn counters(&self) -> &Counters {
+        &self.stats
     }
 
     /// Runs `work` in the writer's next transaction and returns its result once committed.
@@ -140,7 +159,7 @@ fn in_savepoint<R>(
     }
 }
 
-fn run(connection: Connection, durability: Durability, inbox: Receiver<Job>) {
+fn run(connection: Connection, durability: Durability, inbox: Receiver<Job>, counters: &Counters) {
     let mut synchronous = None;
     while let Ok(first) = inbox.recv() {
         let mut batch = vec![first];
@@ -156,7 +175,13 @@ fn run(connection: Connection, durability: Durability, inbox: Receiver<Job>) {
                 Err(error) => tracing::warn!(%error, "cannot set synchronous"),
             }
         }
-        commit_batch(&connection, batch);
+        counters.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if commit_batch(&connection, batch) {
+            counters.transactions.fetch_add(1, Ordering::Relaxed);
+            if durable {
+                counters.durable_transactions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -184,13 +209,14 @@ fn collect(inbox: &Receiver<Job>, batch: &mut Vec<Job>) {
     }
 }
 
-fn commit_batch(connection: &Connection, batch: Vec<Job>) {
+/// Runs a batch in one transaction; true when it committed.
+fn commit_batch(connection: &Connection, batch: Vec<Job>) -> bool {
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         let error = map_error("begin", error);
         for job in batch {
             (job.work)(Err(&error))(None);
         }
-        return;
+        return false;
     }
     let delivers: Vec<Deliver> = batch
         .into_iter()
@@ -204,4 +230,5 @@ fn commit_batch(connection: &Connection, batch: Vec<Job>) {
     for deliver in delivers {
         deliver(error.as_ref());
     }
+    error.is_none()
 }
