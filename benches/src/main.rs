@@ -52,12 +52,22 @@ struct Measured {
     transactions: Option<u64>,
 }
 
-async fn open_store(kind: &str, path: &Path) -> anyhow::Result<(Arc<dyn DurableStore>, Option<Arc<SqliteStore>>)> {
+async fn open_store(
+    kind: &str,
+    path: &Path,
+) -> anyhow::Result<(Arc<dyn DurableStore>, Option<Arc<SqliteStore>>)> {
     Ok(match kind {
         "memory" => (Arc::new(MemoryStore::new()), None),
         "sqlite-full" | "sqlite-normal" => {
-            let durability = if kind == "sqlite-full" { Durability::Full } else { Durability::Normal };
-            let store = Arc::new(SqliteStore::open_with(path, SqliteOptions::default().durability(durability)).await?);
+            let durability = if kind == "sqlite-full" {
+                Durability::Full
+            } else {
+                Durability::Normal
+            };
+            let store = Arc::new(
+                SqliteStore::open_with(path, SqliteOptions::default().durability(durability))
+                    .await?,
+            );
             (store.clone(), Some(store))
         }
         other => bail!("unknown store {other}"),
@@ -72,25 +82,104 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
     let started = Instant::now();
     let steps = match name {
         "sequential" => {
-            engine.run(scripts.source("bench.mjs"), json!({ "steps": size })).await?;
+            engine
+                .run(scripts.source("bench.mjs"), json!({ "steps": size }))
+                .await?;
             size
         }
         "concurrent" => {
-            let runs = (0..size).map(|_| engine.run(scripts.source("bench.mjs"), json!({ "steps": 10 })));
+            let runs =
+                (0..size).map(|_| engine.run(scripts.source("bench.mjs"), json!({ "steps": 10 })));
             for output in futures::future::join_all(runs).await {
                 output?;
             }
             size * 10
         }
+        "store-only" => {
+            // The store's share of a step, without the engine: claim, complete with a ledger row.
+            let (store, _) = open_store(kind, path).await?;
+            let run = store
+                .create_run(smol_durable::store::NewRun::new(
+                    smol_durable::store::ClaimScope::Local,
+                    "owner_bench",
+                    Default::default(),
+                    json!({}),
+                    1,
+                ))
+                .await?
+                .run;
+            for i in 0..size {
+                let signature = smol_durable::StepSignature::agent(
+                    "root",
+                    "bench",
+                    &format!("step {i}"),
+                    &Value::Null,
+                    None,
+                    None,
+                );
+                let checkpoint = signature.base_checkpoint();
+                let claim = smol_durable::steps::StepClaim {
+                    run_id: &run.run_id,
+                    root_run_id: &run.run_id,
+                    kind: smol_durable::store::StepKind::Agent,
+                    checkpoint_name: &checkpoint,
+                    signature: &signature,
+                    input: json!({}),
+                    worker_id: "owner_bench",
+                    lease_expires_at: i64::MAX,
+                };
+                let smol_durable::steps::Acquired::Claimed(row) =
+                    smol_durable::steps::acquire_step(
+                        store.as_ref(),
+                        &claim,
+                        smol_durable::steps::KnownRow::Absent,
+                        1,
+                    )
+                    .await?
+                else {
+                    bail!("not claimed");
+                };
+                let usage = smol_durable::Usage::tokens(1, 1);
+                let entry = smol_durable::store::LedgerEntry::new(
+                    &run.run_id,
+                    &run.run_id,
+                    &row.step_id,
+                    "agent_step",
+                    row.step_id.clone(),
+                    Some(&usage),
+                    1,
+                );
+                smol_durable::steps::complete_fenced(
+                    store.as_ref(),
+                    &row.step_id,
+                    Some(1),
+                    json!({"output": "x"}),
+                    vec![entry],
+                    1,
+                )
+                .await?;
+            }
+            size
+        }
         "replay-setup" => {
-            let failed = engine.run(scripts.source("bench.mjs"), json!({ "steps": size, "failAtEnd": true })).await;
+            let failed = engine
+                .run(
+                    scripts.source("bench.mjs"),
+                    json!({ "steps": size, "failAtEnd": true }),
+                )
+                .await;
             if failed.is_ok() {
                 bail!("the setup run should fail at its end");
             }
             size
         }
         "replay" => {
-            let run = engine.list_runs(&Default::default()).await?.into_iter().next().context("setup run")?;
+            let run = engine
+                .list_runs(&Default::default())
+                .await?
+                .into_iter()
+                .next()
+                .context("setup run")?;
             let scripts = scripts.workflow("bench.mjs", |ctx| async move {
                 let steps = ctx.args()["steps"].as_u64().unwrap_or(10);
                 let mut last = Value::Null;
@@ -99,7 +188,11 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
                 }
                 Ok(last)
             });
-            let output = engine.resume(&run.run_id, ResumeOptions::new()).await?.join().await?;
+            let output = engine
+                .resume(&run.run_id, ResumeOptions::new())
+                .await?
+                .join()
+                .await?;
             drop(scripts);
             if output.attempt != 2 {
                 bail!("expected attempt 2, got {}", output.attempt);
@@ -109,20 +202,35 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
         other => bail!("unknown scenario {other}"),
     };
     let elapsed = started.elapsed();
-    let transactions = sqlite.as_ref().zip(tx_before).map(|(s, before)| s.write_stats().transactions - before);
-    Ok(Measured { steps, elapsed, transactions })
+    let transactions = sqlite
+        .as_ref()
+        .zip(tx_before)
+        .map(|(s, before)| s.write_stats().transactions - before);
+    Ok(Measured {
+        steps,
+        elapsed,
+        transactions,
+    })
 }
 
 fn child_main(args: &[String]) -> anyhow::Result<()> {
     let get = |flag: &str| -> anyhow::Result<String> {
-        let at = args.iter().position(|a| a == flag).context(format!("missing {flag}"))?;
-        args.get(at + 1).cloned().context(format!("missing value for {flag}"))
+        let at = args
+            .iter()
+            .position(|a| a == flag)
+            .context(format!("missing {flag}"))?;
+        args.get(at + 1)
+            .cloned()
+            .context(format!("missing value for {flag}"))
     };
     let name = get("--scenario")?;
     let kind = get("--store")?;
     let size: u64 = get("--size")?.parse()?;
     let path = PathBuf::from(get("--db")?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let measured = runtime.block_on(scenario(&name, &kind, size, &path))?;
     println!(
         "RESULT {}",
@@ -145,7 +253,11 @@ struct Row {
 }
 
 fn strace_available() -> bool {
-    Command::new("strace").arg("-V").output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("strace")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 fn run_child(name: &str, kind: &str, size: u64, db: &Path, trace: bool) -> anyhow::Result<Row> {
@@ -153,23 +265,50 @@ fn run_child(name: &str, kind: &str, size: u64, db: &Path, trace: bool) -> anyho
     let trace_file = db.with_extension("strace");
     let mut command = if trace {
         let mut command = Command::new("strace");
-        command.args(["-f", "--seccomp-bpf", "-c", "-e", "trace=fsync,fdatasync", "-o"]).arg(&trace_file).arg(&exe);
+        command
+            .args([
+                "-f",
+                "--seccomp-bpf",
+                "-c",
+                "-e",
+                "trace=fsync,fdatasync",
+                "-o",
+            ])
+            .arg(&trace_file)
+            .arg(&exe);
         command
     } else {
         Command::new(&exe)
     };
-    command.args(["--scenario", name, "--store", kind, "--size", &size.to_string(), "--db"]).arg(db);
+    command
+        .args([
+            "--scenario",
+            name,
+            "--store",
+            kind,
+            "--size",
+            &size.to_string(),
+            "--db",
+        ])
+        .arg(db);
     let output = command.output().context("run scenario")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        bail!("scenario {name} on {kind} failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "scenario {name} on {kind} failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let result: Value = stdout
         .lines()
         .find_map(|line| line.strip_prefix("RESULT "))
         .context("no result")
         .and_then(|text| Ok(serde_json::from_str(text)?))?;
-    let fsyncs = if trace { Some(count_fsyncs(&std::fs::read_to_string(&trace_file)?)) } else { None };
+    let fsyncs = if trace {
+        Some(count_fsyncs(&std::fs::read_to_string(&trace_file)?))
+    } else {
+        None
+    };
     Ok(Row {
         scenario: name.to_owned(),
         store: kind.to_owned(),
@@ -217,9 +356,25 @@ fn main() -> anyhow::Result<()> {
     let trace = strace_available();
     let dir = tempfile::tempdir()?;
     let fsync = probe_fsync(dir.path())?;
-    let mode = if fsync < Duration::from_millis(1) { "fast" } else { "slow" };
-    println!("disk: median fsync {:.2} ms ({mode} mode){}", fsync.as_secs_f64() * 1e3, if trace { "" } else { "; strace not found, fsyncs not counted" });
-    let (sequential, concurrent, replay) = if quick { (200, 20, 1_000) } else { (1_000, 100, 10_000) };
+    let mode = if fsync < Duration::from_millis(1) {
+        "fast"
+    } else {
+        "slow"
+    };
+    println!(
+        "disk: median fsync {:.2} ms ({mode} mode){}",
+        fsync.as_secs_f64() * 1e3,
+        if trace {
+            ""
+        } else {
+            "; strace not found, fsyncs not counted"
+        }
+    );
+    let (sequential, concurrent, replay) = if quick {
+        (200, 20, 1_000)
+    } else {
+        (1_000, 100, 10_000)
+    };
     let mut rows = Vec::new();
     for (index, (name, kind, size)) in [
         ("sequential", "memory", sequential),
@@ -245,7 +400,8 @@ fn main() -> anyhow::Result<()> {
     );
     for row in rows {
         let steps = row.steps.max(1) as f64;
-        let per_step = |n: Option<u64>| n.map_or("n/a".to_owned(), |n| format!("{:.3}", n as f64 / steps));
+        let per_step =
+            |n: Option<u64>| n.map_or("n/a".to_owned(), |n| format!("{:.3}", n as f64 / steps));
         println!(
             "{:<12} {:<14} {:>7} {:>10.1} {:>9.1} {:>10.0} {:>11} {:>9}",
             row.scenario,

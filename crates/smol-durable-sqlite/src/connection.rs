@@ -22,7 +22,12 @@ pub(crate) fn map_error(operation: &'static str, error: rusqlite::Error) -> Stor
         _ => StoreErrorKind::Other,
     };
     let message = match kind {
-        StoreErrorKind::Unavailable if matches!(error.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)) => {
+        StoreErrorKind::Unavailable
+            if matches!(
+                error.sqlite_error_code(),
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+            ) =>
+        {
             format!("the database is locked by another connection or process past the busy timeout ({error}); retry later")
         }
         _ => error.to_string(),
@@ -47,6 +52,8 @@ pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, St
     connection
         .busy_timeout(busy_timeout)
         .map_err(|e| map_error("open", e))?;
+    // Every statement the store runs stays prepared.
+    connection.set_prepared_statement_cache_capacity(64);
     connection
         .pragma_update(None, "foreign_keys", "ON")
         .map_err(|e| map_error("open", e))?;

@@ -211,7 +211,8 @@ impl SqliteStore {
             result
         })
         .await;
-        outcome.map_err(|error| StoreError::new(StoreErrorKind::Other, operation, error.to_string()))?
+        outcome
+            .map_err(|error| StoreError::new(StoreErrorKind::Other, operation, error.to_string()))?
     }
 
     async fn write<R, F>(&self, operation: &'static str, commit: Commit, work: F) -> StoreResult<R>
@@ -236,8 +237,13 @@ fn check_directory(path: &Path) -> StoreResult<()> {
         ))
     };
     match std::fs::metadata(directory) {
-        Err(error) => unusable(format!("directory {} is not accessible: {error}", directory.display())),
-        Ok(meta) if !meta.is_dir() => unusable(format!("{} is not a directory", directory.display())),
+        Err(error) => unusable(format!(
+            "directory {} is not accessible: {error}",
+            directory.display()
+        )),
+        Ok(meta) if !meta.is_dir() => {
+            unusable(format!("{} is not a directory", directory.display()))
+        }
         Ok(meta) if meta.permissions().readonly() => {
             unusable(format!("directory {} is read-only", directory.display()))
         }
@@ -258,126 +264,200 @@ impl DurableStore for SqliteStore {
     }
 
     async fn register_owner(&self, owner: OwnerRecord) -> StoreResult<()> {
-        self.write("register_owner", Commit::Deferred, move |c| sql::register_owner(c, &owner)).await
+        self.write("register_owner", Commit::Deferred, move |c| {
+            sql::register_owner(c, &owner)
+        })
+        .await
     }
 
     async fn get_owner(&self, owner_id: &str) -> StoreResult<Option<OwnerRecord>> {
         let owner_id = owner_id.to_owned();
-        self.read("get_owner", move |c| sql::get_owner(c, &owner_id)).await
+        self.read("get_owner", move |c| sql::get_owner(c, &owner_id))
+            .await
     }
 
     async fn put_script(&self, hash: &str, source: &str) -> StoreResult<()> {
         let (hash, source, now) = (hash.to_owned(), source.to_owned(), self.clock.now_ms());
-        self.write("put_script", Commit::Fast, move |c| sql::put_script(c, &hash, &source, now)).await
+        self.write("put_script", Commit::Fast, move |c| {
+            sql::put_script(c, &hash, &source, now)
+        })
+        .await
     }
 
     async fn get_script(&self, hash: &str) -> StoreResult<Option<String>> {
         let hash = hash.to_owned();
-        self.read("get_script", move |c| sql::get_script(c, &hash)).await
+        self.read("get_script", move |c| sql::get_script(c, &hash))
+            .await
     }
 
     async fn create_run(&self, run: NewRun) -> StoreResult<CreatedRun> {
-        self.write("create_run", Commit::Durable, move |c| sql::create_run(c, &run)).await
+        self.write("create_run", Commit::Durable, move |c| {
+            sql::create_run(c, &run)
+        })
+        .await
     }
 
     async fn create_child_run(&self, child: NewChildRun) -> StoreResult<RunRecord> {
-        self.write("create_child_run", Commit::Fast, move |c| sql::create_child_run(c, &child)).await
+        self.write("create_child_run", Commit::Fast, move |c| {
+            sql::create_child_run(c, &child)
+        })
+        .await
     }
 
-    async fn finish_child_run(&self, run_id: &str, outcome: RunOutcome, now: i64) -> StoreResult<()> {
+    async fn finish_child_run(
+        &self,
+        run_id: &str,
+        outcome: RunOutcome,
+        now: i64,
+    ) -> StoreResult<()> {
         let run_id = run_id.to_owned();
-        self.write("finish_child_run", Commit::Fast, move |c| sql::finish_child_run(c, &run_id, &outcome, now)).await
+        self.write("finish_child_run", Commit::Fast, move |c| {
+            sql::finish_child_run(c, &run_id, &outcome, now)
+        })
+        .await
     }
 
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
         let run_id = run_id.to_owned();
-        self.read("get_run", move |c| sql::get_run(c, &run_id)).await
+        self.read("get_run", move |c| sql::get_run(c, &run_id))
+            .await
     }
 
     async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
         let task_id = task_id.to_owned();
-        self.read("get_task", move |c| sql::get_task(c, &task_id)).await
+        self.read("get_task", move |c| sql::get_task(c, &task_id))
+            .await
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
         let filter = filter.clone();
-        self.read("list_runs", move |c| sql::list_runs(c, &filter)).await
+        self.read("list_runs", move |c| sql::list_runs(c, &filter))
+            .await
     }
 
     async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
         let task_id = task_id.to_owned();
-        self.read("list_attempts", move |c| sql::list_attempts(c, &task_id)).await
+        self.read("list_attempts", move |c| sql::list_attempts(c, &task_id))
+            .await
     }
 
     async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart> {
-        self.write("start_attempt", Commit::Fast, move |c| sql::start_attempt(c, &start)).await
+        self.write("start_attempt", Commit::Fast, move |c| {
+            sql::start_attempt(c, &start)
+        })
+        .await
     }
 
     async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()> {
-        self.write("finish_attempt", Commit::Durable, move |c| sql::finish_attempt(c, &finish)).await
+        self.write("finish_attempt", Commit::Durable, move |c| {
+            sql::finish_attempt(c, &finish)
+        })
+        .await
     }
 
     async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>> {
-        self.write("claim_next_task", Commit::Fast, move |c| sql::claim_next_task(c, &claim)).await
+        self.write("claim_next_task", Commit::Fast, move |c| {
+            sql::claim_next_task(c, &claim)
+        })
+        .await
     }
 
     async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>> {
         let run_id = run_id.to_owned();
-        self.read("load_steps", move |c| sql::load_steps(c, &run_id)).await
+        self.read("load_steps", move |c| sql::load_steps(c, &run_id))
+            .await
     }
 
-    async fn get_step(&self, run_id: &str, checkpoint_name: &str) -> StoreResult<Option<StepRecord>> {
+    async fn get_step(
+        &self,
+        run_id: &str,
+        checkpoint_name: &str,
+    ) -> StoreResult<Option<StepRecord>> {
         let (run_id, checkpoint) = (run_id.to_owned(), checkpoint_name.to_owned());
-        self.read("get_step", move |c| sql::get_step(c, &run_id, &checkpoint)).await
+        self.read("get_step", move |c| sql::get_step(c, &run_id, &checkpoint))
+            .await
     }
 
     async fn insert_step(&self, step: NewStep) -> StoreResult<InsertStep> {
         // A claim is advisory while the attempt's lease is held: no fsync.
-        self.write("insert_step", Commit::Fast, move |c| sql::insert_step(c, &step)).await
+        self.write("insert_step", Commit::Fast, move |c| {
+            sql::insert_step(c, &step)
+        })
+        .await
     }
 
     async fn claim_step(&self, claim: ClaimStep) -> StoreResult<StepCas> {
-        self.write("claim_step", Commit::Fast, move |c| sql::claim_step(c, &claim)).await
+        self.write("claim_step", Commit::Fast, move |c| {
+            sql::claim_step(c, &claim)
+        })
+        .await
     }
 
     async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas> {
         // A completion is what must never be lost: it is the paid-for result.
-        self.write("complete_step", Commit::Durable, move |c| sql::complete_step(c, &complete)).await
+        self.write("complete_step", Commit::Durable, move |c| {
+            sql::complete_step(c, &complete)
+        })
+        .await
     }
 
     async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas> {
-        let commit = if fail.ledger.is_empty() { Commit::Fast } else { Commit::Durable };
-        self.write("fail_step", commit, move |c| sql::fail_step(c, &fail)).await
+        let commit = if fail.ledger.is_empty() {
+            Commit::Fast
+        } else {
+            Commit::Durable
+        };
+        self.write("fail_step", commit, move |c| sql::fail_step(c, &fail))
+            .await
     }
 
     async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome> {
-        self.write("renew_leases", Commit::Deferred, move |c| sql::renew_leases(c, &renew)).await
+        self.write("renew_leases", Commit::Deferred, move |c| {
+            sql::renew_leases(c, &renew)
+        })
+        .await
     }
 
     async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
         let root = root_run_id.to_owned();
-        self.read("budget_spent", move |c| sql::budget_spent(c, &root)).await
+        self.read("budget_spent", move |c| sql::budget_spent(c, &root))
+            .await
     }
 
     async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>> {
         let root = root_run_id.to_owned();
-        self.read("ledger_entries", move |c| sql::ledger_entries(c, &root)).await
+        self.read("ledger_entries", move |c| sql::ledger_entries(c, &root))
+            .await
     }
 
     async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
         }
-        self.write("append_events", Commit::Deferred, move |c| sql::append_events(c, &events)).await
+        self.write("append_events", Commit::Deferred, move |c| {
+            sql::append_events(c, &events)
+        })
+        .await
     }
 
-    async fn read_events(&self, run_id: &str, after_seq: i64, limit: usize) -> StoreResult<Vec<EventRecord>> {
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
         let run_id = run_id.to_owned();
-        self.read("read_events", move |c| sql::read_events(c, &run_id, after_seq, limit)).await
+        self.read("read_events", move |c| {
+            sql::read_events(c, &run_id, after_seq, limit)
+        })
+        .await
     }
 
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
         let run_id = run_id.to_owned();
-        self.write("request_cancel", Commit::Durable, move |c| sql::request_cancel(c, &run_id, now)).await
+        self.write("request_cancel", Commit::Durable, move |c| {
+            sql::request_cancel(c, &run_id, now)
+        })
+        .await
     }
 }

@@ -76,7 +76,12 @@ fn apply(connection: &Connection, now: i64) -> Result<usize, StoreError> {
     } else {
         Vec::new()
     };
-    if let Some(newest) = applied.iter().copied().max().filter(|id| *id > SCHEMA_VERSION) {
+    if let Some(newest) = applied
+        .iter()
+        .copied()
+        .max()
+        .filter(|id| *id > SCHEMA_VERSION)
+    {
         return Err(StoreError::new(
             StoreErrorKind::Unsupported,
             op,

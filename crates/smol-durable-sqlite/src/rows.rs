@@ -15,7 +15,8 @@ pub(crate) const TASK_COLUMNS: &str = "task_id, task_name, state, claim_scope, p
     submitted_by_owner_id, claimed_by_owner_id, lease_expires_at, max_attempts, idempotency_key, \
     not_before, completed_payload_json, failure_reason_json, created_at, updated_at";
 
-pub(crate) const RUN_COLUMNS: &str = "run_id, task_id, root_run_id, parent_run_id, parent_step_id, \
+pub(crate) const RUN_COLUMNS: &str =
+    "run_id, task_id, root_run_id, parent_run_id, parent_step_id, \
     state, workflow_run_json, args_json, budget_total, budget_spent, completed_payload_json, \
     failure_reason_json, cancel_requested_at, created_at, updated_at";
 
@@ -167,7 +168,10 @@ pub(crate) fn run(row: &Row<'_>) -> Result<RunRecord, StoreError> {
     let state = State::parse(&r.next::<String>()?);
     let workflow_index = r.index;
     let workflow: WorkflowInfo = serde_json::from_value(r.next_json()?).map_err(|error| {
-        r.error(workflow_index, &format!("is not a workflow description: {error}"))
+        r.error(
+            workflow_index,
+            &format!("is not a workflow description: {error}"),
+        )
     })?;
     Ok(RunRecord {
         run_id,
@@ -272,7 +276,10 @@ pub(crate) fn owner(row: &Row<'_>) -> Result<OwnerRecord, StoreError> {
     let mut r = Reader::new(row, "sw_workflow_owners")?;
     Ok(OwnerRecord {
         owner_id: r.next()?,
-        pid: r.next::<Option<i64>>()?.and_then(|pid| u32::try_from(pid).ok()).unwrap_or(0),
+        pid: r
+            .next::<Option<i64>>()?
+            .and_then(|pid| u32::try_from(pid).ok())
+            .unwrap_or(0),
         hostname: r.next::<Option<String>>()?.unwrap_or_default(),
         started_at: r.next()?,
         heartbeat_at: r.next()?,

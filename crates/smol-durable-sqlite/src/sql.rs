@@ -4,16 +4,17 @@
 use rusqlite::{params, params_from_iter, Connection, Params, Row};
 use serde_json::{json, Value};
 use smol_durable::store::{
-    AttemptOutcome, AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask,
-    ClaimStep, ClaimedTask, CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt,
-    InsertStep, LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases,
-    RenewOutcome, RunFilter, RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord,
-    TaskRecord,
+    AttemptOutcome, AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep,
+    ClaimedTask, CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep,
+    LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome,
+    RunFilter, RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, TaskRecord,
 };
 use smol_durable::{StoreError, StoreErrorKind};
 
 use crate::connection::map_error;
-use crate::rows::{self, ATTEMPT_COLUMNS, EVENT_COLUMNS, LEDGER_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, TASK_COLUMNS};
+use crate::rows::{
+    self, ATTEMPT_COLUMNS, EVENT_COLUMNS, LEDGER_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, TASK_COLUMNS,
+};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -24,7 +25,9 @@ fn all<T, P: Params>(
     params: P,
     parse: fn(&Row<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let mut statement = connection.prepare_cached(sql).map_err(|e| map_error(op, e))?;
+    let mut statement = connection
+        .prepare_cached(sql)
+        .map_err(|e| map_error(op, e))?;
     let mut rows = statement.query(params).map_err(|e| map_error(op, e))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(|e| map_error(op, e))? {
@@ -43,7 +46,12 @@ fn one<T, P: Params>(
     Ok(all(connection, op, sql, params, parse)?.into_iter().next())
 }
 
-fn execute<P: Params>(connection: &Connection, op: &'static str, sql: &str, params: P) -> Result<usize> {
+fn execute<P: Params>(
+    connection: &Connection,
+    op: &'static str,
+    sql: &str,
+    params: P,
+) -> Result<usize> {
     connection
         .prepare_cached(sql)
         .and_then(|mut statement| statement.execute(params))
@@ -63,7 +71,11 @@ fn int(value: u64) -> i64 {
 }
 
 fn not_found(op: &'static str, what: &str, id: &str) -> StoreError {
-    StoreError::new(StoreErrorKind::NotFound, op, format!("{what} {id} not found"))
+    StoreError::new(
+        StoreErrorKind::NotFound,
+        op,
+        format!("{what} {id} not found"),
+    )
 }
 
 pub(crate) fn get_task(c: &Connection, task_id: &str) -> Result<Option<TaskRecord>> {
@@ -81,11 +93,18 @@ fn root_run_of_task(c: &Connection, op: &'static str, task_id: &str) -> Result<R
         "SELECT {RUN_COLUMNS} FROM sw_workflow_runs WHERE task_id = ?1 AND run_id = root_run_id \
          ORDER BY created_at LIMIT 1"
     );
-    one(c, op, &sql, [task_id], rows::run)?.ok_or_else(|| not_found(op, "root run of task", task_id))
+    one(c, op, &sql, [task_id], rows::run)?
+        .ok_or_else(|| not_found(op, "root run of task", task_id))
 }
 
-pub(crate) fn get_step(c: &Connection, run_id: &str, checkpoint: &str) -> Result<Option<StepRecord>> {
-    let sql = format!("SELECT {STEP_COLUMNS} FROM sw_workflow_steps WHERE run_id = ?1 AND checkpoint_name = ?2");
+pub(crate) fn get_step(
+    c: &Connection,
+    run_id: &str,
+    checkpoint: &str,
+) -> Result<Option<StepRecord>> {
+    let sql = format!(
+        "SELECT {STEP_COLUMNS} FROM sw_workflow_steps WHERE run_id = ?1 AND checkpoint_name = ?2"
+    );
     one(c, "get_step", &sql, [run_id, checkpoint], rows::step)
 }
 
@@ -100,7 +119,9 @@ pub(crate) fn load_steps(c: &Connection, run_id: &str) -> Result<Vec<StepRecord>
 }
 
 pub(crate) fn list_attempts(c: &Connection, task_id: &str) -> Result<Vec<AttemptRecord>> {
-    let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM sw_workflow_attempts WHERE task_id = ?1 ORDER BY attempt");
+    let sql = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM sw_workflow_attempts WHERE task_id = ?1 ORDER BY attempt"
+    );
     all(c, "list_attempts", &sql, [task_id], rows::attempt)
 }
 
@@ -132,12 +153,20 @@ pub(crate) fn list_runs(c: &Connection, filter: &RunFilter) -> Result<Vec<RunRec
     if let Some(limit) = filter.limit {
         sql.push_str(&format!(" LIMIT {}", limit.min(i64::MAX as usize)));
     }
-    all(c, "list_runs", &sql, params_from_iter(values.iter()), rows::run)
+    all(
+        c,
+        "list_runs",
+        &sql,
+        params_from_iter(values.iter()),
+        rows::run,
+    )
 }
 
 pub(crate) fn budget_spent(c: &Connection, root_run_id: &str) -> Result<u64> {
     let spent: i64 = c
-        .prepare_cached("SELECT COALESCE(SUM(output_tokens), 0) FROM sw_budget_ledger WHERE root_run_id = ?1")
+        .prepare_cached(
+            "SELECT COALESCE(SUM(output_tokens), 0) FROM sw_budget_ledger WHERE root_run_id = ?1",
+        )
         .and_then(|mut s| s.query_row([root_run_id], |row| row.get(0)))
         .map_err(|e| map_error("budget_spent", e))?;
     Ok(u64::try_from(spent).unwrap_or(0))
@@ -148,12 +177,23 @@ pub(crate) fn ledger_entries(c: &Connection, root_run_id: &str) -> Result<Vec<Le
     all(c, "ledger_entries", &sql, [root_run_id], rows::ledger)
 }
 
-pub(crate) fn read_events(c: &Connection, run_id: &str, after_seq: i64, limit: usize) -> Result<Vec<EventRecord>> {
+pub(crate) fn read_events(
+    c: &Connection,
+    run_id: &str,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<EventRecord>> {
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM sw_workflow_events \
          WHERE rowid > ?1 AND (run_id = ?2 OR root_run_id = ?2) ORDER BY rowid LIMIT ?3"
     );
-    all(c, "read_events", &sql, params![after_seq, run_id, int(limit as u64)], rows::event)
+    all(
+        c,
+        "read_events",
+        &sql,
+        params![after_seq, run_id, int(limit as u64)],
+        rows::event,
+    )
 }
 
 pub(crate) fn get_owner(c: &Connection, owner_id: &str) -> Result<Option<OwnerRecord>> {
@@ -170,7 +210,13 @@ pub(crate) fn get_script(c: &Connection, hash: &str) -> Result<Option<String>> {
     fn source(row: &Row<'_>) -> Result<String> {
         row.get(0).map_err(|e| map_error("get_script", e))
     }
-    one(c, "get_script", "SELECT source FROM sw_workflow_scripts WHERE script_hash = ?1", [hash], source)
+    one(
+        c,
+        "get_script",
+        "SELECT source FROM sw_workflow_scripts WHERE script_hash = ?1",
+        [hash],
+        source,
+    )
 }
 
 pub(crate) fn register_owner(c: &Connection, owner: &OwnerRecord) -> Result<()> {
@@ -206,11 +252,19 @@ pub(crate) fn create_run(c: &Connection, new: &NewRun) -> Result<CreatedRun> {
         );
         if let Some(task) = one(c, op, &sql, [scope, key.as_str()], rows::task)? {
             let run = root_run_of_task(c, op, &task.task_id)?;
-            return Ok(CreatedRun { task, run, created: false });
+            return Ok(CreatedRun {
+                task,
+                run,
+                created: false,
+            });
         }
     }
     let workflow = serde_json::to_value(&new.workflow).map_err(|error| {
-        StoreError::new(StoreErrorKind::Other, op, format!("cannot encode the workflow description: {error}"))
+        StoreError::new(
+            StoreErrorKind::Other,
+            op,
+            format!("cannot encode the workflow description: {error}"),
+        )
     })?;
     execute(
         c,
@@ -246,13 +300,21 @@ pub(crate) fn create_run(c: &Connection, new: &NewRun) -> Result<CreatedRun> {
     )?;
     let task = get_task(c, &new.task_id)?.ok_or_else(|| not_found(op, "task", &new.task_id))?;
     let run = get_run(c, &new.run_id)?.ok_or_else(|| not_found(op, "run", &new.run_id))?;
-    Ok(CreatedRun { task, run, created: true })
+    Ok(CreatedRun {
+        task,
+        run,
+        created: true,
+    })
 }
 
 pub(crate) fn create_child_run(c: &Connection, child: &NewChildRun) -> Result<RunRecord> {
     let op = "create_child_run";
     let workflow = serde_json::to_value(&child.workflow).map_err(|error| {
-        StoreError::new(StoreErrorKind::Other, op, format!("cannot encode the workflow description: {error}"))
+        StoreError::new(
+            StoreErrorKind::Other,
+            op,
+            format!("cannot encode the workflow description: {error}"),
+        )
     })?;
     let inserted = execute(
         c,
@@ -283,13 +345,24 @@ pub(crate) fn create_child_run(c: &Connection, child: &NewChildRun) -> Result<Ru
     get_run(c, &child.run_id)?.ok_or_else(|| not_found(op, "run", &child.run_id))
 }
 
-pub(crate) fn finish_child_run(c: &Connection, run_id: &str, outcome: &RunOutcome, now: i64) -> Result<()> {
+pub(crate) fn finish_child_run(
+    c: &Connection,
+    run_id: &str,
+    outcome: &RunOutcome,
+    now: i64,
+) -> Result<()> {
     let op = "finish_child_run";
     let (state, payload, reason) = match outcome {
         RunOutcome::Completed(value) => ("completed", Some(text(value)), None),
         RunOutcome::Failed(reason) => ("failed", None, Some(text(reason))),
         RunOutcome::Cancelled(reason) => ("cancelled", None, Some(text(reason))),
-        _ => return Err(StoreError::new(StoreErrorKind::Unsupported, op, "unknown run outcome")),
+        _ => {
+            return Err(StoreError::new(
+                StoreErrorKind::Unsupported,
+                op,
+                "unknown run outcome",
+            ))
+        }
     };
     let changed = execute(
         c,
@@ -304,8 +377,28 @@ pub(crate) fn finish_child_run(c: &Connection, run_id: &str, outcome: &RunOutcom
     Ok(())
 }
 
-/// Claims the task for `owner` and opens attempt max+1 (shared by start and claim-next).
-fn open_attempt(c: &Connection, op: &'static str, task: &TaskRecord, run_id: &str, attempt_id: &str, owner: &str, lease: i64, now: i64) -> Result<AttemptRecord> {
+/// Who opens an attempt, and when.
+struct Claimant<'a> {
+    attempt_id: &'a str,
+    owner: &'a str,
+    lease: i64,
+    now: i64,
+}
+
+/// Claims the task for the claimant and opens attempt max+1 (shared by start and claim-next).
+fn open_attempt(
+    c: &Connection,
+    op: &'static str,
+    task: &TaskRecord,
+    run_id: &str,
+    claimant: Claimant<'_>,
+) -> Result<AttemptRecord> {
+    let Claimant {
+        attempt_id,
+        owner,
+        lease,
+        now,
+    } = claimant;
     execute(
         c,
         op,
@@ -339,7 +432,9 @@ fn open_attempt(c: &Connection, op: &'static str, task: &TaskRecord, run_id: &st
         params![run_id, now],
     )?;
     let number: i64 = c
-        .prepare_cached("SELECT COALESCE(MAX(attempt), 0) + 1 FROM sw_workflow_attempts WHERE task_id = ?1")
+        .prepare_cached(
+            "SELECT COALESCE(MAX(attempt), 0) + 1 FROM sw_workflow_attempts WHERE task_id = ?1",
+        )
         .and_then(|mut s| s.query_row([&task.task_id], |row| row.get(0)))
         .map_err(|e| map_error(op, e))?;
     execute(
@@ -350,7 +445,8 @@ fn open_attempt(c: &Connection, op: &'static str, task: &TaskRecord, run_id: &st
         params![attempt_id, run_id, task.task_id, number, owner, lease, now],
     )?;
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM sw_workflow_attempts WHERE attempt_id = ?1");
-    one(c, op, &sql, [attempt_id], rows::attempt)?.ok_or_else(|| not_found(op, "attempt", attempt_id))
+    one(c, op, &sql, [attempt_id], rows::attempt)?
+        .ok_or_else(|| not_found(op, "attempt", attempt_id))
 }
 
 pub(crate) fn start_attempt(c: &Connection, start: &StartAttempt) -> Result<AttemptStart> {
@@ -362,44 +458,79 @@ pub(crate) fn start_attempt(c: &Connection, start: &StartAttempt) -> Result<Atte
     }
     if task.state == State::Running {
         if let (Some(holder), Some(lease)) = (&task.claimed_by_owner_id, task.lease_expires_at) {
-            let may_take_over = holder == &start.owner_id || start.take_over_from.as_deref() == Some(holder.as_str());
+            let may_take_over = holder == &start.owner_id
+                || start.take_over_from.as_deref() == Some(holder.as_str());
             if lease > start.now && !may_take_over {
-                return Ok(AttemptStart::Busy { owner_id: holder.clone(), lease_expires_at: lease });
+                return Ok(AttemptStart::Busy {
+                    owner_id: holder.clone(),
+                    lease_expires_at: lease,
+                });
             }
         }
     }
-    let attempt = open_attempt(c, op, &task, &start.run_id, &start.attempt_id, &start.owner_id, start.lease_expires_at, start.now)?;
+    let attempt = open_attempt(
+        c,
+        op,
+        &task,
+        &start.run_id,
+        Claimant {
+            attempt_id: &start.attempt_id,
+            owner: &start.owner_id,
+            lease: start.lease_expires_at,
+            now: start.now,
+        },
+    )?;
     Ok(AttemptStart::Started(attempt))
 }
 
 pub(crate) fn finish_attempt(c: &Connection, finish: &FinishAttempt) -> Result<()> {
     let op = "finish_attempt";
-    let task = get_task(c, &finish.task_id)?.ok_or_else(|| not_found(op, "task", &finish.task_id))?;
+    let task =
+        get_task(c, &finish.task_id)?.ok_or_else(|| not_found(op, "task", &finish.task_id))?;
     if task.claimed_by_owner_id.as_deref() != Some(finish.owner_id.as_str()) {
         return Err(StoreError::new(
             StoreErrorKind::LeaseLost,
             op,
-            format!("task {} is no longer claimed by {}", finish.task_id, finish.owner_id),
+            format!(
+                "task {} is no longer claimed by {}",
+                finish.task_id, finish.owner_id
+            ),
         ));
     }
     let (attempt_state, next_state, payload, reason, not_before) = match &finish.outcome {
-        AttemptOutcome::Completed { result, .. } => ("completed", "completed", Some(text(result)), None, None),
+        AttemptOutcome::Completed { result, .. } => {
+            ("completed", "completed", Some(text(result)), None, None)
+        }
         AttemptOutcome::Failed { reason, retry_at } => (
             "failed",
-            if retry_at.is_some() { "pending" } else { "failed" },
+            if retry_at.is_some() {
+                "pending"
+            } else {
+                "failed"
+            },
             None,
             Some(text(reason)),
             *retry_at,
         ),
-        AttemptOutcome::Cancelled { reason } => ("cancelled", "cancelled", None, Some(text(reason)), None),
+        AttemptOutcome::Cancelled { reason } => {
+            ("cancelled", "cancelled", None, Some(text(reason)), None)
+        }
         AttemptOutcome::Released => (
             "failed",
             "pending",
             None,
-            Some(text(&json!({"message": "released by its owner before finishing"}))),
+            Some(text(
+                &json!({"message": "released by its owner before finishing"}),
+            )),
             None,
         ),
-        _ => return Err(StoreError::new(StoreErrorKind::Unsupported, op, "unknown attempt outcome")),
+        _ => {
+            return Err(StoreError::new(
+                StoreErrorKind::Unsupported,
+                op,
+                "unknown attempt outcome",
+            ))
+        }
     };
     let closed = execute(
         c,
@@ -433,7 +564,10 @@ pub(crate) fn finish_attempt(c: &Connection, finish: &FinishAttempt) -> Result<(
     Ok(())
 }
 
-pub(crate) fn claim_next_task(c: &Connection, claim: &ClaimNextTask) -> Result<Option<ClaimedTask>> {
+pub(crate) fn claim_next_task(
+    c: &Connection,
+    claim: &ClaimNextTask,
+) -> Result<Option<ClaimedTask>> {
     let op = "claim_next_task";
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM sw_workflow_tasks WHERE claim_scope = ?1 AND ( \
@@ -441,11 +575,29 @@ pub(crate) fn claim_next_task(c: &Connection, claim: &ClaimNextTask) -> Result<O
            OR (state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?2))) \
          ORDER BY created_at, task_id LIMIT 1"
     );
-    let Some(task) = one(c, op, &sql, params![claim.scope.as_str(), claim.now], rows::task)? else {
+    let Some(task) = one(
+        c,
+        op,
+        &sql,
+        params![claim.scope.as_str(), claim.now],
+        rows::task,
+    )?
+    else {
         return Ok(None);
     };
     let run = root_run_of_task(c, op, &task.task_id)?;
-    let attempt = open_attempt(c, op, &task, &run.run_id, &claim.attempt_id, &claim.owner_id, claim.lease_expires_at, claim.now)?;
+    let attempt = open_attempt(
+        c,
+        op,
+        &task,
+        &run.run_id,
+        Claimant {
+            attempt_id: &claim.attempt_id,
+            owner: &claim.owner_id,
+            lease: claim.lease_expires_at,
+            now: claim.now,
+        },
+    )?;
     let task = get_task(c, &task.task_id)?.ok_or_else(|| not_found(op, "task", &task.task_id))?;
     let run = get_run(c, &run.run_id)?.ok_or_else(|| not_found(op, "run", &run.run_id))?;
     Ok(Some(ClaimedTask { task, run, attempt }))
@@ -477,7 +629,11 @@ pub(crate) fn insert_step(c: &Connection, new: &NewStep) -> Result<InsertStep> {
     )?;
     let row = get_step(c, &new.run_id, &new.checkpoint_name)?
         .ok_or_else(|| not_found(op, "step", &new.checkpoint_name))?;
-    Ok(if inserted == 1 { InsertStep::Inserted(row) } else { InsertStep::Existing(row) })
+    Ok(if inserted == 1 {
+        InsertStep::Inserted(row)
+    } else {
+        InsertStep::Existing(row)
+    })
 }
 
 fn cas_outcome(c: &Connection, op: &'static str, step_id: &str, changed: usize) -> Result<StepCas> {
@@ -496,12 +652,19 @@ pub(crate) fn claim_step(c: &Connection, claim: &ClaimStep) -> Result<StepCas> {
         "UPDATE sw_workflow_steps SET state = 'running', attempts = attempts + 1, worker_id = ?4, \
          lease_expires_at = ?5, last_attempt_at = ?6, updated_at = ?6, failure_reason_json = NULL \
          WHERE step_id = ?1 AND state = ?2 AND attempts = ?3",
-        params![claim.step_id, claim.expected_state.as_str(), claim.expected_attempts, claim.worker_id, claim.lease_expires_at, claim.now],
+        params![
+            claim.step_id,
+            claim.expected_state.as_str(),
+            claim.expected_attempts,
+            claim.worker_id,
+            claim.lease_expires_at,
+            claim.now
+        ],
     )?;
     cas_outcome(c, op, &claim.step_id, changed)
 }
 
-fn insert_ledger(c: &Connection, op: &'static str, entries: &[LedgerEntry]) -> Result<Option<String>> {
+fn insert_ledger(c: &Connection, op: &'static str, entries: &[LedgerEntry]) -> Result<()> {
     for entry in entries {
         execute(
             c,
@@ -522,18 +685,6 @@ fn insert_ledger(c: &Connection, op: &'static str, entries: &[LedgerEntry]) -> R
             ],
         )?;
     }
-    Ok(entries.first().map(|entry| entry.root_run_id.clone()))
-}
-
-fn refresh_budget_cache(c: &Connection, op: &'static str, root_run_id: &str) -> Result<()> {
-    execute(
-        c,
-        op,
-        "UPDATE sw_workflow_runs SET budget_spent = \
-         (SELECT COALESCE(SUM(output_tokens), 0) FROM sw_budget_ledger WHERE root_run_id = ?1) \
-         WHERE run_id = ?1",
-        [root_run_id],
-    )?;
     Ok(())
 }
 
@@ -547,9 +698,7 @@ pub(crate) fn complete_step(c: &Connection, complete: &CompleteStep) -> Result<S
         params![complete.step_id, text(&complete.result), complete.now, complete.fence],
     )?;
     if changed == 1 {
-        if let Some(root) = insert_ledger(c, op, &complete.ledger)? {
-            refresh_budget_cache(c, op, &root)?;
-        }
+        insert_ledger(c, op, &complete.ledger)?;
     }
     cas_outcome(c, op, &complete.step_id, changed)
 }
@@ -564,9 +713,7 @@ pub(crate) fn fail_step(c: &Connection, fail: &FailStep) -> Result<StepCas> {
         params![fail.step_id, fail.state.as_str(), text(&fail.reason), fail.now, fail.fence],
     )?;
     if changed == 1 {
-        if let Some(root) = insert_ledger(c, op, &fail.ledger)? {
-            refresh_budget_cache(c, op, &root)?;
-        }
+        insert_ledger(c, op, &fail.ledger)?;
     }
     cas_outcome(c, op, &fail.step_id, changed)
 }
@@ -613,7 +760,11 @@ pub(crate) fn renew_leases(c: &Connection, renew: &RenewLeases) -> Result<RenewO
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM sw_workflow_runs WHERE run_id = ?1 AND cancel_requested_at IS NOT NULL)")
         .and_then(|mut s| s.query_row([&renew.run_id], |row| row.get(0)))
         .map_err(|e| map_error(op, e))?;
-    Ok(RenewOutcome { task_held: held == 1, lost_steps, cancel_requested })
+    Ok(RenewOutcome {
+        task_held: held == 1,
+        lost_steps,
+        cancel_requested,
+    })
 }
 
 pub(crate) fn append_events(c: &Connection, events: &[NewEvent]) -> Result<()> {

@@ -77,7 +77,11 @@ impl Writer {
             .name("smol-durable-sqlite-writer".to_owned())
             .spawn(move || run(connection, durability, inbox, &counters))
             .map_err(|error| {
-                StoreError::new(StoreErrorKind::Other, "open", format!("cannot start the writer thread: {error}"))
+                StoreError::new(
+                    StoreErrorKind::Other,
+                    "open",
+                    format!("cannot start the writer thread: {error}"),
+                )
             })?;
         Ok(Self {
             jobs: Some(jobs),
@@ -92,7 +96,12 @@ impl Writer {
     }
 
     /// Runs `work` in the writer's next transaction and returns its result once committed.
-    pub async fn write<R, F>(&self, operation: &'static str, commit: Commit, work: F) -> Result<R, StoreError>
+    pub async fn write<R, F>(
+        &self,
+        operation: &'static str,
+        commit: Commit,
+        work: F,
+    ) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
@@ -100,20 +109,26 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             commit,
-            work: Box::new(move |connection: Result<&Connection, &StoreError>| -> Deliver {
-                let outcome = match connection {
-                    Ok(connection) => in_savepoint(connection, operation, work),
-                    Err(error) => Err(StoreError::new(error.kind(), operation, error.to_string())),
-                };
-                Box::new(move |commit_error: Option<&StoreError>| {
-                    let result = match (outcome, commit_error) {
-                        (Err(error), _) => Err(error),
-                        (Ok(_), Some(error)) => Err(StoreError::new(error.kind(), operation, error.to_string())),
-                        (Ok(value), None) => Ok(value),
+            work: Box::new(
+                move |connection: Result<&Connection, &StoreError>| -> Deliver {
+                    let outcome = match connection {
+                        Ok(connection) => in_savepoint(connection, operation, work),
+                        Err(error) => {
+                            Err(StoreError::new(error.kind(), operation, error.to_string()))
+                        }
                     };
-                    let _ = reply.send(result);
-                })
-            }),
+                    Box::new(move |commit_error: Option<&StoreError>| {
+                        let result = match (outcome, commit_error) {
+                            (Err(error), _) => Err(error),
+                            (Ok(_), Some(error)) => {
+                                Err(StoreError::new(error.kind(), operation, error.to_string()))
+                            }
+                            (Ok(value), None) => Ok(value),
+                        };
+                        let _ = reply.send(result);
+                    })
+                },
+            ),
         };
         let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
         if !matches!(sent, Some(Ok(()))) {
@@ -134,7 +149,11 @@ impl Drop for Writer {
 }
 
 fn stopped(operation: &'static str) -> StoreError {
-    StoreError::new(StoreErrorKind::Unavailable, operation, "the SQLite writer thread has stopped")
+    StoreError::new(
+        StoreErrorKind::Unavailable,
+        operation,
+        "the SQLite writer thread has stopped",
+    )
 }
 
 fn in_savepoint<R>(
@@ -175,11 +194,15 @@ fn run(connection: Connection, durability: Durability, inbox: Receiver<Job>, cou
                 Err(error) => tracing::warn!(%error, "cannot set synchronous"),
             }
         }
-        counters.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters
+            .jobs
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if commit_batch(&connection, batch) {
             counters.transactions.fetch_add(1, Ordering::Relaxed);
             if durable {
-                counters.durable_transactions.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .durable_transactions
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -222,7 +245,9 @@ fn commit_batch(connection: &Connection, batch: Vec<Job>) -> bool {
         .into_iter()
         .map(|job| (job.work)(Ok(connection)))
         .collect();
-    let committed = connection.execute_batch("COMMIT").map_err(|e| map_error("commit", e));
+    let committed = connection
+        .execute_batch("COMMIT")
+        .map_err(|e| map_error("commit", e));
     if committed.is_err() {
         let _ = connection.execute_batch("ROLLBACK");
     }

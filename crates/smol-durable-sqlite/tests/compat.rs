@@ -1,6 +1,8 @@
 //! A database left by smol-wf 0.3.4 opens, migrates forward in place, lists its runs and
 //! resumes: the completed agent step replays without calling the provider.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
+
 use std::sync::Arc;
 
 use rusqlite::{params, Connection};
@@ -32,7 +34,15 @@ fn smol_wf_schema(db: &Connection) {
     }
 }
 
-fn insert_run(db: &Connection, task_id: &str, run_id: &str, state: &str, script: &str, payload: Option<Value>, failure: Option<Value>) {
+fn insert_run(
+    db: &Connection,
+    task_id: &str,
+    run_id: &str,
+    state: &str,
+    script: &str,
+    payload: Option<Value>,
+    failure: Option<Value>,
+) {
     let params_json = json!({ "mode": "local", "scriptPath": script, "args": { "topic": "tea" } });
     let workflow = json!({ "mode": "local", "scriptPath": script, "metadata": { "name": "legacy-flow", "description": "written by smol-wf ✓" } });
     db.execute(
@@ -55,7 +65,15 @@ fn insert_run(db: &Connection, task_id: &str, run_id: &str, state: &str, script:
     .expect("attempt");
 }
 
-fn insert_step(db: &Connection, run_id: &str, step_id: &str, kind: &str, signature: &Value, input: &Value, result: &Value) -> String {
+fn insert_step(
+    db: &Connection,
+    run_id: &str,
+    step_id: &str,
+    kind: &str,
+    signature: &Value,
+    input: &Value,
+    result: &Value,
+) -> String {
     let canonical = canonical_json(signature);
     let sig = StepSignature::from_document(signature);
     db.execute(
@@ -79,16 +97,38 @@ async fn a_smol_wf_database_migrates_lists_and_resumes() {
         db.pragma_update(None, "journal_mode", "WAL").expect("wal");
         db.pragma_update(None, "foreign_keys", "ON").expect("fk");
         smol_wf_schema(&db);
-        insert_run(&db, "task_01done", "run_01done", "completed", &script_path, Some(json!({ "result": { "done": true } })), None);
-        insert_run(&db, "task_01failed", "run_01failed", "failed", &script_path, None, Some(json!({ "message": "boom" })));
+        insert_run(
+            &db,
+            "task_01done",
+            "run_01done",
+            "completed",
+            &script_path,
+            Some(json!({ "result": { "done": true } })),
+            None,
+        );
+        insert_run(
+            &db,
+            "task_01failed",
+            "run_01failed",
+            "failed",
+            &script_path,
+            None,
+            Some(json!({ "message": "boom" })),
+        );
         // smol-wf put the invocation directory in every agent signature.
         let agent_signature = json!({
             "signatureVersion": 2, "kind": "agent", "workflowScope": "root", "provider": "debug",
             "prompt": "research tea", "options": null, "context": { "phase": null, "cwd": "/home/legacy/project" }
         });
-        insert_step(&db, "run_01failed", "step_01agent", "agent", &agent_signature,
+        insert_step(
+            &db,
+            "run_01failed",
+            "step_01agent",
+            "agent",
+            &agent_signature,
             &json!({ "prompt": "research tea" }),
-            &json!({ "output": "tea is a drink", "sessionId": null, "model": "legacy-model", "usage": { "outputTokens": 5 } }));
+            &json!({ "output": "tea is a drink", "sessionId": null, "model": "legacy-model", "usage": { "outputTokens": 5 } }),
+        );
         db.execute(
             "INSERT INTO sw_budget_ledger (budget_entry_id, run_id, root_run_id, step_id, source_type, source_id, output_tokens, usage_json, created_at)
              VALUES ('budget_01a', 'run_01failed', 'run_01failed', 'step_01agent', 'agent_step', 'step_01agent', 5, '{\"outputTokens\":5}', ?1)",
@@ -96,9 +136,15 @@ async fn a_smol_wf_database_migrates_lists_and_resumes() {
         )
         .expect("ledger");
         let sleep_signature = json!({ "signatureVersion": 1, "kind": "sleep", "workflowScope": "root", "durationMs": 5 });
-        insert_step(&db, "run_01failed", "step_01sleep", "sleep", &sleep_signature,
+        insert_step(
+            &db,
+            "run_01failed",
+            "step_01sleep",
+            "sleep",
+            &sleep_signature,
             &json!({ "durationMs": 5, "wakeAt": T0 + 105 }),
-            &json!({ "ok": true, "durationMs": 5, "wakeAt": T0 + 105, "completedAt": T0 + 106 }));
+            &json!({ "ok": true, "durationMs": 5, "wakeAt": T0 + 105, "completedAt": T0 + 106 }),
+        );
     }
 
     let store = Arc::new(SqliteStore::open(&db_path).await.expect("open and migrate"));
@@ -112,7 +158,11 @@ async fn a_smol_wf_database_migrates_lists_and_resumes() {
             .collect::<Result<_, _>>()
             .expect("rows");
         assert_eq!(migrations.len() as i64, SCHEMA_VERSION);
-        assert_eq!(migrations[0], (1, "0.1.0".to_owned(), T0 - 10_000), "smol-wf's records are kept");
+        assert_eq!(
+            migrations[0],
+            (1, "0.1.0".to_owned(), T0 - 10_000),
+            "smol-wf's records are kept"
+        );
         assert_eq!(migrations[2], (3, "0.3.4".to_owned(), T0 - 10_000));
         assert!(migrations[3].1.starts_with("smol-durable"));
     }
@@ -120,10 +170,22 @@ async fn a_smol_wf_database_migrates_lists_and_resumes() {
     let runs = store.list_runs(&RunFilter::roots()).await.expect("list");
     assert_eq!(runs.len(), 2);
     for run in &runs {
-        assert_eq!(run.workflow.script_path.as_deref(), Some(script_path.as_str()));
-        assert_eq!(run.workflow.metadata.as_ref().map(|m| m["description"].clone()), Some(json!("written by smol-wf ✓")));
+        assert_eq!(
+            run.workflow.script_path.as_deref(),
+            Some(script_path.as_str())
+        );
+        assert_eq!(
+            run.workflow
+                .metadata
+                .as_ref()
+                .map(|m| m["description"].clone()),
+            Some(json!("written by smol-wf ✓"))
+        );
     }
-    let failed = runs.iter().find(|r| r.run_id == "run_01failed").expect("failed run");
+    let failed = runs
+        .iter()
+        .find(|r| r.run_id == "run_01failed")
+        .expect("failed run");
     assert_eq!(failed.state, State::Failed);
 
     let scripts = ScriptedEngine::new().workflow(script.clone(), |ctx| async move {
@@ -146,13 +208,29 @@ async fn a_smol_wf_database_migrates_lists_and_resumes() {
         .join()
         .await
         .expect("resumed run");
-    assert_eq!(resumed.result, json!({ "notes": "tea is a drink", "summary": "echo: summarise tea" }));
+    assert_eq!(
+        resumed.result,
+        json!({ "notes": "tea is a drink", "summary": "echo: summarise tea" })
+    );
     assert_eq!(resumed.attempt, 2);
-    assert_eq!(provider.calls_for("research tea"), 0, "the completed agent step is replayed");
+    assert_eq!(
+        provider.calls_for("research tea"),
+        0,
+        "the completed agent step is replayed"
+    );
     assert_eq!(provider.call_count(), 1);
-    assert_eq!(resumed.token_usage.output_tokens, 6, "the old ledger row counts");
+    assert_eq!(
+        resumed.token_usage.output_tokens, 6,
+        "the old ledger row counts"
+    );
 
-    let done = engine.resume("run_01done", ResumeOptions::new()).await.expect("resume").join().await.expect("done");
+    let done = engine
+        .resume("run_01done", ResumeOptions::new())
+        .await
+        .expect("resume")
+        .join()
+        .await
+        .expect("done");
     assert_eq!(done.result, json!({ "result": { "done": true } }));
 }
 
@@ -169,7 +247,12 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     let before = std::fs::read(&db_path).expect("bytes");
     let error = SqliteStore::open(&db_path).await.expect_err("refused");
     assert_eq!(error.kind(), smol_durable::StoreErrorKind::Unsupported);
-    assert!(error.to_string().contains("newer than this smol-durable knows"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("newer than this smol-durable knows"),
+        "{error}"
+    );
     let db = Connection::open(&db_path).expect("inspect");
     let ids: Vec<i64> = db
         .prepare("SELECT id FROM sw_migrations ORDER BY id")
@@ -180,7 +263,11 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
         .expect("rows");
     assert_eq!(ids, vec![1, 2, 3, 99], "nothing was migrated");
     let has_scripts: bool = db
-        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sw_workflow_scripts')", [], |row| row.get(0))
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sw_workflow_scripts')",
+            [],
+            |row| row.get(0),
+        )
         .expect("query");
     assert!(!has_scripts);
     drop(db);
@@ -194,6 +281,8 @@ async fn migrations_are_idempotent() {
     drop(SqliteStore::open(&db_path).await.expect("first open"));
     drop(SqliteStore::open(&db_path).await.expect("second open"));
     let db = Connection::open(&db_path).expect("inspect");
-    let count: i64 = db.query_row("SELECT COUNT(*) FROM sw_migrations", [], |row| row.get(0)).expect("count");
+    let count: i64 = db
+        .query_row("SELECT COUNT(*) FROM sw_migrations", [], |row| row.get(0))
+        .expect("count");
     assert_eq!(count, SCHEMA_VERSION);
 }

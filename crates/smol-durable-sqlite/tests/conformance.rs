@@ -1,6 +1,8 @@
 //! The whole conformance suite against SQLite: each case gets a fresh database file, and
 //! "another handle" is a second `SqliteStore` (own writer thread and connections) on that file.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

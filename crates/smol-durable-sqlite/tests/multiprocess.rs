@@ -2,6 +2,8 @@
 //! Exactly one wins each race, the other waits and then sees the winner's result, and every
 //! completion is recorded once.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
+
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +30,13 @@ fn two_processes_race_for_the_same_steps() {
     let run_id = runtime.block_on(async {
         let store = SqliteStore::open(&path).await.expect("open");
         let created = store
-            .create_run(NewRun::new(ClaimScope::Local, "owner_parent", WorkflowInfo::new(), json!({}), now_ms()))
+            .create_run(NewRun::new(
+                ClaimScope::Local,
+                "owner_parent",
+                WorkflowInfo::new(),
+                json!({}),
+                now_ms(),
+            ))
             .await
             .expect("create");
         created.run.run_id
@@ -39,7 +47,13 @@ fn two_processes_race_for_the_same_steps() {
         .iter()
         .map(|name| {
             Command::new(std::env::current_exe().expect("test binary"))
-                .args(["race_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                .args([
+                    "race_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("SMOL_RACE_DB", &path)
                 .env("SMOL_RACE_RUN", &run_id)
                 .env("SMOL_RACE_NAME", name)
@@ -58,9 +72,16 @@ fn two_processes_race_for_the_same_steps() {
     let mut seen = vec![Vec::new(); RACES];
     for output in &children {
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "child failed: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         // The harness prints "test race_child ... " without a newline before our first line.
-        for line in stdout.lines().filter_map(|line| line.find("RACE ").map(|at| &line[at + 5..])) {
+        for line in stdout
+            .lines()
+            .filter_map(|line| line.find("RACE ").map(|at| &line[at + 5..]))
+        {
             let parts: Vec<&str> = line.splitn(4, ' ').collect();
             let race: usize = parts[0].parse().expect("race number");
             let name = parts[1].to_owned();
@@ -73,20 +94,43 @@ fn two_processes_race_for_the_same_steps() {
         }
     }
     for race in 0..RACES {
-        assert_eq!(claims[race].len(), 1, "race {race}: exactly one process wins, got {:?}", claims[race]);
-        assert_eq!(seen[race].len(), 2, "race {race}: both processes report a result");
-        assert_eq!(seen[race][0], seen[race][1], "race {race}: both see the winner's result");
+        assert_eq!(
+            claims[race].len(),
+            1,
+            "race {race}: exactly one process wins, got {:?}",
+            claims[race]
+        );
+        assert_eq!(
+            seen[race].len(),
+            2,
+            "race {race}: both processes report a result"
+        );
+        assert_eq!(
+            seen[race][0], seen[race][1],
+            "race {race}: both see the winner's result"
+        );
     }
-    let a_wins = claims.iter().filter(|c| c.first().map(String::as_str) == Some("a")).count();
-    eprintln!("process a won {a_wins} of {RACES} races, process b {}", RACES - a_wins);
+    let a_wins = claims
+        .iter()
+        .filter(|c| c.first().map(String::as_str) == Some("a"))
+        .count();
+    eprintln!(
+        "process a won {a_wins} of {RACES} races, process b {}",
+        RACES - a_wins
+    );
     runtime.block_on(async {
         let store = SqliteStore::open(&path).await.expect("open");
         let steps = store.load_steps(&run_id).await.expect("steps");
         assert_eq!(steps.len(), RACES);
-        assert!(steps.iter().all(|step| step.state == State::Completed && step.attempts == 1));
+        assert!(steps
+            .iter()
+            .all(|step| step.state == State::Completed && step.attempts == 1));
         let ledger = store.ledger_entries(&run_id).await.expect("ledger");
         assert_eq!(ledger.len(), RACES, "every completion is billed once");
-        assert_eq!(store.budget_spent(&run_id).await.expect("spent"), RACES as u64 * 3);
+        assert_eq!(
+            store.budget_spent(&run_id).await.expect("spent"),
+            RACES as u64 * 3
+        );
     });
 }
 
@@ -114,7 +158,14 @@ fn race_child() {
                 tokio::time::sleep(Duration::from_millis(wait as u64)).await;
             }
             let checkpoint = format!("step:race{race}");
-            let signature = StepSignature::agent("root", "race", &format!("race {race}"), &Value::Null, None, None);
+            let signature = StepSignature::agent(
+                "root",
+                "race",
+                &format!("race {race}"),
+                &Value::Null,
+                None,
+                None,
+            );
             let claim = StepClaim {
                 run_id: &run_id,
                 root_run_id: &run_id,
@@ -125,20 +176,41 @@ fn race_child() {
                 worker_id: &owner,
                 lease_expires_at: now_ms() + 60_000,
             };
-            let (outcome, value) = match acquire_step(&store, &claim, KnownRow::Absent, now_ms()).await.expect("acquire") {
+            let (outcome, value) = match acquire_step(&store, &claim, KnownRow::Absent, now_ms())
+                .await
+                .expect("acquire")
+            {
                 Acquired::Claimed(row) => {
                     let usage = Usage::tokens(1, 3);
-                    let ledger = LedgerEntry::new(&run_id, &run_id, &row.step_id, "agent_step", row.step_id.clone(), Some(&usage), now_ms());
-                    let done = complete_fenced(&store, &row.step_id, Some(row.attempts), json!({ "output": format!("{name} won {race}") }), vec![ledger], now_ms())
-                        .await
-                        .expect("complete");
+                    let ledger = LedgerEntry::new(
+                        &run_id,
+                        &run_id,
+                        &row.step_id,
+                        "agent_step",
+                        row.step_id.clone(),
+                        Some(&usage),
+                        now_ms(),
+                    );
+                    let done = complete_fenced(
+                        &store,
+                        &row.step_id,
+                        Some(row.attempts),
+                        json!({ "output": format!("{name} won {race}") }),
+                        vec![ledger],
+                        now_ms(),
+                    )
+                    .await
+                    .expect("complete");
                     ("claimed", done.value)
                 }
                 Acquired::Wait(_) | Acquired::Replay(_) => {
                     // Wait for the winner's result, as the engine would.
                     let mut value = None;
                     for _ in 0..500 {
-                        match acquire_step(&store, &claim, KnownRow::Unknown, now_ms()).await.expect("acquire") {
+                        match acquire_step(&store, &claim, KnownRow::Unknown, now_ms())
+                            .await
+                            .expect("acquire")
+                        {
                             Acquired::Replay(result) => {
                                 value = Some(result);
                                 break;

@@ -860,6 +860,7 @@ pub async fn budget_sum_equals_ledger_rows(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
     let run_id = &created.run.run_id;
+    let attempt = started(start(store, &created, OWNER, 1_000, 0).await);
     let a = claimed(store, run_id, "step:a", OWNER, 1_000, 0).await;
     let b = claimed(store, run_id, "step:b", OWNER, 1_000, 0).await;
     complete_fenced(
@@ -892,6 +893,19 @@ pub async fn budget_sum_equals_ledger_rows(fixture: Fixture) {
     let sum: u64 = entries.iter().map(|e| e.output_tokens).sum();
     assert_eq!(sum, 20);
     assert_eq!(store.budget_spent(run_id).await.expect("spent"), 20);
+    finish(
+        store,
+        &created,
+        &attempt.attempt_id,
+        OWNER,
+        AttemptOutcome::Completed {
+            result: json!(null),
+            budget_spent: 20,
+        },
+        7,
+    )
+    .await
+    .expect("finish");
     assert_eq!(
         store
             .get_run(run_id)
@@ -900,7 +914,7 @@ pub async fn budget_sum_equals_ledger_rows(fixture: Fixture) {
             .expect("run")
             .budget_spent,
         20,
-        "the cached counter follows the ledger"
+        "the cached counter is refreshed from the ledger when the attempt ends"
     );
     assert_eq!(store.budget_spent("run_other").await.expect("spent"), 0);
 }

@@ -13,39 +13,62 @@ use serde_json::{json, Map, Value};
 /// assert_eq!(text, r#"{"a":{"c":null,"d":[2,{"e":0,"f":1}]},"b":1}"#);
 /// ```
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(128);
     write_canonical(value, &mut out);
-    out
+    into_string(out)
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+fn into_string(bytes: Vec<u8>) -> String {
+    // Everything written is serde_json output or ASCII punctuation: always UTF-8.
+    String::from_utf8(bytes)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+}
+
+fn write_str(text: &str, out: &mut Vec<u8>) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(object) => {
             let mut entries: Vec<(&String, &Value)> = object.iter().collect();
-            // Byte order, which is what `str::cmp` gives for UTF-8.
-            entries.sort_by(|left, right| left.0.as_bytes().cmp(right.0.as_bytes()));
-            out.push('{');
+            // Byte order, which is what `str::cmp` gives for UTF-8. serde_json's default map is
+            // already sorted, but a dependency enabling `preserve_order` would change that.
+            if !entries.windows(2).all(|pair| pair[0].0 <= pair[1].0) {
+                entries.sort_by(|left, right| left.0.as_bytes().cmp(right.0.as_bytes()));
+            }
+            out.push(b'{');
             for (index, (key, value)) in entries.into_iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
+                write_str(key, out);
+                out.push(b':');
                 write_canonical(value, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}
+
+fn write_opt_str(text: Option<&str>, out: &mut Vec<u8>) {
+    match text {
+        Some(text) => write_str(text, out),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
@@ -61,7 +84,10 @@ pub struct StepSignature {
 impl StepSignature {
     /// Canonicalises and hashes a signature document.
     pub fn from_document(document: &Value) -> Self {
-        let json = canonical_json(document);
+        Self::from_canonical(canonical_json(document))
+    }
+
+    fn from_canonical(json: String) -> Self {
         let digest = blake3::hash(json.as_bytes());
         let hash = digest.as_bytes()[..12]
             .iter()
@@ -85,15 +111,23 @@ impl StepSignature {
         phase: Option<&str>,
         cwd: Option<&str>,
     ) -> Self {
-        Self::from_document(&json!({
-            "signatureVersion": 2,
-            "kind": "agent",
-            "workflowScope": workflow_scope,
-            "provider": provider,
-            "prompt": prompt,
-            "options": options,
-            "context": { "phase": phase, "cwd": cwd },
-        }))
+        // Written directly in canonical key order: this runs for every agent call, and building
+        // the document first costs more than hashing it (the tests check both ways agree).
+        let mut out = Vec::with_capacity(192 + prompt.len());
+        out.extend_from_slice(b"{\"context\":{\"cwd\":");
+        write_opt_str(cwd, &mut out);
+        out.extend_from_slice(b",\"phase\":");
+        write_opt_str(phase, &mut out);
+        out.extend_from_slice(b"},\"kind\":\"agent\",\"options\":");
+        write_canonical(options, &mut out);
+        out.extend_from_slice(b",\"prompt\":");
+        write_str(prompt, &mut out);
+        out.extend_from_slice(b",\"provider\":");
+        write_str(provider, &mut out);
+        out.extend_from_slice(b",\"signatureVersion\":2,\"workflowScope\":");
+        write_str(workflow_scope, &mut out);
+        out.push(b'}');
+        Self::from_canonical(into_string(out))
     }
 
     /// Signature of a durable sleep (version 1).
@@ -218,6 +252,35 @@ mod tests {
             signature.json,
             r#"{"context":{"cwd":"/work","phase":"plan"},"kind":"agent","options":{"model":"m","retry":{"backoffMs":0,"maxAttempts":2}},"prompt":"hi","provider":"debug","signatureVersion":2,"workflowScope":"root"}"#
         );
+    }
+
+    #[test]
+    fn direct_agent_signature_equals_the_canonical_document() {
+        let cases = [
+            ("root", "debug", "hello", Value::Null, None, None),
+            (
+                "child:step:sig_x",
+                "p\"q",
+                "é \u{1F600}\n\ttab",
+                json!({"z": [1, {"b": 2, "a": 1}], "A": null}),
+                Some("plan ✓"),
+                Some("/w/\\x"),
+            ),
+            ("root", "", "", json!({}), Some(""), Some("")),
+        ];
+        for (scope, provider, prompt, options, phase, cwd) in cases {
+            let direct = StepSignature::agent(scope, provider, prompt, &options, phase, cwd);
+            let document = StepSignature::from_document(&json!({
+                "signatureVersion": 2,
+                "kind": "agent",
+                "workflowScope": scope,
+                "provider": provider,
+                "prompt": prompt,
+                "options": options,
+                "context": { "phase": phase, "cwd": cwd },
+            }));
+            assert_eq!(direct, document);
+        }
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl RunScope {
         match self.known_steps.lock() {
             Ok(mut steps) => steps
                 .remove(checkpoint)
-                .map_or(KnownRow::Absent, KnownRow::Row),
+                .map_or(KnownRow::Absent, |row| KnownRow::Row(Box::new(row))),
             Err(_) => KnownRow::Unknown,
         }
     }
@@ -178,7 +178,7 @@ impl RunScope {
             .get_step(&self.run_id, checkpoint)
             .await
             .map_err(|error| self.fatal(error.into()))?;
-        Ok(row.map_or(KnownRow::Absent, KnownRow::Row))
+        Ok(row.map_or(KnownRow::Absent, |row| KnownRow::Row(Box::new(row))))
     }
 
     fn current_phase(&self) -> Option<String> {
@@ -594,7 +594,7 @@ impl RunScope {
             }
             let hint = std::mem::replace(&mut known, KnownRow::Unknown);
             let existing = match self.read_if_unknown(&checkpoint, hint).await? {
-                KnownRow::Row(row) => Some(row),
+                KnownRow::Row(row) => Some(*row),
                 _ => None,
             };
             let now = self.ctx.now();
@@ -634,7 +634,7 @@ impl RunScope {
                     match inserted {
                         InsertStep::Inserted(row) => (row.clone(), wake_at, Some(row.attempts)),
                         InsertStep::Existing(row) => {
-                            known = KnownRow::Row(row);
+                            known = KnownRow::Row(Box::new(row));
                             continue;
                         }
                     }
@@ -668,7 +668,8 @@ impl RunScope {
                     match claimed {
                         StepCas::Applied(row) => (row.clone(), wake_at, Some(row.attempts)),
                         StepCas::Conflict(current) => {
-                            known = current.map_or(KnownRow::Unknown, KnownRow::Row);
+                            known = current
+                                .map_or(KnownRow::Unknown, |row| KnownRow::Row(Box::new(row)));
                             continue;
                         }
                     }
@@ -706,7 +707,7 @@ impl RunScope {
                     return Ok(Value::Null)
                 }
                 StepCas::Conflict(current) => {
-                    known = current.map_or(KnownRow::Unknown, KnownRow::Row)
+                    known = current.map_or(KnownRow::Unknown, |row| KnownRow::Row(Box::new(row)))
                 }
             }
         }

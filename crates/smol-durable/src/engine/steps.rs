@@ -55,7 +55,7 @@ pub enum KnownRow {
     /// go straight to insert-if-absent.
     Absent,
     /// A row the caller read earlier.
-    Row(StepRecord),
+    Row(Box<StepRecord>),
 }
 
 /// Read-decide-act until the outcome is settled. A stale `known` row is harmless: every write is
@@ -69,7 +69,7 @@ pub async fn acquire_step(
     now: i64,
 ) -> Result<Acquired, Error> {
     let mut existing = match known {
-        KnownRow::Row(row) => Some(row),
+        KnownRow::Row(row) => Some(*row),
         KnownRow::Absent => None,
         KnownRow::Unknown => store.get_step(claim.run_id, claim.checkpoint_name).await?,
     };

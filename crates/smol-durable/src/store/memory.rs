@@ -169,13 +169,6 @@ impl Tables {
     fn spent(&self, root_run_id: &str) -> u64 {
         self.spent.get(root_run_id).copied().unwrap_or(0)
     }
-
-    fn refresh_budget_cache(&mut self, root_run_id: &str) {
-        let spent = self.spent(root_run_id);
-        if let Some(run) = self.runs.get_mut(root_run_id) {
-            run.budget_spent = spent;
-        }
-    }
 }
 
 #[async_trait]
@@ -642,7 +635,6 @@ impl DurableStore for MemoryStore {
         step.updated_at = complete.now;
         let applied = step.clone();
         tables.insert_ledger(complete.ledger);
-        tables.refresh_budget_cache(&applied.root_run_id);
         Ok(StepCas::Applied(applied))
     }
 
@@ -658,7 +650,6 @@ impl DurableStore for MemoryStore {
         step.updated_at = fail.now;
         let applied = step.clone();
         tables.insert_ledger(fail.ledger);
-        tables.refresh_budget_cache(&applied.root_run_id);
         Ok(StepCas::Applied(applied))
     }
 

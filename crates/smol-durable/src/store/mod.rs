@@ -316,9 +316,9 @@ pub enum StepCas {
 }
 
 /// Completes a step: compare-and-set on `state = 'running'` (and `attempts = fence` when a fence
-/// is given), storing the result, inserting the ledger rows (idempotently on
-/// `(root_run_id, source_type, source_id)`) and updating the run's cached `budget_spent`, all in
-/// one transaction.
+/// is given), storing the result and inserting the ledger rows (idempotently on
+/// `(root_run_id, source_type, source_id)`) in one transaction. The run's cached
+/// `budget_spent` column is refreshed from the ledger when the attempt finishes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompleteStep {
     /// The step.
