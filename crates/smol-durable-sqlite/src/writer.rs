@@ -6,9 +6,9 @@
 //! must survive power loss — step completions, run state changes — and `NORMAL` (no fsync)
 //! otherwise. In WAL mode every later FULL commit makes the earlier frames durable too.
 //!
-//! Deferrable jobs (events, lease renewals, bookkeeping) wait up to a few milliseconds for a
-//! job that needs a transaction anyway, so a sequential workflow commits about two write
-//! transactions per step instead of four.
+//! Deferrable jobs (events, lease renewals, bookkeeping) are held for up to 20 ms and then
+//! committed together with whatever else is queued: events of many steps land in the same
+//! pages, and a sequential workflow commits about two write transactions per step.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -65,7 +65,11 @@ impl std::fmt::Debug for Job {
     }
 }
 
-const DEFER_WINDOW: Duration = Duration::from_millis(5);
+/// How long deferrable jobs (events, heartbeats) may wait to be committed together.
+const DEFER_WINDOW: Duration = Duration::from_millis(20);
+/// Deferred jobs that trigger a commit before the window ends.
+const MAX_DEFERRED: usize = 256;
+/// Jobs taken from the queue per transaction.
 const MAX_BATCH: usize = 512;
 
 impl Writer {
@@ -156,23 +160,32 @@ fn stopped(operation: &'static str) -> StoreError {
     )
 }
 
+fn run_statement(
+    connection: &Connection,
+    operation: &'static str,
+    sql: &str,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.execute([]))
+        .map(drop)
+        .map_err(|e| map_error(operation, e))
+}
+
 fn in_savepoint<R>(
     connection: &Connection,
     operation: &'static str,
     work: impl FnOnce(&Connection) -> Result<R, StoreError>,
 ) -> Result<R, StoreError> {
-    connection
-        .execute_batch("SAVEPOINT job")
-        .map_err(|e| map_error(operation, e))?;
+    run_statement(connection, operation, "SAVEPOINT job")?;
     match work(connection) {
         Ok(value) => {
-            connection
-                .execute_batch("RELEASE job")
-                .map_err(|e| map_error(operation, e))?;
+            run_statement(connection, operation, "RELEASE job")?;
             Ok(value)
         }
         Err(error) => {
-            let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
+            let _ = run_statement(connection, operation, "ROLLBACK TO job");
+            let _ = run_statement(connection, operation, "RELEASE job");
             Err(error)
         }
     }
@@ -180,9 +193,63 @@ fn in_savepoint<R>(
 
 fn run(connection: Connection, durability: Durability, inbox: Receiver<Job>, counters: &Counters) {
     let mut synchronous = None;
-    while let Ok(first) = inbox.recv() {
-        let mut batch = vec![first];
-        collect(&inbox, &mut batch);
+    let mut deferred: Vec<Job> = Vec::new();
+    let mut deferred_since: Option<Instant> = None;
+    let mut open = true;
+    while open || !deferred.is_empty() {
+        let mut batch = Vec::new();
+        // Wait for work; with deferred jobs pending, only until they are due.
+        let next = match deferred_since {
+            None => inbox.recv().ok(),
+            Some(since) => {
+                let left = (since + DEFER_WINDOW).saturating_duration_since(Instant::now());
+                match inbox.recv_timeout(left) {
+                    Ok(job) => Some(job),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        open = false;
+                        None
+                    }
+                }
+            }
+        };
+        if next.is_none() && deferred_since.is_none() {
+            // The channel closed with nothing pending.
+            break;
+        }
+        let mut route = |job: Job| {
+            if job.commit == Commit::Deferred {
+                deferred_since.get_or_insert_with(Instant::now);
+                deferred.push(job);
+            } else {
+                batch.push(job);
+            }
+        };
+        if let Some(job) = next {
+            route(job);
+        }
+        for _ in 0..MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(job) => route(job),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let due = !open
+            || deferred.len() >= MAX_DEFERRED
+            || deferred_since.is_some_and(|since| since.elapsed() >= DEFER_WINDOW);
+        if due && !deferred.is_empty() {
+            // Deferred jobs were queued first; they keep their place ahead of the batch.
+            deferred.append(&mut batch);
+            batch = std::mem::take(&mut deferred);
+            deferred_since = None;
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let durable = batch.iter().any(|job| job.commit == Commit::Durable);
         let level = match (durable, durability) {
             (true, Durability::Full) => "FULL",
@@ -208,34 +275,9 @@ fn run(connection: Connection, durability: Durability, inbox: Receiver<Job>, cou
     }
 }
 
-/// Takes whatever else is queued; when everything so far may wait, waits a little for more.
-fn collect(inbox: &Receiver<Job>, batch: &mut Vec<Job>) {
-    let deadline = Instant::now() + DEFER_WINDOW;
-    while batch.len() < MAX_BATCH {
-        match inbox.try_recv() {
-            Ok(job) => {
-                batch.push(job);
-                continue;
-            }
-            Err(mpsc::TryRecvError::Disconnected) => return,
-            Err(mpsc::TryRecvError::Empty) => {}
-        }
-        let all_deferred = batch.iter().all(|job| job.commit == Commit::Deferred);
-        let left = deadline.saturating_duration_since(Instant::now());
-        if !all_deferred || left.is_zero() {
-            return;
-        }
-        match inbox.recv_timeout(left) {
-            Ok(job) => batch.push(job),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
-        }
-    }
-}
-
 /// Runs a batch in one transaction; true when it committed.
 fn commit_batch(connection: &Connection, batch: Vec<Job>) -> bool {
-    if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
-        let error = map_error("begin", error);
+    if let Err(error) = run_statement(connection, "begin", "BEGIN IMMEDIATE") {
         for job in batch {
             (job.work)(Err(&error))(None);
         }
