@@ -1,7 +1,9 @@
-//! A host application with its own `AgentProvider`: run a workflow, watch it fail halfway,
-//! resume it, and see that the completed call is replayed instead of paid for again.
+//! A host application with its own `AgentProvider` on the embedded SQLite store: run a
+//! workflow, watch it fail halfway, resume it, and see that the completed call is replayed
+//! instead of paid for again.
 //!
-//! Run with `cargo run -p smol-durable-examples --example custom_provider`.
+//! Run with `cargo run -p smol-durable-examples --example custom_provider [DB]`; the database
+//! defaults to `custom_provider.db` in the system's temporary directory.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,9 +12,9 @@ use anyhow::Context;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use smol_durable::{
-    AgentProvider, AgentRequest, AgentResponse, Engine, MemoryStore, ProviderError, ResumeOptions,
-    Usage,
+    AgentProvider, AgentRequest, AgentResponse, Engine, ProviderError, ResumeOptions, Usage,
 };
+use smol_durable_sqlite::SqliteStore;
 use smol_durable_testkit::ScriptedEngine;
 
 /// Stands in for a model API. The second prompt fails the first time it is asked, like a
@@ -61,8 +63,14 @@ async fn main() -> anyhow::Result<()> {
         Ok(json!({ "notes": notes, "summary": summary }))
     });
     let model = Arc::new(FlakyModel::default());
+    let path = std::env::args()
+        .nth(1)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("custom_provider.db"));
+    let store = Arc::new(SqliteStore::open(&path).await?);
+    println!("database: {}", path.display());
     let engine = Engine::builder()
-        .store(Arc::new(MemoryStore::new()))
+        .store(store)
         .script_engine(Arc::new(scripts.clone()))
         .provider(model.clone())
         .build()?;
@@ -72,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         .await;
     let error = first.err().context("the first attempt should fail")?;
     println!("first attempt failed: {error}");
+    // The newest run is the one that just failed.
     let run = engine
         .list_runs(&Default::default())
         .await?

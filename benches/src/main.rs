@@ -260,6 +260,33 @@ fn strace_available() -> bool {
         .unwrap_or(false)
 }
 
+/// Runs a scenario untraced for its timings and, when strace is present, once more under strace
+/// for its fsync count (tracing slows every thread down, so its timings are not used).
+fn measure(
+    name: &str,
+    kind: &str,
+    size: u64,
+    db: &Path,
+    trace: bool,
+    setup: Option<&str>,
+) -> anyhow::Result<Row> {
+    let fresh = |suffix: &str| -> anyhow::Result<PathBuf> {
+        let copy = db.with_extension(suffix);
+        if db.exists() {
+            std::fs::copy(db, &copy)?;
+        }
+        Ok(copy)
+    };
+    if let Some(setup) = setup {
+        run_child(setup, "sqlite-normal", size, db, false)?;
+    }
+    let mut row = run_child(name, kind, size, &fresh("timed.db")?, false)?;
+    if trace {
+        row.fsyncs = run_child(name, kind, size, &fresh("traced.db")?, true)?.fsyncs;
+    }
+    Ok(row)
+}
+
 fn run_child(name: &str, kind: &str, size: u64, db: &Path, trace: bool) -> anyhow::Result<Row> {
     let exe = std::env::current_exe()?;
     let trace_file = db.with_extension("strace");
@@ -388,11 +415,17 @@ fn main() -> anyhow::Result<()> {
     .enumerate()
     {
         let db = dir.path().join(format!("bench-{index}.db"));
-        rows.push(run_child(name, kind, size, &db, trace)?);
+        rows.push(measure(name, kind, size, &db, trace, None)?);
     }
     let db = dir.path().join("replay.db");
-    run_child("replay-setup", "sqlite-normal", replay, &db, false)?;
-    rows.push(run_child("replay", "sqlite-full", replay, &db, trace)?);
+    rows.push(measure(
+        "replay",
+        "sqlite-full",
+        replay,
+        &db,
+        trace,
+        Some("replay-setup"),
+    )?);
 
     println!(
         "{:<12} {:<14} {:>7} {:>10} {:>9} {:>10} {:>11} {:>9}",

@@ -63,7 +63,7 @@ pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, St
     // A larger WAL between checkpoints writes hot pages (index leaves) to the database once
     // per checkpoint instead of once per thousand pages.
     connection
-        .pragma_update(None, "wal_autocheckpoint", 4000)
+        .pragma_update(None, "wal_autocheckpoint", 10_000)
         .map_err(|e| map_error("open", e))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::new(
