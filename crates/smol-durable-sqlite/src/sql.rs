@@ -605,14 +605,18 @@ pub(crate) fn claim_next_task(
 
 pub(crate) fn insert_step(c: &Connection, new: &NewStep) -> Result<InsertStep> {
     let op = "insert_step";
-    let inserted = execute(
-        c,
-        op,
+    // RETURNING gives the new row in the same statement; nothing comes back on conflict.
+    let sql = format!(
         "INSERT INTO sw_workflow_steps (step_id, run_id, root_run_id, step_kind, checkpoint_name, \
          input_signature_hash, input_signature_json, state, input_json, worker_id, lease_expires_at, \
          attempts, last_attempt_at, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10, 1, ?11, ?11, ?11) \
-         ON CONFLICT (run_id, checkpoint_name) DO NOTHING",
+         ON CONFLICT (run_id, checkpoint_name) DO NOTHING RETURNING {STEP_COLUMNS}"
+    );
+    let inserted = one(
+        c,
+        op,
+        &sql,
         params![
             new.step_id,
             new.run_id,
@@ -626,32 +630,40 @@ pub(crate) fn insert_step(c: &Connection, new: &NewStep) -> Result<InsertStep> {
             new.lease_expires_at,
             new.now,
         ],
+        rows::step,
     )?;
+    if let Some(row) = inserted {
+        return Ok(InsertStep::Inserted(row));
+    }
     let row = get_step(c, &new.run_id, &new.checkpoint_name)?
         .ok_or_else(|| not_found(op, "step", &new.checkpoint_name))?;
-    Ok(if inserted == 1 {
-        InsertStep::Inserted(row)
-    } else {
-        InsertStep::Existing(row)
-    })
+    Ok(InsertStep::Existing(row))
 }
 
-fn cas_outcome(c: &Connection, op: &'static str, step_id: &str, changed: usize) -> Result<StepCas> {
-    let row = step_by_id(c, op, step_id)?;
-    match (changed, row) {
-        (1, Some(row)) => Ok(StepCas::Applied(row)),
-        (_, row) => Ok(StepCas::Conflict(row)),
+/// The outcome of a compare-and-set `UPDATE … RETURNING`: the updated row, or the current one.
+fn cas_outcome(
+    c: &Connection,
+    op: &'static str,
+    step_id: &str,
+    updated: Option<StepRecord>,
+) -> Result<StepCas> {
+    match updated {
+        Some(row) => Ok(StepCas::Applied(row)),
+        None => Ok(StepCas::Conflict(step_by_id(c, op, step_id)?)),
     }
 }
 
 pub(crate) fn claim_step(c: &Connection, claim: &ClaimStep) -> Result<StepCas> {
     let op = "claim_step";
-    let changed = execute(
-        c,
-        op,
+    let sql = format!(
         "UPDATE sw_workflow_steps SET state = 'running', attempts = attempts + 1, worker_id = ?4, \
          lease_expires_at = ?5, last_attempt_at = ?6, updated_at = ?6, failure_reason_json = NULL \
-         WHERE step_id = ?1 AND state = ?2 AND attempts = ?3",
+         WHERE step_id = ?1 AND state = ?2 AND attempts = ?3 RETURNING {STEP_COLUMNS}"
+    );
+    let updated = one(
+        c,
+        op,
+        &sql,
         params![
             claim.step_id,
             claim.expected_state.as_str(),
@@ -660,8 +672,9 @@ pub(crate) fn claim_step(c: &Connection, claim: &ClaimStep) -> Result<StepCas> {
             claim.lease_expires_at,
             claim.now
         ],
+        rows::step,
     )?;
-    cas_outcome(c, op, &claim.step_id, changed)
+    cas_outcome(c, op, &claim.step_id, updated)
 }
 
 fn insert_ledger(c: &Connection, op: &'static str, entries: &[LedgerEntry]) -> Result<()> {
@@ -690,32 +703,52 @@ fn insert_ledger(c: &Connection, op: &'static str, entries: &[LedgerEntry]) -> R
 
 pub(crate) fn complete_step(c: &Connection, complete: &CompleteStep) -> Result<StepCas> {
     let op = "complete_step";
-    let changed = execute(
+    let sql = format!(
+        "UPDATE sw_workflow_steps SET state = 'completed', result_json = ?2, lease_expires_at = NULL, \
+         updated_at = ?3 WHERE step_id = ?1 AND state = 'running' AND (?4 IS NULL OR attempts = ?4) \
+         RETURNING {STEP_COLUMNS}"
+    );
+    let updated = one(
         c,
         op,
-        "UPDATE sw_workflow_steps SET state = 'completed', result_json = ?2, lease_expires_at = NULL, \
-         updated_at = ?3 WHERE step_id = ?1 AND state = 'running' AND (?4 IS NULL OR attempts = ?4)",
-        params![complete.step_id, text(&complete.result), complete.now, complete.fence],
+        &sql,
+        params![
+            complete.step_id,
+            text(&complete.result),
+            complete.now,
+            complete.fence
+        ],
+        rows::step,
     )?;
-    if changed == 1 {
+    if updated.is_some() {
         insert_ledger(c, op, &complete.ledger)?;
     }
-    cas_outcome(c, op, &complete.step_id, changed)
+    cas_outcome(c, op, &complete.step_id, updated)
 }
 
 pub(crate) fn fail_step(c: &Connection, fail: &FailStep) -> Result<StepCas> {
     let op = "fail_step";
-    let changed = execute(
+    let sql = format!(
+        "UPDATE sw_workflow_steps SET state = ?2, failure_reason_json = ?3, lease_expires_at = NULL, \
+         updated_at = ?4 WHERE step_id = ?1 AND state = 'running' AND attempts = ?5 RETURNING {STEP_COLUMNS}"
+    );
+    let updated = one(
         c,
         op,
-        "UPDATE sw_workflow_steps SET state = ?2, failure_reason_json = ?3, lease_expires_at = NULL, \
-         updated_at = ?4 WHERE step_id = ?1 AND state = 'running' AND attempts = ?5",
-        params![fail.step_id, fail.state.as_str(), text(&fail.reason), fail.now, fail.fence],
+        &sql,
+        params![
+            fail.step_id,
+            fail.state.as_str(),
+            text(&fail.reason),
+            fail.now,
+            fail.fence
+        ],
+        rows::step,
     )?;
-    if changed == 1 {
+    if updated.is_some() {
         insert_ledger(c, op, &fail.ledger)?;
     }
-    cas_outcome(c, op, &fail.step_id, changed)
+    cas_outcome(c, op, &fail.step_id, updated)
 }
 
 pub(crate) fn renew_leases(c: &Connection, renew: &RenewLeases) -> Result<RenewOutcome> {
