@@ -4,10 +4,10 @@
 use rusqlite::{params, params_from_iter, Connection, Params, Row};
 use serde_json::{json, Value};
 use smol_durable::store::{
-    AttemptOutcome, AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep,
-    ClaimedTask, CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep,
-    LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome,
-    RunFilter, RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, TaskRecord,
+    AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
+    CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
+    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
+    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, TaskRecord,
 };
 use smol_durable::{StoreError, StoreErrorKind};
 
@@ -452,21 +452,15 @@ fn open_attempt(
 pub(crate) fn start_attempt(c: &Connection, start: &StartAttempt) -> Result<AttemptStart> {
     let op = "start_attempt";
     let task = get_task(c, &start.task_id)?.ok_or_else(|| not_found(op, "task", &start.task_id))?;
-    let revivable = start.revive && matches!(task.state, State::Failed | State::Cancelled);
-    if task.state.is_terminal() && !revivable {
-        return Ok(AttemptStart::Finished(task.state));
-    }
-    if task.state == State::Running {
-        if let (Some(holder), Some(lease)) = (&task.claimed_by_owner_id, task.lease_expires_at) {
-            let may_take_over = holder == &start.owner_id
-                || start.take_over_from.as_deref() == Some(holder.as_str());
-            if lease > start.now && !may_take_over {
-                return Ok(AttemptStart::Busy {
-                    owner_id: holder.clone(),
-                    lease_expires_at: lease,
-                });
-            }
-        }
+    let refused = smol_durable::decide::admit_attempt(
+        &task,
+        &start.owner_id,
+        start.take_over_from.as_deref(),
+        start.revive,
+        start.now,
+    );
+    if let Some(refused) = refused {
+        return Ok(refused);
     }
     let attempt = open_attempt(
         c,
@@ -497,41 +491,11 @@ pub(crate) fn finish_attempt(c: &Connection, finish: &FinishAttempt) -> Result<(
             ),
         ));
     }
-    let (attempt_state, next_state, payload, reason, not_before) = match &finish.outcome {
-        AttemptOutcome::Completed { result, .. } => {
-            ("completed", "completed", Some(text(result)), None, None)
-        }
-        AttemptOutcome::Failed { reason, retry_at } => (
-            "failed",
-            if retry_at.is_some() {
-                "pending"
-            } else {
-                "failed"
-            },
-            None,
-            Some(text(reason)),
-            *retry_at,
-        ),
-        AttemptOutcome::Cancelled { reason } => {
-            ("cancelled", "cancelled", None, Some(text(reason)), None)
-        }
-        AttemptOutcome::Released => (
-            "failed",
-            "pending",
-            None,
-            Some(text(
-                &json!({"message": "released by its owner before finishing"}),
-            )),
-            None,
-        ),
-        _ => {
-            return Err(StoreError::new(
-                StoreErrorKind::Unsupported,
-                op,
-                "unknown attempt outcome",
-            ))
-        }
-    };
+    let end = smol_durable::decide::attempt_end(&finish.outcome);
+    let (attempt_state, next_state) = (end.attempt.as_str(), end.run_and_task.as_str());
+    let payload = opt_text(&end.payload);
+    let reason = opt_text(&end.reason);
+    let not_before = end.not_before;
     let closed = execute(
         c,
         op,
@@ -828,11 +792,12 @@ pub(crate) fn request_cancel(c: &Connection, run_id: &str, now: i64) -> Result<C
         return Ok(CancelRequest::NotFound);
     };
     let task = get_task(c, &run.task_id)?.ok_or_else(|| not_found(op, "task", &run.task_id))?;
-    if task.state.is_terminal() {
-        return Ok(CancelRequest::AlreadyFinished(task.state));
+    let outcome = smol_durable::decide::cancel_request(&task.state);
+    if let CancelRequest::AlreadyFinished(_) = outcome {
+        return Ok(outcome);
     }
     let reason = text(&json!({"message": "workflow cancelled"}));
-    if task.state == State::Pending {
+    if outcome == CancelRequest::CancelledPending {
         execute(
             c,
             op,
@@ -846,7 +811,7 @@ pub(crate) fn request_cancel(c: &Connection, run_id: &str, now: i64) -> Result<C
             "UPDATE sw_workflow_tasks SET state = 'cancelled', failure_reason_json = ?2, updated_at = ?3 WHERE task_id = ?1",
             params![task.task_id, reason, now],
         )?;
-        return Ok(CancelRequest::CancelledPending);
+        return Ok(outcome);
     }
     execute(
         c,
@@ -854,5 +819,5 @@ pub(crate) fn request_cancel(c: &Connection, run_id: &str, now: i64) -> Result<C
         "UPDATE sw_workflow_runs SET cancel_requested_at = ?2, updated_at = ?2 WHERE run_id = ?1",
         params![run.root_run_id, now],
     )?;
-    Ok(CancelRequest::Requested)
+    Ok(outcome)
 }

@@ -7,7 +7,9 @@
 
 use serde_json::Value;
 
-use crate::store::{State, StepKind, StepRecord};
+use crate::store::{
+    AttemptOutcome, AttemptStart, CancelRequest, State, StepKind, StepRecord, TaskRecord,
+};
 use crate::Error;
 
 /// What to do with an agent or child-workflow step, given the row the store holds (if any).
@@ -209,6 +211,98 @@ impl RetryPolicy {
             max_attempts,
             backoff_ms,
         })
+    }
+}
+
+/// Whether an owner may open an attempt on `task` now. `None`: go ahead (claim the task);
+/// `Some(outcome)`: report that instead and change nothing. Stores call this inside the
+/// transaction that reads the task, so the check and the claim are one atomic step.
+pub fn admit_attempt(
+    task: &TaskRecord,
+    owner_id: &str,
+    take_over_from: Option<&str>,
+    revive: bool,
+    now: i64,
+) -> Option<AttemptStart> {
+    let revivable = revive && matches!(task.state, State::Failed | State::Cancelled);
+    if task.state.is_terminal() && !revivable {
+        return Some(AttemptStart::Finished(task.state.clone()));
+    }
+    if task.state != State::Running {
+        return None;
+    }
+    let (Some(holder), Some(lease)) = (&task.claimed_by_owner_id, task.lease_expires_at) else {
+        return None;
+    };
+    let may_take_over = holder == owner_id || take_over_from == Some(holder.as_str());
+    (lease > now && !may_take_over).then(|| AttemptStart::Busy {
+        owner_id: holder.clone(),
+        lease_expires_at: lease,
+    })
+}
+
+/// The states and payloads an attempt's end writes to the attempt, its run and its task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptEnd {
+    /// New attempt state.
+    pub attempt: State,
+    /// New state of the run and of the task.
+    pub run_and_task: State,
+    /// Result stored on run and task.
+    pub payload: Option<Value>,
+    /// Failure reason stored on attempt, run and task.
+    pub reason: Option<Value>,
+    /// Not-before time of the task (retry backoff).
+    pub not_before: Option<i64>,
+}
+
+/// Maps how an attempt ended to what is written.
+pub fn attempt_end(outcome: &AttemptOutcome) -> AttemptEnd {
+    match outcome {
+        AttemptOutcome::Completed { result, .. } => AttemptEnd {
+            attempt: State::Completed,
+            run_and_task: State::Completed,
+            payload: Some(result.clone()),
+            reason: None,
+            not_before: None,
+        },
+        AttemptOutcome::Failed { reason, retry_at } => AttemptEnd {
+            attempt: State::Failed,
+            run_and_task: if retry_at.is_some() {
+                State::Pending
+            } else {
+                State::Failed
+            },
+            payload: None,
+            reason: Some(reason.clone()),
+            not_before: *retry_at,
+        },
+        AttemptOutcome::Cancelled { reason } => AttemptEnd {
+            attempt: State::Cancelled,
+            run_and_task: State::Cancelled,
+            payload: None,
+            reason: Some(reason.clone()),
+            not_before: None,
+        },
+        AttemptOutcome::Released => AttemptEnd {
+            attempt: State::Failed,
+            run_and_task: State::Pending,
+            payload: None,
+            reason: Some(
+                serde_json::json!({ "message": "released by its owner before finishing" }),
+            ),
+            not_before: None,
+        },
+    }
+}
+
+/// What a cancellation request does to a task in `task_state`: nothing once it finished, cancel
+/// at once while nobody executes it, otherwise record the request for the executing owner.
+pub fn cancel_request(task_state: &State) -> CancelRequest {
+    match task_state {
+        state if state.is_terminal() => CancelRequest::AlreadyFinished(state.clone()),
+        State::Pending => CancelRequest::CancelledPending,
+        _ => CancelRequest::Requested,
     }
 }
 
@@ -507,6 +601,121 @@ mod tests {
         assert_eq!(
             check_budget(Some(10), 10).err().map(|e| e.to_string()),
             Some("budget exhausted: spent 10 of 10 output tokens".to_owned())
+        );
+    }
+
+    fn task(state: State, holder: Option<&str>, lease: Option<i64>) -> TaskRecord {
+        TaskRecord {
+            task_id: "task_1".into(),
+            task_name: "workflow.run".into(),
+            state,
+            claim_scope: crate::store::ClaimScope::Local,
+            params: json!({}),
+            submitted_by_owner_id: Some("owner_a".into()),
+            claimed_by_owner_id: holder.map(str::to_owned),
+            lease_expires_at: lease,
+            max_attempts: 1,
+            idempotency_key: None,
+            not_before: None,
+            completed_payload: None,
+            failure_reason: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn attempts_are_admitted_by_state_lease_and_takeover() {
+        let running = task(State::Running, Some("owner_a"), Some(100));
+        assert_eq!(
+            admit_attempt(&running, "owner_b", None, true, 50),
+            Some(AttemptStart::Busy {
+                owner_id: "owner_a".into(),
+                lease_expires_at: 100
+            })
+        );
+        assert_eq!(
+            admit_attempt(&running, "owner_b", None, true, 100),
+            None,
+            "expired lease"
+        );
+        assert_eq!(
+            admit_attempt(&running, "owner_b", Some("owner_a"), true, 50),
+            None,
+            "takeover"
+        );
+        assert_eq!(
+            admit_attempt(&running, "owner_a", None, true, 50),
+            None,
+            "own task"
+        );
+        let done = task(State::Completed, None, None);
+        assert_eq!(
+            admit_attempt(&done, "owner_b", None, true, 0),
+            Some(AttemptStart::Finished(State::Completed))
+        );
+        let failed = task(State::Failed, None, None);
+        assert_eq!(
+            admit_attempt(&failed, "owner_b", None, true, 0),
+            None,
+            "resume revives"
+        );
+        assert_eq!(
+            admit_attempt(&failed, "owner_b", None, false, 0),
+            Some(AttemptStart::Finished(State::Failed))
+        );
+        assert_eq!(
+            admit_attempt(&task(State::Pending, None, None), "owner_b", None, false, 0),
+            None
+        );
+    }
+
+    #[test]
+    fn attempt_ends_map_to_states() {
+        let completed = attempt_end(&AttemptOutcome::Completed {
+            result: json!(1),
+            budget_spent: 0,
+        });
+        assert_eq!(
+            (completed.attempt, completed.run_and_task),
+            (State::Completed, State::Completed)
+        );
+        assert_eq!(completed.payload, Some(json!(1)));
+        let retry = attempt_end(&AttemptOutcome::Failed {
+            reason: json!({}),
+            retry_at: Some(9),
+        });
+        assert_eq!(
+            (retry.attempt, retry.run_and_task, retry.not_before),
+            (State::Failed, State::Pending, Some(9))
+        );
+        let failed = attempt_end(&AttemptOutcome::Failed {
+            reason: json!({}),
+            retry_at: None,
+        });
+        assert_eq!(failed.run_and_task, State::Failed);
+        let cancelled = attempt_end(&AttemptOutcome::Cancelled { reason: json!({}) });
+        assert_eq!(
+            (cancelled.attempt, cancelled.run_and_task),
+            (State::Cancelled, State::Cancelled)
+        );
+        let released = attempt_end(&AttemptOutcome::Released);
+        assert_eq!(
+            (released.attempt, released.run_and_task),
+            (State::Failed, State::Pending)
+        );
+    }
+
+    #[test]
+    fn cancellation_depends_on_the_task_state() {
+        assert_eq!(
+            cancel_request(&State::Pending),
+            CancelRequest::CancelledPending
+        );
+        assert_eq!(cancel_request(&State::Running), CancelRequest::Requested);
+        assert_eq!(
+            cancel_request(&State::Failed),
+            CancelRequest::AlreadyFinished(State::Failed)
         );
     }
 

@@ -385,22 +385,15 @@ impl DurableStore for MemoryStore {
     async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart> {
         let mut tables = self.lock()?;
         let task = tables.task_mut("start_attempt", &start.task_id)?;
-        let revivable = start.revive && matches!(task.state, State::Failed | State::Cancelled);
-        if task.state.is_terminal() && !revivable {
-            return Ok(AttemptStart::Finished(task.state.clone()));
-        }
-        if task.state == State::Running {
-            if let (Some(holder), Some(lease)) = (&task.claimed_by_owner_id, task.lease_expires_at)
-            {
-                let may_take_over = holder == &start.owner_id
-                    || start.take_over_from.as_deref() == Some(holder.as_str());
-                if lease > start.now && !may_take_over {
-                    return Ok(AttemptStart::Busy {
-                        owner_id: holder.clone(),
-                        lease_expires_at: lease,
-                    });
-                }
-            }
+        let refused = crate::decide::admit_attempt(
+            task,
+            &start.owner_id,
+            start.take_over_from.as_deref(),
+            start.revive,
+            start.now,
+        );
+        if let Some(refused) = refused {
+            return Ok(refused);
         }
         let attempt = tables.open_attempt(
             &start.task_id,
@@ -438,68 +431,25 @@ impl DurableStore for MemoryStore {
                 format!("attempt {} is already {}", finish.attempt_id, attempt.state),
             ));
         }
-        let (attempt_state, run_state, task_state, payload, reason, not_before) =
-            match finish.outcome {
-                AttemptOutcome::Completed { result, .. } => (
-                    State::Completed,
-                    State::Completed,
-                    State::Completed,
-                    Some(result),
-                    None,
-                    None,
-                ),
-                AttemptOutcome::Failed { reason, retry_at } => {
-                    let next = if retry_at.is_some() {
-                        State::Pending
-                    } else {
-                        State::Failed
-                    };
-                    (
-                        State::Failed,
-                        next.clone(),
-                        next,
-                        None,
-                        Some(reason),
-                        retry_at,
-                    )
-                }
-                AttemptOutcome::Cancelled { reason } => (
-                    State::Cancelled,
-                    State::Cancelled,
-                    State::Cancelled,
-                    None,
-                    Some(reason),
-                    None,
-                ),
-                AttemptOutcome::Released => (
-                    State::Failed,
-                    State::Pending,
-                    State::Pending,
-                    None,
-                    Some(json!({"message": "released by its owner before finishing"})),
-                    None,
-                ),
-            };
-        attempt.state = attempt_state;
+        let end = crate::decide::attempt_end(&finish.outcome);
+        attempt.state = end.attempt;
         attempt.completed_at = Some(finish.now);
-        attempt.failure_reason = reason.clone();
+        attempt.failure_reason = end.reason.clone();
         attempt.lease_expires_at = None;
         let spent = tables.spent(&finish.run_id);
         let run = tables.run_mut("finish_attempt", &finish.run_id)?;
-        run.state = run_state;
-        run.completed_payload = payload.clone();
-        run.failure_reason = reason.clone();
+        run.state = end.run_and_task.clone();
+        run.completed_payload = end.payload.clone();
+        run.failure_reason = end.reason.clone();
         run.budget_spent = spent;
         run.updated_at = finish.now;
         let task = tables.task_mut("finish_attempt", &finish.task_id)?;
-        task.state = task_state;
-        task.completed_payload = payload;
-        task.failure_reason = reason;
+        task.state = end.run_and_task;
+        task.completed_payload = end.payload;
+        task.failure_reason = end.reason;
         task.lease_expires_at = None;
-        task.not_before = not_before;
-        if task.state != State::Running {
-            task.claimed_by_owner_id = None;
-        }
+        task.not_before = end.not_before;
+        task.claimed_by_owner_id = None;
         task.updated_at = finish.now;
         Ok(())
     }
@@ -749,23 +699,22 @@ impl DurableStore for MemoryStore {
         let root_run_id = run.root_run_id.clone();
         let task_id = run.task_id.clone();
         let task_state = tables.task_mut("request_cancel", &task_id)?.state.clone();
-        if task_state.is_terminal() {
-            return Ok(CancelRequest::AlreadyFinished(task_state));
+        let outcome = crate::decide::cancel_request(&task_state);
+        if let CancelRequest::AlreadyFinished(_) = outcome {
+            return Ok(outcome);
         }
         let reason = json!({"message": "workflow cancelled"});
-        let pending = task_state == State::Pending;
         let root = tables.run_mut("request_cancel", &root_run_id)?;
         root.cancel_requested_at = Some(now);
         root.updated_at = now;
-        if pending {
+        if outcome == CancelRequest::CancelledPending {
             root.state = State::Cancelled;
             root.failure_reason = Some(reason.clone());
             let task = tables.task_mut("request_cancel", &task_id)?;
             task.state = State::Cancelled;
             task.failure_reason = Some(reason);
             task.updated_at = now;
-            return Ok(CancelRequest::CancelledPending);
         }
-        Ok(CancelRequest::Requested)
+        Ok(outcome)
     }
 }
