@@ -7,7 +7,7 @@ use smol_durable::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
-    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, TaskRecord,
+    RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, TaskRecord,
 };
 use smol_durable::{StoreError, StoreErrorKind};
 
@@ -383,6 +383,8 @@ struct Claimant<'a> {
     owner: &'a str,
     lease: i64,
     now: i64,
+    /// A resume: clears an earlier cancellation request (a plain claim never does).
+    revive: bool,
 }
 
 /// Claims the task for the claimant and opens attempt max+1 (shared by start and claim-next).
@@ -398,6 +400,7 @@ fn open_attempt(
         owner,
         lease,
         now,
+        revive,
     } = claimant;
     execute(
         c,
@@ -427,9 +430,9 @@ fn open_attempt(
     execute(
         c,
         op,
-        "UPDATE sw_workflow_runs SET state = 'running', cancel_requested_at = NULL, failure_reason_json = NULL, \
-         updated_at = ?2 WHERE run_id = ?1",
-        params![run_id, now],
+        "UPDATE sw_workflow_runs SET state = 'running', failure_reason_json = NULL, updated_at = ?2, \
+         cancel_requested_at = CASE WHEN ?3 THEN NULL ELSE cancel_requested_at END WHERE run_id = ?1",
+        params![run_id, now, revive],
     )?;
     let number: i64 = c
         .prepare_cached(
@@ -472,6 +475,7 @@ pub(crate) fn start_attempt(c: &Connection, start: &StartAttempt) -> Result<Atte
             owner: &start.owner_id,
             lease: start.lease_expires_at,
             now: start.now,
+            revive: start.revive,
         },
     )?;
     Ok(AttemptStart::Started(attempt))
@@ -525,6 +529,19 @@ pub(crate) fn finish_attempt(c: &Connection, finish: &FinishAttempt) -> Result<(
          lease_expires_at = NULL, not_before = ?5, claimed_by_owner_id = NULL, updated_at = ?6 WHERE task_id = ?1",
         params![finish.task_id, next_state, payload, reason, not_before, finish.now],
     )?;
+    // Child runs cannot outlive the attempt that ran them.
+    execute(
+        c,
+        op,
+        "UPDATE sw_workflow_runs SET state = ?2, failure_reason_json = ?3, updated_at = ?4 \
+         WHERE root_run_id = ?1 AND run_id <> root_run_id AND state IN ('pending', 'running')",
+        params![
+            finish.run_id,
+            end.unfinished_children.as_str(),
+            text(&smol_durable::decide::abandoned_child_reason()),
+            finish.now
+        ],
+    )?;
     Ok(())
 }
 
@@ -539,32 +556,88 @@ pub(crate) fn claim_next_task(
            OR (state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?2))) \
          ORDER BY created_at, task_id LIMIT 1"
     );
-    let Some(task) = one(
+    loop {
+        let Some(task) = one(
+            c,
+            op,
+            &sql,
+            params![claim.scope.as_str(), claim.now],
+            rows::task,
+        )?
+        else {
+            return Ok(None);
+        };
+        let run = root_run_of_task(c, op, &task.task_id)?;
+        let attempts: i64 = c
+            .prepare_cached("SELECT COUNT(*) FROM sw_workflow_attempts WHERE task_id = ?1")
+            .and_then(|mut s| s.query_row([&task.task_id], |row| row.get(0)))
+            .map_err(|e| map_error(op, e))?;
+        let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+        // A cancellation requested while its owner was gone, or a task that has used up its
+        // attempts, ends here instead of running again.
+        if run.cancel_requested_at.is_some() {
+            let reason = json!({"message": "workflow cancelled"});
+            close_task(c, op, &task.task_id, State::Cancelled, &reason, claim.now)?;
+            continue;
+        }
+        if !smol_durable::decide::may_attempt_again(attempts, task.max_attempts) {
+            let reason = json!({"message": format!("gave up after {attempts} attempts")});
+            close_task(c, op, &task.task_id, State::Failed, &reason, claim.now)?;
+            continue;
+        }
+        let attempt = open_attempt(
+            c,
+            op,
+            &task,
+            &run.run_id,
+            Claimant {
+                attempt_id: &claim.attempt_id,
+                owner: &claim.owner_id,
+                lease: claim.lease_expires_at,
+                now: claim.now,
+                revive: false,
+            },
+        )?;
+        let task =
+            get_task(c, &task.task_id)?.ok_or_else(|| not_found(op, "task", &task.task_id))?;
+        let run = get_run(c, &run.run_id)?.ok_or_else(|| not_found(op, "run", &run.run_id))?;
+        return Ok(Some(ClaimedTask { task, run, attempt }));
+    }
+}
+
+/// Ends a task nobody will finish (cancelled while unattended, out of attempts): the task, its
+/// running attempts and its unfinished runs (root and children) take `state`.
+fn close_task(
+    c: &Connection,
+    op: &'static str,
+    task_id: &str,
+    state: State,
+    reason: &Value,
+    now: i64,
+) -> Result<()> {
+    let (state, reason) = (state.as_str(), text(reason));
+    execute(
         c,
         op,
-        &sql,
-        params![claim.scope.as_str(), claim.now],
-        rows::task,
-    )?
-    else {
-        return Ok(None);
-    };
-    let run = root_run_of_task(c, op, &task.task_id)?;
-    let attempt = open_attempt(
-        c,
-        op,
-        &task,
-        &run.run_id,
-        Claimant {
-            attempt_id: &claim.attempt_id,
-            owner: &claim.owner_id,
-            lease: claim.lease_expires_at,
-            now: claim.now,
-        },
+        "UPDATE sw_workflow_tasks SET state = ?2, failure_reason_json = ?3, claimed_by_owner_id = NULL, \
+         lease_expires_at = NULL, updated_at = ?4 WHERE task_id = ?1",
+        params![task_id, state, reason, now],
     )?;
-    let task = get_task(c, &task.task_id)?.ok_or_else(|| not_found(op, "task", &task.task_id))?;
-    let run = get_run(c, &run.run_id)?.ok_or_else(|| not_found(op, "run", &run.run_id))?;
-    Ok(Some(ClaimedTask { task, run, attempt }))
+    execute(
+        c,
+        op,
+        "UPDATE sw_workflow_attempts SET state = ?2, failure_reason_json = ?3, completed_at = ?4, \
+         lease_expires_at = NULL WHERE task_id = ?1 AND state = 'running'",
+        params![task_id, state, reason, now],
+    )?;
+    execute(
+        c,
+        op,
+        "UPDATE sw_workflow_runs SET state = ?2, failure_reason_json = ?3, updated_at = ?4 \
+         WHERE task_id = ?1 AND state IN ('pending', 'running')",
+        params![task_id, state, reason, now],
+    )?;
+    Ok(())
 }
 
 pub(crate) fn insert_step(c: &Connection, new: &NewStep) -> Result<InsertStep> {
@@ -742,14 +815,16 @@ pub(crate) fn renew_leases(c: &Connection, renew: &RenewLeases) -> Result<RenewO
     }
     let mut lost_steps = Vec::new();
     for lease in &renew.steps {
-        let renewed = execute(
-            c,
-            op,
-            "UPDATE sw_workflow_steps SET lease_expires_at = ?3 \
-             WHERE step_id = ?1 AND state = 'running' AND attempts = ?2",
-            params![lease.step_id, lease.fence, lease.lease_expires_at],
-        )?;
-        if renewed == 0 {
+        // A deposed owner renews nothing: its successor expired those leases on purpose.
+        let renewed = held == 1
+            && execute(
+                c,
+                op,
+                "UPDATE sw_workflow_steps SET lease_expires_at = ?3 \
+                 WHERE step_id = ?1 AND state = 'running' AND attempts = ?2",
+                params![lease.step_id, lease.fence, lease.lease_expires_at],
+            )? == 1;
+        if !renewed {
             lost_steps.push(lease.step_id.clone());
         }
     }
@@ -792,25 +867,8 @@ pub(crate) fn request_cancel(c: &Connection, run_id: &str, now: i64) -> Result<C
         return Ok(CancelRequest::NotFound);
     };
     let task = get_task(c, &run.task_id)?.ok_or_else(|| not_found(op, "task", &run.task_id))?;
-    let outcome = smol_durable::decide::cancel_request(&task.state);
+    let outcome = smol_durable::decide::cancel_request(&task, now);
     if let CancelRequest::AlreadyFinished(_) = outcome {
-        return Ok(outcome);
-    }
-    let reason = text(&json!({"message": "workflow cancelled"}));
-    if outcome == CancelRequest::CancelledPending {
-        execute(
-            c,
-            op,
-            "UPDATE sw_workflow_runs SET state = 'cancelled', cancel_requested_at = ?2, failure_reason_json = ?3, \
-             updated_at = ?2 WHERE run_id = ?1",
-            params![run.root_run_id, now, reason],
-        )?;
-        execute(
-            c,
-            op,
-            "UPDATE sw_workflow_tasks SET state = 'cancelled', failure_reason_json = ?2, updated_at = ?3 WHERE task_id = ?1",
-            params![task.task_id, reason, now],
-        )?;
         return Ok(outcome);
     }
     execute(
@@ -819,5 +877,9 @@ pub(crate) fn request_cancel(c: &Connection, run_id: &str, now: i64) -> Result<C
         "UPDATE sw_workflow_runs SET cancel_requested_at = ?2, updated_at = ?2 WHERE run_id = ?1",
         params![run.root_run_id, now],
     )?;
+    if outcome == CancelRequest::CancelledPending {
+        let reason = json!({"message": "workflow cancelled"});
+        close_task(c, op, &task.task_id, State::Cancelled, &reason, now)?;
+    }
     Ok(outcome)
 }

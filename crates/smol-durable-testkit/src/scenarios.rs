@@ -53,6 +53,7 @@ macro_rules! engine_conformance_tests {
             sleep_waits_on_the_engine_clock,
             a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires,
             a_panicking_script_engine_fails_only_its_run,
+            resume_waits_at_most_one_lease_ttl_for_a_live_owner,
         );
     };
 }
@@ -395,8 +396,13 @@ async fn session_export(
         provider
     };
     let provider = Arc::new(provider);
+    let limits = smol_durable::Limits {
+        cancel_grace: Duration::from_millis(50),
+        ..smol_durable::Limits::default()
+    };
     let engine = builder(&fixture, &script, &provider)
         .session_log_sink(sink.clone())
+        .limits(limits)
         .build()
         .expect("engine");
     if let Ok(mut slot) = engine_slot.lock() {
@@ -675,6 +681,11 @@ pub async fn child_workflow_is_a_durable_step(fixture: Fixture) {
         2,
         "the same prompt in parent and child is two steps"
     );
+    // Resumed by an engine that cannot resolve the child's path any more (its file is gone):
+    // a completed child step replays without it.
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
     let resumed = engine
         .resume(&run_id, ResumeOptions::new())
         .await
@@ -1238,6 +1249,75 @@ pub async fn a_panicking_script_engine_fails_only_its_run(fixture: Fixture) {
         .await
         .expect("next run");
     assert_eq!(output.result, json!("echo: still here"));
+}
+
+/// A resume facing another live owner waits at most one lease ttl, then reports `RunBusy`.
+pub async fn resume_waits_at_most_one_lease_ttl_for_a_live_owner(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |_ctx| async move { Ok(json!(1)) });
+    let source = scripts.source("main.mjs");
+    store
+        .put_script(&source.content_hash(), &source.text)
+        .await
+        .expect("script");
+    // An owner in this very process: alive as far as anyone can tell.
+    store
+        .register_owner(OwnerRecord::this_process("owner_alive".into(), 0))
+        .await
+        .expect("owner");
+    let mut workflow = WorkflowInfo::new();
+    workflow.script_path = Some("main.mjs".into());
+    workflow.script_hash = Some(source.content_hash());
+    let now = smol_durable::Clock::now_ms(&smol_durable::SystemClock);
+    let created = store
+        .create_run(NewRun::new(
+            ClaimScope::Local,
+            "owner_alive",
+            workflow,
+            json!({}),
+            now,
+        ))
+        .await
+        .expect("create");
+    let held = store
+        .start_attempt(StartAttempt {
+            attempt_id: smol_durable::new_id("attempt"),
+            task_id: created.task.task_id.clone(),
+            run_id: created.run.run_id.clone(),
+            owner_id: "owner_alive".into(),
+            lease_expires_at: now + 600_000,
+            take_over_from: None,
+            revive: false,
+            now,
+        })
+        .await
+        .expect("start");
+    assert!(matches!(held, AttemptStart::Started(_)));
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider)
+        .lease_ttl(Duration::from_millis(300))
+        .build()
+        .expect("engine");
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        engine.resume(&created.run.run_id, ResumeOptions::new()),
+    )
+    .await
+    .expect("bounded wait")
+    .expect_err("busy");
+    assert!(matches!(error, Error::RunBusy { .. }), "{error:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "it did wait"
+    );
+    let again = engine
+        .resume(&created.run.run_id, ResumeOptions::new())
+        .await;
+    assert!(
+        matches!(again, Err(Error::RunBusy { .. })),
+        "the run stays claimable later"
+    );
 }
 
 fn exited_pid() -> u32 {

@@ -120,6 +120,11 @@ macro_rules! store_conformance_tests {
             idempotency_key_returns_the_first_task,
             owners_round_trip,
             list_runs_filters_and_orders,
+            cancelling_a_task_whose_owner_is_gone_is_immediate,
+            a_claim_never_clears_a_cancellation_request,
+            a_deposed_owner_renews_no_step_leases,
+            unfinished_children_end_with_their_attempt,
+            runner_tasks_stop_after_max_attempts,
         );
     };
 }
@@ -1451,4 +1456,228 @@ pub(crate) fn engine_on(
         .provider(provider)
         .build()
         .expect("engine")
+}
+
+/// A running task whose lease expired has nobody to notice a cancellation: it is cancelled at
+/// once, with its attempt.
+pub async fn cancelling_a_task_whose_owner_is_gone_is_immediate(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let created = seed(store, ClaimScope::Local, 0).await;
+    started(start(store, &created, "owner_gone", 100, 0).await);
+    let outcome = store
+        .request_cancel(&created.run.run_id, 200)
+        .await
+        .expect("cancel");
+    assert_eq!(outcome, CancelRequest::CancelledPending);
+    let (run, task) = (
+        store
+            .get_run(&created.run.run_id)
+            .await
+            .expect("get")
+            .expect("run"),
+        store
+            .get_task(&created.task.task_id)
+            .await
+            .expect("get")
+            .expect("task"),
+    );
+    assert_eq!(
+        (run.state, task.state),
+        (State::Cancelled, State::Cancelled)
+    );
+    let attempts = store
+        .list_attempts(&created.task.task_id)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts[0].state, State::Cancelled);
+}
+
+/// A cancellation requested while a worker held the task survives that worker's death: the next
+/// claim ends the task as cancelled instead of running it again.
+pub async fn a_claim_never_clears_a_cancellation_request(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let created = seed(store, ClaimScope::Runner, 0).await;
+    let next = |owner: &str, now| ClaimNextTask {
+        scope: ClaimScope::Runner,
+        owner_id: owner.into(),
+        attempt_id: smol_durable::new_id("attempt"),
+        lease_expires_at: now + 100,
+        now,
+    };
+    store
+        .claim_next_task(next("owner_a", 10))
+        .await
+        .expect("claim")
+        .expect("task");
+    assert_eq!(
+        store
+            .request_cancel(&created.run.run_id, 50)
+            .await
+            .expect("cancel"),
+        CancelRequest::Requested
+    );
+    let other = fixture.another_handle().await;
+    assert!(other
+        .claim_next_task(next("owner_b", 200))
+        .await
+        .expect("claim")
+        .is_none());
+    let task = other
+        .get_task(&created.task.task_id)
+        .await
+        .expect("get")
+        .expect("task");
+    let run = other
+        .get_run(&created.run.run_id)
+        .await
+        .expect("get")
+        .expect("run");
+    assert_eq!(
+        (task.state, run.state),
+        (State::Cancelled, State::Cancelled)
+    );
+}
+
+/// After a takeover, the old owner's heartbeat renews none of its step leases (its successor
+/// expired them so it can reclaim at once) and reports them lost.
+pub async fn a_deposed_owner_renews_no_step_leases(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let created = seed(store, ClaimScope::Local, 0).await;
+    let run_id = &created.run.run_id;
+    let old = started(start(store, &created, "owner_old", 60_000, 0).await);
+    let step = claimed(store, run_id, "step:held", "owner_old", 60_000, 0).await;
+    let takeover = store
+        .start_attempt(StartAttempt {
+            attempt_id: smol_durable::new_id("attempt"),
+            task_id: created.task.task_id.clone(),
+            run_id: run_id.clone(),
+            owner_id: "owner_new".into(),
+            lease_expires_at: 61_000,
+            take_over_from: Some("owner_old".into()),
+            revive: true,
+            now: 1_000,
+        })
+        .await
+        .expect("takeover");
+    started(takeover);
+    let renewed = store
+        .renew_leases(RenewLeases {
+            owner_id: "owner_old".into(),
+            task_id: created.task.task_id.clone(),
+            attempt_id: old.attempt_id.clone(),
+            run_id: run_id.clone(),
+            lease_expires_at: 70_000,
+            steps: vec![StepLease {
+                step_id: step.step_id.clone(),
+                fence: 1,
+                lease_expires_at: 70_000,
+            }],
+            now: 1_001,
+        })
+        .await
+        .expect("renew");
+    assert!(!renewed.task_held);
+    assert_eq!(renewed.lost_steps, vec![step.step_id.clone()]);
+    let row = store
+        .get_step(run_id, "step:held")
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(
+        row.lease_expires_at,
+        Some(1_000),
+        "the takeover's expiry stands"
+    );
+}
+
+/// Child runs still unfinished when their attempt ends end with it.
+pub async fn unfinished_children_end_with_their_attempt(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    for (outcome, expected) in [
+        (
+            AttemptOutcome::Failed {
+                reason: json!({"message": "x"}),
+                retry_at: None,
+            },
+            State::Failed,
+        ),
+        (
+            AttemptOutcome::Cancelled {
+                reason: json!({"message": "workflow cancelled"}),
+            },
+            State::Cancelled,
+        ),
+    ] {
+        let created = seed(store, ClaimScope::Local, 0).await;
+        let attempt = started(start(store, &created, OWNER, 100, 0).await);
+        let child = store
+            .create_child_run(NewChildRun {
+                run_id: smol_durable::new_id("run"),
+                task_id: created.task.task_id.clone(),
+                root_run_id: created.run.run_id.clone(),
+                parent_run_id: created.run.run_id.clone(),
+                parent_step_id: "step_parent".into(),
+                workflow: WorkflowInfo::new(),
+                args: json!({}),
+                now: 1,
+            })
+            .await
+            .expect("child");
+        finish(store, &created, &attempt.attempt_id, OWNER, outcome, 5)
+            .await
+            .expect("finish");
+        let child = store
+            .get_run(&child.run_id)
+            .await
+            .expect("get")
+            .expect("child");
+        assert_eq!(child.state, expected);
+    }
+}
+
+/// A runner task whose workers keep dying gets at most `max_attempts` attempts, then fails.
+pub async fn runner_tasks_stop_after_max_attempts(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let mut new = NewRun::new(ClaimScope::Runner, OWNER, WorkflowInfo::new(), json!({}), 0);
+    new.max_attempts = 2;
+    let created = store.create_run(new).await.expect("create");
+    let next = |now| ClaimNextTask {
+        scope: ClaimScope::Runner,
+        owner_id: format!("owner_{now}"),
+        attempt_id: smol_durable::new_id("attempt"),
+        lease_expires_at: now + 100,
+        now,
+    };
+    let first = store
+        .claim_next_task(next(10))
+        .await
+        .expect("claim")
+        .expect("attempt 1");
+    assert_eq!(first.attempt.attempt, 1);
+    let second = store
+        .claim_next_task(next(200))
+        .await
+        .expect("claim")
+        .expect("attempt 2");
+    assert_eq!(second.attempt.attempt, 2);
+    assert!(store
+        .claim_next_task(next(400))
+        .await
+        .expect("claim")
+        .is_none());
+    let task = store
+        .get_task(&created.task.task_id)
+        .await
+        .expect("get")
+        .expect("task");
+    assert_eq!(task.state, State::Failed);
+    assert_eq!(
+        task.failure_reason,
+        Some(json!({"message": "gave up after 2 attempts"}))
+    );
+    let attempts = store
+        .list_attempts(&created.task.task_id)
+        .await
+        .expect("attempts");
+    assert!(attempts.iter().all(|a| a.state == State::Failed));
 }

@@ -254,6 +254,13 @@ pub struct AttemptEnd {
     pub reason: Option<Value>,
     /// Not-before time of the task (retry backoff).
     pub not_before: Option<i64>,
+    /// What child runs still unfinished become (they cannot outlive the attempt).
+    pub unfinished_children: State,
+}
+
+/// Why unfinished child runs were closed when their attempt ended.
+pub fn abandoned_child_reason() -> Value {
+    serde_json::json!({ "message": "the attempt ended before this child workflow finished" })
 }
 
 /// Maps how an attempt ended to what is written.
@@ -265,6 +272,7 @@ pub fn attempt_end(outcome: &AttemptOutcome) -> AttemptEnd {
             payload: Some(result.clone()),
             reason: None,
             not_before: None,
+            unfinished_children: State::Failed,
         },
         AttemptOutcome::Failed { reason, retry_at } => AttemptEnd {
             attempt: State::Failed,
@@ -276,6 +284,7 @@ pub fn attempt_end(outcome: &AttemptOutcome) -> AttemptEnd {
             payload: None,
             reason: Some(reason.clone()),
             not_before: *retry_at,
+            unfinished_children: State::Failed,
         },
         AttemptOutcome::Cancelled { reason } => AttemptEnd {
             attempt: State::Cancelled,
@@ -283,6 +292,7 @@ pub fn attempt_end(outcome: &AttemptOutcome) -> AttemptEnd {
             payload: None,
             reason: Some(reason.clone()),
             not_before: None,
+            unfinished_children: State::Cancelled,
         },
         AttemptOutcome::Released => AttemptEnd {
             attempt: State::Failed,
@@ -292,18 +302,28 @@ pub fn attempt_end(outcome: &AttemptOutcome) -> AttemptEnd {
                 serde_json::json!({ "message": "released by its owner before finishing" }),
             ),
             not_before: None,
+            unfinished_children: State::Failed,
         },
     }
 }
 
-/// What a cancellation request does to a task in `task_state`: nothing once it finished, cancel
-/// at once while nobody executes it, otherwise record the request for the executing owner.
-pub fn cancel_request(task_state: &State) -> CancelRequest {
-    match task_state {
+/// What a cancellation request does to a task: nothing once it finished; cancel at once while
+/// nobody executes it (pending, or running under a lease that has expired: its owner is gone and
+/// would never notice); otherwise record the request for the executing owner's next heartbeat.
+pub fn cancel_request(task: &TaskRecord, now: i64) -> CancelRequest {
+    match &task.state {
         state if state.is_terminal() => CancelRequest::AlreadyFinished(state.clone()),
         State::Pending => CancelRequest::CancelledPending,
+        State::Running if task.lease_expires_at.is_none_or(|lease| lease <= now) => {
+            CancelRequest::CancelledPending
+        }
         _ => CancelRequest::Requested,
     }
+}
+
+/// Whether a runner task that has had `attempts` attempts may get another one.
+pub fn may_attempt_again(attempts: u32, max_attempts: u32) -> bool {
+    attempts < max_attempts.max(1)
 }
 
 fn lease_is_live(row: &StepRecord, now: i64) -> bool {

@@ -29,6 +29,8 @@ pub(crate) struct HeldStep {
     pub fence: u32,
     /// Lease beyond the ttl (retry backoff budget).
     pub extra_ms: u64,
+    /// An agent call (as opposed to a sleep or a child workflow).
+    pub agent: bool,
 }
 
 /// How the attempt was stopped from outside the script.
@@ -40,7 +42,8 @@ enum Interruption {
 
 enum WriterMessage {
     Event(Box<(NewEvent, WorkflowEvent)>),
-    Flush(oneshot::Sender<()>),
+    /// Flush, then stop: the attempt is over even if stray copies of its context live on.
+    Close(oneshot::Sender<()>),
 }
 
 /// State shared by every run (root and children) of one attempt.
@@ -111,8 +114,23 @@ impl AttemptCtx {
     }
 
     pub fn release(&self, step_id: &str) {
+        self.release_fence(step_id, None);
+    }
+
+    /// Whether an agent call of this attempt is still in flight.
+    pub fn holds_agent_calls(&self) -> bool {
+        self.held
+            .lock()
+            .map(|map| map.values().any(|held| held.agent))
+            .unwrap_or(false)
+    }
+
+    /// Drops the hold on a step; with a fence, only if the hold still carries it.
+    pub fn release_fence(&self, step_id: &str, fence: Option<u32>) {
         if let Ok(mut map) = self.held.lock() {
-            map.remove(step_id);
+            if fence.is_none() || map.get(step_id).map(|held| held.fence) == fence {
+                map.remove(step_id);
+            }
         }
     }
 
@@ -174,9 +192,9 @@ impl AttemptCtx {
         }
     }
 
-    async fn flush_events(&self) {
+    async fn close_events(&self) {
         let (done, wait) = oneshot::channel();
-        if self.writer.send(WriterMessage::Flush(done)).is_ok() {
+        if self.writer.send(WriterMessage::Close(done)).is_ok() {
             let _ = wait.await;
         }
     }
@@ -229,7 +247,7 @@ pub(crate) async fn execute(plan: AttemptPlan) -> Result<RunOutput, Error> {
     let outcome = run_root(&ctx, &run, source).await;
     heartbeat.abort();
     let result = finish(&ctx, &run, outcome).await;
-    ctx.flush_events().await;
+    ctx.close_events().await;
     drop(ctx);
     let _ = writer_task.await;
     result
@@ -267,11 +285,16 @@ async fn run_root(
     tokio::select! {
         result = &mut evaluation => result.map_err(Error::from),
         () = ctx.cancel.cancelled() => {
-            // Host calls now reject; give the script a moment to unwind on its own.
+            // Host calls now reject; give the script a moment to unwind on its own. With a
+            // session-log sink, agent calls in flight are let finish (their transcripts are
+            // saved and their results kept), however long that takes.
             let grace = ctx.engine.limits.cancel_grace;
-            match tokio::time::timeout(grace, &mut evaluation).await {
-                Ok(result) => result.map_err(Error::from),
-                Err(_) => Err(Error::Cancelled),
+            loop {
+                match tokio::time::timeout(grace, &mut evaluation).await {
+                    Ok(result) => break result.map_err(Error::from),
+                    Err(_) if ctx.engine.session_sink.is_some() && ctx.holds_agent_calls() => {}
+                    Err(_) => break Err(Error::Cancelled),
+                }
             }
         }
     }
@@ -295,16 +318,23 @@ async fn finish(
         None if ctx.cancel.is_cancelled() => Err(Error::Cancelled),
         None => outcome,
     };
+    // The outcome is fixed: host calls a script engine left running (un-awaited agents,
+    // dropped evaluations) now reject instead of spending more.
+    ctx.cancel.cancel();
     release_held_steps(ctx, matches!(outcome, Err(Error::Cancelled))).await;
     let root_meta = ctx.metadata(&run.run_id, 0, None);
     match outcome {
         Ok(result) => {
-            let usage = token_usage(ctx).await?;
             let completed = AttemptOutcome::Completed {
                 result: result.clone(),
                 budget_spent: ctx.budget().spent,
             };
             record_end(ctx, run, completed, now).await?;
+            // The result is stored; usage is reporting only and must not undo that.
+            let usage = token_usage(ctx).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not read token usage");
+                TokenUsage::default()
+            });
             let data = json!({ "result": result, "tokenUsage": usage });
             ctx.emit(EventType::Result, root_meta, object(data));
             Ok(RunOutput {
@@ -427,10 +457,11 @@ pub(crate) async fn ledger_usage(
 /// Renews the task, attempt and held step leases every ttl/3 and watches for cancellation.
 async fn heartbeat(ctx: Arc<AttemptCtx>) {
     let interval = Duration::from_millis(heartbeat_interval_ms(ctx.lease_ttl_ms()));
+    let ttl = i64::try_from(ctx.lease_ttl_ms()).unwrap_or(i64::MAX);
+    let mut last_renewed = ctx.now();
     loop {
         crate::clock::sleep_for(ctx.engine.clock.as_ref(), interval).await;
         let now = ctx.now();
-        let ttl = i64::try_from(ctx.lease_ttl_ms()).unwrap_or(i64::MAX);
         let steps: Vec<StepLease> = ctx
             .held
             .lock()
@@ -446,6 +477,7 @@ async fn heartbeat(ctx: Arc<AttemptCtx>) {
                     .collect()
             })
             .unwrap_or_default();
+        let sent: Vec<(String, u32)> = steps.iter().map(|s| (s.step_id.clone(), s.fence)).collect();
         let renewed = ctx
             .engine
             .store
@@ -470,16 +502,29 @@ async fn heartbeat(ctx: Arc<AttemptCtx>) {
                     return;
                 }
                 for step_id in outcome.lost_steps {
-                    // Someone else owns it now; our completion will be fenced off.
+                    // Someone else owns it now; our completion will be fenced off. Only the
+                    // hold renewed here is dropped: the step may have been claimed again since.
+                    let fence = sent.iter().find(|(id, _)| *id == step_id).map(|(_, f)| *f);
                     tracing::warn!(%step_id, "step lease lost");
-                    ctx.release(&step_id);
+                    ctx.release_fence(&step_id, fence);
                 }
                 if outcome.cancel_requested {
                     ctx.request_cancel();
                 }
+                last_renewed = now;
             }
-            // A failed renewal is retried on the next beat; the lease still has two thirds left.
-            Err(error) => tracing::warn!(%error, "lease renewal failed"),
+            // A failed renewal is retried on the next beat while the lease still holds; once it
+            // may have expired, another owner may be running this attempt's steps: stop.
+            Err(error) => {
+                tracing::warn!(%error, "lease renewal failed");
+                if now.saturating_sub(last_renewed) >= ttl {
+                    ctx.fail_fatally(Error::LeaseLost(format!(
+                        "could not renew the lease of task {} for {ttl} ms: {error}",
+                        ctx.task_id
+                    )));
+                    return;
+                }
+            }
         }
     }
 }
@@ -490,6 +535,7 @@ async fn write_events(
     handle: Option<mpsc::UnboundedSender<WorkflowEvent>>,
 ) {
     let mut batch = Vec::new();
+    let mut closing = false;
     while let Some(first) = inbox.recv().await {
         let mut flushes = Vec::new();
         let mut pending = vec![first];
@@ -499,7 +545,10 @@ async fn write_events(
         for message in pending {
             match message {
                 WriterMessage::Event(event) => batch.push(*event),
-                WriterMessage::Flush(done) => flushes.push(done),
+                WriterMessage::Close(done) => {
+                    flushes.push(done);
+                    closing = true;
+                }
             }
         }
         if !batch.is_empty() {
@@ -518,6 +567,9 @@ async fn write_events(
         }
         for done in flushes {
             let _ = done.send(());
+        }
+        if closing {
+            return;
         }
     }
 }

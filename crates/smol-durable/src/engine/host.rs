@@ -329,6 +329,7 @@ impl RunScope {
                         HeldStep {
                             fence: row.attempts,
                             extra_ms: lease_extra_ms,
+                            agent: kind == StepKind::Agent,
                         },
                     );
                     return Ok(Claimed::Ours(Box::new(row)));
@@ -676,7 +677,14 @@ impl RunScope {
                 }
             };
             if let Some(fence) = fence {
-                self.ctx.hold(&row.step_id, HeldStep { fence, extra_ms: 0 });
+                self.ctx.hold(
+                    &row.step_id,
+                    HeldStep {
+                        fence,
+                        extra_ms: 0,
+                        agent: false,
+                    },
+                );
             }
             let woke = tokio::select! {
                 () = self.ctx.engine.clock.sleep_until(wake_at) => true,
@@ -720,7 +728,6 @@ impl RunScope {
         signature: StepSignature,
         checkpoint: String,
     ) -> Result<Value, HostError> {
-        let source = self.resolve_child(&reference).await?;
         let child_run_id = crate::new_id("run");
         let input = json!({ "ref": reference, "args": args, "childRunId": child_run_id });
         let row = match self
@@ -744,6 +751,15 @@ impl RunScope {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or(child_run_id);
+        // Resolved only now: replaying a completed child needs neither its file nor a valid ref.
+        let source = match self.child_source(&reference, &child_run_id).await {
+            Ok(source) => source,
+            Err(error) => {
+                self.close_step(&row, State::Failed, &error.message, Vec::new())
+                    .await;
+                return Err(error);
+            }
+        };
         let outcome = self.execute_child(&row, &child_run_id, source, args).await;
         let store = self.ctx.engine.store.as_ref();
         let now = self.ctx.now();
@@ -872,6 +888,33 @@ impl RunScope {
                 ))
             }
         }
+    }
+
+    /// The child's script: the ref resolved now (so a fixed script can continue), else the
+    /// source stored when this child run first started.
+    async fn child_source(
+        &self,
+        reference: &Value,
+        child_run_id: &str,
+    ) -> Result<WorkflowSource, HostError> {
+        let resolved = self.resolve_child(reference).await;
+        let Err(error) = resolved else {
+            return resolved;
+        };
+        let store = self.ctx.engine.store.as_ref();
+        let stored = match store.get_run(child_run_id).await {
+            Ok(Some(run)) => match (&run.workflow.script_hash, &run.workflow.script_path) {
+                (Some(hash), Some(path)) => store
+                    .get_script(hash)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|text| WorkflowSource::inline(path.as_str(), text)),
+                _ => None,
+            },
+            _ => None,
+        };
+        stored.ok_or(error)
     }
 
     /// Resolves `workflow(ref)`: a `{scriptPath}` relative to the calling script and confined to

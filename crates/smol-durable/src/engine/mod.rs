@@ -675,38 +675,23 @@ impl Engine {
             }
             live.insert(run.run_id.clone(), cancel.clone());
         }
-        let attempt = match self
-            .claim_task(&run, revive, overrides.as_ref().is_some_and(|o| o.no_wait))
-            .await
-        {
-            Ok(attempt) => attempt,
+        let claimed = async {
+            // Everything that can fail is read before the task is claimed, so a failure here
+            // leaves no attempt behind.
+            let settings = self.settings(&run, overrides).await?;
+            let no_wait = settings.1;
+            let attempt = self.claim_task(&run, revive, no_wait, &cancel).await?;
+            Ok::<_, Error>((settings.0, attempt))
+        }
+        .await;
+        let (settings, attempt) = match claimed {
+            Ok(claimed) => claimed,
             Err(error) => {
                 if let Ok(mut live) = shared.live.lock() {
                     live.remove(&run.run_id);
                 }
                 return Err(error);
             }
-        };
-        let overrides = overrides.unwrap_or_default();
-        let settings = RunSettings {
-            provider: overrides
-                .provider
-                .or_else(|| run.workflow.provider.clone())
-                .unwrap_or_else(|| shared.default_provider.clone()),
-            model_map: if run.workflow.model_map.is_empty() {
-                shared.model_map.clone()
-            } else {
-                run.workflow.model_map.clone()
-            },
-            cwd: match &run.workflow.cwd {
-                Some(cwd) => Some(cwd.clone()),
-                None => self.recorded_cwd(&run).await?,
-            },
-            budget_total: overrides.budget_total.or(run.budget_total),
-            max_parallel_agents: run
-                .workflow
-                .max_parallel_agents
-                .or(shared.limits.max_parallel_agents),
         };
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let run_id = run.run_id.clone();
@@ -742,17 +727,53 @@ impl Engine {
         })
     }
 
+    /// The defaults in force for an attempt (stored with the run, overridden on resume) and
+    /// whether to refuse rather than wait for another owner.
+    async fn settings(
+        &self,
+        run: &RunRecord,
+        overrides: Option<ResumeOptions>,
+    ) -> Result<(RunSettings, bool), Error> {
+        let shared = &self.shared;
+        let overrides = overrides.unwrap_or_default();
+        let settings = RunSettings {
+            provider: overrides
+                .provider
+                .or_else(|| run.workflow.provider.clone())
+                .unwrap_or_else(|| shared.default_provider.clone()),
+            model_map: if run.workflow.model_map.is_empty() {
+                shared.model_map.clone()
+            } else {
+                run.workflow.model_map.clone()
+            },
+            cwd: match &run.workflow.cwd {
+                Some(cwd) => Some(cwd.clone()),
+                None => self.recorded_cwd(run).await?,
+            },
+            budget_total: overrides.budget_total.or(run.budget_total),
+            max_parallel_agents: run
+                .workflow
+                .max_parallel_agents
+                .or(shared.limits.max_parallel_agents),
+        };
+        Ok((settings, overrides.no_wait))
+    }
+
+    /// Claims the task. A dead owner on this host is taken over at once; a live owner elsewhere
+    /// is waited for at most one lease ttl (it may keep renewing), then reported as `RunBusy`.
     async fn claim_task(
         &self,
         run: &RunRecord,
         revive: bool,
         no_wait: bool,
+        cancel: &CancellationToken,
     ) -> Result<AttemptRecord, Error> {
         let shared = &self.shared;
+        let ttl = i64::try_from(shared.lease_ttl.as_millis()).unwrap_or(i64::MAX);
         let mut take_over_from = None;
+        let mut give_up_at = None;
         loop {
             let now = shared.clock.now_ms();
-            let ttl = i64::try_from(shared.lease_ttl.as_millis()).unwrap_or(i64::MAX);
             let started = shared
                 .store
                 .start_attempt(StartAttempt {
@@ -766,7 +787,7 @@ impl Engine {
                     now,
                 })
                 .await?;
-            match started {
+            let (owner_id, lease_expires_at) = match started {
                 AttemptStart::Started(attempt) => return Ok(attempt),
                 AttemptStart::Finished(state) => {
                     return Err(Error::Config(format!(
@@ -777,25 +798,26 @@ impl Engine {
                 AttemptStart::Busy {
                     owner_id,
                     lease_expires_at,
-                } => {
-                    if take_over_from.is_none() && self.owner_is_dead(&owner_id).await? {
-                        tracing::info!(%owner_id, "previous owner's process is gone; taking over its leases");
-                        take_over_from = Some(owner_id);
-                        continue;
-                    }
-                    if no_wait {
-                        return Err(Error::RunBusy {
-                            run_id: run.run_id.clone(),
-                            owner: owner_id,
-                            lease_expires_at,
-                        });
-                    }
-                    tracing::info!(%owner_id, lease_expires_at, "waiting for the previous owner's lease to expire");
-                    shared
-                        .clock
-                        .sleep_until(lease_expires_at.saturating_add(1))
-                        .await;
-                }
+                } => (owner_id, lease_expires_at),
+            };
+            if take_over_from.is_none() && self.owner_is_dead(&owner_id).await? {
+                tracing::info!(%owner_id, "previous owner's process is gone; taking over its leases");
+                take_over_from = Some(owner_id);
+                continue;
+            }
+            let give_up_at = *give_up_at.get_or_insert(now.saturating_add(ttl));
+            if no_wait || now >= give_up_at {
+                return Err(Error::RunBusy {
+                    run_id: run.run_id.clone(),
+                    owner: owner_id,
+                    lease_expires_at,
+                });
+            }
+            tracing::info!(%owner_id, lease_expires_at, "waiting for the previous owner's lease to expire");
+            let wake = lease_expires_at.saturating_add(1).min(give_up_at);
+            tokio::select! {
+                () = shared.clock.sleep_until(wake) => {}
+                () = cancel.cancelled() => return Err(Error::Cancelled),
             }
         }
     }

@@ -83,22 +83,19 @@ impl Tables {
             .ok_or_else(|| not_found(operation, "step", step_id))
     }
 
-    /// Claims a task for `owner` and opens attempt max+1 (shared by start and claim-next).
-    fn open_attempt(
-        &mut self,
-        task_id: &str,
-        run_id: &str,
-        attempt_id: &str,
-        owner_id: &str,
-        lease_expires_at: i64,
-        now: i64,
-    ) -> StoreResult<AttemptRecord> {
+    /// Claims a task for `start.owner_id` and opens attempt max+1 (shared by start and
+    /// claim-next). A resume (`revive`) clears an earlier cancellation request; a plain claim
+    /// never does, so a request cannot be lost to whoever claims the task next.
+    fn open_attempt(&mut self, start: &StartAttempt) -> StoreResult<AttemptRecord> {
+        let (task_id, run_id, attempt_id) = (&start.task_id, &start.run_id, &start.attempt_id);
+        let (owner_id, lease_expires_at, now) =
+            (start.owner_id.as_str(), start.lease_expires_at, start.now);
         let previous_holder = self
             .task_mut("start_attempt", task_id)?
             .claimed_by_owner_id
             .clone();
         for attempt in self.attempts.iter_mut() {
-            if attempt.task_id == task_id && attempt.state == State::Running {
+            if &attempt.task_id == task_id && attempt.state == State::Running {
                 attempt.state = State::Failed;
                 attempt.completed_at = Some(now);
                 attempt.failure_reason =
@@ -110,7 +107,7 @@ impl Tables {
         for step in self.steps.values_mut() {
             let held_by_gone_owner = step.worker_id.as_deref() == Some(owner_id)
                 || (previous_holder.is_some() && step.worker_id == previous_holder);
-            if step.root_run_id == run_id && step.state == State::Running && held_by_gone_owner {
+            if &step.root_run_id == run_id && step.state == State::Running && held_by_gone_owner {
                 step.lease_expires_at = Some(now);
             }
         }
@@ -125,21 +122,23 @@ impl Tables {
         }
         let run = self.run_mut("start_attempt", run_id)?;
         run.state = State::Running;
-        run.cancel_requested_at = None;
+        if start.revive {
+            run.cancel_requested_at = None;
+        }
         run.failure_reason = None;
         run.updated_at = now;
         let number = self
             .attempts
             .iter()
-            .filter(|attempt| attempt.task_id == task_id)
+            .filter(|attempt| &attempt.task_id == task_id)
             .map(|attempt| attempt.attempt)
             .max()
             .unwrap_or(0)
             + 1;
         let attempt = AttemptRecord {
-            attempt_id: attempt_id.to_owned(),
-            run_id: run_id.to_owned(),
-            task_id: task_id.to_owned(),
+            attempt_id: attempt_id.clone(),
+            run_id: run_id.clone(),
+            task_id: task_id.clone(),
             attempt: number,
             worker_id: owner_id.to_owned(),
             state: State::Running,
@@ -150,6 +149,39 @@ impl Tables {
         };
         self.attempts.push(attempt.clone());
         Ok(attempt)
+    }
+
+    /// Ends a task nobody will finish (cancelled while unattended, out of attempts): task, root
+    /// run, running attempts and unfinished child runs take `state`.
+    fn close_task(
+        &mut self,
+        task_id: &str,
+        state: State,
+        reason: Value,
+        now: i64,
+    ) -> StoreResult<()> {
+        let task = self.task_mut("close_task", task_id)?;
+        task.state = state.clone();
+        task.failure_reason = Some(reason.clone());
+        task.claimed_by_owner_id = None;
+        task.lease_expires_at = None;
+        task.updated_at = now;
+        for attempt in self.attempts.iter_mut() {
+            if attempt.task_id == task_id && attempt.state == State::Running {
+                attempt.state = state.clone();
+                attempt.completed_at = Some(now);
+                attempt.failure_reason = Some(reason.clone());
+                attempt.lease_expires_at = None;
+            }
+        }
+        for run in self.runs.values_mut() {
+            if run.task_id == task_id && !run.state.is_terminal() {
+                run.state = state.clone();
+                run.failure_reason = Some(reason.clone());
+                run.updated_at = now;
+            }
+        }
+        Ok(())
     }
 
     fn insert_ledger(&mut self, entries: Vec<LedgerEntry>) {
@@ -395,14 +427,7 @@ impl DurableStore for MemoryStore {
         if let Some(refused) = refused {
             return Ok(refused);
         }
-        let attempt = tables.open_attempt(
-            &start.task_id,
-            &start.run_id,
-            &start.attempt_id,
-            &start.owner_id,
-            start.lease_expires_at,
-            start.now,
-        )?;
+        let attempt = tables.open_attempt(&start)?;
         Ok(AttemptStart::Started(attempt))
     }
 
@@ -451,46 +476,82 @@ impl DurableStore for MemoryStore {
         task.not_before = end.not_before;
         task.claimed_by_owner_id = None;
         task.updated_at = finish.now;
+        for run in tables.runs.values_mut() {
+            let child = run.root_run_id == finish.run_id && !run.is_root();
+            if child && !run.state.is_terminal() {
+                run.state = end.unfinished_children.clone();
+                run.failure_reason = Some(crate::decide::abandoned_child_reason());
+                run.updated_at = finish.now;
+            }
+        }
         Ok(())
     }
 
     async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>> {
         let mut tables = self.lock()?;
-        let eligible = tables
-            .tasks
-            .values()
-            .filter(|task| task.claim_scope == claim.scope)
-            .filter(|task| match task.state {
-                State::Pending => task.not_before.is_none_or(|at| at <= claim.now),
-                State::Running => task.lease_expires_at.is_none_or(|at| at <= claim.now),
-                _ => false,
-            })
-            .min_by(|a, b| {
-                a.created_at
-                    .cmp(&b.created_at)
-                    .then_with(|| a.task_id.cmp(&b.task_id))
-            })
-            .map(|task| task.task_id.clone());
-        let Some(task_id) = eligible else {
-            return Ok(None);
-        };
-        let run_id = tables
-            .runs
-            .values()
-            .find(|run| run.task_id == task_id && run.is_root())
-            .map(|run| run.run_id.clone())
-            .ok_or_else(|| not_found("claim_next_task", "root run of task", &task_id))?;
-        let attempt = tables.open_attempt(
-            &task_id,
-            &run_id,
-            &claim.attempt_id,
-            &claim.owner_id,
-            claim.lease_expires_at,
-            claim.now,
-        )?;
-        let task = tables.task_mut("claim_next_task", &task_id)?.clone();
-        let run = tables.run_mut("claim_next_task", &run_id)?.clone();
-        Ok(Some(ClaimedTask { task, run, attempt }))
+        loop {
+            let eligible = tables
+                .tasks
+                .values()
+                .filter(|task| task.claim_scope == claim.scope)
+                .filter(|task| match task.state {
+                    State::Pending => task.not_before.is_none_or(|at| at <= claim.now),
+                    State::Running => task.lease_expires_at.is_none_or(|at| at <= claim.now),
+                    _ => false,
+                })
+                .min_by(|a, b| {
+                    a.created_at
+                        .cmp(&b.created_at)
+                        .then_with(|| a.task_id.cmp(&b.task_id))
+                })
+                .cloned();
+            let Some(task) = eligible else {
+                return Ok(None);
+            };
+            let run = tables
+                .runs
+                .values()
+                .find(|run| run.task_id == task.task_id && run.is_root())
+                .cloned()
+                .ok_or_else(|| not_found("claim_next_task", "root run of task", &task.task_id))?;
+            let attempts = tables
+                .attempts
+                .iter()
+                .filter(|attempt| attempt.task_id == task.task_id)
+                .count();
+            // A cancellation requested while its owner was gone, or a task that has used up its
+            // attempts, ends here instead of running again.
+            if run.cancel_requested_at.is_some() {
+                tables.close_task(
+                    &task.task_id,
+                    State::Cancelled,
+                    json!({"message": "workflow cancelled"}),
+                    claim.now,
+                )?;
+                continue;
+            }
+            if !crate::decide::may_attempt_again(
+                u32::try_from(attempts).unwrap_or(u32::MAX),
+                task.max_attempts,
+            ) {
+                let reason = json!({"message": format!("gave up after {attempts} attempts")});
+                tables.close_task(&task.task_id, State::Failed, reason, claim.now)?;
+                continue;
+            }
+            let attempt = tables.open_attempt(&StartAttempt {
+                attempt_id: claim.attempt_id.clone(),
+                task_id: task.task_id.clone(),
+                run_id: run.run_id.clone(),
+                owner_id: claim.owner_id.clone(),
+                lease_expires_at: claim.lease_expires_at,
+                take_over_from: None,
+                revive: false,
+                now: claim.now,
+            })?;
+            let task = tables.task_mut("claim_next_task", &task.task_id)?.clone();
+            let run = tables.run_mut("claim_next_task", &run.run_id)?.clone();
+            return Ok(Some(ClaimedTask { task, run, attempt }));
+        }
     }
 
     async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>> {
@@ -624,7 +685,12 @@ impl DurableStore for MemoryStore {
         let mut lost_steps = Vec::new();
         for lease in renew.steps {
             match tables.steps.get_mut(&lease.step_id) {
-                Some(step) if step.state == State::Running && step.attempts == lease.fence => {
+                // A deposed owner renews nothing: its successor expired those leases on purpose.
+                Some(step)
+                    if task_held
+                        && step.state == State::Running
+                        && step.attempts == lease.fence =>
+                {
                     step.lease_expires_at = Some(lease.lease_expires_at);
                 }
                 _ => lost_steps.push(lease.step_id),
@@ -698,22 +764,21 @@ impl DurableStore for MemoryStore {
         };
         let root_run_id = run.root_run_id.clone();
         let task_id = run.task_id.clone();
-        let task_state = tables.task_mut("request_cancel", &task_id)?.state.clone();
-        let outcome = crate::decide::cancel_request(&task_state);
+        let task = tables.task_mut("request_cancel", &task_id)?.clone();
+        let outcome = crate::decide::cancel_request(&task, now);
         if let CancelRequest::AlreadyFinished(_) = outcome {
             return Ok(outcome);
         }
-        let reason = json!({"message": "workflow cancelled"});
         let root = tables.run_mut("request_cancel", &root_run_id)?;
         root.cancel_requested_at = Some(now);
         root.updated_at = now;
         if outcome == CancelRequest::CancelledPending {
-            root.state = State::Cancelled;
-            root.failure_reason = Some(reason.clone());
-            let task = tables.task_mut("request_cancel", &task_id)?;
-            task.state = State::Cancelled;
-            task.failure_reason = Some(reason);
-            task.updated_at = now;
+            tables.close_task(
+                &task_id,
+                State::Cancelled,
+                json!({"message": "workflow cancelled"}),
+                now,
+            )?;
         }
         Ok(outcome)
     }
