@@ -727,16 +727,29 @@ mod tests {
     }
 
     #[test]
-    fn cancellation_depends_on_the_task_state() {
+    fn cancellation_depends_on_the_task_state_and_lease() {
+        let pending = task(State::Pending, None, None);
+        assert_eq!(cancel_request(&pending, 5), CancelRequest::CancelledPending);
+        let running = task(State::Running, Some("owner_a"), Some(100));
+        assert_eq!(cancel_request(&running, 50), CancelRequest::Requested);
         assert_eq!(
-            cancel_request(&State::Pending),
-            CancelRequest::CancelledPending
+            cancel_request(&running, 100),
+            CancelRequest::CancelledPending,
+            "an owner whose lease expired will never notice"
         );
-        assert_eq!(cancel_request(&State::Running), CancelRequest::Requested);
+        let failed = task(State::Failed, None, None);
         assert_eq!(
-            cancel_request(&State::Failed),
+            cancel_request(&failed, 0),
             CancelRequest::AlreadyFinished(State::Failed)
         );
+    }
+
+    #[test]
+    fn runner_tasks_get_at_most_max_attempts() {
+        assert!(may_attempt_again(0, 3));
+        assert!(may_attempt_again(2, 3));
+        assert!(!may_attempt_again(3, 3));
+        assert!(!may_attempt_again(1, 0), "zero means one attempt");
     }
 
     #[test]
