@@ -1,0 +1,141 @@
+//! The JavaScript [`ScriptEngine`] for smol-durable, on [boa](https://boajs.dev).
+//!
+//! Workflows are ES modules with top-level `await`, written for smol-workflows:
+//!
+//! ```js
+//! import { sleep } from "workflow:extra";
+//! export const meta = { name: "hello", description: "greets, waits, greets again" };
+//! const first = await agent(`say hello to ${args.name}`);
+//! await sleep(1000);
+//! export default { first, second: await agent("and goodbye") };
+//! ```
+//!
+//! Each evaluation runs on its own OS thread (boa's `Context` is `!Send`) with a large stack;
+//! host calls become promises that the core resolves, so `Promise.all` and `parallel` run agent
+//! calls concurrently. `meta` is read by a literal parser without running anything.
+#![deny(missing_docs)]
+
+mod loader;
+mod meta;
+mod runtime;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde_json::Value;
+use smol_durable::{
+    HostError, ScriptEngine, ScriptError, ScriptErrorKind, ScriptInvocation, WorkflowMeta,
+    WorkflowSource,
+};
+
+pub use meta::{meta_value, read_meta, MISSING_DEFAULT, MISSING_META, NON_LITERAL_META};
+
+/// Stack of each JavaScript thread: deep recursion in scripts and in value conversion must fail
+/// inside boa's own limits, not overflow.
+const JS_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// Runs JavaScript workflows.
+///
+/// ```
+/// use std::sync::Arc;
+/// let engine: Arc<dyn smol_durable::ScriptEngine> = Arc::new(smol_durable_boa::BoaEngine::new());
+/// ```
+#[derive(Debug, Clone)]
+pub struct BoaEngine {
+    max_sleep_ms: u64,
+}
+
+impl Default for BoaEngine {
+    fn default() -> Self {
+        Self {
+            max_sleep_ms: 365 * 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
+impl BoaEngine {
+    /// An engine with the default limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The longest `sleep(ms)` a script may ask for (default one year).
+    pub fn max_sleep_ms(mut self, max: u64) -> Self {
+        self.max_sleep_ms = max;
+        self
+    }
+}
+
+#[async_trait]
+impl ScriptEngine for BoaEngine {
+    fn read_metadata(&self, source: &WorkflowSource) -> Result<WorkflowMeta, ScriptError> {
+        read_meta(&source.text)
+    }
+
+    async fn evaluate(&self, invocation: ScriptInvocation) -> Result<Value, ScriptError> {
+        let ScriptInvocation {
+            source, args, host, ..
+        } = invocation;
+        let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
+        let (answers_tx, answers_rx) = std::sync::mpsc::channel();
+        let (done_tx, mut done) = tokio::sync::oneshot::channel();
+        let root_dir = source
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let job = runtime::Job {
+            path: source.path.clone(),
+            text: source.text,
+            root_dir,
+            args,
+            host: Arc::clone(&host),
+            calls: calls_tx,
+            answers: answers_rx,
+            max_sleep_ms: self.max_sleep_ms,
+        };
+        std::thread::Builder::new()
+            .name("smol-durable-js".to_owned())
+            .stack_size(JS_STACK_BYTES)
+            .spawn(move || {
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime::run(job)))
+                        .unwrap_or_else(|_| {
+                            Err(ScriptError::new(
+                                ScriptErrorKind::Internal,
+                                "the JavaScript engine panicked",
+                            ))
+                        });
+                let _ = done_tx.send(outcome);
+            })
+            .map_err(|error| {
+                ScriptError::new(
+                    ScriptErrorKind::Internal,
+                    format!("cannot start a JavaScript thread: {error}"),
+                )
+            })?;
+        // Drive the host calls the script makes; dropping this future (cancellation) drops the
+        // answer channel, which ends the JavaScript thread at its next wait.
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                Some((id, call)) = calls.recv() => {
+                    in_flight.push(async move {
+                        let result: Result<Value, HostError> = call.await;
+                        (id, result)
+                    });
+                }
+                Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let _ = answers_tx.send(runtime::Answer { id, result });
+                }
+                outcome = &mut done => {
+                    return outcome.unwrap_or_else(|_| {
+                        Err(ScriptError::new(ScriptErrorKind::Internal, "the JavaScript thread ended without an answer"))
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Imports and compile-time hooks: `workflow:extra`, relative files inside the workflow's
+//! directory, and nothing else; no `eval` or `new Function`.
+
+use std::cell::RefCell;
+use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
+
+use boa_engine::context::HostHooks;
+use boa_engine::module::{ModuleLoader, ModuleRequest, Referrer};
+use boa_engine::realm::Realm;
+use boa_engine::{Context, JsNativeError, JsResult, JsString, Module, Source};
+
+/// The `workflow:extra` module.
+const EXTRA: &str = "const extra = globalThis.__sw_extra;\nexport const sleep = extra.sleep;\nexport default extra;\n";
+
+/// Loads `workflow:extra` and relative files confined to the root workflow's directory.
+pub(crate) struct WorkflowLoader {
+    root: PathBuf,
+}
+
+impl WorkflowLoader {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    fn resolve(&self, referrer: &Referrer, specifier: &str) -> JsResult<PathBuf> {
+        let refuse = |why: String| -> JsResult<PathBuf> {
+            Err(JsNativeError::typ().with_message(why).into())
+        };
+        if !(specifier.starts_with("./") || specifier.starts_with("../")) {
+            return refuse(format!(
+                "import of {specifier:?} is not allowed in workflows: only \"workflow:extra\" and \
+                 relative files inside the workflow's directory can be imported"
+            ));
+        }
+        let base = match referrer {
+            Referrer::Module(module) => module
+                .path()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| self.root.clone()),
+            _ => self.root.clone(),
+        };
+        let joined = normalize(&base.join(specifier));
+        let root = std::fs::canonicalize(if self.root.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &self.root
+        })
+        .map_err(|error| {
+            JsNativeError::typ()
+                .with_message(format!("cannot open the workflow directory: {error}"))
+        })?;
+        let real = std::fs::canonicalize(&joined).map_err(|error| {
+            JsNativeError::typ().with_message(format!("cannot import {specifier:?}: {error}"))
+        })?;
+        if !real.starts_with(&root) {
+            return refuse(format!(
+                "import of {specifier:?} resolves outside the workflow's directory"
+            ));
+        }
+        Ok(real)
+    }
+}
+
+impl ModuleLoader for WorkflowLoader {
+    async fn load_imported_module(
+        self: Rc<Self>,
+        referrer: Referrer,
+        request: ModuleRequest,
+        context: &RefCell<&mut Context>,
+    ) -> JsResult<Module> {
+        let specifier = request.specifier().to_std_string_escaped();
+        if specifier == "workflow:extra" {
+            return Module::parse(
+                Source::from_bytes(EXTRA.as_bytes()),
+                None,
+                &mut context.borrow_mut(),
+            );
+        }
+        let path = self.resolve(&referrer, &specifier)?;
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            JsNativeError::typ().with_message(format!("cannot read {}: {error}", path.display()))
+        })?;
+        let source = Source::from_bytes(text.as_bytes()).with_path(&path);
+        Module::parse(source, None, &mut context.borrow_mut())
+    }
+}
+
+/// Refuses to compile strings at run time (`eval`, `new Function`).
+pub(crate) struct Sandbox;
+
+impl HostHooks for Sandbox {
+    fn ensure_can_compile_strings(
+        &self,
+        _realm: Realm,
+        _parameters: &[JsString],
+        _body: &JsString,
+        _direct: bool,
+        _context: &mut Context,
+    ) -> JsResult<()> {
+        Err(JsNativeError::typ()
+            .with_message("eval and new Function are not allowed in workflows")
+            .into())
+    }
+}
+
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}

@@ -1,0 +1,124 @@
+// Workflow globals, installed before the module runs. Host calls go through __sw_call, which
+// returns a promise the engine resolves later; everything else is plain JavaScript.
+(() => {
+  "use strict";
+  const rawCall = globalThis.__sw_call;
+  // Payloads cross to the host as JSON text: cycles and BigInts fail here, synchronously.
+  const call = (kind, payload) => rawCall(kind, JSON.stringify(payload));
+  const budgetNow = globalThis.__sw_budget;
+  const maxSleepMs = globalThis.__sw_max_sleep_ms;
+  delete globalThis.__sw_call;
+  delete globalThis.__sw_budget;
+  delete globalThis.__sw_max_sleep_ms;
+
+  const readOnly = (value) => {
+    if (value === null || typeof value !== "object") return value;
+    const refuse = () => {
+      throw new TypeError("Cannot modify workflow value");
+    };
+    return new Proxy(value, {
+      get: (target, key) => readOnly(target[key]),
+      set: refuse,
+      defineProperty: refuse,
+      deleteProperty: refuse,
+      setPrototypeOf: refuse,
+    });
+  };
+
+  const agent = (prompt, options) => call("agent", { prompt: String(prompt), options: options ?? null });
+  const workflow = (ref, args) => call("workflow", { reference: ref, args: args ?? null });
+  const log = (...values) => {
+    call("log", { values });
+  };
+  const phase = (name, options) => {
+    call("phase", { name: String(name), options: options ?? null });
+  };
+  const sleep = (ms) => {
+    if (typeof ms !== "number" || !Number.isFinite(ms)) {
+      throw new TypeError(`sleep(ms) needs a finite number of milliseconds, got ${String(ms)}`);
+    }
+    if (ms < 0) {
+      throw new RangeError(`sleep(ms) needs a non-negative number of milliseconds, got ${ms}`);
+    }
+    const rounded = Math.ceil(ms);
+    if (rounded > maxSleepMs) {
+      throw new RangeError(`sleep(ms) is limited to ${maxSleepMs} ms, got ${ms}`);
+    }
+    return call("sleep", { durationMs: rounded }).then(() => undefined);
+  };
+  const settle = (thunk, ...params) => {
+    try {
+      return Promise.resolve(thunk(...params)).catch(() => null);
+    } catch {
+      return Promise.resolve(null);
+    }
+  };
+  // All thunks start now, in order (so step identities are deterministic); a throwing one
+  // yields null; the result never rejects.
+  const parallel = (thunks) => Promise.all(Array.from(thunks, (thunk) => settle(thunk)));
+  // Items run concurrently; each item's stages run in order with (previous, item, index); a
+  // throwing stage makes that item null.
+  const pipeline = (items, ...stages) =>
+    Promise.all(
+      Array.from(items, async (item, index) => {
+        let previous = item;
+        try {
+          for (const stage of stages) {
+            previous = await stage(previous, item, index);
+          }
+          return previous;
+        } catch {
+          return null;
+        }
+      }),
+    );
+  const budget = Object.freeze({
+    get total() {
+      return budgetNow().total;
+    },
+    spent: () => budgetNow().spent,
+    remaining: () => {
+      const now = budgetNow();
+      return now.total === null ? Infinity : Math.max(0, now.total - now.spent);
+    },
+  });
+  const extra = Object.freeze({ sleep });
+  const args = readOnly(JSON.parse(globalThis.__sw_args));
+  delete globalThis.__sw_args;
+
+  const define = (name, value) =>
+    Object.defineProperty(globalThis, name, { value, writable: false, configurable: false, enumerable: false });
+  define("args", args);
+  define("agent", agent);
+  define("workflow", workflow);
+  define("parallel", parallel);
+  define("pipeline", pipeline);
+  define("budget", budget);
+  define("log", log);
+  define("phase", phase);
+  define("SW", Object.freeze({ extra }));
+  define("__sw_extra", extra);
+  define(
+    "__sw_ctx",
+    Object.freeze({ args, agent, parallel, pipeline, workflow, budget, log, phase, extra }),
+  );
+
+  // Determinism: no clock, no randomness, no weak references.
+  const unavailable = (what, why) => () => {
+    throw new TypeError(`${what} is not available in workflows: ${why}`);
+  };
+  const noDate = unavailable("Date", "workflows must replay identically; pass times in args");
+  // A plain function, so `new Date()` reaches the message instead of "not a constructor".
+  function Date() {
+    noDate();
+  }
+  Date.now = noDate;
+  Date.parse = noDate;
+  Date.UTC = noDate;
+  define("Date", Object.freeze(Date));
+  Math.random = unavailable("Math.random", "workflows must replay identically; pass seeds in args");
+  Object.freeze(Math);
+  for (const name of ["WeakRef", "FinalizationRegistry", "Temporal"]) {
+    delete globalThis[name];
+  }
+})();

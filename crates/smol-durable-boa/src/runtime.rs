@@ -1,0 +1,365 @@
+//! The JavaScript side: one boa `Context` on its own OS thread per evaluation.
+//!
+//! Host calls made by the script (`agent`, `sleep`, `workflow`, `log`, `phase`) go straight to
+//! the core's [`WorkflowHost::call`] on this thread, in the order the script makes them; the
+//! returned futures travel to the async side, which drives them and sends each answer back. This
+//! thread waits for answers without spinning, resolves the matching promises and runs the job
+//! queue again. When the script awaits something while no host call is outstanding and no job is
+//! queued, nothing can ever settle it: that is reported as a deadlock instead of hanging.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use boa_engine::builtins::promise::PromiseState;
+use boa_engine::object::builtins::JsPromise;
+use boa_engine::property::Attribute;
+use boa_engine::{
+    js_string, Context, JsArgs, JsError, JsNativeError, JsResult, JsString, JsValue, Module,
+    NativeFunction, Source,
+};
+use serde_json::Value;
+use smol_durable::{
+    HostError, HostFuture, HostRequest, ScriptError, ScriptErrorKind, WorkflowHost,
+};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::loader::{Sandbox, WorkflowLoader};
+
+const PRELUDE: &str = include_str!("prelude.js");
+
+/// An answer to a host call, sent back to the JS thread.
+pub(crate) struct Answer {
+    pub id: u64,
+    pub result: Result<Value, HostError>,
+}
+
+/// Everything the JS thread needs.
+pub(crate) struct Job {
+    pub path: PathBuf,
+    pub text: String,
+    pub root_dir: PathBuf,
+    pub args: Value,
+    pub host: Arc<dyn WorkflowHost>,
+    pub calls: UnboundedSender<(u64, HostFuture)>,
+    pub answers: Receiver<Answer>,
+    pub max_sleep_ms: u64,
+}
+
+struct HostState {
+    host: Arc<dyn WorkflowHost>,
+    calls: UnboundedSender<(u64, HostFuture)>,
+    pending: HashMap<u64, boa_engine::builtins::promise::ResolvingFunctions>,
+    next_id: u64,
+}
+
+thread_local! {
+    // One evaluation per thread; cleared before its Context is dropped.
+    static STATE: RefCell<Option<HostState>> = const { RefCell::new(None) };
+}
+
+/// Runs the workflow module to completion on the current (dedicated) thread.
+pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
+    let Job {
+        path,
+        text,
+        root_dir,
+        args,
+        host,
+        calls,
+        answers,
+        max_sleep_ms,
+    } = job;
+    STATE.with(|state| {
+        *state.borrow_mut() = Some(HostState {
+            host,
+            calls,
+            pending: HashMap::new(),
+            next_id: 0,
+        });
+    });
+    let outcome = evaluate(&path, &text, root_dir, &args, &answers, max_sleep_ms);
+    // Promise resolvers belong to the Context: drop them first.
+    STATE.with(|state| state.borrow_mut().take());
+    outcome
+}
+
+fn evaluate(
+    path: &std::path::Path,
+    text: &str,
+    root_dir: PathBuf,
+    args: &Value,
+    answers: &Receiver<Answer>,
+    max_sleep_ms: u64,
+) -> Result<Value, ScriptError> {
+    let mut context = Context::builder()
+        .module_loader(Rc::new(WorkflowLoader::new(root_dir)))
+        .host_hooks(Rc::new(Sandbox))
+        .build()
+        .map_err(|error| internal(&format!("cannot create a JavaScript context: {error}")))?;
+    let ctx = &mut context;
+    install_host(ctx, args, max_sleep_ms).map_err(|error| internal(&error.to_string()))?;
+
+    // boa treats a module whose only top-level suspension is `for await` as synchronous; a
+    // trailing await makes every module asynchronous.
+    let module_text = format!("{text}\n;await undefined;\n");
+    let source = Source::from_bytes(module_text.as_bytes()).with_path(path);
+    let module = Module::parse(source, None, ctx)
+        .map_err(|error| ScriptError::new(ScriptErrorKind::Syntax, error.to_string()))?;
+    let loaded = module.load_link_evaluate(ctx);
+    settle(ctx, &loaded, answers)?;
+    let exported = module
+        .namespace(ctx)
+        .get(js_string!("default"), ctx)
+        .map_err(|error| thrown(&error, ctx))?;
+    let value = match exported.as_callable() {
+        Some(function) => {
+            let global = ctx.global_object();
+            let args = global
+                .get(js_string!("args"), ctx)
+                .map_err(|e| thrown(&e, ctx))?;
+            let workflow_ctx = global
+                .get(js_string!("__sw_ctx"), ctx)
+                .map_err(|e| thrown(&e, ctx))?;
+            function
+                .call(&JsValue::undefined(), &[args, workflow_ctx], ctx)
+                .map_err(|error| thrown(&error, ctx))?
+        }
+        None => exported,
+    };
+    let value = match value.as_promise() {
+        Some(promise) => settle(ctx, &promise, answers)?,
+        None => value,
+    };
+    to_json(&value, ctx)
+}
+
+fn install_host(ctx: &mut Context, args: &Value, max_sleep_ms: u64) -> JsResult<()> {
+    ctx.register_global_callable(
+        js_string!("__sw_call"),
+        2,
+        NativeFunction::from_fn_ptr(host_call),
+    )?;
+    ctx.register_global_callable(
+        js_string!("__sw_budget"),
+        0,
+        NativeFunction::from_fn_ptr(budget_now),
+    )?;
+    ctx.register_global_property(
+        js_string!("__sw_max_sleep_ms"),
+        max_sleep_ms as f64,
+        Attribute::all(),
+    )?;
+    ctx.register_global_property(
+        js_string!("__sw_args"),
+        JsString::from(args.to_string().as_str()),
+        Attribute::all(),
+    )?;
+    ctx.eval(Source::from_bytes(PRELUDE.as_bytes()))?;
+    Ok(())
+}
+
+/// `__sw_call(kind, payloadJson)`: makes the host call now and returns a promise for its answer.
+fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let kind = arguments
+        .get_or_undefined(0)
+        .to_string(ctx)?
+        .to_std_string_escaped();
+    let payload = arguments
+        .get_or_undefined(1)
+        .to_string(ctx)?
+        .to_std_string_escaped();
+    let payload: Value = serde_json::from_str(&payload).map_err(|error| {
+        JsNativeError::typ().with_message(format!("invalid host call payload: {error}"))
+    })?;
+    let text = |key: &str| {
+        payload
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let field = |key: &str| payload.get(key).cloned().unwrap_or(Value::Null);
+    let request = match kind.as_str() {
+        "agent" => HostRequest::Agent {
+            prompt: text("prompt"),
+            options: field("options"),
+        },
+        "sleep" => HostRequest::Sleep {
+            duration_ms: payload
+                .get("durationMs")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        },
+        "workflow" => HostRequest::Workflow {
+            reference: field("reference"),
+            args: field("args"),
+        },
+        "log" => HostRequest::Log {
+            values: payload
+                .get("values")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        },
+        "phase" => HostRequest::Phase {
+            name: text("name"),
+            options: field("options"),
+        },
+        other => {
+            return Err(JsNativeError::typ()
+                .with_message(format!("unknown host call {other}"))
+                .into())
+        }
+    };
+    let fire_and_forget = matches!(request, HostRequest::Log { .. } | HostRequest::Phase { .. });
+    let (promise, resolvers) = JsPromise::new_pending(ctx);
+    let sent = STATE.with(|state| {
+        let mut state = state.borrow_mut();
+        let state = state.as_mut()?;
+        // The call happens here, synchronously, in the order the script made it.
+        let future = state.host.call(request);
+        if fire_and_forget {
+            return Some(None);
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        state.pending.insert(id, resolvers.clone());
+        state.calls.send((id, future)).ok()?;
+        Some(Some(id))
+    });
+    match sent {
+        Some(Some(_)) => Ok(promise.into()),
+        Some(None) => Ok(JsValue::undefined()),
+        None => {
+            let error = JsNativeError::error()
+                .with_message("workflow cancelled")
+                .into_opaque(ctx);
+            resolvers
+                .reject
+                .call(&JsValue::undefined(), &[error.into()], ctx)?;
+            Ok(promise.into())
+        }
+    }
+}
+
+/// `__sw_budget()`: `{total, spent}` now.
+fn budget_now(_this: &JsValue, _arguments: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let snapshot = STATE.with(|state| state.borrow().as_ref().map(|state| state.host.budget()));
+    let value = match snapshot {
+        Some(budget) => serde_json::json!({ "total": budget.total, "spent": budget.spent }),
+        None => serde_json::json!({ "total": null, "spent": 0 }),
+    };
+    JsValue::from_json(&value, ctx)
+}
+
+/// Runs jobs and resolves host answers until `promise` settles.
+fn settle(
+    ctx: &mut Context,
+    promise: &JsPromise,
+    answers: &Receiver<Answer>,
+) -> Result<JsValue, ScriptError> {
+    loop {
+        ctx.run_jobs().map_err(|error| thrown(&error, ctx))?;
+        match promise.state() {
+            PromiseState::Fulfilled(value) => return Ok(value),
+            PromiseState::Rejected(reason) => {
+                return Err(thrown(&JsError::from_opaque(reason), ctx));
+            }
+            PromiseState::Pending => {}
+        }
+        let outstanding =
+            STATE.with(|state| state.borrow().as_ref().map_or(0, |s| s.pending.len()));
+        if outstanding == 0 {
+            return Err(ScriptError::deadlock(
+                "the workflow awaits a promise that can never settle: no agent, sleep or workflow \
+                 call is pending and nothing else can resolve it",
+            ));
+        }
+        let Ok(answer) = answers.recv() else {
+            return Err(ScriptError::new(
+                ScriptErrorKind::Cancelled,
+                "workflow cancelled",
+            ));
+        };
+        resolve(ctx, answer)?;
+        while let Ok(answer) = answers.try_recv() {
+            resolve(ctx, answer)?;
+        }
+    }
+}
+
+fn resolve(ctx: &mut Context, answer: Answer) -> Result<(), ScriptError> {
+    let Some(resolvers) = STATE.with(|state| {
+        state
+            .borrow_mut()
+            .as_mut()
+            .and_then(|s| s.pending.remove(&answer.id))
+    }) else {
+        return Ok(());
+    };
+    let settled = match answer.result {
+        Ok(value) => JsValue::from_json(&value, ctx)
+            .and_then(|value| resolvers.resolve.call(&JsValue::undefined(), &[value], ctx)),
+        Err(error) => {
+            let error = JsNativeError::error()
+                .with_message(error.message)
+                .into_opaque(ctx);
+            resolvers
+                .reject
+                .call(&JsValue::undefined(), &[error.into()], ctx)
+        }
+    };
+    settled.map(drop).map_err(|error| thrown(&error, ctx))
+}
+
+/// The workflow's value as JSON (`undefined` → `null`), via `JSON.stringify` so cycles and
+/// BigInts fail with JavaScript's own clear errors.
+fn to_json(value: &JsValue, ctx: &mut Context) -> Result<Value, ScriptError> {
+    let json = ctx.intrinsics().objects().json();
+    let stringify = json
+        .get(js_string!("stringify"), ctx)
+        .map_err(|error| thrown(&error, ctx))?;
+    let Some(stringify) = stringify.as_callable() else {
+        return Err(internal("JSON.stringify is missing"));
+    };
+    let text = stringify
+        .call(&json.into(), std::slice::from_ref(value), ctx)
+        .map_err(|error| {
+            let message = thrown(&error, ctx);
+            ScriptError::thrown(format!(
+                "the workflow's result cannot be converted to JSON: {}",
+                message.message()
+            ))
+        })?;
+    if text.is_undefined() {
+        return Ok(Value::Null);
+    }
+    let text = text
+        .to_string(ctx)
+        .map_err(|error| thrown(&error, ctx))?
+        .to_std_string_escaped();
+    serde_json::from_str(&text).map_err(|error| {
+        ScriptError::thrown(format!(
+            "the workflow's result cannot be converted to JSON: {error}"
+        ))
+    })
+}
+
+fn thrown(error: &JsError, ctx: &mut Context) -> ScriptError {
+    let message = match error.try_native(ctx) {
+        Ok(native) => native.to_string(),
+        Err(_) => error
+            .as_opaque()
+            .map(|value| value.display().to_string())
+            .unwrap_or_else(|| error.to_string()),
+    };
+    ScriptError::thrown(message)
+}
+
+fn internal(message: &str) -> ScriptError {
+    ScriptError::new(ScriptErrorKind::Internal, message)
+}

@@ -1,0 +1,456 @@
+//! JavaScript workflows run through the whole engine (memory store, scripted provider).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use smol_durable::{
+    Engine, Error, MemoryStore, ResumeOptions, RunOutput, ScriptErrorKind, WorkflowSource,
+};
+use smol_durable_boa::BoaEngine;
+use smol_durable_testkit::ScriptedProvider;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    engine: Engine,
+    provider: Arc<ScriptedProvider>,
+}
+
+fn setup(provider: ScriptedProvider) -> Setup {
+    let provider = Arc::new(provider);
+    let engine = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .script_engine(Arc::new(BoaEngine::new()))
+        .provider(provider.clone())
+        .build()
+        .expect("engine");
+    Setup {
+        dir: tempfile::tempdir().expect("dir"),
+        engine,
+        provider,
+    }
+}
+
+impl Setup {
+    fn write(&self, name: &str, text: &str) -> WorkflowSource {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write script");
+        WorkflowSource::from_file(&path).expect("read script")
+    }
+
+    async fn run(&self, name: &str, text: &str, args: Value) -> Result<RunOutput, Error> {
+        let source = self.write(name, text);
+        tokio::time::timeout(Duration::from_secs(20), self.engine.run(source, args))
+            .await
+            .expect("the run must not hang")
+    }
+}
+
+const META: &str = "export const meta = { name: \"test\", description: \"test\" };\n";
+
+fn script(body: &str) -> String {
+    format!("{META}{body}")
+}
+
+#[tokio::test]
+async fn a_module_with_top_level_await_agents_and_sleep() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "hello.mjs",
+            &script(
+                "import { sleep } from \"workflow:extra\";\n\
+                 const first = await agent(`hello ${args.name}`);\n\
+                 await sleep(5);\n\
+                 export default { first, second: await agent(\"bye\", { model: \"m\" }) };\n",
+            ),
+            json!({ "name": "Ada" }),
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        output.result,
+        json!({ "first": "echo: hello Ada", "second": "echo: bye" })
+    );
+    assert_eq!(s.provider.call_count(), 2);
+    assert_eq!(s.provider.calls()[1].request.model(), Some("m"));
+}
+
+#[tokio::test]
+async fn a_default_function_gets_args_and_ctx() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "fn.mjs",
+            &script(
+                "export default async function (args, ctx) {\n\
+                   const a = await ctx.agent(args.prompt);\n\
+                   return { a, same: ctx.args === args || ctx.args.prompt === args.prompt };\n\
+                 }\n",
+            ),
+            json!({ "prompt": "p" }),
+        )
+        .await
+        .expect("run");
+    assert_eq!(output.result, json!({ "a": "echo: p", "same": true }));
+}
+
+#[tokio::test]
+async fn promise_all_runs_agents_concurrently() {
+    let s = setup(ScriptedProvider::new("scripted").with_default_delay(Duration::from_millis(100)));
+    let started = std::time::Instant::now();
+    let output = s
+        .run(
+            "all.mjs",
+            &script(
+                "export default await Promise.all([agent(\"a\"), agent(\"b\"), agent(\"c\")]);\n",
+            ),
+            json!({}),
+        )
+        .await
+        .expect("run");
+    assert_eq!(output.result, json!(["echo: a", "echo: b", "echo: c"]));
+    assert_eq!(s.provider.max_in_flight(), 3, "the three calls overlap");
+    assert!(started.elapsed() < Duration::from_millis(1_500));
+}
+
+#[tokio::test]
+async fn parallel_and_pipeline_never_reject() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "par.mjs",
+            &script(
+                "const p = await parallel([() => agent(\"x\"), () => { throw new Error(\"no\"); }, async () => 3]);\n\
+                 const q = await pipeline([1, 2], (prev, item) => prev * 10, (prev, item, index) => { if (index === 1) throw new Error(\"bad\"); return prev + item; });\n\
+                 export default { p, q };\n",
+            ),
+            json!({}),
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        output.result,
+        json!({ "p": ["echo: x", null, 3], "q": [11, null] })
+    );
+}
+
+#[tokio::test]
+async fn args_are_deeply_read_only() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "ro.mjs",
+            &script(
+                "const tries = [];\n\
+                 for (const write of [() => { args.x = 1; }, () => { args.nested.y = 2; }, () => { delete args.nested; }]) {\n\
+                   try { write(); tries.push(\"wrote\"); } catch (e) { tries.push(`${e.name}: ${e.message}`); }\n\
+                 }\n\
+                 export default { tries, y: args.nested.y };\n",
+            ),
+            json!({ "nested": { "y": 1 } }),
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        output.result["tries"],
+        json!([
+            "TypeError: Cannot modify workflow value",
+            "TypeError: Cannot modify workflow value",
+            "TypeError: Cannot modify workflow value"
+        ])
+    );
+    assert_eq!(output.result["y"], json!(1));
+}
+
+#[tokio::test]
+async fn nondeterminism_is_refused() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "det.mjs",
+            &script(
+                "const out = {};\n\
+                 for (const [name, f] of Object.entries({ date: () => new Date(), now: () => Date.now(), random: () => Math.random(), eval: () => eval(\"1\"), fn: () => new Function(\"return 1\") })) {\n\
+                   try { f(); out[name] = \"allowed\"; } catch (e) { out[name] = e.message; }\n\
+                 }\n\
+                 out.weak = typeof WeakRef;\n\
+                 export default out;\n",
+            ),
+            json!({}),
+        )
+        .await
+        .expect("run");
+    let out = &output.result;
+    for name in ["date", "now", "random", "eval", "fn"] {
+        assert!(
+            out[name].as_str().unwrap_or("").contains("not allowed")
+                || out[name].as_str().unwrap_or("").contains("not available"),
+            "{name}: {out}"
+        );
+    }
+    assert_eq!(out["weak"], json!("undefined"));
+}
+
+#[tokio::test]
+async fn a_throw_fails_the_run_with_its_message() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let error = s
+        .run(
+            "throw.mjs",
+            &script("await agent(\"a\");\nthrow new Error(\"boom here\");\nexport default 1;\n"),
+            json!({}),
+        )
+        .await
+        .expect_err("fails");
+    assert!(error.to_string().contains("boom here"), "{error}");
+}
+
+#[tokio::test]
+async fn a_syntax_error_names_the_position() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let error = s
+        .run(
+            "syntax.mjs",
+            &script("export default {\n  broken: ,\n};\n"),
+            json!({}),
+        )
+        .await
+        .expect_err("syntax");
+    match &error {
+        Error::Script(script) => assert_eq!(script.kind(), ScriptErrorKind::Syntax),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    assert!(error.to_string().contains("line"), "{error}");
+    assert_eq!(s.provider.call_count(), 0);
+}
+
+#[tokio::test]
+async fn a_promise_that_can_never_settle_is_a_deadlock_not_a_hang() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let error = s
+        .run(
+            "deadlock.mjs",
+            &script("await agent(\"a\");\nawait new Promise(() => {});\nexport default 1;\n"),
+            json!({}),
+        )
+        .await
+        .expect_err("deadlock");
+    match &error {
+        Error::Script(script) => assert_eq!(script.kind(), ScriptErrorKind::Deadlock),
+        other => panic!("expected a deadlock, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unhandled_failed_agent_fails_the_run() {
+    let s = setup(ScriptedProvider::new("scripted").fail_first(
+        "a",
+        1,
+        smol_durable::ProviderErrorKind::Terminal,
+        None,
+    ));
+    let error = s
+        .run(
+            "fail.mjs",
+            &script("export default await agent(\"a\");\n"),
+            json!({}),
+        )
+        .await
+        .expect_err("fails");
+    assert!(error.to_string().contains("scripted failure"), "{error}");
+}
+
+#[tokio::test]
+async fn sleep_arguments_are_checked_synchronously() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "sleep.mjs",
+            &script(
+                "import { sleep } from \"workflow:extra\";\n\
+                 const out = [];\n\
+                 for (const ms of [\"5\", -1, NaN, Infinity, 1e15]) { try { sleep(ms); out.push(\"ok\"); } catch (e) { out.push(e.message); } }\n\
+                 export default out;\n",
+            ),
+            json!({}),
+        )
+        .await
+        .expect("run");
+    let out = output.result.as_array().expect("array");
+    assert!(
+        out[0].as_str().unwrap().contains("finite number"),
+        "{out:?}"
+    );
+    assert!(out[1].as_str().unwrap().contains("non-negative"), "{out:?}");
+    assert!(
+        out[2].as_str().unwrap().contains("finite number"),
+        "{out:?}"
+    );
+    assert!(
+        out[3].as_str().unwrap().contains("finite number"),
+        "{out:?}"
+    );
+    assert!(out[4].as_str().unwrap().contains("limited to"), "{out:?}");
+}
+
+#[tokio::test]
+async fn only_workflow_extra_and_relative_files_can_be_imported() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    s.write(
+        "flows/lib/helper.mjs",
+        "export const twice = (x) => x * 2;\n",
+    );
+    let output = s
+        .run(
+            "flows/main.mjs",
+            &script("import { twice } from \"./lib/helper.mjs\";\nexport default twice(21);\n"),
+            json!({}),
+        )
+        .await
+        .expect("relative import");
+    assert_eq!(output.result, json!(42));
+    for (name, import) in [
+        ("fs.mjs", "fs"),
+        ("up.mjs", "../../etc/passwd"),
+        ("abs.mjs", "/etc/passwd"),
+    ] {
+        let error = s
+            .run(
+                &format!("flows/{name}"),
+                &script(&format!(
+                    "await agent(\"never\");\nimport x from \"{import}\";\nexport default x;\n"
+                )),
+                json!({}),
+            )
+            .await
+            .expect_err(import);
+        assert!(
+            error.to_string().contains("import") || error.to_string().contains("cannot"),
+            "{import}: {error}"
+        );
+    }
+    assert_eq!(
+        s.provider.calls_for("never"),
+        0,
+        "refused before the script runs"
+    );
+}
+
+#[tokio::test]
+async fn results_that_are_not_json_fail_clearly() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let error = s
+        .run(
+            "big.mjs",
+            &script("export default { n: 10n };\n"),
+            json!({}),
+        )
+        .await
+        .expect_err("bigint");
+    assert!(
+        error.to_string().contains("cannot be converted to JSON"),
+        "{error}"
+    );
+    let error = s
+        .run(
+            "cycle.mjs",
+            &script("const a = {}; a.self = a;\nexport default a;\n"),
+            json!({}),
+        )
+        .await
+        .expect_err("cycle");
+    assert!(
+        error.to_string().contains("cannot be converted to JSON"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn budget_phase_and_log_reach_the_engine() {
+    let s = setup(ScriptedProvider::new("scripted").with_usage(smol_durable::Usage::tokens(1, 3)));
+    let source = s.write(
+        "budget.mjs",
+        &script(
+            "phase(\"plan\");\nlog(\"starting\", { n: 1 });\n\
+             const before = budget.remaining();\nawait agent(\"a\");\n\
+             export default { before, spent: budget.spent(), remaining: budget.remaining(), total: budget.total };\n",
+        ),
+    );
+    let request = smol_durable::RunRequest::new(source, json!({})).budget_total(10);
+    let output = s
+        .engine
+        .start(request)
+        .await
+        .expect("start")
+        .join()
+        .await
+        .expect("run");
+    assert_eq!(
+        output.result,
+        json!({ "before": 10, "spent": 3, "remaining": 7, "total": 10 })
+    );
+    assert_eq!(
+        s.provider.calls()[0].request.context.phase.as_deref(),
+        Some("plan")
+    );
+    let events = s
+        .engine
+        .events(&output.run_id, 0, 100)
+        .await
+        .expect("events");
+    assert!(events
+        .iter()
+        .any(|e| e.event_type == "workflow.log"
+            && e.payload["message"] == json!("starting {\"n\":1}")));
+    assert!(events.iter().any(|e| e.event_type == "workflow.phase"));
+}
+
+#[tokio::test]
+async fn metadata_is_required_and_read_without_running() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let error = s
+        .run(
+            "nometa.mjs",
+            "export default await agent(\"a\");\n",
+            json!({}),
+        )
+        .await
+        .expect_err("no meta");
+    assert!(error.to_string().contains("metadata is missing"), "{error}");
+    assert_eq!(s.provider.call_count(), 0);
+}
+
+#[tokio::test]
+async fn a_resumed_script_replays_completed_agents() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let failing = script("const a = await agent(\"one\");\nconst b = await agent(\"two\");\nthrow new Error(\"after two\");\nexport default 0;\n");
+    s.run("replay.mjs", &failing, json!({}))
+        .await
+        .expect_err("first attempt fails");
+    let fixed = script("const a = await agent(\"one\");\nconst b = await agent(\"two\");\nexport default [a, b, await agent(\"three\")];\n");
+    s.write("replay.mjs", &fixed);
+    let run = s.engine.list_runs(&Default::default()).await.expect("list")[0]
+        .run_id
+        .clone();
+    let output = s
+        .engine
+        .resume(&run, ResumeOptions::new())
+        .await
+        .expect("resume")
+        .join()
+        .await
+        .expect("resumed");
+    assert_eq!(
+        output.result,
+        json!(["echo: one", "echo: two", "echo: three"])
+    );
+    for prompt in ["one", "two", "three"] {
+        assert_eq!(s.provider.calls_for(prompt), 1, "{prompt} was called once");
+    }
+}
