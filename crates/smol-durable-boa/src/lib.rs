@@ -68,6 +68,35 @@ impl BoaEngine {
     }
 }
 
+/// boa 0.22 panics when a runtime limit is hit inside an async module; the panic is contained
+/// on the JavaScript thread and reported as the limit it was.
+fn panic_error(panic: &(dyn std::any::Any + Send)) -> ScriptError {
+    let text = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    let limit = if text.contains("RuntimeLimit(Recursion)") {
+        Some("the workflow exceeded the JavaScript recursion limit (runaway recursion?)")
+    } else if text.contains("RuntimeLimit(LoopIteration)") {
+        Some("the workflow exceeded the JavaScript loop iteration limit")
+    } else if text.contains("RuntimeLimit(StackSize)") {
+        Some("the workflow exceeded the JavaScript stack size limit")
+    } else {
+        None
+    };
+    match limit {
+        Some(message) => ScriptError::new(ScriptErrorKind::Limit, message),
+        None => ScriptError::new(
+            ScriptErrorKind::Internal,
+            format!(
+                "the JavaScript engine failed: {}",
+                text.lines().next().unwrap_or("panic")
+            ),
+        ),
+    }
+}
+
 #[async_trait]
 impl ScriptEngine for BoaEngine {
     fn read_metadata(&self, source: &WorkflowSource) -> Result<WorkflowMeta, ScriptError> {
@@ -102,12 +131,7 @@ impl ScriptEngine for BoaEngine {
             .spawn(move || {
                 let outcome =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime::run(job)))
-                        .unwrap_or_else(|_| {
-                            Err(ScriptError::new(
-                                ScriptErrorKind::Internal,
-                                "the JavaScript engine panicked",
-                            ))
-                        });
+                        .unwrap_or_else(|panic| Err(panic_error(panic.as_ref())));
                 let _ = done_tx.send(outcome);
             })
             .map_err(|error| {

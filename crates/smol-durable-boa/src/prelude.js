@@ -3,8 +3,29 @@
 (() => {
   "use strict";
   const rawCall = globalThis.__sw_call;
-  // Payloads cross to the host as JSON text: cycles and BigInts fail here, synchronously.
-  const call = (kind, payload) => rawCall(kind, JSON.stringify(payload));
+  const maxDepth = globalThis.__sw_max_depth;
+  delete globalThis.__sw_max_depth;
+  // Values cross to the host as JSON text. Their depth is checked without recursion first, so
+  // a 100 000-deep value fails with a clear error instead of overflowing a native stack.
+  const checkDepth = (value, what) => {
+    const stack = [[value, 1]];
+    const seen = new Set();
+    while (stack.length > 0) {
+      const [item, depth] = stack.pop();
+      if (item === null || typeof item !== "object" || seen.has(item)) continue;
+      if (depth > maxDepth) {
+        throw new RangeError(`${what} is nested deeper than ${maxDepth} levels`);
+      }
+      seen.add(item);
+      for (const key of Object.keys(item)) stack.push([item[key], depth + 1]);
+    }
+  };
+  const toJson = (value, what) => {
+    checkDepth(value, what);
+    return JSON.stringify(value);
+  };
+  // Cycles and BigInts fail here, synchronously, with JSON.stringify's own errors.
+  const call = (kind, payload) => rawCall(kind, toJson(payload, `the ${kind} call's arguments`));
   const budgetNow = globalThis.__sw_budget;
   const maxSleepMs = globalThis.__sw_max_sleep_ms;
   delete globalThis.__sw_call;
@@ -98,6 +119,7 @@
   define("phase", phase);
   define("SW", Object.freeze({ extra }));
   define("__sw_extra", extra);
+  define("__sw_to_json", (value) => toJson(value, "the workflow's result"));
   define(
     "__sw_ctx",
     Object.freeze({ args, agent, parallel, pipeline, workflow, budget, log, phase, extra }),

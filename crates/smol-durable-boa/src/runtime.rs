@@ -31,6 +31,10 @@ use crate::loader::{Sandbox, WorkflowLoader};
 
 const PRELUDE: &str = include_str!("prelude.js");
 
+/// Deepest value that crosses between the script and the host, either way (serde_json's own
+/// parsing limit).
+pub(crate) const MAX_DEPTH: usize = 128;
+
 /// An answer to a host call, sent back to the JS thread.
 pub(crate) struct Answer {
     pub id: u64,
@@ -151,6 +155,11 @@ fn install_host(ctx: &mut Context, args: &Value, max_sleep_ms: u64) -> JsResult<
     ctx.register_global_property(
         js_string!("__sw_max_sleep_ms"),
         max_sleep_ms as f64,
+        Attribute::all(),
+    )?;
+    ctx.register_global_property(
+        js_string!("__sw_max_depth"),
+        MAX_DEPTH as f64,
         Attribute::all(),
     )?;
     ctx.register_global_property(
@@ -301,7 +310,17 @@ fn resolve(ctx: &mut Context, answer: Answer) -> Result<(), ScriptError> {
     }) else {
         return Ok(());
     };
-    let settled = match answer.result {
+    let result = answer.result.and_then(|value| {
+        if json_depth(&value) > MAX_DEPTH {
+            Err(HostError::new(
+                smol_durable::HostErrorKind::Invalid,
+                format!("the host's answer is nested deeper than {MAX_DEPTH} levels"),
+            ))
+        } else {
+            Ok(value)
+        }
+    });
+    let settled = match result {
         Ok(value) => JsValue::from_json(&value, ctx)
             .and_then(|value| resolvers.resolve.call(&JsValue::undefined(), &[value], ctx)),
         Err(error) => {
@@ -316,18 +335,18 @@ fn resolve(ctx: &mut Context, answer: Answer) -> Result<(), ScriptError> {
     settled.map(drop).map_err(|error| thrown(&error, ctx))
 }
 
-/// The workflow's value as JSON (`undefined` → `null`), via `JSON.stringify` so cycles and
-/// BigInts fail with JavaScript's own clear errors.
+/// The workflow's value as JSON (`undefined` → `null`), via the prelude's depth-checked
+/// `JSON.stringify`, so cycles, BigInts and runaway nesting fail with clear errors.
 fn to_json(value: &JsValue, ctx: &mut Context) -> Result<Value, ScriptError> {
-    let json = ctx.intrinsics().objects().json();
-    let stringify = json
-        .get(js_string!("stringify"), ctx)
+    let global = ctx.global_object();
+    let convert = global
+        .get(js_string!("__sw_to_json"), ctx)
         .map_err(|error| thrown(&error, ctx))?;
-    let Some(stringify) = stringify.as_callable() else {
-        return Err(internal("JSON.stringify is missing"));
+    let Some(convert) = convert.as_callable() else {
+        return Err(internal("the workflow prelude is missing"));
     };
-    let text = stringify
-        .call(&json.into(), std::slice::from_ref(value), ctx)
+    let text = convert
+        .call(&JsValue::undefined(), std::slice::from_ref(value), ctx)
         .map_err(|error| {
             let message = thrown(&error, ctx);
             ScriptError::thrown(format!(
@@ -349,15 +368,48 @@ fn to_json(value: &JsValue, ctx: &mut Context) -> Result<Value, ScriptError> {
     })
 }
 
-fn thrown(error: &JsError, ctx: &mut Context) -> ScriptError {
-    let message = match error.try_native(ctx) {
-        Ok(native) => native.to_string(),
-        Err(_) => error
-            .as_opaque()
-            .map(|value| value.display().to_string())
-            .unwrap_or_else(|| error.to_string()),
-    };
-    ScriptError::thrown(message)
+/// A thrown value as a script error: its message, and where it was thrown (`file:line:col`, the
+/// innermost frame of the user's code) when boa recorded it.
+fn thrown(error: &JsError, _ctx: &mut Context) -> ScriptError {
+    let text = error.to_string();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    // boa appends where a native error was raised ("(native)", "(unknown at :122:43)"): inside
+    // the engine's own prelude, never useful to a workflow author.
+    let message = match first.rsplit_once(" (") {
+        Some((message, tail)) if tail == "native)" || tail.contains(" at ") => message,
+        _ => first,
+    }
+    .to_owned();
+    let location = lines
+        .filter_map(|line| line.trim().strip_prefix("at "))
+        .filter_map(|frame| {
+            frame
+                .rsplit_once('(')
+                .map(|(_, at)| at.trim_end_matches(')'))
+        })
+        .find(|at| *at != "native" && at.contains(':'))
+        .map(str::to_owned);
+    let error = ScriptError::thrown(message);
+    match location {
+        Some(location) => error.with_location(location),
+        None => error,
+    }
+}
+
+/// Nesting depth of a JSON value, without recursion.
+fn json_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1)];
+    while let Some((value, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|item| (item, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|item| (item, depth + 1))),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn internal(message: &str) -> ScriptError {

@@ -208,7 +208,14 @@ async fn a_throw_fails_the_run_with_its_message() {
         )
         .await
         .expect_err("fails");
-    assert!(error.to_string().contains("boom here"), "{error}");
+    match &error {
+        Error::Script(script) => {
+            assert_eq!(script.message(), "Error: boom here");
+            let location = script.location().expect("location");
+            assert!(location.ends_with("throw.mjs:3:7"), "{location}");
+        }
+        other => panic!("expected a script error, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -453,4 +460,49 @@ async fn a_resumed_script_replays_completed_agents() {
     for prompt in ["one", "two", "three"] {
         assert_eq!(s.provider.calls_for(prompt), 1, "{prompt} was called once");
     }
+}
+
+#[tokio::test]
+async fn runaway_recursion_and_deep_values_fail_the_run_not_the_host() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let error = s
+        .run(
+            "recurse.mjs",
+            &script("function f(n) { return f(n + 1) + 1; }\nexport default f(0);\n"),
+            json!({}),
+        )
+        .await
+        .expect_err("recursion");
+    match &error {
+        Error::Script(script) => assert_eq!(script.kind(), ScriptErrorKind::Limit, "{error}"),
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+    assert!(error.to_string().contains("recursion limit"), "{error}");
+    let error = s
+        .run(
+            "deep.mjs",
+            &script("let a = [];\nfor (let i = 0; i < 100000; i++) a = [a];\nexport default a;\n"),
+            json!({}),
+        )
+        .await
+        .expect_err("too deep");
+    assert_eq!(
+        error.to_string(),
+        "the workflow's result cannot be converted to JSON: RangeError: the workflow's result is nested deeper than 128 levels"
+    );
+    let error = s
+        .run(
+            "deep-arg.mjs",
+            &script("let a = {};\nfor (let i = 0; i < 100000; i++) a = { a };\nexport default await agent(\"x\", { a });\n"),
+            json!({}),
+        )
+        .await
+        .expect_err("too deep an argument");
+    assert!(matches!(error, Error::Script(_)), "{error:?}");
+    // The engine still serves runs afterwards.
+    let output = s
+        .run("fine.mjs", &script("export default 1;\n"), json!({}))
+        .await
+        .expect("run");
+    assert_eq!(output.result, json!(1));
 }
