@@ -506,3 +506,56 @@ async fn runaway_recursion_and_deep_values_fail_the_run_not_the_host() {
         .expect("run");
     assert_eq!(output.result, json!(1));
 }
+
+#[tokio::test]
+async fn no_timers_console_process_or_require() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "globals.mjs",
+            &script(
+                "export default [typeof setTimeout, typeof setInterval, typeof console, typeof process, typeof require, typeof fetch, typeof Temporal, typeof FinalizationRegistry];\n",
+            ),
+            json!({}),
+        )
+        .await
+        .expect("run");
+    assert_eq!(output.result, Value::Array(vec![json!("undefined"); 8]));
+}
+
+#[tokio::test]
+async fn globals_cannot_be_replaced() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "replace.mjs",
+            &script(
+                "const out = [];\n\
+                 for (const name of [\"agent\", \"args\", \"budget\", \"SW\"]) {\n\
+                   try { globalThis[name] = 1; out.push(\"replaced\"); } catch (e) { out.push(e.name); }\n\
+                 }\n\
+                 export default out;\n",
+            ),
+            json!({}),
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        output.result,
+        json!(["TypeError", "TypeError", "TypeError", "TypeError"])
+    );
+}
+
+#[tokio::test]
+async fn a_module_whose_only_suspension_is_for_await_still_completes() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "forawait.mjs",
+            &script("const out = [];\nfor await (const x of [agent(\"a\"), agent(\"b\")]) out.push(x);\nexport default out;\n"),
+            json!({}),
+        )
+        .await
+        .expect("run");
+    assert_eq!(output.result, json!(["echo: a", "echo: b"]));
+}

@@ -1,0 +1,150 @@
+//! The example workflows under `tests/scripts/`, run through the whole engine.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use smol_durable::{Engine, MemoryStore, RunOutput, RunRequest, Usage, WorkflowSource};
+use smol_durable_boa::BoaEngine;
+use smol_durable_testkit::ScriptedProvider;
+
+fn script(name: &str) -> WorkflowSource {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scripts")
+        .join(name);
+    WorkflowSource::from_file(path).expect("script")
+}
+
+fn engine(provider: &Arc<ScriptedProvider>) -> Engine {
+    Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .script_engine(Arc::new(BoaEngine::new()))
+        .provider(provider.clone())
+        .model_alias("fast", "vendor/fast-1")
+        .build()
+        .expect("engine")
+}
+
+async fn run(engine: &Engine, request: RunRequest) -> RunOutput {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        engine
+            .start(request)
+            .await
+            .expect("start")
+            .join()
+            .await
+            .expect("run")
+    })
+    .await
+    .expect("no hang")
+}
+
+#[tokio::test]
+async fn multi_phase_pipeline_applies_phase_defaults() {
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = engine(&provider);
+    let request = RunRequest::new(
+        script("multi_phase.mjs"),
+        json!({ "topics": ["tea", "coffee"] }),
+    );
+    let output = run(&engine, request).await;
+    assert_eq!(
+        output.result["notes"],
+        json!([
+            "echo: write about tea from: echo: outline tea",
+            "echo: write about coffee from: echo: outline coffee"
+        ])
+    );
+    let calls = provider.calls();
+    let outline = calls
+        .iter()
+        .find(|c| c.request.prompt == "outline tea")
+        .expect("outline call");
+    assert_eq!(outline.request.context.phase.as_deref(), Some("plan"));
+    assert_eq!(
+        outline.request.model(),
+        Some("vendor/fast-1"),
+        "meta phase model through the model map"
+    );
+    let write = calls
+        .iter()
+        .find(|c| c.request.prompt.starts_with("write about tea"))
+        .expect("write call");
+    assert_eq!(write.request.model(), None);
+}
+
+#[tokio::test]
+async fn budget_aware_script_stops_when_the_allowance_runs_out() {
+    let provider = Arc::new(ScriptedProvider::new("scripted").with_usage(Usage::tokens(1, 4)));
+    let engine = engine(&provider);
+    let request =
+        RunRequest::new(script("budget_aware.mjs"), json!({ "costPerCall": 4 })).budget_total(10);
+    let output = run(&engine, request).await;
+    assert_eq!(output.result["answers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(output.result["spent"], json!(8));
+    assert_eq!(output.result["left"], json!(2));
+}
+
+#[tokio::test]
+async fn workflow_extra_imports_every_way() {
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = engine(&provider);
+    let output = run(
+        &engine,
+        RunRequest::new(script("durable_sleep.mjs"), json!({})),
+    )
+    .await;
+    assert_eq!(output.result, json!({ "slept": true }));
+    let steps = engine
+        .store()
+        .load_steps(&output.run_id)
+        .await
+        .expect("steps");
+    assert_eq!(steps.len(), 5, "five durable sleeps");
+}
+
+#[tokio::test]
+async fn children_run_inside_parallel_alongside_a_sleep() {
+    let provider =
+        Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_millis(50)));
+    let engine = engine(&provider);
+    let output = run(&engine, RunRequest::new(script("parent.mjs"), json!({}))).await;
+    assert_eq!(
+        output.result,
+        json!({
+            "first": { "n": 1, "answer": "echo: child 1" },
+            "second": { "n": 2, "answer": "echo: child 2" },
+            "napped": "napped"
+        })
+    );
+    assert_eq!(
+        provider.max_in_flight(),
+        2,
+        "the two children's agents overlap"
+    );
+    let runs = engine.list_runs(&Default::default()).await.expect("runs");
+    assert_eq!(runs.len(), 3, "a root and two child runs");
+}
+
+#[tokio::test]
+async fn structured_output_reaches_the_script_as_an_object() {
+    let provider = Arc::new(
+        ScriptedProvider::new("scripted")
+            .with_output("extract the person", json!({ "name": "Ada", "age": 36 })),
+    );
+    let engine = engine(&provider);
+    let output = run(
+        &engine,
+        RunRequest::new(script("structured.mjs"), json!({})),
+    )
+    .await;
+    assert_eq!(
+        output.result,
+        json!({ "greeting": "hello Ada", "nextYear": 37 })
+    );
+    let options: &Value = &provider.calls()[0].request.options;
+    assert_eq!(options["schema"]["required"], json!(["name", "age"]));
+}

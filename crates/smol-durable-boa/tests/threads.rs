@@ -1,0 +1,106 @@
+//! JavaScript threads: one per live run, gone when the run ends or is cancelled. Its own test
+//! binary, so no other test's threads are counted.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use smol_durable::{Engine, EventType, MemoryStore, RunRequest, WorkflowSource};
+use smol_durable_boa::BoaEngine;
+use smol_durable_testkit::ScriptedProvider;
+
+fn js_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(Result::ok)
+                .filter(|task| {
+                    std::fs::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|name| name.trim() == "smol-durable-js")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn settle_to(expected: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = js_threads();
+        if now == expected || Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_runs_ends_their_javascript_threads_and_many_runs_can_be_live() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("wait.mjs");
+    std::fs::write(
+        &path,
+        "export const meta = { name: \"wait\", description: \"waits on an agent\" };\nexport default await agent(`slow ${args.i}`);\n",
+    )
+    .expect("write");
+    let provider =
+        Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_secs(30)));
+    let engine = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .script_engine(Arc::new(BoaEngine::new()))
+        .provider(provider.clone())
+        .build()
+        .expect("engine");
+    assert_eq!(js_threads(), 0);
+
+    // Cancellation while an agent is pending ends the run and its thread.
+    let mut handles = Vec::new();
+    for i in 0..3 {
+        let source = WorkflowSource::from_file(&path).expect("source");
+        let mut handle = engine
+            .start(RunRequest::new(source, json!({ "i": i })))
+            .await
+            .expect("start");
+        let mut events = handle.events().expect("events");
+        while let Some(event) = events.recv().await {
+            if event.event_type == EventType::AgentStarted {
+                break;
+            }
+        }
+        handles.push(handle);
+    }
+    assert_eq!(js_threads(), 3, "one JavaScript thread per live run");
+    for handle in handles {
+        handle.cancel();
+        let error = tokio::time::timeout(Duration::from_secs(10), handle.join())
+            .await
+            .expect("prompt")
+            .expect_err("cancelled");
+        assert_eq!(error.to_string(), "workflow cancelled");
+    }
+    assert_eq!(
+        settle_to(0).await,
+        0,
+        "no JavaScript thread outlives its run"
+    );
+
+    // A hundred runs parked on pending agents at once, then all finished.
+    let quick =
+        Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_secs(3)));
+    let engine = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .script_engine(Arc::new(BoaEngine::new()))
+        .provider(quick.clone())
+        .build()
+        .expect("engine");
+    let runs = (0..100).map(|i| {
+        let source = WorkflowSource::from_file(&path).expect("source");
+        engine.run(source, json!({ "i": i }))
+    });
+    let outputs = futures::future::join_all(runs).await;
+    assert!(outputs.iter().all(Result::is_ok));
+    assert_eq!(quick.max_in_flight(), 100, "all hundred were live at once");
+    assert_eq!(settle_to(0).await, 0);
+}
