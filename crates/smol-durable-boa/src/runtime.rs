@@ -111,8 +111,7 @@ fn evaluate(
     // trailing await makes every module asynchronous.
     let module_text = format!("{text}\n;await undefined;\n");
     let source = Source::from_bytes(module_text.as_bytes()).with_path(path);
-    let module = Module::parse(source, None, ctx)
-        .map_err(|error| ScriptError::new(ScriptErrorKind::Syntax, error.to_string()))?;
+    let module = Module::parse(source, None, ctx).map_err(|error| syntax_error(&error, path))?;
     let loaded = module.load_link_evaluate(ctx);
     settle(ctx, &loaded, answers)?;
     let exported = module
@@ -394,6 +393,24 @@ fn thrown(error: &JsError, _ctx: &mut Context) -> ScriptError {
     match location {
         Some(location) => error.with_location(location),
         None => error,
+    }
+}
+
+/// A parse error as "message" plus `file:line:col` of the user's source.
+fn syntax_error(error: &JsError, path: &std::path::Path) -> ScriptError {
+    let text = error.to_string();
+    let text = text.lines().next().unwrap_or_default();
+    let text = text.strip_suffix(" (native)").unwrap_or(text);
+    let Some((message, position)) = text.rsplit_once(" at line ") else {
+        return ScriptError::new(ScriptErrorKind::Syntax, text);
+    };
+    let mut numbers = position
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty());
+    let error = ScriptError::new(ScriptErrorKind::Syntax, message.trim_end_matches(','));
+    match (numbers.next(), numbers.next()) {
+        (Some(line), Some(col)) => error.with_location(format!("{}:{line}:{col}", path.display())),
+        _ => error,
     }
 }
 

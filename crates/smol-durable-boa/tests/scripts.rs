@@ -233,7 +233,17 @@ async fn a_syntax_error_names_the_position() {
         Error::Script(script) => assert_eq!(script.kind(), ScriptErrorKind::Syntax),
         other => panic!("expected a syntax error, got {other:?}"),
     }
-    assert!(error.to_string().contains("line"), "{error}");
+    match &error {
+        Error::Script(script) => {
+            assert_eq!(
+                script.message(),
+                "SyntaxError: unexpected token ',', primary expression"
+            );
+            let location = script.location().expect("location");
+            assert!(location.ends_with("syntax.mjs:3:11"), "{location}");
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
     assert_eq!(s.provider.call_count(), 0);
 }
 
