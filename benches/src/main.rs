@@ -11,6 +11,8 @@
 //! this project runs on flips between a fast and a slow fsync mode, so the table starts with a
 //! probe of the current fsync latency; compare counts, and timings taken in one run.
 
+mod js;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -211,6 +213,60 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
         elapsed,
         transactions,
     })
+}
+
+/// Runs the JavaScript engine scenarios in this process and prints their table.
+fn js_table(quick: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (cold_runs, calls, parked) = if quick {
+        (20, 1_000, 20)
+    } else {
+        (100, 10_000, 100)
+    };
+    let cold = runtime.block_on(js::cold_start(cold_runs))?;
+    let trip = runtime.block_on(js::round_trip(calls))?;
+    let bare = runtime.block_on(js::plain_await(calls))?;
+    let step = runtime.block_on(js::engine_step(calls))?;
+    let memory = runtime.block_on(js::parked_memory(parked))?;
+    println!();
+    println!(
+        "{:<44} {:>14} {:>12}",
+        "JavaScript engine (boa)", "measured", "target"
+    );
+    println!(
+        "{:<44} {:>11.2} ms {:>12}",
+        format!("cold start, median of {cold_runs}"),
+        cold.as_secs_f64() * 1e3,
+        "≤ 5 ms"
+    );
+    println!(
+        "{:<44} {:>11.1} µs {:>12}",
+        format!("agent() round trip, mean of {calls}"),
+        trip.as_secs_f64() * 1e6,
+        "≤ 60 µs"
+    );
+    println!(
+        "{:<44} {:>11.1} µs {:>12}",
+        "  of which a plain `await` in boa",
+        bare.as_secs_f64() * 1e6,
+        ""
+    );
+    println!(
+        "{:<44} {:>11.1} µs {:>12}",
+        "durable agent() step through the engine",
+        step.as_secs_f64() * 1e6,
+        ""
+    );
+    println!(
+        "{:<44} {:>11.0} KB {:>12}",
+        format!("memory per parked run, {parked} runs"),
+        memory as f64 / 1024.0,
+        "≤ 1 MB"
+    );
+    Ok(())
 }
 
 fn child_main(args: &[String]) -> anyhow::Result<()> {
@@ -447,5 +503,5 @@ fn main() -> anyhow::Result<()> {
             per_step(row.transactions),
         );
     }
-    Ok(())
+    js_table(quick)
 }

@@ -124,6 +124,7 @@ impl ScriptEngine for BoaEngine {
             calls: calls_tx,
             answers: answers_rx,
             max_sleep_ms: self.max_sleep_ms,
+            runtime: tokio::runtime::Handle::current(),
         };
         std::thread::Builder::new()
             .name("smol-durable-js".to_owned())

@@ -8,6 +8,7 @@
   // Values cross to the host as JSON text. Their depth is checked without recursion first, so
   // a 100 000-deep value fails with a clear error instead of overflowing a native stack.
   const checkDepth = (value, what) => {
+    if (value === null || typeof value !== "object") return;
     const stack = [[value, 1]];
     const seen = new Set();
     while (stack.length > 0) {
@@ -24,8 +25,10 @@
     checkDepth(value, what);
     return JSON.stringify(value);
   };
-  // Cycles and BigInts fail here, synchronously, with JSON.stringify's own errors.
-  const call = (kind, payload) => rawCall(kind, toJson(payload, `the ${kind} call's arguments`));
+  // Cycles and BigInts fail here, synchronously, with JSON.stringify's own errors. Strings and
+  // numbers travel as they are; objects as JSON text (null stays null).
+  const json = (value, what) => (value === undefined || value === null ? null : toJson(value, what));
+  const call = (kind, first, second) => rawCall(kind, first, second);
   const budgetNow = globalThis.__sw_budget;
   const maxSleepMs = globalThis.__sw_max_sleep_ms;
   delete globalThis.__sw_call;
@@ -46,13 +49,14 @@
     });
   };
 
-  const agent = (prompt, options) => call("agent", { prompt: String(prompt), options: options ?? null });
-  const workflow = (ref, args) => call("workflow", { reference: ref, args: args ?? null });
+  const agent = (prompt, options) => call("agent", String(prompt), json(options, "agent() options"));
+  const workflow = (ref, args) =>
+    call("workflow", json(ref, "workflow() reference"), json(args, "workflow() arguments"));
   const log = (...values) => {
-    call("log", { values });
+    call("log", toJson(values, "log() values"), null);
   };
   const phase = (name, options) => {
-    call("phase", { name: String(name), options: options ?? null });
+    call("phase", String(name), json(options, "phase() options"));
   };
   const sleep = (ms) => {
     if (typeof ms !== "number" || !Number.isFinite(ms)) {
@@ -65,7 +69,7 @@
     if (rounded > maxSleepMs) {
       throw new RangeError(`sleep(ms) is limited to ${maxSleepMs} ms, got ${ms}`);
     }
-    return call("sleep", { durationMs: rounded }).then(() => undefined);
+    return call("sleep", rounded, null).then(() => undefined);
   };
   const settle = (thunk, ...params) => {
     try {

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use boa_engine::builtins::promise::PromiseState;
+use boa_engine::builtins::promise::{PromiseState, ResolvingFunctions};
 use boa_engine::object::builtins::JsPromise;
 use boa_engine::property::Attribute;
 use boa_engine::{
@@ -51,12 +51,14 @@ pub(crate) struct Job {
     pub calls: UnboundedSender<(u64, HostFuture)>,
     pub answers: Receiver<Answer>,
     pub max_sleep_ms: u64,
+    /// The runtime driving host calls: futures polled here may touch its timers.
+    pub runtime: tokio::runtime::Handle,
 }
 
 struct HostState {
     host: Arc<dyn WorkflowHost>,
     calls: UnboundedSender<(u64, HostFuture)>,
-    pending: HashMap<u64, boa_engine::builtins::promise::ResolvingFunctions>,
+    pending: HashMap<u64, ResolvingFunctions>,
     next_id: u64,
 }
 
@@ -76,7 +78,9 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
         calls,
         answers,
         max_sleep_ms,
+        runtime,
     } = job;
+    let _runtime = runtime.enter();
     STATE.with(|state| {
         *state.borrow_mut() = Some(HostState {
             host,
@@ -143,7 +147,7 @@ fn evaluate(
 fn install_host(ctx: &mut Context, args: &Value, max_sleep_ms: u64) -> JsResult<()> {
     ctx.register_global_callable(
         js_string!("__sw_call"),
-        2,
+        3,
         NativeFunction::from_fn_ptr(host_call),
     )?;
     ctx.register_global_callable(
@@ -170,52 +174,49 @@ fn install_host(ctx: &mut Context, args: &Value, max_sleep_ms: u64) -> JsResult<
     Ok(())
 }
 
-/// `__sw_call(kind, payloadJson)`: makes the host call now and returns a promise for its answer.
+/// `__sw_call(kind, first, second)`: makes the host call now and returns a promise for its
+/// answer. Strings and numbers arrive as they are, objects as JSON text (or null).
 fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
     let kind = arguments
         .get_or_undefined(0)
         .to_string(ctx)?
         .to_std_string_escaped();
-    let payload = arguments
-        .get_or_undefined(1)
-        .to_string(ctx)?
-        .to_std_string_escaped();
-    let payload: Value = serde_json::from_str(&payload).map_err(|error| {
-        JsNativeError::typ().with_message(format!("invalid host call payload: {error}"))
-    })?;
-    let text = |key: &str| {
-        payload
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
+    let (first, second) = (arguments.get_or_undefined(1), arguments.get_or_undefined(2));
+    let text = |value: &JsValue, ctx: &mut Context| -> JsResult<String> {
+        Ok(value.to_string(ctx)?.to_std_string_escaped())
     };
-    let field = |key: &str| payload.get(key).cloned().unwrap_or(Value::Null);
+    let parse = |value: &JsValue, ctx: &mut Context| -> JsResult<Value> {
+        if value.is_null_or_undefined() {
+            return Ok(Value::Null);
+        }
+        let text = value.to_string(ctx)?.to_std_string_escaped();
+        serde_json::from_str(&text).map_err(|error| {
+            JsNativeError::typ()
+                .with_message(format!("invalid host call argument: {error}"))
+                .into()
+        })
+    };
     let request = match kind.as_str() {
         "agent" => HostRequest::Agent {
-            prompt: text("prompt"),
-            options: field("options"),
+            prompt: text(first, ctx)?,
+            options: parse(second, ctx)?,
         },
         "sleep" => HostRequest::Sleep {
-            duration_ms: payload
-                .get("durationMs")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
+            duration_ms: first.to_number(ctx)?.max(0.0) as u64,
         },
         "workflow" => HostRequest::Workflow {
-            reference: field("reference"),
-            args: field("args"),
+            reference: parse(first, ctx)?,
+            args: parse(second, ctx)?,
         },
         "log" => HostRequest::Log {
-            values: payload
-                .get("values")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
+            values: match parse(first, ctx)? {
+                Value::Array(values) => values,
+                other => vec![other],
+            },
         },
         "phase" => HostRequest::Phase {
-            name: text("name"),
-            options: field("options"),
+            name: text(first, ctx)?,
+            options: parse(second, ctx)?,
         },
         other => {
             return Err(JsNativeError::typ()
@@ -225,24 +226,49 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
     };
     let fire_and_forget = matches!(request, HostRequest::Log { .. } | HostRequest::Phase { .. });
     let (promise, resolvers) = JsPromise::new_pending(ctx);
+    enum Sent {
+        Forgotten,
+        Queued,
+        Answered(Result<Value, HostError>),
+        Closed,
+    }
     let sent = STATE.with(|state| {
         let mut state = state.borrow_mut();
-        let state = state.as_mut()?;
+        let Some(state) = state.as_mut() else {
+            return Sent::Closed;
+        };
         // The call happens here, synchronously, in the order the script made it.
-        let future = state.host.call(request);
+        let mut future = state.host.call(request);
         if fire_and_forget {
-            return Some(None);
+            return Sent::Forgotten;
+        }
+        // A host that can answer at once (validation errors, replays from memory) is answered
+        // here, without a round trip to the async side.
+        let waker = futures::task::noop_waker();
+        let mut poll_context = std::task::Context::from_waker(&waker);
+        if let std::task::Poll::Ready(result) = future.as_mut().poll(&mut poll_context) {
+            return Sent::Answered(result);
         }
         let id = state.next_id;
         state.next_id += 1;
         state.pending.insert(id, resolvers.clone());
-        state.calls.send((id, future)).ok()?;
-        Some(Some(id))
+        match state.calls.send((id, future)) {
+            Ok(()) => Sent::Queued,
+            Err(_) => {
+                state.pending.remove(&id);
+                Sent::Closed
+            }
+        }
     });
     match sent {
-        Some(Some(_)) => Ok(promise.into()),
-        Some(None) => Ok(JsValue::undefined()),
-        None => {
+        Sent::Queued => Ok(promise.into()),
+        Sent::Forgotten => Ok(JsValue::undefined()),
+        Sent::Answered(result) => {
+            settle_promise(ctx, &resolvers, result)
+                .map_err(|error| JsNativeError::error().with_message(error.message().to_owned()))?;
+            Ok(promise.into())
+        }
+        Sent::Closed => {
             let error = JsNativeError::error()
                 .with_message("workflow cancelled")
                 .into_opaque(ctx);
@@ -301,15 +327,25 @@ fn settle(
 }
 
 fn resolve(ctx: &mut Context, answer: Answer) -> Result<(), ScriptError> {
-    let Some(resolvers) = STATE.with(|state| {
+    let resolvers = STATE.with(|state| {
         state
             .borrow_mut()
             .as_mut()
             .and_then(|s| s.pending.remove(&answer.id))
-    }) else {
-        return Ok(());
-    };
-    let result = answer.result.and_then(|value| {
+    });
+    match resolvers {
+        Some(resolvers) => settle_promise(ctx, &resolvers, answer.result),
+        None => Ok(()),
+    }
+}
+
+/// Fulfils or rejects a host call's promise with the host's answer.
+fn settle_promise(
+    ctx: &mut Context,
+    resolvers: &ResolvingFunctions,
+    result: Result<Value, HostError>,
+) -> Result<(), ScriptError> {
+    let result = result.and_then(|value| {
         if json_depth(&value) > MAX_DEPTH {
             Err(HostError::new(
                 smol_durable::HostErrorKind::Invalid,
