@@ -45,12 +45,14 @@ const JS_STACK_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct BoaEngine {
     max_sleep_ms: u64,
+    loop_iteration_limit: u64,
 }
 
 impl Default for BoaEngine {
     fn default() -> Self {
         Self {
             max_sleep_ms: 365 * 24 * 60 * 60 * 1000,
+            loop_iteration_limit: 20_000_000,
         }
     }
 }
@@ -64,6 +66,13 @@ impl BoaEngine {
     /// The longest `sleep(ms)` a script may ask for (default one year).
     pub fn max_sleep_ms(mut self, max: u64) -> Self {
         self.max_sleep_ms = max;
+        self
+    }
+
+    /// Iterations any single loop may run before the run fails (default 20 million): boa cannot
+    /// interrupt a running script, so this is what stops `while (true) {}`.
+    pub fn loop_iteration_limit(mut self, limit: u64) -> Self {
+        self.loop_iteration_limit = limit;
         self
     }
 }
@@ -124,6 +133,7 @@ impl ScriptEngine for BoaEngine {
             calls: calls_tx,
             answers: answers_rx,
             max_sleep_ms: self.max_sleep_ms,
+            loop_iteration_limit: self.loop_iteration_limit,
             runtime: tokio::runtime::Handle::current(),
         };
         std::thread::Builder::new()

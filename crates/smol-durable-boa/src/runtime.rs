@@ -51,6 +51,7 @@ pub(crate) struct Job {
     pub calls: UnboundedSender<(u64, HostFuture)>,
     pub answers: Receiver<Answer>,
     pub max_sleep_ms: u64,
+    pub loop_iteration_limit: u64,
     /// The runtime driving host calls: futures polled here may touch its timers.
     pub runtime: tokio::runtime::Handle,
 }
@@ -78,6 +79,7 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
         calls,
         answers,
         max_sleep_ms,
+        loop_iteration_limit,
         runtime,
     } = job;
     let _runtime = runtime.enter();
@@ -89,10 +91,20 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
             next_id: 0,
         });
     });
-    let outcome = evaluate(&path, &text, root_dir, &args, &answers, max_sleep_ms);
+    let limits = Limits {
+        max_sleep_ms,
+        loop_iteration_limit,
+    };
+    let outcome = evaluate(&path, &text, root_dir, &args, &answers, limits);
     // Promise resolvers belong to the Context: drop them first.
     STATE.with(|state| state.borrow_mut().take());
     outcome
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_sleep_ms: u64,
+    loop_iteration_limit: u64,
 }
 
 fn evaluate(
@@ -101,7 +113,7 @@ fn evaluate(
     root_dir: PathBuf,
     args: &Value,
     answers: &Receiver<Answer>,
-    max_sleep_ms: u64,
+    limits: Limits,
 ) -> Result<Value, ScriptError> {
     let mut context = Context::builder()
         .module_loader(Rc::new(WorkflowLoader::new(root_dir)))
@@ -109,7 +121,9 @@ fn evaluate(
         .build()
         .map_err(|error| internal(&format!("cannot create a JavaScript context: {error}")))?;
     let ctx = &mut context;
-    install_host(ctx, args, max_sleep_ms).map_err(|error| internal(&error.to_string()))?;
+    ctx.runtime_limits_mut()
+        .set_loop_iteration_limit(limits.loop_iteration_limit);
+    install_host(ctx, args, limits.max_sleep_ms).map_err(|error| internal(&error.to_string()))?;
 
     // boa treats a module whose only top-level suspension is `for await` as synchronous; a
     // trailing await makes every module asynchronous.

@@ -569,3 +569,30 @@ async fn a_module_whose_only_suspension_is_for_await_still_completes() {
         .expect("run");
     assert_eq!(output.result, json!(["echo: a", "echo: b"]));
 }
+
+#[tokio::test]
+async fn an_endless_loop_hits_the_loop_limit() {
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .script_engine(Arc::new(BoaEngine::new().loop_iteration_limit(100_000)))
+        .provider(provider)
+        .build()
+        .expect("engine");
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("spin.mjs");
+    std::fs::write(
+        &path,
+        script("let n = 0;\nwhile (true) { n++; }\nexport default n;\n"),
+    )
+    .expect("write");
+    let source = WorkflowSource::from_file(&path).expect("source");
+    let error = tokio::time::timeout(Duration::from_secs(20), engine.run(source, json!({})))
+        .await
+        .expect("no hang")
+        .expect_err("loop limit");
+    match &error {
+        Error::Script(script) => assert_eq!(script.kind(), ScriptErrorKind::Limit, "{error}"),
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+}
