@@ -12,6 +12,7 @@ use smol_durable::{
 };
 
 type Hook = Arc<dyn Fn(&AgentRequest) + Send + Sync>;
+type Responder = Arc<dyn Fn(&AgentRequest) -> Option<Value> + Send + Sync>;
 
 #[derive(Default)]
 struct Rules {
@@ -21,6 +22,7 @@ struct Rules {
     failures: HashMap<String, (usize, ProviderErrorKind, Option<Usage>)>,
     usage: Option<Usage>,
     hook: Option<Hook>,
+    responder: Option<Responder>,
 }
 
 /// One recorded provider call.
@@ -111,6 +113,15 @@ impl ScriptedProvider {
         self.with_rules(|rules| rules.usage = Some(usage))
     }
 
+    /// Computes outputs: `responder` returns the output for a request, or `None` to fall back to
+    /// the per-prompt outputs and the echo.
+    pub fn with_responder(
+        self,
+        responder: impl Fn(&AgentRequest) -> Option<Value> + Send + Sync + 'static,
+    ) -> Self {
+        self.with_rules(|rules| rules.responder = Some(Arc::new(responder)))
+    }
+
     /// Runs `hook` at the start of every call (e.g. to cancel the run mid-call).
     pub fn on_call(self, hook: impl Fn(&AgentRequest) + Send + Sync + 'static) -> Self {
         self.with_rules(|rules| rules.hook = Some(Arc::new(hook)))
@@ -179,7 +190,7 @@ impl AgentProvider for ScriptedProvider {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let _in_flight = InFlight(self, index);
-        let (output, delay, failure, usage, hook) = {
+        let (output, delay, failure, usage, hook, responder) = {
             let mut rules = self
                 .rules
                 .lock()
@@ -201,6 +212,7 @@ impl AgentProvider for ScriptedProvider {
                 failure,
                 rules.usage.clone().unwrap_or_else(|| Usage::tokens(1, 1)),
                 rules.hook.clone(),
+                rules.responder.clone(),
             )
         };
         if let Some(hook) = hook {
@@ -217,7 +229,10 @@ impl AgentProvider for ScriptedProvider {
                 None => error,
             });
         }
-        let output = output.unwrap_or_else(|| json!(format!("echo: {}", request.prompt)));
+        let output = responder
+            .and_then(|responder| responder(&request))
+            .or(output)
+            .unwrap_or_else(|| json!(format!("echo: {}", request.prompt)));
         Ok(AgentResponse::new(output)
             .with_session_id(format!("session-{}", index + 1))
             .with_model("scripted-model")

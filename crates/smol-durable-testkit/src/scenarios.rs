@@ -54,6 +54,7 @@ macro_rules! engine_conformance_tests {
             a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires,
             a_panicking_script_engine_fails_only_its_run,
             resume_waits_at_most_one_lease_ttl_for_a_live_owner,
+            schema_output_is_validated_with_one_corrective_retry,
         );
     };
 }
@@ -1318,6 +1319,105 @@ pub async fn resume_waits_at_most_one_lease_ttl_for_a_live_owner(fixture: Fixtur
         matches!(again, Err(Error::RunBusy { .. })),
         "the run stays claimable later"
     );
+}
+
+/// `schema` output is validated; a mismatch gets one corrective retry with the errors in the
+/// prompt; a second mismatch fails the call. Every answer is billed.
+pub async fn schema_output_is_validated_with_one_corrective_retry(fixture: Fixture) {
+    let schema = json!({
+        "type": "object",
+        "properties": { "name": { "type": "string" } },
+        "required": ["name"]
+    });
+    let scripts = ScriptedEngine::new().workflow("main.mjs", move |ctx| {
+        let schema = schema.clone();
+        async move {
+            let fixed = ctx
+                .agent("fixed on retry", json!({ "schema": schema }))
+                .await?;
+            let text = ctx.agent("json text", json!({ "schema": schema })).await?;
+            let never = ctx.agent("never right", json!({ "schema": schema })).await;
+            let bad_schema = ctx
+                .agent("bad schema", json!({ "schema": { "type": 5 } }))
+                .await;
+            Ok(json!({
+                "fixed": fixed,
+                "text": text,
+                "never": never.err().map(|e| e.message),
+                "badSchema": bad_schema.err().map(|e| e.message),
+            }))
+        }
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted").with_responder(|request| {
+        let corrective = request
+            .prompt
+            .contains("did not match the required JSON schema");
+        Some(
+            match (request.prompt.split('\n').next().unwrap_or(""), corrective) {
+                ("fixed on retry", false) => json!({ "nom": "x" }),
+                ("fixed on retry", true) => json!({ "name": "Ada" }),
+                ("json text", _) => json!("{\"name\": \"Bo\"}"),
+                (_, _) => json!(42),
+            },
+        )
+    }));
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let output = engine
+        .run(scripts.source("main.mjs"), json!({}))
+        .await
+        .expect("run");
+    assert_eq!(output.result["fixed"], json!({ "name": "Ada" }));
+    assert_eq!(
+        output.result["text"],
+        json!({ "name": "Bo" }),
+        "JSON text is parsed"
+    );
+    let never = output.result["never"].as_str().expect("never fails");
+    assert!(
+        never.starts_with("agent output does not match its schema after one corrective retry"),
+        "{never}"
+    );
+    let bad = output.result["badSchema"]
+        .as_str()
+        .expect("bad schema fails");
+    assert!(
+        bad.starts_with("agent option schema is not a valid JSON Schema"),
+        "{bad}"
+    );
+    assert_eq!(
+        provider.calls_for("bad schema"),
+        0,
+        "an invalid schema is refused before any call"
+    );
+    let corrective = provider
+        .calls()
+        .into_iter()
+        .find(|call| call.request.prompt.starts_with("fixed on retry\n"))
+        .expect("corrective call");
+    assert!(
+        corrective.request.prompt.contains("name"),
+        "{}",
+        corrective.request.prompt
+    );
+    assert_eq!(provider.call_count(), 5, "2 + 1 + 2 calls");
+    let ledger = fixture
+        .store
+        .ledger_entries(&output.run_id)
+        .await
+        .expect("ledger");
+    let attempts = ledger
+        .iter()
+        .filter(|e| e.source_type == "agent_attempt")
+        .count();
+    let steps = ledger
+        .iter()
+        .filter(|e| e.source_type == "agent_step")
+        .count();
+    assert_eq!((attempts, steps), (3, 2), "rejected answers are billed too");
+    let states = step_states(fixture.store.as_ref(), &output.run_id, StepKind::Agent).await;
+    assert_eq!(states.iter().filter(|s| **s == State::Failed).count(), 1);
 }
 
 fn exited_pid() -> u32 {

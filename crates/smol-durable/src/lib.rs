@@ -81,6 +81,7 @@ mod error;
 mod events;
 mod ids;
 mod provider;
+mod schema;
 mod script;
 mod signature;
 pub mod store;

@@ -16,6 +16,7 @@ use crate::decide::{
     check_budget, decide_sleep, step_lease_expires_at, RetryPolicy, SleepDecision,
 };
 use crate::events::EventType;
+use crate::schema::{corrective_prompt, mismatch_message, OutputSchema};
 use crate::script::{
     BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, ScriptInvocation,
     WorkflowHost, WorkflowMeta, WorkflowSource,
@@ -57,6 +58,7 @@ struct AgentCall {
     options: Value,
     phase: Option<String>,
     retry: RetryPolicy,
+    schema: Option<OutputSchema>,
     signature: StepSignature,
     checkpoint: String,
 }
@@ -233,6 +235,7 @@ impl RunScope {
         }
         let options = options_or_null(options);
         let retry = RetryPolicy::from_options(&options).map_err(|e| invalid(e.to_string()))?;
+        let schema = OutputSchema::from_options(&options).map_err(invalid)?;
         let provider = self.ctx.engine.provider(&provider_name).ok_or_else(|| {
             invalid(format!(
                 "unknown agent provider {provider_name:?}; registered providers: {}",
@@ -254,6 +257,7 @@ impl RunScope {
             options,
             phase,
             retry,
+            schema,
             signature,
             checkpoint,
         })
@@ -429,7 +433,16 @@ impl RunScope {
             attempt: fence,
         };
         let mut billed: Vec<LedgerEntry> = Vec::new();
-        let result = self.call_with_retry(call, &request, row, &mut billed).await;
+        let result = match (
+            &call.schema,
+            self.call_with_retry(call, &request, row, &mut billed).await,
+        ) {
+            (Some(schema), Ok(response)) => {
+                self.enforce_schema(call, &request, row, schema, response, &mut billed)
+                    .await
+            }
+            (_, result) => result,
+        };
         let response = match result {
             Ok(response) => response,
             Err(CallEnd::Cancelled) => {
@@ -442,8 +455,12 @@ impl RunScope {
                 );
                 return Err(cancelled());
             }
-            Err(CallEnd::Failed(error)) => {
-                let message = error.to_string();
+            Err(end @ (CallEnd::Failed(_) | CallEnd::Mismatch(_))) => {
+                let message = match end {
+                    CallEnd::Failed(error) => error.to_string(),
+                    CallEnd::Mismatch(message) => message,
+                    CallEnd::Cancelled => String::new(),
+                };
                 self.close_step(row, State::Failed, &message, billed).await;
                 self.ctx.emit(
                     EventType::AgentFailed,
@@ -453,14 +470,7 @@ impl RunScope {
                 return Err(HostError::new(HostErrorKind::Provider, message));
             }
         };
-        if let Some(sink) = &self.ctx.engine.session_sink {
-            if let Err(error) = sink
-                .save(call.provider.name(), &self.run_id, &row.step_id, &response)
-                .await
-            {
-                tracing::warn!(step_id = %row.step_id, %error, "session log sink failed");
-            }
-        }
+        self.save_session(call, row, &response).await;
         let stored = serde_json::to_value(response.without_raw()).unwrap_or(Value::Null);
         billed.push(LedgerEntry::new(
             &self.run_id,
@@ -499,6 +509,60 @@ impl RunScope {
         }
         let seen: AgentResponse = serde_json::from_value(completed.value).unwrap_or(response);
         Ok(seen.output)
+    }
+
+    /// Hands a provider result, transcript included, to the session-log sink.
+    async fn save_session(&self, call: &AgentCall, row: &StepRecord, response: &AgentResponse) {
+        if let Some(sink) = &self.ctx.engine.session_sink {
+            if let Err(error) = sink
+                .save(call.provider.name(), &self.run_id, &row.step_id, response)
+                .await
+            {
+                tracing::warn!(step_id = %row.step_id, %error, "session log sink failed");
+            }
+        }
+    }
+
+    /// Validates the output against the call's `schema`; on a mismatch asks once more with the
+    /// errors appended to the prompt. Every answer is billed, the rejected ones as
+    /// `agent_attempt` rows.
+    async fn enforce_schema(
+        &self,
+        call: &AgentCall,
+        request: &AgentRequest,
+        row: &StepRecord,
+        schema: &OutputSchema,
+        first: AgentResponse,
+        billed: &mut Vec<LedgerEntry>,
+    ) -> Result<AgentResponse, CallEnd> {
+        let errors = match schema.check(&first.output) {
+            Ok(output) => return Ok(AgentResponse { output, ..first }),
+            Err(errors) => errors,
+        };
+        self.save_session(call, row, &first).await;
+        let bill = |response: &AgentResponse, label: &str, billed: &mut Vec<LedgerEntry>| {
+            billed.push(LedgerEntry::new(
+                &self.run_id,
+                &self.ctx.root_run_id,
+                &row.step_id,
+                "agent_attempt",
+                format!("{}:{}:{label}", row.step_id, row.attempts),
+                response.usage.as_ref(),
+                self.ctx.now(),
+            ));
+        };
+        bill(&first, "schema-1", billed);
+        let mut corrective = request.clone();
+        corrective.prompt = corrective_prompt(&request.prompt, &errors);
+        let second = self.call_with_retry(call, &corrective, row, billed).await?;
+        match schema.check(&second.output) {
+            Ok(output) => Ok(AgentResponse { output, ..second }),
+            Err(errors) => {
+                self.save_session(call, row, &second).await;
+                bill(&second, "schema-2", billed);
+                Err(CallEnd::Mismatch(mismatch_message(&errors)))
+            }
+        }
     }
 
     /// Calls the provider up to `retry.max_attempts` times for retryable errors, billing the
@@ -1029,6 +1093,8 @@ enum Claimed {
 enum CallEnd {
     Cancelled,
     Failed(ProviderError),
+    /// The output did not match the call's schema, even after the corrective retry.
+    Mismatch(String),
 }
 
 impl WorkflowHost for RunHost {

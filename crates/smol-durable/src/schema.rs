@@ -1,0 +1,137 @@
+//! Structured output: the `schema` agent option. The provider's output is validated against the
+//! JSON Schema; on a mismatch the call is made once more with the validation errors appended to
+//! the prompt, then the call fails with those errors.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// A compiled `schema` option.
+#[derive(Clone)]
+pub(crate) struct OutputSchema(Arc<jsonschema::Validator>);
+
+impl std::fmt::Debug for OutputSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutputSchema")
+    }
+}
+
+/// At most this many validation errors are reported (and appended to a corrective prompt).
+const MAX_ERRORS: usize = 10;
+
+impl OutputSchema {
+    /// Compiles `options.schema`, if present.
+    pub fn from_options(options: &Value) -> Result<Option<Self>, String> {
+        match options.get("schema") {
+            None | Some(Value::Null) => Ok(None),
+            Some(schema) => jsonschema::validator_for(schema)
+                .map(|validator| Some(Self(Arc::new(validator))))
+                .map_err(|error| {
+                    format!("agent option schema is not a valid JSON Schema: {error}")
+                }),
+        }
+    }
+
+    /// The output as the schema sees it (JSON text is parsed), or the validation errors.
+    pub fn check(&self, output: &Value) -> Result<Value, Vec<String>> {
+        let value = match output {
+            Value::String(text) => {
+                serde_json::from_str(text.trim()).unwrap_or_else(|_| output.clone())
+            }
+            other => other.clone(),
+        };
+        let errors: Vec<String> = self
+            .0
+            .iter_errors(&value)
+            .take(MAX_ERRORS)
+            .map(|error| {
+                let path = error.instance_path().to_string();
+                if path.is_empty() {
+                    error.to_string()
+                } else {
+                    format!("{path}: {error}")
+                }
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The prompt of the one corrective retry.
+pub(crate) fn corrective_prompt(prompt: &str, errors: &[String]) -> String {
+    let mut text = String::from(prompt);
+    text.push_str("\n\nYour previous answer did not match the required JSON schema:\n");
+    for error in errors {
+        text.push_str("- ");
+        text.push_str(error);
+        text.push('\n');
+    }
+    text.push_str("Answer again with JSON that matches the schema exactly.");
+    text
+}
+
+/// The error when the corrective retry does not match either.
+pub(crate) fn mismatch_message(errors: &[String]) -> String {
+    format!(
+        "agent output does not match its schema after one corrective retry: {}",
+        errors.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn person() -> OutputSchema {
+        OutputSchema::from_options(&json!({ "schema": {
+            "type": "object",
+            "properties": { "name": { "type": "string" }, "age": { "type": "integer", "minimum": 0 } },
+            "required": ["name", "age"]
+        }}))
+        .expect("valid")
+        .expect("present")
+    }
+
+    #[test]
+    fn matching_output_passes_and_json_text_is_parsed() {
+        assert_eq!(
+            person().check(&json!({ "name": "Ada", "age": 36 })),
+            Ok(json!({ "name": "Ada", "age": 36 }))
+        );
+        assert_eq!(
+            person().check(&json!(" {\"name\": \"Ada\", \"age\": 1} ")),
+            Ok(json!({ "name": "Ada", "age": 1 }))
+        );
+    }
+
+    #[test]
+    fn mismatches_list_their_errors_with_paths() {
+        let errors = person()
+            .check(&json!({ "name": 5, "age": -1 }))
+            .expect_err("invalid");
+        assert_eq!(errors.len(), 2);
+        assert!(errors.iter().any(|e| e.starts_with("/name")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("/age")), "{errors:?}");
+        let prompt = corrective_prompt("extract", &errors);
+        assert!(prompt.starts_with("extract\n\nYour previous answer did not match"));
+        assert!(prompt.contains("- /name"));
+    }
+
+    #[test]
+    fn no_schema_and_invalid_schemas() {
+        assert!(OutputSchema::from_options(&json!({ "model": "m" }))
+            .expect("ok")
+            .is_none());
+        assert!(OutputSchema::from_options(&Value::Null)
+            .expect("ok")
+            .is_none());
+        let error =
+            OutputSchema::from_options(&json!({ "schema": { "type": 5 } })).expect_err("invalid");
+        assert!(error.starts_with("agent option schema is not a valid JSON Schema"));
+    }
+}
