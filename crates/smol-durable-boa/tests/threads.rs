@@ -86,7 +86,7 @@ async fn cancelling_runs_ends_their_javascript_threads_and_many_runs_can_be_live
         "no JavaScript thread outlives its run"
     );
 
-    // A hundred runs parked on pending agents at once, then all finished.
+    // Two hundred runs parked on pending agents at once, then all finished.
     let quick =
         Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_secs(3)));
     let engine = Engine::builder()
@@ -95,12 +95,12 @@ async fn cancelling_runs_ends_their_javascript_threads_and_many_runs_can_be_live
         .provider(quick.clone())
         .build()
         .expect("engine");
-    let runs = (0..100).map(|i| {
+    let runs = (0..200).map(|i| {
         let source = WorkflowSource::from_file(&path).expect("source");
         engine.run(source, json!({ "i": i }))
     });
     let outputs = futures::future::join_all(runs).await;
     assert!(outputs.iter().all(Result::is_ok));
-    assert_eq!(quick.max_in_flight(), 100, "all hundred were live at once");
+    assert_eq!(quick.max_in_flight(), 200, "all two hundred were live at once");
     assert_eq!(settle_to(0).await, 0);
 }
