@@ -77,6 +77,18 @@ impl BoaEngine {
     }
 }
 
+struct StopOnDrop(runtime::StopSlot);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(slot) = self.0.lock() {
+            if let Some(stop) = slot.as_ref() {
+                stop();
+            }
+        }
+    }
+}
+
 /// boa 0.22 panics when a runtime limit is hit inside an async module; the panic is contained
 /// on the JavaScript thread and reported as the limit it was.
 fn panic_error(panic: &(dyn std::any::Any + Send)) -> ScriptError {
@@ -124,6 +136,10 @@ impl ScriptEngine for BoaEngine {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        let stop: runtime::StopSlot = Arc::new(std::sync::Mutex::new(None));
+        // Dropping the evaluation (cancellation past its grace) stops the script's job queue, so
+        // a script spinning on promise jobs ends too.
+        let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
         let job = runtime::Job {
             path: source.path.clone(),
             text: source.text,
@@ -134,6 +150,7 @@ impl ScriptEngine for BoaEngine {
             answers: answers_rx,
             max_sleep_ms: self.max_sleep_ms,
             loop_iteration_limit: self.loop_iteration_limit,
+            stop,
             runtime: tokio::runtime::Handle::current(),
         };
         std::thread::Builder::new()

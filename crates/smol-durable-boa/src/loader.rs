@@ -5,22 +5,42 @@ use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
+use std::collections::HashMap;
+
+use boa_engine::builtins::promise::{OperationType, Promise, PromiseState};
 use boa_engine::context::HostHooks;
 use boa_engine::module::{ModuleLoader, ModuleRequest, Referrer};
+use boa_engine::object::builtins::JsPromise;
 use boa_engine::realm::Realm;
 use boa_engine::{Context, JsNativeError, JsResult, JsString, Module, Source};
+use boa_engine::{JsObject, JsValue};
 
 /// The `workflow:extra` module.
 const EXTRA: &str = "const extra = globalThis.__sw_extra;\nexport const sleep = extra.sleep;\nexport default extra;\n";
 
-/// Loads `workflow:extra` and relative files confined to the root workflow's directory.
+/// Loads `workflow:extra` and relative files confined to the root workflow's directory. Each
+/// file is loaded once (boa leaves that to the host): imports that form a cycle, or two
+/// importers of one file, share one module instance.
 pub(crate) struct WorkflowLoader {
     root: PathBuf,
+    modules: RefCell<HashMap<PathBuf, Module>>,
+    extra: RefCell<Option<Module>>,
 }
 
 impl WorkflowLoader {
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            modules: RefCell::new(HashMap::new()),
+            extra: RefCell::new(None),
+        }
+    }
+
+    /// Records the root module under its real path, so importing it back reuses it.
+    pub fn register(&self, path: &Path, module: &Module) {
+        if let Ok(real) = std::fs::canonicalize(path) {
+            self.modules.borrow_mut().insert(real, module.clone());
+        }
     }
 
     fn resolve(&self, referrer: &Referrer, specifier: &str) -> JsResult<PathBuf> {
@@ -72,25 +92,62 @@ impl ModuleLoader for WorkflowLoader {
     ) -> JsResult<Module> {
         let specifier = request.specifier().to_std_string_escaped();
         if specifier == "workflow:extra" {
-            return Module::parse(
-                Source::from_bytes(EXTRA.as_bytes()),
-                None,
-                &mut context.borrow_mut(),
-            );
+            if let Some(module) = self.extra.borrow().clone() {
+                return Ok(module);
+            }
+            let source = Source::from_bytes(EXTRA.as_bytes());
+            let module = Module::parse(source, None, &mut context.borrow_mut())?;
+            *self.extra.borrow_mut() = Some(module.clone());
+            return Ok(module);
         }
         let path = self.resolve(&referrer, &specifier)?;
+        if let Some(module) = self.modules.borrow().get(&path).cloned() {
+            return Ok(module);
+        }
         let text = std::fs::read_to_string(&path).map_err(|error| {
             JsNativeError::typ().with_message(format!("cannot read {}: {error}", path.display()))
         })?;
         let source = Source::from_bytes(text.as_bytes()).with_path(&path);
-        Module::parse(source, None, &mut context.borrow_mut())
+        let module = Module::parse(source, None, &mut context.borrow_mut())?;
+        self.modules.borrow_mut().insert(path, module.clone());
+        Ok(module)
     }
 }
 
-/// Refuses to compile strings at run time (`eval`, `new Function`).
-pub(crate) struct Sandbox;
+/// Refuses to compile strings at run time (`eval`, `new Function`, and the async/generator
+/// function constructors, which reach the same hook), and tracks unhandled rejections.
+#[derive(Default)]
+pub(crate) struct Sandbox {
+    unhandled: RefCell<Vec<JsObject<Promise>>>,
+}
+
+impl Sandbox {
+    /// The reason of a rejection still unhandled, if any.
+    pub fn take_unhandled_rejection(&self) -> Option<JsValue> {
+        let mut unhandled = self.unhandled.borrow_mut();
+        let promise = unhandled.first()?.clone();
+        unhandled.clear();
+        match JsPromise::from_object(promise.upcast()).ok()?.state() {
+            PromiseState::Rejected(reason) => Some(reason),
+            _ => None,
+        }
+    }
+}
 
 impl HostHooks for Sandbox {
+    fn promise_rejection_tracker(
+        &self,
+        promise: &JsObject<Promise>,
+        operation: OperationType,
+        _context: &mut Context,
+    ) {
+        let mut unhandled = self.unhandled.borrow_mut();
+        match operation {
+            OperationType::Reject => unhandled.push(promise.clone()),
+            OperationType::Handle => unhandled.retain(|tracked| tracked != promise),
+        }
+    }
+
     fn ensure_can_compile_strings(
         &self,
         _realm: Realm,

@@ -7,24 +7,56 @@
   delete globalThis.__sw_max_depth;
   // Values cross to the host as JSON text. Their depth is checked without recursion first, so
   // a 100 000-deep value fails with a clear error instead of overflowing a native stack.
-  const checkDepth = (value, what) => {
-    if (value === null || typeof value !== "object") return;
-    const stack = [[value, 1]];
-    const seen = new Set();
-    while (stack.length > 0) {
-      const [item, depth] = stack.pop();
-      if (item === null || typeof item !== "object" || seen.has(item)) continue;
-      if (depth > maxDepth) {
-        throw new RangeError(`${what} is nested deeper than ${maxDepth} levels`);
-      }
-      seen.add(item);
-      for (const key of Object.keys(item)) stack.push([item[key], depth + 1]);
+  const nativeStringify = JSON.stringify;
+  const nativeParse = JSON.parse;
+  // JSON.stringify with a depth limit (boa's own recursion has none) and well-formed strings
+  // (a lone surrogate would not survive the trip to the host). The replacer sees values after
+  // toJSON, so nothing can smuggle a deeper value past it.
+  const stringify = (value, replacer, space, limit, what) => {
+    const depths = new WeakMap();
+    const allowed = Array.isArray(replacer) ? new Set(replacer.map(String)) : null;
+    return nativeStringify(
+      value,
+      function (key, item) {
+        if (allowed !== null && key !== "" && !Array.isArray(this) && !allowed.has(key)) {
+          return undefined;
+        }
+        let result = typeof replacer === "function" ? replacer.call(this, key, item) : item;
+        if (typeof result === "string") return result.toWellFormed();
+        if (result !== null && typeof result === "object") {
+          const depth = (depths.get(this) ?? 0) + 1;
+          if (depth > limit) {
+            throw new RangeError(`${what} is nested deeper than ${limit} levels`);
+          }
+          depths.set(result, depth);
+        }
+        return result;
+      },
+      space,
+    );
+  };
+  // JSON.parse with the same limit, checked without recursion before boa's parser runs.
+  const parse = (text, reviver) => {
+    const source = String(text);
+    let depth = 0;
+    let inString = false;
+    for (let i = 0; i < source.length; i++) {
+      const c = source[i];
+      if (inString) {
+        if (c === "\\") i++;
+        else if (c === '"') inString = false;
+      } else if (c === '"') inString = true;
+      else if (c === "[" || c === "{") {
+        if (++depth > 10000) throw new RangeError("JSON.parse: the text is nested deeper than 10000 levels");
+      } else if (c === "]" || c === "}") depth--;
     }
+    return nativeParse(source, reviver);
   };
-  const toJson = (value, what) => {
-    checkDepth(value, what);
-    return JSON.stringify(value);
-  };
+  JSON.stringify = (value, replacer, space) =>
+    stringify(value, replacer, space, 10000, "JSON.stringify: the value");
+  JSON.parse = parse;
+  Object.freeze(JSON);
+  const toJson = (value, what) => stringify(value, undefined, undefined, maxDepth, what);
   // Cycles and BigInts fail here, synchronously, with JSON.stringify's own errors. Strings and
   // numbers travel as they are; objects as JSON text (null stays null).
   const json = (value, what) => (value === undefined || value === null ? null : toJson(value, what));
@@ -42,10 +74,16 @@
     };
     return new Proxy(value, {
       get: (target, key) => readOnly(target[key]),
+      getOwnPropertyDescriptor: (target, key) => {
+        const descriptor = Reflect.getOwnPropertyDescriptor(target, key);
+        if (descriptor && "value" in descriptor) descriptor.value = readOnly(descriptor.value);
+        return descriptor;
+      },
       set: refuse,
       defineProperty: refuse,
       deleteProperty: refuse,
       setPrototypeOf: refuse,
+      preventExtensions: refuse,
     });
   };
 
@@ -144,7 +182,8 @@
   define("Date", Object.freeze(Date));
   Math.random = unavailable("Math.random", "workflows must replay identically; pass seeds in args");
   Object.freeze(Math);
-  for (const name of ["WeakRef", "FinalizationRegistry", "Temporal"]) {
+  // Atomics.waitAsync is a wall-clock timer; shared memory has no use without threads.
+  for (const name of ["WeakRef", "FinalizationRegistry", "Temporal", "Atomics", "SharedArrayBuffer"]) {
     delete globalThis[name];
   }
 })();

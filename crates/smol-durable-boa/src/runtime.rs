@@ -15,6 +15,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use boa_engine::builtins::promise::{PromiseState, ResolvingFunctions};
+use boa_engine::job::SimpleJobExecutor;
 use boa_engine::object::builtins::JsPromise;
 use boa_engine::property::Attribute;
 use boa_engine::{
@@ -33,7 +34,10 @@ const PRELUDE: &str = include_str!("prelude.js");
 
 /// Deepest value that crosses between the script and the host, either way (serde_json's own
 /// parsing limit).
-pub(crate) const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// Raises the stop flag of a JavaScript thread's job queue (set once the thread has one).
+pub(crate) type StopSlot = Arc<std::sync::Mutex<Option<Box<dyn Fn() + Send + Sync>>>>;
 
 /// An answer to a host call, sent back to the JS thread.
 pub(crate) struct Answer {
@@ -52,6 +56,9 @@ pub(crate) struct Job {
     pub answers: Receiver<Answer>,
     pub max_sleep_ms: u64,
     pub loop_iteration_limit: u64,
+    /// Where this thread puts its job queue's stop flag, for the async side to raise when the
+    /// evaluation is abandoned (a script spinning on promise jobs never waits for an answer).
+    pub stop: StopSlot,
     /// The runtime driving host calls: futures polled here may touch its timers.
     pub runtime: tokio::runtime::Handle,
 }
@@ -80,6 +87,7 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
         answers,
         max_sleep_ms,
         loop_iteration_limit,
+        stop,
         runtime,
     } = job;
     let _runtime = runtime.enter();
@@ -91,14 +99,21 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
             next_id: 0,
         });
     });
+    // Promise resolvers are GC handles: they must go before the Context and boa's GC do, on
+    // every path out of here, unwinding included (thread-local destructors run in the wrong
+    // order for them).
+    struct ClearState;
+    impl Drop for ClearState {
+        fn drop(&mut self) {
+            STATE.with(|state| state.borrow_mut().take());
+        }
+    }
+    let _clear = ClearState;
     let limits = Limits {
         max_sleep_ms,
         loop_iteration_limit,
     };
-    let outcome = evaluate(&path, &text, root_dir, &args, &answers, limits);
-    // Promise resolvers belong to the Context: drop them first.
-    STATE.with(|state| state.borrow_mut().take());
-    outcome
+    evaluate(&path, &text, root_dir, &args, &answers, limits, &stop)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,10 +129,21 @@ fn evaluate(
     args: &Value,
     answers: &Receiver<Answer>,
     limits: Limits,
+    stop: &StopSlot,
 ) -> Result<Value, ScriptError> {
+    let executor = Rc::new(SimpleJobExecutor::new());
+    if let Ok(mut slot) = stop.lock() {
+        let token = executor.get_cancellation_token();
+        *slot = Some(Box::new(move || {
+            token.store(true, std::sync::atomic::Ordering::SeqCst)
+        }));
+    }
+    let sandbox = Rc::new(Sandbox::default());
+    let loader = Rc::new(WorkflowLoader::new(root_dir));
     let mut context = Context::builder()
-        .module_loader(Rc::new(WorkflowLoader::new(root_dir)))
-        .host_hooks(Rc::new(Sandbox))
+        .module_loader(loader.clone())
+        .host_hooks(sandbox.clone())
+        .job_executor(executor)
         .build()
         .map_err(|error| internal(&format!("cannot create a JavaScript context: {error}")))?;
     let ctx = &mut context;
@@ -130,8 +156,9 @@ fn evaluate(
     let module_text = format!("{text}\n;await undefined;\n");
     let source = Source::from_bytes(module_text.as_bytes()).with_path(path);
     let module = Module::parse(source, None, ctx).map_err(|error| syntax_error(&error, path))?;
+    loader.register(path, &module);
     let loaded = module.load_link_evaluate(ctx);
-    settle(ctx, &loaded, answers)?;
+    settle(ctx, &loaded, answers, &sandbox)?;
     let exported = module
         .namespace(ctx)
         .get(js_string!("default"), ctx)
@@ -152,7 +179,7 @@ fn evaluate(
         None => exported,
     };
     let value = match value.as_promise() {
-        Some(promise) => settle(ctx, &promise, answers)?,
+        Some(promise) => settle(ctx, &promise, answers, &sandbox)?,
         None => value,
     };
     to_json(&value, ctx)
@@ -304,14 +331,19 @@ fn budget_now(_this: &JsValue, _arguments: &[JsValue], ctx: &mut Context) -> JsR
     JsValue::from_json(&value, ctx)
 }
 
-/// Runs jobs and resolves host answers until `promise` settles.
+/// Runs jobs and resolves host answers until `promise` settles. A rejection nobody handles by
+/// the time the job queue is empty fails the run, as an uncaught rejection does in Node.
 fn settle(
     ctx: &mut Context,
     promise: &JsPromise,
     answers: &Receiver<Answer>,
+    sandbox: &Sandbox,
 ) -> Result<JsValue, ScriptError> {
     loop {
         ctx.run_jobs().map_err(|error| thrown(&error, ctx))?;
+        if let Some(reason) = sandbox.take_unhandled_rejection() {
+            return Err(thrown(&JsError::from_opaque(reason), ctx));
+        }
         match promise.state() {
             PromiseState::Fulfilled(value) => return Ok(value),
             PromiseState::Rejected(reason) => {

@@ -498,7 +498,7 @@ async fn runaway_recursion_and_deep_values_fail_the_run_not_the_host() {
         .expect_err("too deep");
     assert_eq!(
         error.to_string(),
-        "the workflow's result cannot be converted to JSON: RangeError: the workflow's result is nested deeper than 128 levels"
+        "the workflow's result cannot be converted to JSON: RangeError: the workflow's result is nested deeper than 100 levels"
     );
     let error = s
         .run(
@@ -524,13 +524,13 @@ async fn no_timers_console_process_or_require() {
         .run(
             "globals.mjs",
             &script(
-                "export default [typeof setTimeout, typeof setInterval, typeof console, typeof process, typeof require, typeof fetch, typeof Temporal, typeof FinalizationRegistry];\n",
+                "export default [typeof setTimeout, typeof setInterval, typeof console, typeof process, typeof require, typeof fetch, typeof Temporal, typeof FinalizationRegistry, typeof Atomics, typeof SharedArrayBuffer];\n",
             ),
             json!({}),
         )
         .await
         .expect("run");
-    assert_eq!(output.result, Value::Array(vec![json!("undefined"); 8]));
+    assert_eq!(output.result, Value::Array(vec![json!("undefined"); 10]));
 }
 
 #[tokio::test]
@@ -595,4 +595,126 @@ async fn an_endless_loop_hits_the_loop_limit() {
         Error::Script(script) => assert_eq!(script.kind(), ScriptErrorKind::Limit, "{error}"),
         other => panic!("expected a limit error, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn import_cycles_complete_and_shared_modules_run_once() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    s.write(
+        "cycle/a.mjs",
+        "import { fromMain } from \"./main.mjs\";\nexport const a = () => `a+${fromMain()}`;\n",
+    );
+    let output = s
+        .run(
+            "cycle/main.mjs",
+            &script("import { a } from \"./a.mjs\";\nexport function fromMain() { return \"main\"; }\nexport default { a: a() };\n"),
+            json!({}),
+        )
+        .await
+        .expect("a cycle through the root module completes");
+    assert_eq!(output.result, json!({ "a": "a+main" }));
+    s.write(
+        "shared/shared.mjs",
+        "export const shared = await agent(\"shared\");\n",
+    );
+    s.write(
+        "shared/a.mjs",
+        "import { shared } from \"./shared.mjs\";\nexport const a = () => `a+${shared}`;\n",
+    );
+    let output = s
+        .run(
+            "shared/main.mjs",
+            &script("import { shared } from \"./shared.mjs\";\nimport { a } from \"./a.mjs\";\nexport default { shared, a: a() };\n"),
+            json!({}),
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        output.result,
+        json!({ "shared": "echo: shared", "a": "a+echo: shared" })
+    );
+    assert_eq!(
+        s.provider.calls_for("shared"),
+        1,
+        "a module imported twice runs once"
+    );
+}
+
+#[tokio::test]
+async fn read_only_args_cannot_be_reached_through_descriptors() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "descriptors.mjs",
+            &script(
+                "const out = [];\n\
+                 for (const write of [\n\
+                   () => { Object.getOwnPropertyDescriptor(args, \"list\").value.push(3); },\n\
+                   () => { Object.getOwnPropertyDescriptors(args).list.value.push(4); },\n\
+                   () => { Object.preventExtensions(args); },\n\
+                 ]) { try { write(); out.push(\"wrote\"); } catch (e) { out.push(e.name); } }\n\
+                 export default { out, list: args.list };\n",
+            ),
+            json!({ "list": [1, 2] }),
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        output.result,
+        json!({ "out": ["TypeError", "TypeError", "TypeError"], "list": [1, 2] })
+    );
+}
+
+#[tokio::test]
+async fn json_inside_scripts_is_depth_limited_and_strings_stay_well_formed() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "json.mjs",
+            &script(
+                "const out = [];\n\
+                 try { JSON.parse(\"[\".repeat(100000) + \"]\".repeat(100000)); out.push(\"parsed\"); } catch (e) { out.push(e.name); }\n\
+                 let deep = 0; for (let i = 0; i < 20000; i++) deep = [deep];\n\
+                 try { JSON.stringify({ toJSON: () => deep }); out.push(\"stringified\"); } catch (e) { out.push(e.name); }\n\
+                 out.push(JSON.parse(JSON.stringify({ ok: [1, { two: 2 }] })).ok[1].two);\n\
+                 log(\"half an emoji\", \"\\u{1F600}\".slice(0, 1));\n\
+                 export default { out, half: \"\\u{1F600}\".slice(0, 1) };\n",
+            ),
+            json!({}),
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        output.result,
+        json!({ "out": ["RangeError", "RangeError", 2], "half": "\u{FFFD}" })
+    );
+}
+
+#[tokio::test]
+async fn an_unhandled_rejection_fails_the_run() {
+    let s = setup(ScriptedProvider::new("scripted").fail_first(
+        "fails",
+        1,
+        smol_durable::ProviderErrorKind::Terminal,
+        None,
+    ));
+    let error = s
+        .run(
+            "unhandled.mjs",
+            &script("import { sleep } from \"workflow:extra\";\nagent(\"fails\");\nawait sleep(5);\nexport default 1;\n"),
+            json!({}),
+        )
+        .await
+        .expect_err("unhandled");
+    assert!(error.to_string().contains("scripted failure"), "{error}");
+    // Handled later in the same turn is handled.
+    let output = s
+        .run(
+            "handled.mjs",
+            &script("const p = agent(\"ok\");\nconst value = await p.catch(() => null);\nexport default value;\n"),
+            json!({}),
+        )
+        .await
+        .expect("handled");
+    assert_eq!(output.result, json!("echo: ok"));
 }

@@ -86,21 +86,40 @@ async fn cancelling_runs_ends_their_javascript_threads_and_many_runs_can_be_live
         "no JavaScript thread outlives its run"
     );
 
-    // Two hundred runs parked on pending agents at once, then all finished.
-    let quick =
-        Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_secs(3)));
+    // Two hundred runs parked on pending agents at once, then all cancelled.
+    let parked =
+        Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_secs(60)));
     let engine = Engine::builder()
         .store(Arc::new(MemoryStore::new()))
         .script_engine(Arc::new(BoaEngine::new()))
-        .provider(quick.clone())
+        .provider(parked.clone())
         .build()
         .expect("engine");
-    let runs = (0..200).map(|i| {
+    let mut handles = Vec::new();
+    for i in 0..200 {
         let source = WorkflowSource::from_file(&path).expect("source");
-        engine.run(source, json!({ "i": i }))
-    });
-    let outputs = futures::future::join_all(runs).await;
-    assert!(outputs.iter().all(Result::is_ok));
-    assert_eq!(quick.max_in_flight(), 200, "all two hundred were live at once");
+        handles.push(
+            engine
+                .start(RunRequest::new(source, json!({ "i": i })))
+                .await
+                .expect("start"),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while parked.call_count() < 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        parked.max_in_flight(),
+        200,
+        "all two hundred are live at once"
+    );
+    assert_eq!(js_threads(), 200);
+    for handle in &handles {
+        handle.cancel();
+    }
+    for handle in handles {
+        assert!(handle.join().await.is_err());
+    }
     assert_eq!(settle_to(0).await, 0);
 }
