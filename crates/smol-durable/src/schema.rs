@@ -32,17 +32,21 @@ impl OutputSchema {
         }
     }
 
-    /// The output as the schema sees it (JSON text is parsed), or the validation errors.
+    /// The output as the schema sees it, or the validation errors. A string holding JSON is
+    /// parsed first (many providers answer in text), unless the string itself is what matches
+    /// (`{"type": "string", "pattern": "^[0-9]+$"}` and the answer `"94103"`).
     pub fn check(&self, output: &Value) -> Result<Value, Vec<String>> {
-        let value = match output {
-            Value::String(text) => {
-                serde_json::from_str(text.trim()).unwrap_or_else(|_| output.clone())
+        if let Value::String(text) = output {
+            if let Ok(parsed) = serde_json::from_str::<Value>(text.trim()) {
+                if self.0.is_valid(&parsed) {
+                    return Ok(parsed);
+                }
             }
-            other => other.clone(),
-        };
+        }
+        let value = output;
         let errors: Vec<String> = self
             .0
-            .iter_errors(&value)
+            .iter_errors(value)
             .take(MAX_ERRORS)
             .map(|error| {
                 let path = error.instance_path().to_string();
@@ -54,7 +58,7 @@ impl OutputSchema {
             })
             .collect();
         if errors.is_empty() {
-            Ok(value)
+            Ok(value.clone())
         } else {
             Err(errors)
         }
@@ -120,6 +124,17 @@ mod tests {
         let prompt = corrective_prompt("extract", &errors);
         assert!(prompt.starts_with("extract\n\nYour previous answer did not match"));
         assert!(prompt.contains("- /name"));
+    }
+
+    #[test]
+    fn strings_that_look_like_json_can_still_be_strings() {
+        let zip = OutputSchema::from_options(
+            &json!({ "schema": { "type": "string", "pattern": "^[0-9]{5}$" } }),
+        )
+        .expect("valid")
+        .expect("present");
+        assert_eq!(zip.check(&json!("94103")), Ok(json!("94103")));
+        assert!(zip.check(&json!("nope")).is_err());
     }
 
     #[test]

@@ -117,7 +117,9 @@ impl RunScope {
             .into_iter()
             .map(|step| (step.checkpoint_name.clone(), step))
             .collect();
-        let meta = ctx.engine.scripts.read_metadata(source).ok();
+        // Phase defaults come from `meta`: a script whose metadata does not read fails here
+        // rather than running with silently different models and providers.
+        let meta = Some(ctx.engine.scripts.read_metadata(source)?);
         Ok(Arc::new(Self {
             ctx,
             run_id,
@@ -435,7 +437,8 @@ impl RunScope {
         let mut billed: Vec<LedgerEntry> = Vec::new();
         let result = match (
             &call.schema,
-            self.call_with_retry(call, &request, row, &mut billed).await,
+            self.call_with_retry(call, &request, row, &mut billed, "")
+                .await,
         ) {
             (Some(schema), Ok(response)) => {
                 self.enforce_schema(call, &request, row, schema, response, &mut billed)
@@ -554,7 +557,9 @@ impl RunScope {
         bill(&first, "schema-1", billed);
         let mut corrective = request.clone();
         corrective.prompt = corrective_prompt(&request.prompt, &errors);
-        let second = self.call_with_retry(call, &corrective, row, billed).await?;
+        let second = self
+            .call_with_retry(call, &corrective, row, billed, "schema-retry-")
+            .await?;
         match schema.check(&second.output) {
             Ok(output) => Ok(AgentResponse { output, ..second }),
             Err(errors) => {
@@ -574,9 +579,15 @@ impl RunScope {
         request: &AgentRequest,
         row: &StepRecord,
         billed: &mut Vec<LedgerEntry>,
+        label: &str,
     ) -> Result<AgentResponse, CallEnd> {
         let mut tries = 0;
         loop {
+            // A call in flight may finish after cancellation (for the session sink); no new
+            // call starts.
+            if self.ctx.cancel.is_cancelled() {
+                return Err(CallEnd::Cancelled);
+            }
             tries += 1;
             let attempt = call.provider.run(request.clone());
             let result = if self.ctx.engine.session_sink.is_some() {
@@ -597,7 +608,7 @@ impl RunScope {
                     &self.ctx.root_run_id,
                     &row.step_id,
                     "agent_attempt",
-                    format!("{}:{}:{tries}", row.step_id, row.attempts),
+                    format!("{}:{}:{label}{tries}", row.step_id, row.attempts),
                     Some(usage),
                     self.ctx.now(),
                 ));
@@ -883,7 +894,15 @@ impl RunScope {
         args: Value,
     ) -> Result<Value, HostError> {
         let store = self.ctx.engine.store.as_ref();
-        let meta = self.ctx.engine.scripts.read_metadata(&source).ok();
+        let meta = match self.ctx.engine.scripts.read_metadata(&source) {
+            Ok(meta) => meta,
+            Err(error) => {
+                return Err(HostError::new(
+                    HostErrorKind::Workflow,
+                    format!("child workflow {} cannot start: {error}", source.path.display()),
+                ))
+            }
+        };
         let hash = source.content_hash();
         store
             .put_script(&hash, &source.text)
@@ -892,7 +911,7 @@ impl RunScope {
         let mut workflow = WorkflowInfo::new();
         workflow.script_path = Some(source.path.display().to_string());
         workflow.script_hash = Some(hash);
-        workflow.metadata = meta.and_then(|meta| serde_json::to_value(meta).ok());
+        workflow.metadata = serde_json::to_value(meta).ok();
         workflow.cwd = self.ctx.settings.cwd.clone();
         store
             .create_child_run(NewChildRun {
