@@ -45,7 +45,12 @@ pub fn meta_value(source: &str) -> Result<Value, ScriptError> {
             let mut parser = Literal {
                 tokens: &mut tokens,
             };
-            return parser.value().ok_or_else(|| error(NON_LITERAL_META));
+            let value = parser.value().ok_or_else(|| error(NON_LITERAL_META))?;
+            // `{...} || other` is not a literal: the statement must end with the value.
+            return match tokens.next_token() {
+                None | Some(Token::Punct(';')) | Some(Token::Word(_)) => Ok(value),
+                Some(_) => Err(error(NON_LITERAL_META)),
+            };
         }
     }
     Err(error(MISSING_META))
@@ -129,12 +134,62 @@ enum Token {
 
 struct Tokens<'a> {
     chars: std::iter::Peekable<std::str::Chars<'a>>,
+    /// The last token produced: decides whether `/` starts a regular expression.
+    last: Option<Token>,
 }
+
+/// Words after which `/` starts a regular expression rather than a division.
+const REGEX_AFTER_WORDS: &[&str] = &[
+    "return",
+    "typeof",
+    "instanceof",
+    "in",
+    "of",
+    "new",
+    "delete",
+    "void",
+    "throw",
+    "case",
+    "do",
+    "else",
+    "yield",
+    "await",
+];
 
 impl<'a> Tokens<'a> {
     fn new(source: &'a str) -> Self {
         Self {
             chars: source.chars().peekable(),
+            last: None,
+        }
+    }
+
+    fn regex_allowed(&self) -> bool {
+        match &self.last {
+            None => true,
+            Some(Token::Punct(c)) => !matches!(c, ')' | ']' | '}'),
+            Some(Token::Word(word)) => REGEX_AFTER_WORDS.contains(&word.as_str()),
+            Some(_) => false,
+        }
+    }
+
+    /// Skips a regular expression literal (its opening `/` already read) and its flags.
+    fn regex(&mut self) {
+        let mut in_class = false;
+        while let Some(c) = self.chars.next() {
+            match c {
+                '\\' => {
+                    self.chars.next();
+                }
+                '[' => in_class = true,
+                ']' => in_class = false,
+                '/' if !in_class => break,
+                '\n' => break,
+                _ => {}
+            }
+        }
+        while self.chars.peek().is_some_and(|c| c.is_alphanumeric()) {
+            self.chars.next();
         }
     }
 
@@ -175,9 +230,19 @@ impl<'a> Tokens<'a> {
     }
 
     fn next_token(&mut self) -> Option<Token> {
+        let token = self.scan()?;
+        self.last = Some(token.clone());
+        Some(token)
+    }
+
+    fn scan(&mut self) -> Option<Token> {
         self.skip_space_and_comments();
         let c = self.chars.next()?;
         Some(match c {
+            '/' if self.regex_allowed() => {
+                self.regex();
+                Token::Dynamic
+            }
             '"' | '\'' => Token::Str(self.string(c)),
             '`' => self.template(),
             c if c.is_ascii_digit()
@@ -293,7 +358,19 @@ impl<'a> Tokens<'a> {
                 '`' => break,
                 '$' if self.chars.peek() == Some(&'{') => {
                     dynamic = true;
-                    out.push(c);
+                    self.chars.next();
+                    // The substitution is code: tokenize it (strings, templates and regular
+                    // expressions included) up to its closing brace.
+                    self.last = Some(Token::Punct('{'));
+                    let mut depth = 1;
+                    while depth > 0 {
+                        match self.next_token() {
+                            Some(Token::Punct('{')) => depth += 1,
+                            Some(Token::Punct('}')) => depth -= 1,
+                            Some(_) => {}
+                            None => break,
+                        }
+                    }
                 }
                 c => out.push(c),
             }
@@ -477,6 +554,26 @@ mod tests {
         let error = read_meta("export const meta = { description: 'x' }; export default 1;")
             .expect_err("no name");
         assert!(error.message().contains("meta.name"));
+    }
+
+    #[test]
+    fn regular_expressions_and_template_substitutions_do_not_derail_the_scan() {
+        let source = r#"export const meta = { name: "regex" };
+const trim = (s) => s.replace(/\/*$/, "");
+const quotes = /['"]/g;
+const nested = `${"`"} and ${ { a: "}" }.a } and ${`inner ${1}`}`;
+const ratio = (a, b) => a / b / 2;
+export default { trim, quotes, nested, ratio };
+"#;
+        assert_eq!(read_meta(source).expect("meta").name, "regex");
+    }
+
+    #[test]
+    fn a_literal_followed_by_an_operator_is_not_a_literal() {
+        let error = read_meta("export const meta = { name: 'x' } || other;\nexport default 1;")
+            .expect_err("operator");
+        assert_eq!(error.message(), NON_LITERAL_META);
+        assert!(read_meta("export const meta = { name: 'x' }\nexport default 1;").is_ok());
     }
 
     #[test]

@@ -86,6 +86,43 @@ async fn cancelling_runs_ends_their_javascript_threads_and_many_runs_can_be_live
         "no JavaScript thread outlives its run"
     );
 
+    // A script spinning on promise jobs never waits for an answer; cancelling drops its
+    // evaluation after the grace period, which stops the job queue and ends the thread.
+    let spin = dir.path().join("spin.mjs");
+    std::fs::write(
+        &spin,
+        "export const meta = { name: \"spin\", description: \"spins on microtasks\" };\nconst p = agent(\"slow spin\");\nconst spin = () => Promise.resolve().then(spin);\nspin();\nexport default await p;\n",
+    )
+    .expect("write");
+    let impatient = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .script_engine(Arc::new(BoaEngine::new()))
+        .provider(provider.clone())
+        .limits(smol_durable::Limits {
+            cancel_grace: Duration::from_millis(200),
+            ..smol_durable::Limits::default()
+        })
+        .build()
+        .expect("engine");
+    let handle = impatient
+        .start(RunRequest::new(
+            WorkflowSource::from_file(&spin).expect("source"),
+            json!({}),
+        ))
+        .await
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while provider.calls_for("slow spin") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.cancel();
+    let error = tokio::time::timeout(Duration::from_secs(10), handle.join())
+        .await
+        .expect("cancellation is not stuck behind the spinning script")
+        .expect_err("cancelled");
+    assert_eq!(error.to_string(), "workflow cancelled");
+    assert_eq!(settle_to(0).await, 0, "the spinning thread ended");
+
     // Two hundred runs parked on pending agents at once, then all cancelled.
     let parked =
         Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_secs(60)));

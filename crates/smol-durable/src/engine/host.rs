@@ -899,7 +899,10 @@ impl RunScope {
             Err(error) => {
                 return Err(HostError::new(
                     HostErrorKind::Workflow,
-                    format!("child workflow {} cannot start: {error}", source.path.display()),
+                    format!(
+                        "child workflow {} cannot start: {error}",
+                        source.path.display()
+                    ),
                 ))
             }
         };
