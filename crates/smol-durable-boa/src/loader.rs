@@ -2,7 +2,7 @@
 //! directory, and nothing else; no `eval` or `new Function`.
 
 use std::cell::RefCell;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use std::collections::HashMap;
@@ -61,24 +61,16 @@ impl WorkflowLoader {
                 .unwrap_or_else(|| self.root.clone()),
             _ => self.root.clone(),
         };
-        let joined = normalize(&base.join(specifier));
-        let root = std::fs::canonicalize(if self.root.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            &self.root
-        })
-        .map_err(|error| {
-            JsNativeError::typ()
-                .with_message(format!("cannot open the workflow directory: {error}"))
+        let joined = smol_durable::paths::normalize(&base.join(specifier));
+        let real = smol_durable::paths::confined(&self.root, &joined).map_err(|error| {
+            let message = match error {
+                smol_durable::paths::ConfineError::Outside { .. } => {
+                    format!("import of {specifier:?} resolves outside the workflow's directory")
+                }
+                other => format!("cannot import {specifier:?}: {other}"),
+            };
+            JsNativeError::typ().with_message(message)
         })?;
-        let real = std::fs::canonicalize(&joined).map_err(|error| {
-            JsNativeError::typ().with_message(format!("cannot import {specifier:?}: {error}"))
-        })?;
-        if !real.starts_with(&root) {
-            return refuse(format!(
-                "import of {specifier:?} resolves outside the workflow's directory"
-            ));
-        }
         Ok(real)
     }
 }
@@ -160,20 +152,4 @@ impl HostHooks for Sandbox {
             .with_message("eval and new Function are not allowed in workflows")
             .into())
     }
-}
-
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }

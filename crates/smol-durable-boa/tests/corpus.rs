@@ -109,7 +109,7 @@ async fn workflow_extra_imports_every_way() {
 #[tokio::test]
 async fn children_run_inside_parallel_alongside_a_sleep() {
     let provider =
-        Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_millis(50)));
+        Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_secs(1)));
     let engine = engine(&provider);
     let output = run(&engine, RunRequest::new(script("parent.mjs"), json!({}))).await;
     assert_eq!(

@@ -80,6 +80,7 @@ mod engine;
 mod error;
 mod events;
 mod ids;
+pub mod paths;
 mod provider;
 mod schema;
 mod script;

@@ -2,7 +2,7 @@
 //! steps, and `log`/`phase` into events. One [`RunScope`] per run (root or child).
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -1043,8 +1043,8 @@ impl RunScope {
                 ))
             })?;
         let base = self.source_path.parent().unwrap_or(Path::new(""));
-        let joined = normalize(&base.join(script_path));
-        if !joined.starts_with(normalize(&self.root_dir)) {
+        let joined = crate::paths::normalize(&base.join(script_path));
+        if !joined.starts_with(crate::paths::normalize(&self.root_dir)) {
             return Err(invalid(format!(
                 "workflow path {script_path:?} resolves outside the workflow directory {}",
                 self.root_dir.display()
@@ -1057,20 +1057,13 @@ impl RunScope {
         let root = self.root_dir.clone();
         let read = tokio::task::spawn_blocking(move || -> Result<WorkflowSource, String> {
             // Symlinks must not lead out of the workflow directory either.
-            let real = std::fs::canonicalize(&path)
-                .map_err(|e| format!("cannot open workflow {}: {e}", path.display()))?;
-            let real_root = std::fs::canonicalize(if root.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                &root
-            })
-            .map_err(|e| format!("cannot open workflow directory {}: {e}", root.display()))?;
-            if !real.starts_with(&real_root) {
-                return Err(format!(
+            let real = crate::paths::confined(&root, &path).map_err(|error| match error {
+                crate::paths::ConfineError::Outside { .. } => format!(
                     "workflow {} resolves outside the workflow directory",
                     path.display()
-                ));
-            }
+                ),
+                other => format!("cannot open workflow: {other}"),
+            })?;
             let text = std::fs::read_to_string(&real)
                 .map_err(|e| format!("cannot read workflow {}: {e}", path.display()))?;
             Ok(WorkflowSource { path, text })
@@ -1086,23 +1079,6 @@ impl RunScope {
 
 fn step_span(kind: &'static str, run_id: &str, checkpoint: &str) -> tracing::Span {
     tracing::info_span!("step", kind, run_id = %run_id, checkpoint = %checkpoint)
-}
-
-/// Lexical normalisation (no file system access): drops `.`, folds `..`.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 #[derive(Debug)]
@@ -1204,24 +1180,5 @@ impl WorkflowHost for RunHost {
 
     fn budget(&self) -> BudgetSnapshot {
         self.0.ctx.budget()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize;
-    use std::path::{Path, PathBuf};
-
-    #[test]
-    fn normalize_folds_dots() {
-        assert_eq!(
-            normalize(Path::new("a/./b/../c.mjs")),
-            PathBuf::from("a/c.mjs")
-        );
-        assert_eq!(normalize(Path::new("a/../../x")), PathBuf::from("../x"));
-        assert_eq!(
-            normalize(Path::new("/w/flows/../etc")),
-            PathBuf::from("/w/etc")
-        );
     }
 }

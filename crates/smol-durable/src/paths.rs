@@ -1,0 +1,108 @@
+//! Keeping workflow files inside the workflow's directory: child workflows and imports resolve
+//! relative to the calling script and must not leave the root workflow's directory, through
+//! `..` or through symlinks.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Lexical normalisation (no file system access): drops `.`, folds `..`.
+///
+/// ```
+/// use std::path::{Path, PathBuf};
+/// assert_eq!(smol_durable::paths::normalize(Path::new("a/./b/../c.mjs")), PathBuf::from("a/c.mjs"));
+/// ```
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfineError {
+    /// The file or the directory cannot be opened.
+    #[error("cannot open {path}: {reason}")]
+    Unreadable {
+        /// What was opened.
+        path: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The path leads outside the directory (possibly through a symlink).
+    #[error("{path} resolves outside the workflow's directory")]
+    Outside {
+        /// The path asked for.
+        path: String,
+    },
+}
+
+/// The real path of `path`, provided it lies inside `root` once every symlink is resolved. An
+/// empty `root` means the current directory.
+pub fn confined(root: &Path, path: &Path) -> Result<PathBuf, ConfineError> {
+    let unreadable = |what: &Path, error: std::io::Error| ConfineError::Unreadable {
+        path: what.display().to_string(),
+        reason: error.to_string(),
+    };
+    let root = if root.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        root
+    };
+    let real_root = std::fs::canonicalize(root).map_err(|e| unreadable(root, e))?;
+    let real = std::fs::canonicalize(path).map_err(|e| unreadable(path, e))?;
+    if real.starts_with(&real_root) {
+        Ok(real)
+    } else {
+        Err(ConfineError::Outside {
+            path: path.display().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_folds_dots() {
+        assert_eq!(
+            normalize(Path::new("a/./b/../c.mjs")),
+            PathBuf::from("a/c.mjs")
+        );
+        assert_eq!(normalize(Path::new("a/../../x")), PathBuf::from("../x"));
+        assert_eq!(
+            normalize(Path::new("/w/flows/../etc")),
+            PathBuf::from("/w/etc")
+        );
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_are_refused() {
+        let dir = std::env::temp_dir().join(crate::new_id("confine"));
+        let root = dir.join("flows");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        std::fs::write(dir.join("secret.mjs"), "x").expect("write");
+        std::fs::write(root.join("ok.mjs"), "x").expect("write");
+        std::os::unix::fs::symlink(dir.join("secret.mjs"), root.join("link.mjs")).expect("symlink");
+        assert!(confined(&root, &root.join("ok.mjs")).is_ok());
+        assert!(matches!(
+            confined(&root, &root.join("link.mjs")),
+            Err(ConfineError::Outside { .. })
+        ));
+        assert!(matches!(
+            confined(&root, &root.join("none.mjs")),
+            Err(ConfineError::Unreadable { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
