@@ -12,8 +12,9 @@ use boa_engine::context::HostHooks;
 use boa_engine::module::{ModuleLoader, ModuleRequest, Referrer};
 use boa_engine::object::builtins::JsPromise;
 use boa_engine::realm::Realm;
-use boa_engine::{Context, JsNativeError, JsResult, JsString, Module, Source};
+use boa_engine::{Context, JsError, JsNativeError, JsResult, JsString, Module, Source};
 use boa_engine::{JsObject, JsValue};
+use smol_durable::{ScriptError, ScriptErrorKind};
 
 /// The `workflow:extra` module.
 const EXTRA: &str = "const extra = globalThis.__sw_extra;\nexport const sleep = extra.sleep;\nexport default extra;\n";
@@ -25,6 +26,9 @@ pub(crate) struct WorkflowLoader {
     root: PathBuf,
     modules: RefCell<HashMap<PathBuf, Module>>,
     extra: RefCell<Option<Module>>,
+    /// The first import this loader refused or could not read, to tell an import failure
+    /// from an error the script threw (boa reports both as the evaluation's rejection).
+    refused: RefCell<Option<String>>,
 }
 
 impl WorkflowLoader {
@@ -33,7 +37,29 @@ impl WorkflowLoader {
             root,
             modules: RefCell::new(HashMap::new()),
             extra: RefCell::new(None),
+            refused: RefCell::new(None),
         }
+    }
+
+    /// `error` as an [`ScriptErrorKind::Import`] error when it is this loader's refusal.
+    pub fn classify(&self, error: ScriptError) -> ScriptError {
+        match self.refused.borrow().as_deref() {
+            Some(refusal) if error.message().contains(refusal) => {
+                let import = ScriptError::new(ScriptErrorKind::Import, error.message());
+                match error.location() {
+                    Some(location) => import.with_location(location),
+                    None => import,
+                }
+            }
+            _ => error,
+        }
+    }
+
+    fn refuse(&self, message: String) -> JsError {
+        self.refused
+            .borrow_mut()
+            .get_or_insert_with(|| message.clone());
+        JsNativeError::typ().with_message(message).into()
     }
 
     /// Records the root module under its real path, so importing it back reuses it.
@@ -44,14 +70,11 @@ impl WorkflowLoader {
     }
 
     fn resolve(&self, referrer: &Referrer, specifier: &str) -> JsResult<PathBuf> {
-        let refuse = |why: String| -> JsResult<PathBuf> {
-            Err(JsNativeError::typ().with_message(why).into())
-        };
         if !(specifier.starts_with("./") || specifier.starts_with("../")) {
-            return refuse(format!(
+            return Err(self.refuse(format!(
                 "import of {specifier:?} is not allowed in workflows: only \"workflow:extra\" and \
                  relative files inside the workflow's directory can be imported"
-            ));
+            )));
         }
         let base = match referrer {
             Referrer::Module(module) => module
@@ -69,7 +92,7 @@ impl WorkflowLoader {
                 }
                 other => format!("cannot import {specifier:?}: {other}"),
             };
-            JsNativeError::typ().with_message(message)
+            self.refuse(message)
         })?;
         Ok(real)
     }
@@ -96,9 +119,8 @@ impl ModuleLoader for WorkflowLoader {
         if let Some(module) = self.modules.borrow().get(&path).cloned() {
             return Ok(module);
         }
-        let text = std::fs::read_to_string(&path).map_err(|error| {
-            JsNativeError::typ().with_message(format!("cannot read {}: {error}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| self.refuse(format!("cannot read {}: {error}", path.display())))?;
         let source = Source::from_bytes(text.as_bytes()).with_path(&path);
         let module = Module::parse(source, None, &mut context.borrow_mut())?;
         self.modules.borrow_mut().insert(path, module.clone());

@@ -158,7 +158,7 @@ fn evaluate(
     let module = Module::parse(source, None, ctx).map_err(|error| syntax_error(&error, path))?;
     loader.register(path, &module);
     let loaded = module.load_link_evaluate(ctx);
-    settle(ctx, &loaded, answers, &sandbox)?;
+    settle(ctx, &loaded, answers, &sandbox).map_err(|error| loader.classify(error))?;
     let exported = module
         .namespace(ctx)
         .get(js_string!("default"), ctx)

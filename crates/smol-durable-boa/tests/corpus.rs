@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smol_durable::{Engine, MemoryStore, RunOutput, RunRequest, Usage, WorkflowSource};
+use smol_durable::{
+    Engine, Error, MemoryStore, ProviderErrorKind, RunOutput, RunRequest, ScriptErrorKind, Usage,
+    WorkflowSource,
+};
 use smol_durable_boa::BoaEngine;
 use smol_durable_testkit::ScriptedProvider;
 
@@ -147,4 +150,116 @@ async fn structured_output_reaches_the_script_as_an_object() {
     );
     let options: &Value = &provider.calls()[0].request.options;
     assert_eq!(options["schema"]["required"], json!(["name", "age"]));
+}
+
+/// What an `errors/*.mjs` script declares about the way it fails, in `// key: value` lines at
+/// its top: `expect` (a part of the error's message, required), `kind` (the script error kind),
+/// `at` (`line:col` the location ends with), `calls` (provider calls made), `budget` (the run's
+/// output-token budget).
+#[derive(Debug, Default)]
+struct Expectation {
+    message: String,
+    kind: Option<String>,
+    at: Option<String>,
+    calls: Option<usize>,
+    budget: Option<u64>,
+}
+
+fn expectation(name: &str, text: &str) -> Expectation {
+    let mut expected = Expectation::default();
+    for line in text.lines().map_while(|line| line.strip_prefix("// ")) {
+        let (key, value) = line
+            .split_once(": ")
+            .expect("a `// key: value` header line");
+        let value = value.to_owned();
+        match key {
+            "expect" => expected.message = value,
+            "kind" => expected.kind = Some(value),
+            "at" => expected.at = Some(value),
+            "calls" => expected.calls = Some(value.parse().expect("calls: a number")),
+            "budget" => expected.budget = Some(value.parse().expect("budget: a number")),
+            other => panic!("{name}: unknown header {other:?}"),
+        }
+    }
+    assert!(!expected.message.is_empty(), "{name}: no `// expect:` line");
+    expected
+}
+
+fn kind_name(kind: ScriptErrorKind) -> String {
+    format!("{kind:?}").to_lowercase()
+}
+
+/// Every error message a script can meet (docs/javascript-api.md) has a script under
+/// `tests/scripts/errors/` that meets it; each must fail its run with that message, and only that.
+#[tokio::test]
+async fn every_error_script_fails_with_its_documented_message() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/errors");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("errors directory")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "mjs"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 30, "the corpus lost scripts: {paths:?}");
+    let mut mismatches = Vec::new();
+    for path in paths {
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let source = WorkflowSource::from_file(&path).expect("script");
+        let expected = expectation(&name, &source.text);
+        let provider = Arc::new(
+            ScriptedProvider::new("scripted")
+                .with_usage(Usage::tokens(1, 4))
+                .fail_first("fails", 1, ProviderErrorKind::Terminal, None),
+        );
+        let engine = engine(&provider);
+        let mut request = RunRequest::new(source, json!({ "topic": "tea" }));
+        if let Some(total) = expected.budget {
+            request = request.budget_total(total);
+        }
+        let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+            engine.start(request).await?.join().await
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the run hung"));
+        let error = match outcome {
+            Ok(output) => {
+                mismatches.push(format!("{name}: succeeded with {}", output.result));
+                continue;
+            }
+            Err(error) => error,
+        };
+        let text = error.to_string();
+        if !text.contains(&expected.message) {
+            mismatches.push(format!("{name}: {text:?} lacks {:?}", expected.message));
+        }
+        let script = match &error {
+            Error::Script(script) => Some(script),
+            _ => None,
+        };
+        if let Some(kind) = &expected.kind {
+            let actual = script.map(|s| kind_name(s.kind()));
+            if actual.as_deref() != Some(kind.as_str()) {
+                mismatches.push(format!("{name}: kind {actual:?}, expected {kind}"));
+            }
+        }
+        if let Some(at) = &expected.at {
+            let location = script.and_then(|s| s.location()).unwrap_or_default();
+            if !location.ends_with(&format!("{name}:{at}")) {
+                mismatches.push(format!("{name}: located at {location:?}, expected {at}"));
+            }
+        }
+        if let Some(calls) = expected.calls {
+            if provider.call_count() != calls {
+                mismatches.push(format!(
+                    "{name}: {} provider calls, expected {calls}",
+                    provider.call_count()
+                ));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }

@@ -198,92 +198,6 @@ async fn nondeterminism_is_refused() {
 }
 
 #[tokio::test]
-async fn a_throw_fails_the_run_with_its_message() {
-    let s = setup(ScriptedProvider::new("scripted"));
-    let error = s
-        .run(
-            "throw.mjs",
-            &script("await agent(\"a\");\nthrow new Error(\"boom here\");\nexport default 1;\n"),
-            json!({}),
-        )
-        .await
-        .expect_err("fails");
-    match &error {
-        Error::Script(script) => {
-            assert_eq!(script.message(), "Error: boom here");
-            let location = script.location().expect("location");
-            assert!(location.ends_with("throw.mjs:3:7"), "{location}");
-        }
-        other => panic!("expected a script error, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn a_syntax_error_names_the_position() {
-    let s = setup(ScriptedProvider::new("scripted"));
-    let error = s
-        .run(
-            "syntax.mjs",
-            &script("export default {\n  broken: ,\n};\n"),
-            json!({}),
-        )
-        .await
-        .expect_err("syntax");
-    match &error {
-        Error::Script(script) => assert_eq!(script.kind(), ScriptErrorKind::Syntax),
-        other => panic!("expected a syntax error, got {other:?}"),
-    }
-    match &error {
-        Error::Script(script) => {
-            assert_eq!(
-                script.message(),
-                "SyntaxError: unexpected token ',', primary expression"
-            );
-            let location = script.location().expect("location");
-            assert!(location.ends_with("syntax.mjs:3:11"), "{location}");
-        }
-        other => panic!("expected a syntax error, got {other:?}"),
-    }
-    assert_eq!(s.provider.call_count(), 0);
-}
-
-#[tokio::test]
-async fn a_promise_that_can_never_settle_is_a_deadlock_not_a_hang() {
-    let s = setup(ScriptedProvider::new("scripted"));
-    let error = s
-        .run(
-            "deadlock.mjs",
-            &script("await agent(\"a\");\nawait new Promise(() => {});\nexport default 1;\n"),
-            json!({}),
-        )
-        .await
-        .expect_err("deadlock");
-    match &error {
-        Error::Script(script) => assert_eq!(script.kind(), ScriptErrorKind::Deadlock),
-        other => panic!("expected a deadlock, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn an_unhandled_failed_agent_fails_the_run() {
-    let s = setup(ScriptedProvider::new("scripted").fail_first(
-        "a",
-        1,
-        smol_durable::ProviderErrorKind::Terminal,
-        None,
-    ));
-    let error = s
-        .run(
-            "fail.mjs",
-            &script("export default await agent(\"a\");\n"),
-            json!({}),
-        )
-        .await
-        .expect_err("fails");
-    assert!(error.to_string().contains("scripted failure"), "{error}");
-}
-
-#[tokio::test]
 async fn sleep_arguments_are_checked_synchronously() {
     let s = setup(ScriptedProvider::new("scripted"));
     let output = s
@@ -360,35 +274,6 @@ async fn only_workflow_extra_and_relative_files_can_be_imported() {
 }
 
 #[tokio::test]
-async fn results_that_are_not_json_fail_clearly() {
-    let s = setup(ScriptedProvider::new("scripted"));
-    let error = s
-        .run(
-            "big.mjs",
-            &script("export default { n: 10n };\n"),
-            json!({}),
-        )
-        .await
-        .expect_err("bigint");
-    assert!(
-        error.to_string().contains("cannot be converted to JSON"),
-        "{error}"
-    );
-    let error = s
-        .run(
-            "cycle.mjs",
-            &script("const a = {}; a.self = a;\nexport default a;\n"),
-            json!({}),
-        )
-        .await
-        .expect_err("cycle");
-    assert!(
-        error.to_string().contains("cannot be converted to JSON"),
-        "{error}"
-    );
-}
-
-#[tokio::test]
 async fn budget_phase_and_log_reach_the_engine() {
     let s = setup(ScriptedProvider::new("scripted").with_usage(smol_durable::Usage::tokens(1, 3)));
     let source = s.write(
@@ -426,21 +311,6 @@ async fn budget_phase_and_log_reach_the_engine() {
         .any(|e| e.event_type == "workflow.log"
             && e.payload["message"] == json!("starting {\"n\":1}")));
     assert!(events.iter().any(|e| e.event_type == "workflow.phase"));
-}
-
-#[tokio::test]
-async fn metadata_is_required_and_read_without_running() {
-    let s = setup(ScriptedProvider::new("scripted"));
-    let error = s
-        .run(
-            "nometa.mjs",
-            "export default await agent(\"a\");\n",
-            json!({}),
-        )
-        .await
-        .expect_err("no meta");
-    assert!(error.to_string().contains("metadata is missing"), "{error}");
-    assert_eq!(s.provider.call_count(), 0);
 }
 
 #[tokio::test]

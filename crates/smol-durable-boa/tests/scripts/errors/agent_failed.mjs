@@ -1,0 +1,3 @@
+// expect: scripted failure
+export const meta = { name: "error", description: "Meets one error message" };
+export default await agent("fails");

@@ -1,0 +1,6 @@
+// expect: sleep(ms) needs a finite number of milliseconds, got
+// calls: 0
+export const meta = { name: "error", description: "Meets one error message" };
+import { sleep } from "workflow:extra";
+await sleep("5");
+export default 1;

@@ -1,0 +1,4 @@
+// expect: unknown workflow "nope"; known workflows:
+// calls: 0
+export const meta = { name: "error", description: "Meets one error message" };
+export default await workflow("nope");
