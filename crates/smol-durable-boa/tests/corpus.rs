@@ -263,3 +263,67 @@ async fn every_error_script_fails_with_its_documented_message() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+#[tokio::test]
+async fn every_global_is_reachable_from_a_script_and_its_ctx() {
+    let provider = Arc::new(ScriptedProvider::new("scripted").with_usage(Usage::tokens(1, 2)));
+    let engine = engine(&provider);
+    // The child's agent is billed to the same budget: three calls at two output tokens.
+    let request =
+        RunRequest::new(script("globals.mjs"), json!({ "topic": "tea" })).budget_total(100);
+    let output = run(&engine, request).await;
+    assert_eq!(
+        output.result,
+        json!({
+            "about": "echo: about tea",
+            "second": "echo: second",
+            "sums": [2, 4],
+            "child": "echo: child 3",
+            "frozen": "Cannot modify workflow value",
+            "spent": 6,
+            "left": 94,
+            "sameArgs": true
+        })
+    );
+    let calls = provider.calls();
+    let phase_and_model = |prompt: &str| {
+        let call = calls
+            .iter()
+            .find(|c| c.request.prompt == prompt)
+            .expect("call");
+        (
+            call.request.context.phase.clone(),
+            call.request.model().map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        phase_and_model("about tea"),
+        (Some("gather".into()), Some("vendor/fast-1".into()))
+    );
+    assert_eq!(phase_and_model("second"), (Some("other".into()), None));
+    let events = engine.events(&output.run_id, 0, 100).await.expect("events");
+    let logs: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.event_type == "workflow.log")
+        .map(|e| &e.payload["message"])
+        .collect();
+    assert_eq!(
+        logs,
+        [&json!("gathering {\"topic\":\"tea\"}"), &json!("done")]
+    );
+    let phases = events
+        .iter()
+        .filter(|e| e.event_type == "workflow.phase")
+        .count();
+    assert_eq!(phases, 2, "gather and report");
+    let steps = engine
+        .store()
+        .load_steps(&output.run_id)
+        .await
+        .expect("steps");
+    assert_eq!(
+        steps.len(),
+        6,
+        "two agents, three sleeps and a child workflow"
+    );
+}
