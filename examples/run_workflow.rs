@@ -1,4 +1,5 @@
-//! Runs a JavaScript workflow on the embedded SQLite store with an offline echo provider.
+//! Runs a JavaScript workflow on the embedded SQLite store with the offline `debug` provider
+//! ([`DebugProvider`]: `echo: <prompt>`, or a value generated from a `schema`).
 //!
 //! ```sh
 //! cargo run -p smol-durable-examples --example run_workflow -- examples/workflows/hello.mjs
@@ -12,35 +13,10 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use async_trait::async_trait;
 use serde_json::json;
-use smol_durable::{
-    AgentProvider, AgentRequest, AgentResponse, Engine, ProviderError, ResumeOptions, RunRequest,
-    Usage, WorkflowSource,
-};
+use smol_durable::{DebugProvider, Engine, ResumeOptions, RunRequest, WorkflowSource};
 use smol_durable_boa::BoaEngine;
 use smol_durable_sqlite::SqliteStore;
-
-/// Offline and deterministic: answers `echo: <prompt>`; usage is estimated as a quarter of the
-/// bytes in and out.
-#[derive(Debug)]
-struct Echo;
-
-#[async_trait]
-impl AgentProvider for Echo {
-    fn name(&self) -> &str {
-        "echo"
-    }
-
-    async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
-        let output = format!("echo: {}", request.prompt);
-        let tokens = |bytes: usize| (bytes as u64).div_ceil(4).max(1);
-        Ok(AgentResponse::new(json!(output)).with_usage(Usage::tokens(
-            tokens(request.prompt.len()),
-            tokens(output.len() + 2),
-        )))
-    }
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -59,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let engine = Engine::builder()
         .store(Arc::new(SqliteStore::open(&db).await?))
         .script_engine(Arc::new(BoaEngine::new()))
-        .provider(Arc::new(Echo))
+        .provider(Arc::new(DebugProvider))
         .build()?;
     eprintln!("database: {}", db.display());
     let output = match resume {

@@ -75,6 +75,7 @@
 #![deny(missing_docs)]
 
 mod clock;
+mod debug_provider;
 pub mod decide;
 mod engine;
 mod error;
@@ -88,6 +89,7 @@ mod signature;
 pub mod store;
 
 pub use clock::{sleep_for, Clock, ManualClock, SystemClock};
+pub use debug_provider::DebugProvider;
 pub use engine::steps;
 pub use engine::{
     Engine, EngineBuilder, Limits, ResumeOptions, RunHandle, RunOutput, RunRequest, RunStatus,

@@ -61,6 +61,19 @@ pub struct AgentRequest {
 }
 
 impl AgentRequest {
+    /// A request for `prompt` with no options, outside any run (empty ids, attempt 1): what a
+    /// provider's own tests start from.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            options: Value::Null,
+            context: AgentContext::default(),
+            run_id: String::new(),
+            step_id: String::new(),
+            attempt: 1,
+        }
+    }
+
     /// The `model` option, if any.
     pub fn model(&self) -> Option<&str> {
         self.options.get("model").and_then(Value::as_str)
