@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use smol_durable::{
-    Engine, Error, MemoryStore, ProviderErrorKind, RunOutput, RunRequest, ScriptErrorKind, Usage,
-    WorkflowSource,
+    DebugProvider, Engine, Error, MemoryStore, ProviderErrorKind, RunOutput, RunRequest,
+    ScriptErrorKind, Usage, WorkflowSource,
 };
 use smol_durable_boa::BoaEngine;
 use smol_durable_testkit::ScriptedProvider;
@@ -326,4 +326,26 @@ async fn every_global_is_reachable_from_a_script_and_its_ctx() {
         6,
         "two agents, three sleeps and a child workflow"
     );
+}
+
+#[tokio::test]
+async fn the_debug_provider_answers_a_schema_with_a_value_that_validates() {
+    let engine = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .script_engine(Arc::new(BoaEngine::new()))
+        .provider(Arc::new(DebugProvider))
+        .build()
+        .expect("engine");
+    let output = run(
+        &engine,
+        RunRequest::new(script("structured.mjs"), json!({})),
+    )
+    .await;
+    assert_eq!(
+        output.result,
+        json!({ "greeting": "hello debug-string", "nextYear": 1 })
+    );
+    // "extract the person" is 18 bytes; {"age":0,"name":"debug-string"} is 31.
+    assert_eq!(output.token_usage.input_tokens, 5);
+    assert_eq!(output.token_usage.output_tokens, 8);
 }
