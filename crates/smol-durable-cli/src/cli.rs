@@ -1,0 +1,107 @@
+//! The command line as clap sees it (workflow arguments are taken out first, see
+//! [`crate::workflow_args`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Durable JavaScript agent workflows: every agent call, child workflow and sleep is a step
+/// stored in SQLite, so a failed, stopped or killed run resumes without paying twice.
+#[derive(Debug, Parser)]
+#[command(name = "smol-durable", version, about)]
+pub struct Cli {
+    /// The database: a SQLite file path (a `postgres://` URL arrives with the Postgres store).
+    /// Default: $XDG_STATE_HOME/smol-durable/smol-durable.db.
+    #[arg(long, global = true, env = "SMOL_DURABLE_DB")]
+    pub db: Option<String>,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workflow script (or resume a run of it) and print its result.
+    Run(RunArgs),
+    /// List runs, or show one run with its attempts and steps.
+    History(HistoryArgs),
+    /// Show a run's state.
+    Status {
+        /// The run.
+        run_id: String,
+    },
+    /// Ask a run to stop; it stays resumable.
+    Cancel {
+        /// The run.
+        run_id: String,
+    },
+    /// Print a run's stored events as JSON lines.
+    Events {
+        /// The run.
+        run_id: String,
+        /// Keep printing new events until the run finishes.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+/// `run`'s options: those of `smol-wf run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The workflow script (an ES module).
+    pub script: PathBuf,
+    /// The provider agents use unless they name one.
+    #[arg(long, default_value = "debug")]
+    pub agent_provider: String,
+    /// A model alias: `alias:selector` (repeatable).
+    #[arg(long = "model-map", value_name = "ALIAS:SELECTOR")]
+    pub model_map: Vec<String>,
+    /// Continue this run instead of starting a new one.
+    #[arg(long, value_name = "RUN_ID")]
+    pub resume_run: Option<String>,
+    /// Output-token budget for the whole run (a positive integer).
+    #[arg(long, value_name = "TOKENS")]
+    pub budget_allowance: Option<u64>,
+    /// At most this many agent calls at once (a positive integer).
+    #[arg(long, value_name = "N")]
+    pub max_parallel_agents: Option<usize>,
+    /// Print events as JSON lines instead of the final result.
+    #[arg(long)]
+    pub events: bool,
+    /// A JSON file holding the workflow's arguments (`--args-<name>` overrides its keys).
+    #[arg(long, value_name = "FILE")]
+    pub args_from_file: Option<PathBuf>,
+    /// Diagnostic verbosity (accepted for smol-wf compatibility).
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// `history`'s options.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Show this run in detail.
+    pub run_id: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+    /// Only runs in this state (repeatable).
+    #[arg(long)]
+    pub state: Vec<String>,
+    /// Only runs whose workflow name contains this text.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// How `history` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for tools.
+    Json,
+}

@@ -1,0 +1,292 @@
+//! One function per command. Results go to stdout; everything for people goes to stderr.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Map, Value};
+use smol_durable::store::{RunFilter, RunRecord, State};
+use smol_durable::{Engine, ResumeOptions, RunOutput, RunRequest, WorkflowSource};
+
+use crate::cli::{Format, HistoryArgs, RunArgs};
+use crate::workflow_args;
+
+/// How a command ended, for the exit code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done.
+    Success,
+    /// Interrupted with Ctrl-C; the run stays resumable.
+    Interrupted,
+}
+
+/// `run`: start (or resume) a run, wait for it, print the smol-wf JSON or the events.
+pub async fn run(
+    engine: &Engine,
+    options: RunArgs,
+    cli_args: Map<String, Value>,
+) -> anyhow::Result<Outcome> {
+    if options.budget_allowance == Some(0) {
+        bail!("--budget-allowance must be a positive number of output tokens, got 0");
+    }
+    if options.max_parallel_agents == Some(0) {
+        bail!("--max-parallel-agents must be at least 1, got 0");
+    }
+    let mut args = match &options.args_from_file {
+        Some(path) => workflow_args::from_file(path)?,
+        None => Map::new(),
+    };
+    args.extend(cli_args);
+    let source = WorkflowSource::from_file(&options.script)
+        .with_context(|| format!("cannot read workflow {}", options.script.display()))?;
+    let script = options.script.display().to_string();
+    let mut handle = match &options.resume_run {
+        Some(run_id) => {
+            let mut resume = ResumeOptions::new().source(source);
+            if let Some(tokens) = options.budget_allowance {
+                resume = resume.budget_total(tokens);
+            }
+            engine.resume(run_id, resume).await?
+        }
+        None => {
+            let cwd = std::env::current_dir()
+                .map(|dir| dir.display().to_string())
+                .unwrap_or_default();
+            let mut request = RunRequest::new(source, Value::Object(args))
+                .provider(options.agent_provider.clone())
+                .cwd(cwd);
+            if let Some(tokens) = options.budget_allowance {
+                request = request.budget_total(tokens);
+            }
+            if let Some(cap) = options.max_parallel_agents {
+                request = request.max_parallel_agents(cap);
+            }
+            engine.start(request).await?
+        }
+    };
+    let run_id = handle.run_id().to_owned();
+    let mut events = if options.events {
+        handle.events()
+    } else {
+        None
+    };
+    let print_events = async {
+        if let Some(events) = events.as_mut() {
+            while let Some(event) = events.recv().await {
+                if let Ok(line) = serde_json::to_string(&event) {
+                    println!("{line}");
+                }
+            }
+        }
+    };
+    let join = handle.join();
+    tokio::pin!(join);
+    let interrupted = tokio::select! {
+        (result, ()) = async { tokio::join!(&mut join, print_events) } => {
+            return finish(result, &run_id, &script, options.events);
+        }
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    debug_assert!(interrupted);
+    eprintln!("cancelling run {run_id}; press Ctrl-C again to exit at once");
+    if let Err(error) = engine.cancel(&run_id).await {
+        eprintln!("error: cannot cancel run {run_id}: {error}");
+    }
+    tokio::select! {
+        _ = &mut join => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!(
+        "run {run_id} stopped; continue it with: smol-durable run {script} --resume-run {run_id}"
+    );
+    Ok(Outcome::Interrupted)
+}
+
+fn finish(
+    result: Result<RunOutput, smol_durable::Error>,
+    run_id: &str,
+    script: &str,
+    events_only: bool,
+) -> anyhow::Result<Outcome> {
+    match result {
+        Ok(output) => {
+            if !events_only {
+                println!("{}", smol_wf_json(&output));
+            }
+            Ok(Outcome::Success)
+        }
+        Err(error) => Err(anyhow::Error::new(error).context(format!(
+            "run {run_id} failed; after fixing the cause, continue it with: \
+             smol-durable run {script} --resume-run {run_id}"
+        ))),
+    }
+}
+
+/// `{"tokenUsage", "runID", "results"}` pretty-printed in smol-wf's key order (serde_json's
+/// maps sort keys, and tools written against smol-wf may read the output positionally).
+pub fn smol_wf_json(output: &RunOutput) -> String {
+    let nested = |value: &Value| {
+        serde_json::to_string_pretty(value)
+            .unwrap_or_else(|_| "null".to_owned())
+            .replace('\n', "\n  ")
+    };
+    format!(
+        "{{\n  \"tokenUsage\": {},\n  \"runID\": {},\n  \"results\": {}\n}}",
+        nested(&json!(output.token_usage)),
+        Value::String(output.run_id.clone()),
+        nested(&output.result),
+    )
+}
+
+/// `history`: runs newest first, or one run in detail.
+pub async fn history(engine: &Engine, options: HistoryArgs) -> anyhow::Result<Outcome> {
+    if let Some(run_id) = &options.run_id {
+        let status = engine.status(run_id).await?;
+        let steps = engine.store().load_steps(run_id).await?;
+        let mut detail = run_json(&status.run);
+        detail["attempts"] = json!(status.attempts);
+        detail["steps"] = json!(steps);
+        match options.output {
+            Format::Json => println!("{}", pretty(&detail)),
+            Format::Table => {
+                print_table(std::slice::from_ref(&status.run));
+                println!();
+                println!("{:<4} {:<10} {:<10} CHECKPOINT", "#", "KIND", "STATE");
+                for (index, step) in steps.iter().enumerate() {
+                    println!(
+                        "{:<4} {:<10} {:<10} {}",
+                        index + 1,
+                        step.kind.as_str(),
+                        step.state.as_str(),
+                        step.checkpoint_name
+                    );
+                }
+            }
+        }
+        return Ok(Outcome::Success);
+    }
+    let filter = RunFilter {
+        states: options.state.iter().map(|s| State::parse(s)).collect(),
+        roots_only: true,
+        name_contains: options.name.clone(),
+        limit: Some(options.limit),
+    };
+    if let Some(State::Unknown(state)) = filter
+        .states
+        .iter()
+        .find(|s| matches!(s, State::Unknown(_)))
+    {
+        bail!("unknown --state {state:?}; use pending, running, completed, failed or cancelled");
+    }
+    let runs = engine.list_runs(&filter).await?;
+    match options.output {
+        Format::Json => {
+            let runs: Vec<Value> = runs.iter().map(run_json).collect();
+            println!("{}", pretty(&Value::Array(runs)));
+        }
+        Format::Table => print_table(&runs),
+    }
+    Ok(Outcome::Success)
+}
+
+/// `status`: the run's state, attempts and outcome.
+pub async fn status(engine: &Engine, run_id: &str) -> anyhow::Result<Outcome> {
+    let status = engine.status(run_id).await?;
+    let mut summary = run_json(&status.run);
+    summary["attempts"] = json!(status.attempts.len());
+    println!("{}", pretty(&summary));
+    Ok(Outcome::Success)
+}
+
+/// `cancel`: request cancellation; a running owner notices at its next heartbeat.
+pub async fn cancel(engine: &Engine, run_id: &str) -> anyhow::Result<Outcome> {
+    use smol_durable::store::CancelRequest;
+    let message = match engine.cancel(run_id).await? {
+        CancelRequest::Requested => {
+            format!("cancellation of run {run_id} requested; its owner stops at its next heartbeat")
+        }
+        CancelRequest::CancelledPending => format!("run {run_id} cancelled"),
+        CancelRequest::AlreadyFinished(state) => {
+            format!("run {run_id} already finished ({state}); nothing to cancel")
+        }
+        CancelRequest::NotFound => bail!("workflow run {run_id} was not found; check --db"),
+        other => format!("run {run_id}: {other:?}"),
+    };
+    eprintln!("{message}");
+    Ok(Outcome::Success)
+}
+
+/// `events`: stored events as JSON lines; `--follow` waits for more until the run finishes.
+pub async fn events(engine: &Engine, run_id: &str, follow: bool) -> anyhow::Result<Outcome> {
+    // Fails with a clear "not found" before printing anything.
+    engine.status(run_id).await?;
+    let mut after = 0;
+    loop {
+        let batch = engine.events(run_id, after, 500).await?;
+        for event in &batch {
+            println!("{}", event.payload);
+            after = after.max(event.seq);
+        }
+        if batch.len() == 500 {
+            continue;
+        }
+        if !follow || engine.status(run_id).await?.run.state.is_terminal() {
+            // One more read: events written between the last read and the state check.
+            for event in engine.events(run_id, after, usize::MAX).await? {
+                println!("{}", event.payload);
+            }
+            return Ok(Outcome::Success);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A run as `history -o json` and `status` print it (smol-wf's camelCase names, `runID`).
+fn run_json(run: &RunRecord) -> Value {
+    json!({
+        "runID": run.run_id,
+        "taskID": run.task_id,
+        "rootRunID": run.root_run_id,
+        "parentRunID": run.parent_run_id,
+        "state": run.state.as_str(),
+        "name": workflow_name(run),
+        "scriptPath": run.workflow.script_path,
+        "args": run.args,
+        "budgetAllowance": run.budget_total,
+        "budgetSpent": run.budget_spent,
+        "results": run.completed_payload,
+        "error": run.failure_reason,
+        "createdAt": run.created_at,
+        "updatedAt": run.updated_at,
+    })
+}
+
+fn workflow_name(run: &RunRecord) -> String {
+    run.workflow
+        .metadata
+        .as_ref()
+        .and_then(|meta| meta.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn print_table(runs: &[RunRecord]) {
+    println!(
+        "{:<31} {:<10} {:<24} {:>8} CREATED",
+        "RUN", "STATE", "NAME", "TOKENS"
+    );
+    for run in runs {
+        println!(
+            "{:<31} {:<10} {:<24} {:>8} {}",
+            run.run_id,
+            run.state.as_str(),
+            workflow_name(run),
+            run.budget_spent,
+            run.created_at
+        );
+    }
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}

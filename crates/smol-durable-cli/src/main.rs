@@ -1,0 +1,137 @@
+//! `smol-durable`: run, resume and inspect durable JavaScript agent workflows.
+//!
+//! ```sh
+//! smol-durable run examples/workflows/hello.mjs --args-name Ada
+//! smol-durable history
+//! smol-durable run examples/workflows/hello.mjs --resume-run run_…
+//! ```
+
+mod cli;
+mod commands;
+mod workflow_args;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use smol_durable::{DebugProvider, Engine};
+use smol_durable_boa::BoaEngine;
+use smol_durable_sqlite::SqliteStore;
+
+use crate::cli::{Cli, Command};
+use crate::commands::Outcome;
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let (argv, cli_args) = match workflow_args::split(argv) {
+        Ok(split) => split,
+        Err(error) => return fail(&error),
+    };
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
+            print!("{error}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            let text = error.render().to_string();
+            let text = text.trim_end().trim_start_matches("error: ");
+            eprintln!("error: {text}\nhint: {}", workflow_args::ARGS_FORMS);
+            return ExitCode::FAILURE;
+        }
+    };
+    if !cli_args.is_empty() && !matches!(cli.command, Command::Run(_)) {
+        return fail(&anyhow::anyhow!(
+            "--args-<name> options belong to `run`; {}",
+            workflow_args::ARGS_FORMS
+        ));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&anyhow::Error::new(error).context("cannot start the runtime")),
+    };
+    match runtime.block_on(execute(cli, cli_args)) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Err(error) => fail(&error),
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}
+
+async fn execute(
+    cli: Cli,
+    cli_args: serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<Outcome> {
+    let engine = engine(cli.db.as_deref(), &cli.command).await?;
+    match cli.command {
+        Command::Run(options) => commands::run(&engine, options, cli_args).await,
+        Command::History(options) => commands::history(&engine, options).await,
+        Command::Status { run_id } => commands::status(&engine, &run_id).await,
+        Command::Cancel { run_id } => commands::cancel(&engine, &run_id).await,
+        Command::Events { run_id, follow } => commands::events(&engine, &run_id, follow).await,
+    }
+}
+
+/// The engine on the chosen database, with the built-in providers.
+async fn engine(db: Option<&str>, command: &Command) -> anyhow::Result<Engine> {
+    let path = match db {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            bail!("PostgreSQL databases are not supported by this build yet; use a SQLite file path for --db")
+        }
+        Some(path) => PathBuf::from(path),
+        None => default_db()?,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create the directory of --db {}", path.display()))?;
+    }
+    let store = SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("cannot open database {}", path.display()))?;
+    let mut builder = Engine::builder()
+        .store(Arc::new(store))
+        .script_engine(Arc::new(BoaEngine::new()))
+        .provider(Arc::new(DebugProvider));
+    if let Command::Run(options) = command {
+        if options.agent_provider != DebugProvider::NAME {
+            bail!(
+                "unknown agent provider {:?}; built-in providers: {}",
+                options.agent_provider,
+                DebugProvider::NAME
+            );
+        }
+        builder = builder.default_provider(options.agent_provider.clone());
+        for mapping in &options.model_map {
+            let Some((alias, selector)) = mapping.split_once(':') else {
+                bail!("--model-map {mapping:?} must be alias:selector");
+            };
+            if alias.is_empty() || selector.is_empty() {
+                bail!("--model-map {mapping:?} must be alias:selector");
+            }
+            builder = builder.model_alias(alias, selector);
+        }
+    }
+    Ok(builder.build()?)
+}
+
+/// `$XDG_STATE_HOME/smol-durable/smol-durable.db`, else `~/.local/state/smol-durable/…`.
+fn default_db() -> anyhow::Result<PathBuf> {
+    let state = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => PathBuf::from(home).join(".local/state"),
+            None => bail!("neither XDG_STATE_HOME nor HOME is set; pass --db"),
+        },
+    };
+    Ok(state.join("smol-durable").join("smol-durable.db"))
+}

@@ -1,0 +1,448 @@
+//! The real `smol-durable` binary, driven as a user would drive it.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("dir"),
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("state/runs.db")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_smol-durable"));
+        command
+            .args(args)
+            .env("SMOL_DURABLE_DB", self.db())
+            .env_remove("XDG_STATE_HOME")
+            .current_dir(self.dir.path());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("the binary runs")
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts")
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let output = self.run(args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+    }
+
+    fn run_ids(&self) -> Vec<String> {
+        self.json(&["history", "-o", "json"])
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|run| run["runID"].as_str().expect("runID").to_owned())
+            .collect()
+    }
+
+    fn events(&self, run_id: &str) -> Vec<Value> {
+        let output = self.run(&["events", run_id]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
+            .collect()
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn hello() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/workflows/hello.mjs")
+        .display()
+        .to_string()
+}
+
+const META: &str = "export const meta = { name: \"cli-test\", description: \"test\" };\n";
+
+/// Waits until the run has stored a step of this kind and state.
+fn wait_for_step(cli: &Cli, run_id: &str, kind: &str, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = cli.run(&["history", run_id, "-o", "json"]);
+        if output.status.success() {
+            let detail: Value = serde_json::from_slice(&output.stdout).expect("json");
+            let found = detail["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|step| step["kind"] == json!(kind) && step["state"] == json!(state));
+            if found {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "no {kind} step became {state}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for_run(cli: &Cli) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(run_id) = cli.run_ids().into_iter().next() {
+            return run_id;
+        }
+        assert!(Instant::now() < deadline, "no run appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_prints_smol_wf_json_in_its_key_order() {
+    let cli = Cli::new();
+    let output = cli.run(&["run", &hello(), "--args-name", "Ada"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    let usage = text.find("\"tokenUsage\"").expect("tokenUsage");
+    let run_id = text.find("\"runID\"").expect("runID");
+    let results = text.find("\"results\"").expect("results");
+    assert!(usage < run_id && run_id < results, "{text}");
+    let value: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        value["results"]["greeting"],
+        json!("echo: Say hello to Ada")
+    );
+    assert_eq!(value["tokenUsage"]["outputTokens"], json!(18));
+    assert!(value["runID"].as_str().unwrap().starts_with("run_"));
+    assert!(
+        cli.db().exists(),
+        "the database is created with its directory"
+    );
+}
+
+#[test]
+fn history_status_and_events_show_a_finished_run() {
+    let cli = Cli::new();
+    let output = cli.run(&["run", &hello()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let run_id = cli.run_ids().remove(0);
+
+    let table = cli.run(&["history"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.starts_with("RUN"), "{table}");
+    assert!(table.contains(&run_id) && table.contains("completed") && table.contains("hello"));
+
+    let detail = cli.json(&["history", &run_id, "-o", "json"]);
+    assert_eq!(detail["state"], json!("completed"));
+    assert_eq!(detail["args"], json!({}));
+    let kinds: Vec<&str> = detail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 4, "three agents and a sleep: {kinds:?}");
+
+    let status = cli.json(&["status", &run_id]);
+    assert_eq!(status["state"], json!("completed"));
+    assert_eq!(status["attempts"], json!(1));
+
+    let events = cli.events(&run_id);
+    assert_eq!(events.first().unwrap()["type"], json!("workflow.started"));
+    assert_eq!(events.last().unwrap()["type"], json!("workflow.result"));
+
+    let filtered = cli.json(&["history", "-o", "json", "--state", "failed"]);
+    assert_eq!(filtered, json!([]));
+    let named = cli.json(&["history", "-o", "json", "--name", "hel", "--limit", "1"]);
+    assert_eq!(named.as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn events_flag_prints_json_lines() {
+    let cli = Cli::new();
+    let output = cli.run(&["run", &hello(), "--events"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let types: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).expect("JSON line");
+            event["type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(types.first().map(String::as_str), Some("workflow.started"));
+    assert!(types.iter().any(|t| t == "workflow.agent_completed"));
+    assert_eq!(types.last().map(String::as_str), Some("workflow.result"));
+}
+
+#[test]
+fn workflow_arguments_from_flags_and_a_file() {
+    let cli = Cli::new();
+    let script = cli.write("echo_args.mjs", &format!("{META}export default args;\n"));
+    let file = cli.write("args.json", r#"{ "topic": "tea", "n": 3 }"#);
+    let value = cli.json(&[
+        "run",
+        &script,
+        "--args-from-file",
+        &file,
+        "--args-topic",
+        "coffee",
+        "--args-tag=a",
+        "--args-tag",
+        "b",
+        "--args-verbose",
+    ]);
+    assert_eq!(
+        value["results"],
+        json!({ "topic": "coffee", "n": 3, "tag": ["a", "b"], "verbose": true })
+    );
+}
+
+#[test]
+fn bad_input_fails_with_one_clear_line() {
+    let cli = Cli::new();
+    let bad_json = cli.write("bad.json", "{ not json");
+    let array_json = cli.write("array.json", "[1, 2]");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["run".into(), "missing.mjs".into()],
+            "cannot read workflow missing.mjs",
+        ),
+        (
+            vec!["run".into(), hello(), "--bogus".into()],
+            "unexpected argument '--bogus'",
+        ),
+        (
+            vec![
+                "run".into(),
+                hello(),
+                "--budget-allowance".into(),
+                "0".into(),
+            ],
+            "--budget-allowance must be a positive",
+        ),
+        (
+            vec![
+                "run".into(),
+                hello(),
+                "--budget-allowance".into(),
+                "lots".into(),
+            ],
+            "invalid value 'lots'",
+        ),
+        (
+            vec![
+                "run".into(),
+                hello(),
+                "--max-parallel-agents".into(),
+                "0".into(),
+            ],
+            "--max-parallel-agents must be at least 1",
+        ),
+        (
+            vec![
+                "run".into(),
+                hello(),
+                "--agent-provider".into(),
+                "nope".into(),
+            ],
+            "unknown agent provider \"nope\"; built-in providers: debug",
+        ),
+        (
+            vec![
+                "run".into(),
+                hello(),
+                "--model-map".into(),
+                "nocolon".into(),
+            ],
+            "must be alias:selector",
+        ),
+        (
+            vec!["run".into(), hello(), "--args-from-file".into(), bad_json],
+            "is not valid JSON",
+        ),
+        (
+            vec!["run".into(), hello(), "--args-from-file".into(), array_json],
+            "must hold a JSON object, not an array",
+        ),
+        (
+            vec![
+                "run".into(),
+                hello(),
+                "--args-from-file".into(),
+                "args.yaml".into(),
+            ],
+            "only .json files",
+        ),
+        (
+            vec![
+                "run".into(),
+                hello(),
+                "--resume-run".into(),
+                "run_nope".into(),
+            ],
+            "workflow run run_nope was not found",
+        ),
+        (
+            vec!["status".into(), "run_nope".into()],
+            "workflow run run_nope was not found",
+        ),
+        (
+            vec!["history".into(), "--state".into(), "sleeping".into()],
+            "unknown --state \"sleeping\"",
+        ),
+        (
+            vec!["history".into(), "--args-x".into(), "1".into()],
+            "--args-<name> options belong to `run`",
+        ),
+        (
+            vec![
+                "--db".into(),
+                "postgres://localhost/x".into(),
+                "history".into(),
+            ],
+            "PostgreSQL databases are not supported",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = cli.run(&args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let text = stderr(&output);
+        assert!(text.starts_with("error: "), "{args:?}: {text}");
+        assert!(text.contains(expected), "{args:?}: {text}");
+        assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+    let help = cli.run(&["run", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--resume-run"));
+}
+
+#[test]
+fn a_failed_run_names_the_resume_command_and_resumes_without_repeating_agents() {
+    let cli = Cli::new();
+    let failing = format!(
+        "{META}const a = await agent(\"one\");\nif (!args.fixed) throw new Error(\"not yet\");\nexport default a;\n"
+    );
+    let script = cli.write("flaky.mjs", &failing);
+    let output = cli.run(&["run", &script]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(text.contains("Error: not yet"), "{text}");
+    let run_id = cli.run_ids().remove(0);
+    assert!(
+        text.contains(&format!("--resume-run {run_id}")),
+        "the hint names the command: {text}"
+    );
+    cli.write("flaky.mjs", &failing.replace("!args.fixed", "false"));
+    let value = cli.json(&["run", &script, "--resume-run", &run_id]);
+    assert_eq!(value["results"], json!("echo: one"));
+    assert_eq!(value["runID"], json!(run_id));
+    let replayed = cli
+        .events(&run_id)
+        .iter()
+        .filter(|e| e["type"] == json!("workflow.step_replayed"))
+        .count();
+    assert_eq!(replayed, 1, "the agent was replayed, not called again");
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_completed_steps() {
+    let cli = Cli::new();
+    let script = cli.write(
+        "slow.mjs",
+        &format!(
+            "{META}import {{ sleep }} from \"workflow:extra\";\nconst a = await agent(\"before\");\nawait sleep(1500);\nexport default [a, await agent(\"after\")];\n"
+        ),
+    );
+    let mut child = cli.spawn(&["run", &script]);
+    let run_id = wait_for_run(&cli);
+    wait_for_step(&cli, &run_id, "sleep", "running");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let status = cli.json(&["status", &run_id]);
+    assert_eq!(status["state"], json!("running"), "killed mid-run");
+    let value = cli.json(&["run", &script, "--resume-run", &run_id]);
+    assert_eq!(value["results"], json!(["echo: before", "echo: after"]));
+    let events = cli.events(&run_id);
+    let started_agents: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == json!("workflow.agent_started"))
+        .map(|e| &e["prompt"])
+        .collect();
+    assert_eq!(
+        started_agents,
+        [&json!("before"), &json!("after")],
+        "each agent ran once across the kill"
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_exits_130_and_leaves_a_resumable_run() {
+    let cli = Cli::new();
+    let script = cli.write(
+        "nap.mjs",
+        &format!(
+            "{META}import {{ sleep }} from \"workflow:extra\";\nconst a = await agent(\"first\");\nawait sleep(60000);\nexport default a;\n"
+        ),
+    );
+    let child = cli.spawn(&["run", &script]);
+    let run_id = wait_for_run(&cli);
+    wait_for_step(&cli, &run_id, "sleep", "running");
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(signalled.success());
+    let output = child.wait_with_output().expect("exits");
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("cancelling run"), "{text}");
+    assert!(text.contains(&format!("--resume-run {run_id}")), "{text}");
+    let status = cli.json(&["status", &run_id]);
+    assert_eq!(status["state"], json!("cancelled"));
+    // Resuming a cancelled run continues it; a shorter script finishes it quickly.
+    cli.write(
+        "nap.mjs",
+        &format!("{META}const a = await agent(\"first\");\nexport default a;\n"),
+    );
+    let value = cli.json(&["run", &script, "--resume-run", &run_id]);
+    assert_eq!(value["results"], json!("echo: first"));
+}
+
+#[test]
+fn cancel_from_another_process_reports_what_happened() {
+    let cli = Cli::new();
+    let output = cli.run(&["run", &hello()]);
+    assert!(output.status.success());
+    let run_id = cli.run_ids().remove(0);
+    let output = cli.run(&["cancel", &run_id]);
+    assert!(output.status.success());
+    assert!(stderr(&output).contains("already finished (completed)"));
+    let output = cli.run(&["cancel", "run_nope"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("not found"));
+}
