@@ -1,5 +1,6 @@
 //! One function per command. Results go to stdout; everything for people goes to stderr.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -8,6 +9,7 @@ use smol_durable::store::{RunFilter, RunRecord, State};
 use smol_durable::{Engine, ResumeOptions, RunOutput, RunRequest, WorkflowSource};
 
 use crate::cli::{Format, HistoryArgs, RunArgs};
+use crate::progress::Progress;
 use crate::workflow_args;
 
 /// How a command ended, for the exit code.
@@ -64,15 +66,23 @@ pub async fn run(
         }
     };
     let run_id = handle.run_id().to_owned();
-    let mut events = if options.events {
+    // `--events` prints every event on stdout; otherwise a terminal on stderr gets progress
+    // lines, and a pipe gets nothing.
+    let show_progress = !options.events && std::io::stderr().is_terminal();
+    let mut events = if options.events || show_progress {
         handle.events()
     } else {
         None
     };
+    let mut progress = Progress::new(options.budget_allowance);
     let print_events = async {
         if let Some(events) = events.as_mut() {
             while let Some(event) = events.recv().await {
-                if let Ok(line) = serde_json::to_string(&event) {
+                if show_progress {
+                    if let Some(line) = progress.line(&event) {
+                        eprintln!("{line}");
+                    }
+                } else if let Ok(line) = serde_json::to_string(&event) {
                     println!("{line}");
                 }
             }

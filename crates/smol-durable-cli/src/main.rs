@@ -8,6 +8,7 @@
 
 mod cli;
 mod commands;
+mod progress;
 mod workflow_args;
 
 use std::path::PathBuf;
@@ -39,7 +40,11 @@ fn main() -> ExitCode {
         Err(error) => {
             let text = error.render().to_string();
             let text = text.trim_end().trim_start_matches("error: ");
-            eprintln!("error: {text}\nhint: {}", workflow_args::ARGS_FORMS);
+            if error.kind() == clap::error::ErrorKind::UnknownArgument {
+                eprintln!("error: {text}\nhint: {}", workflow_args::ARGS_FORMS);
+            } else {
+                eprintln!("error: {text}");
+            }
             return ExitCode::FAILURE;
         }
     };
@@ -56,7 +61,11 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&anyhow::Error::new(error).context("cannot start the runtime")),
     };
-    match runtime.block_on(execute(cli, cli_args)) {
+    let outcome = runtime.block_on(execute(cli, cli_args));
+    // Every durable write was awaited inside `execute`; after a second Ctrl-C nothing may
+    // hold the exit back.
+    runtime.shutdown_background();
+    match outcome {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(error) => fail(&error),
