@@ -292,11 +292,46 @@ fn print_table(runs: &[RunRecord]) {
             run.state.as_str(),
             workflow_name(run),
             run.budget_spent,
-            run.created_at
+            utc(run.created_at)
         );
     }
 }
 
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC (Howard Hinnant's
+/// days-to-civil algorithm; a date library for one column would be a heavy dependency).
+fn utc(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    let (days, day_seconds) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        day_seconds / 3600,
+        day_seconds % 3600 / 60,
+        day_seconds % 60
+    )
+}
+
 fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_795_677_088_975), "2026-11-26 07:11:28");
+        assert_eq!(utc(-1_000), "1969-12-31 23:59:59");
+    }
 }
