@@ -1,5 +1,5 @@
 //! Workflow arguments from the command line: `--args-<name> VALUE`, `--args-<name>=VALUE`, a
-//! bare `--args-<name>` (true), repeated names (an array), and `--args-from-file FILE.json`.
+//! bare `--args-<name>` (true), repeated names (an array), and `--args-from-file FILE.json|.yaml`.
 //! clap cannot declare flags whose names are data, so these are taken out of argv first.
 
 use std::path::Path;
@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 /// How workflow arguments are written, for error messages.
 pub const ARGS_FORMS: &str = "workflow arguments are passed as --args-<name> VALUE, \
---args-<name>=VALUE, a bare --args-<name> (true), or --args-from-file FILE.json";
+--args-<name>=VALUE, a bare --args-<name> (true), or --args-from-file FILE.json|.yaml";
 
 const PREFIX: &str = "--args-";
 const FROM_FILE: &str = "--args-from-file";
@@ -67,28 +67,34 @@ fn insert(args: &mut Map<String, Value>, name: String, value: Value) {
     }
 }
 
-/// The JSON object in `path`; command-line arguments override its keys.
+/// The object in a `.json`, `.yaml` or `.yml` file; command-line arguments override its keys.
 pub fn from_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
-    let is_json = path
+    let extension = path
         .extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
-    if !is_json {
-        bail!(
-            "--args-from-file {}: only .json files are read by this version",
+        .map(|ext| ext.to_string_lossy().to_ascii_lowercase());
+    let (format, parsed): (&str, fn(&str) -> Result<Value, String>) = match extension.as_deref() {
+        Some("json") => ("JSON", |text| {
+            serde_json::from_str(text).map_err(|e| e.to_string())
+        }),
+        Some("yaml" | "yml") => ("YAML", |text| {
+            serde_norway::from_str(text).map_err(|e| e.to_string())
+        }),
+        _ => bail!(
+            "--args-from-file {} must be a .json, .yaml or .yml file",
             path.display()
-        );
-    }
+        ),
+    };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --args-from-file {}", path.display()))?;
-    match serde_json::from_str(&text) {
+    match parsed(&text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => bail!(
-            "--args-from-file {} must hold a JSON object, not {}",
+            "--args-from-file {} must hold a {format} object (a mapping), not {}",
             path.display(),
             kind(&other)
         ),
         Err(error) => bail!(
-            "--args-from-file {} is not valid JSON: {error}",
+            "--args-from-file {} is not valid {format}: {error}",
             path.display()
         ),
     }

@@ -219,6 +219,15 @@ fn workflow_arguments_from_flags_and_a_file() {
         value["results"],
         json!({ "topic": "coffee", "n": 3, "tag": ["a", "b"], "verbose": true })
     );
+    let yaml = cli.write(
+        "args.yaml",
+        "topic: tea\nnested:\n  list: [1, two]\n  \"ünïcode\": é\n",
+    );
+    let value = cli.json(&["run", &script, "--args-from-file", &yaml]);
+    assert_eq!(
+        value["results"],
+        json!({ "topic": "tea", "nested": { "list": [1, "two"], "ünïcode": "é" } })
+    );
 }
 
 #[test]
@@ -226,6 +235,7 @@ fn bad_input_fails_with_one_clear_line() {
     let cli = Cli::new();
     let bad_json = cli.write("bad.json", "{ not json");
     let array_json = cli.write("array.json", "[1, 2]");
+    let bad_yaml = cli.write("bad.yaml", "topic: [unclosed");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["run".into(), "missing.mjs".into()],
@@ -286,16 +296,29 @@ fn bad_input_fails_with_one_clear_line() {
         ),
         (
             vec!["run".into(), hello(), "--args-from-file".into(), array_json],
-            "must hold a JSON object, not an array",
+            "must hold a JSON object (a mapping), not an array",
+        ),
+        (
+            vec!["run".into(), hello(), "--args-from-file".into(), bad_yaml],
+            "is not valid YAML",
         ),
         (
             vec![
                 "run".into(),
                 hello(),
                 "--args-from-file".into(),
-                "args.yaml".into(),
+                "args.toml".into(),
             ],
-            "only .json files",
+            "must be a .json, .yaml or .yml file",
+        ),
+        (
+            vec![
+                "run".into(),
+                hello(),
+                "--args-from-file".into(),
+                "absent.json".into(),
+            ],
+            "cannot read --args-from-file absent.json",
         ),
         (
             vec![

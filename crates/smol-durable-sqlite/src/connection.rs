@@ -35,6 +35,27 @@ pub(crate) fn map_error(operation: &'static str, error: rusqlite::Error) -> Stor
     StoreError::new(kind, operation, message).with_source(error)
 }
 
+/// Switches the file to WAL journaling. SQLite answers a journal-mode change that races with
+/// another process creating or converting the same file with `SQLITE_BUSY` at once, without
+/// consulting the busy handler, so this waits out the race itself (up to `busy_timeout`).
+fn wal_mode(connection: &Connection, busy_timeout: Duration) -> Result<String, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Ok(mode) => return Ok(mode),
+            Err(error)
+                if matches!(
+                    error.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) && started.elapsed() < busy_timeout =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(error) => return Err(map_error("open", error)),
+        }
+    }
+}
+
 /// Opens a read-write connection with the pragmas every connection of the store uses.
 pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -57,9 +78,7 @@ pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, St
     connection
         .pragma_update(None, "foreign_keys", "ON")
         .map_err(|e| map_error("open", e))?;
-    let mode: String = connection
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(|e| map_error("open", e))?;
+    let mode = wal_mode(&connection, busy_timeout)?;
     // A larger WAL between checkpoints writes hot pages (index leaves) to the database once
     // per checkpoint instead of once per thousand pages.
     connection

@@ -255,3 +255,36 @@ async fn a_file_that_is_not_a_database_is_refused() {
         "the file is untouched"
     );
 }
+
+/// Several processes opening a database that does not exist yet race to create it and switch
+/// it to WAL; SQLite answers the losers' journal-mode change with "busy" at once, which must be
+/// waited out rather than reported.
+#[test]
+fn many_connections_creating_one_new_database_all_open_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    for round in 0..10 {
+        let path = dir.path().join(format!("new-{round}.db"));
+        let barrier = Arc::new(std::sync::Barrier::new(6));
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    barrier.wait();
+                    runtime
+                        .block_on(SqliteStore::open(&path))
+                        .map(drop)
+                        .map_err(|error| error.to_string())
+                })
+            })
+            .collect();
+        for opener in openers {
+            let opened = opener.join().expect("no panic");
+            assert!(opened.is_ok(), "round {round}: {opened:?}");
+        }
+    }
+}
