@@ -52,9 +52,13 @@ pub enum Command {
 pub struct RunArgs {
     /// The workflow script (an ES module).
     pub script: PathBuf,
-    /// The provider agents use unless they name one.
+    /// The provider agents use unless they name one: `debug` (offline) or `command`.
     #[arg(long, default_value = "debug")]
     pub agent_provider: String,
+    /// The program the `command` provider runs per agent call, with its arguments
+    /// (shell-quoted): it reads the request as JSON on stdin and answers on stdout.
+    #[arg(long, value_name = "COMMAND")]
+    pub agent_command: Option<String>,
     /// A model alias: `alias:selector` (repeatable).
     #[arg(long = "model-map", value_name = "ALIAS:SELECTOR")]
     pub model_map: Vec<String>,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use smol_durable::{DebugProvider, Engine};
+use smol_durable::{CommandProvider, DebugProvider, Engine};
 use smol_durable_boa::BoaEngine;
 use smol_durable_sqlite::SqliteStore;
 
@@ -112,12 +112,31 @@ async fn engine(db: Option<&str>, command: &Command) -> anyhow::Result<Engine> {
         .script_engine(Arc::new(BoaEngine::new()))
         .provider(Arc::new(DebugProvider));
     if let Command::Run(options) = command {
-        if options.agent_provider != DebugProvider::NAME {
-            bail!(
-                "unknown agent provider {:?}; built-in providers: {}",
-                options.agent_provider,
-                DebugProvider::NAME
-            );
+        if let Some(command_line) = &options.agent_command {
+            let words = shlex::split(command_line)
+                .filter(|words| !words.is_empty())
+                .with_context(|| {
+                    format!(
+                        "--agent-command {command_line:?} is not a command line (check its quotes)"
+                    )
+                })?;
+            let (program, args) = words.split_first().context("empty --agent-command")?;
+            builder = builder.provider(Arc::new(CommandProvider::new(
+                program.clone(),
+                args.to_vec(),
+            )));
+        }
+        match options.agent_provider.as_str() {
+            DebugProvider::NAME => {}
+            CommandProvider::NAME if options.agent_command.is_some() => {}
+            CommandProvider::NAME => {
+                bail!("--agent-provider command needs --agent-command 'program args…'")
+            }
+            other => bail!(
+                "unknown agent provider {other:?}; built-in providers: {}, {}",
+                DebugProvider::NAME,
+                CommandProvider::NAME
+            ),
         }
         builder = builder.default_provider(options.agent_provider.clone());
         for mapping in &options.model_map {

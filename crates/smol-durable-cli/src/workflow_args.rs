@@ -72,7 +72,8 @@ pub fn from_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
     let extension = path
         .extension()
         .map(|ext| ext.to_string_lossy().to_ascii_lowercase());
-    let (format, parsed): (&str, fn(&str) -> Result<Value, String>) = match extension.as_deref() {
+    type Parse = fn(&str) -> Result<Value, String>;
+    let (format, parsed): (&str, Parse) = match extension.as_deref() {
         Some("json") => ("JSON", |text| {
             serde_json::from_str(text).map_err(|e| e.to_string())
         }),

@@ -279,7 +279,7 @@ fn bad_input_fails_with_one_clear_line() {
                 "--agent-provider".into(),
                 "nope".into(),
             ],
-            "unknown agent provider \"nope\"; built-in providers: debug",
+            "unknown agent provider \"nope\"; built-in providers: debug, command",
         ),
         (
             vec![
@@ -472,4 +472,68 @@ fn cancel_from_another_process_reports_what_happened() {
     let output = cli.run(&["cancel", "run_nope"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("not found"));
+}
+
+#[test]
+fn the_command_provider_runs_a_program_per_call() {
+    let cli = Cli::new();
+    let agent = cli.write(
+        "agent.sh",
+        "read -r request\nprintf '{\"output\": \"answered\", \"usage\": {\"inputTokens\": 1, \"outputTokens\": 7}}'\n",
+    );
+    let script = cli.write(
+        "two.mjs",
+        &format!("{META}export default [await agent(\"a\"), await agent(\"b\", {{ provider: \"debug\" }})];\n"),
+    );
+    let command = format!("sh '{agent}'");
+    let value = cli.json(&[
+        "run",
+        &script,
+        "--agent-provider",
+        "command",
+        "--agent-command",
+        &command,
+    ]);
+    assert_eq!(value["results"], json!(["answered", "echo: b"]));
+    assert_eq!(
+        value["tokenUsage"]["outputTokens"],
+        json!(7 + 3),
+        "the command's usage, and \"echo: b\" as 9 JSON bytes"
+    );
+
+    let failing = cli.write(
+        "fail.sh",
+        "cat > /dev/null\necho 'no model today' >&2\nexit 2\n",
+    );
+    let output = cli.run(&[
+        "run",
+        &script,
+        "--agent-provider",
+        "command",
+        "--agent-command",
+        &format!("sh {failing}"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("no model today"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = cli.run(&["run", &script, "--agent-provider", "command"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("needs --agent-command"));
+    let output = cli.run(&[
+        "run",
+        &script,
+        "--agent-provider",
+        "command",
+        "--agent-command",
+        "sh 'unclosed",
+    ]);
+    assert!(
+        stderr(&output).contains("is not a command line"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -75,6 +75,7 @@
 #![deny(missing_docs)]
 
 mod clock;
+mod command_provider;
 mod debug_provider;
 pub mod decide;
 mod engine;
@@ -89,6 +90,7 @@ mod signature;
 pub mod store;
 
 pub use clock::{sleep_for, Clock, ManualClock, SystemClock};
+pub use command_provider::{CommandProvider, EXIT_TEMPORARY_FAILURE};
 pub use debug_provider::DebugProvider;
 pub use engine::steps;
 pub use engine::{
