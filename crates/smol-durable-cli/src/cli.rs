@@ -71,6 +71,9 @@ pub struct RunArgs {
     /// At most this many agent calls at once (a positive integer).
     #[arg(long, value_name = "N")]
     pub max_parallel_agents: Option<usize>,
+    /// Save every agent call's full result as DIR/<run_id>/<step_id>.json.
+    #[arg(long, value_name = "DIR")]
+    pub save_raw_sessions: Option<PathBuf>,
     /// Print events as JSON lines instead of the final result.
     #[arg(long)]
     pub events: bool,

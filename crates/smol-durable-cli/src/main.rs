@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use smol_durable::{CommandProvider, DebugProvider, Engine};
+use smol_durable::{CommandProvider, DebugProvider, Engine, SessionLogDir};
 use smol_durable_boa::BoaEngine;
 use smol_durable_sqlite::SqliteStore;
 
@@ -139,6 +139,9 @@ async fn engine(db: Option<&str>, command: &Command) -> anyhow::Result<Engine> {
             ),
         }
         builder = builder.default_provider(options.agent_provider.clone());
+        if let Some(dir) = &options.save_raw_sessions {
+            builder = builder.session_log_sink(Arc::new(SessionLogDir::new(dir)));
+        }
         for mapping in &options.model_map {
             let Some((alias, selector)) = mapping.split_once(':') else {
                 bail!("--model-map {mapping:?} must be alias:selector");

@@ -537,3 +537,21 @@ fn the_command_provider_runs_a_program_per_call() {
         stderr(&output)
     );
 }
+
+#[test]
+fn raw_sessions_are_saved_one_file_per_call() {
+    let cli = Cli::new();
+    let output = cli.run(&["run", &hello(), "--save-raw-sessions", "sessions"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let run_id = cli.run_ids().remove(0);
+    let files: Vec<PathBuf> = std::fs::read_dir(cli.dir.path().join("sessions").join(&run_id))
+        .expect("the run's directory")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 3, "one file per agent call: {files:?}");
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).expect("read")).expect("json");
+    assert_eq!(saved["provider"], json!("debug"));
+    assert_eq!(saved["runId"], json!(run_id));
+    assert!(saved["output"].as_str().unwrap().starts_with("echo: "));
+}

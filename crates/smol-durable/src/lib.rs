@@ -86,6 +86,7 @@ pub mod paths;
 mod provider;
 mod schema;
 mod script;
+mod session_dir;
 mod signature;
 pub mod store;
 
@@ -108,5 +109,6 @@ pub use script::{
     BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, PhaseMeta, ScriptEngine,
     ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,
 };
+pub use session_dir::SessionLogDir;
 pub use signature::{canonical_json, child_workflow_scope, OccurrenceCounter, StepSignature};
 pub use store::{DurableStore, MemoryStore};
