@@ -460,4 +460,12 @@ impl DurableStore for SqliteStore {
         })
         .await
     }
+
+    async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
+        let task_id = task_id.to_owned();
+        self.write("delete_task", Commit::Durable, move |c| {
+            sql::delete_task(c, &task_id)
+        })
+        .await
+    }
 }

@@ -883,3 +883,63 @@ pub(crate) fn request_cancel(c: &Connection, run_id: &str, now: i64) -> Result<C
     }
     Ok(outcome)
 }
+
+pub(crate) fn delete_task(c: &Connection, task_id: &str) -> Result<bool> {
+    let op = "delete_task";
+    let Some(task) = get_task(c, task_id)? else {
+        return Ok(false);
+    };
+    if !task.state.is_terminal() {
+        return Err(smol_durable::store::unfinished_task(task_id, &task.state));
+    }
+    let unfinished: Option<String> = c
+        .prepare_cached(
+            "SELECT state FROM sw_workflow_runs WHERE task_id = ?1 \
+             AND state NOT IN ('completed', 'failed', 'cancelled') LIMIT 1",
+        )
+        .and_then(|mut statement| {
+            let mut rows = statement.query(params![task_id])?;
+            rows.next()?.map(|row| row.get(0)).transpose()
+        })
+        .map_err(|e| map_error(op, e))?;
+    if let Some(state) = unfinished {
+        return Err(smol_durable::store::unfinished_task(
+            task_id,
+            &State::parse(&state),
+        ));
+    }
+    // Children first within each table's rows is not needed: foreign keys are checked at the
+    // end of each statement, and every row that points at a deleted row goes in the same one.
+    const RUNS: &str = "SELECT run_id FROM sw_workflow_runs WHERE task_id = ?1";
+    for table in [
+        "sw_workflow_events",
+        "sw_budget_ledger",
+        "sw_workflow_steps",
+    ] {
+        execute(
+            c,
+            op,
+            &format!("DELETE FROM {table} WHERE run_id IN ({RUNS})"),
+            params![task_id],
+        )?;
+    }
+    execute(
+        c,
+        op,
+        "DELETE FROM sw_workflow_attempts WHERE task_id = ?1",
+        params![task_id],
+    )?;
+    execute(
+        c,
+        op,
+        "DELETE FROM sw_workflow_runs WHERE task_id = ?1",
+        params![task_id],
+    )?;
+    execute(
+        c,
+        op,
+        "DELETE FROM sw_workflow_tasks WHERE task_id = ?1",
+        params![task_id],
+    )?;
+    Ok(true)
+}

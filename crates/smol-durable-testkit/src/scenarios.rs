@@ -55,6 +55,7 @@ macro_rules! engine_conformance_tests {
             a_panicking_script_engine_fails_only_its_run,
             resume_waits_at_most_one_lease_ttl_for_a_live_owner,
             schema_output_is_validated_with_one_corrective_retry,
+            deleting_a_finished_run_removes_everything_under_it,
         );
     };
 }
@@ -1430,4 +1431,130 @@ fn exited_pid() -> u32 {
         }
         Err(_) => u32::MAX - 1,
     }
+}
+
+/// Deleting a finished run removes its children, attempts, steps, ledger rows and events, and
+/// nothing of any other run; an unfinished run and a child run are refused.
+pub async fn deleting_a_finished_run_removes_everything_under_it(fixture: Fixture) {
+    let scripts = ScriptedEngine::new()
+        .workflow("flows/child.mjs", |ctx| async move {
+            Ok(ctx.agent("in the child", Value::Null).await?)
+        })
+        .workflow("flows/main.mjs", |ctx| async move {
+            let answer = ctx.agent("in the parent", Value::Null).await?;
+            ctx.sleep(1).await?;
+            let child = ctx
+                .workflow(json!({ "scriptPath": "./child.mjs" }), json!({}))
+                .await?;
+            Ok(json!([answer, child]))
+        });
+    let provider = Arc::new(ScriptedProvider::new("scripted").with_usage(Usage::tokens(1, 2)));
+    let engine = builder(&fixture, &scripts, &provider)
+        .workflow("child", scripts.source("flows/child.mjs"))
+        .build()
+        .expect("engine");
+    let doomed = engine
+        .run(scripts.source("flows/main.mjs"), json!({}))
+        .await
+        .expect("run");
+    let kept = engine
+        .run(scripts.source("flows/main.mjs"), json!({ "keep": true }))
+        .await
+        .expect("run");
+    let store = fixture.store.as_ref();
+    let runs = store.list_runs(&RunFilter::default()).await.expect("list");
+    let child = runs
+        .iter()
+        .find(|run| run.root_run_id == doomed.run_id && !run.is_root())
+        .expect("child run")
+        .run_id
+        .clone();
+    let refused = engine.delete(&child).await.expect_err("a child is refused");
+    assert!(
+        refused.to_string().contains("delete its root run"),
+        "{refused}"
+    );
+
+    engine.delete(&doomed.run_id).await.expect("delete");
+    for run_id in [&doomed.run_id, &child] {
+        assert!(store.get_run(run_id).await.expect("get").is_none());
+        assert!(store.load_steps(run_id).await.expect("steps").is_empty());
+        assert!(store
+            .read_events(run_id, 0, 100)
+            .await
+            .expect("events")
+            .is_empty());
+        assert!(store
+            .ledger_entries(run_id)
+            .await
+            .expect("ledger")
+            .is_empty());
+    }
+    assert_eq!(store.budget_spent(&doomed.run_id).await.expect("spent"), 0);
+    assert!(store
+        .get_task(&doomed.task_id)
+        .await
+        .expect("task")
+        .is_none());
+    assert!(store
+        .list_attempts(&doomed.task_id)
+        .await
+        .expect("attempts")
+        .is_empty());
+    assert!(matches!(
+        engine.delete(&doomed.run_id).await,
+        Err(Error::RunNotFound { .. })
+    ));
+
+    // The other run is untouched and still resumable.
+    assert_eq!(
+        store.load_steps(&kept.run_id).await.expect("steps").len(),
+        3
+    );
+    assert!(!store
+        .read_events(&kept.run_id, 0, 100)
+        .await
+        .expect("events")
+        .is_empty());
+    assert_eq!(store.budget_spent(&kept.run_id).await.expect("spent"), 4);
+    let again = engine
+        .resume(&kept.run_id, ResumeOptions::new())
+        .await
+        .expect("resume")
+        .join()
+        .await
+        .expect("resumed");
+    assert_eq!(again.result, kept.result);
+
+    // A task that has not finished is refused, and keeps everything.
+    let pending = store
+        .create_run(NewRun::new(
+            ClaimScope::Local,
+            "owner_delete",
+            WorkflowInfo::new(),
+            json!({}),
+            1,
+        ))
+        .await
+        .expect("create");
+    let error = store
+        .delete_task(&pending.task.task_id)
+        .await
+        .expect_err("unfinished");
+    assert_eq!(error.kind(), smol_durable::StoreErrorKind::Conflict);
+    assert!(
+        error
+            .to_string()
+            .contains("only finished runs can be deleted"),
+        "{error}"
+    );
+    assert!(store
+        .get_run(&pending.run.run_id)
+        .await
+        .expect("get")
+        .is_some());
+    assert!(!store
+        .delete_task("task_missing")
+        .await
+        .expect("no such task"));
 }

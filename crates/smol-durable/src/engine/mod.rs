@@ -554,6 +554,21 @@ impl Engine {
         })
     }
 
+    /// Deletes a finished root run with its child runs, attempts, steps, ledger rows and
+    /// events. A child run is refused (delete its root), and so is a run that has not finished
+    /// (cancel it first).
+    pub async fn delete(&self, run_id: &str) -> Result<(), Error> {
+        let run = self.get_run(run_id).await?;
+        if !run.is_root() {
+            return Err(Error::Config(format!(
+                "run {run_id} is a child of {}; delete its root run",
+                run.root_run_id
+            )));
+        }
+        self.shared.store.delete_task(&run.task_id).await?;
+        Ok(())
+    }
+
     /// Runs matching a filter, newest first.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
         Ok(self.shared.store.list_runs(filter).await?)

@@ -782,4 +782,43 @@ impl DurableStore for MemoryStore {
         }
         Ok(outcome)
     }
+
+    async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
+        let mut tables = self.lock()?;
+        let Some(task) = tables.tasks.get(task_id) else {
+            return Ok(false);
+        };
+        let unfinished = std::iter::once(&task.state)
+            .chain(
+                tables
+                    .runs
+                    .values()
+                    .filter(|run| run.task_id == task_id)
+                    .map(|run| &run.state),
+            )
+            .find(|state| !state.is_terminal());
+        if let Some(state) = unfinished {
+            return Err(super::unfinished_task(task_id, state));
+        }
+        let runs: std::collections::HashSet<String> = tables
+            .runs
+            .values()
+            .filter(|run| run.task_id == task_id)
+            .map(|run| run.run_id.clone())
+            .collect();
+        tables.tasks.remove(task_id);
+        tables.runs.retain(|id, _| !runs.contains(id));
+        tables.attempts.retain(|attempt| attempt.task_id != task_id);
+        tables.steps.retain(|_, step| !runs.contains(&step.run_id));
+        tables
+            .step_ids
+            .retain(|(run_id, _), _| !runs.contains(run_id));
+        tables.ledger.retain(|entry| !runs.contains(&entry.run_id));
+        tables
+            .ledger_keys
+            .retain(|(root, _, _)| !runs.contains(root));
+        tables.spent.retain(|root, _| !runs.contains(root));
+        tables.events.retain(|event| !runs.contains(&event.run_id));
+        Ok(true)
+    }
 }

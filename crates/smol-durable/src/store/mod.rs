@@ -19,7 +19,7 @@ pub use records::{
     StepRecord, TaskRecord, WorkflowInfo,
 };
 
-use crate::StoreError;
+use crate::{StoreError, StoreErrorKind};
 
 /// Result type of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -453,6 +453,16 @@ pub struct ClaimedTask {
     pub attempt: AttemptRecord,
 }
 
+/// The error every store returns when asked to delete a task that has not finished, so the
+/// message is the same on every backend.
+pub fn unfinished_task(task_id: &str, state: &State) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Conflict,
+        "delete_task",
+        format!("task {task_id} is {state}; only finished runs can be deleted (cancel it first)"),
+    )
+}
+
 /// Durable storage of tasks, runs, attempts, steps, the budget ledger, events and owners.
 ///
 /// Implementations must be safe to share (`Arc<dyn DurableStore>`) and every method must be
@@ -541,4 +551,10 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
 
     /// Records a cancellation request for a root run (or cancels a pending task at once).
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest>;
+
+    /// Deletes a finished task with everything under it: its runs (the root and every child),
+    /// attempts, steps, ledger rows and events. `Ok(false)` when there is no such task; a
+    /// [`StoreErrorKind::Conflict`] error, deleting nothing, while the task or any of its runs
+    /// is not terminal.
+    async fn delete_task(&self, task_id: &str) -> StoreResult<bool>;
 }
