@@ -87,7 +87,11 @@ pub struct RunArgs {
 
 /// `history`'s options.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct HistoryArgs {
+    /// `history delete …`.
+    #[command(subcommand)]
+    pub action: Option<HistoryAction>,
     /// Show this run in detail.
     pub run_id: Option<String>,
     /// Output format.
@@ -102,6 +106,23 @@ pub struct HistoryArgs {
     /// At most this many runs.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+}
+
+/// What `history` can do besides listing.
+#[derive(Debug, Subcommand)]
+pub enum HistoryAction {
+    /// Delete finished root runs with everything under them (children, steps, events, ledger).
+    Delete {
+        /// Delete runs in this state (repeatable): completed, failed or cancelled.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        state: Vec<String>,
+        /// Delete every finished run.
+        #[arg(long)]
+        all: bool,
+        /// List what would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// How `history` prints.

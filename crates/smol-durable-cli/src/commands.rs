@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use smol_durable::store::{RunFilter, RunRecord, State};
 use smol_durable::{Engine, ResumeOptions, RunOutput, RunRequest, WorkflowSource};
 
-use crate::cli::{Format, HistoryArgs, RunArgs};
+use crate::cli::{Format, HistoryAction, HistoryArgs, RunArgs};
 use crate::progress::Progress;
 use crate::workflow_args;
 
@@ -147,8 +147,62 @@ pub fn smol_wf_json(output: &RunOutput) -> String {
     )
 }
 
-/// `history`: runs newest first, or one run in detail.
+/// `history delete`: finished root runs in the chosen states (or all), with everything under
+/// them. Unfinished runs are never deleted.
+async fn delete_runs(
+    engine: &Engine,
+    states: &[String],
+    all: bool,
+    dry_run: bool,
+) -> anyhow::Result<Outcome> {
+    let states = if all {
+        vec![State::Completed, State::Failed, State::Cancelled]
+    } else {
+        let parsed = parse_states(states)?;
+        if let Some(state) = parsed.iter().find(|s| !s.is_terminal()) {
+            bail!("runs that are {state} cannot be deleted; cancel them first, or choose completed, failed or cancelled");
+        }
+        parsed
+    };
+    let filter = RunFilter {
+        states,
+        roots_only: true,
+        ..RunFilter::default()
+    };
+    let runs = engine.list_runs(&filter).await?;
+    for run in &runs {
+        if !dry_run {
+            engine.delete(&run.run_id).await?;
+        }
+        println!("{}", run.run_id);
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    eprintln!("{verb} {} run(s)", runs.len());
+    Ok(Outcome::Success)
+}
+
+fn parse_states(states: &[String]) -> anyhow::Result<Vec<State>> {
+    states
+        .iter()
+        .map(|text| match State::parse(text) {
+            State::Unknown(state) => bail!(
+                "unknown --state {state:?}; use pending, running, completed, failed or cancelled"
+            ),
+            state => Ok(state),
+        })
+        .collect()
+}
+
+/// `history`: runs newest first, one run in detail, or `history delete`.
 pub async fn history(engine: &Engine, options: HistoryArgs) -> anyhow::Result<Outcome> {
+    if let Some(HistoryAction::Delete {
+        state,
+        all,
+        dry_run,
+    }) = &options.action
+    {
+        return delete_runs(engine, state, *all, *dry_run).await;
+    }
     if let Some(run_id) = &options.run_id {
         let status = engine.status(run_id).await?;
         let steps = engine.store().load_steps(run_id).await?;
@@ -175,18 +229,11 @@ pub async fn history(engine: &Engine, options: HistoryArgs) -> anyhow::Result<Ou
         return Ok(Outcome::Success);
     }
     let filter = RunFilter {
-        states: options.state.iter().map(|s| State::parse(s)).collect(),
+        states: parse_states(&options.state)?,
         roots_only: true,
         name_contains: options.name.clone(),
         limit: Some(options.limit),
     };
-    if let Some(State::Unknown(state)) = filter
-        .states
-        .iter()
-        .find(|s| matches!(s, State::Unknown(_)))
-    {
-        bail!("unknown --state {state:?}; use pending, running, completed, failed or cancelled");
-    }
     let runs = engine.list_runs(&filter).await?;
     match options.output {
         Format::Json => {

@@ -555,3 +555,55 @@ fn raw_sessions_are_saved_one_file_per_call() {
     assert_eq!(saved["runId"], json!(run_id));
     assert!(saved["output"].as_str().unwrap().starts_with("echo: "));
 }
+
+#[test]
+fn history_delete_removes_finished_runs_only() {
+    let cli = Cli::new();
+    let failing = cli.write(
+        "fails.mjs",
+        &format!("{META}throw new Error(\"no\");\nexport default 1;\n"),
+    );
+    assert!(cli.run(&["run", &hello()]).status.success());
+    assert_eq!(cli.run(&["run", &failing]).status.code(), Some(1));
+    assert_eq!(cli.run_ids().len(), 2);
+
+    let dry = cli.run(&["history", "delete", "--state", "failed", "--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(stderr(&dry).contains("would delete 1 run(s)"));
+    assert_eq!(cli.run_ids().len(), 2, "a dry run deletes nothing");
+
+    let deleted = cli.run(&["history", "delete", "--state", "failed"]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let remaining = cli.json(&["history", "-o", "json"]);
+    assert_eq!(remaining.as_array().map(Vec::len), Some(1));
+    assert_eq!(remaining[0]["state"], json!("completed"));
+    let deleted_id = String::from_utf8_lossy(&deleted.stdout).trim().to_owned();
+    assert!(stderr(&cli.run(&["status", &deleted_id])).contains("not found"));
+
+    for (args, expected) in [
+        (vec!["history", "delete"], "--state"),
+        (
+            vec!["history", "delete", "--state", "running"],
+            "cannot be deleted",
+        ),
+        (
+            vec!["history", "delete", "--all", "--state", "failed"],
+            "cannot be used with",
+        ),
+    ] {
+        let output = cli.run(&args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let all = cli.run(&["history", "delete", "--all"]);
+    assert!(
+        stderr(&all).contains("deleted 1 run(s)"),
+        "{}",
+        stderr(&all)
+    );
+    assert!(cli.run_ids().is_empty());
+}
