@@ -1,4 +1,5 @@
-//! The example workflows under `tests/scripts/`, run through the whole engine.
+//! The example workflows (`examples/workflows/`) and the script corpus (`tests/scripts/`), run
+//! through the whole engine.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 
@@ -13,6 +14,14 @@ use smol_durable::{
 };
 use smol_durable_boa::BoaEngine;
 use smol_durable_testkit::ScriptedProvider;
+
+/// One of the example workflows users copy from (`examples/workflows/`).
+fn example(name: &str) -> WorkflowSource {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/workflows")
+        .join(name);
+    WorkflowSource::from_file(path).expect("example")
+}
 
 fn script(name: &str) -> WorkflowSource {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -50,7 +59,7 @@ async fn multi_phase_pipeline_applies_phase_defaults() {
     let provider = Arc::new(ScriptedProvider::new("scripted"));
     let engine = engine(&provider);
     let request = RunRequest::new(
-        script("multi_phase.mjs"),
+        example("multi_phase.mjs"),
         json!({ "topics": ["tea", "coffee"] }),
     );
     let output = run(&engine, request).await;
@@ -84,7 +93,7 @@ async fn budget_aware_script_stops_when_the_allowance_runs_out() {
     let provider = Arc::new(ScriptedProvider::new("scripted").with_usage(Usage::tokens(1, 4)));
     let engine = engine(&provider);
     let request =
-        RunRequest::new(script("budget_aware.mjs"), json!({ "costPerCall": 4 })).budget_total(10);
+        RunRequest::new(example("budget_aware.mjs"), json!({ "costPerCall": 4 })).budget_total(10);
     let output = run(&engine, request).await;
     assert_eq!(output.result["answers"].as_array().map(Vec::len), Some(2));
     assert_eq!(output.result["spent"], json!(8));
@@ -97,7 +106,7 @@ async fn workflow_extra_imports_every_way() {
     let engine = engine(&provider);
     let output = run(
         &engine,
-        RunRequest::new(script("durable_sleep.mjs"), json!({})),
+        RunRequest::new(example("durable_sleep.mjs"), json!({})),
     )
     .await;
     assert_eq!(output.result, json!({ "slept": true }));
@@ -114,7 +123,7 @@ async fn children_run_inside_parallel_alongside_a_sleep() {
     let provider =
         Arc::new(ScriptedProvider::new("scripted").with_default_delay(Duration::from_secs(1)));
     let engine = engine(&provider);
-    let output = run(&engine, RunRequest::new(script("parent.mjs"), json!({}))).await;
+    let output = run(&engine, RunRequest::new(example("parent.mjs"), json!({}))).await;
     assert_eq!(
         output.result,
         json!({
@@ -141,7 +150,7 @@ async fn structured_output_reaches_the_script_as_an_object() {
     let engine = engine(&provider);
     let output = run(
         &engine,
-        RunRequest::new(script("structured.mjs"), json!({})),
+        RunRequest::new(example("structured.mjs"), json!({})),
     )
     .await;
     assert_eq!(
@@ -338,7 +347,7 @@ async fn the_debug_provider_answers_a_schema_with_a_value_that_validates() {
         .expect("engine");
     let output = run(
         &engine,
-        RunRequest::new(script("structured.mjs"), json!({})),
+        RunRequest::new(example("structured.mjs"), json!({})),
     )
     .await;
     assert_eq!(

@@ -607,3 +607,21 @@ fn history_delete_removes_finished_runs_only() {
     );
     assert!(cli.run_ids().is_empty());
 }
+
+#[test]
+fn every_example_workflow_runs_with_the_debug_provider() {
+    let cli = Cli::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/workflows");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples/workflows")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "mjs"))
+        .collect();
+    scripts.sort();
+    assert!(scripts.len() >= 7, "{scripts:?}");
+    for script in scripts {
+        let script = script.display().to_string();
+        let value = cli.json(&["run", &script, "--budget-allowance", "1000"]);
+        assert!(value["runID"].as_str().is_some(), "{script}: {value}");
+    }
+}

@@ -3,7 +3,7 @@ export const meta = { name: "budget-aware", description: "Spends its allowance a
 
 export default async function (args, ctx) {
   const answers = [];
-  while (ctx.budget.remaining() >= args.costPerCall && answers.length < 10) {
+  while (ctx.budget.remaining() >= (args.costPerCall ?? 4) && answers.length < 10) {
     answers.push(await ctx.agent(`idea ${answers.length + 1}`));
   }
   return { answers, spent: ctx.budget.spent(), left: ctx.budget.remaining() };

@@ -9,7 +9,7 @@ export const meta = {
 };
 
 const notes = await pipeline(
-  args.topics,
+  args.topics ?? ["tea", "coffee"],
   (topic) => agent(`outline ${topic}`, { phase: "plan" }),
   (outline, topic) => agent(`write about ${topic} from: ${outline}`, { phase: "write" }),
 );
