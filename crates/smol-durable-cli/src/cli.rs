@@ -52,7 +52,8 @@ pub enum Command {
 pub struct RunArgs {
     /// The workflow script (an ES module).
     pub script: PathBuf,
-    /// The provider agents use unless they name one: `debug` (offline) or `command`.
+    /// The provider agents use unless they name one: `debug` (offline), `command` or `openai`
+    /// (OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_MODEL).
     #[arg(long, default_value = "debug")]
     pub agent_provider: String,
     /// The program the `command` provider runs per agent call, with its arguments

@@ -19,6 +19,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use smol_durable::{CommandProvider, DebugProvider, Engine, SessionLogDir};
 use smol_durable_boa::BoaEngine;
+use smol_durable_openai::OpenAiProvider;
 use smol_durable_sqlite::SqliteStore;
 
 use crate::cli::{Cli, Command};
@@ -126,16 +127,23 @@ async fn engine(db: Option<&str>, command: &Command) -> anyhow::Result<Engine> {
                 args.to_vec(),
             )));
         }
+        let openai_configured = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+        if openai_configured || options.agent_provider == OpenAiProvider::NAME {
+            builder = builder.provider(Arc::new(OpenAiProvider::from_env()));
+        }
         match options.agent_provider.as_str() {
-            DebugProvider::NAME => {}
+            DebugProvider::NAME | OpenAiProvider::NAME => {}
             CommandProvider::NAME if options.agent_command.is_some() => {}
             CommandProvider::NAME => {
                 bail!("--agent-provider command needs --agent-command 'program args…'")
             }
             other => bail!(
-                "unknown agent provider {other:?}; built-in providers: {}, {}",
+                "unknown agent provider {other:?}; built-in providers: {}, {}, {}",
                 DebugProvider::NAME,
-                CommandProvider::NAME
+                CommandProvider::NAME,
+                OpenAiProvider::NAME
             ),
         }
         builder = builder.default_provider(options.agent_provider.clone());

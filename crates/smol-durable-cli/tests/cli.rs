@@ -279,7 +279,7 @@ fn bad_input_fails_with_one_clear_line() {
                 "--agent-provider".into(),
                 "nope".into(),
             ],
-            "unknown agent provider \"nope\"; built-in providers: debug, command",
+            "unknown agent provider \"nope\"; built-in providers: debug, command, openai",
         ),
         (
             vec![
@@ -624,4 +624,37 @@ fn every_example_workflow_runs_with_the_debug_provider() {
         let value = cli.json(&["run", &script, "--budget-allowance", "1000"]);
         assert!(value["runID"].as_str().is_some(), "{script}: {value}");
     }
+}
+
+#[test]
+fn the_openai_provider_talks_to_a_compatible_endpoint() {
+    use smol_durable_testkit::{StubHttpServer, StubResponse};
+    let server = StubHttpServer::start(vec![StubResponse::json(
+        200,
+        json!({
+            "id": "chatcmpl-9",
+            "model": "stub",
+            "choices": [{ "message": { "role": "assistant", "content": "from the stub" } }],
+            "usage": { "prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10 }
+        }),
+    )]);
+    let cli = Cli::new();
+    let script = cli.write(
+        "ask.mjs",
+        &format!("{META}export default await agent(\"ask\");\n"),
+    );
+    let output = cli
+        .command(&["run", &script, "--agent-provider", "openai"])
+        .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
+        .env("OPENAI_API_KEY", "sk-local")
+        .env("OPENAI_MODEL", "stub-model")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(value["results"], json!("from the stub"));
+    assert_eq!(value["tokenUsage"]["outputTokens"], json!(6));
+    let sent = server.requests();
+    assert_eq!(sent[0].json()["model"], json!("stub-model"));
+    assert_eq!(sent[0].header("authorization"), Some("Bearer sk-local"));
 }

@@ -36,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod http_stub;
 mod provider;
 mod scripted;
 mod sinks;
@@ -43,6 +44,7 @@ mod sinks;
 pub mod scenarios;
 pub mod store;
 
+pub use http_stub::{StubHttpServer, StubRequest, StubResponse};
 pub use provider::ScriptedProvider;
 pub use scripted::{ScriptCtx, ScriptedEngine};
 pub use sinks::{RecordingEventSink, RecordingSessionSink, SavedSession};
