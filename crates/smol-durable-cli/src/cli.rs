@@ -81,9 +81,9 @@ pub struct RunArgs {
     /// A JSON file holding the workflow's arguments (`--args-<name>` overrides its keys).
     #[arg(long, value_name = "FILE")]
     pub args_from_file: Option<PathBuf>,
-    /// Diagnostic verbosity (accepted for smol-wf compatibility).
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    pub log_level: String,
+    /// Diagnostics on stderr: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "warn")]
+    pub log_level: tracing::Level,
 }
 
 /// `history`'s options.

@@ -82,6 +82,14 @@ async fn execute(
     cli: Cli,
     cli_args: serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<Outcome> {
+    if let Command::Run(options) = &cli.command {
+        // Diagnostics (store retries, lease trouble) go to stderr; results stay on stdout.
+        tracing_subscriber::fmt()
+            .with_max_level(options.log_level)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .init();
+    }
     let engine = engine(cli.db.as_deref(), &cli.command).await?;
     match cli.command {
         Command::Run(options) => commands::run(&engine, options, cli_args).await,

@@ -330,6 +330,10 @@ fn bad_input_fails_with_one_clear_line() {
             "workflow run run_nope was not found",
         ),
         (
+            vec!["run".into(), hello(), "--log-level".into(), "loud".into()],
+            "invalid value 'loud' for '--log-level <LEVEL>'",
+        ),
+        (
             vec!["status".into(), "run_nope".into()],
             "workflow run run_nope was not found",
         ),
