@@ -662,3 +662,73 @@ fn the_openai_provider_talks_to_a_compatible_endpoint() {
     assert_eq!(sent[0].json()["model"], json!("stub-model"));
     assert_eq!(sent[0].header("authorization"), Some("Bearer sk-local"));
 }
+
+#[test]
+fn model_map_and_agent_cap_shape_the_calls() {
+    let cli = Cli::new();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/workflows/multi_phase.mjs")
+        .display()
+        .to_string();
+    let output = cli.run(&[
+        "run",
+        &script,
+        "--model-map",
+        "fast:vendor/fast-1",
+        "--max-parallel-agents",
+        "1",
+        "--events",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    let started: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == json!("workflow.agent_started"))
+        .collect();
+    assert_eq!(started.len(), 4);
+    for event in &started {
+        let prompt = event["prompt"].as_str().unwrap();
+        let model = &event["options"]["model"];
+        if prompt.starts_with("outline") {
+            assert_eq!(model, &json!("vendor/fast-1"), "{event}");
+        } else {
+            assert!(model.is_null(), "{event}");
+        }
+    }
+    // With a cap of one, every call completes before the next starts.
+    let order: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .filter(|t| t.starts_with("workflow.agent_"))
+        .collect();
+    for pair in order.chunks(2) {
+        assert_eq!(pair, ["workflow.agent_started", "workflow.agent_completed"]);
+    }
+}
+
+#[test]
+fn events_follow_waits_for_the_run_to_finish() {
+    let cli = Cli::new();
+    let script = cli.write(
+        "later.mjs",
+        &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait sleep(700);\nexport default await agent(\"done\");\n"),
+    );
+    let mut run = cli.spawn(&["run", &script]);
+    let run_id = wait_for_run(&cli);
+    let follow = cli.run(&["events", &run_id, "--follow"]);
+    assert!(follow.status.success(), "{}", stderr(&follow));
+    let last = String::from_utf8_lossy(&follow.stdout)
+        .lines()
+        .last()
+        .map(|line| serde_json::from_str::<Value>(line).expect("JSON"))
+        .expect("events");
+    assert_eq!(
+        last["type"],
+        json!("workflow.result"),
+        "followed to the end"
+    );
+    assert!(run.wait().expect("run exits").success());
+}
