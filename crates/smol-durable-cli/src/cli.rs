@@ -78,7 +78,8 @@ pub struct RunArgs {
     /// Print events as JSON lines instead of the final result.
     #[arg(long)]
     pub events: bool,
-    /// A JSON file holding the workflow's arguments (`--args-<name>` overrides its keys).
+    /// A JSON or YAML file holding the workflow's arguments (`--args-<name>` overrides its
+    /// keys).
     #[arg(long, value_name = "FILE")]
     pub args_from_file: Option<PathBuf>,
     /// Diagnostics on stderr: error, warn, info, debug or trace.

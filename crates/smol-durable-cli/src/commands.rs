@@ -170,14 +170,25 @@ async fn delete_runs(
         ..RunFilter::default()
     };
     let runs = engine.list_runs(&filter).await?;
+    let mut done = 0;
+    let mut refused = 0;
     for run in &runs {
         if !dry_run {
-            engine.delete(&run.run_id).await?;
+            // A run resumed since it was listed is not finished any more: say so, go on.
+            if let Err(error) = engine.delete(&run.run_id).await {
+                eprintln!("error: run {} was not deleted: {error}", run.run_id);
+                refused += 1;
+                continue;
+            }
         }
         println!("{}", run.run_id);
+        done += 1;
     }
     let verb = if dry_run { "would delete" } else { "deleted" };
-    eprintln!("{verb} {} run(s)", runs.len());
+    eprintln!("{verb} {done} run(s)");
+    if refused > 0 {
+        bail!("{refused} run(s) could not be deleted");
+    }
     Ok(Outcome::Success)
 }
 

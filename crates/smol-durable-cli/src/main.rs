@@ -26,7 +26,15 @@ use crate::cli::{Cli, Command};
 use crate::commands::Outcome;
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
+    let argv: Result<Vec<String>, _> = std::env::args_os().map(|arg| arg.into_string()).collect();
+    let argv = match argv {
+        Ok(argv) => argv,
+        Err(arg) => {
+            return fail(&anyhow::anyhow!(
+                "argument {arg:?} is not valid UTF-8; rename the file or pass its data in a --args-from-file"
+            ))
+        }
+    };
     let (argv, cli_args) = match workflow_args::split(argv) {
         Ok(split) => split,
         Err(error) => return fail(&error),

@@ -732,3 +732,22 @@ fn events_follow_waits_for_the_run_to_finish() {
     );
     assert!(run.wait().expect("run exits").success());
 }
+
+#[cfg(unix)]
+#[test]
+fn a_non_utf8_argument_is_an_error_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let cli = Cli::new();
+    let output = Command::new(env!("CARGO_BIN_EXE_smol-durable"))
+        .arg("run")
+        .arg(std::ffi::OsStr::from_bytes(b"caf\xe9.mjs"))
+        .env("SMOL_DURABLE_DB", cli.db())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with("error: argument"),
+        "{}",
+        stderr(&output)
+    );
+}

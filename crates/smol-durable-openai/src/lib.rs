@@ -32,6 +32,9 @@ use smol_durable::{
     AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind, Usage,
 };
 
+/// The longest `Retry-After` honoured, in seconds.
+const MAX_RETRY_AFTER_SECS: f64 = 60.0;
+
 /// The OpenAI-compatible provider.
 #[derive(Debug, Clone)]
 pub struct OpenAiProvider {
@@ -151,7 +154,9 @@ impl OpenAiProvider {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<f64>().ok())
-            .map(|seconds| (seconds.max(0.0) * 1000.0) as u64);
+            .filter(|seconds| seconds.is_finite())
+            // A server cannot park a run for longer than a minute per retry.
+            .map(|seconds| (seconds.clamp(0.0, MAX_RETRY_AFTER_SECS) * 1000.0) as u64);
         let text = response.text().await.map_err(|error| {
             (
                 ProviderError::transient(format!("the response was cut off: {error}"))

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use crate::{AgentProvider, AgentRequest, AgentResponse, ProviderError};
+use crate::{AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind};
 
 /// The exit status (`EX_TEMPFAIL`) by which a command says "try again later".
 pub const EXIT_TEMPORARY_FAILURE: i32 = 75;
@@ -72,22 +72,34 @@ impl CommandProvider {
         let input = serde_json::to_vec(request).map_err(|error| {
             ProviderError::terminal(format!("cannot encode the request: {error}"))
         })?;
-        let mut child = tokio::process::Command::new(&self.program)
+        let mut command = tokio::process::Command::new(&self.program);
+        command
             .args(&self.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| {
-                ProviderError::terminal(format!("cannot start {}: {error}", self.program))
-                    .with_source(error)
-            })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A program that answers without reading its input closes the pipe early.
-            let _ = stdin.write_all(&input).await;
-        }
-        let output = child.wait_with_output().await.map_err(|error| {
+            .kill_on_drop(true);
+        // Its own process group, so a timeout or a cancellation also stops whatever the
+        // program started (`sh -c …`, `npx …` wrappers).
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut child = command.spawn().map_err(|error| {
+            ProviderError::terminal(format!("cannot start {}: {error}", self.program))
+                .with_source(error)
+        })?;
+        let mut group = ProcessGroup(child.id());
+        let stdin = child.stdin.take();
+        // Written while the output is read: a large request and a large answer must not wait
+        // on each other's pipe.
+        let write = async move {
+            if let Some(mut stdin) = stdin {
+                // A program that answers without reading its input closes the pipe early.
+                let _ = stdin.write_all(&input).await;
+            }
+        };
+        let ((), output) = tokio::join!(write, child.wait_with_output());
+        group.0 = None;
+        let output = output.map_err(|error| {
             ProviderError::transient(format!("{} did not finish: {error}", self.program))
                 .with_source(error)
         })?;
@@ -105,32 +117,53 @@ impl CommandProvider {
                 ProviderError::terminal(message)
             });
         }
-        Ok(response(&output.stdout))
+        response(&output.stdout)
+    }
+}
+
+/// Kills a program's whole process group unless the program finished (`.0` cleared).
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(pid) = self.0 {
+            // `kill -KILL -- -PGID`: the crate forbids `unsafe`, so no direct libc call.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
 /// stdout as a response: a JSON object with `output`, or the text itself.
-fn response(stdout: &[u8]) -> AgentResponse {
+fn response(stdout: &[u8]) -> Result<AgentResponse, ProviderError> {
     if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(stdout) {
         if fields.contains_key("output") {
-            if let Ok(mut response) = serde_json::from_value::<AgentResponse>(Value::Object(fields))
-            {
-                if let Some(usage) = response.usage.as_mut() {
-                    if usage.total_tokens.is_none() {
-                        usage.total_tokens = usage
-                            .input_tokens
-                            .zip(usage.output_tokens)
-                            .map(|(i, o)| i.saturating_add(o));
-                    }
+            let mut response = serde_json::from_value::<AgentResponse>(Value::Object(fields))
+                .map_err(|error| {
+                    ProviderError::new(
+                        ProviderErrorKind::InvalidResponse,
+                        format!("the command's JSON answer is malformed: {error}"),
+                    )
+                })?;
+            if let Some(usage) = response.usage.as_mut() {
+                if usage.total_tokens.is_none() {
+                    usage.total_tokens = usage
+                        .input_tokens
+                        .zip(usage.output_tokens)
+                        .map(|(i, o)| i.saturating_add(o));
                 }
-                return response;
             }
+            return Ok(response);
         }
     }
     let text = String::from_utf8_lossy(stdout);
     let text = text.strip_suffix('\n').unwrap_or(&text);
     let text = text.strip_suffix('\r').unwrap_or(text);
-    AgentResponse::new(Value::String(text.to_owned()))
+    Ok(AgentResponse::new(Value::String(text.to_owned())))
 }
 
 #[async_trait]
@@ -195,6 +228,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn large_requests_and_answers_do_not_block_each_other() {
+        let prompt = "x".repeat(300_000);
+        let response = CommandProvider::new("cat", Vec::<String>::new())
+            .timeout(Duration::from_secs(20))
+            .run(AgentRequest::new(prompt.clone()))
+            .await
+            .expect("cat echoes the request");
+        let echoed: Value =
+            serde_json::from_str(response.output.as_str().expect("text")).expect("the request");
+        assert_eq!(echoed["prompt"], json!(prompt));
+    }
+
+    #[tokio::test]
+    async fn a_json_answer_with_a_malformed_field_is_an_invalid_response() {
+        let error = sh(r#"cat > /dev/null; printf '{"output": "x", "usage": "lots"}'"#)
+            .run(AgentRequest::new("x"))
+            .await
+            .expect_err("malformed");
+        assert_eq!(error.kind(), ProviderErrorKind::InvalidResponse);
+    }
+
+    #[tokio::test]
     async fn failures_carry_stderr_and_say_whether_to_retry() {
         let error = sh("echo 'model exploded' >&2; exit 3")
             .run(AgentRequest::new("x"))
@@ -224,8 +279,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("smol-durable-cmd-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let marker = dir.join("finished");
-        let provider =
-            sh(&format!("sleep 1; touch {}", marker.display())).timeout(Duration::from_millis(200));
+        // The work happens in a grandchild: the whole process group must go.
+        let provider = sh(&format!("(sleep 1; touch {}) & wait", marker.display()))
+            .timeout(Duration::from_millis(200));
         let started = std::time::Instant::now();
         let error = provider
             .run(AgentRequest::new("x"))

@@ -62,7 +62,7 @@ impl AgentProvider for DebugProvider {
 
     async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
         let output = match request.options.get("schema") {
-            Some(schema) => generate(schema, schema, 0),
+            Some(schema) => generate(schema, &Doc::new(schema), 0),
             None => Value::String(format!("echo: {}", request.prompt)),
         };
         let tokens = |bytes: usize| (bytes as u64).div_ceil(4).max(1);
@@ -76,9 +76,35 @@ impl AgentProvider for DebugProvider {
     }
 }
 
-/// A value `schema` accepts, for the schemas structured output uses in practice. `root` is the
-/// document local `$ref`s point into.
-pub(crate) fn generate(schema: &Value, root: &Value, depth: usize) -> Value {
+/// At most this many values are generated for one answer: recursive schemas with several
+/// children or large `minItems` must not grow without bound.
+const MAX_VALUES: usize = 10_000;
+
+/// Longest string generated for a `minLength`.
+const MAX_STRING: usize = 10_000;
+
+/// The schema document (`$ref`s point into it) and what is left of the value allowance.
+pub(crate) struct Doc<'a> {
+    root: &'a Value,
+    left: std::cell::Cell<usize>,
+}
+
+impl<'a> Doc<'a> {
+    pub(crate) fn new(root: &'a Value) -> Self {
+        Self {
+            root,
+            left: std::cell::Cell::new(MAX_VALUES),
+        }
+    }
+}
+
+/// A value `schema` accepts, for the schemas structured output uses in practice.
+pub(crate) fn generate(schema: &Value, doc: &Doc<'_>, depth: usize) -> Value {
+    // Every value counts against the allowance, even the `null` that ends a deep branch.
+    if doc.left.get() == 0 {
+        return Value::Null;
+    }
+    doc.left.set(doc.left.get() - 1);
     if depth > MAX_SCHEMA_DEPTH {
         return Value::Null;
     }
@@ -90,9 +116,9 @@ pub(crate) fn generate(schema: &Value, root: &Value, depth: usize) -> Value {
         .get("$ref")
         .and_then(Value::as_str)
         .and_then(|pointer| pointer.strip_prefix('#'))
-        .and_then(|pointer| root.pointer(pointer))
+        .and_then(|pointer| doc.root.pointer(pointer))
     {
-        return generate(target, root, depth + 1);
+        return generate(target, doc, depth + 1);
     }
     if let Some(value) = schema.get("const") {
         return value.clone();
@@ -110,14 +136,14 @@ pub(crate) fn generate(schema: &Value, root: &Value, depth: usize) -> Value {
             .and_then(Value::as_array)
             .and_then(|branches| branches.first())
         {
-            return generate(first, root, depth + 1);
+            return generate(first, doc, depth + 1);
         }
     }
     if let Some(branches) = schema.get("allOf").and_then(Value::as_array) {
         let mut merged = Map::new();
         let mut other = None;
         for branch in branches {
-            match generate(branch, root, depth + 1) {
+            match generate(branch, doc, depth + 1) {
                 Value::Object(fields) => merged.extend(fields),
                 value => other = other.or(Some(value)),
             }
@@ -132,8 +158,8 @@ pub(crate) fn generate(schema: &Value, root: &Value, depth: usize) -> Value {
         "boolean" => Value::Bool(true),
         "integer" => integer(schema),
         "number" => number(schema),
-        "array" => array(schema, root, depth),
-        "object" => object(schema, root, depth),
+        "array" => array(schema, doc, depth),
+        "object" => object(schema, doc, depth),
         _ => string(schema),
     }
 }
@@ -185,9 +211,8 @@ fn string(schema: &Map<String, Value>) -> Value {
             .and_then(|n| usize::try_from(n).ok())
     };
     if let Some(min) = length("minLength") {
-        while text.chars().count() < min {
-            text.push('-');
-        }
+        let missing = min.min(MAX_STRING).saturating_sub(text.chars().count());
+        text.push_str(&"-".repeat(missing));
     }
     if let Some(max) = length("maxLength") {
         text = text.chars().take(max).collect();
@@ -195,14 +220,14 @@ fn string(schema: &Map<String, Value>) -> Value {
     Value::String(text)
 }
 
-fn array(schema: &Map<String, Value>, root: &Value, depth: usize) -> Value {
+fn array(schema: &Map<String, Value>, doc: &Doc<'_>, depth: usize) -> Value {
     let mut items: Vec<Value> = schema
         .get("prefixItems")
         .and_then(Value::as_array)
         .map(|prefix| {
             prefix
                 .iter()
-                .map(|item| generate(item, root, depth + 1))
+                .map(|item| generate(item, doc, depth + 1))
                 .collect()
         })
         .unwrap_or_default();
@@ -213,18 +238,18 @@ fn array(schema: &Map<String, Value>, root: &Value, depth: usize) -> Value {
         .map_or(1, |n| n.max(1).min(MAX_SCHEMA_DEPTH as u64) as usize);
     if items.is_empty() || item_schema.is_some() {
         let item_schema = item_schema.cloned().unwrap_or(Value::Bool(true));
-        while items.len() < at_least {
-            items.push(generate(&item_schema, root, depth + 1));
+        while items.len() < at_least && doc.left.get() > 0 {
+            items.push(generate(&item_schema, doc, depth + 1));
         }
     }
     Value::Array(items)
 }
 
-fn object(schema: &Map<String, Value>, root: &Value, depth: usize) -> Value {
+fn object(schema: &Map<String, Value>, doc: &Doc<'_>, depth: usize) -> Value {
     let mut fields = Map::new();
     if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
         for (name, property) in properties {
-            fields.insert(name.clone(), generate(property, root, depth + 1));
+            fields.insert(name.clone(), generate(property, doc, depth + 1));
         }
     }
     for name in schema
@@ -237,7 +262,7 @@ fn object(schema: &Map<String, Value>, root: &Value, depth: usize) -> Value {
         if !fields.contains_key(name) {
             fields.insert(
                 name.to_owned(),
-                generate(&Value::Bool(true), root, depth + 1),
+                generate(&Value::Bool(true), doc, depth + 1),
             );
         }
     }
@@ -249,7 +274,7 @@ mod tests {
     use super::*;
 
     fn generated(schema: Value) -> Value {
-        let value = generate(&schema, &schema, 0);
+        let value = generate(&schema, &Doc::new(&schema), 0);
         let validator = jsonschema::validator_for(&schema).expect("a valid schema");
         let errors: Vec<String> = validator
             .iter_errors(&value)
@@ -363,8 +388,15 @@ mod tests {
             "type": "object",
             "properties": { "child": { "$ref": "#" } }
         });
-        let value = generate(&recursive, &recursive, 0);
+        let value = generate(&recursive, &Doc::new(&recursive), 0);
         assert!(value.get("child").is_some(), "{value}");
+        // Hostile schemas stay small: an exploding recursion and an enormous minLength.
+        let exploding = json!({ "type": "array", "minItems": 1000, "items": { "$ref": "#" } });
+        let value = generate(&exploding, &Doc::new(&exploding), 0);
+        assert!(value.to_string().len() < 200_000, "bounded");
+        let long = json!({ "type": "string", "minLength": 1_000_000_000_u64 });
+        let value = generate(&long, &Doc::new(&long), 0);
+        assert_eq!(value.as_str().map(str::len), Some(MAX_STRING));
     }
 
     #[tokio::test]
