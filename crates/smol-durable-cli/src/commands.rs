@@ -43,6 +43,12 @@ pub async fn run(
     let script = options.script.display().to_string();
     let mut handle = match &options.resume_run {
         Some(run_id) => {
+            if !args.is_empty() {
+                eprintln!(
+                    "note: a resumed run keeps the arguments it was started with; the given \
+                     workflow arguments are ignored"
+                );
+            }
             let mut resume = ResumeOptions::new().source(source);
             if let Some(tokens) = options.budget_allowance {
                 resume = resume.budget_total(tokens);
@@ -90,13 +96,12 @@ pub async fn run(
     };
     let join = handle.join();
     tokio::pin!(join);
-    let interrupted = tokio::select! {
+    tokio::select! {
         (result, ()) = async { tokio::join!(&mut join, print_events) } => {
             return finish(result, &run_id, &script, options.events);
         }
-        _ = tokio::signal::ctrl_c() => true,
-    };
-    debug_assert!(interrupted);
+        _ = tokio::signal::ctrl_c() => {}
+    }
     eprintln!("cancelling run {run_id}; press Ctrl-C again to exit at once");
     if let Err(error) = engine.cancel(&run_id).await {
         eprintln!("error: cannot cancel run {run_id}: {error}");
