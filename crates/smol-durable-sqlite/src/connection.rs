@@ -6,10 +6,21 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use smol_durable::{StoreError, StoreErrorKind};
 
+/// Another connection holds a lock SQLite would not wait for (or waited for too long).
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
 /// Maps a driver error raised by `operation` to a [`StoreError`] with the right kind.
 pub(crate) fn map_error(operation: &'static str, error: rusqlite::Error) -> StoreError {
+    if is_busy(&error) {
+        let message = format!("the database is locked by another connection or process past the busy timeout ({error}); retry later");
+        return StoreError::new(StoreErrorKind::Unavailable, operation, message).with_source(error);
+    }
     let kind = match error.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreErrorKind::Unavailable,
         Some(ErrorCode::ConstraintViolation) => StoreErrorKind::Conflict,
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreErrorKind::Corrupt,
         Some(
@@ -21,17 +32,7 @@ pub(crate) fn map_error(operation: &'static str, error: rusqlite::Error) -> Stor
         ) => StoreErrorKind::Unavailable,
         _ => StoreErrorKind::Other,
     };
-    let message = match kind {
-        StoreErrorKind::Unavailable
-            if matches!(
-                error.sqlite_error_code(),
-                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-            ) =>
-        {
-            format!("the database is locked by another connection or process past the busy timeout ({error}); retry later")
-        }
-        _ => error.to_string(),
-    };
+    let message = error.to_string();
     StoreError::new(kind, operation, message).with_source(error)
 }
 
@@ -43,12 +44,7 @@ fn wal_mode(connection: &Connection, busy_timeout: Duration) -> Result<String, S
     loop {
         match connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
             Ok(mode) => return Ok(mode),
-            Err(error)
-                if matches!(
-                    error.sqlite_error_code(),
-                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-                ) && started.elapsed() < busy_timeout =>
-            {
+            Err(error) if is_busy(&error) && started.elapsed() < busy_timeout => {
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(error) => return Err(map_error("open", error)),
