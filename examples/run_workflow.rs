@@ -54,6 +54,6 @@ async fn main() -> anyhow::Result<()> {
             engine.start(request).await?.join().await?
         }
     };
-    println!("{}", serde_json::to_string_pretty(&output.to_cli_json())?);
+    println!("{}", output.to_cli_text());
     Ok(())
 }

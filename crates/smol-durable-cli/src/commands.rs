@@ -125,7 +125,7 @@ fn finish(
     match result {
         Ok(output) => {
             if !events_only {
-                println!("{}", smol_wf_json(&output));
+                println!("{}", output.to_cli_text());
             }
             Ok(Outcome::Success)
         }
@@ -134,22 +134,6 @@ fn finish(
              smol-durable run {script} --resume-run {run_id}"
         ))),
     }
-}
-
-/// `{"tokenUsage", "runID", "results"}` pretty-printed in smol-wf's key order (serde_json's
-/// maps sort keys, and tools written against smol-wf may read the output positionally).
-pub fn smol_wf_json(output: &RunOutput) -> String {
-    let nested = |value: &Value| {
-        serde_json::to_string_pretty(value)
-            .unwrap_or_else(|_| "null".to_owned())
-            .replace('\n', "\n  ")
-    };
-    format!(
-        "{{\n  \"tokenUsage\": {},\n  \"runID\": {},\n  \"results\": {}\n}}",
-        nested(&json!(output.token_usage)),
-        Value::String(output.run_id.clone()),
-        nested(&output.result),
-    )
 }
 
 /// `history delete`: finished root runs in the chosen states (or all), with everything under

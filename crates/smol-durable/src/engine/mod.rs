@@ -356,13 +356,30 @@ pub struct RunOutput {
 }
 
 impl RunOutput {
-    /// The CLI's JSON (`{"tokenUsage", "runID", "results"}`), as smol-wf printed it.
+    /// The CLI's JSON (`{"tokenUsage", "runID", "results"}`) as a value. Serialised, its keys
+    /// come out sorted; [`to_cli_text`](Self::to_cli_text) keeps smol-wf's order.
     pub fn to_cli_json(&self) -> Value {
         serde_json::json!({
             "tokenUsage": self.token_usage,
             "runID": self.run_id,
             "results": self.result,
         })
+    }
+
+    /// The CLI's JSON pretty-printed in smol-wf's key order (`tokenUsage`, `runID`, `results`),
+    /// for tools that read it positionally. Written by hand because serde_json's maps sort keys.
+    pub fn to_cli_text(&self) -> String {
+        let nested = |value: &Value| {
+            serde_json::to_string_pretty(value)
+                .unwrap_or_else(|_| "null".to_owned())
+                .replace('\n', "\n  ")
+        };
+        format!(
+            "{{\n  \"tokenUsage\": {},\n  \"runID\": {},\n  \"results\": {}\n}}",
+            nested(&serde_json::json!(self.token_usage)),
+            Value::String(self.run_id.clone()),
+            nested(&self.result),
+        )
     }
 }
 
