@@ -277,6 +277,7 @@ pub async fn events(engine: &Engine, run_id: &str, follow: bool) -> anyhow::Resu
     // Fails with a clear "not found" before printing anything.
     engine.status(run_id).await?;
     let mut after = 0;
+    let mut last_pass = !follow;
     loop {
         let batch = engine.events(run_id, after, 500).await?;
         for event in &batch {
@@ -286,14 +287,14 @@ pub async fn events(engine: &Engine, run_id: &str, follow: bool) -> anyhow::Resu
         if batch.len() == 500 {
             continue;
         }
-        if !follow || engine.status(run_id).await?.run.state.is_terminal() {
-            // One more read: events written between the last read and the state check.
-            for event in engine.events(run_id, after, usize::MAX).await? {
-                println!("{}", event.payload);
-            }
+        if last_pass {
             return Ok(Outcome::Success);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Once the run has ended, one more pass reads what it wrote before the state check.
+        last_pass = engine.status(run_id).await?.run.state.is_terminal();
+        if !last_pass {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
