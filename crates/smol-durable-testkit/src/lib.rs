@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod http_stub;
+mod postgres;
 mod provider;
 mod scripted;
 mod sinks;
@@ -45,6 +46,7 @@ pub mod scenarios;
 pub mod store;
 
 pub use http_stub::{StubHttpServer, StubRequest, StubResponse};
+pub use postgres::{postgres_test_url, POSTGRES_URL_VAR};
 pub use provider::ScriptedProvider;
 pub use scripted::{ScriptCtx, ScriptedEngine};
 pub use sinks::{RecordingEventSink, RecordingSessionSink, SavedSession};
@@ -53,4 +55,22 @@ pub use store::Fixture;
 #[doc(hidden)]
 pub mod __private {
     pub use tokio;
+
+    /// What a conformance factory may return: a fixture, or `None` to skip (the factory has
+    /// already said why, loudly; see [`postgres_test_url`](crate::postgres_test_url)).
+    pub trait IntoFixture {
+        fn into_fixture(self) -> Option<crate::Fixture>;
+    }
+
+    impl IntoFixture for crate::Fixture {
+        fn into_fixture(self) -> Option<crate::Fixture> {
+            Some(self)
+        }
+    }
+
+    impl IntoFixture for Option<crate::Fixture> {
+        fn into_fixture(self) -> Option<crate::Fixture> {
+            self
+        }
+    }
 }

@@ -1,0 +1,466 @@
+//! The PostgreSQL [`DurableStore`] for smol-durable: many workers on many machines share one
+//! database, and PostgreSQL is the only coordinator.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), smol_durable::StoreError> {
+//! use smol_durable::DurableStore;
+//! use smol_durable_postgres::{PostgresOptions, PostgresStore};
+//!
+//! // Every process pointed at this URL (and schema) shares the same runs.
+//! let store = PostgresStore::connect_with(
+//!     PostgresOptions::new("postgres://app@127.0.0.1:5432/app").schema("smol_durable"),
+//! )
+//! .await?;
+//! assert!(store.capabilities().multi_process);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - The logical schema of the SQLite store with native types (`BIGINT` epoch-millisecond
+//!   times, `JSONB` documents) and the same uniqueness rules, in a schema of your choice
+//!   (`public` by default). Migrations are versioned, idempotent and serialized by an advisory
+//!   lock, so any number of processes may start at once.
+//! - [`PostgresStore::from_pool`] shares a host application's `sqlx` pool.
+//! - Step completions (with their ledger rows) are one statement and one durable commit; claims,
+//!   events and heartbeats commit without waiting for a WAL flush.
+//! - Workers claim runner tasks with `FOR UPDATE SKIP LOCKED`, and idle workers are woken by
+//!   `LISTEN/NOTIFY` when work is submitted or released.
+#![deny(missing_docs)]
+
+mod migrate;
+mod rows;
+mod sql;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use smol_durable::store::{
+    AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
+    CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
+    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
+    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreCapabilities, StoreResult,
+    TaskRecord,
+};
+use smol_durable::{Clock, DurableStore, StoreError, StoreErrorKind, SystemClock};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+
+pub use migrate::SCHEMA_VERSION;
+use sql::{map_error, Sql};
+
+/// How to connect: the URL, the schema holding the tables, and the pool size.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    url: String,
+    schema: String,
+    max_connections: u32,
+    acquire_timeout: Duration,
+}
+
+impl PostgresOptions {
+    /// Options for a `postgres://` URL, schema `public`, at most 16 connections.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: "public".to_owned(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The schema for the tables (created if missing): a lowercase SQL identifier.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Pool size.
+    pub fn max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// How long an operation waits for a connection (or for the server to answer a connect)
+    /// before failing with a retryable `Unavailable` error.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+}
+
+/// A [`DurableStore`] on PostgreSQL. Cheap to clone; clones share the pool.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    sql: Arc<Sql>,
+    description: String,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (schema `public`) and brings the schema up to date.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(PostgresOptions::new(url)).await
+    }
+
+    /// Connects with options and brings the schema up to date.
+    pub async fn connect_with(options: PostgresOptions) -> StoreResult<Self> {
+        let schema = validate_schema(&options.schema)?;
+        let connect = PgConnectOptions::from_str(&options.url).map_err(|error| {
+            StoreError::new(
+                StoreErrorKind::Other,
+                "connect",
+                format!("invalid PostgreSQL URL {}: {error}", redact(&options.url)),
+            )
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|error| {
+                let mapped = map_error("connect", error);
+                StoreError::new(
+                    mapped.kind(),
+                    "connect",
+                    format!(
+                        "cannot connect to PostgreSQL at {}: {mapped}",
+                        redact(&options.url)
+                    ),
+                )
+            })?;
+        Self::open(pool, schema, redact(&options.url)).await
+    }
+
+    /// Uses a host application's pool (schema `public`) and brings the schema up to date.
+    pub async fn from_pool(pool: PgPool) -> StoreResult<Self> {
+        Self::from_pool_in_schema(pool, "public").await
+    }
+
+    /// Uses a host application's pool with the tables in `schema`.
+    pub async fn from_pool_in_schema(pool: PgPool, schema: &str) -> StoreResult<Self> {
+        let schema = validate_schema(schema)?;
+        let options = pool.connect_options();
+        let description = format!(
+            "postgres://{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        );
+        Self::open(pool, schema, description).await
+    }
+
+    async fn open(pool: PgPool, schema: String, url: String) -> StoreResult<Self> {
+        migrate::migrate(&pool, &schema, SystemClock.now_ms()).await?;
+        Ok(Self {
+            description: format!("{url} (schema {schema})"),
+            sql: Arc::new(Sql::new(&schema)),
+            pool,
+        })
+    }
+
+    /// The pool (shared with clones of this store).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema holding the tables.
+    pub fn schema(&self) -> &str {
+        self.sql.schema()
+    }
+
+    async fn connection(&self, op: &'static str) -> StoreResult<PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(|e| map_error(op, e))
+    }
+
+    async fn begin(&self, op: &'static str) -> StoreResult<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(|e| map_error(op, e))
+    }
+}
+
+async fn commit(tx: Transaction<'static, Postgres>, op: &'static str) -> StoreResult<()> {
+    tx.commit().await.map_err(|e| map_error(op, e))
+}
+
+/// Lowercase identifiers only, so the name can be spliced into SQL unquoted.
+fn validate_schema(schema: &str) -> StoreResult<String> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 50
+        && schema
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(schema.to_owned())
+    } else {
+        Err(StoreError::new(
+            StoreErrorKind::Other,
+            "connect",
+            format!(
+                "invalid schema name {schema:?}: use 1–50 lowercase letters, digits and \
+                 underscores, not starting with a digit"
+            ),
+        ))
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// One operation on a pooled connection.
+macro_rules! read {
+    ($self:ident, $op:literal, |$c:ident| $body:expr) => {{
+        let mut connection = $self.connection($op).await?;
+        let $c = &mut *connection;
+        $body.await
+    }};
+}
+
+/// One operation in its own transaction.
+macro_rules! write {
+    ($self:ident, $op:literal, |$c:ident| $body:expr) => {{
+        let mut tx = $self.begin($op).await?;
+        let $c = &mut *tx;
+        let out = $body.await?;
+        commit(tx, $op).await?;
+        Ok(out)
+    }};
+}
+
+#[async_trait]
+impl DurableStore for PostgresStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities {
+            notify: false,
+            multi_process: true,
+            group_commit: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn register_owner(&self, owner: OwnerRecord) -> StoreResult<()> {
+        read!(self, "register_owner", |c| sql::register_owner(
+            c, &self.sql, &owner
+        ))
+    }
+
+    async fn get_owner(&self, owner_id: &str) -> StoreResult<Option<OwnerRecord>> {
+        read!(self, "get_owner", |c| sql::get_owner(
+            c, &self.sql, owner_id
+        ))
+    }
+
+    async fn put_script(&self, hash: &str, source: &str) -> StoreResult<()> {
+        let now = SystemClock.now_ms();
+        read!(self, "put_script", |c| sql::put_script(
+            c, &self.sql, hash, source, now
+        ))
+    }
+
+    async fn get_script(&self, hash: &str) -> StoreResult<Option<String>> {
+        read!(self, "get_script", |c| sql::get_script(c, &self.sql, hash))
+    }
+
+    async fn create_run(&self, run: NewRun) -> StoreResult<CreatedRun> {
+        write!(self, "create_run", |c| sql::create_run(c, &self.sql, &run))
+    }
+
+    async fn create_child_run(&self, child: NewChildRun) -> StoreResult<RunRecord> {
+        write!(self, "create_child_run", |c| sql::create_child_run(
+            c, &self.sql, &child
+        ))
+    }
+
+    async fn finish_child_run(
+        &self,
+        run_id: &str,
+        outcome: RunOutcome,
+        now: i64,
+    ) -> StoreResult<()> {
+        write!(self, "finish_child_run", |c| sql::finish_child_run(
+            c, &self.sql, run_id, &outcome, now
+        ))
+    }
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
+        read!(self, "get_run", |c| sql::get_run(c, &self.sql, run_id))
+    }
+
+    async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
+        read!(self, "get_task", |c| sql::get_task(c, &self.sql, task_id))
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        read!(self, "list_runs", |c| sql::list_runs(c, &self.sql, filter))
+    }
+
+    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        read!(self, "list_attempts", |c| sql::list_attempts(
+            c, &self.sql, task_id
+        ))
+    }
+
+    async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart> {
+        write!(self, "start_attempt", |c| sql::start_attempt(
+            c, &self.sql, &start
+        ))
+    }
+
+    async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()> {
+        write!(self, "finish_attempt", |c| sql::finish_attempt(
+            c, &self.sql, &finish
+        ))
+    }
+
+    async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>> {
+        write!(self, "claim_next_task", |c| sql::claim_next_task(
+            c, &self.sql, &claim
+        ))
+    }
+
+    async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>> {
+        read!(self, "load_steps", |c| sql::load_steps(
+            c, &self.sql, run_id
+        ))
+    }
+
+    async fn get_step(
+        &self,
+        run_id: &str,
+        checkpoint_name: &str,
+    ) -> StoreResult<Option<StepRecord>> {
+        read!(self, "get_step", |c| sql::get_step(
+            c,
+            &self.sql,
+            run_id,
+            checkpoint_name
+        ))
+    }
+
+    async fn insert_step(&self, step: NewStep) -> StoreResult<InsertStep> {
+        read!(self, "insert_step", |c| sql::insert_step(
+            c, &self.sql, &step
+        ))
+    }
+
+    async fn claim_step(&self, claim: ClaimStep) -> StoreResult<StepCas> {
+        read!(self, "claim_step", |c| sql::claim_step(
+            c, &self.sql, &claim
+        ))
+    }
+
+    async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas> {
+        read!(self, "complete_step", |c| sql::complete_step(
+            c, &self.sql, &complete
+        ))
+    }
+
+    async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas> {
+        read!(self, "fail_step", |c| sql::fail_step(c, &self.sql, &fail))
+    }
+
+    async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome> {
+        write!(self, "renew_leases", |c| sql::renew_leases(
+            c, &self.sql, &renew
+        ))
+    }
+
+    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
+        read!(self, "budget_spent", |c| sql::budget_spent(
+            c,
+            &self.sql,
+            root_run_id
+        ))
+    }
+
+    async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>> {
+        read!(self, "ledger_entries", |c| sql::ledger_entries(
+            c,
+            &self.sql,
+            root_run_id
+        ))
+    }
+
+    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
+        read!(self, "append_events", |c| sql::append_events(
+            c, &self.sql, &events
+        ))
+    }
+
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
+        read!(self, "read_events", |c| sql::read_events(
+            c, &self.sql, run_id, after_seq, limit
+        ))
+    }
+
+    async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
+        write!(self, "request_cancel", |c| sql::request_cancel(
+            c, &self.sql, run_id, now
+        ))
+    }
+
+    async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
+        write!(self, "delete_task", |c| sql::delete_task(
+            c, &self.sql, task_id
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(validate_schema("smol_durable_1").is_ok());
+        assert!(validate_schema("_x").is_ok());
+        for bad in [
+            "",
+            "1abc",
+            "Public",
+            "a-b",
+            "a;drop",
+            "a b",
+            &"x".repeat(51),
+        ] {
+            assert!(validate_schema(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn urls_lose_their_password_in_messages() {
+        assert_eq!(
+            redact("postgres://app:secret@db:5432/x"),
+            "postgres://app@db:5432/x"
+        );
+        assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+        assert_eq!(
+            redact("postgres://u:p@ss@db/x"),
+            "postgres://u@db/x",
+            "the last @ ends the credentials"
+        );
+    }
+}
