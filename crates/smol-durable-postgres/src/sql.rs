@@ -348,34 +348,49 @@ pub(crate) async fn list_runs(
         " FROM sw_workflow_runs WHERE TRUE"
     )
     .to_owned();
-    let mut values: Vec<String> = Vec::new();
+    // Each filter adds one condition with the next placeholder; values bind in the same order.
+    let mut binds: Vec<Bind> = Vec::new();
     if filter.roots_only {
         text.push_str(" AND run_id = root_run_id");
     }
     if !filter.states.is_empty() {
-        values.extend(filter.states.iter().map(|state| state.as_str().to_owned()));
-        text.push_str(" AND state = ANY($1)");
-    }
-    let mut query_name = None;
-    if let Some(name) = &filter.name_contains {
-        let index = if values.is_empty() { 1 } else { 2 };
-        text.push_str(&format!(
-            " AND strpos(COALESCE(workflow_run_json #>> '{{metadata,name}}', ''), ${index}) > 0"
+        binds.push(Bind::Texts(
+            filter
+                .states
+                .iter()
+                .map(|state| state.as_str().to_owned())
+                .collect(),
         ));
-        query_name = Some(name.clone());
+        text.push_str(&format!(" AND state = ANY(${})", binds.len()));
+    }
+    if let Some(task_id) = &filter.task_id {
+        binds.push(Bind::Text(task_id.clone()));
+        text.push_str(&format!(" AND task_id = ${}", binds.len()));
+    }
+    if let Some(name) = &filter.name_contains {
+        binds.push(Bind::Text(name.clone()));
+        text.push_str(&format!(
+            " AND strpos(COALESCE(workflow_run_json #>> '{{metadata,name}}', ''), ${}) > 0",
+            binds.len()
+        ));
     }
     text.push_str(" ORDER BY created_at DESC, run_id DESC");
     if let Some(limit) = filter.limit {
         text.push_str(&format!(" LIMIT {}", limit.min(i64::MAX as usize)));
     }
-    let mut query = sql.dynamic(&text);
-    if !values.is_empty() {
-        query = query.bind(values);
-    }
-    if let Some(name) = query_name {
-        query = query.bind(name);
-    }
+    let query = binds
+        .into_iter()
+        .fold(sql.dynamic(&text), |query, bind| match bind {
+            Bind::Text(value) => query.bind(value),
+            Bind::Texts(values) => query.bind(values),
+        });
     all(c, "list_runs", query, rows::run).await
+}
+
+/// A value for a placeholder of a statement assembled at run time.
+enum Bind {
+    Text(String),
+    Texts(Vec<String>),
 }
 
 pub(crate) async fn budget_spent(

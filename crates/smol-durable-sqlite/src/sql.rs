@@ -142,6 +142,10 @@ pub(crate) fn list_runs(c: &Connection, filter: &RunFilter) -> Result<Vec<RunRec
             .collect();
         sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
     }
+    if let Some(task_id) = &filter.task_id {
+        values.push(task_id.clone());
+        sql.push_str(&format!(" AND task_id = ?{}", values.len()));
+    }
     if let Some(name) = &filter.name_contains {
         values.push(name.clone());
         sql.push_str(&format!(

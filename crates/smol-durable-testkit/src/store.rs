@@ -1407,7 +1407,7 @@ pub async fn owners_round_trip(fixture: Fixture) {
     assert_eq!(other.get_owner("owner_none").await.expect("get"), None);
 }
 
-/// Listing filters by state and name and returns newest first.
+/// Listing filters by state, task and name and returns newest first.
 pub async fn list_runs_filters_and_orders(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let old = seed(store, ClaimScope::Local, 1).await;
@@ -1447,6 +1447,14 @@ pub async fn list_runs_filters_and_orders(fixture: Fixture) {
     );
     named.name_contains = Some("nothing".into());
     assert!(store.list_runs(&named).await.expect("list").is_empty());
+    let mut of_task = RunFilter::roots();
+    of_task.task_id = Some(old.task.task_id.clone());
+    of_task.states = vec![State::Completed];
+    let found = store.list_runs(&of_task).await.expect("list");
+    let ids: Vec<&str> = found.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, vec![old.run.run_id.as_str()], "filters combine");
+    of_task.states = vec![State::Pending];
+    assert!(store.list_runs(&of_task).await.expect("list").is_empty());
 }
 
 pub(crate) fn engine_on(

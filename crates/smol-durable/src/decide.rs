@@ -326,6 +326,45 @@ pub fn may_attempt_again(attempts: u32, max_attempts: u32) -> bool {
     attempts < max_attempts.max(1)
 }
 
+/// Longest wait between two attempts of a runner task.
+pub const MAX_ATTEMPT_BACKOFF_MS: u64 = 5 * 60 * 1000;
+
+/// When a runner task whose attempt number `attempt` just failed with `error` may run again:
+/// after `base_backoff_ms · 2^(attempt-1)` (capped at [`MAX_ATTEMPT_BACKOFF_MS`]) while
+/// attempts remain, or `None` (the task fails for good) once `max_attempts` are used up or the
+/// failure would repeat identically on any worker (a script that does not parse or import, a
+/// changed step signature, an exhausted budget, a bad configuration).
+pub fn attempt_retry_at(
+    error: &Error,
+    attempt: u32,
+    max_attempts: u32,
+    base_backoff_ms: u64,
+    now: i64,
+) -> Option<i64> {
+    let repeats = match error {
+        Error::Script(script) => matches!(
+            script.kind(),
+            crate::ScriptErrorKind::Syntax
+                | crate::ScriptErrorKind::Metadata
+                | crate::ScriptErrorKind::Import
+        ),
+        Error::BudgetExhausted { .. }
+        | Error::SignatureMismatch { .. }
+        | Error::Unsupported { .. }
+        | Error::Config(_)
+        | Error::Cancelled => true,
+        _ => false,
+    };
+    if repeats || !may_attempt_again(attempt, max_attempts) {
+        return None;
+    }
+    let doublings = attempt.saturating_sub(1).min(32);
+    let backoff = base_backoff_ms
+        .saturating_mul(1u64 << doublings)
+        .min(MAX_ATTEMPT_BACKOFF_MS);
+    Some(now.saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)))
+}
+
 fn lease_is_live(row: &StepRecord, now: i64) -> bool {
     row.lease_expires_at.is_some_and(|lease| lease > now)
 }
@@ -780,5 +819,35 @@ mod tests {
         assert!(RetryPolicy::from_options(&json!({"retry": {"maxAttempts": 0}})).is_err());
         assert!(RetryPolicy::from_options(&json!({"retry": {"backoffMs": -1}})).is_err());
         assert!(RetryPolicy::from_options(&json!({"retry": 3})).is_err());
+    }
+
+    #[test]
+    fn failed_runner_attempts_back_off_until_max_attempts() {
+        let flaky = Error::Workflow("provider down".into());
+        assert_eq!(attempt_retry_at(&flaky, 1, 3, 1_000, 10_000), Some(11_000));
+        assert_eq!(attempt_retry_at(&flaky, 2, 3, 1_000, 10_000), Some(12_000));
+        assert_eq!(attempt_retry_at(&flaky, 3, 3, 1_000, 10_000), None);
+        assert_eq!(
+            attempt_retry_at(&flaky, 30, 40, 1_000, 0),
+            Some(MAX_ATTEMPT_BACKOFF_MS as i64),
+            "backoff is capped"
+        );
+    }
+
+    #[test]
+    fn failures_that_would_repeat_are_not_retried() {
+        let syntax = Error::Script(crate::ScriptError::new(
+            crate::ScriptErrorKind::Syntax,
+            "unexpected token",
+        ));
+        let thrown = Error::Script(crate::ScriptError::new(
+            crate::ScriptErrorKind::Thrown,
+            "boom",
+        ));
+        let budget = Error::BudgetExhausted { spent: 5, total: 5 };
+        assert_eq!(attempt_retry_at(&syntax, 1, 3, 1_000, 0), None);
+        assert_eq!(attempt_retry_at(&budget, 1, 3, 1_000, 0), None);
+        assert_eq!(attempt_retry_at(&Error::Cancelled, 1, 3, 1_000, 0), None);
+        assert_eq!(attempt_retry_at(&thrown, 1, 3, 1_000, 0), Some(1_000));
     }
 }

@@ -252,6 +252,9 @@ pub enum Error {
     /// The run was cancelled.
     #[error("workflow cancelled")]
     Cancelled,
+    /// A worker shutting down handed the run back unfinished; another worker continues it.
+    #[error("workflow released unfinished: its worker shut down; another worker continues it")]
+    Released,
     /// The budget allows no more agent calls.
     #[error("budget exhausted: spent {spent} of {total} output tokens")]
     BudgetExhausted {

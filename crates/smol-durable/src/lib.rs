@@ -96,7 +96,7 @@ pub use debug_provider::DebugProvider;
 pub use engine::steps;
 pub use engine::{
     Engine, EngineBuilder, Limits, ResumeOptions, RunHandle, RunOutput, RunRequest, RunStatus,
-    TokenUsage,
+    SubmitOptions, SubmittedRun, TokenUsage, Worker, WorkerOptions, WorkerReport,
 };
 pub use error::{
     BoxError, Error, ProviderError, ProviderErrorKind, ScriptError, ScriptErrorKind, StoreError,

@@ -37,7 +37,20 @@ pub(crate) struct HeldStep {
 #[derive(Debug)]
 enum Interruption {
     Cancelled,
+    /// Handed back unfinished (a worker shutting down); any worker continues it at once.
+    Released,
     Fatal(Error),
+}
+
+/// How a worker's attempt at a runner task ends when it fails or must stop.
+#[derive(Debug, Clone)]
+pub(crate) struct RunnerAttempt {
+    /// Attempts the task may have in all.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt (doubling after).
+    pub retry_backoff_ms: u64,
+    /// Fired by the worker to hand the task back unfinished.
+    pub release: CancellationToken,
 }
 
 enum WriterMessage {
@@ -58,6 +71,7 @@ pub(crate) struct AttemptCtx {
     pub agent_slots: Option<Arc<Semaphore>>,
     pub held: Mutex<HashMap<String, HeldStep>>,
     pub cancel: CancellationToken,
+    runner: Option<RunnerAttempt>,
     interruption: Mutex<Option<Interruption>>,
     writer: mpsc::UnboundedSender<WriterMessage>,
     started: Instant,
@@ -99,9 +113,18 @@ impl AttemptCtx {
 
     /// Cancels the run cooperatively.
     pub fn request_cancel(&self) {
+        self.interrupt(Interruption::Cancelled);
+    }
+
+    /// Stops the script and hands the task back unfinished.
+    fn release_task(&self) {
+        self.interrupt(Interruption::Released);
+    }
+
+    fn interrupt(&self, why: Interruption) {
         if let Ok(mut slot) = self.interruption.lock() {
             if slot.is_none() {
-                *slot = Some(Interruption::Cancelled);
+                *slot = Some(why);
             }
         }
         self.cancel.cancel();
@@ -209,6 +232,8 @@ pub(crate) struct AttemptPlan {
     pub settings: RunSettings,
     pub cancel: CancellationToken,
     pub handle_events: Option<mpsc::UnboundedSender<WorkflowEvent>>,
+    /// Set when a worker claimed a runner task.
+    pub runner: Option<RunnerAttempt>,
 }
 
 /// Executes the attempt to its end and records the outcome.
@@ -221,6 +246,7 @@ pub(crate) async fn execute(plan: AttemptPlan) -> Result<RunOutput, Error> {
         settings,
         cancel,
         handle_events,
+        runner,
     } = plan;
     let (writer, inbox) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(write_events(Arc::clone(&engine), inbox, handle_events));
@@ -239,13 +265,24 @@ pub(crate) async fn execute(plan: AttemptPlan) -> Result<RunOutput, Error> {
         settings,
         held: Mutex::new(HashMap::new()),
         cancel,
+        runner,
         interruption: Mutex::new(None),
         writer,
         started: Instant::now(),
     });
     let heartbeat = tokio::spawn(heartbeat(Arc::clone(&ctx)));
+    let release = ctx.runner.as_ref().map(|runner| {
+        let (token, ctx) = (runner.release.clone(), Arc::clone(&ctx));
+        tokio::spawn(async move {
+            token.cancelled().await;
+            ctx.release_task();
+        })
+    });
     let outcome = run_root(&ctx, &run, source).await;
     heartbeat.abort();
+    if let Some(release) = release {
+        release.abort();
+    }
     let result = finish(&ctx, &run, outcome).await;
     ctx.close_events().await;
     drop(ctx);
@@ -311,12 +348,15 @@ async fn finish(
         .lock()
         .ok()
         .and_then(|mut slot| slot.take());
-    // The token also fires from the run handle and `Engine::cancel`, which only cancel.
-    let outcome = match interruption {
-        Some(Interruption::Fatal(error)) => Err(error),
-        Some(Interruption::Cancelled) => Err(Error::Cancelled),
-        None if ctx.cancel.is_cancelled() => Err(Error::Cancelled),
-        None => outcome,
+    // The token also fires from the run handle and `Engine::cancel`, which only cancel. A
+    // release that came too late to stop the script does not undo its result.
+    let outcome = match (interruption, outcome) {
+        (Some(Interruption::Released), Ok(result)) => Ok(result),
+        (Some(Interruption::Released), Err(_)) => Err(Error::Released),
+        (Some(Interruption::Fatal(error)), _) => Err(error),
+        (Some(Interruption::Cancelled), _) => Err(Error::Cancelled),
+        (None, _) if ctx.cancel.is_cancelled() => Err(Error::Cancelled),
+        (None, outcome) => outcome,
     };
     // The outcome is fixed: host calls a script engine left running (un-awaited agents,
     // dropped evaluations) now reject instead of spending more.
@@ -347,13 +387,21 @@ async fn finish(
         }
         Err(error) => {
             let reason = json!({ "message": error.to_string() });
-            let outcome = if matches!(error, Error::Cancelled) {
-                AttemptOutcome::Cancelled { reason }
-            } else {
-                AttemptOutcome::Failed {
+            let outcome = match &error {
+                Error::Cancelled => AttemptOutcome::Cancelled { reason },
+                Error::Released => AttemptOutcome::Released,
+                _ => AttemptOutcome::Failed {
                     reason,
-                    retry_at: None,
-                }
+                    retry_at: ctx.runner.as_ref().and_then(|runner| {
+                        crate::decide::attempt_retry_at(
+                            &error,
+                            ctx.attempt.attempt,
+                            runner.max_attempts,
+                            runner.retry_backoff_ms,
+                            now,
+                        )
+                    }),
+                },
             };
             let recorded = record_end(ctx, run, outcome, now).await;
             ctx.emit(

@@ -2,7 +2,10 @@
 
 mod attempt;
 mod host;
+mod runner;
 pub mod steps;
+
+pub use runner::{SubmitOptions, SubmittedRun, Worker, WorkerOptions, WorkerReport};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -470,23 +473,37 @@ impl Engine {
 
     /// Creates a local run (task + run + attempt 1) and starts executing it.
     pub async fn start(&self, request: RunRequest) -> Result<RunHandle, Error> {
+        let provider = self.run_provider(&request);
+        if self.shared.provider(&provider).is_none() {
+            return Err(Error::Config(format!(
+                "unknown agent provider {provider:?}; registered providers: {}",
+                self.shared.provider_names().join(", ")
+            )));
+        }
+        let new_run = self.new_run(&request, ClaimScope::Local).await?;
+        let created = self.shared.store.create_run(new_run).await?;
+        self.launch(created.run, request.source, None, false).await
+    }
+
+    fn run_provider(&self, request: &RunRequest) -> String {
+        request
+            .provider
+            .clone()
+            .unwrap_or_else(|| self.shared.default_provider.clone())
+    }
+
+    /// The task and root run a request creates: its metadata read, its script stored
+    /// content-addressed (so any worker or a later resume can run it without the file), and the
+    /// defaults in force recorded with it.
+    async fn new_run(&self, request: &RunRequest, scope: ClaimScope) -> Result<NewRun, Error> {
         let shared = &self.shared;
         self.register_owner().await?;
         let meta = shared.scripts.read_metadata(&request.source)?;
-        let provider = request
-            .provider
-            .clone()
-            .unwrap_or_else(|| shared.default_provider.clone());
-        if shared.provider(&provider).is_none() {
-            return Err(Error::Config(format!(
-                "unknown agent provider {provider:?}; registered providers: {}",
-                shared.provider_names().join(", ")
-            )));
-        }
+        let provider = self.run_provider(request);
         let hash = request.source.content_hash();
         shared.store.put_script(&hash, &request.source.text).await?;
         let mut workflow = WorkflowInfo::new();
-        workflow.mode = Some("local".to_owned());
+        workflow.mode = Some(scope.as_str().to_owned());
         workflow.script_path = Some(request.source.path.display().to_string());
         workflow.script_hash = Some(hash);
         workflow.metadata = serde_json::to_value(&meta).ok();
@@ -498,7 +515,7 @@ impl Engine {
         workflow.cwd = request.cwd.clone();
         let now = shared.clock.now_ms();
         let mut new_run = NewRun::new(
-            ClaimScope::Local,
+            scope.clone(),
             &shared.owner_id,
             workflow,
             request.args.clone(),
@@ -506,13 +523,12 @@ impl Engine {
         );
         new_run.budget_total = request.budget_total;
         new_run.params = serde_json::json!({
-            "mode": "local",
+            "mode": scope.as_str(),
             "scriptPath": request.source.path.display().to_string(),
             "args": request.args,
             "budgetTotal": request.budget_total,
         });
-        let created = shared.store.create_run(new_run).await?;
-        self.launch(created.run, request.source, None, false).await
+        Ok(new_run)
     }
 
     /// Resumes a run: opens attempt N+1 and replays it from the top. Resuming a completed run
@@ -554,9 +570,29 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// A run with its task and attempts.
-    pub async fn status(&self, run_id: &str) -> Result<RunStatus, Error> {
-        let run = self.get_run(run_id).await?;
+    /// A run with its task and attempts, by run id or by task id (its root run).
+    pub async fn status(&self, id: &str) -> Result<RunStatus, Error> {
+        let store = &self.shared.store;
+        let run = match store.get_run(id).await? {
+            Some(run) => run,
+            None => {
+                let filter = RunFilter {
+                    task_id: Some(id.to_owned()),
+                    roots_only: true,
+                    ..RunFilter::default()
+                };
+                store
+                    .list_runs(&filter)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::RunNotFound {
+                        run_id: id.to_owned(),
+                        store: store.describe(),
+                    })?
+            }
+        };
+        let run_id = run.run_id.as_str();
         let task = self
             .shared
             .store
@@ -691,22 +727,7 @@ impl Engine {
         overrides: Option<ResumeOptions>,
         revive: bool,
     ) -> Result<RunHandle, Error> {
-        let shared = Arc::clone(&self.shared);
-        let cancel = CancellationToken::new();
-        {
-            let mut live = shared
-                .live
-                .lock()
-                .map_err(|_| Error::Config("engine registry poisoned".to_owned()))?;
-            if live.contains_key(&run.run_id) {
-                return Err(Error::RunBusy {
-                    run_id: run.run_id.clone(),
-                    owner: shared.owner_id.clone(),
-                    lease_expires_at: shared.clock.now_ms(),
-                });
-            }
-            live.insert(run.run_id.clone(), cancel.clone());
-        }
+        let cancel = self.register_live(&run.run_id)?;
         let claimed = async {
             // Everything that can fail is read before the task is claimed, so a failure here
             // leaves no attempt behind.
@@ -719,12 +740,51 @@ impl Engine {
         let (settings, attempt) = match claimed {
             Ok(claimed) => claimed,
             Err(error) => {
-                if let Ok(mut live) = shared.live.lock() {
-                    live.remove(&run.run_id);
-                }
+                self.unregister_live(&run.run_id);
                 return Err(error);
             }
         };
+        Ok(self.spawn_attempt(run, attempt, source, settings, cancel, None))
+    }
+
+    /// Marks a run as executing in this engine (so `cancel` reaches it at once); a run already
+    /// executing here is `RunBusy`.
+    fn register_live(&self, run_id: &str) -> Result<CancellationToken, Error> {
+        let shared = &self.shared;
+        let mut live = shared
+            .live
+            .lock()
+            .map_err(|_| Error::Config("engine registry poisoned".to_owned()))?;
+        if live.contains_key(run_id) {
+            return Err(Error::RunBusy {
+                run_id: run_id.to_owned(),
+                owner: shared.owner_id.clone(),
+                lease_expires_at: shared.clock.now_ms(),
+            });
+        }
+        let cancel = CancellationToken::new();
+        live.insert(run_id.to_owned(), cancel.clone());
+        Ok(cancel)
+    }
+
+    fn unregister_live(&self, run_id: &str) {
+        if let Ok(mut live) = self.shared.live.lock() {
+            live.remove(run_id);
+        }
+    }
+
+    /// Executes an attempt this engine has opened (the run is registered as live) on its own
+    /// task; the run leaves the live registry when the attempt ends.
+    fn spawn_attempt(
+        &self,
+        run: RunRecord,
+        attempt: AttemptRecord,
+        source: WorkflowSource,
+        settings: RunSettings,
+        cancel: CancellationToken,
+        runner: Option<attempt::RunnerAttempt>,
+    ) -> RunHandle {
+        let shared = Arc::clone(&self.shared);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let run_id = run.run_id.clone();
         let task_id = run.task_id.clone();
@@ -737,6 +797,7 @@ impl Engine {
             settings,
             cancel: cancel.clone(),
             handle_events: Some(events_tx),
+            runner,
         };
         let registry = Arc::clone(&shared);
         let live_key = run_id.clone();
@@ -750,13 +811,13 @@ impl Engine {
             }
             .instrument(span),
         );
-        Ok(RunHandle {
+        RunHandle {
             run_id,
             task_id,
             cancel,
             events: Some(events_rx),
             join,
-        })
+        }
     }
 
     /// The defaults in force for an attempt (stored with the run, overridden on resume) and

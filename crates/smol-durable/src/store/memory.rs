@@ -379,6 +379,12 @@ impl DurableStore for MemoryStore {
             .values()
             .filter(|run| !filter.roots_only || run.is_root())
             .filter(|run| filter.states.is_empty() || filter.states.contains(&run.state))
+            .filter(|run| {
+                filter
+                    .task_id
+                    .as_ref()
+                    .is_none_or(|task| &run.task_id == task)
+            })
             .filter(|run| match &filter.name_contains {
                 None => true,
                 Some(text) => run

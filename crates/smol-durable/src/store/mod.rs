@@ -141,6 +141,8 @@ pub struct RunFilter {
     pub roots_only: bool,
     /// Only runs whose metadata name contains this text.
     pub name_contains: Option<String>,
+    /// Only runs of this task (its root run and children).
+    pub task_id: Option<String>,
     /// At most this many.
     pub limit: Option<usize>,
 }
@@ -557,4 +559,12 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     /// [`StoreErrorKind::Conflict`] error, deleting nothing, while the task or any of its runs
     /// is not terminal.
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool>;
+
+    /// Resolves when runner work may have become available: a runner task submitted, or handed
+    /// back by a worker. Idle workers wait on it *and* poll, so a store that cannot notify keeps
+    /// this default (it never resolves) and a lost notification only costs latency. Spurious
+    /// wake-ups are allowed.
+    async fn work_available(&self) {
+        std::future::pending::<()>().await;
+    }
 }

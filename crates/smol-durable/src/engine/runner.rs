@@ -1,0 +1,402 @@
+//! Runner mode: [`Engine::submit`] queues a run for any worker; [`Engine::worker`] claims and
+//! executes queued runs. Works on every store; several processes (and, on PostgreSQL, several
+//! machines) share the queue, and the store's claim is the only coordination.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::RunnerAttempt;
+use super::{Engine, RunOutput, RunRequest};
+use crate::store::{
+    AttemptOutcome, ClaimNextTask, ClaimScope, ClaimedTask, FinishAttempt, RunRecord, State,
+};
+use crate::Error;
+
+/// Options of [`Engine::submit`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SubmitOptions {
+    /// Attempts a worker may make before the run fails for good (default 3).
+    pub max_attempts: u32,
+    /// Submitting again with the same key returns the first run instead of queueing another.
+    pub idempotency_key: Option<String>,
+}
+
+impl Default for SubmitOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            idempotency_key: None,
+        }
+    }
+}
+
+impl SubmitOptions {
+    /// Defaults: 3 attempts, no idempotency key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Attempts in all (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Deduplicates submissions.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// What [`Engine::submit`] queued (or found, for a repeated idempotency key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubmittedRun {
+    /// The task.
+    pub task_id: String,
+    /// Its root run.
+    pub run_id: String,
+    /// The task's state (`pending` for a new submission).
+    pub state: State,
+    /// False when the idempotency key matched an earlier submission.
+    pub created: bool,
+}
+
+/// Options of [`Engine::worker`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerOptions {
+    /// Runs executed at once (default 4).
+    pub concurrency: usize,
+    /// How often an idle worker looks for work without a notification (default 1 s; stores that
+    /// notify still poll, every 10 s, to pick up retries whose backoff ended).
+    pub poll_interval: Duration,
+    /// After [`Worker::shutdown`], how long runs in flight may take to finish before they are
+    /// handed back unfinished (default 30 s).
+    pub shutdown_grace: Duration,
+    /// Backoff before a failed run's second attempt, doubling after (default 1 s).
+    pub retry_backoff: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// Defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs at once (at least 1).
+    pub fn concurrency(mut self, runs: usize) -> Self {
+        self.concurrency = runs.max(1);
+        self
+    }
+
+    /// Idle polling interval.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Grace period on shutdown.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Backoff between attempts.
+    pub fn retry_backoff(mut self, backoff: Duration) -> Self {
+        self.retry_backoff = backoff;
+        self
+    }
+}
+
+/// What a worker did, returned by [`Worker::join`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// Tasks claimed.
+    pub claimed: u64,
+    /// Runs it completed.
+    pub completed: u64,
+    /// Attempts that failed (the run may be retried by any worker).
+    pub failed: u64,
+    /// Runs cancelled while it executed them.
+    pub cancelled: u64,
+    /// Runs handed back unfinished at shutdown.
+    pub released: u64,
+}
+
+impl WorkerReport {
+    fn count(&mut self, outcome: &Result<RunOutput, Error>) {
+        match outcome {
+            Ok(_) => self.completed += 1,
+            Err(Error::Cancelled) => self.cancelled += 1,
+            Err(Error::Released) => self.released += 1,
+            Err(_) => self.failed += 1,
+        }
+    }
+}
+
+/// A running worker: claims runner tasks until [`shutdown`](Self::shutdown).
+#[derive(Debug)]
+pub struct Worker {
+    owner_id: String,
+    stop: CancellationToken,
+    join: JoinHandle<WorkerReport>,
+}
+
+impl Worker {
+    /// The worker's owner id (the engine's).
+    pub fn owner_id(&self) -> &str {
+        &self.owner_id
+    }
+
+    /// Stops claiming. Runs in flight get the grace period to finish, then are handed back
+    /// unfinished so another worker continues them at once. Returns immediately; `join` waits.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits for the worker to stop (after [`shutdown`](Self::shutdown)).
+    pub async fn join(self) -> Result<WorkerReport, Error> {
+        self.join
+            .await
+            .map_err(|error| Error::Config(format!("worker task failed: {error}")))
+    }
+}
+
+impl Engine {
+    /// Queues a run for any worker ([`Engine::worker`], CLI `worker`): a task with
+    /// `claim_scope = 'runner'`. Nothing executes in this process. The script is stored
+    /// content-addressed with the task, so a worker without the file can run it.
+    pub async fn submit(
+        &self,
+        request: RunRequest,
+        options: SubmitOptions,
+    ) -> Result<SubmittedRun, Error> {
+        let mut new_run = self.new_run(&request, ClaimScope::Runner).await?;
+        new_run.max_attempts = options.max_attempts.max(1);
+        new_run.idempotency_key = options.idempotency_key;
+        let created = self.shared.store.create_run(new_run).await?;
+        Ok(SubmittedRun {
+            task_id: created.task.task_id,
+            run_id: created.run.run_id,
+            state: created.task.state,
+            created: created.created,
+        })
+    }
+
+    /// Starts a worker on the current tokio runtime: it claims the oldest eligible runner task
+    /// (pending and due, or running with an expired lease), executes up to
+    /// `options.concurrency` runs at once, retries failed attempts with backoff until the task's
+    /// `max_attempts`, and idles cheaply (woken by the store's notifications where it has them).
+    pub fn worker(&self, options: WorkerOptions) -> Worker {
+        let stop = CancellationToken::new();
+        let engine = self.clone();
+        let join = tokio::spawn(work(engine, options, stop.clone()));
+        Worker {
+            owner_id: self.owner_id().to_owned(),
+            stop,
+            join,
+        }
+    }
+
+    /// Claims the next runner task for this engine, if any is eligible.
+    async fn claim_next(&self) -> Result<Option<ClaimedTask>, Error> {
+        let shared = &self.shared;
+        self.register_owner().await?;
+        let now = shared.clock.now_ms();
+        let ttl = i64::try_from(shared.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+        Ok(shared
+            .store
+            .claim_next_task(ClaimNextTask {
+                scope: ClaimScope::Runner,
+                owner_id: shared.owner_id.clone(),
+                attempt_id: crate::new_id("attempt"),
+                lease_expires_at: now.saturating_add(ttl),
+                now,
+            })
+            .await?)
+    }
+
+    /// Executes a claimed task. If it cannot even start (its script or provider is missing
+    /// here), the attempt is recorded as failed at once instead of waiting for its lease.
+    async fn execute_claimed(
+        &self,
+        claimed: ClaimedTask,
+        options: &WorkerOptions,
+        release: CancellationToken,
+    ) -> Result<RunOutput, Error> {
+        let ClaimedTask { task, run, attempt } = claimed;
+        let runner = RunnerAttempt {
+            max_attempts: task.max_attempts,
+            retry_backoff_ms: u64::try_from(options.retry_backoff.as_millis()).unwrap_or(u64::MAX),
+            release,
+        };
+        let prepared = async {
+            let cancel = self.register_live(&run.run_id)?;
+            let ready = async {
+                let (settings, _) = self.settings(&run, None).await?;
+                if self.shared.provider(&settings.provider).is_none() {
+                    return Err(Error::Config(format!(
+                        "this worker has no agent provider {:?} (registered: {})",
+                        settings.provider,
+                        self.shared.provider_names().join(", ")
+                    )));
+                }
+                let source = self.submitted_source(&run).await?;
+                Ok((settings, source))
+            }
+            .await;
+            if ready.is_err() {
+                self.unregister_live(&run.run_id);
+            }
+            ready.map(|(settings, source)| (settings, source, cancel))
+        }
+        .await;
+        match prepared {
+            Ok((settings, source, cancel)) => {
+                self.spawn_attempt(run, attempt, source, settings, cancel, Some(runner))
+                    .join()
+                    .await
+            }
+            Err(error) => {
+                let now = self.shared.clock.now_ms();
+                let retry_at = crate::decide::attempt_retry_at(
+                    &error,
+                    attempt.attempt,
+                    runner.max_attempts,
+                    runner.retry_backoff_ms,
+                    now,
+                );
+                let finished = self
+                    .shared
+                    .store
+                    .finish_attempt(FinishAttempt {
+                        attempt_id: attempt.attempt_id,
+                        task_id: task.task_id,
+                        run_id: run.run_id,
+                        owner_id: self.shared.owner_id.clone(),
+                        outcome: AttemptOutcome::Failed {
+                            reason: serde_json::json!({ "message": error.to_string() }),
+                            retry_at,
+                        },
+                        now,
+                    })
+                    .await;
+                if let Err(store_error) = finished {
+                    tracing::warn!(%store_error, "could not record a claimed run that cannot start");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The script a run was submitted with: the stored copy (what the submitter ran), else
+    /// the file at its stored path.
+    async fn submitted_source(&self, run: &RunRecord) -> Result<crate::WorkflowSource, Error> {
+        if let (Some(hash), Some(path)) = (&run.workflow.script_hash, &run.workflow.script_path) {
+            if let Some(text) = self.shared.store.get_script(hash).await? {
+                return Ok(crate::WorkflowSource::inline(path.as_str(), text));
+            }
+        }
+        self.stored_source(run).await
+    }
+}
+
+/// The worker loop: claim while there is capacity, idle until notified or the poll interval
+/// passes, and on shutdown let runs finish within the grace period, then release the rest.
+async fn work(engine: Engine, options: WorkerOptions, stop: CancellationToken) -> WorkerReport {
+    let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let release = CancellationToken::new();
+    let report = Arc::new(Mutex::new(WorkerReport::default()));
+    let mut running = JoinSet::new();
+    let store = Arc::clone(engine.store());
+    let idle_poll = if store.capabilities().notify {
+        options.poll_interval.max(Duration::from_secs(10))
+    } else {
+        options.poll_interval
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        while running.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => permit.ok(),
+            () = stop.cancelled() => None,
+        };
+        let Some(permit) = permit else { break };
+        match engine.claim_next().await {
+            Ok(Some(claimed)) => {
+                backoff = Duration::from_millis(100);
+                let span = tracing::info_span!("worker_run", run_id = %claimed.run.run_id, attempt = claimed.attempt.attempt);
+                if let Ok(mut report) = report.lock() {
+                    report.claimed += 1;
+                }
+                let (engine, options, release) =
+                    (engine.clone(), options.clone(), release.child_token());
+                let report = Arc::clone(&report);
+                running.spawn(tracing::Instrument::instrument(
+                    async move {
+                        let outcome = engine.execute_claimed(claimed, &options, release).await;
+                        if let Err(error) = &outcome {
+                            tracing::info!(%error, "run attempt ended without a result");
+                        }
+                        if let Ok(mut report) = report.lock() {
+                            report.count(&outcome);
+                        }
+                        drop(permit);
+                    },
+                    span,
+                ));
+            }
+            Ok(None) => {
+                drop(permit);
+                tokio::select! {
+                    () = store.work_available() => {}
+                    () = tokio::time::sleep(idle_poll) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+            Err(error) => {
+                // A database that is down or unreachable: keep the runs in flight, back off,
+                // and resume claiming when it answers again.
+                drop(permit);
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "could not claim work");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    let grace = tokio::time::sleep(options.shutdown_grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            next = running.join_next() => {
+                if next.is_none() {
+                    break;
+                }
+            }
+            () = &mut grace, if !release.is_cancelled() => release.cancel(),
+        }
+    }
+    report.lock().map(|report| *report).unwrap_or_default()
+}
