@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Durable JavaScript agent workflows: every agent call, child workflow and sleep is a step
-/// stored in SQLite, so a failed, stopped or killed run resumes without paying twice.
+/// stored in SQLite or PostgreSQL, so a failed, stopped or killed run resumes without paying
+/// twice.
 #[derive(Debug, Parser)]
 #[command(name = "smol-durable", version, about)]
 pub struct Cli {
-    /// The database: a SQLite file path (a `postgres://` URL arrives with the Postgres store).
+    /// The database: a SQLite file path or a `postgres://` URL.
     /// Default: $XDG_STATE_HOME/smol-durable/smol-durable.db.
     #[arg(long, global = true, env = "SMOL_DURABLE_DB")]
     pub db: Option<String>,
@@ -25,12 +26,18 @@ pub struct Cli {
 pub enum Command {
     /// Run a workflow script (or resume a run of it) and print its result.
     Run(RunArgs),
+    /// Queue a run of a workflow script for `worker` processes; print its task id, run id
+    /// and state.
+    Submit(SubmitArgs),
+    /// Claim and execute submitted runs until interrupted (SIGINT or SIGTERM: stop claiming,
+    /// let runs finish within the grace period, hand the rest back).
+    Worker(WorkerArgs),
     /// List runs, or show one run with its attempts and steps.
     History(HistoryArgs),
-    /// Show a run's state.
+    /// Show a run's state (by run id or task id).
     Status {
-        /// The run.
-        run_id: String,
+        /// The run, or the task.
+        id: String,
     },
     /// Ask a run to stop; it stays resumable.
     Cancel {
@@ -47,11 +54,9 @@ pub enum Command {
     },
 }
 
-/// `run`'s options: those of `smol-wf run`.
+/// Which agent providers a process has, and how agents are named.
 #[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The workflow script (an ES module).
-    pub script: PathBuf,
+pub struct ProviderArgs {
     /// The provider agents use unless they name one: `debug` (offline), `command` or `openai`
     /// (OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_MODEL).
     #[arg(long, default_value = "debug")]
@@ -63,28 +68,81 @@ pub struct RunArgs {
     /// A model alias: `alias:selector` (repeatable).
     #[arg(long = "model-map", value_name = "ALIAS:SELECTOR")]
     pub model_map: Vec<String>,
-    /// Continue this run instead of starting a new one.
-    #[arg(long, value_name = "RUN_ID")]
-    pub resume_run: Option<String>,
+    /// Diagnostics on stderr: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "warn")]
+    pub log_level: tracing::Level,
+}
+
+/// What a new run starts with (`run` and `submit`).
+#[derive(Debug, Args)]
+pub struct NewRunArgs {
+    /// The workflow script (an ES module).
+    pub script: PathBuf,
     /// Output-token budget for the whole run (a positive integer).
     #[arg(long, value_name = "TOKENS")]
     pub budget_allowance: Option<u64>,
     /// At most this many agent calls at once (a positive integer).
     #[arg(long, value_name = "N")]
     pub max_parallel_agents: Option<usize>,
+    /// A JSON or YAML file holding the workflow's arguments (`--args-<name>` overrides its
+    /// keys).
+    #[arg(long, value_name = "FILE")]
+    pub args_from_file: Option<PathBuf>,
+}
+
+/// `run`'s options: those of `smol-wf run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The script and what it starts with.
+    #[command(flatten)]
+    pub new_run: NewRunArgs,
+    /// Providers.
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+    /// Continue this run instead of starting a new one.
+    #[arg(long, value_name = "RUN_ID")]
+    pub resume_run: Option<String>,
     /// Save every agent call's full result as DIR/<run_id>/<step_id>.json.
     #[arg(long, value_name = "DIR")]
     pub save_raw_sessions: Option<PathBuf>,
     /// Print events as JSON lines instead of the final result.
     #[arg(long)]
     pub events: bool,
-    /// A JSON or YAML file holding the workflow's arguments (`--args-<name>` overrides its
-    /// keys).
-    #[arg(long, value_name = "FILE")]
-    pub args_from_file: Option<PathBuf>,
-    /// Diagnostics on stderr: error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", default_value = "warn")]
-    pub log_level: tracing::Level,
+}
+
+/// `submit`'s options.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The script and what it starts with.
+    #[command(flatten)]
+    pub new_run: NewRunArgs,
+    /// Providers (the run records which one its agents use; workers need it too).
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+    /// Attempts workers may make before the run fails for good.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Submitting again with the same key prints the first run instead of queueing another.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `worker`'s options.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Providers this worker can run agents with.
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+    /// Runs executed at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub concurrency: usize,
+    /// After SIGINT/SIGTERM, seconds runs in flight may take to finish before they are handed
+    /// back to other workers.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub shutdown_grace: u64,
+    /// Save every agent call's full result as DIR/<run_id>/<step_id>.json.
+    #[arg(long, value_name = "DIR")]
+    pub save_raw_sessions: Option<PathBuf>,
 }
 
 /// `history`'s options.

@@ -6,9 +6,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
 use smol_durable::store::{RunFilter, RunRecord, State};
-use smol_durable::{Engine, ResumeOptions, RunOutput, RunRequest, WorkflowSource};
+use smol_durable::{
+    Engine, ResumeOptions, RunOutput, RunRequest, SubmitOptions, WorkerOptions, WorkflowSource,
+};
 
-use crate::cli::{Format, HistoryAction, HistoryArgs, RunArgs};
+use crate::cli::{Format, HistoryAction, HistoryArgs, NewRunArgs, RunArgs, SubmitArgs, WorkerArgs};
 use crate::progress::Progress;
 use crate::workflow_args;
 
@@ -21,12 +23,12 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// `run`: start (or resume) a run, wait for it, print the smol-wf JSON or the events.
-pub async fn run(
-    engine: &Engine,
-    options: RunArgs,
+/// The script, checked options and arguments of a new run (`run` and `submit`).
+fn new_run_request(
+    options: &NewRunArgs,
+    provider: &str,
     cli_args: Map<String, Value>,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<RunRequest> {
     if options.budget_allowance == Some(0) {
         bail!("--budget-allowance must be a positive number of output tokens, got 0");
     }
@@ -40,36 +42,125 @@ pub async fn run(
     args.extend(cli_args);
     let source = WorkflowSource::from_file(&options.script)
         .with_context(|| format!("cannot read workflow {}", options.script.display()))?;
-    let script = options.script.display().to_string();
+    let cwd = std::env::current_dir()
+        .map(|dir| dir.display().to_string())
+        .unwrap_or_default();
+    let mut request = RunRequest::new(source, Value::Object(args))
+        .provider(provider)
+        .cwd(cwd);
+    if let Some(tokens) = options.budget_allowance {
+        request = request.budget_total(tokens);
+    }
+    if let Some(cap) = options.max_parallel_agents {
+        request = request.max_parallel_agents(cap);
+    }
+    Ok(request)
+}
+
+/// `submit`: queue a run for workers and print its ids and state.
+pub async fn submit(
+    engine: &Engine,
+    options: SubmitArgs,
+    cli_args: Map<String, Value>,
+) -> anyhow::Result<Outcome> {
+    if options.max_attempts == 0 {
+        bail!("--max-attempts must be at least 1, got 0");
+    }
+    let request = new_run_request(
+        &options.new_run,
+        &options.providers.agent_provider,
+        cli_args,
+    )?;
+    let mut submit = SubmitOptions::new().max_attempts(options.max_attempts);
+    if let Some(key) = options.idempotency_key {
+        submit = submit.idempotency_key(key);
+    }
+    let submitted = engine.submit(request, submit).await?;
+    println!(
+        "{}",
+        pretty(&json!({
+            "task_id": submitted.task_id,
+            "run_id": submitted.run_id,
+            "state": submitted.state.as_str(),
+        }))
+    );
+    if !submitted.created {
+        eprintln!("note: this idempotency key was submitted before; that run is shown");
+    }
+    Ok(Outcome::Success)
+}
+
+/// `worker`: execute submitted runs until SIGINT or SIGTERM, then stop gracefully (a second
+/// signal exits at once; runs in flight are then taken over when their leases expire).
+pub async fn worker(engine: &Engine, options: WorkerArgs) -> anyhow::Result<Outcome> {
+    if options.concurrency == 0 {
+        bail!("--concurrency must be at least 1, got 0");
+    }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let worker = engine.worker(
+        WorkerOptions::new()
+            .concurrency(options.concurrency)
+            .shutdown_grace(Duration::from_secs(options.shutdown_grace)),
+    );
+    eprintln!(
+        "worker {} executing up to {} runs at once; SIGINT or SIGTERM stops it",
+        worker.owner_id(),
+        options.concurrency
+    );
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!(
+        "stopping: no new runs; runs in flight get {} s, then go back to the queue \
+         (signal again to exit at once)",
+        options.shutdown_grace
+    );
+    worker.shutdown();
+    let join = worker.join();
+    tokio::select! {
+        report = join => {
+            let report = report?;
+            eprintln!(
+                "worker stopped: {} claimed, {} completed, {} failed, {} cancelled, {} handed back",
+                report.claimed, report.completed, report.failed, report.cancelled, report.released
+            );
+            Ok(Outcome::Success)
+        }
+        _ = tokio::signal::ctrl_c() => Ok(Outcome::Interrupted),
+        _ = terminate.recv() => Ok(Outcome::Interrupted),
+    }
+}
+
+/// `run`: start (or resume) a run, wait for it, print the smol-wf JSON or the events.
+pub async fn run(
+    engine: &Engine,
+    options: RunArgs,
+    cli_args: Map<String, Value>,
+) -> anyhow::Result<Outcome> {
+    let request = new_run_request(
+        &options.new_run,
+        &options.providers.agent_provider,
+        cli_args,
+    )?;
+    let script = options.new_run.script.display().to_string();
+    let budget_allowance = options.new_run.budget_allowance;
     let mut handle = match &options.resume_run {
         Some(run_id) => {
-            if !args.is_empty() {
+            if request.args.as_object().is_some_and(|args| !args.is_empty()) {
                 eprintln!(
                     "note: a resumed run keeps the arguments it was started with; the given \
                      workflow arguments are ignored"
                 );
             }
-            let mut resume = ResumeOptions::new().source(source);
-            if let Some(tokens) = options.budget_allowance {
+            let mut resume = ResumeOptions::new().source(request.source);
+            if let Some(tokens) = budget_allowance {
                 resume = resume.budget_total(tokens);
             }
             engine.resume(run_id, resume).await?
         }
-        None => {
-            let cwd = std::env::current_dir()
-                .map(|dir| dir.display().to_string())
-                .unwrap_or_default();
-            let mut request = RunRequest::new(source, Value::Object(args))
-                .provider(options.agent_provider.clone())
-                .cwd(cwd);
-            if let Some(tokens) = options.budget_allowance {
-                request = request.budget_total(tokens);
-            }
-            if let Some(cap) = options.max_parallel_agents {
-                request = request.max_parallel_agents(cap);
-            }
-            engine.start(request).await?
-        }
+        None => engine.start(request).await?,
     };
     let run_id = handle.run_id().to_owned();
     // `--events` prints every event on stdout; otherwise a terminal on stderr gets progress
@@ -80,7 +171,7 @@ pub async fn run(
     } else {
         None
     };
-    let mut progress = Progress::new(options.budget_allowance);
+    let mut progress = Progress::new(budget_allowance);
     let print_events = async {
         if let Some(events) = events.as_mut() {
             while let Some(event) = events.recv().await {
@@ -233,6 +324,7 @@ pub async fn history(engine: &Engine, options: HistoryArgs) -> anyhow::Result<Ou
         roots_only: true,
         name_contains: options.name.clone(),
         limit: Some(options.limit),
+        ..RunFilter::default()
     };
     let runs = engine.list_runs(&filter).await?;
     match options.output {
@@ -245,9 +337,9 @@ pub async fn history(engine: &Engine, options: HistoryArgs) -> anyhow::Result<Ou
     Ok(Outcome::Success)
 }
 
-/// `status`: the run's state, attempts and outcome.
-pub async fn status(engine: &Engine, run_id: &str) -> anyhow::Result<Outcome> {
-    let status = engine.status(run_id).await?;
+/// `status`: the run's state, attempts and outcome, by run id or task id.
+pub async fn status(engine: &Engine, id: &str) -> anyhow::Result<Outcome> {
+    let status = engine.status(id).await?;
     let mut summary = run_json(&status.run);
     summary["attempts"] = json!(status.attempts.len());
     println!("{}", pretty(&summary));

@@ -4,6 +4,8 @@
 //! smol-durable run examples/workflows/hello.mjs --args-name Ada
 //! smol-durable history
 //! smol-durable run examples/workflows/hello.mjs --resume-run run_…
+//! smol-durable --db postgres://… submit examples/workflows/hello.mjs --args-name Ada
+//! smol-durable --db postgres://… worker --concurrency 8
 //! ```
 
 mod cli;
@@ -19,10 +21,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use smol_durable::{CommandProvider, DebugProvider, Engine, SessionLogDir};
 use smol_durable_boa::BoaEngine;
+use smol_durable::DurableStore;
 use smol_durable_openai::OpenAiProvider;
+use smol_durable_postgres::PostgresStore;
 use smol_durable_sqlite::SqliteStore;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ProviderArgs};
 use crate::commands::Outcome;
 
 fn main() -> ExitCode {
@@ -57,9 +61,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if !cli_args.is_empty() && !matches!(cli.command, Command::Run(_)) {
+    if !cli_args.is_empty() && !matches!(cli.command, Command::Run(_) | Command::Submit(_)) {
         return fail(&anyhow::anyhow!(
-            "--args-<name> options belong to `run`; {}",
+            "--args-<name> options belong to `run` and `submit`; {}",
             workflow_args::ARGS_FORMS
         ));
     }
@@ -90,29 +94,39 @@ async fn execute(
     cli: Cli,
     cli_args: serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<Outcome> {
-    if let Command::Run(options) = &cli.command {
+    let (providers, sessions) = match &cli.command {
+        Command::Run(options) => (Some(&options.providers), options.save_raw_sessions.as_deref()),
+        Command::Submit(options) => (Some(&options.providers), None),
+        Command::Worker(options) => (Some(&options.providers), options.save_raw_sessions.as_deref()),
+        _ => (None, None),
+    };
+    if let Some(providers) = providers {
         // Diagnostics (store retries, lease trouble) go to stderr; results stay on stdout.
         tracing_subscriber::fmt()
-            .with_max_level(options.log_level)
+            .with_max_level(providers.log_level)
             .with_writer(std::io::stderr)
             .with_target(false)
             .init();
     }
-    let engine = engine(cli.db.as_deref(), &cli.command).await?;
+    let store = store(cli.db.as_deref()).await?;
+    let engine = engine(store, providers, sessions)?;
     match cli.command {
         Command::Run(options) => commands::run(&engine, options, cli_args).await,
+        Command::Submit(options) => commands::submit(&engine, options, cli_args).await,
+        Command::Worker(options) => commands::worker(&engine, options).await,
         Command::History(options) => commands::history(&engine, options).await,
-        Command::Status { run_id } => commands::status(&engine, &run_id).await,
+        Command::Status { id } => commands::status(&engine, &id).await,
         Command::Cancel { run_id } => commands::cancel(&engine, &run_id).await,
         Command::Events { run_id, follow } => commands::events(&engine, &run_id, follow).await,
     }
 }
 
-/// The engine on the chosen database, with the built-in providers.
-async fn engine(db: Option<&str>, command: &Command) -> anyhow::Result<Engine> {
+/// The chosen database: a `postgres://` URL, else a SQLite file (created with its directory).
+async fn store(db: Option<&str>) -> anyhow::Result<Arc<dyn DurableStore>> {
     let path = match db {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            bail!("PostgreSQL databases are not supported by this build yet; use a SQLite file path for --db")
+            let store = PostgresStore::connect(url).await?;
+            return Ok(Arc::new(store));
         }
         Some(path) => PathBuf::from(path),
         None => default_db()?,
@@ -124,11 +138,23 @@ async fn engine(db: Option<&str>, command: &Command) -> anyhow::Result<Engine> {
     let store = SqliteStore::open(&path)
         .await
         .with_context(|| format!("cannot open database {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The engine on the store, with the built-in providers the options configure.
+fn engine(
+    store: Arc<dyn DurableStore>,
+    providers: Option<&ProviderArgs>,
+    sessions: Option<&std::path::Path>,
+) -> anyhow::Result<Engine> {
     let mut builder = Engine::builder()
-        .store(Arc::new(store))
+        .store(store)
         .script_engine(Arc::new(BoaEngine::new()))
         .provider(Arc::new(DebugProvider));
-    if let Command::Run(options) = command {
+    if let Some(dir) = sessions {
+        builder = builder.session_log_sink(Arc::new(SessionLogDir::new(dir)));
+    }
+    if let Some(options) = providers {
         if let Some(command_line) = &options.agent_command {
             let words = shlex::split(command_line)
                 .filter(|words| !words.is_empty())
@@ -163,9 +189,6 @@ async fn engine(db: Option<&str>, command: &Command) -> anyhow::Result<Engine> {
             ),
         }
         builder = builder.default_provider(options.agent_provider.clone());
-        if let Some(dir) = &options.save_raw_sessions {
-            builder = builder.session_log_sink(Arc::new(SessionLogDir::new(dir)));
-        }
         for mapping in &options.model_map {
             let Some((alias, selector)) = mapping.split_once(':') else {
                 bail!("--model-map {mapping:?} must be alias:selector");

@@ -346,12 +346,13 @@ fn bad_input_fails_with_one_clear_line() {
             "--args-<name> options belong to `run`",
         ),
         (
+            // Nothing listens on port 1; the password must not reach the message.
             vec![
                 "--db".into(),
-                "postgres://localhost/x".into(),
+                "postgres://app:hunter2@127.0.0.1:1/x".into(),
                 "history".into(),
             ],
-            "PostgreSQL databases are not supported",
+            "cannot connect to PostgreSQL at postgres://app@127.0.0.1:1/x",
         ),
     ];
     for (args, expected) in cases {
@@ -362,6 +363,7 @@ fn bad_input_fails_with_one_clear_line() {
         assert!(text.starts_with("error: "), "{args:?}: {text}");
         assert!(text.contains(expected), "{args:?}: {text}");
         assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
+        assert!(!text.contains("hunter2"), "{args:?}: a password leaked: {text}");
     }
     let help = cli.run(&["run", "--help"]);
     assert_eq!(help.status.code(), Some(0));

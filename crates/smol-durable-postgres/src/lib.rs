@@ -31,6 +31,7 @@
 mod migrate;
 mod rows;
 mod sql;
+mod wake;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -47,7 +48,7 @@ use smol_durable::store::{
 use smol_durable::{Clock, DurableStore, StoreError, StoreErrorKind, SystemClock};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 pub use migrate::SCHEMA_VERSION;
 use sql::{map_error, Sql};
@@ -98,6 +99,7 @@ pub struct PostgresStore {
     pool: PgPool,
     sql: Arc<Sql>,
     description: String,
+    wake: Arc<wake::WorkListener>,
 }
 
 impl PostgresStore {
@@ -116,21 +118,41 @@ impl PostgresStore {
                 format!("invalid PostgreSQL URL {}: {error}", redact(&options.url)),
             )
         })?;
+        let url = redact(&options.url);
+        let cannot_connect = |kind: StoreErrorKind, cause: &dyn std::fmt::Display| {
+            StoreError::new(
+                kind,
+                "connect",
+                format!("cannot connect to PostgreSQL at {url}: {cause}"),
+            )
+        };
+        // One direct connection first: a pool only reports "timed out" when the server is
+        // unreachable, while the connection's own error says why (refused, auth, no database).
+        match tokio::time::timeout(options.acquire_timeout, PgConnection::connect_with(&connect))
+            .await
+        {
+            Ok(Ok(probe)) => {
+                let _ = probe.close().await;
+            }
+            Ok(Err(error)) => {
+                let kind = sql::error_kind(&error);
+                return Err(cannot_connect(kind, &error).with_source(error));
+            }
+            Err(_) => {
+                return Err(cannot_connect(
+                    StoreErrorKind::Unavailable,
+                    &format!("no answer within {:?}", options.acquire_timeout),
+                ))
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
             .map_err(|error| {
-                let mapped = map_error("connect", error);
-                StoreError::new(
-                    mapped.kind(),
-                    "connect",
-                    format!(
-                        "cannot connect to PostgreSQL at {}: {mapped}",
-                        redact(&options.url)
-                    ),
-                )
+                let kind = sql::error_kind(&error);
+                cannot_connect(kind, &error).with_source(error)
             })?;
         Self::open(pool, schema, redact(&options.url)).await
     }
@@ -155,9 +177,14 @@ impl PostgresStore {
 
     async fn open(pool: PgPool, schema: String, url: String) -> StoreResult<Self> {
         migrate::migrate(&pool, &schema, SystemClock.now_ms()).await?;
+        let sql = Arc::new(Sql::new(&schema));
         Ok(Self {
             description: format!("{url} (schema {schema})"),
-            sql: Arc::new(Sql::new(&schema)),
+            wake: Arc::new(wake::WorkListener::new(
+                pool.clone(),
+                sql.notify_channel().to_owned(),
+            )),
+            sql,
             pool,
         })
     }
@@ -246,7 +273,7 @@ macro_rules! write {
 impl DurableStore for PostgresStore {
     fn capabilities(&self) -> StoreCapabilities {
         StoreCapabilities {
-            notify: false,
+            notify: true,
             multi_process: true,
             group_commit: true,
         }
@@ -426,6 +453,10 @@ impl DurableStore for PostgresStore {
         write!(self, "delete_task", |c| sql::delete_task(
             c, &self.sql, task_id
         ))
+    }
+
+    async fn work_available(&self) {
+        self.wake.notified().await;
     }
 }
 

@@ -97,7 +97,12 @@ fn notify_channel(schema: &str) -> String {
 /// Maps a driver error raised by `operation` to a [`StoreError`] of the right kind: lost
 /// connections, pool timeouts, serialization failures and deadlocks are retryable.
 pub(crate) fn map_error(operation: &'static str, error: sqlx::Error) -> StoreError {
-    let kind = match &error {
+    StoreError::new(error_kind(&error), operation, error.to_string()).with_source(error)
+}
+
+/// The store error kind of a driver error.
+pub(crate) fn error_kind(error: &sqlx::Error) -> StoreErrorKind {
+    match error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
@@ -116,8 +121,7 @@ pub(crate) fn map_error(operation: &'static str, error: sqlx::Error) -> StoreErr
             _ => StoreErrorKind::Other,
         },
         _ => StoreErrorKind::Other,
-    };
-    StoreError::new(kind, operation, error.to_string()).with_source(error)
+    }
 }
 
 async fn all<T>(
