@@ -143,6 +143,19 @@ pub struct WorkerArgs {
     /// Save every agent call's full result as DIR/<run_id>/<step_id>.json.
     #[arg(long, value_name = "DIR")]
     pub save_raw_sessions: Option<PathBuf>,
+    /// Seconds a killed worker's runs stay leased before another worker takes them over
+    /// (renewed every third of it while the worker lives).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = lease_seconds)]
+    pub lease_ttl: f64,
+}
+
+fn lease_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if (0.1..=86_400.0).contains(&seconds) => Ok(seconds),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds between 0.1 and 86400"
+        )),
+    }
 }
 
 /// `history`'s options.

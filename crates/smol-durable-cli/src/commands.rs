@@ -148,7 +148,11 @@ pub async fn run(
     let budget_allowance = options.new_run.budget_allowance;
     let mut handle = match &options.resume_run {
         Some(run_id) => {
-            if request.args.as_object().is_some_and(|args| !args.is_empty()) {
+            if request
+                .args
+                .as_object()
+                .is_some_and(|args| !args.is_empty())
+            {
                 eprintln!(
                     "note: a resumed run keeps the arguments it was started with; the given \
                      workflow arguments are ignored"

@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use smol_durable::DurableStore;
 use smol_durable::{CommandProvider, DebugProvider, Engine, SessionLogDir};
 use smol_durable_boa::BoaEngine;
-use smol_durable::DurableStore;
 use smol_durable_openai::OpenAiProvider;
 use smol_durable_postgres::PostgresStore;
 use smol_durable_sqlite::SqliteStore;
@@ -95,9 +95,15 @@ async fn execute(
     cli_args: serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<Outcome> {
     let (providers, sessions) = match &cli.command {
-        Command::Run(options) => (Some(&options.providers), options.save_raw_sessions.as_deref()),
+        Command::Run(options) => (
+            Some(&options.providers),
+            options.save_raw_sessions.as_deref(),
+        ),
         Command::Submit(options) => (Some(&options.providers), None),
-        Command::Worker(options) => (Some(&options.providers), options.save_raw_sessions.as_deref()),
+        Command::Worker(options) => (
+            Some(&options.providers),
+            options.save_raw_sessions.as_deref(),
+        ),
         _ => (None, None),
     };
     if let Some(providers) = providers {
@@ -108,8 +114,12 @@ async fn execute(
             .with_target(false)
             .init();
     }
+    let lease_ttl = match &cli.command {
+        Command::Worker(options) => Some(std::time::Duration::from_secs_f64(options.lease_ttl)),
+        _ => None,
+    };
     let store = store(cli.db.as_deref()).await?;
-    let engine = engine(store, providers, sessions)?;
+    let engine = engine(store, providers, sessions, lease_ttl)?;
     match cli.command {
         Command::Run(options) => commands::run(&engine, options, cli_args).await,
         Command::Submit(options) => commands::submit(&engine, options, cli_args).await,
@@ -146,11 +156,15 @@ fn engine(
     store: Arc<dyn DurableStore>,
     providers: Option<&ProviderArgs>,
     sessions: Option<&std::path::Path>,
+    lease_ttl: Option<std::time::Duration>,
 ) -> anyhow::Result<Engine> {
     let mut builder = Engine::builder()
         .store(store)
         .script_engine(Arc::new(BoaEngine::new()))
         .provider(Arc::new(DebugProvider));
+    if let Some(ttl) = lease_ttl {
+        builder = builder.lease_ttl(ttl);
+    }
     if let Some(dir) = sessions {
         builder = builder.session_log_sink(Arc::new(SessionLogDir::new(dir)));
     }

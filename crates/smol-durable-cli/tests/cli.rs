@@ -363,7 +363,10 @@ fn bad_input_fails_with_one_clear_line() {
         assert!(text.starts_with("error: "), "{args:?}: {text}");
         assert!(text.contains(expected), "{args:?}: {text}");
         assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
-        assert!(!text.contains("hunter2"), "{args:?}: a password leaked: {text}");
+        assert!(
+            !text.contains("hunter2"),
+            "{args:?}: a password leaked: {text}"
+        );
     }
     let help = cli.run(&["run", "--help"]);
     assert_eq!(help.status.code(), Some(0));

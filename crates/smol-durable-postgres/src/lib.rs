@@ -128,8 +128,11 @@ impl PostgresStore {
         };
         // One direct connection first: a pool only reports "timed out" when the server is
         // unreachable, while the connection's own error says why (refused, auth, no database).
-        match tokio::time::timeout(options.acquire_timeout, PgConnection::connect_with(&connect))
-            .await
+        match tokio::time::timeout(
+            options.acquire_timeout,
+            PgConnection::connect_with(&connect),
+        )
+        .await
         {
             Ok(Ok(probe)) => {
                 let _ = probe.close().await;

@@ -74,9 +74,8 @@ async fn listen(pool: PgPool, channel: String, notify: Arc<Notify>) {
             }
         }
         .await;
-        if let Err(error) = listening {
-            tracing::debug!(%error, "LISTEN connection lost; reconnecting");
-        }
+        let Err(error) = listening;
+        tracing::debug!(%error, "LISTEN connection lost; reconnecting");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
