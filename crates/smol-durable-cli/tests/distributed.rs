@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -23,7 +23,7 @@ use smol_durable_sqlite::SqliteStore;
 use smol_durable_testkit::postgres_test_url;
 
 /// These tests each start several worker processes; two at once would starve a 2-core machine.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const TEN_STEPS: &str = r#"export const meta = { name: "ten-steps", description: "ten agent calls in a row" };
 const results = [];
@@ -377,9 +377,7 @@ async fn check_runs(
 
 /// 4 workers, 200 runs of 10 steps; two workers are SIGKILLed mid-run and one more starts.
 async fn workers_survive_kills(db: Db) {
-    let _serial = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
     let mut cluster = Cluster::new(tempfile::tempdir().expect("dir"), db, "0.01");
     let store = cluster.db.store().await;
@@ -419,9 +417,7 @@ async fn workers_survive_kills(db: Db) {
 /// A worker frozen (SIGSTOP) past its lease comes back (SIGCONT) after its successor finished
 /// the step: the successor's result stands.
 async fn a_frozen_worker_cannot_overwrite_its_successor(db: Db) {
-    let _serial = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut cluster = Cluster::new(tempfile::tempdir().expect("dir"), db, "2");
     let store = cluster.db.store().await;
     let runs = cluster.submit("slow.mjs", 1, 3).await;
@@ -460,9 +456,7 @@ async fn a_frozen_worker_cannot_overwrite_its_successor(db: Db) {
 /// `smol-durable cancel` in another process stops a run a worker is executing within a
 /// heartbeat (a third of the 1 s lease) plus the script's unwinding.
 async fn cancel_from_another_process_stops_a_worker_run(db: Db) {
-    let _serial = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut cluster = Cluster::new(tempfile::tempdir().expect("dir"), db, "30");
     let store = cluster.db.store().await;
     let runs = cluster.submit("slow.mjs", 1, 3).await;
@@ -540,9 +534,7 @@ async fn postgres_worker_recovers_when_its_connections_drop() {
     let Some(db) = postgres_db("distributed connection drop").await else {
         return;
     };
-    let _serial = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Db::Postgres(url) = &db else {
         unreachable!()
     };
