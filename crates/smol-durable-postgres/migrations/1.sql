@@ -71,6 +71,9 @@ CREATE TABLE sw_workflow_steps (
   last_attempt_at BIGINT,
   created_at BIGINT NOT NULL,
   updated_at BIGINT NOT NULL,
+  -- Set by a caller waiting on this step: finishing it then sends a notification. Only then,
+  -- because every NOTIFY serializes commits on a database-wide lock.
+  notify_on_finish BOOLEAN NOT NULL DEFAULT FALSE,
   UNIQUE (run_id, checkpoint_name)
 );
 

@@ -99,7 +99,7 @@ pub struct PostgresStore {
     pool: PgPool,
     sql: Arc<Sql>,
     description: String,
-    wake: Arc<wake::WorkListener>,
+    wake: Arc<wake::Listener>,
 }
 
 impl PostgresStore {
@@ -183,7 +183,7 @@ impl PostgresStore {
         let sql = Arc::new(Sql::new(&schema));
         Ok(Self {
             description: format!("{url} (schema {schema})"),
-            wake: Arc::new(wake::WorkListener::new(
+            wake: Arc::new(wake::Listener::new(
                 pool.clone(),
                 sql.notify_channel().to_owned(),
             )),
@@ -459,7 +459,20 @@ impl DurableStore for PostgresStore {
     }
 
     async fn work_available(&self) {
-        self.wake.notified().await;
+        self.wake.work().await;
+    }
+
+    async fn step_finished(&self, step_id: &str) {
+        let flag = async {
+            let Ok(mut connection) = self.connection("step_finished").await else {
+                return true;
+            };
+            // On error keep waiting: the caller's poll still bounds the wait.
+            sql::watch_step(&mut connection, &self.sql, step_id)
+                .await
+                .unwrap_or(true)
+        };
+        self.wake.step(step_id, flag).await;
     }
 }
 

@@ -1219,8 +1219,9 @@ impl LedgerColumns {
     }
 }
 
-/// Inserts the ledger rows bound as `$6…$14` when the CTE `done` produced a row. Completion
-/// and failure share the layout `$1` step, `$2` document, `$3` now, `$4` fence, `$5` state.
+/// Inserts the ledger rows bound as `$6…$14` when the CTE `done` produced a row, and notifies
+/// `$15` if a waiter asked for it. Completion and failure share the layout `$1` step,
+/// `$2` document, `$3` now, `$4` fence, `$5` state.
 macro_rules! ledger_insert {
     () => {
         "ledger AS (INSERT INTO sw_budget_ledger (budget_entry_id, run_id, root_run_id, step_id, \
@@ -1231,7 +1232,20 @@ macro_rules! ledger_insert {
          $12::BIGINT[], $13::TEXT[], $14::BIGINT[]) \
          AS l(id, run_id, root_run_id, step_id, source_type, source_id, tokens, usage, created_at) \
          WHERE EXISTS (SELECT 1 FROM done) \
-         ON CONFLICT (root_run_id, source_type, source_id) DO NOTHING) "
+         ON CONFLICT (root_run_id, source_type, source_id) DO NOTHING), \
+         woken AS (SELECT pg_notify($15, 'step:' || step_id) FROM done WHERE notify_on_finish) "
+    };
+}
+
+/// The final select of a completion or failure: the row, after the (otherwise unreferenced,
+/// hence unevaluated) `woken` CTE ran.
+macro_rules! finished_step {
+    () => {
+        concat!(
+            "SELECT ",
+            step_columns!(),
+            " FROM done, (SELECT COUNT(*) FROM woken) AS woken_count"
+        )
     };
 }
 
@@ -1248,9 +1262,7 @@ pub(crate) async fn complete_step(
          WHERE step_id = $1 AND state = 'running' AND ($4::BIGINT IS NULL OR attempts = $4) \
          RETURNING *), ",
         ledger_insert!(),
-        "SELECT ",
-        step_columns!(),
-        " FROM done"
+        finished_step!()
     );
     let query = sql
         .query(Q)
@@ -1259,13 +1271,10 @@ pub(crate) async fn complete_step(
         .bind(complete.now)
         .bind(complete.fence.map(i64::from))
         .bind(State::Completed.as_str());
-    let updated = one(
-        c,
-        op,
-        LedgerColumns::new(&complete.ledger).bind(query),
-        rows::step,
-    )
-    .await?;
+    let query = LedgerColumns::new(&complete.ledger)
+        .bind(query)
+        .bind(sql.notify_channel().to_owned());
+    let updated = one(c, op, query, rows::step).await?;
     cas_outcome(c, sql, op, &complete.step_id, updated).await
 }
 
@@ -1276,9 +1285,7 @@ pub(crate) async fn fail_step(c: &mut PgConnection, sql: &Sql, fail: &FailStep) 
          lease_expires_at = NULL, updated_at = $3 \
          WHERE step_id = $1 AND state = 'running' AND attempts = $4 RETURNING *), ",
         ledger_insert!(),
-        "SELECT ",
-        step_columns!(),
-        " FROM done"
+        finished_step!()
     );
     let query = sql
         .query(Q)
@@ -1287,14 +1294,26 @@ pub(crate) async fn fail_step(c: &mut PgConnection, sql: &Sql, fail: &FailStep) 
         .bind(fail.now)
         .bind(i64::from(fail.fence))
         .bind(fail.state.as_str());
-    let updated = one(
+    let query = LedgerColumns::new(&fail.ledger)
+        .bind(query)
+        .bind(sql.notify_channel().to_owned());
+    let updated = one(c, op, query, rows::step).await?;
+    cas_outcome(c, sql, op, &fail.step_id, updated).await
+}
+
+/// Asks for a notification when the step finishes; false when it is not running any more.
+pub(crate) async fn watch_step(c: &mut PgConnection, sql: &Sql, step_id: &str) -> Result<bool> {
+    let changed = execute(
         c,
-        op,
-        LedgerColumns::new(&fail.ledger).bind(query),
-        rows::step,
+        "step_finished",
+        sql.query(
+            "UPDATE sw_workflow_steps SET notify_on_finish = TRUE \
+             WHERE step_id = $1 AND state = 'running'",
+        )
+        .bind(step_id),
     )
     .await?;
-    cas_outcome(c, sql, op, &fail.step_id, updated).await
+    Ok(changed == 1)
 }
 
 pub(crate) async fn renew_leases(

@@ -1,8 +1,10 @@
-//! `LISTEN/NOTIFY` for idle workers: one listening connection per store handle, started on
-//! first use. Transactions that submit a runner task or hand one back `pg_notify` the schema's
-//! channel; this listener wakes every waiter in the process. A notification lost while the
-//! connection is down costs only latency: workers poll as well.
+//! `LISTEN/NOTIFY`: one listening connection per store handle, started on first use, wakes
+//! idle workers (payload `work`: a runner task was submitted or handed back) and callers
+//! waiting on a step another worker holds (payload `step:<id>`, sent only for steps a waiter
+//! flagged). A notification lost while the connection is down costs only latency: every waiter
+//! also polls.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,29 +13,100 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+/// Who is waiting for what.
+#[derive(Debug, Default)]
+struct Waiters {
+    work: Notify,
+    steps: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Waiters {
+    fn dispatch(&self, payload: &str) {
+        match payload.strip_prefix("step:") {
+            Some(step_id) => {
+                let waiting = self
+                    .steps
+                    .lock()
+                    .ok()
+                    .and_then(|steps| steps.get(step_id).cloned());
+                if let Some(notify) = waiting {
+                    notify.notify_waiters();
+                }
+            }
+            None => {
+                // Every idle worker looks, and one permit is left for a worker about to idle.
+                self.work.notify_waiters();
+                self.work.notify_one();
+            }
+        }
+    }
+
+    /// After a reconnect nothing is known about what was missed: everyone looks again.
+    fn wake_everyone(&self) {
+        self.dispatch("work");
+        if let Ok(steps) = self.steps.lock() {
+            for notify in steps.values() {
+                notify.notify_waiters();
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
-pub(crate) struct WorkListener {
+pub(crate) struct Listener {
     pool: PgPool,
     channel: String,
-    notify: Arc<Notify>,
+    waiters: Arc<Waiters>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl WorkListener {
+impl Listener {
     pub(crate) fn new(pool: PgPool, channel: String) -> Self {
         Self {
             pool,
             channel,
-            notify: Arc::new(Notify::new()),
+            waiters: Arc::new(Waiters::default()),
             task: Mutex::new(None),
         }
     }
 
-    /// Resolves at the next notification (or at once, if one arrived with nobody waiting).
-    pub(crate) async fn notified(&self) {
-        let notified = self.notify.notified();
+    /// Resolves at the next `work` notification (or at once, if one arrived with nobody
+    /// waiting).
+    pub(crate) async fn work(&self) {
+        let notified = self.waiters.work.notified();
         self.start();
         notified.await;
+    }
+
+    /// Registers interest in `step_id`, runs `flag` (which asks the database to notify, and
+    /// says whether the step is still running), then waits for the notification.
+    pub(crate) async fn step<F>(&self, step_id: &str, flag: F)
+    where
+        F: std::future::Future<Output = bool>,
+    {
+        let registered = self
+            .waiters
+            .steps
+            .lock()
+            .map(|mut steps| Arc::clone(steps.entry(step_id.to_owned()).or_default()))
+            .ok();
+        let Some(notify) = registered else {
+            return std::future::pending().await;
+        };
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is set, so a finish right after cannot be missed.
+        notified.as_mut().enable();
+        self.start();
+        if flag.await {
+            notified.await;
+        }
+        if let Ok(mut steps) = self.waiters.steps.lock() {
+            // Two references: the map's and ours. Nobody else waits on this step.
+            if Arc::strong_count(&notify) == 2 {
+                steps.remove(step_id);
+            }
+        }
     }
 
     fn start(&self) {
@@ -46,12 +119,12 @@ impl WorkListener {
         *task = Some(tokio::spawn(listen(
             self.pool.clone(),
             self.channel.clone(),
-            Arc::clone(&self.notify),
+            Arc::clone(&self.waiters),
         )));
     }
 }
 
-impl Drop for WorkListener {
+impl Drop for Listener {
     fn drop(&mut self) {
         if let Ok(mut task) = self.task.lock() {
             if let Some(task) = task.take() {
@@ -61,16 +134,15 @@ impl Drop for WorkListener {
     }
 }
 
-async fn listen(pool: PgPool, channel: String, notify: Arc<Notify>) {
+async fn listen(pool: PgPool, channel: String, waiters: Arc<Waiters>) {
     loop {
         let listening: Result<std::convert::Infallible, sqlx::Error> = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(&channel).await?;
-            // Anything sent while we were not listening is unknown: let waiters look.
-            wake_all(&notify);
+            waiters.wake_everyone();
             loop {
-                listener.recv().await?;
-                wake_all(&notify);
+                let notification = listener.recv().await?;
+                waiters.dispatch(notification.payload());
             }
         }
         .await;
@@ -78,10 +150,4 @@ async fn listen(pool: PgPool, channel: String, notify: Arc<Notify>) {
         tracing::debug!(%error, "LISTEN connection lost; reconnecting");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-/// Wakes every current waiter, and leaves one permit for a waiter about to arrive.
-fn wake_all(notify: &Notify) {
-    notify.notify_waiters();
-    notify.notify_one();
 }

@@ -53,6 +53,7 @@ macro_rules! engine_conformance_tests {
             events_are_stored_in_order,
             sleep_waits_on_the_engine_clock,
             a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires,
+            a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes,
             a_panicking_script_engine_fails_only_its_run,
             resume_waits_at_most_one_lease_ttl_for_a_live_owner,
             schema_output_is_validated_with_one_corrective_retry,
@@ -1223,6 +1224,83 @@ pub async fn a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires(fi
         .expect("get")
         .expect("row");
     assert_eq!((step.state, step.attempts), (State::Completed, 2));
+}
+
+/// A call that finds its step held by another live worker waits, then replays the holder's
+/// result (never running the call itself). A store that notifies wakes the waiter when the
+/// holder finishes, with no poll at all (the engine's clock never moves); others are seen at
+/// the next poll.
+pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes(
+    fixture: Fixture,
+) {
+    let clock = smol_durable::ManualClock::new(1_000_000);
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        ctx.sleep(1).await?;
+        Ok(ctx.agent("hello", Value::Null).await?)
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let limits = smol_durable::Limits {
+        wait_poll: Duration::from_secs(30),
+        ..smol_durable::Limits::default()
+    };
+    let engine = builder(&fixture, &scripts, &provider)
+        .clock(Arc::new(clock.clone()))
+        .limits(limits)
+        .build()
+        .expect("engine");
+    let handle = engine
+        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
+        .await
+        .expect("start");
+    let run_id = handle.run_id().to_owned();
+    wait_for_steps(fixture.store.as_ref(), &run_id, 1).await;
+    let signature =
+        smol_durable::StepSignature::agent("root", "scripted", "hello", &Value::Null, None, None);
+    let held = fixture
+        .store
+        .insert_step(NewStep {
+            step_id: smol_durable::new_id("step"),
+            run_id: run_id.clone(),
+            root_run_id: run_id.clone(),
+            kind: StepKind::Agent,
+            checkpoint_name: signature.base_checkpoint(),
+            input_signature_hash: signature.hash.clone(),
+            input_signature_json: signature.json.clone(),
+            input: json!({ "prompt": "hello" }),
+            worker_id: "owner_elsewhere".into(),
+            lease_expires_at: 1_060_000,
+            now: 1_000_000,
+        })
+        .await
+        .expect("insert");
+    let InsertStep::Inserted(held) = held else {
+        panic!("the step was free")
+    };
+    clock.advance(Duration::from_millis(1));
+    // The script reaches the held step and starts waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(provider.call_count(), 0, "a live lease is waited for");
+    let elsewhere = fixture.another_handle().await;
+    let finished = elsewhere
+        .complete_step(smol_durable::store::CompleteStep {
+            step_id: held.step_id.clone(),
+            fence: Some(held.attempts),
+            result: json!({ "output": "answered elsewhere" }),
+            ledger: Vec::new(),
+            now: 1_000_002,
+        })
+        .await
+        .expect("complete");
+    assert!(matches!(finished, smol_durable::store::StepCas::Applied(_)));
+    if !fixture.store.capabilities().notify {
+        clock.advance(Duration::from_secs(30));
+    }
+    let output = tokio::time::timeout(Duration::from_secs(5), handle.join())
+        .await
+        .expect("the waiter was woken")
+        .expect("run");
+    assert_eq!(output.result, json!("answered elsewhere"));
+    assert_eq!(provider.call_count(), 0, "replayed, never run");
 }
 
 /// A script engine that panics fails its own run with a clear error; the engine keeps serving.

@@ -265,7 +265,8 @@ impl RunScope {
         })
     }
 
-    /// Waits for a step held by someone else: until it changes or its lease runs out.
+    /// Waits for a step held by someone else: until the store says it finished, the next poll,
+    /// or its lease runs out.
     async fn wait_for_holder(&self, row: &StepRecord) -> Result<(), HostError> {
         let poll = self.ctx.engine.limits.wait_poll;
         let now = self.ctx.now();
@@ -281,6 +282,7 @@ impl RunScope {
         );
         tokio::select! {
             () = crate::clock::sleep_for(self.ctx.engine.clock.as_ref(), wait) => Ok(()),
+            () = self.ctx.engine.store.step_finished(&row.step_id) => Ok(()),
             () = self.ctx.cancel.cancelled() => Err(cancelled()),
         }
     }

@@ -567,4 +567,13 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     async fn work_available(&self) {
         std::future::pending::<()>().await;
     }
+
+    /// Resolves when the step may have finished (completed, failed or released): a caller
+    /// waiting on a step another worker holds is woken by it instead of its next poll. The
+    /// default never resolves (the caller polls every `Limits::wait_poll`); resolving early, or
+    /// at once when the step is no longer running, is allowed.
+    async fn step_finished(&self, step_id: &str) {
+        let _ = step_id;
+        std::future::pending::<()>().await;
+    }
 }
