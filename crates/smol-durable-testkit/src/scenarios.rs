@@ -1230,9 +1230,7 @@ pub async fn a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires(fi
 /// result (never running the call itself). A store that notifies wakes the waiter when the
 /// holder finishes, with no poll at all (the engine's clock never moves); others are seen at
 /// the next poll.
-pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes(
-    fixture: Fixture,
-) {
+pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes(fixture: Fixture) {
     let clock = smol_durable::ManualClock::new(1_000_000);
     let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
         ctx.sleep(1).await?;
