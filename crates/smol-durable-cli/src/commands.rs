@@ -123,8 +123,13 @@ pub async fn worker(engine: &Engine, options: WorkerArgs) -> anyhow::Result<Outc
         report = join => {
             let report = report?;
             eprintln!(
-                "worker stopped: {} claimed, {} completed, {} failed, {} cancelled, {} handed back",
-                report.claimed, report.completed, report.failed, report.cancelled, report.released
+                "worker stopped: {} claimed, {} completed, {} failed, {} cancelled, {} parked, {} handed back",
+                report.claimed,
+                report.completed,
+                report.failed,
+                report.cancelled,
+                report.parked,
+                report.released
             );
             Ok(Outcome::Success)
         }

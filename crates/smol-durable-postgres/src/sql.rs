@@ -982,8 +982,12 @@ pub(crate) async fn claim_next_task(
         let attempts: i64 = scalar(
             c,
             op,
-            sql.query("SELECT COUNT(*) FROM sw_workflow_attempts WHERE task_id = $1")
-                .bind(&task.task_id),
+            // decide::counts_against_max_attempts
+            sql.query(
+                "SELECT COUNT(*) FROM sw_workflow_attempts WHERE task_id = $1 \
+                 AND state IN ('failed', 'running')",
+            )
+            .bind(&task.task_id),
         )
         .await?;
         let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);

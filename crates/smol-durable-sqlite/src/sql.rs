@@ -573,7 +573,11 @@ pub(crate) fn claim_next_task(
         };
         let run = root_run_of_task(c, op, &task.task_id)?;
         let attempts: i64 = c
-            .prepare_cached("SELECT COUNT(*) FROM sw_workflow_attempts WHERE task_id = ?1")
+            // decide::counts_against_max_attempts
+            .prepare_cached(
+                "SELECT COUNT(*) FROM sw_workflow_attempts WHERE task_id = ?1 \
+                 AND state IN ('failed', 'running')",
+            )
             .and_then(|mut s| s.query_row([&task.task_id], |row| row.get(0)))
             .map_err(|e| map_error(op, e))?;
         let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);

@@ -63,6 +63,7 @@ macro_rules! engine_conformance_tests {
             failed_attempts_of_submitted_runs_are_retried,
             a_worker_shutting_down_hands_its_runs_back,
             cancel_reaches_a_run_on_a_worker,
+            long_sleeps_park_runs_until_they_wake,
         );
     };
 }
@@ -1942,4 +1943,77 @@ pub async fn cancel_reaches_a_run_on_a_worker(fixture: Fixture) {
     assert_eq!(report.cancelled, 1);
     let (_, task, attempts) = states(fixture.store.as_ref(), &run.run_id).await;
     assert_eq!((task, attempts), (State::Cancelled, vec![State::Cancelled]));
+}
+
+/// A worker parks a run whose only outstanding work is a long sleep: the task goes back to
+/// the queue until `wakeAt` and the worker's slot is free, so six sleeping runs fit a worker of
+/// two slots. After the sleep, any worker resumes each by replay; nothing runs twice.
+pub async fn long_sleeps_park_runs_until_they_wake(fixture: Fixture) {
+    let clock = smol_durable::ManualClock::new(1_000_000);
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        let before = ctx.agent("before", Value::Null).await?;
+        ctx.sleep(60_000).await?;
+        let after = ctx.agent("after", Value::Null).await?;
+        Ok(json!([before, after]))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .expect("engine");
+    let mut runs = Vec::new();
+    for n in 0..6 {
+        let request = RunRequest::new(scripts.source("main.mjs"), json!({ "n": n }));
+        runs.push(
+            engine
+                .submit(request, SubmitOptions::new())
+                .await
+                .expect("submit"),
+        );
+    }
+    let worker = engine.worker(fast_worker().park_after(Some(Duration::from_secs(30))));
+    let store = fixture.store.as_ref();
+    let started = std::time::Instant::now();
+    loop {
+        let mut parked = 0;
+        for run in &runs {
+            let task = store
+                .get_task(&run.task_id)
+                .await
+                .expect("get_task")
+                .expect("task");
+            if task.state == State::Pending && task.not_before == Some(1_060_000) {
+                parked += 1;
+            }
+        }
+        if parked == runs.len() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "only {parked} of {} runs parked",
+            runs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(provider.calls_for("before"), 6);
+    assert_eq!(provider.calls_for("after"), 0);
+    clock.advance(Duration::from_secs(60));
+    for run in &runs {
+        assert_eq!(
+            wait_until_finished(store, &run.run_id, Duration::from_secs(20)).await,
+            State::Completed
+        );
+        let (_, _, attempts) = states(store, &run.run_id).await;
+        assert_eq!(
+            attempts,
+            vec![State::Cancelled, State::Completed],
+            "parked once, then completed"
+        );
+    }
+    worker.shutdown();
+    let report = worker.join().await.expect("worker");
+    assert_eq!((report.parked, report.completed), (6, 6));
+    assert_eq!(provider.calls_for("before"), 6, "replayed after parking");
+    assert_eq!(provider.calls_for("after"), 6);
 }

@@ -127,6 +127,7 @@ macro_rules! store_conformance_tests {
             a_deposed_owner_renews_no_step_leases,
             unfinished_children_end_with_their_attempt,
             runner_tasks_stop_after_max_attempts,
+            released_attempts_do_not_use_up_max_attempts,
         );
     };
 }
@@ -1692,4 +1693,94 @@ pub async fn runner_tasks_stop_after_max_attempts(fixture: Fixture) {
         .await
         .expect("attempts");
     assert!(attempts.iter().all(|a| a.state == State::Failed));
+}
+
+/// An attempt its owner hands back (shutdown, or parked until a sleep's `wakeAt`) leaves the
+/// task `pending`, is not claimable before `not_before`, and does not count against
+/// `max_attempts`; attempts abandoned by dead owners do.
+pub async fn released_attempts_do_not_use_up_max_attempts(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let mut new = NewRun::new(ClaimScope::Runner, OWNER, WorkflowInfo::new(), json!({}), 0);
+    new.max_attempts = 2;
+    let created = store.create_run(new).await.expect("create");
+    let next = |owner: &str, now| ClaimNextTask {
+        scope: ClaimScope::Runner,
+        owner_id: owner.to_owned(),
+        attempt_id: smol_durable::new_id("attempt"),
+        lease_expires_at: now + 100,
+        now,
+    };
+    let claim = |owner: &'static str, now: i64| store.claim_next_task(next(owner, now));
+    let first = claim("owner_a", 10)
+        .await
+        .expect("claim")
+        .expect("attempt 1");
+    finish(
+        store,
+        &created,
+        &first.attempt.attempt_id,
+        "owner_a",
+        AttemptOutcome::Released {
+            not_before: Some(500),
+        },
+        20,
+    )
+    .await
+    .expect("park");
+    let task = store
+        .get_task(&created.task.task_id)
+        .await
+        .expect("get")
+        .expect("task");
+    assert_eq!(
+        (task.state, task.not_before, task.claimed_by_owner_id),
+        (State::Pending, Some(500), None)
+    );
+    assert!(
+        claim("owner_b", 499).await.expect("claim").is_none(),
+        "not before wakeAt"
+    );
+    let second = claim("owner_b", 500)
+        .await
+        .expect("claim")
+        .expect("attempt 2");
+    finish(
+        store,
+        &created,
+        &second.attempt.attempt_id,
+        "owner_b",
+        AttemptOutcome::Released { not_before: None },
+        510,
+    )
+    .await
+    .expect("release");
+    // Two attempts so far, both handed back: a third may start, and then a fourth after the
+    // third's owner dies (its lease expires); the fourth's death uses up the allowance.
+    let third = claim("owner_c", 520)
+        .await
+        .expect("claim")
+        .expect("attempt 3");
+    assert_eq!(third.attempt.attempt, 3);
+    let fourth = claim("owner_d", 700)
+        .await
+        .expect("claim")
+        .expect("attempt 4");
+    assert_eq!(fourth.attempt.attempt, 4);
+    assert!(claim("owner_e", 900).await.expect("claim").is_none());
+    let states: Vec<State> = store
+        .list_attempts(&created.task.task_id)
+        .await
+        .expect("attempts")
+        .into_iter()
+        .map(|attempt| attempt.state)
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            State::Cancelled,
+            State::Cancelled,
+            State::Failed,
+            State::Failed
+        ]
+    );
 }

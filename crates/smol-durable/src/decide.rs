@@ -294,14 +294,14 @@ pub fn attempt_end(outcome: &AttemptOutcome) -> AttemptEnd {
             not_before: None,
             unfinished_children: State::Cancelled,
         },
-        AttemptOutcome::Released => AttemptEnd {
-            attempt: State::Failed,
+        AttemptOutcome::Released { not_before } => AttemptEnd {
+            attempt: State::Cancelled,
             run_and_task: State::Pending,
             payload: None,
             reason: Some(
                 serde_json::json!({ "message": "released by its owner before finishing" }),
             ),
-            not_before: None,
+            not_before: *not_before,
             unfinished_children: State::Failed,
         },
     }
@@ -321,22 +321,31 @@ pub fn cancel_request(task: &TaskRecord, now: i64) -> CancelRequest {
     }
 }
 
-/// Whether a runner task that has had `attempts` attempts may get another one.
+/// Whether a runner task that has had `attempts` attempts that count (see
+/// [`counts_against_max_attempts`]) may get another one.
 pub fn may_attempt_again(attempts: u32, max_attempts: u32) -> bool {
     attempts < max_attempts.max(1)
+}
+
+/// Whether an attempt in this state uses up one of the task's `max_attempts`: failed ones, and
+/// running ones (a claim finds them abandoned by a dead owner and fails them). An attempt its
+/// owner handed back (shutdown, parking) ended `cancelled` and costs nothing.
+pub fn counts_against_max_attempts(attempt_state: &State) -> bool {
+    matches!(attempt_state, State::Failed | State::Running)
 }
 
 /// Longest wait between two attempts of a runner task.
 pub const MAX_ATTEMPT_BACKOFF_MS: u64 = 5 * 60 * 1000;
 
-/// When a runner task whose attempt number `attempt` just failed with `error` may run again:
-/// after `base_backoff_ms · 2^(attempt-1)` (capped at [`MAX_ATTEMPT_BACKOFF_MS`]) while
-/// attempts remain, or `None` (the task fails for good) once `max_attempts` are used up or the
-/// failure would repeat identically on any worker (a script that does not parse or import, a
-/// changed step signature, an exhausted budget, a bad configuration).
+/// When a runner task whose attempt just failed with `error` may run again, `failures` being
+/// its failed attempts counting this one: after `base_backoff_ms · 2^(failures-1)` (capped at
+/// [`MAX_ATTEMPT_BACKOFF_MS`]) while attempts remain, or `None` (the task fails for good) once
+/// `max_attempts` are used up or the failure would repeat identically on any worker (a script
+/// that does not parse or import, a changed step signature, an exhausted budget, a bad
+/// configuration).
 pub fn attempt_retry_at(
     error: &Error,
-    attempt: u32,
+    failures: u32,
     max_attempts: u32,
     base_backoff_ms: u64,
     now: i64,
@@ -352,13 +361,15 @@ pub fn attempt_retry_at(
         | Error::SignatureMismatch { .. }
         | Error::Unsupported { .. }
         | Error::Config(_)
-        | Error::Cancelled => true,
+        | Error::Cancelled
+        | Error::Released
+        | Error::Parked { .. } => true,
         _ => false,
     };
-    if repeats || !may_attempt_again(attempt, max_attempts) {
+    if repeats || !may_attempt_again(failures, max_attempts) {
         return None;
     }
-    let doublings = attempt.saturating_sub(1).min(32);
+    let doublings = failures.saturating_sub(1).min(32);
     let backoff = base_backoff_ms
         .saturating_mul(1u64 << doublings)
         .min(MAX_ATTEMPT_BACKOFF_MS);
@@ -758,11 +769,16 @@ mod tests {
             (cancelled.attempt, cancelled.run_and_task),
             (State::Cancelled, State::Cancelled)
         );
-        let released = attempt_end(&AttemptOutcome::Released);
+        let released = attempt_end(&AttemptOutcome::Released { not_before: None });
         assert_eq!(
-            (released.attempt, released.run_and_task),
-            (State::Failed, State::Pending)
+            (released.attempt, released.run_and_task, released.not_before),
+            (State::Cancelled, State::Pending, None)
         );
+        let parked = attempt_end(&AttemptOutcome::Released {
+            not_before: Some(60_000),
+        });
+        assert_eq!(parked.not_before, Some(60_000));
+        assert!(!counts_against_max_attempts(&parked.attempt));
     }
 
     #[test]

@@ -255,6 +255,13 @@ pub enum Error {
     /// A worker shutting down handed the run back unfinished; another worker continues it.
     #[error("workflow released unfinished: its worker shut down; another worker continues it")]
     Released,
+    /// Only a long sleep remained, so the worker handed the run back until the sleep ends;
+    /// any worker resumes it then, by replay.
+    #[error("workflow parked until {until} (epoch ms): only a sleep remained; any worker resumes it then")]
+    Parked {
+        /// When the earliest sleep ends.
+        until: i64,
+    },
     /// The budget allows no more agent calls.
     #[error("budget exhausted: spent {spent} of {total} output tokens")]
     BudgetExhausted {

@@ -37,8 +37,11 @@ pub(crate) struct HeldStep {
 #[derive(Debug)]
 enum Interruption {
     Cancelled,
-    /// Handed back unfinished (a worker shutting down); any worker continues it at once.
-    Released,
+    /// Handed back unfinished: by a worker shutting down (any worker continues at once), or
+    /// parked on a long sleep (not before it ends).
+    Released {
+        not_before: Option<i64>,
+    },
     Fatal(Error),
 }
 
@@ -51,6 +54,45 @@ pub(crate) struct RunnerAttempt {
     pub retry_backoff_ms: u64,
     /// Fired by the worker to hand the task back unfinished.
     pub release: CancellationToken,
+    /// Attempts of the task that failed before this one (they count against `max_attempts`).
+    pub failed_before: u32,
+    /// Park the run when nothing but sleeps ending at least this far ahead remains.
+    pub park_after_ms: Option<u64>,
+}
+
+/// How long the script must stay quiet (no agent call starts) before a run is parked: the
+/// script may be about to make another call in the same turn.
+const PARK_SETTLE: Duration = Duration::from_millis(100);
+
+/// What the run tree is doing, for parking: agent calls in flight and sleeps being waited.
+#[derive(Debug, Default)]
+struct Activity {
+    agents: usize,
+    sleeps: HashMap<u64, i64>,
+    next_sleep: u64,
+}
+
+/// Held while an agent call is in progress; a run is never parked under one.
+pub(crate) struct AgentBusy(Arc<AttemptCtx>);
+
+impl Drop for AgentBusy {
+    fn drop(&mut self) {
+        if let Ok(mut activity) = self.0.activity.lock() {
+            activity.agents = activity.agents.saturating_sub(1);
+        }
+        self.0.consider_parking();
+    }
+}
+
+/// Held while a sleep waits for its `wakeAt`.
+pub(crate) struct Sleeping(Arc<AttemptCtx>, u64);
+
+impl Drop for Sleeping {
+    fn drop(&mut self) {
+        if let Ok(mut activity) = self.0.activity.lock() {
+            activity.sleeps.remove(&self.1);
+        }
+    }
 }
 
 enum WriterMessage {
@@ -72,6 +114,9 @@ pub(crate) struct AttemptCtx {
     pub held: Mutex<HashMap<String, HeldStep>>,
     pub cancel: CancellationToken,
     runner: Option<RunnerAttempt>,
+    activity: Mutex<Activity>,
+    /// Guards may be dropped on a script engine's own thread; parking checks spawn here.
+    runtime: tokio::runtime::Handle,
     interruption: Mutex<Option<Interruption>>,
     writer: mpsc::UnboundedSender<WriterMessage>,
     started: Instant,
@@ -118,7 +163,60 @@ impl AttemptCtx {
 
     /// Stops the script and hands the task back unfinished.
     fn release_task(&self) {
-        self.interrupt(Interruption::Released);
+        self.interrupt(Interruption::Released { not_before: None });
+    }
+
+    /// Marks an agent call in progress until the guard drops.
+    pub fn agent_busy(self: &Arc<Self>) -> AgentBusy {
+        if let Ok(mut activity) = self.activity.lock() {
+            activity.agents += 1;
+        }
+        AgentBusy(Arc::clone(self))
+    }
+
+    /// Marks a sleep waiting for `wake_at` until the guard drops, and considers parking.
+    pub fn sleeping(self: &Arc<Self>, wake_at: i64) -> Sleeping {
+        let id = match self.activity.lock() {
+            Ok(mut activity) => {
+                activity.next_sleep += 1;
+                let id = activity.next_sleep;
+                activity.sleeps.insert(id, wake_at);
+                id
+            }
+            Err(_) => 0,
+        };
+        self.consider_parking();
+        Sleeping(Arc::clone(self), id)
+    }
+
+    /// When the earliest sleep ends, if the run may be parked now: a worker's run, no agent
+    /// call in flight, and every sleep ending at least the threshold ahead.
+    fn parkable(&self) -> Option<i64> {
+        let after = self.runner.as_ref()?.park_after_ms?;
+        let activity = self.activity.lock().ok()?;
+        if activity.agents > 0 {
+            return None;
+        }
+        let earliest = activity.sleeps.values().copied().min()?;
+        let ahead = earliest.saturating_sub(self.now());
+        (u64::try_from(ahead).unwrap_or(0) >= after).then_some(earliest)
+    }
+
+    /// Parks the run if it stays parkable for [`PARK_SETTLE`].
+    fn consider_parking(self: &Arc<Self>) {
+        if self.parkable().is_none() || self.cancel.is_cancelled() {
+            return;
+        }
+        let ctx = Arc::clone(self);
+        self.runtime.spawn(async move {
+            tokio::time::sleep(PARK_SETTLE).await;
+            if let Some(until) = ctx.parkable() {
+                tracing::info!(until, "only a long sleep remains; parking the run");
+                ctx.interrupt(Interruption::Released {
+                    not_before: Some(until),
+                });
+            }
+        });
     }
 
     fn interrupt(&self, why: Interruption) {
@@ -266,6 +364,8 @@ pub(crate) async fn execute(plan: AttemptPlan) -> Result<RunOutput, Error> {
         held: Mutex::new(HashMap::new()),
         cancel,
         runner,
+        activity: Mutex::new(Activity::default()),
+        runtime: tokio::runtime::Handle::current(),
         interruption: Mutex::new(None),
         writer,
         started: Instant::now(),
@@ -351,8 +451,14 @@ async fn finish(
     // The token also fires from the run handle and `Engine::cancel`, which only cancel. A
     // release that came too late to stop the script does not undo its result.
     let outcome = match (interruption, outcome) {
-        (Some(Interruption::Released), Ok(result)) => Ok(result),
-        (Some(Interruption::Released), Err(_)) => Err(Error::Released),
+        (Some(Interruption::Released { .. }), Ok(result)) => Ok(result),
+        (Some(Interruption::Released { not_before: None }), Err(_)) => Err(Error::Released),
+        (
+            Some(Interruption::Released {
+                not_before: Some(until),
+            }),
+            Err(_),
+        ) => Err(Error::Parked { until }),
         (Some(Interruption::Fatal(error)), _) => Err(error),
         (Some(Interruption::Cancelled), _) => Err(Error::Cancelled),
         (None, _) if ctx.cancel.is_cancelled() => Err(Error::Cancelled),
@@ -389,13 +495,16 @@ async fn finish(
             let reason = json!({ "message": error.to_string() });
             let outcome = match &error {
                 Error::Cancelled => AttemptOutcome::Cancelled { reason },
-                Error::Released => AttemptOutcome::Released,
+                Error::Released => AttemptOutcome::Released { not_before: None },
+                Error::Parked { until } => AttemptOutcome::Released {
+                    not_before: Some(*until),
+                },
                 _ => AttemptOutcome::Failed {
                     reason,
                     retry_at: ctx.runner.as_ref().and_then(|runner| {
                         crate::decide::attempt_retry_at(
                             &error,
-                            ctx.attempt.attempt,
+                            runner.failed_before + 1,
                             runner.max_attempts,
                             runner.retry_backoff_ms,
                             now,

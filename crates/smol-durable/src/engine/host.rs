@@ -763,10 +763,12 @@ impl RunScope {
                     },
                 );
             }
+            let sleeping = self.ctx.sleeping(wake_at);
             let woke = tokio::select! {
                 () = self.ctx.engine.clock.sleep_until(wake_at) => true,
                 () = self.ctx.cancel.cancelled() => false,
             };
+            drop(sleeping);
             if !woke {
                 // The attempt's end marks the row cancelled if we hold it; its wakeAt stays
                 // fixed, so a resume waits only for the remainder.
@@ -1114,7 +1116,13 @@ impl WorkflowHost for RunHost {
             HostRequest::Agent { prompt, options } => match scope.prepare_agent(prompt, options) {
                 Ok(call) => {
                     let span = step_span("agent", &scope.run_id, &call.checkpoint);
-                    scope.run_agent(call).instrument(span).boxed()
+                    let busy = scope.ctx.agent_busy();
+                    async move {
+                        let _busy = busy;
+                        scope.run_agent(call).await
+                    }
+                    .instrument(span)
+                    .boxed()
                 }
                 Err(error) => rejected(error),
             },

@@ -82,6 +82,11 @@ pub struct WorkerOptions {
     pub shutdown_grace: Duration,
     /// Backoff before a failed run's second attempt, doubling after (default 1 s).
     pub retry_backoff: Duration,
+    /// Park a run when all it waits for is sleeps ending at least this far ahead (default
+    /// 30 s): the task goes back to the queue until the earliest sleep ends and the run's
+    /// script engine is freed, so sleeping runs cost rows, not memory or slots. `None` keeps
+    /// sleeping runs in memory.
+    pub park_after: Option<Duration>,
 }
 
 impl Default for WorkerOptions {
@@ -91,6 +96,7 @@ impl Default for WorkerOptions {
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(1),
+            park_after: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -124,6 +130,12 @@ impl WorkerOptions {
         self.retry_backoff = backoff;
         self
     }
+
+    /// The parking threshold (`None`: never park).
+    pub fn park_after(mut self, threshold: Option<Duration>) -> Self {
+        self.park_after = threshold;
+        self
+    }
 }
 
 /// What a worker did, returned by [`Worker::join`].
@@ -140,6 +152,8 @@ pub struct WorkerReport {
     pub cancelled: u64,
     /// Runs handed back unfinished at shutdown.
     pub released: u64,
+    /// Times a run was parked on a long sleep.
+    pub parked: u64,
 }
 
 impl WorkerReport {
@@ -148,6 +162,7 @@ impl WorkerReport {
             Ok(_) => self.completed += 1,
             Err(Error::Cancelled) => self.cancelled += 1,
             Err(Error::Released) => self.released += 1,
+            Err(Error::Parked { .. }) => self.parked += 1,
             Err(_) => self.failed += 1,
         }
     }
@@ -244,10 +259,24 @@ impl Engine {
         release: CancellationToken,
     ) -> Result<RunOutput, Error> {
         let ClaimedTask { task, run, attempt } = claimed;
+        let failed_before = match self.shared.store.list_attempts(&task.task_id).await {
+            Ok(attempts) => attempts
+                .iter()
+                .filter(|earlier| earlier.attempt_id != attempt.attempt_id)
+                .filter(|earlier| crate::decide::counts_against_max_attempts(&earlier.state))
+                .count(),
+            Err(error) => {
+                tracing::warn!(%error, "could not count earlier attempts; assuming none failed");
+                0
+            }
+        };
+        let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let runner = RunnerAttempt {
             max_attempts: task.max_attempts,
-            retry_backoff_ms: u64::try_from(options.retry_backoff.as_millis()).unwrap_or(u64::MAX),
+            retry_backoff_ms: millis(options.retry_backoff),
             release,
+            failed_before: u32::try_from(failed_before).unwrap_or(u32::MAX),
+            park_after_ms: options.park_after.map(millis),
         };
         let prepared = async {
             let cancel = self.register_live(&run.run_id)?;
@@ -280,7 +309,7 @@ impl Engine {
                 let now = self.shared.clock.now_ms();
                 let retry_at = crate::decide::attempt_retry_at(
                     &error,
-                    attempt.attempt,
+                    runner.failed_before + 1,
                     runner.max_attempts,
                     runner.retry_backoff_ms,
                     now,

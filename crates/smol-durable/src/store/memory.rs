@@ -524,6 +524,7 @@ impl DurableStore for MemoryStore {
                 .attempts
                 .iter()
                 .filter(|attempt| attempt.task_id == task.task_id)
+                .filter(|attempt| crate::decide::counts_against_max_attempts(&attempt.state))
                 .count();
             // A cancellation requested while its owner was gone, or a task that has used up its
             // attempts, ends here instead of running again.

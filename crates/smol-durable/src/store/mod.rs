@@ -221,8 +221,14 @@ pub enum AttemptOutcome {
         /// `{"message": "workflow cancelled"}`
         reason: Value,
     },
-    /// The owner gives the task back unfinished (shutdown); it becomes `pending` at once.
-    Released,
+    /// The owner gives the task back unfinished: at shutdown (`not_before: None`, any worker
+    /// may continue at once), or parked on a long sleep (not before the sleep's `wakeAt`). The
+    /// task becomes `pending`; the attempt is `cancelled`, so it does not count against
+    /// `max_attempts`.
+    Released {
+        /// Earliest time another attempt may start.
+        not_before: Option<i64>,
+    },
 }
 
 /// Ends an attempt, fenced by the task still being claimed by `owner_id`.
