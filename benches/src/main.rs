@@ -3,7 +3,11 @@
 //! ```sh
 //! cargo run --release -p smol-durable-benches            # full table
 //! cargo run --release -p smol-durable-benches -- --quick # smaller shapes
+//! scripts/bench [--quick]                                 # the same plus PostgreSQL
 //! ```
+//!
+//! The PostgreSQL table is printed when `SMOL_DURABLE_TEST_POSTGRES_URL` names a server;
+//! `scripts/bench` starts a throwaway one.
 //!
 //! Each scenario runs in its own child process, under `strace -f -c -e trace=fsync,fdatasync`
 //! when strace is installed, so fsyncs are counted per scenario. Providers answer at once: the
@@ -12,6 +16,7 @@
 //! probe of the current fsync latency; compare counts, and timings taken in one run.
 
 mod js;
+mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -503,5 +508,41 @@ fn main() -> anyhow::Result<()> {
             per_step(row.transactions),
         );
     }
-    js_table(quick)
+    js_table(quick)?;
+    postgres_table(quick)
+}
+
+/// The PostgreSQL scenarios, when a server is configured.
+fn postgres_table(quick: bool) -> anyhow::Result<()> {
+    let Ok(url) = std::env::var(smol_durable_testkit::POSTGRES_URL_VAR) else {
+        println!(
+            "\nPostgreSQL: skipped ({} is not set; scripts/bench starts a server)",
+            smol_durable_testkit::POSTGRES_URL_VAR
+        );
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(postgres::table(&url, quick))?;
+    println!(
+        "\n{:<16} {:>7} {:>10} {:>9} {:>10} {:>9} {:>13}",
+        "postgres", "steps", "total ms", "µs/step", "steps/s", "tx/step", "wal sync/step"
+    );
+    for row in rows {
+        let steps = row.steps.max(1) as f64;
+        let secs = row.elapsed.as_secs_f64().max(1e-9);
+        println!(
+            "{:<16} {:>7} {:>10.1} {:>9.1} {:>10.0} {:>9.3} {:>13.3}",
+            row.scenario,
+            row.steps,
+            secs * 1e3,
+            secs * 1e6 / steps,
+            steps / secs,
+            row.transactions as f64 / steps,
+            row.wal_syncs as f64 / steps,
+        );
+    }
+    Ok(())
 }

@@ -23,11 +23,13 @@
 //!   lock, so any number of processes may start at once.
 //! - [`PostgresStore::from_pool`] shares a host application's `sqlx` pool.
 //! - Step completions (with their ledger rows) are one statement and one durable commit; claims,
-//!   events and heartbeats commit without waiting for a WAL flush.
+//!   events and heartbeats commit without waiting for a WAL flush, and events of concurrent
+//!   runs share statements (held up to 20 ms).
 //! - Workers claim runner tasks with `FOR UPDATE SKIP LOCKED`, and idle workers are woken by
 //!   `LISTEN/NOTIFY` when work is submitted or released.
 #![deny(missing_docs)]
 
+mod events;
 mod migrate;
 mod rows;
 mod sql;
@@ -100,6 +102,7 @@ pub struct PostgresStore {
     sql: Arc<Sql>,
     description: String,
     wake: Arc<wake::Listener>,
+    events: Arc<events::EventWriter>,
 }
 
 impl PostgresStore {
@@ -187,6 +190,7 @@ impl PostgresStore {
                 pool.clone(),
                 sql.notify_channel().to_owned(),
             )),
+            events: Arc::new(events::EventWriter::new(pool.clone(), Arc::clone(&sql))),
             sql,
             pool,
         })
@@ -430,9 +434,7 @@ impl DurableStore for PostgresStore {
     }
 
     async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
-        read!(self, "append_events", |c| sql::append_events(
-            c, &self.sql, &events
-        ))
+        self.events.append(events).await
     }
 
     async fn read_events(

@@ -1033,7 +1033,12 @@ pub(crate) async fn claim_next_task(
         let run = get_run(c, sql, &run.run_id)
             .await?
             .ok_or_else(|| not_found(op, "run", &run.run_id))?;
-        return Ok(Some(ClaimedTask { task, run, attempt }));
+        return Ok(Some(ClaimedTask {
+            task,
+            run,
+            attempt,
+            failed_attempts: attempts,
+        }));
     }
 }
 

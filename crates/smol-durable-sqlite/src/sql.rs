@@ -609,7 +609,12 @@ pub(crate) fn claim_next_task(
         let task =
             get_task(c, &task.task_id)?.ok_or_else(|| not_found(op, "task", &task.task_id))?;
         let run = get_run(c, &run.run_id)?.ok_or_else(|| not_found(op, "run", &run.run_id))?;
-        return Ok(Some(ClaimedTask { task, run, attempt }));
+        return Ok(Some(ClaimedTask {
+            task,
+            run,
+            attempt,
+            failed_attempts: attempts,
+        }));
     }
 }
 

@@ -1666,13 +1666,13 @@ pub async fn runner_tasks_stop_after_max_attempts(fixture: Fixture) {
         .await
         .expect("claim")
         .expect("attempt 1");
-    assert_eq!(first.attempt.attempt, 1);
+    assert_eq!((first.attempt.attempt, first.failed_attempts), (1, 0));
     let second = store
         .claim_next_task(next(200))
         .await
         .expect("claim")
         .expect("attempt 2");
-    assert_eq!(second.attempt.attempt, 2);
+    assert_eq!((second.attempt.attempt, second.failed_attempts), (2, 1));
     assert!(store
         .claim_next_task(next(400))
         .await
@@ -1760,12 +1760,16 @@ pub async fn released_attempts_do_not_use_up_max_attempts(fixture: Fixture) {
         .await
         .expect("claim")
         .expect("attempt 3");
-    assert_eq!(third.attempt.attempt, 3);
+    assert_eq!((third.attempt.attempt, third.failed_attempts), (3, 0));
     let fourth = claim("owner_d", 700)
         .await
         .expect("claim")
         .expect("attempt 4");
-    assert_eq!(fourth.attempt.attempt, 4);
+    assert_eq!(
+        (fourth.attempt.attempt, fourth.failed_attempts),
+        (4, 1),
+        "the third attempt's owner died"
+    );
     assert!(claim("owner_e", 900).await.expect("claim").is_none());
     let states: Vec<State> = store
         .list_attempts(&created.task.task_id)

@@ -74,6 +74,8 @@ pub(crate) struct EngineShared {
     pub owner_id: String,
     live: Mutex<HashMap<String, CancellationToken>>,
     owner_registered: tokio::sync::OnceCell<()>,
+    /// Sources read from the store by content hash (immutable, so never stale).
+    pub scripts_by_hash: Mutex<HashMap<String, String>>,
 }
 
 impl EngineShared {
@@ -229,6 +231,7 @@ impl EngineBuilder {
                 owner_id: crate::new_id("owner"),
                 live: Mutex::new(HashMap::new()),
                 owner_registered: tokio::sync::OnceCell::new(),
+                scripts_by_hash: Mutex::new(HashMap::new()),
             }),
         })
     }

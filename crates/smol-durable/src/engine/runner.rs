@@ -258,24 +258,19 @@ impl Engine {
         options: &WorkerOptions,
         release: CancellationToken,
     ) -> Result<RunOutput, Error> {
-        let ClaimedTask { task, run, attempt } = claimed;
-        let failed_before = match self.shared.store.list_attempts(&task.task_id).await {
-            Ok(attempts) => attempts
-                .iter()
-                .filter(|earlier| earlier.attempt_id != attempt.attempt_id)
-                .filter(|earlier| crate::decide::counts_against_max_attempts(&earlier.state))
-                .count(),
-            Err(error) => {
-                tracing::warn!(%error, "could not count earlier attempts; assuming none failed");
-                0
-            }
-        };
+        let ClaimedTask {
+            task,
+            run,
+            attempt,
+            failed_attempts,
+            ..
+        } = claimed;
         let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let runner = RunnerAttempt {
             max_attempts: task.max_attempts,
             retry_backoff_ms: millis(options.retry_backoff),
             release,
-            failed_before: u32::try_from(failed_before).unwrap_or(u32::MAX),
+            failed_before: failed_attempts,
             park_after_ms: options.park_after.map(millis),
         };
         let prepared = async {
@@ -337,11 +332,29 @@ impl Engine {
         }
     }
 
-    /// The script a run was submitted with: the stored copy (what the submitter ran), else
-    /// the file at its stored path.
+    /// The script a run was submitted with: the stored copy (what the submitter ran; cached by
+    /// its hash), else the file at its stored path.
     async fn submitted_source(&self, run: &RunRecord) -> Result<crate::WorkflowSource, Error> {
+        /// Distinct scripts kept; a worker serving more starts its cache over.
+        const CACHED_SCRIPTS: usize = 256;
         if let (Some(hash), Some(path)) = (&run.workflow.script_hash, &run.workflow.script_path) {
-            if let Some(text) = self.shared.store.get_script(hash).await? {
+            let cached = self
+                .shared
+                .scripts_by_hash
+                .lock()
+                .ok()
+                .and_then(|cache| cache.get(hash).cloned());
+            let text = match cached {
+                Some(text) => Some(text),
+                None => self.shared.store.get_script(hash).await?,
+            };
+            if let Some(text) = text {
+                if let Ok(mut cache) = self.shared.scripts_by_hash.lock() {
+                    if cache.len() >= CACHED_SCRIPTS {
+                        cache.clear();
+                    }
+                    cache.insert(hash.clone(), text.clone());
+                }
                 return Ok(crate::WorkflowSource::inline(path.as_str(), text));
             }
         }

@@ -557,7 +557,12 @@ impl DurableStore for MemoryStore {
             })?;
             let task = tables.task_mut("claim_next_task", &task.task_id)?.clone();
             let run = tables.run_mut("claim_next_task", &run.run_id)?.clone();
-            return Ok(Some(ClaimedTask { task, run, attempt }));
+            return Ok(Some(ClaimedTask {
+                task,
+                run,
+                attempt,
+                failed_attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            }));
         }
     }
 

@@ -459,6 +459,9 @@ pub struct ClaimedTask {
     pub run: RunRecord,
     /// The attempt opened.
     pub attempt: AttemptRecord,
+    /// Attempts before this one that count against `max_attempts`
+    /// ([`counts_against_max_attempts`](crate::decide::counts_against_max_attempts)).
+    pub failed_attempts: u32,
 }
 
 /// The error every store returns when asked to delete a task that has not finished, so the

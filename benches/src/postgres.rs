@@ -1,0 +1,285 @@
+//! The F2 shapes on PostgreSQL: per-step time, transactions and WAL flushes.
+//!
+//! Each scenario gets a fresh database on the server; transactions are that database's
+//! `xact_commit` (every statement outside a transaction is one, reads included) and WAL syncs
+//! are the cluster's `pg_stat_wal.wal_sync`, both read after the scenario's pools are closed so
+//! every backend has flushed its statistics. Use a throwaway cluster (`scripts/bench` starts
+//! one) so nothing else writes WAL meanwhile.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use smol_durable::store::{RunFilter, State};
+use smol_durable::{DurableStore, Engine, ResumeOptions, RunRequest, SubmitOptions, WorkerOptions};
+use smol_durable_postgres::{PostgresOptions, PostgresStore};
+use smol_durable_testkit::{ScriptedEngine, ScriptedProvider};
+use sqlx::{AssertSqlSafe, Row as _};
+
+/// One line of the table.
+pub struct PgRow {
+    pub scenario: String,
+    pub steps: u64,
+    pub elapsed: Duration,
+    pub transactions: i64,
+    pub wal_syncs: i64,
+}
+
+struct Server {
+    url: String,
+    admin: PostgresStore,
+}
+
+impl Server {
+    async fn counters(&self, database: &str) -> anyhow::Result<(i64, i64)> {
+        // Statistics are read from a snapshot; clear it so the numbers are current.
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(self.admin.pool())
+            .await?;
+        let row = sqlx::query(
+            "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = $1), \
+             (SELECT wal_sync FROM pg_stat_wal)",
+        )
+        .bind(database)
+        .fetch_one(self.admin.pool())
+        .await?;
+        Ok((
+            row.try_get::<Option<i64>, _>(0)?.unwrap_or(0),
+            row.try_get::<Option<i64>, _>(1)?.unwrap_or(0),
+        ))
+    }
+
+    async fn fresh_database(&self, name: &str) -> anyhow::Result<String> {
+        sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+            .execute(self.admin.pool())
+            .await?;
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(self.admin.pool())
+            .await?;
+        let (server, _) = self.url.rsplit_once('/').context("a URL with a database")?;
+        Ok(format!("{server}/{name}"))
+    }
+}
+
+async fn store(url: &str) -> anyhow::Result<PostgresStore> {
+    Ok(PostgresStore::connect_with(PostgresOptions::new(url).max_connections(16)).await?)
+}
+
+fn engine(store: &PostgresStore, scripts: &ScriptedEngine) -> anyhow::Result<Engine> {
+    Ok(Engine::builder()
+        .store(Arc::new(store.clone()) as Arc<dyn DurableStore>)
+        .script_engine(Arc::new(scripts.clone()))
+        .provider(Arc::new(ScriptedProvider::new("bench")))
+        .build()?)
+}
+
+/// Prepares a scenario's database (not measured).
+type Setup = dyn Fn(String) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
+
+/// Runs one scenario on a fresh database and measures it.
+async fn measure<F, Fut>(
+    server: &Server,
+    name: &str,
+    setup: Option<&Setup>,
+    body: F,
+) -> anyhow::Result<PgRow>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(u64, Duration, i64)>>,
+{
+    let database = format!("bench_{}", name.replace([' ', '-', '×'], "_"));
+    let url = server.fresh_database(&database).await?;
+    if let Some(setup) = setup {
+        setup(url.clone()).await?;
+    }
+    // Migrations and setup are not part of the measurement; let their backends report.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (tx_before, wal_before) = server.counters(&database).await?;
+    let (steps, elapsed, uncounted) = body(url).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (tx_after, wal_after) = server.counters(&database).await?;
+    Ok(PgRow {
+        scenario: name.to_owned(),
+        steps,
+        elapsed,
+        transactions: tx_after - tx_before - uncounted,
+        wal_syncs: wal_after - wal_before,
+    })
+}
+
+fn bench_scripts(fail_at_end: bool) -> ScriptedEngine {
+    ScriptedEngine::new().workflow("bench.mjs", move |ctx| async move {
+        let steps = ctx.args()["steps"].as_u64().unwrap_or(10);
+        let mut last = serde_json::Value::Null;
+        for i in 0..steps {
+            last = ctx.agent(format!("step {i}"), serde_json::Value::Null).await?;
+        }
+        if fail_at_end && ctx.args()["failAtEnd"].as_bool().unwrap_or(false) {
+            return Err(smol_durable::ScriptError::thrown("stopping so the run can be resumed"));
+        }
+        Ok(last)
+    })
+}
+
+/// A sequential run of `steps` agent steps in one process.
+async fn sequential(url: String, steps: u64) -> anyhow::Result<(u64, Duration, i64)> {
+    let scripts = bench_scripts(false);
+    let store = store(&url).await?;
+    let engine = engine(&store, &scripts)?;
+    let started = Instant::now();
+    engine
+        .run(scripts.source("bench.mjs"), json!({ "steps": steps }))
+        .await?;
+    let elapsed = started.elapsed();
+    store.pool().close().await;
+    Ok((steps, elapsed, 0))
+}
+
+/// Setup of the concurrent scenario: `runs` submitted runs of 10 steps.
+async fn submit_runs(url: String, runs: u64) -> anyhow::Result<()> {
+    let scripts = bench_scripts(false);
+    let submitter = store(&url).await?;
+    let submit_engine = engine(&submitter, &scripts)?;
+    for _ in 0..runs {
+        let request = RunRequest::new(scripts.source("bench.mjs"), json!({ "steps": 10 }));
+        submit_engine.submit(request, SubmitOptions::new()).await?;
+    }
+    submitter.pool().close().await;
+    Ok(())
+}
+
+/// The submitted runs executed by `workers` workers (each its own pool); the completion polls
+/// are reported so they can be taken out of the transaction count.
+async fn concurrent(url: String, runs: u64, workers: u64) -> anyhow::Result<(u64, Duration, i64)> {
+    let scripts = bench_scripts(false);
+    let submitter = store(&url).await?;
+    let mut stores = Vec::new();
+    let mut handles = Vec::new();
+    let started = Instant::now();
+    let per_worker = usize::try_from(runs.div_ceil(workers.max(1))).unwrap_or(1);
+    for _ in 0..workers {
+        let store = store(&url).await?;
+        let worker = engine(&store, &scripts)?.worker(
+            WorkerOptions::new()
+                .concurrency(per_worker)
+                .poll_interval(Duration::from_secs(1)),
+        );
+        stores.push(store);
+        handles.push(worker);
+    }
+    let mut polls = 0;
+    let done_filter = RunFilter {
+        states: vec![State::Completed],
+        roots_only: true,
+        ..RunFilter::default()
+    };
+    loop {
+        polls += 1;
+        let done = submitter.list_runs(&done_filter).await?.len();
+        if done as u64 == runs {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("only {done} of {runs} runs completed");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    for worker in handles {
+        worker.shutdown();
+        worker.join().await?;
+    }
+    for store in stores {
+        store.pool().close().await;
+    }
+    submitter.pool().close().await;
+    Ok((runs * 10, elapsed, polls))
+}
+
+/// Resumes a failed run of `steps` completed steps: every step replays.
+async fn replay(url: String, steps: u64) -> anyhow::Result<(u64, Duration, i64)> {
+    let scripts = bench_scripts(true);
+    let store = store(&url).await?;
+    let engine = engine(&store, &scripts)?;
+    let run = engine
+        .list_runs(&RunFilter::default())
+        .await?
+        .into_iter()
+        .next()
+        .context("setup run")?;
+    let resumed = scripts.clone().workflow("bench.mjs", |ctx| async move {
+        let steps = ctx.args()["steps"].as_u64().unwrap_or(10);
+        let mut last = serde_json::Value::Null;
+        for i in 0..steps {
+            last = ctx.agent(format!("step {i}"), serde_json::Value::Null).await?;
+        }
+        Ok(last)
+    });
+    let engine = self::engine(&store, &resumed)?;
+    let started = Instant::now();
+    let output = engine
+        .resume(&run.run_id, ResumeOptions::new())
+        .await?
+        .join()
+        .await?;
+    let elapsed = started.elapsed();
+    if output.attempt != 2 {
+        bail!("expected attempt 2, got {}", output.attempt);
+    }
+    store.pool().close().await;
+    Ok((steps, elapsed, 0))
+}
+
+/// Measures every PostgreSQL scenario on the server at `url`.
+pub async fn table(url: &str, quick: bool) -> anyhow::Result<Vec<PgRow>> {
+    let server = Server {
+        url: url.to_owned(),
+        admin: store(url).await?,
+    };
+    let (sequential_steps, concurrent_runs, replay_steps) = if quick {
+        (200, 20, 1_000)
+    } else {
+        (1_000, 100, 10_000)
+    };
+    let mut rows = Vec::new();
+    rows.push(
+        measure(&server, "sequential", None, |url| {
+            sequential(url, sequential_steps)
+        })
+        .await?,
+    );
+    let submit = move |url: String| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(submit_runs(url, concurrent_runs))
+    };
+    for workers in [1, 2, 4] {
+        let name = format!("concurrent-{workers}w");
+        rows.push(
+            measure(&server, &name, Some(&submit), |url| {
+                concurrent(url, concurrent_runs, workers)
+            })
+            .await?,
+        );
+    }
+    let setup = move |url: String| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let scripts = bench_scripts(true);
+            let store = store(&url).await?;
+            let engine = engine(&store, &scripts)?;
+            let failed = engine
+                .run(
+                    scripts.source("bench.mjs"),
+                    json!({ "steps": replay_steps, "failAtEnd": true }),
+                )
+                .await;
+            if failed.is_ok() {
+                bail!("the setup run should fail at its end");
+            }
+            store.pool().close().await;
+            Ok(())
+        })
+    };
+    rows.push(measure(&server, "replay", Some(&setup), |url| replay(url, replay_steps)).await?);
+    server.admin.pool().close().await;
+    Ok(rows)
+}

@@ -1,0 +1,95 @@
+//! Group commit for events: every `append_events` call of a store handle goes through one
+//! writer task that holds the first batch for a moment (20 ms at most) so the events of many
+//! steps and runs share one statement and one transaction, then answers every caller. Order
+//! is kept: batches are written in the order they arrived, and each run's events come from one
+//! writer that waits for its previous batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smol_durable::store::{NewEvent, StoreResult};
+use smol_durable::{StoreError, StoreErrorKind};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::sql::{self, Sql};
+
+/// How long the first events of a batch wait for company.
+const HOLD: Duration = Duration::from_millis(20);
+
+type Request = (Vec<NewEvent>, oneshot::Sender<StoreResult<()>>);
+
+#[derive(Debug)]
+pub(crate) struct EventWriter {
+    inbox: mpsc::UnboundedSender<Request>,
+    task: JoinHandle<()>,
+}
+
+impl EventWriter {
+    pub(crate) fn new(pool: PgPool, sql: Arc<Sql>) -> Self {
+        let (inbox, requests) = mpsc::unbounded_channel();
+        Self {
+            inbox,
+            task: tokio::spawn(write(pool, sql, requests)),
+        }
+    }
+
+    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> StoreResult<()> {
+        let (done, answer) = oneshot::channel();
+        let gone = || {
+            StoreError::new(
+                StoreErrorKind::Unavailable,
+                "append_events",
+                "the event writer has stopped",
+            )
+        };
+        self.inbox.send((events, done)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn write(pool: PgPool, sql: Arc<Sql>, mut requests: mpsc::UnboundedReceiver<Request>) {
+    while let Some(first) = requests.recv().await {
+        let mut batch = vec![first];
+        let hold = tokio::time::sleep(HOLD);
+        tokio::pin!(hold);
+        loop {
+            tokio::select! {
+                next = requests.recv() => match next {
+                    Some(request) => batch.push(request),
+                    None => break,
+                },
+                () = &mut hold => break,
+            }
+        }
+        let events: Vec<NewEvent> = batch
+            .iter_mut()
+            .flat_map(|(events, _)| std::mem::take(events))
+            .collect();
+        let written = async {
+            let mut connection = pool
+                .acquire()
+                .await
+                .map_err(|e| sql::map_error("append_events", e))?;
+            sql::append_events(&mut connection, &sql, &events).await
+        }
+        .await;
+        for (_, done) in batch {
+            let _ = done.send(match &written {
+                Ok(()) => Ok(()),
+                Err(error) => Err(StoreError::new(
+                    error.kind(),
+                    "append_events",
+                    error.to_string(),
+                )),
+            });
+        }
+    }
+}
