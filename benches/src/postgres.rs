@@ -113,10 +113,14 @@ fn bench_scripts(fail_at_end: bool) -> ScriptedEngine {
         let steps = ctx.args()["steps"].as_u64().unwrap_or(10);
         let mut last = serde_json::Value::Null;
         for i in 0..steps {
-            last = ctx.agent(format!("step {i}"), serde_json::Value::Null).await?;
+            last = ctx
+                .agent(format!("step {i}"), serde_json::Value::Null)
+                .await?;
         }
         if fail_at_end && ctx.args()["failAtEnd"].as_bool().unwrap_or(false) {
-            return Err(smol_durable::ScriptError::thrown("stopping so the run can be resumed"));
+            return Err(smol_durable::ScriptError::thrown(
+                "stopping so the run can be resumed",
+            ));
         }
         Ok(last)
     })
@@ -212,7 +216,9 @@ async fn replay(url: String, steps: u64) -> anyhow::Result<(u64, Duration, i64)>
         let steps = ctx.args()["steps"].as_u64().unwrap_or(10);
         let mut last = serde_json::Value::Null;
         for i in 0..steps {
-            last = ctx.agent(format!("step {i}"), serde_json::Value::Null).await?;
+            last = ctx
+                .agent(format!("step {i}"), serde_json::Value::Null)
+                .await?;
         }
         Ok(last)
     });
@@ -279,7 +285,12 @@ pub async fn table(url: &str, quick: bool) -> anyhow::Result<Vec<PgRow>> {
             Ok(())
         })
     };
-    rows.push(measure(&server, "replay", Some(&setup), |url| replay(url, replay_steps)).await?);
+    rows.push(
+        measure(&server, "replay", Some(&setup), |url| {
+            replay(url, replay_steps)
+        })
+        .await?,
+    );
     server.admin.pool().close().await;
     Ok(rows)
 }

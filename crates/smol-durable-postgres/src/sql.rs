@@ -958,86 +958,97 @@ pub(crate) async fn claim_next_task(
     claim: &ClaimNextTask,
 ) -> Result<Option<ClaimedTask>> {
     let op = "claim_next_task";
-    // SKIP LOCKED: concurrent workers each take a different task instead of queueing on one.
-    const Q: &str = concat!(
-        "SELECT ",
-        task_columns!(),
-        " FROM sw_workflow_tasks WHERE claim_scope = $1 AND ( \
-           (state = 'pending' AND (not_before IS NULL OR not_before <= $2)) \
-           OR (state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= $2))) \
-         ORDER BY created_at, task_id LIMIT 1 FOR UPDATE SKIP LOCKED"
-    );
+    // One statement finds the oldest eligible task (SKIP LOCKED: concurrent workers each take
+    // a different one), counts its attempts, and, when it may run again, does all of
+    // `open_attempt` for it. A task that must end instead (cancelled while unattended, out of
+    // attempts) comes back without an attempt and is closed below. The claim commits without
+    // waiting for a flush: the completions that follow it flush it with them.
+    const Q: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)), \
+         candidate AS ( \
+           SELECT t.task_id, t.claimed_by_owner_id, t.max_attempts, r.run_id, \
+             r.cancel_requested_at, \
+             (SELECT COUNT(*) FROM sw_workflow_attempts a WHERE a.task_id = t.task_id \
+               AND a.state IN ('failed', 'running')) AS counted \
+           FROM sw_workflow_tasks t \
+           JOIN sw_workflow_runs r ON r.task_id = t.task_id AND r.run_id = r.root_run_id \
+           WHERE t.claim_scope = $1 AND ( \
+             (t.state = 'pending' AND (t.not_before IS NULL OR t.not_before <= $2)) \
+             OR (t.state = 'running' AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= $2))) \
+           ORDER BY t.created_at, t.task_id LIMIT 1 FOR UPDATE OF t SKIP LOCKED), \
+         chosen AS (SELECT candidate.* FROM candidate, relaxed \
+           WHERE cancel_requested_at IS NULL AND counted < GREATEST(max_attempts, 1)), \
+         abandoned AS (UPDATE sw_workflow_attempts a SET state = 'failed', completed_at = $2, \
+           lease_expires_at = NULL, failure_reason_json = $6 FROM chosen \
+           WHERE a.task_id = chosen.task_id AND a.state = 'running'), \
+         expired AS (UPDATE sw_workflow_steps s SET lease_expires_at = $2 FROM chosen \
+           WHERE s.root_run_id = chosen.run_id AND s.state = 'running' \
+           AND (s.worker_id = $3 OR s.worker_id = chosen.claimed_by_owner_id)), \
+         task AS (UPDATE sw_workflow_tasks t SET state = 'running', claimed_by_owner_id = $3, \
+           lease_expires_at = $4, not_before = NULL, updated_at = $2, \
+           submitted_by_owner_id = CASE WHEN t.claim_scope = 'local' THEN $3 \
+             ELSE t.submitted_by_owner_id END \
+           FROM chosen WHERE t.task_id = chosen.task_id), \
+         run AS (UPDATE sw_workflow_runs r SET state = 'running', failure_reason_json = NULL, \
+           updated_at = $2 FROM chosen WHERE r.run_id = chosen.run_id), \
+         attempt AS (INSERT INTO sw_workflow_attempts (attempt_id, run_id, task_id, attempt, \
+           worker_id, state, lease_expires_at, started_at) \
+           SELECT $5, chosen.run_id, chosen.task_id, \
+             (SELECT COALESCE(MAX(a.attempt), 0) + 1 FROM sw_workflow_attempts a \
+               WHERE a.task_id = chosen.task_id), \
+             $3, 'running', $4, $2 FROM chosen RETURNING *) \
+         SELECT found.*, attempt.* FROM ( \
+           SELECT task_id AS candidate_task_id, run_id AS candidate_run_id, counted, \
+             cancel_requested_at IS NOT NULL AS cancelled FROM candidate) AS found \
+         LEFT JOIN attempt ON TRUE";
     loop {
-        let Some(task) = one(
-            c,
-            op,
-            sql.query(Q).bind(claim.scope.as_str()).bind(claim.now),
-            rows::task,
-        )
-        .await?
-        else {
+        let row = sql
+            .query(Q)
+            .bind(claim.scope.as_str())
+            .bind(claim.now)
+            .bind(&claim.owner_id)
+            .bind(claim.lease_expires_at)
+            .bind(&claim.attempt_id)
+            .bind(json!({"message": "attempt abandoned: its owner lost the task"}))
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(|e| map_error(op, e))?;
+        let Some(row) = row else {
             return Ok(None);
         };
-        let run = root_run_of_task(c, sql, op, &task.task_id).await?;
-        let attempts: i64 = scalar(
-            c,
-            op,
-            // decide::counts_against_max_attempts
-            sql.query(
-                "SELECT COUNT(*) FROM sw_workflow_attempts WHERE task_id = $1 \
-                 AND state IN ('failed', 'running')",
-            )
-            .bind(&task.task_id),
-        )
-        .await?;
-        let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-        // A cancellation requested while its owner was gone, or a task that has used up its
-        // attempts, ends here instead of running again.
-        if run.cancel_requested_at.is_some() {
-            let reason = json!({"message": "workflow cancelled"});
-            close_task(
-                c,
-                sql,
-                op,
-                &task.task_id,
-                State::Cancelled,
-                &reason,
-                claim.now,
-            )
-            .await?;
+        let field = |name: &str| map_error(op, sqlx::Error::ColumnNotFound(name.to_owned()));
+        let task_id: String = row
+            .try_get("candidate_task_id")
+            .map_err(|_| field("candidate_task_id"))?;
+        let run_id: String = row
+            .try_get("candidate_run_id")
+            .map_err(|_| field("candidate_run_id"))?;
+        let counted: i64 = row.try_get("counted").map_err(|_| field("counted"))?;
+        let counted = u32::try_from(counted).unwrap_or(u32::MAX);
+        let opened: Option<String> = row.try_get("attempt_id").map_err(|_| field("attempt_id"))?;
+        if opened.is_none() {
+            // Not claimable: end it, then look for the next task.
+            let cancelled: bool = row.try_get("cancelled").map_err(|_| field("cancelled"))?;
+            let (state, reason) = if cancelled {
+                (State::Cancelled, json!({"message": "workflow cancelled"}))
+            } else {
+                let message = format!("gave up after {counted} attempts");
+                (State::Failed, json!({ "message": message }))
+            };
+            close_task(c, sql, op, &task_id, state, &reason, claim.now).await?;
             continue;
         }
-        if !smol_durable::decide::may_attempt_again(attempts, task.max_attempts) {
-            let reason = json!({"message": format!("gave up after {attempts} attempts")});
-            close_task(c, sql, op, &task.task_id, State::Failed, &reason, claim.now).await?;
-            continue;
-        }
-        let attempt = open_attempt(
-            c,
-            sql,
-            op,
-            &task,
-            &run.run_id,
-            Claimant {
-                attempt_id: &claim.attempt_id,
-                owner: &claim.owner_id,
-                lease: claim.lease_expires_at,
-                now: claim.now,
-                revive: false,
-            },
-        )
-        .await?;
-        let task = get_task(c, sql, &task.task_id)
+        let attempt = rows::attempt(&row)?;
+        let task = get_task(c, sql, &task_id)
             .await?
-            .ok_or_else(|| not_found(op, "task", &task.task_id))?;
-        let run = get_run(c, sql, &run.run_id)
+            .ok_or_else(|| not_found(op, "task", &task_id))?;
+        let run = get_run(c, sql, &run_id)
             .await?
-            .ok_or_else(|| not_found(op, "run", &run.run_id))?;
+            .ok_or_else(|| not_found(op, "run", &run_id))?;
         return Ok(Some(ClaimedTask {
             task,
             run,
             attempt,
-            failed_attempts: attempts,
+            failed_attempts: counted,
         }));
     }
 }

@@ -1808,10 +1808,12 @@ pub async fn failed_attempts_of_submitted_runs_are_retried(fixture: Fixture) {
     let worker = engine.worker(fast_worker());
     let store = fixture.store.as_ref();
     let limit = Duration::from_secs(20);
-    assert_eq!(
-        wait_until_finished(store, &recovers.run_id, limit).await,
-        State::Completed
-    );
+    let state = wait_until_finished(store, &recovers.run_id, limit).await;
+    let attempts = store
+        .list_attempts(&recovers.task_id)
+        .await
+        .expect("attempts");
+    assert_eq!(state, State::Completed, "attempts: {attempts:#?}");
     assert_eq!(
         wait_until_finished(store, &gives_up.run_id, limit).await,
         State::Failed
