@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release -p smol-durable-benches            # full table
 //! cargo run --release -p smol-durable-benches -- --quick # smaller shapes
-//! scripts/bench [--quick]                                 # the same plus PostgreSQL
+//! scripts/bench [--quick] [--postgres-only]               # the same plus PostgreSQL
 //! ```
 //!
 //! The PostgreSQL table is printed when `SMOL_DURABLE_TEST_POSTGRES_URL` names a server;
@@ -441,6 +441,9 @@ fn main() -> anyhow::Result<()> {
         return child_main(&args);
     }
     let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--postgres-only") {
+        return postgres_table(quick);
+    }
     let trace = strace_available();
     let dir = tempfile::tempdir()?;
     let fsync = probe_fsync(dir.path())?;
@@ -532,14 +535,15 @@ fn postgres_table(quick: bool) -> anyhow::Result<()> {
     );
     for row in rows {
         let steps = row.steps.max(1) as f64;
+        let timed = row.timed_steps.max(1) as f64;
         let secs = row.elapsed.as_secs_f64().max(1e-9);
         println!(
             "{:<16} {:>7} {:>10.1} {:>9.1} {:>10.0} {:>9.3} {:>13.3}",
             row.scenario,
-            row.steps,
+            row.timed_steps,
             secs * 1e3,
-            secs * 1e6 / steps,
-            steps / secs,
+            secs * 1e6 / timed,
+            timed / secs,
             row.transactions as f64 / steps,
             row.wal_syncs as f64 / steps,
         );

@@ -20,10 +20,33 @@ use sqlx::{AssertSqlSafe, Row as _};
 /// One line of the table.
 pub struct PgRow {
     pub scenario: String,
+    /// Steps the counters cover.
     pub steps: u64,
+    /// Steps the timing covers, and how long they took.
+    pub timed_steps: u64,
     pub elapsed: Duration,
     pub transactions: i64,
     pub wal_syncs: i64,
+}
+
+/// What a scenario body reports: steps executed, steps timed and their time, and transactions
+/// it made only to observe progress (taken out of the count).
+struct Outcome {
+    steps: u64,
+    timed_steps: u64,
+    elapsed: Duration,
+    uncounted: i64,
+}
+
+impl Outcome {
+    fn all_timed(steps: u64, elapsed: Duration) -> Self {
+        Self {
+            steps,
+            timed_steps: steps,
+            elapsed,
+            uncounted: 0,
+        }
+    }
 }
 
 struct Server {
@@ -86,7 +109,7 @@ async fn measure<F, Fut>(
 ) -> anyhow::Result<PgRow>
 where
     F: FnOnce(String) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<(u64, Duration, i64)>>,
+    Fut: std::future::Future<Output = anyhow::Result<Outcome>>,
 {
     let database = format!("bench_{}", name.replace([' ', '-', '×'], "_"));
     let url = server.fresh_database(&database).await?;
@@ -96,14 +119,15 @@ where
     // Migrations and setup are not part of the measurement; let their backends report.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (tx_before, wal_before) = server.counters(&database).await?;
-    let (steps, elapsed, uncounted) = body(url).await?;
+    let outcome = body(url).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (tx_after, wal_after) = server.counters(&database).await?;
     Ok(PgRow {
         scenario: name.to_owned(),
-        steps,
-        elapsed,
-        transactions: tx_after - tx_before - uncounted,
+        steps: outcome.steps,
+        timed_steps: outcome.timed_steps,
+        elapsed: outcome.elapsed,
+        transactions: tx_after - tx_before - outcome.uncounted,
         wal_syncs: wal_after - wal_before,
     })
 }
@@ -127,17 +151,28 @@ fn bench_scripts(fail_at_end: bool) -> ScriptedEngine {
 }
 
 /// A sequential run of `steps` agent steps in one process.
-async fn sequential(url: String, steps: u64) -> anyhow::Result<(u64, Duration, i64)> {
+async fn sequential(url: String, steps: u64) -> anyhow::Result<Outcome> {
     let scripts = bench_scripts(false);
     let store = store(&url).await?;
     let engine = engine(&store, &scripts)?;
+    // A short run first, so the timed one finds its connections open and statements prepared,
+    // as a long-lived process does.
+    let warm_up = 20;
+    engine
+        .run(scripts.source("bench.mjs"), json!({ "steps": warm_up }))
+        .await?;
     let started = Instant::now();
     engine
         .run(scripts.source("bench.mjs"), json!({ "steps": steps }))
         .await?;
     let elapsed = started.elapsed();
     store.pool().close().await;
-    Ok((steps, elapsed, 0))
+    Ok(Outcome {
+        steps: steps + warm_up,
+        timed_steps: steps,
+        elapsed,
+        uncounted: 0,
+    })
 }
 
 /// Setup of the concurrent scenario: `runs` submitted runs of 10 steps.
@@ -153,9 +188,10 @@ async fn submit_runs(url: String, runs: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The submitted runs executed by `workers` workers (each its own pool); the completion polls
-/// are reported so they can be taken out of the transaction count.
-async fn concurrent(url: String, runs: u64, workers: u64) -> anyhow::Result<(u64, Duration, i64)> {
+/// Twice `runs` submitted runs executed by `workers` workers (each its own pool), `runs` at a
+/// time: the first half warms the pools up, the second is timed (steady state). The
+/// completion polls are reported so they can be taken out of the transaction count.
+async fn concurrent(url: String, runs: u64, workers: u64) -> anyhow::Result<Outcome> {
     let scripts = bench_scripts(false);
     let submitter = store(&url).await?;
     let mut stores = Vec::new();
@@ -178,18 +214,23 @@ async fn concurrent(url: String, runs: u64, workers: u64) -> anyhow::Result<(u64
         roots_only: true,
         ..RunFilter::default()
     };
+    let mut timed_from = None;
     loop {
         polls += 1;
-        let done = submitter.list_runs(&done_filter).await?.len();
-        if done as u64 == runs {
+        let done = submitter.list_runs(&done_filter).await?.len() as u64;
+        if timed_from.is_none() && done >= runs {
+            timed_from = Some((Instant::now(), done));
+        }
+        if done == 2 * runs {
             break;
         }
         if started.elapsed() > Duration::from_secs(600) {
-            bail!("only {done} of {runs} runs completed");
+            bail!("only {done} of {} runs completed", 2 * runs);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let elapsed = started.elapsed();
+    let (timed_start, done_then) = timed_from.context("the first half never completed")?;
+    let elapsed = timed_start.elapsed();
     for worker in handles {
         worker.shutdown();
         worker.join().await?;
@@ -198,11 +239,16 @@ async fn concurrent(url: String, runs: u64, workers: u64) -> anyhow::Result<(u64
         store.pool().close().await;
     }
     submitter.pool().close().await;
-    Ok((runs * 10, elapsed, polls))
+    Ok(Outcome {
+        steps: 2 * runs * 10,
+        timed_steps: (2 * runs - done_then) * 10,
+        elapsed,
+        uncounted: polls,
+    })
 }
 
 /// Resumes a failed run of `steps` completed steps: every step replays.
-async fn replay(url: String, steps: u64) -> anyhow::Result<(u64, Duration, i64)> {
+async fn replay(url: String, steps: u64) -> anyhow::Result<Outcome> {
     let scripts = bench_scripts(true);
     let store = store(&url).await?;
     let engine = engine(&store, &scripts)?;
@@ -234,7 +280,7 @@ async fn replay(url: String, steps: u64) -> anyhow::Result<(u64, Duration, i64)>
         bail!("expected attempt 2, got {}", output.attempt);
     }
     store.pool().close().await;
-    Ok((steps, elapsed, 0))
+    Ok(Outcome::all_timed(steps, elapsed))
 }
 
 /// Measures every PostgreSQL scenario on the server at `url`.
@@ -256,7 +302,7 @@ pub async fn table(url: &str, quick: bool) -> anyhow::Result<Vec<PgRow>> {
         .await?,
     );
     let submit = move |url: String| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
-        Box::pin(submit_runs(url, concurrent_runs))
+        Box::pin(submit_runs(url, 2 * concurrent_runs))
     };
     for workers in [1, 2, 4] {
         let name = format!("concurrent-{workers}w");

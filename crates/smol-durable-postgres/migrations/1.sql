@@ -90,14 +90,16 @@ CREATE TABLE sw_budget_ledger (
   UNIQUE (root_run_id, source_type, source_id)
 );
 
--- seq orders a run's events; one writer per attempt appends them in order.
+-- seq orders a run's events; one writer per attempt appends them in order. Events are a log
+-- written two per step: no foreign keys (each would cost a lookup per event), and
+-- `delete_task` removes them by run like the rows they point at.
 CREATE TABLE sw_workflow_events (
   seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   event_id TEXT NOT NULL UNIQUE,
-  run_id TEXT NOT NULL REFERENCES sw_workflow_runs(run_id),
+  run_id TEXT NOT NULL,
   root_run_id TEXT NOT NULL,
-  attempt_id TEXT REFERENCES sw_workflow_attempts(attempt_id),
-  step_id TEXT REFERENCES sw_workflow_steps(step_id),
+  attempt_id TEXT,
+  step_id TEXT,
   event_type TEXT NOT NULL,
   payload_json JSONB NOT NULL,
   created_at BIGINT NOT NULL
