@@ -484,6 +484,67 @@ fn cancel_from_another_process_reports_what_happened() {
 }
 
 #[test]
+fn submitted_runs_wait_for_a_worker_and_report_by_task_id() {
+    let cli = Cli::new();
+    let submitted = cli.json(&[
+        "submit",
+        &hello(),
+        "--args-name",
+        "Ada",
+        "--idempotency-key",
+        "greet-ada",
+    ]);
+    assert_eq!(submitted["state"], json!("pending"));
+    let task_id = submitted["task_id"].as_str().expect("task_id").to_owned();
+    let run_id = submitted["run_id"].as_str().expect("run_id").to_owned();
+    assert!(task_id.starts_with("task_") && run_id.starts_with("run_"));
+    let again = cli.run(&["submit", &hello(), "--idempotency-key", "greet-ada"]);
+    assert!(again.status.success());
+    let again: Value = serde_json::from_slice(&again.stdout).expect("JSON");
+    assert_eq!(
+        again["run_id"],
+        json!(run_id),
+        "the same key is the same run"
+    );
+    let status = cli.json(&["status", &task_id]);
+    assert_eq!(
+        (status["runID"].as_str(), status["state"].as_str()),
+        (Some(run_id.as_str()), Some("pending"))
+    );
+
+    let mut worker = cli.spawn(&["worker", "--concurrency", "2"]);
+    let started = Instant::now();
+    loop {
+        let status = cli.json(&["status", &run_id]);
+        if status["state"] == json!("completed") {
+            assert_eq!(
+                status["results"]["greeting"],
+                json!("echo: Say hello to Ada")
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the worker never ran it: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let terminated = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(terminated.success());
+    let output = worker.wait_with_output().expect("the worker exits");
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("1 claimed, 1 completed"), "{text}");
+    worker = cli.spawn(&["worker", "--concurrency", "0"]);
+    let output = worker.wait_with_output().expect("exits");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("--concurrency must be at least 1"));
+}
+
+#[test]
 fn the_command_provider_runs_a_program_per_call() {
     let cli = Cli::new();
     let agent = cli.write(
