@@ -72,7 +72,9 @@ async fn postgres_db(test: &str) -> Option<Db> {
     Some(Db::Postgres(format!("{server}/{name}")))
 }
 
-/// A temp dir with the workflows, the logging provider script and its call log.
+/// A temp dir with the workflows, the logging provider script and its call log. A provider
+/// whose worker was killed before it wrote the request reads nothing and logs nothing: no call
+/// was made.
 struct Cluster {
     dir: tempfile::TempDir,
     db: Db,
@@ -92,6 +94,7 @@ impl Cluster {
         let log = dir.path().join("calls.log");
         let script = format!(
             "IFS= read -r line\n\
+             [ -n \"$line\" ] || exit 1\n\
              token=\"$$.$(date +%s%N)\"\n\
              printf '%s %s\\n' \"$token\" \"$line\" >> '{}'\n\
              sleep {provider_sleep}\n\
@@ -251,22 +254,47 @@ async fn wait_for_runs(
 ) {
     let started = Instant::now();
     loop {
-        let mut unfinished = 0;
+        let mut unfinished = Vec::new();
         for run_id in runs {
             let run = store.get_run(run_id).await.expect("get_run").expect("run");
             if !run.state.is_terminal() {
-                unfinished += 1;
+                unfinished.push(run);
             }
         }
-        if unfinished == 0 {
+        if unfinished.is_empty() {
             return;
         }
-        assert!(
-            started.elapsed() < limit,
-            "{unfinished} of {} runs unfinished after {limit:?}\n{}",
-            runs.len(),
-            cluster.worker_logs()
-        );
+        if started.elapsed() >= limit {
+            let mut report = String::new();
+            for run in &unfinished {
+                let task = store.get_task(&run.task_id).await.expect("task").expect("task");
+                let attempts = store.list_attempts(&run.task_id).await.expect("attempts");
+                let steps = store.load_steps(&run.run_id).await.expect("steps");
+                report.push_str(&format!(
+                    "{} run {} task {} by {:?} lease {:?} not_before {:?}; attempts {:?}; steps {:?}\n",
+                    run.run_id,
+                    run.state,
+                    task.state,
+                    task.claimed_by_owner_id,
+                    task.lease_expires_at,
+                    task.not_before,
+                    attempts
+                        .iter()
+                        .map(|a| (a.attempt, a.worker_id.clone(), a.state.to_string()))
+                        .collect::<Vec<_>>(),
+                    steps
+                        .iter()
+                        .map(|s| (s.state.to_string(), s.attempts, s.worker_id.clone(), s.lease_expires_at))
+                        .collect::<Vec<_>>(),
+                ));
+            }
+            panic!(
+                "{} of {} runs unfinished after {limit:?}\n{report}{}",
+                unfinished.len(),
+                runs.len(),
+                cluster.worker_logs()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -246,13 +246,16 @@ impl AttemptCtx {
             .unwrap_or(false)
     }
 
-    /// Drops the hold on a step; with a fence, only if the hold still carries it.
-    pub fn release_fence(&self, step_id: &str, fence: Option<u32>) {
-        if let Ok(mut map) = self.held.lock() {
-            if fence.is_none() || map.get(step_id).map(|held| held.fence) == fence {
-                map.remove(step_id);
-            }
+    /// Drops the hold on a step; with a fence, only if the hold still carries it. Returns
+    /// whether a hold was dropped.
+    pub fn release_fence(&self, step_id: &str, fence: Option<u32>) -> bool {
+        let Ok(mut map) = self.held.lock() else {
+            return false;
+        };
+        if fence.is_none() || map.get(step_id).map(|held| held.fence) == fence {
+            return map.remove(step_id).is_some();
         }
+        false
     }
 
     pub fn budget(&self) -> BudgetSnapshot {
@@ -661,9 +664,11 @@ async fn heartbeat(ctx: Arc<AttemptCtx>) {
                 for step_id in outcome.lost_steps {
                     // Someone else owns it now; our completion will be fenced off. Only the
                     // hold renewed here is dropped: the step may have been claimed again since.
+                    // A step that finished while the renewal was on its way is no news.
                     let fence = sent.iter().find(|(id, _)| *id == step_id).map(|(_, f)| *f);
-                    tracing::warn!(%step_id, "step lease lost");
-                    ctx.release_fence(&step_id, fence);
+                    if ctx.release_fence(&step_id, fence) {
+                        tracing::warn!(%step_id, "step lease lost");
+                    }
                 }
                 if outcome.cancel_requested {
                     ctx.request_cancel();
