@@ -411,12 +411,12 @@ async fn workers_survive_kills(db: Db) {
     let store = cluster.db.store().await;
     let runs = cluster.submit("ten.mjs", 200, 3).await;
     for _ in 0..4 {
-        cluster.start_worker(4, 3.0);
+        cluster.start_worker(4, std::env::var("DIST_LEASE").ok().and_then(|v| v.parse().ok()).unwrap_or(3.0));
     }
     wait_for_calls(&cluster, 400, Duration::from_secs(120)).await;
     cluster.kill_worker(0);
     cluster.kill_worker(1);
-    cluster.start_worker(4, 3.0);
+    cluster.start_worker(4, std::env::var("DIST_LEASE").ok().and_then(|v| v.parse().ok()).unwrap_or(3.0));
     wait_for_runs(&cluster, store.as_ref(), &runs, Duration::from_secs(300)).await;
     cluster.stop_workers();
     let tally = check_runs(store.as_ref(), &runs, &cluster.calls(), 2).await;
@@ -573,7 +573,7 @@ async fn postgres_worker_recovers_when_its_connections_drop() {
     let mut cluster = Cluster::new(tempfile::tempdir().expect("dir"), db, "0.01");
     let store = cluster.db.store().await;
     let runs = cluster.submit("ten.mjs", 20, 10).await;
-    cluster.start_worker(4, 3.0);
+    cluster.start_worker(4, std::env::var("DIST_LEASE").ok().and_then(|v| v.parse().ok()).unwrap_or(3.0));
     for cut in 1..=2 {
         wait_for_calls(&cluster, 50 * cut, Duration::from_secs(60)).await;
         let terminated: i64 = sqlx::query_scalar(

@@ -265,14 +265,29 @@ macro_rules! read {
     }};
 }
 
-/// One operation in its own transaction.
+/// One operation in its own transaction, on a task of its own: a caller that stops waiting
+/// (a cancelled script, an aborted heartbeat) never leaves a transaction half done on a pooled
+/// connection; it runs to its commit or rollback regardless. `$sql` names the statement
+/// builder inside; the body may only capture owned values.
 macro_rules! write {
-    ($self:ident, $op:literal, |$c:ident| $body:expr) => {{
-        let mut tx = $self.begin($op).await?;
-        let $c = &mut *tx;
-        let out = $body.await?;
-        commit(tx, $op).await?;
-        Ok(out)
+    ($self:ident, $op:literal, |$c:ident, $sql:ident| $body:expr) => {{
+        let store = $self.clone();
+        let detached = tokio::spawn(async move {
+            let mut tx = store.begin($op).await?;
+            let $c = &mut *tx;
+            let $sql = &*store.sql;
+            let out = $body.await?;
+            commit(tx, $op).await?;
+            Ok(out)
+        });
+        match detached.await {
+            Ok(outcome) => outcome,
+            Err(error) => Err(StoreError::new(
+                StoreErrorKind::Other,
+                $op,
+                format!("the operation's task failed: {error}"),
+            )),
+        }
     }};
 }
 
@@ -314,12 +329,12 @@ impl DurableStore for PostgresStore {
     }
 
     async fn create_run(&self, run: NewRun) -> StoreResult<CreatedRun> {
-        write!(self, "create_run", |c| sql::create_run(c, &self.sql, &run))
+        write!(self, "create_run", |c, q| sql::create_run(c, q, &run))
     }
 
     async fn create_child_run(&self, child: NewChildRun) -> StoreResult<RunRecord> {
-        write!(self, "create_child_run", |c| sql::create_child_run(
-            c, &self.sql, &child
+        write!(self, "create_child_run", |c, q| sql::create_child_run(
+            c, q, &child
         ))
     }
 
@@ -329,8 +344,9 @@ impl DurableStore for PostgresStore {
         outcome: RunOutcome,
         now: i64,
     ) -> StoreResult<()> {
-        write!(self, "finish_child_run", |c| sql::finish_child_run(
-            c, &self.sql, run_id, &outcome, now
+        let run_id = run_id.to_owned();
+        write!(self, "finish_child_run", |c, q| sql::finish_child_run(
+            c, q, &run_id, &outcome, now
         ))
     }
 
@@ -353,20 +369,18 @@ impl DurableStore for PostgresStore {
     }
 
     async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart> {
-        write!(self, "start_attempt", |c| sql::start_attempt(
-            c, &self.sql, &start
-        ))
+        write!(self, "start_attempt", |c, q| sql::start_attempt(c, q, &start))
     }
 
     async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()> {
-        write!(self, "finish_attempt", |c| sql::finish_attempt(
-            c, &self.sql, &finish
+        write!(self, "finish_attempt", |c, q| sql::finish_attempt(
+            c, q, &finish
         ))
     }
 
     async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>> {
-        write!(self, "claim_next_task", |c| sql::claim_next_task(
-            c, &self.sql, &claim
+        write!(self, "claim_next_task", |c, q| sql::claim_next_task(
+            c, q, &claim
         ))
     }
 
@@ -412,9 +426,7 @@ impl DurableStore for PostgresStore {
     }
 
     async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome> {
-        write!(self, "renew_leases", |c| sql::renew_leases(
-            c, &self.sql, &renew
-        ))
+        write!(self, "renew_leases", |c, q| sql::renew_leases(c, q, &renew))
     }
 
     async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
@@ -449,15 +461,15 @@ impl DurableStore for PostgresStore {
     }
 
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
-        write!(self, "request_cancel", |c| sql::request_cancel(
-            c, &self.sql, run_id, now
+        let run_id = run_id.to_owned();
+        write!(self, "request_cancel", |c, q| sql::request_cancel(
+            c, q, &run_id, now
         ))
     }
 
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
-        write!(self, "delete_task", |c| sql::delete_task(
-            c, &self.sql, task_id
-        ))
+        let task_id = task_id.to_owned();
+        write!(self, "delete_task", |c, q| sql::delete_task(c, q, &task_id))
     }
 
     async fn work_available(&self) {

@@ -1,0 +1,87 @@
+//! A caller that stops waiting for an operation (a cancelled script, an aborted heartbeat, a
+//! timeout) must not leave a transaction half done on a pooled connection, holding row locks
+//! that make `SKIP LOCKED` claims pass the task by forever.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
+
+use std::time::Duration;
+
+use serde_json::json;
+use smol_durable::store::{CancelRequest, ClaimScope, NewRun, WorkflowInfo};
+use smol_durable::DurableStore;
+use smol_durable_postgres::{PostgresOptions, PostgresStore};
+use smol_durable_testkit::postgres_test_url;
+use sqlx::{Connection, PgConnection};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
+    let Some(url) = postgres_test_url("abandoned operations") else {
+        return;
+    };
+    let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let store = PostgresStore::connect_with(PostgresOptions::new(&url).schema(schema.as_str()))
+        .await
+        .expect("connect");
+    let created = store
+        .create_run(NewRun::new(
+            ClaimScope::Runner,
+            "owner_a",
+            WorkflowInfo::new(),
+            json!({}),
+            1,
+        ))
+        .await
+        .expect("create");
+    // Another session holds the task row, so `request_cancel` blocks inside its transaction.
+    let mut blocker = PgConnection::connect(&url).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut blocker).await.expect("begin");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM {schema}.sw_workflow_tasks WHERE task_id = $1 FOR UPDATE"
+    )))
+    .bind(&created.task.task_id)
+    .execute(&mut blocker)
+    .await
+    .expect("lock");
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.request_cancel(&created.run.run_id, 2),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the operation was blocked, and abandoned");
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.expect("rollback");
+    // The abandoned operation ran to its end on its own: the pending task is cancelled, and
+    // nothing holds its row any more.
+    let mut cancelled = false;
+    for _ in 0..100 {
+        let task = store
+            .get_task(&created.task.task_id)
+            .await
+            .expect("get")
+            .expect("task");
+        if task.state == smol_durable::store::State::Cancelled {
+            cancelled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cancelled, "the abandoned cancellation completed");
+    let locked = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM {schema}.sw_workflow_tasks WHERE task_id = $1 FOR UPDATE NOWAIT"
+    )))
+    .bind(&created.task.task_id)
+    .execute(&mut blocker)
+    .await;
+    assert!(locked.is_ok(), "a row lock outlived the operation: {locked:?}");
+    let idle_in_transaction: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE state = 'idle in transaction' \
+         AND pid <> pg_backend_pid() AND datname = current_database()",
+    )
+    .fetch_one(&mut blocker)
+    .await
+    .expect("activity");
+    assert_eq!(idle_in_transaction, 0, "a transaction was left open");
+    assert_eq!(
+        store.request_cancel(&created.run.run_id, 3).await.expect("cancel"),
+        CancelRequest::AlreadyFinished(smol_durable::store::State::Cancelled)
+    );
+}
