@@ -267,7 +267,11 @@ async fn wait_for_runs(
         if started.elapsed() >= limit {
             let mut report = String::new();
             for run in &unfinished {
-                let task = store.get_task(&run.task_id).await.expect("task").expect("task");
+                let task = store
+                    .get_task(&run.task_id)
+                    .await
+                    .expect("task")
+                    .expect("task");
                 let attempts = store.list_attempts(&run.task_id).await.expect("attempts");
                 let steps = store.load_steps(&run.run_id).await.expect("steps");
                 report.push_str(&format!(
@@ -403,6 +407,12 @@ async fn check_runs(
     tally
 }
 
+/// Lease of the kill test's workers: long enough that a live worker starved of CPU by its
+/// neighbours still renews in time (a lapsed lease lets another worker run its call again,
+/// which the test would count against the kills), short enough that the killed workers' runs
+/// are taken over within seconds.
+const KILL_TEST_LEASE_S: f64 = 5.0;
+
 /// 4 workers, 200 runs of 10 steps; two workers are SIGKILLed mid-run and one more starts.
 async fn workers_survive_kills(db: Db) {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -411,12 +421,12 @@ async fn workers_survive_kills(db: Db) {
     let store = cluster.db.store().await;
     let runs = cluster.submit("ten.mjs", 200, 3).await;
     for _ in 0..4 {
-        cluster.start_worker(4, std::env::var("DIST_LEASE").ok().and_then(|v| v.parse().ok()).unwrap_or(3.0));
+        cluster.start_worker(4, KILL_TEST_LEASE_S);
     }
     wait_for_calls(&cluster, 400, Duration::from_secs(120)).await;
     cluster.kill_worker(0);
     cluster.kill_worker(1);
-    cluster.start_worker(4, std::env::var("DIST_LEASE").ok().and_then(|v| v.parse().ok()).unwrap_or(3.0));
+    cluster.start_worker(4, KILL_TEST_LEASE_S);
     wait_for_runs(&cluster, store.as_ref(), &runs, Duration::from_secs(300)).await;
     cluster.stop_workers();
     let tally = check_runs(store.as_ref(), &runs, &cluster.calls(), 2).await;
@@ -573,7 +583,7 @@ async fn postgres_worker_recovers_when_its_connections_drop() {
     let mut cluster = Cluster::new(tempfile::tempdir().expect("dir"), db, "0.01");
     let store = cluster.db.store().await;
     let runs = cluster.submit("ten.mjs", 20, 10).await;
-    cluster.start_worker(4, std::env::var("DIST_LEASE").ok().and_then(|v| v.parse().ok()).unwrap_or(3.0));
+    cluster.start_worker(4, KILL_TEST_LEASE_S);
     for cut in 1..=2 {
         wait_for_calls(&cluster, 50 * cut, Duration::from_secs(60)).await;
         let terminated: i64 = sqlx::query_scalar(

@@ -369,7 +369,9 @@ impl DurableStore for PostgresStore {
     }
 
     async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart> {
-        write!(self, "start_attempt", |c, q| sql::start_attempt(c, q, &start))
+        write!(self, "start_attempt", |c, q| sql::start_attempt(
+            c, q, &start
+        ))
     }
 
     async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()> {

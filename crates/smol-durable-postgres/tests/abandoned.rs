@@ -34,7 +34,10 @@ async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
         .expect("create");
     // Another session holds the task row, so `request_cancel` blocks inside its transaction.
     let mut blocker = PgConnection::connect(&url).await.expect("connect");
-    sqlx::query("BEGIN").execute(&mut blocker).await.expect("begin");
+    sqlx::query("BEGIN")
+        .execute(&mut blocker)
+        .await
+        .expect("begin");
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT 1 FROM {schema}.sw_workflow_tasks WHERE task_id = $1 FOR UPDATE"
     )))
@@ -48,7 +51,10 @@ async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
     )
     .await;
     assert!(gave_up.is_err(), "the operation was blocked, and abandoned");
-    sqlx::query("ROLLBACK").execute(&mut blocker).await.expect("rollback");
+    sqlx::query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("rollback");
     // The abandoned operation ran to its end on its own: the pending task is cancelled, and
     // nothing holds its row any more.
     let mut cancelled = false;
@@ -71,7 +77,10 @@ async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
     .bind(&created.task.task_id)
     .execute(&mut blocker)
     .await;
-    assert!(locked.is_ok(), "a row lock outlived the operation: {locked:?}");
+    assert!(
+        locked.is_ok(),
+        "a row lock outlived the operation: {locked:?}"
+    );
     let idle_in_transaction: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM pg_stat_activity WHERE state = 'idle in transaction' \
          AND pid <> pg_backend_pid() AND datname = current_database()",
@@ -81,7 +90,10 @@ async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
     .expect("activity");
     assert_eq!(idle_in_transaction, 0, "a transaction was left open");
     assert_eq!(
-        store.request_cancel(&created.run.run_id, 3).await.expect("cancel"),
+        store
+            .request_cancel(&created.run.run_id, 3)
+            .await
+            .expect("cancel"),
         CancelRequest::AlreadyFinished(smol_durable::store::State::Cancelled)
     );
 }
