@@ -5,7 +5,7 @@
 //! others wait, then find nothing to do. A schema with a migration this binary does not know is
 //! refused and left untouched.
 
-use smol_durable::{StoreError, StoreErrorKind};
+use smol_durable::StoreError;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use crate::sql::map_error;
@@ -59,13 +59,10 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str, now: i64) -> Result<usi
         .max()
         .filter(|id| *id > SCHEMA_VERSION)
     {
-        return Err(StoreError::new(
-            StoreErrorKind::Unsupported,
-            op,
-            format!(
-                "schema {schema} has migration {newest}, newer than this smol-durable knows \
-                 (up to {SCHEMA_VERSION}); upgrade smol-durable to use it (nothing was changed)"
-            ),
+        return Err(smol_durable::store::newer_schema(
+            &format!("schema {schema}"),
+            newest,
+            SCHEMA_VERSION,
         ));
     }
     let mut count = 0;

@@ -3,7 +3,7 @@
 //! refuse a database that has migrations this binary does not know.
 
 use rusqlite::{params, Connection};
-use smol_durable::{StoreError, StoreErrorKind};
+use smol_durable::StoreError;
 
 use crate::connection::map_error;
 
@@ -82,13 +82,10 @@ fn apply(connection: &Connection, now: i64) -> Result<usize, StoreError> {
         .max()
         .filter(|id| *id > SCHEMA_VERSION)
     {
-        return Err(StoreError::new(
-            StoreErrorKind::Unsupported,
-            op,
-            format!(
-                "the database has schema migration {newest}, newer than this smol-durable knows \
-                 (up to {SCHEMA_VERSION}); upgrade smol-durable to open it (nothing was changed)"
-            ),
+        return Err(smol_durable::store::newer_schema(
+            "the database",
+            newest,
+            SCHEMA_VERSION,
         ));
     }
     connection

@@ -1182,28 +1182,7 @@ pub async fn a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires(fi
         .await
         .expect("start");
     let run_id = handle.run_id().to_owned();
-    wait_for_steps(fixture.store.as_ref(), &run_id, 1).await;
-    // Another worker holds the agent step the script is about to make.
-    let signature =
-        smol_durable::StepSignature::agent("root", "scripted", "hello", &Value::Null, None, None);
-    let held = fixture
-        .store
-        .insert_step(NewStep {
-            step_id: smol_durable::new_id("step"),
-            run_id: run_id.clone(),
-            root_run_id: run_id.clone(),
-            kind: StepKind::Agent,
-            checkpoint_name: signature.base_checkpoint(),
-            input_signature_hash: signature.hash.clone(),
-            input_signature_json: signature.json.clone(),
-            input: json!({ "prompt": "hello" }),
-            worker_id: "owner_elsewhere".into(),
-            lease_expires_at: 1_060_000,
-            now: 1_000_000,
-        })
-        .await
-        .expect("insert");
-    assert!(matches!(held, InsertStep::Inserted(_)));
+    let (signature, _) = hold_the_next_step_elsewhere(fixture.store.as_ref(), &run_id).await;
     clock.advance(Duration::from_millis(1));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
@@ -1252,29 +1231,7 @@ pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes
         .await
         .expect("start");
     let run_id = handle.run_id().to_owned();
-    wait_for_steps(fixture.store.as_ref(), &run_id, 1).await;
-    let signature =
-        smol_durable::StepSignature::agent("root", "scripted", "hello", &Value::Null, None, None);
-    let held = fixture
-        .store
-        .insert_step(NewStep {
-            step_id: smol_durable::new_id("step"),
-            run_id: run_id.clone(),
-            root_run_id: run_id.clone(),
-            kind: StepKind::Agent,
-            checkpoint_name: signature.base_checkpoint(),
-            input_signature_hash: signature.hash.clone(),
-            input_signature_json: signature.json.clone(),
-            input: json!({ "prompt": "hello" }),
-            worker_id: "owner_elsewhere".into(),
-            lease_expires_at: 1_060_000,
-            now: 1_000_000,
-        })
-        .await
-        .expect("insert");
-    let InsertStep::Inserted(held) = held else {
-        panic!("the step was free")
-    };
+    let (_, held) = hold_the_next_step_elsewhere(fixture.store.as_ref(), &run_id).await;
     clock.advance(Duration::from_millis(1));
     // The script reaches the held step and starts waiting.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1300,6 +1257,37 @@ pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes
         .expect("run");
     assert_eq!(output.result, json!("answered elsewhere"));
     assert_eq!(provider.call_count(), 0, "replayed, never run");
+}
+
+/// Once the run (sleeping at `1_000_000` on a manual clock) has stored its first step, another
+/// worker takes the `agent("hello")` step it makes next, with a lease until `1_060_000`.
+async fn hold_the_next_step_elsewhere(
+    store: &dyn DurableStore,
+    run_id: &str,
+) -> (smol_durable::StepSignature, smol_durable::store::StepRecord) {
+    wait_for_steps(store, run_id, 1).await;
+    let signature =
+        smol_durable::StepSignature::agent("root", "scripted", "hello", &Value::Null, None, None);
+    let held = store
+        .insert_step(NewStep {
+            step_id: smol_durable::new_id("step"),
+            run_id: run_id.to_owned(),
+            root_run_id: run_id.to_owned(),
+            kind: StepKind::Agent,
+            checkpoint_name: signature.base_checkpoint(),
+            input_signature_hash: signature.hash.clone(),
+            input_signature_json: signature.json.clone(),
+            input: json!({ "prompt": "hello" }),
+            worker_id: "owner_elsewhere".into(),
+            lease_expires_at: 1_060_000,
+            now: 1_000_000,
+        })
+        .await
+        .expect("insert");
+    let InsertStep::Inserted(held) = held else {
+        panic!("the step was free")
+    };
+    (signature, held)
 }
 
 /// A script engine that panics fails its own run with a clear error; the engine keeps serving.

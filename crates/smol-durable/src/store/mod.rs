@@ -474,6 +474,20 @@ pub fn unfinished_task(task_id: &str, state: &State) -> StoreError {
     )
 }
 
+/// The error every store returns when its schema has a migration newer than the binary knows,
+/// so the message is the same on every backend. `place` names what holds the schema ("the
+/// database", "schema app").
+pub fn newer_schema(place: &str, newest: i64, known: i64) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Unsupported,
+        "migrate",
+        format!(
+            "{place} has schema migration {newest}, newer than this smol-durable knows \
+             (up to {known}); upgrade smol-durable to open it (nothing was changed)"
+        ),
+    )
+}
+
 /// Durable storage of tasks, runs, attempts, steps, the budget ledger, events and owners.
 ///
 /// Implementations must be safe to share (`Arc<dyn DurableStore>`) and every method must be
