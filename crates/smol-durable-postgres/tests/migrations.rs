@@ -68,5 +68,9 @@ async fn a_newer_schema_is_refused_and_left_alone() {
         )),
         "{error}"
     );
-    assert_eq!(tables().await.expect("count"), before, "nothing was changed");
+    assert_eq!(
+        tables().await.expect("count"),
+        before,
+        "nothing was changed"
+    );
 }
