@@ -108,9 +108,19 @@ pub async fn worker(engine: &Engine, options: WorkerArgs) -> anyhow::Result<Outc
         worker.owner_id(),
         options.concurrency
     );
+    let worker_ended = async {
+        while !worker.is_finished() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+        // Only a failure ends a worker nobody stopped: report it instead of idling.
+        () = worker_ended => {
+            worker.join().await?;
+            bail!("the worker stopped unexpectedly");
+        }
     }
     eprintln!(
         "stopping: no new runs; runs in flight get {} s, then go back to the queue \

@@ -70,26 +70,26 @@ async fn write(pool: PgPool, sql: Arc<Sql>, mut requests: mpsc::UnboundedReceive
             }
         }
         let events: Vec<NewEvent> = batch
-            .iter_mut()
-            .flat_map(|(events, _)| std::mem::take(events))
+            .iter()
+            .flat_map(|(events, _)| events.clone())
             .collect();
-        let written = async {
-            let mut connection = pool
-                .acquire()
-                .await
-                .map_err(|e| sql::map_error("append_events", e))?;
-            sql::append_events(&mut connection, &sql, &events).await
+        if append(&pool, &sql, &events).await.is_ok() {
+            for (_, done) in batch {
+                let _ = done.send(Ok(()));
+            }
+            continue;
         }
-        .await;
-        for (_, done) in batch {
-            let _ = done.send(match &written {
-                Ok(()) => Ok(()),
-                Err(error) => Err(StoreError::new(
-                    error.kind(),
-                    "append_events",
-                    error.to_string(),
-                )),
-            });
+        // One caller's bad events must not cost the others theirs: each on its own.
+        for (events, done) in batch {
+            let _ = done.send(append(&pool, &sql, &events).await);
         }
     }
+}
+
+async fn append(pool: &PgPool, sql: &Sql, events: &[NewEvent]) -> StoreResult<()> {
+    let mut connection = pool
+        .acquire()
+        .await
+        .map_err(|e| sql::map_error("append_events", e))?;
+    sql::append_events(&mut connection, sql, events).await
 }

@@ -114,13 +114,17 @@ impl PostgresStore {
     /// Connects with options and brings the schema up to date.
     pub async fn connect_with(options: PostgresOptions) -> StoreResult<Self> {
         let schema = validate_schema(&options.schema)?;
-        let connect = PgConnectOptions::from_str(&options.url).map_err(|error| {
-            StoreError::new(
-                StoreErrorKind::Other,
-                "connect",
-                format!("invalid PostgreSQL URL {}: {error}", redact(&options.url)),
-            )
-        })?;
+        let connect = PgConnectOptions::from_str(&options.url)
+            .map_err(|error| {
+                StoreError::new(
+                    StoreErrorKind::Other,
+                    "connect",
+                    format!("invalid PostgreSQL URL {}: {error}", redact(&options.url)),
+                )
+            })?
+            // A client that stops mid-transaction (frozen, cut off) must not hold task rows, which
+            // every SKIP LOCKED claim would pass by, for longer than a lease: the server ends it.
+            .options([("idle_in_transaction_session_timeout", "30s")]);
         let url = redact(&options.url);
         let cannot_connect = |kind: StoreErrorKind, cause: &dyn std::fmt::Display| {
             StoreError::new(

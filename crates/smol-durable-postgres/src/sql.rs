@@ -1441,7 +1441,11 @@ pub(crate) async fn append_events(
     let attempts: Vec<Option<String>> = events.iter().map(|e| e.attempt_id.clone()).collect();
     let steps: Vec<Option<String>> = events.iter().map(|e| e.step_id.clone()).collect();
     let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
-    let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
+    // JSONB cannot hold U+0000; an event is a log line, so it gets U+FFFD instead.
+    let payloads: Vec<String> = events
+        .iter()
+        .map(|e| e.payload.to_string().replace("\\u0000", "\\ufffd"))
+        .collect();
     let times: Vec<i64> = events.iter().map(|e| e.created_at).collect();
     // Ordinality keeps the given order in `seq`; events need no flush of their own.
     execute(

@@ -52,6 +52,24 @@ impl Waiters {
     }
 }
 
+/// One waiter's interest in a step; the map entry goes when the last waiter's does.
+struct Registration<'a> {
+    waiters: &'a Waiters,
+    step_id: &'a str,
+    notify: Arc<Notify>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut steps) = self.waiters.steps.lock() {
+            // The map's reference, this one and the waiter's own: nobody else waits.
+            if Arc::strong_count(&self.notify) <= 3 {
+                steps.remove(self.step_id);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Listener {
     pool: PgPool,
@@ -93,6 +111,12 @@ impl Listener {
         let Some(notify) = registered else {
             return std::future::pending().await;
         };
+        // Removes the entry when this wait ends, also when the caller stops waiting first.
+        let _registered = Registration {
+            waiters: &self.waiters,
+            step_id,
+            notify: Arc::clone(&notify),
+        };
         let notified = notify.notified();
         tokio::pin!(notified);
         // Registered before the flag is set, so a finish right after cannot be missed.
@@ -100,12 +124,6 @@ impl Listener {
         self.start();
         if flag.await {
             notified.await;
-        }
-        if let Ok(mut steps) = self.waiters.steps.lock() {
-            // Two references: the map's and ours. Nobody else waits on this step.
-            if Arc::strong_count(&notify) == 2 {
-                steps.remove(step_id);
-            }
         }
     }
 

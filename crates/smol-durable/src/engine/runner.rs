@@ -188,6 +188,12 @@ impl Worker {
         self.stop.cancel();
     }
 
+    /// Whether the worker has stopped (after [`shutdown`](Self::shutdown), or because its task
+    /// failed).
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
     /// Waits for the worker to stop (after [`shutdown`](Self::shutdown)).
     pub async fn join(self) -> Result<WorkerReport, Error> {
         self.join
@@ -278,7 +284,8 @@ impl Engine {
             let ready = async {
                 let (settings, _) = self.settings(&run, None).await?;
                 if self.shared.provider(&settings.provider).is_none() {
-                    return Err(Error::Config(format!(
+                    // Another worker may have it: an ordinary, retried failure.
+                    return Err(Error::Workflow(format!(
                         "this worker has no agent provider {:?} (registered: {})",
                         settings.provider,
                         self.shared.provider_names().join(", ")
@@ -379,10 +386,14 @@ async fn work(engine: Engine, options: WorkerOptions, stop: CancellationToken) -
     loop {
         while running.try_join_next().is_some() {}
         let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => permit.ok(),
+            biased;
             () = stop.cancelled() => None,
+            permit = Arc::clone(&slots).acquire_owned() => permit.ok(),
         };
         let Some(permit) = permit else { break };
+        if stop.is_cancelled() {
+            break;
+        }
         match engine.claim_next().await {
             Ok(Some(claimed)) => {
                 backoff = Duration::from_millis(100);

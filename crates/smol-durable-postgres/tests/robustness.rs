@@ -1,6 +1,4 @@
-//! A caller that stops waiting for an operation (a cancelled script, an aborted heartbeat, a
-//! timeout) must not leave a transaction half done on a pooled connection, holding row locks
-//! that make `SKIP LOCKED` claims pass the task by forever.
+//! What PostgreSQL does not forgive: transactions left open, and JSON it cannot store.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 
@@ -13,6 +11,9 @@ use smol_durable_postgres::{PostgresOptions, PostgresStore};
 use smol_durable_testkit::postgres_test_url;
 use sqlx::{Connection, PgConnection};
 
+/// A caller that stops waiting for an operation (a cancelled script, an aborted heartbeat, a
+/// timeout) must not leave a transaction half done on a pooled connection, holding row locks
+/// that make `SKIP LOCKED` claims pass the task by forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
     let Some(url) = postgres_test_url("abandoned operations") else {
@@ -96,4 +97,64 @@ async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
             .expect("cancel"),
         CancelRequest::AlreadyFinished(smol_durable::store::State::Cancelled)
     );
+}
+
+/// A client frozen mid-transaction is cut off by the server well within a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_transactions_are_ended_by_the_server() {
+    let Some(url) = postgres_test_url("idle transactions") else {
+        return;
+    };
+    let store = PostgresStore::connect(&url).await.expect("connect");
+    let timeout: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(store.pool())
+        .await
+        .expect("show");
+    assert_eq!(timeout, "30s");
+}
+
+/// JSONB cannot hold U+0000: an event carrying one is stored with U+FFFD instead, and the
+/// other events of its batch are stored as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_with_a_nul_character_is_stored() {
+    let Some(url) = postgres_test_url("NUL in events") else {
+        return;
+    };
+    let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let store = PostgresStore::connect_with(PostgresOptions::new(&url).schema(schema.as_str()))
+        .await
+        .expect("connect");
+    let created = store
+        .create_run(NewRun::new(
+            ClaimScope::Local,
+            "owner_a",
+            WorkflowInfo::new(),
+            json!({}),
+            1,
+        ))
+        .await
+        .expect("create");
+    let event = |text: &str| smol_durable::store::NewEvent {
+        event_id: smol_durable::new_id("evt"),
+        run_id: created.run.run_id.clone(),
+        root_run_id: created.run.run_id.clone(),
+        attempt_id: None,
+        step_id: None,
+        event_type: "workflow.log".into(),
+        payload: json!({ "message": text }),
+        created_at: 2,
+    };
+    store
+        .append_events(vec![event("before"), event("a\u{0}b"), event("after")])
+        .await
+        .expect("append");
+    let stored = store
+        .read_events(&created.run.run_id, 0, 10)
+        .await
+        .expect("read");
+    let messages: Vec<&str> = stored
+        .iter()
+        .map(|e| e.payload["message"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(messages, vec!["before", "a\u{fffd}b", "after"]);
 }
