@@ -97,7 +97,21 @@ fn notify_channel(schema: &str) -> String {
 /// Maps a driver error raised by `operation` to a [`StoreError`] of the right kind: lost
 /// connections, pool timeouts, serialization failures and deadlocks are retryable.
 pub(crate) fn map_error(operation: &'static str, error: sqlx::Error) -> StoreError {
-    StoreError::new(error_kind(&error), operation, error.to_string()).with_source(error)
+    let kind = error_kind(&error);
+    let message = if is_nul_in_json(&error) {
+        format!(
+            "PostgreSQL cannot store the character U+0000 (NUL) in a JSONB document, and this \
+             {operation} carries one: {error}"
+        )
+    } else {
+        error.to_string()
+    };
+    StoreError::new(kind, operation, message).with_source(error)
+}
+
+/// `untranslatable_character`: JSONB refuses `\u0000`. Retrying cannot help.
+fn is_nul_in_json(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("22P05"))
 }
 
 /// The store error kind of a driver error.
@@ -118,6 +132,7 @@ pub(crate) fn error_kind(error: &sqlx::Error) -> StoreErrorKind {
                 StoreErrorKind::Unavailable
             }
             Some(code) if code.starts_with("23") => StoreErrorKind::Conflict,
+            Some("22P05") => StoreErrorKind::Unsupported,
             _ => StoreErrorKind::Other,
         },
         _ => StoreErrorKind::Other,

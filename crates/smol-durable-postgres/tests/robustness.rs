@@ -158,3 +158,69 @@ async fn an_event_with_a_nul_character_is_stored() {
         .collect();
     assert_eq!(messages, vec!["before", "a\u{fffd}b", "after"]);
 }
+
+/// A step result JSONB cannot hold fails with a clear, non-retryable error instead of a
+/// driver message; nothing is half written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_with_a_nul_character_is_refused_clearly() {
+    use smol_durable::store::{CompleteStep, InsertStep, NewStep, StepKind};
+    let Some(url) = postgres_test_url("NUL in results") else {
+        return;
+    };
+    let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let store = PostgresStore::connect_with(PostgresOptions::new(&url).schema(schema.as_str()))
+        .await
+        .expect("connect");
+    let created = store
+        .create_run(NewRun::new(
+            ClaimScope::Local,
+            "owner_a",
+            WorkflowInfo::new(),
+            json!({}),
+            1,
+        ))
+        .await
+        .expect("create");
+    let inserted = store
+        .insert_step(NewStep {
+            step_id: smol_durable::new_id("step"),
+            run_id: created.run.run_id.clone(),
+            root_run_id: created.run.run_id.clone(),
+            kind: StepKind::Agent,
+            checkpoint_name: "agent:x".into(),
+            input_signature_hash: "x".into(),
+            input_signature_json: "{}".into(),
+            input: json!({}),
+            worker_id: "owner_a".into(),
+            lease_expires_at: 100,
+            now: 2,
+        })
+        .await
+        .expect("insert");
+    let InsertStep::Inserted(step) = inserted else {
+        panic!("inserted")
+    };
+    let error = store
+        .complete_step(CompleteStep {
+            step_id: step.step_id.clone(),
+            fence: Some(1),
+            result: json!({ "output": "a\u{0}b" }),
+            ledger: Vec::new(),
+            now: 3,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(error.kind(), smol_durable::StoreErrorKind::Unsupported);
+    assert!(error.to_string().contains("U+0000"), "{error}");
+    assert!(!error.is_retryable());
+    let row = store
+        .get_step(&created.run.run_id, "agent:x")
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(
+        row.state,
+        smol_durable::store::State::Running,
+        "nothing written"
+    );
+}

@@ -357,6 +357,8 @@ pub fn attempt_retry_at(
                 | crate::ScriptErrorKind::Metadata
                 | crate::ScriptErrorKind::Import
         ),
+        // A value the store cannot hold (PostgreSQL's JSONB refuses U+0000) stays unstorable.
+        Error::Store(store) => store.kind() == crate::StoreErrorKind::Unsupported,
         Error::BudgetExhausted { .. }
         | Error::SignatureMismatch { .. }
         | Error::Unsupported { .. }
@@ -865,5 +867,17 @@ mod tests {
         assert_eq!(attempt_retry_at(&budget, 1, 3, 1_000, 0), None);
         assert_eq!(attempt_retry_at(&Error::Cancelled, 1, 3, 1_000, 0), None);
         assert_eq!(attempt_retry_at(&thrown, 1, 3, 1_000, 0), Some(1_000));
+        let unstorable = Error::Store(crate::StoreError::new(
+            crate::StoreErrorKind::Unsupported,
+            "complete_step",
+            "U+0000",
+        ));
+        let unavailable = Error::Store(crate::StoreError::new(
+            crate::StoreErrorKind::Unavailable,
+            "complete_step",
+            "connection lost",
+        ));
+        assert_eq!(attempt_retry_at(&unstorable, 1, 3, 1_000, 0), None);
+        assert_eq!(attempt_retry_at(&unavailable, 1, 3, 1_000, 0), Some(1_000));
     }
 }
