@@ -74,8 +74,9 @@ pub struct SubmittedRun {
 pub struct WorkerOptions {
     /// Runs executed at once (default 4).
     pub concurrency: usize,
-    /// How often an idle worker looks for work without a notification (default 1 s; stores that
-    /// notify still poll, every 10 s, to pick up retries whose backoff ended).
+    /// How often an idle worker looks for work without a notification (default 1 s): retries
+    /// whose backoff ended and parked runs whose sleep ended are found this way, and work that
+    /// arrives while a store's notifications are down.
     pub poll_interval: Duration,
     /// After [`Worker::shutdown`], how long runs in flight may take to finish before they are
     /// handed back unfinished (default 30 s).
@@ -377,11 +378,6 @@ async fn work(engine: Engine, options: WorkerOptions, stop: CancellationToken) -
     let report = Arc::new(Mutex::new(WorkerReport::default()));
     let mut running = JoinSet::new();
     let store = Arc::clone(engine.store());
-    let idle_poll = if store.capabilities().notify {
-        options.poll_interval.max(Duration::from_secs(10))
-    } else {
-        options.poll_interval
-    };
     let mut backoff = Duration::from_millis(100);
     loop {
         while running.try_join_next().is_some() {}
@@ -422,7 +418,8 @@ async fn work(engine: Engine, options: WorkerOptions, stop: CancellationToken) -
                 drop(permit);
                 tokio::select! {
                     () = store.work_available() => {}
-                    () = tokio::time::sleep(idle_poll) => {}
+                    // Retries and parked runs come due without a notification.
+                    () = tokio::time::sleep(options.poll_interval) => {}
                     () = stop.cancelled() => {}
                 }
             }
