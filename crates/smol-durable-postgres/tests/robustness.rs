@@ -5,27 +5,25 @@
 use std::time::Duration;
 
 use serde_json::json;
-use smol_durable::store::{CancelRequest, ClaimScope, NewRun, WorkflowInfo};
+use smol_durable::store::{CancelRequest, ClaimScope, CreatedRun, NewRun, WorkflowInfo};
 use smol_durable::DurableStore;
 use smol_durable_postgres::{PostgresOptions, PostgresStore};
 use smol_durable_testkit::postgres_test_url;
 use sqlx::{Connection, PgConnection};
 
-/// A caller that stops waiting for an operation (a cancelled script, an aborted heartbeat, a
-/// timeout) must not leave a transaction half done on a pooled connection, holding row locks
-/// that make `SKIP LOCKED` claims pass the task by forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
-    let Some(url) = postgres_test_url("abandoned operations") else {
-        return;
-    };
+/// A store in a fresh schema of the test server with one run in it.
+async fn one_run(
+    test: &str,
+    scope: ClaimScope,
+) -> Option<(String, String, PostgresStore, CreatedRun)> {
+    let url = postgres_test_url(test)?;
     let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
     let store = PostgresStore::connect_with(PostgresOptions::new(&url).schema(schema.as_str()))
         .await
         .expect("connect");
     let created = store
         .create_run(NewRun::new(
-            ClaimScope::Runner,
+            scope,
             "owner_a",
             WorkflowInfo::new(),
             json!({}),
@@ -33,6 +31,19 @@ async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
         ))
         .await
         .expect("create");
+    Some((url, schema, store, created))
+}
+
+/// A caller that stops waiting for an operation (a cancelled script, an aborted heartbeat, a
+/// timeout) must not leave a transaction half done on a pooled connection, holding row locks
+/// that make `SKIP LOCKED` claims pass the task by forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
+    let Some((url, schema, store, created)) =
+        one_run("abandoned operations", ClaimScope::Runner).await
+    else {
+        return;
+    };
     // Another session holds the task row, so `request_cancel` blocks inside its transaction.
     let mut blocker = PgConnection::connect(&url).await.expect("connect");
     sqlx::query("BEGIN")
@@ -117,23 +128,9 @@ async fn stalled_transactions_are_ended_by_the_server() {
 /// other events of its batch are stored as they are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_with_a_nul_character_is_stored() {
-    let Some(url) = postgres_test_url("NUL in events") else {
+    let Some((_, _, store, created)) = one_run("NUL in events", ClaimScope::Local).await else {
         return;
     };
-    let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let store = PostgresStore::connect_with(PostgresOptions::new(&url).schema(schema.as_str()))
-        .await
-        .expect("connect");
-    let created = store
-        .create_run(NewRun::new(
-            ClaimScope::Local,
-            "owner_a",
-            WorkflowInfo::new(),
-            json!({}),
-            1,
-        ))
-        .await
-        .expect("create");
     let event = |text: &str| smol_durable::store::NewEvent {
         event_id: smol_durable::new_id("evt"),
         run_id: created.run.run_id.clone(),
@@ -164,23 +161,9 @@ async fn an_event_with_a_nul_character_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_with_a_nul_character_is_refused_clearly() {
     use smol_durable::store::{CompleteStep, InsertStep, NewStep, StepKind};
-    let Some(url) = postgres_test_url("NUL in results") else {
+    let Some((_, _, store, created)) = one_run("NUL in results", ClaimScope::Local).await else {
         return;
     };
-    let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let store = PostgresStore::connect_with(PostgresOptions::new(&url).schema(schema.as_str()))
-        .await
-        .expect("connect");
-    let created = store
-        .create_run(NewRun::new(
-            ClaimScope::Local,
-            "owner_a",
-            WorkflowInfo::new(),
-            json!({}),
-            1,
-        ))
-        .await
-        .expect("create");
     let inserted = store
         .insert_step(NewStep {
             step_id: smol_durable::new_id("step"),

@@ -73,8 +73,16 @@ fn builder(
     scripts: &ScriptedEngine,
     provider: &Arc<ScriptedProvider>,
 ) -> EngineBuilder {
+    builder_on(Arc::clone(&fixture.store), scripts, provider)
+}
+
+fn builder_on(
+    store: Arc<dyn DurableStore>,
+    scripts: &ScriptedEngine,
+    provider: &Arc<ScriptedProvider>,
+) -> EngineBuilder {
     Engine::builder()
-        .store(Arc::clone(&fixture.store))
+        .store(store)
         .script_engine(Arc::new(scripts.clone()))
         .provider(Arc::clone(provider) as Arc<dyn smol_durable::AgentProvider>)
 }
@@ -1654,6 +1662,32 @@ fn fast_worker() -> WorkerOptions {
         .retry_backoff(Duration::from_millis(1))
 }
 
+/// Submits one run of `main.mjs` and starts a worker, returning once its `slow` call runs.
+async fn submit_until_slow_call_runs(
+    engine: &Engine,
+    scripts: &ScriptedEngine,
+    provider: &ScriptedProvider,
+    options: WorkerOptions,
+) -> (smol_durable::SubmittedRun, smol_durable::Worker) {
+    let run = engine
+        .submit(
+            RunRequest::new(scripts.source("main.mjs"), json!({})),
+            SubmitOptions::new(),
+        )
+        .await
+        .expect("submit");
+    let worker = engine.worker(options);
+    let started = std::time::Instant::now();
+    while provider.calls_for("slow") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the slow call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (run, worker)
+}
+
 /// `submit` only queues (the submitting engine calls no provider); a worker on another handle
 /// runs every submitted run to completion from the stored script.
 pub async fn submitted_runs_are_executed_by_workers(fixture: Fixture) {
@@ -1679,10 +1713,7 @@ pub async fn submitted_runs_are_executed_by_workers(fixture: Fixture) {
         submitted.push(run);
     }
     let worker_provider = Arc::new(ScriptedProvider::new("scripted"));
-    let worker_engine = Engine::builder()
-        .store(fixture.another_handle().await)
-        .script_engine(Arc::new(scripts.clone()))
-        .provider(worker_provider.clone() as Arc<dyn smol_durable::AgentProvider>)
+    let worker_engine = builder_on(fixture.another_handle().await, &scripts, &worker_provider)
         .build()
         .expect("engine");
     let worker = worker_engine.worker(fast_worker());
@@ -1840,22 +1871,13 @@ pub async fn a_worker_shutting_down_hands_its_runs_back(fixture: Fixture) {
         .lease_ttl(Duration::from_secs(3600))
         .build()
         .expect("engine");
-    let run = engine
-        .submit(
-            RunRequest::new(scripts.source("main.mjs"), json!({})),
-            SubmitOptions::new(),
-        )
-        .await
-        .expect("submit");
-    let worker = engine.worker(fast_worker().shutdown_grace(Duration::from_millis(50)));
-    let started = std::time::Instant::now();
-    while stuck.calls_for("slow") == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the slow call never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (run, worker) = submit_until_slow_call_runs(
+        &engine,
+        &scripts,
+        &stuck,
+        fast_worker().shutdown_grace(Duration::from_millis(50)),
+    )
+    .await;
     worker.shutdown();
     let report = tokio::time::timeout(Duration::from_secs(20), worker.join())
         .await
@@ -1871,10 +1893,7 @@ pub async fn a_worker_shutting_down_hands_its_runs_back(fixture: Fixture) {
     assert_eq!(task.state, State::Pending, "handed back, not failed");
     assert_eq!(task.claimed_by_owner_id, None);
     let quick_provider = Arc::new(ScriptedProvider::new("scripted"));
-    let successor = Engine::builder()
-        .store(fixture.another_handle().await)
-        .script_engine(Arc::new(scripts.clone()))
-        .provider(quick_provider.clone() as Arc<dyn smol_durable::AgentProvider>)
+    let successor = builder_on(fixture.another_handle().await, &scripts, &quick_provider)
         .lease_ttl(Duration::from_secs(3600))
         .build()
         .expect("engine");
@@ -1901,26 +1920,9 @@ pub async fn cancel_reaches_a_run_on_a_worker(fixture: Fixture) {
         .lease_ttl(Duration::from_millis(300))
         .build()
         .expect("engine");
-    let run = worker_engine
-        .submit(
-            RunRequest::new(scripts.source("main.mjs"), json!({})),
-            SubmitOptions::new(),
-        )
-        .await
-        .expect("submit");
-    let worker = worker_engine.worker(fast_worker());
-    let started = std::time::Instant::now();
-    while provider.calls_for("slow") == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the call never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let other = Engine::builder()
-        .store(fixture.another_handle().await)
-        .script_engine(Arc::new(scripts.clone()))
-        .provider(provider.clone() as Arc<dyn smol_durable::AgentProvider>)
+    let (run, worker) =
+        submit_until_slow_call_runs(&worker_engine, &scripts, &provider, fast_worker()).await;
+    let other = builder_on(fixture.another_handle().await, &scripts, &provider)
         .build()
         .expect("engine");
     other.cancel(&run.run_id).await.expect("cancel");
