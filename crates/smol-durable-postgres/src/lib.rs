@@ -168,6 +168,11 @@ impl PostgresStore {
     }
 
     /// Uses a host application's pool (schema `public`) and brings the schema up to date.
+    ///
+    /// The pool is used as configured. Pools this crate creates also set
+    /// `idle_in_transaction_session_timeout = 30s`, so a client frozen mid-transaction cannot
+    /// hold a task's row past its lease; set it on yours too (for example with
+    /// `PgConnectOptions::options`).
     pub async fn from_pool(pool: PgPool) -> StoreResult<Self> {
         Self::from_pool_in_schema(pool, "public").await
     }
