@@ -978,22 +978,21 @@ pub async fn resuming_a_completed_run_changes_nothing(fixture: Fixture) {
     assert_eq!(provider.call_count(), 1);
 }
 
-/// A run left `running` by an owner whose process is gone (same host) is taken over at once,
-/// without waiting for its 60 s leases.
-pub async fn resume_takes_over_from_a_dead_owner_at_once(fixture: Fixture) {
-    let store = fixture.store.as_ref();
-    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
-        Ok(ctx.agent("hello", Value::Null).await?)
-    });
+/// A local run of `main.mjs` (its script stored) whose first attempt `owner` started, leased
+/// for `lease_ms` from now.
+async fn run_held_by(
+    store: &dyn DurableStore,
+    scripts: &ScriptedEngine,
+    owner: OwnerRecord,
+    lease_ms: i64,
+) -> smol_durable::store::CreatedRun {
     let source = scripts.source("main.mjs");
     store
         .put_script(&source.content_hash(), &source.text)
         .await
         .expect("script");
-    // A process that has exited: its pid is free.
-    let mut dead = OwnerRecord::this_process("owner_dead".into(), 0);
-    dead.pid = exited_pid();
-    store.register_owner(dead).await.expect("owner");
+    let owner_id = owner.owner_id.clone();
+    store.register_owner(owner).await.expect("owner");
     let mut workflow = WorkflowInfo::new();
     workflow.script_path = Some("main.mjs".into());
     workflow.script_hash = Some(source.content_hash());
@@ -1001,7 +1000,7 @@ pub async fn resume_takes_over_from_a_dead_owner_at_once(fixture: Fixture) {
     let created = store
         .create_run(NewRun::new(
             ClaimScope::Local,
-            "owner_dead",
+            &owner_id,
             workflow,
             json!({}),
             now,
@@ -1013,8 +1012,8 @@ pub async fn resume_takes_over_from_a_dead_owner_at_once(fixture: Fixture) {
             attempt_id: smol_durable::new_id("attempt"),
             task_id: created.task.task_id.clone(),
             run_id: created.run.run_id.clone(),
-            owner_id: "owner_dead".into(),
-            lease_expires_at: now + 60_000,
+            owner_id,
+            lease_expires_at: now + lease_ms,
             take_over_from: None,
             revive: false,
             now,
@@ -1022,6 +1021,20 @@ pub async fn resume_takes_over_from_a_dead_owner_at_once(fixture: Fixture) {
         .await
         .expect("start");
     assert!(matches!(started, AttemptStart::Started(_)));
+    created
+}
+
+/// A run left `running` by an owner whose process is gone (same host) is taken over at once,
+/// without waiting for its 60 s leases.
+pub async fn resume_takes_over_from_a_dead_owner_at_once(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        Ok(ctx.agent("hello", Value::Null).await?)
+    });
+    // A process that has exited: its pid is free.
+    let mut dead = OwnerRecord::this_process("owner_dead".into(), 0);
+    dead.pid = exited_pid();
+    let created = run_held_by(store, &scripts, dead, 60_000).await;
     let provider = Arc::new(ScriptedProvider::new("scripted"));
     let engine = builder(&fixture, &scripts, &provider)
         .build()
@@ -1341,44 +1354,9 @@ pub async fn a_panicking_script_engine_fails_only_its_run(fixture: Fixture) {
 pub async fn resume_waits_at_most_one_lease_ttl_for_a_live_owner(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let scripts = ScriptedEngine::new().workflow("main.mjs", |_ctx| async move { Ok(json!(1)) });
-    let source = scripts.source("main.mjs");
-    store
-        .put_script(&source.content_hash(), &source.text)
-        .await
-        .expect("script");
     // An owner in this very process: alive as far as anyone can tell.
-    store
-        .register_owner(OwnerRecord::this_process("owner_alive".into(), 0))
-        .await
-        .expect("owner");
-    let mut workflow = WorkflowInfo::new();
-    workflow.script_path = Some("main.mjs".into());
-    workflow.script_hash = Some(source.content_hash());
-    let now = smol_durable::Clock::now_ms(&smol_durable::SystemClock);
-    let created = store
-        .create_run(NewRun::new(
-            ClaimScope::Local,
-            "owner_alive",
-            workflow,
-            json!({}),
-            now,
-        ))
-        .await
-        .expect("create");
-    let held = store
-        .start_attempt(StartAttempt {
-            attempt_id: smol_durable::new_id("attempt"),
-            task_id: created.task.task_id.clone(),
-            run_id: created.run.run_id.clone(),
-            owner_id: "owner_alive".into(),
-            lease_expires_at: now + 600_000,
-            take_over_from: None,
-            revive: false,
-            now,
-        })
-        .await
-        .expect("start");
-    assert!(matches!(held, AttemptStart::Started(_)));
+    let alive = OwnerRecord::this_process("owner_alive".into(), 0);
+    let created = run_held_by(store, &scripts, alive, 600_000).await;
     let provider = Arc::new(ScriptedProvider::new("scripted"));
     let engine = builder(&fixture, &scripts, &provider)
         .lease_ttl(Duration::from_millis(300))
@@ -1840,7 +1818,15 @@ pub async fn failed_attempts_of_submitted_runs_are_retried(fixture: Fixture) {
     worker.shutdown();
     worker.join().await.expect("worker");
     let (_, _, attempts) = states(store, &recovers.run_id).await;
-    assert_eq!(attempts, vec![State::Failed, State::Completed]);
+    let records = store
+        .list_attempts(&recovers.task_id)
+        .await
+        .expect("attempts");
+    assert_eq!(
+        attempts,
+        vec![State::Failed, State::Completed],
+        "{records:#?}"
+    );
     let (_, task, attempts) = states(store, &gives_up.run_id).await;
     assert_eq!(task, State::Failed);
     assert_eq!(
