@@ -310,13 +310,26 @@ impl Engine {
             }
             Err(error) => {
                 let now = self.shared.clock.now_ms();
-                let retry_at = crate::decide::attempt_retry_at(
-                    &error,
-                    runner.failed_before + 1,
-                    runner.max_attempts,
-                    runner.retry_backoff_ms,
-                    now,
-                );
+                let outcome = match &error {
+                    // This process is still recording the end of its previous attempt at the
+                    // run (the task became claimable a moment before): hand the claim back
+                    // for later without counting it as a failed attempt.
+                    Error::RunBusy { .. } => AttemptOutcome::Released {
+                        not_before: Some(now.saturating_add(
+                            i64::try_from(runner.retry_backoff_ms).unwrap_or(i64::MAX),
+                        )),
+                    },
+                    _ => AttemptOutcome::Failed {
+                        reason: serde_json::json!({ "message": error.to_string() }),
+                        retry_at: crate::decide::attempt_retry_at(
+                            &error,
+                            runner.failed_before + 1,
+                            runner.max_attempts,
+                            runner.retry_backoff_ms,
+                            now,
+                        ),
+                    },
+                };
                 let finished = self
                     .shared
                     .store
@@ -325,10 +338,7 @@ impl Engine {
                         task_id: task.task_id,
                         run_id: run.run_id,
                         owner_id: self.shared.owner_id.clone(),
-                        outcome: AttemptOutcome::Failed {
-                            reason: serde_json::json!({ "message": error.to_string() }),
-                            retry_at,
-                        },
+                        outcome,
                         now,
                     })
                     .await;
