@@ -167,6 +167,18 @@ async fn start(
     lease: i64,
     now: i64,
 ) -> AttemptStart {
+    start_taking_over(store, created, owner, None, lease, now).await
+}
+
+/// [`start`], taking over from `dead_owner` (known dead) if given.
+async fn start_taking_over(
+    store: &dyn DurableStore,
+    created: &CreatedRun,
+    owner: &str,
+    dead_owner: Option<&str>,
+    lease: i64,
+    now: i64,
+) -> AttemptStart {
     store
         .start_attempt(StartAttempt {
             attempt_id: smol_durable::new_id("attempt"),
@@ -174,7 +186,7 @@ async fn start(
             run_id: created.run.run_id.clone(),
             owner_id: owner.to_owned(),
             lease_expires_at: lease,
-            take_over_from: None,
+            take_over_from: dead_owner.map(str::to_owned),
             revive: true,
             now,
         })
@@ -1201,19 +1213,15 @@ pub async fn takeover_expires_the_dead_owners_step_leases(fixture: Fixture) {
     let run_id = &created.run.run_id;
     started(start(store, &created, "owner_dead", 60_000, 0).await);
     let held = claimed(store, run_id, "step:held", "owner_dead", 60_000, 0).await;
-    let takeover = store
-        .start_attempt(StartAttempt {
-            attempt_id: smol_durable::new_id("attempt"),
-            task_id: created.task.task_id.clone(),
-            run_id: run_id.clone(),
-            owner_id: "owner_new".into(),
-            lease_expires_at: 61_000,
-            take_over_from: Some("owner_dead".into()),
-            revive: true,
-            now: 1_000,
-        })
-        .await
-        .expect("start");
+    let takeover = start_taking_over(
+        store,
+        &created,
+        "owner_new",
+        Some("owner_dead"),
+        61_000,
+        1_000,
+    )
+    .await;
     let attempt = started(takeover);
     assert_eq!(attempt.attempt, 2);
     let again = claimed(store, run_id, "step:held", "owner_new", 61_000, 1_000).await;
@@ -1559,20 +1567,17 @@ pub async fn a_deposed_owner_renews_no_step_leases(fixture: Fixture) {
     let run_id = &created.run.run_id;
     let old = started(start(store, &created, "owner_old", 60_000, 0).await);
     let step = claimed(store, run_id, "step:held", "owner_old", 60_000, 0).await;
-    let takeover = store
-        .start_attempt(StartAttempt {
-            attempt_id: smol_durable::new_id("attempt"),
-            task_id: created.task.task_id.clone(),
-            run_id: run_id.clone(),
-            owner_id: "owner_new".into(),
-            lease_expires_at: 61_000,
-            take_over_from: Some("owner_old".into()),
-            revive: true,
-            now: 1_000,
-        })
-        .await
-        .expect("takeover");
-    started(takeover);
+    started(
+        start_taking_over(
+            store,
+            &created,
+            "owner_new",
+            Some("owner_old"),
+            61_000,
+            1_000,
+        )
+        .await,
+    );
     let renewed = store
         .renew_leases(RenewLeases {
             owner_id: "owner_old".into(),
