@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use smol_durable::DurableStore;
 use smol_durable_sqlite::SqliteStore;
-use smol_durable_testkit::Fixture;
+use smol_durable_testkit::{FaultPlan, Fixture};
 
 async fn fresh() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -31,4 +31,18 @@ mod store {
 
 mod engine {
     smol_durable_testkit::engine_conformance_tests!(super::fresh);
+}
+
+// The same suite through the fault-injecting wrapper with no faults: the wrapper used by the
+// fault-injection scenarios changes nothing by itself.
+async fn through_the_fault_wrapper() -> Fixture {
+    fresh().await.through_faults(FaultPlan::none())
+}
+
+mod store_through_the_fault_wrapper {
+    smol_durable_testkit::store_conformance_tests!(super::through_the_fault_wrapper);
+}
+
+mod engine_through_the_fault_wrapper {
+    smol_durable_testkit::engine_conformance_tests!(super::through_the_fault_wrapper);
 }

@@ -36,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod faults;
 mod http_stub;
 mod postgres;
 mod provider;
@@ -45,6 +46,7 @@ mod sinks;
 pub mod scenarios;
 pub mod store;
 
+pub use faults::{FaultCounts, FaultPlan, FaultyStore};
 pub use http_stub::{StubHttpServer, StubRequest, StubResponse};
 pub use postgres::{postgres_test_url, POSTGRES_URL_VAR};
 pub use provider::ScriptedProvider;

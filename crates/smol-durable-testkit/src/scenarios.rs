@@ -21,7 +21,9 @@ use smol_durable::{
     Usage, WorkerOptions, WorkflowMeta,
 };
 
-use crate::{Fixture, RecordingEventSink, ScriptedEngine, ScriptedProvider};
+use crate::{
+    FaultPlan, FaultyStore, Fixture, RecordingEventSink, ScriptedEngine, ScriptedProvider,
+};
 
 /// Expands to one `#[tokio::test]` per engine scenario, like
 /// [`store_conformance_tests!`](crate::store_conformance_tests).
@@ -64,6 +66,8 @@ macro_rules! engine_conformance_tests {
             a_worker_shutting_down_hands_its_runs_back,
             cancel_reaches_a_run_on_a_worker,
             long_sleeps_park_runs_until_they_wake,
+            runs_are_exact_through_retryable_store_faults,
+            a_terminal_store_fault_fails_the_run_clearly_and_resume_finishes_it,
         );
     };
 }
@@ -564,6 +568,132 @@ pub async fn six_workflows_share_one_store(fixture: Fixture) {
             .len(),
         6
     );
+}
+
+/// With 10 % of store operations failing retryably (half of them after the write committed,
+/// the answer lost), the engine's retries make every run exactly what it is without faults:
+/// same results, each agent step called once, one ledger row each, nothing left running.
+pub async fn runs_are_exact_through_retryable_store_faults(fixture: Fixture) {
+    let scripts = ScriptedEngine::new()
+        .workflow("flows/child.mjs", |ctx| async move {
+            let n = ctx.args()["n"].as_u64().unwrap_or(0);
+            Ok(json!({ "child": ctx.agent(format!("child {n}"), Value::Null).await? }))
+        })
+        .workflow("flows/main.mjs", |ctx| async move {
+            let id = ctx.args()["id"].as_u64().unwrap_or(0);
+            let first = ctx.agent(format!("wf:{id}:first"), Value::Null).await?;
+            let fan_out = ctx
+                .parallel(
+                    (0..3)
+                        .map(|i| ctx.agent(format!("wf:{id}:part {i}"), Value::Null))
+                        .collect(),
+                )
+                .await;
+            ctx.sleep(5).await?;
+            let child = ctx
+                .workflow(json!({ "scriptPath": "./child.mjs" }), json!({ "n": id }))
+                .await?;
+            let last = ctx.agent(format!("wf:{id}:last"), Value::Null).await?;
+            Ok(json!({ "first": first, "fanOut": fan_out, "child": child, "last": last }))
+        });
+    let faulty = Arc::new(FaultyStore::new(
+        Arc::clone(&fixture.store),
+        FaultPlan::retryable(7, 0.10),
+    ));
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder_on(faulty.clone(), &scripts, &provider)
+        .workflow("child", scripts.source("flows/child.mjs"))
+        .build()
+        .expect("engine");
+    let runs =
+        (0..6u64).map(|id| engine.run(scripts.source("flows/main.mjs"), json!({ "id": id })));
+    let outputs = futures::future::join_all(runs).await;
+    for (id, output) in outputs.iter().enumerate() {
+        let output = output
+            .as_ref()
+            .expect("every run completes despite the faults");
+        assert_eq!(
+            output.result,
+            json!({
+                "first": format!("echo: wf:{id}:first"),
+                "fanOut": (0..3).map(|i| format!("echo: wf:{id}:part {i}")).collect::<Vec<_>>(),
+                "child": { "child": format!("echo: child {id}") },
+                "last": format!("echo: wf:{id}:last"),
+            })
+        );
+        let ledger = fixture
+            .store
+            .ledger_entries(&output.run_id)
+            .await
+            .expect("ledger");
+        assert_eq!(ledger.len(), 6, "one ledger row per agent step of run {id}");
+    }
+    // 6 runs × (5 agent steps + 1 in the child): each called exactly once.
+    assert_eq!(provider.call_count(), 36, "no call was repeated by a retry");
+    let running = RunFilter {
+        states: vec![State::Running, State::Pending],
+        ..RunFilter::default()
+    };
+    let unfinished = fixture.store.list_runs(&running).await.expect("list");
+    assert!(
+        unfinished.is_empty(),
+        "runs left unfinished: {unfinished:#?}"
+    );
+    let counts = faulty.counts();
+    assert!(
+        counts.failed_after_commit > 0 && counts.failed_before > 0,
+        "faults were injected: {counts:?}"
+    );
+}
+
+/// A terminal store error (here: every operation fails while the agent call is in flight) fails
+/// the run with an error naming the operation; nothing is half written, and a resume once the
+/// store is healthy finishes the run.
+pub async fn a_terminal_store_fault_fails_the_run_clearly_and_resume_finishes_it(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        let first = ctx.agent("first", Value::Null).await?;
+        let second = ctx.agent("second", Value::Null).await?;
+        Ok(json!([first, second]))
+    });
+    let broken = Arc::new(FaultyStore::new(
+        Arc::clone(&fixture.store),
+        FaultPlan::terminal(1, 1.0),
+    ));
+    broken.set_enabled(false);
+    let provider = Arc::new(
+        ScriptedProvider::new("scripted").with_delay("second", Duration::from_millis(300)),
+    );
+    let engine = builder_on(broken.clone(), &scripts, &provider)
+        .build()
+        .expect("engine");
+    let handle = engine
+        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
+        .await
+        .expect("start");
+    let run_id = handle.run_id().to_owned();
+    while provider.calls_for("second") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    broken.set_enabled(true);
+    let error = handle.join().await.expect_err("the store is broken");
+    let message = error.to_string();
+    assert!(
+        matches!(&error, Error::Store(store) if !store.is_retryable()),
+        "a terminal store error: {error:?}"
+    );
+    assert!(message.contains("injected terminal fault"), "{message}");
+    broken.set_enabled(false);
+    let resumed = engine
+        .resume(&run_id, ResumeOptions::new())
+        .await
+        .expect("resume on a healthy store")
+        .join()
+        .await
+        .expect("the resumed run completes");
+    assert_eq!(resumed.result, json!(["echo: first", "echo: second"]));
+    assert_eq!(provider.calls_for("first"), 1, "the completed step replays");
+    let ledger = fixture.store.ledger_entries(&run_id).await.expect("ledger");
+    assert_eq!(ledger.len(), 2);
 }
 
 /// `sleep(5)` is a completed sleep step with no ledger row; the script sees `undefined`.

@@ -77,6 +77,28 @@ impl Fixture {
     pub async fn another_handle(&self) -> Arc<dyn DurableStore> {
         (self.open_another)().await
     }
+
+    /// The same fixture with every handle behind a [`FaultyStore`](crate::FaultyStore)
+    /// injecting `plan` (each handle draws its own faults from the plan's seed). With
+    /// [`FaultPlan::none`](crate::FaultPlan::none) the whole suite must still pass: the wrapper
+    /// itself changes nothing.
+    pub fn through_faults(self, plan: crate::FaultPlan) -> Self {
+        let store: Arc<dyn DurableStore> = Arc::new(crate::FaultyStore::new(self.store, plan));
+        let open_inner = self.open_another;
+        let open_another: OpenHandle = Arc::new(move || {
+            let open_inner = Arc::clone(&open_inner);
+            Box::pin(async move {
+                let inner = open_inner().await;
+                let wrapped: Arc<dyn DurableStore> = Arc::new(crate::FaultyStore::new(inner, plan));
+                wrapped
+            })
+        });
+        Self {
+            store,
+            open_another,
+            _guard: self._guard,
+        }
+    }
 }
 
 /// Expands to one `#[tokio::test]` per store conformance case. `$factory` is an expression

@@ -8,7 +8,8 @@
 use serde_json::Value;
 
 use crate::store::{
-    AttemptOutcome, AttemptStart, CancelRequest, State, StepKind, StepRecord, TaskRecord,
+    AttemptOutcome, AttemptStart, CancelRequest, ClaimStep, CompleteStep, FailStep, InsertStep,
+    NewStep, State, StepCas, StepKind, StepRecord, TaskRecord,
 };
 use crate::Error;
 
@@ -356,6 +357,7 @@ pub fn attempt_retry_at(
             crate::ScriptErrorKind::Syntax
                 | crate::ScriptErrorKind::Metadata
                 | crate::ScriptErrorKind::Import
+                | crate::ScriptErrorKind::Limit
         ),
         // A value the store cannot hold (PostgreSQL's JSONB refuses U+0000) stays unstorable.
         Error::Store(store) => store.kind() == crate::StoreErrorKind::Unsupported,
@@ -376,6 +378,127 @@ pub fn attempt_retry_at(
         .saturating_mul(1u64 << doublings)
         .min(MAX_ATTEMPT_BACKOFF_MS);
     Some(now.saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)))
+}
+
+/// Why `value` may not be stored as `what` (e.g. "the agent result") when its JSON text is
+/// longer than `max_bytes`; `None` when it fits.
+pub fn oversized(what: &str, value: &Value, max_bytes: usize) -> Option<String> {
+    let bytes = serde_json::to_string(value).map_or(usize::MAX, |text| text.len());
+    (bytes > max_bytes).then(|| {
+        format!(
+            "{what} is {bytes} bytes of JSON, more than the {max_bytes}-byte limit \
+             (Limits::max_result_bytes); store large data elsewhere and return a reference"
+        )
+    })
+}
+
+/// How the engine retries a store operation that failed with a retryable error
+/// ([`StoreError::is_retryable`](crate::StoreError::is_retryable): connection lost, database
+/// locked or overloaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreRetryPolicy {
+    /// Tries after the first one before the error is surfaced (default 8).
+    pub max_retries: u32,
+    /// Wait before the first retry; each further wait doubles (default 10 ms).
+    pub first_backoff: std::time::Duration,
+    /// Longest single wait (default 1 s). With the defaults an operation is given up after
+    /// about 2.3 s of waiting, well inside a lease.
+    pub max_backoff: std::time::Duration,
+}
+
+impl Default for StoreRetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 8,
+            first_backoff: std::time::Duration::from_millis(10),
+            max_backoff: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+impl StoreRetryPolicy {
+    /// No retries: every store error reaches the caller at once.
+    pub fn none() -> Self {
+        Self {
+            max_retries: 0,
+            ..Self::default()
+        }
+    }
+}
+
+/// How long to wait before retrying an operation that has failed `failures` times (counting the
+/// failure just seen) with a retryable error, or `None` when the policy's retries are used up.
+pub fn store_retry_delay(policy: &StoreRetryPolicy, failures: u32) -> Option<std::time::Duration> {
+    if failures == 0 || failures > policy.max_retries {
+        return None;
+    }
+    let doublings = (failures - 1).min(31);
+    Some(
+        policy
+            .first_backoff
+            .saturating_mul(1u32 << doublings)
+            .min(policy.max_backoff),
+    )
+}
+
+// A write whose first try failed with a retryable error may have committed anyway (the
+// connection dropped after the commit, a timeout fired late). Its retry then finds its own
+// write and reports it as someone else's; the functions below recognise that case from what only
+// the first try could have written (a fresh id, our owner with our exact lease) and turn it back
+// into the success it was. They are only applied after such a failure.
+
+/// A retried `insert_step` that finds a row with our fresh step id inserted it.
+pub fn settle_retried_insert(step: &NewStep, outcome: InsertStep) -> InsertStep {
+    match outcome {
+        InsertStep::Existing(row) if row.step_id == step.step_id => InsertStep::Inserted(row),
+        other => other,
+    }
+}
+
+/// A retried `claim_step` that finds the row running under our owner, with the fence one above
+/// the expected one and exactly our lease, claimed it (a heartbeat never renews a step its
+/// owner does not know it holds, so the lease is still the one we wrote).
+pub fn settle_retried_claim(claim: &ClaimStep, outcome: StepCas) -> StepCas {
+    match outcome {
+        StepCas::Conflict(Some(row))
+            if row.state == State::Running
+                && row.attempts == claim.expected_attempts.saturating_add(1)
+                && row.worker_id.as_deref() == Some(claim.worker_id.as_str())
+                && row.lease_expires_at == Some(claim.lease_expires_at) =>
+        {
+            StepCas::Applied(row)
+        }
+        other => other,
+    }
+}
+
+/// A retried `complete_step` that finds the row completed under our fence with our result
+/// completed it (so the caller does not report our own result as adopted).
+pub fn settle_retried_completion(complete: &CompleteStep, outcome: StepCas) -> StepCas {
+    match outcome {
+        StepCas::Conflict(Some(row))
+            if row.state == State::Completed
+                && complete.fence.is_none_or(|fence| row.attempts == fence)
+                && row.result.as_ref() == Some(&complete.result) =>
+        {
+            StepCas::Applied(row)
+        }
+        other => other,
+    }
+}
+
+/// A retried `fail_step` that finds the row in the state we asked for under our fence wrote it.
+pub fn settle_retried_failure(fail: &FailStep, outcome: StepCas) -> StepCas {
+    match outcome {
+        StepCas::Conflict(Some(row))
+            if row.state == fail.state
+                && row.attempts == fail.fence
+                && row.failure_reason.as_ref() == Some(&fail.reason) =>
+        {
+            StepCas::Applied(row)
+        }
+        other => other,
+    }
 }
 
 fn lease_is_live(row: &StepRecord, now: i64) -> bool {
@@ -879,5 +1002,124 @@ mod tests {
         ));
         assert_eq!(attempt_retry_at(&unstorable, 1, 3, 1_000, 0), None);
         assert_eq!(attempt_retry_at(&unavailable, 1, 3, 1_000, 0), Some(1_000));
+    }
+
+    #[test]
+    fn results_larger_than_the_limit_are_refused_by_their_json_size() {
+        assert_eq!(oversized("the result", &json!("abc"), 5), None);
+        let message = oversized("the result", &json!("abcd"), 5).unwrap_or_default();
+        assert!(
+            message.starts_with("the result is 6 bytes of JSON"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn store_retries_back_off_doubling_up_to_a_cap_then_give_up() {
+        let policy = StoreRetryPolicy {
+            max_retries: 5,
+            first_backoff: std::time::Duration::from_millis(10),
+            max_backoff: std::time::Duration::from_millis(50),
+        };
+        let waits: Vec<_> = (0..=6)
+            .map(|failures| store_retry_delay(&policy, failures).map(|d| d.as_millis()))
+            .collect();
+        assert_eq!(
+            waits,
+            [None, Some(10), Some(20), Some(40), Some(50), Some(50), None]
+        );
+        assert_eq!(store_retry_delay(&StoreRetryPolicy::none(), 1), None);
+    }
+
+    fn claim_of(row: &StepRecord) -> ClaimStep {
+        ClaimStep {
+            step_id: row.step_id.clone(),
+            expected_state: State::Failed,
+            expected_attempts: 1,
+            worker_id: "owner_a".into(),
+            lease_expires_at: 900,
+            now: 0,
+        }
+    }
+
+    #[test]
+    fn a_retried_write_that_finds_its_own_first_try_reports_success() {
+        // Our insert committed before the connection dropped: same fresh step id.
+        let ours = row(State::Running, Some(900), 1);
+        let step = NewStep {
+            step_id: ours.step_id.clone(),
+            run_id: ours.run_id.clone(),
+            root_run_id: ours.root_run_id.clone(),
+            kind: StepKind::Agent,
+            checkpoint_name: ours.checkpoint_name.clone(),
+            input_signature_hash: "x".into(),
+            input_signature_json: SIG.into(),
+            input: json!({}),
+            worker_id: "owner_a".into(),
+            lease_expires_at: 900,
+            now: 0,
+        };
+        let settled = settle_retried_insert(&step, InsertStep::Existing(ours.clone()));
+        assert_eq!(settled, InsertStep::Inserted(ours.clone()));
+        let mut someone_elses = ours.clone();
+        someone_elses.step_id = "step_other".into();
+        let kept = settle_retried_insert(&step, InsertStep::Existing(someone_elses.clone()));
+        assert_eq!(kept, InsertStep::Existing(someone_elses));
+
+        // Our claim committed: fence + 1, our owner, our exact lease.
+        let claimed = row(State::Running, Some(900), 2);
+        let claim = claim_of(&claimed);
+        let settled = settle_retried_claim(&claim, StepCas::Conflict(Some(claimed.clone())));
+        assert_eq!(settled, StepCas::Applied(claimed.clone()));
+        for other in [
+            row(State::Running, Some(901), 2), // another lease: another claim of ours
+            row(State::Running, Some(900), 3), // claimed again since
+            row(State::Completed, Some(900), 2), // finished since
+        ] {
+            let conflict = StepCas::Conflict(Some(other));
+            assert_eq!(settle_retried_claim(&claim, conflict.clone()), conflict);
+        }
+        let mut stranger = claimed.clone();
+        stranger.worker_id = Some("owner_b".into());
+        let conflict = StepCas::Conflict(Some(stranger));
+        assert_eq!(settle_retried_claim(&claim, conflict.clone()), conflict);
+
+        // Our completion committed: completed under our fence with our result.
+        let done = row(State::Completed, None, 2);
+        let mut complete = CompleteStep {
+            step_id: done.step_id.clone(),
+            fence: Some(2),
+            result: json!({"output": "done"}),
+            ledger: Vec::new(),
+            now: 0,
+        };
+        let settled = settle_retried_completion(&complete, StepCas::Conflict(Some(done.clone())));
+        assert_eq!(settled, StepCas::Applied(done.clone()));
+        complete.result = json!({"output": "mine"});
+        let conflict = StepCas::Conflict(Some(done.clone()));
+        assert_eq!(
+            settle_retried_completion(&complete, conflict.clone()),
+            conflict
+        );
+
+        // Our failure committed: the state and reason we asked for under our fence.
+        let mut failed = row(State::Failed, None, 2);
+        failed.failure_reason = Some(json!({"message": "boom"}));
+        let fail = FailStep {
+            step_id: failed.step_id.clone(),
+            fence: 2,
+            state: State::Failed,
+            reason: json!({"message": "boom"}),
+            ledger: Vec::new(),
+            now: 0,
+        };
+        let settled = settle_retried_failure(&fail, StepCas::Conflict(Some(failed.clone())));
+        assert_eq!(settled, StepCas::Applied(failed.clone()));
+        let fail_later = FailStep { fence: 3, ..fail };
+        let conflict = StepCas::Conflict(Some(failed));
+        assert_eq!(
+            settle_retried_failure(&fail_later, conflict.clone()),
+            conflict
+        );
     }
 }

@@ -125,6 +125,64 @@ impl WorkflowEvent {
     }
 }
 
+/// Bounds an event's data to about `max_bytes` of JSON: strings longer than a quarter of it are
+/// cut (at a character boundary, with a `…[N bytes truncated]` marker), and if the data is still
+/// too large it is replaced by a preview. A bounded event carries `"truncated": true` and
+/// `"originalBytes"`. Returns whether anything was cut.
+pub fn bound_event_data(data: &mut serde_json::Map<String, Value>, max_bytes: usize) -> bool {
+    let size = |data: &serde_json::Map<String, Value>| {
+        serde_json::to_string(data).map_or(usize::MAX, |text| text.len())
+    };
+    let original = size(data);
+    if original <= max_bytes {
+        return false;
+    }
+    let longest = (max_bytes / 4).max(16);
+    for value in data.values_mut() {
+        cut_long_strings(value, longest, 0);
+    }
+    if size(data) > max_bytes {
+        let text = serde_json::to_string(data).unwrap_or_default();
+        let mut preview = text;
+        cut_string(&mut preview, longest);
+        data.clear();
+        data.insert("preview".to_owned(), Value::String(preview));
+    }
+    data.insert("truncated".to_owned(), Value::Bool(true));
+    data.insert("originalBytes".to_owned(), Value::from(original));
+    true
+}
+
+fn cut_long_strings(value: &mut Value, longest: usize, depth: usize) {
+    // Values reaching events come from the script bridge, which limits depth to 100.
+    if depth > 128 {
+        return;
+    }
+    match value {
+        Value::String(text) => cut_string(text, longest),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| cut_long_strings(item, longest, depth + 1)),
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|item| cut_long_strings(item, longest, depth + 1)),
+        _ => {}
+    }
+}
+
+fn cut_string(text: &mut String, longest: usize) {
+    if text.len() <= longest {
+        return;
+    }
+    let mut end = longest;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("…[{cut} bytes truncated]"));
+}
+
 /// Receives every event of every run, in order per run, after it was appended to the store.
 #[async_trait]
 pub trait EventSink: Send + Sync + std::fmt::Debug {
@@ -145,4 +203,53 @@ pub trait SessionLogSink: Send + Sync + std::fmt::Debug {
         step_id: &str,
         response: &AgentResponse,
     ) -> Result<(), BoxError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(value: Value) -> serde_json::Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn small_event_data_is_left_alone() {
+        let mut data = map(json!({"prompt": "hi", "n": 1}));
+        let before = data.clone();
+        assert!(!bound_event_data(&mut data, 1024));
+        assert_eq!(data, before);
+    }
+
+    #[test]
+    fn long_strings_are_cut_at_char_boundaries_with_a_marker() {
+        let long = "é".repeat(10_000); // 20 000 bytes, two per char
+        let mut data = map(json!({"prompt": long, "kind": "agent"}));
+        assert!(bound_event_data(&mut data, 4_000));
+        let prompt = data["prompt"].as_str().unwrap_or_default();
+        assert!(prompt.starts_with("éé"));
+        assert!(prompt.ends_with("bytes truncated]"), "{prompt}");
+        assert_eq!(data["kind"], "agent");
+        assert_eq!(data["truncated"], true);
+        assert!(data["originalBytes"].as_u64() > Some(20_000));
+        let size = serde_json::to_string(&data).map(|t| t.len()).unwrap_or(0);
+        assert!(size <= 4_000, "{size}");
+    }
+
+    #[test]
+    fn many_values_become_one_preview() {
+        let items: Vec<Value> = (0..10_000).map(Value::from).collect();
+        let mut data = map(json!({"result": items}));
+        assert!(bound_event_data(&mut data, 2_000));
+        assert!(data.get("result").is_none());
+        assert!(data["preview"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("{\"result\":[0,1,2")));
+        let size = serde_json::to_string(&data).map(|t| t.len()).unwrap_or(0);
+        assert!(size <= 2_000, "{size}");
+    }
 }

@@ -281,6 +281,10 @@ impl AttemptCtx {
     ) {
         let mut event = WorkflowEvent::new(event_type, metadata);
         event.data = data;
+        crate::events::bound_event_data(
+            &mut event.data,
+            self.engine.limits.max_event_payload_bytes,
+        );
         let is_root_start = event_type == EventType::Started && event.metadata.workflow_depth == 0;
         if !is_root_start {
             event.elapsed_nanos =
@@ -467,6 +471,16 @@ async fn finish(
         (None, _) if ctx.cancel.is_cancelled() => Err(Error::Cancelled),
         (None, outcome) => outcome,
     };
+    let max_result = ctx.engine.limits.max_result_bytes;
+    let outcome = outcome.and_then(|result| {
+        match crate::decide::oversized("the workflow result", &result, max_result) {
+            Some(message) => Err(Error::Script(crate::ScriptError::new(
+                crate::ScriptErrorKind::Limit,
+                message,
+            ))),
+            None => Ok(result),
+        }
+    });
     // The outcome is fixed: host calls a script engine left running (un-awaited agents,
     // dropped evaluations) now reject instead of spending more.
     ctx.cancel.cancel();

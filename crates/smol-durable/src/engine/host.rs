@@ -253,6 +253,14 @@ impl RunScope {
             settings.cwd.as_deref(),
         );
         let checkpoint = self.next_checkpoint(&signature);
+        let max_prompt = self.ctx.engine.limits.max_prompt_bytes;
+        if prompt.len() > max_prompt {
+            return Err(invalid(format!(
+                "the agent prompt is {} bytes, more than the {max_prompt}-byte limit \
+                 (Limits::max_prompt_bytes)",
+                prompt.len()
+            )));
+        }
         Ok(AgentCall {
             provider,
             prompt,
@@ -477,6 +485,26 @@ impl RunScope {
         };
         self.save_session(call, row, &response).await;
         let stored = serde_json::to_value(response.without_raw()).unwrap_or(Value::Null);
+        let max_result = self.ctx.engine.limits.max_result_bytes;
+        if let Some(message) = crate::decide::oversized("the agent result", &stored, max_result) {
+            // Paid for but not stored: billed like a failed try of this claim.
+            billed.push(LedgerEntry::new(
+                &self.run_id,
+                &self.ctx.root_run_id,
+                &row.step_id,
+                "agent_attempt",
+                format!("{}:{}:oversized", row.step_id, row.attempts),
+                response.usage.as_ref(),
+                self.ctx.now(),
+            ));
+            self.close_step(row, State::Failed, &message, billed).await;
+            self.ctx.emit(
+                EventType::AgentFailed,
+                metadata,
+                object(json!({ "error": message })),
+            );
+            return Err(HostError::new(HostErrorKind::Provider, message));
+        }
         billed.push(LedgerEntry::new(
             &self.run_id,
             &self.ctx.root_run_id,
@@ -842,6 +870,13 @@ impl RunScope {
         let outcome = self.execute_child(&row, &child_run_id, source, args).await;
         let store = self.ctx.engine.store.as_ref();
         let now = self.ctx.now();
+        let max_result = self.ctx.engine.limits.max_result_bytes;
+        let outcome = outcome.and_then(|value| {
+            match crate::decide::oversized("the child workflow's result", &value, max_result) {
+                Some(message) => Err(HostError::new(HostErrorKind::Workflow, message)),
+                None => Ok(value),
+            }
+        });
         match outcome {
             Ok(value) => {
                 if let Err(error) = store

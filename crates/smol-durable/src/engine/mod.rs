@@ -20,11 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::clock::{Clock, SystemClock};
+use crate::decide::StoreRetryPolicy;
 use crate::events::{EventSink, SessionLogSink, WorkflowEvent};
 use crate::script::{ScriptEngine, WorkflowSource};
 use crate::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimScope, DurableStore, EventRecord, NewRun,
-    OwnerRecord, RunFilter, RunRecord, StartAttempt, State, TaskRecord, WorkflowInfo,
+    OwnerRecord, RetryingStore, RunFilter, RunRecord, StartAttempt, State, TaskRecord,
+    WorkflowInfo,
 };
 use crate::{AgentProvider, Error};
 use attempt::{AttemptPlan, RunSettings};
@@ -42,6 +44,17 @@ pub struct Limits {
     pub cancel_grace: Duration,
     /// How often a step held by another worker is re-read while waiting (default 250 ms).
     pub wait_poll: Duration,
+    /// Largest stored step result or run result, as JSON text (default 8 MiB). A larger
+    /// result fails the step (or run) with a limit error instead of reaching the database.
+    pub max_result_bytes: usize,
+    /// Largest prompt an `agent()` call may send, in bytes (default 1 MiB).
+    pub max_prompt_bytes: usize,
+    /// Largest event payload, as JSON text (default 64 KiB). Larger payloads are stored
+    /// truncated, with `"truncated": true` and their original size (events are a log; the
+    /// step row keeps the whole value).
+    pub max_event_payload_bytes: usize,
+    /// How retryable store errors are retried (see [`StoreRetryPolicy`]).
+    pub store_retry: StoreRetryPolicy,
 }
 
 impl Default for Limits {
@@ -52,6 +65,10 @@ impl Default for Limits {
             max_sleep_ms: 365 * 24 * 60 * 60 * 1000,
             cancel_grace: Duration::from_secs(5),
             wait_poll: Duration::from_millis(250),
+            max_result_bytes: 8 * 1024 * 1024,
+            max_prompt_bytes: 1024 * 1024,
+            max_event_payload_bytes: 64 * 1024,
+            store_retry: StoreRetryPolicy::default(),
         }
     }
 }
@@ -214,6 +231,8 @@ impl EngineBuilder {
             .values()
             .map(|source| (source.path.clone(), source.clone()))
             .collect();
+        let store: Arc<dyn DurableStore> =
+            Arc::new(RetryingStore::new(store, self.limits.store_retry));
         Ok(Engine {
             shared: Arc::new(EngineShared {
                 store,
@@ -461,7 +480,8 @@ impl Engine {
         &self.shared.owner_id
     }
 
-    /// The store.
+    /// The store, behind the engine's retries of retryable errors
+    /// ([`Limits::store_retry`]).
     pub fn store(&self) -> &Arc<dyn DurableStore> {
         &self.shared.store
     }

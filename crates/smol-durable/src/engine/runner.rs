@@ -281,7 +281,9 @@ impl Engine {
             park_after_ms: options.park_after.map(millis),
         };
         let prepared = async {
-            let cancel = self.register_live(&run.run_id)?;
+            let cancel = self
+                .register_live_after_previous_attempt(&run.run_id)
+                .await?;
             let ready = async {
                 let (settings, _) = self.settings(&run, None).await?;
                 if self.shared.provider(&settings.provider).is_none() {
@@ -311,9 +313,8 @@ impl Engine {
             Err(error) => {
                 let now = self.shared.clock.now_ms();
                 let outcome = match &error {
-                    // This process is still recording the end of its previous attempt at the
-                    // run (the task became claimable a moment before): hand the claim back
-                    // for later without counting it as a failed attempt.
+                    // This process's previous attempt at the run has still not let go: hand
+                    // the claim back for later without counting it as a failed attempt.
                     Error::RunBusy { .. } => AttemptOutcome::Released {
                         not_before: Some(now.saturating_add(
                             i64::try_from(runner.retry_backoff_ms).unwrap_or(i64::MAX),
@@ -459,4 +460,24 @@ async fn work(engine: Engine, options: WorkerOptions, stop: CancellationToken) -
         }
     }
     report.lock().map(|report| *report).unwrap_or_default()
+}
+
+impl Engine {
+    /// Registers a claimed run as live in this process. The task of an attempt that just ended
+    /// here becomes claimable a moment before that attempt leaves the registry, so a busy
+    /// registry is given a short while to clear before the claim is handed back.
+    async fn register_live_after_previous_attempt(
+        &self,
+        run_id: &str,
+    ) -> Result<CancellationToken, Error> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.register_live(run_id) {
+                Err(Error::RunBusy { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                registered => return registered,
+            }
+        }
+    }
 }

@@ -37,6 +37,9 @@ struct Tables {
     ledger_keys: std::collections::HashSet<(String, String, String)>,
     spent: HashMap<String, u64>,
     events: Vec<EventRecord>,
+    // Like the databases: event ids are unique, and `seq` never repeats, even after deletes.
+    event_ids: std::collections::HashSet<String>,
+    last_event_seq: i64,
 }
 
 impl MemoryStore {
@@ -735,8 +738,20 @@ impl DurableStore for MemoryStore {
 
     async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
         let mut tables = self.lock()?;
+        let mut batch = std::collections::HashSet::new();
+        if let Some(duplicate) = events.iter().find(|event| {
+            tables.event_ids.contains(&event.event_id) || !batch.insert(&event.event_id)
+        }) {
+            return Err(StoreError::new(
+                StoreErrorKind::Conflict,
+                "append_events",
+                format!("event {} already exists", duplicate.event_id),
+            ));
+        }
         for event in events {
-            let seq = tables.events.len() as i64 + 1;
+            tables.last_event_seq += 1;
+            let seq = tables.last_event_seq;
+            tables.event_ids.insert(event.event_id.clone());
             tables.events.push(EventRecord {
                 event_id: event.event_id,
                 seq,
@@ -830,7 +845,16 @@ impl DurableStore for MemoryStore {
             .ledger_keys
             .retain(|(root, _, _)| !runs.contains(root));
         tables.spent.retain(|root, _| !runs.contains(root));
-        tables.events.retain(|event| !runs.contains(&event.run_id));
+        let Tables {
+            events, event_ids, ..
+        } = &mut *tables;
+        events.retain(|event| {
+            let keep = !runs.contains(&event.run_id);
+            if !keep {
+                event_ids.remove(&event.event_id);
+            }
+            keep
+        });
         Ok(true)
     }
 }

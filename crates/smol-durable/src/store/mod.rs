@@ -8,6 +8,7 @@
 
 mod memory;
 mod records;
+mod retry;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,7 @@ pub use records::{
     AttemptRecord, ClaimScope, EventRecord, LedgerEntry, OwnerRecord, RunRecord, State, StepKind,
     StepRecord, TaskRecord, WorkflowInfo,
 };
+pub(crate) use retry::RetryingStore;
 
 use crate::{StoreError, StoreErrorKind};
 

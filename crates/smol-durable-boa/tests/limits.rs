@@ -1,0 +1,186 @@
+//! Size limits (`Limits`): prompts, agent results, child and run results are refused with a
+//! clear error before they reach the database; oversized event payloads are stored truncated.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use smol_durable::store::RunFilter;
+use smol_durable::{
+    Engine, Error, Limits, MemoryStore, RunOutput, ScriptErrorKind, WorkflowSource,
+};
+use smol_durable_boa::BoaEngine;
+use smol_durable_testkit::ScriptedProvider;
+
+const META: &str = "export const meta = { name: \"limits\", description: \"limits\" };\n";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    engine: Engine,
+    provider: Arc<ScriptedProvider>,
+}
+
+fn setup(provider: ScriptedProvider) -> Setup {
+    let provider = Arc::new(provider);
+    let limits = Limits {
+        max_result_bytes: 10_000,
+        max_prompt_bytes: 1_000,
+        max_event_payload_bytes: 600,
+        ..Limits::default()
+    };
+    let engine = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .script_engine(Arc::new(BoaEngine::new()))
+        .provider(provider.clone())
+        .limits(limits)
+        .build()
+        .expect("engine");
+    Setup {
+        dir: tempfile::tempdir().expect("dir"),
+        engine,
+        provider,
+    }
+}
+
+impl Setup {
+    fn write(&self, name: &str, body: &str) -> WorkflowSource {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, format!("{META}{body}")).expect("write script");
+        WorkflowSource::from_file(&path).expect("read script")
+    }
+
+    async fn run(&self, name: &str, body: &str) -> Result<RunOutput, Error> {
+        let source = self.write(name, body);
+        tokio::time::timeout(Duration::from_secs(20), self.engine.run(source, json!({})))
+            .await
+            .expect("the run must not hang")
+    }
+
+    async fn only_root_run(&self) -> String {
+        let runs = self
+            .engine
+            .store()
+            .list_runs(&RunFilter::roots())
+            .await
+            .expect("runs");
+        assert_eq!(runs.len(), 1);
+        runs[0].run_id.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_prompt_over_the_limit_is_refused_before_the_provider_is_called() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let error = s
+        .run(
+            "prompt.mjs",
+            "export default await agent('p'.repeat(1001));\n",
+        )
+        .await
+        .expect_err("prompt too large");
+    assert!(
+        error
+            .to_string()
+            .contains("the agent prompt is 1001 bytes, more than the 1000-byte limit"),
+        "{error}"
+    );
+    assert_eq!(s.provider.call_count(), 0);
+    // At the limit is fine.
+    let fine = s
+        .run(
+            "fine.mjs",
+            "export default await agent('p'.repeat(1000));\n",
+        )
+        .await
+        .expect("a prompt at the limit");
+    assert_eq!(fine.result, json!(format!("echo: {}", "p".repeat(1000))));
+}
+
+#[tokio::test]
+async fn an_agent_result_over_the_limit_fails_its_step_and_is_billed() {
+    let big = "r".repeat(20_000);
+    let s = setup(ScriptedProvider::new("scripted").with_output("big", json!(big)));
+    let error = s
+        .run("agent.mjs", "export default await agent('big');\n")
+        .await
+        .expect_err("result too large");
+    let message = error.to_string();
+    assert!(
+        message.contains("the agent result is") && message.contains("max_result_bytes"),
+        "{message}"
+    );
+    let run_id = s.only_root_run().await;
+    let store = s.engine.store();
+    let steps = store.load_steps(&run_id).await.expect("steps");
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].state.as_str(), "failed");
+    assert_eq!(steps[0].result, None, "nothing oversized was stored");
+    let ledger = store.ledger_entries(&run_id).await.expect("ledger");
+    assert_eq!(ledger.len(), 1, "the call was paid for, so it is billed");
+}
+
+#[tokio::test]
+async fn a_run_or_child_result_over_the_limit_fails_with_a_limit_error() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let error = s
+        .run("run.mjs", "export default 'x'.repeat(20000);\n")
+        .await
+        .expect_err("run result too large");
+    match &error {
+        Error::Script(script) => assert_eq!(script.kind(), ScriptErrorKind::Limit),
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+    assert!(
+        error
+            .to_string()
+            .contains("the workflow result is 20002 bytes"),
+        "{error}"
+    );
+    let run_id = s.only_root_run().await;
+    let run = s.engine.store().get_run(&run_id).await.unwrap().unwrap();
+    assert_eq!(run.state.as_str(), "failed");
+    assert_eq!(run.completed_payload, None);
+
+    s.write("child.mjs", "export default 'c'.repeat(20000);\n");
+    let error = s
+        .run(
+            "parent.mjs",
+            "let caught;\ntry { await workflow({ scriptPath: './child.mjs' }); } catch (e) { caught = String(e.message ?? e); }\nexport default caught;\n",
+        )
+        .await
+        .expect("the parent catches its child's failure");
+    let caught = error.result.as_str().unwrap_or_default().to_owned();
+    assert!(caught.contains("result is 20002 bytes"), "{caught}");
+}
+
+#[tokio::test]
+async fn oversized_event_payloads_are_stored_truncated_with_a_marker() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let output = s
+        .run(
+            "events.mjs",
+            "export default (await agent('e'.repeat(900))).length;\n",
+        )
+        .await
+        .expect("run");
+    assert_eq!(output.result, json!(906));
+    let events = s
+        .engine
+        .store()
+        .read_events(&output.run_id, 0, 1_000)
+        .await
+        .expect("events");
+    let truncated: Vec<&Value> = events
+        .iter()
+        .map(|event| &event.payload)
+        .filter(|payload| payload.to_string().contains("\"truncated\":true"))
+        .collect();
+    assert!(!truncated.is_empty(), "{events:#?}");
+    for event in &events {
+        let size = event.payload.to_string().len();
+        // The data is bounded; the envelope (ids, times, type) adds a few hundred bytes.
+        assert!(size < 1_200, "{} is {size} bytes", event.event_type);
+    }
+}

@@ -1,0 +1,399 @@
+//! Retries of retryable store errors, in front of every store an engine uses.
+//!
+//! A database that drops a connection, restarts, or is briefly locked or overloaded answers
+//! with a retryable error ([`StoreErrorKind::Unavailable`]); the engine retries the operation
+//! with bounded, doubling backoff ([`StoreRetryPolicy`]) before the error reaches the run.
+//! Terminal errors (corrupt rows, conflicts, lost leases) pass through at once.
+//!
+//! A write whose failed try committed anyway is recognised on its retry and reported as the
+//! success it was (the `settle_retried_*` functions of [`decide`](crate::decide)): the retry
+//! of an insert finds its own fresh id, a claim its own owner and lease, a finish its own
+//! attempt already ended, an append its own event ids. A claim of the next task whose answer
+//! was lost cannot be recognised (nothing names it before it is made): that task waits for its
+//! lease to expire and is then claimed again, as after a crash.
+
+use std::future::Future;
+
+use async_trait::async_trait;
+
+use super::{
+    AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
+    CompleteStep, CreatedRun, DurableStore, EventRecord, FailStep, FinishAttempt, InsertStep,
+    LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome,
+    RunFilter, RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, StoreCapabilities,
+    StoreResult, TaskRecord,
+};
+use crate::decide::{
+    settle_retried_claim, settle_retried_completion, settle_retried_failure, settle_retried_insert,
+    store_retry_delay, StoreRetryPolicy,
+};
+use crate::StoreErrorKind;
+
+/// A store whose retryable errors are retried under a policy.
+#[derive(Debug)]
+pub(crate) struct RetryingStore {
+    inner: std::sync::Arc<dyn DurableStore>,
+    policy: StoreRetryPolicy,
+}
+
+/// What [`RetryingStore::retry`] saw: the last answer, and whether an earlier try failed in a
+/// way that may have committed its write.
+struct Tried<T> {
+    result: StoreResult<T>,
+    maybe_committed: bool,
+}
+
+impl RetryingStore {
+    pub(crate) fn new(inner: std::sync::Arc<dyn DurableStore>, policy: StoreRetryPolicy) -> Self {
+        Self { inner, policy }
+    }
+
+    async fn retry<T, F, Fut>(&self, operation: &'static str, call: F) -> Tried<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        self.retry_unless_done(operation, call, || async { Ok(None) })
+            .await
+    }
+
+    /// Like [`retry`](Self::retry), but before each retry asks `done` whether the failed try
+    /// took effect after all, and if so answers with what `done` found instead of repeating a
+    /// write that must not happen twice.
+    async fn retry_unless_done<T, F, Fut, D, DoneFut>(
+        &self,
+        operation: &'static str,
+        mut call: F,
+        mut done: D,
+    ) -> Tried<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+        D: FnMut() -> DoneFut,
+        DoneFut: Future<Output = StoreResult<Option<T>>>,
+    {
+        let mut failures = 0;
+        loop {
+            if failures > 0 {
+                match done().await {
+                    Ok(Some(value)) => {
+                        return Tried {
+                            result: Ok(value),
+                            maybe_committed: true,
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        return Tried {
+                            result: Err(error),
+                            maybe_committed: true,
+                        }
+                    }
+                }
+            }
+            let result = call().await;
+            let delay = match &result {
+                Err(error) if error.is_retryable() => {
+                    failures += 1;
+                    store_retry_delay(&self.policy, failures)
+                }
+                _ => None,
+            };
+            match delay {
+                Some(delay) => {
+                    if let Err(error) = &result {
+                        tracing::debug!(operation, failures, %error, "retrying store operation");
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    return Tried {
+                        result,
+                        maybe_committed: failures > 0,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Retries an operation that is safe to repeat as it is (reads, upserts, idempotent writes).
+    async fn idempotent<T, F, Fut>(&self, operation: &'static str, call: F) -> StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        self.retry(operation, call).await.result
+    }
+
+    /// Whether `attempt_id` of `task_id` exists and is in a state other than `running`, or
+    /// (with `running`) is running: how a retried start or finish recognises its first try.
+    async fn attempt_in_state(
+        &self,
+        task_id: &str,
+        attempt_id: &str,
+        running: bool,
+    ) -> StoreResult<Option<AttemptRecord>> {
+        let attempts = self
+            .idempotent("list_attempts", || self.inner.list_attempts(task_id))
+            .await?;
+        Ok(attempts.into_iter().find(|attempt| {
+            attempt.attempt_id == attempt_id && (attempt.state == State::Running) == running
+        }))
+    }
+}
+
+#[async_trait]
+impl DurableStore for RetryingStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        self.inner.capabilities()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn register_owner(&self, owner: OwnerRecord) -> StoreResult<()> {
+        self.idempotent("register_owner", || {
+            self.inner.register_owner(owner.clone())
+        })
+        .await
+    }
+
+    async fn get_owner(&self, owner_id: &str) -> StoreResult<Option<OwnerRecord>> {
+        self.idempotent("get_owner", || self.inner.get_owner(owner_id))
+            .await
+    }
+
+    async fn put_script(&self, hash: &str, source: &str) -> StoreResult<()> {
+        self.idempotent("put_script", || self.inner.put_script(hash, source))
+            .await
+    }
+
+    async fn get_script(&self, hash: &str) -> StoreResult<Option<String>> {
+        self.idempotent("get_script", || self.inner.get_script(hash))
+            .await
+    }
+
+    async fn create_run(&self, run: NewRun) -> StoreResult<CreatedRun> {
+        let tried = self
+            .retry("create_run", || self.inner.create_run(run.clone()))
+            .await;
+        match tried.result {
+            // Fresh ids: a conflict after a lost answer is our own first try.
+            Err(error) if tried.maybe_committed && error.kind() == StoreErrorKind::Conflict => {
+                let task = self.get_task(&run.task_id).await?;
+                let stored = self.get_run(&run.run_id).await?;
+                match (task, stored) {
+                    (Some(task), Some(stored)) if stored.task_id == task.task_id => {
+                        Ok(CreatedRun {
+                            task,
+                            run: stored,
+                            created: true,
+                        })
+                    }
+                    _ => Err(error),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn create_child_run(&self, child: NewChildRun) -> StoreResult<RunRecord> {
+        self.idempotent("create_child_run", || {
+            self.inner.create_child_run(child.clone())
+        })
+        .await
+    }
+
+    async fn finish_child_run(
+        &self,
+        run_id: &str,
+        outcome: RunOutcome,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.idempotent("finish_child_run", || {
+            self.inner.finish_child_run(run_id, outcome.clone(), now)
+        })
+        .await
+    }
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
+        self.idempotent("get_run", || self.inner.get_run(run_id))
+            .await
+    }
+
+    async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
+        self.idempotent("get_task", || self.inner.get_task(task_id))
+            .await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        self.idempotent("list_runs", || self.inner.list_runs(filter))
+            .await
+    }
+
+    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        self.idempotent("list_attempts", || self.inner.list_attempts(task_id))
+            .await
+    }
+
+    async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart> {
+        // Starting again would fail our own first attempt as abandoned: look for it first.
+        self.retry_unless_done(
+            "start_attempt",
+            || self.inner.start_attempt(start.clone()),
+            || async {
+                let ours = self
+                    .attempt_in_state(&start.task_id, &start.attempt_id, true)
+                    .await?;
+                Ok(ours.map(AttemptStart::Started))
+            },
+        )
+        .await
+        .result
+    }
+
+    async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()> {
+        let tried = self
+            .retry("finish_attempt", || {
+                self.inner.finish_attempt(finish.clone())
+            })
+            .await;
+        match tried.result {
+            Err(error) if tried.maybe_committed && error.kind() == StoreErrorKind::LeaseLost => {
+                match self
+                    .attempt_in_state(&finish.task_id, &finish.attempt_id, false)
+                    .await?
+                {
+                    Some(_) => Ok(()),
+                    None => Err(error),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>> {
+        self.idempotent("claim_next_task", || {
+            self.inner.claim_next_task(claim.clone())
+        })
+        .await
+    }
+
+    async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>> {
+        self.idempotent("load_steps", || self.inner.load_steps(run_id))
+            .await
+    }
+
+    async fn get_step(
+        &self,
+        run_id: &str,
+        checkpoint_name: &str,
+    ) -> StoreResult<Option<StepRecord>> {
+        self.idempotent("get_step", || self.inner.get_step(run_id, checkpoint_name))
+            .await
+    }
+
+    async fn insert_step(&self, step: NewStep) -> StoreResult<InsertStep> {
+        let tried = self
+            .retry("insert_step", || self.inner.insert_step(step.clone()))
+            .await;
+        match tried.result {
+            Ok(outcome) if tried.maybe_committed => Ok(settle_retried_insert(&step, outcome)),
+            other => other,
+        }
+    }
+
+    async fn claim_step(&self, claim: ClaimStep) -> StoreResult<StepCas> {
+        let tried = self
+            .retry("claim_step", || self.inner.claim_step(claim.clone()))
+            .await;
+        match tried.result {
+            Ok(outcome) if tried.maybe_committed => Ok(settle_retried_claim(&claim, outcome)),
+            other => other,
+        }
+    }
+
+    async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas> {
+        let tried = self
+            .retry("complete_step", || {
+                self.inner.complete_step(complete.clone())
+            })
+            .await;
+        match tried.result {
+            Ok(outcome) if tried.maybe_committed => {
+                Ok(settle_retried_completion(&complete, outcome))
+            }
+            other => other,
+        }
+    }
+
+    async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas> {
+        let tried = self
+            .retry("fail_step", || self.inner.fail_step(fail.clone()))
+            .await;
+        match tried.result {
+            Ok(outcome) if tried.maybe_committed => Ok(settle_retried_failure(&fail, outcome)),
+            other => other,
+        }
+    }
+
+    async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome> {
+        self.idempotent("renew_leases", || self.inner.renew_leases(renew.clone()))
+            .await
+    }
+
+    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
+        self.idempotent("budget_spent", || self.inner.budget_spent(root_run_id))
+            .await
+    }
+
+    async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>> {
+        self.idempotent("ledger_entries", || self.inner.ledger_entries(root_run_id))
+            .await
+    }
+
+    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
+        let tried = self
+            .retry("append_events", || self.inner.append_events(events.clone()))
+            .await;
+        match tried.result {
+            // Event ids are fresh and a batch is one transaction: a duplicate id after a lost
+            // answer means the whole batch is stored.
+            Err(error) if tried.maybe_committed && error.kind() == StoreErrorKind::Conflict => {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.idempotent("read_events", || {
+            self.inner.read_events(run_id, after_seq, limit)
+        })
+        .await
+    }
+
+    async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
+        self.idempotent("request_cancel", || self.inner.request_cancel(run_id, now))
+            .await
+    }
+
+    async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
+        self.idempotent("delete_task", || self.inner.delete_task(task_id))
+            .await
+    }
+
+    async fn work_available(&self) {
+        self.inner.work_available().await;
+    }
+
+    async fn step_finished(&self, step_id: &str) {
+        self.inner.step_finished(step_id).await;
+    }
+}
