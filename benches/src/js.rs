@@ -85,6 +85,27 @@ pub async fn cold_start(iterations: usize) -> anyhow::Result<Duration> {
     Ok(samples[samples.len() / 2])
 }
 
+/// The argument that makes the bench binary serve the isolated engine's protocol.
+pub const SCRIPT_HOST_ARG: &str = "script-host";
+
+/// [`cold_start`] in the isolated mode: a child process per evaluation (this binary, serving
+/// the protocol), so the difference is the isolation's overhead per run.
+pub async fn cold_start_isolated(iterations: usize) -> anyhow::Result<Duration> {
+    let engine =
+        smol_durable_boa::IsolatedEngine::new(std::env::current_exe()?).args([SCRIPT_HOST_ARG]);
+    let source = WorkflowSource::inline("/tmp/cold.mjs", TWENTY_LINES);
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let started = Instant::now();
+        engine
+            .evaluate(invocation(&source, Arc::new(BareHost::default())))
+            .await?;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    Ok(samples[samples.len() / 2])
+}
+
 /// Mean time of one `await agent()` round trip between the script and the host.
 pub async fn round_trip(calls: usize) -> anyhow::Result<Duration> {
     loop_time(calls, "await agent(\"x\")").await

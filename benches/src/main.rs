@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release -p smol-durable-benches            # full table
 //! cargo run --release -p smol-durable-benches -- --quick # smaller shapes
-//! scripts/bench [--quick] [--postgres-only]               # the same plus PostgreSQL
+//! scripts/bench [--quick] [--postgres-only] [--js-only]   # the same plus PostgreSQL
 //! ```
 //!
 //! The PostgreSQL table is printed when `SMOL_DURABLE_TEST_POSTGRES_URL` names a server;
@@ -232,6 +232,7 @@ fn js_table(quick: bool) -> anyhow::Result<()> {
         (100, 10_000, 100)
     };
     let cold = runtime.block_on(js::cold_start(cold_runs))?;
+    let isolated = runtime.block_on(js::cold_start_isolated(cold_runs))?;
     let trip = runtime.block_on(js::round_trip(calls))?;
     let bare = runtime.block_on(js::plain_await(calls))?;
     let step = runtime.block_on(js::engine_step(calls))?;
@@ -246,6 +247,18 @@ fn js_table(quick: bool) -> anyhow::Result<()> {
         format!("cold start, median of {cold_runs}"),
         cold.as_secs_f64() * 1e3,
         "≤ 5 ms"
+    );
+    println!(
+        "{:<44} {:>11.2} ms {:>12}",
+        format!("  isolated mode (child process), median of {cold_runs}"),
+        isolated.as_secs_f64() * 1e3,
+        ""
+    );
+    println!(
+        "{:<44} {:>11.2} ms {:>12}",
+        "  isolation overhead per run",
+        isolated.saturating_sub(cold).as_secs_f64() * 1e3,
+        "≤ 10 ms"
     );
     println!(
         "{:<44} {:>11.1} µs {:>12}",
@@ -437,12 +450,20 @@ fn probe_fsync(dir: &Path) -> anyhow::Result<Duration> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(js::SCRIPT_HOST_ARG) {
+        // The child of the isolated-engine scenario.
+        smol_durable_boa::serve_script_host();
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--scenario") {
         return child_main(&args);
     }
     let quick = args.iter().any(|a| a == "--quick");
     if args.iter().any(|a| a == "--postgres-only") {
         return postgres_table(quick);
+    }
+    if args.iter().any(|a| a == "--js-only") {
+        return js_table(quick);
     }
     let trace = strace_available();
     let dir = tempfile::tempdir()?;

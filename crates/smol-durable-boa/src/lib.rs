@@ -15,6 +15,7 @@
 //! calls concurrently. `meta` is read by a literal parser without running anything.
 #![deny(missing_docs)]
 
+mod isolated;
 mod loader;
 mod meta;
 mod runtime;
@@ -30,6 +31,7 @@ use smol_durable::{
     WorkflowSource,
 };
 
+pub use isolated::{serve_script_host, IsolatedEngine, IsolationLimits};
 pub use meta::{meta_value, read_meta, MISSING_DEFAULT, MISSING_META, NON_LITERAL_META};
 
 /// Stack of each JavaScript thread: deep recursion in scripts and in value conversion must fail

@@ -19,17 +19,27 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use smol_durable::DurableStore;
 use smol_durable::{CommandProvider, DebugProvider, Engine, SessionLogDir};
-use smol_durable_boa::BoaEngine;
+use smol_durable::{DurableStore, ScriptEngine};
+use smol_durable_boa::{BoaEngine, IsolatedEngine, IsolationLimits};
 use smol_durable_openai::OpenAiProvider;
 use smol_durable_postgres::PostgresStore;
 use smol_durable_sqlite::SqliteStore;
 
-use crate::cli::{Cli, Command, ProviderArgs};
+use crate::cli::{Cli, Command, ProviderArgs, ScriptEngineKind};
 use crate::commands::Outcome;
 
+/// The hidden first argument that makes this binary the child process of the isolated script
+/// engine (see `smol_durable_boa::IsolatedEngine`).
+const SCRIPT_HOST_ARG: &str = "__script-host";
+
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == SCRIPT_HOST_ARG)
+    {
+        return smol_durable_boa::serve_script_host();
+    }
     let argv: Result<Vec<String>, _> = std::env::args_os().map(|arg| arg.into_string()).collect();
     let argv = match argv {
         Ok(argv) => argv,
@@ -119,7 +129,8 @@ async fn execute(
         _ => None,
     };
     let store = store(cli.db.as_deref()).await?;
-    let engine = engine(store, providers, sessions, lease_ttl)?;
+    let scripts = script_engine(&cli)?;
+    let engine = engine(store, scripts, providers, sessions, lease_ttl)?;
     match cli.command {
         Command::Run(options) => commands::run(&engine, options, cli_args).await,
         Command::Submit(options) => commands::submit(&engine, options, cli_args).await,
@@ -151,16 +162,40 @@ async fn store(db: Option<&str>) -> anyhow::Result<Arc<dyn DurableStore>> {
     Ok(Arc::new(store))
 }
 
+/// The JavaScript engine the options choose.
+fn script_engine(cli: &Cli) -> anyhow::Result<Arc<dyn ScriptEngine>> {
+    Ok(match cli.script_engine {
+        ScriptEngineKind::InProcess => Arc::new(BoaEngine::new()),
+        ScriptEngineKind::Isolated => {
+            if cli.script_cpu_seconds == 0 || cli.script_memory_mb == 0 {
+                bail!("--script-cpu-seconds and --script-memory-mb must be at least 1");
+            }
+            let program = std::env::current_exe().context(
+                "cannot find this program to run scripts isolated (use --script-engine in-process)",
+            )?;
+            let limits = IsolationLimits::default()
+                .cpu_seconds(cli.script_cpu_seconds)
+                .memory_bytes(cli.script_memory_mb.saturating_mul(1024 * 1024));
+            Arc::new(
+                IsolatedEngine::new(program)
+                    .args([SCRIPT_HOST_ARG])
+                    .limits(limits),
+            )
+        }
+    })
+}
+
 /// The engine on the store, with the built-in providers the options configure.
 fn engine(
     store: Arc<dyn DurableStore>,
+    scripts: Arc<dyn ScriptEngine>,
     providers: Option<&ProviderArgs>,
     sessions: Option<&std::path::Path>,
     lease_ttl: Option<std::time::Duration>,
 ) -> anyhow::Result<Engine> {
     let mut builder = Engine::builder()
         .store(store)
-        .script_engine(Arc::new(BoaEngine::new()))
+        .script_engine(scripts)
         .provider(Arc::new(DebugProvider));
     if let Some(ttl) = lease_ttl {
         builder = builder.lease_ttl(ttl);
