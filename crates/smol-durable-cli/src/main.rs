@@ -153,7 +153,13 @@ async fn store(db: Option<&str>) -> anyhow::Result<Arc<dyn DurableStore>> {
         None => default_db()?,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
+        // Directories made here are private like the database itself.
+        let mut directories = std::fs::DirBuilder::new();
+        directories.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut directories, 0o700);
+        directories
+            .create(parent)
             .with_context(|| format!("cannot create the directory of --db {}", path.display()))?;
     }
     let store = SqliteStore::open(&path)

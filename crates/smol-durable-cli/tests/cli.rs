@@ -817,3 +817,245 @@ fn a_non_utf8_argument_is_an_error_not_a_panic() {
         stderr(&output)
     );
 }
+
+#[test]
+fn scripts_run_isolated_by_default_under_a_cpu_limit_or_in_process_on_request() {
+    let cli = Cli::new();
+    let spin = cli.write(
+        "spin.mjs",
+        "export const meta = { name: \"spin\", description: \"spins\" };\nwhile (true) {}\nexport default 1;\n",
+    );
+    let started = Instant::now();
+    let output = cli.run(&["run", &spin, "--script-cpu-seconds", "1"]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(error.contains("CPU time limit of 1 s"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // The same binary still runs well-behaved scripts either way.
+    for engine in ["isolated", "in-process"] {
+        let output = cli.json(&[
+            "--script-engine",
+            engine,
+            "run",
+            &hello(),
+            "--args-name",
+            "Ada",
+        ]);
+        assert_eq!(
+            output["results"]["greeting"],
+            json!("echo: Say hello to Ada"),
+            "{engine}"
+        );
+    }
+    let output = cli.run(&["--script-engine", "elsewhere", "run", &hello()]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("isolated, in-process"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+// Security review (docs/reliability.md#security): each property a test.
+
+#[cfg(unix)]
+#[test]
+fn the_database_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let cli = Cli::new();
+    // A slow call keeps the WAL and shared-memory files present while the mode is read.
+    let script = cli.write(
+        "slow.mjs",
+        &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait agent(\"a\");\nawait sleep(1500);\nexport default 1;\n"),
+    );
+    let mut child = cli.spawn(&["run", &script]);
+    let db = cli.db();
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !wal.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for path in [
+        db.clone(),
+        wal,
+        PathBuf::from(format!("{}-shm", db.display())),
+    ] {
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{} has mode {:o}",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    let directory = std::fs::metadata(db.parent().expect("a directory"))
+        .expect("directory")
+        .permissions()
+        .mode();
+    assert_eq!(directory & 0o777, 0o700, "the directory the CLI created");
+    assert!(child.wait().expect("wait").success());
+}
+
+#[test]
+fn an_api_key_never_reaches_the_database_events_or_logs() {
+    use smol_durable_testkit::{StubHttpServer, StubResponse};
+    const KEY: &str = "sk-test-NEVER-STORE-THIS-0123456789";
+    let answer = StubResponse::json(
+        200,
+        json!({
+            "id": "chatcmpl-1",
+            "model": "stub",
+            "choices": [{ "message": { "role": "assistant", "content": "ok" } }],
+            "usage": { "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2 }
+        }),
+    );
+    // The second call is refused, so error paths are covered too.
+    let refusal = StubResponse::json(401, json!({ "error": { "message": "bad key" } }));
+    let server = StubHttpServer::start(vec![answer, refusal]);
+    let cli = Cli::new();
+    let sessions = cli.dir.path().join("sessions");
+    let script = cli.write(
+        "ask.mjs",
+        &format!("{META}const a = await agent(\"ask\");\nlet b;\ntry {{ b = await agent(\"again\"); }} catch (e) {{ b = String(e); }}\nexport default [a, b];\n"),
+    );
+    let output = cli
+        .command(&[
+            "run",
+            &script,
+            "--agent-provider",
+            "openai",
+            "--log-level",
+            "trace",
+        ])
+        .args(["--save-raw-sessions", sessions.to_str().unwrap()])
+        .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
+        .env("OPENAI_API_KEY", KEY)
+        .env("OPENAI_MODEL", "stub-model")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        server.requests()[0].header("authorization"),
+        Some(&*format!("Bearer {KEY}"))
+    );
+    let run_id = cli.run_ids().pop().expect("a run");
+    let events = cli.run(&["events", &run_id]);
+    let mut places: Vec<(String, Vec<u8>)> = vec![
+        ("stdout".into(), output.stdout.clone()),
+        ("stderr".into(), output.stderr.clone()),
+        ("events".into(), events.stdout),
+    ];
+    let mut files = vec![
+        cli.db(),
+        PathBuf::from(format!("{}-wal", cli.db().display())),
+    ];
+    for entry in walk(&sessions) {
+        files.push(entry);
+    }
+    for file in files {
+        if let Ok(bytes) = std::fs::read(&file) {
+            places.push((file.display().to_string(), bytes));
+        }
+    }
+    for (place, bytes) in &places {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(KEY), "the API key leaked into {place}");
+        assert!(
+            !text.contains("NEVER-STORE"),
+            "part of the API key leaked into {place}"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn the_command_provider_runs_its_program_without_a_shell() {
+    let cli = Cli::new();
+    let marker = cli.dir.path().join("pwned");
+    // Shell syntax in the configured command and in the prompt stays inert text.
+    let command = format!(
+        "/bin/echo $(touch {m}) `touch {m}` ; touch {m}",
+        m = marker.display()
+    );
+    let script = cli.write(
+        "inject.mjs",
+        &format!(
+            "{META}export default await agent(\"$(touch {m}) `touch {m}`; touch {m}\");\n",
+            m = marker.display()
+        ),
+    );
+    let output = cli.run(&[
+        "run",
+        &script,
+        "--agent-provider",
+        "command",
+        "--agent-command",
+        &command,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: Value = serde_json::from_slice(&output.stdout).expect("json");
+    // echo printed its arguments verbatim: no shell expanded them.
+    let printed = value["results"].as_str().unwrap_or_default().to_owned();
+    assert!(printed.contains("$(touch"), "{printed}");
+    assert!(
+        !marker.exists(),
+        "a shell ran part of the command or prompt"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn imports_and_child_workflows_cannot_leave_the_workflow_directory_through_symlinks() {
+    let cli = Cli::new();
+    let outside = cli.write(
+        "outside.mjs",
+        &format!("{META}export const secret = 42;\nexport default 42;\n"),
+    );
+    let root = cli.dir.path().join("flows");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, root.join("link.mjs")).expect("symlink");
+    let importer = root.join("import.mjs");
+    std::fs::write(
+        &importer,
+        format!("{META}import {{ secret }} from \"./link.mjs\";\nexport default secret;\n"),
+    )
+    .expect("write");
+    let caller = root.join("call.mjs");
+    std::fs::write(
+        &caller,
+        format!("{META}export default await workflow({{ scriptPath: \"./link.mjs\" }});\n"),
+    )
+    .expect("write");
+    for script in [&importer, &caller] {
+        let output = cli.run(&["run", script.to_str().unwrap()]);
+        assert!(
+            !output.status.success(),
+            "{} must be refused",
+            script.display()
+        );
+        let error = stderr(&output);
+        assert!(error.contains("outside"), "{}: {error}", script.display());
+    }
+}

@@ -167,6 +167,7 @@ impl SqliteStore {
 
     fn open_blocking(path: PathBuf, options: SqliteOptions) -> StoreResult<Self> {
         check_directory(&path)?;
+        create_owner_only(&path)?;
         let connection = connection::open(&path, options.busy_timeout)?;
         migrate::migrate(&connection, SystemClock.now_ms())?;
         let writer = Writer::spawn(connection, options.durability)?;
@@ -248,6 +249,26 @@ fn check_directory(path: &Path) -> StoreResult<()> {
             unusable(format!("directory {} is read-only", directory.display()))
         }
         Ok(_) => Ok(()),
+    }
+}
+
+/// Creates a missing database file readable and writable by its owner only (prompts, results
+/// and transcripts are private). SQLite gives the `-wal` and `-shm` files it creates next to it
+/// the same permissions. An existing file keeps the permissions its owner chose.
+fn create_owner_only(path: &Path) -> StoreResult<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::new(
+            StoreErrorKind::Unavailable,
+            "open",
+            format!("cannot create SQLite database {}: {error}", path.display()),
+        )
+        .with_source(error)),
     }
 }
 

@@ -150,6 +150,7 @@ macro_rules! store_conformance_tests {
             unfinished_children_end_with_their_attempt,
             runner_tasks_stop_after_max_attempts,
             released_attempts_do_not_use_up_max_attempts,
+            text_that_looks_like_sql_is_stored_as_data,
         );
     };
 }
@@ -1404,6 +1405,133 @@ pub async fn scripts_are_content_addressed(fixture: Fixture) {
         Some("export default 'ü'")
     );
     assert_eq!(other.get_script("h2").await.expect("get"), None);
+}
+
+/// Values are bound, never spliced into SQL: text made of SQL syntax (quotes, comments,
+/// statement separators, `LIKE` wildcards) in every user-controlled field round-trips as data,
+/// matches nothing it should not, and every table is still there afterwards.
+pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
+    const HOSTILE: &str = "x'); DROP TABLE sw_workflow_runs; -- \" \\ %_ */ /* $1 ?1 ::jsonb ✓";
+    let store = fixture.store.as_ref();
+    let mut workflow = WorkflowInfo::new();
+    workflow.script_path = Some(format!("flows/{HOSTILE}.mjs"));
+    workflow.metadata = Some(json!({ "name": HOSTILE, "description": HOSTILE }));
+    let mut new = NewRun::new(
+        ClaimScope::Runner,
+        OWNER,
+        workflow,
+        json!({ HOSTILE: HOSTILE }),
+        0,
+    );
+    new.idempotency_key = Some(HOSTILE.to_owned());
+    let created = store.create_run(new).await.expect("create_run");
+    let run_id = created.run.run_id.clone();
+    let sig = StepSignature::agent(
+        "root",
+        "p",
+        HOSTILE,
+        &json!({ HOSTILE: 1 }),
+        Some(HOSTILE),
+        None,
+    );
+    let inserted = store
+        .insert_step(NewStep {
+            step_id: smol_durable::new_id("step"),
+            run_id: run_id.clone(),
+            root_run_id: run_id.clone(),
+            kind: StepKind::Agent,
+            checkpoint_name: format!("{HOSTILE}:{}", sig.base_checkpoint()),
+            input_signature_hash: sig.hash.clone(),
+            input_signature_json: sig.json.clone(),
+            input: json!({ "prompt": HOSTILE }),
+            worker_id: HOSTILE.to_owned(),
+            lease_expires_at: 100,
+            now: 1,
+        })
+        .await
+        .expect("insert_step");
+    let InsertStep::Inserted(step) = inserted else {
+        panic!("a fresh checkpoint inserts")
+    };
+    store
+        .put_script(HOSTILE, HOSTILE)
+        .await
+        .expect("put_script");
+    store
+        .append_events(vec![NewEvent {
+            event_id: smol_durable::new_id("evt"),
+            run_id: run_id.clone(),
+            root_run_id: run_id.clone(),
+            attempt_id: None,
+            step_id: None,
+            event_type: HOSTILE.to_owned(),
+            payload: json!({ HOSTILE: HOSTILE }),
+            created_at: 2,
+        }])
+        .await
+        .expect("append_events");
+
+    let other = fixture.another_handle().await;
+    let run = other
+        .get_run(&run_id)
+        .await
+        .expect("get_run")
+        .expect("the run");
+    assert_eq!(run.args, json!({ HOSTILE: HOSTILE }));
+    assert_eq!(
+        run.workflow.script_path.as_deref(),
+        Some(format!("flows/{HOSTILE}.mjs").as_str())
+    );
+    assert_eq!(
+        run.workflow.metadata,
+        Some(json!({ "name": HOSTILE, "description": HOSTILE }))
+    );
+    let found = other
+        .get_step(&run_id, &step.checkpoint_name)
+        .await
+        .expect("get_step")
+        .expect("the step");
+    assert_eq!(found.input, json!({ "prompt": HOSTILE }));
+    assert_eq!(found.worker_id.as_deref(), Some(HOSTILE));
+    assert_eq!(found.input_signature_json, sig.json);
+    assert_eq!(
+        other
+            .get_script(HOSTILE)
+            .await
+            .expect("get_script")
+            .as_deref(),
+        Some(HOSTILE)
+    );
+    let events = other
+        .read_events(&run_id, 0, 10)
+        .await
+        .expect("read_events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, HOSTILE);
+    assert_eq!(events[0].payload, json!({ HOSTILE: HOSTILE }));
+    // `LIKE` wildcards in a name filter match literally.
+    let mut named = RunFilter::roots();
+    named.name_contains = Some("%_".to_owned());
+    assert_eq!(other.list_runs(&named).await.expect("list").len(), 1);
+    named.name_contains = Some("%x%_%".to_owned());
+    assert!(other.list_runs(&named).await.expect("list").is_empty());
+    // The same key finds the same task; the tables are all still there.
+    let again = NewRun::new(ClaimScope::Runner, OWNER, WorkflowInfo::new(), json!({}), 3);
+    let again = NewRun {
+        idempotency_key: Some(HOSTILE.to_owned()),
+        ..again
+    };
+    let second = other.create_run(again).await.expect("create_run again");
+    assert!(!second.created);
+    assert_eq!(second.task.task_id, created.task.task_id);
+    assert_eq!(
+        other
+            .list_runs(&RunFilter::default())
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
 }
 
 /// Creating a task with an idempotency key already used in the scope returns the first task.

@@ -96,11 +96,26 @@ mod tests {
         assert_eq!(saved["raw"]["transcript"], json!(["a", "b"]));
         assert_eq!(saved["sessionId"], json!("s1"));
         assert_eq!(saved["provider"], json!("debug"));
-        let error = sink
-            .save("debug", "../x", "step_1", &response)
-            .await
-            .expect_err("refused");
-        assert!(error.to_string().contains("refusing"), "{error}");
+        for (run_id, step_id) in [
+            ("../x", "step_1"),
+            ("run_1", "../../escaped"),
+            ("run_1", "/etc/passwd"),
+            ("run_1", ""),
+            ("run_1", "a/b"),
+            (".", "step_1"),
+        ] {
+            let error = sink
+                .save("debug", run_id, step_id, &response)
+                .await
+                .expect_err("refused");
+            assert!(error.to_string().contains("refusing"), "{error}");
+        }
+        assert!(
+            !dir.join("escaped.json").exists()
+                && !dir
+                    .parent()
+                    .is_some_and(|p| p.join("escaped.json").exists())
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
