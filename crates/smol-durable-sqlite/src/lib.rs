@@ -27,6 +27,8 @@
 #![deny(missing_docs)]
 
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 mod migrate;
 mod rows;
 mod sql;

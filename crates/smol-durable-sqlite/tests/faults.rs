@@ -288,3 +288,54 @@ fn many_connections_creating_one_new_database_all_open_it() {
         }
     }
 }
+
+/// The step-row decoder the fuzz target drives (`fuzz/fuzz_targets/step_row.rs`): a well-formed
+/// row decodes; each kind of damage is a `Corrupt` error naming the column, never a panic.
+#[test]
+fn any_step_row_decodes_or_is_a_corrupt_error() {
+    use smol_durable_sqlite::fuzzing::{decode_step, Column};
+    let text = |value: &str| Column::Text(value.to_owned());
+    let good = vec![
+        text("step_1"),
+        text("run_1"),
+        text("run_1"),
+        text("agent"),
+        text("step:sig_x"),
+        text("x"),
+        text("{}"),
+        text("completed"),
+        text("{}"),
+        text("{\"output\":1}"),
+        Column::Null,
+        text("owner_1"),
+        Column::Integer(5),
+        Column::Integer(1),
+        Column::Integer(0),
+        Column::Integer(0),
+        Column::Integer(0),
+    ];
+    let row = decode_step(&good).expect("a well-formed row decodes");
+    assert_eq!(
+        (row.attempts, row.result),
+        (1, Some(serde_json::json!({"output": 1})))
+    );
+    let damage = [
+        (8, text("{"), "input_json"),
+        (13, Column::Integer(-1), "attempts"),
+        (13, Column::Real(1.5), "attempts"),
+        (0, Column::Blob(vec![0xff, 0xfe]), "step_id"),
+        (7, Column::Integer(3), "state"),
+        (12, text("soon"), "lease_expires_at"),
+    ];
+    for (index, value, column) in damage {
+        let mut row = good.clone();
+        row[index] = value;
+        let error = decode_step(&row).expect_err("damaged");
+        assert_eq!(error.kind(), StoreErrorKind::Corrupt, "{error}");
+        assert!(error.to_string().contains(column), "{error}");
+    }
+    assert!(
+        decode_step(&good[..5]).is_err(),
+        "missing columns read as NULL"
+    );
+}
