@@ -71,18 +71,7 @@ export default result;
 
 /// Median wall time to create a context, parse and evaluate a 20-line module.
 pub async fn cold_start(iterations: usize) -> anyhow::Result<Duration> {
-    let engine = BoaEngine::new();
-    let source = WorkflowSource::inline("/tmp/cold.mjs", TWENTY_LINES);
-    let mut samples = Vec::with_capacity(iterations);
-    for _ in 0..iterations {
-        let started = Instant::now();
-        engine
-            .evaluate(invocation(&source, Arc::new(BareHost::default())))
-            .await?;
-        samples.push(started.elapsed());
-    }
-    samples.sort();
-    Ok(samples[samples.len() / 2])
+    median_evaluation(&BoaEngine::new(), iterations).await
 }
 
 /// The argument that makes the bench binary serve the isolated engine's protocol.
@@ -93,6 +82,13 @@ pub const SCRIPT_HOST_ARG: &str = "script-host";
 pub async fn cold_start_isolated(iterations: usize) -> anyhow::Result<Duration> {
     let engine =
         smol_durable_boa::IsolatedEngine::new(std::env::current_exe()?).args([SCRIPT_HOST_ARG]);
+    median_evaluation(&engine, iterations).await
+}
+
+async fn median_evaluation(
+    engine: &dyn smol_durable::ScriptEngine,
+    iterations: usize,
+) -> anyhow::Result<Duration> {
     let source = WorkflowSource::inline("/tmp/cold.mjs", TWENTY_LINES);
     let mut samples = Vec::with_capacity(iterations);
     for _ in 0..iterations {

@@ -251,26 +251,31 @@ fn exit_error(status: std::process::ExitStatus, limits: &IsolationLimits) -> Scr
         use std::os::unix::process::ExitStatusExt;
         const SIGABRT: i32 = 6;
         const SIGKILL: i32 = 9;
-        const SIGSEGV: i32 = 11;
         const SIGXCPU: i32 = 24;
+        // Only the limits this process set are `Limit` errors (which are not retried); a kill
+        // from outside (the machine's OOM killer, an operator) or a crash may not repeat.
         match status.signal() {
-            Some(SIGXCPU) | Some(SIGKILL) => {
+            Some(SIGXCPU) => {
                 return limit(format!(
                     "the workflow's JavaScript was stopped: it used more than its CPU time \
-                     limit of {} s (IsolationLimits::cpu_seconds) or was killed for memory",
+                     limit of {} s (IsolationLimits::cpu_seconds)",
                     limits.cpu_seconds
                 ))
             }
-            Some(SIGABRT) | Some(SIGSEGV) => {
+            Some(SIGABRT) => {
                 return limit(format!(
-                    "the workflow's JavaScript process crashed: it ran out of memory (limit \
-                     {} bytes, IsolationLimits::memory_bytes) or stack",
+                    "the workflow's JavaScript process ran out of memory (limit {} bytes, \
+                     IsolationLimits::memory_bytes) or stack",
                     limits.memory_bytes
                 ))
             }
-            Some(signal) => {
-                return internal(format!("the script process was killed by signal {signal}"))
+            Some(SIGKILL) => {
+                return internal(
+                    "the script process was killed (SIGKILL: the machine ran out of memory, or \
+                     someone killed it)",
+                )
             }
+            Some(signal) => return internal(format!("the script process died of signal {signal}")),
             None => {}
         }
     }
@@ -306,7 +311,6 @@ impl ScriptEngine for IsolatedEngine {
         let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(internal("the script process has no pipes"));
         };
-        let mut stdout = BufReader::new(stdout);
         let start = ToChild::Start {
             path: source.path,
             text: source.text,
@@ -317,17 +321,44 @@ impl ScriptEngine for IsolatedEngine {
             loop_iteration_limit: self.in_process.loop_iteration_limit,
         };
         send(&mut stdin, &start).await?;
-        let mut in_flight = FuturesUnordered::new();
+        // Reading and writing run on tasks of their own: a read is never cut off halfway by
+        // an answer becoming ready, and neither side's pipe filling up can stall the other.
+        // Both end with the evaluation (dropped channels, or aborted with it).
+        let (messages, mut from_child) = tokio::sync::mpsc::unbounded_channel();
         // A message carries at most a result or a prompt, plus its envelope.
         let max_message = self.limits.max_output_bytes.saturating_add(64 * 1024);
-        loop {
+        let reader = AbortOnDrop(tokio::spawn(async move {
+            let mut stdout = BufReader::new(stdout);
+            loop {
+                let message = read_line_at_most(&mut stdout, max_message).await;
+                let last = !matches!(message, Ok(Some(_)));
+                if messages.send(message).is_err() || last {
+                    return;
+                }
+            }
+        }));
+        let (answers, mut to_child) = tokio::sync::mpsc::unbounded_channel::<ToChild>();
+        let writer = AbortOnDrop(tokio::spawn(async move {
+            while let Some(answer) = to_child.recv().await {
+                // A child that has died is noticed by the reader.
+                if send(&mut stdin, &answer).await.is_err() {
+                    return;
+                }
+            }
+        }));
+        let mut in_flight = FuturesUnordered::new();
+        let outcome = loop {
             tokio::select! {
-                line = read_line_at_most(&mut stdout, max_message) => {
-                    let Some(line) = line? else {
-                        let status = child.wait().await.map_err(|error| {
-                            internal(format!("cannot wait for the script process: {error}"))
-                        })?;
-                        return Err(exit_error(status, &self.limits));
+                message = from_child.recv() => {
+                    let line = match message {
+                        Some(Ok(Some(line))) => line,
+                        Some(Err(error)) => break Err(error),
+                        Some(Ok(None)) | None => {
+                            let status = child.wait().await.map_err(|error| {
+                                internal(format!("cannot wait for the script process: {error}"))
+                            })?;
+                            break Err(exit_error(status, &self.limits));
+                        }
                     };
                     match serde_json::from_str::<FromChild>(&line) {
                         // The host does its bookkeeping now, in the order the script calls.
@@ -337,22 +368,31 @@ impl ScriptEngine for IsolatedEngine {
                         }
                         Ok(FromChild::Done { result }) => {
                             let _ = child.wait().await;
-                            return result.map_err(ScriptError::from);
+                            break result.map_err(ScriptError::from);
                         }
                         Err(error) => {
-                            return Err(internal(format!(
+                            break Err(internal(format!(
                                 "the script process sent a malformed message: {error}"
                             )))
                         }
                     }
                 }
                 Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    let answer = ToChild::Answer { id, result, budget: host.budget() };
-                    // A child that has died is noticed by the read above.
-                    let _ = send(&mut stdin, &answer).await;
+                    let _ = answers.send(ToChild::Answer { id, result, budget: host.budget() });
                 }
             }
-        }
+        };
+        drop((reader, writer));
+        outcome
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -548,12 +588,20 @@ fn apply_limits(limits: &IsolationLimits) -> Result<(), String> {
     #[cfg(unix)]
     {
         use rlimit::Resource;
+        // Only ever lowered: a hard limit the machine already sets below ours stays in force.
+        let lower = |resource: Resource, soft: u64, hard: u64| -> std::io::Result<()> {
+            let (_, current_hard) = resource.get()?;
+            let hard = hard.min(current_hard);
+            resource.set(soft.min(hard), hard)
+        };
         // SIGXCPU at the soft limit, SIGKILL a second later if it is ignored.
-        Resource::CPU
-            .set(limits.cpu_seconds, limits.cpu_seconds.saturating_add(1))
-            .map_err(|error| format!("cannot limit CPU time: {error}"))?;
-        Resource::AS
-            .set(limits.memory_bytes, limits.memory_bytes)
+        lower(
+            Resource::CPU,
+            limits.cpu_seconds,
+            limits.cpu_seconds.saturating_add(1),
+        )
+        .map_err(|error| format!("cannot limit CPU time: {error}"))?;
+        lower(Resource::AS, limits.memory_bytes, limits.memory_bytes)
             .map_err(|error| format!("cannot limit memory: {error}"))?;
     }
     #[cfg(not(unix))]

@@ -81,6 +81,11 @@ fn to_meta(value: Value) -> Result<WorkflowMeta, ScriptError> {
         }
     };
     let name = text("name")?.ok_or_else(|| error("meta.name is required and must be a string"))?;
+    // Found by the `metadata` fuzz target: a blank name was accepted, and runs are listed,
+    // filtered and shown by it.
+    if name.trim().is_empty() {
+        return Err(error("meta.name must not be empty"));
+    }
     let mut meta = WorkflowMeta::new(name, text("description")?.unwrap_or_default());
     meta.when_to_use = text("whenToUse")?;
     match object.get("phases") {
@@ -549,6 +554,11 @@ mod tests {
         let error = read_meta("export default 1;").expect_err("no meta");
         assert_eq!(error.message(), MISSING_META);
         assert_eq!(error.kind(), ScriptErrorKind::Metadata);
+        for blank in ["\"\"", "'   '", "`\t`"] {
+            let source = format!("export const meta = {{ name: {blank} }};\nexport default 1;");
+            let error = read_meta(&source).expect_err("a blank name");
+            assert_eq!(error.message(), "meta.name must not be empty", "{source}");
+        }
         let error = read_meta("export const meta = { name: 'x' };").expect_err("no default");
         assert_eq!(error.message(), MISSING_DEFAULT);
         let error = read_meta("export const meta = { description: 'x' }; export default 1;")

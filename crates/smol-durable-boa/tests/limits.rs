@@ -3,83 +3,52 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use smol_durable::store::RunFilter;
-use smol_durable::{
-    Engine, Error, Limits, MemoryStore, RunOutput, ScriptErrorKind, WorkflowSource,
-};
-use smol_durable_boa::BoaEngine;
+use smol_durable::{Error, Limits, RunOutput, ScriptErrorKind};
 use smol_durable_testkit::ScriptedProvider;
 
 const META: &str = "export const meta = { name: \"limits\", description: \"limits\" };\n";
 
-struct Setup {
-    dir: tempfile::TempDir,
-    engine: Engine,
-    provider: Arc<ScriptedProvider>,
-}
+mod common;
+use common::Setup;
 
 fn setup(provider: ScriptedProvider) -> Setup {
-    let provider = Arc::new(provider);
     let limits = Limits {
         max_result_bytes: 10_000,
         max_prompt_bytes: 1_000,
         max_event_payload_bytes: 600,
         ..Limits::default()
     };
-    let engine = Engine::builder()
-        .store(Arc::new(MemoryStore::new()))
-        .script_engine(Arc::new(BoaEngine::new()))
-        .provider(provider.clone())
-        .limits(limits)
-        .build()
-        .expect("engine");
-    Setup {
-        dir: tempfile::tempdir().expect("dir"),
-        engine,
-        provider,
-    }
+    common::setup_with_limits(provider, limits)
 }
 
-impl Setup {
-    fn write(&self, name: &str, body: &str) -> WorkflowSource {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, format!("{META}{body}")).expect("write script");
-        WorkflowSource::from_file(&path).expect("read script")
-    }
+/// Runs `body` (after a `meta` line) with no args.
+async fn run(s: &Setup, name: &str, body: &str) -> Result<RunOutput, Error> {
+    s.run(name, &format!("{META}{body}"), json!({})).await
+}
 
-    async fn run(&self, name: &str, body: &str) -> Result<RunOutput, Error> {
-        let source = self.write(name, body);
-        tokio::time::timeout(Duration::from_secs(20), self.engine.run(source, json!({})))
-            .await
-            .expect("the run must not hang")
-    }
-
-    async fn only_root_run(&self) -> String {
-        let runs = self
-            .engine
-            .store()
-            .list_runs(&RunFilter::roots())
-            .await
-            .expect("runs");
-        assert_eq!(runs.len(), 1);
-        runs[0].run_id.clone()
-    }
+async fn only_root_run(s: &Setup) -> String {
+    let runs = s
+        .engine
+        .store()
+        .list_runs(&RunFilter::roots())
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 1);
+    runs[0].run_id.clone()
 }
 
 #[tokio::test]
 async fn a_prompt_over_the_limit_is_refused_before_the_provider_is_called() {
     let s = setup(ScriptedProvider::new("scripted"));
-    let error = s
-        .run(
-            "prompt.mjs",
-            "export default await agent('p'.repeat(1001));\n",
-        )
-        .await
-        .expect_err("prompt too large");
+    let error = run(
+        &s,
+        "prompt.mjs",
+        "export default await agent('p'.repeat(1001));\n",
+    )
+    .await
+    .expect_err("prompt too large");
     assert!(
         error
             .to_string()
@@ -88,13 +57,13 @@ async fn a_prompt_over_the_limit_is_refused_before_the_provider_is_called() {
     );
     assert_eq!(s.provider.call_count(), 0);
     // At the limit is fine.
-    let fine = s
-        .run(
-            "fine.mjs",
-            "export default await agent('p'.repeat(1000));\n",
-        )
-        .await
-        .expect("a prompt at the limit");
+    let fine = run(
+        &s,
+        "fine.mjs",
+        "export default await agent('p'.repeat(1000));\n",
+    )
+    .await
+    .expect("a prompt at the limit");
     assert_eq!(fine.result, json!(format!("echo: {}", "p".repeat(1000))));
 }
 
@@ -102,8 +71,7 @@ async fn a_prompt_over_the_limit_is_refused_before_the_provider_is_called() {
 async fn an_agent_result_over_the_limit_fails_its_step_and_is_billed() {
     let big = "r".repeat(20_000);
     let s = setup(ScriptedProvider::new("scripted").with_output("big", json!(big)));
-    let error = s
-        .run("agent.mjs", "export default await agent('big');\n")
+    let error = run(&s, "agent.mjs", "export default await agent('big');\n")
         .await
         .expect_err("result too large");
     let message = error.to_string();
@@ -111,7 +79,12 @@ async fn an_agent_result_over_the_limit_fails_its_step_and_is_billed() {
         message.contains("the agent result is") && message.contains("max_result_bytes"),
         "{message}"
     );
-    let run_id = s.only_root_run().await;
+    // A limit, so a worker does not retry it (and pay for the same answer again).
+    match &error {
+        Error::Script(script) => assert_eq!(script.kind(), ScriptErrorKind::Limit),
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+    let run_id = only_root_run(&s).await;
     let store = s.engine.store();
     let steps = store.load_steps(&run_id).await.expect("steps");
     assert_eq!(steps.len(), 1);
@@ -124,8 +97,7 @@ async fn an_agent_result_over_the_limit_fails_its_step_and_is_billed() {
 #[tokio::test]
 async fn a_run_or_child_result_over_the_limit_fails_with_a_limit_error() {
     let s = setup(ScriptedProvider::new("scripted"));
-    let error = s
-        .run("run.mjs", "export default 'x'.repeat(20000);\n")
+    let error = run(&s, "run.mjs", "export default 'x'.repeat(20000);\n")
         .await
         .expect_err("run result too large");
     match &error {
@@ -138,15 +110,16 @@ async fn a_run_or_child_result_over_the_limit_fails_with_a_limit_error() {
             .contains("the workflow result is 20002 bytes"),
         "{error}"
     );
-    let run_id = s.only_root_run().await;
-    let run = s.engine.store().get_run(&run_id).await.unwrap().unwrap();
-    assert_eq!(run.state.as_str(), "failed");
-    assert_eq!(run.completed_payload, None);
+    let run_id = only_root_run(&s).await;
+    let record = s.engine.store().get_run(&run_id).await.unwrap().unwrap();
+    assert_eq!(record.state.as_str(), "failed");
+    assert_eq!(record.completed_payload, None);
 
-    s.write("child.mjs", "export default 'c'.repeat(20000);\n");
-    let error = s
-        .run(
-            "parent.mjs",
+    s.write(
+        "child.mjs",
+        &format!("{META}export default 'c'.repeat(20000);\n"),
+    );
+    let error = run(&s, "parent.mjs",
             "let caught;\ntry { await workflow({ scriptPath: './child.mjs' }); } catch (e) { caught = String(e.message ?? e); }\nexport default caught;\n",
         )
         .await
@@ -158,13 +131,13 @@ async fn a_run_or_child_result_over_the_limit_fails_with_a_limit_error() {
 #[tokio::test]
 async fn oversized_event_payloads_are_stored_truncated_with_a_marker() {
     let s = setup(ScriptedProvider::new("scripted"));
-    let output = s
-        .run(
-            "events.mjs",
-            "export default (await agent('e'.repeat(900))).length;\n",
-        )
-        .await
-        .expect("run");
+    let output = run(
+        &s,
+        "events.mjs",
+        "export default (await agent('e'.repeat(900))).length;\n",
+    )
+    .await
+    .expect("run");
     assert_eq!(output.result, json!(906));
     let events = s
         .engine

@@ -6,50 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smol_durable::{
-    Engine, Error, MemoryStore, ResumeOptions, RunOutput, ScriptErrorKind, WorkflowSource,
-};
+use smol_durable::{Engine, Error, MemoryStore, ResumeOptions, ScriptErrorKind, WorkflowSource};
 use smol_durable_boa::BoaEngine;
 use smol_durable_testkit::ScriptedProvider;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    engine: Engine,
-    provider: Arc<ScriptedProvider>,
-}
-
-fn setup(provider: ScriptedProvider) -> Setup {
-    let provider = Arc::new(provider);
-    let engine = Engine::builder()
-        .store(Arc::new(MemoryStore::new()))
-        .script_engine(Arc::new(BoaEngine::new()))
-        .provider(provider.clone())
-        .build()
-        .expect("engine");
-    Setup {
-        dir: tempfile::tempdir().expect("dir"),
-        engine,
-        provider,
-    }
-}
-
-impl Setup {
-    fn write(&self, name: &str, text: &str) -> WorkflowSource {
-        let path = self.dir.path().join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).expect("mkdir");
-        }
-        std::fs::write(&path, text).expect("write script");
-        WorkflowSource::from_file(&path).expect("read script")
-    }
-
-    async fn run(&self, name: &str, text: &str, args: Value) -> Result<RunOutput, Error> {
-        let source = self.write(name, text);
-        tokio::time::timeout(Duration::from_secs(20), self.engine.run(source, args))
-            .await
-            .expect("the run must not hang")
-    }
-}
+mod common;
+use common::setup;
 
 const META: &str = "export const meta = { name: \"test\", description: \"test\" };\n";
 

@@ -1475,7 +1475,8 @@ pub(crate) async fn append_events(
              FROM relaxed, unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
              $6::TEXT[], $7::TEXT[], $8::BIGINT[]) WITH ORDINALITY \
              AS e(event_id, run_id, root_run_id, attempt_id, step_id, event_type, payload, created_at, n) \
-             ORDER BY e.n",
+             ORDER BY e.n \
+             ON CONFLICT (event_id) DO NOTHING",
         )
         .bind(ids)
         .bind(run_ids)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use smol_durable::DurableStore;
 use smol_durable_postgres::{PostgresOptions, PostgresStore};
-use smol_durable_testkit::{postgres_test_url, FaultPlan, Fixture};
+use smol_durable_testkit::{postgres_test_url, Fixture};
 
 async fn fresh() -> Option<Fixture> {
     let url = postgres_test_url("smol-durable-postgres conformance")?;
@@ -31,26 +31,4 @@ async fn fresh() -> Option<Fixture> {
     }))
 }
 
-mod store {
-    smol_durable_testkit::store_conformance_tests!(super::fresh);
-}
-
-mod engine {
-    smol_durable_testkit::engine_conformance_tests!(super::fresh);
-}
-
-// The same suite through the fault-injecting wrapper with no faults: the wrapper used by the
-// fault-injection scenarios changes nothing by itself.
-async fn through_the_fault_wrapper() -> Option<Fixture> {
-    fresh()
-        .await
-        .map(|fixture| fixture.through_faults(FaultPlan::none()))
-}
-
-mod store_through_the_fault_wrapper {
-    smol_durable_testkit::store_conformance_tests!(super::through_the_fault_wrapper);
-}
-
-mod engine_through_the_fault_wrapper {
-    smol_durable_testkit::engine_conformance_tests!(super::through_the_fault_wrapper);
-}
+smol_durable_testkit::conformance_tests!(super::fresh);

@@ -858,7 +858,8 @@ pub(crate) fn append_events(c: &Connection, events: &[NewEvent]) -> Result<()> {
             c,
             "append_events",
             "INSERT INTO sw_workflow_events (event_id, run_id, root_run_id, attempt_id, step_id, event_type, \
-             payload_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             payload_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (event_id) DO NOTHING",
             params![
                 event.event_id,
                 event.run_id,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use smol_durable::DurableStore;
 use smol_durable_sqlite::SqliteStore;
-use smol_durable_testkit::{FaultPlan, Fixture};
+use smol_durable_testkit::Fixture;
 
 async fn fresh() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -25,24 +25,4 @@ async fn fresh() -> Fixture {
     .holding(dir)
 }
 
-mod store {
-    smol_durable_testkit::store_conformance_tests!(super::fresh);
-}
-
-mod engine {
-    smol_durable_testkit::engine_conformance_tests!(super::fresh);
-}
-
-// The same suite through the fault-injecting wrapper with no faults: the wrapper used by the
-// fault-injection scenarios changes nothing by itself.
-async fn through_the_fault_wrapper() -> Fixture {
-    fresh().await.through_faults(FaultPlan::none())
-}
-
-mod store_through_the_fault_wrapper {
-    smol_durable_testkit::store_conformance_tests!(super::through_the_fault_wrapper);
-}
-
-mod engine_through_the_fault_wrapper {
-    smol_durable_testkit::engine_conformance_tests!(super::through_the_fault_wrapper);
-}
+smol_durable_testkit::conformance_tests!(super::fresh);

@@ -128,6 +128,7 @@ pub struct FaultyStore {
     rng: Mutex<fastrand::Rng>,
     counters: Counters,
     enabled: std::sync::atomic::AtomicBool,
+    armed: Mutex<Vec<&'static str>>,
 }
 
 impl FaultyStore {
@@ -139,7 +140,26 @@ impl FaultyStore {
             rng: Mutex::new(fastrand::Rng::with_seed(plan.seed)),
             counters: Counters::default(),
             enabled: std::sync::atomic::AtomicBool::new(true),
+            armed: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Makes the next call of `operation` (a [`DurableStore`] method name, e.g.
+    /// `"complete_step"`) reach the store and commit, then fail retryably as if the answer had
+    /// been lost; on top of the plan.
+    pub fn fail_after_commit_once(&self, operation: &'static str) {
+        if let Ok(mut armed) = self.armed.lock() {
+            armed.push(operation);
+        }
+    }
+
+    /// Operations armed with [`fail_after_commit_once`](Self::fail_after_commit_once) that
+    /// have not been called since.
+    pub fn armed(&self) -> Vec<&'static str> {
+        self.armed
+            .lock()
+            .map(|armed| armed.clone())
+            .unwrap_or_default()
     }
 
     /// What was injected so far.
@@ -184,13 +204,32 @@ impl FaultyStore {
         }
     }
 
+    fn take_armed(&self, operation: &str) -> bool {
+        let Ok(mut armed) = self.armed.lock() else {
+            return false;
+        };
+        match armed.iter().position(|armed| *armed == operation) {
+            Some(index) => {
+                armed.remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+
     async fn inject<T, F, Fut>(&self, operation: &'static str, call: F) -> StoreResult<T>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = StoreResult<T>>,
     {
         let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
-        match self.draw() {
+        let fault = if self.take_armed(operation) {
+            self.counters.calls.fetch_add(1, Ordering::Relaxed);
+            Fault::AfterCommit
+        } else {
+            self.draw()
+        };
+        match fault {
             Fault::None => call().await,
             Fault::Delay(delay) => {
                 count(&self.counters.delayed);

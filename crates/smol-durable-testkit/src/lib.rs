@@ -5,6 +5,10 @@
 //!   stores.
 //! - [`engine_conformance_tests!`] runs whole workflows (the scenarios of the runner smol-durable
 //!   descends from) on a store through the [`Engine`](smol_durable::Engine).
+//! - [`conformance_tests!`] is both, also behind the fault-injecting wrapper: one line per
+//!   backend.
+//! - [`FaultyStore`] fails or delays a seeded fraction of a store's operations (retryable,
+//!   terminal, or after the write committed).
 //! - [`ScriptedEngine`] stands in for JavaScript: a workflow is a Rust async closure making the
 //!   same host calls a script would.
 //! - [`ScriptedProvider`] answers agent calls with canned outputs, delays and injected failures,
@@ -54,9 +58,52 @@ pub use scripted::{ScriptCtx, ScriptedEngine};
 pub use sinks::{RecordingEventSink, RecordingSessionSink, SavedSession};
 pub use store::Fixture;
 
+/// The whole conformance suite for one backend, in one line: the store cases
+/// ([`store_conformance_tests!`]) and the engine scenarios ([`engine_conformance_tests!`]), each
+/// once on the store as the factory makes it and once behind a [`FaultyStore`] injecting no
+/// faults (the wrapper the fault-injection scenarios use must change nothing by itself). The
+/// factory returns a [`Fixture`] or an `Option<Fixture>` (`None` skips).
+///
+/// ```ignore
+/// smol_durable_testkit::conformance_tests!(fresh_fixture);
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        mod store {
+            $crate::store_conformance_tests!($factory);
+        }
+
+        mod engine {
+            $crate::engine_conformance_tests!($factory);
+        }
+
+        mod store_through_the_fault_wrapper {
+            $crate::store_conformance_tests!(|| $crate::__private::through_no_faults($factory));
+        }
+
+        mod engine_through_the_fault_wrapper {
+            $crate::engine_conformance_tests!(|| $crate::__private::through_no_faults($factory));
+        }
+    };
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use tokio;
+
+    /// A fixture from `factory`, behind a fault wrapper that injects nothing.
+    pub async fn through_no_faults<F, Fut, T>(factory: F) -> Option<crate::Fixture>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = T>,
+        T: IntoFixture,
+    {
+        factory()
+            .await
+            .into_fixture()
+            .map(|fixture| fixture.through_faults(crate::FaultPlan::none()))
+    }
 
     /// What a conformance factory may return: a fixture, or `None` to skip (the factory has
     /// already said why, loudly; see [`postgres_test_url`](crate::postgres_test_url)).

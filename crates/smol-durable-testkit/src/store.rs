@@ -151,6 +151,7 @@ macro_rules! store_conformance_tests {
             runner_tasks_stop_after_max_attempts,
             released_attempts_do_not_use_up_max_attempts,
             text_that_looks_like_sql_is_stored_as_data,
+            appending_an_event_again_stores_it_once,
         );
     };
 }
@@ -1532,6 +1533,37 @@ pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
             .len(),
         1
     );
+}
+
+/// Appending is idempotent by event id, so a retried append whose answer was lost adds
+/// nothing: the events already stored are skipped, new ones in the same batch are kept.
+pub async fn appending_an_event_again_stores_it_once(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let created = seed(store, ClaimScope::Local, 0).await;
+    let run_id = created.run.run_id.clone();
+    let event = |n: i64| NewEvent {
+        event_id: smol_durable::new_id("evt"),
+        run_id: run_id.clone(),
+        root_run_id: run_id.clone(),
+        attempt_id: None,
+        step_id: None,
+        event_type: "workflow.log".to_owned(),
+        payload: json!({ "n": n }),
+        created_at: n,
+    };
+    let (first, second, third) = (event(1), event(2), event(3));
+    let batch = vec![first.clone(), second.clone()];
+    store.append_events(batch.clone()).await.expect("append");
+    store.append_events(batch).await.expect("append again");
+    store
+        .append_events(vec![second, third])
+        .await
+        .expect("append one old, one new");
+    let other = fixture.another_handle().await;
+    let stored = other.read_events(&run_id, 0, 10).await.expect("read");
+    let numbers: Vec<&Value> = stored.iter().map(|event| &event.payload["n"]).collect();
+    assert_eq!(numbers, [&json!(1), &json!(2), &json!(3)]);
+    assert_eq!(stored[0].event_id, first.event_id);
 }
 
 /// Creating a task with an idempotency key already used in the scope returns the first task.

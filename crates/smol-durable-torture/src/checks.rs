@@ -21,15 +21,22 @@ pub(crate) fn read_log(path: &Path) -> anyhow::Result<Vec<LoggedCall>> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(error) => return Err(error.into()),
     };
-    Ok(text
-        .lines()
-        .filter_map(|line| {
+    // Each line is one O_APPEND write, whole or absent: a malformed one means the log cannot
+    // be trusted to count calls.
+    text.lines()
+        .map(|line| {
             let mut fields = line.split('\t');
-            let step_id = fields.next()?.to_owned();
-            let pid = fields.nth(1)?.parse().ok()?;
-            Some(LoggedCall { step_id, pid })
+            let step_id = fields.next().filter(|id| !id.is_empty());
+            let pid = fields.nth(1).and_then(|pid| pid.parse().ok());
+            match (step_id, pid) {
+                (Some(step_id), Some(pid)) => Ok(LoggedCall {
+                    step_id: step_id.to_owned(),
+                    pid,
+                }),
+                _ => Err(anyhow::anyhow!("malformed call log line {line:?}")),
+            }
         })
-        .collect())
+        .collect()
 }
 
 /// What one torture run has seen so far.

@@ -401,9 +401,12 @@ pub struct StoreRetryPolicy {
     pub max_retries: u32,
     /// Wait before the first retry; each further wait doubles (default 10 ms).
     pub first_backoff: std::time::Duration,
-    /// Longest single wait (default 1 s). With the defaults an operation is given up after
-    /// about 2.3 s of waiting, well inside a lease.
+    /// Longest single wait (default 1 s).
     pub max_backoff: std::time::Duration,
+    /// No retry starts once this long has passed since the first try (default 10 s): each try
+    /// may itself wait (a busy SQLite file, a pool with no free connection), and an operation
+    /// must give up well inside a lease (default 60 s).
+    pub max_elapsed: std::time::Duration,
 }
 
 impl Default for StoreRetryPolicy {
@@ -412,6 +415,7 @@ impl Default for StoreRetryPolicy {
             max_retries: 8,
             first_backoff: std::time::Duration::from_millis(10),
             max_backoff: std::time::Duration::from_secs(1),
+            max_elapsed: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -427,18 +431,22 @@ impl StoreRetryPolicy {
 }
 
 /// How long to wait before retrying an operation that has failed `failures` times (counting the
-/// failure just seen) with a retryable error, or `None` when the policy's retries are used up.
-pub fn store_retry_delay(policy: &StoreRetryPolicy, failures: u32) -> Option<std::time::Duration> {
+/// failure just seen) with a retryable error, `elapsed` after its first try began; `None` when
+/// the policy's retries or time are used up.
+pub fn store_retry_delay(
+    policy: &StoreRetryPolicy,
+    failures: u32,
+    elapsed: std::time::Duration,
+) -> Option<std::time::Duration> {
     if failures == 0 || failures > policy.max_retries {
         return None;
     }
     let doublings = (failures - 1).min(31);
-    Some(
-        policy
-            .first_backoff
-            .saturating_mul(1u32 << doublings)
-            .min(policy.max_backoff),
-    )
+    let delay = policy
+        .first_backoff
+        .saturating_mul(1u32 << doublings)
+        .min(policy.max_backoff);
+    (elapsed.saturating_add(delay) < policy.max_elapsed).then_some(delay)
 }
 
 // A write whose first try failed with a retryable error may have committed anyway (the
@@ -1016,19 +1024,24 @@ mod tests {
 
     #[test]
     fn store_retries_back_off_doubling_up_to_a_cap_then_give_up() {
+        let ms = std::time::Duration::from_millis;
         let policy = StoreRetryPolicy {
             max_retries: 5,
-            first_backoff: std::time::Duration::from_millis(10),
-            max_backoff: std::time::Duration::from_millis(50),
+            first_backoff: ms(10),
+            max_backoff: ms(50),
+            max_elapsed: ms(1_000),
         };
         let waits: Vec<_> = (0..=6)
-            .map(|failures| store_retry_delay(&policy, failures).map(|d| d.as_millis()))
+            .map(|failures| store_retry_delay(&policy, failures, ms(0)).map(|d| d.as_millis()))
             .collect();
         assert_eq!(
             waits,
             [None, Some(10), Some(20), Some(40), Some(50), Some(50), None]
         );
-        assert_eq!(store_retry_delay(&StoreRetryPolicy::none(), 1), None);
+        assert_eq!(store_retry_delay(&StoreRetryPolicy::none(), 1, ms(0)), None);
+        // Tries that took long themselves use up the time: no retry would end inside it.
+        assert_eq!(store_retry_delay(&policy, 1, ms(985)), Some(ms(10)));
+        assert_eq!(store_retry_delay(&policy, 1, ms(995)), None);
     }
 
     fn claim_of(row: &StepRecord) -> ClaimStep {

@@ -253,14 +253,6 @@ impl RunScope {
             settings.cwd.as_deref(),
         );
         let checkpoint = self.next_checkpoint(&signature);
-        let max_prompt = self.ctx.engine.limits.max_prompt_bytes;
-        if prompt.len() > max_prompt {
-            return Err(invalid(format!(
-                "the agent prompt is {} bytes, more than the {max_prompt}-byte limit \
-                 (Limits::max_prompt_bytes)",
-                prompt.len()
-            )));
-        }
         Ok(AgentCall {
             provider,
             prompt,
@@ -305,7 +297,7 @@ impl RunScope {
         signature: &StepSignature,
         input: Value,
         lease_extra_ms: u64,
-        budget_gate: bool,
+        gate: Option<&AgentCall>,
     ) -> Result<Claimed, HostError> {
         let mut known = self.take_known(checkpoint);
         loop {
@@ -314,13 +306,22 @@ impl RunScope {
             }
             known = self.read_if_unknown(checkpoint, known).await?;
             let completed = matches!(&known, KnownRow::Row(row) if row.state == State::Completed);
-            if budget_gate && !completed {
+            // An agent call that will run (not replay) must be affordable and within limits.
+            if let (Some(call), false) = (gate, completed) {
                 let budget = self.ctx.budget();
                 if let Err(error) = check_budget(budget.total, budget.spent) {
                     return Err(HostError::new(
                         HostErrorKind::BudgetExhausted,
                         error.to_string(),
                     ));
+                }
+                let max_prompt = self.ctx.engine.limits.max_prompt_bytes;
+                if call.prompt.len() > max_prompt {
+                    return Err(invalid(format!(
+                        "the agent prompt is {} bytes, more than the {max_prompt}-byte limit \
+                         (Limits::max_prompt_bytes)",
+                        call.prompt.len()
+                    )));
                 }
             }
             let now = self.ctx.now();
@@ -378,7 +379,7 @@ impl RunScope {
                 &call.signature,
                 input,
                 lease_extra,
-                true,
+                Some(&call),
             )
             .await?
         {
@@ -474,13 +475,7 @@ impl RunScope {
                     CallEnd::Mismatch(message) => message,
                     CallEnd::Cancelled => String::new(),
                 };
-                self.close_step(row, State::Failed, &message, billed).await;
-                self.ctx.emit(
-                    EventType::AgentFailed,
-                    metadata,
-                    object(json!({ "error": message })),
-                );
-                return Err(HostError::new(HostErrorKind::Provider, message));
+                return Err(self.fail_agent_step(row, message, billed, metadata).await);
             }
         };
         self.save_session(call, row, &response).await;
@@ -488,22 +483,13 @@ impl RunScope {
         let max_result = self.ctx.engine.limits.max_result_bytes;
         if let Some(message) = crate::decide::oversized("the agent result", &stored, max_result) {
             // Paid for but not stored: billed like a failed try of this claim.
-            billed.push(LedgerEntry::new(
-                &self.run_id,
-                &self.ctx.root_run_id,
-                &row.step_id,
-                "agent_attempt",
-                format!("{}:{}:oversized", row.step_id, row.attempts),
-                response.usage.as_ref(),
-                self.ctx.now(),
-            ));
-            self.close_step(row, State::Failed, &message, billed).await;
-            self.ctx.emit(
-                EventType::AgentFailed,
-                metadata,
-                object(json!({ "error": message })),
-            );
-            return Err(HostError::new(HostErrorKind::Provider, message));
+            billed.push(self.try_ledger_entry(row, "oversized", response.usage.as_ref()));
+            let rejected = self.fail_agent_step(row, message, billed, metadata).await;
+            // A limit: another attempt would pay for the same oversized answer again.
+            return Err(self.fatal(Error::Script(crate::ScriptError::new(
+                crate::ScriptErrorKind::Limit,
+                rejected.message,
+            ))));
         }
         billed.push(LedgerEntry::new(
             &self.run_id,
@@ -544,6 +530,44 @@ impl RunScope {
         Ok(seen.output)
     }
 
+    /// Fails a claimed agent step with `message` (billing `billed`), reports it, and gives the
+    /// rejection the script sees.
+    async fn fail_agent_step(
+        &self,
+        row: &StepRecord,
+        message: String,
+        billed: Vec<LedgerEntry>,
+        metadata: crate::EventMetadata,
+    ) -> HostError {
+        self.close_step(row, State::Failed, &message, billed).await;
+        self.ctx.emit(
+            EventType::AgentFailed,
+            metadata,
+            object(json!({ "error": message })),
+        );
+        HostError::new(HostErrorKind::Provider, message)
+    }
+
+    /// The ledger row of one paid try of a claimed step that did not become its result (a
+    /// failed try, a rejected schema answer, an oversized answer): keyed by step, fence and
+    /// `label`, so each try is billed once however often its completion is retried.
+    fn try_ledger_entry(
+        &self,
+        row: &StepRecord,
+        label: &str,
+        usage: Option<&crate::Usage>,
+    ) -> LedgerEntry {
+        LedgerEntry::new(
+            &self.run_id,
+            &self.ctx.root_run_id,
+            &row.step_id,
+            "agent_attempt",
+            format!("{}:{}:{label}", row.step_id, row.attempts),
+            usage,
+            self.ctx.now(),
+        )
+    }
+
     /// Hands a provider result, transcript included, to the session-log sink.
     async fn save_session(&self, call: &AgentCall, row: &StepRecord, response: &AgentResponse) {
         if let Some(sink) = &self.ctx.engine.session_sink {
@@ -574,15 +598,7 @@ impl RunScope {
         };
         self.save_session(call, row, &first).await;
         let bill = |response: &AgentResponse, label: &str, billed: &mut Vec<LedgerEntry>| {
-            billed.push(LedgerEntry::new(
-                &self.run_id,
-                &self.ctx.root_run_id,
-                &row.step_id,
-                "agent_attempt",
-                format!("{}:{}:{label}", row.step_id, row.attempts),
-                response.usage.as_ref(),
-                self.ctx.now(),
-            ));
+            billed.push(self.try_ledger_entry(row, label, response.usage.as_ref()));
         };
         bill(&first, "schema-1", billed);
         let mut corrective = request.clone();
@@ -633,15 +649,7 @@ impl RunScope {
                 Err(error) => error,
             };
             if let Some(usage) = error.usage() {
-                billed.push(LedgerEntry::new(
-                    &self.run_id,
-                    &self.ctx.root_run_id,
-                    &row.step_id,
-                    "agent_attempt",
-                    format!("{}:{}:{label}{tries}", row.step_id, row.attempts),
-                    Some(usage),
-                    self.ctx.now(),
-                ));
+                billed.push(self.try_ledger_entry(row, &format!("{label}{tries}"), Some(usage)));
             }
             if !error.is_retryable() || tries >= call.retry.max_attempts {
                 return Err(CallEnd::Failed(error));
@@ -838,7 +846,7 @@ impl RunScope {
         let child_run_id = crate::new_id("run");
         let input = json!({ "ref": reference, "args": args, "childRunId": child_run_id });
         let row = match self
-            .claim(StepKind::Workflow, &checkpoint, &signature, input, 0, false)
+            .claim(StepKind::Workflow, &checkpoint, &signature, input, 0, None)
             .await?
         {
             Claimed::Replay(result) => {
@@ -870,13 +878,6 @@ impl RunScope {
         let outcome = self.execute_child(&row, &child_run_id, source, args).await;
         let store = self.ctx.engine.store.as_ref();
         let now = self.ctx.now();
-        let max_result = self.ctx.engine.limits.max_result_bytes;
-        let outcome = outcome.and_then(|value| {
-            match crate::decide::oversized("the child workflow's result", &value, max_result) {
-                Some(message) => Err(HostError::new(HostErrorKind::Workflow, message)),
-                None => Ok(value),
-            }
-        });
         match outcome {
             Ok(value) => {
                 if let Err(error) = store
@@ -990,7 +991,23 @@ impl RunScope {
             host: Arc::new(child.host()),
             cancel: self.ctx.cancel.clone(),
         };
-        match self.ctx.engine.scripts.evaluate(invocation).await {
+        let max_result = self.ctx.engine.limits.max_result_bytes;
+        let evaluated = self
+            .ctx
+            .engine
+            .scripts
+            .evaluate(invocation)
+            .await
+            .and_then(|value| {
+                match crate::decide::oversized("the child workflow's result", &value, max_result) {
+                    Some(message) => Err(crate::ScriptError::new(
+                        crate::ScriptErrorKind::Limit,
+                        message,
+                    )),
+                    None => Ok(value),
+                }
+            });
+        match evaluated {
             Ok(value) => {
                 child.emit(EventType::Result, None, json!({ "result": value }));
                 Ok(value)

@@ -738,20 +738,13 @@ impl DurableStore for MemoryStore {
 
     async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
         let mut tables = self.lock()?;
-        let mut batch = std::collections::HashSet::new();
-        if let Some(duplicate) = events.iter().find(|event| {
-            tables.event_ids.contains(&event.event_id) || !batch.insert(&event.event_id)
-        }) {
-            return Err(StoreError::new(
-                StoreErrorKind::Conflict,
-                "append_events",
-                format!("event {} already exists", duplicate.event_id),
-            ));
-        }
         for event in events {
+            // Appending is idempotent by event id (a retried append whose answer was lost).
+            if !tables.event_ids.insert(event.event_id.clone()) {
+                continue;
+            }
             tables.last_event_seq += 1;
             let seq = tables.last_event_seq;
-            tables.event_ids.insert(event.event_id.clone());
             tables.events.push(EventRecord {
                 event_id: event.event_id,
                 seq,

@@ -566,7 +566,8 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     /// The root run's ledger rows.
     async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>>;
 
-    /// Appends events in the given order.
+    /// Appends events in the given order; an event whose id is already stored is skipped, so
+    /// an append may be repeated safely.
     async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()>;
     /// Events of a run and its children with `seq > after_seq`, in append order.
     async fn read_events(

@@ -7,10 +7,12 @@
 //!
 //! A write whose failed try committed anyway is recognised on its retry and reported as the
 //! success it was (the `settle_retried_*` functions of [`decide`](crate::decide)): the retry
-//! of an insert finds its own fresh id, a claim its own owner and lease, a finish its own
-//! attempt already ended, an append its own event ids. A claim of the next task whose answer
-//! was lost cannot be recognised (nothing names it before it is made): that task waits for its
-//! lease to expire and is then claimed again, as after a crash.
+//! of an insert finds its own fresh id, a claim its own owner and lease, a completion or failure
+//! its own result under its fence, a finish its own attempt ended as asked; an attempt start
+//! looks for its own attempt before trying again; appends skip event ids already stored. Two
+//! operations are not retried here: a claim of the next task (nothing names it before it is
+//! made; the task is claimed again once its lease expires, its lost attempt counting like a
+//! crashed worker's) and lease renewal (the heartbeat renews again a third of a lease later).
 
 use std::future::Future;
 
@@ -72,6 +74,7 @@ impl RetryingStore {
         D: FnMut() -> DoneFut,
         DoneFut: Future<Output = StoreResult<Option<T>>>,
     {
+        let started = std::time::Instant::now();
         let mut failures = 0;
         loop {
             if failures > 0 {
@@ -95,7 +98,7 @@ impl RetryingStore {
             let delay = match &result {
                 Err(error) if error.is_retryable() => {
                     failures += 1;
-                    store_retry_delay(&self.policy, failures)
+                    store_retry_delay(&self.policy, failures, started.elapsed())
                 }
                 _ => None,
             };
@@ -260,24 +263,32 @@ impl DurableStore for RetryingStore {
             })
             .await;
         match tried.result {
+            // Ours only if the attempt ended exactly as we asked, at our time: a takeover or a
+            // give-up also ends it, and that must stay a lost lease.
             Err(error) if tried.maybe_committed && error.kind() == StoreErrorKind::LeaseLost => {
-                match self
+                let end = crate::decide::attempt_end(&finish.outcome);
+                let ended = self
                     .attempt_in_state(&finish.task_id, &finish.attempt_id, false)
-                    .await?
-                {
-                    Some(_) => Ok(()),
-                    None => Err(error),
+                    .await?;
+                match ended {
+                    Some(attempt)
+                        if attempt.state == end.attempt
+                            && attempt.completed_at == Some(finish.now)
+                            && attempt.failure_reason == end.reason =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(error),
                 }
             }
             other => other,
         }
     }
 
+    // Not retried here: a claim whose answer was lost cannot be recognised, and a repeat would
+    // reuse its attempt id. The worker's loop backs off and claims afresh.
     async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>> {
-        self.idempotent("claim_next_task", || {
-            self.inner.claim_next_task(claim.clone())
-        })
-        .await
+        self.inner.claim_next_task(claim).await
     }
 
     async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>> {
@@ -338,9 +349,10 @@ impl DurableStore for RetryingStore {
         }
     }
 
+    // Not retried here: a retry would write leases computed from a stale `now`. The heartbeat
+    // renews every third of a lease and tolerates failures until the lease may have run out.
     async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome> {
-        self.idempotent("renew_leases", || self.inner.renew_leases(renew.clone()))
-            .await
+        self.inner.renew_leases(renew).await
     }
 
     async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
@@ -354,17 +366,9 @@ impl DurableStore for RetryingStore {
     }
 
     async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
-        let tried = self
-            .retry("append_events", || self.inner.append_events(events.clone()))
-            .await;
-        match tried.result {
-            // Event ids are fresh and a batch is one transaction: a duplicate id after a lost
-            // answer means the whole batch is stored.
-            Err(error) if tried.maybe_committed && error.kind() == StoreErrorKind::Conflict => {
-                Ok(())
-            }
-            other => other,
-        }
+        // Stores skip event ids they already hold.
+        self.idempotent("append_events", || self.inner.append_events(events.clone()))
+            .await
     }
 
     async fn read_events(

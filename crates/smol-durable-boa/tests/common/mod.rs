@@ -1,0 +1,57 @@
+//! A JavaScript workflow setup shared by the script test files: scripts written to a temporary
+//! directory, run through the whole engine on a memory store with a scripted provider.
+
+#![allow(dead_code, clippy::expect_used)] // each test file uses part of it; test code asserts
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use smol_durable::{Engine, Error, Limits, MemoryStore, RunOutput, WorkflowSource};
+use smol_durable_boa::BoaEngine;
+use smol_durable_testkit::ScriptedProvider;
+
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub engine: Engine,
+    pub provider: Arc<ScriptedProvider>,
+}
+
+/// An engine with the default limits.
+pub fn setup(provider: ScriptedProvider) -> Setup {
+    setup_with_limits(provider, Limits::default())
+}
+
+pub fn setup_with_limits(provider: ScriptedProvider, limits: Limits) -> Setup {
+    let provider = Arc::new(provider);
+    let engine = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .script_engine(Arc::new(BoaEngine::new()))
+        .provider(provider.clone())
+        .limits(limits)
+        .build()
+        .expect("engine");
+    Setup {
+        dir: tempfile::tempdir().expect("dir"),
+        engine,
+        provider,
+    }
+}
+
+impl Setup {
+    pub fn write(&self, name: &str, text: &str) -> WorkflowSource {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write script");
+        WorkflowSource::from_file(&path).expect("read script")
+    }
+
+    pub async fn run(&self, name: &str, text: &str, args: Value) -> Result<RunOutput, Error> {
+        let source = self.write(name, text);
+        tokio::time::timeout(Duration::from_secs(20), self.engine.run(source, args))
+            .await
+            .expect("the run must not hang")
+    }
+}
