@@ -157,3 +157,47 @@ async fn oversized_event_payloads_are_stored_truncated_with_a_marker() {
         assert!(size < 1_200, "{} is {size} bytes", event.event_type);
     }
 }
+
+#[tokio::test]
+async fn a_completed_step_replays_even_if_its_prompt_is_now_over_the_limit() {
+    use std::sync::Arc;
+    let store: Arc<dyn smol_durable::DurableStore> = Arc::new(smol_durable::MemoryStore::new());
+    let provider = Arc::new(ScriptedProvider::new("scripted").fail_first(
+        "q",
+        1,
+        smol_durable::ProviderErrorKind::Terminal,
+        None,
+    ));
+    let engine = |max_prompt_bytes| {
+        smol_durable::Engine::builder()
+            .store(Arc::clone(&store))
+            .script_engine(Arc::new(smol_durable_boa::BoaEngine::new()))
+            .provider(provider.clone())
+            .limits(Limits {
+                max_prompt_bytes,
+                ..Limits::default()
+            })
+            .build()
+            .expect("engine")
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("long.mjs");
+    let body = "const long = await agent('p'.repeat(500));\nexport default [long.length, await agent('q')];\n";
+    std::fs::write(&path, format!("{META}{body}")).expect("write");
+    let source = smol_durable::WorkflowSource::from_file(&path).expect("source");
+    engine(1_000)
+        .run(source, json!({}))
+        .await
+        .expect_err("q fails the first time");
+    let runs = store.list_runs(&RunFilter::roots()).await.expect("runs");
+    // The limit is lowered below the completed step's prompt: it replays, only q runs.
+    let output = engine(100)
+        .resume(&runs[0].run_id, smol_durable::ResumeOptions::new())
+        .await
+        .expect("resume")
+        .join()
+        .await
+        .expect("the resumed run completes");
+    assert_eq!(output.result, json!([506, "echo: q"]));
+    assert_eq!(provider.calls_for(&"p".repeat(500)), 1);
+}
