@@ -565,15 +565,15 @@ async fn serve() -> Result<(), String> {
         cancel: tokio_util::sync::CancellationToken::new(),
     };
     let result = engine.evaluate(invocation).await.and_then(|value| {
-        let bytes = serde_json::to_string(&value).map_or(usize::MAX, |text| text.len());
-        if bytes > limits.max_output_bytes {
-            return Err(limit(format!(
-                "the workflow result is {bytes} bytes of JSON, more than the {}-byte output \
-                 limit (IsolationLimits::max_output_bytes)",
-                limits.max_output_bytes
-            )));
+        match smol_durable::decide::oversized(
+            "the workflow result",
+            &value,
+            limits.max_output_bytes,
+            "IsolationLimits::max_output_bytes",
+        ) {
+            Some(message) => Err(limit(message)),
+            None => Ok(value),
         }
-        Ok(value)
     });
     let done = FromChild::Done {
         result: result.map_err(|error| WireError::from(&error)),

@@ -25,23 +25,32 @@ enum Mode {
 fn scripts(mode: Mode) -> Arc<dyn ScriptEngine> {
     match mode {
         Mode::InProcess => Arc::new(BoaEngine::new().loop_iteration_limit(2_000_000)),
-        // No loop limit worth the name: the CPU-time limit must be what stops a spin.
-        Mode::Isolated => Arc::new(
-            IsolatedEngine::new(env!("CARGO_BIN_EXE_smol-durable-script-host"))
-                .limits(
-                    IsolationLimits::default()
-                        .cpu_seconds(4)
-                        .memory_bytes(2 * 1024 * 1024 * 1024),
-                )
-                .javascript(BoaEngine::new().loop_iteration_limit(u64::MAX)),
-        ),
+        Mode::Isolated => isolated(4),
     }
 }
 
+/// The isolated engine with a CPU-time limit, 2 GiB of memory, and no loop limit worth the
+/// name: the CPU-time limit must be what stops a spin.
+fn isolated(cpu_seconds: u64) -> Arc<dyn ScriptEngine> {
+    Arc::new(
+        IsolatedEngine::new(env!("CARGO_BIN_EXE_smol-durable-script-host"))
+            .limits(
+                IsolationLimits::default()
+                    .cpu_seconds(cpu_seconds)
+                    .memory_bytes(2 * 1024 * 1024 * 1024),
+            )
+            .javascript(BoaEngine::new().loop_iteration_limit(u64::MAX)),
+    )
+}
+
 fn engine(mode: Mode) -> Engine {
+    engine_on(scripts(mode))
+}
+
+fn engine_on(scripts: Arc<dyn ScriptEngine>) -> Engine {
     Engine::builder()
         .store(Arc::new(MemoryStore::new()))
-        .script_engine(scripts(mode))
+        .script_engine(scripts)
         .provider(Arc::new(ScriptedProvider::new("scripted")))
         .build()
         .expect("engine")
@@ -165,15 +174,7 @@ async fn hostile_scripts_fail_clearly_in_isolation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_an_isolated_run_kills_its_process() {
-    let scripts = IsolatedEngine::new(env!("CARGO_BIN_EXE_smol-durable-script-host"))
-        .limits(IsolationLimits::default().cpu_seconds(60))
-        .javascript(BoaEngine::new().loop_iteration_limit(u64::MAX));
-    let engine = Engine::builder()
-        .store(Arc::new(MemoryStore::new()))
-        .script_engine(Arc::new(scripts))
-        .provider(Arc::new(ScriptedProvider::new("scripted")))
-        .build()
-        .expect("engine");
+    let engine = engine_on(isolated(60));
     let handle = engine
         .start(smol_durable::RunRequest::new(
             hostile("spin.mjs"),

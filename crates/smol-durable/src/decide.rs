@@ -380,14 +380,31 @@ pub fn attempt_retry_at(
     Some(now.saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)))
 }
 
+/// The length in bytes of `value`'s JSON text, counted without building the text
+/// (`usize::MAX` if it cannot be serialized).
+pub fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(bytes.len());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(usize::MAX, |()| count.0)
+}
+
 /// Why `value` may not be stored as `what` (e.g. "the agent result") when its JSON text is
-/// longer than `max_bytes`; `None` when it fits.
-pub fn oversized(what: &str, value: &Value, max_bytes: usize) -> Option<String> {
-    let bytes = serde_json::to_string(value).map_or(usize::MAX, |text| text.len());
+/// longer than `max_bytes`, the setting named `limit`; `None` when it fits.
+pub fn oversized(what: &str, value: &Value, max_bytes: usize, limit: &str) -> Option<String> {
+    let bytes = json_len(value);
     (bytes > max_bytes).then(|| {
         format!(
             "{what} is {bytes} bytes of JSON, more than the {max_bytes}-byte limit \
-             (Limits::max_result_bytes); store large data elsewhere and return a reference"
+             ({limit}); store large data elsewhere and return a reference"
         )
     })
 }
@@ -1014,12 +1031,16 @@ mod tests {
 
     #[test]
     fn results_larger_than_the_limit_are_refused_by_their_json_size() {
-        assert_eq!(oversized("the result", &json!("abc"), 5), None);
-        let message = oversized("the result", &json!("abcd"), 5).unwrap_or_default();
+        let limit = "Limits::max_result_bytes";
+        assert_eq!(oversized("the result", &json!("abc"), 5, limit), None);
+        let message = oversized("the result", &json!("abcd"), 5, limit).unwrap_or_default();
         assert!(
             message.starts_with("the result is 6 bytes of JSON"),
             "{message}"
         );
+        assert!(message.contains("(Limits::max_result_bytes)"), "{message}");
+        let nested = json!({ "a": [1, "é\"", null], "b": { "c": 2.5 } });
+        assert_eq!(json_len(&nested), nested.to_string().len());
     }
 
     #[test]

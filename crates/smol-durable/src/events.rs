@@ -130,9 +130,7 @@ impl WorkflowEvent {
 /// too large it is replaced by a preview. A bounded event carries `"truncated": true` and
 /// `"originalBytes"`. Returns whether anything was cut.
 pub fn bound_event_data(data: &mut serde_json::Map<String, Value>, max_bytes: usize) -> bool {
-    let size = |data: &serde_json::Map<String, Value>| {
-        serde_json::to_string(data).map_or(usize::MAX, |text| text.len())
-    };
+    let size = |data: &serde_json::Map<String, Value>| crate::decide::json_len(data);
     let original = size(data);
     if original <= max_bytes {
         return false;

@@ -473,7 +473,12 @@ async fn finish(
     };
     let max_result = ctx.engine.limits.max_result_bytes;
     let outcome = outcome.and_then(|result| {
-        match crate::decide::oversized("the workflow result", &result, max_result) {
+        match crate::decide::oversized(
+            "the workflow result",
+            &result,
+            max_result,
+            super::RESULT_LIMIT,
+        ) {
             Some(message) => Err(Error::Script(crate::ScriptError::new(
                 crate::ScriptErrorKind::Limit,
                 message,

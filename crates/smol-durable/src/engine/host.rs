@@ -481,7 +481,9 @@ impl RunScope {
         self.save_session(call, row, &response).await;
         let stored = serde_json::to_value(response.without_raw()).unwrap_or(Value::Null);
         let max_result = self.ctx.engine.limits.max_result_bytes;
-        if let Some(message) = crate::decide::oversized("the agent result", &stored, max_result) {
+        if let Some(message) =
+            crate::decide::oversized("the agent result", &stored, max_result, super::RESULT_LIMIT)
+        {
             // Paid for but not stored: billed like a failed try of this claim.
             billed.push(self.try_ledger_entry(row, "oversized", response.usage.as_ref()));
             let rejected = self.fail_agent_step(row, message, billed, metadata).await;
@@ -999,7 +1001,12 @@ impl RunScope {
             .evaluate(invocation)
             .await
             .and_then(|value| {
-                match crate::decide::oversized("the child workflow's result", &value, max_result) {
+                match crate::decide::oversized(
+                    "the child workflow's result",
+                    &value,
+                    max_result,
+                    super::RESULT_LIMIT,
+                ) {
                     Some(message) => Err(crate::ScriptError::new(
                         crate::ScriptErrorKind::Limit,
                         message,

@@ -31,6 +31,9 @@ use crate::store::{
 use crate::{AgentProvider, Error};
 use attempt::{AttemptPlan, RunSettings};
 
+/// The setting named in errors about oversized results.
+pub(crate) const RESULT_LIMIT: &str = "Limits::max_result_bytes";
+
 /// Limits that keep runs bounded.
 #[derive(Debug, Clone)]
 pub struct Limits {
