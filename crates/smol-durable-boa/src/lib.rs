@@ -15,6 +15,7 @@
 //! calls concurrently. `meta` is read by a literal parser without running anything.
 #![deny(missing_docs)]
 
+mod branch;
 mod isolated;
 mod loader;
 mod meta;

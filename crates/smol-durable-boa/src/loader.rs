@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use boa_engine::builtins::promise::{OperationType, Promise, PromiseState};
 use boa_engine::context::HostHooks;
+use boa_engine::job::JobCallback;
+use boa_engine::object::builtins::JsFunction;
 use boa_engine::module::{ModuleLoader, ModuleRequest, Referrer};
 use boa_engine::object::builtins::JsPromise;
 use boa_engine::realm::Realm;
@@ -129,7 +131,8 @@ impl ModuleLoader for WorkflowLoader {
 }
 
 /// Refuses to compile strings at run time (`eval`, `new Function`, and the async/generator
-/// function constructors, which reach the same hook), and tracks unhandled rejections.
+/// function constructors, which reach the same hook), tracks unhandled rejections, and carries
+/// the current branch across `await` (see [`crate::branch`]).
 #[derive(Default)]
 pub(crate) struct Sandbox {
     unhandled: RefCell<Vec<JsObject<Promise>>>,
@@ -160,6 +163,33 @@ impl HostHooks for Sandbox {
             OperationType::Reject => unhandled.push(promise.clone()),
             OperationType::Handle => unhandled.retain(|tracked| tracked != promise),
         }
+    }
+
+    /// Records the branch current where a promise reaction is registered (an `await`, a
+    /// `.then`), so the reaction runs in it.
+    fn make_job_callback(&self, callback: JsFunction, _context: &mut Context) -> JobCallback {
+        JobCallback::new(callback, crate::branch::current())
+    }
+
+    fn call_job_callback(
+        &self,
+        job: &JobCallback,
+        this: &JsValue,
+        args: &[JsValue],
+        context: &mut Context,
+    ) -> JsResult<JsValue> {
+        let branch = job
+            .host_defined()
+            .as_any()
+            .downcast_ref::<crate::branch::BranchId>()
+            .copied();
+        let Some(branch) = branch else {
+            return job.callback().call(this, args, context);
+        };
+        let previous = crate::branch::enter(branch);
+        let result = job.callback().call(this, args, context);
+        crate::branch::enter(previous);
+        result
     }
 
     fn ensure_can_compile_strings(

@@ -61,18 +61,36 @@
   // numbers travel as they are; objects as JSON text (null stays null).
   const json = (value, what) => (value === undefined || value === null ? null : toJson(value, what));
   const call = (kind, first, second) => rawCall(kind, first, second);
+  const forkBranch = globalThis.__sw_fork_branch;
+  const enterBranch = globalThis.__sw_enter_branch;
+  delete globalThis.__sw_fork_branch;
+  delete globalThis.__sw_enter_branch;
+  // Runs `fn` in a new branch that starts with the current phase: `phase()` inside it, and the
+  // agent calls after it, stay in it, across awaits (the host carries the branch with each job).
+  const inBranch = (fn) => {
+    const previous = enterBranch(forkBranch());
+    try {
+      return fn();
+    } finally {
+      enterBranch(previous);
+    }
+  };
   const budgetNow = globalThis.__sw_budget;
   const maxSleepMs = globalThis.__sw_max_sleep_ms;
   delete globalThis.__sw_call;
   delete globalThis.__sw_budget;
   delete globalThis.__sw_max_sleep_ms;
 
+  // One proxy per object, so `args.x === args.x` holds as it does for plain objects.
+  const proxies = new WeakMap();
   const readOnly = (value) => {
     if (value === null || typeof value !== "object") return value;
+    const known = proxies.get(value);
+    if (known !== undefined) return known;
     const refuse = () => {
       throw new TypeError("Cannot modify workflow value");
     };
-    return new Proxy(value, {
+    const proxy = new Proxy(value, {
       get: (target, key) => readOnly(target[key]),
       getOwnPropertyDescriptor: (target, key) => {
         const descriptor = Reflect.getOwnPropertyDescriptor(target, key);
@@ -85,13 +103,34 @@
       setPrototypeOf: refuse,
       preventExtensions: refuse,
     });
+    proxies.set(value, proxy);
+    return proxy;
   };
 
-  const agent = (prompt, options) => call("agent", String(prompt), json(options, "agent() options"));
+  const agent = (prompt, options) => {
+    if (typeof prompt !== "string") {
+      const got = prompt === null ? "null" : typeof prompt;
+      return Promise.reject(new TypeError(`agent(prompt, options) needs a string prompt, got ${got}`));
+    }
+    return call("agent", prompt, json(options, "agent() options"));
+  };
   const workflow = (ref, args) =>
     call("workflow", json(ref, "workflow() reference"), json(args, "workflow() arguments"));
+  // smol-wf's log text: strings as they are, other values as JSON (`undefined` and non-finite
+  // numbers as null, a function as {}), joined by spaces. Top-level primitives are formatted
+  // here so numbers read as JavaScript writes them (1e+21).
+  const logPart = (value) => {
+    if (typeof value === "string") return value;
+    if (typeof value === "function") return {};
+    if (value !== null && typeof value === "object") return value;
+    try {
+      return nativeStringify(value) ?? "null";
+    } catch {
+      return String(value);
+    }
+  };
   const log = (...values) => {
-    call("log", toJson(values, "log() values"), null);
+    call("log", toJson(values.map(logPart), "log() values"), null);
   };
   const phase = (name, options) => {
     call("phase", String(name), json(options, "phase() options"));
@@ -109,31 +148,34 @@
     }
     return call("sleep", rounded, null).then(() => undefined);
   };
-  const settle = (thunk, ...params) => {
-    try {
-      return Promise.resolve(thunk(...params)).catch(() => null);
-    } catch {
-      return Promise.resolve(null);
-    }
-  };
-  // All thunks start now, in order (so step identities are deterministic); a throwing one
-  // yields null; the result never rejects.
+  const settle = (thunk) =>
+    inBranch(() => {
+      try {
+        return Promise.resolve(thunk()).catch(() => null);
+      } catch {
+        return Promise.resolve(null);
+      }
+    });
+  // All thunks start now, in order (so step identities are deterministic), each in a branch of
+  // its own; a throwing one yields null; the result never rejects.
   const parallel = (thunks) => Promise.all(Array.from(thunks, (thunk) => settle(thunk)));
-  // Items run concurrently; each item's stages run in order with (previous, item, index); a
-  // throwing stage makes that item null.
+  // Items run concurrently, each in a branch of its own; each item's stages run in order with
+  // (previous, item, index); a throwing stage makes that item null.
   const pipeline = (items, ...stages) =>
     Promise.all(
-      Array.from(items, async (item, index) => {
-        let previous = item;
-        try {
-          for (const stage of stages) {
-            previous = await stage(previous, item, index);
+      Array.from(items, (item, index) =>
+        inBranch(async () => {
+          let previous = item;
+          try {
+            for (const stage of stages) {
+              previous = await stage(previous, item, index);
+            }
+            return previous;
+          } catch {
+            return null;
           }
-          return previous;
-        } catch {
-          return null;
-        }
-      }),
+        }),
+      ),
     );
   const budget = Object.freeze({
     get total() {

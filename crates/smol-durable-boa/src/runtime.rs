@@ -131,6 +131,7 @@ fn evaluate(
     limits: Limits,
     stop: &StopSlot,
 ) -> Result<Value, ScriptError> {
+    crate::branch::reset();
     let executor = Rc::new(SimpleJobExecutor::new());
     if let Ok(mut slot) = stop.lock() {
         let token = executor.get_cancellation_token();
@@ -192,6 +193,16 @@ fn install_host(ctx: &mut Context, args: &Value, max_sleep_ms: u64) -> JsResult<
         NativeFunction::from_fn_ptr(host_call),
     )?;
     ctx.register_global_callable(
+        js_string!("__sw_fork_branch"),
+        0,
+        NativeFunction::from_fn_ptr(crate::branch::fork_native),
+    )?;
+    ctx.register_global_callable(
+        js_string!("__sw_enter_branch"),
+        1,
+        NativeFunction::from_fn_ptr(crate::branch::enter_native),
+    )?;
+    ctx.register_global_callable(
         js_string!("__sw_budget"),
         0,
         NativeFunction::from_fn_ptr(budget_now),
@@ -223,8 +234,9 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
         .to_string(ctx)?
         .to_std_string_escaped();
     let (first, second) = (arguments.get_or_undefined(1), arguments.get_or_undefined(2));
+    // A lone surrogate cannot be UTF-8: it becomes U+FFFD, as in every value crossing over.
     let text = |value: &JsValue, ctx: &mut Context| -> JsResult<String> {
-        Ok(value.to_string(ctx)?.to_std_string_escaped())
+        Ok(value.to_string(ctx)?.to_std_string_lossy())
     };
     let parse = |value: &JsValue, ctx: &mut Context| -> JsResult<Value> {
         if value.is_null_or_undefined() {
@@ -241,6 +253,7 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
         "agent" => HostRequest::Agent {
             prompt: text(first, ctx)?,
             options: parse(second, ctx)?,
+            phase: crate::branch::phase(),
         },
         "sleep" => HostRequest::Sleep {
             duration_ms: first.to_number(ctx)?.max(0.0) as u64,
@@ -255,10 +268,14 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
                 other => vec![other],
             },
         },
-        "phase" => HostRequest::Phase {
-            name: text(first, ctx)?,
-            options: parse(second, ctx)?,
-        },
+        "phase" => {
+            let name = text(first, ctx)?;
+            crate::branch::set_phase(name.clone());
+            HostRequest::Phase {
+                name,
+                options: parse(second, ctx)?,
+            }
+        }
         other => {
             return Err(JsNativeError::typ()
                 .with_message(format!("unknown host call {other}"))

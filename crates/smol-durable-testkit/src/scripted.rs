@@ -114,6 +114,7 @@ impl ScriptEngine for ScriptedEngine {
         let ctx = ScriptCtx {
             host: invocation.host,
             args: invocation.args,
+            phase: Arc::default(),
         };
         (entry.run)(ctx).await
     }
@@ -128,6 +129,8 @@ impl ScriptEngine for ScriptedEngine {
 pub struct ScriptCtx {
     host: Arc<dyn WorkflowHost>,
     args: Value,
+    /// The last `phase()`, shared by every clone (one branch, as a script without `parallel`).
+    phase: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl ScriptCtx {
@@ -143,9 +146,11 @@ impl ScriptCtx {
 
     /// `agent(prompt, options)`.
     pub fn agent(&self, prompt: impl Into<String>, options: Value) -> HostFuture {
+        let phase = self.phase.lock().ok().and_then(|phase| phase.clone());
         self.call(HostRequest::Agent {
             prompt: prompt.into(),
             options,
+            phase,
         })
     }
 
@@ -166,10 +171,14 @@ impl ScriptCtx {
         }));
     }
 
-    /// `phase(name)`.
+    /// `phase(name)`: the phase of the agent calls made after it.
     pub fn phase(&self, name: impl Into<String>) {
+        let name = name.into();
+        if let Ok(mut phase) = self.phase.lock() {
+            *phase = Some(name.clone());
+        }
         drop(self.call(HostRequest::Phase {
-            name: name.into(),
+            name,
             options: Value::Null,
         }));
     }

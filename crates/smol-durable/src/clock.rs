@@ -26,6 +26,31 @@ pub async fn sleep_for(clock: &dyn Clock, duration: Duration) {
     clock.sleep_until(clock.now_ms().saturating_add(ms)).await;
 }
 
+/// Unix epoch milliseconds as RFC 3339 UTC with milliseconds, e.g.
+/// `2026-12-03T09:40:45.683Z` (event `startTime`s, `history` times).
+///
+/// ```
+/// assert_eq!(smol_durable::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+/// assert_eq!(smol_durable::rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+/// ```
+pub fn rfc3339_ms(epoch_ms: i64) -> String {
+    let nanos = i128::from(epoch_ms) * 1_000_000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(at) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            at.millisecond()
+        ),
+        // Beyond year 9999: no real timestamp.
+        Err(_) => format!("{epoch_ms}ms"),
+    }
+}
+
 /// The wall clock, with tokio timers for waiting.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;

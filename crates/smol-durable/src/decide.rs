@@ -181,40 +181,6 @@ impl Default for RetryPolicy {
     }
 }
 
-impl RetryPolicy {
-    /// Reads `options.retry`; absent means one try. Malformed values are errors, not guesses.
-    pub fn from_options(options: &Value) -> Result<Self, Error> {
-        let Some(retry) = options.get("retry") else {
-            return Ok(Self::default());
-        };
-        if retry.is_null() {
-            return Ok(Self::default());
-        }
-        let invalid = || {
-            Error::Config(format!(
-                "agent option retry must be {{maxAttempts >= 1, backoffMs >= 0}}, got {retry}"
-            ))
-        };
-        let object = retry.as_object().ok_or_else(invalid)?;
-        let max_attempts = match object.get("maxAttempts") {
-            None => 1,
-            Some(value) => value
-                .as_u64()
-                .filter(|n| *n >= 1)
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(invalid)?,
-        };
-        let backoff_ms = match object.get("backoffMs") {
-            None => 0,
-            Some(value) => value.as_u64().ok_or_else(invalid)?,
-        };
-        Ok(Self {
-            max_attempts,
-            backoff_ms,
-        })
-    }
-}
-
 /// Whether an owner may open an attempt on `task` now. `None`: go ahead (claim the task);
 /// `Some(outcome)`: report that instead and change nothing. Stores call this inside the
 /// transaction that reads the task, so the check and the claim are one atomic step.
@@ -967,24 +933,6 @@ mod tests {
         assert_eq!(step_lease_expires_at(1_000, 60_000, &none), 61_000);
         assert_eq!(step_lease_expires_at(1_000, 60_000, &long), 301_000);
         assert_eq!(heartbeat_interval_ms(60_000), 20_000);
-    }
-
-    #[test]
-    fn retry_policy_parses_and_rejects_nonsense() {
-        assert_eq!(
-            RetryPolicy::from_options(&json!({"retry": {"maxAttempts": 2, "backoffMs": 5}})).ok(),
-            Some(RetryPolicy {
-                max_attempts: 2,
-                backoff_ms: 5
-            })
-        );
-        assert_eq!(
-            RetryPolicy::from_options(&json!(null)).ok(),
-            Some(RetryPolicy::default())
-        );
-        assert!(RetryPolicy::from_options(&json!({"retry": {"maxAttempts": 0}})).is_err());
-        assert!(RetryPolicy::from_options(&json!({"retry": {"backoffMs": -1}})).is_err());
-        assert!(RetryPolicy::from_options(&json!({"retry": 3})).is_err());
     }
 
     #[test]

@@ -60,15 +60,13 @@ impl EventType {
     }
 }
 
-/// Who an event is about.
+/// Who an event is about (smol-wf's metadata; `workflowRunId` and `attemptId` are
+/// smol-durable's additions).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventMetadata {
-    /// Run.
+    /// The root run, on every event of its tree.
     pub run_id: String,
-    /// Attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempt_id: Option<String>,
     /// Step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_id: Option<String>,
@@ -80,25 +78,43 @@ pub struct EventMetadata {
     pub session_id: Option<String>,
     /// 0 for the root run, 1 for its children, …
     pub workflow_depth: u32,
-    /// The parent's step for a child run.
+    /// The parent's step, on every event of a child run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_step_id: Option<String>,
+    /// The child run an event is about (absent on the root run's events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_run_id: Option<String>,
+    /// Attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<String>,
 }
 
-/// One event as sinks receive it and `events` prints it.
+impl EventMetadata {
+    /// The run the event is about: the child run for a child's event, else the root run.
+    pub fn subject_run_id(&self) -> &str {
+        self.workflow_run_id.as_deref().unwrap_or(&self.run_id)
+    }
+}
+
+/// One event as sinks receive it, `run --events` and `events` print it: smol-wf's JSON-lines
+/// shape `{"type", "elapsedNanos", "metadata", "data"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowEvent {
     /// Kind.
     #[serde(rename = "type")]
     pub event_type: EventType,
-    /// Nanoseconds since the attempt started (absent on the root `workflow.started`).
+    /// Nanoseconds since the attempt's event stream started, never decreasing (absent on the
+    /// root `workflow.started`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_nanos: Option<u64>,
     /// Who it is about.
     pub metadata: EventMetadata,
-    /// Type-specific fields (`phase`, `message`, `prompt`, `output`, `usage`, `result`, …).
-    #[serde(flatten)]
+    /// Type-specific fields, as smol-wf names them: `startTime` (started), `name`/`options`
+    /// (phase), `message` (log, agent_failed, error), `phase`/`promptPreview` (agent_started),
+    /// `model`/`sessionId`/`usage` (agent_completed), `results`/`tokenUsage` (result),
+    /// `kind`/`checkpoint` (step_replayed).
+    #[serde(default)]
     pub data: Map<String, Value>,
 }
 
@@ -122,6 +138,16 @@ impl WorkflowEvent {
     /// The event as JSON.
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// The first 200 characters of a prompt, then `…` when there were more (smol-wf's
+/// `promptPreview`).
+pub fn prompt_preview(prompt: &str) -> String {
+    const PREVIEW_CHARS: usize = 200;
+    match prompt.char_indices().nth(PREVIEW_CHARS) {
+        Some((cut, _)) => format!("{}…", &prompt[..cut]),
+        None => prompt.to_owned(),
     }
 }
 
@@ -213,6 +239,32 @@ mod tests {
             Value::Object(map) => map,
             _ => serde_json::Map::new(),
         }
+    }
+
+    #[test]
+    fn prompt_previews_keep_200_characters() {
+        assert_eq!(prompt_preview("short"), "short");
+        let exact = "é".repeat(200);
+        assert_eq!(prompt_preview(&exact), exact);
+        let long = format!("{exact}xyz");
+        assert_eq!(prompt_preview(&long), format!("{exact}…"));
+    }
+
+    #[test]
+    fn events_have_smol_wf_s_envelope() {
+        let metadata = EventMetadata {
+            run_id: "run_1".into(),
+            ..EventMetadata::default()
+        };
+        let event = WorkflowEvent::new(EventType::Log, metadata).with("message", "hi");
+        assert_eq!(
+            event.to_json(),
+            json!({
+                "type": "workflow.log",
+                "metadata": { "runId": "run_1", "workflowDepth": 0 },
+                "data": { "message": "hi" }
+            })
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@
 //!         let ask = |prompt: &str| run.host.call(HostRequest::Agent {
 //!             prompt: prompt.into(),
 //!             options: Value::Null,
+//!             phase: None,
 //!         });
 //!         let (a, b) = futures::join!(ask("plan"), ask("write"));
 //!         let a = a.map_err(|e| ScriptError::thrown(e.message))?;
@@ -74,6 +75,7 @@
 //! together with leases, heartbeats, cancellation, budget and events.
 #![deny(missing_docs)]
 
+pub mod agent_options;
 mod clock;
 mod command_provider;
 mod debug_provider;
@@ -90,7 +92,7 @@ mod session_dir;
 mod signature;
 pub mod store;
 
-pub use clock::{sleep_for, Clock, ManualClock, SystemClock};
+pub use clock::{rfc3339_ms, sleep_for, Clock, ManualClock, SystemClock};
 pub use command_provider::{CommandProvider, EXIT_TEMPORARY_FAILURE};
 pub use debug_provider::DebugProvider;
 pub use engine::steps;
@@ -104,7 +106,7 @@ pub use error::{
 };
 pub use events::{EventMetadata, EventSink, EventType, SessionLogSink, WorkflowEvent};
 pub use ids::new_id;
-pub use provider::{AgentContext, AgentProvider, AgentRequest, AgentResponse, Usage};
+pub use provider::{AgentContext, AgentProvider, AgentRequest, AgentResponse, Usage, UsageCost};
 pub use script::{
     BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, PhaseMeta, ScriptEngine,
     ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,

@@ -6,11 +6,11 @@ use serde_json::Value;
 
 use crate::ProviderError;
 
-/// Token usage as a provider reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Token usage as a provider reports it (smol-wf's `AgentUsage`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
-    /// Prompt tokens.
+    /// Prompt tokens (not counting cache reads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_tokens: Option<u64>,
     /// Generated tokens: what the budget counts.
@@ -19,6 +19,15 @@ pub struct Usage {
     /// Total, when reported separately.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_tokens: Option<u64>,
+    /// Prompt tokens read from the provider's cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
+    /// What the call cost, when the provider says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<UsageCost>,
 }
 
 impl Usage {
@@ -28,6 +37,62 @@ impl Usage {
             input_tokens: Some(input_tokens),
             output_tokens: Some(output_tokens),
             total_tokens: Some(input_tokens.saturating_add(output_tokens)),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the cost.
+    pub fn with_cost(mut self, cost: UsageCost) -> Self {
+        self.cost = Some(cost);
+        self
+    }
+
+    /// The total as smol-wf's `history` counts it: `totalTokens` when reported, else input,
+    /// cache reads and output added up.
+    pub fn total(&self) -> u64 {
+        self.total_tokens.unwrap_or_else(|| {
+            [
+                self.input_tokens,
+                self.cache_read_tokens,
+                self.output_tokens,
+            ]
+            .into_iter()
+            .flatten()
+            .fold(0, u64::saturating_add)
+        })
+    }
+}
+
+/// What an agent call cost (smol-wf's `AgentUsageCost`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageCost {
+    /// For the prompt.
+    pub input: f64,
+    /// For the output.
+    pub output: f64,
+    /// For cache reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read: Option<f64>,
+    /// For cache writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
+    /// In all.
+    pub total: f64,
+    /// ISO 4217 code, e.g. `USD`.
+    pub currency: String,
+}
+
+impl UsageCost {
+    /// Nothing, in US dollars (what the offline `debug` provider costs).
+    pub fn free() -> Self {
+        Self {
+            input: 0.0,
+            output: 0.0,
+            cache_read: None,
+            cache_write: None,
+            total: 0.0,
+            currency: "USD".to_owned(),
         }
     }
 }

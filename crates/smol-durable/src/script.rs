@@ -140,6 +140,12 @@ pub enum HostRequest {
         prompt: String,
         /// Options as written (object or null).
         options: Value,
+        /// The phase current where the call was made: the last `phase()` of the calling
+        /// branch (each `parallel` thunk and `pipeline` item is a branch of its own, starting
+        /// with its parent's phase). The engine inserts it as `options.phase` when the options
+        /// have none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phase: Option<String>,
     },
     /// `sleep(ms)`; resolves to null.
     Sleep {
@@ -158,7 +164,9 @@ pub enum HostRequest {
         /// The values logged.
         values: Vec<Value>,
     },
-    /// `phase(name, options?)`; takes effect for requests made after it; resolves at once.
+    /// `phase(name, options?)`: reported as a `workflow.phase` event; resolves at once. The
+    /// script engine tracks which phase is current and passes it with each
+    /// [`HostRequest::Agent`].
     Phase {
         /// Phase name.
         name: String,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Canonical JSON: object keys sorted by byte order at every depth, arrays kept in order,
 /// compact serde_json encoding.
@@ -130,6 +130,17 @@ impl StepSignature {
         Self::from_canonical(into_string(out))
     }
 
+    /// Signature of an agent call named by its `key` option (version 3): the key alone, in its
+    /// scope, so editing the prompt or options of a keyed call replays its stored result.
+    pub fn keyed_agent(workflow_scope: &str, key: &str) -> Self {
+        Self::from_document(&json!({
+            "signatureVersion": 3,
+            "kind": "agent",
+            "workflowScope": workflow_scope,
+            "key": key,
+        }))
+    }
+
     /// Signature of a durable sleep (version 1).
     pub fn sleep(workflow_scope: &str, duration_ms: u64) -> Self {
         Self::from_document(&json!({
@@ -174,15 +185,6 @@ impl OccurrenceCounter {
         } else {
             format!("{base}#{count}")
         }
-    }
-}
-
-/// `null` for an empty options object, the object otherwise.
-pub(crate) fn options_or_null(options: Map<String, Value>) -> Value {
-    if options.is_empty() {
-        Value::Null
-    } else {
-        Value::Object(options)
     }
 }
 
@@ -297,6 +299,14 @@ mod tests {
         assert_eq!(
             child.json,
             r#"{"args":{"n":1},"kind":"workflow","ref":{"scriptPath":"./child.mjs"},"signatureVersion":1,"workflowScope":"root"}"#
+        );
+    }
+
+    #[test]
+    fn keyed_agent_signature_vector() {
+        assert_eq!(
+            StepSignature::keyed_agent("root", "review:tea").json,
+            r#"{"key":"review:tea","kind":"agent","signatureVersion":3,"workflowScope":"root"}"#
         );
     }
 

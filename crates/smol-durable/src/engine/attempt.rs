@@ -118,7 +118,7 @@ pub(crate) struct AttemptCtx {
     /// Guards may be dropped on a script engine's own thread; parking checks spawn here.
     runtime: tokio::runtime::Handle,
     interruption: Mutex<Option<Interruption>>,
-    writer: mpsc::UnboundedSender<WriterMessage>,
+    writer: Mutex<mpsc::UnboundedSender<WriterMessage>>,
     started: Instant,
 }
 
@@ -130,6 +130,8 @@ pub(crate) struct RunSettings {
     pub cwd: Option<String>,
     pub budget_total: Option<u64>,
     pub max_parallel_agents: Option<usize>,
+    /// The rules that named the run's steps (see [`crate::agent_options::StepIdentity`]).
+    pub step_identity: crate::agent_options::StepIdentity,
 }
 
 impl AttemptCtx {
@@ -286,13 +288,17 @@ impl AttemptCtx {
             self.engine.limits.max_event_payload_bytes,
         );
         let is_root_start = event_type == EventType::Started && event.metadata.workflow_depth == 0;
+        // Stamped and queued under one lock, so `elapsedNanos` never decreases along the stream.
+        let Ok(writer) = self.writer.lock() else {
+            return;
+        };
         if !is_root_start {
             event.elapsed_nanos =
                 Some(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         }
         let record = NewEvent {
             event_id: crate::new_id("evt"),
-            run_id: event.metadata.run_id.clone(),
+            run_id: event.metadata.subject_run_id().to_owned(),
             root_run_id: self.root_run_id.clone(),
             attempt_id: Some(self.attempt.attempt_id.clone()),
             step_id: event.metadata.step_id.clone(),
@@ -300,9 +306,7 @@ impl AttemptCtx {
             payload: event.to_json(),
             created_at: self.now(),
         };
-        let _ = self
-            .writer
-            .send(WriterMessage::Event(Box::new((record, event))));
+        let _ = writer.send(WriterMessage::Event(Box::new((record, event))));
     }
 
     pub fn metadata(
@@ -312,7 +316,8 @@ impl AttemptCtx {
         parent_step_id: Option<&str>,
     ) -> EventMetadata {
         EventMetadata {
-            run_id: run_id.to_owned(),
+            run_id: self.root_run_id.clone(),
+            workflow_run_id: (run_id != self.root_run_id).then(|| run_id.to_owned()),
             attempt_id: Some(self.attempt.attempt_id.clone()),
             workflow_depth: depth,
             parent_step_id: parent_step_id.map(str::to_owned),
@@ -322,7 +327,11 @@ impl AttemptCtx {
 
     async fn close_events(&self) {
         let (done, wait) = oneshot::channel();
-        if self.writer.send(WriterMessage::Close(done)).is_ok() {
+        let sent = match self.writer.lock() {
+            Ok(writer) => writer.send(WriterMessage::Close(done)).is_ok(),
+            Err(_) => false,
+        };
+        if sent {
             let _ = wait.await;
         }
     }
@@ -374,10 +383,11 @@ pub(crate) async fn execute(plan: AttemptPlan) -> Result<RunOutput, Error> {
         activity: Mutex::new(Activity::default()),
         runtime: tokio::runtime::Handle::current(),
         interruption: Mutex::new(None),
-        writer,
+        writer: Mutex::new(writer),
         started: Instant::now(),
     });
     let heartbeat = tokio::spawn(heartbeat(Arc::clone(&ctx)));
+    let cancel_watch = tokio::spawn(watch_for_cancel(Arc::clone(&ctx)));
     let release = ctx.runner.as_ref().map(|runner| {
         let (token, ctx) = (runner.release.clone(), Arc::clone(&ctx));
         tokio::spawn(async move {
@@ -387,6 +397,7 @@ pub(crate) async fn execute(plan: AttemptPlan) -> Result<RunOutput, Error> {
     });
     let outcome = run_root(&ctx, &run, source).await;
     heartbeat.abort();
+    cancel_watch.abort();
     if let Some(release) = release {
         release.abort();
     }
@@ -406,9 +417,11 @@ async fn run_root(
     let spent = ctx.engine.store.budget_spent(&run.run_id).await?;
     ctx.add_spent(spent);
     let scope = RunScope::root(Arc::clone(ctx), run, &source).await?;
-    let started =
-        json!({ "scriptPath": source.path.display().to_string(), "attempt": ctx.attempt.attempt });
-    scope.emit(EventType::Started, None, started);
+    scope.emit(
+        EventType::Started,
+        None,
+        json!({ "startTime": crate::clock::rfc3339_ms(ctx.now()) }),
+    );
     let invocation = ScriptInvocation {
         source,
         args: run.args.clone(),
@@ -503,7 +516,7 @@ async fn finish(
                 tracing::warn!(%error, "could not read token usage");
                 TokenUsage::default()
             });
-            let data = json!({ "result": result, "tokenUsage": usage });
+            let data = json!({ "results": result, "tokenUsage": usage });
             ctx.emit(EventType::Result, root_meta, object(data));
             Ok(RunOutput {
                 task_id: ctx.task_id.clone(),
@@ -621,6 +634,20 @@ pub(crate) async fn ledger_usage(
     root_run_id: &str,
 ) -> Result<TokenUsage, Error> {
     let entries = store.ledger_entries(root_run_id).await?;
+    Ok(sum_usage(entries.iter()))
+}
+
+/// Token usage of one run of a root run's tree (a child's own calls).
+pub(crate) async fn run_usage(
+    store: &dyn crate::DurableStore,
+    root_run_id: &str,
+    run_id: &str,
+) -> Result<TokenUsage, Error> {
+    let entries = store.ledger_entries(root_run_id).await?;
+    Ok(sum_usage(entries.iter().filter(|entry| entry.run_id == run_id)))
+}
+
+fn sum_usage<'a>(entries: impl Iterator<Item = &'a crate::store::LedgerEntry>) -> TokenUsage {
     let mut usage = TokenUsage::default();
     for entry in entries {
         let reported = entry.usage.as_ref();
@@ -630,7 +657,7 @@ pub(crate) async fn ledger_usage(
         usage.output_tokens += entry.output_tokens;
         usage.total_tokens += field("totalTokens").unwrap_or(input + entry.output_tokens);
     }
-    Ok(usage)
+    usage
 }
 
 /// Renews the task, attempt and held step leases every ttl/3 and watches for cancellation.
@@ -706,6 +733,25 @@ async fn heartbeat(ctx: Arc<AttemptCtx>) {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Reads the root run every [`Limits::cancel_poll`](super::Limits::cancel_poll) and cancels the
+/// run when another process asked for it: sooner than the next heartbeat, so no new agent call
+/// starts and a sleep stops within that time.
+async fn watch_for_cancel(ctx: Arc<AttemptCtx>) {
+    let poll = ctx.engine.limits.cancel_poll;
+    loop {
+        crate::clock::sleep_for(ctx.engine.clock.as_ref(), poll).await;
+        match ctx.engine.store.get_run(&ctx.root_run_id).await {
+            Ok(Some(run)) if run.cancel_requested_at.is_some() => {
+                ctx.request_cancel();
+                return;
+            }
+            Ok(_) => {}
+            // The heartbeat reports a store in trouble; this only looks for cancellations.
+            Err(error) => tracing::debug!(%error, "could not look for a cancellation"),
         }
     }
 }

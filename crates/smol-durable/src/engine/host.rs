@@ -7,21 +7,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::attempt::{object, AttemptCtx, HeldStep};
 use super::steps::{acquire_step, complete_fenced, Acquired, KnownRow, StepClaim};
+use crate::agent_options::{
+    effective_options, legacy_signature, step_key, OptionDefaults, StepIdentity,
+};
 use crate::decide::{
     check_budget, decide_sleep, step_lease_expires_at, RetryPolicy, SleepDecision,
 };
-use crate::events::EventType;
+use crate::events::{prompt_preview, EventType};
 use crate::schema::{corrective_prompt, mismatch_message, OutputSchema};
 use crate::script::{
     BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, ScriptInvocation,
     WorkflowHost, WorkflowMeta, WorkflowSource,
 };
-use crate::signature::{child_workflow_scope, options_or_null, OccurrenceCounter};
+use crate::signature::{child_workflow_scope, OccurrenceCounter};
 use crate::store::{
     ClaimStep, FailStep, InsertStep, LedgerEntry, NewChildRun, NewStep, RunOutcome, RunRecord,
     State, StepCas, StepKind, StepRecord, WorkflowInfo,
@@ -42,7 +45,6 @@ pub(crate) struct RunScope {
     root_dir: PathBuf,
     meta: Option<WorkflowMeta>,
     occurrences: Mutex<OccurrenceCounter>,
-    phase: Mutex<Option<String>>,
     known_steps: Mutex<HashMap<String, StepRecord>>,
 }
 
@@ -61,6 +63,9 @@ struct AgentCall {
     schema: Option<OutputSchema>,
     signature: StepSignature,
     checkpoint: String,
+    /// Where the rules that named this run's steps put this call, when that differs: a
+    /// completed step found there replays (see [`crate::agent_options::legacy_signature`]).
+    legacy_checkpoint: Option<String>,
 }
 
 fn rejected(error: HostError) -> HostFuture {
@@ -130,7 +135,6 @@ impl RunScope {
             root_dir,
             meta,
             occurrences: Mutex::new(OccurrenceCounter::default()),
-            phase: Mutex::new(None),
             known_steps: Mutex::new(known_steps),
         }))
     }
@@ -185,83 +189,63 @@ impl RunScope {
         Ok(row.map_or(KnownRow::Absent, |row| KnownRow::Row(Box::new(row))))
     }
 
-    fn current_phase(&self) -> Option<String> {
-        self.phase.lock().ok().and_then(|phase| phase.clone())
-    }
-
-    /// Applies phase inheritance, phase defaults from `meta`, the model map and provider
-    /// resolution, in that order, then derives the step identity.
-    fn prepare_agent(&self, prompt: String, options: Value) -> Result<AgentCall, HostError> {
-        let mut options: Map<String, Value> = match options {
-            Value::Null => Map::new(),
-            Value::Object(map) => map,
-            other => {
-                return Err(invalid(format!(
-                    "agent options must be an object, got {other}"
-                )))
-            }
-        };
-        let phase = match options.remove("phase") {
-            None | Some(Value::Null) => self.current_phase(),
-            Some(Value::String(phase)) => Some(phase),
-            Some(other) => {
-                return Err(invalid(format!(
-                    "agent option phase must be a string, got {other}"
-                )))
-            }
-        };
-        let phase_meta = phase
-            .as_deref()
-            .and_then(|name| self.meta.as_ref().and_then(|meta| meta.phase(name)));
+    /// Completes the options (see [`crate::agent_options`]) and derives the step identity: the
+    /// `key` when the call has one, else the signature of everything that determines the result.
+    fn prepare_agent(
+        &self,
+        prompt: String,
+        written: Value,
+        current_phase: Option<String>,
+    ) -> Result<AgentCall, HostError> {
         let settings = &self.ctx.settings;
-        let provider_name = match options.remove("provider") {
-            None | Some(Value::Null) => phase_meta
-                .and_then(|p| p.provider.clone())
-                .unwrap_or_else(|| settings.provider.clone()),
-            Some(Value::String(name)) => name,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "agent option provider must be a string, got {other}"
-                )))
-            }
+        let defaults = OptionDefaults {
+            phases: self.meta.as_ref().map_or(&[], |meta| meta.phases.as_slice()),
+            provider: &settings.provider,
+            model_map: &settings.model_map,
         };
-        if !options.contains_key("model") {
-            if let Some(model) = phase_meta.and_then(|p| p.model.clone()) {
-                options.insert("model".to_owned(), Value::String(model));
-            }
-        }
-        if let Some(Value::String(alias)) = options.get("model") {
-            if let Some(selector) = settings.model_map.get(alias) {
-                options.insert("model".to_owned(), Value::String(selector.clone()));
-            }
-        }
-        let options = options_or_null(options);
-        let retry = RetryPolicy::from_options(&options).map_err(|e| invalid(e.to_string()))?;
-        let schema = OutputSchema::from_options(&options).map_err(invalid)?;
-        let provider = self.ctx.engine.provider(&provider_name).ok_or_else(|| {
-            invalid(format!(
-                "unknown agent provider {provider_name:?}; registered providers: {}",
-                self.ctx.engine.provider_names().join(", ")
-            ))
-        })?;
-        let signature = StepSignature::agent(
-            &self.scope,
-            &provider_name,
-            &prompt,
-            &options,
-            phase.as_deref(),
-            settings.cwd.as_deref(),
-        );
+        let effective = effective_options(written.clone(), current_phase.as_deref(), &defaults)
+            .map_err(|error| invalid(error.0))?;
+        let schema = OutputSchema::from_options(&effective.options).map_err(invalid)?;
+        let provider = self
+            .ctx
+            .engine
+            .provider(&effective.provider)
+            .ok_or_else(|| invalid(format!("Unknown agent provider: {}", effective.provider)))?;
+        let cwd = settings.cwd.as_deref();
+        let signature = match step_key(&effective.options) {
+            Some(key) => StepSignature::keyed_agent(&self.scope, key),
+            None => StepSignature::agent(
+                &self.scope,
+                &effective.provider,
+                &prompt,
+                &effective.options,
+                effective.phase.as_deref(),
+                cwd,
+            ),
+        };
         let checkpoint = self.next_checkpoint(&signature);
+        let legacy_checkpoint = legacy_signature(
+            settings.step_identity,
+            &self.scope,
+            &prompt,
+            &written,
+            current_phase.as_deref(),
+            &effective,
+            &defaults,
+            cwd,
+        )
+        .filter(|legacy| legacy.hash != signature.hash)
+        .map(|legacy| self.next_checkpoint(&legacy));
         Ok(AgentCall {
             provider,
             prompt,
-            options,
-            phase,
-            retry,
+            options: effective.options,
+            phase: effective.phase,
+            retry: effective.retry,
             schema,
             signature,
             checkpoint,
+            legacy_checkpoint,
         })
     }
 
@@ -371,6 +355,11 @@ impl RunScope {
             "provider": call.provider.name(),
             "context": { "phase": call.phase, "cwd": self.ctx.settings.cwd },
         });
+        if let Some(result) =
+            self.completed_under_legacy_name(&call.checkpoint, call.legacy_checkpoint.as_deref())
+        {
+            return self.replay_agent(&call, result);
+        }
         let lease_extra = step_lease_expires_at(0, 0, &call.retry) as u64;
         let row = match self
             .claim(
@@ -391,6 +380,22 @@ impl RunScope {
         outcome
     }
 
+    /// The result of a call the rules that named this run's steps stored under another
+    /// checkpoint: only when nothing is stored under its current one and that step completed.
+    fn completed_under_legacy_name(&self, checkpoint: &str, legacy: Option<&str>) -> Option<Value> {
+        let legacy = legacy?;
+        let mut steps = self.known_steps.lock().ok()?;
+        if steps.contains_key(checkpoint) {
+            return None;
+        }
+        match steps.get(legacy) {
+            Some(row) if row.state == State::Completed => {
+                steps.remove(legacy).and_then(|row| row.result)
+            }
+            _ => None,
+        }
+    }
+
     fn replay_agent(&self, call: &AgentCall, result: Value) -> Result<Value, HostError> {
         let response: AgentResponse = serde_json::from_value(result.clone()).map_err(|error| {
             self.fatal(Error::Store(crate::StoreError::new(
@@ -405,7 +410,12 @@ impl RunScope {
         self.emit(
             EventType::StepReplayed,
             None,
-            json!({ "kind": "agent", "checkpoint": call.checkpoint, "prompt": call.prompt }),
+            json!({
+                "kind": "agent",
+                "checkpoint": call.checkpoint,
+                "phase": call.phase,
+                "promptPreview": prompt_preview(&call.prompt),
+            }),
         );
         Ok(response.output)
     }
@@ -432,7 +442,7 @@ impl RunScope {
         self.ctx.emit(
             EventType::AgentStarted,
             metadata.clone(),
-            object(json!({ "prompt": call.prompt, "options": call.options, "phase": call.phase, "attempt": fence })),
+            object(json!({ "phase": call.phase, "promptPreview": prompt_preview(&call.prompt) })),
         );
         let request = AgentRequest {
             prompt: call.prompt.clone(),
@@ -465,7 +475,7 @@ impl RunScope {
                 self.ctx.emit(
                     EventType::AgentFailed,
                     metadata,
-                    object(json!({ "error": "workflow cancelled" })),
+                    object(json!({ "message": Error::Cancelled.to_string() })),
                 );
                 return Err(cancelled());
             }
@@ -521,7 +531,7 @@ impl RunScope {
         self.ctx.emit(
             EventType::AgentCompleted,
             metadata,
-            object(json!({ "output": response.output, "usage": response.usage, "model": response.model, "raw": response.raw, "adopted": adopted })),
+            object(json!({ "model": response.model, "sessionId": response.session_id, "usage": response.usage })),
         );
         if self.ctx.cancel.is_cancelled() {
             // Completed and paid for (the session sink needed the call to finish), but the run
@@ -545,7 +555,7 @@ impl RunScope {
         self.ctx.emit(
             EventType::AgentFailed,
             metadata,
-            object(json!({ "error": message })),
+            object(json!({ "message": message })),
         );
         HostError::new(HostErrorKind::Provider, message)
     }
@@ -838,13 +848,22 @@ impl RunScope {
         }
     }
 
-    async fn run_workflow(
-        self: Arc<Self>,
-        reference: Value,
-        args: Value,
-        signature: StepSignature,
-        checkpoint: String,
-    ) -> Result<Value, HostError> {
+    async fn run_workflow(self: Arc<Self>, step: ChildStep) -> Result<Value, HostError> {
+        let ChildStep {
+            reference,
+            args,
+            signature,
+            checkpoint,
+            legacy_checkpoint,
+        } = step;
+        if let Some(result) = self.completed_under_legacy_name(&checkpoint, legacy_checkpoint.as_deref()) {
+            self.emit(
+                EventType::StepReplayed,
+                None,
+                json!({ "kind": "workflow", "checkpoint": checkpoint, "ref": reference }),
+            );
+            return Ok(result.get("value").cloned().unwrap_or(Value::Null));
+        }
         let child_run_id = crate::new_id("run");
         let input = json!({ "ref": reference, "args": args, "childRunId": child_run_id });
         let row = match self
@@ -985,7 +1004,7 @@ impl RunScope {
         child.emit(
             EventType::Started,
             None,
-            json!({ "scriptPath": source.path.display().to_string() }),
+            json!({ "startTime": crate::clock::rfc3339_ms(self.ctx.now()) }),
         );
         let invocation = ScriptInvocation {
             source,
@@ -1016,7 +1035,15 @@ impl RunScope {
             });
         match evaluated {
             Ok(value) => {
-                child.emit(EventType::Result, None, json!({ "result": value }));
+                // Reporting only: a usage that cannot be read must not fail the child.
+                let usage = super::attempt::run_usage(store, &self.ctx.root_run_id, child_run_id)
+                    .await
+                    .unwrap_or_default();
+                child.emit(
+                    EventType::Result,
+                    None,
+                    json!({ "results": value, "tokenUsage": usage }),
+                );
                 Ok(value)
             }
             Err(error) => {
@@ -1144,6 +1171,17 @@ fn step_span(kind: &'static str, run_id: &str, checkpoint: &str) -> tracing::Spa
     tracing::info_span!("step", kind, run_id = %run_id, checkpoint = %checkpoint)
 }
 
+/// A `workflow(ref, args)` call with its identity.
+#[derive(Debug)]
+struct ChildStep {
+    reference: Value,
+    args: Value,
+    signature: StepSignature,
+    checkpoint: String,
+    /// Where smol-durable 0.1.0 stored this call, when that differs.
+    legacy_checkpoint: Option<String>,
+}
+
 #[derive(Debug)]
 enum Claimed {
     Replay(Value),
@@ -1172,7 +1210,11 @@ impl WorkflowHost for RunHost {
             return rejected(cancelled());
         }
         match request {
-            HostRequest::Agent { prompt, options } => match scope.prepare_agent(prompt, options) {
+            HostRequest::Agent {
+                prompt,
+                options,
+                phase,
+            } => match scope.prepare_agent(prompt, options, phase) {
                 Ok(call) => {
                     let span = step_span("agent", &scope.run_id, &call.checkpoint);
                     let busy = scope.ctx.agent_busy();
@@ -1208,14 +1250,24 @@ impl WorkflowHost for RunHost {
                         scope.depth + 1
                     )));
                 }
-                let args = if args.is_null() { json!({}) } else { args };
                 let signature = StepSignature::workflow(&scope.scope, &reference, &args);
                 let checkpoint = scope.next_checkpoint(&signature);
+                // smol-durable 0.1.0 gave a child called without arguments `{}`, not `null`.
+                let legacy_checkpoint = (args.is_null()
+                    && scope.ctx.settings.step_identity == StepIdentity::SmolDurable01)
+                    .then(|| {
+                        let legacy = StepSignature::workflow(&scope.scope, &reference, &json!({}));
+                        scope.next_checkpoint(&legacy)
+                    });
                 let span = step_span("workflow", &scope.run_id, &checkpoint);
-                scope
-                    .run_workflow(reference, args, signature, checkpoint)
-                    .instrument(span)
-                    .boxed()
+                let step = ChildStep {
+                    reference,
+                    args,
+                    signature,
+                    checkpoint,
+                    legacy_checkpoint,
+                };
+                scope.run_workflow(step).instrument(span).boxed()
             }
             HostRequest::Log { values } => {
                 let message = values
@@ -1226,22 +1278,15 @@ impl WorkflowHost for RunHost {
                     })
                     .collect::<Vec<_>>()
                     .join(" ");
-                scope.emit(
-                    EventType::Log,
-                    None,
-                    json!({ "message": message, "values": values }),
-                );
+                scope.emit(EventType::Log, None, json!({ "message": message }));
                 Box::pin(futures::future::ready(Ok(Value::Null)))
             }
             HostRequest::Phase { name, options } => {
-                if let Ok(mut phase) = scope.phase.lock() {
-                    *phase = Some(name.clone());
+                let mut data = json!({ "name": name });
+                if !options.is_null() {
+                    data["options"] = options;
                 }
-                scope.emit(
-                    EventType::Phase,
-                    None,
-                    json!({ "phase": name, "options": options }),
-                );
+                scope.emit(EventType::Phase, None, data);
                 Box::pin(futures::future::ready(Ok(Value::Null)))
             }
         }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::clock::{Clock, SystemClock};
+use crate::agent_options::StepIdentity;
 use crate::decide::StoreRetryPolicy;
 use crate::events::{EventSink, SessionLogSink, WorkflowEvent};
 use crate::script::{ScriptEngine, WorkflowSource};
@@ -47,6 +48,9 @@ pub struct Limits {
     pub cancel_grace: Duration,
     /// How often a step held by another worker is re-read while waiting (default 250 ms).
     pub wait_poll: Duration,
+    /// How often a running run looks for a cancellation requested by another process
+    /// (default 1 s; one in this process is seen at once).
+    pub cancel_poll: Duration,
     /// Largest stored step result or run result, as JSON text (default 8 MiB). A larger
     /// result fails the step (or run) with a limit error instead of reaching the database.
     pub max_result_bytes: usize,
@@ -68,6 +72,7 @@ impl Default for Limits {
             max_sleep_ms: 365 * 24 * 60 * 60 * 1000,
             cancel_grace: Duration::from_secs(5),
             wait_poll: Duration::from_millis(250),
+            cancel_poll: Duration::from_secs(1),
             max_result_bytes: 8 * 1024 * 1024,
             max_prompt_bytes: 1024 * 1024,
             max_event_payload_bytes: 64 * 1024,
@@ -539,6 +544,7 @@ impl Engine {
             .max_parallel_agents
             .or(shared.limits.max_parallel_agents);
         workflow.cwd = request.cwd.clone();
+        workflow.step_identity = Some(StepIdentity::CURRENT_VERSION);
         let now = shared.clock.now_ms();
         let mut new_run = NewRun::new(
             scope.clone(),
@@ -874,6 +880,10 @@ impl Engine {
                 .workflow
                 .max_parallel_agents
                 .or(shared.limits.max_parallel_agents),
+            step_identity: StepIdentity::of_run(
+                run.workflow.step_identity,
+                run.workflow.script_hash.is_some(),
+            ),
         };
         Ok((settings, overrides.no_wait))
     }

@@ -129,6 +129,11 @@ pub struct WorkflowInfo {
     /// Working directory of the run: a property of the run, reused on resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// Which rules named the steps of a root run
+    /// ([`StepIdentity::CURRENT_VERSION`](crate::agent_options::StepIdentity::CURRENT_VERSION)
+    /// since they are recorded; absent for runs of smol-wf 0.3.4 and smol-durable 0.1.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_identity: Option<u32>,
 }
 
 impl WorkflowInfo {
