@@ -9,8 +9,12 @@
 //! ```
 
 mod cli;
-mod commands;
+mod history;
+mod inspect;
+mod output;
 mod progress;
+mod run;
+mod worker;
 mod workflow_args;
 
 use std::path::PathBuf;
@@ -27,7 +31,16 @@ use smol_durable_postgres::PostgresStore;
 use smol_durable_sqlite::SqliteStore;
 
 use crate::cli::{Cli, Command, ProviderArgs, ScriptEngineKind};
-use crate::commands::Outcome;
+use crate::output::errln;
+
+/// How a command ended, for the exit code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done.
+    Success,
+    /// Interrupted with Ctrl-C; the run stays resumable.
+    Interrupted,
+}
 
 /// The hidden first argument that makes this binary the child process of the isolated script
 /// engine (see `smol_durable_boa::IsolatedEngine`).
@@ -57,16 +70,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) if !error.use_stderr() => {
             // --help and --version.
-            print!("{error}");
+            output::stdout_text(error);
             return ExitCode::SUCCESS;
         }
         Err(error) => {
             let text = error.render().to_string();
             let text = text.trim_end().trim_start_matches("error: ");
             if error.kind() == clap::error::ErrorKind::UnknownArgument {
-                eprintln!("error: {text}\nhint: {}", workflow_args::ARGS_FORMS);
+                errln!("error: {text}\nhint: {}", workflow_args::ARGS_FORMS);
             } else {
-                eprintln!("error: {text}");
+                errln!("error: {text}");
             }
             return ExitCode::FAILURE;
         }
@@ -96,7 +109,7 @@ fn main() -> ExitCode {
 }
 
 fn fail(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {error:#}");
+    errln!("error: {error:#}");
     ExitCode::FAILURE
 }
 
@@ -132,13 +145,13 @@ async fn execute(
     let scripts = script_engine(&cli)?;
     let engine = engine(store, scripts, providers, sessions, lease_ttl)?;
     match cli.command {
-        Command::Run(options) => commands::run(&engine, options, cli_args).await,
-        Command::Submit(options) => commands::submit(&engine, options, cli_args).await,
-        Command::Worker(options) => commands::worker(&engine, options).await,
-        Command::History(options) => commands::history(&engine, options).await,
-        Command::Status { id } => commands::status(&engine, &id).await,
-        Command::Cancel { run_id } => commands::cancel(&engine, &run_id).await,
-        Command::Events { run_id, follow } => commands::events(&engine, &run_id, follow).await,
+        Command::Run(options) => run::run(&engine, options, cli_args).await,
+        Command::Submit(options) => run::submit(&engine, options, cli_args).await,
+        Command::Worker(options) => worker::worker(&engine, options).await,
+        Command::History(options) => history::history(&engine, options).await,
+        Command::Status { id } => inspect::status(&engine, &id).await,
+        Command::Cancel { run_id } => inspect::cancel(&engine, &run_id).await,
+        Command::Events { run_id, follow } => inspect::events(&engine, &run_id, follow).await,
     }
 }
 

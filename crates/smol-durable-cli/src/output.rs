@@ -5,6 +5,8 @@ use std::fmt::Display;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use serde_json::Value;
+
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
 
@@ -49,18 +51,29 @@ fn settle(closed: &AtomicBool, written: std::io::Result<()>) -> bool {
     }
 }
 
+/// Pretty JSON (two-space indent), as smol-wf prints results.
+pub fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
 /// `println!` that survives a closed stdout.
 macro_rules! outln {
-    ($($arg:tt)*) => {
-        $crate::output::stdout_line(format_args!($($arg)*))
-    };
+    () => {{
+        let _ = $crate::output::stdout_line("");
+    }};
+    ($($arg:tt)*) => {{
+        let _ = $crate::output::stdout_line(format_args!($($arg)*));
+    }};
 }
 
 /// `eprintln!` that survives a closed stderr.
 macro_rules! errln {
-    ($($arg:tt)*) => {
-        $crate::output::stderr_line(format_args!($($arg)*))
-    };
+    () => {{
+        let _ = $crate::output::stderr_line("");
+    }};
+    ($($arg:tt)*) => {{
+        let _ = $crate::output::stderr_line(format_args!($($arg)*));
+    }};
 }
 
 pub(crate) use {errln, outln};

@@ -389,9 +389,15 @@ pub(crate) async fn list_runs(
     if let Some(name) = &filter.name_contains {
         binds.push(Bind::Text(name.clone()));
         text.push_str(&format!(
-            " AND strpos(COALESCE(workflow_run_json #>> '{{metadata,name}}', ''), ${}) > 0",
+            " AND strpos(lower(COALESCE(workflow_run_json #>> '{{metadata,name}}', '')), lower(${})) > 0",
             binds.len()
         ));
+    }
+    for (bound, op) in [(filter.created_from, ">="), (filter.created_until, "<=")] {
+        if let Some(at) = bound {
+            binds.push(Bind::Int(at));
+            text.push_str(&format!(" AND created_at {op} ${}", binds.len()));
+        }
     }
     text.push_str(" ORDER BY created_at DESC, run_id DESC");
     if let Some(limit) = filter.limit {
@@ -402,6 +408,7 @@ pub(crate) async fn list_runs(
         .fold(sql.dynamic(&text), |query, bind| match bind {
             Bind::Text(value) => query.bind(value),
             Bind::Texts(values) => query.bind(values),
+            Bind::Int(value) => query.bind(value),
         });
     all(c, "list_runs", query, rows::run).await
 }
@@ -410,6 +417,7 @@ pub(crate) async fn list_runs(
 enum Bind {
     Text(String),
     Texts(Vec<String>),
+    Int(i64),
 }
 
 pub(crate) async fn budget_spent(

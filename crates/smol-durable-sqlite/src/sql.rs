@@ -149,9 +149,18 @@ pub(crate) fn list_runs(c: &Connection, filter: &RunFilter) -> Result<Vec<RunRec
     if let Some(name) = &filter.name_contains {
         values.push(name.clone());
         sql.push_str(&format!(
-            " AND instr(COALESCE(json_extract(workflow_run_json, '$.metadata.name'), ''), ?{}) > 0",
+            " AND instr(lower(COALESCE(json_extract(workflow_run_json, '$.metadata.name'), '')), lower(?{})) > 0",
             values.len()
         ));
+    }
+    for (bound, op) in [(filter.created_from, ">="), (filter.created_until, "<=")] {
+        if let Some(at) = bound {
+            values.push(at.to_string());
+            sql.push_str(&format!(
+                " AND created_at {op} CAST(?{} AS INTEGER)",
+                values.len()
+            ));
+        }
     }
     sql.push_str(" ORDER BY created_at DESC, run_id DESC");
     if let Some(limit) = filter.limit {

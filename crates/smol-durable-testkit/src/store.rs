@@ -1598,7 +1598,8 @@ pub async fn owners_round_trip(fixture: Fixture) {
     assert_eq!(other.get_owner("owner_none").await.expect("get"), None);
 }
 
-/// Listing filters by state, task and name and returns newest first.
+/// Listing filters by state, task, name (ASCII case ignored) and creation time (bounds
+/// included) and returns newest first.
 pub async fn list_runs_filters_and_orders(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let old = seed(store, ClaimScope::Local, 1).await;
@@ -1638,6 +1639,32 @@ pub async fn list_runs_filters_and_orders(fixture: Fixture) {
     );
     named.name_contains = Some("nothing".into());
     assert!(store.list_runs(&named).await.expect("list").is_empty());
+    named.name_contains = Some("CONFORM".into());
+    named.limit = None;
+    assert_eq!(
+        store.list_runs(&named).await.expect("list").len(),
+        2,
+        "names match whatever the case of ASCII letters"
+    );
+    // Creation bounds are inclusive: `old` was created at 1, `new` at 2.
+    let mut created = RunFilter::roots();
+    created.created_from = Some(2);
+    let ids = |runs: Vec<smol_durable::store::RunRecord>| -> Vec<String> {
+        runs.into_iter().map(|run| run.run_id).collect()
+    };
+    assert_eq!(
+        ids(store.list_runs(&created).await.expect("list")),
+        vec![new.run.run_id.clone()]
+    );
+    created.created_from = Some(1);
+    created.created_until = Some(1);
+    assert_eq!(
+        ids(store.list_runs(&created).await.expect("list")),
+        vec![old.run.run_id.clone()]
+    );
+    created.created_from = Some(3);
+    created.created_until = None;
+    assert!(store.list_runs(&created).await.expect("list").is_empty());
     let mut of_task = RunFilter::roots();
     of_task.task_id = Some(old.task.task_id.clone());
     of_task.states = vec![State::Completed];

@@ -223,7 +223,8 @@ pub fn legacy_signature(
         // Only a keyed call is named differently now.
         StepIdentity::SmolWf => step_key(&effective.options).map(|_| current_rules()),
         StepIdentity::SmolDurable01 => {
-            let (provider, options, phase) = smol_durable_01_options(options, current_phase, defaults)?;
+            let (provider, options, phase) =
+                smol_durable_01_options(options, current_phase, defaults)?;
             Some(StepSignature::agent(
                 scope,
                 &provider,
@@ -327,12 +328,9 @@ fn retry_policy(options: &Value) -> Result<RetryPolicy, OptionsError> {
     let max_attempts = match retry.get("maxAttempts") {
         None => 1,
         Some(value) => match value.as_u64() {
-            Some(n) => u32::try_from(n)
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| {
-                    OptionsError::new("agent retry.maxAttempts must be between 1 and 4294967295")
-                })?,
+            Some(n) => u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                OptionsError::new("agent retry.maxAttempts must be between 1 and 4294967295")
+            })?,
             None => {
                 return Err(OptionsError::new(
                     "agent retry.maxAttempts must be a positive integer",
@@ -399,7 +397,11 @@ impl ModelSelector {
         };
         let mut query_provider = None;
         let mut thinking = None;
-        for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
+        for pair in query
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+        {
             let Some((key, value)) = pair.split_once('=') else {
                 return Err(OptionsError::new(format!(
                     "model selector query parameter must use key=value: {pair}"
@@ -704,17 +706,32 @@ mod tests {
     #[test]
     fn selector_errors_are_smol_wf_s() {
         for (selector, message) in [
-            ("?thinking=low", "model selector must include a model id: ?thinking=low"),
+            (
+                "?thinking=low",
+                "model selector must include a model id: ?thinking=low",
+            ),
             (" ?x=1", "model selector must include a model id:  ?x=1"),
             ("/x", "model selector provider/model form is invalid: /x"),
             ("a/", "model selector provider/model form is invalid: a/"),
             ("/", "model selector provider/model form is invalid: /"),
-            ("a?thinking", "model selector query parameter must use key=value: thinking"),
-            ("a?thinking=", "model selector query parameter `thinking` must not be empty"),
-            ("a?foo=", "model selector query parameter `foo` must not be empty"),
+            (
+                "a?thinking",
+                "model selector query parameter must use key=value: thinking",
+            ),
+            (
+                "a?thinking=",
+                "model selector query parameter `thinking` must not be empty",
+            ),
+            (
+                "a?foo=",
+                "model selector query parameter `foo` must not be empty",
+            ),
             ("a?foo=1", "unknown model selector query parameter `foo`"),
             ("a?=x", "unknown model selector query parameter ``"),
-            ("a??thinking=x", "unknown model selector query parameter `?thinking`"),
+            (
+                "a??thinking=x",
+                "unknown model selector query parameter `?thinking`",
+            ),
             (
                 "a?thinking=low&thinking=high",
                 "duplicate model selector query parameter `thinking`",
@@ -723,9 +740,18 @@ mod tests {
                 "p/a?provider=q",
                 "conflicting model provider qualifiers in selector `p/a?provider=q`: `p` and `q`",
             ),
-            ("a?%zz=1", "invalid percent escape in model selector query: %zz"),
-            ("a?thinking=%4", "invalid percent escape in model selector query: %4"),
-            ("a?thinking=x%4g", "invalid percent escape in model selector query: x%4g"),
+            (
+                "a?%zz=1",
+                "invalid percent escape in model selector query: %zz",
+            ),
+            (
+                "a?thinking=%4",
+                "invalid percent escape in model selector query: %4",
+            ),
+            (
+                "a?thinking=x%4g",
+                "invalid percent escape in model selector query: x%4g",
+            ),
             ("a?thinking=%ff", "model selector query is not valid UTF-8"),
         ] {
             assert_eq!(error(selector), message, "{selector}");

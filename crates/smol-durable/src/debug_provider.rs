@@ -418,7 +418,10 @@ mod tests {
             generated(json!({ "type": "number", "exclusiveMinimum": 1 })),
             json!(1.0000000000000002)
         );
-        assert_eq!(generated(json!({ "type": "number", "minimum": 2 })), json!(2));
+        assert_eq!(
+            generated(json!({ "type": "number", "minimum": 2 })),
+            json!(2)
+        );
         assert_eq!(
             generated(json!({ "type": "string" })),
             json!("debug-string")
@@ -437,18 +440,24 @@ mod tests {
             );
         }
         // The first listed type; unknown names make objects.
-        assert_eq!(
-            generated(json!({ "type": ["integer", "null"] })),
-            json!(0)
-        );
+        assert_eq!(generated(json!({ "type": ["integer", "null"] })), json!(0));
         assert_eq!(smol_wf(json!({ "type": "whatever" })), json!({}));
     }
 
     #[test]
     fn types_are_inferred_from_keywords_else_object() {
-        assert_eq!(generated(json!({ "required": ["a"] })), json!({ "a": "debug" }));
-        assert_eq!(generated(json!({ "additionalProperties": false })), json!({}));
-        assert_eq!(generated(json!({ "items": { "type": "boolean" } })), json!([true]));
+        assert_eq!(
+            generated(json!({ "required": ["a"] })),
+            json!({ "a": "debug" })
+        );
+        assert_eq!(
+            generated(json!({ "additionalProperties": false })),
+            json!({})
+        );
+        assert_eq!(
+            generated(json!({ "items": { "type": "boolean" } })),
+            json!([true])
+        );
         assert_eq!(generated(json!({ "minimum": 4 })), json!(4));
         assert_eq!(generated(json!({ "format": "date" })), json!("2000-01-01"));
         assert_eq!(generated(json!({})), json!({}));
@@ -500,8 +509,14 @@ mod tests {
             generated(json!({ "type": "integer", "minimum": 1, "multipleOf": 5 })),
             json!(5)
         );
-        assert_eq!(smol_wf(json!({ "type": "array", "items": false })), json!([null]));
-        assert_eq!(generated(json!({ "type": "array", "items": false })), json!([]));
+        assert_eq!(
+            smol_wf(json!({ "type": "array", "items": false })),
+            json!([null])
+        );
+        assert_eq!(
+            generated(json!({ "type": "array", "items": false })),
+            json!([])
+        );
     }
 
     #[test]

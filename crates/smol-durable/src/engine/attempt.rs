@@ -644,7 +644,9 @@ pub(crate) async fn run_usage(
     run_id: &str,
 ) -> Result<TokenUsage, Error> {
     let entries = store.ledger_entries(root_run_id).await?;
-    Ok(sum_usage(entries.iter().filter(|entry| entry.run_id == run_id)))
+    Ok(sum_usage(
+        entries.iter().filter(|entry| entry.run_id == run_id),
+    ))
 }
 
 fn sum_usage<'a>(entries: impl Iterator<Item = &'a crate::store::LedgerEntry>) -> TokenUsage {

@@ -199,7 +199,10 @@ impl RunScope {
     ) -> Result<AgentCall, HostError> {
         let settings = &self.ctx.settings;
         let defaults = OptionDefaults {
-            phases: self.meta.as_ref().map_or(&[], |meta| meta.phases.as_slice()),
+            phases: self
+                .meta
+                .as_ref()
+                .map_or(&[], |meta| meta.phases.as_slice()),
             provider: &settings.provider,
             model_map: &settings.model_map,
         };
@@ -856,7 +859,9 @@ impl RunScope {
             checkpoint,
             legacy_checkpoint,
         } = step;
-        if let Some(result) = self.completed_under_legacy_name(&checkpoint, legacy_checkpoint.as_deref()) {
+        if let Some(result) =
+            self.completed_under_legacy_name(&checkpoint, legacy_checkpoint.as_deref())
+        {
             self.emit(
                 EventType::StepReplayed,
                 None,

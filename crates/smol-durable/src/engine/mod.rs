@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::clock::{Clock, SystemClock};
 use crate::agent_options::StepIdentity;
+use crate::clock::{Clock, SystemClock};
 use crate::decide::StoreRetryPolicy;
 use crate::events::{EventSink, SessionLogSink, WorkflowEvent};
 use crate::script::{ScriptEngine, WorkflowSource};
@@ -467,6 +467,9 @@ pub struct RunStatus {
     pub task: TaskRecord,
     /// Attempts of the task, in order.
     pub attempts: Vec<AttemptRecord>,
+    /// The run is `running` but nobody executes it any more (see [`Engine::owner_gone`]):
+    /// it moves again only when resumed, or claimed by a worker.
+    pub owner_gone: bool,
 }
 
 /// The durable workflow engine: one non-generic handle, cheap to clone.
@@ -632,11 +635,32 @@ impl Engine {
             .await?
             .ok_or_else(|| Error::Config(format!("run {run_id} has no task {}", run.task_id)))?;
         let attempts = self.shared.store.list_attempts(&task.task_id).await?;
+        let owner_gone = self.owner_gone(&task).await?;
         Ok(RunStatus {
             run,
             task,
             attempts,
+            owner_gone,
         })
+    }
+
+    /// Whether a `running` task's owner is gone: its process on this host no longer exists, or
+    /// its lease has run out (an owner elsewhere stopped renewing it). A run whose owner is gone
+    /// only moves again when it is resumed, or, for a submitted run, claimed by a worker.
+    pub async fn owner_gone(&self, task: &TaskRecord) -> Result<bool, Error> {
+        if task.state != State::Running {
+            return Ok(false);
+        }
+        let expired = task
+            .lease_expires_at
+            .is_none_or(|expires| expires <= self.shared.clock.now_ms());
+        if expired {
+            return Ok(true);
+        }
+        match &task.claimed_by_owner_id {
+            Some(owner) => self.owner_is_dead(owner).await,
+            None => Ok(true),
+        }
     }
 
     /// Deletes a finished root run with its child runs, attempts, steps, ledger rows and

@@ -396,7 +396,20 @@ impl DurableStore for MemoryStore {
                     .as_ref()
                     .and_then(|meta| meta.get("name"))
                     .and_then(Value::as_str)
-                    .is_some_and(|name| name.contains(text.as_str())),
+                    .is_some_and(|name| {
+                        name.to_ascii_lowercase()
+                            .contains(&text.to_ascii_lowercase())
+                    }),
+            })
+            .filter(|run| {
+                filter
+                    .created_from
+                    .is_none_or(|from| run.created_at >= from)
+            })
+            .filter(|run| {
+                filter
+                    .created_until
+                    .is_none_or(|until| run.created_at <= until)
             })
             .cloned()
             .collect();

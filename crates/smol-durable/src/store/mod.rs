@@ -141,10 +141,15 @@ pub struct RunFilter {
     pub states: Vec<State>,
     /// Only root runs.
     pub roots_only: bool,
-    /// Only runs whose metadata name contains this text.
+    /// Only runs whose metadata name contains this text, ignoring the case of ASCII letters
+    /// (other letters fold where the database folds them).
     pub name_contains: Option<String>,
     /// Only runs of this task (its root run and children).
     pub task_id: Option<String>,
+    /// Only runs created at or after this time.
+    pub created_from: Option<i64>,
+    /// Only runs created at or before this time.
+    pub created_until: Option<i64>,
     /// At most this many.
     pub limit: Option<usize>,
 }
