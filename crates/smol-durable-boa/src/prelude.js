@@ -132,8 +132,10 @@
   const log = (...values) => {
     call("log", toJson(values.map(logPart), "log() values"), null);
   };
-  const phase = (name, options) => {
-    call("phase", String(name), json(options, "phase() options"));
+  // `phase(name, undefined)` has options (null), as in smol-wf; `phase(name)` has none.
+  const phase = (name, ...rest) => {
+    const options = rest.length > 0 ? (json(rest[0], "phase() options") ?? "null") : undefined;
+    call("phase", String(name), options);
   };
   const sleep = (ms) => {
     if (typeof ms !== "number" || !Number.isFinite(ms)) {

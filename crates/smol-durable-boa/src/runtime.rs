@@ -273,7 +273,11 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
             crate::branch::set_phase(name.clone());
             HostRequest::Phase {
                 name,
-                options: parse(second, ctx)?,
+                options: if second.is_undefined() {
+                    None
+                } else {
+                    Some(parse(second, ctx)?)
+                },
             }
         }
         other => {

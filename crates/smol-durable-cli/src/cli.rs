@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing::level_filters::LevelFilter;
 
 /// Durable JavaScript agent workflows: every agent call, child workflow and sleep is a step
 /// stored in SQLite or PostgreSQL, so a failed, stopped or killed run resumes without paying
@@ -87,37 +88,115 @@ pub enum Command {
 /// Which agent providers a process has, and how agents are named.
 #[derive(Debug, Args)]
 pub struct ProviderArgs {
-    /// The provider agents use unless they name one: `debug` (offline), `command` or `openai`
-    /// (OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_MODEL).
-    #[arg(long, default_value = "debug")]
-    pub agent_provider: String,
+    /// The provider agents use unless they name one: `debug` (offline, the default),
+    /// `command` or `openai` (OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_MODEL).
+    #[arg(long, value_name = "NAME")]
+    pub agent_provider: Option<String>,
     /// The program the `command` provider runs per agent call, with its arguments
     /// (shell-quoted): it reads the request as JSON on stdin and answers on stdout.
     #[arg(long, value_name = "COMMAND")]
     pub agent_command: Option<String>,
-    /// A model alias: `alias:selector` (repeatable).
-    #[arg(long = "model-map", value_name = "ALIAS:SELECTOR")]
-    pub model_map: Vec<String>,
-    /// Diagnostics on stderr: error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", default_value = "warn")]
-    pub log_level: tracing::Level,
+    /// A model alias: `alias:selector`, where a selector is `model`, `provider/model`, either
+    /// followed by `?thinking=…` or `?provider=…` (repeatable; the last one of an alias wins).
+    #[arg(long = "model-map", value_name = "ALIAS:SELECTOR", value_parser = model_alias)]
+    pub model_map: Vec<(String, String)>,
+    /// Diagnostics on stderr: off, error, warn, info, debug or trace (also none, quiet,
+    /// warning; any case). `[phase]` and `[log]` lines are printed at every level.
+    /// Default: warn (`worker`: info, which reports each claimed run and its provider).
+    #[arg(long, value_name = "LEVEL", value_parser = log_level)]
+    pub log_level: Option<LevelFilter>,
+    /// The same as `--log-level debug`.
+    #[arg(long)]
+    pub debug: bool,
 }
 
-/// What a new run starts with (`run` and `submit`).
+impl ProviderArgs {
+    /// The default provider's name.
+    pub fn provider(&self) -> &str {
+        self.agent_provider.as_deref().unwrap_or("debug")
+    }
+
+    /// The diagnostics level in force, `default` unless the options say.
+    pub fn level(&self, default: LevelFilter) -> LevelFilter {
+        if self.debug {
+            LevelFilter::DEBUG
+        } else {
+            self.log_level.unwrap_or(default)
+        }
+    }
+}
+
+/// `alias:selector` (split at the first colon), with smol-wf's messages.
+fn model_alias(text: &str) -> Result<(String, String), String> {
+    let Some((alias, selector)) = text.split_once(':') else {
+        return Err("--model-map must use <alias>:<selector>".to_owned());
+    };
+    if alias.is_empty() {
+        return Err("--model-map alias must not be empty".to_owned());
+    }
+    if selector.is_empty() {
+        return Err("--model-map selector must not be empty".to_owned());
+    }
+    Ok((alias.to_owned(), selector.to_owned()))
+}
+
+fn log_level(text: &str) -> Result<LevelFilter, String> {
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "off" | "none" | "quiet" => LevelFilter::OFF,
+        "error" => LevelFilter::ERROR,
+        "warn" | "warning" => LevelFilter::WARN,
+        "info" => LevelFilter::INFO,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        _ => {
+            return Err(
+                "--log-level must be one of off, error, warn, info, debug, trace".to_owned(),
+            )
+        }
+    })
+}
+
+/// A whole number of at least 0 (`zero_allowed`) or 1, with smol-wf's messages.
+fn count(flag: &'static str, zero_allowed: bool) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |text: &str| match text.parse::<u64>() {
+        Ok(0) if !zero_allowed => Err(format!("{flag} must be greater than zero")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{flag} must be a non-negative integer")),
+    }
+}
+
+fn existing_directory(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if path.is_dir() {
+        Ok(path)
+    } else {
+        Err("--save-raw-sessions must point to an existing directory".to_owned())
+    }
+}
+
+/// What a new run starts with (`run` and `submit`). Workflow arguments are
+/// `--args-<name> VALUE` (a string; a bare flag is `true`; a repeated name an array) and
+/// `--args-from-file FILE` (a JSON object, or YAML for `.yaml`/`.yml`), merged in order.
 #[derive(Debug, Args)]
 pub struct NewRunArgs {
     /// The workflow script (an ES module).
     pub script: PathBuf,
-    /// Output-token budget for the whole run (a positive integer).
-    #[arg(long, value_name = "TOKENS")]
+    /// Output-token budget for the whole run (0 allows no agent call).
+    #[arg(
+        long,
+        value_name = "TOKENS",
+        allow_hyphen_values = true,
+        value_parser = count("--budget-allowance", true)
+    )]
     pub budget_allowance: Option<u64>,
-    /// At most this many agent calls at once (a positive integer).
-    #[arg(long, value_name = "N")]
-    pub max_parallel_agents: Option<usize>,
-    /// A JSON or YAML file holding the workflow's arguments (`--args-<name>` overrides its
-    /// keys).
-    #[arg(long, value_name = "FILE")]
-    pub args_from_file: Option<PathBuf>,
+    /// At most this many agent calls at once.
+    #[arg(
+        long,
+        value_name = "N",
+        allow_hyphen_values = true,
+        value_parser = count("--max-parallel-agents", false)
+    )]
+    pub max_parallel_agents: Option<u64>,
 }
 
 /// `run`'s options: those of `smol-wf run`.
@@ -132,8 +211,8 @@ pub struct RunArgs {
     /// Continue this run instead of starting a new one.
     #[arg(long, value_name = "RUN_ID")]
     pub resume_run: Option<String>,
-    /// Save every agent call's full result as DIR/<run_id>/<step_id>.json.
-    #[arg(long, value_name = "DIR")]
+    /// Save every agent call's full result as DIR/<run_id>/<step_id>.json (DIR must exist).
+    #[arg(long, value_name = "DIR", value_parser = existing_directory)]
     pub save_raw_sessions: Option<PathBuf>,
     /// Print events as JSON lines instead of the final result.
     #[arg(long)]
@@ -170,8 +249,8 @@ pub struct WorkerArgs {
     /// back to other workers.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub shutdown_grace: u64,
-    /// Save every agent call's full result as DIR/<run_id>/<step_id>.json.
-    #[arg(long, value_name = "DIR")]
+    /// Save every agent call's full result as DIR/<run_id>/<step_id>.json (DIR must exist).
+    #[arg(long, value_name = "DIR", value_parser = existing_directory)]
     pub save_raw_sessions: Option<PathBuf>,
     /// Seconds a killed worker's runs stay leased before another worker takes them over
     /// (renewed every third of it while the worker lives).

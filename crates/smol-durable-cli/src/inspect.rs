@@ -7,16 +7,38 @@ use serde_json::{json, Value};
 use smol_durable::store::RunRecord;
 use smol_durable::Engine;
 
+use crate::database::Database;
 use crate::output::pretty;
 use crate::output::{errln, outln};
 use crate::Outcome;
 
-/// `status`: the run's state, attempts and outcome, by run id or task id.
-pub async fn status(engine: &Engine, id: &str) -> anyhow::Result<Outcome> {
+/// `status`: the run's state, attempts, tokens and outcome, by run id or task id. A run whose
+/// owner is gone says so, with the command that continues it.
+pub async fn status(engine: &Engine, id: &str, database: &Database) -> anyhow::Result<Outcome> {
     let status = engine.status(id).await?;
     let mut summary = run_json(&status.run);
     summary["attempts"] = json!(status.attempts.len());
+    summary["tokenUsage"] = json!(engine.token_usage(&status.run.root_run_id).await?);
+    if status.owner_gone {
+        summary["ownerGone"] = json!(true);
+    }
     outln!("{}", pretty(&summary));
+    if status.owner_gone {
+        let script = status
+            .run
+            .workflow
+            .script_path
+            .as_deref()
+            .unwrap_or("<script>");
+        let db = database.as_flag();
+        errln!(
+            "note: run {} is running (owner gone; resume it): smol-durable --db {} run {} --resume-run {}",
+            status.run.root_run_id,
+            shlex::try_quote(&db).unwrap_or(db.as_str().into()),
+            shlex::try_quote(script).unwrap_or(script.into()),
+            status.run.root_run_id
+        );
+    }
     Ok(Outcome::Success)
 }
 
@@ -25,7 +47,7 @@ pub async fn cancel(engine: &Engine, run_id: &str) -> anyhow::Result<Outcome> {
     use smol_durable::store::CancelRequest;
     let message = match engine.cancel(run_id).await? {
         CancelRequest::Requested => {
-            format!("cancellation of run {run_id} requested; its owner stops at its next heartbeat")
+            format!("cancellation of run {run_id} requested; its owner stops within a second")
         }
         CancelRequest::CancelledPending => format!("run {run_id} cancelled"),
         CancelRequest::AlreadyFinished(state) => {
@@ -38,7 +60,8 @@ pub async fn cancel(engine: &Engine, run_id: &str) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// `events`: stored events as JSON lines; `--follow` waits for more until the run finishes.
+/// `events`: stored events as JSON lines; `--follow` waits for more until the run finishes or
+/// its owner is gone.
 pub async fn events(engine: &Engine, run_id: &str, follow: bool) -> anyhow::Result<Outcome> {
     // Fails with a clear "not found" before printing anything.
     engine.status(run_id).await?;
@@ -56,8 +79,10 @@ pub async fn events(engine: &Engine, run_id: &str, follow: bool) -> anyhow::Resu
         if last_pass {
             return Ok(Outcome::Success);
         }
-        // Once the run has ended, one more pass reads what it wrote before the state check.
-        last_pass = engine.status(run_id).await?.run.state.is_terminal();
+        // Once the run has ended (or nobody executes it any more), one more pass reads what
+        // was written before the state check.
+        let status = engine.status(run_id).await?;
+        last_pass = status.run.state.is_terminal() || status.owner_gone;
         if !last_pass {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -68,9 +93,9 @@ pub async fn events(engine: &Engine, run_id: &str, follow: bool) -> anyhow::Resu
 pub fn run_json(run: &RunRecord) -> Value {
     json!({
         "runID": run.run_id,
-        "taskID": run.task_id,
-        "rootRunID": run.root_run_id,
-        "parentRunID": run.parent_run_id,
+        "taskId": run.task_id,
+        "rootRunId": run.root_run_id,
+        "parentRunId": run.parent_run_id,
         "state": run.state.as_str(),
         "name": workflow_name(run),
         "scriptPath": run.workflow.script_path,

@@ -9,15 +9,16 @@
 //! ```
 
 mod cli;
+mod database;
 mod history;
 mod inspect;
 mod output;
 mod progress;
 mod run;
+mod signals;
 mod worker;
 mod workflow_args;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -27,19 +28,23 @@ use smol_durable::{CommandProvider, DebugProvider, Engine, SessionLogDir};
 use smol_durable::{DurableStore, ScriptEngine};
 use smol_durable_boa::{BoaEngine, IsolatedEngine, IsolationLimits};
 use smol_durable_openai::OpenAiProvider;
-use smol_durable_postgres::PostgresStore;
-use smol_durable_sqlite::SqliteStore;
+use tracing::level_filters::LevelFilter;
 
 use crate::cli::{Cli, Command, ProviderArgs, ScriptEngineKind};
+use crate::database::{Access, Database};
 use crate::output::errln;
+use crate::workflow_args::WorkflowArgs;
 
 /// How a command ended, for the exit code.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Done.
     Success,
-    /// Interrupted with Ctrl-C; the run stays resumable.
-    Interrupted,
+    /// A run failed or was cancelled; its message is already printed.
+    Failed,
+    /// Stopped by this signal (the run was cancelled cooperatively and stays resumable):
+    /// exit code 128 + the signal's number.
+    Interrupted(i32),
 }
 
 /// The hidden first argument that makes this binary the child process of the isolated script
@@ -62,32 +67,17 @@ fn main() -> ExitCode {
             ))
         }
     };
-    let (argv, cli_args) = match workflow_args::split(argv) {
+    let (argv, workflow_args) = match workflow_args::split(argv) {
         Ok(split) => split,
         Err(error) => return fail(&error),
     };
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
-        Err(error) if !error.use_stderr() => {
-            // --help and --version.
-            output::stdout_text(error);
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            let text = error.render().to_string();
-            let text = text.trim_end().trim_start_matches("error: ");
-            if error.kind() == clap::error::ErrorKind::UnknownArgument {
-                errln!("error: {text}\nhint: {}", workflow_args::ARGS_FORMS);
-            } else {
-                errln!("error: {text}");
-            }
-            return ExitCode::FAILURE;
-        }
+        Err(error) => return usage_error(&error),
     };
-    if !cli_args.is_empty() && !matches!(cli.command, Command::Run(_) | Command::Submit(_)) {
+    if !workflow_args.is_empty() && !matches!(cli.command, Command::Run(_) | Command::Submit(_)) {
         return fail(&anyhow::anyhow!(
-            "--args-<name> options belong to `run` and `submit`; {}",
-            workflow_args::ARGS_FORMS
+            "--args-<name> and --args-from-file belong to `run` and `submit`"
         ));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -97,13 +87,16 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&anyhow::Error::new(error).context("cannot start the runtime")),
     };
-    let outcome = runtime.block_on(execute(cli, cli_args));
-    // Every durable write was awaited inside `execute`; after a second Ctrl-C nothing may
+    let outcome = runtime.block_on(execute(cli, workflow_args));
+    // Every durable write was awaited inside `execute`; after a second signal nothing may
     // hold the exit back.
     runtime.shutdown_background();
     match outcome {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Ok(Outcome::Failed) => ExitCode::FAILURE,
+        Ok(Outcome::Interrupted(signal)) => {
+            ExitCode::from(u8::try_from(128 + signal).unwrap_or(u8::MAX))
+        }
         Err(error) => fail(&error),
     }
 }
@@ -113,26 +106,64 @@ fn fail(error: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn execute(
-    cli: Cli,
-    cli_args: serde_json::Map<String, serde_json::Value>,
-) -> anyhow::Result<Outcome> {
-    let (providers, sessions) = match &cli.command {
+/// A command line clap refused, said the way smol-wf says it: an unknown option of `run` names
+/// the forms workflow arguments take; a bad value gives just the option's own message.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !error.use_stderr() {
+        // --help and --version.
+        output::stdout_text(error.render());
+        return ExitCode::SUCCESS;
+    }
+    let message = match error.kind() {
+        ErrorKind::UnknownArgument => match error.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(token)) => {
+                format!("Unknown option: {token}. {}", workflow_args::ARGS_FORMS)
+            }
+            _ => rendered(error),
+        },
+        ErrorKind::ValueValidation => match std::error::Error::source(error) {
+            Some(source) => source.to_string(),
+            None => rendered(error),
+        },
+        _ => rendered(error),
+    };
+    errln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn rendered(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    text.trim_end().trim_start_matches("error: ").to_owned()
+}
+
+async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcome> {
+    let (providers, sessions, access) = match &cli.command {
         Command::Run(options) => (
             Some(&options.providers),
             options.save_raw_sessions.as_deref(),
+            Access::Write,
         ),
-        Command::Submit(options) => (Some(&options.providers), None),
+        Command::Submit(options) => (Some(&options.providers), None, Access::Write),
         Command::Worker(options) => (
             Some(&options.providers),
             options.save_raw_sessions.as_deref(),
+            Access::Write,
         ),
-        _ => (None, None),
+        Command::History(options) if options.action.is_some() => (None, None, Access::Write),
+        Command::History(_) => (None, None, Access::Read("history")),
+        Command::Status { .. } => (None, None, Access::Read("status")),
+        Command::Events { .. } => (None, None, Access::Read("events")),
+        Command::Cancel { .. } => (None, None, Access::Write),
     };
     if let Some(providers) = providers {
+        let default = match cli.command {
+            Command::Worker(_) => LevelFilter::INFO,
+            _ => LevelFilter::WARN,
+        };
         // Diagnostics (store retries, lease trouble) go to stderr; results stay on stdout.
         tracing_subscriber::fmt()
-            .with_max_level(providers.log_level)
+            .with_max_level(providers.level(default))
             .with_writer(std::io::stderr)
             .with_target(false)
             .init();
@@ -141,44 +172,63 @@ async fn execute(
         Command::Worker(options) => Some(std::time::Duration::from_secs_f64(options.lease_ttl)),
         _ => None,
     };
-    let store = store(cli.db.as_deref()).await?;
+    let database = Database::choose(cli.db.as_deref())?;
+    if let Command::Submit(options) = &cli.command {
+        // A submitter only records the provider's name: workers bring their own configuration.
+        check_provider_name(&options.providers)?;
+    } else if let Some(providers) = providers {
+        check_providers(providers)?;
+    }
+    let store = database.open(access).await?;
     let scripts = script_engine(&cli)?;
     let engine = engine(store, scripts, providers, sessions, lease_ttl)?;
+    let invocation = Invocation {
+        database: &database,
+        script_engine: cli.script_engine,
+    };
     match cli.command {
-        Command::Run(options) => run::run(&engine, options, cli_args).await,
-        Command::Submit(options) => run::submit(&engine, options, cli_args).await,
-        Command::Worker(options) => worker::worker(&engine, options).await,
+        Command::Run(options) => run::run(&engine, &options, workflow_args, &invocation).await,
+        Command::Submit(options) => run::submit(&engine, &options, workflow_args).await,
+        Command::Worker(options) => worker::worker(&engine, &options).await,
         Command::History(options) => history::history(&engine, options).await,
-        Command::Status { id } => inspect::status(&engine, &id).await,
+        Command::Status { id } => inspect::status(&engine, &id, &database).await,
         Command::Cancel { run_id } => inspect::cancel(&engine, &run_id).await,
         Command::Events { run_id, follow } => inspect::events(&engine, &run_id, follow).await,
     }
 }
 
-/// The chosen database: a `postgres://` URL, else a SQLite file (created with its directory).
-async fn store(db: Option<&str>) -> anyhow::Result<Arc<dyn DurableStore>> {
-    let path = match db {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = PostgresStore::connect(url).await?;
-            return Ok(Arc::new(store));
-        }
-        Some(path) => PathBuf::from(path),
-        None => default_db()?,
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        // Directories made here are private like the database itself.
-        let mut directories = std::fs::DirBuilder::new();
-        directories.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut directories, 0o700);
-        directories
-            .create(parent)
-            .with_context(|| format!("cannot create the directory of --db {}", path.display()))?;
+/// How this process was started: what a printed resume command must repeat.
+#[derive(Debug)]
+pub struct Invocation<'a> {
+    /// The database.
+    pub database: &'a Database,
+    /// Where scripts run.
+    pub script_engine: ScriptEngineKind,
+}
+
+/// The providers the CLI has built in.
+const PROVIDERS: [&str; 3] = [
+    DebugProvider::NAME,
+    CommandProvider::NAME,
+    OpenAiProvider::NAME,
+];
+
+/// A provider name a run may record: a built-in one (smol-wf's message otherwise).
+fn check_provider_name(options: &ProviderArgs) -> anyhow::Result<()> {
+    let name = options.provider();
+    if !PROVIDERS.contains(&name) {
+        bail!("Unknown agent provider: {name}");
     }
-    let store = SqliteStore::open(&path)
-        .await
-        .with_context(|| format!("cannot open database {}", path.display()))?;
-    Ok(Arc::new(store))
+    Ok(())
+}
+
+/// The default provider, and what it needs to run in this process.
+fn check_providers(options: &ProviderArgs) -> anyhow::Result<()> {
+    check_provider_name(options)?;
+    if options.provider() == CommandProvider::NAME && options.agent_command.is_none() {
+        bail!("--agent-provider command needs --agent-command 'program args…'");
+    }
+    Ok(())
 }
 
 /// The JavaScript engine the options choose.
@@ -240,44 +290,16 @@ fn engine(
         let openai_configured = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]
             .iter()
             .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
-        if openai_configured || options.agent_provider == OpenAiProvider::NAME {
+        if openai_configured || options.provider() == OpenAiProvider::NAME {
             builder = builder.provider(Arc::new(OpenAiProvider::from_env()));
         }
-        match options.agent_provider.as_str() {
-            DebugProvider::NAME | OpenAiProvider::NAME => {}
-            CommandProvider::NAME if options.agent_command.is_some() => {}
-            CommandProvider::NAME => {
-                bail!("--agent-provider command needs --agent-command 'program args…'")
-            }
-            other => bail!(
-                "unknown agent provider {other:?}; built-in providers: {}, {}, {}",
-                DebugProvider::NAME,
-                CommandProvider::NAME,
-                OpenAiProvider::NAME
-            ),
+        // A submitter records a provider it need not have (workers bring theirs).
+        if builder.has_provider(options.provider()) {
+            builder = builder.default_provider(options.provider());
         }
-        builder = builder.default_provider(options.agent_provider.clone());
-        for mapping in &options.model_map {
-            let Some((alias, selector)) = mapping.split_once(':') else {
-                bail!("--model-map {mapping:?} must be alias:selector");
-            };
-            if alias.is_empty() || selector.is_empty() {
-                bail!("--model-map {mapping:?} must be alias:selector");
-            }
+        for (alias, selector) in &options.model_map {
             builder = builder.model_alias(alias, selector);
         }
     }
     Ok(builder.build()?)
-}
-
-/// `$XDG_STATE_HOME/smol-durable/smol-durable.db`, else `~/.local/state/smol-durable/…`.
-fn default_db() -> anyhow::Result<PathBuf> {
-    let state = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(home) => PathBuf::from(home).join(".local/state"),
-            None => bail!("neither XDG_STATE_HOME nor HOME is set; pass --db"),
-        },
-    };
-    Ok(state.join("smol-durable").join("smol-durable.db"))
 }

@@ -1,35 +1,31 @@
 //! `run` and `submit`: a new run (or a resumed one) from a script and the command line.
 
 use std::io::IsTerminal;
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
-use smol_durable::{Engine, ResumeOptions, RunOutput, RunRequest, SubmitOptions, WorkflowSource};
+use smol_durable::{
+    Engine, Error, EventType, ResumeOptions, RunOutput, RunRequest, SubmitOptions, WorkflowEvent,
+    WorkflowSource,
+};
 
 use crate::cli::{NewRunArgs, RunArgs, SubmitArgs};
-use crate::output::pretty;
-use crate::output::{errln, outln};
+use crate::output::{errln, outln, pretty};
 use crate::progress::Progress;
-use crate::workflow_args;
-use crate::Outcome;
+use crate::signals::Signals;
+use crate::workflow_args::WorkflowArgs;
+use crate::{Invocation, Outcome};
+
+/// smol-wf's words when a run is asked to stop.
+const CANCELLING: &str = "cancellation requested; finishing in-flight session export if needed...";
 
 /// The script, checked options and arguments of a new run (`run` and `submit`).
 fn new_run_request(
     options: &NewRunArgs,
     provider: &str,
-    cli_args: Map<String, Value>,
+    args: Map<String, Value>,
 ) -> anyhow::Result<RunRequest> {
-    if options.budget_allowance == Some(0) {
-        bail!("--budget-allowance must be a positive number of output tokens, got 0");
-    }
-    if options.max_parallel_agents == Some(0) {
-        bail!("--max-parallel-agents must be at least 1, got 0");
-    }
-    let mut args = match &options.args_from_file {
-        Some(path) => workflow_args::from_file(path)?,
-        None => Map::new(),
-    };
-    args.extend(cli_args);
     let source = WorkflowSource::from_file(&options.script)
         .with_context(|| format!("cannot read workflow {}", options.script.display()))?;
     let cwd = std::env::current_dir()
@@ -42,7 +38,7 @@ fn new_run_request(
         request = request.budget_total(tokens);
     }
     if let Some(cap) = options.max_parallel_agents {
-        request = request.max_parallel_agents(cap);
+        request = request.max_parallel_agents(usize::try_from(cap).unwrap_or(usize::MAX));
     }
     Ok(request)
 }
@@ -50,63 +46,66 @@ fn new_run_request(
 /// `submit`: queue a run for workers and print its ids and state.
 pub async fn submit(
     engine: &Engine,
-    options: SubmitArgs,
-    cli_args: Map<String, Value>,
+    options: &SubmitArgs,
+    workflow_args: WorkflowArgs,
 ) -> anyhow::Result<Outcome> {
     if options.max_attempts == 0 {
         bail!("--max-attempts must be at least 1, got 0");
     }
-    let request = new_run_request(
-        &options.new_run,
-        &options.providers.agent_provider,
-        cli_args,
-    )?;
+    let provider = options.providers.provider();
+    let request = new_run_request(&options.new_run, provider, workflow_args.read()?)?;
     let mut submit = SubmitOptions::new().max_attempts(options.max_attempts);
-    if let Some(key) = options.idempotency_key {
-        submit = submit.idempotency_key(key);
+    if let Some(key) = &options.idempotency_key {
+        submit = submit.idempotency_key(key.clone());
     }
     let submitted = engine.submit(request, submit).await?;
     outln!(
         "{}",
         pretty(&json!({
-            "task_id": submitted.task_id,
-            "run_id": submitted.run_id,
+            "runID": submitted.run_id,
+            "taskId": submitted.task_id,
             "state": submitted.state.as_str(),
         }))
     );
     if !submitted.created {
         errln!("note: this idempotency key was submitted before; that run is shown");
     }
+    if options.providers.agent_provider.is_none() {
+        errln!(
+            "note: the run's agents use the offline debug provider (fake answers); pass \
+             --agent-provider to give it a real one"
+        );
+    }
     Ok(Outcome::Success)
 }
 
-/// `run`: start (or resume) a run, wait for it, print the smol-wf JSON or the events.
+/// `run`: start (or resume) a run, wait for it, print the smol-wf JSON or the events. SIGINT,
+/// SIGTERM and SIGHUP cancel it cooperatively (it stays resumable); a second signal exits at
+/// once.
 pub async fn run(
     engine: &Engine,
-    options: RunArgs,
-    cli_args: Map<String, Value>,
+    options: &RunArgs,
+    workflow_args: WorkflowArgs,
+    invocation: &Invocation<'_>,
 ) -> anyhow::Result<Outcome> {
-    let request = new_run_request(
-        &options.new_run,
-        &options.providers.agent_provider,
-        cli_args,
-    )?;
-    let script = options.new_run.script.display().to_string();
-    let budget_allowance = options.new_run.budget_allowance;
+    let mut signals = Signals::new()?;
+    let args = workflow_args.read()?;
+    let request = new_run_request(&options.new_run, options.providers.provider(), args)?;
     let mut handle = match &options.resume_run {
         Some(run_id) => {
-            if request
+            let given_args = request
                 .args
                 .as_object()
-                .is_some_and(|args| !args.is_empty())
-            {
+                .is_some_and(|args| !args.is_empty());
+            if given_args {
                 errln!(
                     "note: a resumed run keeps the arguments it was started with; the given \
                      workflow arguments are ignored"
                 );
             }
+            note_other_script(engine, run_id, &options.new_run.script).await?;
             let mut resume = ResumeOptions::new().source(request.source);
-            if let Some(tokens) = budget_allowance {
+            if let Some(tokens) = options.new_run.budget_allowance {
                 resume = resume.budget_total(tokens);
             }
             engine.resume(run_id, resume).await?
@@ -114,66 +113,186 @@ pub async fn run(
         None => engine.start(request).await?,
     };
     let run_id = handle.run_id().to_owned();
-    // `--events` prints every event on stdout; otherwise a terminal on stderr gets progress
-    // lines, and a pipe gets nothing.
-    let show_progress = !options.events && std::io::stderr().is_terminal();
-    let mut events = if options.events || show_progress {
-        handle.events()
-    } else {
-        None
+    let resume_command = resume_command(invocation, options, &run_id);
+    let mut events = handle.events();
+    let mut view = RunView {
+        events_only: options.events,
+        progress: std::io::stderr()
+            .is_terminal()
+            .then(|| Progress::new(options.new_run.budget_allowance)),
     };
-    let mut progress = Progress::new(budget_allowance);
     let print_events = async {
         if let Some(events) = events.as_mut() {
             while let Some(event) = events.recv().await {
-                if show_progress {
-                    if let Some(line) = progress.line(&event) {
-                        errln!("{line}");
-                    }
-                } else if let Ok(line) = serde_json::to_string(&event) {
-                    outln!("{line}");
-                }
+                view.show(&event);
             }
         }
     };
     let join = handle.join();
     tokio::pin!(join);
-    tokio::select! {
+    let signal = tokio::select! {
         (result, ()) = async { tokio::join!(&mut join, print_events) } => {
-            return finish(result, &run_id, &script, options.events);
+            return report(engine, result, options.events, &run_id, &resume_command).await;
         }
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    errln!("cancelling run {run_id}; press Ctrl-C again to exit at once");
+        signal = signals.next() => signal,
+    };
+    errln!("{CANCELLING}");
     if let Err(error) = engine.cancel(&run_id).await {
         errln!("error: cannot cancel run {run_id}: {error}");
     }
     tokio::select! {
-        _ = &mut join => {}
-        _ = tokio::signal::ctrl_c() => {}
+        result = &mut join => {
+            if let Err(error) = result {
+                if !matches!(error, Error::Cancelled) {
+                    errln!("error: {error}");
+                }
+            }
+        }
+        // A second signal: exit now; the run's lease lets a resume take it over.
+        _ = signals.next() => {}
     }
-    errln!(
-        "run {run_id} stopped; continue it with: smol-durable run {script} --resume-run {run_id}"
-    );
-    Ok(Outcome::Interrupted)
+    errln!("error: {}", Error::Cancelled);
+    errln!("hint: the run stays resumable: {resume_command}");
+    Ok(Outcome::Interrupted(signal))
 }
 
-fn finish(
-    result: Result<RunOutput, smol_durable::Error>,
-    run_id: &str,
-    script: &str,
+/// What `run` prints while a run goes on.
+struct RunView {
+    /// `--events`: every event as a JSON line on stdout, nothing else.
     events_only: bool,
+    /// A terminal on stderr: progress lines besides `[phase]` and `[log]`.
+    progress: Option<Progress>,
+}
+
+impl RunView {
+    fn show(&mut self, event: &WorkflowEvent) {
+        if self.events_only {
+            if let Ok(line) = serde_json::to_string(event) {
+                // A reader that went away (`| head`) ends the stream; the run goes on.
+                let _ = crate::output::stdout_line(line);
+            }
+            return;
+        }
+        if let Some(line) = smol_wf_line(event) {
+            errln!("{line}");
+        }
+        if let Some(line) = self.progress.as_mut().and_then(|p| p.line(event)) {
+            errln!("{line}");
+        }
+    }
+}
+
+/// smol-wf's stderr line for an event: `[phase] <name>` (then the options, as they are when a
+/// string, else as compact JSON) and `[log] <message>`.
+pub fn smol_wf_line(event: &WorkflowEvent) -> Option<String> {
+    let text = |key: &str| event.data.get(key).and_then(Value::as_str).unwrap_or("");
+    match event.event_type {
+        EventType::Phase => Some(match event.data.get("options") {
+            None => format!("[phase] {}", text("name")),
+            Some(Value::String(options)) => format!("[phase] {} {options}", text("name")),
+            Some(options) => format!("[phase] {} {options}", text("name")),
+        }),
+        EventType::Log => Some(format!("[log] {}", text("message"))),
+        _ => None,
+    }
+}
+
+/// The end of a run that was not interrupted here: its result on stdout, or its error and what
+/// to do about it on stderr.
+async fn report(
+    engine: &Engine,
+    result: Result<RunOutput, Error>,
+    events_only: bool,
+    run_id: &str,
+    resume_command: &str,
 ) -> anyhow::Result<Outcome> {
-    match result {
+    let error = match result {
         Ok(output) => {
             if !events_only {
                 outln!("{}", output.to_cli_text());
             }
-            Ok(Outcome::Success)
+            return Ok(Outcome::Success);
         }
-        Err(error) => Err(anyhow::Error::new(error).context(format!(
-            "run {run_id} failed; after fixing the cause, continue it with: \
-             smol-durable run {script} --resume-run {run_id}"
-        ))),
+        Err(error) => error,
+    };
+    errln!("error: {error}");
+    if matches!(error, Error::Cancelled) {
+        errln!("hint: the run was cancelled; it stays resumable: {resume_command}");
+        return Ok(Outcome::Failed);
     }
+    match budget_left(engine, run_id).await {
+        Some((spent, total)) if spent >= total => {
+            let more = total.saturating_mul(2).max(spent.saturating_add(1_000));
+            errln!(
+                "hint: the run spent {spent} of its {total} output tokens; continue it with a \
+                 larger allowance: {resume_command} --budget-allowance {more}"
+            );
+        }
+        _ => errln!("hint: after fixing the cause, continue the run with: {resume_command}"),
+    }
+    Ok(Outcome::Failed)
+}
+
+/// Output tokens spent and the allowance, when the run has one.
+async fn budget_left(engine: &Engine, run_id: &str) -> Option<(u64, u64)> {
+    let status = engine.status(run_id).await.ok()?;
+    let total = status.run.budget_total?;
+    let spent = engine.store().budget_spent(run_id).await.ok()?;
+    Some((spent, total))
+}
+
+/// Says so when a run is resumed with another script than the one it was started with.
+async fn note_other_script(engine: &Engine, run_id: &str, script: &Path) -> anyhow::Result<()> {
+    let status = match engine.status(run_id).await {
+        Ok(status) => status,
+        // `resume` reports a missing run with the right message.
+        Err(_) => return Ok(()),
+    };
+    let Some(stored) = &status.run.workflow.script_path else {
+        return Ok(());
+    };
+    let same = |path: &Path| std::fs::canonicalize(path).ok();
+    let stored_path = Path::new(stored);
+    if stored_path != script && same(stored_path).is_none_or(|real| Some(real) != same(script)) {
+        errln!(
+            "note: run {run_id} was started with {stored}; it continues with {}: steps whose \
+             calls changed run again",
+            script.display()
+        );
+    }
+    Ok(())
+}
+
+/// The command that continues this run, quoted for a POSIX shell: the same binary, database,
+/// script engine and provider flags; the run keeps its arguments and budget.
+fn resume_command(invocation: &Invocation<'_>, options: &RunArgs, run_id: &str) -> String {
+    let mut words: Vec<String> = vec!["smol-durable".into()];
+    let mut flag = |name: &str, value: Option<String>| {
+        words.push(name.to_owned());
+        words.extend(value);
+    };
+    flag("--db", Some(invocation.database.as_flag()));
+    if invocation.script_engine != crate::cli::ScriptEngineKind::Isolated {
+        flag("--script-engine", Some("in-process".into()));
+    }
+    flag("run", Some(options.new_run.script.display().to_string()));
+    flag("--resume-run", Some(run_id.to_owned()));
+    let providers = &options.providers;
+    if let Some(provider) = &providers.agent_provider {
+        flag("--agent-provider", Some(provider.clone()));
+    }
+    if let Some(command) = &providers.agent_command {
+        flag("--agent-command", Some(command.clone()));
+    }
+    for (alias, selector) in &providers.model_map {
+        flag("--model-map", Some(format!("{alias}:{selector}")));
+    }
+    if let Some(dir) = &options.save_raw_sessions {
+        flag("--save-raw-sessions", Some(dir.display().to_string()));
+    }
+    words
+        .iter()
+        .map(|word| shlex::try_quote(word).map_or_else(|_| word.clone(), |q| q.into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

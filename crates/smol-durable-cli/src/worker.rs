@@ -2,28 +2,28 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use smol_durable::{Engine, WorkerOptions};
 
 use crate::cli::WorkerArgs;
 use crate::output::errln;
+use crate::signals::Signals;
 use crate::Outcome;
 
-/// `worker`: execute submitted runs until SIGINT or SIGTERM, then stop gracefully (a second
+/// `worker`: execute submitted runs until SIGINT, SIGTERM or SIGHUP, then stop gracefully (a second
 /// signal exits at once; runs in flight are then taken over when their leases expire).
-pub async fn worker(engine: &Engine, options: WorkerArgs) -> anyhow::Result<Outcome> {
+pub async fn worker(engine: &Engine, options: &WorkerArgs) -> anyhow::Result<Outcome> {
     if options.concurrency == 0 {
         bail!("--concurrency must be at least 1, got 0");
     }
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
+    let mut signals = Signals::new()?;
     let worker = engine.worker(
         WorkerOptions::new()
             .concurrency(options.concurrency)
             .shutdown_grace(Duration::from_secs(options.shutdown_grace)),
     );
     errln!(
-        "worker {} executing up to {} runs at once; SIGINT or SIGTERM stops it",
+        "worker {} executing up to {} runs at once; SIGINT, SIGTERM or SIGHUP stops it",
         worker.owner_id(),
         options.concurrency
     );
@@ -33,8 +33,7 @@ pub async fn worker(engine: &Engine, options: WorkerArgs) -> anyhow::Result<Outc
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+        _ = signals.next() => {}
         // Only a failure ends a worker nobody stopped: report it instead of idling.
         () = worker_ended => {
             worker.join().await?;
@@ -62,7 +61,6 @@ pub async fn worker(engine: &Engine, options: WorkerArgs) -> anyhow::Result<Outc
             );
             Ok(Outcome::Success)
         }
-        _ = tokio::signal::ctrl_c() => Ok(Outcome::Interrupted),
-        _ = terminate.recv() => Ok(Outcome::Interrupted),
+        signal = signals.next() => Ok(Outcome::Interrupted(signal)),
     }
 }

@@ -1,23 +1,62 @@
-//! Workflow arguments from the command line: `--args-<name> VALUE`, `--args-<name>=VALUE`, a
-//! bare `--args-<name>` (true), repeated names (an array), and `--args-from-file FILE.json|.yaml`.
-//! clap cannot declare flags whose names are data, so these are taken out of argv first.
+//! Workflow arguments from the command line, as smol-wf reads them: `--args-<name> VALUE`,
+//! `--args-<name>=VALUE`, a bare `--args-<name>` (true), and `--args-from-file FILE` (YAML for
+//! `.yaml`/`.yml`, JSON otherwise), merged in command-line order: a name seen again appends to
+//! an array (a file's value included). clap cannot declare flags whose names are data, so these
+//! are taken out of argv first.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde_json::{Map, Value};
 
 /// How workflow arguments are written, for error messages.
-pub const ARGS_FORMS: &str = "workflow arguments are passed as --args-<name> VALUE, \
---args-<name>=VALUE, a bare --args-<name> (true), or --args-from-file FILE.json|.yaml";
+pub const ARGS_FORMS: &str = "Run arguments must use --args-<name> or --args-from-file.";
 
 const PREFIX: &str = "--args-";
 const FROM_FILE: &str = "--args-from-file";
 
-/// Splits `argv` into what clap parses and the `--args-<name>` arguments, in order.
-pub fn split(argv: Vec<String>) -> anyhow::Result<(Vec<String>, Map<String, Value>)> {
+/// Where a workflow argument comes from, in command-line order.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    /// `--args-<name> VALUE`.
+    Value(String, Value),
+    /// `--args-from-file FILE`.
+    File(PathBuf),
+}
+
+/// The workflow arguments of a command line, not yet read (files are read by [`Self::read`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkflowArgs {
+    sources: Vec<Source>,
+}
+
+impl WorkflowArgs {
+    /// Whether the command line named any.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// The arguments: every source merged in order.
+    pub fn read(&self) -> anyhow::Result<Map<String, Value>> {
+        let mut args = Map::new();
+        for source in &self.sources {
+            match source {
+                Source::Value(name, value) => insert(&mut args, name.clone(), value.clone()),
+                Source::File(path) => {
+                    for (name, value) in from_file(path)? {
+                        insert(&mut args, name, value);
+                    }
+                }
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// Splits `argv` into what clap parses and the workflow arguments.
+pub fn split(argv: Vec<String>) -> anyhow::Result<(Vec<String>, WorkflowArgs)> {
     let mut rest = Vec::with_capacity(argv.len());
-    let mut args = Map::new();
+    let mut args = WorkflowArgs::default();
     let mut tokens = argv.into_iter().peekable();
     while let Some(token) = tokens.next() {
         if token == "--" {
@@ -25,14 +64,24 @@ pub fn split(argv: Vec<String>) -> anyhow::Result<(Vec<String>, Map<String, Valu
             rest.extend(tokens);
             break;
         }
-        let is_workflow_arg = token.starts_with(PREFIX)
-            && token != FROM_FILE
-            && !token.starts_with(&format!("{FROM_FILE}="));
-        if !is_workflow_arg {
-            rest.push(token);
+        if token == FROM_FILE {
+            match tokens.next() {
+                Some(path) => args.sources.push(Source::File(PathBuf::from(path))),
+                None => bail!("Missing value for {FROM_FILE}"),
+            }
             continue;
         }
-        let flag = &token[PREFIX.len()..];
+        if let Some(path) = token
+            .strip_prefix(FROM_FILE)
+            .and_then(|t| t.strip_prefix('='))
+        {
+            args.sources.push(Source::File(PathBuf::from(path)));
+            continue;
+        }
+        let Some(flag) = token.strip_prefix(PREFIX) else {
+            rest.push(token);
+            continue;
+        };
         let (name, value) = match flag.split_once('=') {
             Some((name, value)) => (name.to_owned(), Value::String(value.to_owned())),
             None => {
@@ -48,12 +97,12 @@ pub fn split(argv: Vec<String>) -> anyhow::Result<(Vec<String>, Map<String, Valu
         if name.is_empty() {
             bail!("{token:?} names no argument; {ARGS_FORMS}");
         }
-        insert(&mut args, name, value);
+        args.sources.push(Source::Value(name, value));
     }
     Ok((rest, args))
 }
 
-/// A repeated name collects its values into an array.
+/// A name seen again collects its values into an array.
 fn insert(args: &mut Map<String, Value>, name: String, value: Value) {
     match args.get_mut(&name) {
         Some(Value::Array(values)) => values.push(value),
@@ -67,48 +116,36 @@ fn insert(args: &mut Map<String, Value>, name: String, value: Value) {
     }
 }
 
-/// The object in a `.json`, `.yaml` or `.yml` file; command-line arguments override its keys.
-pub fn from_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
-    let extension = path
+/// The object in a `.yaml`/`.yml` file (any case), or in any other file read as JSON.
+fn from_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
+    let yaml = path
         .extension()
-        .map(|ext| ext.to_string_lossy().to_ascii_lowercase());
-    type Parse = fn(&str) -> Result<Value, String>;
-    let (format, parsed): (&str, Parse) = match extension.as_deref() {
-        Some("json") => ("JSON", |text| {
-            serde_json::from_str(text).map_err(|e| e.to_string())
-        }),
-        Some("yaml" | "yml") => ("YAML", |text| {
-            serde_norway::from_str(text).map_err(|e| e.to_string())
-        }),
-        _ => bail!(
-            "--args-from-file {} must be a .json, .yaml or .yml file",
-            path.display()
-        ),
-    };
+        .map(|ext| ext.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|ext| ext == "yaml" || ext == "yml");
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --args-from-file {}", path.display()))?;
-    match parsed(&text) {
+    let (format, parsed) = if yaml {
+        (
+            "YAML",
+            serde_norway::from_str(&text).map_err(|e| e.to_string()),
+        )
+    } else {
+        (
+            "JSON",
+            serde_json::from_str(&text).map_err(|e| e.to_string()),
+        )
+    };
+    match parsed {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => bail!(
-            "--args-from-file {} must hold a {format} object (a mapping), not {}",
+            "--args-from-file must contain a JSON or YAML object: {} holds {}",
             path.display(),
-            kind(&other)
+            crate::output::json_kind(&other)
         ),
         Err(error) => bail!(
             "--args-from-file {} is not valid {format}: {error}",
             path.display()
         ),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -124,13 +161,58 @@ mod tests {
     #[test]
     fn every_form_of_workflow_argument() {
         let (rest, args) = split(argv(
-            "run s.mjs --args-topic tea --args-tag a --db x.db --args-tag=b --args-verbose --args-from-file f.json --args-last",
+            "run s.mjs --args-topic tea --args-tag a --db x.db --args-tag=b --args-verbose --args-n -5 --args-last",
         ))
         .expect("split");
-        assert_eq!(rest, argv("run s.mjs --db x.db --args-from-file f.json"));
+        assert_eq!(rest, argv("run s.mjs --db x.db"));
         assert_eq!(
-            Value::Object(args),
-            json!({ "topic": "tea", "tag": ["a", "b"], "verbose": true, "last": true })
+            Value::Object(args.read().expect("read")),
+            json!({ "topic": "tea", "tag": ["a", "b"], "verbose": true, "n": "-5", "last": true })
+        );
+    }
+
+    #[test]
+    fn files_and_values_merge_in_command_line_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let json_file = dir.path().join("a.txt");
+        std::fs::write(&json_file, r#"{"x": {"y": 1}, "k": "file"}"#).expect("write");
+        let yaml_file = dir.path().join("b.YML");
+        std::fs::write(&yaml_file, "k: yaml\nn: 3\n").expect("write");
+        let line = format!(
+            "run s.mjs --args-k first --args-from-file {} --args-x override --args-from-file={}",
+            json_file.display(),
+            yaml_file.display()
+        );
+        let (rest, args) = split(argv(&line)).expect("split");
+        assert_eq!(rest, argv("run s.mjs"));
+        assert_eq!(
+            Value::Object(args.read().expect("read")),
+            json!({ "k": ["first", "file", "yaml"], "x": [{"y": 1}, "override"], "n": 3 })
+        );
+    }
+
+    #[test]
+    fn files_must_hold_objects() {
+        let dir = tempfile::tempdir().expect("dir");
+        let list = dir.path().join("list.yaml");
+        std::fs::write(&list, "- a\n- b\n").expect("write");
+        let (_, args) = split(argv(&format!(
+            "run s.mjs --args-from-file {}",
+            list.display()
+        )))
+        .expect("split");
+        let error = args.read().expect_err("a list");
+        assert!(
+            error
+                .to_string()
+                .starts_with("--args-from-file must contain a JSON or YAML object"),
+            "{error}"
+        );
+        let (_, missing) = split(argv("run s.mjs --args-from-file nowhere.json")).expect("split");
+        let error = format!("{:#}", missing.read().expect_err("missing"));
+        assert!(
+            error.contains("cannot read --args-from-file nowhere.json"),
+            "{error}"
         );
     }
 
@@ -141,5 +223,7 @@ mod tests {
         assert!(args.is_empty());
         let error = split(argv("run s.mjs --args- 1")).expect_err("empty name");
         assert!(error.to_string().contains("names no argument"), "{error}");
+        let error = split(argv("run s.mjs --args-from-file")).expect_err("no file");
+        assert_eq!(error.to_string(), "Missing value for --args-from-file");
     }
 }

@@ -89,3 +89,24 @@ pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, St
     }
     Ok(connection)
 }
+
+/// Opens a connection that can only read (used to look at a database before deciding how to
+/// open it, and to copy it).
+pub(crate) fn open_read_only(
+    path: &Path,
+    busy_timeout: Duration,
+) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags).map_err(|error| {
+        StoreError::new(
+            StoreErrorKind::Unavailable,
+            "open",
+            format!("cannot open SQLite database {}: {error}", path.display()),
+        )
+        .with_source(error)
+    })?;
+    connection
+        .busy_timeout(busy_timeout)
+        .map_err(|e| map_error("open", e))?;
+    Ok(connection)
+}

@@ -149,6 +149,13 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Readers>,
     clock: SystemClock,
+    /// Set by [`SqliteStore::open_read_only`]: writes are refused.
+    read_only: bool,
+    /// Where a smol-wf 0.3.4 database was copied before this handle upgraded it.
+    smol_wf_backup: Option<PathBuf>,
+    /// The private migrated copy a read-only handle reads an older database from (deleted
+    /// with the handle).
+    _snapshot: Option<tempfile::TempDir>,
 }
 
 impl SqliteStore {
@@ -171,11 +178,99 @@ impl SqliteStore {
         check_directory(&path)?;
         create_owner_only(&path)?;
         let connection = connection::open(&path, options.busy_timeout)?;
+        let smol_wf_backup = match migrate::applied_version(&connection)? {
+            Some(migrate::SMOL_WF_SCHEMA_VERSION) => Some(back_up(&connection, &path)?),
+            _ => None,
+        };
         migrate::migrate(&connection, SystemClock.now_ms())?;
+        let mut store = Self::on_connection(path.clone(), &path, connection, &options)?;
+        store.smol_wf_backup = smol_wf_backup;
+        Ok(store)
+    }
+
+    /// Opens an existing database to read it: nothing is created, migrated or written. A
+    /// database of an older schema (one written by smol-wf 0.3.4, say) is read from a migrated
+    /// private copy, so smol-wf can still open the original. Write operations fail with
+    /// [`StoreErrorKind::Unsupported`].
+    ///
+    /// A missing file is a [`StoreErrorKind::NotFound`] error; a database written by a newer
+    /// smol-durable is refused as [`SqliteStore::open`] refuses it.
+    pub async fn open_read_only(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || {
+            Self::open_read_only_blocking(path, SqliteOptions::default())
+        })
+        .await;
+        opened.map_err(|error| StoreError::new(StoreErrorKind::Other, "open", error.to_string()))?
+    }
+
+    fn open_read_only_blocking(path: PathBuf, options: SqliteOptions) -> StoreResult<Self> {
+        if !path.is_file() {
+            return Err(StoreError::new(
+                StoreErrorKind::NotFound,
+                "open",
+                format!("database {} does not exist", path.display()),
+            ));
+        }
+        let source = connection::open_read_only(&path, options.busy_timeout)?;
+        let version = migrate::applied_version(&source)?;
+        let mut store = match version {
+            Some(version) if version == migrate::SCHEMA_VERSION => {
+                drop(source);
+                let connection = connection::open(&path, options.busy_timeout)?;
+                Self::on_connection(path.clone(), &path, connection, &options)?
+            }
+            Some(version) if version > migrate::SCHEMA_VERSION => {
+                return Err(smol_durable::store::newer_schema(
+                    "the database",
+                    version,
+                    migrate::SCHEMA_VERSION,
+                ))
+            }
+            None => return Err(StoreError::new(
+                StoreErrorKind::Corrupt,
+                "open",
+                format!(
+                    "{} is not a smol-durable or smol-wf database (it has no sw_migrations table)",
+                    path.display()
+                ),
+            )),
+            Some(_) => {
+                let snapshot = tempfile::tempdir().map_err(|error| {
+                    StoreError::new(
+                        StoreErrorKind::Unavailable,
+                        "open",
+                        format!(
+                            "cannot make a private copy of {} to read it: {error}",
+                            path.display()
+                        ),
+                    )
+                })?;
+                let copy = snapshot.path().join("snapshot.db");
+                vacuum_into(&source, &copy)?;
+                drop(source);
+                let connection = connection::open(&copy, options.busy_timeout)?;
+                migrate::migrate(&connection, SystemClock.now_ms())?;
+                let mut store = Self::on_connection(path.clone(), &copy, connection, &options)?;
+                store._snapshot = Some(snapshot);
+                store
+            }
+        };
+        store.read_only = true;
+        Ok(store)
+    }
+
+    /// A handle on an open, migrated connection to `file`, known to users as `path`.
+    fn on_connection(
+        path: PathBuf,
+        file: &Path,
+        connection: Connection,
+        options: &SqliteOptions,
+    ) -> StoreResult<Self> {
         let writer = Writer::spawn(connection, options.durability)?;
         Ok(Self {
             readers: Arc::new(Readers {
-                path: path.clone(),
+                path: file.to_path_buf(),
                 busy_timeout: options.busy_timeout,
                 idle: Mutex::new(Vec::new()),
                 max_idle: options.max_idle_readers,
@@ -183,7 +278,17 @@ impl SqliteStore {
             path,
             writer,
             clock: SystemClock,
+            read_only: false,
+            smol_wf_backup: None,
+            _snapshot: None,
         })
+    }
+
+    /// Where the database, last written by smol-wf 0.3.4, was copied before this handle
+    /// upgraded it (smol-wf refuses an upgraded file; the copy still opens in smol-wf). `None`
+    /// when nothing was upgraded.
+    pub fn smol_wf_backup(&self) -> Option<&Path> {
+        self.smol_wf_backup.as_deref()
     }
 
     /// The database file.
@@ -223,8 +328,56 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
     {
+        if self.read_only {
+            return Err(StoreError::new(
+                StoreErrorKind::Unsupported,
+                operation,
+                format!("{} was opened read-only", self.path.display()),
+            ));
+        }
         self.writer.write(operation, commit, work).await
     }
+}
+
+/// Copies the database, consistent as of now, to `target` (which must not exist).
+fn vacuum_into(connection: &Connection, target: &Path) -> StoreResult<()> {
+    let target = target.to_str().ok_or_else(|| {
+        StoreError::new(
+            StoreErrorKind::Unsupported,
+            "open",
+            format!("{} is not a UTF-8 path", target.display()),
+        )
+    })?;
+    connection
+        .execute("VACUUM INTO ?1", [target])
+        .map(drop)
+        .map_err(|error| connection::map_error("open", error))
+}
+
+/// Copies a smol-wf 0.3.4 database beside itself before its first upgrade:
+/// `<name>.smol-wf-0.3.4.bak` (or `.bak.2`, … when taken).
+fn back_up(connection: &Connection, path: &Path) -> StoreResult<PathBuf> {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "workflows.db".to_owned());
+    let candidates = std::iter::once(format!("{name}.smol-wf-0.3.4.bak"))
+        .chain((2..).map(|n| format!("{name}.smol-wf-0.3.4.bak.{n}")));
+    for candidate in candidates.take(100) {
+        let target = path.with_file_name(candidate);
+        if !target.exists() {
+            vacuum_into(connection, &target)?;
+            return Ok(target);
+        }
+    }
+    Err(StoreError::new(
+        StoreErrorKind::Unavailable,
+        "open",
+        format!(
+            "cannot back up {} before upgrading it: 100 backups exist beside it",
+            path.display()
+        ),
+    ))
 }
 
 fn check_directory(path: &Path) -> StoreResult<()> {

@@ -39,6 +39,28 @@ const MIGRATIONS: &[Migration] = &[
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = 4;
 
+/// The last migration smol-wf 0.3.4 applied: a database whose newest migration is this one was
+/// last written by smol-wf, which refuses it once smol-durable's migrations are applied.
+pub(crate) const SMOL_WF_SCHEMA_VERSION: i64 = 3;
+
+/// The newest migration applied to the database (`None`: no `sw_migrations` table, a new file).
+pub(crate) fn applied_version(connection: &Connection) -> Result<Option<i64>, StoreError> {
+    let op = "open";
+    let has_table: bool = connection
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sw_migrations')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| map_error(op, e))?;
+    if !has_table {
+        return Ok(None);
+    }
+    connection
+        .query_row("SELECT MAX(id) FROM sw_migrations", [], |row| row.get(0))
+        .map_err(|e| map_error(op, e))
+}
+
 /// Brings the schema up to [`SCHEMA_VERSION`]; returns how many migrations ran.
 pub(crate) fn migrate(connection: &Connection, now: i64) -> Result<usize, StoreError> {
     let op = "migrate";

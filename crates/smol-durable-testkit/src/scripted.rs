@@ -179,7 +179,7 @@ impl ScriptCtx {
         }
         drop(self.call(HostRequest::Phase {
             name,
-            options: Value::Null,
+            options: None,
         }));
     }
 

@@ -170,8 +170,9 @@ pub enum HostRequest {
     Phase {
         /// Phase name.
         name: String,
-        /// Options.
-        options: Value,
+        /// The second argument, when one was given (`undefined` arrives as `null`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        options: Option<Value>,
     },
 }
 

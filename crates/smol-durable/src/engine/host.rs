@@ -1288,7 +1288,7 @@ impl WorkflowHost for RunHost {
             }
             HostRequest::Phase { name, options } => {
                 let mut data = json!({ "name": name });
-                if !options.is_null() {
+                if let Some(options) = options {
                     data["options"] = options;
                 }
                 scope.emit(EventType::Phase, None, data);

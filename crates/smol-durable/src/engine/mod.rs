@@ -149,6 +149,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether a provider of this name is registered.
+    pub fn has_provider(&self, name: &str) -> bool {
+        self.providers
+            .iter()
+            .any(|provider| provider.name() == name)
+    }
+
     /// Names the default provider.
     pub fn default_provider(mut self, name: impl Into<String>) -> Self {
         self.default_provider = Some(name.into());
@@ -676,6 +683,12 @@ impl Engine {
         }
         self.shared.store.delete_task(&run.task_id).await?;
         Ok(())
+    }
+
+    /// Tokens a root run has spent so far, every attempt and child included (from the budget
+    /// ledger, so a run killed halfway shows what its completed calls cost).
+    pub async fn token_usage(&self, root_run_id: &str) -> Result<TokenUsage, Error> {
+        attempt::ledger_usage(self.shared.store.as_ref(), root_run_id).await
     }
 
     /// Runs matching a filter, newest first.

@@ -405,6 +405,17 @@ async fn work(engine: Engine, options: WorkerOptions, stop: CancellationToken) -
             Ok(Some(claimed)) => {
                 backoff = Duration::from_millis(100);
                 let span = tracing::info_span!("worker_run", run_id = %claimed.run.run_id, attempt = claimed.attempt.attempt);
+                let provider = claimed
+                    .run
+                    .workflow
+                    .provider
+                    .clone()
+                    .unwrap_or_else(|| engine.shared.default_provider.clone());
+                if provider == crate::DebugProvider::NAME {
+                    tracing::warn!(run_id = %claimed.run.run_id, %provider, "claimed a run whose agents use the offline debug provider: they get fake answers");
+                } else {
+                    tracing::info!(run_id = %claimed.run.run_id, %provider, "claimed a run");
+                }
                 if let Ok(mut report) = report.lock() {
                     report.claimed += 1;
                 }
