@@ -25,8 +25,8 @@ thread_local! {
     static BRANCHES: RefCell<Branches> = RefCell::new(Branches { phases: vec![None], current: 0 });
 }
 
-/// A branch id carried by a promise job (the `[[HostDefined]]` of its job callback).
-#[derive(Debug, Clone, Copy, Trace, Finalize, JsData)]
+/// A branch id, carried by a promise job (the `[[HostDefined]]` of its job callback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Trace, Finalize, JsData)]
 #[boa_gc(empty_trace)]
 pub(crate) struct BranchId(usize);
 

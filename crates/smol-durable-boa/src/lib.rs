@@ -80,6 +80,24 @@ impl BoaEngine {
     }
 }
 
+/// The name of the threads scripts run on.
+const JS_THREAD: &str = "smol-durable-js";
+
+/// A panic on a script thread is caught and reported as the run's error (see
+/// [`panic_error`]); the default hook would also dump it on stderr before that message. Other
+/// threads keep the hook they had.
+fn quiet_js_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() != Some(JS_THREAD) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 struct StopOnDrop(runtime::StopSlot);
 
 impl Drop for StopOnDrop {
@@ -156,8 +174,9 @@ impl ScriptEngine for BoaEngine {
             stop,
             runtime: tokio::runtime::Handle::current(),
         };
+        quiet_js_panics();
         std::thread::Builder::new()
-            .name("smol-durable-js".to_owned())
+            .name(JS_THREAD.to_owned())
             .stack_size(JS_STACK_BYTES)
             .spawn(move || {
                 let outcome =

@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -31,6 +31,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::loader::{Sandbox, WorkflowLoader};
 
 const PRELUDE: &str = include_str!("prelude.js");
+
+/// The name the prelude's frames carry in stack traces, so errors it raises (`sleep(-5)`)
+/// point at the user's line that called it instead.
+const PRELUDE_PATH: &str = "<smol-durable prelude>";
 
 /// Deepest value that crosses between the script and the host, either way (serde_json's own
 /// parsing limit).
@@ -222,7 +226,7 @@ fn install_host(ctx: &mut Context, args: &Value, max_sleep_ms: u64) -> JsResult<
         JsString::from(args.to_string().as_str()),
         Attribute::all(),
     )?;
-    ctx.eval(Source::from_bytes(PRELUDE.as_bytes()))?;
+    ctx.eval(Source::from_bytes(PRELUDE.as_bytes()).with_path(Path::new(PRELUDE_PATH)))?;
     Ok(())
 }
 
@@ -490,7 +494,7 @@ fn thrown(error: &JsError, _ctx: &mut Context) -> ScriptError {
                 .rsplit_once('(')
                 .map(|(_, at)| at.trim_end_matches(')'))
         })
-        .find(|at| *at != "native" && at.contains(':'))
+        .find(|at| *at != "native" && at.contains(':') && !at.starts_with(PRELUDE_PATH))
         .map(str::to_owned);
     let error = ScriptError::thrown(message);
     match location {

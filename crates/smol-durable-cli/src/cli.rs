@@ -267,48 +267,59 @@ fn lease_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-/// `history`'s options.
+/// `history`'s options (smol-wf's, with `--state` repeatable).
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct HistoryArgs {
     /// `history delete …`.
     #[command(subcommand)]
     pub action: Option<HistoryAction>,
-    /// Show this run in detail.
-    pub run_id: Option<String>,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-    pub output: Format,
-    /// Only runs in this state (repeatable).
-    #[arg(long)]
-    pub state: Vec<String>,
-    /// Only runs whose workflow name contains this text.
-    #[arg(long)]
+    /// Show this run in detail, with its attempts and steps (at most one).
+    #[arg(value_name = "RUN_ID")]
+    pub run_ids: Vec<String>,
+    /// Output format: table (the default) or json.
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = crate::history::format)]
+    pub output: Option<Format>,
+    /// Only runs in this state: pending, running, completed, failed or cancelled (repeatable;
+    /// the states add up).
+    #[arg(long, value_name = "STATE", value_parser = crate::history::state)]
+    pub state: Vec<smol_durable::store::State>,
+    /// Only runs whose workflow name contains this text (ignoring case).
+    #[arg(long, value_name = "TEXT")]
     pub name: Option<String>,
-    /// At most this many runs.
-    #[arg(long, default_value_t = 50)]
-    pub limit: usize,
+    /// Only runs created at or after this time (Unix epoch milliseconds).
+    #[arg(long, value_name = "EPOCH_MS", allow_hyphen_values = true, value_parser = crate::history::since)]
+    pub since: Option<i64>,
+    /// Only runs created at or before this time (Unix epoch milliseconds).
+    #[arg(long, value_name = "EPOCH_MS", allow_hyphen_values = true, value_parser = crate::history::until)]
+    pub until: Option<i64>,
+    /// At most this many runs (default 50).
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = crate::history::limit)]
+    pub limit: Option<usize>,
 }
 
 /// What `history` can do besides listing.
 #[derive(Debug, Subcommand)]
 pub enum HistoryAction {
-    /// Delete finished root runs with everything under them (children, steps, events, ledger).
+    /// Delete finished root runs with everything under them (children, steps, events, ledger);
+    /// runs that have not finished are never deleted.
     Delete {
         /// Delete runs in this state (repeatable): completed, failed or cancelled.
-        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
-        state: Vec<String>,
+        #[arg(long, value_name = "STATE", value_parser = crate::history::state)]
+        state: Vec<smol_durable::store::State>,
         /// Delete every finished run.
         #[arg(long)]
         all: bool,
-        /// List what would be deleted, and delete nothing.
-        #[arg(long)]
+        /// Show what would be deleted, and delete nothing.
+        #[arg(long, overrides_with = "dry_run")]
         dry_run: bool,
+        /// Refused: `history delete` prints fixed text.
+        #[arg(short = 'o', long = "output", value_name = "FORMAT", hide = true)]
+        output: Option<String>,
     },
 }
 
 /// How `history` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// Aligned columns for people.
     Table,

@@ -1,177 +1,835 @@
-//! `history`: runs newest first, one run in detail, and `history delete`.
+//! `history`: root runs newest first, one run in detail, and `history delete`, in smol-wf
+//! 0.3.4's formats (see `reference/cli-formats.md`). Token numbers come from the budget ledger;
+//! a run's steps include those of its child runs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::bail;
 use serde_json::{json, Value};
-use smol_durable::store::{RunFilter, RunRecord, State};
-use smol_durable::Engine;
+use smol_durable::store::{
+    AttemptRecord, LedgerEntry, RunFilter, RunRecord, State, StepKind, StepRecord, TaskRecord,
+};
+use smol_durable::{rfc3339_ms, Engine};
 
 use crate::cli::{Format, HistoryAction, HistoryArgs};
-use crate::inspect::{run_json, workflow_name};
-use crate::output::pretty;
 use crate::output::{errln, outln};
+use crate::table::{humanize, now_ms, Json, Object, Table};
 use crate::Outcome;
 
-/// `history delete`: finished root runs in the chosen states (or all), with everything under
-/// them. Unfinished runs are never deleted.
-async fn delete_runs(
-    engine: &Engine,
-    states: &[String],
-    all: bool,
-    dry_run: bool,
-) -> anyhow::Result<Outcome> {
-    let states = if all {
-        vec![State::Completed, State::Failed, State::Cancelled]
-    } else {
-        let parsed = parse_states(states)?;
-        if let Some(state) = parsed.iter().find(|s| !s.is_terminal()) {
-            bail!("runs that are {state} cannot be deleted; cancel them first, or choose completed, failed or cancelled");
-        }
-        parsed
-    };
-    let filter = RunFilter {
-        states,
-        roots_only: true,
-        ..RunFilter::default()
-    };
-    let runs = engine.list_runs(&filter).await?;
-    let mut done = 0;
-    let mut refused = 0;
-    for run in &runs {
-        if !dry_run {
-            // A run resumed since it was listed is not finished any more: say so, go on.
-            if let Err(error) = engine.delete(&run.run_id).await {
-                errln!("error: run {} was not deleted: {error}", run.run_id);
-                refused += 1;
-                continue;
-            }
-        }
-        outln!("{}", run.run_id);
-        done += 1;
+/// Runs listed when `--limit` is not given.
+const DEFAULT_LIMIT: usize = 50;
+
+/// What a run whose owner is gone shows in the STATE cells.
+const OWNER_GONE: &str = "running (owner gone; resume it)";
+
+/// `-o/--output`'s values, with smol-wf's message.
+pub fn format(text: &str) -> Result<Format, String> {
+    match text {
+        "table" => Ok(Format::Table),
+        "json" => Ok(Format::Json),
+        _ => Err("--output must be one of table, json".to_owned()),
     }
-    let verb = if dry_run { "would delete" } else { "deleted" };
-    errln!("{verb} {done} run(s)");
-    if refused > 0 {
-        bail!("{refused} run(s) could not be deleted");
-    }
-    Ok(Outcome::Success)
 }
 
-fn parse_states(states: &[String]) -> anyhow::Result<Vec<State>> {
-    states
-        .iter()
-        .map(|text| match State::parse(text) {
-            State::Unknown(state) => bail!(
-                "unknown --state {state:?}; use pending, running, completed, failed or cancelled"
-            ),
-            state => Ok(state),
-        })
-        .collect()
+/// `--state`'s values (exactly as stored: lower case), with smol-wf's message.
+pub fn state(text: &str) -> Result<State, String> {
+    match State::parse(text) {
+        State::Unknown(_) => {
+            Err("--state must be one of pending, running, completed, failed, cancelled".to_owned())
+        }
+        state => Ok(state),
+    }
 }
 
-/// `history`: runs newest first, one run in detail, or `history delete`.
+/// `--since`: Unix epoch milliseconds.
+pub fn since(text: &str) -> Result<i64, String> {
+    epoch_ms("--since", text)
+}
+
+/// `--until`: Unix epoch milliseconds.
+pub fn until(text: &str) -> Result<i64, String> {
+    epoch_ms("--until", text)
+}
+
+fn epoch_ms(flag: &str, text: &str) -> Result<i64, String> {
+    text.parse()
+        .map_err(|_| format!("{flag} must be an integer Unix epoch millisecond timestamp"))
+}
+
+/// `--limit`: a whole number above zero.
+pub fn limit(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("--limit must be greater than zero".to_owned()),
+        Ok(limit) => Ok(limit),
+        Err(_) => Err("--limit must be a non-negative integer".to_owned()),
+    }
+}
+
+/// `history`: root runs newest first, one run in detail, or `history delete`.
 pub async fn history(engine: &Engine, options: HistoryArgs) -> anyhow::Result<Outcome> {
+    let options = &options;
     if let Some(HistoryAction::Delete {
         state,
         all,
         dry_run,
+        output,
     }) = &options.action
     {
-        return delete_runs(engine, state, *all, *dry_run).await;
-    }
-    if let Some(run_id) = &options.run_id {
-        let status = engine.status(run_id).await?;
-        let steps = engine.store().load_steps(run_id).await?;
-        let mut detail = run_json(&status.run);
-        detail["attempts"] = json!(status.attempts);
-        detail["steps"] = json!(steps);
-        match options.output {
-            Format::Json => outln!("{}", pretty(&detail)),
-            Format::Table => {
-                print_table(std::slice::from_ref(&status.run));
-                outln!();
-                outln!("{:<4} {:<10} {:<10} CHECKPOINT", "#", "KIND", "STATE");
-                for (index, step) in steps.iter().enumerate() {
-                    outln!(
-                        "{:<4} {:<10} {:<10} {}",
-                        index + 1,
-                        step.kind.as_str(),
-                        step.state.as_str(),
-                        step.checkpoint_name
-                    );
-                }
+        if options.output.is_some() || output.is_some() {
+            bail!("history delete does not support --output; it uses fixed text output");
+        }
+        if !options.run_ids.is_empty() {
+            bail!("history delete does not take a run id; choose runs with --state or --all");
+        }
+        for (given, flag) in [
+            (options.name.is_some(), "--name"),
+            (options.since.is_some(), "--since"),
+            (options.until.is_some(), "--until"),
+            (options.limit.is_some(), "--limit"),
+        ] {
+            if given {
+                bail!("history delete does not support {flag}");
             }
         }
-        return Ok(Outcome::Success);
+        // `history --state failed delete` means the same as `history delete --state failed`.
+        let states: Vec<State> = options.state.iter().chain(state).cloned().collect();
+        return delete(engine, &states, *all, *dry_run).await;
     }
+    if options.run_ids.len() > 1 {
+        bail!("history accepts at most one run id");
+    }
+    let format = options.output.unwrap_or(Format::Table);
+    match options.run_ids.first() {
+        Some(run_id) => detail(engine, run_id, format).await,
+        None => list(engine, options, format).await,
+    }
+}
+
+/// The list: root runs matching the filters, newest first (ties: by run id).
+async fn list(engine: &Engine, options: &HistoryArgs, format: Format) -> anyhow::Result<Outcome> {
     let filter = RunFilter {
-        states: parse_states(&options.state)?,
+        states: options.state.clone(),
         roots_only: true,
         name_contains: options.name.clone(),
-        limit: Some(options.limit),
+        created_from: options.since,
+        created_until: options.until,
         ..RunFilter::default()
     };
-    let runs = engine.list_runs(&filter).await?;
-    match options.output {
+    let runs = newest_first(engine, filter, options.limit.unwrap_or(DEFAULT_LIMIT)).await?;
+    let mut views = Vec::with_capacity(runs.len());
+    for run in runs {
+        // A run deleted since it was listed is left out.
+        let Some(task) = engine.store().get_task(&run.task_id).await? else {
+            continue;
+        };
+        let attempts = engine.store().list_attempts(&task.task_id).await?;
+        let owner_gone = run.state == State::Running && engine.owner_gone(&task).await?;
+        views.push(RunView::gather(engine, run, task, attempts, owner_gone).await?);
+    }
+    match format {
         Format::Json => {
-            let runs: Vec<Value> = runs.iter().map(run_json).collect();
-            outln!("{}", pretty(&Value::Array(runs)));
+            let items = views.iter().map(RunView::list_json).collect();
+            outln!("{}", Json::Array(items).pretty());
         }
-        Format::Table => print_table(&runs),
+        Format::Table => {
+            let now = now_ms();
+            let mut table = Table::new(&[
+                "RUN ID",
+                "STATE",
+                "WORKFLOW",
+                "CREATED",
+                "ATTEMPTS",
+                "STEPS",
+                "TOTAL TOKENS",
+            ]);
+            for view in &views {
+                table.push(vec![
+                    view.run.run_id.clone(),
+                    view.state_cell(),
+                    workflow_name(&view.run),
+                    humanize(now, view.run.created_at),
+                    view.attempts.len().to_string(),
+                    view.count_steps(&State::Completed).to_string(),
+                    view.total().total.to_string(),
+                ]);
+            }
+            print_lines(&table);
+        }
     }
     Ok(Outcome::Success)
 }
 
-fn print_table(runs: &[RunRecord]) {
-    outln!(
-        "{:<31} {:<10} {:<24} {:>8} CREATED",
-        "RUN",
-        "STATE",
-        "NAME",
-        "TOKENS"
-    );
-    for run in runs {
-        outln!(
-            "{:<31} {:<10} {:<24} {:>8} {}",
-            run.run_id,
-            run.state.as_str(),
-            workflow_name(run),
-            run.budget_spent,
-            utc(run.created_at)
-        );
+/// At most `limit` runs of `filter`, newest first, runs created at the same millisecond in
+/// run-id order (the stores order those the other way round).
+async fn newest_first(
+    engine: &Engine,
+    filter: RunFilter,
+    limit: usize,
+) -> anyhow::Result<Vec<RunRecord>> {
+    let mut runs = engine
+        .list_runs(&RunFilter {
+            limit: Some(limit),
+            ..filter.clone()
+        })
+        .await?;
+    if runs.len() == limit {
+        // The runs created at the same time as the last one may continue past the limit: take
+        // all of them, so the cut falls where run-id order puts it.
+        if let Some(last) = runs.last().map(|run| run.created_at) {
+            runs.retain(|run| run.created_at != last);
+            let ties = engine
+                .list_runs(&RunFilter {
+                    created_from: Some(last),
+                    created_until: Some(last),
+                    limit: None,
+                    ..filter
+                })
+                .await?;
+            runs.extend(ties);
+        }
     }
+    runs.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| a.run_id.cmp(&b.run_id))
+    });
+    runs.truncate(limit);
+    Ok(runs)
 }
 
-/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC (Howard Hinnant's
-/// days-to-civil algorithm; a date library for one column would be a heavy dependency).
-fn utc(ms: i64) -> String {
-    let seconds = ms.div_euclid(1000);
-    let (days, day_seconds) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        day_seconds / 3600,
-        day_seconds % 3600 / 60,
-        day_seconds % 60
+/// One run in detail: header lines, token usage by phase, attempts and steps.
+async fn detail(engine: &Engine, id: &str, format: Format) -> anyhow::Result<Outcome> {
+    let status = engine.status(id).await?;
+    let view = RunView::gather(
+        engine,
+        status.run,
+        status.task,
+        status.attempts,
+        status.owner_gone,
     )
+    .await?;
+    match format {
+        Format::Json => outln!("{}", Json::from(view.detail_json()).pretty()),
+        Format::Table => view.print_detail(),
+    }
+    Ok(Outcome::Success)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::utc;
-
-    #[test]
-    fn utc_times() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
-        assert_eq!(utc(1_795_677_088_975), "2026-11-26 07:11:28");
-        assert_eq!(utc(-1_000), "1969-12-31 23:59:59");
+/// `history delete`: finished root runs in the chosen states (or all), with everything under
+/// them. Runs that have not finished are never deleted.
+async fn delete(
+    engine: &Engine,
+    states: &[State],
+    all: bool,
+    dry_run: bool,
+) -> anyhow::Result<Outcome> {
+    if all && !states.is_empty() {
+        bail!("history delete: --all cannot be combined with --state");
     }
+    if !all && states.is_empty() {
+        bail!("history delete requires either --all or at least one --state <state>");
+    }
+    let mode = if dry_run { " (dry run)" } else { "" };
+    let chosen = if all {
+        "all runs".to_owned()
+    } else {
+        let names: Vec<&str> = states.iter().map(State::as_str).collect();
+        format!("runs in state: {}", names.join(", "))
+    };
+    outln!("history delete{mode} \u{2014} {chosen}");
+    let finished = [State::Completed, State::Failed, State::Cancelled];
+    let wanted: Vec<State> = finished
+        .into_iter()
+        .filter(|state| all || states.contains(state))
+        .collect();
+    let runs = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        engine
+            .list_runs(&RunFilter {
+                states: wanted,
+                roots_only: true,
+                ..RunFilter::default()
+            })
+            .await?
+    };
+    let (Some(first), Some(last)) = (
+        runs.iter().map(|run| run.created_at).min(),
+        runs.iter().map(|run| run.created_at).max(),
+    ) else {
+        outln!();
+        outln!("No runs matched; nothing to delete.");
+        return Ok(Outcome::Success);
+    };
+    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    for run in &runs {
+        *by_state.entry(run.state.as_str()).or_default() += 1;
+    }
+    for (state, count) in by_state {
+        outln!("  {state:<13}{count}");
+    }
+    outln!(
+        "  created between {} and {}",
+        rfc3339_ms(first),
+        rfc3339_ms(last)
+    );
+    outln!();
+    if dry_run {
+        outln!("Dry run: no rows were deleted.");
+        outln!("Re-run without --dry-run to delete {} run(s).", runs.len());
+        return Ok(Outcome::Success);
+    }
+    let mut total = Rows::default();
+    let mut deleted = 0;
+    let mut refused = 0;
+    for run in &runs {
+        let rows = Rows::of(engine, run).await?;
+        // A run resumed since it was listed is not finished any more: say so, go on.
+        match engine.delete(&run.run_id).await {
+            Ok(()) => {
+                total.add(&rows);
+                deleted += 1;
+            }
+            Err(error) => {
+                errln!("error: run {} was not deleted: {error}", run.run_id);
+                refused += 1;
+            }
+        }
+    }
+    outln!("Deleted {deleted} run(s).");
+    outln!(
+        "  steps: {}, attempts: {}, events: {}, budget entries: {}, tasks: {}",
+        total.steps,
+        total.attempts,
+        total.events,
+        total.ledger,
+        total.tasks
+    );
+    Ok(if refused > 0 {
+        Outcome::Failed
+    } else {
+        Outcome::Success
+    })
+}
+
+/// The rows deleting a root run removes.
+#[derive(Debug, Default)]
+struct Rows {
+    steps: usize,
+    attempts: usize,
+    events: usize,
+    ledger: usize,
+    tasks: usize,
+}
+
+impl Rows {
+    async fn of(engine: &Engine, root: &RunRecord) -> anyhow::Result<Self> {
+        let store = engine.store();
+        let runs = engine
+            .list_runs(&RunFilter {
+                task_id: Some(root.task_id.clone()),
+                ..RunFilter::default()
+            })
+            .await?;
+        let mut steps = 0;
+        for run in &runs {
+            steps += store.load_steps(&run.run_id).await?.len();
+        }
+        Ok(Self {
+            steps,
+            attempts: store.list_attempts(&root.task_id).await?.len(),
+            events: engine.events(&root.run_id, 0, usize::MAX).await?.len(),
+            ledger: store.ledger_entries(&root.run_id).await?.len(),
+            tasks: 1,
+        })
+    }
+
+    fn add(&mut self, other: &Self) {
+        self.steps += other.steps;
+        self.attempts += other.attempts;
+        self.events += other.events;
+        self.ledger += other.ledger;
+        self.tasks += other.tasks;
+    }
+}
+
+/// Token counts as smol-wf's `history` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tokens {
+    input: u64,
+    cache_read: u64,
+    output: u64,
+    cache_write: u64,
+    total: u64,
+}
+
+impl Tokens {
+    /// One ledger row: its usage, the total being `totalTokens` when reported, else input,
+    /// cache reads and output added up (as `smol_durable::Usage::total`).
+    fn of(entry: &LedgerEntry) -> Self {
+        let usage = entry.usage.as_ref();
+        let field = |name: &str| usage.and_then(|u| u.get(name)).and_then(Value::as_u64);
+        let input = field("inputTokens").unwrap_or(0);
+        let cache_read = field("cacheReadTokens").unwrap_or(0);
+        let output = field("outputTokens").unwrap_or(entry.output_tokens);
+        Self {
+            input,
+            cache_read,
+            output,
+            cache_write: field("cacheWriteTokens").unwrap_or(0),
+            total: field("totalTokens")
+                .unwrap_or_else(|| input.saturating_add(cache_read).saturating_add(output)),
+        }
+    }
+
+    fn add(&mut self, other: Self) {
+        self.input = self.input.saturating_add(other.input);
+        self.cache_read = self.cache_read.saturating_add(other.cache_read);
+        self.output = self.output.saturating_add(other.output);
+        self.cache_write = self.cache_write.saturating_add(other.cache_write);
+        self.total = self.total.saturating_add(other.total);
+    }
+
+    fn json(&self) -> Object {
+        Object::new()
+            .with("inputTokens", json!(self.input))
+            .with("cacheReadTokens", json!(self.cache_read))
+            .with("outputTokens", json!(self.output))
+            .with("cacheWriteTokens", json!(self.cache_write))
+            .with("totalTokens", json!(self.total))
+    }
+
+    /// INPUT, CACHE READ, OUTPUT, TOTAL.
+    fn cells(&self) -> [String; 4] {
+        [self.input, self.cache_read, self.output, self.total].map(|n| n.to_string())
+    }
+}
+
+/// What the detail view says about an agent step.
+#[derive(Debug, Default)]
+struct AgentInfo {
+    provider: Option<String>,
+    model: Option<String>,
+    phase: Option<String>,
+    session_id: Option<String>,
+    isolation: Option<Value>,
+}
+
+impl AgentInfo {
+    /// From the step's input (smol-durable's agent input; smol-wf stored the signature document
+    /// there), else its signature, and its result. None for sleep and workflow steps.
+    fn of(step: &StepRecord) -> Option<Self> {
+        if step.kind != StepKind::Agent {
+            return None;
+        }
+        let signature: Option<Value> = serde_json::from_str(&step.input_signature_json).ok();
+        let input = |pointer: &str| {
+            step.input
+                .pointer(pointer)
+                .filter(|value| !value.is_null())
+                .or_else(|| signature.as_ref()?.pointer(pointer))
+                .filter(|value| !value.is_null())
+                .cloned()
+        };
+        let text = |value: Option<Value>| value.and_then(|v| v.as_str().map(str::to_owned));
+        let result = |key: &str| {
+            step.result
+                .as_ref()
+                .and_then(|result| result.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Some(Self {
+            provider: text(input("/provider")),
+            model: result("model"),
+            phase: text(input("/context/phase")),
+            session_id: result("sessionId"),
+            isolation: input("/options/isolation"),
+        })
+    }
+
+    fn json(&self) -> Object {
+        let mut agent = Object::new()
+            .with("provider", json!(self.provider))
+            .with("model", json!(self.model))
+            .with("phase", json!(self.phase))
+            .with("sessionId", json!(self.session_id));
+        if let Some(isolation) = &self.isolation {
+            agent.push("isolation", isolation.clone());
+        }
+        agent
+    }
+}
+
+/// A run with everything `history` shows about it: its steps are those of the run and of every
+/// child run under it, its ledger rows those billed to them.
+#[derive(Debug)]
+struct RunView {
+    run: RunRecord,
+    task: TaskRecord,
+    attempts: Vec<AttemptRecord>,
+    owner_gone: bool,
+    /// By creation time, then step id.
+    steps: Vec<StepRecord>,
+    /// Agent details by step id.
+    agents: HashMap<String, AgentInfo>,
+    ledger: Vec<LedgerEntry>,
+}
+
+impl RunView {
+    async fn gather(
+        engine: &Engine,
+        run: RunRecord,
+        task: TaskRecord,
+        attempts: Vec<AttemptRecord>,
+        owner_gone: bool,
+    ) -> anyhow::Result<Self> {
+        let store = engine.store();
+        let task_runs = engine
+            .list_runs(&RunFilter {
+                task_id: Some(run.task_id.clone()),
+                ..RunFilter::default()
+            })
+            .await?;
+        // The run and its descendants (all of the task's runs for a root run).
+        let mut scope: HashSet<&str> = HashSet::from([run.run_id.as_str()]);
+        loop {
+            let before = scope.len();
+            for child in &task_runs {
+                if child
+                    .parent_run_id
+                    .as_deref()
+                    .is_some_and(|parent| scope.contains(parent))
+                {
+                    scope.insert(child.run_id.as_str());
+                }
+            }
+            if scope.len() == before {
+                break;
+            }
+        }
+        let mut steps = Vec::new();
+        for run_id in &scope {
+            steps.extend(store.load_steps(run_id).await?);
+        }
+        steps.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.step_id.cmp(&b.step_id))
+        });
+        let ledger = store
+            .ledger_entries(&run.root_run_id)
+            .await?
+            .into_iter()
+            .filter(|entry| scope.contains(entry.run_id.as_str()))
+            .collect();
+        let agents = steps
+            .iter()
+            .filter_map(|step| Some((step.step_id.clone(), AgentInfo::of(step)?)))
+            .collect();
+        Ok(Self {
+            run,
+            task,
+            attempts,
+            owner_gone,
+            steps,
+            agents,
+            ledger,
+        })
+    }
+
+    /// The owner that claimed the task last: its current claimant, else (smol-durable clears
+    /// the claim when a run ends, smol-wf kept it) the owner of its latest attempt.
+    fn worker_id(&self) -> Option<&str> {
+        self.task.claimed_by_owner_id.as_deref().or_else(|| {
+            self.attempts
+                .iter()
+                .max_by_key(|attempt| attempt.attempt)
+                .map(|attempt| attempt.worker_id.as_str())
+        })
+    }
+
+    fn count_steps(&self, state: &State) -> usize {
+        self.steps
+            .iter()
+            .filter(|step| &step.state == state)
+            .count()
+    }
+
+    /// Every ledger row added up.
+    fn total(&self) -> Tokens {
+        let mut total = Tokens::default();
+        for entry in &self.ledger {
+            total.add(Tokens::of(entry));
+        }
+        total
+    }
+
+    /// The ledger rows of each step.
+    fn by_step(&self) -> HashMap<&str, Tokens> {
+        let mut by_step: HashMap<&str, Tokens> = HashMap::new();
+        for entry in &self.ledger {
+            if let Some(step_id) = &entry.step_id {
+                by_step
+                    .entry(step_id.as_str())
+                    .or_default()
+                    .add(Tokens::of(entry));
+            }
+        }
+        by_step
+    }
+
+    /// The ledger rows by the phase of their step (sorted by name), and those of steps without
+    /// a phase.
+    fn by_phase(&self) -> (BTreeMap<&str, Tokens>, Option<Tokens>) {
+        let mut phases: BTreeMap<&str, Tokens> = BTreeMap::new();
+        let mut unphased: Option<Tokens> = None;
+        for entry in &self.ledger {
+            let phase = entry
+                .step_id
+                .as_ref()
+                .and_then(|step_id| self.agents.get(step_id))
+                .and_then(|agent| agent.phase.as_deref());
+            match phase {
+                Some(phase) => phases.entry(phase).or_default().add(Tokens::of(entry)),
+                None => unphased
+                    .get_or_insert_with(Tokens::default)
+                    .add(Tokens::of(entry)),
+            }
+        }
+        (phases, unphased)
+    }
+
+    fn state_cell(&self) -> String {
+        if self.owner_gone {
+            OWNER_GONE.to_owned()
+        } else {
+            self.run.state.as_str().to_owned()
+        }
+    }
+
+    /// The run's identity and state fields, shared by the list and the detail.
+    fn state_json(&self, object: &mut Object) {
+        object.push("state", json!(self.run.state.as_str()));
+        if self.owner_gone {
+            object.push("ownerGone", json!(true));
+        }
+    }
+
+    /// An item of `history -o json`.
+    fn list_json(&self) -> Json {
+        let mut object = Object::new()
+            .with("runID", json!(self.run.run_id))
+            .with("taskId", json!(self.run.task_id))
+            .with("rootRunId", json!(self.run.root_run_id));
+        self.state_json(&mut object);
+        object
+            .with("metadata", metadata(&self.run))
+            .with("scriptPath", json!(self.run.workflow.script_path))
+            .with("createdAt", json!(rfc3339_ms(self.run.created_at)))
+            .with("updatedAt", json!(rfc3339_ms(self.run.updated_at)))
+            .with("attempts", json!(self.attempts.len()))
+            .with("completedSteps", json!(self.count_steps(&State::Completed)))
+            .with("failedSteps", json!(self.count_steps(&State::Failed)))
+            .with("totalTokens", json!(self.total().total))
+            .into()
+    }
+
+    /// `history RUN -o json`.
+    fn detail_json(&self) -> Object {
+        let run = &self.run;
+        let mut workflow_run = Object::new()
+            .with("runID", json!(run.run_id))
+            .with("taskId", json!(run.task_id))
+            .with("workerId", json!(self.worker_id()))
+            .with("rootRunId", json!(run.root_run_id));
+        if let Some(parent) = &run.parent_run_id {
+            workflow_run.push("parentRunId", json!(parent));
+        }
+        self.state_json(&mut workflow_run);
+        workflow_run.push("metadata", metadata(run));
+        workflow_run.push("scriptPath", json!(run.workflow.script_path));
+        workflow_run.push("args", run.args.clone());
+        workflow_run.push("createdAt", json!(rfc3339_ms(run.created_at)));
+        workflow_run.push("updatedAt", json!(rfc3339_ms(run.updated_at)));
+        if let Some(reason) = &run.failure_reason {
+            workflow_run.push("failureReason", reason.clone());
+        }
+        let mut detail = Object::new().with("workflowRun", workflow_run);
+        if run.state == State::Completed {
+            detail.push(
+                "results",
+                run.completed_payload.clone().unwrap_or(Value::Null),
+            );
+        }
+        let (phases, _) = self.by_phase();
+        let mut by_phase = Object::new();
+        for (phase, tokens) in phases {
+            by_phase.push(phase, tokens.json());
+        }
+        detail.push("tokenUsage", self.total().json().with("byPhase", by_phase));
+        let attempts = self
+            .attempts
+            .iter()
+            .map(|attempt| {
+                Object::new()
+                    .with("attemptId", json!(attempt.attempt_id))
+                    .with("attempt", json!(attempt.attempt))
+                    .with("state", json!(attempt.state.as_str()))
+                    .with("workerId", json!(attempt.worker_id))
+                    .with("startedAt", json!(rfc3339_ms(attempt.started_at)))
+                    .with("completedAt", json!(attempt.completed_at.map(rfc3339_ms)))
+                    .with("failureReason", json!(attempt.failure_reason))
+                    .into()
+            })
+            .collect::<Vec<Json>>();
+        detail.push("attempts", attempts);
+        let by_step = self.by_step();
+        let steps = self
+            .steps
+            .iter()
+            .map(|step| {
+                let mut object = Object::new()
+                    .with("stepId", json!(step.step_id))
+                    .with("stepKind", json!(step.kind.as_str()))
+                    .with("checkpointName", json!(step.checkpoint_name))
+                    .with("state", json!(step.state.as_str()))
+                    .with("attempts", json!(step.attempts))
+                    .with("createdAt", json!(rfc3339_ms(step.created_at)))
+                    .with("updatedAt", json!(rfc3339_ms(step.updated_at)));
+                let agent = self.agents.get(&step.step_id);
+                if let Some(agent) = agent {
+                    object.push("agent", agent.json());
+                }
+                let tokens = match agent {
+                    Some(_) => by_step.get(step.step_id.as_str()).copied(),
+                    None => None,
+                };
+                object
+                    .with("tokenUsage", tokens.unwrap_or_default().json())
+                    .into()
+            })
+            .collect::<Vec<Json>>();
+        detail.push("steps", steps);
+        detail
+    }
+
+    /// `history RUN`.
+    fn print_detail(&self) {
+        let run = &self.run;
+        let now = now_ms();
+        let script = run.workflow.script_path.clone().unwrap_or_default();
+        for (label, value) in [
+            ("Run:", run.run_id.clone()),
+            ("State:", self.state_cell()),
+            ("Workflow:", workflow_name(run)),
+            ("Script:", script),
+            ("Created:", humanize(now, run.created_at)),
+            ("Attempts:", self.attempts.len().to_string()),
+            (
+                "Steps:",
+                format!(
+                    "{} completed, {} failed",
+                    self.count_steps(&State::Completed),
+                    self.count_steps(&State::Failed)
+                ),
+            ),
+        ] {
+            outln!("{label:<11}{value}");
+        }
+
+        outln!();
+        outln!("Token Usage");
+        outln!();
+        let mut usage = Table::new(&["PHASE", "INPUT", "CACHE READ", "OUTPUT", "TOTAL"]);
+        let (phases, unphased) = self.by_phase();
+        let rows = phases
+            .into_iter()
+            .chain(unphased.map(|tokens| ("(none)", tokens)));
+        for (phase, tokens) in rows {
+            let mut row = vec![phase.to_owned()];
+            row.extend(tokens.cells());
+            usage.push(row);
+        }
+        print_lines(&usage);
+
+        outln!();
+        outln!("Attempts");
+        outln!();
+        let mut attempts = Table::new(&["ATTEMPT", "STATE", "STARTED", "COMPLETED"]);
+        for attempt in &self.attempts {
+            attempts.push(vec![
+                attempt.attempt.to_string(),
+                attempt.state.as_str().to_owned(),
+                humanize(now, attempt.started_at),
+                attempt
+                    .completed_at
+                    .map_or_else(|| "-".to_owned(), |at| humanize(now, at)),
+            ]);
+        }
+        print_lines(&attempts);
+
+        outln!();
+        outln!("Steps");
+        outln!();
+        let mut steps = Table::new(&[
+            "KIND",
+            "STATE",
+            "PHASE",
+            "PROVIDER",
+            "MODEL",
+            "ATTEMPTS",
+            "INPUT",
+            "CACHE READ",
+            "OUTPUT",
+            "TOTAL",
+            "SESSION",
+        ]);
+        let by_step = self.by_step();
+        let dash = |value: Option<&String>| value.map_or_else(|| "-".to_owned(), Clone::clone);
+        for step in &self.steps {
+            let agent = self.agents.get(&step.step_id);
+            let tokens = match agent {
+                Some(_) => by_step
+                    .get(step.step_id.as_str())
+                    .copied()
+                    .unwrap_or_default(),
+                None => Tokens::default(),
+            };
+            let mut row = vec![
+                step.kind.as_str().to_owned(),
+                step.state.as_str().to_owned(),
+                dash(agent.and_then(|a| a.phase.as_ref())),
+                dash(agent.and_then(|a| a.provider.as_ref())),
+                dash(agent.and_then(|a| a.model.as_ref())),
+                step.attempts.to_string(),
+            ];
+            row.extend(tokens.cells());
+            row.push(dash(agent.and_then(|a| a.session_id.as_ref())));
+            steps.push(row);
+        }
+        print_lines(&steps);
+    }
+}
+
+fn print_lines(table: &Table) {
+    for line in table.lines() {
+        outln!("{line}");
+    }
+}
+
+/// The stored `meta`, or `{}`.
+fn metadata(run: &RunRecord) -> Value {
+    run.workflow.metadata.clone().unwrap_or_else(|| json!({}))
+}
+
+/// `meta.name`, or nothing.
+fn workflow_name(run: &RunRecord) -> String {
+    run.workflow
+        .metadata
+        .as_ref()
+        .and_then(|meta| meta.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
 }

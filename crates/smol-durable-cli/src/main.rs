@@ -16,6 +16,7 @@ mod output;
 mod progress;
 mod run;
 mod signals;
+mod table;
 mod worker;
 mod workflow_args;
 

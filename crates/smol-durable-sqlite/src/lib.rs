@@ -227,14 +227,16 @@ impl SqliteStore {
                     migrate::SCHEMA_VERSION,
                 ))
             }
-            None => return Err(StoreError::new(
-                StoreErrorKind::Corrupt,
-                "open",
-                format!(
+            None => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Corrupt,
+                    "open",
+                    format!(
                     "{} is not a smol-durable or smol-wf database (it has no sw_migrations table)",
                     path.display()
                 ),
-            )),
+                ))
+            }
             Some(_) => {
                 let snapshot = tempfile::tempdir().map_err(|error| {
                     StoreError::new(

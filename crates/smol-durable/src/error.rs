@@ -94,7 +94,8 @@ pub enum ProviderErrorKind {
 pub struct ProviderError {
     kind: ProviderErrorKind,
     message: String,
-    usage: Option<crate::Usage>,
+    // Boxed: errors travel in `Result`s on hot paths; usage is rare and large.
+    usage: Option<Box<crate::Usage>>,
     #[source]
     source: Option<BoxError>,
 }
@@ -122,7 +123,7 @@ impl ProviderError {
 
     /// Usage the failed call consumed; it is billed to the run's budget.
     pub fn with_usage(mut self, usage: crate::Usage) -> Self {
-        self.usage = Some(usage);
+        self.usage = Some(Box::new(usage));
         self
     }
 
@@ -139,7 +140,7 @@ impl ProviderError {
 
     /// Usage consumed by the failed call, if reported.
     pub fn usage(&self) -> Option<&crate::Usage> {
-        self.usage.as_ref()
+        self.usage.as_deref()
     }
 
     /// Whether a per-call retry policy may try again.
