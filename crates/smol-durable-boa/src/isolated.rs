@@ -14,7 +14,8 @@
 //!
 //! A child that exceeds a limit is killed by the kernel (or aborts), and the run fails with a
 //! [`ScriptErrorKind::Limit`] error naming the limit; the host process never notices beyond
-//! that. A cancelled run's child is killed when the evaluation is dropped.
+//! that. A cancelled run's child is killed when the evaluation is dropped. The child starts
+//! with an empty environment: a script needs none, and the parent's may hold API keys.
 //!
 //! The child is any program that calls [`serve_script_host`]: this crate ships one
 //! (`smol-durable-script-host`), and the `smol-durable` CLI serves it as a hidden subcommand of
@@ -297,6 +298,8 @@ impl ScriptEngine for IsolatedEngine {
         } = invocation;
         let mut child = tokio::process::Command::new(&self.program)
             .args(&self.args)
+            // A script has no use for the environment, and API keys live there.
+            .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

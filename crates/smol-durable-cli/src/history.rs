@@ -659,7 +659,7 @@ impl RunView {
         if run.state == State::Completed {
             detail.push(
                 "results",
-                run.completed_payload.clone().unwrap_or(Value::Null),
+                run.result().cloned().unwrap_or(Value::Null),
             );
         }
         let (phases, _) = self.by_phase();

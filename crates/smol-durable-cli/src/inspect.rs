@@ -102,7 +102,7 @@ pub fn run_json(run: &RunRecord) -> Value {
         "args": run.args,
         "budgetAllowance": run.budget_total,
         "budgetSpent": run.budget_spent,
-        "results": run.completed_payload,
+        "results": run.result(),
         "error": run.failure_reason,
         "createdAt": run.created_at,
         "updatedAt": run.updated_at,

@@ -1,6 +1,7 @@
-//! Keeping workflow files inside the workflow's directory: child workflows and imports resolve
-//! relative to the calling script and must not leave the root workflow's directory, through
-//! `..` or through symlinks.
+//! Where workflow files are found. Child workflows and imports resolve relative to the calling
+//! script and must not leave the root workflow's directory, through `..` or through symlinks;
+//! named workflows (`workflow("name")`) live in the project's `.agents/workflows` and
+//! `.claude/workflows` directories.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -105,4 +106,71 @@ mod tests {
         ));
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// The directories `workflow("name")` searches, nearest first: `.agents/workflows` then
+/// `.claude/workflows` in the calling workflow's directory and each directory above it, up to
+/// and including the repository root (the first directory holding `.git`), or up to the file
+/// system's root outside a repository. The process's working directory plays no part.
+///
+/// ```
+/// use std::path::{Path, PathBuf};
+/// let dirs = smol_durable::paths::named_workflow_dirs(Path::new("/no/such/repo"));
+/// assert_eq!(dirs[0], PathBuf::from("/no/such/repo/.agents/workflows"));
+/// assert_eq!(dirs[1], PathBuf::from("/no/such/repo/.claude/workflows"));
+/// assert_eq!(dirs.last(), Some(&PathBuf::from("/.claude/workflows")));
+/// ```
+pub fn named_workflow_dirs(start: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for dir in start.ancestors() {
+        dirs.push(dir.join(".agents").join("workflows"));
+        dirs.push(dir.join(".claude").join("workflows"));
+        if dir.join(".git").exists() {
+            break;
+        }
+    }
+    dirs
+}
+
+/// The workflow named `name` in `dirs` (see [`named_workflow_dirs`]): in the first directory
+/// that has one, `<name>.mjs`, else `<name>.js`, else a `.mjs`/`.js` file whose `meta.name` is
+/// `name` (as `meta_name` reads it; smol-wf matched names that way).
+pub fn find_named_workflow(
+    dirs: &[PathBuf],
+    name: &str,
+    meta_name: impl Fn(&Path) -> Option<String>,
+) -> Option<PathBuf> {
+    let is_script = |path: &Path| {
+        path.is_file()
+            && path
+                .extension()
+                .is_some_and(|ext| ext == "mjs" || ext == "js")
+    };
+    // A name is a file name, never a path.
+    let plain = !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..";
+    for dir in dirs {
+        if plain {
+            for ext in ["mjs", "js"] {
+                let candidate = dir.join(format!("{name}.{ext}"));
+                if is_script(&candidate) {
+                    return Some(candidate);
+                }
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut scripts: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| is_script(path))
+            .collect();
+        scripts.sort();
+        if let Some(found) = scripts
+            .into_iter()
+            .find(|path| meta_name(path).as_deref() == Some(name))
+        {
+            return Some(found);
+        }
+    }
+    None
 }

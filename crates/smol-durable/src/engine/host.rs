@@ -995,6 +995,15 @@ impl RunScope {
             })
             .await
             .map_err(|error| self.fatal(error.into()))?;
+        // A named workflow from the project's workflow directories may live outside the root
+        // workflow's directory: its own references stay inside its own.
+        let root_dir = if crate::paths::normalize(&source.path)
+            .starts_with(crate::paths::normalize(&self.root_dir))
+        {
+            self.root_dir.clone()
+        } else {
+            source.path.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
         let child = RunScope::open(
             Arc::clone(&self.ctx),
             child_run_id.to_owned(),
@@ -1002,7 +1011,7 @@ impl RunScope {
             self.depth + 1,
             Some(row.step_id.clone()),
             &source,
-            self.root_dir.clone(),
+            root_dir,
         )
         .await
         .map_err(|error| self.fatal(error))?;
@@ -1098,8 +1107,37 @@ impl RunScope {
         stored.ok_or(error)
     }
 
+    /// A named workflow from the project's workflow directories, searched from the calling
+    /// script's directory; smol-wf's message when there is none.
+    async fn find_named(&self, name: &str) -> Result<WorkflowSource, HostError> {
+        let start = self
+            .source_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let scripts = Arc::clone(&self.ctx.engine.scripts);
+        let wanted = name.to_owned();
+        let found = tokio::task::spawn_blocking(move || {
+            let dirs = crate::paths::named_workflow_dirs(&start);
+            let path = crate::paths::find_named_workflow(&dirs, &wanted, |path| {
+                let source = WorkflowSource::from_file(path).ok()?;
+                scripts.read_metadata(&source).ok().map(|meta| meta.name)
+            })?;
+            WorkflowSource::from_file(path).ok()
+        })
+        .await;
+        match found {
+            Ok(Some(source)) => Ok(source),
+            Ok(None) => Err(invalid(format!("Unknown workflow: {name}"))),
+            Err(join_error) => Err(invalid(format!(
+                "looking up workflow {name} failed: {join_error}"
+            ))),
+        }
+    }
+
     /// Resolves `workflow(ref)`: a `{scriptPath}` relative to the calling script and confined to
-    /// the root workflow's directory, or a name registered with the engine (never a scan of the
+    /// the root workflow's directory, or a name: registered with the engine, else found in the
+    /// project's workflow directories ([`crate::paths::named_workflow_dirs`], never the
     /// process's working directory).
     async fn resolve_child(&self, reference: &Value) -> Result<WorkflowSource, HostError> {
         let name = match reference {
@@ -1108,26 +1146,10 @@ impl RunScope {
             _ => None,
         };
         if let Some(name) = name {
-            return self
-                .ctx
-                .engine
-                .named_workflows
-                .get(name)
-                .cloned()
-                .ok_or_else(|| {
-                    let mut known: Vec<&str> = self
-                        .ctx
-                        .engine
-                        .named_workflows
-                        .keys()
-                        .map(String::as_str)
-                        .collect();
-                    known.sort_unstable();
-                    invalid(format!(
-                        "unknown workflow {name:?}; known workflows: {}",
-                        known.join(", ")
-                    ))
-                });
+            if let Some(source) = self.ctx.engine.named_workflows.get(name) {
+                return Ok(source.clone());
+            }
+            return self.find_named(name).await;
         }
         let script_path = reference
             .get("scriptPath")

@@ -775,7 +775,7 @@ impl Engine {
             task_id: run.task_id.clone(),
             run_id: run.run_id.clone(),
             attempt,
-            result: run.completed_payload.clone().unwrap_or(Value::Null),
+            result: run.result().cloned().unwrap_or(Value::Null),
             token_usage: attempt::ledger_usage(self.shared.store.as_ref(), &run.run_id).await?,
         };
         let (_, events) = mpsc::unbounded_channel();

@@ -214,6 +214,21 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// The workflow's result once completed. smol-wf 0.3.4 stored it wrapped as
+    /// `{"result": value}`; smol-durable stores the value itself.
+    pub fn result(&self) -> Option<&Value> {
+        let payload = self.completed_payload.as_ref()?;
+        let written_by_smol_wf = self.workflow.script_hash.is_none();
+        match payload {
+            Value::Object(map) if written_by_smol_wf && map.len() == 1 => {
+                map.get("result").or(Some(payload))
+            }
+            _ => Some(payload),
+        }
+    }
+}
+
+impl RunRecord {
     /// Whether this is a root run.
     pub fn is_root(&self) -> bool {
         self.run_id == self.root_run_id
