@@ -137,16 +137,14 @@
     const options = rest.length > 0 ? (json(rest[0], "phase() options") ?? "null") : undefined;
     call("phase", String(name), options);
   };
+  // smol-wf's messages, which scripts may compare.
   const sleep = (ms) => {
-    if (typeof ms !== "number" || !Number.isFinite(ms)) {
-      throw new TypeError(`sleep(ms) needs a finite number of milliseconds, got ${String(ms)}`);
-    }
-    if (ms < 0) {
-      throw new RangeError(`sleep(ms) needs a non-negative number of milliseconds, got ${ms}`);
+    if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
+      throw new TypeError("sleep(ms) requires a finite non-negative number");
     }
     const rounded = Math.ceil(ms);
     if (rounded > maxSleepMs) {
-      throw new RangeError(`sleep(ms) is limited to ${maxSleepMs} ms, got ${ms}`);
+      throw new RangeError("sleep(ms) duration exceeds the maximum allowed delay");
     }
     return call("sleep", rounded, null).then(() => undefined);
   };

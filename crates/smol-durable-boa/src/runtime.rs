@@ -160,7 +160,19 @@ fn evaluate(
     // trailing await makes every module asynchronous.
     let module_text = format!("{text}\n;await undefined;\n");
     let source = Source::from_bytes(module_text.as_bytes()).with_path(path);
-    let module = Module::parse(source, None, ctx).map_err(|error| syntax_error(&error, path))?;
+    let module = match Module::parse(source, None, ctx) {
+        Ok(module) => module,
+        // boa 0.22 reads every `export default async` as an async function declaration, so
+        // `export default async (args, ctx) => …` fails to parse; the same module with the
+        // arrow bound to a name first does.
+        Err(error) => match async_arrow_default(&module_text) {
+            Some(rewritten) => {
+                let source = Source::from_bytes(rewritten.as_bytes()).with_path(path);
+                Module::parse(source, None, ctx).map_err(|_| syntax_error(&error, path))?
+            }
+            None => return Err(syntax_error(&error, path)),
+        },
+    };
     loader.register(path, &module);
     let loaded = module.load_link_evaluate(ctx);
     settle(ctx, &loaded, answers, &sandbox).map_err(|error| loader.classify(error))?;
@@ -247,7 +259,7 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
             return Ok(Value::Null);
         }
         let text = value.to_string(ctx)?.to_std_string_escaped();
-        serde_json::from_str(&text).map_err(|error| {
+        from_js_json(&text).map_err(|error| {
             JsNativeError::typ()
                 .with_message(format!("invalid host call argument: {error}"))
                 .into()
@@ -467,23 +479,74 @@ fn to_json(value: &JsValue, ctx: &mut Context) -> Result<Value, ScriptError> {
         .to_string(ctx)
         .map_err(|error| thrown(&error, ctx))?
         .to_std_string_escaped();
-    serde_json::from_str(&text).map_err(|error| {
+    from_js_json(&text).map_err(|error| {
         ScriptError::thrown(format!(
             "the workflow's result cannot be converted to JSON: {error}"
         ))
     })
 }
 
+/// Parses JSON that `JSON.stringify` wrote. A JavaScript number is a double: an integer too
+/// large for one to hold exactly (beyond ±2^53) is the double it stands for, not an exact
+/// integer (`12345678901234567890` is `1.2345678901234567e19`).
+fn from_js_json(text: &str) -> serde_json::Result<Value> {
+    let mut value = serde_json::from_str(text)?;
+    as_doubles(&mut value);
+    Ok(value)
+}
+
+fn as_doubles(value: &mut Value) {
+    const EXACT: u64 = 1 << 53;
+    match value {
+        Value::Number(number) => {
+            let inexact = match (number.as_u64(), number.as_i64()) {
+                (Some(n), _) => n > EXACT,
+                (None, Some(n)) => n.unsigned_abs() > EXACT,
+                _ => false,
+            };
+            if let (true, Some(double)) = (inexact, number.as_f64()) {
+                if let Some(double) = serde_json::Number::from_f64(double) {
+                    *number = double;
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(as_doubles),
+        Value::Object(map) => map.values_mut().for_each(as_doubles),
+        _ => {}
+    }
+}
+
 /// A thrown value as a script error: its message, and where it was thrown (`file:line:col`, the
 /// innermost frame of the user's code) when boa recorded it.
-fn thrown(error: &JsError, _ctx: &mut Context) -> ScriptError {
+fn thrown(error: &JsError, ctx: &mut Context) -> ScriptError {
+    // A thrown value that is not an Error (`throw "x"`, `throw {code: 7}`): the string itself,
+    // or its compact JSON, as smol-wf reported it.
+    if let Some(value) = error.as_opaque() {
+        let is_error = value
+            .as_object()
+            .is_some_and(|object| object.is::<boa_engine::builtins::error::Error>());
+        if !is_error {
+            let message = match value.as_string() {
+                Some(text) => text.to_std_string_lossy(),
+                None => match value.to_json(ctx) {
+                    Ok(Some(json)) => json.to_string(),
+                    _ => value.display().to_string(),
+                },
+            };
+            return ScriptError::thrown(message);
+        }
+    }
     let text = error.to_string();
     let mut lines = text.lines();
     let first = lines.next().unwrap_or_default();
     // boa appends where a native error was raised ("(native)", "(unknown at :122:43)"): inside
     // the engine's own prelude, never useful to a workflow author.
     let message = match first.rsplit_once(" (") {
-        Some((message, tail)) if tail == "native)" || tail.contains(" at ") => message,
+        Some((message, tail))
+            if tail == "native)" || tail.contains(" at ") || tail.starts_with(PRELUDE_PATH) =>
+        {
+            message
+        }
         _ => first,
     }
     .to_owned();
@@ -501,6 +564,35 @@ fn thrown(error: &JsError, _ctx: &mut Context) -> ScriptError {
         Some(location) => error.with_location(location),
         None => error,
     }
+}
+
+/// The module with `export default async <arrow>` at the start of a line rewritten as a
+/// binding of the same length (`let __sw_dflt =async <arrow>`, so positions in error messages
+/// stay right) exported at the end; `None` when there is no such line.
+fn async_arrow_default(text: &str) -> Option<String> {
+    const WRITTEN: &str = "export default async";
+    const BOUND: &str = "let __sw_dflt =async";
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(rest) = line[indent..].strip_prefix(WRITTEN) {
+            let next = rest.trim_start();
+            let is_function = next
+                .strip_prefix("function")
+                .is_some_and(|after| !after.starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$'));
+            if rest.starts_with(char::is_whitespace) && !next.is_empty() && !is_function {
+                let start = offset + indent;
+                let mut rewritten = String::with_capacity(text.len() + 32);
+                rewritten.push_str(&text[..start]);
+                rewritten.push_str(BOUND);
+                rewritten.push_str(&text[start + WRITTEN.len()..]);
+                rewritten.push_str("\nexport default __sw_dflt;\n");
+                return Some(rewritten);
+            }
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// A parse error as "message" plus `file:line:col` of the user's source.

@@ -314,17 +314,25 @@ async fn every_global_is_reachable_from_a_script_and_its_ctx() {
     let logs: Vec<&Value> = events
         .iter()
         .filter(|e| e.event_type == "workflow.log")
-        .map(|e| &e.payload["message"])
+        .map(|e| &e.payload["data"])
         .collect();
     assert_eq!(
         logs,
-        [&json!("gathering {\"topic\":\"tea\"}"), &json!("done")]
+        [
+            &json!({ "message": "gathering {\"topic\":\"tea\"}" }),
+            &json!({ "message": "done" })
+        ]
     );
-    let phases = events
+    let phases: Vec<&Value> = events
         .iter()
         .filter(|e| e.event_type == "workflow.phase")
-        .count();
-    assert_eq!(phases, 2, "gather and report");
+        .map(|e| &e.payload["data"])
+        .collect();
+    assert_eq!(
+        phases,
+        [&json!({ "name": "gather" }), &json!({ "name": "report" })],
+        "gather and report"
+    );
     let steps = engine
         .store()
         .load_steps(&output.run_id)

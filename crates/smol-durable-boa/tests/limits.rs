@@ -134,11 +134,15 @@ async fn oversized_event_payloads_are_stored_truncated_with_a_marker() {
     let output = run(
         &s,
         "events.mjs",
-        "export default (await agent('e'.repeat(900))).length;\n",
+        "log('l'.repeat(900));\nexport default await agent('e'.repeat(900));\n",
     )
     .await
     .expect("run");
-    assert_eq!(output.result, json!(906));
+    assert_eq!(
+        output.result.as_str().map(str::len),
+        Some(906),
+        "the result itself is whole"
+    );
     let events = s
         .engine
         .store()
@@ -150,7 +154,28 @@ async fn oversized_event_payloads_are_stored_truncated_with_a_marker() {
         .map(|event| &event.payload)
         .filter(|payload| payload.to_string().contains("\"truncated\":true"))
         .collect();
-    assert!(!truncated.is_empty(), "{events:#?}");
+    // The log's message and the result event's `results` are over the limit; the agent
+    // events carry only a 200-character prompt preview.
+    assert_eq!(truncated.len(), 2, "{events:#?}");
+    for payload in &truncated {
+        let data = &payload["data"];
+        assert_eq!(data["truncated"], json!(true), "{payload}");
+        assert!(data["originalBytes"].as_u64() > Some(600), "{payload}");
+        let text = data
+            .get("message")
+            .or_else(|| data.get("results"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        assert!(text.ends_with("bytes truncated]"), "{payload}");
+    }
+    let started = events
+        .iter()
+        .find(|event| event.event_type == "workflow.agent_started")
+        .expect("agent_started");
+    assert_eq!(
+        started.payload["data"]["promptPreview"],
+        json!(format!("{}…", "e".repeat(200)))
+    );
     for event in &events {
         let size = event.payload.to_string().len();
         // The data is bounded; the envelope (ids, times, type) adds a few hundred bytes.

@@ -271,8 +271,10 @@ async fn budget_phase_and_log_reach_the_engine() {
     assert!(events
         .iter()
         .any(|e| e.event_type == "workflow.log"
-            && e.payload["message"] == json!("starting {\"n\":1}")));
-    assert!(events.iter().any(|e| e.event_type == "workflow.phase"));
+            && e.payload["data"] == json!({ "message": "starting {\"n\":1}" })));
+    assert!(events
+        .iter()
+        .any(|e| e.event_type == "workflow.phase" && e.payload["data"] == json!({ "name": "plan" })));
 }
 
 #[tokio::test]

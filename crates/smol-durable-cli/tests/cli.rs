@@ -66,6 +66,23 @@ impl Cli {
             .collect()
     }
 
+    /// The run ids, or `None` while `history` cannot read the database: read-only commands
+    /// never create it, so they fail until a `run` has created and migrated it.
+    fn try_run_ids(&self) -> Option<Vec<String>> {
+        let output = self.run(&["history", "-o", "json"]);
+        if !output.status.success() {
+            return None;
+        }
+        let list: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+        Some(
+            list.as_array()
+                .expect("array")
+                .iter()
+                .map(|run| run["runID"].as_str().expect("runID").to_owned())
+                .collect(),
+        )
+    }
+
     fn events(&self, run_id: &str) -> Vec<Value> {
         let output = self.run(&["events", run_id]);
         assert!(output.status.success(), "{}", stderr(&output));
@@ -100,7 +117,7 @@ fn wait_for_step(cli: &Cli, run_id: &str, kind: &str, state: &str) {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|step| step["kind"] == json!(kind) && step["state"] == json!(state));
+                .any(|step| step["stepKind"] == json!(kind) && step["state"] == json!(state));
             if found {
                 return;
             }
@@ -113,7 +130,7 @@ fn wait_for_step(cli: &Cli, run_id: &str, kind: &str, state: &str) {
 fn wait_for_run(cli: &Cli) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(run_id) = cli.run_ids().into_iter().next() {
+        if let Some(run_id) = cli.try_run_ids().into_iter().flatten().next() {
             return run_id;
         }
         assert!(Instant::now() < deadline, "no run appeared");

@@ -231,7 +231,11 @@ async fn a_smol_wf_database_migrates_lists_and_resumes() {
         .join()
         .await
         .expect("done");
-    assert_eq!(done.result, json!({ "result": { "done": true } }));
+    assert_eq!(
+        done.result,
+        json!({ "done": true }),
+        "smol-wf's `{{\"result\": value}}` wrapper is unwrapped"
+    );
 }
 
 #[tokio::test]

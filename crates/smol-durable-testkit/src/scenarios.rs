@@ -1142,6 +1142,17 @@ pub async fn phase_defaults_and_model_map_shape_the_call(fixture: Fixture) {
     assert_eq!(calls[0].request.context.phase.as_deref(), Some("plan"));
     assert_eq!(calls[0].request.model(), Some("vendor/fast-v2"));
     assert_eq!(
+        calls[0].request.options,
+        json!({
+            "model": "vendor/fast-v2",
+            "modelProvider": "vendor",
+            "modelSelector": "vendor/fast-v2",
+            "phase": "plan",
+            "requestedModel": "fast"
+        }),
+        "the provider sees the rewritten options"
+    );
+    assert_eq!(
         calls[0].request.context.cwd.as_deref(),
         Some("/work/project")
     );
@@ -1149,7 +1160,7 @@ pub async fn phase_defaults_and_model_map_shape_the_call(fixture: Fixture) {
     assert_eq!(calls[1].request.model(), Some("big"));
     assert_eq!(
         calls[1].request.options,
-        json!({ "model": "big", "temperature": 0 })
+        json!({ "model": "big", "phase": "write", "temperature": 0 })
     );
     let steps = fixture
         .store
@@ -1170,7 +1181,10 @@ pub async fn phase_defaults_and_model_map_shape_the_call(fixture: Fixture) {
     assert!(
         planned
             .input_signature_json
-            .contains(r#""options":{"model":"vendor/fast-v2"}"#),
+            .contains(concat!(
+                r#""options":{"model":"vendor/fast-v2","modelProvider":"vendor","#,
+                r#""modelSelector":"vendor/fast-v2","phase":"plan","requestedModel":"fast"}"#
+            )),
         "{}",
         planned.input_signature_json
     );
@@ -1358,10 +1372,29 @@ pub async fn events_are_stored_in_order(fixture: Fixture) {
         "the root start has no elapsedNanos"
     );
     assert!(stored[1].payload["elapsedNanos"].as_u64().is_some());
-    assert_eq!(stored[2].payload["message"], json!("a"));
+    assert!(
+        stored[0].payload["data"]["startTime"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{}",
+        stored[0].payload
+    );
+    assert_eq!(stored[1].payload["data"], json!({ "name": "one" }));
+    assert_eq!(stored[2].payload["data"], json!({ "message": "a" }));
     assert_eq!(stored[3].payload["metadata"]["provider"], json!("scripted"));
     assert_eq!(stored[3].payload["metadata"]["runId"], json!(output.run_id));
-    assert_eq!(stored[6].payload["result"], json!(1));
+    assert_eq!(
+        stored[3].payload["data"],
+        json!({ "phase": "one", "promptPreview": "x" })
+    );
+    assert_eq!(stored[6].payload["data"]["results"], json!(1));
+    assert!(stored[6].payload["data"]["tokenUsage"].is_object());
+    let mut last = 0;
+    for event in &stored[1..] {
+        let elapsed = event.payload["elapsedNanos"].as_u64().expect("elapsedNanos");
+        assert!(elapsed >= last, "elapsedNanos never decreases");
+        last = elapsed;
+    }
 }
 
 /// Starts `main.mjs` and returns once its first agent call has started.

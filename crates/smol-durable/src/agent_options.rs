@@ -101,11 +101,15 @@ pub fn effective_options(
     let mut options = match options {
         Value::Null => Map::new(),
         Value::Object(map) => map,
+        // smol-wf passed other values (a string, an array) to the provider as they were, with
+        // no phase and no defaults; scripts written for it keep working.
         other => {
-            return Err(OptionsError::new(format!(
-                "agent options must be an object, got {}",
-                json_kind(&other)
-            )))
+            return Ok(EffectiveOptions {
+                provider: defaults.provider.to_owned(),
+                options: other,
+                phase: None,
+                retry: RetryPolicy::default(),
+            })
         }
     };
     if let Some(phase) = current_phase {
@@ -503,18 +507,6 @@ fn percent_decode(component: &str) -> Result<String, OptionsError> {
         .map_err(|_| OptionsError::new("model selector query is not valid UTF-8"))
 }
 
-/// `a number`, `a string`, … for messages.
-pub(crate) fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,10 +845,12 @@ mod tests {
     }
 
     #[test]
-    fn options_must_be_an_object() {
+    fn options_that_are_not_an_object_pass_as_they_are() {
+        let effective = run(json!("fast"), Some("Plan"), "debug", &[("fast", "x")], &[]);
         assert_eq!(
-            options(json!("fast"), None, &[]),
-            json!("error: agent options must be an object, got a string")
+            effective.map(|e| (e.provider, e.options, e.phase)),
+            Ok(("debug".to_owned(), json!("fast"), None))
         );
+        assert_eq!(options(json!([1, 2]), None, &[]), json!([1, 2]));
     }
 }

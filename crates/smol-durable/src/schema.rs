@@ -26,9 +26,7 @@ impl OutputSchema {
             None | Some(Value::Null) => Ok(None),
             Some(schema) => jsonschema::validator_for(schema)
                 .map(|validator| Some(Self(Arc::new(validator))))
-                .map_err(|error| {
-                    format!("agent option schema is not a valid JSON Schema: {error}")
-                }),
+                .map_err(|error| format!("{MISMATCH} / schema is invalid: {error}")),
         }
     }
 
@@ -50,11 +48,8 @@ impl OutputSchema {
             .take(MAX_ERRORS)
             .map(|error| {
                 let path = error.instance_path().to_string();
-                if path.is_empty() {
-                    error.to_string()
-                } else {
-                    format!("{path}: {error}")
-                }
+                let path = if path.is_empty() { "/" } else { path.as_str() };
+                format!("{path} {error}")
             })
             .collect();
         if errors.is_empty() {
@@ -80,11 +75,11 @@ pub(crate) fn corrective_prompt(prompt: &str, errors: &[String]) -> String {
 
 /// The error when the corrective retry does not match either.
 pub(crate) fn mismatch_message(errors: &[String]) -> String {
-    format!(
-        "agent output does not match its schema after one corrective retry: {}",
-        errors.join("; ")
-    )
+    format!("{MISMATCH} {}", errors.join("; "))
 }
+
+/// How smol-wf began every schema error (a script may compare it), `<path> <problem>` after it.
+const MISMATCH: &str = "Structured output did not match JSON Schema:";
 
 #[cfg(test)]
 mod tests {
@@ -147,6 +142,13 @@ mod tests {
             .is_none());
         let error =
             OutputSchema::from_options(&json!({ "schema": { "type": 5 } })).expect_err("invalid");
-        assert!(error.starts_with("agent option schema is not a valid JSON Schema"));
+        assert!(
+            error.starts_with("Structured output did not match JSON Schema: / schema is invalid: "),
+            "{error}"
+        );
+        assert_eq!(
+            mismatch_message(&["/b true is not of type \"integer\"".to_owned()]),
+            "Structured output did not match JSON Schema: /b true is not of type \"integer\""
+        );
     }
 }

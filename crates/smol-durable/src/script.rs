@@ -171,9 +171,19 @@ pub enum HostRequest {
         /// Phase name.
         name: String,
         /// The second argument, when one was given (`undefined` arrives as `null`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
         options: Option<Value>,
     },
+}
+
+/// A field that is present is `Some`, even when it holds `null` (serde's `Option` would read a
+/// present `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// Why a host call was rejected; the script sees an `Error` with this message.

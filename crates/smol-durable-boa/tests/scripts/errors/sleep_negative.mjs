@@ -1,4 +1,4 @@
-// expect: sleep(ms) needs a non-negative number of milliseconds, got -1
+// expect: sleep(ms) requires a finite non-negative number
 export const meta = { name: "error", description: "Meets one error message" };
 import { sleep } from "workflow:extra";
 await sleep(-1);

@@ -1,4 +1,4 @@
-// expect: sleep(ms) needs a finite number of milliseconds, got
+// expect: sleep(ms) requires a finite non-negative number
 // calls: 0
 export const meta = { name: "error", description: "Meets one error message" };
 import { sleep } from "workflow:extra";

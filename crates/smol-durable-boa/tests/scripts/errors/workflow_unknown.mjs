@@ -1,4 +1,4 @@
-// expect: unknown workflow "nope"; known workflows:
+// expect: Unknown workflow: nope
 // calls: 0
 export const meta = { name: "error", description: "Meets one error message" };
 export default await workflow("nope");
