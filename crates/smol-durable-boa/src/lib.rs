@@ -20,6 +20,7 @@ mod isolated;
 mod loader;
 mod meta;
 mod runtime;
+mod stalls;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use boa_engine::builtins::promise::{OperationType, Promise, PromiseState};
 use boa_engine::context::HostHooks;
+use boa_engine::builtins::function::OrdinaryFunction;
 use boa_engine::job::JobCallback;
 use boa_engine::module::{ModuleLoader, ModuleRequest, Referrer};
 use boa_engine::object::builtins::JsFunction;
@@ -168,6 +169,7 @@ impl HostHooks for Sandbox {
     /// Records the branch current where a promise reaction is registered (an `await`, a
     /// `.then`), so the reaction runs in it.
     fn make_job_callback(&self, callback: JsFunction, _context: &mut Context) -> JobCallback {
+        crate::stalls::active();
         JobCallback::new(callback, crate::branch::current())
     }
 
@@ -183,13 +185,16 @@ impl HostHooks for Sandbox {
             .as_any()
             .downcast_ref::<crate::branch::BranchId>()
             .copied();
-        let Some(branch) = branch else {
-            return job.callback().call(this, args, context);
-        };
-        let previous = crate::branch::enter(branch);
-        let result = job.callback().call(this, args, context);
-        crate::branch::enter(previous);
-        result
+        let built_in = !job.callback().is::<OrdinaryFunction>();
+        crate::stalls::observe(built_in, || {
+            let Some(branch) = branch else {
+                return job.callback().call(this, args, context);
+            };
+            let previous = crate::branch::enter(branch);
+            let result = job.callback().call(this, args, context);
+            crate::branch::enter(previous);
+            result
+        })
     }
 
     fn ensure_can_compile_strings(

@@ -15,7 +15,6 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use boa_engine::builtins::promise::{PromiseState, ResolvingFunctions};
-use boa_engine::job::SimpleJobExecutor;
 use boa_engine::object::builtins::JsPromise;
 use boa_engine::property::Attribute;
 use boa_engine::{
@@ -136,12 +135,10 @@ fn evaluate(
     stop: &StopSlot,
 ) -> Result<Value, ScriptError> {
     crate::branch::reset();
-    let executor = Rc::new(SimpleJobExecutor::new());
+    crate::stalls::reset();
+    let executor = Rc::new(crate::stalls::CountingExecutor::default());
     if let Ok(mut slot) = stop.lock() {
-        let token = executor.get_cancellation_token();
-        *slot = Some(Box::new(move || {
-            token.store(true, std::sync::atomic::Ordering::SeqCst)
-        }));
+        *slot = Some(Box::new(executor.stopper()));
     }
     let sandbox = Rc::new(Sandbox::default());
     let loader = Rc::new(WorkflowLoader::new(root_dir));
@@ -391,9 +388,13 @@ fn settle(
         let outstanding =
             STATE.with(|state| state.borrow().as_ref().map_or(0, |s| s.pending.len()));
         if outstanding == 0 {
+            if let Some(lost) = crate::stalls::diagnose() {
+                return Err(lost);
+            }
             return Err(ScriptError::deadlock(
                 "the workflow awaits a promise that can never settle: no agent, sleep or workflow \
-                 call is pending and nothing else can resolve it",
+                 call is pending and nothing else can resolve it (a runaway recursion after an \
+                 await ends the same way: the JavaScript engine drops that error)",
             ));
         }
         let Ok(answer) = answers.recv() else {

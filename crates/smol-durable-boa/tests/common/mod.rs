@@ -23,10 +23,15 @@ pub fn setup(provider: ScriptedProvider) -> Setup {
 }
 
 pub fn setup_with_limits(provider: ScriptedProvider, limits: Limits) -> Setup {
+    setup_with_engine(provider, limits, BoaEngine::new())
+}
+
+/// An engine running scripts on `boa` (with limits of its own).
+pub fn setup_with_engine(provider: ScriptedProvider, limits: Limits, boa: BoaEngine) -> Setup {
     let provider = Arc::new(provider);
     let engine = Engine::builder()
         .store(Arc::new(MemoryStore::new()))
-        .script_engine(Arc::new(BoaEngine::new()))
+        .script_engine(Arc::new(boa))
         .provider(provider.clone())
         .limits(limits)
         .build()
