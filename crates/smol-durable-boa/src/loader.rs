@@ -7,9 +7,9 @@ use std::rc::Rc;
 
 use std::collections::HashMap;
 
+use boa_engine::builtins::function::OrdinaryFunction;
 use boa_engine::builtins::promise::{OperationType, Promise, PromiseState};
 use boa_engine::context::HostHooks;
-use boa_engine::builtins::function::OrdinaryFunction;
 use boa_engine::job::JobCallback;
 use boa_engine::module::{ModuleLoader, ModuleRequest, Referrer};
 use boa_engine::object::builtins::JsFunction;

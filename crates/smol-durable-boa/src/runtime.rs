@@ -578,9 +578,9 @@ fn async_arrow_default(text: &str) -> Option<String> {
         let indent = line.len() - line.trim_start().len();
         if let Some(rest) = line[indent..].strip_prefix(WRITTEN) {
             let next = rest.trim_start();
-            let is_function = next
-                .strip_prefix("function")
-                .is_some_and(|after| !after.starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$'));
+            let is_function = next.strip_prefix("function").is_some_and(|after| {
+                !after.starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$')
+            });
             if rest.starts_with(char::is_whitespace) && !next.is_empty() && !is_function {
                 let start = offset + indent;
                 let mut rewritten = String::with_capacity(text.len() + 32);

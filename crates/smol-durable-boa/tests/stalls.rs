@@ -58,7 +58,13 @@ async fn a_deadlock_is_still_a_deadlock_and_names_recursion_as_the_other_cause()
     ] {
         let error = failure(body).await;
         let text = error.to_string();
-        assert!(text.starts_with("deadlock: the workflow awaits a promise that can never settle"), "{text}");
-        assert!(text.contains("a runaway recursion after an await ends the same way"), "{text}");
+        assert!(
+            text.starts_with("deadlock: the workflow awaits a promise that can never settle"),
+            "{text}"
+        );
+        assert!(
+            text.contains("a runaway recursion after an await ends the same way"),
+            "{text}"
+        );
     }
 }

@@ -657,10 +657,7 @@ impl RunView {
         }
         let mut detail = Object::new().with("workflowRun", workflow_run);
         if run.state == State::Completed {
-            detail.push(
-                "results",
-                run.result().cloned().unwrap_or(Value::Null),
-            );
+            detail.push("results", run.result().cloned().unwrap_or(Value::Null));
         }
         let (phases, _) = self.by_phase();
         let mut by_phase = Object::new();

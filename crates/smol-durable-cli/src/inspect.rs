@@ -70,7 +70,13 @@ pub async fn events(engine: &Engine, run_id: &str, follow: bool) -> anyhow::Resu
     loop {
         let batch = engine.events(run_id, after, 500).await?;
         for event in &batch {
-            outln!("{}", event.payload);
+            // Through the event type, so the keys come in smol-wf's order (`type`,
+            // `elapsedNanos`, `metadata`, `data`); an event that does not read as one (written
+            // by an older version) is printed as stored.
+            match serde_json::from_value::<smol_durable::WorkflowEvent>(event.payload.clone()) {
+                Ok(parsed) => outln!("{}", serde_json::to_string(&parsed).unwrap_or_default()),
+                Err(_) => outln!("{}", event.payload),
+            }
             after = after.max(event.seq);
         }
         if batch.len() == 500 {

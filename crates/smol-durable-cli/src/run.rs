@@ -136,6 +136,8 @@ pub async fn run(
         }
         signal = signals.next() => signal,
     };
+    // Events the run emitted before the signal still reach the screen (`[phase]`, `[log]`).
+    show_received(&mut events, &mut view);
     errln!("{CANCELLING}");
     if let Err(error) = engine.cancel(&run_id).await {
         errln!("error: cannot cancel run {run_id}: {error}");
@@ -151,9 +153,23 @@ pub async fn run(
         // A second signal: exit now; the run's lease lets a resume take it over.
         _ = signals.next() => {}
     }
+    show_received(&mut events, &mut view);
     errln!("error: {}", Error::Cancelled);
     errln!("hint: the run stays resumable: {resume_command}");
     Ok(Outcome::Interrupted(signal))
+}
+
+/// Shows the events received and not shown yet (once the run has ended, all of them: its
+/// events are delivered before it ends).
+fn show_received(
+    events: &mut Option<tokio::sync::mpsc::UnboundedReceiver<WorkflowEvent>>,
+    view: &mut RunView,
+) {
+    if let Some(events) = events.as_mut() {
+        while let Ok(event) = events.try_recv() {
+            view.show(&event);
+        }
+    }
 }
 
 /// What `run` prints while a run goes on.

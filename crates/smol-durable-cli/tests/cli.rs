@@ -166,6 +166,9 @@ fn history_status_and_events_show_a_finished_run() {
     let cli = Cli::new();
     let output = cli.run(&["run", &hello()]);
     assert!(output.status.success(), "{}", stderr(&output));
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let spent = printed["tokenUsage"]["outputTokens"].clone();
+    assert!(spent.as_u64() > Some(0), "{printed}");
     let run_id = cli.run_ids().remove(0);
 
     let table = cli.run(&["history"]);
@@ -174,23 +177,58 @@ fn history_status_and_events_show_a_finished_run() {
     assert!(table.contains(&run_id) && table.contains("completed") && table.contains("hello"));
 
     let detail = cli.json(&["history", &run_id, "-o", "json"]);
-    assert_eq!(detail["state"], json!("completed"));
-    assert_eq!(detail["args"], json!({}));
+    assert_eq!(detail["workflowRun"]["runID"], json!(run_id));
+    assert_eq!(detail["workflowRun"]["state"], json!("completed"));
+    assert_eq!(detail["workflowRun"]["args"], json!({}));
+    assert_eq!(
+        detail["results"]["greeting"],
+        json!("echo: Say hello to the world")
+    );
+    assert_eq!(detail["tokenUsage"]["outputTokens"], spent);
+    assert_eq!(detail["attempts"].as_array().map(Vec::len), Some(1));
     let kinds: Vec<&str> = detail["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["kind"].as_str().unwrap())
+        .map(|s| s["stepKind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds.len(), 4, "three agents and a sleep: {kinds:?}");
+    assert_eq!(
+        kinds,
+        ["agent", "sleep", "agent", "agent"],
+        "three agents and a sleep"
+    );
 
     let status = cli.json(&["status", &run_id]);
+    assert_eq!(status["runID"], json!(run_id));
+    assert_eq!(status["rootRunId"], json!(run_id));
+    assert_eq!(status["parentRunId"], Value::Null);
+    assert!(status["taskId"].as_str().unwrap().starts_with("task_"));
     assert_eq!(status["state"], json!("completed"));
     assert_eq!(status["attempts"], json!(1));
+    assert_eq!(status["results"], detail["results"]);
+    assert_eq!(status["tokenUsage"]["outputTokens"], spent);
+    assert!(
+        status.get("ownerGone").is_none(),
+        "only a run whose owner is gone says so"
+    );
 
     let events = cli.events(&run_id);
-    assert_eq!(events.first().unwrap()["type"], json!("workflow.started"));
-    assert_eq!(events.last().unwrap()["type"], json!("workflow.result"));
+    let first = events.first().unwrap();
+    assert_eq!(first["type"], json!("workflow.started"));
+    assert!(
+        first["data"]["startTime"]
+            .as_str()
+            .is_some_and(|t| t.len() == 24 && t.ends_with('Z')),
+        "{first}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], json!("workflow.result"));
+    assert_eq!(last["data"]["results"], detail["results"]);
+    assert_eq!(last["data"]["tokenUsage"]["outputTokens"], spent);
+    for event in &events {
+        assert_eq!(event["metadata"]["runId"], json!(run_id), "{event}");
+        assert_eq!(event["metadata"]["workflowDepth"], json!(0), "{event}");
+    }
 
     let filtered = cli.json(&["history", "-o", "json", "--state", "failed"]);
     assert_eq!(filtered, json!([]));
@@ -232,9 +270,27 @@ fn workflow_arguments_from_flags_and_a_file() {
         "b",
         "--args-verbose",
     ]);
+    // Every source merges in command-line order: a name seen again collects an array, so a
+    // later `--args-topic` extends the file's `topic` instead of replacing it.
     assert_eq!(
         value["results"],
-        json!({ "topic": "coffee", "n": 3, "tag": ["a", "b"], "verbose": true })
+        json!({ "topic": ["tea", "coffee"], "n": 3, "tag": ["a", "b"], "verbose": true })
+    );
+    // `--args-from-file` is repeatable; any extension but .yaml/.yml is read as JSON.
+    let text = cli.write("more.txt", r#"{ "topic": "milk", "tag": ["c"] }"#);
+    let value = cli.json(&[
+        "run",
+        &script,
+        "--args-topic",
+        "water",
+        "--args-from-file",
+        &file,
+        "--args-from-file",
+        &text,
+    ]);
+    assert_eq!(
+        value["results"],
+        json!({ "topic": ["water", "tea", "milk"], "n": 3, "tag": ["c"] })
     );
     let yaml = cli.write(
         "args.yaml",
@@ -250,9 +306,32 @@ fn workflow_arguments_from_flags_and_a_file() {
 #[test]
 fn bad_input_fails_with_one_clear_line() {
     let cli = Cli::new();
+    // Read-only commands never create a database; before any run there is none to read.
+    for command in ["history", "status", "events"] {
+        let mut args = vec![command];
+        if command != "history" {
+            args.push("run_nope");
+        }
+        let output = cli.run(&args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&output),
+            format!(
+                "error: {command} database {} was not found; pass --db or run a workflow first\n",
+                cli.db().display()
+            ),
+            "{args:?}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+    assert!(
+        !cli.db().exists() && !cli.db().parent().unwrap().exists(),
+        "read-only commands created nothing"
+    );
     let bad_json = cli.write("bad.json", "{ not json");
     let array_json = cli.write("array.json", "[1, 2]");
     let bad_yaml = cli.write("bad.yaml", "topic: [unclosed");
+    let toml = cli.write("args.toml", "topic = \"tea\"\n");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["run".into(), "missing.mjs".into()],
@@ -260,16 +339,16 @@ fn bad_input_fails_with_one_clear_line() {
         ),
         (
             vec!["run".into(), hello(), "--bogus".into()],
-            "unexpected argument '--bogus'",
+            "Unknown option: --bogus. Run arguments must use --args-<name> or --args-from-file.",
         ),
         (
             vec![
                 "run".into(),
                 hello(),
                 "--budget-allowance".into(),
-                "0".into(),
+                "-1".into(),
             ],
-            "--budget-allowance must be a positive",
+            "--budget-allowance must be a non-negative integer",
         ),
         (
             vec![
@@ -278,7 +357,7 @@ fn bad_input_fails_with_one_clear_line() {
                 "--budget-allowance".into(),
                 "lots".into(),
             ],
-            "invalid value 'lots'",
+            "--budget-allowance must be a non-negative integer",
         ),
         (
             vec![
@@ -287,7 +366,7 @@ fn bad_input_fails_with_one_clear_line() {
                 "--max-parallel-agents".into(),
                 "0".into(),
             ],
-            "--max-parallel-agents must be at least 1",
+            "--max-parallel-agents must be greater than zero",
         ),
         (
             vec![
@@ -296,7 +375,7 @@ fn bad_input_fails_with_one_clear_line() {
                 "--agent-provider".into(),
                 "nope".into(),
             ],
-            "unknown agent provider \"nope\"; built-in providers: debug, command, openai",
+            "Unknown agent provider: nope",
         ),
         (
             vec![
@@ -305,7 +384,16 @@ fn bad_input_fails_with_one_clear_line() {
                 "--model-map".into(),
                 "nocolon".into(),
             ],
-            "must be alias:selector",
+            "--model-map must use <alias>:<selector>",
+        ),
+        (
+            vec![
+                "run".into(),
+                hello(),
+                "--save-raw-sessions".into(),
+                "no-such-directory".into(),
+            ],
+            "--save-raw-sessions must point to an existing directory",
         ),
         (
             vec!["run".into(), hello(), "--args-from-file".into(), bad_json],
@@ -313,20 +401,16 @@ fn bad_input_fails_with_one_clear_line() {
         ),
         (
             vec!["run".into(), hello(), "--args-from-file".into(), array_json],
-            "must hold a JSON object (a mapping), not an array",
+            "--args-from-file must contain a JSON or YAML object",
         ),
         (
             vec!["run".into(), hello(), "--args-from-file".into(), bad_yaml],
             "is not valid YAML",
         ),
         (
-            vec![
-                "run".into(),
-                hello(),
-                "--args-from-file".into(),
-                "args.toml".into(),
-            ],
-            "must be a .json, .yaml or .yml file",
+            // Any extension but .yaml/.yml is read as JSON.
+            vec!["run".into(), hello(), "--args-from-file".into(), toml],
+            "args.toml is not valid JSON",
         ),
         (
             vec![
@@ -338,6 +422,10 @@ fn bad_input_fails_with_one_clear_line() {
             "cannot read --args-from-file absent.json",
         ),
         (
+            vec!["run".into(), hello(), "--log-level".into(), "loud".into()],
+            "--log-level must be one of off, error, warn, info, debug, trace",
+        ),
+        (
             vec![
                 "run".into(),
                 hello(),
@@ -347,20 +435,16 @@ fn bad_input_fails_with_one_clear_line() {
             "workflow run run_nope was not found",
         ),
         (
-            vec!["run".into(), hello(), "--log-level".into(), "loud".into()],
-            "invalid value 'loud' for '--log-level <LEVEL>'",
-        ),
-        (
             vec!["status".into(), "run_nope".into()],
             "workflow run run_nope was not found",
         ),
         (
             vec!["history".into(), "--state".into(), "sleeping".into()],
-            "unknown --state \"sleeping\"",
+            "--state must be one of pending, running, completed, failed, cancelled",
         ),
         (
             vec!["history".into(), "--args-x".into(), "1".into()],
-            "--args-<name> options belong to `run`",
+            "--args-<name> and --args-from-file belong to `run` and `submit`",
         ),
         (
             // Nothing listens on port 1; the password must not reach the message.
@@ -378,6 +462,7 @@ fn bad_input_fails_with_one_clear_line() {
         assert_eq!(output.status.code(), Some(1), "{args:?}");
         let text = stderr(&output);
         assert!(text.starts_with("error: "), "{args:?}: {text}");
+        assert_eq!(text.lines().count(), 1, "{args:?}: one line: {text}");
         assert!(text.contains(expected), "{args:?}: {text}");
         assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
         assert!(
@@ -385,6 +470,20 @@ fn bad_input_fails_with_one_clear_line() {
             "{args:?}: a password leaked: {text}"
         );
     }
+    // An allowance of 0 is allowed: the run starts and fails at its first agent call.
+    let output = cli.run(&["run", &hello(), "--budget-allowance", "0"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains("error: Error: budget exhausted: spent 0 of 0 output tokens"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|line| line.starts_with("hint: ") && line.contains("--resume-run run_")),
+        "{text}"
+    );
     let help = cli.run(&["run", "--help"]);
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("--resume-run"));
@@ -405,6 +504,19 @@ fn a_failed_run_names_the_resume_command_and_resumes_without_repeating_agents() 
     assert!(
         text.contains(&format!("--resume-run {run_id}")),
         "the hint names the command: {text}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[lines.len() - 2].starts_with("error: ")
+            && lines[lines.len() - 1].starts_with("hint: "),
+        "an error line, then a hint: {text}"
+    );
+    assert!(
+        lines[lines.len() - 1].ends_with(&format!(
+            "smol-durable --db {} run {script} --resume-run {run_id}",
+            cli.db().display()
+        )),
+        "a command that pastes: {text}"
     );
     cli.write("flaky.mjs", &failing.replace("!args.fixed", "false"));
     let value = cli.json(&["run", &script, "--resume-run", &run_id]);
@@ -442,7 +554,7 @@ fn a_killed_run_resumes_from_its_completed_steps() {
     let count = |kind: &str, prompt: &str| {
         events
             .iter()
-            .filter(|e| e["type"] == json!(kind) && e["prompt"] == json!(prompt))
+            .filter(|e| e["type"] == json!(kind) && e["data"]["promptPreview"] == json!(prompt))
             .count()
     };
     assert_eq!(count("workflow.step_replayed", "before"), 1, "replayed");
@@ -451,6 +563,18 @@ fn a_killed_run_resumes_from_its_completed_steps() {
         "never called again"
     );
     assert_eq!(count("workflow.agent_started", "after"), 1);
+    let replayed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == json!("workflow.step_replayed"))
+        .map(|e| &e["data"])
+        .collect();
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(replayed[0]["kind"], json!("agent"));
+    assert!(
+        replayed[0]["checkpoint"].as_str().is_some(),
+        "{}",
+        replayed[0]
+    );
 }
 
 #[test]
@@ -459,24 +583,80 @@ fn ctrl_c_cancels_exits_130_and_leaves_a_resumable_run() {
     let script = cli.write(
         "nap.mjs",
         &format!(
-            "{META}import {{ sleep }} from \"workflow:extra\";\nconst a = await agent(\"first\");\nawait sleep(60000);\nexport default a;\n"
+            "{META}import {{ sleep }} from \"workflow:extra\";\nconst a = await agent(\"first\");\nphase(\"napping\");\nlog(\"about to nap\", 60);\nawait sleep(60000);\nexport default a;\n"
         ),
     );
-    let child = cli.spawn(&["run", &script]);
-    let run_id = wait_for_run(&cli);
-    wait_for_step(&cli, &run_id, "sleep", "running");
-    let signalled = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(signalled.success());
-    let output = child.wait_with_output().expect("exits");
-    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
-    let text = stderr(&output);
-    assert!(text.contains("cancelling run"), "{text}");
-    assert!(text.contains(&format!("--resume-run {run_id}")), "{text}");
-    let status = cli.json(&["status", &run_id]);
-    assert_eq!(status["state"], json!("cancelled"));
+    // SIGINT, SIGTERM and SIGHUP each cancel cooperatively (128 + the signal's number); every
+    // time the run stays resumable, and the next attempt resumes it.
+    let mut run_id = String::new();
+    for (attempt, (signal, code)) in [("INT", 130), ("TERM", 143), ("HUP", 129)]
+        .into_iter()
+        .enumerate()
+    {
+        let child = if attempt == 0 {
+            let child = cli.spawn(&["run", &script]);
+            run_id = wait_for_run(&cli);
+            wait_for_step(&cli, &run_id, "sleep", "running");
+            child
+        } else {
+            let child = cli.spawn(&["run", &script, "--resume-run", &run_id]);
+            // Signal once this attempt has logged again (it replayed the agent and is about
+            // to sleep); attempts start after the signal handlers are installed.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let logged = cli
+                    .events(&run_id)
+                    .iter()
+                    .filter(|e| e["type"] == json!("workflow.log"))
+                    .count();
+                if logged == attempt + 1 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "never resumed");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            child
+        };
+        let signalled = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(signalled.success());
+        let output = child.wait_with_output().expect("exits");
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(code), "SIG{signal}: {text}");
+        assert!(output.stdout.is_empty(), "SIG{signal}: nothing on stdout");
+        let lines: Vec<&str> = text.lines().collect();
+        let n = lines.len();
+        assert!(n >= 3, "SIG{signal}: {text}");
+        assert!(
+            lines.contains(
+                &"cancellation requested; finishing in-flight session export if needed..."
+            ),
+            "SIG{signal}: {text}"
+        );
+        assert_eq!(lines[n - 2], "error: workflow cancelled", "SIG{signal}");
+        assert!(
+            lines[n - 1].starts_with("hint: ")
+                && lines[n - 1].ends_with(&format!(
+                    "smol-durable --db {} run {script} --resume-run {run_id}",
+                    cli.db().display()
+                )),
+            "SIG{signal}: {text}"
+        );
+        // `[phase]` and `[log]` lines are printed even though stderr is not a terminal, and
+        // even when the signal came before they were shown.
+        let at = |line: &str| lines.iter().position(|l| *l == line);
+        assert!(
+            at("[phase] napping").is_some()
+                && at("[phase] napping") < at("[log] about to nap 60")
+                && at("[log] about to nap 60") < Some(n - 2),
+            "SIG{signal}: {text}"
+        );
+        let status = cli.json(&["status", &run_id]);
+        assert_eq!(status["state"], json!("cancelled"), "SIG{signal}");
+        assert_eq!(status["attempts"], json!(attempt + 1), "SIG{signal}");
+    }
     // Resuming a cancelled run continues it; a shorter script finishes it quickly.
     cli.write(
         "nap.mjs",
@@ -484,6 +664,15 @@ fn ctrl_c_cancels_exits_130_and_leaves_a_resumable_run() {
     );
     let value = cli.json(&["run", &script, "--resume-run", &run_id]);
     assert_eq!(value["results"], json!("echo: first"));
+    let called = cli
+        .events(&run_id)
+        .iter()
+        .filter(|e| {
+            e["type"] == json!("workflow.agent_started")
+                && e["data"]["promptPreview"] == json!("first")
+        })
+        .count();
+    assert_eq!(called, 1, "the agent ran once, then was replayed");
 }
 
 #[test]
@@ -498,6 +687,37 @@ fn cancel_from_another_process_reports_what_happened() {
     let output = cli.run(&["cancel", "run_nope"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("not found"));
+
+    // A running run: its owner notices and stops; the run stays resumable.
+    let script = cli.write(
+        "nap.mjs",
+        &format!(
+            "{META}import {{ sleep }} from \"workflow:extra\";\nawait agent(\"first\");\nawait sleep(60000);\nexport default 1;\n"
+        ),
+    );
+    let child = cli.spawn(&["run", &script]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let napping = loop {
+        let ids = cli.run_ids();
+        if ids.len() == 2 {
+            break ids[0].clone();
+        }
+        assert!(Instant::now() < deadline, "no second run appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    wait_for_step(&cli, &napping, "sleep", "running");
+    let output = cli.run(&["cancel", &napping]);
+    assert!(output.status.success());
+    assert_eq!(
+        stderr(&output),
+        format!("cancellation of run {napping} requested; its owner stops within a second\n")
+    );
+    let output = child.wait_with_output().expect("exits");
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("error: workflow cancelled\nhint: "), "{text}");
+    assert!(text.contains(&format!("--resume-run {napping}")), "{text}");
+    assert_eq!(cli.json(&["status", &napping])["state"], json!("cancelled"));
 }
 
 #[test]
@@ -512,21 +732,36 @@ fn submitted_runs_wait_for_a_worker_and_report_by_task_id() {
         "greet-ada",
     ]);
     assert_eq!(submitted["state"], json!("pending"));
-    let task_id = submitted["task_id"].as_str().expect("task_id").to_owned();
-    let run_id = submitted["run_id"].as_str().expect("run_id").to_owned();
+    let task_id = submitted["taskId"].as_str().expect("taskId").to_owned();
+    let run_id = submitted["runID"].as_str().expect("runID").to_owned();
     assert!(task_id.starts_with("task_") && run_id.starts_with("run_"));
+    assert_eq!(
+        submitted.as_object().map(|o| o.len()),
+        Some(3),
+        "runID, taskId and state: {submitted}"
+    );
     let again = cli.run(&["submit", &hello(), "--idempotency-key", "greet-ada"]);
     assert!(again.status.success());
     let again: Value = serde_json::from_slice(&again.stdout).expect("JSON");
     assert_eq!(
-        again["run_id"],
-        json!(run_id),
+        (&again["runID"], &again["taskId"]),
+        (&json!(run_id), &json!(task_id)),
         "the same key is the same run"
     );
     let status = cli.json(&["status", &task_id]);
     assert_eq!(
-        (status["runID"].as_str(), status["state"].as_str()),
-        (Some(run_id.as_str()), Some("pending"))
+        (
+            status["runID"].as_str(),
+            status["taskId"].as_str(),
+            status["rootRunId"].as_str(),
+            status["state"].as_str()
+        ),
+        (
+            Some(run_id.as_str()),
+            Some(task_id.as_str()),
+            Some(run_id.as_str()),
+            Some("pending")
+        )
     );
 
     let mut worker = cli.spawn(&["worker", "--concurrency", "2"]);
@@ -628,6 +863,15 @@ fn the_command_provider_runs_a_program_per_call() {
 #[test]
 fn raw_sessions_are_saved_one_file_per_call() {
     let cli = Cli::new();
+    // The directory must exist: the CLI does not create it.
+    let output = cli.run(&["run", &hello(), "--save-raw-sessions", "sessions"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        "error: --save-raw-sessions must point to an existing directory\n"
+    );
+    assert!(!cli.db().exists(), "refused before the database is opened");
+    std::fs::create_dir(cli.dir.path().join("sessions")).expect("mkdir");
     let output = cli.run(&["run", &hello(), "--save-raw-sessions", "sessions"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let run_id = cli.run_ids().remove(0);
@@ -652,46 +896,69 @@ fn history_delete_removes_finished_runs_only() {
     );
     assert!(cli.run(&["run", &hello()]).status.success());
     assert_eq!(cli.run(&["run", &failing]).status.code(), Some(1));
-    assert_eq!(cli.run_ids().len(), 2);
+    let ids = cli.run_ids();
+    assert_eq!(ids.len(), 2);
+    let failed_id = ids[0].clone();
+    assert_eq!(cli.json(&["status", &failed_id])["state"], json!("failed"));
 
     let dry = cli.run(&["history", "delete", "--state", "failed", "--dry-run"]);
     assert!(dry.status.success(), "{}", stderr(&dry));
-    assert!(stderr(&dry).contains("would delete 1 run(s)"));
+    let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(
+        plan.starts_with(
+            "history delete (dry run) \u{2014} runs in state: failed\n  failed       1\n"
+        ),
+        "{plan}"
+    );
+    assert!(
+        plan.ends_with(
+            "Dry run: no rows were deleted.\nRe-run without --dry-run to delete 1 run(s).\n"
+        ),
+        "{plan}"
+    );
     assert_eq!(cli.run_ids().len(), 2, "a dry run deletes nothing");
 
     let deleted = cli.run(&["history", "delete", "--state", "failed"]);
     assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let summary = String::from_utf8_lossy(&deleted.stdout).into_owned();
+    assert!(
+        summary.contains("\nDeleted 1 run(s).\n  steps: 0, attempts: 1, "),
+        "{summary}"
+    );
     let remaining = cli.json(&["history", "-o", "json"]);
     assert_eq!(remaining.as_array().map(Vec::len), Some(1));
     assert_eq!(remaining[0]["state"], json!("completed"));
-    let deleted_id = String::from_utf8_lossy(&deleted.stdout).trim().to_owned();
-    assert!(stderr(&cli.run(&["status", &deleted_id])).contains("not found"));
+    assert!(stderr(&cli.run(&["status", &failed_id])).contains("not found"));
 
     for (args, expected) in [
-        (vec!["history", "delete"], "--state"),
         (
-            vec!["history", "delete", "--state", "running"],
-            "cannot be deleted",
+            vec!["history", "delete"],
+            "history delete requires either --all or at least one --state <state>",
         ),
         (
             vec!["history", "delete", "--all", "--state", "failed"],
-            "cannot be used with",
+            "history delete: --all cannot be combined with --state",
         ),
     ] {
         let output = cli.run(&args);
         assert_eq!(output.status.code(), Some(1), "{args:?}");
-        assert!(
-            stderr(&output).contains(expected),
-            "{args:?}: {}",
-            stderr(&output)
-        );
+        assert_eq!(stderr(&output), format!("error: {expected}\n"), "{args:?}");
     }
-    let all = cli.run(&["history", "delete", "--all"]);
-    assert!(
-        stderr(&all).contains("deleted 1 run(s)"),
-        "{}",
-        stderr(&all)
+    // Unfinished runs are never deleted: asking for them matches nothing.
+    let running = cli.run(&["history", "delete", "--state", "running"]);
+    assert!(running.status.success(), "{}", stderr(&running));
+    assert_eq!(
+        String::from_utf8_lossy(&running.stdout),
+        "history delete \u{2014} runs in state: running\n\nNo runs matched; nothing to delete.\n"
     );
+    let all = cli.run(&["history", "delete", "--all"]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    let summary = String::from_utf8_lossy(&all.stdout).into_owned();
+    assert!(
+        summary.starts_with("history delete \u{2014} all runs\n  completed    1\n"),
+        "{summary}"
+    );
+    assert!(summary.contains("\nDeleted 1 run(s).\n"), "{summary}");
     assert!(cli.run_ids().is_empty());
 }
 
@@ -773,12 +1040,22 @@ fn model_map_and_agent_cap_shape_the_calls() {
         .collect();
     assert_eq!(started.len(), 4);
     for event in &started {
-        let prompt = event["prompt"].as_str().unwrap();
-        let model = &event["options"]["model"];
+        let prompt = event["data"]["promptPreview"].as_str().unwrap();
+        let completed = events
+            .iter()
+            .find(|e| {
+                e["type"] == json!("workflow.agent_completed")
+                    && e["metadata"]["stepId"] == event["metadata"]["stepId"]
+            })
+            .expect("completed");
+        // The debug provider answers with the model the rewritten options name.
+        let model = &completed["data"]["model"];
         if prompt.starts_with("outline") {
-            assert_eq!(model, &json!("vendor/fast-1"), "{event}");
+            assert_eq!(event["data"]["phase"], json!("plan"), "{event}");
+            assert_eq!(model, &json!("vendor/fast-1"), "{completed}");
         } else {
-            assert!(model.is_null(), "{event}");
+            assert_eq!(event["data"]["phase"], json!("write"), "{event}");
+            assert!(model.is_null(), "{completed}");
         }
     }
     // With a cap of one, every call completes before the next starts.
@@ -939,6 +1216,7 @@ fn an_api_key_never_reaches_the_database_events_or_logs() {
     let server = StubHttpServer::start(vec![answer, refusal]);
     let cli = Cli::new();
     let sessions = cli.dir.path().join("sessions");
+    std::fs::create_dir(&sessions).expect("mkdir");
     let script = cli.write(
         "ask.mjs",
         &format!("{META}const a = await agent(\"ask\");\nlet b;\ntry {{ b = await agent(\"again\"); }} catch (e) {{ b = String(e); }}\nexport default [a, b];\n"),

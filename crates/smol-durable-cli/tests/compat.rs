@@ -213,7 +213,10 @@ impl Golden {
             stderr: text("stderr.txt"),
             exit_code: text("exit_code").trim().parse().expect("an exit code"),
             events: lines("events.jsonl"),
-            events_exit_code: text("events_exit_code").trim().parse().expect("an exit code"),
+            events_exit_code: text("events_exit_code")
+                .trim()
+                .parse()
+                .expect("an exit code"),
             steps: lines("steps.jsonl"),
         }
     }
@@ -284,11 +287,18 @@ fn error_message(stderr: &str) -> Option<String> {
 /// smol-wf's message without the wording it wrapped every script failure in (`workflow module
 /// evaluation rejected: …` and a JavaScript stack): the part smol-durable must also say.
 fn core_message(message: &str) -> &str {
-    let message = ["workflow module evaluation rejected: ", "workflow module rejected: "]
-        .iter()
-        .find_map(|prefix| message.strip_prefix(prefix))
-        .unwrap_or(message);
-    message.split("\n    at ").next().unwrap_or(message).trim_end()
+    let message = [
+        "workflow module evaluation rejected: ",
+        "workflow module rejected: ",
+    ]
+    .iter()
+    .find_map(|prefix| message.strip_prefix(prefix))
+    .unwrap_or(message);
+    message
+        .split("\n    at ")
+        .next()
+        .unwrap_or(message)
+        .trim_end()
 }
 
 /// An event with what differs between any two runs taken out: ids, times, attempts.
@@ -298,7 +308,13 @@ fn normalized(event: &Value) -> Value {
         object.remove("elapsedNanos");
     }
     if let Some(metadata) = event.get_mut("metadata").and_then(Value::as_object_mut) {
-        for key in ["runId", "stepId", "parentStepId", "attemptId", "workflowRunId"] {
+        for key in [
+            "runId",
+            "stepId",
+            "parentStepId",
+            "attemptId",
+            "workflowRunId",
+        ] {
             metadata.remove(key);
         }
     }
@@ -359,7 +375,9 @@ fn compare(case: &Case, dir: &Path) -> Vec<String> {
     // Results and token usage.
     if let (false, Ok(want)) = (budget, serde_json::from_str::<Value>(&golden.stdout)) {
         match serde_json::from_str::<Value>(&plain.stdout()) {
-            Err(error) => problems.push(format!("stdout is not JSON ({error}): {}", plain.stdout())),
+            Err(error) => {
+                problems.push(format!("stdout is not JSON ({error}): {}", plain.stdout()))
+            }
             Ok(got) => {
                 let skipped: &[&str] = differences(name)
                     .iter()
@@ -392,7 +410,10 @@ fn compare(case: &Case, dir: &Path) -> Vec<String> {
                         got["tokenUsage"], want["tokenUsage"]
                     ));
                 }
-                if !got["runID"].as_str().is_some_and(|id| id.starts_with("run_")) {
+                if !got["runID"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("run_"))
+                {
                     problems.push(format!("no runID in {got}"));
                 }
             }
@@ -440,12 +461,24 @@ fn compare(case: &Case, dir: &Path) -> Vec<String> {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or(Value::String(line.to_owned())))
         .collect();
-    problems.extend(compare_events(name, &our_events, &golden.events, wanted_error.as_deref()));
+    problems.extend(compare_events(
+        name,
+        &our_events,
+        &golden.events,
+        wanted_error.as_deref(),
+    ));
 
     // Step signatures: byte for byte, so a run smol-wf left behind replays.
-    if !has(name, |d| matches!(d, ChildRuns | BudgetEnforced | RefusedBeforeRun(_))) {
+    if !has(name, |d| {
+        matches!(d, ChildRuns | BudgetEnforced | RefusedBeforeRun(_))
+    }) {
         let prompts = |wanted: fn(&Difference) -> Option<&'static [&'static str]>| {
-            differences(name).iter().filter_map(wanted).flatten().copied().collect::<Vec<_>>()
+            differences(name)
+                .iter()
+                .filter_map(wanted)
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>()
         };
         let refused_calls = prompts(|d| match d {
             RefusedCalls(prompts) => Some(*prompts),
@@ -506,7 +539,9 @@ fn compare_events(
         _ => None,
     }) {
         if !ours.is_empty() {
-            problems.push(format!("refused before the run ({text}), yet events: {ours:?}"));
+            problems.push(format!(
+                "refused before the run ({text}), yet events: {ours:?}"
+            ));
         }
         return problems;
     }
@@ -522,15 +557,21 @@ fn compare_events(
         Some(first) if event_type(first) == "workflow.started" && root(first) => {
             if first.get("elapsedNanos").is_some() || first["data"]["startTime"].as_str().is_none()
             {
-                problems.push(format!("the root workflow.started is not smol-wf's: {first}"));
+                problems.push(format!(
+                    "the root workflow.started is not smol-wf's: {first}"
+                ));
             }
         }
-        first => problems.push(format!("the stream does not open with workflow.started: {first:?}")),
+        first => problems.push(format!(
+            "the stream does not open with workflow.started: {first:?}"
+        )),
     }
     match ours.last() {
         Some(last)
             if matches!(event_type(last), "workflow.result" | "workflow.error") && root(last) => {}
-        last => problems.push(format!("the stream does not end with a root result or error: {last:?}")),
+        last => problems.push(format!(
+            "the stream does not end with a root result or error: {last:?}"
+        )),
     }
     let elapsed: Vec<u64> = ours
         .iter()
@@ -542,7 +583,10 @@ fn compare_events(
     }
     for event in ours {
         let metadata = &event["metadata"];
-        if !metadata["runId"].as_str().is_some_and(|id| id.starts_with("run_")) {
+        if !metadata["runId"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("run_"))
+        {
             problems.push(format!("an event without the root runId: {event}"));
         }
     }
@@ -684,9 +728,9 @@ fn compare_events(
             if event["data"]["message"]
                 .as_str()
                 .is_some_and(|message| message.contains(wanted)) => {}
-        (event, wanted) => problems.push(format!(
-            "workflow.error {event:?} does not say {wanted:?}"
-        )),
+        (event, wanted) => {
+            problems.push(format!("workflow.error {event:?} does not say {wanted:?}"))
+        }
     }
     problems
 }
@@ -721,7 +765,8 @@ fn step_signatures(db: &Path) -> Vec<String> {
     let Ok(connection) = rusqlite::Connection::open_with_flags(db, flags) else {
         return Vec::new(); // refused before the database was created
     };
-    let Ok(mut statement) = connection.prepare("SELECT input_signature_json FROM sw_workflow_steps")
+    let Ok(mut statement) =
+        connection.prepare("SELECT input_signature_json FROM sw_workflow_steps")
     else {
         return Vec::new();
     };
@@ -781,7 +826,10 @@ fn every_deliberate_difference_is_documented() {
     .expect("docs/compatibility.md");
     let cases: Vec<String> = cases().into_iter().map(|case| case.name).collect();
     for (name, _) in DIFFERENCES {
-        assert!(cases.iter().any(|case| case == name), "{name} is not a case");
+        assert!(
+            cases.iter().any(|case| case == name),
+            "{name} is not a case"
+        );
         assert!(
             docs.contains(name),
             "docs/compatibility.md does not explain case {name}"
@@ -796,7 +844,10 @@ fn error_messages_lose_only_smol_wf_s_wrapping() {
         "boom"
     );
     assert_eq!(core_message("workflow module rejected: typed"), "typed");
-    assert_eq!(core_message("Unknown agent provider: x"), "Unknown agent provider: x");
+    assert_eq!(
+        core_message("Unknown agent provider: x"),
+        "Unknown agent provider: x"
+    );
     assert_eq!(
         error_message("[log] a\nerror: it broke\n  here\nhint: resume\n").as_deref(),
         Some("it broke\n  here")

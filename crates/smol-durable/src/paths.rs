@@ -70,44 +70,6 @@ pub fn confined(root: &Path, path: &Path) -> Result<PathBuf, ConfineError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalize_folds_dots() {
-        assert_eq!(
-            normalize(Path::new("a/./b/../c.mjs")),
-            PathBuf::from("a/c.mjs")
-        );
-        assert_eq!(normalize(Path::new("a/../../x")), PathBuf::from("../x"));
-        assert_eq!(
-            normalize(Path::new("/w/flows/../etc")),
-            PathBuf::from("/w/etc")
-        );
-    }
-
-    #[test]
-    fn symlinks_out_of_the_root_are_refused() {
-        let dir = std::env::temp_dir().join(crate::new_id("confine"));
-        let root = dir.join("flows");
-        std::fs::create_dir_all(&root).expect("mkdir");
-        std::fs::write(dir.join("secret.mjs"), "x").expect("write");
-        std::fs::write(root.join("ok.mjs"), "x").expect("write");
-        std::os::unix::fs::symlink(dir.join("secret.mjs"), root.join("link.mjs")).expect("symlink");
-        assert!(confined(&root, &root.join("ok.mjs")).is_ok());
-        assert!(matches!(
-            confined(&root, &root.join("link.mjs")),
-            Err(ConfineError::Outside { .. })
-        ));
-        assert!(matches!(
-            confined(&root, &root.join("none.mjs")),
-            Err(ConfineError::Unreadable { .. })
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
 /// The directories `workflow("name")` searches, nearest first: `.agents/workflows` then
 /// `.claude/workflows` in the calling workflow's directory and each directory above it, up to
 /// and including the repository root (the first directory holding `.git`), or up to the file
@@ -173,4 +135,42 @@ pub fn find_named_workflow(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_folds_dots() {
+        assert_eq!(
+            normalize(Path::new("a/./b/../c.mjs")),
+            PathBuf::from("a/c.mjs")
+        );
+        assert_eq!(normalize(Path::new("a/../../x")), PathBuf::from("../x"));
+        assert_eq!(
+            normalize(Path::new("/w/flows/../etc")),
+            PathBuf::from("/w/etc")
+        );
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_are_refused() {
+        let dir = std::env::temp_dir().join(crate::new_id("confine"));
+        let root = dir.join("flows");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        std::fs::write(dir.join("secret.mjs"), "x").expect("write");
+        std::fs::write(root.join("ok.mjs"), "x").expect("write");
+        std::os::unix::fs::symlink(dir.join("secret.mjs"), root.join("link.mjs")).expect("symlink");
+        assert!(confined(&root, &root.join("ok.mjs")).is_ok());
+        assert!(matches!(
+            confined(&root, &root.join("link.mjs")),
+            Err(ConfineError::Outside { .. })
+        ));
+        assert!(matches!(
+            confined(&root, &root.join("none.mjs")),
+            Err(ConfineError::Unreadable { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1002,7 +1002,11 @@ impl RunScope {
         {
             self.root_dir.clone()
         } else {
-            source.path.parent().map(Path::to_path_buf).unwrap_or_default()
+            source
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
         };
         let child = RunScope::open(
             Arc::clone(&self.ctx),
