@@ -1,0 +1,276 @@
+//! No command leaves a run `running` behind its back: a reader that goes away ends the output
+//! while the run goes on, a cancel from another process stops a run within a second (before
+//! any further agent call starts, in a sleep too), and a run whose process was killed says so.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const META: &str = "export const meta = { name: \"stopping\", description: \"stops\" };\n";
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("dir"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_smol-durable"));
+        command
+            .arg("--db")
+            .arg(self.path("runs.db"))
+            .args(args)
+            .env_remove("SMOL_DURABLE_DB")
+            .env("XDG_STATE_HOME", self.dir.path())
+            .current_dir(self.dir.path());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("runs")
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts")
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        std::fs::write(self.path(name), text).expect("write");
+        self.path(name).display().to_string()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let output = self.run(args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        serde_json::from_slice(&output.stdout).expect("JSON")
+    }
+
+    /// The first run's id, once the database exists and holds one.
+    fn first_run(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let output = self.run(&["history", "-o", "json"]);
+            if output.status.success() {
+                let runs: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+                if let Some(id) = runs[0]["runID"].as_str() {
+                    return id.to_owned();
+                }
+            }
+            assert!(Instant::now() < deadline, "no run appeared");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the run has a step of `kind` in `state`.
+    fn wait_for_step(&self, run_id: &str, kind: &str, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let detail = self.json(&["history", run_id, "-o", "json"]);
+            let found = detail["steps"].as_array().is_some_and(|steps| {
+                steps
+                    .iter()
+                    .any(|step| step["stepKind"] == kind && step["state"] == state)
+            });
+            if found {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} step {state}: {detail}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A command-line provider that logs each call it starts, then takes `seconds` to answer.
+fn slow_provider(cli: &Cli, seconds: f64) -> (String, PathBuf) {
+    let log = cli.path("calls.log");
+    let script = cli.write(
+        "provider.sh",
+        &format!(
+            "#!/bin/sh\ncat > /dev/null\necho start >> '{}'\nsleep {seconds}\necho '{{\"output\": \"done\"}}'\n",
+            log.display()
+        ),
+    );
+    (format!("sh {script}"), log)
+}
+
+fn calls_started(log: &Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |text| text.lines().count())
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_and_the_run_goes_on() {
+    let cli = Cli::new();
+    let script = cli.write(
+        "many.mjs",
+        &format!("{META}const out = [];\nfor (let i = 0; i < 20; i++) out.push(await agent('call ' + i));\nexport default out.length;\n"),
+    );
+    // `run --events | head -2`.
+    let mut child = cli.spawn(&["run", &script, "--events"]);
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    for _ in 0..2 {
+        lines.next().expect("a line").expect("text");
+    }
+    drop(lines);
+    let output = child.wait_with_output().expect("exits");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+    let run_id = cli.first_run();
+    assert_eq!(cli.json(&["status", &run_id])["state"], "completed");
+    // A command whose reader is gone before it writes.
+    for args in [
+        vec!["history"],
+        vec!["history", "-o", "json"],
+        vec!["events", &run_id],
+        vec!["status", &run_id],
+    ] {
+        let mut child = cli.spawn(&args);
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("exits");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            !stderr(&output).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn a_cancel_from_another_process_stops_a_sleeping_run_within_a_second() {
+    let cli = Cli::new();
+    let script = cli.write(
+        "nap.mjs",
+        &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait agent('first');\nawait sleep(45000);\nexport default 1;\n"),
+    );
+    let child = cli.spawn(&["run", &script]);
+    let run_id = cli.first_run();
+    cli.wait_for_step(&run_id, "sleep", "running");
+    let asked = Instant::now();
+    let output = cli.run(&["cancel", &run_id]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = child.wait_with_output().expect("exits");
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(text.contains("error: workflow cancelled"), "{text}");
+    assert!(
+        !text.contains("failed"),
+        "a cancelled run is not reported as failed: {text}"
+    );
+    let status = cli.json(&["status", &run_id]);
+    assert_eq!(status["state"], "cancelled");
+    assert_eq!(status["error"]["message"], "workflow cancelled");
+}
+
+#[test]
+fn no_agent_call_starts_after_a_cancel_is_seen() {
+    let cli = Cli::new();
+    let (command, log) = slow_provider(&cli, 3.0);
+    let script = cli.write(
+        "calls.mjs",
+        &format!("{META}const out = [];\nfor (let i = 0; i < 10; i++) out.push(await agent('call ' + i));\nexport default out;\n"),
+    );
+    let child = cli.spawn(&[
+        "run",
+        &script,
+        "--agent-provider",
+        "command",
+        "--agent-command",
+        &command,
+    ]);
+    let run_id = cli.first_run();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while calls_started(&log) < 1 {
+        assert!(Instant::now() < deadline, "no call started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let asked = Instant::now();
+    assert!(cli.run(&["cancel", &run_id]).status.success());
+    let output = child.wait_with_output().expect("exits");
+    // The call in flight (3 s) was stopped, not waited for, and none came after it.
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(calls_started(&log), 1, "{}", stderr(&output));
+    assert_eq!(cli.json(&["status", &run_id])["state"], "cancelled");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(calls_started(&log), 1, "nothing started later either");
+}
+
+#[test]
+fn a_killed_run_says_its_owner_is_gone_and_what_it_spent() {
+    let cli = Cli::new();
+    let script = cli.write(
+        "nap.mjs",
+        &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait agent('first call');\nawait sleep(45000);\nexport default 1;\n"),
+    );
+    let mut child = cli.spawn(&["run", &script]);
+    let run_id = cli.first_run();
+    cli.wait_for_step(&run_id, "sleep", "running");
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    let output = cli.run(&["status", &run_id]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let status: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["ownerGone"], true);
+    assert_eq!(
+        status["tokenUsage"]["outputTokens"], 5,
+        "the completed call's tokens"
+    );
+    assert!(
+        stderr(&output).contains(&format!(
+            "is running (owner gone; resume it): smol-durable --db "
+        )),
+        "{}",
+        stderr(&output)
+    );
+    let table = cli.run(&["history"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("running (owner gone; resume it)"), "{text}");
+    // `events --follow` ends instead of waiting for a run nobody executes.
+    let started = Instant::now();
+    let follow = cli.run(&["events", &run_id, "--follow"]);
+    assert!(follow.status.success(), "{}", stderr(&follow));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // What was stored before the kill (a killed process may lose its last few events).
+    let printed = String::from_utf8_lossy(&follow.stdout);
+    assert!(
+        printed.starts_with("{\"type\":\"workflow.started\""),
+        "{printed}"
+    );
+}
