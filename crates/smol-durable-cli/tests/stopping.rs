@@ -253,9 +253,7 @@ fn a_killed_run_says_its_owner_is_gone_and_what_it_spent() {
         "the completed call's tokens"
     );
     assert!(
-        stderr(&output).contains(&format!(
-            "is running (owner gone; resume it): smol-durable --db "
-        )),
+        stderr(&output).contains("is running (owner gone; resume it): smol-durable --db "),
         "{}",
         stderr(&output)
     );
