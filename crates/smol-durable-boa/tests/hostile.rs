@@ -197,3 +197,26 @@ async fn cancelling_an_isolated_run_kills_its_process() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_script_process_gets_none_of_the_environment() {
+    // A stand-in for the script host that writes down the environment it was given.
+    let dir = tempfile::tempdir().expect("dir");
+    let seen = dir.path().join("env.txt");
+    let probe: Arc<dyn ScriptEngine> = Arc::new(
+        IsolatedEngine::new("/bin/sh").args(["-c", &format!("env > '{}'", seen.display())]),
+    );
+    assert!(
+        std::env::var_os("PATH").is_some(),
+        "the test process has an environment to leak"
+    );
+    let outcome = engine_on(probe).run(hostile("spin.mjs"), json!({})).await;
+    assert!(outcome.is_err(), "the stand-in speaks no protocol");
+    let environment = std::fs::read_to_string(&seen).expect("the stand-in ran");
+    for name in ["PATH", "HOME", "CARGO"] {
+        assert!(
+            !environment.lines().any(|line| line.starts_with(name)),
+            "{name} reached the script process: {environment}"
+        );
+    }
+}

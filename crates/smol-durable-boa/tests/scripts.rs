@@ -548,3 +548,147 @@ async fn an_unhandled_rejection_fails_the_run() {
         .expect("handled");
     assert_eq!(output.result, json!("echo: ok"));
 }
+
+#[tokio::test]
+async fn phase_inside_a_parallel_thunk_or_pipeline_item_stays_in_it() {
+    let s = setup(ScriptedProvider::new("scripted").with_default_delay(Duration::from_millis(20)));
+    let output = s
+        .run(
+            "branches.mjs",
+            &script(
+                "phase('Top');\n\
+                 await parallel([\n\
+                   async () => { phase('A'); await agent('a1'); await agent('a2'); },\n\
+                   async () => { await agent('b1'); phase('B'); await agent('b2'); },\n\
+                 ]);\n\
+                 await pipeline([1, 2], async (x) => { phase('P' + x); return agent('p' + x); }, (x, item) => agent('q' + item));\n\
+                 export default await agent('after');\n",
+            ),
+            json!({}),
+        )
+        .await
+        .expect("run");
+    assert_eq!(output.result, json!("echo: after"));
+    let phases: std::collections::BTreeMap<String, Value> = s
+        .provider
+        .calls()
+        .into_iter()
+        .map(|call| {
+            (
+                call.request.prompt.clone(),
+                call.request.options["phase"].clone(),
+            )
+        })
+        .collect();
+    let expected: std::collections::BTreeMap<String, Value> = [
+        ("a1", "A"),
+        ("a2", "A"),
+        ("b1", "Top"),
+        ("b2", "B"),
+        ("p1", "P1"),
+        ("p2", "P2"),
+        ("q1", "P1"),
+        ("q2", "P2"),
+        ("after", "Top"),
+    ]
+    .into_iter()
+    .map(|(prompt, phase)| (prompt.to_owned(), json!(phase)))
+    .collect();
+    assert_eq!(
+        phases, expected,
+        "no branch's phase leaks into another, or back out"
+    );
+}
+
+#[tokio::test]
+async fn a_keyed_call_replays_when_its_prompt_changes() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let first = script(
+        "const a = await agent('summarize the draft', { key: 'summary' });\n\
+         const b = await agent('review it');\n\
+         throw new Error('stop after ' + a);\nexport default 0;\n",
+    );
+    s.run("keyed.mjs", &first, json!({}))
+        .await
+        .expect_err("stops");
+    let edited = script(
+        "const a = await agent('summarize the draft in one line', { key: 'summary' });\n\
+         const b = await agent('review it, strictly');\n\
+         export default [a, b];\n",
+    );
+    s.write("keyed.mjs", &edited);
+    let run = s.engine.list_runs(&Default::default()).await.expect("list")[0]
+        .run_id
+        .clone();
+    let output = s
+        .engine
+        .resume(&run, ResumeOptions::new())
+        .await
+        .expect("resume")
+        .join()
+        .await
+        .expect("resumed");
+    assert_eq!(
+        output.result,
+        json!(["echo: summarize the draft", "echo: review it, strictly"]),
+        "the keyed call replays its stored answer; the unkeyed edited call runs"
+    );
+    assert_eq!(s.provider.calls_for("summarize the draft in one line"), 0);
+    assert_eq!(s.provider.calls_for("review it, strictly"), 1);
+}
+
+#[tokio::test]
+async fn an_error_raised_by_the_engine_s_own_javascript_points_at_the_user_s_line() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    let error = s
+        .run(
+            "where.mjs",
+            &script("import { sleep } from 'workflow:extra';\nfunction nap() { return sleep(-5); }\nawait nap();\nexport default 1;\n"),
+            json!({}),
+        )
+        .await
+        .expect_err("fails");
+    let Error::Script(script_error) = &error else {
+        panic!("{error}");
+    };
+    assert_eq!(
+        script_error.message(),
+        "TypeError: sleep(ms) requires a finite non-negative number"
+    );
+    let location = script_error.location().expect("a location");
+    // Line 3 (after the `meta` line and the import) calls `sleep`; never a line of the engine.
+    assert!(location.ends_with("where.mjs:3:30"), "{location}");
+}
+
+#[tokio::test]
+async fn named_workflows_are_found_in_the_project_s_workflow_directories() {
+    let s = setup(ScriptedProvider::new("scripted"));
+    // The project root holds .git; the workflow runs from a directory below it.
+    std::fs::create_dir_all(s.dir.path().join(".git")).expect("repo");
+    s.write(
+        ".agents/workflows/greeter.mjs",
+        "export const meta = { name: 'greeter', description: 'by file name' };\nexport default await agent('hi ' + args.who);\n",
+    );
+    s.write(
+        ".claude/workflows/other-file.js",
+        "export const meta = { name: 'by-meta', description: 'by meta.name' };\nexport default 'found by meta';\n",
+    );
+    let output = s
+        .run(
+            "flows/deep/main.mjs",
+            &script(
+                "const a = await workflow('greeter', { who: 'Ada' });\n\
+                 const b = await workflow('by-meta');\n\
+                 let c;\n\
+                 try { c = await workflow('missing'); } catch (e) { c = e.message; }\n\
+                 export default { a, b, c };\n",
+            ),
+            json!({}),
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        output.result,
+        json!({ "a": "echo: hi Ada", "b": "found by meta", "c": "Unknown workflow: missing" })
+    );
+}

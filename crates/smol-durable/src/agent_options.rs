@@ -845,6 +845,81 @@ mod tests {
     }
 
     #[test]
+    fn legacy_names_follow_the_rules_that_named_the_run() {
+        let phases = [PhaseMeta::new("Plan").with_model("smart")];
+        let model_map = BTreeMap::from([("smart".to_owned(), "claude-x?thinking=low".to_owned())]);
+        let defaults = OptionDefaults {
+            phases: &phases,
+            provider: "debug",
+            model_map: &model_map,
+        };
+        let legacy = |rules: StepIdentity, written: Value, phase: Option<&str>| {
+            let effective = effective_options(written.clone(), phase, &defaults).expect("valid");
+            legacy_signature(
+                rules,
+                "root",
+                "p",
+                &written,
+                phase,
+                &effective,
+                &defaults,
+                Some("/w"),
+            )
+            .map(|signature| signature.json)
+        };
+        // smol-durable 0.1.0: phase and provider out of the options, the alias as its selector.
+        assert_eq!(
+            legacy(StepIdentity::SmolDurable01, Value::Null, Some("Plan")).as_deref(),
+            Some(
+                r#"{"context":{"cwd":"/w","phase":"Plan"},"kind":"agent","options":{"model":"claude-x?thinking=low"},"prompt":"p","provider":"debug","signatureVersion":2,"workflowScope":"root"}"#
+            )
+        );
+        assert_eq!(
+            legacy(
+                StepIdentity::SmolDurable01,
+                json!({ "provider": "debug", "key": "k" }),
+                None
+            )
+            .as_deref(),
+            Some(
+                r#"{"context":{"cwd":"/w","phase":null},"kind":"agent","options":{"key":"k"},"prompt":"p","provider":"debug","signatureVersion":2,"workflowScope":"root"}"#
+            )
+        );
+        // smol-wf: only a keyed call was named otherwise, by everything it was called with.
+        assert_eq!(
+            legacy(StepIdentity::SmolWf, Value::Null, Some("Plan")),
+            None
+        );
+        assert_eq!(
+            legacy(StepIdentity::SmolWf, json!({ "key": "k" }), None).as_deref(),
+            Some(
+                r#"{"context":{"cwd":"/w","phase":null},"kind":"agent","options":{"key":"k"},"prompt":"p","provider":"debug","signatureVersion":2,"workflowScope":"root"}"#
+            )
+        );
+        assert_eq!(
+            legacy(StepIdentity::Current, json!({ "key": "k" }), None),
+            None
+        );
+        assert_eq!(StepIdentity::of_run(Some(2), true), StepIdentity::Current);
+        assert_eq!(
+            StepIdentity::of_run(None, true),
+            StepIdentity::SmolDurable01
+        );
+        assert_eq!(StepIdentity::of_run(None, false), StepIdentity::SmolWf);
+    }
+
+    #[test]
+    fn keys_are_non_empty_strings() {
+        assert_eq!(
+            step_key(&json!({ "key": "review:tea" })),
+            Some("review:tea")
+        );
+        assert_eq!(step_key(&json!({ "key": "" })), None);
+        assert_eq!(step_key(&json!({ "key": 5 })), None);
+        assert_eq!(step_key(&json!("key")), None);
+    }
+
+    #[test]
     fn options_that_are_not_an_object_pass_as_they_are() {
         let effective = run(json!("fast"), Some("Plan"), "debug", &[("fast", "x")], &[]);
         assert_eq!(
