@@ -57,10 +57,10 @@ pub enum ScriptEngineKind {
 pub enum Command {
     /// Run a workflow script (or resume a run of it) and print its result.
     Run(RunArgs),
-    /// Queue a run of a workflow script for `worker` processes; print its task id, run id
+    /// Queue a run of a workflow script for `worker` processes; print its run id, task id
     /// and state.
     Submit(SubmitArgs),
-    /// Claim and execute submitted runs until interrupted (SIGINT or SIGTERM: stop claiming,
+    /// Claim and execute submitted runs until interrupted (SIGINT, SIGTERM or SIGHUP: stop claiming,
     /// let runs finish within the grace period, hand the rest back).
     Worker(WorkerArgs),
     /// List runs, or show one run with its attempts and steps.
