@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smol_durable::{Engine, Error, MemoryStore, ResumeOptions, ScriptErrorKind, WorkflowSource};
+use smol_durable::{Engine, Error, MemoryStore, ScriptErrorKind, WorkflowSource};
 use smol_durable_boa::BoaEngine;
 use smol_durable_testkit::ScriptedProvider;
 
@@ -282,17 +282,7 @@ async fn a_resumed_script_replays_completed_agents() {
         .expect_err("first attempt fails");
     let fixed = script("const a = await agent(\"one\");\nconst b = await agent(\"two\");\nexport default [a, b, await agent(\"three\")];\n");
     s.write("replay.mjs", &fixed);
-    let run = s.engine.list_runs(&Default::default()).await.expect("list")[0]
-        .run_id
-        .clone();
-    let output = s
-        .engine
-        .resume(&run, ResumeOptions::new())
-        .await
-        .expect("resume")
-        .join()
-        .await
-        .expect("resumed");
+    let output = s.resume_newest().await.expect("resumed");
     assert_eq!(
         output.result,
         json!(["echo: one", "echo: two", "echo: three"])
@@ -617,17 +607,7 @@ async fn a_keyed_call_replays_when_its_prompt_changes() {
          export default [a, b];\n",
     );
     s.write("keyed.mjs", &edited);
-    let run = s.engine.list_runs(&Default::default()).await.expect("list")[0]
-        .run_id
-        .clone();
-    let output = s
-        .engine
-        .resume(&run, ResumeOptions::new())
-        .await
-        .expect("resume")
-        .join()
-        .await
-        .expect("resumed");
+    let output = s.resume_newest().await.expect("resumed");
     assert_eq!(
         output.result,
         json!(["echo: summarize the draft", "echo: review it, strictly"]),

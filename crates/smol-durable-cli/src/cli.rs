@@ -60,8 +60,8 @@ pub enum Command {
     /// Queue a run of a workflow script for `worker` processes; print its run id, task id
     /// and state.
     Submit(SubmitArgs),
-    /// Claim and execute submitted runs until interrupted (SIGINT, SIGTERM or SIGHUP: stop claiming,
-    /// let runs finish within the grace period, hand the rest back).
+    /// Claim and execute submitted runs until interrupted (SIGINT, SIGTERM or SIGHUP: stop
+    /// claiming, let runs finish within the grace period, hand the rest back).
     Worker(WorkerArgs),
     /// List runs, or show one run with its attempts and steps.
     History(HistoryArgs),

@@ -146,7 +146,7 @@ async fn list(engine: &Engine, options: &HistoryArgs, format: Format) -> anyhow:
                 table.push(vec![
                     view.run.run_id.clone(),
                     view.state_cell(),
-                    workflow_name(&view.run),
+                    view.run.workflow.name().unwrap_or("").to_owned(),
                     humanize(now, view.run.created_at),
                     view.attempts.len().to_string(),
                     view.count_steps(&State::Completed).to_string(),
@@ -719,7 +719,7 @@ impl RunView {
         for (label, value) in [
             ("Run:", run.run_id.clone()),
             ("State:", self.state_cell()),
-            ("Workflow:", workflow_name(run)),
+            ("Workflow:", run.workflow.name().unwrap_or("").to_owned()),
             ("Script:", script),
             ("Created:", humanize(now, run.created_at)),
             ("Attempts:", self.attempts.len().to_string()),
@@ -818,15 +818,4 @@ fn print_lines(table: &Table) {
 /// The stored `meta`, or `{}`.
 fn metadata(run: &RunRecord) -> Value {
     run.workflow.metadata.clone().unwrap_or_else(|| json!({}))
-}
-
-/// `meta.name`, or nothing.
-fn workflow_name(run: &RunRecord) -> String {
-    run.workflow
-        .metadata
-        .as_ref()
-        .and_then(|meta| meta.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned()
 }

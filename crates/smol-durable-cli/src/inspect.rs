@@ -103,7 +103,7 @@ pub fn run_json(run: &RunRecord) -> Value {
         "rootRunId": run.root_run_id,
         "parentRunId": run.parent_run_id,
         "state": run.state.as_str(),
-        "name": workflow_name(run),
+        "name": run.workflow.name().unwrap_or("").to_owned(),
         "scriptPath": run.workflow.script_path,
         "args": run.args,
         "budgetAllowance": run.budget_total,
@@ -113,14 +113,4 @@ pub fn run_json(run: &RunRecord) -> Value {
         "createdAt": run.created_at,
         "updatedAt": run.updated_at,
     })
-}
-
-pub fn workflow_name(run: &RunRecord) -> String {
-    run.workflow
-        .metadata
-        .as_ref()
-        .and_then(|meta| meta.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned()
 }

@@ -2,100 +2,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-struct Cli {
-    dir: tempfile::TempDir,
-}
-
-impl Cli {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("dir"),
-        }
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("state/runs.db")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_smol-durable"));
-        command
-            .args(args)
-            .env("SMOL_DURABLE_DB", self.db())
-            .env_remove("XDG_STATE_HOME")
-            .current_dir(self.dir.path());
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("the binary runs")
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts")
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path.display().to_string()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let output = self.run(args);
-        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
-        serde_json::from_slice(&output.stdout).expect("JSON on stdout")
-    }
-
-    fn run_ids(&self) -> Vec<String> {
-        self.json(&["history", "-o", "json"])
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|run| run["runID"].as_str().expect("runID").to_owned())
-            .collect()
-    }
-
-    /// The run ids, or `None` while `history` cannot read the database: read-only commands
-    /// never create it, so they fail until a `run` has created and migrated it.
-    fn try_run_ids(&self) -> Option<Vec<String>> {
-        let output = self.run(&["history", "-o", "json"]);
-        if !output.status.success() {
-            return None;
-        }
-        let list: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
-        Some(
-            list.as_array()
-                .expect("array")
-                .iter()
-                .map(|run| run["runID"].as_str().expect("runID").to_owned())
-                .collect(),
-        )
-    }
-
-    fn events(&self, run_id: &str) -> Vec<Value> {
-        let output = self.run(&["events", run_id]);
-        assert!(output.status.success(), "{}", stderr(&output));
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
-            .collect()
-    }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::{stderr, Cli};
 
 fn hello() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -105,38 +20,6 @@ fn hello() -> String {
 }
 
 const META: &str = "export const meta = { name: \"cli-test\", description: \"test\" };\n";
-
-/// Waits until the run has stored a step of this kind and state.
-fn wait_for_step(cli: &Cli, run_id: &str, kind: &str, state: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let output = cli.run(&["history", run_id, "-o", "json"]);
-        if output.status.success() {
-            let detail: Value = serde_json::from_slice(&output.stdout).expect("json");
-            let found = detail["steps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|step| step["stepKind"] == json!(kind) && step["state"] == json!(state));
-            if found {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "no {kind} step became {state}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_for_run(cli: &Cli) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(run_id) = cli.try_run_ids().into_iter().flatten().next() {
-            return run_id;
-        }
-        assert!(Instant::now() < deadline, "no run appeared");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn run_prints_smol_wf_json_in_its_key_order() {
@@ -540,8 +423,8 @@ fn a_killed_run_resumes_from_its_completed_steps() {
         ),
     );
     let mut child = cli.spawn(&["run", &script]);
-    let run_id = wait_for_run(&cli);
-    wait_for_step(&cli, &run_id, "sleep", "running");
+    let run_id = cli.wait_for_run();
+    cli.wait_for_step(&run_id, "sleep", "running");
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     let status = cli.json(&["status", &run_id]);
@@ -595,8 +478,8 @@ fn ctrl_c_cancels_exits_130_and_leaves_a_resumable_run() {
     {
         let child = if attempt == 0 {
             let child = cli.spawn(&["run", &script]);
-            run_id = wait_for_run(&cli);
-            wait_for_step(&cli, &run_id, "sleep", "running");
+            run_id = cli.wait_for_run();
+            cli.wait_for_step(&run_id, "sleep", "running");
             child
         } else {
             let child = cli.spawn(&["run", &script, "--resume-run", &run_id]);
@@ -705,7 +588,7 @@ fn cancel_from_another_process_reports_what_happened() {
         assert!(Instant::now() < deadline, "no second run appeared");
         std::thread::sleep(Duration::from_millis(50));
     };
-    wait_for_step(&cli, &napping, "sleep", "running");
+    cli.wait_for_step(&napping, "sleep", "running");
     let output = cli.run(&["cancel", &napping]);
     assert!(output.status.success());
     assert_eq!(
@@ -871,11 +754,11 @@ fn raw_sessions_are_saved_one_file_per_call() {
         "error: --save-raw-sessions must point to an existing directory\n"
     );
     assert!(!cli.db().exists(), "refused before the database is opened");
-    std::fs::create_dir(cli.dir.path().join("sessions")).expect("mkdir");
+    std::fs::create_dir(cli.dir().join("sessions")).expect("mkdir");
     let output = cli.run(&["run", &hello(), "--save-raw-sessions", "sessions"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let run_id = cli.run_ids().remove(0);
-    let files: Vec<PathBuf> = std::fs::read_dir(cli.dir.path().join("sessions").join(&run_id))
+    let files: Vec<PathBuf> = std::fs::read_dir(cli.dir().join("sessions").join(&run_id))
         .expect("the run's directory")
         .map(|entry| entry.expect("entry").path())
         .collect();
@@ -1077,7 +960,7 @@ fn events_follow_waits_for_the_run_to_finish() {
         &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait sleep(700);\nexport default await agent(\"done\");\n"),
     );
     let mut run = cli.spawn(&["run", &script]);
-    let run_id = wait_for_run(&cli);
+    let run_id = cli.wait_for_run();
     let follow = cli.run(&["events", &run_id, "--follow"]);
     assert!(follow.status.success(), "{}", stderr(&follow));
     let last = String::from_utf8_lossy(&follow.stdout)
@@ -1215,7 +1098,7 @@ fn an_api_key_never_reaches_the_database_events_or_logs() {
     let refusal = StubResponse::json(401, json!({ "error": { "message": "bad key" } }));
     let server = StubHttpServer::start(vec![answer, refusal]);
     let cli = Cli::new();
-    let sessions = cli.dir.path().join("sessions");
+    let sessions = cli.dir().join("sessions");
     std::fs::create_dir(&sessions).expect("mkdir");
     let script = cli.write(
         "ask.mjs",
@@ -1288,7 +1171,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn the_command_provider_runs_its_program_without_a_shell() {
     let cli = Cli::new();
-    let marker = cli.dir.path().join("pwned");
+    let marker = cli.dir().join("pwned");
     // Shell syntax in the configured command and in the prompt stays inert text.
     let command = format!(
         "/bin/echo $(touch {m}) `touch {m}` ; touch {m}",
@@ -1328,7 +1211,7 @@ fn imports_and_child_workflows_cannot_leave_the_workflow_directory_through_symli
         "outside.mjs",
         &format!("{META}export const secret = 42;\nexport default 42;\n"),
     );
-    let root = cli.dir.path().join("flows");
+    let root = cli.dir().join("flows");
     std::fs::create_dir_all(&root).expect("mkdir");
     std::os::unix::fs::symlink(&outside, root.join("link.mjs")).expect("symlink");
     let importer = root.join("import.mjs");

@@ -3,87 +3,33 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
+
+use std::path::Path;
 
 use serde_json::{json, Value};
 use smol_durable::store::{ClaimScope, NewRun, WorkflowInfo};
 use smol_durable::DurableStore;
 use smol_durable_sqlite::SqliteStore;
+use support::Cli;
 
-struct Cli {
-    dir: tempfile::TempDir,
+/// The test directory with the scripts the tests run.
+fn cli() -> Cli {
+    let cli = Cli::new();
+    cli.write("demo.mjs", DEMO);
+    cli.write("kid.mjs", KID);
+    cli.write("thrower.mjs", THROWER);
+    cli
 }
 
-impl Cli {
-    fn new() -> Self {
-        let cli = Self {
-            dir: tempfile::tempdir().expect("dir"),
-        };
-        cli.write("demo.mjs", DEMO);
-        cli.write("kid.mjs", KID);
-        cli.write("thrower.mjs", THROWER);
-        cli
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("runs.db")
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.dir.path().join(name), text).expect("write");
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_smol-durable"))
-            .args(args)
-            .env("SMOL_DURABLE_DB", self.db())
-            .env("SMOL_DURABLE_SCRIPT_ENGINE", "in-process")
-            .env_remove("XDG_STATE_HOME")
-            .current_dir(self.dir.path())
-            .output()
-            .expect("the binary runs")
-    }
-
-    /// stdout of a command that must succeed.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("utf-8")
-    }
-
-    /// stderr of a command that must fail with exit code 1 and print nothing on stdout.
-    fn fails(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert_eq!(output.status.code(), Some(1), "{args:?}");
-        assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
-        String::from_utf8(output.stderr).expect("utf-8")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.ok(args)).expect("JSON on stdout")
-    }
-
-    /// A completed `demo` run, then a failed `thrower` run; their ids, newest first.
-    fn two_runs(&self) -> (String, String) {
-        self.ok(&["run", "demo.mjs", "--args-who", "me"]);
-        assert_eq!(self.run(&["run", "thrower.mjs"]).status.code(), Some(1));
-        let list = self.json(&["history", "-o", "json"]);
-        let ids: Vec<String> = list
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|run| run["runID"].as_str().expect("runID").to_owned())
-            .collect();
-        assert_eq!(ids.len(), 2, "{list}");
-        (ids[0].clone(), ids[1].clone())
-    }
+/// A completed `demo` run, then a failed `thrower` run; their ids, newest first.
+fn two_runs(cli: &Cli) -> (String, String) {
+    cli.ok(&["run", "demo.mjs", "--args-who", "me"]);
+    assert_eq!(cli.run(&["run", "thrower.mjs"]).status.code(), Some(1));
+    let ids = cli.run_ids();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    (ids[0].clone(), ids[1].clone())
 }
-
 const DEMO: &str = r#"import { sleep } from "workflow:extra";
 export const meta = { name: 'demo', description: 'phases, a sleep and a child', phases: [{ title: 'Plan' }, { title: 'Build' }] };
 phase('Plan');
@@ -176,8 +122,8 @@ fn keys_in_order(object: &Value, text: &str, anchor: &str) -> Vec<String> {
 
 #[test]
 fn list_table_aligns_columns_with_two_spaces_after_each() {
-    let cli = Cli::new();
-    let (thrower, demo) = cli.two_runs();
+    let cli = cli();
+    let (thrower, demo) = two_runs(&cli);
     assert_eq!(
         cli.ok(&["history", "--name", "zzz"]),
         "RUN ID  STATE  WORKFLOW  CREATED  ATTEMPTS  STEPS  TOTAL TOKENS  \n",
@@ -194,8 +140,8 @@ fn list_table_aligns_columns_with_two_spaces_after_each() {
 
 #[test]
 fn list_json_has_smol_wf_fields_in_order() {
-    let cli = Cli::new();
-    let (thrower, demo) = cli.two_runs();
+    let cli = cli();
+    let (thrower, demo) = two_runs(&cli);
     assert_eq!(cli.ok(&["history", "-o", "json", "--name", "zzz"]), "[]\n");
     let text = cli.ok(&["history", "--output", "json"]);
     let list: Value = serde_json::from_str(&text).expect("JSON");
@@ -260,8 +206,8 @@ fn list_json_has_smol_wf_fields_in_order() {
 
 #[test]
 fn detail_table_shows_token_usage_attempts_and_child_steps() {
-    let cli = Cli::new();
-    let (thrower, demo) = cli.two_runs();
+    let cli = cli();
+    let (thrower, demo) = two_runs(&cli);
     let detail = normalize(&cli.ok(&["history", &demo]));
     let expected = format!(
         "Run:       {demo}
@@ -328,8 +274,8 @@ agent  completed  -      debug     -      1         1      0           3       4
 
 #[test]
 fn detail_json_has_run_results_tokens_attempts_and_steps() {
-    let cli = Cli::new();
-    let (thrower, demo) = cli.two_runs();
+    let cli = cli();
+    let (thrower, demo) = two_runs(&cli);
     let text = cli.ok(&["history", &demo, "-o", "json"]);
     let detail: Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(
@@ -455,8 +401,8 @@ fn detail_json_has_run_results_tokens_attempts_and_steps() {
 
 #[test]
 fn filters_by_states_name_creation_time_and_limit() {
-    let cli = Cli::new();
-    let (thrower, demo) = cli.two_runs();
+    let cli = cli();
+    let (thrower, demo) = two_runs(&cli);
     let ids = |args: &[&str]| -> Vec<String> {
         let mut all = vec!["history", "-o", "json"];
         all.extend_from_slice(args);
@@ -526,8 +472,8 @@ fn filters_by_states_name_creation_time_and_limit() {
 
 #[test]
 fn bad_options_print_smol_wf_messages() {
-    let cli = Cli::new();
-    cli.two_runs();
+    let cli = cli();
+    two_runs(&cli);
     for (args, message) in [
         (vec!["--limit", "0"], "--limit must be greater than zero"),
         (
@@ -583,8 +529,8 @@ fn bad_options_print_smol_wf_messages() {
 
 #[test]
 fn delete_prints_plan_counts_and_summary() {
-    let cli = Cli::new();
-    let (thrower, demo) = cli.two_runs();
+    let cli = cli();
+    let (thrower, demo) = two_runs(&cli);
     let created = |id: &str| -> String {
         cli.json(&["history", id, "-o", "json"])["workflowRun"]["createdAt"]
             .as_str()
@@ -693,8 +639,8 @@ Deleted 1 run(s).
 
 #[test]
 fn delete_refuses_output_and_bad_choices() {
-    let cli = Cli::new();
-    cli.two_runs();
+    let cli = cli();
+    two_runs(&cli);
     for (args, message) in [
         (
             vec!["history", "delete", "--all", "-o", "json"],
@@ -748,6 +694,9 @@ fn store_runs(db: &Path, runs: &[(&str, i64)]) -> Vec<String> {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Some(dir) = db.parent() {
+        std::fs::create_dir_all(dir).expect("the database's directory");
+    }
     runtime.block_on(async {
         let store = SqliteStore::open(db).await.expect("open");
         let mut ids = Vec::new();
@@ -777,7 +726,7 @@ fn now_ms() -> i64 {
 
 #[test]
 fn ties_list_by_run_id_and_widths_follow_display_width() {
-    let cli = Cli::new();
+    let cli = cli();
     let now = now_ms();
     let day = 86_400_000;
     let same = now - 3 * day;
@@ -829,7 +778,7 @@ fn smol_wf_copy(cli: &Cli, name: &str) -> String {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/compat/dbs")
         .join(name);
-    let copy = cli.dir.path().join(name);
+    let copy = cli.dir().join(name);
     std::fs::copy(&source, &copy).expect("copy the database");
     copy.display().to_string()
 }
@@ -864,7 +813,7 @@ fn cells(table: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn a_smol_wf_database_shows_its_run_with_child_steps_and_tokens() {
-    let cli = Cli::new();
+    let cli = cli();
     let db = smol_wf_copy(&cli, "smolwf-0.3.4-c-child-sleep-completed.db");
     let run_id = "run_01m8xn7ke79fyd723cwqnm87n6";
     let list = cli.ok(&["--db", &db, "history"]);
@@ -952,7 +901,7 @@ fn a_smol_wf_database_shows_its_run_with_child_steps_and_tokens() {
 
 #[test]
 fn a_run_whose_owner_is_gone_says_so() {
-    let cli = Cli::new();
+    let cli = cli();
     // smol-wf was killed during a sleep: the run stays `running`, its lease long expired.
     let db = smol_wf_copy(&cli, "smolwf-0.3.4-b-killed-in-sleep.db");
     let run_id = "run_01m8xn7hzb296mg9xky3avrgbm";

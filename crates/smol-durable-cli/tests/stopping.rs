@@ -4,106 +4,17 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use support::{stderr, Cli};
+
 const META: &str = "export const meta = { name: \"stopping\", description: \"stops\" };\n";
-
-struct Cli {
-    dir: tempfile::TempDir,
-}
-
-impl Cli {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("dir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_smol-durable"));
-        command
-            .arg("--db")
-            .arg(self.path("runs.db"))
-            .args(args)
-            .env_remove("SMOL_DURABLE_DB")
-            .env("XDG_STATE_HOME", self.dir.path())
-            .current_dir(self.dir.path());
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("runs")
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts")
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        std::fs::write(self.path(name), text).expect("write");
-        self.path(name).display().to_string()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let output = self.run(args);
-        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
-        serde_json::from_slice(&output.stdout).expect("JSON")
-    }
-
-    /// The first run's id, once the database exists and holds one.
-    fn first_run(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let output = self.run(&["history", "-o", "json"]);
-            if output.status.success() {
-                let runs: Value = serde_json::from_slice(&output.stdout).expect("JSON");
-                if let Some(id) = runs[0]["runID"].as_str() {
-                    return id.to_owned();
-                }
-            }
-            assert!(Instant::now() < deadline, "no run appeared");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until the run has a step of `kind` in `state`.
-    fn wait_for_step(&self, run_id: &str, kind: &str, state: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let detail = self.json(&["history", run_id, "-o", "json"]);
-            let found = detail["steps"].as_array().is_some_and(|steps| {
-                steps
-                    .iter()
-                    .any(|step| step["stepKind"] == kind && step["state"] == state)
-            });
-            if found {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {kind} step {state}: {detail}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 /// A command-line provider that logs each call it starts, then takes `seconds` to answer.
 fn slow_provider(cli: &Cli, seconds: f64) -> (String, PathBuf) {
@@ -140,7 +51,7 @@ fn a_reader_that_goes_away_ends_the_output_and_the_run_goes_on() {
     let output = child.wait_with_output().expect("exits");
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
-    let run_id = cli.first_run();
+    let run_id = cli.wait_for_run();
     assert_eq!(cli.json(&["status", &run_id])["state"], "completed");
     // A command whose reader is gone before it writes.
     for args in [
@@ -174,7 +85,7 @@ fn a_cancel_from_another_process_stops_a_sleeping_run_within_a_second() {
         &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait agent('first');\nawait sleep(45000);\nexport default 1;\n"),
     );
     let child = cli.spawn(&["run", &script]);
-    let run_id = cli.first_run();
+    let run_id = cli.wait_for_run();
     cli.wait_for_step(&run_id, "sleep", "running");
     let asked = Instant::now();
     let output = cli.run(&["cancel", &run_id]);
@@ -210,7 +121,7 @@ fn no_agent_call_starts_after_a_cancel_is_seen() {
         "--agent-command",
         &command,
     ]);
-    let run_id = cli.first_run();
+    let run_id = cli.wait_for_run();
     let deadline = Instant::now() + Duration::from_secs(30);
     while calls_started(&log) < 1 {
         assert!(Instant::now() < deadline, "no call started");
@@ -239,7 +150,7 @@ fn a_killed_run_says_its_owner_is_gone_and_what_it_spent() {
         &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait agent('first call');\nawait sleep(45000);\nexport default 1;\n"),
     );
     let mut child = cli.spawn(&["run", &script]);
-    let run_id = cli.first_run();
+    let run_id = cli.wait_for_run();
     cli.wait_for_step(&run_id, "sleep", "running");
     child.kill().expect("kill -9");
     child.wait().expect("reaped");

@@ -58,17 +58,7 @@ pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, St
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let connection = Connection::open_with_flags(path, flags).map_err(|error| {
-        StoreError::new(
-            StoreErrorKind::Unavailable,
-            "open",
-            format!("cannot open SQLite database {}: {error}", path.display()),
-        )
-        .with_source(error)
-    })?;
-    connection
-        .busy_timeout(busy_timeout)
-        .map_err(|e| map_error("open", e))?;
+    let connection = open_with(path, flags, busy_timeout)?;
     // Every statement the store runs stays prepared.
     connection.set_prepared_statement_cache_capacity(64);
     connection
@@ -96,7 +86,18 @@ pub(crate) fn open_read_only(
     path: &Path,
     busy_timeout: Duration,
 ) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    open_with(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        busy_timeout,
+    )
+}
+
+fn open_with(
+    path: &Path,
+    flags: OpenFlags,
+    busy_timeout: Duration,
+) -> Result<Connection, StoreError> {
     let connection = Connection::open_with_flags(path, flags).map_err(|error| {
         StoreError::new(
             StoreErrorKind::Unavailable,

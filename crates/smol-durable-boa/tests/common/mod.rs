@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use smol_durable::{Engine, Error, Limits, MemoryStore, RunOutput, WorkflowSource};
+use smol_durable::{Engine, Error, Limits, MemoryStore, ResumeOptions, RunOutput, WorkflowSource};
 use smol_durable_boa::BoaEngine;
 use smol_durable_testkit::ScriptedProvider;
 
@@ -58,5 +58,16 @@ impl Setup {
         tokio::time::timeout(Duration::from_secs(20), self.engine.run(source, args))
             .await
             .expect("the run must not hang")
+    }
+
+    /// Resumes the newest run (the script as it is on disk now) and waits for its end.
+    pub async fn resume_newest(&self) -> Result<RunOutput, Error> {
+        let runs = self.engine.list_runs(&Default::default()).await?;
+        let newest = runs.first().expect("a run to resume");
+        self.engine
+            .resume(&newest.run_id, ResumeOptions::new())
+            .await?
+            .join()
+            .await
     }
 }

@@ -390,16 +390,10 @@ impl DurableStore for MemoryStore {
             })
             .filter(|run| match &filter.name_contains {
                 None => true,
-                Some(text) => run
-                    .workflow
-                    .metadata
-                    .as_ref()
-                    .and_then(|meta| meta.get("name"))
-                    .and_then(Value::as_str)
-                    .is_some_and(|name| {
-                        name.to_ascii_lowercase()
-                            .contains(&text.to_ascii_lowercase())
-                    }),
+                Some(text) => run.workflow.name().is_some_and(|name| {
+                    name.to_ascii_lowercase()
+                        .contains(&text.to_ascii_lowercase())
+                }),
             })
             .filter(|run| {
                 filter

@@ -141,6 +141,11 @@ impl WorkflowInfo {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// `meta.name` of the workflow, when its metadata has a string name.
+    pub fn name(&self) -> Option<&str> {
+        self.metadata.as_ref()?.get("name")?.as_str()
+    }
 }
 
 /// A row of `sw_workflow_tasks`.
