@@ -14,7 +14,7 @@ fuzz_target!(|argv: Vec<String>| {
     full.extend(argv);
     if let Ok((rest, args)) = workflow_args::split(full) {
         assert!(
-            args.keys().all(|name| !name.is_empty()),
+            args.names().all(|name| !name.is_empty()),
             "an empty argument name"
         );
         // Everything after `--` is positional and passes through untouched.

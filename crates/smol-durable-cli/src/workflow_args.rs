@@ -36,6 +36,15 @@ impl WorkflowArgs {
         self.sources.is_empty()
     }
 
+    /// The names given with `--args-<name>`, in command-line order (files not read).
+    #[allow(dead_code)] // the fuzz target checks them; the CLI reads whole sources
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sources.iter().filter_map(|source| match source {
+            Source::Value(name, _) => Some(name.as_str()),
+            Source::File(_) => None,
+        })
+    }
+
     /// The arguments: every source merged in order.
     pub fn read(&self) -> anyhow::Result<Map<String, Value>> {
         let mut args = Map::new();
@@ -140,12 +149,24 @@ fn from_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
         Ok(other) => bail!(
             "--args-from-file must contain a JSON or YAML object: {} holds {}",
             path.display(),
-            crate::output::json_kind(&other)
+            json_kind(&other)
         ),
         Err(error) => bail!(
             "--args-from-file {} is not valid {format}: {error}",
             path.display()
         ),
+    }
+}
+
+/// `a number`, `an array`, … for messages about JSON values.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
