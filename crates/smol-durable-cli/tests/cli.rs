@@ -950,6 +950,21 @@ fn model_map_and_agent_cap_shape_the_calls() {
     for pair in order.chunks(2) {
         assert_eq!(pair, ["workflow.agent_started", "workflow.agent_completed"]);
     }
+    // Events name the stored steps: each stepId is a step `history` shows.
+    let run_id = cli.run_ids().remove(0);
+    let detail = cli.json(&["history", &run_id, "-o", "json"]);
+    let stored: Vec<&Value> = detail["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|step| &step["stepId"])
+        .collect();
+    for event in &started {
+        assert!(
+            stored.contains(&&event["metadata"]["stepId"]),
+            "{event} names no stored step: {stored:?}"
+        );
+    }
 }
 
 #[test]

@@ -140,6 +140,10 @@ mod tests {
         assert!(OutputSchema::from_options(&Value::Null)
             .expect("ok")
             .is_none());
+        // smol-wf refused `schema: null` as an invalid schema; here it means no schema.
+        assert!(OutputSchema::from_options(&json!({ "schema": null }))
+            .expect("ok")
+            .is_none());
         let error =
             OutputSchema::from_options(&json!({ "schema": { "type": 5 } })).expect_err("invalid");
         assert!(
