@@ -162,10 +162,13 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
             Command::Worker(_) => LevelFilter::INFO,
             _ => LevelFilter::WARN,
         };
-        // Diagnostics (store retries, lease trouble) go to stderr; results stay on stdout.
+        // Diagnostics (store retries, lease trouble) go to stderr; results stay on stdout. A
+        // closed stderr (`2>&1 | head`) loses them quietly: by default the subscriber would
+        // report the failed write with `eprintln!`, which panics on that same closed stderr.
         tracing_subscriber::fmt()
             .with_max_level(providers.level(default))
             .with_writer(std::io::stderr)
+            .log_internal_errors(false)
             .with_target(false)
             .init();
     }

@@ -1,4 +1,5 @@
-//! No command leaves a run `running` behind its back: a reader that goes away ends the output
+//! No command leaves a run `running` behind its back: a reader that goes away (of stdout or
+//! stderr) ends the output
 //! while the run goes on, a cancel from another process stops a run within a second (before
 //! any further agent call starts, in a sleep too), and a run whose process was killed says so.
 
@@ -75,6 +76,45 @@ fn a_reader_that_goes_away_ends_the_output_and_the_run_goes_on() {
             stderr(&output)
         );
     }
+}
+
+#[test]
+fn a_closed_stderr_loses_the_diagnostics_not_the_runs() {
+    let cli = Cli::new();
+    let script = cli.write(
+        "small.mjs",
+        &format!("{META}export default await agent('one');\n"),
+    );
+    // `worker 2>&1 | head -1`: the worker logs each run it claims, long after the reader of
+    // its stderr is gone.
+    let mut worker = cli.spawn(&["worker", "--concurrency", "1"]);
+    let first = cli.json(&["submit", &script]);
+    let mut lines = BufReader::new(worker.stderr.take().expect("stderr")).lines();
+    lines.next().expect("a line").expect("text");
+    drop(lines);
+    let mut runs = vec![first["runID"].as_str().expect("runID").to_owned()];
+    for _ in 0..3 {
+        let submitted = cli.json(&["submit", &script]);
+        runs.push(submitted["runID"].as_str().expect("runID").to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for run_id in &runs {
+        while cli.json(&["status", run_id])["state"] != "completed" {
+            assert!(
+                worker.try_wait().expect("wait").is_none(),
+                "the worker died with its stderr"
+            );
+            assert!(Instant::now() < deadline, "run {run_id} never completed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let status = worker.wait().expect("exits");
+    assert!(status.success(), "the worker stops cleanly: {status}");
 }
 
 #[test]
