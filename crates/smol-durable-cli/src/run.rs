@@ -144,16 +144,16 @@ pub async fn run(
     }
     tokio::select! {
         result = &mut join => {
-            if let Err(error) = result {
-                if !matches!(error, Error::Cancelled) {
-                    errln!("error: {error}");
-                }
+            show_received(&mut events, &mut view);
+            // The run may have ended another way before it saw the cancellation: completed,
+            // or failed for a reason of its own. Then that is what happened to it.
+            if !matches!(result, Err(Error::Cancelled)) {
+                return report(engine, result, options.events, &run_id, &resume_command).await;
             }
         }
         // A second signal: exit now; the run's lease lets a resume take it over.
-        _ = signals.next() => {}
+        _ = signals.next() => show_received(&mut events, &mut view),
     }
-    show_received(&mut events, &mut view);
     errln!("error: {}", Error::Cancelled);
     errln!("hint: the run stays resumable: {resume_command}");
     Ok(Outcome::Interrupted(signal))

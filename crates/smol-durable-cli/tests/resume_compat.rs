@@ -140,6 +140,24 @@ fn a_failed_smol_wf_run_with_phases_and_model_maps_replays_its_completed_calls()
         })
     );
     assert_eq!(ledger_rows(&copy.db), 5, "no completed call billed again");
+    // Stored wrapped, as smol-wf stores its runs' results, and read back unwrapped.
+    let stored: String = rusqlite::Connection::open(&copy.db)
+        .expect("db")
+        .query_row(
+            "SELECT completed_payload_json FROM sw_workflow_runs WHERE run_id = ?1",
+            ["run_01m8xn7dxyc2c5n867wzqhew0p"],
+            |row| row.get(0),
+        )
+        .expect("the stored result");
+    let stored: Value = serde_json::from_str(&stored).expect("JSON");
+    assert_eq!(stored, json!({ "result": result(&events) }));
+    let status = smol_durable(
+        Path::new(DBS),
+        &copy.db,
+        &["status", "run_01m8xn7dxyc2c5n867wzqhew0p"],
+    );
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["results"], result(&events));
     // Upgraded once, after a copy smol-wf still opens was saved beside it.
     let backup = copy
         .dir

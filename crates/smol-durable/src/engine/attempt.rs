@@ -507,7 +507,7 @@ async fn finish(
     match outcome {
         Ok(result) => {
             let completed = AttemptOutcome::Completed {
-                result: result.clone(),
+                result: run.completed_payload_of(result.clone()),
                 budget_spent: ctx.budget().spent,
             };
             record_end(ctx, run, completed, now).await?;

@@ -220,16 +220,31 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// The workflow's result once completed. smol-wf 0.3.4 stored it wrapped as
-    /// `{"result": value}`; smol-durable stores the value itself.
+    /// `{"result": value}`, and so does smol-durable for the runs smol-wf started
+    /// ([`Self::completed_payload_of`]); other runs store the value itself.
     pub fn result(&self) -> Option<&Value> {
         let payload = self.completed_payload.as_ref()?;
-        let written_by_smol_wf = self.workflow.script_hash.is_none();
         match payload {
-            Value::Object(map) if written_by_smol_wf && map.len() == 1 => {
+            Value::Object(map) if self.started_by_smol_wf() && map.len() == 1 => {
                 map.get("result").or(Some(payload))
             }
             _ => Some(payload),
         }
+    }
+
+    /// What to store as `completed_payload` when the run completes with `result`: wrapped
+    /// for a run smol-wf started, so smol-wf and [`Self::result`] both read it back.
+    pub fn completed_payload_of(&self, result: Value) -> Value {
+        if self.started_by_smol_wf() {
+            serde_json::json!({ "result": result })
+        } else {
+            result
+        }
+    }
+
+    /// smol-wf stored no script with its runs; smol-durable stores one with every run.
+    fn started_by_smol_wf(&self) -> bool {
+        self.workflow.script_hash.is_none()
     }
 }
 
