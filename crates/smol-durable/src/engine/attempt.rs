@@ -655,9 +655,16 @@ fn sum_usage<'a>(entries: impl Iterator<Item = &'a crate::store::LedgerEntry>) -
         let reported = entry.usage.as_ref();
         let field = |name: &str| reported.and_then(|u| u.get(name)).and_then(Value::as_u64);
         let input = field("inputTokens").unwrap_or(0);
-        usage.input_tokens += input;
-        usage.output_tokens += entry.output_tokens;
-        usage.total_tokens += field("totalTokens").unwrap_or(input + entry.output_tokens);
+        // smol-wf's run total: the reported one, else input, output and cache writes (cache
+        // reads are not added here, unlike `history`'s per-step total: smol-wf did the same).
+        let total = field("totalTokens").unwrap_or_else(|| {
+            input
+                .saturating_add(entry.output_tokens)
+                .saturating_add(field("cacheWriteTokens").unwrap_or(0))
+        });
+        usage.input_tokens = usage.input_tokens.saturating_add(input);
+        usage.output_tokens = usage.output_tokens.saturating_add(entry.output_tokens);
+        usage.total_tokens = usage.total_tokens.saturating_add(total);
     }
     usage
 }
@@ -815,5 +822,47 @@ pub(crate) fn object(value: Value) -> serde_json::Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => serde_json::Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LedgerEntry;
+    use crate::Usage;
+
+    fn billed(usage: Usage) -> LedgerEntry {
+        LedgerEntry::new(
+            "run",
+            "run",
+            "step",
+            "agent_step",
+            "s".into(),
+            Some(&usage),
+            0,
+        )
+    }
+
+    #[test]
+    fn a_run_s_total_is_the_reported_one_else_input_output_and_cache_writes() {
+        let reported = Usage {
+            total_tokens: Some(100),
+            ..Usage::tokens(3, 4)
+        };
+        let cached = Usage {
+            total_tokens: None,
+            cache_read_tokens: Some(50),
+            cache_write_tokens: Some(7),
+            ..Usage::tokens(3, 4)
+        };
+        let huge = Usage::tokens(u64::MAX, u64::MAX);
+        let entries = [billed(reported), billed(cached)];
+        let usage = sum_usage(entries.iter());
+        assert_eq!(
+            (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+            (6, 8, 100 + 3 + 4 + 7)
+        );
+        let entries = [billed(huge.clone()), billed(huge)];
+        assert_eq!(sum_usage(entries.iter()).total_tokens, u64::MAX);
     }
 }
