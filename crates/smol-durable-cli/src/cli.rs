@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::level_filters::LevelFilter;
 
+/// CPU seconds a run's isolated JavaScript may use unless `--script-cpu-seconds` says.
+pub const DEFAULT_SCRIPT_CPU_SECONDS: u64 = 60;
+/// MiB a run's isolated JavaScript may map unless `--script-memory-mb` says.
+pub const DEFAULT_SCRIPT_MEMORY_MB: u64 = 2048;
+
 /// Durable JavaScript agent workflows: every agent call, child workflow and sleep is a step
 /// stored in SQLite or PostgreSQL, so a failed, stopped or killed run resumes without paying
 /// twice.
@@ -31,11 +36,11 @@ pub struct Cli {
 
     /// CPU seconds one run's JavaScript may use in the isolated mode (waiting for agents,
     /// sleeps and child workflows uses none).
-    #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, global = true, default_value_t = DEFAULT_SCRIPT_CPU_SECONDS, value_name = "SECONDS")]
     pub script_cpu_seconds: u64,
 
     /// Memory one run's JavaScript process may map in the isolated mode, in MiB.
-    #[arg(long, global = true, default_value_t = 2048, value_name = "MIB")]
+    #[arg(long, global = true, default_value_t = DEFAULT_SCRIPT_MEMORY_MB, value_name = "MIB")]
     pub script_memory_mb: u64,
 
     /// The command.

@@ -31,8 +31,13 @@ pub async fn status(engine: &Engine, id: &str, database: &Database) -> anyhow::R
             .as_deref()
             .unwrap_or("<script>");
         let db = database.as_flag();
+        // The run keeps its provider; a `command` provider's program is not stored with it.
+        let program = match status.run.workflow.provider.as_deref() {
+            Some("command") => " --agent-command '<the program it ran with>'",
+            _ => "",
+        };
         errln!(
-            "note: run {} is running (owner gone; resume it): smol-durable --db {} run {} --resume-run {}",
+            "note: run {} is running (owner gone; resume it): smol-durable --db {} run {} --resume-run {}{program}",
             status.run.root_run_id,
             shlex::try_quote(&db).unwrap_or(db.as_str().into()),
             shlex::try_quote(script).unwrap_or(script.into()),

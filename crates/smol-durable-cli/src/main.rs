@@ -188,7 +188,7 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
     let engine = engine(store, scripts, providers, sessions, lease_ttl)?;
     let invocation = Invocation {
         database: &database,
-        script_engine: cli.script_engine,
+        script_flags: script_flags(&cli),
     };
     match cli.command {
         Command::Run(options) => run::run(&engine, &options, workflow_args, &invocation).await,
@@ -206,8 +206,30 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
 pub struct Invocation<'a> {
     /// The database.
     pub database: &'a Database,
-    /// Where scripts run.
-    pub script_engine: ScriptEngineKind,
+    /// The script-engine options that differ from their defaults, as flags.
+    pub script_flags: Vec<String>,
+}
+
+/// The `--script-*` options given other values than their defaults: a command that continues
+/// a run needs them (a run that failed on a raised CPU limit fails again under the default).
+fn script_flags(cli: &Cli) -> Vec<String> {
+    let mut flags = Vec::new();
+    if cli.script_engine != ScriptEngineKind::Isolated {
+        flags.extend(["--script-engine".to_owned(), "in-process".to_owned()]);
+    }
+    if cli.script_cpu_seconds != cli::DEFAULT_SCRIPT_CPU_SECONDS {
+        flags.extend([
+            "--script-cpu-seconds".to_owned(),
+            cli.script_cpu_seconds.to_string(),
+        ]);
+    }
+    if cli.script_memory_mb != cli::DEFAULT_SCRIPT_MEMORY_MB {
+        flags.extend([
+            "--script-memory-mb".to_owned(),
+            cli.script_memory_mb.to_string(),
+        ]);
+    }
+    flags
 }
 
 /// The providers the CLI has built in.

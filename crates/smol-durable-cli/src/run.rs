@@ -282,15 +282,16 @@ async fn note_other_script(engine: &Engine, run_id: &str, script: &Path) -> anyh
 /// The command that continues this run, quoted for a POSIX shell: the same binary, database,
 /// script engine and provider flags; the run keeps its arguments and budget.
 fn resume_command(invocation: &Invocation<'_>, options: &RunArgs, run_id: &str) -> String {
-    let mut words: Vec<String> = vec!["smol-durable".into()];
+    let mut words: Vec<String> = vec![
+        "smol-durable".into(),
+        "--db".into(),
+        invocation.database.as_flag(),
+    ];
+    words.extend(invocation.script_flags.iter().cloned());
     let mut flag = |name: &str, value: Option<String>| {
         words.push(name.to_owned());
         words.extend(value);
     };
-    flag("--db", Some(invocation.database.as_flag()));
-    if invocation.script_engine != crate::cli::ScriptEngineKind::Isolated {
-        flag("--script-engine", Some("in-process".into()));
-    }
     flag("run", Some(options.new_run.script.display().to_string()));
     flag("--resume-run", Some(run_id.to_owned()));
     let providers = &options.providers;

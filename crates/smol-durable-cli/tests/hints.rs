@@ -99,6 +99,8 @@ fn the_resume_command_of_a_failed_run_works_when_pasted() {
     let failed = shell.run(&[
         "--script-engine",
         "in-process",
+        "--script-cpu-seconds",
+        "90",
         "run",
         &script,
         "--model-map",
@@ -111,6 +113,7 @@ fn the_resume_command_of_a_failed_run_works_when_pasted() {
     for needed in [
         "--db ",
         "--script-engine in-process",
+        "--script-cpu-seconds 90",
         "--agent-provider debug",
         "--model-map 'smart:claude-x?thinking=low&provider=p'",
         "--resume-run run_",

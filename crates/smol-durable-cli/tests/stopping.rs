@@ -223,3 +223,33 @@ fn a_killed_run_says_its_owner_is_gone_and_what_it_spent() {
         "{printed}"
     );
 }
+
+#[test]
+fn the_owner_gone_note_of_a_command_provider_run_asks_for_its_program() {
+    let cli = Cli::new();
+    let (command, _log) = slow_provider(&cli, 0.0);
+    let script = cli.write(
+        "nap.mjs",
+        &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait agent('first call');\nawait sleep(45000);\nexport default 1;\n"),
+    );
+    let mut child = cli.spawn(&[
+        "run",
+        &script,
+        "--agent-provider",
+        "command",
+        "--agent-command",
+        &command,
+    ]);
+    let run_id = cli.wait_for_run();
+    cli.wait_for_step(&run_id, "sleep", "running");
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    let output = cli.run(&["status", &run_id]);
+    let note = stderr(&output);
+    assert!(
+        note.contains(&format!(
+            "--resume-run {run_id} --agent-command '<the program it ran with>'"
+        )),
+        "{note}"
+    );
+}
