@@ -85,14 +85,17 @@ impl BoaEngine {
 const JS_THREAD: &str = "smol-durable-js";
 
 /// A panic on a script thread is caught and reported as the run's error (see
-/// [`panic_error`]); the default hook would also dump it on stderr before that message. Other
-/// threads keep the hook they had.
+/// [`panic_error`]); the default hook would also dump it on stderr before that message, so
+/// there it goes to the `debug` diagnostics instead (with its location, for bug reports).
+/// Other threads keep the hook they had.
 fn quiet_js_panics() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if std::thread::current().name() != Some(JS_THREAD) {
+            if std::thread::current().name() == Some(JS_THREAD) {
+                tracing::debug!(panic = %info, "the JavaScript thread panicked");
+            } else {
                 previous(info);
             }
         }));
