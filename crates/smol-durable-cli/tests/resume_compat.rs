@@ -176,12 +176,13 @@ fn a_failed_smol_wf_run_with_phases_and_model_maps_replays_its_completed_calls()
 }
 
 #[test]
-fn a_smol_wf_run_killed_in_a_sleep_and_one_cancelled_in_a_sleep_finish() {
-    for (name, script, run_id, replayed, called, expected) in [
+fn smol_wf_runs_killed_or_cancelled_in_a_sleep_finish() {
+    for (name, script, run_id, options, replayed, called, expected) in [
         (
             "smolwf-0.3.4-b-killed-in-sleep.db",
             "smolwf_b_killed.mjs",
             "run_01m8xn7hzb296mg9xky3avrgbm",
+            vec![],
             vec!["first call", "second call"],
             vec!["after the sleep"],
             json!({ "first": "echo: first call", "second": "echo: second call", "third": "echo: after the sleep" }),
@@ -190,17 +191,36 @@ fn a_smol_wf_run_killed_in_a_sleep_and_one_cancelled_in_a_sleep_finish() {
             "smolwf-0.3.4-d-cancelled-in-sleep.db",
             "smolwf_d_cancelled.mjs",
             "run_01m8xn7kj3vj3nwzq9cffhx0m4",
+            vec![],
             vec!["before the interrupt"],
             vec!["after the interrupt"],
             json!({ "first": "echo: before the interrupt", "second": "echo: after the interrupt" }),
         ),
+        // smol-wf ran the child inline: its calls are steps of the root run, in its scope.
+        (
+            "smolwf-0.3.4-e-child-killed-in-sleep.db",
+            "smolwf_e_parent.mjs",
+            "run_01m8xvjpqjcsrxz5sh3jv9g0ym",
+            vec!["--model-map", "smart:claude-x?thinking=low"],
+            vec![
+                "parent before",
+                "kid starts beta",
+                "kid finishes beta",
+                "parent before",
+            ],
+            vec!["parent after"],
+            json!({
+                "before": "echo: parent before",
+                "child": { "first": "echo: kid starts beta", "second": "echo: kid finishes beta" },
+                "again": "echo: parent before",
+                "after": "echo: parent after"
+            }),
+        ),
     ] {
         let copy = copy(name);
-        let output = smol_durable(
-            Path::new(DBS),
-            &copy.db,
-            &["run", script, "--resume-run", run_id, "--events"],
-        );
+        let mut args = vec!["run", script, "--resume-run", run_id, "--events"];
+        args.extend(options);
+        let output = smol_durable(Path::new(DBS), &copy.db, &args);
         assert!(output.status.success(), "{name}: {}", stderr(&output));
         let events = events(&output);
         assert_eq!(

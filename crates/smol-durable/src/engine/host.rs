@@ -46,6 +46,10 @@ pub(crate) struct RunScope {
     meta: Option<WorkflowMeta>,
     occurrences: Mutex<OccurrenceCounter>,
     known_steps: Mutex<HashMap<String, StepRecord>>,
+    /// For a child of a run smol-wf 0.3.4 started: that root's scope. smol-wf ran child
+    /// workflows inline, so their calls' steps are the root run's, named in its scope and
+    /// numbered with its occurrence counter; a call of this child finds its smol-wf step there.
+    inline_in: Option<Arc<RunScope>>,
 }
 
 /// The [`WorkflowHost`] handed to the script engine.
@@ -66,6 +70,8 @@ struct AgentCall {
     /// Where the rules that named this run's steps put this call, when that differs: a
     /// completed step found there replays (see [`crate::agent_options::legacy_signature`]).
     legacy_checkpoint: Option<String>,
+    /// Where smol-wf put this call of an inline child: a checkpoint of [`RunScope::inline_in`].
+    inline_checkpoint: Option<String>,
 }
 
 fn rejected(error: HostError) -> HostFuture {
@@ -99,6 +105,7 @@ impl RunScope {
             None,
             source,
             root_dir,
+            None,
         )
         .await
     }
@@ -111,6 +118,7 @@ impl RunScope {
         parent_step_id: Option<String>,
         source: &WorkflowSource,
         root_dir: PathBuf,
+        inline_in: Option<Arc<RunScope>>,
     ) -> Result<Arc<Self>, Error> {
         // One query loads every step of the run: completed ones replay from it, and a checkpoint
         // missing from it is inserted without a read first (insert-if-absent settles any race).
@@ -136,6 +144,7 @@ impl RunScope {
             meta,
             occurrences: Mutex::new(OccurrenceCounter::default()),
             known_steps: Mutex::new(known_steps),
+            inline_in,
         }))
     }
 
@@ -239,6 +248,17 @@ impl RunScope {
         )
         .filter(|legacy| legacy.hash != signature.hash)
         .map(|legacy| self.next_checkpoint(&legacy));
+        // smol-wf knew no `key`: its signature is always the unkeyed one, in the root's scope.
+        let inline_checkpoint = self.inline_in.as_ref().map(|root| {
+            root.next_checkpoint(&StepSignature::agent(
+                &root.scope,
+                &effective.provider,
+                &prompt,
+                &effective.options,
+                effective.phase.as_deref(),
+                cwd,
+            ))
+        });
         Ok(AgentCall {
             provider,
             prompt,
@@ -249,6 +269,7 @@ impl RunScope {
             signature,
             checkpoint,
             legacy_checkpoint,
+            inline_checkpoint,
         })
     }
 
@@ -358,9 +379,10 @@ impl RunScope {
             "provider": call.provider.name(),
             "context": { "phase": call.phase, "cwd": self.ctx.settings.cwd },
         });
-        if let Some(result) =
-            self.completed_under_legacy_name(&call.checkpoint, call.legacy_checkpoint.as_deref())
-        {
+        let legacy = self
+            .completed_under_legacy_name(&call.checkpoint, call.legacy_checkpoint.as_deref())
+            .or_else(|| self.completed_inline(&call.checkpoint, call.inline_checkpoint.as_deref()));
+        if let Some(result) = legacy {
             return self.replay_agent(&call, result);
         }
         let lease_extra = step_lease_expires_at(0, 0, &call.retry) as u64;
@@ -394,6 +416,22 @@ impl RunScope {
         match steps.get(legacy) {
             Some(row) if row.state == State::Completed => {
                 steps.remove(legacy).and_then(|row| row.result)
+            }
+            _ => None,
+        }
+    }
+
+    /// The result smol-wf stored for this call of an inline child in the root run: only when
+    /// this run has nothing under the call's current checkpoint and that step completed.
+    fn completed_inline(&self, checkpoint: &str, inline: Option<&str>) -> Option<Value> {
+        let root = self.inline_in.as_ref()?;
+        if self.known_steps.lock().ok()?.contains_key(checkpoint) {
+            return None;
+        }
+        let mut steps = root.known_steps.lock().ok()?;
+        match steps.get(inline?) {
+            Some(row) if row.state == State::Completed => {
+                steps.remove(inline?).and_then(|row| row.result)
             }
             _ => None,
         }
@@ -901,7 +939,9 @@ impl RunScope {
                 return Err(error);
             }
         };
-        let outcome = self.execute_child(&row, &child_run_id, source, args).await;
+        let outcome = Arc::clone(&self)
+            .execute_child(&row, &child_run_id, source, args)
+            .await;
         let store = self.ctx.engine.store.as_ref();
         let now = self.ctx.now();
         match outcome {
@@ -953,7 +993,7 @@ impl RunScope {
     }
 
     async fn execute_child(
-        &self,
+        self: Arc<Self>,
         row: &StepRecord,
         child_run_id: &str,
         source: WorkflowSource,
@@ -1016,6 +1056,8 @@ impl RunScope {
             Some(row.step_id.clone()),
             &source,
             root_dir,
+            (self.depth == 0 && self.ctx.settings.step_identity == StepIdentity::SmolWf)
+                .then(|| Arc::clone(&self)),
         )
         .await
         .map_err(|error| self.fatal(error))?;
