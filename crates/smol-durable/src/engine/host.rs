@@ -97,29 +97,27 @@ impl RunScope {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        Self::open(
-            ctx,
-            run.run_id.clone(),
-            "root".to_owned(),
-            0,
-            None,
-            source,
-            root_dir,
-            None,
-        )
-        .await
+        Self::open(ctx, run.run_id.clone(), source, root_dir, None).await
     }
 
+    /// The scope of `run_id`: the root's, or a child's called by `parent`'s step `step`.
     async fn open(
         ctx: Arc<AttemptCtx>,
         run_id: String,
-        scope: String,
-        depth: u32,
-        parent_step_id: Option<String>,
         source: &WorkflowSource,
         root_dir: PathBuf,
-        inline_in: Option<Arc<RunScope>>,
+        parent: Option<(&Arc<RunScope>, &StepRecord)>,
     ) -> Result<Arc<Self>, Error> {
+        let (scope, depth, parent_step_id, inline_in) = match parent {
+            None => ("root".to_owned(), 0, None, None),
+            Some((parent, step)) => (
+                child_workflow_scope(&step.checkpoint_name),
+                parent.depth + 1,
+                Some(step.step_id.clone()),
+                (parent.depth == 0 && ctx.settings.step_identity == StepIdentity::SmolWf)
+                    .then(|| Arc::clone(parent)),
+            ),
+        };
         // One query loads every step of the run: completed ones replay from it, and a checkpoint
         // missing from it is inserted without a read first (insert-if-absent settles any race).
         let known_steps = ctx
@@ -1051,13 +1049,9 @@ impl RunScope {
         let child = RunScope::open(
             Arc::clone(&self.ctx),
             child_run_id.to_owned(),
-            child_workflow_scope(&row.checkpoint_name),
-            self.depth + 1,
-            Some(row.step_id.clone()),
             &source,
             root_dir,
-            (self.depth == 0 && self.ctx.settings.step_identity == StepIdentity::SmolWf)
-                .then(|| Arc::clone(&self)),
+            Some((&self, row)),
         )
         .await
         .map_err(|error| self.fatal(error))?;
