@@ -52,13 +52,30 @@ fn wal_mode(connection: &Connection, busy_timeout: Duration) -> Result<String, S
     }
 }
 
-/// Opens a read-write connection with the pragmas every connection of the store uses.
+/// Opens a read-write connection with the pragmas every connection of the store uses,
+/// creating the database if it does not exist.
 pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let connection = open_with(path, flags, busy_timeout)?;
+    configure(path, open_with(path, flags, busy_timeout)?, busy_timeout)
+}
+
+/// [`open`] for a database that must exist already: a file removed meanwhile is an error, not
+/// a new empty database.
+pub(crate) fn open_existing(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    configure(path, open_with(path, flags, busy_timeout)?, busy_timeout)
+}
+
+fn configure(
+    path: &Path,
+    connection: Connection,
+    busy_timeout: Duration,
+) -> Result<Connection, StoreError> {
     // Every statement the store runs stays prepared.
     connection.set_prepared_statement_cache_capacity(64);
     connection

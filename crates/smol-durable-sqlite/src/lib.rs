@@ -217,7 +217,7 @@ impl SqliteStore {
         let mut store = match version {
             Some(version) if version == migrate::SCHEMA_VERSION => {
                 drop(source);
-                let connection = connection::open(&path, options.busy_timeout)?;
+                let connection = connection::open_existing(&path, options.busy_timeout)?;
                 Self::on_connection(path.clone(), &path, connection, &options)?
             }
             Some(version) if version > migrate::SCHEMA_VERSION => {
