@@ -368,8 +368,12 @@ fn back_up(connection: &Connection, path: &Path) -> StoreResult<PathBuf> {
     for candidate in candidates.take(100) {
         let target = path.with_file_name(candidate);
         if !target.exists() {
-            vacuum_into(connection, &target)?;
-            return Ok(target);
+            match vacuum_into(connection, &target) {
+                Ok(()) => return Ok(target),
+                // Another process upgrading the same file took this name meanwhile.
+                Err(_) if target.exists() => continue,
+                Err(error) => return Err(error),
+            }
         }
     }
     Err(StoreError::new(
