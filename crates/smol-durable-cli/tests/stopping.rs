@@ -9,6 +9,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -32,6 +33,21 @@ fn slow_provider(cli: &Cli, seconds: f64) -> (String, PathBuf) {
 
 fn calls_started(log: &Path) -> usize {
     std::fs::read_to_string(log).map_or(0, |text| text.lines().count())
+}
+
+/// `run` of a script whose first call completed and which now sleeps 45 s; its process and
+/// run id, once the sleep is stored.
+fn napping_run(cli: &Cli, options: &[&str]) -> (Child, String) {
+    let script = cli.write(
+        "nap.mjs",
+        &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait agent('first call');\nawait sleep(45000);\nexport default 1;\n"),
+    );
+    let mut args = vec!["run", script.as_str()];
+    args.extend_from_slice(options);
+    let child = cli.spawn(&args);
+    let run_id = cli.wait_for_run();
+    cli.wait_for_step(&run_id, "sleep", "running");
+    (child, run_id)
 }
 
 #[test]
@@ -120,13 +136,7 @@ fn a_closed_stderr_loses_the_diagnostics_not_the_runs() {
 #[test]
 fn a_cancel_from_another_process_stops_a_sleeping_run_within_a_second() {
     let cli = Cli::new();
-    let script = cli.write(
-        "nap.mjs",
-        &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait agent('first');\nawait sleep(45000);\nexport default 1;\n"),
-    );
-    let child = cli.spawn(&["run", &script]);
-    let run_id = cli.wait_for_run();
-    cli.wait_for_step(&run_id, "sleep", "running");
+    let (child, run_id) = napping_run(&cli, &[]);
     let asked = Instant::now();
     let output = cli.run(&["cancel", &run_id]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -185,13 +195,7 @@ fn no_agent_call_starts_after_a_cancel_is_seen() {
 #[test]
 fn a_killed_run_says_its_owner_is_gone_and_what_it_spent() {
     let cli = Cli::new();
-    let script = cli.write(
-        "nap.mjs",
-        &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait agent('first call');\nawait sleep(45000);\nexport default 1;\n"),
-    );
-    let mut child = cli.spawn(&["run", &script]);
-    let run_id = cli.wait_for_run();
-    cli.wait_for_step(&run_id, "sleep", "running");
+    let (mut child, run_id) = napping_run(&cli, &[]);
     child.kill().expect("kill -9");
     child.wait().expect("reaped");
     let output = cli.run(&["status", &run_id]);
@@ -228,20 +232,10 @@ fn a_killed_run_says_its_owner_is_gone_and_what_it_spent() {
 fn the_owner_gone_note_of_a_command_provider_run_asks_for_its_program() {
     let cli = Cli::new();
     let (command, _log) = slow_provider(&cli, 0.0);
-    let script = cli.write(
-        "nap.mjs",
-        &format!("{META}import {{ sleep }} from \"workflow:extra\";\nawait agent('first call');\nawait sleep(45000);\nexport default 1;\n"),
+    let (mut child, run_id) = napping_run(
+        &cli,
+        &["--agent-provider", "command", "--agent-command", &command],
     );
-    let mut child = cli.spawn(&[
-        "run",
-        &script,
-        "--agent-provider",
-        "command",
-        "--agent-command",
-        &command,
-    ]);
-    let run_id = cli.wait_for_run();
-    cli.wait_for_step(&run_id, "sleep", "running");
     child.kill().expect("kill -9");
     child.wait().expect("reaped");
     let output = cli.run(&["status", &run_id]);
