@@ -364,21 +364,15 @@ struct Tokens {
 }
 
 impl Tokens {
-    /// One ledger row: its usage, the total being `totalTokens` when reported, else input,
-    /// cache reads and output added up (as `smol_durable::Usage::total`).
+    /// One ledger row, its total counted by `smol_durable::Usage::total`.
     fn of(entry: &LedgerEntry) -> Self {
-        let usage = entry.usage.as_ref();
-        let field = |name: &str| usage.and_then(|u| u.get(name)).and_then(Value::as_u64);
-        let input = field("inputTokens").unwrap_or(0);
-        let cache_read = field("cacheReadTokens").unwrap_or(0);
-        let output = field("outputTokens").unwrap_or(entry.output_tokens);
+        let usage = entry.tokens();
         Self {
-            input,
-            cache_read,
-            output,
-            cache_write: field("cacheWriteTokens").unwrap_or(0),
-            total: field("totalTokens")
-                .unwrap_or_else(|| input.saturating_add(cache_read).saturating_add(output)),
+            input: usage.input_tokens.unwrap_or(0),
+            cache_read: usage.cache_read_tokens.unwrap_or(0),
+            output: usage.output_tokens.unwrap_or(0),
+            cache_write: usage.cache_write_tokens.unwrap_or(0),
+            total: usage.total(),
         }
     }
 

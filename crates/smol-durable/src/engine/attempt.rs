@@ -652,15 +652,14 @@ pub(crate) async fn run_usage(
 fn sum_usage<'a>(entries: impl Iterator<Item = &'a crate::store::LedgerEntry>) -> TokenUsage {
     let mut usage = TokenUsage::default();
     for entry in entries {
-        let reported = entry.usage.as_ref();
-        let field = |name: &str| reported.and_then(|u| u.get(name)).and_then(Value::as_u64);
-        let input = field("inputTokens").unwrap_or(0);
+        let reported = entry.tokens();
+        let input = reported.input_tokens.unwrap_or(0);
         // smol-wf's run total: the reported one, else input, output and cache writes (cache
         // reads are not added here, unlike `history`'s per-step total: smol-wf did the same).
-        let total = field("totalTokens").unwrap_or_else(|| {
+        let total = reported.total_tokens.unwrap_or_else(|| {
             input
                 .saturating_add(entry.output_tokens)
-                .saturating_add(field("cacheWriteTokens").unwrap_or(0))
+                .saturating_add(reported.cache_write_tokens.unwrap_or(0))
         });
         usage.input_tokens = usage.input_tokens.saturating_add(input);
         usage.output_tokens = usage.output_tokens.saturating_add(entry.output_tokens);

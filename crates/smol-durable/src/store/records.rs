@@ -365,6 +365,26 @@ impl LedgerEntry {
             created_at,
         }
     }
+
+    /// The token counts of the stored usage, each field read on its own (one of another shape
+    /// counts as absent, whoever wrote the row); output tokens default to the row's column. No
+    /// cost.
+    pub fn tokens(&self) -> crate::Usage {
+        let field = |name: &str| {
+            self.usage
+                .as_ref()
+                .and_then(|usage| usage.get(name))
+                .and_then(Value::as_u64)
+        };
+        crate::Usage {
+            input_tokens: field("inputTokens"),
+            output_tokens: field("outputTokens").or(Some(self.output_tokens)),
+            total_tokens: field("totalTokens"),
+            cache_read_tokens: field("cacheReadTokens"),
+            cache_write_tokens: field("cacheWriteTokens"),
+            cost: None,
+        }
+    }
 }
 
 /// A stored event (`sw_workflow_events`).
