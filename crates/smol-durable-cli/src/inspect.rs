@@ -30,18 +30,24 @@ pub async fn status(engine: &Engine, id: &str, database: &Database) -> anyhow::R
             .script_path
             .as_deref()
             .unwrap_or("<script>");
+        let run_id = status.run.root_run_id.as_str();
         let db = database.as_flag();
+        let mut command = vec![
+            "smol-durable",
+            "--db",
+            &db,
+            "run",
+            script,
+            "--resume-run",
+            run_id,
+        ];
         // The run keeps its provider; a `command` provider's program is not stored with it.
-        let program = match status.run.workflow.provider.as_deref() {
-            Some("command") => " --agent-command '<the program it ran with>'",
-            _ => "",
-        };
+        if status.run.workflow.provider.as_deref() == Some("command") {
+            command.extend(["--agent-command", "<the program it ran with>"]);
+        }
         errln!(
-            "note: run {} is running (owner gone; resume it): smol-durable --db {} run {} --resume-run {}{program}",
-            status.run.root_run_id,
-            shlex::try_quote(&db).unwrap_or(db.as_str().into()),
-            shlex::try_quote(script).unwrap_or(script.into()),
-            status.run.root_run_id
+            "note: run {run_id} is running (owner gone; resume it): {}",
+            crate::output::shell_line(&command)
         );
     }
     Ok(Outcome::Success)

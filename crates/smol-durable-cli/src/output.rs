@@ -51,6 +51,18 @@ fn settle(closed: &AtomicBool, written: std::io::Result<()>) -> bool {
     }
 }
 
+/// A command line to paste into a POSIX shell: each word quoted as needed.
+pub fn shell_line<S: AsRef<str>>(words: &[S]) -> String {
+    words
+        .iter()
+        .map(|word| {
+            let word = word.as_ref();
+            shlex::try_quote(word).map_or_else(|_| word.to_owned(), |quoted| quoted.into_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Pretty JSON (two-space indent), as smol-wf prints results.
 pub fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())

@@ -307,9 +307,5 @@ fn resume_command(invocation: &Invocation<'_>, options: &RunArgs, run_id: &str) 
     if let Some(dir) = &options.save_raw_sessions {
         flag("--save-raw-sessions", Some(dir.display().to_string()));
     }
-    words
-        .iter()
-        .map(|word| shlex::try_quote(word).map_or_else(|_| word.clone(), |q| q.into_owned()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::output::shell_line(&words)
 }
