@@ -1,6 +1,7 @@
 //! Output as smol-wf 0.3.4 prints it: aligned text tables, humanised times ("5m ago") and
 //! pretty JSON objects whose keys keep a fixed order (serde_json's own maps sort their keys).
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 use unicode_width::UnicodeWidthStr;
 
@@ -143,62 +144,25 @@ impl From<Vec<Json>> for Json {
 }
 
 impl Json {
-    /// Pretty JSON with a two-space indent, exactly as `serde_json::to_string_pretty` lays it
-    /// out.
+    /// Pretty JSON with a two-space indent, laid out by `serde_json::to_string_pretty`.
     pub fn pretty(&self) -> String {
-        let mut out = String::new();
-        self.write(&mut out, 0);
-        out
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
+}
 
-    fn write(&self, out: &mut String, depth: usize) {
-        let indent = |out: &mut String, depth: usize| {
-            out.extend(std::iter::repeat_n("  ", depth));
-        };
+/// Objects serialize their fields in order; serde_json's pretty printer does the layout.
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Self::Object(Object(fields)) if fields.is_empty() => out.push_str("{}"),
             Self::Object(Object(fields)) => {
-                out.push_str("{\n");
-                for (index, (key, value)) in fields.iter().enumerate() {
-                    indent(out, depth + 1);
-                    out.push_str(&Value::String(key.clone()).to_string());
-                    out.push_str(": ");
-                    value.write(out, depth + 1);
-                    if index + 1 < fields.len() {
-                        out.push(',');
-                    }
-                    out.push('\n');
+                let mut map = serializer.serialize_map(Some(fields.len()))?;
+                for (key, value) in fields {
+                    map.serialize_entry(key, value)?;
                 }
-                indent(out, depth);
-                out.push('}');
+                map.end()
             }
-            Self::Array(items) if items.is_empty() => out.push_str("[]"),
-            Self::Array(items) => {
-                out.push_str("[\n");
-                for (index, item) in items.iter().enumerate() {
-                    indent(out, depth + 1);
-                    item.write(out, depth + 1);
-                    if index + 1 < items.len() {
-                        out.push(',');
-                    }
-                    out.push('\n');
-                }
-                indent(out, depth);
-                out.push(']');
-            }
-            Self::Value(value) => {
-                let text =
-                    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
-                let mut lines = text.split('\n');
-                if let Some(first) = lines.next() {
-                    out.push_str(first);
-                }
-                for line in lines {
-                    out.push('\n');
-                    indent(out, depth);
-                    out.push_str(line);
-                }
-            }
+            Self::Array(items) => serializer.collect_seq(items),
+            Self::Value(value) => value.serialize(serializer),
         }
     }
 }
