@@ -159,7 +159,7 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
                 smol_durable::steps::complete_fenced(
                     store.as_ref(),
                     &row.step_id,
-                    Some(1),
+                    1,
                     json!({"output": "x"}),
                     vec![entry],
                     1,

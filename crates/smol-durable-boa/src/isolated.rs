@@ -568,7 +568,7 @@ async fn serve() -> Result<(), String> {
         cancel: tokio_util::sync::CancellationToken::new(),
     };
     let result = engine.evaluate(invocation).await.and_then(|value| {
-        match smol_durable::decide::oversized(
+        match smol_durable::limits::oversized(
             "the workflow result",
             &value,
             limits.max_output_bytes,

@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use serde_json::{json, Value};
+use serde_json::Value;
+use smol_durable::decide::{admit_attempt, cancel_request, claim_verdict, ClaimVerdict, Closure};
 use smol_durable::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
@@ -768,16 +769,18 @@ async fn open_attempt(
         now,
         revive,
     } = claimant;
+    let abandoned = Closure::abandoned_attempt();
     execute(
         c,
         op,
         sql.query(
-            "UPDATE sw_workflow_attempts SET state = 'failed', completed_at = $2, lease_expires_at = NULL, \
+            "UPDATE sw_workflow_attempts SET state = $4, completed_at = $2, lease_expires_at = NULL, \
              failure_reason_json = $3 WHERE task_id = $1 AND state = 'running'",
         )
         .bind(&task.task_id)
         .bind(now)
-        .bind(json!({"message": "attempt abandoned: its owner lost the task"})),
+        .bind(&abandoned.reason)
+        .bind(abandoned.state.as_str()),
     )
     .await?;
     // Steps held by the previous holder (or an earlier attempt of this owner) can be reclaimed
@@ -854,7 +857,7 @@ pub(crate) async fn start_attempt(
     let task = lock_task(c, sql, op, &start.task_id)
         .await?
         .ok_or_else(|| not_found(op, "task", &start.task_id))?;
-    let refused = smol_durable::decide::admit_attempt(
+    let refused = admit_attempt(
         &task,
         &start.owner_id,
         start.take_over_from.as_deref(),
@@ -901,7 +904,7 @@ pub(crate) async fn finish_attempt(
             ),
         ));
     }
-    let end = smol_durable::decide::attempt_end(&finish.outcome);
+    let end = &finish.end;
     let (attempt_state, next_state) = (end.attempt.as_str(), end.run_and_task.as_str());
     let closed = execute(
         c,
@@ -964,8 +967,8 @@ pub(crate) async fn finish_attempt(
              WHERE root_run_id = $1 AND run_id <> root_run_id AND state IN ('pending', 'running')",
         )
         .bind(&finish.run_id)
-        .bind(end.unfinished_children.as_str())
-        .bind(smol_durable::decide::abandoned_child_reason())
+        .bind(end.unfinished_children.state.as_str())
+        .bind(&end.unfinished_children.reason)
         .bind(finish.now),
     )
     .await?;
@@ -986,6 +989,14 @@ pub(crate) async fn claim_next_task(
     // `open_attempt` for it. A task that must end instead (cancelled while unattended, out of
     // attempts) comes back without an attempt and is closed below. The claim commits without
     // waiting for a flush: the completions that follow it flush it with them.
+    //
+    // Two rules of the core are spelled in SQL here, for one round trip: the attempts that count
+    // (`decide::counts_against_max_attempts`: failed and running ones) and whether the task opens
+    // an attempt (`decide::claim_verdict`: no cancellation requested, attempts left). The row
+    // returns what both read, the verdict is computed again from it below, and a disagreement is
+    // an error; the conformance cases `runner_tasks_stop_after_max_attempts`,
+    // `zero_max_attempts_means_one_attempt` and `a_claim_never_clears_a_cancellation_request`
+    // pin the two together.
     const Q: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)), \
          candidate AS ( \
            SELECT t.task_id, t.claimed_by_owner_id, t.max_attempts, r.run_id, \
@@ -1000,7 +1011,7 @@ pub(crate) async fn claim_next_task(
            ORDER BY t.created_at, t.task_id LIMIT 1 FOR UPDATE OF t SKIP LOCKED), \
          chosen AS (SELECT candidate.* FROM candidate, relaxed \
            WHERE cancel_requested_at IS NULL AND counted < GREATEST(max_attempts, 1)), \
-         abandoned AS (UPDATE sw_workflow_attempts a SET state = 'failed', completed_at = $2, \
+         abandoned AS (UPDATE sw_workflow_attempts a SET state = $7, completed_at = $2, \
            lease_expires_at = NULL, failure_reason_json = $6 FROM chosen \
            WHERE a.task_id = chosen.task_id AND a.state = 'running'), \
          expired AS (UPDATE sw_workflow_steps s SET lease_expires_at = $2 FROM chosen \
@@ -1021,8 +1032,10 @@ pub(crate) async fn claim_next_task(
              $3, 'running', $4, $2 FROM chosen RETURNING *) \
          SELECT found.*, attempt.* FROM ( \
            SELECT task_id AS candidate_task_id, run_id AS candidate_run_id, counted, \
+             max_attempts AS candidate_max_attempts, \
              cancel_requested_at IS NOT NULL AS cancelled FROM candidate) AS found \
          LEFT JOIN attempt ON TRUE";
+    let abandoned = Closure::abandoned_attempt();
     loop {
         let row = sql
             .query(Q)
@@ -1031,7 +1044,8 @@ pub(crate) async fn claim_next_task(
             .bind(&claim.owner_id)
             .bind(claim.lease_expires_at)
             .bind(&claim.attempt_id)
-            .bind(json!({"message": "attempt abandoned: its owner lost the task"}))
+            .bind(&abandoned.reason)
+            .bind(abandoned.state.as_str())
             .fetch_optional(&mut *c)
             .await
             .map_err(|e| map_error(op, e))?;
@@ -1048,17 +1062,29 @@ pub(crate) async fn claim_next_task(
         let counted: i64 = row.try_get("counted").map_err(|_| field("counted"))?;
         let counted = u32::try_from(counted).unwrap_or(u32::MAX);
         let opened: Option<String> = row.try_get("attempt_id").map_err(|_| field("attempt_id"))?;
-        if opened.is_none() {
-            // Not claimable: end it, then look for the next task.
-            let cancelled: bool = row.try_get("cancelled").map_err(|_| field("cancelled"))?;
-            let (state, reason) = if cancelled {
-                (State::Cancelled, json!({"message": "workflow cancelled"}))
-            } else {
-                let message = format!("gave up after {counted} attempts");
-                (State::Failed, json!({ "message": message }))
-            };
-            close_task(c, sql, op, &task_id, state, &reason, claim.now).await?;
-            continue;
+        let cancelled: bool = row.try_get("cancelled").map_err(|_| field("cancelled"))?;
+        let max_attempts: i64 = row
+            .try_get("candidate_max_attempts")
+            .map_err(|_| field("candidate_max_attempts"))?;
+        let max_attempts = u32::try_from(max_attempts).unwrap_or(0);
+        match (claim_verdict(cancelled, counted, max_attempts), opened) {
+            (ClaimVerdict::Open, Some(_)) => {}
+            (ClaimVerdict::Close(closure), None) => {
+                // Not claimable: end it, then look for the next task.
+                close_task(c, sql, op, &task_id, &closure, claim.now).await?;
+                continue;
+            }
+            (verdict, opened) => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Other,
+                    op,
+                    format!(
+                        "the claim statement and decide::claim_verdict disagree on task \
+                         {task_id}: verdict {verdict:?}, attempt opened: {}",
+                        opened.is_some()
+                    ),
+                ))
+            }
         }
         let attempt = rows::attempt(&row)?;
         let task = get_task(c, sql, &task_id)
@@ -1083,11 +1109,10 @@ async fn close_task(
     sql: &Sql,
     op: &'static str,
     task_id: &str,
-    state: State,
-    reason: &Value,
+    closure: &Closure,
     now: i64,
 ) -> Result<()> {
-    let state = state.as_str();
+    let (state, reason) = (closure.state.as_str(), &closure.reason);
     execute(
         c,
         op,
@@ -1302,7 +1327,7 @@ pub(crate) async fn complete_step(
     const Q: &str = concat!(
         "WITH done AS (UPDATE sw_workflow_steps SET state = $5, result_json = $2, \
          lease_expires_at = NULL, updated_at = $3 \
-         WHERE step_id = $1 AND state = 'running' AND ($4::BIGINT IS NULL OR attempts = $4) \
+         WHERE step_id = $1 AND state = 'running' AND attempts = $4 \
          RETURNING *), ",
         ledger_insert!(),
         finished_step!()
@@ -1312,7 +1337,7 @@ pub(crate) async fn complete_step(
         .bind(&complete.step_id)
         .bind(&complete.result)
         .bind(complete.now)
-        .bind(complete.fence.map(i64::from))
+        .bind(i64::from(complete.fence))
         .bind(State::Completed.as_str());
     let query = LedgerColumns::new(&complete.ledger)
         .bind(query)
@@ -1512,7 +1537,7 @@ pub(crate) async fn request_cancel(
     let task = lock_task(c, sql, op, &run.task_id)
         .await?
         .ok_or_else(|| not_found(op, "task", &run.task_id))?;
-    let outcome = smol_durable::decide::cancel_request(&task, now);
+    let outcome = cancel_request(&task, now);
     if let CancelRequest::AlreadyFinished(_) = outcome {
         return Ok(outcome);
     }
@@ -1527,8 +1552,7 @@ pub(crate) async fn request_cancel(
     )
     .await?;
     if outcome == CancelRequest::CancelledPending {
-        let reason = json!({"message": "workflow cancelled"});
-        close_task(c, sql, op, &task.task_id, State::Cancelled, &reason, now).await?;
+        close_task(c, sql, op, &task.task_id, &Closure::cancelled(), now).await?;
     }
     Ok(outcome)
 }

@@ -186,7 +186,7 @@ async fn a_result_with_a_nul_character_is_refused_clearly() {
     let error = store
         .complete_step(CompleteStep {
             step_id: step.step_id.clone(),
-            fence: Some(1),
+            fence: 1,
             result: json!({ "output": "a\u{0}b" }),
             ledger: Vec::new(),
             now: 3,

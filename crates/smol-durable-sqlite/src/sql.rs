@@ -2,7 +2,8 @@
 //! transaction; reads on a reader connection. Every statement binds its values.
 
 use rusqlite::{params, params_from_iter, Connection, Params, Row};
-use serde_json::{json, Value};
+use serde_json::Value;
+use smol_durable::decide::{admit_attempt, cancel_request, claim_verdict, ClaimVerdict, Closure};
 use smol_durable::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
@@ -415,12 +416,18 @@ fn open_attempt(
         now,
         revive,
     } = claimant;
+    let abandoned = Closure::abandoned_attempt();
     execute(
         c,
         op,
-        "UPDATE sw_workflow_attempts SET state = 'failed', completed_at = ?2, lease_expires_at = NULL, \
+        "UPDATE sw_workflow_attempts SET state = ?4, completed_at = ?2, lease_expires_at = NULL, \
          failure_reason_json = ?3 WHERE task_id = ?1 AND state = 'running'",
-        params![task.task_id, now, text(&json!({"message": "attempt abandoned: its owner lost the task"}))],
+        params![
+            task.task_id,
+            now,
+            text(&abandoned.reason),
+            abandoned.state.as_str()
+        ],
     )?;
     // Steps held by the previous holder (or an earlier attempt of this owner) can be reclaimed
     // at once: their holder is gone.
@@ -468,7 +475,7 @@ fn open_attempt(
 pub(crate) fn start_attempt(c: &Connection, start: &StartAttempt) -> Result<AttemptStart> {
     let op = "start_attempt";
     let task = get_task(c, &start.task_id)?.ok_or_else(|| not_found(op, "task", &start.task_id))?;
-    let refused = smol_durable::decide::admit_attempt(
+    let refused = admit_attempt(
         &task,
         &start.owner_id,
         start.take_over_from.as_deref(),
@@ -508,7 +515,7 @@ pub(crate) fn finish_attempt(c: &Connection, finish: &FinishAttempt) -> Result<(
             ),
         ));
     }
-    let end = smol_durable::decide::attempt_end(&finish.outcome);
+    let end = &finish.end;
     let (attempt_state, next_state) = (end.attempt.as_str(), end.run_and_task.as_str());
     let payload = opt_text(&end.payload);
     let reason = opt_text(&end.reason);
@@ -550,8 +557,8 @@ pub(crate) fn finish_attempt(c: &Connection, finish: &FinishAttempt) -> Result<(
          WHERE root_run_id = ?1 AND run_id <> root_run_id AND state IN ('pending', 'running')",
         params![
             finish.run_id,
-            end.unfinished_children.as_str(),
-            text(&smol_durable::decide::abandoned_child_reason()),
+            end.unfinished_children.state.as_str(),
+            text(&end.unfinished_children.reason),
             finish.now
         ],
     )?;
@@ -582,7 +589,7 @@ pub(crate) fn claim_next_task(
         };
         let run = root_run_of_task(c, op, &task.task_id)?;
         let attempts: i64 = c
-            // decide::counts_against_max_attempts
+            // The attempts that count: decide::counts_against_max_attempts.
             .prepare_cached(
                 "SELECT COUNT(*) FROM sw_workflow_attempts WHERE task_id = ?1 \
                  AND state IN ('failed', 'running')",
@@ -590,16 +597,13 @@ pub(crate) fn claim_next_task(
             .and_then(|mut s| s.query_row([&task.task_id], |row| row.get(0)))
             .map_err(|e| map_error(op, e))?;
         let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-        // A cancellation requested while its owner was gone, or a task that has used up its
-        // attempts, ends here instead of running again.
-        if run.cancel_requested_at.is_some() {
-            let reason = json!({"message": "workflow cancelled"});
-            close_task(c, op, &task.task_id, State::Cancelled, &reason, claim.now)?;
-            continue;
-        }
-        if !smol_durable::decide::may_attempt_again(attempts, task.max_attempts) {
-            let reason = json!({"message": format!("gave up after {attempts} attempts")});
-            close_task(c, op, &task.task_id, State::Failed, &reason, claim.now)?;
+        let verdict = claim_verdict(
+            run.cancel_requested_at.is_some(),
+            attempts,
+            task.max_attempts,
+        );
+        if let ClaimVerdict::Close(closure) = verdict {
+            close_task(c, op, &task.task_id, &closure, claim.now)?;
             continue;
         }
         let attempt = open_attempt(
@@ -633,11 +637,10 @@ fn close_task(
     c: &Connection,
     op: &'static str,
     task_id: &str,
-    state: State,
-    reason: &Value,
+    closure: &Closure,
     now: i64,
 ) -> Result<()> {
-    let (state, reason) = (state.as_str(), text(reason));
+    let (state, reason) = (closure.state.as_str(), text(&closure.reason));
     execute(
         c,
         op,
@@ -764,7 +767,7 @@ pub(crate) fn complete_step(c: &Connection, complete: &CompleteStep) -> Result<S
     let op = "complete_step";
     let sql = format!(
         "UPDATE sw_workflow_steps SET state = 'completed', result_json = ?2, lease_expires_at = NULL, \
-         updated_at = ?3 WHERE step_id = ?1 AND state = 'running' AND (?4 IS NULL OR attempts = ?4) \
+         updated_at = ?3 WHERE step_id = ?1 AND state = 'running' AND attempts = ?4 \
          RETURNING {STEP_COLUMNS}"
     );
     let updated = one(
@@ -890,7 +893,7 @@ pub(crate) fn request_cancel(c: &Connection, run_id: &str, now: i64) -> Result<C
         return Ok(CancelRequest::NotFound);
     };
     let task = get_task(c, &run.task_id)?.ok_or_else(|| not_found(op, "task", &run.task_id))?;
-    let outcome = smol_durable::decide::cancel_request(&task, now);
+    let outcome = cancel_request(&task, now);
     if let CancelRequest::AlreadyFinished(_) = outcome {
         return Ok(outcome);
     }
@@ -901,8 +904,7 @@ pub(crate) fn request_cancel(c: &Connection, run_id: &str, now: i64) -> Result<C
         params![run.root_run_id, now],
     )?;
     if outcome == CancelRequest::CancelledPending {
-        let reason = json!({"message": "workflow cancelled"});
-        close_task(c, op, &task.task_id, State::Cancelled, &reason, now)?;
+        close_task(c, op, &task.task_id, &Closure::cancelled(), now)?;
     }
     Ok(outcome)
 }

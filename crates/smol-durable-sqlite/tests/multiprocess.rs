@@ -194,7 +194,7 @@ fn race_child() {
                     let done = complete_fenced(
                         &store,
                         &row.step_id,
-                        Some(row.attempts),
+                        row.attempts,
                         json!({ "output": format!("{name} won {race}") }),
                         vec![ledger],
                         now_ms(),

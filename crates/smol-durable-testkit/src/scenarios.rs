@@ -1554,7 +1554,7 @@ pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes
     let finished = elsewhere
         .complete_step(smol_durable::store::CompleteStep {
             step_id: held.step_id.clone(),
-            fence: Some(held.attempts),
+            fence: held.attempts,
             result: json!({ "output": "answered elsewhere" }),
             ledger: Vec::new(),
             now: 1_000_002,

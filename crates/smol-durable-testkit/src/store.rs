@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
-use smol_durable::decide::{decide_sleep, SleepDecision};
+use smol_durable::decide::{decide_step, sleep_wake_at, StepDecision};
 use smol_durable::steps::{acquire_step, complete_fenced, Acquired, KnownRow, StepClaim};
 use smol_durable::store::{
     AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep, CreatedRun,
@@ -149,6 +149,7 @@ macro_rules! store_conformance_tests {
             a_deposed_owner_renews_no_step_leases,
             unfinished_children_end_with_their_attempt,
             runner_tasks_stop_after_max_attempts,
+            zero_max_attempts_means_one_attempt,
             released_attempts_do_not_use_up_max_attempts,
             text_that_looks_like_sql_is_stored_as_data,
             appending_an_event_again_stores_it_once,
@@ -227,14 +228,14 @@ async fn finish(
     now: i64,
 ) -> smol_durable::store::StoreResult<()> {
     store
-        .finish_attempt(FinishAttempt {
-            attempt_id: attempt_id.to_owned(),
-            task_id: created.task.task_id.clone(),
-            run_id: created.run.run_id.clone(),
-            owner_id: owner.to_owned(),
-            outcome,
+        .finish_attempt(FinishAttempt::new(
+            attempt_id,
+            &created.task.task_id,
+            &created.run.run_id,
+            owner,
+            &outcome,
             now,
-        })
+        ))
         .await
 }
 
@@ -425,7 +426,7 @@ pub async fn stale_completion_adopts_the_winner(fixture: Fixture) {
     let won = complete_fenced(
         other.as_ref(),
         &winner.step_id,
-        Some(2),
+        2,
         json!({"output": "new"}),
         vec![ledger(
             run_id,
@@ -442,7 +443,7 @@ pub async fn stale_completion_adopts_the_winner(fixture: Fixture) {
     let late = complete_fenced(
         store,
         &stale.step_id,
-        Some(1),
+        1,
         json!({"output": "old"}),
         vec![ledger(
             run_id,
@@ -475,7 +476,7 @@ pub async fn stale_completion_after_reclaim_loses_its_lease(fixture: Fixture) {
     let late = complete_fenced(
         store,
         &stale.step_id,
-        Some(stale.attempts),
+        stale.attempts,
         json!({"output": "old"}),
         vec![ledger(
             run_id,
@@ -502,7 +503,7 @@ pub async fn stale_completion_after_reclaim_loses_its_lease(fixture: Fixture) {
     let done = complete_fenced(
         store,
         &winner.step_id,
-        Some(winner.attempts),
+        winner.attempts,
         json!({"output": "new"}),
         Vec::new(),
         180,
@@ -535,7 +536,7 @@ pub async fn concurrent_completions_write_one_ledger_row(fixture: Fixture) {
             complete_fenced(
                 store.as_ref(),
                 &step_id,
-                Some(1),
+                1,
                 json!({"output": format!("done-{worker}")}),
                 vec![entry],
                 200,
@@ -602,10 +603,9 @@ pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
     let created = seed(store, ClaimScope::Local, 0).await;
     let run_id = &created.run.run_id;
     let sig = StepSignature::sleep("root", 1_000);
-    let decision = decide_sleep(None, &sig.json, 1_000, 0).expect("decide");
-    let SleepDecision::Insert { wake_at } = decision else {
-        panic!("expected insert, got {decision:?}")
-    };
+    let decision = decide_step(None, &StepKind::Sleep, &sig.json, 0).expect("decide");
+    assert_eq!(decision, StepDecision::Insert);
+    let wake_at = sleep_wake_at(0, 1_000);
     assert_eq!(wake_at, 1_000);
     let inserted = store
         .insert_step(NewStep {
@@ -630,15 +630,15 @@ pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
         .await
         .expect("get")
         .expect("row");
-    let decision = decide_sleep(Some(&row), &sig.json, 1_000, 200).expect("decide");
-    let SleepDecision::WaitUntil {
-        wake_at: again,
-        reclaim: Some((state, attempts)),
+    let decision = decide_step(Some(&row), &StepKind::Sleep, &sig.json, 200).expect("decide");
+    let StepDecision::Reclaim {
+        expected_state: state,
+        expected_attempts: attempts,
     } = decision
     else {
         panic!("an expired sleep lease is reclaimed, got {decision:?}")
     };
-    assert_eq!(again, 1_000);
+    assert_eq!(smol_durable::decide::wake_at(&row).ok(), Some(1_000));
     let reclaimed = other
         .claim_step(ClaimStep {
             step_id: row.step_id.clone(),
@@ -658,7 +658,7 @@ pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
     let done = complete_fenced(
         other.as_ref(),
         &row.step_id,
-        None,
+        reclaimed.attempts,
         json!({"ok": true, "durationMs": 1_000, "wakeAt": 1_000, "completedAt": 1_001}),
         Vec::new(),
         1_001,
@@ -912,7 +912,7 @@ pub async fn budget_sum_equals_ledger_rows(fixture: Fixture) {
     complete_fenced(
         store,
         &a.step_id,
-        Some(1),
+        1,
         json!({"output": 1}),
         vec![
             ledger(run_id, &a.step_id, "agent_attempt", "a:1:1", 4),
@@ -946,7 +946,6 @@ pub async fn budget_sum_equals_ledger_rows(fixture: Fixture) {
         OWNER,
         AttemptOutcome::Completed {
             result: json!(null),
-            budget_spent: 20,
         },
         7,
     )
@@ -1266,7 +1265,6 @@ pub async fn finishing_an_attempt_is_fenced_by_owner(fixture: Fixture) {
         "owner_a",
         AttemptOutcome::Completed {
             result: json!("late"),
-            budget_spent: 0,
         },
         210,
     )
@@ -1296,7 +1294,6 @@ pub async fn completed_task_is_never_restarted(fixture: Fixture) {
         OWNER,
         AttemptOutcome::Completed {
             result: json!({"ok": true}),
-            budget_spent: 0,
         },
         5,
     )
@@ -1610,10 +1607,7 @@ pub async fn list_runs_filters_and_orders(fixture: Fixture) {
         &old,
         &attempt.attempt_id,
         OWNER,
-        AttemptOutcome::Completed {
-            result: json!(1),
-            budget_spent: 0,
-        },
+        AttemptOutcome::Completed { result: json!(1) },
         4,
     )
     .await
@@ -1907,6 +1901,42 @@ pub async fn runner_tasks_stop_after_max_attempts(fixture: Fixture) {
         .await
         .expect("attempts");
     assert!(attempts.iter().all(|a| a.state == State::Failed));
+}
+
+/// `max_attempts: 0` allows one attempt, like 1 ([`decide::claim_verdict`]); the task then
+/// closes with the core's reason. Pins PostgreSQL's claim statement to the core's rule.
+///
+/// [`decide::claim_verdict`]: smol_durable::decide::claim_verdict
+pub async fn zero_max_attempts_means_one_attempt(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let mut new = NewRun::new(ClaimScope::Runner, OWNER, WorkflowInfo::new(), json!({}), 0);
+    new.max_attempts = 0;
+    let created = store.create_run(new).await.expect("create");
+    let next = |now| ClaimNextTask {
+        scope: ClaimScope::Runner,
+        owner_id: format!("owner_{now}"),
+        attempt_id: smol_durable::new_id("attempt"),
+        lease_expires_at: now + 100,
+        now,
+    };
+    let first = store.claim_next_task(next(10)).await.expect("claim");
+    assert_eq!(first.map(|claimed| claimed.attempt.attempt), Some(1));
+    let other = fixture.another_handle().await;
+    assert!(other
+        .claim_next_task(next(200))
+        .await
+        .expect("claim")
+        .is_none());
+    let task = other
+        .get_task(&created.task.task_id)
+        .await
+        .expect("get")
+        .expect("task");
+    let closure = smol_durable::decide::Closure::out_of_attempts(1);
+    assert_eq!(
+        (task.state, task.failure_reason),
+        (closure.state, Some(closure.reason))
+    );
 }
 
 /// An attempt its owner hands back (shutdown, or parked until a sleep's `wakeAt`) leaves the

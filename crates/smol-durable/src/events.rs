@@ -156,7 +156,7 @@ pub fn prompt_preview(prompt: &str) -> String {
 /// too large it is replaced by a preview. A bounded event carries `"truncated": true` and
 /// `"originalBytes"`. Returns whether anything was cut.
 pub fn bound_event_data(data: &mut serde_json::Map<String, Value>, max_bytes: usize) -> bool {
-    let size = |data: &serde_json::Map<String, Value>| crate::decide::json_len(data);
+    let size = |data: &serde_json::Map<String, Value>| crate::limits::json_len(data);
     let original = size(data);
     if original <= max_bytes {
         return false;

@@ -84,6 +84,7 @@ mod engine;
 mod error;
 mod events;
 mod ids;
+pub mod limits;
 pub mod paths;
 mod provider;
 mod schema;
@@ -97,7 +98,7 @@ pub use command_provider::{CommandProvider, EXIT_TEMPORARY_FAILURE};
 pub use debug_provider::DebugProvider;
 pub use engine::steps;
 pub use engine::{
-    Engine, EngineBuilder, Limits, ResumeOptions, RunHandle, RunOutput, RunRequest, RunStatus,
+    Engine, EngineBuilder, ResumeOptions, RunHandle, RunOutput, RunRequest, RunStatus,
     SubmitOptions, SubmittedRun, TokenUsage, Worker, WorkerOptions, WorkerReport,
 };
 pub use error::{
@@ -106,6 +107,7 @@ pub use error::{
 };
 pub use events::{EventMetadata, EventSink, EventType, SessionLogSink, WorkflowEvent};
 pub use ids::new_id;
+pub use limits::Limits;
 pub use provider::{AgentContext, AgentProvider, AgentRequest, AgentResponse, Usage, UsageCost};
 pub use script::{
     BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, PhaseMeta, ScriptEngine,

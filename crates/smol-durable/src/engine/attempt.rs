@@ -486,11 +486,11 @@ async fn finish(
     };
     let max_result = ctx.engine.limits.max_result_bytes;
     let outcome = outcome.and_then(|result| {
-        match crate::decide::oversized(
+        match crate::limits::oversized(
             "the workflow result",
             &result,
             max_result,
-            super::RESULT_LIMIT,
+            crate::limits::RESULT_LIMIT,
         ) {
             Some(message) => Err(Error::Script(crate::ScriptError::new(
                 crate::ScriptErrorKind::Limit,
@@ -508,7 +508,6 @@ async fn finish(
         Ok(result) => {
             let completed = AttemptOutcome::Completed {
                 result: run.completed_payload_of(result.clone()),
-                budget_spent: ctx.budget().spent,
             };
             record_end(ctx, run, completed, now).await?;
             // The result is stored; usage is reporting only and must not undo that.
@@ -575,14 +574,14 @@ async fn record_end(
     let finished = ctx
         .engine
         .store
-        .finish_attempt(FinishAttempt {
-            attempt_id: ctx.attempt.attempt_id.clone(),
-            task_id: ctx.task_id.clone(),
-            run_id: run.run_id.clone(),
-            owner_id: ctx.owner_id().to_owned(),
-            outcome,
+        .finish_attempt(FinishAttempt::new(
+            &ctx.attempt.attempt_id,
+            &ctx.task_id,
+            &run.run_id,
+            ctx.owner_id(),
+            &outcome,
             now,
-        })
+        ))
         .await;
     match finished {
         Err(error) if error.kind() == StoreErrorKind::LeaseLost => {

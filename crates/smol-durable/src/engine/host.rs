@@ -15,9 +15,7 @@ use super::steps::{acquire_step, complete_fenced, Acquired, KnownRow, StepClaim}
 use crate::agent_options::{
     effective_options, legacy_signature, step_key, OptionDefaults, StepIdentity,
 };
-use crate::decide::{
-    check_budget, decide_sleep, step_lease_expires_at, RetryPolicy, SleepDecision,
-};
+use crate::decide::{check_budget, sleep_wake_at, step_lease_expires_at, RetryPolicy};
 use crate::events::{prompt_preview, EventType};
 use crate::schema::{corrective_prompt, mismatch_message, OutputSchema};
 use crate::script::{
@@ -26,8 +24,8 @@ use crate::script::{
 };
 use crate::signature::{child_workflow_scope, OccurrenceCounter};
 use crate::store::{
-    ClaimStep, FailStep, InsertStep, LedgerEntry, NewChildRun, NewStep, RunOutcome, RunRecord,
-    State, StepCas, StepKind, StepRecord, WorkflowInfo,
+    FailStep, LedgerEntry, NewChildRun, RunOutcome, RunRecord, State, StepCas, StepKind,
+    StepRecord, WorkflowInfo,
 };
 use crate::{
     AgentContext, AgentProvider, AgentRequest, AgentResponse, Error, ProviderError, StepSignature,
@@ -530,9 +528,12 @@ impl RunScope {
         self.save_session(call, row, &response).await;
         let stored = serde_json::to_value(response.without_raw()).unwrap_or(Value::Null);
         let max_result = self.ctx.engine.limits.max_result_bytes;
-        if let Some(message) =
-            crate::decide::oversized("the agent result", &stored, max_result, super::RESULT_LIMIT)
-        {
+        if let Some(message) = crate::limits::oversized(
+            "the agent result",
+            &stored,
+            max_result,
+            crate::limits::RESULT_LIMIT,
+        ) {
             // Paid for but not stored: billed like a failed try of this claim.
             billed.push(self.try_ledger_entry(row, "oversized", response.usage.as_ref()));
             let rejected = self.fail_agent_step(row, message, billed, metadata).await;
@@ -555,7 +556,7 @@ impl RunScope {
         let completed = complete_fenced(
             self.ctx.engine.store.as_ref(),
             &row.step_id,
-            Some(fence),
+            fence,
             stored,
             billed,
             self.ctx.now(),
@@ -752,104 +753,24 @@ impl RunScope {
         checkpoint: String,
     ) -> Result<Value, HostError> {
         let signature = StepSignature::sleep(&self.scope, duration_ms);
-        let mut known = self.take_known(&checkpoint);
         loop {
-            if self.ctx.cancel.is_cancelled() {
-                return Err(cancelled());
-            }
-            let hint = std::mem::replace(&mut known, KnownRow::Unknown);
-            let existing = match self.read_if_unknown(&checkpoint, hint).await? {
-                KnownRow::Row(row) => Some(*row),
-                _ => None,
-            };
-            let now = self.ctx.now();
-            let decision = decide_sleep(existing.as_ref(), &signature.json, duration_ms, now)
-                .map_err(|error| self.fatal(error))?;
-            let lease =
-                now.saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX));
-            let (row, wake_at, fence) = match decision {
-                SleepDecision::Done => {
+            let wake_at = sleep_wake_at(self.ctx.now(), duration_ms);
+            let input = json!({ "durationMs": duration_ms, "wakeAt": wake_at });
+            let row = match self
+                .claim(StepKind::Sleep, &checkpoint, &signature, input, 0, None)
+                .await?
+            {
+                Claimed::Replay(_) => {
                     self.emit(
                         EventType::StepReplayed,
-                        existing.as_ref().map(|row| row.step_id.as_str()),
+                        None,
                         json!({ "kind": "sleep", "checkpoint": checkpoint, "durationMs": duration_ms }),
                     );
                     return Ok(Value::Null);
                 }
-                SleepDecision::Insert { wake_at } => {
-                    let inserted = self
-                        .ctx
-                        .engine
-                        .store
-                        .insert_step(NewStep {
-                            step_id: crate::new_id("step"),
-                            run_id: self.run_id.clone(),
-                            root_run_id: self.ctx.root_run_id.clone(),
-                            kind: StepKind::Sleep,
-                            checkpoint_name: checkpoint.clone(),
-                            input_signature_hash: signature.hash.clone(),
-                            input_signature_json: signature.json.clone(),
-                            input: json!({ "durationMs": duration_ms, "wakeAt": wake_at }),
-                            worker_id: self.ctx.owner_id().to_owned(),
-                            lease_expires_at: lease,
-                            now,
-                        })
-                        .await
-                        .map_err(|error| self.fatal(error.into()))?;
-                    match inserted {
-                        InsertStep::Inserted(row) => (row.clone(), wake_at, Some(row.attempts)),
-                        InsertStep::Existing(row) => {
-                            known = KnownRow::Row(Box::new(row));
-                            continue;
-                        }
-                    }
-                }
-                SleepDecision::WaitUntil {
-                    wake_at,
-                    reclaim: None,
-                } => {
-                    let Some(row) = existing else { continue };
-                    (row, wake_at, None)
-                }
-                SleepDecision::WaitUntil {
-                    wake_at,
-                    reclaim: Some((expected_state, expected_attempts)),
-                } => {
-                    let Some(row) = existing else { continue };
-                    let claimed = self
-                        .ctx
-                        .engine
-                        .store
-                        .claim_step(ClaimStep {
-                            step_id: row.step_id.clone(),
-                            expected_state,
-                            expected_attempts,
-                            worker_id: self.ctx.owner_id().to_owned(),
-                            lease_expires_at: lease,
-                            now,
-                        })
-                        .await
-                        .map_err(|error| self.fatal(error.into()))?;
-                    match claimed {
-                        StepCas::Applied(row) => (row.clone(), wake_at, Some(row.attempts)),
-                        StepCas::Conflict(current) => {
-                            known = current
-                                .map_or(KnownRow::Unknown, |row| KnownRow::Row(Box::new(row)));
-                            continue;
-                        }
-                    }
-                }
+                Claimed::Ours(row) => *row,
             };
-            if let Some(fence) = fence {
-                self.ctx.hold(
-                    &row.step_id,
-                    HeldStep {
-                        fence,
-                        extra_ms: 0,
-                        agent: false,
-                    },
-                );
-            }
+            let wake_at = crate::decide::wake_at(&row).map_err(|error| self.fatal(error))?;
             let sleeping = self.ctx.sleeping(wake_at);
             let woke = tokio::select! {
                 () = self.ctx.engine.clock.sleep_until(wake_at) => true,
@@ -857,32 +778,21 @@ impl RunScope {
             };
             drop(sleeping);
             if !woke {
-                // The attempt's end marks the row cancelled if we hold it; its wakeAt stays
-                // fixed, so a resume waits only for the remainder.
+                // The attempt's end marks the row cancelled; its wakeAt stays fixed, so a resume
+                // waits only for the remainder.
                 return Err(cancelled());
             }
-            let completed = self
-                .ctx
-                .engine
-                .store
-                .complete_step(crate::store::CompleteStep {
-                    step_id: row.step_id.clone(),
-                    fence,
-                    result: json!({ "ok": true, "durationMs": duration_ms, "wakeAt": wake_at, "completedAt": self.ctx.now() }),
-                    ledger: Vec::new(),
-                    now: self.ctx.now(),
-                })
-                .await
-                .map_err(|error| self.fatal(error.into()));
+            let now = self.ctx.now();
+            let result = json!({ "ok": true, "durationMs": duration_ms, "wakeAt": wake_at, "completedAt": now });
+            let store = self.ctx.engine.store.as_ref();
+            let completed =
+                complete_fenced(store, &row.step_id, row.attempts, result, Vec::new(), now).await;
             self.ctx.release(&row.step_id);
-            match completed? {
-                StepCas::Applied(_) => return Ok(Value::Null),
-                StepCas::Conflict(Some(current)) if current.state == State::Completed => {
-                    return Ok(Value::Null)
-                }
-                StepCas::Conflict(current) => {
-                    known = current.map_or(KnownRow::Unknown, |row| KnownRow::Row(Box::new(row)))
-                }
+            match completed {
+                Ok(_) => return Ok(Value::Null),
+                // Taken over while we slept (our owner was presumed gone): decide again.
+                Err(Error::LeaseLost(_)) => {}
+                Err(error) => return Err(self.fatal(error)),
             }
         }
     }
@@ -951,16 +861,10 @@ impl RunScope {
                     return Err(self.fatal(error.into()));
                 }
                 let result = json!({ "value": value, "childRunId": child_run_id });
-                let seen = complete_fenced(
-                    store,
-                    &row.step_id,
-                    Some(row.attempts),
-                    result,
-                    Vec::new(),
-                    now,
-                )
-                .await
-                .map_err(|error| self.fatal(error));
+                let seen =
+                    complete_fenced(store, &row.step_id, row.attempts, result, Vec::new(), now)
+                        .await
+                        .map_err(|error| self.fatal(error));
                 self.ctx.release(&row.step_id);
                 Ok(seen?.value.get("value").cloned().unwrap_or(Value::Null))
             }
@@ -1074,11 +978,11 @@ impl RunScope {
             .evaluate(invocation)
             .await
             .and_then(|value| {
-                match crate::decide::oversized(
+                match crate::limits::oversized(
                     "the child workflow's result",
                     &value,
                     max_result,
-                    super::RESULT_LIMIT,
+                    crate::limits::RESULT_LIMIT,
                 ) {
                     Some(message) => Err(crate::ScriptError::new(
                         crate::ScriptErrorKind::Limit,

@@ -21,8 +21,8 @@ use tracing::Instrument;
 
 use crate::agent_options::StepIdentity;
 use crate::clock::{Clock, SystemClock};
-use crate::decide::StoreRetryPolicy;
 use crate::events::{EventSink, SessionLogSink, WorkflowEvent};
+use crate::limits::Limits;
 use crate::script::{ScriptEngine, WorkflowSource};
 use crate::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimScope, DurableStore, EventRecord, NewRun,
@@ -31,55 +31,6 @@ use crate::store::{
 };
 use crate::{AgentProvider, Error};
 use attempt::{AttemptPlan, RunSettings};
-
-/// The setting named in errors about oversized results.
-pub(crate) const RESULT_LIMIT: &str = "Limits::max_result_bytes";
-
-/// Limits that keep runs bounded.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Agent calls in flight per root run, children included (`None` = unlimited).
-    pub max_parallel_agents: Option<usize>,
-    /// Deepest child-workflow nesting (default 4).
-    pub max_workflow_depth: u32,
-    /// Longest `sleep()` (default one year).
-    pub max_sleep_ms: u64,
-    /// How long a cancelled script may take to unwind before it is dropped (default 5 s).
-    pub cancel_grace: Duration,
-    /// How often a step held by another worker is re-read while waiting (default 250 ms).
-    pub wait_poll: Duration,
-    /// How often a running run looks for a cancellation requested by another process
-    /// (default 1 s; one in this process is seen at once).
-    pub cancel_poll: Duration,
-    /// Largest stored step result or run result, as JSON text (default 8 MiB). A larger
-    /// result fails the step (or run) with a limit error instead of reaching the database.
-    pub max_result_bytes: usize,
-    /// Largest prompt an `agent()` call may send, in bytes (default 1 MiB).
-    pub max_prompt_bytes: usize,
-    /// Largest event payload, as JSON text (default 64 KiB). Larger payloads are stored
-    /// truncated, with `"truncated": true` and their original size (events are a log; the
-    /// step row keeps the whole value).
-    pub max_event_payload_bytes: usize,
-    /// How retryable store errors are retried (see [`StoreRetryPolicy`]).
-    pub store_retry: StoreRetryPolicy,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_parallel_agents: None,
-            max_workflow_depth: 4,
-            max_sleep_ms: 365 * 24 * 60 * 60 * 1000,
-            cancel_grace: Duration::from_secs(5),
-            wait_poll: Duration::from_millis(250),
-            cancel_poll: Duration::from_secs(1),
-            max_result_bytes: 8 * 1024 * 1024,
-            max_prompt_bytes: 1024 * 1024,
-            max_event_payload_bytes: 64 * 1024,
-            store_retry: StoreRetryPolicy::default(),
-        }
-    }
-}
 
 /// Configuration and services shared by every run of an engine.
 #[derive(Debug)]

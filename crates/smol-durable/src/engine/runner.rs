@@ -321,7 +321,7 @@ impl Engine {
                         )),
                     },
                     _ => AttemptOutcome::Failed {
-                        reason: serde_json::json!({ "message": error.to_string() }),
+                        reason: crate::decide::reason(error.to_string()),
                         retry_at: crate::decide::attempt_retry_at(
                             &error,
                             runner.failed_before + 1,
@@ -334,14 +334,14 @@ impl Engine {
                 let finished = self
                     .shared
                     .store
-                    .finish_attempt(FinishAttempt {
-                        attempt_id: attempt.attempt_id,
-                        task_id: task.task_id,
-                        run_id: run.run_id,
-                        owner_id: self.shared.owner_id.clone(),
-                        outcome,
+                    .finish_attempt(FinishAttempt::new(
+                        &attempt.attempt_id,
+                        &task.task_id,
+                        &run.run_id,
+                        &self.shared.owner_id,
+                        &outcome,
                         now,
-                    })
+                    ))
                     .await;
                 if let Err(store_error) = finished {
                     tracing::warn!(%store_error, "could not record a claimed run that cannot start");

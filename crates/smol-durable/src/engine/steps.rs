@@ -146,7 +146,7 @@ pub struct Completed {
 pub async fn complete_fenced(
     store: &dyn DurableStore,
     step_id: &str,
-    fence: Option<u32>,
+    fence: u32,
     result: Value,
     ledger: Vec<LedgerEntry>,
     now: i64,

@@ -6,9 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
 
 use super::*;
+use crate::decide::{
+    admit_attempt, cancel_request, claim_verdict, counts_against_max_attempts, ClaimVerdict,
+    Closure,
+};
 use crate::{StoreError, StoreErrorKind};
 
 /// A thread-safe in-memory [`DurableStore`]. Nothing survives the process.
@@ -97,12 +100,12 @@ impl Tables {
             .task_mut("start_attempt", task_id)?
             .claimed_by_owner_id
             .clone();
+        let abandoned = Closure::abandoned_attempt();
         for attempt in self.attempts.iter_mut() {
             if &attempt.task_id == task_id && attempt.state == State::Running {
-                attempt.state = State::Failed;
+                attempt.state = abandoned.state.clone();
                 attempt.completed_at = Some(now);
-                attempt.failure_reason =
-                    Some(json!({"message": "attempt abandoned: its owner lost the task"}));
+                attempt.failure_reason = Some(abandoned.reason.clone());
             }
         }
         // Steps held by the previous holder (or an earlier attempt of this owner) can be
@@ -156,13 +159,8 @@ impl Tables {
 
     /// Ends a task nobody will finish (cancelled while unattended, out of attempts): task, root
     /// run, running attempts and unfinished child runs take `state`.
-    fn close_task(
-        &mut self,
-        task_id: &str,
-        state: State,
-        reason: Value,
-        now: i64,
-    ) -> StoreResult<()> {
+    fn close_task(&mut self, task_id: &str, closure: Closure, now: i64) -> StoreResult<()> {
+        let Closure { state, reason } = closure;
         let task = self.task_mut("close_task", task_id)?;
         task.state = state.clone();
         task.failure_reason = Some(reason.clone());
@@ -433,7 +431,7 @@ impl DurableStore for MemoryStore {
     async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart> {
         let mut tables = self.lock()?;
         let task = tables.task_mut("start_attempt", &start.task_id)?;
-        let refused = crate::decide::admit_attempt(
+        let refused = admit_attempt(
             task,
             &start.owner_id,
             start.take_over_from.as_deref(),
@@ -472,7 +470,7 @@ impl DurableStore for MemoryStore {
                 format!("attempt {} is already {}", finish.attempt_id, attempt.state),
             ));
         }
-        let end = crate::decide::attempt_end(&finish.outcome);
+        let end = finish.end;
         attempt.state = end.attempt;
         attempt.completed_at = Some(finish.now);
         attempt.failure_reason = end.reason.clone();
@@ -495,8 +493,8 @@ impl DurableStore for MemoryStore {
         for run in tables.runs.values_mut() {
             let child = run.root_run_id == finish.run_id && !run.is_root();
             if child && !run.state.is_terminal() {
-                run.state = end.unfinished_children.clone();
-                run.failure_reason = Some(crate::decide::abandoned_child_reason());
+                run.state = end.unfinished_children.state.clone();
+                run.failure_reason = Some(end.unfinished_children.reason.clone());
                 run.updated_at = finish.now;
             }
         }
@@ -534,25 +532,16 @@ impl DurableStore for MemoryStore {
                 .attempts
                 .iter()
                 .filter(|attempt| attempt.task_id == task.task_id)
-                .filter(|attempt| crate::decide::counts_against_max_attempts(&attempt.state))
+                .filter(|attempt| counts_against_max_attempts(&attempt.state))
                 .count();
-            // A cancellation requested while its owner was gone, or a task that has used up its
-            // attempts, ends here instead of running again.
-            if run.cancel_requested_at.is_some() {
-                tables.close_task(
-                    &task.task_id,
-                    State::Cancelled,
-                    json!({"message": "workflow cancelled"}),
-                    claim.now,
-                )?;
-                continue;
-            }
-            if !crate::decide::may_attempt_again(
-                u32::try_from(attempts).unwrap_or(u32::MAX),
+            let counted = u32::try_from(attempts).unwrap_or(u32::MAX);
+            let verdict = claim_verdict(
+                run.cancel_requested_at.is_some(),
+                counted,
                 task.max_attempts,
-            ) {
-                let reason = json!({"message": format!("gave up after {attempts} attempts")});
-                tables.close_task(&task.task_id, State::Failed, reason, claim.now)?;
+            );
+            if let ClaimVerdict::Close(closure) = verdict {
+                tables.close_task(&task.task_id, closure, claim.now)?;
                 continue;
             }
             let attempt = tables.open_attempt(&StartAttempt {
@@ -571,7 +560,7 @@ impl DurableStore for MemoryStore {
                 task,
                 run,
                 attempt,
-                failed_attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                failed_attempts: counted,
             }));
         }
     }
@@ -658,7 +647,7 @@ impl DurableStore for MemoryStore {
     async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas> {
         let mut tables = self.lock()?;
         let step = tables.step_mut("complete_step", &complete.step_id)?;
-        let fenced = complete.fence.is_none_or(|fence| fence == step.attempts);
+        let fenced = complete.fence == step.attempts;
         if step.state != State::Running || !fenced {
             return Ok(StepCas::Conflict(Some(step.clone())));
         }
@@ -792,7 +781,7 @@ impl DurableStore for MemoryStore {
         let root_run_id = run.root_run_id.clone();
         let task_id = run.task_id.clone();
         let task = tables.task_mut("request_cancel", &task_id)?.clone();
-        let outcome = crate::decide::cancel_request(&task, now);
+        let outcome = cancel_request(&task, now);
         if let CancelRequest::AlreadyFinished(_) = outcome {
             return Ok(outcome);
         }
@@ -800,12 +789,7 @@ impl DurableStore for MemoryStore {
         root.cancel_requested_at = Some(now);
         root.updated_at = now;
         if outcome == CancelRequest::CancelledPending {
-            tables.close_task(
-                &task_id,
-                State::Cancelled,
-                json!({"message": "workflow cancelled"}),
-                now,
-            )?;
+            tables.close_task(&task_id, Closure::cancelled(), now)?;
         }
         Ok(outcome)
     }

@@ -20,7 +20,9 @@ pub use records::{
     StepRecord, TaskRecord, WorkflowInfo,
 };
 pub(crate) use retry::RetryingStore;
+pub use retry::StoreRetryPolicy;
 
+use crate::decide::AttemptEnd;
 use crate::{StoreError, StoreErrorKind};
 
 /// Result type of store operations.
@@ -213,8 +215,6 @@ pub enum AttemptOutcome {
     Completed {
         /// The root run's result.
         result: Value,
-        /// Output tokens spent (cached on the run).
-        budget_spent: u64,
     },
     /// The attempt failed; with `retry_at` the task returns to `pending` until then.
     Failed {
@@ -238,7 +238,8 @@ pub enum AttemptOutcome {
     },
 }
 
-/// Ends an attempt, fenced by the task still being claimed by `owner_id`.
+/// Ends an attempt, fenced by the task still being claimed by `owner_id`: writes what
+/// [`end`](Self::end) says to the attempt, its run, its task and the run's unfinished children.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinishAttempt {
     /// The attempt.
@@ -249,10 +250,31 @@ pub struct FinishAttempt {
     pub run_id: String,
     /// The owner finishing it.
     pub owner_id: String,
-    /// How it ended.
-    pub outcome: AttemptOutcome,
+    /// What to write, computed by [`decide::attempt_end`](crate::decide::attempt_end).
+    pub end: AttemptEnd,
     /// Now.
     pub now: i64,
+}
+
+impl FinishAttempt {
+    /// Ends `attempt_id` the way `outcome` says ([`decide::attempt_end`](crate::decide::attempt_end)).
+    pub fn new(
+        attempt_id: &str,
+        task_id: &str,
+        run_id: &str,
+        owner_id: &str,
+        outcome: &AttemptOutcome,
+        now: i64,
+    ) -> Self {
+        Self {
+            attempt_id: attempt_id.to_owned(),
+            task_id: task_id.to_owned(),
+            run_id: run_id.to_owned(),
+            owner_id: owner_id.to_owned(),
+            end: crate::decide::attempt_end(outcome),
+            now,
+        }
+    }
 }
 
 /// How a child run ended.
@@ -330,16 +352,15 @@ pub enum StepCas {
     Conflict(Option<StepRecord>),
 }
 
-/// Completes a step: compare-and-set on `state = 'running'` (and `attempts = fence` when a fence
-/// is given), storing the result and inserting the ledger rows (idempotently on
+/// Completes a step: compare-and-set on `state = 'running' AND attempts = fence`, storing the result and inserting the ledger rows (idempotently on
 /// `(root_run_id, source_type, source_id)`) in one transaction. The run's cached
 /// `budget_spent` column is refreshed from the ledger when the attempt finishes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompleteStep {
     /// The step.
     pub step_id: String,
-    /// Fence to compare, or none for steps anyone may complete (due sleeps).
-    pub fence: Option<u32>,
+    /// Fence to compare.
+    pub fence: u32,
     /// The stored result (never a provider's `raw`).
     pub result: Value,
     /// Ledger rows to write with it.

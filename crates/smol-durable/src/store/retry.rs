@@ -6,7 +6,7 @@
 //! Terminal errors (corrupt rows, conflicts, lost leases) pass through at once.
 //!
 //! A write whose failed try committed anyway is recognised on its retry and reported as the
-//! success it was (the `settle_retried_*` functions of [`decide`](crate::decide)): the retry
+//! success it was (the `settle_retried_*` functions below): the retry
 //! of an insert finds its own fresh id, a claim its own owner and lease, a completion or failure
 //! its own result under its fence, a finish its own attempt ended as asked; an attempt start
 //! looks for its own attempt before trying again; appends skip event ids already stored. Two
@@ -25,11 +25,124 @@ use super::{
     RunFilter, RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, StoreCapabilities,
     StoreResult, TaskRecord,
 };
-use crate::decide::{
-    settle_retried_claim, settle_retried_completion, settle_retried_failure, settle_retried_insert,
-    store_retry_delay, StoreRetryPolicy,
-};
 use crate::StoreErrorKind;
+
+/// How the engine retries a store operation that failed with a retryable error
+/// ([`StoreError::is_retryable`](crate::StoreError::is_retryable): connection lost, database
+/// locked or overloaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreRetryPolicy {
+    /// Tries after the first one before the error is surfaced (default 8).
+    pub max_retries: u32,
+    /// Wait before the first retry; each further wait doubles (default 10 ms).
+    pub first_backoff: std::time::Duration,
+    /// Longest single wait (default 1 s).
+    pub max_backoff: std::time::Duration,
+    /// No retry starts once this long has passed since the first try (default 10 s): each try
+    /// may itself wait (a busy SQLite file, a pool with no free connection), and an operation
+    /// must give up well inside a lease (default 60 s).
+    pub max_elapsed: std::time::Duration,
+}
+
+impl Default for StoreRetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 8,
+            first_backoff: std::time::Duration::from_millis(10),
+            max_backoff: std::time::Duration::from_secs(1),
+            max_elapsed: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+impl StoreRetryPolicy {
+    /// No retries: every store error reaches the caller at once.
+    pub fn none() -> Self {
+        Self {
+            max_retries: 0,
+            ..Self::default()
+        }
+    }
+}
+
+/// How long to wait before retrying an operation that has failed `failures` times (counting the
+/// failure just seen) with a retryable error, `elapsed` after its first try began; `None` when
+/// the policy's retries or time are used up.
+fn store_retry_delay(
+    policy: &StoreRetryPolicy,
+    failures: u32,
+    elapsed: std::time::Duration,
+) -> Option<std::time::Duration> {
+    if failures == 0 || failures > policy.max_retries {
+        return None;
+    }
+    let doublings = (failures - 1).min(31);
+    let delay = policy
+        .first_backoff
+        .saturating_mul(1u32 << doublings)
+        .min(policy.max_backoff);
+    (elapsed.saturating_add(delay) < policy.max_elapsed).then_some(delay)
+}
+
+// A write whose first try failed with a retryable error may have committed anyway (the
+// connection dropped after the commit, a timeout fired late). Its retry then finds its own
+// write and reports it as someone else's; the functions below recognise that case from what only
+// the first try could have written (a fresh id, our owner with our exact lease) and turn it back
+// into the success it was. They are only applied after such a failure.
+
+/// A retried `insert_step` that finds a row with our fresh step id inserted it.
+fn settle_retried_insert(step: &NewStep, outcome: InsertStep) -> InsertStep {
+    match outcome {
+        InsertStep::Existing(row) if row.step_id == step.step_id => InsertStep::Inserted(row),
+        other => other,
+    }
+}
+
+/// A retried `claim_step` that finds the row running under our owner, with the fence one above
+/// the expected one and exactly our lease, claimed it (a heartbeat never renews a step its
+/// owner does not know it holds, so the lease is still the one we wrote).
+fn settle_retried_claim(claim: &ClaimStep, outcome: StepCas) -> StepCas {
+    match outcome {
+        StepCas::Conflict(Some(row))
+            if row.state == State::Running
+                && row.attempts == claim.expected_attempts.saturating_add(1)
+                && row.worker_id.as_deref() == Some(claim.worker_id.as_str())
+                && row.lease_expires_at == Some(claim.lease_expires_at) =>
+        {
+            StepCas::Applied(row)
+        }
+        other => other,
+    }
+}
+
+/// A retried `complete_step` that finds the row completed under our fence with our result
+/// completed it (so the caller does not report our own result as adopted).
+fn settle_retried_completion(complete: &CompleteStep, outcome: StepCas) -> StepCas {
+    match outcome {
+        StepCas::Conflict(Some(row))
+            if row.state == State::Completed
+                && row.attempts == complete.fence
+                && row.result.as_ref() == Some(&complete.result) =>
+        {
+            StepCas::Applied(row)
+        }
+        other => other,
+    }
+}
+
+/// A retried `fail_step` that finds the row in the state we asked for under our fence wrote it.
+fn settle_retried_failure(fail: &FailStep, outcome: StepCas) -> StepCas {
+    match outcome {
+        StepCas::Conflict(Some(row))
+            if row.state == fail.state
+                && row.attempts == fail.fence
+                && row.failure_reason.as_ref() == Some(&fail.reason) =>
+        {
+            StepCas::Applied(row)
+        }
+        other => other,
+    }
+}
 
 /// A store whose retryable errors are retried under a policy.
 #[derive(Debug)]
@@ -266,7 +379,7 @@ impl DurableStore for RetryingStore {
             // Ours only if the attempt ended exactly as we asked, at our time: a takeover or a
             // give-up also ends it, and that must stay a lost lease.
             Err(error) if tried.maybe_committed && error.kind() == StoreErrorKind::LeaseLost => {
-                let end = crate::decide::attempt_end(&finish.outcome);
+                let end = &finish.end;
                 let ended = self
                     .attempt_in_state(&finish.task_id, &finish.attempt_id, false)
                     .await?;
@@ -399,5 +512,127 @@ impl DurableStore for RetryingStore {
 
     async fn step_finished(&self, step_id: &str) {
         self.inner.step_finished(step_id).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::fixtures::{row, SIG};
+    use crate::store::StepKind;
+    use serde_json::json;
+
+    #[test]
+    fn store_retries_back_off_doubling_up_to_a_cap_then_give_up() {
+        let ms = std::time::Duration::from_millis;
+        let policy = StoreRetryPolicy {
+            max_retries: 5,
+            first_backoff: ms(10),
+            max_backoff: ms(50),
+            max_elapsed: ms(1_000),
+        };
+        let waits: Vec<_> = (0..=6)
+            .map(|failures| store_retry_delay(&policy, failures, ms(0)).map(|d| d.as_millis()))
+            .collect();
+        assert_eq!(
+            waits,
+            [None, Some(10), Some(20), Some(40), Some(50), Some(50), None]
+        );
+        assert_eq!(store_retry_delay(&StoreRetryPolicy::none(), 1, ms(0)), None);
+        // Tries that took long themselves use up the time: no retry would end inside it.
+        assert_eq!(store_retry_delay(&policy, 1, ms(985)), Some(ms(10)));
+        assert_eq!(store_retry_delay(&policy, 1, ms(995)), None);
+    }
+
+    fn claim_of(row: &StepRecord) -> ClaimStep {
+        ClaimStep {
+            step_id: row.step_id.clone(),
+            expected_state: State::Failed,
+            expected_attempts: 1,
+            worker_id: "owner_a".into(),
+            lease_expires_at: 900,
+            now: 0,
+        }
+    }
+
+    #[test]
+    fn a_retried_write_that_finds_its_own_first_try_reports_success() {
+        // Our insert committed before the connection dropped: same fresh step id.
+        let ours = row(State::Running, Some(900), 1);
+        let step = NewStep {
+            step_id: ours.step_id.clone(),
+            run_id: ours.run_id.clone(),
+            root_run_id: ours.root_run_id.clone(),
+            kind: StepKind::Agent,
+            checkpoint_name: ours.checkpoint_name.clone(),
+            input_signature_hash: "x".into(),
+            input_signature_json: SIG.into(),
+            input: json!({}),
+            worker_id: "owner_a".into(),
+            lease_expires_at: 900,
+            now: 0,
+        };
+        let settled = settle_retried_insert(&step, InsertStep::Existing(ours.clone()));
+        assert_eq!(settled, InsertStep::Inserted(ours.clone()));
+        let mut someone_elses = ours.clone();
+        someone_elses.step_id = "step_other".into();
+        let kept = settle_retried_insert(&step, InsertStep::Existing(someone_elses.clone()));
+        assert_eq!(kept, InsertStep::Existing(someone_elses));
+
+        // Our claim committed: fence + 1, our owner, our exact lease.
+        let claimed = row(State::Running, Some(900), 2);
+        let claim = claim_of(&claimed);
+        let settled = settle_retried_claim(&claim, StepCas::Conflict(Some(claimed.clone())));
+        assert_eq!(settled, StepCas::Applied(claimed.clone()));
+        for other in [
+            row(State::Running, Some(901), 2), // another lease: another claim of ours
+            row(State::Running, Some(900), 3), // claimed again since
+            row(State::Completed, Some(900), 2), // finished since
+        ] {
+            let conflict = StepCas::Conflict(Some(other));
+            assert_eq!(settle_retried_claim(&claim, conflict.clone()), conflict);
+        }
+        let mut stranger = claimed.clone();
+        stranger.worker_id = Some("owner_b".into());
+        let conflict = StepCas::Conflict(Some(stranger));
+        assert_eq!(settle_retried_claim(&claim, conflict.clone()), conflict);
+
+        // Our completion committed: completed under our fence with our result.
+        let done = row(State::Completed, None, 2);
+        let mut complete = CompleteStep {
+            step_id: done.step_id.clone(),
+            fence: 2,
+            result: json!({"output": "done"}),
+            ledger: Vec::new(),
+            now: 0,
+        };
+        let settled = settle_retried_completion(&complete, StepCas::Conflict(Some(done.clone())));
+        assert_eq!(settled, StepCas::Applied(done.clone()));
+        complete.result = json!({"output": "mine"});
+        let conflict = StepCas::Conflict(Some(done.clone()));
+        assert_eq!(
+            settle_retried_completion(&complete, conflict.clone()),
+            conflict
+        );
+
+        // Our failure committed: the state and reason we asked for under our fence.
+        let mut failed = row(State::Failed, None, 2);
+        failed.failure_reason = Some(json!({"message": "boom"}));
+        let fail = FailStep {
+            step_id: failed.step_id.clone(),
+            fence: 2,
+            state: State::Failed,
+            reason: json!({"message": "boom"}),
+            ledger: Vec::new(),
+            now: 0,
+        };
+        let settled = settle_retried_failure(&fail, StepCas::Conflict(Some(failed.clone())));
+        assert_eq!(settled, StepCas::Applied(failed.clone()));
+        let fail_later = FailStep { fence: 3, ..fail };
+        let conflict = StepCas::Conflict(Some(failed));
+        assert_eq!(
+            settle_retried_failure(&fail_later, conflict.clone()),
+            conflict
+        );
     }
 }

@@ -1,0 +1,137 @@
+//! Sleeps: `wakeAt` is fixed when the row is inserted and read back from `input_json` forever
+//! after; a live lease held by someone else never delays a sleep past its `wakeAt`.
+
+use serde_json::Value;
+
+use super::steps::{check_row, lease_is_live, unsupported};
+use super::StepDecision;
+use crate::store::{State, StepKind, StepRecord};
+use crate::Error;
+
+/// When a sleep of `duration_ms` that starts at `now` ends: stored as the new row's `wakeAt`.
+pub fn sleep_wake_at(now: i64, duration_ms: u64) -> i64 {
+    now.saturating_add(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+}
+
+/// Decides a sleep step: the agent table, except that a row whose `wakeAt` has passed is
+/// reclaimed (and completed) however live its holder's lease is, and a completed row replays
+/// even without a stored result (smol-wf wrote none for some).
+pub fn decide_sleep(
+    existing: Option<&StepRecord>,
+    signature_json: &str,
+    now: i64,
+) -> Result<StepDecision, Error> {
+    let Some(row) = existing else {
+        return Ok(StepDecision::Insert);
+    };
+    check_row(row, &StepKind::Sleep, signature_json)?;
+    let wake_at = wake_at(row)?;
+    match &row.state {
+        State::Completed => Ok(StepDecision::Replay(
+            row.result.clone().unwrap_or(Value::Null),
+        )),
+        State::Running if lease_is_live(row, now) && wake_at > now => Ok(StepDecision::Wait {
+            lease_expires_at: row.lease_expires_at.unwrap_or(now),
+        }),
+        State::Running | State::Failed | State::Cancelled | State::Pending => {
+            Ok(StepDecision::Reclaim {
+                expected_state: row.state.clone(),
+                expected_attempts: row.attempts,
+            })
+        }
+        State::Unknown(value) => Err(unsupported("state", value, row)),
+    }
+}
+
+/// The stored `wakeAt` of a sleep row.
+pub fn wake_at(row: &StepRecord) -> Result<i64, Error> {
+    row.input
+        .get("wakeAt")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| {
+            Error::Store(crate::StoreError::new(
+                crate::StoreErrorKind::Corrupt,
+                "decide_sleep",
+                format!(
+                    "sleep step {} ({}) has no integer wakeAt in input_json",
+                    row.step_id, row.checkpoint_name
+                ),
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::decide_step;
+    use crate::decide::fixtures::{row, SIG};
+    use serde_json::json;
+
+    fn sleep_row(state: State, lease: Option<i64>) -> StepRecord {
+        let mut stored = row(state, lease, 1);
+        stored.kind = StepKind::Sleep;
+        stored
+    }
+
+    fn decide(existing: Option<&StepRecord>, now: i64) -> Result<StepDecision, Error> {
+        decide_step(existing, &StepKind::Sleep, SIG, now)
+    }
+
+    #[test]
+    fn sleep_without_row_inserts_with_wake_at_from_now() {
+        assert_eq!(decide(None, 1_000).ok(), Some(StepDecision::Insert));
+        assert_eq!(sleep_wake_at(1_000, 250), 1_250);
+        assert_eq!(sleep_wake_at(1_000, u64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn a_held_sleep_waits_and_an_expired_one_is_reclaimed() {
+        // Stored wakeAt is 500 whatever now says.
+        let running = sleep_row(State::Running, Some(10_000));
+        assert_eq!(
+            decide(Some(&running), 100).ok(),
+            Some(StepDecision::Wait {
+                lease_expires_at: 10_000
+            })
+        );
+        assert_eq!(wake_at(&running).ok(), Some(500));
+        let expired = sleep_row(State::Running, Some(50));
+        assert_eq!(
+            decide(Some(&expired), 100).ok(),
+            Some(StepDecision::Reclaim {
+                expected_state: State::Running,
+                expected_attempts: 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_due_sleep_never_waits_for_another_lease() {
+        let held = sleep_row(State::Running, Some(10_000));
+        assert_eq!(
+            decide(Some(&held), 600).ok(),
+            Some(StepDecision::Reclaim {
+                expected_state: State::Running,
+                expected_attempts: 1
+            })
+        );
+    }
+
+    #[test]
+    fn completed_sleep_replays_and_corrupt_sleep_is_an_error() {
+        let done = sleep_row(State::Completed, None);
+        assert!(matches!(
+            decide(Some(&done), 0),
+            Ok(StepDecision::Replay(_))
+        ));
+        let mut without_result = done.clone();
+        without_result.result = None;
+        assert_eq!(
+            decide(Some(&without_result), 0).ok(),
+            Some(StepDecision::Replay(Value::Null))
+        );
+        let mut broken = sleep_row(State::Running, None);
+        broken.input = json!({"durationMs": 10});
+        assert!(decide(Some(&broken), 0).is_err());
+    }
+}
