@@ -54,6 +54,11 @@ async fn main() -> anyhow::Result<()> {
             engine.start(request).await?.join().await?
         }
     };
-    println!("{}", output.to_cli_text());
+    println!(
+        "run {}: {}",
+        output.run_id,
+        serde_json::to_string_pretty(&output.result)?
+    );
+    eprintln!("tokens: {:?}", output.token_usage);
     Ok(())
 }

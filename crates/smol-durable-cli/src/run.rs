@@ -225,7 +225,7 @@ async fn report(
     let error = match result {
         Ok(output) => {
             if !events_only {
-                outln!("{}", output.to_cli_text());
+                outln!("{}", result_text(&output));
             }
             return Ok(Outcome::Success);
         }
@@ -308,4 +308,38 @@ fn resume_command(invocation: &Invocation<'_>, options: &RunArgs, run_id: &str) 
         flag("--save-raw-sessions", Some(dir.display().to_string()));
     }
     crate::output::shell_line(&words)
+}
+
+/// A finished run as smol-wf printed it: `tokenUsage`, `runID`, `results`, in that order (tools
+/// read it positionally).
+pub(crate) fn result_text(output: &RunOutput) -> String {
+    crate::table::Json::from(
+        crate::table::Object::new()
+            .with("tokenUsage", serde_json::json!(output.token_usage))
+            .with("runID", Value::String(output.run_id.clone()))
+            .with("results", output.result.clone()),
+    )
+    .pretty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_result_keeps_smol_wf_s_key_order() {
+        let output: RunOutput = serde_json::from_value(serde_json::json!({
+            "taskId": "task_1",
+            "runId": "run_1",
+            "attempt": 1,
+            "result": { "b": 1, "a": [true] },
+            "tokenUsage": { "inputTokens": 1, "outputTokens": 2, "totalTokens": 3 },
+        }))
+        .expect("output");
+        let text = result_text(&output);
+        assert_eq!(
+            text,
+            "{\n  \"tokenUsage\": {\n    \"inputTokens\": 1,\n    \"outputTokens\": 2,\n    \"totalTokens\": 3\n  },\n  \"runID\": \"run_1\",\n  \"results\": {\n    \"a\": [\n      true\n    ],\n    \"b\": 1\n  }\n}"
+        );
+    }
 }

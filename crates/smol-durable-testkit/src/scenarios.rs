@@ -151,15 +151,7 @@ pub async fn success_path_persists_task_and_run(fixture: Fixture) {
         vec![State::Completed]
     );
     assert_eq!(output.token_usage.output_tokens, 1);
-    let cli = output.to_cli_json();
-    assert_eq!(cli["runID"], json!(output.run_id));
-    assert_eq!(cli["results"], output.result);
-    assert_eq!(cli["tokenUsage"]["totalTokens"], json!(2));
-    let text = output.to_cli_text();
-    let parsed: Value = serde_json::from_str(&text).expect("the CLI text is JSON");
-    assert_eq!(parsed, cli);
-    let at = |key: &str| text.find(key).expect("key");
-    assert!(at("\"tokenUsage\"") < at("\"runID\"") && at("\"runID\"") < at("\"results\""));
+    assert_eq!(output.token_usage.total_tokens, 2);
 }
 
 /// A per-call retry happens inside one claimed step: one workflow attempt, one completed step,

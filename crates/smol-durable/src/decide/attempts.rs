@@ -46,6 +46,11 @@ impl Closure {
         Self::new(State::Failed, format!("gave up after {counted} attempts"))
     }
 
+    /// A step still held when its attempt ended (not cancelled): the next attempt reclaims it.
+    pub fn abandoned_step() -> Self {
+        Self::new(State::Failed, "the attempt ended before this step finished")
+    }
+
     /// An unfinished child run whose attempt ended: it cannot outlive the attempt (`cancelled`
     /// when the attempt was cancelled, else `failed`).
     pub fn abandoned_child(state: State) -> Self {

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::RunnerAttempt;
+use super::context::RunnerAttempt;
 use super::{Engine, RunOutput, RunRequest};
 use crate::store::{
     AttemptOutcome, ClaimNextTask, ClaimScope, ClaimedTask, FinishAttempt, RunRecord, State,
@@ -285,7 +285,7 @@ impl Engine {
                 .register_live_after_previous_attempt(&run.run_id)
                 .await?;
             let ready = async {
-                let (settings, _) = self.settings(&run, None).await?;
+                let (settings, _) = self.shared.settings(&run, None).await?;
                 if self.shared.provider(&settings.provider).is_none() {
                     // Another worker may have it: an ordinary, retried failure.
                     return Err(Error::Workflow(format!(
@@ -299,14 +299,15 @@ impl Engine {
             }
             .await;
             if ready.is_err() {
-                self.unregister_live(&run.run_id);
+                self.shared.unregister_live(&run.run_id);
             }
             ready.map(|(settings, source)| (settings, source, cancel))
         }
         .await;
         match prepared {
             Ok((settings, source, cancel)) => {
-                self.spawn_attempt(run, attempt, source, settings, cancel, Some(runner))
+                self.shared
+                    .spawn_attempt(run, attempt, source, settings, cancel, Some(runner))
                     .join()
                     .await
             }
@@ -483,7 +484,7 @@ impl Engine {
     ) -> Result<CancellationToken, Error> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         loop {
-            match self.register_live(run_id) {
+            match self.shared.register_live(run_id) {
                 Err(Error::RunBusy { .. }) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }

@@ -1,0 +1,496 @@
+//! `agent()` calls: options completed and hashed, the claim, the provider call with its tries,
+//! schema checks and billing, and the fenced completion.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use super::{cancelled, invalid, rejected, step_span, Claimed, RunScope};
+use crate::agent_options::{effective_options, legacy_signature, step_key, OptionDefaults};
+use crate::decide::{check_budget, step_lease_expires_at, RetryPolicy};
+use crate::engine::context::object;
+use crate::engine::steps::complete_fenced;
+use crate::events::{prompt_preview, EventType};
+use crate::limits::{oversized, RESULT_LIMIT};
+use crate::schema::{corrective_prompt, mismatch_message, OutputSchema};
+use crate::script::{HostError, HostErrorKind, HostFuture};
+use crate::store::{LedgerEntry, State, StepKind, StepRecord};
+use crate::{
+    AgentContext, AgentProvider, AgentRequest, AgentResponse, Error, ProviderError, StepSignature,
+};
+
+/// An agent call with every default applied: what the signature and the provider see.
+#[derive(Debug, Clone)]
+struct AgentCall {
+    provider: Arc<dyn AgentProvider>,
+    prompt: String,
+    options: Value,
+    phase: Option<String>,
+    retry: RetryPolicy,
+    schema: Option<OutputSchema>,
+    signature: StepSignature,
+    checkpoint: String,
+    /// Where the rules that named this run's steps put this call, when that differs: a
+    /// completed step found there replays (see [`crate::agent_options::legacy_signature`]).
+    legacy_checkpoint: Option<String>,
+    /// Where smol-wf put this call of an inline child: a checkpoint of [`RunScope::inline_in`].
+    inline_checkpoint: Option<String>,
+}
+
+/// How a provider call that produced no usable answer ended.
+#[derive(Debug)]
+enum CallEnd {
+    Cancelled,
+    Failed(ProviderError),
+    /// The output did not match the call's schema, even after the corrective retry.
+    Mismatch(String),
+}
+
+impl RunScope {
+    /// `agent(prompt, options)`: a durable step that replays, or calls the provider once.
+    pub(super) fn agent(
+        self: Arc<Self>,
+        prompt: String,
+        options: Value,
+        phase: Option<String>,
+    ) -> HostFuture {
+        match self.prepare_agent(prompt, options, phase) {
+            Ok(call) => {
+                let span = step_span("agent", &self.run_id, &call.checkpoint);
+                let busy = self.ctx.agent_busy();
+                async move {
+                    let _busy = busy;
+                    self.run_agent(call).await
+                }
+                .instrument(span)
+                .boxed()
+            }
+            Err(error) => rejected(error),
+        }
+    }
+
+    /// Whether a call that must run (it does not replay) may: the budget has room and the
+    /// prompt is within [`Limits::max_prompt_bytes`](crate::Limits::max_prompt_bytes).
+    fn admit(&self, call: &AgentCall) -> Result<(), HostError> {
+        let budget = self.ctx.budget();
+        if let Err(error) = check_budget(budget.total, budget.spent) {
+            return Err(HostError::new(
+                HostErrorKind::BudgetExhausted,
+                error.to_string(),
+            ));
+        }
+        let max_prompt = self.ctx.engine.limits.max_prompt_bytes;
+        if call.prompt.len() > max_prompt {
+            return Err(invalid(format!(
+                "the agent prompt is {} bytes, more than the {max_prompt}-byte limit \
+                 (Limits::max_prompt_bytes)",
+                call.prompt.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Completes the options (see [`crate::agent_options`]) and derives the step identity: the
+    /// `key` when the call has one, else the signature of everything that determines the result.
+    fn prepare_agent(
+        &self,
+        prompt: String,
+        written: Value,
+        current_phase: Option<String>,
+    ) -> Result<AgentCall, HostError> {
+        let settings = &self.ctx.settings;
+        let defaults = OptionDefaults {
+            phases: self
+                .meta
+                .as_ref()
+                .map_or(&[], |meta| meta.phases.as_slice()),
+            provider: &settings.provider,
+            model_map: &settings.model_map,
+        };
+        let effective = effective_options(written.clone(), current_phase.as_deref(), &defaults)
+            .map_err(|error| invalid(error.0))?;
+        let schema = OutputSchema::from_options(&effective.options).map_err(invalid)?;
+        let provider = self
+            .ctx
+            .engine
+            .provider(&effective.provider)
+            .ok_or_else(|| invalid(format!("Unknown agent provider: {}", effective.provider)))?;
+        let cwd = settings.cwd.as_deref();
+        let signature = match step_key(&effective.options) {
+            Some(key) => StepSignature::keyed_agent(&self.scope, key),
+            None => StepSignature::agent(
+                &self.scope,
+                &effective.provider,
+                &prompt,
+                &effective.options,
+                effective.phase.as_deref(),
+                cwd,
+            ),
+        };
+        let checkpoint = self.next_checkpoint(&signature);
+        let legacy_checkpoint = legacy_signature(
+            settings.step_identity,
+            &self.scope,
+            &prompt,
+            &written,
+            current_phase.as_deref(),
+            &effective,
+            &defaults,
+            cwd,
+        )
+        .filter(|legacy| legacy.hash != signature.hash)
+        .map(|legacy| self.next_checkpoint(&legacy));
+        // smol-wf knew no `key`: its signature is always the unkeyed one, in the root's scope.
+        let inline_checkpoint = self.inline_in.as_ref().map(|root| {
+            root.next_checkpoint(&StepSignature::agent(
+                &root.scope,
+                &effective.provider,
+                &prompt,
+                &effective.options,
+                effective.phase.as_deref(),
+                cwd,
+            ))
+        });
+        Ok(AgentCall {
+            provider,
+            prompt,
+            options: effective.options,
+            phase: effective.phase,
+            retry: effective.retry,
+            schema,
+            signature,
+            checkpoint,
+            legacy_checkpoint,
+            inline_checkpoint,
+        })
+    }
+
+    async fn run_agent(self: Arc<Self>, call: AgentCall) -> Result<Value, HostError> {
+        let input = json!({
+            "prompt": call.prompt,
+            "options": call.options,
+            "provider": call.provider.name(),
+            "context": { "phase": call.phase, "cwd": self.ctx.settings.cwd },
+        });
+        let legacy = self
+            .completed_under_legacy_name(&call.checkpoint, call.legacy_checkpoint.as_deref())
+            .or_else(|| self.completed_inline(&call.checkpoint, call.inline_checkpoint.as_deref()));
+        if let Some(result) = legacy {
+            return self.replay_agent(&call, result);
+        }
+        let lease_extra = step_lease_expires_at(0, 0, &call.retry) as u64;
+        let row = match self
+            .claim(
+                StepKind::Agent,
+                &call.checkpoint,
+                &call.signature,
+                input,
+                lease_extra,
+                Some(&|| self.admit(&call)),
+            )
+            .await?
+        {
+            Claimed::Replay(result) => return self.replay_agent(&call, result),
+            Claimed::Ours(row) => *row,
+        };
+        let outcome = self.call_provider(&call, &row).await;
+        self.ctx.unhold(&row.step_id);
+        outcome
+    }
+
+    /// The result smol-wf stored for this call of an inline child in the root run: only when
+    /// this run has nothing under the call's current checkpoint and that step completed.
+    fn completed_inline(&self, checkpoint: &str, inline: Option<&str>) -> Option<Value> {
+        let root = self.inline_in.as_ref()?;
+        if self.known_steps.lock().ok()?.contains_key(checkpoint) {
+            return None;
+        }
+        let mut steps = root.known_steps.lock().ok()?;
+        match steps.get(inline?) {
+            Some(row) if row.state == State::Completed => {
+                steps.remove(inline?).and_then(|row| row.result)
+            }
+            _ => None,
+        }
+    }
+
+    fn replay_agent(&self, call: &AgentCall, result: Value) -> Result<Value, HostError> {
+        let response: AgentResponse = serde_json::from_value(result.clone()).map_err(|error| {
+            self.fatal(Error::Store(crate::StoreError::new(
+                crate::StoreErrorKind::Corrupt,
+                "replay",
+                format!(
+                    "stored result of {} is not an agent result: {error}",
+                    call.checkpoint
+                ),
+            )))
+        })?;
+        self.emit(
+            EventType::StepReplayed,
+            None,
+            json!({
+                "kind": "agent",
+                "checkpoint": call.checkpoint,
+                "phase": call.phase,
+                "promptPreview": prompt_preview(&call.prompt),
+            }),
+        );
+        Ok(response.output)
+    }
+
+    async fn call_provider(&self, call: &AgentCall, row: &StepRecord) -> Result<Value, HostError> {
+        let fence = row.attempts;
+        let _slot = match &self.ctx.agent_slots {
+            Some(slots) => tokio::select! {
+                permit = Arc::clone(slots).acquire_owned() => permit.ok(),
+                () = self.ctx.cancel.cancelled() => None,
+            },
+            None => None,
+        };
+        if self.ctx.cancel.is_cancelled() {
+            self.close_step(row, State::Cancelled, "workflow cancelled", Vec::new())
+                .await;
+            return Err(cancelled());
+        }
+        let mut metadata =
+            self.ctx
+                .metadata(&self.run_id, self.depth, self.parent_step_id.as_deref());
+        metadata.step_id = Some(row.step_id.clone());
+        metadata.provider = Some(call.provider.name().to_owned());
+        self.ctx.emit(
+            EventType::AgentStarted,
+            metadata.clone(),
+            object(json!({ "phase": call.phase, "promptPreview": prompt_preview(&call.prompt) })),
+        );
+        let request = AgentRequest {
+            prompt: call.prompt.clone(),
+            options: call.options.clone(),
+            context: AgentContext {
+                phase: call.phase.clone(),
+                cwd: self.ctx.settings.cwd.clone(),
+            },
+            run_id: self.run_id.clone(),
+            step_id: row.step_id.clone(),
+            attempt: fence,
+        };
+        let mut billed: Vec<LedgerEntry> = Vec::new();
+        let result = match (
+            &call.schema,
+            self.call_with_retry(call, &request, row, &mut billed, "")
+                .await,
+        ) {
+            (Some(schema), Ok(response)) => {
+                self.enforce_schema(call, &request, row, schema, response, &mut billed)
+                    .await
+            }
+            (_, result) => result,
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(CallEnd::Cancelled) => {
+                self.close_step(row, State::Cancelled, "workflow cancelled", billed)
+                    .await;
+                self.ctx.emit(
+                    EventType::AgentFailed,
+                    metadata,
+                    object(json!({ "message": Error::Cancelled.to_string() })),
+                );
+                return Err(cancelled());
+            }
+            Err(end @ (CallEnd::Failed(_) | CallEnd::Mismatch(_))) => {
+                let message = match end {
+                    CallEnd::Failed(error) => error.to_string(),
+                    CallEnd::Mismatch(message) => message,
+                    CallEnd::Cancelled => String::new(),
+                };
+                return Err(self.fail_agent_step(row, message, billed, metadata).await);
+            }
+        };
+        self.save_session(call, row, &response).await;
+        let stored = serde_json::to_value(response.without_raw()).unwrap_or(Value::Null);
+        let max_result = self.ctx.engine.limits.max_result_bytes;
+        if let Some(message) = oversized("the agent result", &stored, max_result, RESULT_LIMIT) {
+            // Paid for but not stored: billed like a failed try of this claim.
+            billed.push(self.try_ledger_entry(row, "oversized", response.usage.as_ref()));
+            let rejected = self.fail_agent_step(row, message, billed, metadata).await;
+            // A limit: another attempt would pay for the same oversized answer again.
+            return Err(self.fatal(Error::Script(crate::ScriptError::new(
+                crate::ScriptErrorKind::Limit,
+                rejected.message,
+            ))));
+        }
+        billed.push(LedgerEntry::new(
+            &self.run_id,
+            &self.ctx.root_run_id,
+            &row.step_id,
+            "agent_step",
+            row.step_id.clone(),
+            response.usage.as_ref(),
+            self.ctx.now(),
+        ));
+        let billed_tokens: u64 = billed.iter().map(|entry| entry.output_tokens).sum();
+        let completed = complete_fenced(
+            self.ctx.engine.store.as_ref(),
+            &row.step_id,
+            fence,
+            stored,
+            billed,
+            self.ctx.now(),
+        )
+        .await
+        .map_err(|error| self.fatal(error))?;
+        let adopted = completed.adopted;
+        if !adopted {
+            self.ctx.add_spent(billed_tokens);
+        }
+        metadata.session_id = response.session_id.clone();
+        self.ctx.emit(
+            EventType::AgentCompleted,
+            metadata,
+            object(json!({ "model": response.model, "sessionId": response.session_id, "usage": response.usage })),
+        );
+        if self.ctx.cancel.is_cancelled() {
+            // Completed and paid for (the session sink needed the call to finish), but the run
+            // is stopping.
+            return Err(cancelled());
+        }
+        let seen: AgentResponse = serde_json::from_value(completed.value).unwrap_or(response);
+        Ok(seen.output)
+    }
+
+    /// Fails a claimed agent step with `message` (billing `billed`), reports it, and gives the
+    /// rejection the script sees.
+    async fn fail_agent_step(
+        &self,
+        row: &StepRecord,
+        message: String,
+        billed: Vec<LedgerEntry>,
+        metadata: crate::EventMetadata,
+    ) -> HostError {
+        self.close_step(row, State::Failed, &message, billed).await;
+        self.ctx.emit(
+            EventType::AgentFailed,
+            metadata,
+            object(json!({ "message": message })),
+        );
+        HostError::new(HostErrorKind::Provider, message)
+    }
+
+    /// The ledger row of one paid try of a claimed step that did not become its result (a
+    /// failed try, a rejected schema answer, an oversized answer): keyed by step, fence and
+    /// `label`, so each try is billed once however often its completion is retried.
+    fn try_ledger_entry(
+        &self,
+        row: &StepRecord,
+        label: &str,
+        usage: Option<&crate::Usage>,
+    ) -> LedgerEntry {
+        LedgerEntry::new(
+            &self.run_id,
+            &self.ctx.root_run_id,
+            &row.step_id,
+            "agent_attempt",
+            format!("{}:{}:{label}", row.step_id, row.attempts),
+            usage,
+            self.ctx.now(),
+        )
+    }
+
+    /// Hands a provider result, transcript included, to the session-log sink.
+    async fn save_session(&self, call: &AgentCall, row: &StepRecord, response: &AgentResponse) {
+        if let Some(sink) = &self.ctx.engine.session_sink {
+            if let Err(error) = sink
+                .save(call.provider.name(), &self.run_id, &row.step_id, response)
+                .await
+            {
+                tracing::warn!(step_id = %row.step_id, %error, "session log sink failed");
+            }
+        }
+    }
+
+    /// Validates the output against the call's `schema`; on a mismatch asks once more with the
+    /// errors appended to the prompt. Every answer is billed, the rejected ones as
+    /// `agent_attempt` rows.
+    async fn enforce_schema(
+        &self,
+        call: &AgentCall,
+        request: &AgentRequest,
+        row: &StepRecord,
+        schema: &OutputSchema,
+        first: AgentResponse,
+        billed: &mut Vec<LedgerEntry>,
+    ) -> Result<AgentResponse, CallEnd> {
+        let errors = match schema.check(&first.output) {
+            Ok(output) => return Ok(AgentResponse { output, ..first }),
+            Err(errors) => errors,
+        };
+        self.save_session(call, row, &first).await;
+        let bill = |response: &AgentResponse, label: &str, billed: &mut Vec<LedgerEntry>| {
+            billed.push(self.try_ledger_entry(row, label, response.usage.as_ref()));
+        };
+        bill(&first, "schema-1", billed);
+        let mut corrective = request.clone();
+        corrective.prompt = corrective_prompt(&request.prompt, &errors);
+        let second = self
+            .call_with_retry(call, &corrective, row, billed, "schema-retry-")
+            .await?;
+        match schema.check(&second.output) {
+            Ok(output) => Ok(AgentResponse { output, ..second }),
+            Err(errors) => {
+                self.save_session(call, row, &second).await;
+                bill(&second, "schema-2", billed);
+                Err(CallEnd::Mismatch(mismatch_message(&errors)))
+            }
+        }
+    }
+
+    /// Calls the provider up to `retry.max_attempts` times for retryable errors, billing the
+    /// usage of failed tries. Without a session-log sink, cancellation drops the call at once;
+    /// with one, the call finishes so its transcript can be saved.
+    async fn call_with_retry(
+        &self,
+        call: &AgentCall,
+        request: &AgentRequest,
+        row: &StepRecord,
+        billed: &mut Vec<LedgerEntry>,
+        label: &str,
+    ) -> Result<AgentResponse, CallEnd> {
+        let mut tries = 0;
+        loop {
+            // A call in flight may finish after cancellation (for the session sink); no new
+            // call starts.
+            if self.ctx.cancel.is_cancelled() {
+                return Err(CallEnd::Cancelled);
+            }
+            tries += 1;
+            let attempt = call.provider.run(request.clone());
+            let result = if self.ctx.engine.session_sink.is_some() {
+                attempt.await
+            } else {
+                tokio::select! {
+                    result = attempt => result,
+                    () = self.ctx.cancel.cancelled() => return Err(CallEnd::Cancelled),
+                }
+            };
+            let error = match result {
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            if let Some(usage) = error.usage() {
+                billed.push(self.try_ledger_entry(row, &format!("{label}{tries}"), Some(usage)));
+            }
+            if !error.is_retryable() || tries >= call.retry.max_attempts {
+                return Err(CallEnd::Failed(error));
+            }
+            tracing::debug!(step_id = %row.step_id, tries, %error, "retrying agent call");
+            let backoff = Duration::from_millis(call.retry.backoff_ms);
+            tokio::select! {
+                () = crate::clock::sleep_for(self.ctx.engine.clock.as_ref(), backoff) => {}
+                () = self.ctx.cancel.cancelled() => return Err(CallEnd::Cancelled),
+            }
+        }
+    }
+}

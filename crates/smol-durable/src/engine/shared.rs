@@ -1,0 +1,49 @@
+//! What every run of an engine shares: its store, script engine, providers, limits and clock,
+//! and the registry of runs executing in this process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::events::{EventSink, SessionLogSink};
+use crate::limits::Limits;
+use crate::script::{ScriptEngine, WorkflowSource};
+use crate::store::DurableStore;
+use crate::AgentProvider;
+
+/// Configuration and services shared by every run of an engine.
+#[derive(Debug)]
+pub(crate) struct EngineShared {
+    pub store: Arc<dyn DurableStore>,
+    pub scripts: Arc<dyn ScriptEngine>,
+    pub providers: BTreeMap<String, Arc<dyn AgentProvider>>,
+    pub default_provider: String,
+    pub model_map: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub lease_ttl: Duration,
+    pub clock: Arc<dyn Clock>,
+    pub event_sinks: Vec<Arc<dyn EventSink>>,
+    pub session_sink: Option<Arc<dyn SessionLogSink>>,
+    pub named_workflows: HashMap<String, WorkflowSource>,
+    pub workflows_by_path: HashMap<PathBuf, WorkflowSource>,
+    pub owner_id: String,
+    /// Runs executing in this engine, by root run id, with the token that cancels them.
+    pub live: Mutex<HashMap<String, CancellationToken>>,
+    pub owner_registered: tokio::sync::OnceCell<()>,
+    /// Sources read from the store by content hash (immutable, so never stale).
+    pub scripts_by_hash: Mutex<HashMap<String, String>>,
+}
+
+impl EngineShared {
+    pub fn provider(&self, name: &str) -> Option<Arc<dyn AgentProvider>> {
+        self.providers.get(name).cloned()
+    }
+
+    pub fn provider_names(&self) -> Vec<String> {
+        self.providers.keys().cloned().collect()
+    }
+}
