@@ -171,7 +171,7 @@ impl SqliteStore {
     pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         let opened = tokio::task::spawn_blocking(move || Self::open_blocking(path, options)).await;
-        opened.map_err(|error| StoreError::new(StoreErrorKind::Other, "open", error.to_string()))?
+        opened.map_err(|error| task_died("open", error))?
     }
 
     fn open_blocking(path: PathBuf, options: SqliteOptions) -> StoreResult<Self> {
@@ -201,7 +201,7 @@ impl SqliteStore {
             Self::open_read_only_blocking(path, SqliteOptions::default())
         })
         .await;
-        opened.map_err(|error| StoreError::new(StoreErrorKind::Other, "open", error.to_string()))?
+        opened.map_err(|error| task_died("open", error))?
     }
 
     fn open_read_only_blocking(path: PathBuf, options: SqliteOptions) -> StoreResult<Self> {
@@ -321,8 +321,7 @@ impl SqliteStore {
             result
         })
         .await;
-        outcome
-            .map_err(|error| StoreError::new(StoreErrorKind::Other, operation, error.to_string()))?
+        outcome.map_err(|error| task_died(operation, error))?
     }
 
     async fn write<R, F>(&self, operation: &'static str, commit: Commit, work: F) -> StoreResult<R>
@@ -650,4 +649,14 @@ impl DurableStore for SqliteStore {
         })
         .await
     }
+}
+
+/// A blocking task that panicked or was cancelled: its error is kept as the source.
+fn task_died(operation: &'static str, error: tokio::task::JoinError) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Other,
+        operation,
+        format!("the blocking task died: {error}"),
+    )
+    .with_source(error)
 }

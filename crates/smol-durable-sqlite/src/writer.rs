@@ -86,6 +86,7 @@ impl Writer {
                     "open",
                     format!("cannot start the writer thread: {error}"),
                 )
+                .with_source(error)
             })?;
         Ok(Self {
             jobs: Some(jobs),
@@ -117,16 +118,12 @@ impl Writer {
                 move |connection: Result<&Connection, &StoreError>| -> Deliver {
                     let outcome = match connection {
                         Ok(connection) => in_savepoint(connection, operation, work),
-                        Err(error) => {
-                            Err(StoreError::new(error.kind(), operation, error.to_string()))
-                        }
+                        Err(error) => Err(error.reported_by(operation)),
                     };
                     Box::new(move |commit_error: Option<&StoreError>| {
                         let result = match (outcome, commit_error) {
                             (Err(error), _) => Err(error),
-                            (Ok(_), Some(error)) => {
-                                Err(StoreError::new(error.kind(), operation, error.to_string()))
-                            }
+                            (Ok(_), Some(error)) => Err(error.reported_by(operation)),
                             (Ok(value), None) => Ok(value),
                         };
                         let _ = reply.send(result);
@@ -152,12 +149,14 @@ impl Drop for Writer {
     }
 }
 
+/// The writer thread is gone and does not come back: trying again cannot help.
 fn stopped(operation: &'static str) -> StoreError {
     StoreError::new(
         StoreErrorKind::Unavailable,
         operation,
-        "the SQLite writer thread has stopped",
+        "the SQLite writer thread has stopped; reopen the store",
     )
+    .persistent()
 }
 
 fn run_statement(

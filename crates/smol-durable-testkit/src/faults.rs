@@ -503,4 +503,34 @@ mod tests {
         assert!(broken.register_owner(owner("owner_a")).await.is_ok());
         assert_eq!(broken.counts().terminal, 1);
     }
+
+    #[tokio::test]
+    async fn a_temporary_error_the_engine_gave_up_on_is_persistent() {
+        let inner: Arc<dyn DurableStore> = Arc::new(MemoryStore::new());
+        let down = Arc::new(FaultyStore::new(inner, FaultPlan::retryable(7, 1.0)));
+        let policy = smol_durable::store::StoreRetryPolicy {
+            max_retries: 2,
+            first_backoff: std::time::Duration::from_millis(1),
+            ..Default::default()
+        };
+        let engine = smol_durable::Engine::builder()
+            .store(down.clone())
+            .script_engine(Arc::new(crate::ScriptedEngine::new()))
+            .provider(Arc::new(crate::ScriptedProvider::new("scripted")))
+            .limits(smol_durable::Limits {
+                store_retry: policy,
+                ..Default::default()
+            })
+            .build()
+            .expect("engine");
+        let error = engine
+            .store()
+            .register_owner(owner("owner_a"))
+            .await
+            .expect_err("the store is down");
+        assert_eq!(error.kind(), StoreErrorKind::Unavailable);
+        assert_eq!(error.status(), smol_durable::ErrorStatus::Persistent);
+        assert!(!error.is_retryable(), "nothing retries it a second time");
+        assert_eq!(down.counts().calls, 3, "one try and two retries");
+    }
 }

@@ -27,15 +27,31 @@ pub enum StoreErrorKind {
     Other,
 }
 
+/// Whether an error may go away when the operation is tried again (after OpenDAL's
+/// `ErrorStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorStatus {
+    /// Trying again cannot help.
+    Permanent,
+    /// Trying again may help (a lost connection, a locked or overloaded database).
+    Temporary,
+    /// It was temporary, but the retries it was given are used up: nothing retries it again.
+    Persistent,
+}
+
 /// An error from a [`DurableStore`](crate::DurableStore) operation.
-#[derive(Debug, thiserror::Error)]
+///
+/// Cheap to clone: the driver error it keeps as its `source` is shared.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation}: {message}")]
 pub struct StoreError {
     kind: StoreErrorKind,
     operation: &'static str,
     message: String,
+    persistent: bool,
     #[source]
-    source: Option<BoxError>,
+    source: Option<std::sync::Arc<dyn StdError + Send + Sync + 'static>>,
 }
 
 impl StoreError {
@@ -45,13 +61,30 @@ impl StoreError {
             kind,
             operation,
             message: message.into(),
+            persistent: false,
             source: None,
         }
     }
 
     /// Attaches the underlying driver error.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
+        self.source = Some(std::sync::Arc::from(source.into()));
+        self
+    }
+
+    /// The same error, reported by another operation (e.g. each job of a failed shared
+    /// transaction), keeping kind, status and source.
+    pub fn reported_by(&self, operation: &'static str) -> Self {
+        Self {
+            operation,
+            ..self.clone()
+        }
+    }
+
+    /// Marks a temporary error whose retries are used up ([`ErrorStatus::Persistent`]), or one
+    /// that can only recur (a writer that stopped).
+    pub fn persistent(mut self) -> Self {
+        self.persistent = true;
         self
     }
 
@@ -65,9 +98,19 @@ impl StoreError {
         self.operation
     }
 
-    /// Whether retrying the operation may succeed.
+    /// Whether trying again may help: only [`StoreErrorKind::Unavailable`] errors are
+    /// temporary, until they are marked [`persistent`](Self::persistent).
+    pub fn status(&self) -> ErrorStatus {
+        match (self.kind, self.persistent) {
+            (StoreErrorKind::Unavailable, false) => ErrorStatus::Temporary,
+            (StoreErrorKind::Unavailable, true) => ErrorStatus::Persistent,
+            _ => ErrorStatus::Permanent,
+        }
+    }
+
+    /// Whether retrying the operation may succeed ([`ErrorStatus::Temporary`]).
     pub fn is_retryable(&self) -> bool {
-        self.kind == StoreErrorKind::Unavailable
+        self.status() == ErrorStatus::Temporary
     }
 }
 
@@ -238,6 +281,40 @@ impl fmt::Display for ScriptError {
     }
 }
 
+/// What kind of failure an [`Error`] is, for code that handles failures by kind rather than
+/// by variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The run asked for does not exist.
+    NotFound,
+    /// The request is malformed or does not fit (builder misuse, an unknown provider, a
+    /// child run where a root run is needed, a script that is gone).
+    InvalidRequest,
+    /// The run is in a state that forbids the operation.
+    InvalidState,
+    /// The run stopped without failing: cancelled, or handed back (released, parked).
+    Stopped,
+    /// The budget allows no more agent calls.
+    BudgetExhausted,
+    /// The workflow changed in a way that alters a recorded call.
+    SignatureMismatch,
+    /// A stored row holds something this version does not understand.
+    Unsupported,
+    /// Another owner holds the run, or took it over.
+    Busy,
+    /// The script failed.
+    Script,
+    /// A provider call failed.
+    Provider,
+    /// The store failed.
+    Store,
+    /// A child workflow failed or could not start.
+    Workflow,
+    /// A rule of the engine itself broke (a bug), or a task it ran died.
+    Internal,
+}
+
 /// The error of an [`Engine`](crate::Engine) operation or of a run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -277,16 +354,14 @@ pub enum Error {
         /// Checkpoint name of the step.
         checkpoint: String,
     },
-    /// A stored step row holds a state or kind this version does not understand.
-    #[error("unsupported step {what} {value:?}: sw_workflow_steps row {step_id} ({checkpoint}), column {column}")]
+    /// A stored step holds a state or kind this version does not understand.
+    #[error("unsupported step {what} {value:?} in stored step {step_id} ({checkpoint})")]
     Unsupported {
         /// `kind` or `state`.
         what: &'static str,
-        /// The column holding it (`step_kind` or `state`).
-        column: &'static str,
         /// The stored value.
         value: String,
-        /// The row.
+        /// The step.
         step_id: String,
         /// Checkpoint name of the step.
         checkpoint: String,
@@ -313,15 +388,62 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The engine was configured or called wrongly.
+    /// The request is malformed or does not fit: builder misuse, an unknown provider, a child
+    /// run where a root run is needed, a script that is gone.
     #[error("{0}")]
-    Config(String),
+    InvalidRequest(String),
+    /// The run is in a state that forbids the operation.
+    #[error("workflow run {run_id} is {state} and cannot be {operation}")]
+    InvalidState {
+        /// The run.
+        run_id: String,
+        /// Its state.
+        state: crate::store::State,
+        /// What was refused, as a past participle ("started again").
+        operation: &'static str,
+    },
+    /// A rule of the engine itself broke (a bug), or a task it ran died; `source` says why.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What broke.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A child workflow could not be started or failed.
     #[error("{0}")]
     Workflow(String),
 }
 
 impl Error {
+    /// A broken internal rule or a dead task, with its cause.
+    pub fn internal(message: impl Into<String>, source: Option<BoxError>) -> Self {
+        Self::Internal {
+            message: message.into(),
+            source,
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::RunNotFound { .. } => ErrorKind::NotFound,
+            Error::Cancelled | Error::Released | Error::Parked { .. } => ErrorKind::Stopped,
+            Error::BudgetExhausted { .. } => ErrorKind::BudgetExhausted,
+            Error::SignatureMismatch { .. } => ErrorKind::SignatureMismatch,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::LeaseLost(_) | Error::RunBusy { .. } => ErrorKind::Busy,
+            Error::Script(_) => ErrorKind::Script,
+            Error::Provider(_) => ErrorKind::Provider,
+            Error::Store(_) => ErrorKind::Store,
+            Error::InvalidRequest(_) => ErrorKind::InvalidRequest,
+            Error::InvalidState { .. } => ErrorKind::InvalidState,
+            Error::Internal { .. } => ErrorKind::Internal,
+            Error::Workflow(_) => ErrorKind::Workflow,
+        }
+    }
+
     /// Whether retrying the whole operation later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

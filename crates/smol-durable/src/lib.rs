@@ -102,8 +102,8 @@ pub use engine::{
     SubmitOptions, SubmittedRun, TokenUsage, Worker, WorkerOptions, WorkerReport,
 };
 pub use error::{
-    BoxError, Error, ProviderError, ProviderErrorKind, ScriptError, ScriptErrorKind, StoreError,
-    StoreErrorKind,
+    BoxError, Error, ErrorKind, ErrorStatus, ProviderError, ProviderErrorKind, ScriptError,
+    ScriptErrorKind, StoreError, StoreErrorKind,
 };
 pub use events::{EventMetadata, EventSink, EventType, SessionLogSink, WorkflowEvent};
 pub use ids::new_id;

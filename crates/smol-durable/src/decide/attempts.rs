@@ -234,7 +234,9 @@ pub fn attempt_retry_at(
         Error::BudgetExhausted { .. }
         | Error::SignatureMismatch { .. }
         | Error::Unsupported { .. }
-        | Error::Config(_)
+        | Error::InvalidRequest(_)
+        | Error::InvalidState { .. }
+        | Error::Internal { .. }
         | Error::Cancelled
         | Error::Released
         | Error::Parked { .. } => true,

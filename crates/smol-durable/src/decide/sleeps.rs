@@ -53,7 +53,7 @@ pub fn wake_at(row: &StepRecord) -> Result<i64, Error> {
                 crate::StoreErrorKind::Corrupt,
                 "decide_sleep",
                 format!(
-                    "sleep step {} ({}) has no integer wakeAt in input_json",
+                    "sleep step {} ({}) has no integer wakeAt in its input",
                     row.step_id, row.checkpoint_name
                 ),
             ))

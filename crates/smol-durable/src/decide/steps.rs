@@ -111,7 +111,7 @@ pub(super) fn stored_result(row: &StepRecord) -> Result<Value, Error> {
             crate::StoreErrorKind::Corrupt,
             "decide_step",
             format!(
-                "completed step {} ({}) has no result_json",
+                "completed step {} ({}) has no stored result",
                 row.step_id, row.checkpoint_name
             ),
         ))
@@ -121,7 +121,6 @@ pub(super) fn stored_result(row: &StepRecord) -> Result<Value, Error> {
 pub(super) fn unsupported(what: &'static str, value: &str, row: &StepRecord) -> Error {
     Error::Unsupported {
         what,
-        column: if what == "kind" { "step_kind" } else { "state" },
         value: value.to_owned(),
         step_id: row.step_id.clone(),
         checkpoint: row.checkpoint_name.clone(),
@@ -202,9 +201,7 @@ mod tests {
         let error = decide(Some(&stored), 100).err().map(|e| e.to_string());
         assert_eq!(
             error.as_deref(),
-            Some(
-                "unsupported step state \"paused\": sw_workflow_steps row step_1 (step:sig_x), column state"
-            )
+            Some("unsupported step state \"paused\" in stored step step_1 (step:sig_x)")
         );
     }
 

@@ -108,10 +108,10 @@ impl EngineBuilder {
     pub fn build(self) -> Result<Engine, Error> {
         let store = self
             .store
-            .ok_or_else(|| Error::Config("EngineBuilder needs a store".to_owned()))?;
-        let scripts = self
-            .scripts
-            .ok_or_else(|| Error::Config("EngineBuilder needs a script engine".to_owned()))?;
+            .ok_or_else(|| Error::InvalidRequest("EngineBuilder needs a store".to_owned()))?;
+        let scripts = self.scripts.ok_or_else(|| {
+            Error::InvalidRequest("EngineBuilder needs a script engine".to_owned())
+        })?;
         let mut providers = BTreeMap::new();
         for provider in &self.providers {
             let name = provider.name().to_owned();
@@ -119,13 +119,15 @@ impl EngineBuilder {
                 .insert(name.clone(), Arc::clone(provider))
                 .is_some()
             {
-                return Err(Error::Config(format!("provider {name:?} registered twice")));
+                return Err(Error::InvalidRequest(format!(
+                    "provider {name:?} registered twice"
+                )));
             }
         }
         let default_provider = match self.default_provider {
             Some(name) if providers.contains_key(&name) => name,
             Some(name) => {
-                return Err(Error::Config(format!(
+                return Err(Error::InvalidRequest(format!(
                     "default provider {name:?} is not registered"
                 )))
             }
@@ -134,12 +136,14 @@ impl EngineBuilder {
                 .first()
                 .map(|provider| provider.name().to_owned())
                 .ok_or_else(|| {
-                    Error::Config("EngineBuilder needs at least one provider".to_owned())
+                    Error::InvalidRequest("EngineBuilder needs at least one provider".to_owned())
                 })?,
         };
         let lease_ttl = self.lease_ttl.unwrap_or(Duration::from_secs(60));
         if lease_ttl < Duration::from_millis(3) {
-            return Err(Error::Config("lease ttl must be at least 3 ms".to_owned()));
+            return Err(Error::InvalidRequest(
+                "lease ttl must be at least 3 ms".to_owned(),
+            ));
         }
         let workflows_by_path = self
             .named_workflows

@@ -54,7 +54,7 @@ impl EngineShared {
         let mut live = shared
             .live
             .lock()
-            .map_err(|_| Error::Config("engine registry poisoned".to_owned()))?;
+            .map_err(|_| Error::internal("the registry of live runs is poisoned", None))?;
         if live.contains_key(run_id) {
             return Err(Error::RunBusy {
                 run_id: run_id.to_owned(),
@@ -187,10 +187,11 @@ impl EngineShared {
             let (owner_id, lease_expires_at) = match started {
                 AttemptStart::Started(attempt) => return Ok(attempt),
                 AttemptStart::Finished(state) => {
-                    return Err(Error::Config(format!(
-                        "workflow run {} is {state} and cannot be started again",
-                        run.run_id
-                    )))
+                    return Err(Error::InvalidState {
+                        run_id: run.run_id.clone(),
+                        state,
+                        operation: "started again",
+                    })
                 }
                 AttemptStart::Busy {
                     owner_id,

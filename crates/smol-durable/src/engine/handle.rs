@@ -55,7 +55,7 @@ impl Engine {
     pub async fn start(&self, request: RunRequest) -> Result<RunHandle, Error> {
         let provider = self.run_provider(&request);
         if self.shared.provider(&provider).is_none() {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidRequest(format!(
                 "unknown agent provider {provider:?}; registered providers: {}",
                 self.shared.provider_names().join(", ")
             )));
@@ -124,7 +124,7 @@ impl Engine {
         self.register_owner().await?;
         let run = self.get_run(run_id).await?;
         if !run.is_root() {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidRequest(format!(
                 "{run_id} is a child run; resume its root run {}",
                 run.root_run_id
             )));
@@ -185,7 +185,16 @@ impl Engine {
             .store
             .get_task(&run.task_id)
             .await?
-            .ok_or_else(|| Error::Config(format!("run {run_id} has no task {}", run.task_id)))?;
+            .ok_or_else(|| {
+                Error::Store(crate::StoreError::new(
+                    crate::StoreErrorKind::Corrupt,
+                    "status",
+                    format!(
+                        "run {run_id} names task {}, which does not exist",
+                        run.task_id
+                    ),
+                ))
+            })?;
         let attempts = self.shared.store.list_attempts(&task.task_id).await?;
         let owner_gone = self.owner_gone(&task).await?;
         Ok(RunStatus {
@@ -209,7 +218,7 @@ impl Engine {
     pub async fn delete(&self, run_id: &str) -> Result<(), Error> {
         let run = self.get_run(run_id).await?;
         if !run.is_root() {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidRequest(format!(
                 "run {run_id} is a child of {}; delete its root run",
                 run.root_run_id
             )));
@@ -286,7 +295,7 @@ impl Engine {
                 return Ok(WorkflowSource { path, text });
             }
         }
-        Err(Error::Config(format!(
+        Err(Error::InvalidRequest(format!(
             "cannot resume {}: its script {} is gone and no copy is stored",
             run.run_id,
             path.display()

@@ -44,7 +44,10 @@ impl RunHandle {
     pub async fn join(self) -> Result<RunOutput, Error> {
         match self.join.await {
             Ok(result) => result,
-            Err(join_error) => Err(Error::Config(format!("run task failed: {join_error}"))),
+            Err(join_error) => Err(Error::internal(
+                "the task running the attempt died",
+                Some(Box::new(join_error)),
+            )),
         }
     }
 }

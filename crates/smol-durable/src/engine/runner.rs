@@ -199,7 +199,7 @@ impl Worker {
     pub async fn join(self) -> Result<WorkerReport, Error> {
         self.join
             .await
-            .map_err(|error| Error::Config(format!("worker task failed: {error}")))
+            .map_err(|error| Error::internal("the worker task died", Some(Box::new(error))))
     }
 }
 

@@ -78,7 +78,7 @@ pub async fn acquire_step(
             StepDecision::Replay(result) => return Ok(Acquired::Replay(result)),
             StepDecision::Wait { .. } => {
                 let row = existing.ok_or_else(|| {
-                    Error::Config("decide_step asked to wait without a row".to_owned())
+                    Error::internal("decide_step asked to wait without a row", None)
                 })?;
                 return Ok(Acquired::Wait(row));
             }

@@ -223,10 +223,19 @@ impl RetryingStore {
                     tokio::time::sleep(delay).await;
                 }
                 None => {
+                    // A temporary error the policy gave up on reaches the caller as persistent:
+                    // nothing above retries it a second time.
+                    let result = result.map_err(|error| {
+                        if error.is_retryable() {
+                            error.persistent()
+                        } else {
+                            error
+                        }
+                    });
                     return Tried {
                         result,
                         maybe_committed: failures > 0,
-                    }
+                    };
                 }
             }
         }
