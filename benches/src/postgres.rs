@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 use smol_durable::store::{RunFilter, State};
-use smol_durable::{DurableStore, Engine, ResumeOptions, RunRequest, SubmitOptions, WorkerOptions};
+use smol_durable::{
+    DurableStore, Engine, ResumeOptions, RunRequest, StoreAdmin, SubmitOptions, WorkerOptions,
+};
 use smol_durable_postgres::{PostgresOptions, PostgresStore};
 use smol_durable_testkit::{ScriptedEngine, ScriptedProvider};
 use sqlx::{AssertSqlSafe, Row as _};

@@ -12,7 +12,7 @@
 //!     PostgresOptions::new("postgres://app@127.0.0.1:5432/app").schema("smol_durable"),
 //! )
 //! .await?;
-//! assert!(store.capabilities().multi_process);
+//! assert!(store.capabilities().notify);
 //! # Ok(())
 //! # }
 //! ```
@@ -44,8 +44,8 @@ use smol_durable::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
-    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreCapabilities, StoreResult,
-    TaskRecord,
+    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
+    StoreResult, TaskRecord,
 };
 use smol_durable::{Clock, DurableStore, StoreError, StoreErrorKind, SystemClock};
 use sqlx::pool::PoolConnection;
@@ -303,11 +303,7 @@ macro_rules! write {
 #[async_trait]
 impl DurableStore for PostgresStore {
     fn capabilities(&self) -> StoreCapabilities {
-        StoreCapabilities {
-            notify: true,
-            multi_process: true,
-            group_commit: true,
-        }
+        StoreCapabilities::none().with_notify(true)
     }
 
     fn describe(&self) -> String {
@@ -365,16 +361,6 @@ impl DurableStore for PostgresStore {
 
     async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
         read!(self, "get_task", |c| sql::get_task(c, &self.sql, task_id))
-    }
-
-    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
-        read!(self, "list_runs", |c| sql::list_runs(c, &self.sql, filter))
-    }
-
-    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
-        read!(self, "list_attempts", |c| sql::list_attempts(
-            c, &self.sql, task_id
-        ))
     }
 
     async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart> {
@@ -440,14 +426,6 @@ impl DurableStore for PostgresStore {
         write!(self, "renew_leases", |c, q| sql::renew_leases(c, q, &renew))
     }
 
-    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
-        read!(self, "budget_spent", |c| sql::budget_spent(
-            c,
-            &self.sql,
-            root_run_id
-        ))
-    }
-
     async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>> {
         read!(self, "ledger_entries", |c| sql::ledger_entries(
             c,
@@ -460,27 +438,11 @@ impl DurableStore for PostgresStore {
         self.events.append(events).await
     }
 
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<EventRecord>> {
-        read!(self, "read_events", |c| sql::read_events(
-            c, &self.sql, run_id, after_seq, limit
-        ))
-    }
-
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
         let run_id = run_id.to_owned();
         write!(self, "request_cancel", |c, q| sql::request_cancel(
             c, q, &run_id, now
         ))
-    }
-
-    async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
-        let task_id = task_id.to_owned();
-        write!(self, "delete_task", |c, q| sql::delete_task(c, q, &task_id))
     }
 
     async fn work_available(&self) {
@@ -498,6 +460,35 @@ impl DurableStore for PostgresStore {
                 .unwrap_or(true)
         };
         self.wake.step(step_id, flag).await;
+    }
+}
+
+#[async_trait]
+impl StoreAdmin for PostgresStore {
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        read!(self, "list_runs", |c| sql::list_runs(c, &self.sql, filter))
+    }
+
+    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        read!(self, "list_attempts", |c| sql::list_attempts(
+            c, &self.sql, task_id
+        ))
+    }
+
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
+        read!(self, "read_events", |c| sql::read_events(
+            c, &self.sql, run_id, after_seq, limit
+        ))
+    }
+
+    async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
+        let task_id = task_id.to_owned();
+        write!(self, "delete_task", |c, q| sql::delete_task(c, q, &task_id))
     }
 }
 

@@ -2,6 +2,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 
+use smol_durable::StoreAdmin;
 use std::time::Duration;
 
 use serde_json::json;

@@ -9,7 +9,7 @@
 //! let dir = tempfile::tempdir().map_err(|e| smol_durable::StoreError::new(
 //!     smol_durable::StoreErrorKind::Other, "doc", e.to_string()))?;
 //! let store = SqliteStore::open(dir.path().join("runs.db")).await?;
-//! assert!(store.capabilities().multi_process);
+//! assert!(store.describe().ends_with("runs.db"));
 //! # Ok(())
 //! # }
 //! ```
@@ -45,8 +45,8 @@ use smol_durable::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
-    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreCapabilities, StoreResult,
-    TaskRecord,
+    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
+    StoreResult, TaskRecord,
 };
 use smol_durable::{Clock, DurableStore, StoreError, StoreErrorKind, SystemClock};
 
@@ -435,9 +435,7 @@ fn create_owner_only(path: &Path) -> StoreResult<()> {
 #[async_trait]
 impl DurableStore for SqliteStore {
     fn capabilities(&self) -> StoreCapabilities {
-        let mut capabilities = StoreCapabilities::none().with_multi_process(true);
-        capabilities.group_commit = true;
-        capabilities
+        StoreCapabilities::none()
     }
 
     fn describe(&self) -> String {
@@ -507,18 +505,6 @@ impl DurableStore for SqliteStore {
     async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
         let task_id = task_id.to_owned();
         self.read("get_task", move |c| sql::get_task(c, &task_id))
-            .await
-    }
-
-    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
-        let filter = filter.clone();
-        self.read("list_runs", move |c| sql::list_runs(c, &filter))
-            .await
-    }
-
-    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
-        let task_id = task_id.to_owned();
-        self.read("list_attempts", move |c| sql::list_attempts(c, &task_id))
             .await
     }
 
@@ -599,12 +585,6 @@ impl DurableStore for SqliteStore {
         .await
     }
 
-    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
-        let root = root_run_id.to_owned();
-        self.read("budget_spent", move |c| sql::budget_spent(c, &root))
-            .await
-    }
-
     async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>> {
         let root = root_run_id.to_owned();
         self.read("ledger_entries", move |c| sql::ledger_entries(c, &root))
@@ -621,6 +601,29 @@ impl DurableStore for SqliteStore {
         .await
     }
 
+    async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
+        let run_id = run_id.to_owned();
+        self.write("request_cancel", Commit::Durable, move |c| {
+            sql::request_cancel(c, &run_id, now)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl StoreAdmin for SqliteStore {
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        let filter = filter.clone();
+        self.read("list_runs", move |c| sql::list_runs(c, &filter))
+            .await
+    }
+
+    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        let task_id = task_id.to_owned();
+        self.read("list_attempts", move |c| sql::list_attempts(c, &task_id))
+            .await
+    }
+
     async fn read_events(
         &self,
         run_id: &str,
@@ -630,14 +633,6 @@ impl DurableStore for SqliteStore {
         let run_id = run_id.to_owned();
         self.read("read_events", move |c| {
             sql::read_events(c, &run_id, after_seq, limit)
-        })
-        .await
-    }
-
-    async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
-        let run_id = run_id.to_owned();
-        self.write("request_cancel", Commit::Durable, move |c| {
-            sql::request_cancel(c, &run_id, now)
         })
         .await
     }

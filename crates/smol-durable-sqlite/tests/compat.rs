@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 use smol_durable::store::{RunFilter, State};
-use smol_durable::{canonical_json, DurableStore, Engine, ResumeOptions, StepSignature};
+use smol_durable::{canonical_json, Engine, ResumeOptions, StepSignature, StoreAdmin};
 use smol_durable_sqlite::{SqliteStore, SCHEMA_VERSION};
 use smol_durable_testkit::{ScriptedEngine, ScriptedProvider};
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use smol_durable::store::{RunFilter, State};
-use smol_durable::{DurableStore, Engine, ResumeOptions};
+use smol_durable::{DurableStore, Engine, ResumeOptions, StoreAdmin};
 use smol_durable_sqlite::SqliteStore;
 use smol_durable_testkit::{ScriptedEngine, ScriptedProvider};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 use smol_durable::store::{ClaimScope, NewRun, WorkflowInfo};
-use smol_durable::{DurableStore, Engine, Error, ResumeOptions, StoreErrorKind};
+use smol_durable::{DurableStore, Engine, Error, ResumeOptions, StoreAdmin, StoreErrorKind};
 use smol_durable_sqlite::{SqliteOptions, SqliteStore};
 use smol_durable_testkit::{ScriptedEngine, ScriptedProvider};
 

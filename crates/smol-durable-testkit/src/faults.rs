@@ -26,8 +26,8 @@ use smol_durable::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
-    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreCapabilities, StoreResult,
-    TaskRecord,
+    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
+    StoreResult, TaskRecord,
 };
 use smol_durable::{DurableStore, StoreError, StoreErrorKind};
 
@@ -265,7 +265,10 @@ impl FaultyStore {
     }
 }
 
+// A wrapper forwards every method, the provided ones too: a default would silently bypass
+// the wrapped store.
 #[async_trait]
+#[warn(clippy::missing_trait_methods)]
 impl DurableStore for FaultyStore {
     fn capabilities(&self) -> StoreCapabilities {
         self.inner.capabilities()
@@ -323,16 +326,6 @@ impl DurableStore for FaultyStore {
 
     async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
         self.inject("get_task", || self.inner.get_task(task_id))
-            .await
-    }
-
-    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
-        self.inject("list_runs", || self.inner.list_runs(filter))
-            .await
-    }
-
-    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
-        self.inject("list_attempts", || self.inner.list_attempts(task_id))
             .await
     }
 
@@ -405,6 +398,35 @@ impl DurableStore for FaultyStore {
             .await
     }
 
+    async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
+        self.inject("request_cancel", || self.inner.request_cancel(run_id, now))
+            .await
+    }
+
+    async fn work_available(&self) {
+        self.inner.work_available().await;
+    }
+
+    async fn step_finished(&self, step_id: &str) {
+        self.inner.step_finished(step_id).await;
+    }
+}
+
+// A wrapper forwards every method, the provided ones too: a default would silently bypass
+// the wrapped store.
+#[async_trait]
+#[warn(clippy::missing_trait_methods)]
+impl StoreAdmin for FaultyStore {
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        self.inject("list_runs", || self.inner.list_runs(filter))
+            .await
+    }
+
+    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        self.inject("list_attempts", || self.inner.list_attempts(task_id))
+            .await
+    }
+
     async fn read_events(
         &self,
         run_id: &str,
@@ -417,22 +439,9 @@ impl DurableStore for FaultyStore {
         .await
     }
 
-    async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
-        self.inject("request_cancel", || self.inner.request_cancel(run_id, now))
-            .await
-    }
-
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
         self.inject("delete_task", || self.inner.delete_task(task_id))
             .await
-    }
-
-    async fn work_available(&self) {
-        self.inner.work_available().await;
-    }
-
-    async fn step_finished(&self, step_id: &str) {
-        self.inner.step_finished(step_id).await;
     }
 }
 

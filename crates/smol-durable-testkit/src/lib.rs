@@ -61,7 +61,8 @@ pub use store::Fixture;
 /// The whole conformance suite for one backend, in one line: the store cases
 /// ([`store_conformance_tests!`]) and the engine scenarios ([`engine_conformance_tests!`]), each
 /// once on the store as the factory makes it and once behind a [`FaultyStore`] injecting no
-/// faults (the wrapper the fault-injection scenarios use must change nothing by itself). The
+/// faults (the wrapper the fault-injection scenarios use must change nothing by itself), and the
+/// store cases once more behind the engine's retry wrapper (the scenarios always run behind it). The
 /// factory returns a [`Fixture`] or an `Option<Fixture>` (`None` skips).
 ///
 /// ```ignore
@@ -85,6 +86,10 @@ macro_rules! conformance_tests {
         mod engine_through_the_fault_wrapper {
             $crate::engine_conformance_tests!(|| $crate::__private::through_no_faults($factory));
         }
+
+        mod store_through_the_retry_wrapper {
+            $crate::store_conformance_tests!(|| $crate::__private::through_retries($factory));
+        }
     };
 }
 
@@ -103,6 +108,19 @@ pub mod __private {
             .await
             .into_fixture()
             .map(|fixture| fixture.through_faults(crate::FaultPlan::none()))
+    }
+
+    /// A fixture from `factory`, behind the engine's retry wrapper.
+    pub async fn through_retries<F, Fut, T>(factory: F) -> Option<crate::Fixture>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = T>,
+        T: IntoFixture,
+    {
+        factory()
+            .await
+            .into_fixture()
+            .map(crate::Fixture::through_retries)
     }
 
     /// What a conformance factory may return: a fixture, or `None` to skip (the factory has

@@ -83,15 +83,31 @@ impl Fixture {
     /// [`FaultPlan::none`](crate::FaultPlan::none) the whole suite must still pass: the wrapper
     /// itself changes nothing.
     pub fn through_faults(self, plan: crate::FaultPlan) -> Self {
-        let store: Arc<dyn DurableStore> = Arc::new(crate::FaultyStore::new(self.store, plan));
+        self.wrapped(move |inner| Arc::new(crate::FaultyStore::new(inner, plan)))
+    }
+
+    /// The same fixture with every handle behind the engine's
+    /// [`RetryingStore`](smol_durable::store::RetryingStore): the store cases must pass through
+    /// it unchanged (the engine scenarios always run through it).
+    pub fn through_retries(self) -> Self {
+        self.wrapped(|inner| {
+            Arc::new(smol_durable::store::RetryingStore::new(
+                inner,
+                smol_durable::store::StoreRetryPolicy::default(),
+            ))
+        })
+    }
+
+    fn wrapped<W>(self, wrap: W) -> Self
+    where
+        W: Fn(Arc<dyn DurableStore>) -> Arc<dyn DurableStore> + Send + Sync + 'static,
+    {
+        let wrap = Arc::new(wrap);
+        let store = wrap(self.store);
         let open_inner = self.open_another;
         let open_another: OpenHandle = Arc::new(move || {
-            let open_inner = Arc::clone(&open_inner);
-            Box::pin(async move {
-                let inner = open_inner().await;
-                let wrapped: Arc<dyn DurableStore> = Arc::new(crate::FaultyStore::new(inner, plan));
-                wrapped
-            })
+            let (open_inner, wrap) = (Arc::clone(&open_inner), Arc::clone(&wrap));
+            Box::pin(async move { wrap(open_inner().await) })
         });
         Self {
             store,

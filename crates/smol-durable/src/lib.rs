@@ -115,4 +115,4 @@ pub use script::{
 };
 pub use session_dir::SessionLogDir;
 pub use signature::{canonical_json, child_workflow_scope, OccurrenceCounter, StepSignature};
-pub use store::{DurableStore, MemoryStore};
+pub use store::{DurableStore, MemoryStore, StoreAdmin};

@@ -373,61 +373,6 @@ impl DurableStore for MemoryStore {
         Ok(self.lock()?.tasks.get(task_id).cloned())
     }
 
-    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
-        let tables = self.lock()?;
-        let mut runs: Vec<RunRecord> = tables
-            .runs
-            .values()
-            .filter(|run| !filter.roots_only || run.is_root())
-            .filter(|run| filter.states.is_empty() || filter.states.contains(&run.state))
-            .filter(|run| {
-                filter
-                    .task_id
-                    .as_ref()
-                    .is_none_or(|task| &run.task_id == task)
-            })
-            .filter(|run| match &filter.name_contains {
-                None => true,
-                Some(text) => run.workflow.name().is_some_and(|name| {
-                    name.to_ascii_lowercase()
-                        .contains(&text.to_ascii_lowercase())
-                }),
-            })
-            .filter(|run| {
-                filter
-                    .created_from
-                    .is_none_or(|from| run.created_at >= from)
-            })
-            .filter(|run| {
-                filter
-                    .created_until
-                    .is_none_or(|until| run.created_at <= until)
-            })
-            .cloned()
-            .collect();
-        runs.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| b.run_id.cmp(&a.run_id))
-        });
-        if let Some(limit) = filter.limit {
-            runs.truncate(limit);
-        }
-        Ok(runs)
-    }
-
-    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
-        let tables = self.lock()?;
-        let mut attempts: Vec<AttemptRecord> = tables
-            .attempts
-            .iter()
-            .filter(|attempt| attempt.task_id == task_id)
-            .cloned()
-            .collect();
-        attempts.sort_by_key(|attempt| attempt.attempt);
-        Ok(attempts)
-    }
-
     async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart> {
         let mut tables = self.lock()?;
         let task = tables.task_mut("start_attempt", &start.task_id)?;
@@ -718,10 +663,6 @@ impl DurableStore for MemoryStore {
         })
     }
 
-    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
-        Ok(self.lock()?.spent(root_run_id))
-    }
-
     async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>> {
         Ok(self
             .lock()?
@@ -756,23 +697,6 @@ impl DurableStore for MemoryStore {
         Ok(())
     }
 
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<EventRecord>> {
-        let tables = self.lock()?;
-        Ok(tables
-            .events
-            .iter()
-            .filter(|event| event.seq > after_seq)
-            .filter(|event| event.run_id == run_id || event.root_run_id == run_id)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
         let mut tables = self.lock()?;
         let Some(run) = tables.runs.get(run_id) else {
@@ -792,6 +716,81 @@ impl DurableStore for MemoryStore {
             tables.close_task(&task_id, Closure::cancelled(), now)?;
         }
         Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl StoreAdmin for MemoryStore {
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        let tables = self.lock()?;
+        let mut runs: Vec<RunRecord> = tables
+            .runs
+            .values()
+            .filter(|run| !filter.roots_only || run.is_root())
+            .filter(|run| filter.states.is_empty() || filter.states.contains(&run.state))
+            .filter(|run| {
+                filter
+                    .task_id
+                    .as_ref()
+                    .is_none_or(|task| &run.task_id == task)
+            })
+            .filter(|run| match &filter.name_contains {
+                None => true,
+                Some(text) => run.workflow.name().is_some_and(|name| {
+                    name.to_ascii_lowercase()
+                        .contains(&text.to_ascii_lowercase())
+                }),
+            })
+            .filter(|run| {
+                filter
+                    .created_from
+                    .is_none_or(|from| run.created_at >= from)
+            })
+            .filter(|run| {
+                filter
+                    .created_until
+                    .is_none_or(|until| run.created_at <= until)
+            })
+            .cloned()
+            .collect();
+        runs.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.run_id.cmp(&a.run_id))
+        });
+        if let Some(limit) = filter.limit {
+            runs.truncate(limit);
+        }
+        Ok(runs)
+    }
+
+    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        let tables = self.lock()?;
+        let mut attempts: Vec<AttemptRecord> = tables
+            .attempts
+            .iter()
+            .filter(|attempt| attempt.task_id == task_id)
+            .cloned()
+            .collect();
+        attempts.sort_by_key(|attempt| attempt.attempt);
+        Ok(attempts)
+    }
+
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let tables = self.lock()?;
+        Ok(tables
+            .events
+            .iter()
+            .filter(|event| event.seq > after_seq)
+            .filter(|event| event.run_id == run_id || event.root_run_id == run_id)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {

@@ -19,8 +19,7 @@ pub use records::{
     AttemptRecord, ClaimScope, EventRecord, LedgerEntry, OwnerRecord, RunRecord, State, StepKind,
     StepRecord, TaskRecord, WorkflowInfo,
 };
-pub(crate) use retry::RetryingStore;
-pub use retry::StoreRetryPolicy;
+pub use retry::{RetryingStore, StoreRetryPolicy};
 
 use crate::decide::AttemptEnd;
 use crate::{StoreError, StoreErrorKind};
@@ -28,15 +27,13 @@ use crate::{StoreError, StoreErrorKind};
 /// Result type of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// What a store can do beyond the contract; the engine and the conformance suite read it.
+/// What a store can do beyond the contract. The conformance suite selects cases by it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StoreCapabilities {
-    /// Wakes waiters on change (e.g. Postgres `LISTEN/NOTIFY`) instead of polling.
+    /// [`DurableStore::step_finished`] and [`DurableStore::work_available`] resolve on change
+    /// (PostgreSQL's `LISTEN/NOTIFY`), so waiters need not poll.
     pub notify: bool,
-    /// Several OS processes may share the database.
-    pub multi_process: bool,
-    /// Concurrent commits share durability flushes.
-    pub group_commit: bool,
 }
 
 impl StoreCapabilities {
@@ -45,9 +42,9 @@ impl StoreCapabilities {
         Self::default()
     }
 
-    /// Sets [`StoreCapabilities::multi_process`].
-    pub fn with_multi_process(mut self, yes: bool) -> Self {
-        self.multi_process = yes;
+    /// Sets [`StoreCapabilities::notify`].
+    pub fn with_notify(mut self, yes: bool) -> Self {
+        self.notify = yes;
         self
     }
 }
@@ -516,35 +513,63 @@ pub fn newer_schema(place: &str, newest: i64, known: i64) -> StoreError {
     )
 }
 
-/// Durable storage of tasks, runs, attempts, steps, the budget ledger, events and owners.
+/// Durable storage of tasks, runs, attempts, steps, the budget ledger, events and owners: the
+/// operations a run's execution needs. Listing and administration are [`StoreAdmin`].
 ///
-/// Implementations must be safe to share (`Arc<dyn DurableStore>`) and every method must be
-/// atomic. Methods never block a tokio worker thread for long (blocking drivers run on their own
-/// threads). See the module docs for the division of labour with the core.
+/// # The contract
+///
+/// - **Atomic.** Every method is one transaction (or one lock): another handle on the same
+///   database — another thread, process or machine — sees all of a call's writes or none.
+/// - **Compare exactly what is named.** Every compare-and-set compares the fields its request
+///   names (`state`, `attempts` as the fence, the owner) and, when it loses, changes nothing and
+///   returns the row as it stands, so the caller can decide again
+///   ([`decide`](crate::decide)).
+/// - **No rules of its own.** A store decides nothing: where an operation needs a rule
+///   (who may open an attempt, whether a claimed task runs, what a cancellation does), it calls
+///   the one [`decide`](crate::decide) function for it inside its transaction; every reason
+///   text it writes comes from [`decide::Closure`](crate::decide::Closure) or the request.
+/// - **Durable on success.** When a write returns `Ok`, it survives a crash of this process
+///   (and, for the stores that promise it, of the machine).
+/// - **Errors by kind.** [`StoreErrorKind::Unavailable`] for a lost connection or a locked or
+///   overloaded database (the engine retries it), `Corrupt` for a malformed row (naming what
+///   and where), `NotFound`, `Conflict`, `LeaseLost`, `Unsupported`.
+/// - **Shareable.** Implementations are `Send + Sync` and used as `Arc<dyn DurableStore>`;
+///   methods never block a tokio worker thread for long (blocking drivers run on their own
+///   threads).
+///
+/// `smol-durable-testkit`'s `store_conformance_tests!` states each guarantee below as a test
+/// (each test names the method it checks); a store is correct when it passes them and
+/// `engine_conformance_tests!`.
 #[async_trait]
-pub trait DurableStore: Send + Sync + std::fmt::Debug {
+pub trait DurableStore: StoreAdmin {
     /// What this store can do beyond the contract.
     fn capabilities(&self) -> StoreCapabilities;
 
     /// A human description for error messages: a path or a URL without credentials.
     fn describe(&self) -> String;
 
-    /// Records (or refreshes) a process identity.
+    /// Records a process identity, or refreshes the one stored under its id (an upsert).
     async fn register_owner(&self, owner: OwnerRecord) -> StoreResult<()>;
-    /// Reads a process identity.
+    /// Reads a process identity (`None` when unknown). A takeover reads it to learn whether the
+    /// holder of a lease ran on this host and is gone.
     async fn get_owner(&self, owner_id: &str) -> StoreResult<Option<OwnerRecord>>;
 
-    /// Stores a script source under its content hash (idempotent).
+    /// Stores a script source under its content hash. Idempotent: storing the same hash again
+    /// changes nothing.
     async fn put_script(&self, hash: &str, source: &str) -> StoreResult<()>;
     /// Reads a script source by content hash.
     async fn get_script(&self, hash: &str) -> StoreResult<Option<String>>;
 
-    /// Creates a task and its root run (`pending`) in one operation.
+    /// Creates a task and its root run, both `pending`, in one transaction. With an
+    /// idempotency key that an existing task of the same scope carries, creates nothing and
+    /// returns that task and run with `created: false`. Ids are fresh, so a `Conflict` on them
+    /// means this very call already committed (the retry layer relies on it).
     async fn create_run(&self, run: NewRun) -> StoreResult<CreatedRun>;
-    /// Inserts a child run, or marks an existing unfinished one with the same id `running`
-    /// again (its parent step was reclaimed); returns the stored row.
+    /// Inserts a child run (`running`) if no run has its id; an existing unfinished one with
+    /// that id is marked `running` again (its parent step was reclaimed and continues it). A
+    /// finished one is returned unchanged. Returns the stored row.
     async fn create_child_run(&self, child: NewChildRun) -> StoreResult<RunRecord>;
-    /// Sets a child run's terminal state.
+    /// Sets a child run's terminal state and its result or reason.
     async fn finish_child_run(
         &self,
         run_id: &str,
@@ -555,62 +580,89 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>>;
     /// Reads a task.
     async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>>;
-    /// Lists runs, newest first.
-    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>>;
-    /// The attempts of a task, in attempt order.
-    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>>;
 
-    /// Claims a task for an owner and opens its next attempt.
+    /// Opens attempt `max + 1` of a task for `owner_id`, in one transaction that first asks
+    /// [`decide::admit_attempt`](crate::decide::admit_attempt) whether it may: a live lease of
+    /// another owner is [`AttemptStart::Busy`] (unless `take_over_from` names that owner); a
+    /// completed task, or a failed or cancelled one without `revive`, is
+    /// [`AttemptStart::Finished`]; in both cases nothing changes. Otherwise it claims the task
+    /// (and the root run) for the owner, closes every `running` attempt of the task with
+    /// [`Closure::abandoned_attempt`](crate::decide::Closure::abandoned_attempt), expires the
+    /// leases of running steps held by the previous holder or by this owner (their process is
+    /// gone, so the next claim reclaims them at once), and with `revive` clears a cancellation
+    /// request (a plain claim never does).
     async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart>;
-    /// Ends an attempt; fails with `LeaseLost` if the owner no longer holds the task.
+    /// Ends an attempt, fenced by the task still being claimed by `finish.owner_id` and the
+    /// attempt still `running` (`LeaseLost` otherwise, changing nothing). Writes
+    /// [`FinishAttempt::end`] to the attempt, the root run and the task, releases the task's
+    /// claim, refreshes the run's cached `budget_spent` from the ledger, and closes the run's
+    /// unfinished child runs as `end.unfinished_children` says.
     async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()>;
-    /// Claims the oldest eligible task in a scope (pending and due, or running with an expired
-    /// lease) and opens an attempt on it.
+    /// Claims the oldest task of `claim.scope` that is `pending` and due (`not_before` passed)
+    /// or `running` under an expired lease, skipping tasks other claimers hold, and opens an
+    /// attempt on it as [`start_attempt`](Self::start_attempt) does. A task
+    /// [`decide::claim_verdict`](crate::decide::claim_verdict) says must not run (a cancellation
+    /// requested while nobody ran it, or its counted attempts used up) is closed with the
+    /// verdict's [`Closure`](crate::decide::Closure) — task, running attempts and unfinished
+    /// runs — and the next task is tried. Never returns a task of another scope: `local` tasks
+    /// are only executed by the owner that created or resumed them. `None` when nothing is
+    /// eligible.
     async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>>;
 
-    /// All steps of a run in one call.
+    /// All steps of a run, in creation order, in one read.
     async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>>;
-    /// One step by identity.
+    /// One step by identity: `(run_id, checkpoint_name)`.
     async fn get_step(
         &self,
         run_id: &str,
         checkpoint_name: &str,
     ) -> StoreResult<Option<StepRecord>>;
-    /// Inserts a step if absent.
+    /// Insert-if-absent on `(run_id, checkpoint_name)`: a new row is `running` with
+    /// `attempts = 1` and the given lease ([`InsertStep::Inserted`]); an existing row is
+    /// returned unchanged ([`InsertStep::Existing`]). Exactly one of any number of concurrent
+    /// inserts, on any handles, inserts.
     async fn insert_step(&self, step: NewStep) -> StoreResult<InsertStep>;
-    /// Compare-and-set claim of an existing step.
+    /// Compare-and-set on `(state, attempts)` = `(expected_state, expected_attempts)`: sets
+    /// `running`, `attempts + 1` (the new fence), the new holder and lease. On a mismatch
+    /// returns [`StepCas::Conflict`] with the current row and changes nothing.
     async fn claim_step(&self, claim: ClaimStep) -> StoreResult<StepCas>;
-    /// Fenced completion + ledger rows in one transaction.
+    /// Compare-and-set on `state = 'running' AND attempts = fence`: stores the result, clears
+    /// the lease, and inserts the ledger rows (idempotently on
+    /// `(root_run_id, source_type, source_id)`), all in one transaction. On a mismatch nothing
+    /// is written — no result, no ledger row — and the current row is returned.
     async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas>;
-    /// Fenced failure/cancellation + ledger rows in one transaction.
+    /// Like [`complete_step`](Self::complete_step), but writes `failed` or `cancelled` with a
+    /// reason (the ledger rows bill the tries that failed). A failed step is reclaimable.
     async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas>;
-    /// Extends leases; reports lost steps and cancellation.
+    /// Heartbeat, one transaction: extends the task's and the attempt's lease while the task is
+    /// still claimed by `renew.owner_id`, and each listed step's lease while that step is still
+    /// `running` under the renewer's fence. Reports whether the task is still held, which steps
+    /// were not (their fence moved on, or they finished), and whether a cancellation of the run
+    /// was requested. A deposed owner extends nothing.
     async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome>;
 
-    /// Sum of `output_tokens` over the root run's ledger rows.
-    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64>;
-    /// The root run's ledger rows.
+    /// Sum of `output_tokens` over the root run's ledger rows: the budget's spent amount.
+    /// Derived from [`ledger_entries`](Self::ledger_entries); a store may answer it with one
+    /// aggregate query instead.
+    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
+        let entries = self.ledger_entries(root_run_id).await?;
+        Ok(entries
+            .iter()
+            .fold(0u64, |sum, entry| sum.saturating_add(entry.output_tokens)))
+    }
+    /// The root run's ledger rows (children's included), in insertion order.
     async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>>;
 
-    /// Appends events in the given order; an event whose id is already stored is skipped, so
-    /// an append may be repeated safely.
+    /// Appends events in the given order, assigning increasing `seq`; an event whose id is
+    /// already stored is skipped, so an append may be repeated safely.
     async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()>;
-    /// Events of a run and its children with `seq > after_seq`, in append order.
-    async fn read_events(
-        &self,
-        run_id: &str,
-        after_seq: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<EventRecord>>;
 
-    /// Records a cancellation request for a root run (or cancels a pending task at once).
+    /// Records a cancellation request for a root run, in one transaction that asks
+    /// [`decide::cancel_request`](crate::decide::cancel_request) what it does: a finished task
+    /// is left alone; a task nobody executes (pending, or running under an expired lease) is
+    /// closed at once with [`Closure::cancelled`](crate::decide::Closure::cancelled); a running
+    /// one gets `cancel_requested_at`, which its owner's next heartbeat or poll sees.
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest>;
-
-    /// Deletes a finished task with everything under it: its runs (the root and every child),
-    /// attempts, steps, ledger rows and events. `Ok(false)` when there is no such task; a
-    /// [`StoreErrorKind::Conflict`] error, deleting nothing, while the task or any of its runs
-    /// is not terminal.
-    async fn delete_task(&self, task_id: &str) -> StoreResult<bool>;
 
     /// Resolves when runner work may have become available: a runner task submitted, or handed
     /// back by a worker. Idle workers wait on it *and* poll, so a store that cannot notify keeps
@@ -628,4 +680,27 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
         let _ = step_id;
         std::future::pending::<()>().await;
     }
+}
+
+/// Listing and administration: what `status`, `history`, `events` and `delete` use. Nothing a
+/// run does while it executes goes through here, except reading its own attempts.
+#[async_trait]
+pub trait StoreAdmin: Send + Sync + std::fmt::Debug {
+    /// Runs matching the filter, newest first (creation time, then id).
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>>;
+    /// The attempts of a task, in attempt order.
+    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>>;
+    /// Events of a run and of its children with `seq > after_seq`, in append order (increasing
+    /// `seq`), at most `limit`.
+    async fn read_events(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>>;
+    /// Deletes a finished task with everything under it, in one transaction: its runs (the
+    /// root and every child), attempts, steps, ledger rows and events. `Ok(false)` when there
+    /// is no such task; [`unfinished_task`]'s `Conflict`, deleting nothing, while the task or
+    /// any of its runs is not terminal. Scripts stay: they are shared by content hash.
+    async fn delete_task(&self, task_id: &str) -> StoreResult<bool>;
 }

@@ -22,8 +22,8 @@ use super::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, DurableStore, EventRecord, FailStep, FinishAttempt, InsertStep,
     LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome,
-    RunFilter, RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, StoreCapabilities,
-    StoreResult, TaskRecord,
+    RunFilter, RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, StoreAdmin,
+    StoreCapabilities, StoreResult, TaskRecord,
 };
 use crate::StoreErrorKind;
 
@@ -144,9 +144,12 @@ fn settle_retried_failure(fail: &FailStep, outcome: StepCas) -> StepCas {
     }
 }
 
-/// A store whose retryable errors are retried under a policy.
+/// A store whose retryable errors are retried under a policy: the engine puts one in front of
+/// every store it is given ([`Engine::store`](crate::Engine::store) is one). A write whose
+/// failed try committed anyway is reported as the success it was; an error the policy gave up
+/// on is [`persistent`](crate::StoreError::persistent).
 #[derive(Debug)]
-pub(crate) struct RetryingStore {
+pub struct RetryingStore {
     inner: std::sync::Arc<dyn DurableStore>,
     policy: StoreRetryPolicy,
 }
@@ -159,7 +162,8 @@ struct Tried<T> {
 }
 
 impl RetryingStore {
-    pub(crate) fn new(inner: std::sync::Arc<dyn DurableStore>, policy: StoreRetryPolicy) -> Self {
+    /// `inner`, retried under `policy`.
+    pub fn new(inner: std::sync::Arc<dyn DurableStore>, policy: StoreRetryPolicy) -> Self {
         Self { inner, policy }
     }
 
@@ -267,7 +271,10 @@ impl RetryingStore {
     }
 }
 
+// A wrapper forwards every method, the provided ones too: a default would silently bypass
+// the wrapped store.
 #[async_trait]
+#[warn(clippy::missing_trait_methods)]
 impl DurableStore for RetryingStore {
     fn capabilities(&self) -> StoreCapabilities {
         self.inner.capabilities()
@@ -349,16 +356,6 @@ impl DurableStore for RetryingStore {
 
     async fn get_task(&self, task_id: &str) -> StoreResult<Option<TaskRecord>> {
         self.idempotent("get_task", || self.inner.get_task(task_id))
-            .await
-    }
-
-    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
-        self.idempotent("list_runs", || self.inner.list_runs(filter))
-            .await
-    }
-
-    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
-        self.idempotent("list_attempts", || self.inner.list_attempts(task_id))
             .await
     }
 
@@ -493,6 +490,35 @@ impl DurableStore for RetryingStore {
             .await
     }
 
+    async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
+        self.idempotent("request_cancel", || self.inner.request_cancel(run_id, now))
+            .await
+    }
+
+    async fn work_available(&self) {
+        self.inner.work_available().await;
+    }
+
+    async fn step_finished(&self, step_id: &str) {
+        self.inner.step_finished(step_id).await;
+    }
+}
+
+// A wrapper forwards every method, the provided ones too: a default would silently bypass
+// the wrapped store.
+#[async_trait]
+#[warn(clippy::missing_trait_methods)]
+impl StoreAdmin for RetryingStore {
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        self.idempotent("list_runs", || self.inner.list_runs(filter))
+            .await
+    }
+
+    async fn list_attempts(&self, task_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        self.idempotent("list_attempts", || self.inner.list_attempts(task_id))
+            .await
+    }
+
     async fn read_events(
         &self,
         run_id: &str,
@@ -505,22 +531,9 @@ impl DurableStore for RetryingStore {
         .await
     }
 
-    async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
-        self.idempotent("request_cancel", || self.inner.request_cancel(run_id, now))
-            .await
-    }
-
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
         self.idempotent("delete_task", || self.inner.delete_task(task_id))
             .await
-    }
-
-    async fn work_available(&self) {
-        self.inner.work_available().await;
-    }
-
-    async fn step_finished(&self, step_id: &str) {
-        self.inner.step_finished(step_id).await;
     }
 }
 
