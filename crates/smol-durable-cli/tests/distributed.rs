@@ -60,8 +60,8 @@ impl Db {
 }
 
 /// A database of its own on the test server (the CLI uses the `public` schema of its URL).
-async fn postgres_db(test: &str) -> Option<Db> {
-    let url = postgres_test_url(test)?;
+async fn postgres_db(test: &str) -> Db {
+    let url = postgres_test_url(test);
     let admin = PostgresStore::connect(&url).await.expect("connect");
     let name = format!("d_{}", ulid::Ulid::new().to_string().to_lowercase());
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -69,7 +69,7 @@ async fn postgres_db(test: &str) -> Option<Db> {
         .await
         .expect("create database");
     let (server, _) = url.rsplit_once('/').expect("a URL with a database");
-    Some(Db::Postgres(format!("{server}/{name}")))
+    Db::Postgres(format!("{server}/{name}"))
 }
 
 /// A temp dir with the workflows, the logging provider script and its call log. A provider
@@ -535,11 +535,13 @@ async fn sqlite_workers_survive_kills() {
     workers_survive_kills(Db::Sqlite(dir.path().join("shared.db"))).await;
 }
 
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_workers_survive_kills() {
-    if let Some(db) = postgres_db("distributed kills").await {
-        workers_survive_kills(db).await;
-    }
+    workers_survive_kills(postgres_db("distributed kills").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,11 +550,13 @@ async fn sqlite_frozen_worker_cannot_overwrite_its_successor() {
     a_frozen_worker_cannot_overwrite_its_successor(Db::Sqlite(dir.path().join("shared.db"))).await;
 }
 
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_frozen_worker_cannot_overwrite_its_successor() {
-    if let Some(db) = postgres_db("distributed zombie").await {
-        a_frozen_worker_cannot_overwrite_its_successor(db).await;
-    }
+    a_frozen_worker_cannot_overwrite_its_successor(postgres_db("distributed zombie").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,27 +565,31 @@ async fn sqlite_cancel_from_another_process_stops_a_worker_run() {
     cancel_from_another_process_stops_a_worker_run(Db::Sqlite(dir.path().join("shared.db"))).await;
 }
 
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_cancel_from_another_process_stops_a_worker_run() {
-    if let Some(db) = postgres_db("distributed cancel").await {
-        cancel_from_another_process_stops_a_worker_run(db).await;
-    }
+    cancel_from_another_process_stops_a_worker_run(postgres_db("distributed cancel").await).await;
 }
 
 /// Every connection of the worker's database is terminated twice mid-run: the worker keeps
 /// going once the server answers again, and every run completes with nothing paid twice
 /// except calls in flight when a connection died.
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_worker_recovers_when_its_connections_drop() {
-    let Some(db) = postgres_db("distributed connection drop").await else {
-        return;
-    };
+    let db = postgres_db("distributed connection drop").await;
     let _serial = ONE_AT_A_TIME.lock().await;
     let Db::Postgres(url) = &db else {
         unreachable!()
     };
     let database = url.rsplit_once('/').expect("database").1.to_owned();
-    let admin = PostgresStore::connect(&postgres_test_url("admin").expect("url"))
+    let admin = PostgresStore::connect(&postgres_test_url("admin"))
         .await
         .expect("connect");
     let mut cluster = Cluster::new(tempfile::tempdir().expect("dir"), db, "0.01");

@@ -9,8 +9,8 @@ use smol_durable::DurableStore;
 use smol_durable_postgres::{PostgresOptions, PostgresStore};
 use smol_durable_testkit::{postgres_test_url, Fixture};
 
-async fn fresh() -> Option<Fixture> {
-    let url = postgres_test_url("smol-durable-postgres conformance")?;
+async fn fresh() -> Fixture {
+    let url = postgres_test_url("smol-durable-postgres conformance");
     let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
     let options = PostgresOptions::new(url).schema(schema).max_connections(8);
     let store: Arc<dyn DurableStore> = Arc::new(
@@ -18,7 +18,7 @@ async fn fresh() -> Option<Fixture> {
             .await
             .expect("connect to the test server"),
     );
-    Some(Fixture::new(store, move || {
+    Fixture::new(store, move || {
         let options = options.clone();
         Box::pin(async move {
             let other: Arc<dyn DurableStore> = Arc::new(
@@ -28,7 +28,7 @@ async fn fresh() -> Option<Fixture> {
             );
             other
         })
-    }))
+    })
 }
 
 smol_durable_testkit::conformance_tests!(super::fresh);

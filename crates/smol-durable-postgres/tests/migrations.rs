@@ -9,11 +9,13 @@ fn fresh_schema() -> String {
     format!("t_{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_stores_starting_at_once_migrate_once() {
-    let Some(url) = postgres_test_url("migrations") else {
-        return;
-    };
+    let url = postgres_test_url("migrations");
     let schema = fresh_schema();
     let opening = (0..8).map(|_| {
         PostgresStore::connect_with(
@@ -34,11 +36,13 @@ async fn many_stores_starting_at_once_migrate_once() {
     assert_eq!(applied, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
 }
 
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_is_refused_and_left_alone() {
-    let Some(url) = postgres_test_url("migrations") else {
-        return;
-    };
+    let url = postgres_test_url("migrations");
     let schema = fresh_schema();
     let options = PostgresOptions::new(&url).schema(schema.as_str());
     let store = PostgresStore::connect_with(options.clone())

@@ -13,11 +13,8 @@ use smol_durable_testkit::postgres_test_url;
 use sqlx::{Connection, PgConnection};
 
 /// A store in a fresh schema of the test server with one run in it.
-async fn one_run(
-    test: &str,
-    scope: ClaimScope,
-) -> Option<(String, String, PostgresStore, CreatedRun)> {
-    let url = postgres_test_url(test)?;
+async fn one_run(test: &str, scope: ClaimScope) -> (String, String, PostgresStore, CreatedRun) {
+    let url = postgres_test_url(test);
     let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
     let store = PostgresStore::connect_with(PostgresOptions::new(&url).schema(schema.as_str()))
         .await
@@ -32,19 +29,19 @@ async fn one_run(
         ))
         .await
         .expect("create");
-    Some((url, schema, store, created))
+    (url, schema, store, created)
 }
 
 /// A caller that stops waiting for an operation (a cancelled script, an aborted heartbeat, a
 /// timeout) must not leave a transaction half done on a pooled connection, holding row locks
 /// that make `SKIP LOCKED` claims pass the task by forever.
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
-    let Some((url, schema, store, created)) =
-        one_run("abandoned operations", ClaimScope::Runner).await
-    else {
-        return;
-    };
+    let (url, schema, store, created) = one_run("abandoned operations", ClaimScope::Runner).await;
     // Another session holds the task row, so `request_cancel` blocks inside its transaction.
     let mut blocker = PgConnection::connect(&url).await.expect("connect");
     sqlx::query("BEGIN")
@@ -112,11 +109,13 @@ async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
 }
 
 /// A client frozen mid-transaction is cut off by the server well within a lease.
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_transactions_are_ended_by_the_server() {
-    let Some(url) = postgres_test_url("idle transactions") else {
-        return;
-    };
+    let url = postgres_test_url("idle transactions");
     let store = PostgresStore::connect(&url).await.expect("connect");
     let timeout: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
         .fetch_one(store.pool())
@@ -127,11 +126,13 @@ async fn stalled_transactions_are_ended_by_the_server() {
 
 /// JSONB cannot hold U+0000: an event carrying one is stored with U+FFFD instead, and the
 /// other events of its batch are stored as they are.
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_with_a_nul_character_is_stored() {
-    let Some((_, _, store, created)) = one_run("NUL in events", ClaimScope::Local).await else {
-        return;
-    };
+    let (_, _, store, created) = one_run("NUL in events", ClaimScope::Local).await;
     let event = |text: &str| smol_durable::store::NewEvent {
         event_id: smol_durable::new_id("evt"),
         run_id: created.run.run_id.clone(),
@@ -159,12 +160,14 @@ async fn an_event_with_a_nul_character_is_stored() {
 
 /// A step result JSONB cannot hold fails with a clear, non-retryable error instead of a
 /// driver message; nothing is half written.
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_with_a_nul_character_is_refused_clearly() {
     use smol_durable::store::{CompleteStep, InsertStep, NewStep, StepKind};
-    let Some((_, _, store, created)) = one_run("NUL in results", ClaimScope::Local).await else {
-        return;
-    };
+    let (_, _, store, created) = one_run("NUL in results", ClaimScope::Local).await;
     let inserted = store
         .insert_step(NewStep {
             step_id: smol_durable::new_id("step"),

@@ -63,7 +63,9 @@ pub use store::Fixture;
 /// once on the store as the factory makes it and once behind a [`FaultyStore`] injecting no
 /// faults (the wrapper the fault-injection scenarios use must change nothing by itself), and the
 /// store cases once more behind the engine's retry wrapper (the scenarios always run behind it). The
-/// factory returns a [`Fixture`] or an `Option<Fixture>` (`None` skips).
+/// factory returns a [`Fixture`]. A backend that is not available here is not skipped at run
+/// time: its crate's build script sets `cfg(smol_durable_no_postgres)` and every case is built
+/// `#[ignore]`d (see [`postgres_test_url`]).
 ///
 /// ```ignore
 /// smol_durable_testkit::conformance_tests!(fresh_fixture);
@@ -98,46 +100,20 @@ pub mod __private {
     pub use tokio;
 
     /// A fixture from `factory`, behind a fault wrapper that injects nothing.
-    pub async fn through_no_faults<F, Fut, T>(factory: F) -> Option<crate::Fixture>
+    pub async fn through_no_faults<F, Fut>(factory: F) -> crate::Fixture
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = T>,
-        T: IntoFixture,
+        Fut: std::future::Future<Output = crate::Fixture>,
     {
-        factory()
-            .await
-            .into_fixture()
-            .map(|fixture| fixture.through_faults(crate::FaultPlan::none()))
+        factory().await.through_faults(crate::FaultPlan::none())
     }
 
     /// A fixture from `factory`, behind the engine's retry wrapper.
-    pub async fn through_retries<F, Fut, T>(factory: F) -> Option<crate::Fixture>
+    pub async fn through_retries<F, Fut>(factory: F) -> crate::Fixture
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = T>,
-        T: IntoFixture,
+        Fut: std::future::Future<Output = crate::Fixture>,
     {
-        factory()
-            .await
-            .into_fixture()
-            .map(crate::Fixture::through_retries)
-    }
-
-    /// What a conformance factory may return: a fixture, or `None` to skip (the factory has
-    /// already said why, loudly; see [`postgres_test_url`](crate::postgres_test_url)).
-    pub trait IntoFixture {
-        fn into_fixture(self) -> Option<crate::Fixture>;
-    }
-
-    impl IntoFixture for crate::Fixture {
-        fn into_fixture(self) -> Option<crate::Fixture> {
-            Some(self)
-        }
-    }
-
-    impl IntoFixture for Option<crate::Fixture> {
-        fn into_fixture(self) -> Option<crate::Fixture> {
-            self
-        }
+        factory().await.through_retries()
     }
 }

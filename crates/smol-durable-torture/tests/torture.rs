@@ -45,16 +45,22 @@ fn sqlite_survives_kills_and_store_faults() {
     drive(dir.path().join("torture.db").to_str().unwrap(), 12, 0.1);
 }
 
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[test]
 fn postgres_survives_kills() {
-    if let Some(url) = smol_durable_testkit::postgres_test_url("crash torture") {
-        drive(&url, 13, 0.0);
-    }
+    let url = smol_durable_testkit::postgres_test_url("crash torture");
+    drive(&url, 13, 0.0);
 }
 
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
 #[test]
 fn postgres_survives_kills_and_store_faults() {
-    if let Some(url) = smol_durable_testkit::postgres_test_url("crash torture with faults") {
-        drive(&url, 14, 0.1);
-    }
+    let url = smol_durable_testkit::postgres_test_url("crash torture with faults");
+    drive(&url, 14, 0.1);
 }

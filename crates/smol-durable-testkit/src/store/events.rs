@@ -1,0 +1,98 @@
+//! Events: appended in order, once.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use super::*;
+
+/// This theme's cases, for [`store_conformance_tests!`](crate::store_conformance_tests).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_events_cases {
+    ($factory:expr) => {
+        $crate::__conformance_cases!(
+            store::events,
+            $factory,
+            events_come_back_in_order_per_run,
+            appending_an_event_again_stores_it_once
+        );
+    };
+}
+
+/// Events come back per run in append order, with increasing `seq`, and page by `after_seq`.
+///
+/// Checks [`DurableStore::append_events`](smol_durable::DurableStore::append_events), [`StoreAdmin::read_events`](smol_durable::StoreAdmin::read_events).
+pub async fn events_come_back_in_order_per_run(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let one = seed(store, ClaimScope::Local, 0).await;
+    let two = seed(store, ClaimScope::Local, 0).await;
+    let event = |run: &CreatedRun, n: usize| NewEvent {
+        event_id: smol_durable::new_id("evt"),
+        run_id: run.run.run_id.clone(),
+        root_run_id: run.run.run_id.clone(),
+        attempt_id: None,
+        step_id: None,
+        event_type: "workflow.log".into(),
+        payload: json!({"type": "workflow.log", "message": format!("m{n}"), "text": "ünï"}),
+        created_at: 5,
+    };
+    for batch in 0..5 {
+        let events = (0..4)
+            .map(|i| event(if i % 2 == 0 { &one } else { &two }, batch * 4 + i))
+            .collect();
+        store.append_events(events).await.expect("append");
+    }
+    let other = fixture.another_handle().await;
+    let read = other
+        .read_events(&one.run.run_id, 0, 1_000)
+        .await
+        .expect("read");
+    let messages: Vec<String> = read
+        .iter()
+        .map(|e| e.payload["message"].as_str().unwrap_or("").to_owned())
+        .collect();
+    let expected: Vec<String> = (0..20)
+        .filter(|n| n % 2 == 0)
+        .map(|n| format!("m{n}"))
+        .collect();
+    assert_eq!(messages, expected);
+    assert!(read.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(read[0].payload["text"], json!("ünï"));
+    let page = other
+        .read_events(&one.run.run_id, read[3].seq, 2)
+        .await
+        .expect("page");
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0].event_id, read[4].event_id);
+}
+
+/// Appending is idempotent by event id, so a retried append whose answer was lost adds
+/// nothing: the events already stored are skipped, new ones in the same batch are kept.
+///
+/// Checks [`DurableStore::append_events`](smol_durable::DurableStore::append_events).
+pub async fn appending_an_event_again_stores_it_once(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let created = seed(store, ClaimScope::Local, 0).await;
+    let run_id = created.run.run_id.clone();
+    let event = |n: i64| NewEvent {
+        event_id: smol_durable::new_id("evt"),
+        run_id: run_id.clone(),
+        root_run_id: run_id.clone(),
+        attempt_id: None,
+        step_id: None,
+        event_type: "workflow.log".to_owned(),
+        payload: json!({ "n": n }),
+        created_at: n,
+    };
+    let (first, second, third) = (event(1), event(2), event(3));
+    let batch = vec![first.clone(), second.clone()];
+    store.append_events(batch.clone()).await.expect("append");
+    store.append_events(batch).await.expect("append again");
+    store
+        .append_events(vec![second, third])
+        .await
+        .expect("append one old, one new");
+    let other = fixture.another_handle().await;
+    let stored = other.read_events(&run_id, 0, 10).await.expect("read");
+    let numbers: Vec<&Value> = stored.iter().map(|event| &event.payload["n"]).collect();
+    assert_eq!(numbers, [&json!(1), &json!(2), &json!(3)]);
+    assert_eq!(stored[0].event_id, first.event_id);
+}
