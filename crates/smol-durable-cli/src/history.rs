@@ -685,7 +685,7 @@ impl RunView {
                     .with("stepKind", json!(step.kind.as_str()))
                     .with("checkpointName", json!(step.checkpoint_name))
                     .with("state", json!(step.state.as_str()))
-                    .with("attempts", json!(step.attempts))
+                    .with("attempts", json!(step.fence))
                     .with("createdAt", json!(rfc3339_ms(step.created_at)))
                     .with("updatedAt", json!(rfc3339_ms(step.updated_at)));
                 let agent = self.agents.get(&step.step_id);
@@ -793,7 +793,7 @@ impl RunView {
                 dash(agent.and_then(|a| a.phase.as_ref())),
                 dash(agent.and_then(|a| a.provider.as_ref())),
                 dash(agent.and_then(|a| a.model.as_ref())),
-                step.attempts.to_string(),
+                step.fence.to_string(),
             ];
             row.extend(tokens.cells());
             row.push(dash(agent.and_then(|a| a.session_id.as_ref())));

@@ -288,7 +288,7 @@ async fn wait_for_runs(
                         .collect::<Vec<_>>(),
                     steps
                         .iter()
-                        .map(|s| (s.state.to_string(), s.attempts, s.worker_id.clone(), s.lease_expires_at))
+                        .map(|s| (s.state.to_string(), s.fence, s.worker_id.clone(), s.lease_expires_at))
                         .collect::<Vec<_>>(),
                 ));
             }
@@ -481,7 +481,7 @@ async fn a_frozen_worker_cannot_overwrite_its_successor(db: Db) {
         json!(calls[1].token),
         "the successor's result stands"
     );
-    assert_eq!(steps[0].attempts, 2);
+    assert_eq!(steps[0].fence, 2);
     let run = store
         .get_run(&runs[0])
         .await

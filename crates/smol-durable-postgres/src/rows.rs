@@ -214,7 +214,7 @@ pub(crate) fn step(row: &PgRow) -> Result<StepRecord, StoreError> {
         failure_reason: r.get("failure_reason_json")?,
         worker_id: r.get("worker_id")?,
         lease_expires_at: r.get("lease_expires_at")?,
-        attempts: r.u32("attempts")?,
+        fence: r.u32("attempts")?,
         last_attempt_at: r.get("last_attempt_at")?,
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,

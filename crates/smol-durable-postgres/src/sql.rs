@@ -1232,7 +1232,7 @@ pub(crate) async fn claim_step(
         sql.query(Q)
             .bind(&claim.step_id)
             .bind(claim.expected_state.as_str())
-            .bind(i64::from(claim.expected_attempts))
+            .bind(i64::from(claim.expected_fence))
             .bind(&claim.worker_id)
             .bind(claim.lease_expires_at)
             .bind(claim.now),

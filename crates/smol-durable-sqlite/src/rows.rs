@@ -224,7 +224,7 @@ pub(crate) fn step(row: &Row<'_>) -> Result<StepRecord, StoreError> {
         failure_reason: r.next_opt_json()?,
         worker_id: r.next()?,
         lease_expires_at: r.next()?,
-        attempts: r.next_u32()?,
+        fence: r.next_u32()?,
         last_attempt_at: r.next()?,
         created_at: r.next()?,
         updated_at: r.next()?,

@@ -729,7 +729,7 @@ pub(crate) fn claim_step(c: &Connection, claim: &ClaimStep) -> Result<StepCas> {
         params![
             claim.step_id,
             claim.expected_state.as_str(),
-            claim.expected_attempts,
+            claim.expected_fence,
             claim.worker_id,
             claim.lease_expires_at,
             claim.now

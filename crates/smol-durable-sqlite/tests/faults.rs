@@ -315,7 +315,7 @@ fn any_step_row_decodes_or_is_a_corrupt_error() {
     ];
     let row = decode_step(&good).expect("a well-formed row decodes");
     assert_eq!(
-        (row.attempts, row.result),
+        (row.fence, row.result),
         (1, Some(serde_json::json!({"output": 1})))
     );
     let damage = [

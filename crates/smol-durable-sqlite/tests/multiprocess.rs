@@ -124,7 +124,7 @@ fn two_processes_race_for_the_same_steps() {
         assert_eq!(steps.len(), RACES);
         assert!(steps
             .iter()
-            .all(|step| step.state == State::Completed && step.attempts == 1));
+            .all(|step| step.state == State::Completed && step.fence == 1));
         let ledger = store.ledger_entries(&run_id).await.expect("ledger");
         assert_eq!(ledger.len(), RACES, "every completion is billed once");
         assert_eq!(
@@ -194,7 +194,7 @@ fn race_child() {
                     let done = complete_fenced(
                         &store,
                         &row.step_id,
-                        row.attempts,
+                        row.fence,
                         json!({ "output": format!("{name} won {race}") }),
                         vec![ledger],
                         now_ms(),

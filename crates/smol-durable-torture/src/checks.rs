@@ -64,7 +64,7 @@ async fn all_steps(store: &dyn DurableStore, task_id: &str) -> anyhow::Result<Ve
 fn same_completion(a: &StepRecord, b: &StepRecord) -> bool {
     a.state == b.state
         && a.result == b.result
-        && a.attempts == b.attempts
+        && a.fence == b.fence
         && a.updated_at == b.updated_at
         && a.input_signature_json == b.input_signature_json
 }
@@ -102,7 +102,7 @@ impl RunWatch {
                 Some(current) if same_completion(first, current) => {}
                 Some(current) => violations.push(format!(
                     "completed step {step_id} changed: was {:?} / {:?} (attempts {}), now {:?} / {:?} (attempts {})",
-                    first.state, first.result, first.attempts, current.state, current.result, current.attempts
+                    first.state, first.result, first.fence, current.state, current.result, current.fence
                 )),
                 None => violations.push(format!("completed step {step_id} disappeared")),
             }

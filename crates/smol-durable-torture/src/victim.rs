@@ -63,7 +63,7 @@ impl AgentProvider for LoggingProvider {
         let line = format!(
             "{}\t{}\t{}\n",
             request.step_id,
-            request.attempt,
+            request.fence,
             std::process::id()
         );
         // One short O_APPEND write: whole or absent, and it survives the process being killed.

@@ -329,7 +329,7 @@ fn retry_policy(options: &Value) -> Result<RetryPolicy, OptionsError> {
         Some(Value::Object(retry)) => retry,
         Some(_) => return Err(OptionsError::new("agent retry option must be an object")),
     };
-    let max_attempts = match retry.get("maxAttempts") {
+    let max_tries = match retry.get("maxAttempts") {
         None => 1,
         Some(value) => match value.as_u64() {
             Some(n) => u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
@@ -349,7 +349,7 @@ fn retry_policy(options: &Value) -> Result<RetryPolicy, OptionsError> {
         })?,
     };
     Ok(RetryPolicy {
-        max_attempts,
+        max_tries,
         backoff_ms,
     })
 }
@@ -802,7 +802,7 @@ mod tests {
         assert_eq!(
             retry(json!({ "maxAttempts": 2, "backoffMs": 5 })),
             Ok(RetryPolicy {
-                max_attempts: 2,
+                max_tries: 2,
                 backoff_ms: 5
             })
         );

@@ -16,8 +16,8 @@ pub const EXIT_TEMPORARY_FAILURE: i32 = 75;
 /// Runs a program once per agent call.
 ///
 /// The request goes to the program's stdin as one JSON object (`prompt`, `options`,
-/// `context`, `runId`, `stepId`, `attempt`). The program answers on stdout with a JSON object
-/// holding `output` and optionally `sessionId`, `model`, `usage`
+/// `context`, `runId`, `stepId`, and `attempt`: the step's fence, under its 0.1.0 name). The
+/// program answers on stdout with a JSON object holding `output` and optionally `sessionId`, `model`, `usage`
 /// (`{inputTokens, outputTokens}`) and `raw`; anything else on stdout (plain text, or JSON
 /// without `output`) is the output itself, as text with one trailing newline removed.
 ///

@@ -121,12 +121,14 @@ pub struct AgentRequest {
     pub run_id: String,
     /// Durable step of the call.
     pub step_id: String,
-    /// The step's fencing counter: 1 on the first claim, more after reclaims.
-    pub attempt: u32,
+    /// The step's fence: 1 on the first claim, more after reclaims. In JSON it keeps the name
+    /// `attempt` that the command provider's protocol has used since 0.1.0.
+    #[serde(rename = "attempt")]
+    pub fence: u32,
 }
 
 impl AgentRequest {
-    /// A request for `prompt` with no options, outside any run (empty ids, attempt 1): what a
+    /// A request for `prompt` with no options, outside any run (empty ids, fence 1): what a
     /// provider's own tests start from.
     pub fn new(prompt: impl Into<String>) -> Self {
         Self {
@@ -135,7 +137,7 @@ impl AgentRequest {
             context: AgentContext::default(),
             run_id: String::new(),
             step_id: String::new(),
-            attempt: 1,
+            fence: 1,
         }
     }
 

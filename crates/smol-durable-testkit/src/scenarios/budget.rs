@@ -56,7 +56,7 @@ pub async fn runtime_retry_without_global_retry_bills_failed_tries(fixture: Fixt
         vec![State::Completed]
     );
     let steps = store.load_steps(&output.run_id).await.expect("steps");
-    assert_eq!(steps[0].attempts, 1, "retries do not reclaim the step");
+    assert_eq!(steps[0].fence, 1, "retries do not reclaim the step");
     let ledger = store.ledger_entries(&output.run_id).await.expect("ledger");
     let mut kinds: Vec<(&str, u64)> = ledger
         .iter()

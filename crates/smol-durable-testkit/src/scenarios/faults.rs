@@ -191,7 +191,7 @@ pub async fn every_write_whose_answer_is_lost_is_recognised(fixture: Fixture) {
             .map(|step| {
                 (
                     step.input["prompt"].as_str().unwrap_or("").to_owned(),
-                    step.attempts,
+                    step.fence,
                 )
             })
             .collect();

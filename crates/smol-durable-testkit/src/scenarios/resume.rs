@@ -339,7 +339,7 @@ pub async fn a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires(fi
         .await
         .expect("get")
         .expect("row");
-    assert_eq!((step.state, step.attempts), (State::Completed, 2));
+    assert_eq!((step.state, step.fence), (State::Completed, 2));
 }
 
 /// A call that finds its step held by another live worker waits, then replays the holder's
@@ -376,7 +376,7 @@ pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes
     let finished = elsewhere
         .complete_step(smol_durable::store::CompleteStep {
             step_id: held.step_id.clone(),
-            fence: held.attempts,
+            fence: held.fence,
             result: json!({ "output": "answered elsewhere" }),
             ledger: Vec::new(),
             now: 1_000_002,

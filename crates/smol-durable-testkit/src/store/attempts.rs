@@ -130,7 +130,7 @@ pub async fn takeover_expires_the_dead_owners_step_leases(fixture: Fixture) {
     assert_eq!(attempt.attempt, 2);
     let again = claimed(store, run_id, "step:held", "owner_new", 61_000, 1_000).await;
     assert_eq!(again.step_id, held.step_id);
-    assert_eq!(again.attempts, 2);
+    assert_eq!(again.fence, 2);
 }
 
 /// Finishing an attempt after another owner took the task over fails with `LeaseLost`.

@@ -61,12 +61,12 @@ pub async fn single_flight_claim_under_16_claimers(fixture: Fixture) {
     for task in tasks {
         match task.await.expect("join").expect("acquire") {
             Acquired::Claimed(row) => {
-                assert_eq!(row.attempts, 1);
+                assert_eq!(row.fence, 1);
                 assert_eq!(row.state, State::Running);
                 runs += 1;
             }
             Acquired::Wait(row) => {
-                assert_eq!(row.attempts, 1);
+                assert_eq!(row.fence, 1);
                 waits += 1;
             }
             Acquired::Replay(value) => panic!("nothing completed, yet replayed {value}"),
@@ -75,7 +75,7 @@ pub async fn single_flight_claim_under_16_claimers(fixture: Fixture) {
     assert_eq!((runs, waits), (1, 15));
     let steps = fixture.store.load_steps(&run_id).await.expect("load_steps");
     assert_eq!(steps.len(), 1);
-    assert_eq!(steps[0].attempts, 1);
+    assert_eq!(steps[0].fence, 1);
 }
 
 /// A step whose lease expired is reclaimed by another handle: same step id, `attempts = 2`.
@@ -119,7 +119,7 @@ pub async fn expired_lease_is_reclaimed_from_another_handle(fixture: Fixture) {
         other => panic!("an expired lease must be reclaimed, got {other:?}"),
     };
     assert_eq!(second.step_id, first.step_id);
-    assert_eq!(second.attempts, 2);
+    assert_eq!(second.fence, 2);
     assert_eq!(second.worker_id.as_deref(), Some("owner_3"));
     assert_eq!(second.lease_expires_at, Some(300));
     let stored = fixture
@@ -128,7 +128,7 @@ pub async fn expired_lease_is_reclaimed_from_another_handle(fixture: Fixture) {
         .await
         .expect("get_step")
         .expect("row");
-    assert_eq!(stored.attempts, 2);
+    assert_eq!(stored.fence, 2);
 }
 
 /// A worker whose lease was taken over, finishing after the new holder completed, adopts the
@@ -142,7 +142,7 @@ pub async fn stale_completion_adopts_the_winner(fixture: Fixture) {
     let stale = claimed(store, run_id, "step:race", "owner_old", 100, 0).await;
     let other = fixture.another_handle().await;
     let winner = claimed(other.as_ref(), run_id, "step:race", "owner_new", 1_000, 150).await;
-    assert_eq!(winner.attempts, 2);
+    assert_eq!(winner.fence, 2);
     let won = complete_fenced(
         other.as_ref(),
         &winner.step_id,
@@ -198,7 +198,7 @@ pub async fn stale_completion_after_reclaim_loses_its_lease(fixture: Fixture) {
     let late = complete_fenced(
         store,
         &stale.step_id,
-        stale.attempts,
+        stale.fence,
         json!({"output": "old"}),
         vec![ledger(
             run_id,
@@ -221,11 +221,11 @@ pub async fn stale_completion_after_reclaim_loses_its_lease(fixture: Fixture) {
         .expect("get")
         .expect("row");
     assert_eq!(row.state, State::Running);
-    assert_eq!(row.attempts, winner.attempts);
+    assert_eq!(row.fence, winner.fence);
     let done = complete_fenced(
         store,
         &winner.step_id,
-        winner.attempts,
+        winner.fence,
         json!({"output": "new"}),
         Vec::new(),
         180,
@@ -306,7 +306,7 @@ pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
     let decision = decide_step(Some(&row), &StepKind::Sleep, &sig.json, 200).expect("decide");
     let StepDecision::Reclaim {
         expected_state: state,
-        expected_attempts: attempts,
+        expected_fence: attempts,
     } = decision
     else {
         panic!("an expired sleep lease is reclaimed, got {decision:?}")
@@ -316,7 +316,7 @@ pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
         .claim_step(ClaimStep {
             step_id: row.step_id.clone(),
             expected_state: state,
-            expected_attempts: attempts,
+            expected_fence: attempts,
             worker_id: "owner_2".into(),
             lease_expires_at: 5_000,
             now: 200,
@@ -326,12 +326,12 @@ pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
     let StepCas::Applied(reclaimed) = reclaimed else {
         panic!("reclaim must apply, got {reclaimed:?}")
     };
-    assert_eq!(reclaimed.attempts, 2);
+    assert_eq!(reclaimed.fence, 2);
     assert_eq!(reclaimed.input["wakeAt"], json!(1_000));
     let done = complete_fenced(
         other.as_ref(),
         &row.step_id,
-        reclaimed.attempts,
+        reclaimed.fence,
         json!({"ok": true, "durationMs": 1_000, "wakeAt": 1_000, "completedAt": 1_001}),
         Vec::new(),
         1_001,
@@ -384,7 +384,7 @@ pub async fn insert_step_is_insert_if_absent(fixture: Fixture) {
     };
     assert_eq!(second, first);
     assert_eq!(first.input_signature_json, sig.json);
-    assert_eq!(first.attempts, 1);
+    assert_eq!(first.fence, 1);
     assert_eq!(first.state, State::Running);
     let other = fixture.another_handle().await;
     let loaded = other.load_steps(run_id).await.expect("load");
@@ -401,7 +401,7 @@ pub async fn claim_step_is_compare_and_set(fixture: Fixture) {
     let attempt = |state: State, attempts| ClaimStep {
         step_id: row.step_id.clone(),
         expected_state: state,
-        expected_attempts: attempts,
+        expected_fence: attempts,
         worker_id: "owner_2".into(),
         lease_expires_at: 500,
         now: 200,
@@ -427,7 +427,7 @@ pub async fn claim_step_is_compare_and_set(fixture: Fixture) {
     else {
         panic!("matching CAS applies")
     };
-    assert_eq!(now_ours.attempts, 2);
+    assert_eq!(now_ours.fence, 2);
     assert!(
         matches!(
             store
@@ -478,6 +478,6 @@ pub async fn failed_step_is_fenced_and_reclaimable(fixture: Fixture) {
     assert_eq!(failed.failure_reason, Some(json!({"message": "nope"})));
     // Failed is reclaimable at once even though the old lease had not expired.
     let again = claimed(store, run_id, "step:fail", "owner_2", 20_000, 6).await;
-    assert_eq!(again.attempts, 2);
+    assert_eq!(again.fence, 2);
     assert_eq!(again.failure_reason, None);
 }

@@ -32,7 +32,7 @@ pub(crate) mod fixtures {
 
     pub(crate) const SIG: &str = r#"{"kind":"agent"}"#;
 
-    pub(crate) fn row(state: State, lease: Option<i64>, attempts: u32) -> StepRecord {
+    pub(crate) fn row(state: State, lease: Option<i64>, fence: u32) -> StepRecord {
         StepRecord {
             step_id: "step_1".into(),
             run_id: "run_1".into(),
@@ -47,7 +47,7 @@ pub(crate) mod fixtures {
             failure_reason: None,
             worker_id: Some("owner_a".into()),
             lease_expires_at: lease,
-            attempts,
+            fence,
             last_attempt_at: Some(0),
             created_at: 0,
             updated_at: 0,

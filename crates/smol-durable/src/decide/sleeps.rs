@@ -36,7 +36,7 @@ pub fn decide_sleep(
         State::Running | State::Failed | State::Cancelled | State::Pending => {
             Ok(StepDecision::Reclaim {
                 expected_state: row.state.clone(),
-                expected_attempts: row.attempts,
+                expected_fence: row.fence,
             })
         }
         State::Unknown(value) => Err(unsupported("state", value, row)),
@@ -100,7 +100,7 @@ mod tests {
             decide(Some(&expired), 100).ok(),
             Some(StepDecision::Reclaim {
                 expected_state: State::Running,
-                expected_attempts: 1
+                expected_fence: 1
             })
         );
     }
@@ -112,7 +112,7 @@ mod tests {
             decide(Some(&held), 600).ok(),
             Some(StepDecision::Reclaim {
                 expected_state: State::Running,
-                expected_attempts: 1
+                expected_fence: 1
             })
         );
     }

@@ -11,7 +11,7 @@ use crate::Error;
 pub enum StepDecision {
     /// The step completed before: return this stored result, run nothing, bill nothing.
     Replay(Value),
-    /// No row: insert one as `running` with `attempts = 1`, then run the call.
+    /// No row: insert one as `running` with fence 1, then run the call.
     Insert,
     /// Another live worker holds it: wait (without taking an agent slot) until it finishes or
     /// its lease expires at `lease_expires_at`, then decide again.
@@ -19,13 +19,13 @@ pub enum StepDecision {
         /// When the holder's lease runs out.
         lease_expires_at: i64,
     },
-    /// Take the step over: compare-and-set from `(expected_state, expected_attempts)` to
-    /// `running` with `attempts + 1`, then run the call.
+    /// Take the step over: compare-and-set from `(expected_state, expected_fence)` to
+    /// `running` with the fence one higher, then run the call.
     Reclaim {
         /// State the row must still be in.
         expected_state: State,
         /// Fencing token the row must still carry.
-        expected_attempts: u32,
+        expected_fence: u32,
     },
 }
 
@@ -54,7 +54,7 @@ pub fn decide_step(
         State::Running | State::Failed | State::Cancelled | State::Pending => {
             Ok(StepDecision::Reclaim {
                 expected_state: row.state.clone(),
-                expected_attempts: row.attempts,
+                expected_fence: row.fence,
             })
         }
         State::Unknown(value) => Err(unsupported("state", value, row)),
@@ -171,7 +171,7 @@ mod tests {
             decide(Some(&running), 100).ok(),
             Some(StepDecision::Reclaim {
                 expected_state: State::Running,
-                expected_attempts: 3
+                expected_fence: 3
             })
         );
         let no_lease = row(State::Running, None, 1);
@@ -189,7 +189,7 @@ mod tests {
                 decide(Some(&stored), 100).ok(),
                 Some(StepDecision::Reclaim {
                     expected_state: state,
-                    expected_attempts: 2
+                    expected_fence: 2
                 })
             );
         }

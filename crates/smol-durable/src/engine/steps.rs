@@ -40,7 +40,7 @@ pub struct StepClaim<'a> {
 pub enum Acquired {
     /// Completed earlier: the stored result.
     Replay(Value),
-    /// Ours now (inserted or reclaimed); `attempts` is our fence.
+    /// Ours now (inserted or reclaimed); `fence` is ours.
     Claimed(StepRecord),
     /// Held by someone else under a live lease.
     Wait(StepRecord),
@@ -105,7 +105,7 @@ pub async fn acquire_step(
             }
             StepDecision::Reclaim {
                 expected_state,
-                expected_attempts,
+                expected_fence,
             } => {
                 let step_id = existing
                     .as_ref()
@@ -115,7 +115,7 @@ pub async fn acquire_step(
                     .claim_step(ClaimStep {
                         step_id,
                         expected_state,
-                        expected_attempts,
+                        expected_fence,
                         worker_id: claim.worker_id.to_owned(),
                         lease_expires_at: claim.lease_expires_at,
                         now,

@@ -563,7 +563,7 @@ impl DurableStore for MemoryStore {
             failure_reason: None,
             worker_id: Some(new.worker_id),
             lease_expires_at: Some(new.lease_expires_at),
-            attempts: 1,
+            fence: 1,
             last_attempt_at: Some(new.now),
             created_at: new.now,
             updated_at: new.now,
@@ -576,11 +576,11 @@ impl DurableStore for MemoryStore {
     async fn claim_step(&self, claim: ClaimStep) -> StoreResult<StepCas> {
         let mut tables = self.lock()?;
         let step = tables.step_mut("claim_step", &claim.step_id)?;
-        if step.state != claim.expected_state || step.attempts != claim.expected_attempts {
+        if step.state != claim.expected_state || step.fence != claim.expected_fence {
             return Ok(StepCas::Conflict(Some(step.clone())));
         }
         step.state = State::Running;
-        step.attempts += 1;
+        step.fence += 1;
         step.worker_id = Some(claim.worker_id);
         step.lease_expires_at = Some(claim.lease_expires_at);
         step.last_attempt_at = Some(claim.now);
@@ -592,7 +592,7 @@ impl DurableStore for MemoryStore {
     async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas> {
         let mut tables = self.lock()?;
         let step = tables.step_mut("complete_step", &complete.step_id)?;
-        let fenced = complete.fence == step.attempts;
+        let fenced = complete.fence == step.fence;
         if step.state != State::Running || !fenced {
             return Ok(StepCas::Conflict(Some(step.clone())));
         }
@@ -608,7 +608,7 @@ impl DurableStore for MemoryStore {
     async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas> {
         let mut tables = self.lock()?;
         let step = tables.step_mut("fail_step", &fail.step_id)?;
-        if step.state != State::Running || step.attempts != fail.fence {
+        if step.state != State::Running || step.fence != fail.fence {
             return Ok(StepCas::Conflict(Some(step.clone())));
         }
         step.state = fail.state;
@@ -643,9 +643,7 @@ impl DurableStore for MemoryStore {
             match tables.steps.get_mut(&lease.step_id) {
                 // A deposed owner renews nothing: its successor expired those leases on purpose.
                 Some(step)
-                    if task_held
-                        && step.state == State::Running
-                        && step.attempts == lease.fence =>
+                    if task_held && step.state == State::Running && step.fence == lease.fence =>
                 {
                     step.lease_expires_at = Some(lease.lease_expires_at);
                 }

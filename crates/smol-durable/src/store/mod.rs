@@ -287,7 +287,7 @@ pub enum RunOutcome {
 }
 
 /// Inserts a step row if `(run_id, checkpoint_name)` is free; new rows are `running` with
-/// `attempts = 1`.
+/// `fence = 1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewStep {
     /// `step_…`
@@ -317,7 +317,7 @@ pub struct NewStep {
 /// Outcome of [`DurableStore::insert_step`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum InsertStep {
-    /// The row was inserted (and is ours, `attempts = 1`).
+    /// The row was inserted (and is ours, `fence = 1`).
     Inserted(StepRecord),
     /// A row already existed; nothing was written.
     Existing(StepRecord),
@@ -331,7 +331,7 @@ pub struct ClaimStep {
     /// State it must be in.
     pub expected_state: State,
     /// Fence it must carry.
-    pub expected_attempts: u32,
+    pub expected_fence: u32,
     /// New holder.
     pub worker_id: String,
     /// New lease.
@@ -349,7 +349,7 @@ pub enum StepCas {
     Conflict(Option<StepRecord>),
 }
 
-/// Completes a step: compare-and-set on `state = 'running' AND attempts = fence`, storing the result and inserting the ledger rows (idempotently on
+/// Completes a step: compare-and-set on `state = 'running' AND fence = <the caller's>`, storing the result and inserting the ledger rows (idempotently on
 /// `(root_run_id, source_type, source_id)`) in one transaction. The run's cached
 /// `budget_spent` column is refreshed from the ledger when the attempt finishes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -618,15 +618,15 @@ pub trait DurableStore: StoreAdmin {
         checkpoint_name: &str,
     ) -> StoreResult<Option<StepRecord>>;
     /// Insert-if-absent on `(run_id, checkpoint_name)`: a new row is `running` with
-    /// `attempts = 1` and the given lease ([`InsertStep::Inserted`]); an existing row is
+    /// `fence = 1` and the given lease ([`InsertStep::Inserted`]); an existing row is
     /// returned unchanged ([`InsertStep::Existing`]). Exactly one of any number of concurrent
     /// inserts, on any handles, inserts.
     async fn insert_step(&self, step: NewStep) -> StoreResult<InsertStep>;
-    /// Compare-and-set on `(state, attempts)` = `(expected_state, expected_attempts)`: sets
-    /// `running`, `attempts + 1` (the new fence), the new holder and lease. On a mismatch
+    /// Compare-and-set on `(state, fence)` = `(expected_state, expected_fence)`: sets
+    /// `running`, `fence + 1`, the new holder and lease. On a mismatch
     /// returns [`StepCas::Conflict`] with the current row and changes nothing.
     async fn claim_step(&self, claim: ClaimStep) -> StoreResult<StepCas>;
-    /// Compare-and-set on `state = 'running' AND attempts = fence`: stores the result, clears
+    /// Compare-and-set on `state = 'running' AND fence = <the caller's>`: stores the result, clears
     /// the lease, and inserts the ledger rows (idempotently on
     /// `(root_run_id, source_type, source_id)`), all in one transaction. On a mismatch nothing
     /// is written — no result, no ledger row — and the current row is returned.

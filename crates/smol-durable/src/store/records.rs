@@ -303,14 +303,15 @@ pub struct StepRecord {
     pub input: Value,
     /// Stored result once completed (never the provider's `raw`).
     pub result: Option<Value>,
-    /// Why the last attempt failed.
+    /// Why the step last failed.
     pub failure_reason: Option<Value>,
     /// Owner holding (or last holding) the step.
     pub worker_id: Option<String>,
     /// Lease of the holder.
     pub lease_expires_at: Option<i64>,
-    /// Fencing token: how many times the step has been claimed.
-    pub attempts: u32,
+    /// The fence: how many times the step has been claimed (stored in column `attempts`). A
+    /// completion or failure must carry it.
+    pub fence: u32,
     /// When it was last claimed.
     pub last_attempt_at: Option<i64>,
     /// Creation time.

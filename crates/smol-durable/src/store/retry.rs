@@ -105,7 +105,7 @@ fn settle_retried_claim(claim: &ClaimStep, outcome: StepCas) -> StepCas {
     match outcome {
         StepCas::Conflict(Some(row))
             if row.state == State::Running
-                && row.attempts == claim.expected_attempts.saturating_add(1)
+                && row.fence == claim.expected_fence.saturating_add(1)
                 && row.worker_id.as_deref() == Some(claim.worker_id.as_str())
                 && row.lease_expires_at == Some(claim.lease_expires_at) =>
         {
@@ -121,7 +121,7 @@ fn settle_retried_completion(complete: &CompleteStep, outcome: StepCas) -> StepC
     match outcome {
         StepCas::Conflict(Some(row))
             if row.state == State::Completed
-                && row.attempts == complete.fence
+                && row.fence == complete.fence
                 && row.result.as_ref() == Some(&complete.result) =>
         {
             StepCas::Applied(row)
@@ -135,7 +135,7 @@ fn settle_retried_failure(fail: &FailStep, outcome: StepCas) -> StepCas {
     match outcome {
         StepCas::Conflict(Some(row))
             if row.state == fail.state
-                && row.attempts == fail.fence
+                && row.fence == fail.fence
                 && row.failure_reason.as_ref() == Some(&fail.reason) =>
         {
             StepCas::Applied(row)
@@ -570,7 +570,7 @@ mod tests {
         ClaimStep {
             step_id: row.step_id.clone(),
             expected_state: State::Failed,
-            expected_attempts: 1,
+            expected_fence: 1,
             worker_id: "owner_a".into(),
             lease_expires_at: 900,
             now: 0,

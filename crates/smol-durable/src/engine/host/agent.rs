@@ -242,7 +242,7 @@ impl RunScope {
     }
 
     async fn call_provider(&self, call: &AgentCall, row: &StepRecord) -> Result<Value, HostError> {
-        let fence = row.attempts;
+        let fence = row.fence;
         let _slot = match &self.ctx.agent_slots {
             Some(slots) => tokio::select! {
                 permit = Arc::clone(slots).acquire_owned() => permit.ok(),
@@ -274,7 +274,7 @@ impl RunScope {
             },
             run_id: self.run_id.clone(),
             step_id: row.step_id.clone(),
-            attempt: fence,
+            fence,
         };
         let mut billed: Vec<LedgerEntry> = Vec::new();
         let result = match (
@@ -393,7 +393,7 @@ impl RunScope {
             &self.ctx.root_run_id,
             &row.step_id,
             "agent_attempt",
-            format!("{}:{}:{label}", row.step_id, row.attempts),
+            format!("{}:{}:{label}", row.step_id, row.fence),
             usage,
             self.ctx.now(),
         )
@@ -447,7 +447,7 @@ impl RunScope {
         }
     }
 
-    /// Calls the provider up to `retry.max_attempts` times for retryable errors, billing the
+    /// Calls the provider up to `retry.max_tries` times for retryable errors, billing the
     /// usage of failed tries. Without a session-log sink, cancellation drops the call at once;
     /// with one, the call finishes so its transcript can be saved.
     async fn call_with_retry(
@@ -466,12 +466,12 @@ impl RunScope {
                 return Err(CallEnd::Cancelled);
             }
             tries += 1;
-            let attempt = call.provider.run(request.clone());
+            let call_once = call.provider.run(request.clone());
             let result = if self.ctx.engine.session_sink.is_some() {
-                attempt.await
+                call_once.await
             } else {
                 tokio::select! {
-                    result = attempt => result,
+                    result = call_once => result,
                     () = self.ctx.cancel.cancelled() => return Err(CallEnd::Cancelled),
                 }
             };
@@ -482,7 +482,7 @@ impl RunScope {
             if let Some(usage) = error.usage() {
                 billed.push(self.try_ledger_entry(row, &format!("{label}{tries}"), Some(usage)));
             }
-            if !error.is_retryable() || tries >= call.retry.max_attempts {
+            if !error.is_retryable() || tries >= call.retry.max_tries {
                 return Err(CallEnd::Failed(error));
             }
             tracing::debug!(step_id = %row.step_id, tries, %error, "retrying agent call");

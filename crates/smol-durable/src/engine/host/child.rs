@@ -123,10 +123,9 @@ impl RunScope {
                     return Err(self.fatal(error.into()));
                 }
                 let result = json!({ "value": value, "childRunId": child_run_id });
-                let seen =
-                    complete_fenced(store, &row.step_id, row.attempts, result, Vec::new(), now)
-                        .await
-                        .map_err(|error| self.fatal(error));
+                let seen = complete_fenced(store, &row.step_id, row.fence, result, Vec::new(), now)
+                    .await
+                    .map_err(|error| self.fatal(error));
                 self.ctx.unhold(&row.step_id);
                 Ok(seen?.value.get("value").cloned().unwrap_or(Value::Null))
             }

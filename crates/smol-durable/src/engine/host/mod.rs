@@ -251,7 +251,7 @@ impl RunScope {
                     self.ctx.hold(
                         &row.step_id,
                         HeldStep {
-                            fence: row.attempts,
+                            fence: row.fence,
                             extra_ms: lease_extra_ms,
                             agent: kind == StepKind::Agent,
                         },
@@ -286,7 +286,7 @@ impl RunScope {
             .store
             .fail_step(FailStep {
                 step_id: row.step_id.clone(),
-                fence: row.attempts,
+                fence: row.fence,
                 state,
                 reason: reason(message),
                 ledger,

@@ -69,7 +69,7 @@ impl RunScope {
             let result = json!({ "ok": true, "durationMs": duration_ms, "wakeAt": wake_at, "completedAt": now });
             let store = self.ctx.engine.store.as_ref();
             let completed =
-                complete_fenced(store, &row.step_id, row.attempts, result, Vec::new(), now).await;
+                complete_fenced(store, &row.step_id, row.fence, result, Vec::new(), now).await;
             self.ctx.unhold(&row.step_id);
             match completed {
                 Ok(_) => return Ok(Value::Null),
