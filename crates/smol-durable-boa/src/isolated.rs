@@ -1,4 +1,5 @@
 //! The isolated engine mode: each evaluation runs in a child process with resource limits.
+//! (Long, but one thing: both ends of the parent–child protocol, kept side by side.)
 //!
 //! boa cannot pre-empt running JavaScript, and a few native paths can exhaust memory or the
 //! stack before boa's own limits trip. [`IsolatedEngine`] therefore runs each workflow's

@@ -1,4 +1,5 @@
-//! The JavaScript side: one boa `Context` on its own OS thread per evaluation.
+//! The JavaScript side: one boa `Context` on its own OS thread per evaluation. (Long, but one
+//! thing: the thread's event loop and the host-call bridge that lives inside it.)
 //!
 //! Host calls made by the script (`agent`, `sleep`, `workflow`, `log`, `phase`) go straight to
 //! the core's [`WorkflowHost::call`] on this thread, in the order the script makes them; the

@@ -1,6 +1,7 @@
 //! `history`: root runs newest first, one run in detail, and `history delete`, in smol-wf
 //! 0.3.4's formats (see `reference/cli-formats.md`). Token numbers come from the budget ledger;
-//! a run's steps include those of its child runs.
+//! a run's steps include those of its child runs. (Long, but one command: its table, detail
+//! and JSON views share one model of a run.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

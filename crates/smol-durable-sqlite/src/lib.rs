@@ -1,4 +1,6 @@
-//! The SQLite [`DurableStore`] for smol-durable: the embedded default.
+//! The SQLite [`DurableStore`] for smol-durable: the embedded default. (The crate root holds
+//! the store type, its opening and options, and the trait implementation that hands each
+//! operation to the writer thread or a reader; the SQL is in `sql/`.)
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

@@ -1,4 +1,5 @@
-//! Runs that go their way: success, failure, sleeps, events, schemas, limits, session logs, deletion.
+//! Runs that go their way: success, failure, sleeps, events, schemas, limits, deletion. (Long,
+//! but one list of cases.)
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use super::*;

@@ -1,4 +1,5 @@
 //! Tasks and attempts: opening, taking over, finishing, renewing leases, claiming runner tasks.
+//! (Long, but one list of cases.)
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use super::*;

@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: the reference store. One mutex guards all state, so every operation is
 //! trivially atomic; it is what the core's own tests and the conformance suite's reference run
-//! use, and what other stores are compared against.
+//! use, and what other stores are compared against. (Long, but one thing: the whole contract
+//! implemented on plain maps, read top to bottom beside the trait.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};

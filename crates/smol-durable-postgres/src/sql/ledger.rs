@@ -1,0 +1,39 @@
+//! The budget ledger, read.
+
+use super::*;
+
+pub(crate) async fn budget_spent(
+    c: &mut PgConnection,
+    sql: &Sql,
+    root_run_id: &str,
+) -> Result<u64> {
+    let spent: i64 = scalar(
+        c,
+        "budget_spent",
+        sql.query(
+            "SELECT COALESCE(SUM(output_tokens), 0)::BIGINT FROM sw_budget_ledger WHERE root_run_id = $1",
+        )
+        .bind(root_run_id),
+    )
+    .await?;
+    Ok(u64::try_from(spent).unwrap_or(0))
+}
+
+pub(crate) async fn ledger_entries(
+    c: &mut PgConnection,
+    sql: &Sql,
+    root_run_id: &str,
+) -> Result<Vec<LedgerEntry>> {
+    const Q: &str = concat!(
+        "SELECT ",
+        ledger_columns!(),
+        " FROM sw_budget_ledger WHERE root_run_id = $1 ORDER BY created_at, budget_entry_id"
+    );
+    all(
+        c,
+        "ledger_entries",
+        sql.query(Q).bind(root_run_id),
+        rows::ledger,
+    )
+    .await
+}

@@ -1,0 +1,496 @@
+//! Tasks and attempts: opening, finishing and claiming attempts, closing tasks, cancellation
+//! requests.
+
+use super::*;
+
+pub(crate) async fn get_task(
+    c: &mut PgConnection,
+    sql: &Sql,
+    task_id: &str,
+) -> Result<Option<TaskRecord>> {
+    const Q: &str = concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM sw_workflow_tasks WHERE task_id = $1"
+    );
+    one(c, "get_task", sql.query(Q).bind(task_id), rows::task).await
+}
+
+/// The task row, locked until the transaction ends.
+pub(super) async fn lock_task(
+    c: &mut PgConnection,
+    sql: &Sql,
+    op: &'static str,
+    task_id: &str,
+) -> Result<Option<TaskRecord>> {
+    const Q: &str = concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM sw_workflow_tasks WHERE task_id = $1 FOR UPDATE"
+    );
+    one(c, op, sql.query(Q).bind(task_id), rows::task).await
+}
+
+pub(crate) async fn list_attempts(
+    c: &mut PgConnection,
+    sql: &Sql,
+    task_id: &str,
+) -> Result<Vec<AttemptRecord>> {
+    const Q: &str = concat!(
+        "SELECT ",
+        attempt_columns!(),
+        " FROM sw_workflow_attempts WHERE task_id = $1 ORDER BY attempt"
+    );
+    all(
+        c,
+        "list_attempts",
+        sql.query(Q).bind(task_id),
+        rows::attempt,
+    )
+    .await
+}
+
+/// Who opens an attempt, and when.
+pub(super) struct Claimant<'a> {
+    attempt_id: &'a str,
+    owner: &'a str,
+    lease: i64,
+    now: i64,
+    /// A resume: clears an earlier cancellation request (a plain claim never does).
+    revive: bool,
+}
+
+/// Claims the (locked) task for the claimant and opens attempt max+1.
+pub(super) async fn open_attempt(
+    c: &mut PgConnection,
+    sql: &Sql,
+    op: &'static str,
+    task: &TaskRecord,
+    run_id: &str,
+    claimant: Claimant<'_>,
+) -> Result<AttemptRecord> {
+    let Claimant {
+        attempt_id,
+        owner,
+        lease,
+        now,
+        revive,
+    } = claimant;
+    let abandoned = Closure::abandoned_attempt();
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_attempts SET state = $4, completed_at = $2, lease_expires_at = NULL, \
+             failure_reason_json = $3 WHERE task_id = $1 AND state = 'running'",
+        )
+        .bind(&task.task_id)
+        .bind(now)
+        .bind(&abandoned.reason)
+        .bind(abandoned.state.as_str()),
+    )
+    .await?;
+    // Steps held by the previous holder (or an earlier attempt of this owner) can be reclaimed
+    // at once: their holder is gone.
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_steps SET lease_expires_at = $2 \
+             WHERE root_run_id = $1 AND state = 'running' AND (worker_id = $3 OR worker_id = $4)",
+        )
+        .bind(run_id)
+        .bind(now)
+        .bind(owner)
+        .bind(&task.claimed_by_owner_id),
+    )
+    .await?;
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_tasks SET state = 'running', claimed_by_owner_id = $2, lease_expires_at = $3, \
+             not_before = NULL, updated_at = $4, \
+             submitted_by_owner_id = CASE WHEN claim_scope = 'local' THEN $2 ELSE submitted_by_owner_id END \
+             WHERE task_id = $1",
+        )
+        .bind(&task.task_id)
+        .bind(owner)
+        .bind(lease)
+        .bind(now),
+    )
+    .await?;
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_runs SET state = 'running', failure_reason_json = NULL, updated_at = $2, \
+             cancel_requested_at = CASE WHEN $3 THEN NULL ELSE cancel_requested_at END WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .bind(now)
+        .bind(revive),
+    )
+    .await?;
+    const Q: &str = concat!(
+        "INSERT INTO sw_workflow_attempts (attempt_id, run_id, task_id, attempt, worker_id, state, \
+         lease_expires_at, started_at) \
+         SELECT $1, $2, $3, COALESCE(MAX(attempt), 0) + 1, $4, 'running', $5, $6 \
+         FROM sw_workflow_attempts WHERE task_id = $3 RETURNING ",
+        attempt_columns!()
+    );
+    one(
+        c,
+        op,
+        sql.query(Q)
+            .bind(attempt_id)
+            .bind(run_id)
+            .bind(&task.task_id)
+            .bind(owner)
+            .bind(lease)
+            .bind(now),
+        rows::attempt,
+    )
+    .await?
+    .ok_or_else(|| not_found(op, "attempt", attempt_id))
+}
+
+pub(crate) async fn start_attempt(
+    c: &mut PgConnection,
+    sql: &Sql,
+    start: &StartAttempt,
+) -> Result<AttemptStart> {
+    let op = "start_attempt";
+    let task = lock_task(c, sql, op, &start.task_id)
+        .await?
+        .ok_or_else(|| not_found(op, "task", &start.task_id))?;
+    let refused = admit_attempt(
+        &task,
+        &start.owner_id,
+        start.take_over_from.as_deref(),
+        start.revive,
+        start.now,
+    );
+    if let Some(refused) = refused {
+        return Ok(refused);
+    }
+    let attempt = open_attempt(
+        c,
+        sql,
+        op,
+        &task,
+        &start.run_id,
+        Claimant {
+            attempt_id: &start.attempt_id,
+            owner: &start.owner_id,
+            lease: start.lease_expires_at,
+            now: start.now,
+            revive: start.revive,
+        },
+    )
+    .await?;
+    Ok(AttemptStart::Started(attempt))
+}
+
+pub(crate) async fn finish_attempt(
+    c: &mut PgConnection,
+    sql: &Sql,
+    finish: &FinishAttempt,
+) -> Result<()> {
+    let op = "finish_attempt";
+    let task = lock_task(c, sql, op, &finish.task_id)
+        .await?
+        .ok_or_else(|| not_found(op, "task", &finish.task_id))?;
+    if task.claimed_by_owner_id.as_deref() != Some(finish.owner_id.as_str()) {
+        return Err(StoreError::new(
+            StoreErrorKind::LeaseLost,
+            op,
+            format!(
+                "task {} is no longer claimed by {}",
+                finish.task_id, finish.owner_id
+            ),
+        ));
+    }
+    let end = &finish.end;
+    let (attempt_state, next_state) = (end.attempt.as_str(), end.run_and_task.as_str());
+    let closed = execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_attempts SET state = $2, completed_at = $3, failure_reason_json = $4, \
+             lease_expires_at = NULL WHERE attempt_id = $1 AND state = 'running'",
+        )
+        .bind(&finish.attempt_id)
+        .bind(attempt_state)
+        .bind(finish.now)
+        .bind(&end.reason),
+    )
+    .await?;
+    if closed == 0 {
+        return Err(StoreError::new(
+            StoreErrorKind::LeaseLost,
+            op,
+            format!("attempt {} is not running", finish.attempt_id),
+        ));
+    }
+    let spent = budget_spent(c, sql, &finish.run_id).await?;
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_runs SET state = $2, completed_payload_json = $3, failure_reason_json = $4, \
+             budget_spent = $5, updated_at = $6 WHERE run_id = $1",
+        )
+        .bind(&finish.run_id)
+        .bind(next_state)
+        .bind(&end.payload)
+        .bind(&end.reason)
+        .bind(int(spent))
+        .bind(finish.now),
+    )
+    .await?;
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_tasks SET state = $2, completed_payload_json = $3, failure_reason_json = $4, \
+             lease_expires_at = NULL, not_before = $5, claimed_by_owner_id = NULL, updated_at = $6 \
+             WHERE task_id = $1",
+        )
+        .bind(&finish.task_id)
+        .bind(next_state)
+        .bind(&end.payload)
+        .bind(&end.reason)
+        .bind(end.not_before)
+        .bind(finish.now),
+    )
+    .await?;
+    // Child runs cannot outlive the attempt that ran them.
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_runs SET state = $2, failure_reason_json = $3, updated_at = $4 \
+             WHERE root_run_id = $1 AND run_id <> root_run_id AND state IN ('pending', 'running')",
+        )
+        .bind(&finish.run_id)
+        .bind(end.unfinished_children.state.as_str())
+        .bind(&end.unfinished_children.reason)
+        .bind(finish.now),
+    )
+    .await?;
+    if task.claim_scope == ClaimScope::Runner && end.run_and_task == State::Pending {
+        notify_work(c, sql, op).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn claim_next_task(
+    c: &mut PgConnection,
+    sql: &Sql,
+    claim: &ClaimNextTask,
+) -> Result<Option<ClaimedTask>> {
+    let op = "claim_next_task";
+    // One statement finds the oldest eligible task (SKIP LOCKED: concurrent workers each take
+    // a different one), counts its attempts, and, when it may run again, does all of
+    // `open_attempt` for it. A task that must end instead (cancelled while unattended, out of
+    // attempts) comes back without an attempt and is closed below. The claim commits without
+    // waiting for a flush: the completions that follow it flush it with them.
+    //
+    // Two rules of the core are spelled in SQL here, for one round trip: the attempts that count
+    // (`decide::counts_against_max_attempts`: failed and running ones) and whether the task opens
+    // an attempt (`decide::claim_verdict`: no cancellation requested, attempts left). The row
+    // returns what both read, the verdict is computed again from it below, and a disagreement is
+    // an error; the conformance cases `runner_tasks_stop_after_max_attempts`,
+    // `zero_max_attempts_means_one_attempt` and `a_claim_never_clears_a_cancellation_request`
+    // pin the two together.
+    const Q: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)), \
+         candidate AS ( \
+           SELECT t.task_id, t.claimed_by_owner_id, t.max_attempts, r.run_id, \
+             r.cancel_requested_at, \
+             (SELECT COUNT(*) FROM sw_workflow_attempts a WHERE a.task_id = t.task_id \
+               AND a.state IN ('failed', 'running')) AS counted \
+           FROM sw_workflow_tasks t \
+           JOIN sw_workflow_runs r ON r.task_id = t.task_id AND r.run_id = r.root_run_id \
+           WHERE t.claim_scope = $1 AND ( \
+             (t.state = 'pending' AND (t.not_before IS NULL OR t.not_before <= $2)) \
+             OR (t.state = 'running' AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= $2))) \
+           ORDER BY t.created_at, t.task_id LIMIT 1 FOR UPDATE OF t SKIP LOCKED), \
+         chosen AS (SELECT candidate.* FROM candidate, relaxed \
+           WHERE cancel_requested_at IS NULL AND counted < GREATEST(max_attempts, 1)), \
+         abandoned AS (UPDATE sw_workflow_attempts a SET state = $7, completed_at = $2, \
+           lease_expires_at = NULL, failure_reason_json = $6 FROM chosen \
+           WHERE a.task_id = chosen.task_id AND a.state = 'running'), \
+         expired AS (UPDATE sw_workflow_steps s SET lease_expires_at = $2 FROM chosen \
+           WHERE s.root_run_id = chosen.run_id AND s.state = 'running' \
+           AND (s.worker_id = $3 OR s.worker_id = chosen.claimed_by_owner_id)), \
+         task AS (UPDATE sw_workflow_tasks t SET state = 'running', claimed_by_owner_id = $3, \
+           lease_expires_at = $4, not_before = NULL, updated_at = $2, \
+           submitted_by_owner_id = CASE WHEN t.claim_scope = 'local' THEN $3 \
+             ELSE t.submitted_by_owner_id END \
+           FROM chosen WHERE t.task_id = chosen.task_id), \
+         run AS (UPDATE sw_workflow_runs r SET state = 'running', failure_reason_json = NULL, \
+           updated_at = $2 FROM chosen WHERE r.run_id = chosen.run_id), \
+         attempt AS (INSERT INTO sw_workflow_attempts (attempt_id, run_id, task_id, attempt, \
+           worker_id, state, lease_expires_at, started_at) \
+           SELECT $5, chosen.run_id, chosen.task_id, \
+             (SELECT COALESCE(MAX(a.attempt), 0) + 1 FROM sw_workflow_attempts a \
+               WHERE a.task_id = chosen.task_id), \
+             $3, 'running', $4, $2 FROM chosen RETURNING *) \
+         SELECT found.*, attempt.* FROM ( \
+           SELECT task_id AS candidate_task_id, run_id AS candidate_run_id, counted, \
+             max_attempts AS candidate_max_attempts, \
+             cancel_requested_at IS NOT NULL AS cancelled FROM candidate) AS found \
+         LEFT JOIN attempt ON TRUE";
+    let abandoned = Closure::abandoned_attempt();
+    loop {
+        let row = sql
+            .query(Q)
+            .bind(claim.scope.as_str())
+            .bind(claim.now)
+            .bind(&claim.owner_id)
+            .bind(claim.lease_expires_at)
+            .bind(&claim.attempt_id)
+            .bind(&abandoned.reason)
+            .bind(abandoned.state.as_str())
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(|e| map_error(op, e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let field = |name: &str| map_error(op, sqlx::Error::ColumnNotFound(name.to_owned()));
+        let task_id: String = row
+            .try_get("candidate_task_id")
+            .map_err(|_| field("candidate_task_id"))?;
+        let run_id: String = row
+            .try_get("candidate_run_id")
+            .map_err(|_| field("candidate_run_id"))?;
+        let counted: i64 = row.try_get("counted").map_err(|_| field("counted"))?;
+        let counted = u32::try_from(counted).unwrap_or(u32::MAX);
+        let opened: Option<String> = row.try_get("attempt_id").map_err(|_| field("attempt_id"))?;
+        let cancelled: bool = row.try_get("cancelled").map_err(|_| field("cancelled"))?;
+        let max_attempts: i64 = row
+            .try_get("candidate_max_attempts")
+            .map_err(|_| field("candidate_max_attempts"))?;
+        let max_attempts = u32::try_from(max_attempts).unwrap_or(0);
+        match (claim_verdict(cancelled, counted, max_attempts), opened) {
+            (ClaimVerdict::Open, Some(_)) => {}
+            (ClaimVerdict::Close(closure), None) => {
+                // Not claimable: end it, then look for the next task.
+                close_task(c, sql, op, &task_id, &closure, claim.now).await?;
+                continue;
+            }
+            (verdict, opened) => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Other,
+                    op,
+                    format!(
+                        "the claim statement and decide::claim_verdict disagree on task \
+                         {task_id}: verdict {verdict:?}, attempt opened: {}",
+                        opened.is_some()
+                    ),
+                ))
+            }
+        }
+        let attempt = rows::attempt(&row)?;
+        let task = get_task(c, sql, &task_id)
+            .await?
+            .ok_or_else(|| not_found(op, "task", &task_id))?;
+        let run = get_run(c, sql, &run_id)
+            .await?
+            .ok_or_else(|| not_found(op, "run", &run_id))?;
+        return Ok(Some(ClaimedTask {
+            task,
+            run,
+            attempt,
+            failed_attempts: counted,
+        }));
+    }
+}
+
+/// Ends a task nobody will finish (cancelled while unattended, out of attempts): the task, its
+/// running attempts and its unfinished runs (root and children) take `state`.
+pub(super) async fn close_task(
+    c: &mut PgConnection,
+    sql: &Sql,
+    op: &'static str,
+    task_id: &str,
+    closure: &Closure,
+    now: i64,
+) -> Result<()> {
+    let (state, reason) = (closure.state.as_str(), &closure.reason);
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_tasks SET state = $2, failure_reason_json = $3, claimed_by_owner_id = NULL, \
+             lease_expires_at = NULL, updated_at = $4 WHERE task_id = $1",
+        )
+        .bind(task_id)
+        .bind(state)
+        .bind(reason)
+        .bind(now),
+    )
+    .await?;
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_attempts SET state = $2, failure_reason_json = $3, completed_at = $4, \
+             lease_expires_at = NULL WHERE task_id = $1 AND state = 'running'",
+        )
+        .bind(task_id)
+        .bind(state)
+        .bind(reason)
+        .bind(now),
+    )
+    .await?;
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_runs SET state = $2, failure_reason_json = $3, updated_at = $4 \
+             WHERE task_id = $1 AND state IN ('pending', 'running')",
+        )
+        .bind(task_id)
+        .bind(state)
+        .bind(reason)
+        .bind(now),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn request_cancel(
+    c: &mut PgConnection,
+    sql: &Sql,
+    run_id: &str,
+    now: i64,
+) -> Result<CancelRequest> {
+    let op = "request_cancel";
+    let Some(run) = get_run(c, sql, run_id).await? else {
+        return Ok(CancelRequest::NotFound);
+    };
+    let task = lock_task(c, sql, op, &run.task_id)
+        .await?
+        .ok_or_else(|| not_found(op, "task", &run.task_id))?;
+    let outcome = cancel_request(&task, now);
+    if let CancelRequest::AlreadyFinished(_) = outcome {
+        return Ok(outcome);
+    }
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_runs SET cancel_requested_at = $2, updated_at = $2 WHERE run_id = $1",
+        )
+        .bind(&run.root_run_id)
+        .bind(now),
+    )
+    .await?;
+    if outcome == CancelRequest::CancelledPending {
+        close_task(c, sql, op, &task.task_id, &Closure::cancelled(), now).await?;
+    }
+    Ok(outcome)
+}
