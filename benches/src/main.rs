@@ -151,7 +151,7 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
                     &run.run_id,
                     &run.run_id,
                     &row.step_id,
-                    "agent_step",
+                    smol_durable::store::LedgerSource::AgentStep,
                     row.step_id.clone(),
                     Some(&usage),
                     1,

@@ -228,10 +228,12 @@ pub(crate) fn ledger(row: &PgRow) -> Result<LedgerEntry, StoreError> {
         run_id: r.get("run_id")?,
         root_run_id: r.get("root_run_id")?,
         step_id: r.get("step_id")?,
-        source_type: r.get("source_type")?,
+        source_type: smol_durable::store::LedgerSource::parse(&r.get::<String>("source_type")?),
         source_id: r.get("source_id")?,
         output_tokens: r.u64("output_tokens")?,
-        usage: r.get("usage_json")?,
+        usage: r
+            .get::<Option<serde_json::Value>>("usage_json")?
+            .map(|usage| smol_durable::Usage::from_stored(&usage)),
         created_at: r.get("created_at")?,
     })
 }

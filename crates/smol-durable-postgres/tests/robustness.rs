@@ -139,7 +139,7 @@ async fn an_event_with_a_nul_character_is_stored() {
         root_run_id: created.run.run_id.clone(),
         attempt_id: None,
         step_id: None,
-        event_type: "workflow.log".into(),
+        event_type: smol_durable::EventType::Log,
         payload: json!({ "message": text }),
         created_at: 2,
     };

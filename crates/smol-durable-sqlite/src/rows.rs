@@ -238,10 +238,12 @@ pub(crate) fn ledger(row: &Row<'_>) -> Result<LedgerEntry, StoreError> {
         run_id: r.next()?,
         root_run_id: r.next()?,
         step_id: r.next()?,
-        source_type: r.next()?,
+        source_type: smol_durable::store::LedgerSource::parse(&r.next::<String>()?),
         source_id: r.next()?,
         output_tokens: r.next_u64()?,
-        usage: r.next_opt_json()?,
+        usage: r
+            .next_opt_json()?
+            .map(|usage| smol_durable::Usage::from_stored(&usage)),
         created_at: r.next()?,
     })
 }

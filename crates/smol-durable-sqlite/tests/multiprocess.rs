@@ -186,7 +186,7 @@ fn race_child() {
                         &run_id,
                         &run_id,
                         &row.step_id,
-                        "agent_step",
+                        smol_durable::store::LedgerSource::AgentStep,
                         row.step_id.clone(),
                         Some(&usage),
                         now_ms(),

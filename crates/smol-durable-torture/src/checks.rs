@@ -166,7 +166,7 @@ impl RunWatch {
         let mut rows: BTreeMap<&str, usize> = BTreeMap::new();
         for entry in ledger
             .iter()
-            .filter(|entry| entry.source_type == "agent_step")
+            .filter(|entry| entry.source_type == smol_durable::store::LedgerSource::AgentStep)
         {
             *rows.entry(entry.source_id.as_str()).or_default() += 1;
         }

@@ -41,6 +41,22 @@ impl Usage {
         }
     }
 
+    /// A stored usage document, read field by field: a field of another shape (whoever wrote
+    /// the row) counts as absent instead of making the whole row unreadable.
+    pub fn from_stored(stored: &serde_json::Value) -> Self {
+        let count = |name: &str| stored.get(name).and_then(serde_json::Value::as_u64);
+        Self {
+            input_tokens: count("inputTokens"),
+            output_tokens: count("outputTokens"),
+            total_tokens: count("totalTokens"),
+            cache_read_tokens: count("cacheReadTokens"),
+            cache_write_tokens: count("cacheWriteTokens"),
+            cost: stored
+                .get("cost")
+                .and_then(|cost| serde_json::from_value(cost.clone()).ok()),
+        }
+    }
+
     /// Sets the cost.
     pub fn with_cost(mut self, cost: UsageCost) -> Self {
         self.cost = Some(cost);

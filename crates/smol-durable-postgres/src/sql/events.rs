@@ -40,7 +40,7 @@ pub(crate) async fn append_events(
     let roots: Vec<String> = events.iter().map(|e| e.root_run_id.clone()).collect();
     let attempts: Vec<Option<String>> = events.iter().map(|e| e.attempt_id.clone()).collect();
     let steps: Vec<Option<String>> = events.iter().map(|e| e.step_id.clone()).collect();
-    let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     // JSONB cannot hold U+0000; an event is a log line, so it gets U+FFFD instead.
     let payloads: Vec<String> = events
         .iter()

@@ -157,12 +157,16 @@ impl LedgerColumns {
             run_ids: entries.iter().map(|e| e.run_id.clone()).collect(),
             root_run_ids: entries.iter().map(|e| e.root_run_id.clone()).collect(),
             step_ids: entries.iter().map(|e| e.step_id.clone()).collect(),
-            source_types: entries.iter().map(|e| e.source_type.clone()).collect(),
+            source_types: entries.iter().map(|e| e.source_type.to_string()).collect(),
             source_ids: entries.iter().map(|e| e.source_id.clone()).collect(),
             output_tokens: entries.iter().map(|e| int(e.output_tokens)).collect(),
             usages: entries
                 .iter()
-                .map(|e| e.usage.as_ref().map(Value::to_string))
+                .map(|e| {
+                    e.usage
+                        .as_ref()
+                        .map(|usage| serde_json::json!(usage).to_string())
+                })
                 .collect(),
             created_at: entries.iter().map(|e| e.created_at).collect(),
         }

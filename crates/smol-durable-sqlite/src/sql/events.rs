@@ -35,7 +35,7 @@ pub(crate) fn append_events(c: &Connection, events: &[NewEvent]) -> Result<()> {
                 event.root_run_id,
                 event.attempt_id,
                 event.step_id,
-                event.event_type,
+                event.event_type.as_str(),
                 text(&event.payload),
                 event.created_at,
             ],

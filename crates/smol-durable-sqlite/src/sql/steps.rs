@@ -119,10 +119,10 @@ pub(super) fn insert_ledger(
                 entry.run_id,
                 entry.root_run_id,
                 entry.step_id,
-                entry.source_type,
+                entry.source_type.as_str(),
                 entry.source_id,
                 int(entry.output_tokens),
-                opt_text(&entry.usage),
+                entry.usage.as_ref().map(|usage| text(&serde_json::json!(usage))),
                 entry.created_at,
             ],
         )?;

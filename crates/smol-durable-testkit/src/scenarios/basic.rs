@@ -572,11 +572,11 @@ pub async fn schema_output_is_validated_with_one_corrective_retry(fixture: Fixtu
         .expect("ledger");
     let attempts = ledger
         .iter()
-        .filter(|e| e.source_type == "agent_attempt")
+        .filter(|e| e.source_type == smol_durable::store::LedgerSource::AgentTry)
         .count();
     let steps = ledger
         .iter()
-        .filter(|e| e.source_type == "agent_step")
+        .filter(|e| e.source_type == smol_durable::store::LedgerSource::AgentStep)
         .count();
     assert_eq!((attempts, steps), (3, 2), "rejected answers are billed too");
     let states = step_states(fixture.store.as_ref(), &output.run_id, StepKind::Agent).await;

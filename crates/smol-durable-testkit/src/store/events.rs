@@ -30,7 +30,7 @@ pub async fn events_come_back_in_order_per_run(fixture: Fixture) {
         root_run_id: run.run.run_id.clone(),
         attempt_id: None,
         step_id: None,
-        event_type: "workflow.log".into(),
+        event_type: smol_durable::EventType::Log,
         payload: json!({"type": "workflow.log", "message": format!("m{n}"), "text": "ünï"}),
         created_at: 5,
     };
@@ -78,7 +78,7 @@ pub async fn appending_an_event_again_stores_it_once(fixture: Fixture) {
         root_run_id: run_id.clone(),
         attempt_id: None,
         step_id: None,
-        event_type: "workflow.log".to_owned(),
+        event_type: smol_durable::EventType::Log,
         payload: json!({ "n": n }),
         created_at: n,
     };

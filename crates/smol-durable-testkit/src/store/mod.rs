@@ -222,15 +222,16 @@ async fn finish(
     outcome: AttemptOutcome,
     now: i64,
 ) -> smol_durable::store::StoreResult<()> {
+    // Built field by field: some cases finish an attempt under a stale or foreign owner.
     store
-        .finish_attempt(FinishAttempt::new(
-            attempt_id,
-            &created.task.task_id,
-            &created.run.run_id,
-            owner,
-            &outcome,
+        .finish_attempt(FinishAttempt {
+            attempt_id: attempt_id.to_owned(),
+            task_id: created.task.task_id.clone(),
+            run_id: created.run.run_id.clone(),
+            owner_id: owner.to_owned(),
+            end: smol_durable::decide::attempt_end(&outcome),
             now,
-        ))
+        })
         .await
 }
 
@@ -298,7 +299,7 @@ fn ledger(
         run_id,
         run_id,
         step_id,
-        source_type,
+        smol_durable::store::LedgerSource::parse(source_type),
         source_id.to_owned(),
         Some(&usage),
         10,

@@ -280,12 +280,12 @@ pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
         .expect("put_script");
     store
         .append_events(vec![NewEvent {
-            event_id: smol_durable::new_id("evt"),
+            event_id: format!("evt_{HOSTILE}"),
             run_id: run_id.clone(),
             root_run_id: run_id.clone(),
             attempt_id: None,
             step_id: None,
-            event_type: HOSTILE.to_owned(),
+            event_type: smol_durable::EventType::Log,
             payload: json!({ HOSTILE: HOSTILE }),
             created_at: 2,
         }])
@@ -328,7 +328,8 @@ pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
         .await
         .expect("read_events");
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].event_type, HOSTILE);
+    assert_eq!(events[0].event_id, format!("evt_{HOSTILE}"));
+    assert_eq!(events[0].event_type, "workflow.log");
     assert_eq!(events[0].payload, json!({ HOSTILE: HOSTILE }));
     // `LIKE` wildcards in a name filter match literally.
     let mut named = RunFilter::roots();

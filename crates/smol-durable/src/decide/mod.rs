@@ -3,7 +3,7 @@
 //! The engine reads rows, asks these functions what to do, and asks the store to perform the
 //! small atomic operation that follows; a store may call one of them inside its transaction
 //! (the attempt rules), but spells out no rule of its own. This is the one place that decides
-//! replay / run / wait / reclaim ([`steps`](decide_step), [`sleeps`](decide_sleep)), how
+//! replay / run / wait / reclaim ([`decide_step`], for sleeps too), how
 //! fencing conflicts resolve, whether the budget allows another call, how long leases last,
 //! and what happens to tasks and attempts ([`admit_attempt`], [`claim_verdict`],
 //! [`attempt_end`], [`cancel_request`], [`attempt_retry_at`]).
@@ -21,7 +21,7 @@ pub use attempts::{
 };
 pub use budget::check_budget;
 pub use leases::{heartbeat_interval_ms, step_lease_expires_at, RetryPolicy};
-pub use sleeps::{decide_sleep, sleep_wake_at, wake_at};
+pub use sleeps::{sleep_wake_at, wake_at};
 pub use steps::{decide_step, resolve_fence_conflict, FenceResolution, StepDecision};
 
 /// Rows for the decision tests (shared with the store-retry tests).

@@ -3,44 +3,12 @@
 
 use serde_json::Value;
 
-use super::steps::{check_row, lease_is_live, unsupported};
-use super::StepDecision;
-use crate::store::{State, StepKind, StepRecord};
+use crate::store::StepRecord;
 use crate::Error;
 
 /// When a sleep of `duration_ms` that starts at `now` ends: stored as the new row's `wakeAt`.
 pub fn sleep_wake_at(now: i64, duration_ms: u64) -> i64 {
     now.saturating_add(i64::try_from(duration_ms).unwrap_or(i64::MAX))
-}
-
-/// Decides a sleep step: the agent table, except that a row whose `wakeAt` has passed is
-/// reclaimed (and completed) however live its holder's lease is, and a completed row replays
-/// even without a stored result (smol-wf wrote none for some).
-pub fn decide_sleep(
-    existing: Option<&StepRecord>,
-    signature_json: &str,
-    now: i64,
-) -> Result<StepDecision, Error> {
-    let Some(row) = existing else {
-        return Ok(StepDecision::Insert);
-    };
-    check_row(row, &StepKind::Sleep, signature_json)?;
-    let wake_at = wake_at(row)?;
-    match &row.state {
-        State::Completed => Ok(StepDecision::Replay(
-            row.result.clone().unwrap_or(Value::Null),
-        )),
-        State::Running if lease_is_live(row, now) && wake_at > now => Ok(StepDecision::Wait {
-            lease_expires_at: row.lease_expires_at.unwrap_or(now),
-        }),
-        State::Running | State::Failed | State::Cancelled | State::Pending => {
-            Ok(StepDecision::Reclaim {
-                expected_state: row.state.clone(),
-                expected_fence: row.fence,
-            })
-        }
-        State::Unknown(value) => Err(unsupported("state", value, row)),
-    }
 }
 
 /// The stored `wakeAt` of a sleep row.
@@ -51,7 +19,7 @@ pub fn wake_at(row: &StepRecord) -> Result<i64, Error> {
         .ok_or_else(|| {
             Error::Store(crate::StoreError::new(
                 crate::StoreErrorKind::Corrupt,
-                "decide_sleep",
+                "decide_step",
                 format!(
                     "sleep step {} ({}) has no integer wakeAt in its input",
                     row.step_id, row.checkpoint_name
@@ -63,8 +31,9 @@ pub fn wake_at(row: &StepRecord) -> Result<i64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::decide_step;
     use crate::decide::fixtures::{row, SIG};
+    use crate::decide::{decide_step, StepDecision};
+    use crate::store::{State, StepKind};
     use serde_json::json;
 
     fn sleep_row(state: State, lease: Option<i64>) -> StepRecord {

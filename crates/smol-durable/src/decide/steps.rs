@@ -29,7 +29,8 @@ pub enum StepDecision {
     },
 }
 
-/// Decides a step (the table of SPEC §4); a sleep follows [`decide_sleep`](super::decide_sleep).
+/// Decides a step (the table of SPEC §4), sleeps included: a sleep whose `wakeAt` has passed is
+/// reclaimed (and completed) however live its holder's lease is.
 ///
 /// `signature_json` is the canonical signature of the call being made; a stored row with a
 /// different one fails with [`Error::SignatureMismatch`].
@@ -39,16 +40,21 @@ pub fn decide_step(
     signature_json: &str,
     now: i64,
 ) -> Result<StepDecision, Error> {
-    if *kind == StepKind::Sleep {
-        return super::decide_sleep(existing, signature_json, now);
-    }
     let Some(row) = existing else {
         return Ok(StepDecision::Insert);
     };
     check_row(row, kind, signature_json)?;
+    // A sleep's own rules (`sleeps.rs`): its `wakeAt` must be readable, a due sleep never waits
+    // for another holder's lease, and a completed one replays even without a stored result
+    // (smol-wf wrote none for some).
+    let sleep = *kind == StepKind::Sleep;
+    let due = sleep && super::wake_at(row)? <= now;
     match &row.state {
+        State::Completed if sleep => Ok(StepDecision::Replay(
+            row.result.clone().unwrap_or(Value::Null),
+        )),
         State::Completed => Ok(StepDecision::Replay(stored_result(row)?)),
-        State::Running if lease_is_live(row, now) => Ok(StepDecision::Wait {
+        State::Running if lease_is_live(row, now) && !due => Ok(StepDecision::Wait {
             lease_expires_at: row.lease_expires_at.unwrap_or(now),
         }),
         State::Running | State::Failed | State::Cancelled | State::Pending => {

@@ -167,7 +167,7 @@ async fn finish(
             let completed = AttemptOutcome::Completed {
                 result: run.completed_payload_of(result.clone()),
             };
-            record_end(ctx, run, completed, now).await?;
+            record_end(ctx, completed, now).await?;
             // The result is stored; usage is reporting only and must not undo that.
             let usage = ledger_usage(ctx.engine.store.as_ref(), &ctx.root_run_id)
                 .await
@@ -206,7 +206,7 @@ async fn finish(
                     }),
                 },
             };
-            let recorded = record_end(ctx, run, outcome, now).await;
+            let recorded = record_end(ctx, outcome, now).await;
             ctx.emit(
                 EventType::Error,
                 root_meta,
@@ -225,19 +225,12 @@ async fn finish(
 }
 
 /// Records how the attempt ended; another owner having taken the task over is `LeaseLost`.
-async fn record_end(
-    ctx: &AttemptCtx,
-    run: &RunRecord,
-    outcome: AttemptOutcome,
-    now: i64,
-) -> Result<(), Error> {
+async fn record_end(ctx: &AttemptCtx, outcome: AttemptOutcome, now: i64) -> Result<(), Error> {
     let finished = ctx
         .engine
         .store
         .finish_attempt(FinishAttempt::new(
-            &ctx.attempt.attempt_id,
-            &ctx.task_id,
-            &run.run_id,
+            &ctx.attempt,
             ctx.owner_id(),
             &outcome,
             now,

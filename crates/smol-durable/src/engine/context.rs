@@ -324,7 +324,7 @@ impl AttemptCtx {
             root_run_id: self.root_run_id.clone(),
             attempt_id: Some(self.attempt.attempt_id.clone()),
             step_id: event.metadata.step_id.clone(),
-            event_type: event_type.as_str().to_owned(),
+            event_type,
             payload: event.to_json(),
             created_at: self.now(),
         };

@@ -336,9 +336,7 @@ impl Engine {
                     .shared
                     .store
                     .finish_attempt(FinishAttempt::new(
-                        &attempt.attempt_id,
-                        &task.task_id,
-                        &run.run_id,
+                        &attempt,
                         &self.shared.owner_id,
                         &outcome,
                         now,

@@ -54,7 +54,7 @@ mod tests {
             "run",
             "run",
             "step",
-            "agent_step",
+            crate::store::LedgerSource::AgentStep,
             "s".into(),
             Some(&usage),
             0,

@@ -38,7 +38,7 @@ struct Tables {
     steps: HashMap<String, StepRecord>,
     step_ids: HashMap<(String, String), String>,
     ledger: Vec<LedgerEntry>,
-    ledger_keys: std::collections::HashSet<(String, String, String)>,
+    ledger_keys: std::collections::HashSet<(String, LedgerSource, String)>,
     spent: HashMap<String, u64>,
     events: Vec<EventRecord>,
     // Like the databases: event ids are unique, and `seq` never repeats, even after deletes.
@@ -688,7 +688,7 @@ impl DurableStore for MemoryStore {
                 root_run_id: event.root_run_id,
                 attempt_id: event.attempt_id,
                 step_id: event.step_id,
-                event_type: event.event_type,
+                event_type: event.event_type.as_str().to_owned(),
                 payload: event.payload,
                 created_at: event.created_at,
             });

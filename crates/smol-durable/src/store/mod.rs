@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
 pub use records::{
-    AttemptRecord, ClaimScope, EventRecord, LedgerEntry, OwnerRecord, RunRecord, State, StepKind,
-    StepRecord, TaskRecord, WorkflowInfo,
+    AttemptRecord, ClaimScope, EventRecord, LedgerEntry, LedgerSource, OwnerRecord, RunRecord,
+    State, StepKind, StepRecord, TaskRecord, WorkflowInfo,
 };
 pub use requests::{
     AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,

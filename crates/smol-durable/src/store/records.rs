@@ -331,14 +331,14 @@ pub struct LedgerEntry {
     pub root_run_id: String,
     /// The billed step.
     pub step_id: Option<String>,
-    /// `agent_step` for a completed call, `agent_attempt` for a billed failed try.
-    pub source_type: String,
+    /// What the row bills.
+    pub source_type: LedgerSource,
     /// Idempotency key within `(root_run_id, source_type)`.
     pub source_id: String,
     /// Output tokens billed.
     pub output_tokens: u64,
-    /// Full usage as reported.
-    pub usage: Option<Value>,
+    /// Full usage as reported (read leniently: [`Usage::from_stored`](crate::Usage::from_stored)).
+    pub usage: Option<crate::Usage>,
     /// Creation time.
     pub created_at: i64,
 }
@@ -349,7 +349,7 @@ impl LedgerEntry {
         run_id: &str,
         root_run_id: &str,
         step_id: &str,
-        source_type: &str,
+        source_type: LedgerSource,
         source_id: String,
         usage: Option<&crate::Usage>,
         created_at: i64,
@@ -359,32 +359,77 @@ impl LedgerEntry {
             run_id: run_id.to_owned(),
             root_run_id: root_run_id.to_owned(),
             step_id: Some(step_id.to_owned()),
-            source_type: source_type.to_owned(),
+            source_type,
             source_id,
             output_tokens: usage.and_then(|u| u.output_tokens).unwrap_or(0),
-            usage: usage.and_then(|u| serde_json::to_value(u).ok()),
+            usage: usage.cloned(),
             created_at,
         }
     }
 
-    /// The token counts of the stored usage, each field read on its own (one of another shape
-    /// counts as absent, whoever wrote the row); output tokens default to the row's column. No
+    /// The token counts of the stored usage; output tokens default to the row's column. No
     /// cost.
     pub fn tokens(&self) -> crate::Usage {
-        let field = |name: &str| {
-            self.usage
-                .as_ref()
-                .and_then(|usage| usage.get(name))
-                .and_then(Value::as_u64)
-        };
+        let usage = self.usage.clone().unwrap_or_default();
         crate::Usage {
-            input_tokens: field("inputTokens"),
-            output_tokens: field("outputTokens").or(Some(self.output_tokens)),
-            total_tokens: field("totalTokens"),
-            cache_read_tokens: field("cacheReadTokens"),
-            cache_write_tokens: field("cacheWriteTokens"),
+            output_tokens: usage.output_tokens.or(Some(self.output_tokens)),
             cost: None,
+            ..usage
         }
+    }
+}
+
+/// What a ledger row bills. Stored as text (`source_type`); a value this version does not know
+/// is kept as it was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+#[non_exhaustive]
+pub enum LedgerSource {
+    /// A completed agent call (`agent_step`); `source_id` is the step id.
+    AgentStep,
+    /// A paid try that did not become the step's result — it failed, its answer broke the
+    /// schema, or it was too large to store (`agent_attempt`, its stored name); `source_id` is
+    /// `<step id>:<fence>:<label>`.
+    AgentTry,
+    /// Any other stored value.
+    Other(String),
+}
+
+impl LedgerSource {
+    /// The stored text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LedgerSource::AgentStep => "agent_step",
+            LedgerSource::AgentTry => "agent_attempt",
+            LedgerSource::Other(value) => value,
+        }
+    }
+
+    /// Reads the stored text.
+    pub fn parse(value: &str) -> Self {
+        match value {
+            "agent_step" => LedgerSource::AgentStep,
+            "agent_attempt" => LedgerSource::AgentTry,
+            other => LedgerSource::Other(other.to_owned()),
+        }
+    }
+}
+
+impl From<String> for LedgerSource {
+    fn from(value: String) -> Self {
+        Self::parse(&value)
+    }
+}
+
+impl From<LedgerSource> for String {
+    fn from(source: LedgerSource) -> Self {
+        source.as_str().to_owned()
+    }
+}
+
+impl std::fmt::Display for LedgerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -215,19 +215,19 @@ pub struct FinishAttempt {
 }
 
 impl FinishAttempt {
-    /// Ends `attempt_id` the way `outcome` says ([`decide::attempt_end`](crate::decide::attempt_end)).
+    /// Ends `attempt` (of its task and root run) the way `outcome` says
+    /// ([`decide::attempt_end`](crate::decide::attempt_end)). Taking the record, not its ids,
+    /// leaves no attempt, task and run ids to mix up.
     pub fn new(
-        attempt_id: &str,
-        task_id: &str,
-        run_id: &str,
+        attempt: &AttemptRecord,
         owner_id: &str,
         outcome: &AttemptOutcome,
         now: i64,
     ) -> Self {
         Self {
-            attempt_id: attempt_id.to_owned(),
-            task_id: task_id.to_owned(),
-            run_id: run_id.to_owned(),
+            attempt_id: attempt.attempt_id.clone(),
+            task_id: attempt.task_id.clone(),
+            run_id: attempt.run_id.clone(),
             owner_id: owner_id.to_owned(),
             end: crate::decide::attempt_end(outcome),
             now,
@@ -399,8 +399,9 @@ pub struct NewEvent {
     pub attempt_id: Option<String>,
     /// Step.
     pub step_id: Option<String>,
-    /// Type.
-    pub event_type: String,
+    /// Kind (stored as its name, `workflow.log`, …; stored events keep theirs as text:
+    /// [`EventRecord::event_type`](super::EventRecord::event_type)).
+    pub event_type: crate::EventType,
     /// Document.
     pub payload: Value,
     /// Time.

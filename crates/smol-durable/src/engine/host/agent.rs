@@ -17,7 +17,7 @@ use crate::events::{prompt_preview, EventType};
 use crate::limits::{oversized, RESULT_LIMIT};
 use crate::schema::{corrective_prompt, mismatch_message, OutputSchema};
 use crate::script::{HostError, HostErrorKind, HostFuture};
-use crate::store::{LedgerEntry, State, StepKind, StepRecord};
+use crate::store::{LedgerEntry, LedgerSource, State, StepKind, StepRecord};
 use crate::{
     AgentContext, AgentProvider, AgentRequest, AgentResponse, Error, ProviderError, StepSignature,
 };
@@ -326,7 +326,7 @@ impl RunScope {
             &self.run_id,
             &self.ctx.root_run_id,
             &row.step_id,
-            "agent_step",
+            LedgerSource::AgentStep,
             row.step_id.clone(),
             response.usage.as_ref(),
             self.ctx.now(),
@@ -392,7 +392,7 @@ impl RunScope {
             &self.run_id,
             &self.ctx.root_run_id,
             &row.step_id,
-            "agent_attempt",
+            LedgerSource::AgentTry,
             format!("{}:{}:{label}", row.step_id, row.fence),
             usage,
             self.ctx.now(),
