@@ -4,8 +4,9 @@
 //! [`handle`](Engine) (the public operations) → `claiming` (take the task, spawn the attempt;
 //! `owners` says whether a previous owner is gone) → `attempt` (one attempt from start to end,
 //! with `heartbeat` and `event_writer` beside the script) → `host` (each host call of the
-//! script as a durable step: `agent`, `sleep`, `child`) → `steps` (one claim round, the fenced
-//! completion) → [`decide`](crate::decide). `context` is the state one attempt shares;
+//! script as a durable step: `agent`, `sleep`, `child`, all claiming through `claim`) → `steps`
+//! (one claim round, the fenced completion) → [`decide`](crate::decide). `context` is the
+//! state one attempt shares;
 //! `runner` adds submit and the worker loop; `builder`, `shared`, `options`, `run_handle` and
 //! `usage` hold the types around them.
 

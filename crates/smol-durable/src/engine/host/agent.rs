@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::{cancelled, invalid, rejected, step_span, Claimed, RunScope};
 use crate::agent_options::{effective_options, legacy_signature, step_key, OptionDefaults};
-use crate::decide::{check_budget, step_lease_expires_at, RetryPolicy};
+use crate::decide::{step_lease_expires_at, RetryPolicy};
 use crate::engine::context::object;
 use crate::engine::steps::complete_fenced;
 use crate::events::{prompt_preview, EventType};
@@ -70,27 +70,6 @@ impl RunScope {
             }
             Err(error) => rejected(error),
         }
-    }
-
-    /// Whether a call that must run (it does not replay) may: the budget has room and the
-    /// prompt is within [`Limits::max_prompt_bytes`](crate::Limits::max_prompt_bytes).
-    fn admit(&self, call: &AgentCall) -> Result<(), HostError> {
-        let budget = self.ctx.budget();
-        if let Err(error) = check_budget(budget.total, budget.spent) {
-            return Err(HostError::new(
-                HostErrorKind::BudgetExhausted,
-                error.to_string(),
-            ));
-        }
-        let max_prompt = self.ctx.engine.limits.max_prompt_bytes;
-        if call.prompt.len() > max_prompt {
-            return Err(invalid(format!(
-                "the agent prompt is {} bytes, more than the {max_prompt}-byte limit \
-                 (Limits::max_prompt_bytes)",
-                call.prompt.len()
-            )));
-        }
-        Ok(())
     }
 
     /// Completes the options (see [`crate::agent_options`]) and derives the step identity: the
@@ -189,7 +168,7 @@ impl RunScope {
                 &call.signature,
                 input,
                 lease_extra,
-                Some(&|| self.admit(&call)),
+                Some(call.prompt.len()),
             )
             .await?
         {

@@ -1,32 +1,30 @@
 //! The host side of a running script: each host call becomes a durable step (`agent`,
 //! `sleep`, child `workflow`) or an event (`log`, `phase`). One [`RunScope`] per run (root or
-//! child). This file dispatches the calls and holds what every step kind shares: the claim
-//! loop, waiting for another holder, and closing a step; the step kinds live in `agent`,
-//! `sleep` and `child`, and `workflow_refs` resolves what a child call names.
+//! child). This file holds the scope and dispatches the calls; the step kinds live in `agent`,
+//! `sleep` and `child`, each claiming its step through `claim` (the claim loop every kind
+//! shares), and `workflow_refs` resolves what a child call names.
 
 mod agent;
 mod child;
+mod claim;
 mod sleep;
 mod workflow_refs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::context::{object, AttemptCtx, HeldStep};
-use super::steps::{acquire_step, Acquired, KnownRow, StepClaim};
+use super::context::{object, AttemptCtx};
 use crate::agent_options::StepIdentity;
-use crate::decide::reason;
 use crate::events::EventType;
 use crate::script::{
     BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, WorkflowHost, WorkflowMeta,
     WorkflowSource,
 };
 use crate::signature::{child_workflow_scope, OccurrenceCounter};
-use crate::store::{FailStep, LedgerEntry, RunRecord, State, StepCas, StepKind, StepRecord};
+use crate::store::{RunRecord, StepRecord};
 use crate::{Error, StepSignature};
 
 /// One run of the tree being executed by an attempt.
@@ -157,166 +155,11 @@ impl RunScope {
         }
     }
 
-    /// What the preload says about a checkpoint. Each checkpoint is asked for once per attempt
-    /// (occurrence numbering makes them unique), so the row is taken out of the map.
-    fn take_known(&self, checkpoint: &str) -> KnownRow {
-        match self.known_steps.lock() {
-            Ok(mut steps) => steps
-                .remove(checkpoint)
-                .map_or(KnownRow::Absent, |row| KnownRow::Row(Box::new(row))),
-            Err(_) => KnownRow::Unknown,
-        }
-    }
-
-    /// Resolves `KnownRow::Unknown` with a read.
-    async fn read_if_unknown(
-        &self,
-        checkpoint: &str,
-        known: KnownRow,
-    ) -> Result<KnownRow, HostError> {
-        if known != KnownRow::Unknown {
-            return Ok(known);
-        }
-        let row = self
-            .ctx
-            .engine
-            .store
-            .get_step(&self.run_id, checkpoint)
-            .await
-            .map_err(|error| self.fatal(error.into()))?;
-        Ok(row.map_or(KnownRow::Absent, |row| KnownRow::Row(Box::new(row))))
-    }
-
-    /// Waits for a step held by someone else: until the store says it finished, the next poll,
-    /// or its lease runs out.
-    async fn wait_for_holder(&self, row: &StepRecord) -> Result<(), HostError> {
-        let poll = self.ctx.engine.limits.wait_poll;
-        let now = self.ctx.now();
-        let until_expiry = row
-            .lease_expires_at
-            .unwrap_or(now)
-            .saturating_sub(now)
-            .max(1);
-        let wait = Duration::from_millis(
-            u64::try_from(until_expiry)
-                .unwrap_or(u64::MAX)
-                .min(poll.as_millis() as u64),
-        );
-        tokio::select! {
-            () = crate::clock::sleep_for(self.ctx.engine.clock.as_ref(), wait) => Ok(()),
-            () = self.ctx.engine.store.step_finished(&row.step_id) => Ok(()),
-            () = self.ctx.cancel.cancelled() => Err(cancelled()),
-        }
-    }
-
-    /// Runs the claim loop until the step replays or is ours. A call that would have to run
-    /// (its row is not completed) first passes `admit`, which may reject it before anything is
-    /// written (an agent call over the budget or the prompt limit).
-    async fn claim(
-        &self,
-        kind: StepKind,
-        checkpoint: &str,
-        signature: &StepSignature,
-        input: Value,
-        lease_extra_ms: u64,
-        admit: Option<&(dyn Fn() -> Result<(), HostError> + Sync)>,
-    ) -> Result<Claimed, HostError> {
-        let mut known = self.take_known(checkpoint);
-        loop {
-            if self.ctx.cancel.is_cancelled() {
-                return Err(cancelled());
-            }
-            known = self.read_if_unknown(checkpoint, known).await?;
-            let completed = matches!(&known, KnownRow::Row(row) if row.state == State::Completed);
-            if let (Some(admit), false) = (admit, completed) {
-                admit()?;
-            }
-            let now = self.ctx.now();
-            let claim = StepClaim {
-                run_id: &self.run_id,
-                root_run_id: &self.ctx.root_run_id,
-                kind: kind.clone(),
-                checkpoint_name: checkpoint,
-                signature,
-                input: input.clone(),
-                worker_id: self.ctx.owner_id(),
-                lease_expires_at: now
-                    .saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX))
-                    .saturating_add(i64::try_from(lease_extra_ms).unwrap_or(i64::MAX)),
-            };
-            let hint = std::mem::replace(&mut known, KnownRow::Unknown);
-            match acquire_step(self.ctx.engine.store.as_ref(), &claim, hint, now).await {
-                Ok(Acquired::Replay(result)) => return Ok(Claimed::Replay(result)),
-                Ok(Acquired::Claimed(row)) => {
-                    self.ctx.hold(
-                        &row.step_id,
-                        HeldStep {
-                            fence: row.fence,
-                            extra_ms: lease_extra_ms,
-                            agent: kind == StepKind::Agent,
-                        },
-                    );
-                    return Ok(Claimed::Ours(Box::new(row)));
-                }
-                Ok(Acquired::Wait(row)) => self.wait_for_holder(&row).await?,
-                Err(error) => return Err(self.fatal(error)),
-            }
-        }
-    }
-
     /// A durability failure: the script sees a rejection, and the run fails even if it catches it.
     fn fatal(&self, error: Error) -> HostError {
         let message = error.to_string();
         self.ctx.fail_fatally(error);
         HostError::new(HostErrorKind::Durability, message)
-    }
-
-    /// Marks a step we hold failed or cancelled (fenced), writing billed usage with it.
-    async fn close_step(
-        &self,
-        row: &StepRecord,
-        state: State,
-        message: &str,
-        ledger: Vec<LedgerEntry>,
-    ) {
-        let tokens: u64 = ledger.iter().map(|entry| entry.output_tokens).sum();
-        let closed = self
-            .ctx
-            .engine
-            .store
-            .fail_step(FailStep {
-                step_id: row.step_id.clone(),
-                fence: row.fence,
-                state,
-                reason: reason(message),
-                ledger,
-                now: self.ctx.now(),
-            })
-            .await;
-        self.ctx.unhold(&row.step_id);
-        match closed {
-            Ok(StepCas::Applied(_)) => self.ctx.add_spent(tokens),
-            Ok(StepCas::Conflict(_)) => {}
-            Err(error) => {
-                tracing::warn!(step_id = %row.step_id, %error, "could not record a step failure");
-            }
-        }
-    }
-
-    /// The result of a call the rules that named this run's steps stored under another
-    /// checkpoint: only when nothing is stored under its current one and that step completed.
-    fn completed_under_legacy_name(&self, checkpoint: &str, legacy: Option<&str>) -> Option<Value> {
-        let legacy = legacy?;
-        let mut steps = self.known_steps.lock().ok()?;
-        if steps.contains_key(checkpoint) {
-            return None;
-        }
-        match steps.get(legacy) {
-            Some(row) if row.state == State::Completed => {
-                steps.remove(legacy).and_then(|row| row.result)
-            }
-            _ => None,
-        }
     }
 }
 

@@ -1,0 +1,197 @@
+//! Owning a step: the claim loop (the preloaded row, admission of an agent call that must run,
+//! waiting for another holder), closing a step that failed, and finding a result an older
+//! version stored under another name. Every step kind claims through here.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{cancelled, invalid, Claimed, RunScope};
+use crate::decide::{check_budget, reason};
+use crate::engine::context::HeldStep;
+use crate::engine::steps::{acquire_step, Acquired, KnownRow, StepClaim};
+use crate::script::{HostError, HostErrorKind};
+use crate::store::{FailStep, LedgerEntry, State, StepCas, StepKind, StepRecord};
+use crate::StepSignature;
+
+impl RunScope {
+    /// What the preload says about a checkpoint. Each checkpoint is asked for once per attempt
+    /// (occurrence numbering makes them unique), so the row is taken out of the map.
+    pub(super) fn take_known(&self, checkpoint: &str) -> KnownRow {
+        match self.known_steps.lock() {
+            Ok(mut steps) => steps
+                .remove(checkpoint)
+                .map_or(KnownRow::Absent, |row| KnownRow::Row(Box::new(row))),
+            Err(_) => KnownRow::Unknown,
+        }
+    }
+
+    /// Resolves `KnownRow::Unknown` with a read.
+    pub(super) async fn read_if_unknown(
+        &self,
+        checkpoint: &str,
+        known: KnownRow,
+    ) -> Result<KnownRow, HostError> {
+        if known != KnownRow::Unknown {
+            return Ok(known);
+        }
+        let row = self
+            .ctx
+            .engine
+            .store
+            .get_step(&self.run_id, checkpoint)
+            .await
+            .map_err(|error| self.fatal(error.into()))?;
+        Ok(row.map_or(KnownRow::Absent, |row| KnownRow::Row(Box::new(row))))
+    }
+
+    /// Waits for a step held by someone else: until the store says it finished, the next poll,
+    /// or its lease runs out.
+    pub(super) async fn wait_for_holder(&self, row: &StepRecord) -> Result<(), HostError> {
+        let poll = self.ctx.engine.limits.wait_poll;
+        let now = self.ctx.now();
+        let until_expiry = row
+            .lease_expires_at
+            .unwrap_or(now)
+            .saturating_sub(now)
+            .max(1);
+        let wait = Duration::from_millis(
+            u64::try_from(until_expiry)
+                .unwrap_or(u64::MAX)
+                .min(poll.as_millis() as u64),
+        );
+        tokio::select! {
+            () = crate::clock::sleep_for(self.ctx.engine.clock.as_ref(), wait) => Ok(()),
+            () = self.ctx.engine.store.step_finished(&row.step_id) => Ok(()),
+            () = self.ctx.cancel.cancelled() => Err(cancelled()),
+        }
+    }
+
+    /// Runs the claim loop until the step replays or is ours. An agent call that would have to
+    /// run (its row is not completed), `agent_prompt_bytes` being its prompt's size, is first
+    /// admitted ([`admit_agent`](Self::admit_agent)): it may be rejected before anything is
+    /// written.
+    pub(super) async fn claim(
+        &self,
+        kind: StepKind,
+        checkpoint: &str,
+        signature: &StepSignature,
+        input: Value,
+        lease_extra_ms: u64,
+        agent_prompt_bytes: Option<usize>,
+    ) -> Result<Claimed, HostError> {
+        let mut known = self.take_known(checkpoint);
+        loop {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(cancelled());
+            }
+            known = self.read_if_unknown(checkpoint, known).await?;
+            let completed = matches!(&known, KnownRow::Row(row) if row.state == State::Completed);
+            if let (Some(prompt_bytes), false) = (agent_prompt_bytes, completed) {
+                self.admit_agent(prompt_bytes)?;
+            }
+            let now = self.ctx.now();
+            let claim = StepClaim {
+                run_id: &self.run_id,
+                root_run_id: &self.ctx.root_run_id,
+                kind: kind.clone(),
+                checkpoint_name: checkpoint,
+                signature,
+                input: input.clone(),
+                worker_id: self.ctx.owner_id(),
+                lease_expires_at: now
+                    .saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX))
+                    .saturating_add(i64::try_from(lease_extra_ms).unwrap_or(i64::MAX)),
+            };
+            let hint = std::mem::replace(&mut known, KnownRow::Unknown);
+            match acquire_step(self.ctx.engine.store.as_ref(), &claim, hint, now).await {
+                Ok(Acquired::Replay(result)) => return Ok(Claimed::Replay(result)),
+                Ok(Acquired::Claimed(row)) => {
+                    self.ctx.hold(
+                        &row.step_id,
+                        HeldStep {
+                            fence: row.fence,
+                            extra_ms: lease_extra_ms,
+                            agent: kind == StepKind::Agent,
+                        },
+                    );
+                    return Ok(Claimed::Ours(Box::new(row)));
+                }
+                Ok(Acquired::Wait(row)) => self.wait_for_holder(&row).await?,
+                Err(error) => return Err(self.fatal(error)),
+            }
+        }
+    }
+
+    /// Marks a step we hold failed or cancelled (fenced), writing billed usage with it.
+    pub(super) async fn close_step(
+        &self,
+        row: &StepRecord,
+        state: State,
+        message: &str,
+        ledger: Vec<LedgerEntry>,
+    ) {
+        let tokens: u64 = ledger.iter().map(|entry| entry.output_tokens).sum();
+        let closed = self
+            .ctx
+            .engine
+            .store
+            .fail_step(FailStep {
+                step_id: row.step_id.clone(),
+                fence: row.fence,
+                state,
+                reason: reason(message),
+                ledger,
+                now: self.ctx.now(),
+            })
+            .await;
+        self.ctx.unhold(&row.step_id);
+        match closed {
+            Ok(StepCas::Applied(_)) => self.ctx.add_spent(tokens),
+            Ok(StepCas::Conflict(_)) => {}
+            Err(error) => {
+                tracing::warn!(step_id = %row.step_id, %error, "could not record a step failure");
+            }
+        }
+    }
+
+    /// The result of a call the rules that named this run's steps stored under another
+    /// checkpoint: only when nothing is stored under its current one and that step completed.
+    pub(super) fn completed_under_legacy_name(
+        &self,
+        checkpoint: &str,
+        legacy: Option<&str>,
+    ) -> Option<Value> {
+        let legacy = legacy?;
+        let mut steps = self.known_steps.lock().ok()?;
+        if steps.contains_key(checkpoint) {
+            return None;
+        }
+        match steps.get(legacy) {
+            Some(row) if row.state == State::Completed => {
+                steps.remove(legacy).and_then(|row| row.result)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether an agent call that must run (it does not replay) may: the budget has room and
+    /// the prompt is within [`Limits::max_prompt_bytes`](crate::Limits::max_prompt_bytes).
+    fn admit_agent(&self, prompt_bytes: usize) -> Result<(), HostError> {
+        let budget = self.ctx.budget();
+        if let Err(error) = check_budget(budget.total, budget.spent) {
+            return Err(HostError::new(
+                HostErrorKind::BudgetExhausted,
+                error.to_string(),
+            ));
+        }
+        let max_prompt = self.ctx.engine.limits.max_prompt_bytes;
+        if prompt_bytes > max_prompt {
+            return Err(invalid(format!(
+                "the agent prompt is {prompt_bytes} bytes, more than the {max_prompt}-byte limit \
+                 (Limits::max_prompt_bytes)"
+            )));
+        }
+        Ok(())
+    }
+}
