@@ -1,4 +1,5 @@
 //! JavaScript workflows run through the whole engine (memory store, scripted provider).
+//! (Long, but one list of cases.)
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 

@@ -1,4 +1,5 @@
 //! The real `smol-durable` binary, driven as a user would drive it.
+//! (Long, but one list of cases.)
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 

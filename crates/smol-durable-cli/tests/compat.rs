@@ -6,6 +6,7 @@
 //! Every difference is deliberate: [`DIFFERENCES`] names it per case, and
 //! `docs/compatibility.md` explains each one (a test below checks the document names every
 //! case listed here).
+//! (Long, but one list of cases.)
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 

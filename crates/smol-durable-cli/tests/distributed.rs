@@ -3,6 +3,7 @@
 //! another process, and cut off from their database. Every agent call goes through the
 //! `command` provider, a shell script that logs the call (with a token unique to the call)
 //! before it answers, so the test counts what was really paid for.
+//! (Long, but one list of cases.)
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 

@@ -1,5 +1,6 @@
 //! `smol-durable history`, driven through the real binary: smol-wf 0.3.4's list table, JSON
 //! list, detail table and JSON, filters, option errors and `history delete` texts.
+//! (Long, but one list of cases.)
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 

@@ -295,7 +295,8 @@ macro_rules! write {
                 StoreErrorKind::Other,
                 $op,
                 format!("the operation's task failed: {error}"),
-            )),
+            )
+            .with_source(error)),
         }
     }};
 }
@@ -424,6 +425,14 @@ impl DurableStore for PostgresStore {
 
     async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome> {
         write!(self, "renew_leases", |c, q| sql::renew_leases(c, q, &renew))
+    }
+
+    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
+        read!(self, "budget_spent", |c| sql::budget_spent(
+            c,
+            &self.sql,
+            root_run_id
+        ))
     }
 
     async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>> {

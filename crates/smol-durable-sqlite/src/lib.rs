@@ -587,6 +587,12 @@ impl DurableStore for SqliteStore {
         .await
     }
 
+    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
+        let root = root_run_id.to_owned();
+        self.read("budget_spent", move |c| sql::budget_spent(c, &root))
+            .await
+    }
+
     async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>> {
         let root = root_run_id.to_owned();
         self.read("ledger_entries", move |c| sql::ledger_entries(c, &root))

@@ -203,7 +203,7 @@ fn race_child() {
                     .expect("complete");
                     ("claimed", done.value)
                 }
-                Acquired::Wait(_) | Acquired::Replay(_) => {
+                Acquired::Wait(_) | Acquired::Replay { .. } => {
                     // Wait for the winner's result, as the engine would.
                     let mut value = None;
                     for _ in 0..500 {
@@ -211,7 +211,7 @@ fn race_child() {
                             .await
                             .expect("acquire")
                         {
-                            Acquired::Replay(result) => {
+                            Acquired::Replay { result, .. } => {
                                 value = Some(result);
                                 break;
                             }

@@ -62,35 +62,46 @@ pub use store::Fixture;
 /// ([`store_conformance_tests!`]) and the engine scenarios ([`engine_conformance_tests!`]), each
 /// once on the store as the factory makes it and once behind a [`FaultyStore`] injecting no
 /// faults (the wrapper the fault-injection scenarios use must change nothing by itself), and the
-/// store cases once more behind the engine's retry wrapper (the scenarios always run behind it). The
-/// factory returns a [`Fixture`]. A backend that is not available here is not skipped at run
-/// time: its crate's build script sets `cfg(smol_durable_no_postgres)` and every case is built
-/// `#[ignore]`d (see [`postgres_test_url`]).
+/// store cases once more behind the engine's retry wrapper (the scenarios always run behind it).
+/// The factory returns a [`Fixture`]. Attributes after it go on every generated test: a backend
+/// that is not always available marks its cases ignored instead of letting them pass, as the
+/// PostgreSQL store does with `#[cfg_attr(smol_durable_no_postgres, ignore = "…")]` (its build
+/// script sets the cfg when no test server is named; see [`postgres_test_url`]).
 ///
 /// ```ignore
 /// smol_durable_testkit::conformance_tests!(fresh_fixture);
+/// smol_durable_testkit::conformance_tests!(fresh_server_fixture, #[ignore = "needs a server"]);
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
-    ($factory:expr) => {
+    ($factory:expr $(, #[$attr:meta])* $(,)?) => {
         mod store {
-            $crate::store_conformance_tests!($factory);
+            $crate::store_conformance_tests!($factory $(, #[$attr])*);
         }
 
         mod engine {
-            $crate::engine_conformance_tests!($factory);
+            $crate::engine_conformance_tests!($factory $(, #[$attr])*);
         }
 
         mod store_through_the_fault_wrapper {
-            $crate::store_conformance_tests!(|| $crate::__private::through_no_faults($factory));
+            $crate::store_conformance_tests!(
+                || $crate::__private::through_no_faults($factory)
+                $(, #[$attr])*
+            );
         }
 
         mod engine_through_the_fault_wrapper {
-            $crate::engine_conformance_tests!(|| $crate::__private::through_no_faults($factory));
+            $crate::engine_conformance_tests!(
+                || $crate::__private::through_no_faults($factory)
+                $(, #[$attr])*
+            );
         }
 
         mod store_through_the_retry_wrapper {
-            $crate::store_conformance_tests!(|| $crate::__private::through_retries($factory));
+            $crate::store_conformance_tests!(
+                || $crate::__private::through_retries($factory)
+                $(, #[$attr])*
+            );
         }
     };
 }

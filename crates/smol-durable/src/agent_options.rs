@@ -1,5 +1,6 @@
 //! How an `agent(prompt, options)` call's options become the options its provider sees and its
-//! step signature hashes.
+//! step signature hashes. (Long, but one thing: smol-wf's rules, kept together so they can be
+//! read against its source; half of the file is their tests.)
 //!
 //! smol-wf 0.3.4 hashes the *rewritten* options, so a run it left behind resumes (replaying its
 //! completed calls instead of paying for them again) only if these rules give the same options

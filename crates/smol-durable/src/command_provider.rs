@@ -17,8 +17,8 @@ pub const EXIT_TEMPORARY_FAILURE: i32 = 75;
 ///
 /// The request goes to the program's stdin as one JSON object (`prompt`, `options`,
 /// `context`, `runId`, `stepId`, and `attempt`: the step's fence, under its 0.1.0 name). The
-/// program answers on stdout with a JSON object holding `output` and optionally `sessionId`, `model`, `usage`
-/// (`{inputTokens, outputTokens}`) and `raw`; anything else on stdout (plain text, or JSON
+/// program answers on stdout with a JSON object holding `output` and optionally `sessionId`,
+/// `model`, `usage` (`{inputTokens, outputTokens}`) and `raw`; anything else on stdout (plain text, or JSON
 /// without `output`) is the output itself, as text with one trailing newline removed.
 ///
 /// A non-zero exit fails the call with the program's stderr; exit status 75 (`EX_TEMPFAIL`)

@@ -288,6 +288,7 @@ pub(crate) async fn delete_task(c: &mut PgConnection, sql: &Sql, task_id: &str) 
     if !task.state.is_terminal() {
         return Err(smol_durable::store::unfinished_task(task_id, &task.state));
     }
+    // Any run not terminal (`State::is_terminal`).
     let unfinished: Option<String> = sql
         .query(
             "SELECT state FROM sw_workflow_runs WHERE task_id = $1 \

@@ -297,12 +297,13 @@ pub(crate) async fn claim_next_task(
     // attempts) comes back without an attempt and is closed below. The claim commits without
     // waiting for a flush: the completions that follow it flush it with them.
     //
-    // Two rules of the core are spelled in SQL here, for one round trip: the attempts that count
-    // (`decide::counts_against_max_attempts`: failed and running ones) and whether the task opens
-    // an attempt (`decide::claim_verdict`: no cancellation requested, attempts left). The row
-    // returns what both read, the verdict is computed again from it below, and a disagreement is
-    // an error; the conformance cases `runner_tasks_stop_after_max_attempts`,
-    // `zero_max_attempts_means_one_attempt` and `a_claim_never_clears_a_cancellation_request`
+    // Three rules of the core are spelled in SQL here, for one round trip: which tasks a claim
+    // may take (`decide::claimable`, in the WHERE clause so the index finds them), the attempts
+    // that count (`decide::counts_against_max_attempts`: failed and running ones) and whether the
+    // task opens an attempt (`decide::claim_verdict`: no cancellation requested, attempts left).
+    // The row returns what the last two read and the verdict is computed again from it below:
+    // the core's verdict wins, and a disagreement is logged as the bug it is. The conformance cases
+    // `runner_tasks_stop_after_max_attempts` and `a_claim_never_clears_a_cancellation_request`
     // pin the two together.
     const Q: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)), \
          candidate AS ( \
@@ -373,27 +374,40 @@ pub(crate) async fn claim_next_task(
         let max_attempts: i64 = row
             .try_get("candidate_max_attempts")
             .map_err(|_| field("candidate_max_attempts"))?;
-        let max_attempts = u32::try_from(max_attempts).unwrap_or(0);
-        match (claim_verdict(cancelled, counted, max_attempts), opened) {
-            (ClaimVerdict::Open, Some(_)) => {}
-            (ClaimVerdict::Close(closure), None) => {
-                // Not claimable: end it, then look for the next task.
+        let max_attempts = u32::try_from(max_attempts).unwrap_or(u32::MAX);
+        // The core's verdict decides; a statement that disagrees with it is a bug, reported,
+        // and overruled so the task neither runs against the rule nor blocks the queue.
+        let attempt = match (claim_verdict(cancelled, counted, max_attempts), opened) {
+            (ClaimVerdict::Open, Some(_)) => rows::attempt(&row)?,
+            (ClaimVerdict::Close(closure), opened) => {
+                if opened.is_some() {
+                    tracing::error!(%task_id, "the claim statement opened an attempt decide::claim_verdict refuses; closing the task");
+                }
                 close_task(c, sql, op, &task_id, &closure, claim.now).await?;
                 continue;
             }
-            (verdict, opened) => {
-                return Err(StoreError::new(
-                    StoreErrorKind::Other,
+            (ClaimVerdict::Open, None) => {
+                tracing::error!(%task_id, "the claim statement refused a task decide::claim_verdict admits; opening it");
+                let task = get_task(c, sql, &task_id)
+                    .await?
+                    .ok_or_else(|| not_found(op, "task", &task_id))?;
+                open_attempt(
+                    c,
+                    sql,
                     op,
-                    format!(
-                        "the claim statement and decide::claim_verdict disagree on task \
-                         {task_id}: verdict {verdict:?}, attempt opened: {}",
-                        opened.is_some()
-                    ),
-                ))
+                    &task,
+                    &run_id,
+                    Claimant {
+                        attempt_id: &claim.attempt_id,
+                        owner: &claim.owner_id,
+                        lease: claim.lease_expires_at,
+                        now: claim.now,
+                        revive: false,
+                    },
+                )
+                .await?
             }
-        }
-        let attempt = rows::attempt(&row)?;
+        };
         let task = get_task(c, sql, &task_id)
             .await?
             .ok_or_else(|| not_found(op, "task", &task_id))?;

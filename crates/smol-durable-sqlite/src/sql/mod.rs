@@ -19,7 +19,10 @@ pub(crate) use tasks::*;
 
 use rusqlite::{params, params_from_iter, Connection, Params, Row};
 use serde_json::Value;
-use smol_durable::decide::{admit_attempt, cancel_request, claim_verdict, ClaimVerdict, Closure};
+use smol_durable::decide::{
+    admit_attempt, cancel_request, claim_verdict, counts_against_max_attempts, ClaimVerdict,
+    Closure,
+};
 use smol_durable::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,

@@ -212,6 +212,7 @@ pub(crate) fn delete_task(c: &Connection, task_id: &str) -> Result<bool> {
     if !task.state.is_terminal() {
         return Err(smol_durable::store::unfinished_task(task_id, &task.state));
     }
+    // Any run not terminal (`State::is_terminal`).
     let unfinished: Option<String> = c
         .prepare_cached(
             "SELECT state FROM sw_workflow_runs WHERE task_id = ?1 \

@@ -194,6 +194,7 @@ pub(crate) fn claim_next_task(
     claim: &ClaimNextTask,
 ) -> Result<Option<ClaimedTask>> {
     let op = "claim_next_task";
+    // The WHERE clause is decide::claimable, in SQL so the index finds the task.
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM sw_workflow_tasks WHERE claim_scope = ?1 AND ( \
            (state = 'pending' AND (not_before IS NULL OR not_before <= ?2)) \
@@ -212,15 +213,18 @@ pub(crate) fn claim_next_task(
             return Ok(None);
         };
         let run = root_run_of_task(c, op, &task.task_id)?;
-        let attempts: i64 = c
-            // The attempts that count: decide::counts_against_max_attempts.
-            .prepare_cached(
-                "SELECT COUNT(*) FROM sw_workflow_attempts WHERE task_id = ?1 \
-                 AND state IN ('failed', 'running')",
-            )
-            .and_then(|mut s| s.query_row([&task.task_id], |row| row.get(0)))
+        let states: Vec<String> = c
+            .prepare_cached("SELECT state FROM sw_workflow_attempts WHERE task_id = ?1")
+            .and_then(|mut s| {
+                s.query_map([&task.task_id], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
             .map_err(|e| map_error(op, e))?;
-        let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+        let counted = states
+            .iter()
+            .filter(|state| counts_against_max_attempts(&State::parse(state)))
+            .count();
+        let attempts = u32::try_from(counted).unwrap_or(u32::MAX);
         let verdict = claim_verdict(
             run.cancel_requested_at.is_some(),
             attempts,

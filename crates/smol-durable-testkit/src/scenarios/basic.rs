@@ -8,8 +8,9 @@ use super::*;
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __engine_basic_cases {
-    ($factory:expr) => {
+    ($factory:expr, $attrs:tt) => {
         $crate::__conformance_cases!(
+            $attrs,
             scenarios::basic,
             $factory,
             success_path_persists_task_and_run,

@@ -7,8 +7,9 @@ use super::*;
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __engine_cancel_cases {
-    ($factory:expr) => {
+    ($factory:expr, $attrs:tt) => {
         $crate::__conformance_cases!(
+            $attrs,
             scenarios::cancel,
             $factory,
             cancellation_marks_attempt_run_and_task_cancelled,

@@ -7,8 +7,9 @@ use super::*;
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __engine_faults_cases {
-    ($factory:expr) => {
+    ($factory:expr, $attrs:tt) => {
         $crate::__conformance_cases!(
+            $attrs,
             scenarios::faults,
             $factory,
             runs_are_exact_through_retryable_store_faults,

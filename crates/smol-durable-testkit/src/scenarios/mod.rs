@@ -40,15 +40,15 @@ use crate::{
 /// [`store_conformance_tests!`](crate::store_conformance_tests).
 #[macro_export]
 macro_rules! engine_conformance_tests {
-    ($factory:expr) => {
-        $crate::__engine_basic_cases!($factory);
-        $crate::__engine_resume_cases!($factory);
-        $crate::__engine_cancel_cases!($factory);
-        $crate::__engine_budget_cases!($factory);
-        $crate::__engine_children_cases!($factory);
-        $crate::__engine_faults_cases!($factory);
-        $crate::__engine_runner_cases!($factory);
-        $crate::__engine_sessions_cases!($factory);
+    ($factory:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::__engine_basic_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_resume_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_cancel_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_budget_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_children_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_faults_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_runner_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_sessions_cases!($factory, [$(#[$attr])*]);
     };
 }
 

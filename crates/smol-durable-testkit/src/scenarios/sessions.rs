@@ -7,8 +7,9 @@ use super::*;
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __engine_sessions_cases {
-    ($factory:expr) => {
+    ($factory:expr, $attrs:tt) => {
         $crate::__conformance_cases!(
+            $attrs,
             scenarios::sessions,
             $factory,
             session_is_exported_before_the_run_completes,

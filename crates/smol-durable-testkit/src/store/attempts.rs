@@ -8,8 +8,9 @@ use super::*;
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __store_attempts_cases {
-    ($factory:expr) => {
+    ($factory:expr, $attrs:tt) => {
         $crate::__conformance_cases!(
+            $attrs,
             store::attempts,
             $factory,
             attempt_numbers_increase_on_resume,
@@ -489,8 +490,8 @@ pub async fn runner_tasks_stop_after_max_attempts(fixture: Fixture) {
     assert!(attempts.iter().all(|a| a.state == State::Failed));
 }
 
-/// `max_attempts: 0` allows one attempt, like 1 ([`decide::claim_verdict`]); the task then
-/// closes with the core's reason. Pins PostgreSQL's claim statement to the core's rule.
+/// `max_attempts: 0` allows one attempt, like 1 ([`decide::claim_verdict`]; a store may also
+/// store it as 1); the task then closes with the core's reason.
 ///
 /// [`decide::claim_verdict`]: smol_durable::decide::claim_verdict
 ///
@@ -531,7 +532,9 @@ pub async fn zero_max_attempts_means_one_attempt(fixture: Fixture) {
 /// task `pending`, is not claimable before `not_before`, and does not count against
 /// `max_attempts`; attempts abandoned by dead owners do.
 ///
-/// Checks [`DurableStore::finish_attempt`](smol_durable::DurableStore::finish_attempt), [`DurableStore::claim_next_task`](smol_durable::DurableStore::claim_next_task).
+/// Checks
+/// [`DurableStore::finish_attempt`](smol_durable::DurableStore::finish_attempt),
+/// [`DurableStore::claim_next_task`](smol_durable::DurableStore::claim_next_task).
 pub async fn released_attempts_do_not_use_up_max_attempts(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let mut new = NewRun::new(ClaimScope::Runner, OWNER, WorkflowInfo::new(), json!({}), 0);

@@ -1,4 +1,5 @@
-//! Cancellation requests: recorded, seen through another handle, immediate when nobody runs the task.
+//! Cancellation requests: recorded, seen through another handle, immediate when nobody runs the
+//! task.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use super::*;
@@ -7,8 +8,9 @@ use super::*;
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __store_cancellation_cases {
-    ($factory:expr) => {
+    ($factory:expr, $attrs:tt) => {
         $crate::__conformance_cases!(
+            $attrs,
             store::cancellation,
             $factory,
             cancellation_is_seen_through_another_handle,
@@ -22,7 +24,9 @@ macro_rules! __store_cancellation_cases {
 /// A cancellation requested through one handle is reported to the owner's heartbeat through
 /// another.
 ///
-/// Checks [`DurableStore::request_cancel`](smol_durable::DurableStore::request_cancel), [`DurableStore::renew_leases`](smol_durable::DurableStore::renew_leases).
+/// Checks
+/// [`DurableStore::request_cancel`](smol_durable::DurableStore::request_cancel),
+/// [`DurableStore::renew_leases`](smol_durable::DurableStore::renew_leases).
 pub async fn cancellation_is_seen_through_another_handle(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -170,7 +174,9 @@ pub async fn cancelling_a_task_whose_owner_is_gone_is_immediate(fixture: Fixture
 /// A cancellation requested while a worker held the task survives that worker's death: the next
 /// claim ends the task as cancelled instead of running it again.
 ///
-/// Checks [`DurableStore::claim_next_task`](smol_durable::DurableStore::claim_next_task), [`DurableStore::start_attempt`](smol_durable::DurableStore::start_attempt).
+/// Checks
+/// [`DurableStore::claim_next_task`](smol_durable::DurableStore::claim_next_task),
+/// [`DurableStore::start_attempt`](smol_durable::DurableStore::start_attempt).
 pub async fn a_claim_never_clears_a_cancellation_request(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Runner, 0).await;

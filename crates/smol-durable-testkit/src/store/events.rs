@@ -7,8 +7,9 @@ use super::*;
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __store_events_cases {
-    ($factory:expr) => {
+    ($factory:expr, $attrs:tt) => {
         $crate::__conformance_cases!(
+            $attrs,
             store::events,
             $factory,
             events_come_back_in_order_per_run,
@@ -19,7 +20,9 @@ macro_rules! __store_events_cases {
 
 /// Events come back per run in append order, with increasing `seq`, and page by `after_seq`.
 ///
-/// Checks [`DurableStore::append_events`](smol_durable::DurableStore::append_events), [`StoreAdmin::read_events`](smol_durable::StoreAdmin::read_events).
+/// Checks
+/// [`DurableStore::append_events`](smol_durable::DurableStore::append_events),
+/// [`StoreAdmin::read_events`](smol_durable::StoreAdmin::read_events).
 pub async fn events_come_back_in_order_per_run(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let one = seed(store, ClaimScope::Local, 0).await;

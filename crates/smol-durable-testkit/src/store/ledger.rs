@@ -7,8 +7,9 @@ use super::*;
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __store_ledger_cases {
-    ($factory:expr) => {
+    ($factory:expr, $attrs:tt) => {
         $crate::__conformance_cases!(
+            $attrs,
             store::ledger,
             $factory,
             concurrent_completions_write_one_ledger_row,
@@ -72,9 +73,12 @@ pub async fn concurrent_completions_write_one_ledger_row(fixture: Fixture) {
     assert_eq!(fixture.store.budget_spent(&run_id).await.expect("spent"), 7);
 }
 
-/// The budget is the sum of ledger rows, whatever mix of completions and billed failures wrote them.
+/// The budget is the sum of ledger rows, whatever mix of completions and billed failures wrote
+/// them.
 ///
-/// Checks [`DurableStore::budget_spent`](smol_durable::DurableStore::budget_spent), [`DurableStore::ledger_entries`](smol_durable::DurableStore::ledger_entries).
+/// Checks
+/// [`DurableStore::budget_spent`](smol_durable::DurableStore::budget_spent),
+/// [`DurableStore::ledger_entries`](smol_durable::DurableStore::ledger_entries).
 pub async fn budget_sum_equals_ledger_rows(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;

@@ -1,12 +1,14 @@
 //! The store conformance suite: one public async function per behaviour every
-//! [`DurableStore`] must have. Invoke them all with [`store_conformance_tests!`](crate::store_conformance_tests).
+//! [`DurableStore`] must have. Invoke them all with
+//! [`store_conformance_tests!`](crate::store_conformance_tests).
 //!
 //! Each case receives a fresh [`Fixture`]: an isolated, empty store plus a way to open another
 //! handle on the same data (another connection or process view), so "seen through another
 //! handle" is tested for real on stores that have more than one.
 //!
 //! These functions are test cases: they assert, and a failed assertion panics. They are
-//! grouped by theme, each module with its own case list; [`store_conformance_tests!`](crate::store_conformance_tests)
+//! grouped by theme, each module with its own case list;
+//! [`store_conformance_tests!`](crate::store_conformance_tests)
 //! only concatenates the lists.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -127,9 +129,9 @@ impl Fixture {
 }
 
 /// Expands to one `#[tokio::test]` per store conformance case. `$factory` is an expression
-/// callable with no arguments that returns a future of a fresh [`Fixture`]. Cases of a backend
-/// that is not available are built ignored, never passed (see
-/// [`postgres_test_url`](crate::postgres_test_url)).
+/// callable with no arguments that returns a future of a fresh [`Fixture`]; attributes after it
+/// go on every generated test (e.g. a `cfg_attr(…, ignore)` for a backend that is not always
+/// available: its cases are then ignored, never passed).
 ///
 /// ```ignore
 /// smol_durable_testkit::store_conformance_tests!(|| async {
@@ -138,33 +140,36 @@ impl Fixture {
 /// ```
 #[macro_export]
 macro_rules! store_conformance_tests {
-    ($factory:expr) => {
-        $crate::__store_steps_cases!($factory);
-        $crate::__store_attempts_cases!($factory);
-        $crate::__store_cancellation_cases!($factory);
-        $crate::__store_events_cases!($factory);
-        $crate::__store_runs_cases!($factory);
-        $crate::__store_ledger_cases!($factory);
+    ($factory:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::__store_steps_cases!($factory, [$(#[$attr])*]);
+        $crate::__store_attempts_cases!($factory, [$(#[$attr])*]);
+        $crate::__store_cancellation_cases!($factory, [$(#[$attr])*]);
+        $crate::__store_events_cases!($factory, [$(#[$attr])*]);
+        $crate::__store_runs_cases!($factory, [$(#[$attr])*]);
+        $crate::__store_ledger_cases!($factory, [$(#[$attr])*]);
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
-    ($group:ident :: $theme:ident, $factory:expr, $($case:ident),+ $(,)?) => {
+    ($attrs:tt, $group:ident :: $theme:ident, $factory:expr, $($case:ident),+ $(,)?) => {
         $(
-            #[$crate::__private::tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            // Set by the build script of a crate whose backend is not available (PostgreSQL
-            // without a test server): its cases show up as ignored, never as passed.
-            #[cfg_attr(
-                smol_durable_no_postgres,
-                ignore = "no PostgreSQL test server named: run scripts/test"
-            )]
-            async fn $case() {
-                let fixture = ($factory)().await;
-                $crate::$group::$theme::$case(fixture).await;
-            }
+            $crate::__conformance_case!($attrs, $group::$theme, $factory, $case);
         )+
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_case {
+    ([$(#[$attr:meta])*], $group:ident :: $theme:ident, $factory:expr, $case:ident) => {
+        #[$crate::__private::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        $(#[$attr])*
+        async fn $case() {
+            let fixture = ($factory)().await;
+            $crate::$group::$theme::$case(fixture).await;
+        }
     };
 }
 

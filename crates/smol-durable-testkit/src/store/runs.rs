@@ -7,8 +7,9 @@ use super::*;
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __store_runs_cases {
-    ($factory:expr) => {
+    ($factory:expr, $attrs:tt) => {
         $crate::__conformance_cases!(
+            $attrs,
             store::runs,
             $factory,
             resume_of_missing_run_gives_the_spec_error,
@@ -140,7 +141,9 @@ pub async fn idempotency_key_returns_the_first_task(fixture: Fixture) {
 
 /// Owner identities round-trip.
 ///
-/// Checks [`DurableStore::register_owner`](smol_durable::DurableStore::register_owner), [`DurableStore::get_owner`](smol_durable::DurableStore::get_owner).
+/// Checks
+/// [`DurableStore::register_owner`](smol_durable::DurableStore::register_owner),
+/// [`DurableStore::get_owner`](smol_durable::DurableStore::get_owner).
 pub async fn owners_round_trip(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let owner = OwnerRecord::this_process("owner_rt".into(), 42);
@@ -230,7 +233,10 @@ pub async fn list_runs_filters_and_orders(fixture: Fixture) {
 /// statement separators, `LIKE` wildcards) in every user-controlled field round-trips as data,
 /// matches nothing it should not, and every table is still there afterwards.
 ///
-/// Checks [`DurableStore::create_run`](smol_durable::DurableStore::create_run), [`DurableStore::complete_step`](smol_durable::DurableStore::complete_step), [`DurableStore::append_events`](smol_durable::DurableStore::append_events).
+/// Checks
+/// [`DurableStore::create_run`](smol_durable::DurableStore::create_run),
+/// [`DurableStore::complete_step`](smol_durable::DurableStore::complete_step),
+/// [`DurableStore::append_events`](smol_durable::DurableStore::append_events).
 pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
     const HOSTILE: &str = "x'); DROP TABLE sw_workflow_runs; -- \" \\ %_ */ /* $1 ?1 ::jsonb ✓";
     let store = fixture.store.as_ref();

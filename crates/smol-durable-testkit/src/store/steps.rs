@@ -7,8 +7,9 @@ use super::*;
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __store_steps_cases {
-    ($factory:expr) => {
+    ($factory:expr, $attrs:tt) => {
         $crate::__conformance_cases!(
+            $attrs,
             store::steps,
             $factory,
             single_flight_claim_under_16_claimers,
@@ -26,7 +27,9 @@ macro_rules! __store_steps_cases {
 
 /// 16 concurrent claimers of one new step: exactly one runs, the rest wait, `attempts = 1`.
 ///
-/// Checks [`DurableStore::insert_step`](smol_durable::DurableStore::insert_step), [`DurableStore::claim_step`](smol_durable::DurableStore::claim_step).
+/// Checks
+/// [`DurableStore::insert_step`](smol_durable::DurableStore::insert_step),
+/// [`DurableStore::claim_step`](smol_durable::DurableStore::claim_step).
 pub async fn single_flight_claim_under_16_claimers(fixture: Fixture) {
     let created = seed(fixture.store.as_ref(), ClaimScope::Local, 1).await;
     let run_id = created.run.run_id.clone();
@@ -69,7 +72,7 @@ pub async fn single_flight_claim_under_16_claimers(fixture: Fixture) {
                 assert_eq!(row.fence, 1);
                 waits += 1;
             }
-            Acquired::Replay(value) => panic!("nothing completed, yet replayed {value}"),
+            Acquired::Replay { result, .. } => panic!("nothing completed, yet replayed {result}"),
         }
     }
     assert_eq!((runs, waits), (1, 15));

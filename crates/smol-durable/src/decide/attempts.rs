@@ -155,6 +155,17 @@ pub fn attempt_end(outcome: &AttemptOutcome) -> AttemptEnd {
     }
 }
 
+/// Whether a claim of the next task may take `task`: `pending` and due (`not_before` passed),
+/// or `running` under a lease that has run out (its owner is gone). What happens to it then is
+/// [`claim_verdict`]'s to say.
+pub fn claimable(task: &TaskRecord, now: i64) -> bool {
+    match task.state {
+        State::Pending => task.not_before.is_none_or(|at| at <= now),
+        State::Running => task.lease_expires_at.is_none_or(|at| at <= now),
+        _ => false,
+    }
+}
+
 /// What becomes of a task a claim found eligible (pending and due, or running under an expired
 /// lease).
 #[derive(Debug, Clone, PartialEq)]

@@ -15,7 +15,7 @@ mod sleeps;
 mod steps;
 
 pub use attempts::{
-    admit_attempt, attempt_end, attempt_retry_at, cancel_request, claim_verdict,
+    admit_attempt, attempt_end, attempt_retry_at, cancel_request, claim_verdict, claimable,
     counts_against_max_attempts, may_attempt_again, reason, AttemptEnd, ClaimVerdict, Closure,
     MAX_ATTEMPT_BACKOFF_MS,
 };

@@ -60,8 +60,9 @@ mod tests {
         assert_eq!(
             decide(Some(&running), 100).ok(),
             Some(StepDecision::Wait {
-                lease_expires_at: 10_000
-            })
+                lease_expires_at: 500
+            }),
+            "looked at again when due, not when the lease ends"
         );
         assert_eq!(wake_at(&running).ok(), Some(500));
         let expired = sleep_row(State::Running, Some(50));
@@ -98,6 +99,12 @@ mod tests {
         assert_eq!(
             decide(Some(&without_result), 0).ok(),
             Some(StepDecision::Replay(Value::Null))
+        );
+        let winner = crate::decide::resolve_fence_conflict(Some(&without_result)).ok();
+        assert_eq!(
+            winner,
+            Some(crate::decide::FenceResolution::Adopt(Value::Null)),
+            "a completed sleep needs no stored result"
         );
         let mut broken = sleep_row(State::Running, None);
         broken.input = json!({"durationMs": 10});

@@ -47,15 +47,19 @@ pub fn decide_step(
     // A sleep's own rules (`sleeps.rs`): its `wakeAt` must be readable, a due sleep never waits
     // for another holder's lease, and a completed one replays even without a stored result
     // (smol-wf wrote none for some).
-    let sleep = *kind == StepKind::Sleep;
-    let due = sleep && super::wake_at(row)? <= now;
+    let wake_at = match kind {
+        StepKind::Sleep => Some(super::wake_at(row)?),
+        _ => None,
+    };
+    let due = wake_at.is_some_and(|wake_at| wake_at <= now);
     match &row.state {
-        State::Completed if sleep => Ok(StepDecision::Replay(
-            row.result.clone().unwrap_or(Value::Null),
-        )),
-        State::Completed => Ok(StepDecision::Replay(stored_result(row)?)),
+        State::Completed => Ok(StepDecision::Replay(completed_result(row)?)),
+        // A held sleep is looked at again when it is due, at the latest.
         State::Running if lease_is_live(row, now) && !due => Ok(StepDecision::Wait {
-            lease_expires_at: row.lease_expires_at.unwrap_or(now),
+            lease_expires_at: row
+                .lease_expires_at
+                .unwrap_or(now)
+                .min(wake_at.unwrap_or(i64::MAX)),
         }),
         State::Running | State::Failed | State::Cancelled | State::Pending => {
             Ok(StepDecision::Reclaim {
@@ -81,9 +85,17 @@ pub enum FenceResolution {
 pub fn resolve_fence_conflict(current: Option<&StepRecord>) -> Result<FenceResolution, Error> {
     match current {
         Some(row) if row.state == State::Completed => {
-            Ok(FenceResolution::Adopt(stored_result(row)?))
+            Ok(FenceResolution::Adopt(completed_result(row)?))
         }
         _ => Ok(FenceResolution::LeaseLost),
+    }
+}
+
+/// The result of a completed row; a completed sleep needs none (smol-wf stored none for some).
+fn completed_result(row: &StepRecord) -> Result<Value, Error> {
+    match row.kind {
+        StepKind::Sleep => Ok(row.result.clone().unwrap_or(Value::Null)),
+        _ => stored_result(row),
     }
 }
 

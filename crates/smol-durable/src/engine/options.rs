@@ -66,7 +66,8 @@ impl RunRequest {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ResumeOptions {
-    /// Wait for a live owner's lease to expire (default); otherwise fail with [`Error::RunBusy`](crate::Error::RunBusy).
+    /// Wait for a live owner's lease to expire (default); otherwise fail with
+    /// [`Error::RunBusy`](crate::Error::RunBusy).
     pub no_wait: bool,
     /// Override the stored budget for this attempt.
     pub budget_total: Option<u64>,
@@ -140,7 +141,8 @@ pub struct RunStatus {
     pub task: TaskRecord,
     /// Attempts of the task, in order.
     pub attempts: Vec<AttemptRecord>,
-    /// The run is `running` but nobody executes it any more (see [`Engine::owner_gone`](crate::Engine::owner_gone)):
+    /// The run is `running` but nobody executes it any more (see
+    /// [`Engine::owner_gone`](crate::Engine::owner_gone)):
     /// it moves again only when resumed, or claimed by a worker.
     pub owner_gone: bool,
 }

@@ -39,7 +39,12 @@ pub struct StepClaim<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Acquired {
     /// Completed earlier: the stored result.
-    Replay(Value),
+    Replay {
+        /// The result.
+        result: Value,
+        /// The completed step.
+        step_id: String,
+    },
     /// Ours now (inserted or reclaimed); `fence` is ours.
     Claimed(StepRecord),
     /// Held by someone else under a live lease.
@@ -75,7 +80,10 @@ pub async fn acquire_step(
     };
     loop {
         match decide_step(existing.as_ref(), &claim.kind, &claim.signature.json, now)? {
-            StepDecision::Replay(result) => return Ok(Acquired::Replay(result)),
+            StepDecision::Replay(result) => {
+                let step_id = existing.map(|row| row.step_id).unwrap_or_default();
+                return Ok(Acquired::Replay { result, step_id });
+            }
             StepDecision::Wait { .. } => {
                 let row = existing.ok_or_else(|| {
                     Error::internal("decide_step asked to wait without a row", None)

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::decide::{
-    admit_attempt, cancel_request, claim_verdict, counts_against_max_attempts, ClaimVerdict,
-    Closure,
+    admit_attempt, cancel_request, claim_verdict, claimable, counts_against_max_attempts,
+    ClaimVerdict, Closure,
 };
 use crate::{StoreError, StoreErrorKind};
 
@@ -454,11 +454,7 @@ impl DurableStore for MemoryStore {
                 .tasks
                 .values()
                 .filter(|task| task.claim_scope == claim.scope)
-                .filter(|task| match task.state {
-                    State::Pending => task.not_before.is_none_or(|at| at <= claim.now),
-                    State::Running => task.lease_expires_at.is_none_or(|at| at <= claim.now),
-                    _ => false,
-                })
+                .filter(|task| claimable(task, claim.now))
                 .min_by(|a, b| {
                     a.created_at
                         .cmp(&b.created_at)
@@ -660,6 +656,10 @@ impl DurableStore for MemoryStore {
             lost_steps,
             cancel_requested,
         })
+    }
+
+    async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
+        Ok(self.lock()?.spent(root_run_id))
     }
 
     async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>> {

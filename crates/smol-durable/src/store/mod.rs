@@ -31,7 +31,8 @@ use crate::{StoreError, StoreErrorKind};
 /// Result type of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// What a store can do beyond the contract. The conformance suite selects cases by it.
+/// What a store can do beyond the contract. The conformance suite reads it: with `notify`, a
+/// caller waiting on a step held elsewhere must be woken without its poll.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct StoreCapabilities {
@@ -85,7 +86,7 @@ pub fn newer_schema(place: &str, newest: i64, known: i64) -> StoreError {
 /// - **Atomic.** Every method is one transaction (or one lock): another handle on the same
 ///   database — another thread, process or machine — sees all of a call's writes or none.
 /// - **Compare exactly what is named.** Every compare-and-set compares the fields its request
-///   names (`state`, `attempts` as the fence, the owner) and, when it loses, changes nothing and
+///   names (`state`, the fence, the owner) and, when it loses, changes nothing and
 ///   returns the row as it stands, so the caller can decide again
 ///   ([`decide`](crate::decide)).
 /// - **No rules of its own.** A store decides nothing: where an operation needs a rule
@@ -158,7 +159,7 @@ pub trait DurableStore: StoreAdmin {
     async fn start_attempt(&self, start: StartAttempt) -> StoreResult<AttemptStart>;
     /// Ends an attempt, fenced by the task still being claimed by `finish.owner_id` and the
     /// attempt still `running` (`LeaseLost` otherwise, changing nothing). Writes
-    /// [`FinishAttempt::end`] to the attempt, the root run and the task, releases the task's
+    /// [`FinishAttempt::end`] to the attempt, the root run and the task, clears the task's
     /// claim, refreshes the run's cached `budget_spent` from the ledger, and closes the run's
     /// unfinished child runs as `end.unfinished_children` says.
     async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()>;
@@ -205,9 +206,9 @@ pub trait DurableStore: StoreAdmin {
     /// was requested. A deposed owner extends nothing.
     async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome>;
 
-    /// Sum of `output_tokens` over the root run's ledger rows: the budget's spent amount.
-    /// Derived from [`ledger_entries`](Self::ledger_entries); a store may answer it with one
-    /// aggregate query instead.
+    /// Sum of `output_tokens` over the root run's ledger rows: the budget's spent amount. The
+    /// default derives it from [`ledger_entries`](Self::ledger_entries), reading every row; the
+    /// built-in stores answer it with one aggregate instead (it is read at every attempt start).
     async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
         let entries = self.ledger_entries(root_run_id).await?;
         Ok(entries
@@ -236,7 +237,7 @@ pub trait DurableStore: StoreAdmin {
         std::future::pending::<()>().await;
     }
 
-    /// Resolves when the step may have finished (completed, failed or released): a caller
+    /// Resolves when the step may have finished (completed, failed or no longer held): a caller
     /// waiting on a step another worker holds is woken by it instead of its next poll. The
     /// default never resolves (the caller polls every `Limits::wait_poll`); resolving early, or
     /// at once when the step is no longer running, is allowed.

@@ -284,7 +284,7 @@ pub enum InsertStep {
     Existing(StepRecord),
 }
 
-/// Claims an existing step by compare-and-set on `(state, attempts)`.
+/// Claims an existing step by compare-and-set on `(state, fence)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClaimStep {
     /// The step.
@@ -310,8 +310,9 @@ pub enum StepCas {
     Conflict(Option<StepRecord>),
 }
 
-/// Completes a step: compare-and-set on `state = 'running' AND fence = <the caller's>`, storing the result and inserting the ledger rows (idempotently on
-/// `(root_run_id, source_type, source_id)`) in one transaction. The run's cached
+/// Completes a step: compare-and-set on `state = 'running'` and the caller's fence, storing the
+/// result and inserting the ledger rows (idempotently on `(root_run_id, source_type,
+/// source_id)`) in one transaction. The run's cached
 /// `budget_spent` column is refreshed from the ledger when the attempt finishes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompleteStep {

@@ -1,4 +1,5 @@
-//! Retries of retryable store errors, in front of every store an engine uses.
+//! Retries of retryable store errors, in front of every store an engine uses. (Long, but one
+//! thing: the wrapper, its policy and the recognition of a retried write that had committed.)
 //!
 //! A database that drops a connection, restarts, or is briefly locked or overloaded answers
 //! with a retryable error ([`StoreErrorKind::Unavailable`]); the engine retries the operation

@@ -8,6 +8,7 @@ use futures::FutureExt;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
+use super::claim::take_completed_result;
 use super::{cancelled, invalid, rejected, step_span, Claimed, RunScope};
 use crate::agent_options::{effective_options, legacy_signature, step_key, OptionDefaults};
 use crate::decide::{step_lease_expires_at, RetryPolicy};
@@ -172,7 +173,7 @@ impl RunScope {
             )
             .await?
         {
-            Claimed::Replay(result) => return self.replay_agent(&call, result),
+            Claimed::Replay { result, .. } => return self.replay_agent(&call, result),
             Claimed::Ours(row) => *row,
         };
         let outcome = self.call_provider(&call, &row).await;
@@ -188,12 +189,7 @@ impl RunScope {
             return None;
         }
         let mut steps = root.known_steps.lock().ok()?;
-        match steps.get(inline?) {
-            Some(row) if row.state == State::Completed => {
-                steps.remove(inline?).and_then(|row| row.result)
-            }
-            _ => None,
-        }
+        take_completed_result(steps.get_mut(inline?))
     }
 
     fn replay_agent(&self, call: &AgentCall, result: Value) -> Result<Value, HostError> {

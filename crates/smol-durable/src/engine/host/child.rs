@@ -83,7 +83,7 @@ impl RunScope {
             .claim(StepKind::Workflow, &checkpoint, &signature, input, 0, None)
             .await?
         {
-            Claimed::Replay(result) => {
+            Claimed::Replay { result, .. } => {
                 self.emit(
                     EventType::StepReplayed,
                     None,

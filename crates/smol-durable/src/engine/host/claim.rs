@@ -15,13 +15,16 @@ use crate::store::{FailStep, LedgerEntry, State, StepCas, StepKind, StepRecord};
 use crate::StepSignature;
 
 impl RunScope {
-    /// What the preload says about a checkpoint. Each checkpoint is asked for once per attempt
-    /// (occurrence numbering makes them unique), so the row is taken out of the map.
+    /// What the preload says about a checkpoint. The row is taken out: a checkpoint asked for
+    /// again (a sleep claimed anew after losing its fence) is read from the store.
     pub(super) fn take_known(&self, checkpoint: &str) -> KnownRow {
         match self.known_steps.lock() {
-            Ok(mut steps) => steps
-                .remove(checkpoint)
-                .map_or(KnownRow::Absent, |row| KnownRow::Row(Box::new(row))),
+            Ok(mut steps) => match steps.get_mut(checkpoint) {
+                Some(slot) => slot
+                    .take()
+                    .map_or(KnownRow::Unknown, |row| KnownRow::Row(Box::new(row))),
+                None => KnownRow::Absent,
+            },
             Err(_) => KnownRow::Unknown,
         }
     }
@@ -50,9 +53,16 @@ impl RunScope {
     pub(super) async fn wait_for_holder(&self, row: &StepRecord) -> Result<(), HostError> {
         let poll = self.ctx.engine.limits.wait_poll;
         let now = self.ctx.now();
+        // A sleep held elsewhere is due at its wakeAt whoever holds it (and the run may be
+        // parked meanwhile, as for its own sleeps).
+        let wake_at = (row.kind == StepKind::Sleep)
+            .then(|| crate::decide::wake_at(row).ok())
+            .flatten();
+        let _sleeping = wake_at.map(|wake_at| self.ctx.sleeping(wake_at));
         let until_expiry = row
             .lease_expires_at
             .unwrap_or(now)
+            .min(wake_at.unwrap_or(i64::MAX))
             .saturating_sub(now)
             .max(1);
         let wait = Duration::from_millis(
@@ -105,7 +115,9 @@ impl RunScope {
             };
             let hint = std::mem::replace(&mut known, KnownRow::Unknown);
             match acquire_step(self.ctx.engine.store.as_ref(), &claim, hint, now).await {
-                Ok(Acquired::Replay(result)) => return Ok(Claimed::Replay(result)),
+                Ok(Acquired::Replay { result, step_id }) => {
+                    return Ok(Claimed::Replay { result, step_id })
+                }
                 Ok(Acquired::Claimed(row)) => {
                     self.ctx.hold(
                         &row.step_id,
@@ -167,12 +179,7 @@ impl RunScope {
         if steps.contains_key(checkpoint) {
             return None;
         }
-        match steps.get(legacy) {
-            Some(row) if row.state == State::Completed => {
-                steps.remove(legacy).and_then(|row| row.result)
-            }
-            _ => None,
-        }
+        take_completed_result(steps.get_mut(legacy))
     }
 
     /// Whether an agent call that must run (it does not replay) may: the budget has room and
@@ -194,4 +201,13 @@ impl RunScope {
         }
         Ok(())
     }
+}
+
+/// The stored result of a preloaded row that completed, taken out of the preload.
+pub(super) fn take_completed_result(slot: Option<&mut Option<StepRecord>>) -> Option<Value> {
+    let slot = slot?;
+    if slot.as_ref()?.state != State::Completed {
+        return None;
+    }
+    slot.take().and_then(|row| row.result)
 }

@@ -39,7 +39,9 @@ pub(crate) struct RunScope {
     root_dir: PathBuf,
     meta: Option<WorkflowMeta>,
     occurrences: Mutex<OccurrenceCounter>,
-    known_steps: Mutex<HashMap<String, StepRecord>>,
+    /// The run's steps as loaded when the scope opened, by checkpoint; a row a claim has taken
+    /// is `None` (its checkpoint existed, but only the store knows its state now).
+    known_steps: Mutex<HashMap<String, Option<StepRecord>>>,
     /// For a child of a run smol-wf 0.3.4 started: that root's scope. smol-wf ran child
     /// workflows inline, so their calls' steps are the root run's, named in its scope and
     /// numbered with its occurrence counter; a call of this child finds its smol-wf step there.
@@ -70,7 +72,7 @@ fn step_span(kind: &'static str, run_id: &str, checkpoint: &str) -> tracing::Spa
 #[derive(Debug)]
 enum Claimed {
     /// Completed earlier: its stored result.
-    Replay(Value),
+    Replay { result: Value, step_id: String },
     /// Ours to run, under the row's fence.
     Ours(Box<StepRecord>),
 }
@@ -115,7 +117,7 @@ impl RunScope {
             .load_steps(&run_id)
             .await?
             .into_iter()
-            .map(|step| (step.checkpoint_name.clone(), step))
+            .map(|step| (step.checkpoint_name.clone(), Some(step)))
             .collect();
         // Phase defaults come from `meta`: a script whose metadata does not read fails here
         // rather than running with silently different models and providers.

@@ -43,10 +43,10 @@ impl RunScope {
                 .claim(StepKind::Sleep, &checkpoint, &signature, input, 0, None)
                 .await?
             {
-                Claimed::Replay(_) => {
+                Claimed::Replay { step_id, .. } => {
                     self.emit(
                         EventType::StepReplayed,
-                        None,
+                        Some(&step_id),
                         json!({ "kind": "sleep", "checkpoint": checkpoint, "durationMs": duration_ms }),
                     );
                     return Ok(Value::Null);
