@@ -392,12 +392,15 @@ fn check_directory(path: &Path) -> StoreResult<()> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
+    // A directory that is missing, not a directory or read-only stays so: trying again cannot
+    // help, so the error is not retryable.
     let unusable = |problem: String| {
         Err(StoreError::new(
             StoreErrorKind::Unavailable,
             "open",
             format!("cannot open SQLite database {}: {problem}", path.display()),
-        ))
+        )
+        .persistent())
     };
     match std::fs::metadata(directory) {
         Err(error) => unusable(format!(

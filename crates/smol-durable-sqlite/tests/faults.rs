@@ -217,6 +217,10 @@ async fn a_missing_directory_is_a_clear_error_at_open() {
         .expect_err("missing directory");
     assert!(error.to_string().contains("is not accessible"), "{error}");
     assert!(error.to_string().contains("no/such/dir"), "{error}");
+    assert!(
+        !error.is_retryable(),
+        "a missing directory does not come back by itself"
+    );
     assert!(!dir.path().join("no").exists(), "nothing is created");
 }
 
@@ -231,6 +235,7 @@ async fn a_read_only_directory_is_a_clear_error_at_open() {
         .await
         .expect_err("read-only");
     assert!(error.to_string().contains("read-only"), "{error}");
+    assert!(!error.is_retryable(), "{error}");
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).expect("chmod back");
 }
 

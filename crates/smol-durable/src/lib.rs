@@ -6,10 +6,9 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use async_trait::async_trait;
 //! use serde_json::{json, Value};
 //! use smol_durable::{
-//!     AgentProvider, AgentRequest, AgentResponse, Engine, HostRequest, MemoryStore,
+//!     async_trait, AgentProvider, AgentRequest, AgentResponse, Engine, HostRequest, MemoryStore,
 //!     ProviderError, ScriptEngine, ScriptError, ScriptInvocation, Usage, WorkflowMeta,
 //!     WorkflowSource,
 //! };
@@ -93,6 +92,9 @@ mod session_dir;
 mod signature;
 pub mod store;
 
+/// Re-exported: implementing [`AgentProvider`], [`ScriptEngine`] or a store needs it, and its
+/// version must be this crate's.
+pub use async_trait::async_trait;
 pub use clock::{rfc3339_ms, sleep_for, Clock, ManualClock, SystemClock};
 pub use command_provider::{CommandProvider, EXIT_TEMPORARY_FAILURE};
 pub use debug_provider::DebugProvider;
@@ -115,4 +117,7 @@ pub use script::{
 };
 pub use session_dir::SessionLogDir;
 pub use signature::{canonical_json, child_workflow_scope, OccurrenceCounter, StepSignature};
-pub use store::{DurableStore, MemoryStore, StoreAdmin};
+pub use store::{
+    AttemptRecord, DurableStore, EventRecord, MemoryStore, RunFilter, RunRecord, State, StepKind,
+    StepRecord, StoreAdmin, TaskRecord,
+};
