@@ -477,9 +477,12 @@ impl WorkflowHost for PipeHost {
 }
 
 /// The child side of [`IsolatedEngine`]: reads the start message from stdin, applies the
-/// resource limits to this process, evaluates the workflow, forwarding host calls over
-/// stdout, and writes the outcome. Call it from the `main` of the program the engine starts;
-/// nothing else may write to stdout.
+/// resource limits to this process (a CPU-time and a memory limit), evaluates the workflow,
+/// forwarding host calls over stdout (one JSON object per line), and writes the outcome. Call it
+/// from the `main` of the program the engine starts (this crate's `smol-durable-script-host`,
+/// or a host application's own binary, like the `smol-durable` CLI); nothing else may write to
+/// stdout. It runs its own tokio runtime, on a thread of its own when called from inside one
+/// (an `#[tokio::main]`), so it works from either kind of `main`.
 ///
 /// ```no_run
 /// fn main() -> std::process::ExitCode {
@@ -487,23 +490,39 @@ impl WorkflowHost for PipeHost {
 /// }
 /// ```
 pub fn serve_script_host() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("smol-durable script host: cannot start a runtime: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
+    match block_on_own_runtime(serve) {
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Err(error)) | Err(error) => {
             eprintln!("smol-durable script host: {error}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the future `make` returns on a current-thread runtime of its own: on this thread, or,
+/// when this thread already drives a runtime (where `block_on` would panic), on a new one.
+fn block_on_own_runtime<F, Fut, T>(make: F) -> Result<T, String>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let run = move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| format!("cannot start a runtime: {error}"))
+            .map(|runtime| runtime.block_on(make()))
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return run();
+    }
+    std::thread::Builder::new()
+        .name("smol-durable-script-host".to_owned())
+        .spawn(run)
+        .map_err(|error| format!("cannot start the script host thread: {error}"))?
+        .join()
+        .map_err(|_| "the script host thread panicked".to_owned())?
 }
 
 async fn serve() -> Result<(), String> {
@@ -611,4 +630,20 @@ fn apply_limits(limits: &IsolationLimits) -> Result<(), String> {
     #[cfg(not(unix))]
     let _ = limits;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_host_runs_outside_a_runtime() {
+        assert_eq!(block_on_own_runtime(|| async { 7 }), Ok(7));
+    }
+
+    #[tokio::test]
+    async fn the_script_host_runs_inside_a_runtime_too() {
+        // `block_on` here would panic: "Cannot start a runtime from within a runtime".
+        assert_eq!(block_on_own_runtime(|| async { 7 }), Ok(7));
+    }
 }
