@@ -131,7 +131,7 @@ impl RunScope {
             }
             Err(error) => {
                 let cancelled_run = error.kind == crate::HostErrorKind::Cancelled;
-                let reason = json!({ "message": error.message });
+                let reason = crate::decide::reason(error.message.as_str());
                 let run_outcome = if cancelled_run {
                     RunOutcome::Cancelled(reason)
                 } else {
