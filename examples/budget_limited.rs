@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use serde_json::json;
+use smol_durable::boa::BoaEngine;
 use smol_durable::{DebugProvider, Engine, MemoryStore, ResumeOptions, RunRequest, WorkflowSource};
-use smol_durable_boa::BoaEngine;
 
 const WORKFLOW: &str = r#"export const meta = { name: "three-calls", description: "Three answers" };
 const answers = [];

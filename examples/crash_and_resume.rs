@@ -12,15 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use async_trait::async_trait;
 use serde_json::json;
+use smol_durable::boa::BoaEngine;
+use smol_durable::sqlite::SqliteStore;
 use smol_durable::store::{RunFilter, State, StepKind};
 use smol_durable::{
-    AgentProvider, AgentRequest, AgentResponse, Engine, ProviderError, ResumeOptions, Usage,
-    WorkflowSource,
+    async_trait, AgentProvider, AgentRequest, AgentResponse, Engine, ProviderError, ResumeOptions,
+    Usage, WorkflowSource,
 };
-use smol_durable_boa::BoaEngine;
-use smol_durable_sqlite::SqliteStore;
 
 const WORKFLOW: &str = r#"import { sleep } from "workflow:extra";
 export const meta = { name: "crash-and-resume", description: "Research, nap, summarise" };

@@ -9,13 +9,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::json;
+use smol_durable::boa::BoaEngine;
+use smol_durable::sqlite::SqliteStore;
 use smol_durable::{
-    AgentProvider, AgentRequest, AgentResponse, Engine, ProviderError, ResumeOptions, Usage,
+    async_trait, AgentProvider, AgentRequest, AgentResponse, Engine, ProviderError, ResumeOptions,
+    Usage, WorkflowSource,
 };
-use smol_durable_sqlite::SqliteStore;
-use smol_durable_testkit::ScriptedEngine;
+
+/// The workflow: research a topic, then summarise the notes, each in its own phase.
+const RESEARCH: &str = r#"export const meta = {
+  name: "research",
+  description: "Researches a topic and summarises the notes",
+  phases: [{ title: "research" }, { title: "write" }],
+};
+const topic = args.topic ?? "durability";
+phase("research");
+const notes = await agent(`research ${topic}`);
+phase("write");
+const summary = await agent(`summarise ${notes}`);
+export default { notes, summary };
+"#;
 
 /// Stands in for a model API. The second prompt fails the first time it is asked, like a
 /// provider outage would.
@@ -45,23 +59,6 @@ impl AgentProvider for FlakyModel {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A workflow written against the same host calls a JavaScript workflow makes.
-    let scripts = ScriptedEngine::new().workflow("research.mjs", |ctx| async move {
-        let topic = ctx.args()["topic"]
-            .as_str()
-            .unwrap_or("durability")
-            .to_owned();
-        ctx.phase("research");
-        let notes = ctx.agent(format!("research {topic}"), Value::Null).await?;
-        ctx.phase("write");
-        let summary = ctx
-            .agent(
-                format!("summarise {}", notes.as_str().unwrap_or_default()),
-                Value::Null,
-            )
-            .await?;
-        Ok(json!({ "notes": notes, "summary": summary }))
-    });
     let model = Arc::new(FlakyModel::default());
     let path = std::env::args()
         .nth(1)
@@ -71,12 +68,15 @@ async fn main() -> anyhow::Result<()> {
     println!("database: {}", path.display());
     let engine = Engine::builder()
         .store(store)
-        .script_engine(Arc::new(scripts.clone()))
+        .script_engine(Arc::new(BoaEngine::new()))
         .provider(model.clone())
         .build()?;
 
     let first = engine
-        .run(scripts.source("research.mjs"), json!({ "topic": "leases" }))
+        .run(
+            WorkflowSource::inline("research.mjs", RESEARCH),
+            json!({ "topic": "leases" }),
+        )
         .await;
     let error = first.err().context("the first attempt should fail")?;
     println!("first attempt failed: {error}");

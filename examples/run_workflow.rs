@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use serde_json::json;
+use smol_durable::boa::BoaEngine;
+use smol_durable::sqlite::SqliteStore;
 use smol_durable::{DebugProvider, Engine, ResumeOptions, RunRequest, WorkflowSource};
-use smol_durable_boa::BoaEngine;
-use smol_durable_sqlite::SqliteStore;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use smol_durable::{
+use smol_durable_boa::BoaEngine;
+use smol_durable_core::{
     BudgetSnapshot, HostFuture, HostRequest, ScriptEngine, ScriptInvocation, WorkflowHost,
     WorkflowSource,
 };
-use smol_durable_boa::BoaEngine;
 use tokio_util::sync::CancellationToken;
 
 /// Answers every call at once, or never (to park runs).
@@ -86,7 +86,7 @@ pub async fn cold_start_isolated(iterations: usize) -> anyhow::Result<Duration> 
 }
 
 async fn median_evaluation(
-    engine: &dyn smol_durable::ScriptEngine,
+    engine: &dyn smol_durable_core::ScriptEngine,
     iterations: usize,
 ) -> anyhow::Result<Duration> {
     let source = WorkflowSource::inline("/tmp/cold.mjs", TWENTY_LINES);
@@ -128,8 +128,8 @@ async fn loop_time(calls: usize, body: &str) -> anyhow::Result<Duration> {
 /// Mean time of one durable `agent()` step through the whole engine (memory store, instant
 /// scripted provider): JavaScript boundary plus claim, completion, ledger and events.
 pub async fn engine_step(calls: usize) -> anyhow::Result<Duration> {
-    let engine = smol_durable::Engine::builder()
-        .store(Arc::new(smol_durable::MemoryStore::new()))
+    let engine = smol_durable_core::Engine::builder()
+        .store(Arc::new(smol_durable_core::MemoryStore::new()))
         .script_engine(Arc::new(BoaEngine::new()))
         .provider(Arc::new(smol_durable_testkit::ScriptedProvider::new(
             "bench",

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use smol_durable::{DurableStore, Engine, MemoryStore, ResumeOptions, ScriptError};
+use smol_durable_core::{DurableStore, Engine, MemoryStore, ResumeOptions, ScriptError};
 use smol_durable_sqlite::{Durability, SqliteOptions, SqliteStore};
 use smol_durable_testkit::{ScriptedEngine, ScriptedProvider};
 
@@ -106,8 +106,8 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
             // The store's share of a step, without the engine: claim, complete with a ledger row.
             let (store, _) = open_store(kind, path).await?;
             let run = store
-                .create_run(smol_durable::store::NewRun::new(
-                    smol_durable::store::ClaimScope::Local,
+                .create_run(smol_durable_core::store::NewRun::new(
+                    smol_durable_core::store::ClaimScope::Local,
                     "owner_bench",
                     Default::default(),
                     json!({}),
@@ -116,7 +116,7 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
                 .await?
                 .run;
             for i in 0..size {
-                let signature = smol_durable::StepSignature::agent(
+                let signature = smol_durable_core::StepSignature::agent(
                     "root",
                     "bench",
                     &format!("step {i}"),
@@ -125,38 +125,38 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
                     None,
                 );
                 let checkpoint = signature.base_checkpoint();
-                let claim = smol_durable::steps::StepClaim {
+                let claim = smol_durable_core::steps::StepClaim {
                     run_id: &run.run_id,
                     root_run_id: &run.run_id,
-                    kind: smol_durable::store::StepKind::Agent,
+                    kind: smol_durable_core::store::StepKind::Agent,
                     checkpoint_name: &checkpoint,
                     signature: &signature,
                     input: json!({}),
                     worker_id: "owner_bench",
                     lease_expires_at: i64::MAX,
                 };
-                let smol_durable::steps::Acquired::Claimed(row) =
-                    smol_durable::steps::acquire_step(
+                let smol_durable_core::steps::Acquired::Claimed(row) =
+                    smol_durable_core::steps::acquire_step(
                         store.as_ref(),
                         &claim,
-                        smol_durable::steps::KnownRow::Absent,
+                        smol_durable_core::steps::KnownRow::Absent,
                         1,
                     )
                     .await?
                 else {
                     bail!("not claimed");
                 };
-                let usage = smol_durable::Usage::tokens(1, 1);
-                let entry = smol_durable::store::LedgerEntry::new(
+                let usage = smol_durable_core::Usage::tokens(1, 1);
+                let entry = smol_durable_core::store::LedgerEntry::new(
                     &run.run_id,
                     &run.run_id,
                     &row.step_id,
-                    smol_durable::store::LedgerSource::AgentStep,
+                    smol_durable_core::store::LedgerSource::AgentStep,
                     row.step_id.clone(),
                     Some(&usage),
                     1,
                 );
-                smol_durable::steps::complete_fenced(
+                smol_durable_core::steps::complete_fenced(
                     store.as_ref(),
                     &row.step_id,
                     1,

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::json;
-use smol_durable::store::{RunFilter, State};
-use smol_durable::{
+use smol_durable_core::store::{RunFilter, State};
+use smol_durable_core::{
     DurableStore, Engine, ResumeOptions, RunRequest, StoreAdmin, SubmitOptions, WorkerOptions,
 };
 use smol_durable_postgres::{PostgresOptions, PostgresStore};
@@ -144,7 +144,7 @@ fn bench_scripts(fail_at_end: bool) -> ScriptedEngine {
                 .await?;
         }
         if fail_at_end && ctx.args()["failAtEnd"].as_bool().unwrap_or(false) {
-            return Err(smol_durable::ScriptError::thrown(
+            return Err(smol_durable_core::ScriptError::thrown(
                 "stopping so the run can be resumed",
             ));
         }

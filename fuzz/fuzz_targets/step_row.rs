@@ -4,7 +4,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use smol_durable::decide::{decide_step, resolve_fence_conflict};
+use smol_durable_core::decide::{decide_step, resolve_fence_conflict};
 use smol_durable_sqlite::fuzzing::{decode_step, Column};
 
 #[derive(Debug, Arbitrary)]
@@ -32,6 +32,11 @@ fuzz_target!(|columns: Vec<FuzzColumn>| {
     };
     let signature = row.input_signature_json.clone();
     let _ = decide_step(Some(&row), &row.kind, &signature, row.updated_at);
-    let _ = decide_step(Some(&row), &smol_durable::store::StepKind::Sleep, &signature, row.updated_at);
+    let _ = decide_step(
+        Some(&row),
+        &smol_durable_core::store::StepKind::Sleep,
+        &signature,
+        row.updated_at,
+    );
     let _ = resolve_fence_conflict(Some(&row));
 });

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use smol_durable::{
+use smol_durable_core::{
     BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, ScriptEngine, ScriptError,
     ScriptErrorKind, ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,
 };
@@ -96,7 +96,7 @@ impl IsolationLimits {
 /// // A program whose main calls `smol_durable_boa::serve_script_host()`.
 /// let engine = IsolatedEngine::new("/usr/local/bin/smol-durable-script-host")
 ///     .limits(IsolationLimits::default().cpu_seconds(10));
-/// let engine: Arc<dyn smol_durable::ScriptEngine> = Arc::new(engine);
+/// let engine: Arc<dyn smol_durable_core::ScriptEngine> = Arc::new(engine);
 /// ```
 #[derive(Debug, Clone)]
 pub struct IsolatedEngine {
@@ -588,7 +588,7 @@ async fn serve() -> Result<(), String> {
         cancel: tokio_util::sync::CancellationToken::new(),
     };
     let result = engine.evaluate(invocation).await.and_then(|value| {
-        match smol_durable::limits::oversized(
+        match smol_durable_core::limits::oversized(
             "the workflow result",
             &value,
             limits.max_output_bytes,

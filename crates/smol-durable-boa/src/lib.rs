@@ -28,7 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
-use smol_durable::{
+use smol_durable_core::{
     HostError, ScriptEngine, ScriptError, ScriptErrorKind, ScriptInvocation, WorkflowMeta,
     WorkflowSource,
 };
@@ -44,7 +44,7 @@ const JS_STACK_BYTES: usize = 64 * 1024 * 1024;
 ///
 /// ```
 /// use std::sync::Arc;
-/// let engine: Arc<dyn smol_durable::ScriptEngine> = Arc::new(smol_durable_boa::BoaEngine::new());
+/// let engine: Arc<dyn smol_durable_core::ScriptEngine> = Arc::new(smol_durable_boa::BoaEngine::new());
 /// ```
 #[derive(Debug, Clone)]
 pub struct BoaEngine {

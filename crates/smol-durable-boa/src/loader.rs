@@ -17,7 +17,7 @@ use boa_engine::object::builtins::JsPromise;
 use boa_engine::realm::Realm;
 use boa_engine::{Context, JsError, JsNativeError, JsResult, JsString, Module, Source};
 use boa_engine::{JsObject, JsValue};
-use smol_durable::{ScriptError, ScriptErrorKind};
+use smol_durable_core::{ScriptError, ScriptErrorKind};
 
 /// The `workflow:extra` module.
 const EXTRA: &str = "const extra = globalThis.__sw_extra;\nexport const sleep = extra.sleep;\nexport default extra;\n";
@@ -87,10 +87,10 @@ impl WorkflowLoader {
                 .unwrap_or_else(|| self.root.clone()),
             _ => self.root.clone(),
         };
-        let joined = smol_durable::paths::normalize(&base.join(specifier));
-        let real = smol_durable::paths::confined(&self.root, &joined).map_err(|error| {
+        let joined = smol_durable_core::paths::normalize(&base.join(specifier));
+        let real = smol_durable_core::paths::confined(&self.root, &joined).map_err(|error| {
             let message = match error {
-                smol_durable::paths::ConfineError::Outside { .. } => {
+                smol_durable_core::paths::ConfineError::Outside { .. } => {
                     format!("import of {specifier:?} resolves outside the workflow's directory")
                 }
                 other => format!("cannot import {specifier:?}: {other}"),

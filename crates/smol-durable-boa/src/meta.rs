@@ -8,7 +8,7 @@
 //! listings and history read metadata from untrusted files, so nothing is evaluated.
 
 use serde_json::{Map, Number, Value};
-use smol_durable::{ScriptError, ScriptErrorKind, WorkflowMeta};
+use smol_durable_core::{ScriptError, ScriptErrorKind, WorkflowMeta};
 
 /// The error when a module has no `export const meta`.
 pub const MISSING_META: &str =
@@ -109,7 +109,7 @@ fn to_meta(value: Value) -> Result<WorkflowMeta, ScriptError> {
                         "meta.phases[{index}].title is required and must be a string"
                     ))
                 })?;
-                let mut parsed = smol_durable::PhaseMeta::new(title);
+                let mut parsed = smol_durable_core::PhaseMeta::new(title);
                 parsed.detail = field("detail")?;
                 parsed.model = field("model")?;
                 parsed.provider = field("provider")?;

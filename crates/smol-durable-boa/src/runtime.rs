@@ -23,7 +23,7 @@ use boa_engine::{
     NativeFunction, Source,
 };
 use serde_json::Value;
-use smol_durable::{
+use smol_durable_core::{
     HostError, HostFuture, HostRequest, ScriptError, ScriptErrorKind, WorkflowHost,
 };
 use tokio::sync::mpsc::UnboundedSender;
@@ -433,7 +433,7 @@ fn settle_promise(
     let result = result.and_then(|value| {
         if json_depth(&value) > MAX_DEPTH {
             Err(HostError::new(
-                smol_durable::HostErrorKind::Invalid,
+                smol_durable_core::HostErrorKind::Invalid,
                 format!("the host's answer is nested deeper than {MAX_DEPTH} levels"),
             ))
         } else {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use boa_engine::job::{Job, JobExecutor, SimpleJobExecutor};
 use boa_engine::{Context, JsResult};
-use smol_durable::{ScriptError, ScriptErrorKind};
+use smol_durable_core::{ScriptError, ScriptErrorKind};
 
 /// A promise job that ran this long without doing anything was stopped by the loop limit (even
 /// an empty loop takes a good part of a second to reach 20 million iterations in a release

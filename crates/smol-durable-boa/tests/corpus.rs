@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smol_durable::{
+use smol_durable_boa::BoaEngine;
+use smol_durable_core::{
     DebugProvider, Engine, Error, MemoryStore, ProviderErrorKind, RunOutput, RunRequest,
     ScriptErrorKind, Usage, WorkflowSource,
 };
-use smol_durable_boa::BoaEngine;
 use smol_durable_testkit::ScriptedProvider;
 
 /// One of the example workflows users copy from (`examples/workflows/`).

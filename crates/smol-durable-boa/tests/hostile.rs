@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use smol_durable::{
+use smol_durable_boa::{BoaEngine, IsolatedEngine, IsolationLimits};
+use smol_durable_core::{
     Engine, Error, MemoryStore, RunOutput, ScriptEngine, ScriptErrorKind, WorkflowSource,
 };
-use smol_durable_boa::{BoaEngine, IsolatedEngine, IsolationLimits};
 use smol_durable_testkit::ScriptedProvider;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +176,7 @@ async fn hostile_scripts_fail_clearly_in_isolation() {
 async fn cancelling_an_isolated_run_kills_its_process() {
     let engine = engine_on(isolated(60));
     let handle = engine
-        .start(smol_durable::RunRequest::new(
+        .start(smol_durable_core::RunRequest::new(
             hostile("spin.mjs"),
             json!({}),
         ))

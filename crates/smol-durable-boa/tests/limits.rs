@@ -4,8 +4,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 
 use serde_json::{json, Value};
-use smol_durable::store::RunFilter;
-use smol_durable::{Error, Limits, RunOutput, ScriptErrorKind};
+use smol_durable_core::store::RunFilter;
+use smol_durable_core::{Error, Limits, RunOutput, ScriptErrorKind};
 use smol_durable_testkit::ScriptedProvider;
 
 const META: &str = "export const meta = { name: \"limits\", description: \"limits\" };\n";
@@ -186,15 +186,16 @@ async fn oversized_event_payloads_are_stored_truncated_with_a_marker() {
 #[tokio::test]
 async fn a_completed_step_replays_even_if_its_prompt_is_now_over_the_limit() {
     use std::sync::Arc;
-    let store: Arc<dyn smol_durable::DurableStore> = Arc::new(smol_durable::MemoryStore::new());
+    let store: Arc<dyn smol_durable_core::DurableStore> =
+        Arc::new(smol_durable_core::MemoryStore::new());
     let provider = Arc::new(ScriptedProvider::new("scripted").fail_first(
         "q",
         1,
-        smol_durable::ProviderErrorKind::Terminal,
+        smol_durable_core::ProviderErrorKind::Terminal,
         None,
     ));
     let engine = |max_prompt_bytes| {
-        smol_durable::Engine::builder()
+        smol_durable_core::Engine::builder()
             .store(Arc::clone(&store))
             .script_engine(Arc::new(smol_durable_boa::BoaEngine::new()))
             .provider(provider.clone())
@@ -209,7 +210,7 @@ async fn a_completed_step_replays_even_if_its_prompt_is_now_over_the_limit() {
     let path = dir.path().join("long.mjs");
     let body = "const long = await agent('p'.repeat(500));\nexport default [long.length, await agent('q')];\n";
     std::fs::write(&path, format!("{META}{body}")).expect("write");
-    let source = smol_durable::WorkflowSource::from_file(&path).expect("source");
+    let source = smol_durable_core::WorkflowSource::from_file(&path).expect("source");
     engine(1_000)
         .run(source, json!({}))
         .await
@@ -217,7 +218,7 @@ async fn a_completed_step_replays_even_if_its_prompt_is_now_over_the_limit() {
     let runs = store.list_runs(&RunFilter::roots()).await.expect("runs");
     // The limit is lowered below the completed step's prompt: it replays, only q runs.
     let output = engine(100)
-        .resume(&runs[0].run_id, smol_durable::ResumeOptions::new())
+        .resume(&runs[0].run_id, smol_durable_core::ResumeOptions::new())
         .await
         .expect("resume")
         .join()

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smol_durable::{Engine, Error, MemoryStore, ScriptErrorKind, WorkflowSource};
 use smol_durable_boa::BoaEngine;
+use smol_durable_core::{Engine, Error, MemoryStore, ScriptErrorKind, WorkflowSource};
 use smol_durable_testkit::ScriptedProvider;
 
 mod common;
@@ -236,7 +236,8 @@ async fn only_workflow_extra_and_relative_files_can_be_imported() {
 
 #[tokio::test]
 async fn budget_phase_and_log_reach_the_engine() {
-    let s = setup(ScriptedProvider::new("scripted").with_usage(smol_durable::Usage::tokens(1, 3)));
+    let s =
+        setup(ScriptedProvider::new("scripted").with_usage(smol_durable_core::Usage::tokens(1, 3)));
     let source = s.write(
         "budget.mjs",
         &script(
@@ -245,7 +246,7 @@ async fn budget_phase_and_log_reach_the_engine() {
              export default { before, spent: budget.spent(), remaining: budget.remaining(), total: budget.total };\n",
         ),
     );
-    let request = smol_durable::RunRequest::new(source, json!({})).budget_total(10);
+    let request = smol_durable_core::RunRequest::new(source, json!({})).budget_total(10);
     let output = s
         .engine
         .start(request)
@@ -516,7 +517,7 @@ async fn an_unhandled_rejection_fails_the_run() {
     let s = setup(ScriptedProvider::new("scripted").fail_first(
         "fails",
         1,
-        smol_durable::ProviderErrorKind::Terminal,
+        smol_durable_core::ProviderErrorKind::Terminal,
         None,
     ));
     let error = s

@@ -5,8 +5,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 
 use serde_json::json;
-use smol_durable::{Error, Limits, ScriptErrorKind};
 use smol_durable_boa::BoaEngine;
+use smol_durable_core::{Error, Limits, ScriptErrorKind};
 use smol_durable_testkit::ScriptedProvider;
 
 mod common;

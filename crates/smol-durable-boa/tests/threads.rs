@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use smol_durable::{Engine, EventType, MemoryStore, RunRequest, WorkflowSource};
 use smol_durable_boa::BoaEngine;
+use smol_durable_core::{Engine, EventType, MemoryStore, RunRequest, WorkflowSource};
 use smol_durable_testkit::ScriptedProvider;
 
 fn js_threads() -> usize {
@@ -98,9 +98,9 @@ async fn cancelling_runs_ends_their_javascript_threads_and_many_runs_can_be_live
         .store(Arc::new(MemoryStore::new()))
         .script_engine(Arc::new(BoaEngine::new()))
         .provider(provider.clone())
-        .limits(smol_durable::Limits {
+        .limits(smol_durable_core::Limits {
             cancel_grace: Duration::from_millis(200),
-            ..smol_durable::Limits::default()
+            ..smol_durable_core::Limits::default()
         })
         .build()
         .expect("engine");

@@ -287,7 +287,7 @@ pub struct HistoryArgs {
     /// Only runs in this state: pending, running, completed, failed or cancelled (repeatable;
     /// the states add up).
     #[arg(long, value_name = "STATE", value_parser = crate::history::state)]
-    pub state: Vec<smol_durable::store::State>,
+    pub state: Vec<smol_durable_core::store::State>,
     /// Only runs whose workflow name contains this text (ignoring case).
     #[arg(long, value_name = "TEXT")]
     pub name: Option<String>,
@@ -310,7 +310,7 @@ pub enum HistoryAction {
     Delete {
         /// Delete runs in this state (repeatable): completed, failed or cancelled.
         #[arg(long, value_name = "STATE", value_parser = crate::history::state)]
-        state: Vec<smol_durable::store::State>,
+        state: Vec<smol_durable_core::store::State>,
         /// Delete every finished run.
         #[arg(long)]
         all: bool,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use smol_durable::{DurableStore, StoreErrorKind};
+use smol_durable_core::{DurableStore, StoreErrorKind};
 use smol_durable_postgres::PostgresStore;
 use smol_durable_sqlite::SqliteStore;
 

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::bail;
 use serde_json::{json, Value};
-use smol_durable::store::{
+use smol_durable_core::store::{
     AttemptRecord, LedgerEntry, RunFilter, RunRecord, State, StepKind, StepRecord, TaskRecord,
 };
-use smol_durable::{rfc3339_ms, Engine};
+use smol_durable_core::{rfc3339_ms, Engine};
 
 use crate::cli::{Format, HistoryAction, HistoryArgs};
 use crate::output::{errln, outln};
@@ -365,7 +365,7 @@ struct Tokens {
 }
 
 impl Tokens {
-    /// One ledger row, its total counted by `smol_durable::Usage::total`.
+    /// One ledger row, its total counted by `smol_durable_core::Usage::total`.
     fn of(entry: &LedgerEntry) -> Self {
         let usage = entry.tokens();
         Self {

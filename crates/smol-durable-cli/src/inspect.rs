@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use serde_json::{json, Value};
-use smol_durable::store::RunRecord;
-use smol_durable::Engine;
+use smol_durable_core::store::RunRecord;
+use smol_durable_core::Engine;
 
 use crate::database::Database;
 use crate::output::pretty;
@@ -55,7 +55,7 @@ pub async fn status(engine: &Engine, id: &str, database: &Database) -> anyhow::R
 
 /// `cancel`: request cancellation; a running owner notices at its next heartbeat.
 pub async fn cancel(engine: &Engine, run_id: &str) -> anyhow::Result<Outcome> {
-    use smol_durable::store::CancelRequest;
+    use smol_durable_core::store::CancelRequest;
     let message = match engine.cancel(run_id).await? {
         CancelRequest::Requested => {
             format!("cancellation of run {run_id} requested; its owner stops within a second")
@@ -84,7 +84,8 @@ pub async fn events(engine: &Engine, run_id: &str, follow: bool) -> anyhow::Resu
             // Through the event type, so the keys come in smol-wf's order (`type`,
             // `elapsedNanos`, `metadata`, `data`); an event that does not read as one (written
             // by an older version) is printed as stored.
-            match serde_json::from_value::<smol_durable::WorkflowEvent>(event.payload.clone()) {
+            match serde_json::from_value::<smol_durable_core::WorkflowEvent>(event.payload.clone())
+            {
                 Ok(parsed) => outln!("{}", serde_json::to_string(&parsed).unwrap_or_default()),
                 Err(_) => outln!("{}", event.payload),
             }

@@ -25,9 +25,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use smol_durable::{CommandProvider, DebugProvider, Engine, SessionLogDir};
-use smol_durable::{DurableStore, ScriptEngine};
 use smol_durable_boa::{BoaEngine, IsolatedEngine, IsolationLimits};
+use smol_durable_core::{CommandProvider, DebugProvider, Engine, SessionLogDir};
+use smol_durable_core::{DurableStore, ScriptEngine};
 use smol_durable_openai::OpenAiProvider;
 use tracing::level_filters::LevelFilter;
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use smol_durable::{EventType, WorkflowEvent};
+use smol_durable_core::{EventType, WorkflowEvent};
 
 /// Turns events into lines; remembers when each agent call started and what was spent.
 #[derive(Debug, Default)]
@@ -84,7 +84,7 @@ fn short(text: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-    use smol_durable::EventMetadata;
+    use smol_durable_core::EventMetadata;
 
     fn event(event_type: EventType, elapsed: u64, data: Value) -> WorkflowEvent {
         let metadata = EventMetadata {

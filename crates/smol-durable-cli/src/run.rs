@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
-use smol_durable::{
+use smol_durable_core::{
     Engine, Error, EventType, ResumeOptions, RunOutput, RunRequest, SubmitOptions, WorkflowEvent,
     WorkflowSource,
 };

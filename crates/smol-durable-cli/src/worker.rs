@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use smol_durable::{Engine, WorkerOptions};
+use smol_durable_core::{Engine, WorkerOptions};
 
 use crate::cli::WorkerArgs;
 use crate::output::errln;

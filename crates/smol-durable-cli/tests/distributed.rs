@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use smol_durable::store::State;
-use smol_durable::{
+use smol_durable_boa::BoaEngine;
+use smol_durable_core::store::State;
+use smol_durable_core::{
     DebugProvider, DurableStore, Engine, RunRequest, SubmitOptions, WorkflowSource,
 };
-use smol_durable_boa::BoaEngine;
 use smol_durable_postgres::PostgresStore;
 use smol_durable_sqlite::SqliteStore;
 use smol_durable_testkit::postgres_test_url;

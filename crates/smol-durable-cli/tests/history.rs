@@ -9,8 +9,8 @@ mod support;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use smol_durable::store::{ClaimScope, NewRun, WorkflowInfo};
-use smol_durable::DurableStore;
+use smol_durable_core::store::{ClaimScope, NewRun, WorkflowInfo};
+use smol_durable_core::DurableStore;
 use smol_durable_sqlite::SqliteStore;
 use support::Cli;
 

@@ -2,9 +2,9 @@
 //! many servers that speak its API).
 //!
 //! ```no_run
-//! # fn main() -> Result<(), smol_durable::Error> {
+//! # fn main() -> Result<(), smol_durable_core::Error> {
 //! use std::sync::Arc;
-//! use smol_durable::{Engine, MemoryStore};
+//! use smol_durable_core::{Engine, MemoryStore};
 //! use smol_durable_openai::OpenAiProvider;
 //!
 //! // OPENAI_BASE_URL (default https://api.openai.com/v1), OPENAI_API_KEY, OPENAI_MODEL.
@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use smol_durable::{
+use smol_durable_core::{
     AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind, Usage,
 };
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use smol_durable::{AgentProvider, AgentRequest, ProviderErrorKind, Usage};
+use smol_durable_core::{AgentProvider, AgentRequest, ProviderErrorKind, Usage};
 use smol_durable_openai::OpenAiProvider;
 use smol_durable_testkit::{StubHttpServer, StubResponse};
 

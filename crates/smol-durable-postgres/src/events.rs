@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use smol_durable::store::{NewEvent, StoreResult};
-use smol_durable::{StoreError, StoreErrorKind};
+use smol_durable_core::store::{NewEvent, StoreResult};
+use smol_durable_core::{StoreError, StoreErrorKind};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;

@@ -3,8 +3,8 @@
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), smol_durable::StoreError> {
-//! use smol_durable::DurableStore;
+//! # async fn main() -> Result<(), smol_durable_core::StoreError> {
+//! use smol_durable_core::DurableStore;
 //! use smol_durable_postgres::{PostgresOptions, PostgresStore};
 //!
 //! // Every process pointed at this URL (and schema) shares the same runs.
@@ -40,14 +40,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use smol_durable::store::{
+use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
     RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
     StoreResult, TaskRecord,
 };
-use smol_durable::{Clock, DurableStore, StoreError, StoreErrorKind, SystemClock};
+use smol_durable_core::{Clock, DurableStore, StoreError, StoreErrorKind, SystemClock};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};

@@ -5,7 +5,7 @@
 //! others wait, then find nothing to do. A schema with a migration this binary does not know is
 //! refused and left untouched.
 
-use smol_durable::StoreError;
+use smol_durable_core::StoreError;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use crate::sql::map_error;
@@ -59,7 +59,7 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str, now: i64) -> Result<usi
         .max()
         .filter(|id| *id > SCHEMA_VERSION)
     {
-        return Err(smol_durable::store::newer_schema(
+        return Err(smol_durable_core::store::newer_schema(
             &format!("schema {schema}"),
             newest,
             SCHEMA_VERSION,

@@ -3,11 +3,11 @@
 //! `Unknown` so the core refuses them with its own message.
 
 use serde_json::Value;
-use smol_durable::store::{
+use smol_durable_core::store::{
     AttemptRecord, ClaimScope, EventRecord, LedgerEntry, OwnerRecord, RunRecord, State, StepKind,
     StepRecord, TaskRecord, WorkflowInfo,
 };
-use smol_durable::{StoreError, StoreErrorKind};
+use smol_durable_core::{StoreError, StoreErrorKind};
 use sqlx::postgres::PgRow;
 use sqlx::{Decode, Postgres, Row, Type};
 
@@ -228,12 +228,14 @@ pub(crate) fn ledger(row: &PgRow) -> Result<LedgerEntry, StoreError> {
         run_id: r.get("run_id")?,
         root_run_id: r.get("root_run_id")?,
         step_id: r.get("step_id")?,
-        source_type: smol_durable::store::LedgerSource::parse(&r.get::<String>("source_type")?),
+        source_type: smol_durable_core::store::LedgerSource::parse(
+            &r.get::<String>("source_type")?,
+        ),
         source_id: r.get("source_id")?,
         output_tokens: r.u64("output_tokens")?,
         usage: r
             .get::<Option<serde_json::Value>>("usage_json")?
-            .map(|usage| smol_durable::Usage::from_stored(&usage)),
+            .map(|usage| smol_durable_core::Usage::from_stored(&usage)),
         created_at: r.get("created_at")?,
     })
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use smol_durable::DurableStore;
+use smol_durable_core::DurableStore;
 use smol_durable_postgres::{PostgresOptions, PostgresStore};
 use smol_durable_testkit::{postgres_test_url, Fixture};
 

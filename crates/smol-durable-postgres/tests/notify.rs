@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use smol_durable::store::State;
-use smol_durable::{DurableStore, Engine, RunRequest, SubmitOptions, WorkerOptions};
+use smol_durable_core::store::State;
+use smol_durable_core::{DurableStore, Engine, RunRequest, SubmitOptions, WorkerOptions};
 use smol_durable_postgres::{PostgresOptions, PostgresStore};
 use smol_durable_testkit::{postgres_test_url, ScriptedEngine, ScriptedProvider};
 

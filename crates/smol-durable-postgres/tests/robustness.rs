@@ -2,12 +2,12 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
 
-use smol_durable::StoreAdmin;
+use smol_durable_core::StoreAdmin;
 use std::time::Duration;
 
 use serde_json::json;
-use smol_durable::store::{CancelRequest, ClaimScope, CreatedRun, NewRun, WorkflowInfo};
-use smol_durable::DurableStore;
+use smol_durable_core::store::{CancelRequest, ClaimScope, CreatedRun, NewRun, WorkflowInfo};
+use smol_durable_core::DurableStore;
 use smol_durable_postgres::{PostgresOptions, PostgresStore};
 use smol_durable_testkit::postgres_test_url;
 use sqlx::{Connection, PgConnection};
@@ -74,7 +74,7 @@ async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
             .await
             .expect("get")
             .expect("task");
-        if task.state == smol_durable::store::State::Cancelled {
+        if task.state == smol_durable_core::store::State::Cancelled {
             cancelled = true;
             break;
         }
@@ -104,7 +104,7 @@ async fn an_operation_abandoned_mid_transaction_still_ends_cleanly() {
             .request_cancel(&created.run.run_id, 3)
             .await
             .expect("cancel"),
-        CancelRequest::AlreadyFinished(smol_durable::store::State::Cancelled)
+        CancelRequest::AlreadyFinished(smol_durable_core::store::State::Cancelled)
     );
 }
 
@@ -133,13 +133,13 @@ async fn stalled_transactions_are_ended_by_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_with_a_nul_character_is_stored() {
     let (_, _, store, created) = one_run("NUL in events", ClaimScope::Local).await;
-    let event = |text: &str| smol_durable::store::NewEvent {
-        event_id: smol_durable::new_id("evt"),
+    let event = |text: &str| smol_durable_core::store::NewEvent {
+        event_id: smol_durable_core::new_id("evt"),
         run_id: created.run.run_id.clone(),
         root_run_id: created.run.run_id.clone(),
         attempt_id: None,
         step_id: None,
-        event_type: smol_durable::EventType::Log,
+        event_type: smol_durable_core::EventType::Log,
         payload: json!({ "message": text }),
         created_at: 2,
     };
@@ -166,11 +166,11 @@ async fn an_event_with_a_nul_character_is_stored() {
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_with_a_nul_character_is_refused_clearly() {
-    use smol_durable::store::{CompleteStep, InsertStep, NewStep, StepKind};
+    use smol_durable_core::store::{CompleteStep, InsertStep, NewStep, StepKind};
     let (_, _, store, created) = one_run("NUL in results", ClaimScope::Local).await;
     let inserted = store
         .insert_step(NewStep {
-            step_id: smol_durable::new_id("step"),
+            step_id: smol_durable_core::new_id("step"),
             run_id: created.run.run_id.clone(),
             root_run_id: created.run.run_id.clone(),
             kind: StepKind::Agent,
@@ -197,7 +197,7 @@ async fn a_result_with_a_nul_character_is_refused_clearly() {
         })
         .await
         .expect_err("refused");
-    assert_eq!(error.kind(), smol_durable::StoreErrorKind::Unsupported);
+    assert_eq!(error.kind(), smol_durable_core::StoreErrorKind::Unsupported);
     assert!(error.to_string().contains("U+0000"), "{error}");
     assert!(!error.is_retryable());
     let row = store
@@ -207,7 +207,7 @@ async fn a_result_with_a_nul_character_is_refused_clearly() {
         .expect("row");
     assert_eq!(
         row.state,
-        smol_durable::store::State::Running,
+        smol_durable_core::store::State::Running,
         "nothing written"
     );
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
-use smol_durable::{StoreError, StoreErrorKind};
+use smol_durable_core::{StoreError, StoreErrorKind};
 
 /// Another connection holds a lock SQLite would not wait for (or waited for too long).
 fn is_busy(error: &rusqlite::Error) -> bool {

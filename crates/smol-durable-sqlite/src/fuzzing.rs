@@ -1,8 +1,8 @@
 //! Entry points for the fuzz targets (`fuzz/`); not part of the supported API.
 
 use rusqlite::types::Value as SqlValue;
-use smol_durable::store::StepRecord;
-use smol_durable::StoreError;
+use smol_durable_core::store::StepRecord;
+use smol_durable_core::StoreError;
 
 /// One column value of any SQLite storage class.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +45,7 @@ pub fn decode_step(columns: &[Column]) -> Result<StepRecord, StoreError> {
         .collect();
     let fail = |error: rusqlite::Error| {
         StoreError::new(
-            smol_durable::StoreErrorKind::Other,
+            smol_durable_core::StoreErrorKind::Other,
             "fuzz",
             error.to_string(),
         )
@@ -57,9 +57,8 @@ pub fn decode_step(columns: &[Column]) -> Result<StepRecord, StoreError> {
     let mut rows = statement
         .query(rusqlite::params_from_iter(values))
         .map_err(fail)?;
-    let row = rows
-        .next()
-        .map_err(fail)?
-        .ok_or_else(|| StoreError::new(smol_durable::StoreErrorKind::Other, "fuzz", "no row"))?;
+    let row = rows.next().map_err(fail)?.ok_or_else(|| {
+        StoreError::new(smol_durable_core::StoreErrorKind::Other, "fuzz", "no row")
+    })?;
     crate::rows::step(row)
 }

@@ -4,12 +4,12 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), smol_durable::StoreError> {
-//! use smol_durable::DurableStore;
+//! # async fn main() -> Result<(), smol_durable_core::StoreError> {
+//! use smol_durable_core::DurableStore;
 //! use smol_durable_sqlite::SqliteStore;
 //!
-//! let dir = tempfile::tempdir().map_err(|e| smol_durable::StoreError::new(
-//!     smol_durable::StoreErrorKind::Other, "doc", e.to_string()))?;
+//! let dir = tempfile::tempdir().map_err(|e| smol_durable_core::StoreError::new(
+//!     smol_durable_core::StoreErrorKind::Other, "doc", e.to_string()))?;
 //! let store = SqliteStore::open(dir.path().join("runs.db")).await?;
 //! assert!(store.describe().ends_with("runs.db"));
 //! # Ok(())
@@ -43,14 +43,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
-use smol_durable::store::{
+use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
     RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
     StoreResult, TaskRecord,
 };
-use smol_durable::{Clock, DurableStore, StoreError, StoreErrorKind, SystemClock};
+use smol_durable_core::{Clock, DurableStore, StoreError, StoreErrorKind, SystemClock};
 
 pub use migrate::SCHEMA_VERSION;
 use writer::{Commit, Writer};
@@ -223,7 +223,7 @@ impl SqliteStore {
                 Self::on_connection(path.clone(), &path, connection, &options)?
             }
             Some(version) if version > migrate::SCHEMA_VERSION => {
-                return Err(smol_durable::store::newer_schema(
+                return Err(smol_durable_core::store::newer_schema(
                     "the database",
                     version,
                     migrate::SCHEMA_VERSION,

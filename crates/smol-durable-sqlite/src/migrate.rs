@@ -3,7 +3,7 @@
 //! refuse a database that has migrations this binary does not know.
 
 use rusqlite::{params, Connection};
-use smol_durable::StoreError;
+use smol_durable_core::StoreError;
 
 use crate::connection::map_error;
 
@@ -104,7 +104,7 @@ fn apply(connection: &Connection, now: i64) -> Result<usize, StoreError> {
         .max()
         .filter(|id| *id > SCHEMA_VERSION)
     {
-        return Err(smol_durable::store::newer_schema(
+        return Err(smol_durable_core::store::newer_schema(
             "the database",
             newest,
             SCHEMA_VERSION,

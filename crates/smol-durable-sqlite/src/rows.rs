@@ -5,11 +5,11 @@
 use rusqlite::types::FromSql;
 use rusqlite::Row;
 use serde_json::Value;
-use smol_durable::store::{
+use smol_durable_core::store::{
     AttemptRecord, ClaimScope, EventRecord, LedgerEntry, OwnerRecord, RunRecord, State, StepKind,
     StepRecord, TaskRecord, WorkflowInfo,
 };
-use smol_durable::{StoreError, StoreErrorKind};
+use smol_durable_core::{StoreError, StoreErrorKind};
 
 pub(crate) const TASK_COLUMNS: &str = "task_id, task_name, state, claim_scope, params_json, \
     submitted_by_owner_id, claimed_by_owner_id, lease_expires_at, max_attempts, idempotency_key, \
@@ -238,12 +238,12 @@ pub(crate) fn ledger(row: &Row<'_>) -> Result<LedgerEntry, StoreError> {
         run_id: r.next()?,
         root_run_id: r.next()?,
         step_id: r.next()?,
-        source_type: smol_durable::store::LedgerSource::parse(&r.next::<String>()?),
+        source_type: smol_durable_core::store::LedgerSource::parse(&r.next::<String>()?),
         source_id: r.next()?,
         output_tokens: r.next_u64()?,
         usage: r
             .next_opt_json()?
-            .map(|usage| smol_durable::Usage::from_stored(&usage)),
+            .map(|usage| smol_durable_core::Usage::from_stored(&usage)),
         created_at: r.next()?,
     })
 }

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use smol_durable::{StoreError, StoreErrorKind};
+use smol_durable_core::{StoreError, StoreErrorKind};
 use tokio::sync::oneshot;
 
 use crate::connection::map_error;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
-use smol_durable::store::{RunFilter, State};
-use smol_durable::{canonical_json, Engine, ResumeOptions, StepSignature, StoreAdmin};
+use smol_durable_core::store::{RunFilter, State};
+use smol_durable_core::{canonical_json, Engine, ResumeOptions, StepSignature, StoreAdmin};
 use smol_durable_sqlite::{SqliteStore, SCHEMA_VERSION};
 use smol_durable_testkit::{ScriptedEngine, ScriptedProvider};
 
@@ -250,7 +250,7 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     }
     let before = std::fs::read(&db_path).expect("bytes");
     let error = SqliteStore::open(&db_path).await.expect_err("refused");
-    assert_eq!(error.kind(), smol_durable::StoreErrorKind::Unsupported);
+    assert_eq!(error.kind(), smol_durable_core::StoreErrorKind::Unsupported);
     assert!(
         error
             .to_string()

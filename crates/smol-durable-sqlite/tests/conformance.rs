@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use smol_durable::DurableStore;
+use smol_durable_core::DurableStore;
 use smol_durable_sqlite::SqliteStore;
 use smol_durable_testkit::Fixture;
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use smol_durable::store::{RunFilter, State};
-use smol_durable::{DurableStore, Engine, ResumeOptions, StoreAdmin};
+use smol_durable_core::store::{RunFilter, State};
+use smol_durable_core::{DurableStore, Engine, ResumeOptions, StoreAdmin};
 use smol_durable_sqlite::SqliteStore;
 use smol_durable_testkit::{ScriptedEngine, ScriptedProvider};
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
-use smol_durable::store::{ClaimScope, NewRun, WorkflowInfo};
-use smol_durable::{DurableStore, Engine, Error, ResumeOptions, StoreAdmin, StoreErrorKind};
+use smol_durable_core::store::{ClaimScope, NewRun, WorkflowInfo};
+use smol_durable_core::{DurableStore, Engine, Error, ResumeOptions, StoreAdmin, StoreErrorKind};
 use smol_durable_sqlite::{SqliteOptions, SqliteStore};
 use smol_durable_testkit::{ScriptedEngine, ScriptedProvider};
 
@@ -87,9 +87,9 @@ async fn unknown_step_kind_and_state_are_refused_by_name() {
         .await
         .expect("read")
         .expect("row");
-    let error = smol_durable::decide::decide_step(
+    let error = smol_durable_core::decide::decide_step(
         Some(&row),
-        &smol_durable::store::StepKind::Agent,
+        &smol_durable_core::store::StepKind::Agent,
         "{}",
         0,
     )
@@ -112,7 +112,7 @@ async fn a_corrupt_step_fails_the_resume_clearly_and_changes_nothing_else() {
     let store = Arc::new(SqliteStore::open(&path).await.expect("open"));
     let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
         ctx.agent("hello", Value::Null).await?;
-        Err(smol_durable::ScriptError::thrown("stop here"))
+        Err(smol_durable_core::ScriptError::thrown("stop here"))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
     let engine = Engine::builder()

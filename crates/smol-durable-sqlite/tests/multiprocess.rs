@@ -8,9 +8,9 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use smol_durable::steps::{acquire_step, complete_fenced, Acquired, KnownRow, StepClaim};
-use smol_durable::store::{ClaimScope, LedgerEntry, NewRun, State, StepKind, WorkflowInfo};
-use smol_durable::{DurableStore, StepSignature, Usage};
+use smol_durable_core::steps::{acquire_step, complete_fenced, Acquired, KnownRow, StepClaim};
+use smol_durable_core::store::{ClaimScope, LedgerEntry, NewRun, State, StepKind, WorkflowInfo};
+use smol_durable_core::{DurableStore, StepSignature, Usage};
 use smol_durable_sqlite::SqliteStore;
 
 const RACES: usize = 50;
@@ -186,7 +186,7 @@ fn race_child() {
                         &run_id,
                         &run_id,
                         &row.step_id,
-                        smol_durable::store::LedgerSource::AgentStep,
+                        smol_durable_core::store::LedgerSource::AgentStep,
                         row.step_id.clone(),
                         Some(&usage),
                         now_ms(),

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use smol_durable::{DurableStore, MemoryStore};
+//! use smol_durable_core::{DurableStore, MemoryStore};
 //! use smol_durable_testkit::{FaultPlan, FaultyStore};
 //!
 //! let inner: Arc<dyn DurableStore> = Arc::new(MemoryStore::new());
@@ -22,14 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use smol_durable::store::{
+use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
     RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
     StoreResult, TaskRecord,
 };
-use smol_durable::{DurableStore, StoreError, StoreErrorKind};
+use smol_durable_core::{DurableStore, StoreError, StoreErrorKind};
 
 /// Which faults to inject, and how often.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -448,7 +448,7 @@ impl StoreAdmin for FaultyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smol_durable::MemoryStore;
+    use smol_durable_core::MemoryStore;
 
     fn owner(id: &str) -> OwnerRecord {
         OwnerRecord {
@@ -517,16 +517,16 @@ mod tests {
     async fn a_temporary_error_the_engine_gave_up_on_is_persistent() {
         let inner: Arc<dyn DurableStore> = Arc::new(MemoryStore::new());
         let down = Arc::new(FaultyStore::new(inner, FaultPlan::retryable(7, 1.0)));
-        let policy = smol_durable::store::StoreRetryPolicy {
+        let policy = smol_durable_core::store::StoreRetryPolicy {
             max_retries: 2,
             first_backoff: std::time::Duration::from_millis(1),
             ..Default::default()
         };
-        let engine = smol_durable::Engine::builder()
+        let engine = smol_durable_core::Engine::builder()
             .store(down.clone())
             .script_engine(Arc::new(crate::ScriptedEngine::new()))
             .provider(Arc::new(crate::ScriptedProvider::new("scripted")))
-            .limits(smol_durable::Limits {
+            .limits(smol_durable_core::Limits {
                 store_retry: policy,
                 ..Default::default()
             })
@@ -538,7 +538,7 @@ mod tests {
             .await
             .expect_err("the store is down");
         assert_eq!(error.kind(), StoreErrorKind::Unavailable);
-        assert_eq!(error.status(), smol_durable::ErrorStatus::Persistent);
+        assert_eq!(error.status(), smol_durable_core::ErrorStatus::Persistent);
         assert!(!error.is_retryable(), "nothing retries it a second time");
         assert_eq!(down.counts().calls, 3, "one try and two retries");
     }

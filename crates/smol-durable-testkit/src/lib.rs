@@ -1,10 +1,10 @@
 //! Conformance suite and test doubles for smol-durable.
 //!
 //! - [`store_conformance_tests!`] expands to one `#[tokio::test]` per store behaviour; every
-//!   [`DurableStore`](smol_durable::DurableStore) calls it with a factory of fresh, isolated
+//!   [`DurableStore`](smol_durable_core::DurableStore) calls it with a factory of fresh, isolated
 //!   stores.
 //! - [`engine_conformance_tests!`] runs whole workflows (the scenarios of the runner smol-durable
-//!   descends from) on a store through the [`Engine`](smol_durable::Engine).
+//!   descends from) on a store through the [`Engine`](smol_durable_core::Engine).
 //! - [`conformance_tests!`] is both, also behind the fault-injecting wrapper: one line per
 //!   backend.
 //! - [`FaultyStore`] fails or delays a seeded fraction of a store's operations (retryable,
@@ -17,11 +17,11 @@
 //! ```
 //! use std::sync::Arc;
 //! use serde_json::json;
-//! use smol_durable::{Engine, MemoryStore};
+//! use smol_durable_core::{Engine, MemoryStore};
 //! use smol_durable_testkit::{ScriptedEngine, ScriptedProvider};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), smol_durable::Error> {
+//! # async fn main() -> Result<(), smol_durable_core::Error> {
 //! let scripts = ScriptedEngine::new().workflow("hello.mjs", |ctx| async move {
 //!     let greeting = ctx.agent("say hello", json!(null)).await?;
 //!     Ok(json!({ "greeting": greeting }))

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use smol_durable::{
+use smol_durable_core::{
     AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind, Usage,
 };
 

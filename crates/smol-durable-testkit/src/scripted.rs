@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
-use smol_durable::{
+use smol_durable_core::{
     BudgetSnapshot, HostError, HostFuture, HostRequest, ScriptEngine, ScriptError, ScriptErrorKind,
     ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,
 };

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use smol_durable::{AgentResponse, BoxError, EventSink, SessionLogSink, WorkflowEvent};
+use smol_durable_core::{AgentResponse, BoxError, EventSink, SessionLogSink, WorkflowEvent};
 use tokio::sync::Notify;
 
 /// Records every event.

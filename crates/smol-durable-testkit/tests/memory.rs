@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use smol_durable::MemoryStore;
+use smol_durable_core::MemoryStore;
 use smol_durable_testkit::Fixture;
 
 async fn fresh() -> Fixture {

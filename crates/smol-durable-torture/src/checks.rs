@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_json::Value;
-use smol_durable::store::{RunFilter, State, StepKind, StepRecord};
-use smol_durable::DurableStore;
+use smol_durable_core::store::{RunFilter, State, StepKind, StepRecord};
+use smol_durable_core::DurableStore;
 
 /// One provider call from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +166,7 @@ impl RunWatch {
         let mut rows: BTreeMap<&str, usize> = BTreeMap::new();
         for entry in ledger
             .iter()
-            .filter(|entry| entry.source_type == smol_durable::store::LedgerSource::AgentStep)
+            .filter(|entry| entry.source_type == smol_durable_core::store::LedgerSource::AgentStep)
         {
             *rows.entry(entry.source_id.as_str()).or_default() += 1;
         }

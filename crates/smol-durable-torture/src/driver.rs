@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
-use smol_durable::{DebugProvider, Engine, MemoryStore, WorkflowSource};
 use smol_durable_boa::BoaEngine;
+use smol_durable_core::{DebugProvider, Engine, MemoryStore, WorkflowSource};
 
 use crate::checks::{read_log, RunWatch};
 
@@ -165,13 +165,13 @@ pub(crate) async fn drive(options: DriveOptions) -> anyhow::Result<Summary> {
             dir.clone()
         }
         None => {
-            temp = std::env::temp_dir().join(smol_durable::new_id("torture"));
+            temp = std::env::temp_dir().join(smol_durable_core::new_id("torture"));
             std::fs::create_dir_all(&temp)?;
             temp
         }
     };
     let postgres = crate::stores::is_postgres(&options.db);
-    let schema = postgres.then(|| smol_durable::new_id("torture"));
+    let schema = postgres.then(|| smol_durable_core::new_id("torture"));
     // Opening it first creates the schema before any victim races to.
     let store = crate::stores::open(&options.db, schema.as_deref()).await?;
     let mut victims = Victims {
@@ -248,7 +248,7 @@ const HANG_LIMIT: Duration = Duration::from_secs(120);
 
 async fn torture_one(
     victims: &mut Victims<'_>,
-    store: &dyn smol_durable::DurableStore,
+    store: &dyn smol_durable_core::DurableStore,
     workflow: &str,
     args: &Value,
     expected: &Value,

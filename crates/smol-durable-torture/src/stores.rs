@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use smol_durable::DurableStore;
+use smol_durable_core::DurableStore;
 use smol_durable_postgres::{PostgresOptions, PostgresStore};
 use smol_durable_sqlite::SqliteStore;
 

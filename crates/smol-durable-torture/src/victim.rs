@@ -10,11 +10,11 @@ use anyhow::Context;
 use async_trait::async_trait;
 use clap::Args;
 use serde_json::Value;
-use smol_durable::{
+use smol_durable_boa::BoaEngine;
+use smol_durable_core::{
     AgentProvider, AgentRequest, AgentResponse, DebugProvider, DurableStore, Engine, ProviderError,
     ResumeOptions, RunRequest, WorkflowSource,
 };
-use smol_durable_boa::BoaEngine;
 use smol_durable_testkit::{FaultPlan, FaultyStore};
 
 /// Options of `smol-durable-torture victim`.

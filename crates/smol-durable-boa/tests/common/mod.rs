@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use smol_durable::{Engine, Error, Limits, MemoryStore, ResumeOptions, RunOutput, WorkflowSource};
 use smol_durable_boa::BoaEngine;
+use smol_durable_core::{
+    Engine, Error, Limits, MemoryStore, ResumeOptions, RunOutput, WorkflowSource,
+};
 use smol_durable_testkit::ScriptedProvider;
 
 pub struct Setup {

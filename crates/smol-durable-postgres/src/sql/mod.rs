@@ -27,14 +27,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
-use smol_durable::decide::{admit_attempt, cancel_request, claim_verdict, ClaimVerdict, Closure};
-use smol_durable::store::{
+use smol_durable_core::decide::{
+    admit_attempt, cancel_request, claim_verdict, ClaimVerdict, Closure,
+};
+use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
     RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, TaskRecord,
 };
-use smol_durable::{StoreError, StoreErrorKind};
+use smol_durable_core::{StoreError, StoreErrorKind};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row};
@@ -216,7 +218,7 @@ pub(super) fn not_found(op: &'static str, what: &str, id: &str) -> StoreError {
 
 pub(super) fn encode_workflow(
     op: &'static str,
-    workflow: &smol_durable::store::WorkflowInfo,
+    workflow: &smol_durable_core::store::WorkflowInfo,
 ) -> Result<Value> {
     serde_json::to_value(workflow).map_err(|error| {
         StoreError::new(

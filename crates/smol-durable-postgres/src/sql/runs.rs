@@ -286,7 +286,10 @@ pub(crate) async fn delete_task(c: &mut PgConnection, sql: &Sql, task_id: &str) 
         return Ok(false);
     };
     if !task.state.is_terminal() {
-        return Err(smol_durable::store::unfinished_task(task_id, &task.state));
+        return Err(smol_durable_core::store::unfinished_task(
+            task_id,
+            &task.state,
+        ));
     }
     // Any run not terminal (`State::is_terminal`).
     let unfinished: Option<String> = sql
@@ -302,7 +305,7 @@ pub(crate) async fn delete_task(c: &mut PgConnection, sql: &Sql, task_id: &str) 
         .transpose()
         .map_err(|e| map_error(op, e))?;
     if let Some(state) = unfinished {
-        return Err(smol_durable::store::unfinished_task(
+        return Err(smol_durable_core::store::unfinished_task(
             task_id,
             &State::parse(&state),
         ));

@@ -19,17 +19,17 @@ pub(crate) use tasks::*;
 
 use rusqlite::{params, params_from_iter, Connection, Params, Row};
 use serde_json::Value;
-use smol_durable::decide::{
+use smol_durable_core::decide::{
     admit_attempt, cancel_request, claim_verdict, counts_against_max_attempts, ClaimVerdict,
     Closure,
 };
-use smol_durable::store::{
+use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
     RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, TaskRecord,
 };
-use smol_durable::{StoreError, StoreErrorKind};
+use smol_durable_core::{StoreError, StoreErrorKind};
 
 use crate::connection::map_error;
 use crate::rows::{

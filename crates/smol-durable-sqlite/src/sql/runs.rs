@@ -210,7 +210,10 @@ pub(crate) fn delete_task(c: &Connection, task_id: &str) -> Result<bool> {
         return Ok(false);
     };
     if !task.state.is_terminal() {
-        return Err(smol_durable::store::unfinished_task(task_id, &task.state));
+        return Err(smol_durable_core::store::unfinished_task(
+            task_id,
+            &task.state,
+        ));
     }
     // Any run not terminal (`State::is_terminal`).
     let unfinished: Option<String> = c
@@ -224,7 +227,7 @@ pub(crate) fn delete_task(c: &Connection, task_id: &str) -> Result<bool> {
         })
         .map_err(|e| map_error(op, e))?;
     if let Some(state) = unfinished {
-        return Err(smol_durable::store::unfinished_task(
+        return Err(smol_durable_core::store::unfinished_task(
             task_id,
             &State::parse(&state),
         ));

@@ -192,9 +192,9 @@ pub async fn sleep_is_persisted_without_a_ledger_row(fixture: Fixture) {
 }
 
 /// A one-hour sleep completes as soon as the engine's clock passes its `wakeAt`: sleeps and
-/// leases follow the [`Clock`](smol_durable::Clock), so tests never wait for real time.
+/// leases follow the [`Clock`](smol_durable_core::Clock), so tests never wait for real time.
 pub async fn sleep_waits_on_the_engine_clock(fixture: Fixture) {
-    let clock = smol_durable::ManualClock::new(1_000_000);
+    let clock = smol_durable_core::ManualClock::new(1_000_000);
     let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
         ctx.sleep(3_600_000).await?;
         Ok(json!("awake"))
@@ -255,7 +255,9 @@ pub async fn deadlock_is_reported_clearly(fixture: Fixture) {
         .await
         .expect_err("deadlock");
     match &error {
-        Error::Script(script) => assert_eq!(script.kind(), smol_durable::ScriptErrorKind::Deadlock),
+        Error::Script(script) => {
+            assert_eq!(script.kind(), smol_durable_core::ScriptErrorKind::Deadlock)
+        }
         other => panic!("expected a script deadlock, got {other:?}"),
     }
     assert!(error.to_string().starts_with("deadlock: "), "{error}");
@@ -573,11 +575,11 @@ pub async fn schema_output_is_validated_with_one_corrective_retry(fixture: Fixtu
         .expect("ledger");
     let attempts = ledger
         .iter()
-        .filter(|e| e.source_type == smol_durable::store::LedgerSource::AgentTry)
+        .filter(|e| e.source_type == smol_durable_core::store::LedgerSource::AgentTry)
         .count();
     let steps = ledger
         .iter()
-        .filter(|e| e.source_type == smol_durable::store::LedgerSource::AgentStep)
+        .filter(|e| e.source_type == smol_durable_core::store::LedgerSource::AgentStep)
         .count();
     assert_eq!((attempts, steps), (3, 2), "rejected answers are billed too");
     let states = step_states(fixture.store.as_ref(), &output.run_id, StepKind::Agent).await;
@@ -692,7 +694,7 @@ pub async fn deleting_a_finished_run_removes_everything_under_it(fixture: Fixtur
         .delete_task(&pending.task.task_id)
         .await
         .expect_err("unfinished");
-    assert_eq!(error.kind(), smol_durable::StoreErrorKind::Conflict);
+    assert_eq!(error.kind(), smol_durable_core::StoreErrorKind::Conflict);
     assert!(
         error
             .to_string()

@@ -179,7 +179,7 @@ pub async fn every_write_whose_answer_is_lost_is_recognised(fixture: Fixture) {
         let ledger = store.ledger_entries(&run_id).await.expect("ledger");
         let steps = ledger
             .iter()
-            .filter(|entry| entry.source_type == smol_durable::store::LedgerSource::AgentStep)
+            .filter(|entry| entry.source_type == smol_durable_core::store::LedgerSource::AgentStep)
             .count();
         assert_eq!(steps, 3, "{operation}: one ledger row per agent step");
         // a claimed once, b twice (failed, reclaimed): no claim was taken for someone else's.

@@ -22,11 +22,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use smol_durable::store::{
+use smol_durable_core::store::{
     AttemptStart, ClaimScope, InsertStep, NewRun, NewStep, OwnerRecord, RunFilter, StartAttempt,
     State, StepKind, WorkflowInfo,
 };
-use smol_durable::{
+use smol_durable_core::{
     AgentResponse, BoxError, DurableStore, Engine, EngineBuilder, Error, EventType, PhaseMeta,
     ProviderErrorKind, ResumeOptions, RunRequest, ScriptError, SessionLogSink, SubmitOptions,
     Usage, WorkerOptions, WorkflowMeta,
@@ -68,7 +68,7 @@ fn builder_on(
     Engine::builder()
         .store(store)
         .script_engine(Arc::new(scripts.clone()))
-        .provider(Arc::clone(provider) as Arc<dyn smol_durable::AgentProvider>)
+        .provider(Arc::clone(provider) as Arc<dyn smol_durable_core::AgentProvider>)
 }
 
 async fn step_states(store: &dyn DurableStore, run_id: &str, kind: StepKind) -> Vec<State> {
@@ -107,7 +107,7 @@ async fn only_run(store: &dyn DurableStore) -> String {
 async fn start_until_agent_runs(
     engine: &Engine,
     scripts: &ScriptedEngine,
-) -> smol_durable::RunHandle {
+) -> smol_durable_core::RunHandle {
     let mut handle = engine
         .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
         .await
@@ -125,7 +125,7 @@ async fn wait_for_steps(
     store: &dyn DurableStore,
     run_id: &str,
     count: usize,
-) -> Vec<smol_durable::store::StepRecord> {
+) -> Vec<smol_durable_core::store::StepRecord> {
     for _ in 0..1_000 {
         let steps = store.load_steps(run_id).await.expect("steps");
         if steps.len() >= count {

@@ -30,7 +30,7 @@ async fn run_held_by(
     scripts: &ScriptedEngine,
     owner: OwnerRecord,
     lease_ms: i64,
-) -> smol_durable::store::CreatedRun {
+) -> smol_durable_core::store::CreatedRun {
     let source = scripts.source("main.mjs");
     store
         .put_script(&source.content_hash(), &source.text)
@@ -41,7 +41,7 @@ async fn run_held_by(
     let mut workflow = WorkflowInfo::new();
     workflow.script_path = Some("main.mjs".into());
     workflow.script_hash = Some(source.content_hash());
-    let now = smol_durable::Clock::now_ms(&smol_durable::SystemClock);
+    let now = smol_durable_core::Clock::now_ms(&smol_durable_core::SystemClock);
     let created = store
         .create_run(NewRun::new(
             ClaimScope::Local,
@@ -54,7 +54,7 @@ async fn run_held_by(
         .expect("create");
     let started = store
         .start_attempt(StartAttempt {
-            attempt_id: smol_durable::new_id("attempt"),
+            attempt_id: smol_durable_core::new_id("attempt"),
             task_id: created.task.task_id.clone(),
             run_id: created.run.run_id.clone(),
             owner_id,
@@ -74,13 +74,22 @@ async fn run_held_by(
 async fn hold_the_next_step_elsewhere(
     store: &dyn DurableStore,
     run_id: &str,
-) -> (smol_durable::StepSignature, smol_durable::store::StepRecord) {
+) -> (
+    smol_durable_core::StepSignature,
+    smol_durable_core::store::StepRecord,
+) {
     wait_for_steps(store, run_id, 1).await;
-    let signature =
-        smol_durable::StepSignature::agent("root", "scripted", "hello", &Value::Null, None, None);
+    let signature = smol_durable_core::StepSignature::agent(
+        "root",
+        "scripted",
+        "hello",
+        &Value::Null,
+        None,
+        None,
+    );
     let held = store
         .insert_step(NewStep {
-            step_id: smol_durable::new_id("step"),
+            step_id: smol_durable_core::new_id("step"),
             run_id: run_id.to_owned(),
             root_run_id: run_id.to_owned(),
             kind: StepKind::Agent,
@@ -292,7 +301,7 @@ pub async fn heartbeat_keeps_a_long_call_leased(fixture: Fixture) {
         later.lease_expires_at.expect("lease") > first,
         "the lease must have been renewed"
     );
-    let now = smol_durable::Clock::now_ms(&smol_durable::SystemClock);
+    let now = smol_durable_core::Clock::now_ms(&smol_durable_core::SystemClock);
     assert!(
         later.lease_expires_at.expect("lease") > now,
         "a live owner's lease never lapses"
@@ -304,7 +313,7 @@ pub async fn heartbeat_keeps_a_long_call_leased(fixture: Fixture) {
 /// An agent step held under a live lease by another worker is waited for (the provider is not
 /// called), then reclaimed with `attempts = 2` once the lease expires.
 pub async fn a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires(fixture: Fixture) {
-    let clock = smol_durable::ManualClock::new(1_000_000);
+    let clock = smol_durable_core::ManualClock::new(1_000_000);
     let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
         ctx.sleep(1).await?;
         Ok(ctx.agent("hello", Value::Null).await?)
@@ -348,15 +357,15 @@ pub async fn a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires(fi
 /// holder finishes, with no poll at all (the engine's clock never moves); others are seen at
 /// the next poll.
 pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes(fixture: Fixture) {
-    let clock = smol_durable::ManualClock::new(1_000_000);
+    let clock = smol_durable_core::ManualClock::new(1_000_000);
     let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
         ctx.sleep(1).await?;
         Ok(ctx.agent("hello", Value::Null).await?)
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let limits = smol_durable::Limits {
+    let limits = smol_durable_core::Limits {
         wait_poll: Duration::from_secs(30),
-        ..smol_durable::Limits::default()
+        ..smol_durable_core::Limits::default()
     };
     let engine = builder(&fixture, &scripts, &provider)
         .clock(Arc::new(clock.clone()))
@@ -375,7 +384,7 @@ pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes
     assert_eq!(provider.call_count(), 0, "a live lease is waited for");
     let elsewhere = fixture.another_handle().await;
     let finished = elsewhere
-        .complete_step(smol_durable::store::CompleteStep {
+        .complete_step(smol_durable_core::store::CompleteStep {
             step_id: held.step_id.clone(),
             fence: held.fence,
             result: json!({ "output": "answered elsewhere" }),
@@ -384,7 +393,10 @@ pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes
         })
         .await
         .expect("complete");
-    assert!(matches!(finished, smol_durable::store::StepCas::Applied(_)));
+    assert!(matches!(
+        finished,
+        smol_durable_core::store::StepCas::Applied(_)
+    ));
     if !fixture.store.capabilities().notify {
         clock.advance(Duration::from_secs(30));
     }

@@ -47,7 +47,7 @@ async fn submit_until_slow_call_runs(
     scripts: &ScriptedEngine,
     provider: &ScriptedProvider,
     options: WorkerOptions,
-) -> (smol_durable::SubmittedRun, smol_durable::Worker) {
+) -> (smol_durable_core::SubmittedRun, smol_durable_core::Worker) {
     let run = engine
         .submit(
             RunRequest::new(scripts.source("main.mjs"), json!({})),
@@ -328,7 +328,7 @@ pub async fn cancel_reaches_a_run_on_a_worker(fixture: Fixture) {
 /// the queue until `wakeAt` and the worker's slot is free, so six sleeping runs fit a worker of
 /// two slots. After the sleep, any worker resumes each by replay; nothing runs twice.
 pub async fn long_sleeps_park_runs_until_they_wake(fixture: Fixture) {
-    let clock = smol_durable::ManualClock::new(1_000_000);
+    let clock = smol_durable_core::ManualClock::new(1_000_000);
     let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
         let before = ctx.agent("before", Value::Null).await?;
         ctx.sleep(60_000).await?;

@@ -60,7 +60,7 @@ async fn session_export(
     provider: ScriptedProvider,
     cancel_on_call: bool,
 ) -> (
-    Result<smol_durable::RunOutput, Error>,
+    Result<smol_durable_core::RunOutput, Error>,
     Vec<(String, State, State)>,
     State,
 ) {
@@ -82,9 +82,9 @@ async fn session_export(
         provider
     };
     let provider = Arc::new(provider);
-    let limits = smol_durable::Limits {
+    let limits = smol_durable_core::Limits {
         cancel_grace: Duration::from_millis(50),
-        ..smol_durable::Limits::default()
+        ..smol_durable_core::Limits::default()
     };
     let engine = builder(&fixture, &script, &provider)
         .session_log_sink(sink.clone())

@@ -31,7 +31,7 @@ macro_rules! __store_attempts_cases {
 
 /// Attempt numbers are `max + 1` per task: 1, 2, 3 across resumes.
 ///
-/// Checks [`DurableStore::start_attempt`](smol_durable::DurableStore::start_attempt).
+/// Checks [`DurableStore::start_attempt`](smol_durable_core::DurableStore::start_attempt).
 pub async fn attempt_numbers_increase_on_resume(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -79,7 +79,7 @@ pub async fn attempt_numbers_increase_on_resume(fixture: Fixture) {
 
 /// A live task lease keeps other owners out until it expires.
 ///
-/// Checks [`DurableStore::start_attempt`](smol_durable::DurableStore::start_attempt).
+/// Checks [`DurableStore::start_attempt`](smol_durable_core::DurableStore::start_attempt).
 pub async fn live_task_lease_blocks_other_owners(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -112,7 +112,7 @@ pub async fn live_task_lease_blocks_other_owners(fixture: Fixture) {
 
 /// Taking over from a dead owner is immediate and makes its running steps reclaimable at once.
 ///
-/// Checks [`DurableStore::start_attempt`](smol_durable::DurableStore::start_attempt).
+/// Checks [`DurableStore::start_attempt`](smol_durable_core::DurableStore::start_attempt).
 pub async fn takeover_expires_the_dead_owners_step_leases(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -137,7 +137,7 @@ pub async fn takeover_expires_the_dead_owners_step_leases(fixture: Fixture) {
 
 /// Finishing an attempt after another owner took the task over fails with `LeaseLost`.
 ///
-/// Checks [`DurableStore::finish_attempt`](smol_durable::DurableStore::finish_attempt).
+/// Checks [`DurableStore::finish_attempt`](smol_durable_core::DurableStore::finish_attempt).
 pub async fn finishing_an_attempt_is_fenced_by_owner(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -169,7 +169,7 @@ pub async fn finishing_an_attempt_is_fenced_by_owner(fixture: Fixture) {
 
 /// A completed task never starts again; failed/cancelled ones only when reviving.
 ///
-/// Checks [`DurableStore::start_attempt`](smol_durable::DurableStore::start_attempt).
+/// Checks [`DurableStore::start_attempt`](smol_durable_core::DurableStore::start_attempt).
 pub async fn completed_task_is_never_restarted(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -214,7 +214,7 @@ pub async fn completed_task_is_never_restarted(fixture: Fixture) {
     .expect("finish");
     let no_revive = store
         .start_attempt(StartAttempt {
-            attempt_id: smol_durable::new_id("attempt"),
+            attempt_id: smol_durable_core::new_id("attempt"),
             task_id: failed.task.task_id.clone(),
             run_id: failed.run.run_id.clone(),
             owner_id: OWNER.into(),
@@ -230,7 +230,7 @@ pub async fn completed_task_is_never_restarted(fixture: Fixture) {
 
 /// Renewal extends held step leases and reports the steps whose fence moved on.
 ///
-/// Checks [`DurableStore::renew_leases`](smol_durable::DurableStore::renew_leases).
+/// Checks [`DurableStore::renew_leases`](smol_durable_core::DurableStore::renew_leases).
 pub async fn renewal_reports_lost_steps(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -291,7 +291,7 @@ pub async fn renewal_reports_lost_steps(fixture: Fixture) {
 /// After a takeover, the old owner's heartbeat renews none of its step leases (its successor
 /// expired them so it can reclaim at once) and reports them lost.
 ///
-/// Checks [`DurableStore::renew_leases`](smol_durable::DurableStore::renew_leases).
+/// Checks [`DurableStore::renew_leases`](smol_durable_core::DurableStore::renew_leases).
 pub async fn a_deposed_owner_renews_no_step_leases(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -341,7 +341,7 @@ pub async fn a_deposed_owner_renews_no_step_leases(fixture: Fixture) {
 
 /// Child runs still unfinished when their attempt ends end with it.
 ///
-/// Checks [`DurableStore::finish_attempt`](smol_durable::DurableStore::finish_attempt).
+/// Checks [`DurableStore::finish_attempt`](smol_durable_core::DurableStore::finish_attempt).
 pub async fn unfinished_children_end_with_their_attempt(fixture: Fixture) {
     let store = fixture.store.as_ref();
     for (outcome, expected) in [
@@ -363,7 +363,7 @@ pub async fn unfinished_children_end_with_their_attempt(fixture: Fixture) {
         let attempt = started(start(store, &created, OWNER, 100, 0).await);
         let child = store
             .create_child_run(NewChildRun {
-                run_id: smol_durable::new_id("run"),
+                run_id: smol_durable_core::new_id("run"),
                 task_id: created.task.task_id.clone(),
                 root_run_id: created.run.run_id.clone(),
                 parent_run_id: created.run.run_id.clone(),
@@ -388,7 +388,7 @@ pub async fn unfinished_children_end_with_their_attempt(fixture: Fixture) {
 
 /// Runner claims take the oldest eligible `runner` task and never a `local` one.
 ///
-/// Checks [`DurableStore::claim_next_task`](smol_durable::DurableStore::claim_next_task).
+/// Checks [`DurableStore::claim_next_task`](smol_durable_core::DurableStore::claim_next_task).
 pub async fn local_tasks_are_never_claimed_by_runners(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let _local = seed(store, ClaimScope::Local, 0).await;
@@ -397,7 +397,7 @@ pub async fn local_tasks_are_never_claimed_by_runners(fixture: Fixture) {
     let next = |owner: &str, now| ClaimNextTask {
         scope: ClaimScope::Runner,
         owner_id: owner.into(),
-        attempt_id: smol_durable::new_id("attempt"),
+        attempt_id: smol_durable_core::new_id("attempt"),
         lease_expires_at: now + 100,
         now,
     };
@@ -443,7 +443,7 @@ pub async fn local_tasks_are_never_claimed_by_runners(fixture: Fixture) {
 
 /// A runner task whose workers keep dying gets at most `max_attempts` attempts, then fails.
 ///
-/// Checks [`DurableStore::claim_next_task`](smol_durable::DurableStore::claim_next_task).
+/// Checks [`DurableStore::claim_next_task`](smol_durable_core::DurableStore::claim_next_task).
 pub async fn runner_tasks_stop_after_max_attempts(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let mut new = NewRun::new(ClaimScope::Runner, OWNER, WorkflowInfo::new(), json!({}), 0);
@@ -452,7 +452,7 @@ pub async fn runner_tasks_stop_after_max_attempts(fixture: Fixture) {
     let next = |now| ClaimNextTask {
         scope: ClaimScope::Runner,
         owner_id: format!("owner_{now}"),
-        attempt_id: smol_durable::new_id("attempt"),
+        attempt_id: smol_durable_core::new_id("attempt"),
         lease_expires_at: now + 100,
         now,
     };
@@ -493,9 +493,9 @@ pub async fn runner_tasks_stop_after_max_attempts(fixture: Fixture) {
 /// `max_attempts: 0` allows one attempt, like 1 ([`decide::claim_verdict`]; a store may also
 /// store it as 1); the task then closes with the core's reason.
 ///
-/// [`decide::claim_verdict`]: smol_durable::decide::claim_verdict
+/// [`decide::claim_verdict`]: smol_durable_core::decide::claim_verdict
 ///
-/// Checks [`DurableStore::claim_next_task`](smol_durable::DurableStore::claim_next_task).
+/// Checks [`DurableStore::claim_next_task`](smol_durable_core::DurableStore::claim_next_task).
 pub async fn zero_max_attempts_means_one_attempt(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let mut new = NewRun::new(ClaimScope::Runner, OWNER, WorkflowInfo::new(), json!({}), 0);
@@ -504,7 +504,7 @@ pub async fn zero_max_attempts_means_one_attempt(fixture: Fixture) {
     let next = |now| ClaimNextTask {
         scope: ClaimScope::Runner,
         owner_id: format!("owner_{now}"),
-        attempt_id: smol_durable::new_id("attempt"),
+        attempt_id: smol_durable_core::new_id("attempt"),
         lease_expires_at: now + 100,
         now,
     };
@@ -521,7 +521,7 @@ pub async fn zero_max_attempts_means_one_attempt(fixture: Fixture) {
         .await
         .expect("get")
         .expect("task");
-    let closure = smol_durable::decide::Closure::out_of_attempts(1);
+    let closure = smol_durable_core::decide::Closure::out_of_attempts(1);
     assert_eq!(
         (task.state, task.failure_reason),
         (closure.state, Some(closure.reason))
@@ -533,8 +533,8 @@ pub async fn zero_max_attempts_means_one_attempt(fixture: Fixture) {
 /// `max_attempts`; attempts abandoned by dead owners do.
 ///
 /// Checks
-/// [`DurableStore::finish_attempt`](smol_durable::DurableStore::finish_attempt),
-/// [`DurableStore::claim_next_task`](smol_durable::DurableStore::claim_next_task).
+/// [`DurableStore::finish_attempt`](smol_durable_core::DurableStore::finish_attempt),
+/// [`DurableStore::claim_next_task`](smol_durable_core::DurableStore::claim_next_task).
 pub async fn released_attempts_do_not_use_up_max_attempts(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let mut new = NewRun::new(ClaimScope::Runner, OWNER, WorkflowInfo::new(), json!({}), 0);
@@ -543,7 +543,7 @@ pub async fn released_attempts_do_not_use_up_max_attempts(fixture: Fixture) {
     let next = |owner: &str, now| ClaimNextTask {
         scope: ClaimScope::Runner,
         owner_id: owner.to_owned(),
-        attempt_id: smol_durable::new_id("attempt"),
+        attempt_id: smol_durable_core::new_id("attempt"),
         lease_expires_at: now + 100,
         now,
     };

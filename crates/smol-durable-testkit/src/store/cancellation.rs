@@ -25,8 +25,8 @@ macro_rules! __store_cancellation_cases {
 /// another.
 ///
 /// Checks
-/// [`DurableStore::request_cancel`](smol_durable::DurableStore::request_cancel),
-/// [`DurableStore::renew_leases`](smol_durable::DurableStore::renew_leases).
+/// [`DurableStore::request_cancel`](smol_durable_core::DurableStore::request_cancel),
+/// [`DurableStore::renew_leases`](smol_durable_core::DurableStore::renew_leases).
 pub async fn cancellation_is_seen_through_another_handle(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -97,7 +97,7 @@ pub async fn cancellation_is_seen_through_another_handle(fixture: Fixture) {
 
 /// Cancelling a task nobody executes yet cancels task and run at once.
 ///
-/// Checks [`DurableStore::request_cancel`](smol_durable::DurableStore::request_cancel).
+/// Checks [`DurableStore::request_cancel`](smol_durable_core::DurableStore::request_cancel).
 pub async fn cancelling_a_pending_task_is_immediate(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Runner, 0).await;
@@ -126,7 +126,7 @@ pub async fn cancelling_a_pending_task_is_immediate(fixture: Fixture) {
         .claim_next_task(ClaimNextTask {
             scope: ClaimScope::Runner,
             owner_id: "owner_w".into(),
-            attempt_id: smol_durable::new_id("attempt"),
+            attempt_id: smol_durable_core::new_id("attempt"),
             lease_expires_at: 100,
             now: 4,
         })
@@ -138,7 +138,7 @@ pub async fn cancelling_a_pending_task_is_immediate(fixture: Fixture) {
 /// A running task whose lease expired has nobody to notice a cancellation: it is cancelled at
 /// once, with its attempt.
 ///
-/// Checks [`DurableStore::request_cancel`](smol_durable::DurableStore::request_cancel).
+/// Checks [`DurableStore::request_cancel`](smol_durable_core::DurableStore::request_cancel).
 pub async fn cancelling_a_task_whose_owner_is_gone_is_immediate(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -175,15 +175,15 @@ pub async fn cancelling_a_task_whose_owner_is_gone_is_immediate(fixture: Fixture
 /// claim ends the task as cancelled instead of running it again.
 ///
 /// Checks
-/// [`DurableStore::claim_next_task`](smol_durable::DurableStore::claim_next_task),
-/// [`DurableStore::start_attempt`](smol_durable::DurableStore::start_attempt).
+/// [`DurableStore::claim_next_task`](smol_durable_core::DurableStore::claim_next_task),
+/// [`DurableStore::start_attempt`](smol_durable_core::DurableStore::start_attempt).
 pub async fn a_claim_never_clears_a_cancellation_request(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Runner, 0).await;
     let next = |owner: &str, now| ClaimNextTask {
         scope: ClaimScope::Runner,
         owner_id: owner.into(),
-        attempt_id: smol_durable::new_id("attempt"),
+        attempt_id: smol_durable_core::new_id("attempt"),
         lease_expires_at: now + 100,
         now,
     };

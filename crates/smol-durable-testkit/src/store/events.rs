@@ -21,19 +21,19 @@ macro_rules! __store_events_cases {
 /// Events come back per run in append order, with increasing `seq`, and page by `after_seq`.
 ///
 /// Checks
-/// [`DurableStore::append_events`](smol_durable::DurableStore::append_events),
-/// [`StoreAdmin::read_events`](smol_durable::StoreAdmin::read_events).
+/// [`DurableStore::append_events`](smol_durable_core::DurableStore::append_events),
+/// [`StoreAdmin::read_events`](smol_durable_core::StoreAdmin::read_events).
 pub async fn events_come_back_in_order_per_run(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let one = seed(store, ClaimScope::Local, 0).await;
     let two = seed(store, ClaimScope::Local, 0).await;
     let event = |run: &CreatedRun, n: usize| NewEvent {
-        event_id: smol_durable::new_id("evt"),
+        event_id: smol_durable_core::new_id("evt"),
         run_id: run.run.run_id.clone(),
         root_run_id: run.run.run_id.clone(),
         attempt_id: None,
         step_id: None,
-        event_type: smol_durable::EventType::Log,
+        event_type: smol_durable_core::EventType::Log,
         payload: json!({"type": "workflow.log", "message": format!("m{n}"), "text": "ünï"}),
         created_at: 5,
     };
@@ -70,18 +70,18 @@ pub async fn events_come_back_in_order_per_run(fixture: Fixture) {
 /// Appending is idempotent by event id, so a retried append whose answer was lost adds
 /// nothing: the events already stored are skipped, new ones in the same batch are kept.
 ///
-/// Checks [`DurableStore::append_events`](smol_durable::DurableStore::append_events).
+/// Checks [`DurableStore::append_events`](smol_durable_core::DurableStore::append_events).
 pub async fn appending_an_event_again_stores_it_once(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
     let run_id = created.run.run_id.clone();
     let event = |n: i64| NewEvent {
-        event_id: smol_durable::new_id("evt"),
+        event_id: smol_durable_core::new_id("evt"),
         run_id: run_id.clone(),
         root_run_id: run_id.clone(),
         attempt_id: None,
         step_id: None,
-        event_type: smol_durable::EventType::Log,
+        event_type: smol_durable_core::EventType::Log,
         payload: json!({ "n": n }),
         created_at: n,
     };

@@ -21,7 +21,7 @@ macro_rules! __store_ledger_cases {
 /// Four concurrent completions of one step (same fence) write exactly one ledger row, and every
 /// caller sees the same stored value.
 ///
-/// Checks [`DurableStore::complete_step`](smol_durable::DurableStore::complete_step).
+/// Checks [`DurableStore::complete_step`](smol_durable_core::DurableStore::complete_step).
 pub async fn concurrent_completions_write_one_ledger_row(fixture: Fixture) {
     let created = seed(fixture.store.as_ref(), ClaimScope::Local, 0).await;
     let run_id = created.run.run_id.clone();
@@ -77,8 +77,8 @@ pub async fn concurrent_completions_write_one_ledger_row(fixture: Fixture) {
 /// them.
 ///
 /// Checks
-/// [`DurableStore::budget_spent`](smol_durable::DurableStore::budget_spent),
-/// [`DurableStore::ledger_entries`](smol_durable::DurableStore::ledger_entries).
+/// [`DurableStore::budget_spent`](smol_durable_core::DurableStore::budget_spent),
+/// [`DurableStore::ledger_entries`](smol_durable_core::DurableStore::ledger_entries).
 pub async fn budget_sum_equals_ledger_rows(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;

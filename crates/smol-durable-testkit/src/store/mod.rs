@@ -23,15 +23,15 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
-use smol_durable::decide::{decide_step, sleep_wake_at, StepDecision};
-use smol_durable::steps::{acquire_step, complete_fenced, Acquired, KnownRow, StepClaim};
-use smol_durable::store::{
+use smol_durable_core::decide::{decide_step, sleep_wake_at, StepDecision};
+use smol_durable_core::steps::{acquire_step, complete_fenced, Acquired, KnownRow, StepClaim};
+use smol_durable_core::store::{
     AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep, CreatedRun,
     FailStep, FinishAttempt, InsertStep, LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep,
     OwnerRecord, RenewLeases, RunFilter, RunOutcome, StartAttempt, State, StepCas, StepKind,
     StepLease, WorkflowInfo,
 };
-use smol_durable::{DurableStore, Engine, Error, StepSignature, StoreErrorKind};
+use smol_durable_core::{DurableStore, Engine, Error, StepSignature, StoreErrorKind};
 
 type OpenHandle = Arc<dyn Fn() -> BoxFuture<'static, Arc<dyn DurableStore>> + Send + Sync>;
 
@@ -98,13 +98,13 @@ impl Fixture {
     }
 
     /// The same fixture with every handle behind the engine's
-    /// [`RetryingStore`](smol_durable::store::RetryingStore): the store cases must pass through
+    /// [`RetryingStore`](smol_durable_core::store::RetryingStore): the store cases must pass through
     /// it unchanged (the engine scenarios always run through it).
     pub fn through_retries(self) -> Self {
         self.wrapped(|inner| {
-            Arc::new(smol_durable::store::RetryingStore::new(
+            Arc::new(smol_durable_core::store::RetryingStore::new(
                 inner,
-                smol_durable::store::StoreRetryPolicy::default(),
+                smol_durable_core::store::StoreRetryPolicy::default(),
             ))
         })
     }
@@ -135,7 +135,7 @@ impl Fixture {
 ///
 /// ```ignore
 /// smol_durable_testkit::store_conformance_tests!(|| async {
-///     smol_durable_testkit::Fixture::shared(std::sync::Arc::new(smol_durable::MemoryStore::new()))
+///     smol_durable_testkit::Fixture::shared(std::sync::Arc::new(smol_durable_core::MemoryStore::new()))
 /// });
 /// ```
 #[macro_export]
@@ -206,7 +206,7 @@ async fn start_taking_over(
 ) -> AttemptStart {
     store
         .start_attempt(StartAttempt {
-            attempt_id: smol_durable::new_id("attempt"),
+            attempt_id: smol_durable_core::new_id("attempt"),
             task_id: created.task.task_id.clone(),
             run_id: created.run.run_id.clone(),
             owner_id: owner.to_owned(),
@@ -226,7 +226,7 @@ async fn finish(
     owner: &str,
     outcome: AttemptOutcome,
     now: i64,
-) -> smol_durable::store::StoreResult<()> {
+) -> smol_durable_core::store::StoreResult<()> {
     // Built field by field: some cases finish an attempt under a stale or foreign owner.
     store
         .finish_attempt(FinishAttempt {
@@ -234,13 +234,13 @@ async fn finish(
             task_id: created.task.task_id.clone(),
             run_id: created.run.run_id.clone(),
             owner_id: owner.to_owned(),
-            end: smol_durable::decide::attempt_end(&outcome),
+            end: smol_durable_core::decide::attempt_end(&outcome),
             now,
         })
         .await
 }
 
-fn started(outcome: AttemptStart) -> smol_durable::store::AttemptRecord {
+fn started(outcome: AttemptStart) -> smol_durable_core::store::AttemptRecord {
     match outcome {
         AttemptStart::Started(attempt) => attempt,
         other => panic!("expected the attempt to start, got {other:?}"),
@@ -277,7 +277,7 @@ async fn claimed(
     worker: &str,
     lease: i64,
     now: i64,
-) -> smol_durable::store::StepRecord {
+) -> smol_durable_core::store::StepRecord {
     let sig = signature("hello");
     match acquire_step(
         store,
@@ -299,12 +299,12 @@ fn ledger(
     source_id: &str,
     tokens: u64,
 ) -> LedgerEntry {
-    let usage = smol_durable::Usage::tokens(0, tokens);
+    let usage = smol_durable_core::Usage::tokens(0, tokens);
     LedgerEntry::new(
         run_id,
         run_id,
         step_id,
-        smol_durable::store::LedgerSource::parse(source_type),
+        smol_durable_core::store::LedgerSource::parse(source_type),
         source_id.to_owned(),
         Some(&usage),
         10,

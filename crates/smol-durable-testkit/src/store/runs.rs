@@ -25,7 +25,7 @@ macro_rules! __store_runs_cases {
 
 /// Resuming an id the store does not have fails with SPEC's exact message.
 ///
-/// Checks [`DurableStore::get_run`](smol_durable::DurableStore::get_run).
+/// Checks [`DurableStore::get_run`](smol_durable_core::DurableStore::get_run).
 pub async fn resume_of_missing_run_gives_the_spec_error(fixture: Fixture) {
     let scripts = crate::ScriptedEngine::new();
     let engine = engine_on(
@@ -49,7 +49,7 @@ pub async fn resume_of_missing_run_gives_the_spec_error(fixture: Fixture) {
 
 /// Child runs: insert-if-absent by id, share the root's task, excluded from root listings.
 ///
-/// Checks [`DurableStore::create_child_run`](smol_durable::DurableStore::create_child_run).
+/// Checks [`DurableStore::create_child_run`](smol_durable_core::DurableStore::create_child_run).
 pub async fn child_runs_are_insert_if_absent(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -96,7 +96,7 @@ pub async fn child_runs_are_insert_if_absent(fixture: Fixture) {
 
 /// Scripts are stored by content hash, once.
 ///
-/// Checks [`DurableStore::put_script`](smol_durable::DurableStore::put_script).
+/// Checks [`DurableStore::put_script`](smol_durable_core::DurableStore::put_script).
 pub async fn scripts_are_content_addressed(fixture: Fixture) {
     let store = fixture.store.as_ref();
     store
@@ -117,7 +117,7 @@ pub async fn scripts_are_content_addressed(fixture: Fixture) {
 
 /// Creating a task with an idempotency key already used in the scope returns the first task.
 ///
-/// Checks [`DurableStore::create_run`](smol_durable::DurableStore::create_run).
+/// Checks [`DurableStore::create_run`](smol_durable_core::DurableStore::create_run).
 pub async fn idempotency_key_returns_the_first_task(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let new = |now| {
@@ -142,8 +142,8 @@ pub async fn idempotency_key_returns_the_first_task(fixture: Fixture) {
 /// Owner identities round-trip.
 ///
 /// Checks
-/// [`DurableStore::register_owner`](smol_durable::DurableStore::register_owner),
-/// [`DurableStore::get_owner`](smol_durable::DurableStore::get_owner).
+/// [`DurableStore::register_owner`](smol_durable_core::DurableStore::register_owner),
+/// [`DurableStore::get_owner`](smol_durable_core::DurableStore::get_owner).
 pub async fn owners_round_trip(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let owner = OwnerRecord::this_process("owner_rt".into(), 42);
@@ -156,7 +156,7 @@ pub async fn owners_round_trip(fixture: Fixture) {
 /// Listing filters by state, task, name (ASCII case ignored) and creation time (bounds
 /// included) and returns newest first.
 ///
-/// Checks [`StoreAdmin::list_runs`](smol_durable::StoreAdmin::list_runs).
+/// Checks [`StoreAdmin::list_runs`](smol_durable_core::StoreAdmin::list_runs).
 pub async fn list_runs_filters_and_orders(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let old = seed(store, ClaimScope::Local, 1).await;
@@ -203,7 +203,7 @@ pub async fn list_runs_filters_and_orders(fixture: Fixture) {
     // Creation bounds are inclusive: `old` was created at 1, `new` at 2.
     let mut created = RunFilter::roots();
     created.created_from = Some(2);
-    let ids = |runs: Vec<smol_durable::store::RunRecord>| -> Vec<String> {
+    let ids = |runs: Vec<smol_durable_core::store::RunRecord>| -> Vec<String> {
         runs.into_iter().map(|run| run.run_id).collect()
     };
     assert_eq!(
@@ -234,9 +234,9 @@ pub async fn list_runs_filters_and_orders(fixture: Fixture) {
 /// matches nothing it should not, and every table is still there afterwards.
 ///
 /// Checks
-/// [`DurableStore::create_run`](smol_durable::DurableStore::create_run),
-/// [`DurableStore::complete_step`](smol_durable::DurableStore::complete_step),
-/// [`DurableStore::append_events`](smol_durable::DurableStore::append_events).
+/// [`DurableStore::create_run`](smol_durable_core::DurableStore::create_run),
+/// [`DurableStore::complete_step`](smol_durable_core::DurableStore::complete_step),
+/// [`DurableStore::append_events`](smol_durable_core::DurableStore::append_events).
 pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
     const HOSTILE: &str = "x'); DROP TABLE sw_workflow_runs; -- \" \\ %_ */ /* $1 ?1 ::jsonb ✓";
     let store = fixture.store.as_ref();
@@ -263,7 +263,7 @@ pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
     );
     let inserted = store
         .insert_step(NewStep {
-            step_id: smol_durable::new_id("step"),
+            step_id: smol_durable_core::new_id("step"),
             run_id: run_id.clone(),
             root_run_id: run_id.clone(),
             kind: StepKind::Agent,
@@ -291,7 +291,7 @@ pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
             root_run_id: run_id.clone(),
             attempt_id: None,
             step_id: None,
-            event_type: smol_durable::EventType::Log,
+            event_type: smol_durable_core::EventType::Log,
             payload: json!({ HOSTILE: HOSTILE }),
             created_at: 2,
         }])

@@ -28,8 +28,8 @@ macro_rules! __store_steps_cases {
 /// 16 concurrent claimers of one new step: exactly one runs, the rest wait, `attempts = 1`.
 ///
 /// Checks
-/// [`DurableStore::insert_step`](smol_durable::DurableStore::insert_step),
-/// [`DurableStore::claim_step`](smol_durable::DurableStore::claim_step).
+/// [`DurableStore::insert_step`](smol_durable_core::DurableStore::insert_step),
+/// [`DurableStore::claim_step`](smol_durable_core::DurableStore::claim_step).
 pub async fn single_flight_claim_under_16_claimers(fixture: Fixture) {
     let created = seed(fixture.store.as_ref(), ClaimScope::Local, 1).await;
     let run_id = created.run.run_id.clone();
@@ -83,7 +83,7 @@ pub async fn single_flight_claim_under_16_claimers(fixture: Fixture) {
 
 /// A step whose lease expired is reclaimed by another handle: same step id, `attempts = 2`.
 ///
-/// Checks [`DurableStore::claim_step`](smol_durable::DurableStore::claim_step).
+/// Checks [`DurableStore::claim_step`](smol_durable_core::DurableStore::claim_step).
 pub async fn expired_lease_is_reclaimed_from_another_handle(fixture: Fixture) {
     let created = seed(fixture.store.as_ref(), ClaimScope::Local, 0).await;
     let run_id = &created.run.run_id;
@@ -137,7 +137,7 @@ pub async fn expired_lease_is_reclaimed_from_another_handle(fixture: Fixture) {
 /// A worker whose lease was taken over, finishing after the new holder completed, adopts the
 /// stored result instead of writing its own.
 ///
-/// Checks [`DurableStore::complete_step`](smol_durable::DurableStore::complete_step).
+/// Checks [`DurableStore::complete_step`](smol_durable_core::DurableStore::complete_step).
 pub async fn stale_completion_adopts_the_winner(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -191,7 +191,7 @@ pub async fn stale_completion_adopts_the_winner(fixture: Fixture) {
 
 /// A stale worker finishing while the new holder still runs gets `LeaseLost` and writes nothing.
 ///
-/// Checks [`DurableStore::complete_step`](smol_durable::DurableStore::complete_step).
+/// Checks [`DurableStore::complete_step`](smol_durable_core::DurableStore::complete_step).
 pub async fn stale_completion_after_reclaim_loses_its_lease(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -240,13 +240,13 @@ pub async fn stale_completion_after_reclaim_loses_its_lease(fixture: Fixture) {
 /// The engine stores an agent result without the provider's `raw` transcript, keeping
 /// `output`, `sessionId`, `model` and `usage`.
 ///
-/// Checks [`DurableStore::complete_step`](smol_durable::DurableStore::complete_step).
+/// Checks [`DurableStore::complete_step`](smol_durable_core::DurableStore::complete_step).
 pub async fn stored_agent_result_has_no_raw(fixture: Fixture) {
     let scripts = crate::ScriptedEngine::new().workflow("raw.mjs", |ctx| async move {
         Ok(ctx.agent("hello", Value::Null).await?)
     });
     let provider = Arc::new(
-        crate::ScriptedProvider::new("scripted").with_usage(smol_durable::Usage::tokens(3, 7)),
+        crate::ScriptedProvider::new("scripted").with_usage(smol_durable_core::Usage::tokens(3, 7)),
     );
     let engine = engine_on(&fixture, &scripts, provider);
     let output = engine
@@ -273,7 +273,7 @@ pub async fn stored_agent_result_has_no_raw(fixture: Fixture) {
 
 /// A sleep's `wakeAt` is fixed when its row is created and survives a reclaim.
 ///
-/// Checks [`DurableStore::claim_step`](smol_durable::DurableStore::claim_step).
+/// Checks [`DurableStore::claim_step`](smol_durable_core::DurableStore::claim_step).
 pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -285,7 +285,7 @@ pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
     assert_eq!(wake_at, 1_000);
     let inserted = store
         .insert_step(NewStep {
-            step_id: smol_durable::new_id("step"),
+            step_id: smol_durable_core::new_id("step"),
             run_id: run_id.clone(),
             root_run_id: run_id.clone(),
             kind: StepKind::Sleep,
@@ -314,7 +314,7 @@ pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
     else {
         panic!("an expired sleep lease is reclaimed, got {decision:?}")
     };
-    assert_eq!(smol_durable::decide::wake_at(&row).ok(), Some(1_000));
+    assert_eq!(smol_durable_core::decide::wake_at(&row).ok(), Some(1_000));
     let reclaimed = other
         .claim_step(ClaimStep {
             step_id: row.step_id.clone(),
@@ -351,7 +351,7 @@ pub async fn sleep_wake_at_survives_reclaim(fixture: Fixture) {
 /// A second insert of the same `(run_id, checkpoint_name)` returns the first row untouched; the
 /// signature is stored byte for byte.
 ///
-/// Checks [`DurableStore::insert_step`](smol_durable::DurableStore::insert_step).
+/// Checks [`DurableStore::insert_step`](smol_durable_core::DurableStore::insert_step).
 pub async fn insert_step_is_insert_if_absent(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -365,7 +365,7 @@ pub async fn insert_step_is_insert_if_absent(fixture: Fixture) {
         None,
     );
     let new = |worker: &str, now| NewStep {
-        step_id: smol_durable::new_id("step"),
+        step_id: smol_durable_core::new_id("step"),
         run_id: run_id.clone(),
         root_run_id: run_id.clone(),
         kind: StepKind::Agent,
@@ -396,7 +396,7 @@ pub async fn insert_step_is_insert_if_absent(fixture: Fixture) {
 
 /// `claim_step` writes only when state and attempts both match.
 ///
-/// Checks [`DurableStore::claim_step`](smol_durable::DurableStore::claim_step).
+/// Checks [`DurableStore::claim_step`](smol_durable_core::DurableStore::claim_step).
 pub async fn claim_step_is_compare_and_set(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
@@ -456,7 +456,7 @@ pub async fn claim_step_is_compare_and_set(fixture: Fixture) {
 
 /// Failing a step needs the fence; a failed step is reclaimed by the next claimer.
 ///
-/// Checks [`DurableStore::fail_step`](smol_durable::DurableStore::fail_step).
+/// Checks [`DurableStore::fail_step`](smol_durable_core::DurableStore::fail_step).
 pub async fn failed_step_is_fenced_and_reclaimable(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;

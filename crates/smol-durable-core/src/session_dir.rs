@@ -13,7 +13,7 @@ use crate::{AgentResponse, BoxError, SessionLogSink};
 ///
 /// ```
 /// use std::sync::Arc;
-/// use smol_durable::{Engine, SessionLogDir};
+/// use smol_durable_core::{Engine, SessionLogDir};
 ///
 /// let builder = Engine::builder().session_log_sink(Arc::new(SessionLogDir::new("sessions")));
 /// ```

@@ -29,9 +29,9 @@ use crate::{AgentProvider, AgentRequest, AgentResponse, ProviderError, Usage, Us
 ///   option.
 ///
 /// ```
-/// # async fn demo() -> Result<(), smol_durable::ProviderError> {
+/// # async fn demo() -> Result<(), smol_durable_core::ProviderError> {
 /// use serde_json::json;
-/// use smol_durable::{AgentProvider, AgentRequest, DebugProvider};
+/// use smol_durable_core::{AgentProvider, AgentRequest, DebugProvider};
 ///
 /// let mut request = AgentRequest::new("extract the person");
 /// request.options = json!({

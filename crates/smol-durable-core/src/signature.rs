@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 ///
 /// ```
 /// use serde_json::json;
-/// let text = smol_durable::canonical_json(&json!({"b": 1, "a": {"d": [2, {"f": 1, "e": 0}], "c": null}}));
+/// let text = smol_durable_core::canonical_json(&json!({"b": 1, "a": {"d": [2, {"f": 1, "e": 0}], "c": null}}));
 /// assert_eq!(text, r#"{"a":{"c":null,"d":[2,{"e":0,"f":1}]},"b":1}"#);
 /// ```
 pub fn canonical_json(value: &Value) -> String {

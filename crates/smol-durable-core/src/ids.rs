@@ -3,7 +3,7 @@
 /// Creates a fresh identifier such as `run_01jd3…` for the given kind prefix.
 ///
 /// ```
-/// let id = smol_durable::new_id("run");
+/// let id = smol_durable_core::new_id("run");
 /// assert!(id.starts_with("run_"));
 /// assert_eq!(id.len(), "run_".len() + 26);
 /// assert_eq!(id, id.to_lowercase());

@@ -19,7 +19,7 @@ use crate::{StoreError, StoreErrorKind};
 ///
 /// ```
 /// use std::sync::Arc;
-/// use smol_durable::{DurableStore, MemoryStore};
+/// use smol_durable_core::{DurableStore, MemoryStore};
 /// let store: Arc<dyn DurableStore> = Arc::new(MemoryStore::new());
 /// assert_eq!(store.describe(), "memory");
 /// ```

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 ///
 /// ```
 /// use std::path::{Path, PathBuf};
-/// assert_eq!(smol_durable::paths::normalize(Path::new("a/./b/../c.mjs")), PathBuf::from("a/c.mjs"));
+/// assert_eq!(smol_durable_core::paths::normalize(Path::new("a/./b/../c.mjs")), PathBuf::from("a/c.mjs"));
 /// ```
 pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -77,7 +77,7 @@ pub fn confined(root: &Path, path: &Path) -> Result<PathBuf, ConfineError> {
 ///
 /// ```
 /// use std::path::{Path, PathBuf};
-/// let dirs = smol_durable::paths::named_workflow_dirs(Path::new("/no/such/repo"));
+/// let dirs = smol_durable_core::paths::named_workflow_dirs(Path::new("/no/such/repo"));
 /// assert_eq!(dirs[0], PathBuf::from("/no/such/repo/.agents/workflows"));
 /// assert_eq!(dirs[1], PathBuf::from("/no/such/repo/.claude/workflows"));
 /// assert_eq!(dirs.last(), Some(&PathBuf::from("/.claude/workflows")));

@@ -27,7 +27,7 @@ pub const EXIT_TEMPORARY_FAILURE: i32 = 75;
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use smol_durable::CommandProvider;
+/// use smol_durable_core::CommandProvider;
 ///
 /// let provider = CommandProvider::new("my-agent", ["--json"]).timeout(Duration::from_secs(600));
 /// ```

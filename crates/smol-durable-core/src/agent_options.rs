@@ -22,7 +22,7 @@
 //! ```
 //! use std::collections::BTreeMap;
 //! use serde_json::json;
-//! use smol_durable::agent_options::{effective_options, OptionDefaults};
+//! use smol_durable_core::agent_options::{effective_options, OptionDefaults};
 //!
 //! let model_map = BTreeMap::from([("smart".to_owned(), "claude-x?thinking=low".to_owned())]);
 //! let defaults = OptionDefaults { phases: &[], provider: "debug", model_map: &model_map };
@@ -39,7 +39,7 @@
 //!         "thinking": "low"
 //!     })
 //! );
-//! # Ok::<(), smol_durable::agent_options::OptionsError>(())
+//! # Ok::<(), smol_durable_core::agent_options::OptionsError>(())
 //! ```
 
 use std::collections::BTreeMap;
@@ -371,13 +371,13 @@ impl ModelSelector {
     /// Parses a selector, with smol-wf's error messages.
     ///
     /// ```
-    /// use smol_durable::agent_options::ModelSelector;
+    /// use smol_durable_core::agent_options::ModelSelector;
     /// let selector = ModelSelector::parse("openai/gpt-5?thinking=high")?;
     /// assert_eq!(selector.provider.as_deref(), Some("openai"));
     /// assert_eq!(selector.model_id, "gpt-5");
     /// assert_eq!(selector.thinking.as_deref(), Some("high"));
     /// assert_eq!(selector.model(), "openai/gpt-5");
-    /// # Ok::<(), smol_durable::agent_options::OptionsError>(())
+    /// # Ok::<(), smol_durable_core::agent_options::OptionsError>(())
     /// ```
     pub fn parse(selector: &str) -> Result<Self, OptionsError> {
         let (model_part, query) = match selector.split_once('?') {

@@ -30,8 +30,8 @@ pub async fn sleep_for(clock: &dyn Clock, duration: Duration) {
 /// `2026-12-03T09:40:45.683Z` (event `startTime`s, `history` times).
 ///
 /// ```
-/// assert_eq!(smol_durable::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-/// assert_eq!(smol_durable::rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+/// assert_eq!(smol_durable_core::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+/// assert_eq!(smol_durable_core::rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
 /// ```
 pub fn rfc3339_ms(epoch_ms: i64) -> String {
     let nanos = i128::from(epoch_ms) * 1_000_000;
@@ -74,7 +74,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use smol_durable::{Clock, ManualClock};
+/// use smol_durable_core::{Clock, ManualClock};
 /// let clock = ManualClock::new(1_000);
 /// let sleeper = clock.sleep_until(1_500);
 /// clock.advance(std::time::Duration::from_millis(500));

@@ -245,7 +245,7 @@ impl AgentResponse {
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use smol_durable::{AgentProvider, AgentRequest, AgentResponse, ProviderError, Usage};
+/// use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderError, Usage};
 ///
 /// #[derive(Debug)]
 /// struct Shout;
