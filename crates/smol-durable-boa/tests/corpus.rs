@@ -1,4 +1,6 @@
-//! The example workflows (`examples/workflows/`) and the script corpus (`tests/scripts/`), run
+//! The example workflows (a copy of the repository's `examples/workflows/` in
+//! `tests/example_workflows/`, so the packaged crate tests itself; the examples crate's
+//! `workflow_copies` test keeps the two identical) and the script corpus (`tests/scripts/`), run
 //! through the whole engine.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
@@ -15,10 +17,10 @@ use smol_durable_core::{
 };
 use smol_durable_testkit::ScriptedProvider;
 
-/// One of the example workflows users copy from (`examples/workflows/`).
+/// One of the example workflows users copy from (`examples/workflows/`, copied here).
 fn example(name: &str) -> WorkflowSource {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/workflows")
+        .join("tests/example_workflows")
         .join(name);
     WorkflowSource::from_file(path).expect("example")
 }
