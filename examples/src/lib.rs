@@ -1,1 +1,2 @@
 //! Examples live in this package's `[[example]]` targets.
+#![deny(missing_docs)]

@@ -87,7 +87,7 @@ impl IsolationLimits {
 }
 
 /// A [`ScriptEngine`] that evaluates each workflow in a child process with resource limits
-/// (see the [module docs](self)).
+/// (the child is any program that calls [`serve_script_host`]).
 ///
 /// ```no_run
 /// use std::sync::Arc;

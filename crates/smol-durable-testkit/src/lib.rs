@@ -39,6 +39,9 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+// Every store case says which method it checks with a fully qualified link
+// (`[`DurableStore::x`](smol_durable_core::DurableStore::x)`), whatever its module imports.
+#![allow(rustdoc::redundant_explicit_links)]
 
 mod faults;
 mod http_stub;

@@ -5,7 +5,7 @@
 //! top: completed steps return their stored results, so no LLM call is paid for twice.
 //!
 //! A complete host: its own [`AgentProvider`], a workflow written in JavaScript, the embedded
-//! SQLite store and the [`boa`] script engine (the default features).
+//! SQLite store and the JavaScript engine on boa (the default features).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -84,11 +84,11 @@
 //!
 //! | feature | default | module | crate | what it adds |
 //! | --- | --- | --- | --- | --- |
-//! | `sqlite` | yes | [`sqlite`] | `smol-durable-sqlite` | the embedded SQLite store (`SqliteStore`), SQLite compiled in |
-//! | `sqlite-system` | no | [`sqlite`] | `smol-durable-sqlite` | the same store linked against the system's `libsqlite3` (use it with `default-features = false`, instead of `sqlite`) |
-//! | `boa` | yes | [`boa`] | `smol-durable-boa` | the JavaScript engine on boa 0.22 (`BoaEngine`, and `IsolatedEngine` that runs each script in a child process with CPU and memory limits) |
-//! | `postgres` | no | [`postgres`], [`sqlx`] | `smol-durable-postgres` | the PostgreSQL store (`PostgresStore`) for many workers on many machines, and `sqlx` 0.9 (default features off; `postgres`, `runtime-tokio`, `json`), whose `PgPool` the store accepts |
-//! | `openai` | no | [`openai`] | `smol-durable-openai` | `OpenAiProvider`, for any OpenAI-compatible Chat Completions endpoint |
+//! | `sqlite` | yes | `sqlite` | `smol-durable-sqlite` | the embedded SQLite store (`SqliteStore`), SQLite compiled in |
+//! | `sqlite-system` | no | `sqlite` | `smol-durable-sqlite` | the same store linked against the system's `libsqlite3` (use it with `default-features = false`, instead of `sqlite`) |
+//! | `boa` | yes | `boa` | `smol-durable-boa` | the JavaScript engine on boa 0.22 (`BoaEngine`, and `IsolatedEngine` that runs each script in a child process with CPU and memory limits) |
+//! | `postgres` | no | `postgres`, `sqlx` | `smol-durable-postgres` | the PostgreSQL store (`PostgresStore`) for many workers on many machines, and `sqlx` 0.9 (default features off; `postgres`, `runtime-tokio`, `json`), whose `PgPool` the store accepts |
+//! | `openai` | no | `openai` | `smol-durable-openai` | `OpenAiProvider`, for any OpenAI-compatible Chat Completions endpoint |
 //! | `full` | no | | | all of the above (with the bundled SQLite) |
 //!
 //! Without any feature this crate is the core alone: the engine, the contracts, the in-memory

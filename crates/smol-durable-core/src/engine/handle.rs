@@ -38,7 +38,7 @@ impl Engine {
     }
 
     /// The store, behind the engine's retries of retryable errors
-    /// ([`Limits::store_retry`]).
+    /// ([`Limits::store_retry`](crate::Limits::store_retry)).
     pub fn store(&self) -> &Arc<dyn DurableStore> {
         &self.shared.store
     }

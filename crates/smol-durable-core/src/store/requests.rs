@@ -9,6 +9,8 @@ use super::{
     WorkflowInfo,
 };
 use crate::decide::AttemptEnd;
+#[cfg(doc)]
+use crate::{DurableStore, StoreAdmin};
 
 /// Creates a task and its root run in one operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,7 +96,7 @@ pub struct NewChildRun {
     pub now: i64,
 }
 
-/// Which runs [`DurableStore::list_runs`] returns, newest first.
+/// Which runs [`StoreAdmin::list_runs`] returns, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunFilter {
     /// Only runs in these states (any when empty).
