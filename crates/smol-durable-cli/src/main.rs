@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use smol_durable::decide::RetryPolicy;
 use smol_durable::{CommandProvider, DebugProvider, Engine, SessionLogDir};
 use smol_durable::{DurableStore, ScriptEngine};
 use smol_durable_boa::{BoaEngine, IsolatedEngine, IsolationLimits};
@@ -325,6 +326,12 @@ fn engine(
         }
         for (alias, selector) in &options.model_map {
             builder = builder.model_alias(alias, selector);
+        }
+        if let Some(max_tries) = options.agent_retries {
+            builder = builder.default_agent_retry(RetryPolicy {
+                max_tries,
+                backoff_ms: options.agent_retry_backoff_ms.unwrap_or(1_000),
+            });
         }
     }
     Ok(builder.build()?)
