@@ -44,6 +44,7 @@ fn invocation(source: &WorkflowSource, host: Arc<BareHost>) -> ScriptInvocation 
         args: json!({ "n": 3 }),
         host,
         cancel: CancellationToken::new(),
+        max_sleep_ms: smol_durable_core::Limits::default().max_sleep_ms,
     }
 }
 

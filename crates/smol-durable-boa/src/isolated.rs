@@ -166,6 +166,8 @@ struct WireError {
     kind: String,
     message: String,
     location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rejection_id: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -196,6 +198,7 @@ impl From<&ScriptError> for WireError {
             kind: kind.to_owned(),
             message: error.message().to_owned(),
             location: error.location().map(str::to_owned),
+            rejection_id: error.rejection_id(),
         }
     }
 }
@@ -206,11 +209,14 @@ impl From<WireError> for ScriptError {
             .iter()
             .find(|(_, name)| *name == wire.kind)
             .map_or(ScriptErrorKind::Internal, |(kind, _)| *kind);
-        let error = ScriptError::new(kind, wire.message);
-        match wire.location {
-            Some(location) => error.with_location(location),
-            None => error,
+        let mut error = ScriptError::new(kind, wire.message);
+        if let Some(location) = wire.location {
+            error = error.with_location(location);
         }
+        if let Some(id) = wire.rejection_id {
+            error = error.with_rejection_id(id);
+        }
+        error
     }
 }
 
@@ -295,7 +301,11 @@ impl ScriptEngine for IsolatedEngine {
 
     async fn evaluate(&self, invocation: ScriptInvocation) -> Result<Value, ScriptError> {
         let ScriptInvocation {
-            source, args, host, ..
+            source,
+            args,
+            host,
+            max_sleep_ms,
+            ..
         } = invocation;
         let mut child = tokio::process::Command::new(&self.program)
             .args(&self.args)
@@ -321,7 +331,7 @@ impl ScriptEngine for IsolatedEngine {
             args,
             budget: host.budget(),
             limits: self.limits,
-            max_sleep_ms: self.in_process.max_sleep_ms,
+            max_sleep_ms,
             loop_iteration_limit: self.in_process.loop_iteration_limit,
         };
         send(&mut stdin, &start).await?;
@@ -578,14 +588,13 @@ async fn serve() -> Result<(), String> {
             }
         }
     });
-    let engine = BoaEngine::new()
-        .max_sleep_ms(max_sleep_ms)
-        .loop_iteration_limit(loop_iteration_limit);
+    let engine = BoaEngine::new().loop_iteration_limit(loop_iteration_limit);
     let invocation = ScriptInvocation {
         source: WorkflowSource { path, text },
         args,
         host: host.clone(),
         cancel: tokio_util::sync::CancellationToken::new(),
+        max_sleep_ms,
     };
     let result = engine.evaluate(invocation).await.and_then(|value| {
         match smol_durable_core::limits::oversized(

@@ -48,14 +48,12 @@ const JS_STACK_BYTES: usize = 64 * 1024 * 1024;
 /// ```
 #[derive(Debug, Clone)]
 pub struct BoaEngine {
-    max_sleep_ms: u64,
     loop_iteration_limit: u64,
 }
 
 impl Default for BoaEngine {
     fn default() -> Self {
         Self {
-            max_sleep_ms: 365 * 24 * 60 * 60 * 1000,
             loop_iteration_limit: 20_000_000,
         }
     }
@@ -65,12 +63,6 @@ impl BoaEngine {
     /// An engine with the default limits.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The longest `sleep(ms)` a script may ask for (default one year).
-    pub fn max_sleep_ms(mut self, max: u64) -> Self {
-        self.max_sleep_ms = max;
-        self
     }
 
     /// Iterations any single loop may run before the run fails (default 20 million): boa cannot
@@ -151,7 +143,11 @@ impl ScriptEngine for BoaEngine {
 
     async fn evaluate(&self, invocation: ScriptInvocation) -> Result<Value, ScriptError> {
         let ScriptInvocation {
-            source, args, host, ..
+            source,
+            args,
+            host,
+            max_sleep_ms,
+            ..
         } = invocation;
         let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
         let (answers_tx, answers_rx) = std::sync::mpsc::channel();
@@ -173,7 +169,7 @@ impl ScriptEngine for BoaEngine {
             host: Arc::clone(&host),
             calls: calls_tx,
             answers: answers_rx,
-            max_sleep_ms: self.max_sleep_ms,
+            max_sleep_ms,
             loop_iteration_limit: self.loop_iteration_limit,
             stop,
             runtime: tokio::runtime::Handle::current(),

@@ -19,8 +19,8 @@ use boa_engine::builtins::promise::{PromiseState, ResolvingFunctions};
 use boa_engine::object::builtins::JsPromise;
 use boa_engine::property::Attribute;
 use boa_engine::{
-    js_string, Context, JsArgs, JsError, JsNativeError, JsResult, JsString, JsValue, Module,
-    NativeFunction, Source,
+    js_string, Context, JsArgs, JsError, JsNativeError, JsObject, JsResult, JsString, JsValue,
+    Module, NativeFunction, Source,
 };
 use serde_json::Value;
 use smol_durable_core::{
@@ -72,6 +72,9 @@ struct HostState {
     calls: UnboundedSender<(u64, HostFuture)>,
     pending: HashMap<u64, ResolvingFunctions>,
     next_id: u64,
+    /// The error objects host rejections became, with their rejection ids: when one of them
+    /// fails the script, the host learns which rejection it was.
+    rejections: Vec<(JsObject, u64)>,
 }
 
 thread_local! {
@@ -101,6 +104,7 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
             calls,
             pending: HashMap::new(),
             next_id: 0,
+            rejections: Vec::new(),
         });
     });
     // Promise resolvers are GC handles: they must go before the Context and boa's GC do, on
@@ -444,9 +448,17 @@ fn settle_promise(
         Ok(value) => JsValue::from_json(&value, ctx)
             .and_then(|value| resolvers.resolve.call(&JsValue::undefined(), &[value], ctx)),
         Err(error) => {
+            let rejection_id = error.rejection_id;
             let error = JsNativeError::error()
                 .with_message(error.message)
                 .into_opaque(ctx);
+            if let Some(id) = rejection_id {
+                STATE.with(|state| {
+                    if let Some(state) = state.borrow_mut().as_mut() {
+                        state.rejections.push((error.clone(), id));
+                    }
+                });
+            }
             resolvers
                 .reject
                 .call(&JsValue::undefined(), &[error.into()], ctx)
@@ -518,9 +530,31 @@ fn as_doubles(value: &mut Value) {
     }
 }
 
-/// A thrown value as a script error: its message, and where it was thrown (`file:line:col`, the
-/// innermost frame of the user's code) when boa recorded it.
+/// A thrown value as a script error: its message, where it was thrown (`file:line:col`, the
+/// innermost frame of the user's code) when boa recorded it, and the host rejection it is when
+/// it is the very error object a host rejection became.
 fn thrown(error: &JsError, ctx: &mut Context) -> ScriptError {
+    let rejection_id = error
+        .as_opaque()
+        .and_then(JsValue::as_object)
+        .and_then(|object| {
+            STATE.with(|state| {
+                let state = state.borrow();
+                let rejections = &state.as_ref()?.rejections;
+                rejections
+                    .iter()
+                    .find(|(rejected, _)| JsObject::equals(rejected, &object))
+                    .map(|(_, id)| *id)
+            })
+        });
+    let error = thrown_value(error, ctx);
+    match rejection_id {
+        Some(id) => error.with_rejection_id(id),
+        None => error,
+    }
+}
+
+fn thrown_value(error: &JsError, ctx: &mut Context) -> ScriptError {
     // A thrown value that is not an Error (`throw "x"`, `throw {code: 7}`): the string itself,
     // or its compact JSON, as smol-wf reported it.
     if let Some(value) = error.as_opaque() {

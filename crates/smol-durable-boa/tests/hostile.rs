@@ -85,7 +85,7 @@ async fn run_beside_a_good_run(mode: Mode, name: &str) -> (Result<RunOutput, Err
     .unwrap_or_else(|_| panic!("{name} ({mode:?}) must end within its limits"));
     let good = good.unwrap_or_else(|error| panic!("the good run failed beside {name}: {error}"));
     assert_eq!(good.result, json!("echo: still serving"));
-    (outcome, started.elapsed())
+    (outcome.map_err(Error::from), started.elapsed())
 }
 
 fn expect_error(

@@ -413,7 +413,7 @@ async fn an_endless_loop_hits_the_loop_limit() {
         .await
         .expect("no hang")
         .expect_err("loop limit");
-    match &error {
+    match error.error() {
         Error::Script(script) => assert_eq!(script.kind(), ScriptErrorKind::Limit, "{error}"),
         other => panic!("expected a limit error, got {other:?}"),
     }

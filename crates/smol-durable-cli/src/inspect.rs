@@ -1,8 +1,7 @@
 //! `status`, `cancel` and `events`: one run, from any process.
 
-use std::time::Duration;
-
 use anyhow::bail;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use smol_durable_core::store::RunRecord;
 use smol_durable_core::Engine;
@@ -72,38 +71,37 @@ pub async fn cancel(engine: &Engine, run_id: &str) -> anyhow::Result<Outcome> {
 }
 
 /// `events`: stored events as JSON lines; `--follow` waits for more until the run finishes or
-/// its owner is gone.
+/// its owner is gone ([`Engine::follow_events`]).
 pub async fn events(engine: &Engine, run_id: &str, follow: bool) -> anyhow::Result<Outcome> {
     // Fails with a clear "not found" before printing anything.
     engine.status(run_id).await?;
+    if follow {
+        let mut events = engine.follow_events(run_id);
+        while let Some(event) = events.next().await {
+            print_event(&event?);
+        }
+        return Ok(Outcome::Success);
+    }
     let mut after = 0;
-    let mut last_pass = !follow;
     loop {
         let batch = engine.events(run_id, after, 500).await?;
         for event in &batch {
-            // Through the event type, so the keys come in smol-wf's order (`type`,
-            // `elapsedNanos`, `metadata`, `data`); an event that does not read as one (written
-            // by an older version) is printed as stored.
-            match serde_json::from_value::<smol_durable_core::WorkflowEvent>(event.payload.clone())
-            {
-                Ok(parsed) => outln!("{}", serde_json::to_string(&parsed).unwrap_or_default()),
-                Err(_) => outln!("{}", event.payload),
-            }
+            print_event(event);
             after = after.max(event.seq);
         }
-        if batch.len() == 500 {
-            continue;
-        }
-        if last_pass {
+        if batch.len() < 500 {
             return Ok(Outcome::Success);
         }
-        // Once the run has ended (or nobody executes it any more), one more pass reads what
-        // was written before the state check.
-        let status = engine.status(run_id).await?;
-        last_pass = status.run.state.is_terminal() || status.owner_gone;
-        if !last_pass {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    }
+}
+
+/// One stored event as a JSON line. Through the event type, so the keys come in smol-wf's order
+/// (`type`, `elapsedNanos`, `metadata`, `data`); an event that does not read as one (written by
+/// an older version) is printed as stored.
+fn print_event(event: &smol_durable_core::EventRecord) {
+    match serde_json::from_value::<smol_durable_core::WorkflowEvent>(event.payload.clone()) {
+        Ok(parsed) => outln!("{}", serde_json::to_string(&parsed).unwrap_or_default()),
+        Err(_) => outln!("{}", event.payload),
     }
 }
 

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Parser;
 use smol_durable_boa::{BoaEngine, IsolatedEngine, IsolationLimits};
+use smol_durable_core::decide::RetryPolicy;
 use smol_durable_core::{CommandProvider, DebugProvider, Engine, SessionLogDir};
 use smol_durable_core::{DurableStore, ScriptEngine};
 use smol_durable_openai::OpenAiProvider;
@@ -325,6 +326,12 @@ fn engine(
         }
         for (alias, selector) in &options.model_map {
             builder = builder.model_alias(alias, selector);
+        }
+        if let Some(max_tries) = options.agent_retries {
+            builder = builder.default_agent_retry(RetryPolicy {
+                max_tries,
+                backoff_ms: options.agent_retry_backoff_ms.unwrap_or(1_000),
+            });
         }
     }
     Ok(builder.build()?)

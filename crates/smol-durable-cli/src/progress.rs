@@ -37,12 +37,16 @@ impl Progress {
                 format!("  … agent: {}", short(text("prompt")))
             }
             EventType::AgentCompleted => {
-                let tokens = event
-                    .data
-                    .get("usage")
-                    .and_then(|usage| usage.get("outputTokens"))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
+                let output_tokens = |usage: Option<&Value>| {
+                    usage
+                        .and_then(|usage| usage.get("outputTokens"))
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0)
+                };
+                // Failed tries that were paid for count against the budget too.
+                let failed = event.data.get("failedTries");
+                let tokens = output_tokens(event.data.get("usage"))
+                    .saturating_add(output_tokens(failed.and_then(|tries| tries.get("usage"))));
                 self.spent = self.spent.saturating_add(tokens);
                 let took = self
                     .started
@@ -57,6 +61,17 @@ impl Progress {
                 format!("  ✓ agent done in {took:.1}s ({spent})")
             }
             EventType::AgentFailed => format!("  ✗ agent failed: {}", short(text("error"))),
+            EventType::AgentRetrying => {
+                let number = |key: &str| event.data.get(key).and_then(Value::as_u64).unwrap_or(0);
+                format!(
+                    "  ⟳ agent try {} of {} failed ({}); trying again in {:.1}s",
+                    number("try"),
+                    number("maxTries"),
+                    short(text("message")),
+                    number("waitMs") as f64 / 1000.0
+                )
+            }
+            EventType::SleepStarted => format!("  ⏾ sleeping until {}", text("wakeAt")),
             EventType::StepReplayed => {
                 let what = match text("prompt") {
                     "" => text("kind").to_owned(),
@@ -130,5 +145,34 @@ mod tests {
             Some("▸ draft")
         );
         assert_eq!(progress.line(&event(EventType::Result, 0, json!({}))), None);
+    }
+
+    #[test]
+    fn retries_sleeps_and_paid_failed_tries_are_shown() {
+        let mut progress = Progress::new(None);
+        let retrying = progress.line(&event(
+            EventType::AgentRetrying,
+            0,
+            json!({ "try": 1, "maxTries": 3, "waitMs": 1500, "message": "503 overloaded" }),
+        ));
+        assert_eq!(
+            retrying.as_deref(),
+            Some("  ⟳ agent try 1 of 3 failed (503 overloaded); trying again in 1.5s")
+        );
+        let sleeping = progress.line(&event(
+            EventType::SleepStarted,
+            0,
+            json!({ "wakeAt": "2026-12-03T16:00:00.000Z" }),
+        ));
+        assert_eq!(
+            sleeping.as_deref(),
+            Some("  ⏾ sleeping until 2026-12-03T16:00:00.000Z")
+        );
+        let done = progress.line(&event(
+            EventType::AgentCompleted,
+            0,
+            json!({ "usage": { "outputTokens": 2 }, "failedTries": { "count": 1, "usage": { "outputTokens": 5 } } }),
+        ));
+        assert!(done.is_some_and(|line| line.ends_with("(7 tokens)")));
     }
 }

@@ -359,7 +359,7 @@ fn bad_input_fails_with_one_clear_line() {
     assert_eq!(output.status.code(), Some(1));
     let text = stderr(&output);
     assert!(
-        text.contains("error: Error: budget exhausted: spent 0 of 0 output tokens"),
+        text.contains("error: budget exhausted: spent 0 of 0 output tokens"),
         "{text}"
     );
     assert!(

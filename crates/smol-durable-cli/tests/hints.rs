@@ -151,7 +151,7 @@ fn a_budget_failure_says_how_to_raise_the_allowance() {
     assert_eq!(failed.status.code(), Some(1));
     let text = stderr(&failed);
     assert!(
-        text.contains("error: Error: budget exhausted: spent 12 of 12 output tokens"),
+        text.contains("error: budget exhausted: spent 12 of 12 output tokens"),
         "{text}"
     );
     assert!(

@@ -77,8 +77,8 @@ pub struct EffectiveOptions {
     pub options: Value,
     /// `options.phase` when it is a string (the signature's `context.phase`).
     pub phase: Option<String>,
-    /// How failed tries are retried.
-    pub retry: RetryPolicy,
+    /// How failed tries are retried, when the call says (else the engine's default applies).
+    pub retry: Option<RetryPolicy>,
 }
 
 /// Options that cannot be used; the message is smol-wf's where it had one.
@@ -109,7 +109,7 @@ pub fn effective_options(
                 provider: defaults.provider.to_owned(),
                 options: other,
                 phase: None,
-                retry: RetryPolicy::default(),
+                retry: None,
             })
         }
     };
@@ -323,10 +323,11 @@ fn resolve_model(
     Ok(())
 }
 
-/// Step 5: `options.retry` as a policy; absent or `null` means one try.
-fn retry_policy(options: &Value) -> Result<RetryPolicy, OptionsError> {
+/// Step 5: `options.retry` as a policy; absent or `null` means none was set (the engine's
+/// default applies, one try unless configured).
+fn retry_policy(options: &Value) -> Result<Option<RetryPolicy>, OptionsError> {
     let retry = match options.get("retry") {
-        None | Some(Value::Null) => return Ok(RetryPolicy::default()),
+        None | Some(Value::Null) => return Ok(None),
         Some(Value::Object(retry)) => retry,
         Some(_) => return Err(OptionsError::new("agent retry option must be an object")),
     };
@@ -349,10 +350,10 @@ fn retry_policy(options: &Value) -> Result<RetryPolicy, OptionsError> {
             OptionsError::new("agent retry.backoffMs must be a non-negative integer")
         })?,
     };
-    Ok(RetryPolicy {
+    Ok(Some(RetryPolicy {
         max_tries,
         backoff_ms,
-    })
+    }))
 }
 
 /// A parsed model selector: `model-id`, `provider/model-id`, either followed by
@@ -802,13 +803,17 @@ mod tests {
         };
         assert_eq!(
             retry(json!({ "maxAttempts": 2, "backoffMs": 5 })),
-            Ok(RetryPolicy {
+            Ok(Some(RetryPolicy {
                 max_tries: 2,
                 backoff_ms: 5
-            })
+            }))
         );
-        assert_eq!(retry(Value::Null), Ok(RetryPolicy::default()));
-        assert_eq!(retry(json!({})), Ok(RetryPolicy::default()));
+        assert_eq!(
+            retry(Value::Null),
+            Ok(None),
+            "not set: the engine's default"
+        );
+        assert_eq!(retry(json!({})), Ok(Some(RetryPolicy::default())));
         for (value, message) in [
             (json!(5), "agent retry option must be an object"),
             (json!([]), "agent retry option must be an object"),

@@ -8,7 +8,8 @@ use std::fmt;
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// What went wrong in a store operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StoreErrorKind {
     /// The row asked for does not exist.
@@ -47,7 +48,8 @@ pub enum ErrorStatus {
 #[error("{operation}: {message}")]
 pub struct StoreError {
     kind: StoreErrorKind,
-    operation: &'static str,
+    // Borrowed for the operations of this process; owned when read back from a stored reason.
+    operation: std::borrow::Cow<'static, str>,
     message: String,
     persistent: bool,
     #[source]
@@ -59,8 +61,19 @@ impl StoreError {
     pub fn new(kind: StoreErrorKind, operation: &'static str, message: impl Into<String>) -> Self {
         Self {
             kind,
-            operation,
+            operation: std::borrow::Cow::Borrowed(operation),
             message: message.into(),
+            persistent: false,
+            source: None,
+        }
+    }
+
+    /// An error read back from a stored failure reason.
+    pub(crate) fn recorded(kind: StoreErrorKind, operation: String, message: String) -> Self {
+        Self {
+            kind,
+            operation: std::borrow::Cow::Owned(operation),
+            message,
             persistent: false,
             source: None,
         }
@@ -76,7 +89,7 @@ impl StoreError {
     /// transaction), keeping kind, status and source.
     pub fn reported_by(&self, operation: &'static str) -> Self {
         Self {
-            operation,
+            operation: std::borrow::Cow::Borrowed(operation),
             ..self.clone()
         }
     }
@@ -94,8 +107,13 @@ impl StoreError {
     }
 
     /// The operation that failed.
-    pub fn operation(&self) -> &'static str {
-        self.operation
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+
+    /// The message, without the operation.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// Whether trying again may help: only [`StoreErrorKind::Unavailable`] errors are
@@ -129,6 +147,19 @@ pub enum ProviderErrorKind {
     Terminal,
     /// The provider answered with something unusable.
     InvalidResponse,
+}
+
+impl ProviderErrorKind {
+    /// The kind's name in stored failure reasons and events: `rate_limited`, `transient`,
+    /// `terminal`, `invalid_response`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProviderErrorKind::RateLimited { .. } => "rate_limited",
+            ProviderErrorKind::Transient => "transient",
+            ProviderErrorKind::Terminal => "terminal",
+            ProviderErrorKind::InvalidResponse => "invalid_response",
+        }
+    }
 }
 
 /// An error from an [`AgentProvider`](crate::AgentProvider).
@@ -193,10 +224,19 @@ impl ProviderError {
             ProviderErrorKind::RateLimited { .. } | ProviderErrorKind::Transient
         )
     }
+
+    /// How long the provider asked to wait before the next try, when it said.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self.kind {
+            ProviderErrorKind::RateLimited { retry_after_ms } => retry_after_ms,
+            _ => None,
+        }
+    }
 }
 
 /// How a script failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ScriptErrorKind {
     /// The source does not parse.
@@ -223,6 +263,7 @@ pub struct ScriptError {
     kind: ScriptErrorKind,
     message: String,
     location: Option<String>,
+    rejection_id: Option<u64>,
 }
 
 impl ScriptError {
@@ -232,6 +273,7 @@ impl ScriptError {
             kind,
             message: message.into(),
             location: None,
+            rejection_id: None,
         }
     }
 
@@ -265,6 +307,21 @@ impl ScriptError {
     pub fn location(&self) -> Option<&str> {
         self.location.as_deref()
     }
+
+    /// Says that what failed the script is the rejection of a host call, escaped uncaught: the
+    /// very error object the host's [`HostError`](crate::HostError) became, with that error's
+    /// [`rejection_id`](crate::HostError::rejection_id). The engine then fails the run with the
+    /// typed error behind that rejection (a provider failure, an exhausted budget …) instead of
+    /// a generic script error.
+    pub fn with_rejection_id(mut self, id: u64) -> Self {
+        self.rejection_id = Some(id);
+        self
+    }
+
+    /// The host rejection that escaped the script, when that is what failed it.
+    pub fn rejection_id(&self) -> Option<u64> {
+        self.rejection_id
+    }
 }
 
 impl fmt::Display for ScriptError {
@@ -282,8 +339,10 @@ impl fmt::Display for ScriptError {
 }
 
 /// What kind of failure an [`Error`] is, for code that handles failures by kind rather than
-/// by variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// by variant. Stored with a failed run as the `kind` of its failure reason (snake case:
+/// `"budget_exhausted"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The run asked for does not exist.
@@ -293,10 +352,16 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The run is in a state that forbids the operation.
     InvalidState,
-    /// The run stopped without failing: cancelled, or handed back (released, parked).
+    /// The run was cancelled.
+    Cancelled,
+    /// The run stopped without failing: handed back (released, parked).
     Stopped,
     /// The budget allows no more agent calls.
     BudgetExhausted,
+    /// An agent's output did not match its `schema`, corrective try included.
+    SchemaMismatch,
+    /// A resource limit (time, memory, depth, result or prompt size) was hit.
+    Limit,
     /// The workflow changed in a way that alters a recorded call.
     SignatureMismatch,
     /// A stored row holds something this version does not understand.
@@ -347,6 +412,12 @@ pub enum Error {
         spent: u64,
         /// The allowance.
         total: u64,
+    },
+    /// An agent's output did not match its `schema`, also after the corrective try.
+    #[error("{message}")]
+    SchemaMismatch {
+        /// smol-wf's text: `Structured output did not match JSON Schema: <path> <problem>; …`.
+        message: String,
     },
     /// A step's stored signature differs from the replaying call's.
     #[error("durable step input signature mismatch for {checkpoint}: the workflow changed in a way that alters an already recorded call")]
@@ -411,9 +482,24 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// A failure read back from a stored run whose details this version does not rebuild
+    /// into their own variant (see [`Error::from_failure_reason`]); it keeps the stored kind.
+    #[error("{message}")]
+    Recorded {
+        /// The stored kind.
+        kind: ErrorKind,
+        /// The stored message.
+        message: String,
+    },
     /// A child workflow could not be started or failed.
-    #[error("{0}")]
-    Workflow(String),
+    #[error("{message}")]
+    Workflow {
+        /// What happened, naming the child's script.
+        message: String,
+        /// Why the child failed, when it ran and failed (its own typed error).
+        #[source]
+        cause: Option<Box<Error>>,
+    },
 }
 
 impl Error {
@@ -429,18 +515,33 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::RunNotFound { .. } => ErrorKind::NotFound,
-            Error::Cancelled | Error::Released | Error::Parked { .. } => ErrorKind::Stopped,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::Released | Error::Parked { .. } => ErrorKind::Stopped,
             Error::BudgetExhausted { .. } => ErrorKind::BudgetExhausted,
+            Error::SchemaMismatch { .. } => ErrorKind::SchemaMismatch,
             Error::SignatureMismatch { .. } => ErrorKind::SignatureMismatch,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::LeaseLost(_) | Error::RunBusy { .. } => ErrorKind::Busy,
-            Error::Script(_) => ErrorKind::Script,
+            Error::Script(script) => match script.kind() {
+                ScriptErrorKind::Limit => ErrorKind::Limit,
+                ScriptErrorKind::Cancelled => ErrorKind::Cancelled,
+                _ => ErrorKind::Script,
+            },
             Error::Provider(_) => ErrorKind::Provider,
             Error::Store(_) => ErrorKind::Store,
             Error::InvalidRequest(_) => ErrorKind::InvalidRequest,
             Error::InvalidState { .. } => ErrorKind::InvalidState,
             Error::Internal { .. } => ErrorKind::Internal,
-            Error::Workflow(_) => ErrorKind::Workflow,
+            Error::Workflow { .. } => ErrorKind::Workflow,
+            Error::Recorded { kind, .. } => *kind,
+        }
+    }
+
+    /// A child workflow failed or could not start, without a typed cause.
+    pub fn workflow(message: impl Into<String>) -> Self {
+        Self::Workflow {
+            message: message.into(),
+            cause: None,
         }
     }
 
@@ -449,6 +550,9 @@ impl Error {
         match self {
             Error::Store(error) => error.is_retryable(),
             Error::Provider(error) => error.is_retryable(),
+            Error::Workflow {
+                cause: Some(cause), ..
+            } => cause.is_retryable(),
             Error::RunBusy { .. } | Error::LeaseLost(_) => true,
             _ => false,
         }
@@ -464,6 +568,68 @@ impl From<crate::HostError> for ScriptError {
         } else {
             ScriptErrorKind::Thrown
         };
-        Self::new(kind, error.message)
+        let script = Self::new(kind, error.message);
+        match error.rejection_id {
+            Some(id) => script.with_rejection_id(id),
+            None => script,
+        }
+    }
+}
+
+/// A failed [`Engine::run`](crate::Engine::run): the error, and the run it failed (to resume,
+/// inspect or delete it), unless it failed before the run was created.
+#[derive(Debug)]
+pub struct RunError {
+    run_id: Option<String>,
+    error: Error,
+}
+
+impl RunError {
+    /// `error`, which failed run `run_id` (`None`: before the run was created).
+    pub fn new(run_id: Option<String>, error: Error) -> Self {
+        Self { run_id, error }
+    }
+
+    /// The run that failed, if it was created.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+
+    /// What failed it.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// What failed it, by value.
+    pub fn into_error(self) -> Error {
+        self.error
+    }
+
+    /// [`Error::kind`] of what failed it.
+    pub fn kind(&self) -> ErrorKind {
+        self.error.kind()
+    }
+
+    /// [`Error::is_retryable`] of what failed it.
+    pub fn is_retryable(&self) -> bool {
+        self.error.is_retryable()
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl StdError for RunError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.error.source()
+    }
+}
+
+impl From<RunError> for Error {
+    fn from(error: RunError) -> Self {
+        error.error
     }
 }

@@ -31,6 +31,13 @@ pub enum EventType {
     /// An agent call failed.
     #[serde(rename = "workflow.agent_failed")]
     AgentFailed,
+    /// A try of an agent call failed and the call tries again after `waitMs` (smol-durable's
+    /// addition).
+    #[serde(rename = "workflow.agent_retrying")]
+    AgentRetrying,
+    /// A sleep started waiting until `wakeAt` (smol-durable's addition).
+    #[serde(rename = "workflow.sleep_started")]
+    SleepStarted,
     /// A completed step was replayed from the store.
     #[serde(rename = "workflow.step_replayed")]
     StepReplayed,
@@ -43,6 +50,27 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every kind of event.
+    pub const ALL: [EventType; 12] = [
+        Self::Started,
+        Self::Phase,
+        Self::Log,
+        Self::AgentStarted,
+        Self::AgentEvent,
+        Self::AgentCompleted,
+        Self::AgentFailed,
+        Self::AgentRetrying,
+        Self::SleepStarted,
+        Self::StepReplayed,
+        Self::Result,
+        Self::Error,
+    ];
+
+    /// The event type spelled `text` (`workflow.agent_started`), if this version knows it.
+    pub fn parse(text: &str) -> Option<EventType> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
     /// The JSON spelling, e.g. `workflow.agent_started`.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -53,6 +81,8 @@ impl EventType {
             Self::AgentEvent => "workflow.agent_event",
             Self::AgentCompleted => "workflow.agent_completed",
             Self::AgentFailed => "workflow.agent_failed",
+            Self::AgentRetrying => "workflow.agent_retrying",
+            Self::SleepStarted => "workflow.sleep_started",
             Self::StepReplayed => "workflow.step_replayed",
             Self::Result => "workflow.result",
             Self::Error => "workflow.error",
@@ -301,5 +331,17 @@ mod tests {
             .is_some_and(|p| p.starts_with("{\"result\":[0,1,2")));
         let size = serde_json::to_string(&data).map(|t| t.len()).unwrap_or(0);
         assert!(size <= 2_000, "{size}");
+    }
+
+    #[test]
+    fn every_event_type_reads_back_from_its_spelling() {
+        for kind in EventType::ALL {
+            assert_eq!(EventType::parse(kind.as_str()), Some(kind));
+            assert_eq!(
+                serde_json::to_value(kind).ok(),
+                Some(serde_json::Value::String(kind.as_str().to_owned()))
+            );
+        }
+        assert_eq!(EventType::parse("workflow.from_the_future"), None);
     }
 }

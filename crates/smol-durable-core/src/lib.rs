@@ -82,6 +82,7 @@ pub mod decide;
 mod engine;
 mod error;
 mod events;
+mod failure_reason;
 mod ids;
 pub mod limits;
 pub mod paths;
@@ -104,8 +105,8 @@ pub use engine::{
     SubmitOptions, SubmittedRun, TokenUsage, Worker, WorkerOptions, WorkerReport,
 };
 pub use error::{
-    BoxError, Error, ErrorKind, ErrorStatus, ProviderError, ProviderErrorKind, ScriptError,
-    ScriptErrorKind, StoreError, StoreErrorKind,
+    BoxError, Error, ErrorKind, ErrorStatus, ProviderError, ProviderErrorKind, RunError,
+    ScriptError, ScriptErrorKind, StoreError, StoreErrorKind,
 };
 pub use events::{EventMetadata, EventSink, EventType, SessionLogSink, WorkflowEvent};
 pub use ids::new_id;

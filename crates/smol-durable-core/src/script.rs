@@ -187,6 +187,13 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<V
 }
 
 /// Why a host call was rejected; the script sees an `Error` with this message.
+///
+/// A rejection that stands for a typed failure (a provider error, an exhausted budget, a schema
+/// mismatch, a failed child run) carries a [`rejection_id`](Self::rejection_id). A script engine
+/// remembers which script error object each such rejection became; when that very object
+/// escapes the script uncaught (rethrown or never caught), the engine reports the id with
+/// [`ScriptError::with_rejection_id`](crate::ScriptError::with_rejection_id), so the run fails
+/// with the typed error instead of a generic "the script threw".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct HostError {
@@ -194,6 +201,9 @@ pub struct HostError {
     pub kind: HostErrorKind,
     /// Message for the script.
     pub message: String,
+    /// Names the typed failure behind this rejection, to the host that made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection_id: Option<u64>,
 }
 
 /// Kind of [`HostError`].
@@ -220,7 +230,14 @@ impl HostError {
         Self {
             kind,
             message: message.into(),
+            rejection_id: None,
         }
+    }
+
+    /// The same rejection, naming the typed failure behind it.
+    pub fn with_rejection_id(mut self, id: u64) -> Self {
+        self.rejection_id = Some(id);
+        self
     }
 }
 
@@ -268,6 +285,10 @@ pub struct ScriptInvocation {
     pub host: Arc<dyn WorkflowHost>,
     /// Fires when the run is cancelled; the engine should stop the script promptly.
     pub cancel: CancellationToken,
+    /// The longest `sleep(ms)` the script may ask for
+    /// ([`Limits::max_sleep_ms`](crate::Limits::max_sleep_ms)): a longer one throws at once,
+    /// in the script, where the call was made.
+    pub max_sleep_ms: u64,
 }
 
 /// Evaluates workflow scripts.

@@ -60,6 +60,7 @@ impl Setup {
         tokio::time::timeout(Duration::from_secs(20), self.engine.run(source, args))
             .await
             .expect("the run must not hang")
+            .map_err(Error::from)
     }
 
     /// Resumes the newest run (the script as it is on disk now) and waits for its end.

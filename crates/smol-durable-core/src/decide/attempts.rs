@@ -36,9 +36,13 @@ impl Closure {
         Self::new(State::Failed, "attempt abandoned: its owner lost the task")
     }
 
-    /// A run or task cancelled (`workflow cancelled`, the text of [`Error::Cancelled`]).
+    /// A run or task cancelled (`workflow cancelled`, the text of [`Error::Cancelled`], and
+    /// its kind).
     pub fn cancelled() -> Self {
-        Self::new(State::Cancelled, Error::Cancelled.to_string())
+        Self {
+            state: State::Cancelled,
+            reason: Error::Cancelled.failure_reason(),
+        }
     }
 
     /// A runner task that used up its `max_attempts`.
@@ -221,10 +225,9 @@ pub const MAX_ATTEMPT_BACKOFF_MS: u64 = 5 * 60 * 1000;
 
 /// When a runner task whose attempt just failed with `error` may run again, `failures` being
 /// its failed attempts counting this one: after `base_backoff_ms · 2^(failures-1)` (capped at
-/// [`MAX_ATTEMPT_BACKOFF_MS`]) while attempts remain, or `None` (the task fails for good) once
-/// `max_attempts` are used up or the failure would repeat identically on any worker (a script
-/// that does not parse or import, a changed step signature, an exhausted budget, a bad
-/// configuration).
+/// [`MAX_ATTEMPT_BACKOFF_MS`]), or later when a rate-limited provider asked to wait longer,
+/// while attempts remain; `None` (the task fails for good) once `max_attempts` are used up or
+/// the failure [repeats](failure_repeats).
 pub fn attempt_retry_at(
     error: &Error,
     failures: u32,
@@ -232,7 +235,26 @@ pub fn attempt_retry_at(
     base_backoff_ms: u64,
     now: i64,
 ) -> Option<i64> {
-    let repeats = match error {
+    if failure_repeats(error) || !may_attempt_again(failures, max_attempts) {
+        return None;
+    }
+    let doublings = failures.saturating_sub(1).min(32);
+    let backoff = base_backoff_ms
+        .saturating_mul(1u64 << doublings)
+        .max(retry_after_ms(error).unwrap_or(0))
+        .min(MAX_ATTEMPT_BACKOFF_MS);
+    Some(now.saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)))
+}
+
+/// Whether a run that failed with `error` would fail the same way on any worker, so running
+/// it again would only pay again: a script that does not parse or import or hits a limit, a
+/// changed step signature, an exhausted budget, a provider that refused the call (terminal or
+/// unusable answer), an agent whose answers missed their schema twice, a bad configuration, a
+/// child run that failed for one of these. Retried: a script that threw (a failed step runs
+/// again), a transient or rate-limited provider whose per-call tries ran out, a store that was
+/// unavailable, a worker without the run's provider.
+pub fn failure_repeats(error: &Error) -> bool {
+    match error {
         Error::Script(script) => matches!(
             script.kind(),
             crate::ScriptErrorKind::Syntax
@@ -240,9 +262,14 @@ pub fn attempt_retry_at(
                 | crate::ScriptErrorKind::Import
                 | crate::ScriptErrorKind::Limit
         ),
+        Error::Provider(provider) => !provider.is_retryable(),
         // A value the store cannot hold (PostgreSQL's JSONB refuses U+0000) stays unstorable.
         Error::Store(store) => store.kind() == crate::StoreErrorKind::Unsupported,
+        Error::Workflow {
+            cause: Some(cause), ..
+        } => failure_repeats(cause),
         Error::BudgetExhausted { .. }
+        | Error::SchemaMismatch { .. }
         | Error::SignatureMismatch { .. }
         | Error::Unsupported { .. }
         | Error::InvalidRequest(_)
@@ -252,15 +279,18 @@ pub fn attempt_retry_at(
         | Error::Released
         | Error::Parked { .. } => true,
         _ => false,
-    };
-    if repeats || !may_attempt_again(failures, max_attempts) {
-        return None;
     }
-    let doublings = failures.saturating_sub(1).min(32);
-    let backoff = base_backoff_ms
-        .saturating_mul(1u64 << doublings)
-        .min(MAX_ATTEMPT_BACKOFF_MS);
-    Some(now.saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)))
+}
+
+/// The wait a rate-limited provider asked for, found through failed child runs too.
+fn retry_after_ms(error: &Error) -> Option<u64> {
+    match error {
+        Error::Provider(provider) => provider.retry_after_ms(),
+        Error::Workflow {
+            cause: Some(cause), ..
+        } => retry_after_ms(cause),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -398,7 +428,7 @@ mod tests {
         );
         assert_eq!(
             Closure::cancelled().reason,
-            json!({"message": "workflow cancelled"})
+            json!({"message": "workflow cancelled", "kind": "cancelled"})
         );
     }
 
@@ -430,7 +460,7 @@ mod tests {
 
     #[test]
     fn failed_runner_attempts_back_off_until_max_attempts() {
-        let flaky = Error::Workflow("provider down".into());
+        let flaky = Error::workflow("provider down");
         assert_eq!(attempt_retry_at(&flaky, 1, 3, 1_000, 10_000), Some(11_000));
         assert_eq!(attempt_retry_at(&flaky, 2, 3, 1_000, 10_000), Some(12_000));
         assert_eq!(attempt_retry_at(&flaky, 3, 3, 1_000, 10_000), None);
@@ -468,5 +498,52 @@ mod tests {
         ));
         assert_eq!(attempt_retry_at(&unstorable, 1, 3, 1_000, 0), None);
         assert_eq!(attempt_retry_at(&unavailable, 1, 3, 1_000, 0), Some(1_000));
+    }
+
+    #[test]
+    fn provider_failures_are_retried_only_when_trying_again_can_help() {
+        let terminal = Error::Provider(crate::ProviderError::terminal("400 bad request"));
+        let unusable = Error::Provider(crate::ProviderError::new(
+            crate::ProviderErrorKind::InvalidResponse,
+            "not JSON",
+        ));
+        let transient = Error::Provider(crate::ProviderError::transient("503"));
+        let schema = Error::SchemaMismatch {
+            message: "Structured output did not match JSON Schema: /a missing".into(),
+        };
+        assert_eq!(attempt_retry_at(&terminal, 1, 3, 1_000, 0), None);
+        assert_eq!(attempt_retry_at(&unusable, 1, 3, 1_000, 0), None);
+        assert_eq!(attempt_retry_at(&schema, 1, 3, 1_000, 0), None);
+        assert_eq!(attempt_retry_at(&transient, 1, 3, 1_000, 0), Some(1_000));
+        let child = |cause: Error| Error::Workflow {
+            message: "child workflow ./c.mjs failed".into(),
+            cause: Some(Box::new(cause)),
+        };
+        assert_eq!(attempt_retry_at(&child(terminal), 1, 3, 1_000, 0), None);
+        assert_eq!(
+            attempt_retry_at(&child(transient), 1, 3, 1_000, 0),
+            Some(1_000)
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_hint_longer_than_the_backoff_wins_up_to_the_cap() {
+        let limited = |after: u64| {
+            Error::Provider(crate::ProviderError::new(
+                crate::ProviderErrorKind::RateLimited {
+                    retry_after_ms: Some(after),
+                },
+                "429",
+            ))
+        };
+        assert_eq!(
+            attempt_retry_at(&limited(30_000), 1, 3, 1_000, 0),
+            Some(30_000)
+        );
+        assert_eq!(attempt_retry_at(&limited(10), 1, 3, 1_000, 0), Some(1_000));
+        assert_eq!(
+            attempt_retry_at(&limited(u64::MAX), 1, 3, 1_000, 0),
+            Some(MAX_ATTEMPT_BACKOFF_MS as i64)
+        );
     }
 }

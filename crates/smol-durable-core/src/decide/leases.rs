@@ -25,6 +25,25 @@ pub struct RetryPolicy {
     pub backoff_ms: u64,
 }
 
+/// The longest a call waits between two tries. A rate-limited provider that asks for longer is
+/// not tried again inside the call: the call fails as rate limited, and a worker runs the run
+/// again once the wait is over ([`attempt_retry_at`](super::attempt_retry_at)).
+pub const MAX_RETRY_WAIT_MS: u64 = 60_000;
+
+impl RetryPolicy {
+    /// How long to wait before try `tries + 1` after try `tries` failed with `error`, or `None`
+    /// when there is no next try: the error is not retryable, the tries are used up, or the
+    /// provider asked to wait more than [`MAX_RETRY_WAIT_MS`]. The wait is the policy's backoff,
+    /// or the provider's `retry_after` when that is longer.
+    pub fn next_try_in(&self, tries: u32, error: &crate::ProviderError) -> Option<u64> {
+        if !error.is_retryable() || tries >= self.max_tries {
+            return None;
+        }
+        let wait = self.backoff_ms.max(error.retry_after_ms().unwrap_or(0));
+        (wait <= MAX_RETRY_WAIT_MS).then_some(wait)
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -48,5 +67,40 @@ mod tests {
         assert_eq!(step_lease_expires_at(1_000, 60_000, &none), 61_000);
         assert_eq!(step_lease_expires_at(1_000, 60_000, &long), 301_000);
         assert_eq!(heartbeat_interval_ms(60_000), 20_000);
+    }
+
+    #[test]
+    fn a_rate_limit_hint_lengthens_the_wait_up_to_a_cap() {
+        use crate::{ProviderError, ProviderErrorKind};
+        let policy = RetryPolicy {
+            max_tries: 3,
+            backoff_ms: 100,
+        };
+        let limited = |after: Option<u64>| {
+            ProviderError::new(
+                ProviderErrorKind::RateLimited {
+                    retry_after_ms: after,
+                },
+                "429",
+            )
+        };
+        assert_eq!(policy.next_try_in(1, &limited(None)), Some(100));
+        assert_eq!(policy.next_try_in(1, &limited(Some(5))), Some(100));
+        assert_eq!(policy.next_try_in(1, &limited(Some(2_000))), Some(2_000));
+        assert_eq!(
+            policy.next_try_in(1, &limited(Some(MAX_RETRY_WAIT_MS + 1))),
+            None,
+            "longer waits are left to the worker"
+        );
+        assert_eq!(policy.next_try_in(3, &limited(None)), None, "tries used up");
+        assert_eq!(
+            policy.next_try_in(1, &ProviderError::terminal("400")),
+            None,
+            "not retryable"
+        );
+        assert_eq!(
+            policy.next_try_in(1, &ProviderError::transient("503")),
+            Some(100)
+        );
     }
 }

@@ -16,11 +16,11 @@ mod steps;
 
 pub use attempts::{
     admit_attempt, attempt_end, attempt_retry_at, cancel_request, claim_verdict, claimable,
-    counts_against_max_attempts, may_attempt_again, reason, AttemptEnd, ClaimVerdict, Closure,
-    MAX_ATTEMPT_BACKOFF_MS,
+    counts_against_max_attempts, failure_repeats, may_attempt_again, reason, AttemptEnd,
+    ClaimVerdict, Closure, MAX_ATTEMPT_BACKOFF_MS,
 };
 pub use budget::check_budget;
-pub use leases::{heartbeat_interval_ms, step_lease_expires_at, RetryPolicy};
+pub use leases::{heartbeat_interval_ms, step_lease_expires_at, RetryPolicy, MAX_RETRY_WAIT_MS};
 pub use sleeps::{sleep_wake_at, wake_at};
 pub use steps::{decide_step, resolve_fence_conflict, FenceResolution, StepDecision};
 

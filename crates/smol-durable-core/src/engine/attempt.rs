@@ -94,6 +94,7 @@ async fn run_root(
         args: run.args.clone(),
         host: Arc::new(scope.host()),
         cancel: ctx.cancel.clone(),
+        max_sleep_ms: ctx.engine.limits.max_sleep_ms,
     };
     // A panicking engine fails this run, not the host.
     let evaluation = AssertUnwindSafe(ctx.engine.scripts.evaluate(invocation))
@@ -107,7 +108,7 @@ async fn run_root(
         });
     tokio::pin!(evaluation);
     tokio::select! {
-        result = &mut evaluation => result.map_err(Error::from),
+        result = &mut evaluation => result.map_err(|error| ctx.script_failure(error)),
         () = ctx.cancel.cancelled() => {
             // Host calls now reject; give the script a moment to unwind on its own. With a
             // session-log sink, agent calls in flight are let finish (their transcripts are
@@ -115,7 +116,7 @@ async fn run_root(
             let grace = ctx.engine.limits.cancel_grace;
             loop {
                 match tokio::time::timeout(grace, &mut evaluation).await {
-                    Ok(result) => break result.map_err(Error::from),
+                    Ok(result) => break result.map_err(|error| ctx.script_failure(error)),
                     Err(_) if ctx.engine.session_sink.is_some() && ctx.holds_agent_calls() => {}
                     Err(_) => break Err(Error::Cancelled),
                 }
@@ -186,7 +187,7 @@ async fn finish(
             })
         }
         Err(error) => {
-            let reason = crate::decide::reason(error.to_string());
+            let reason = error.failure_reason();
             let outcome = match &error {
                 Error::Cancelled => AttemptOutcome::Cancelled { reason },
                 Error::Released => AttemptOutcome::Released { not_before: None },

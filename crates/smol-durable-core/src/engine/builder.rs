@@ -7,11 +7,13 @@ use std::time::Duration;
 use super::handle::Engine;
 use super::shared::EngineShared;
 use crate::clock::{Clock, SystemClock};
+use crate::decide::RetryPolicy;
 use crate::events::{EventSink, SessionLogSink};
 use crate::limits::Limits;
-use crate::script::{ScriptEngine, WorkflowSource};
+use crate::script::{ScriptEngine, ScriptInvocation, WorkflowMeta, WorkflowSource};
 use crate::store::{DurableStore, RetryingStore};
-use crate::{AgentProvider, Error};
+use crate::{AgentProvider, Error, ScriptError, ScriptErrorKind};
+use serde_json::Value;
 
 /// Builds an [`Engine`].
 #[derive(Debug, Default)]
@@ -27,6 +29,7 @@ pub struct EngineBuilder {
     event_sinks: Vec<Arc<dyn EventSink>>,
     session_sink: Option<Arc<dyn SessionLogSink>>,
     named_workflows: HashMap<String, WorkflowSource>,
+    default_agent_retry: RetryPolicy,
 }
 
 impl EngineBuilder {
@@ -59,6 +62,19 @@ impl EngineBuilder {
     /// Names the default provider.
     pub fn default_provider(mut self, name: impl Into<String>) -> Self {
         self.default_provider = Some(name.into());
+        self
+    }
+
+    /// How an agent call that sets no `retry` option is tried (default: once). A call's own
+    /// `retry: {maxAttempts, backoffMs}` replaces it. Only transient and rate-limited failures
+    /// are tried again, after the backoff or the provider's `retry_after` when longer (see
+    /// [`RetryPolicy::next_try_in`]); without retries, a transient failure inside `parallel`
+    /// becomes `null` there.
+    pub fn default_agent_retry(mut self, retry: RetryPolicy) -> Self {
+        self.default_agent_retry = RetryPolicy {
+            max_tries: retry.max_tries.max(1),
+            ..retry
+        };
         self
     }
 
@@ -105,13 +121,36 @@ impl EngineBuilder {
     }
 
     /// Builds the engine.
-    pub fn build(self) -> Result<Engine, Error> {
+    pub fn build(mut self) -> Result<Engine, Error> {
+        let scripts = self.scripts.take().ok_or_else(|| {
+            Error::InvalidRequest("EngineBuilder needs a script engine".to_owned())
+        })?;
+        self.assemble(scripts, true)
+    }
+
+    /// Builds an engine for a process that only queues and follows runs: [`Engine::submit`],
+    /// [`Engine::wait`], [`Engine::follow_events`], [`Engine::cancel`], [`Engine::status`],
+    /// listing and deleting. It needs a store only: no provider, no script engine. It cannot
+    /// execute runs: `run`, `start`, `resume` and `worker` fail with
+    /// [`Error::InvalidRequest`]. Submitted runs record no metadata (`meta` is read by the
+    /// worker that runs them) and, unless the request names one, no provider: the worker's
+    /// default provider runs them.
+    pub fn build_submitter(mut self) -> Result<Engine, Error> {
+        if !self.providers.is_empty() || self.scripts.is_some() {
+            return Err(Error::InvalidRequest(
+                "a submitter engine executes nothing: register no provider or script engine \
+                 (use build() for an engine that runs workflows)"
+                    .to_owned(),
+            ));
+        }
+        self.default_provider = None;
+        self.assemble(Arc::new(NoScripts), false)
+    }
+
+    fn assemble(self, scripts: Arc<dyn ScriptEngine>, executes: bool) -> Result<Engine, Error> {
         let store = self
             .store
             .ok_or_else(|| Error::InvalidRequest("EngineBuilder needs a store".to_owned()))?;
-        let scripts = self.scripts.ok_or_else(|| {
-            Error::InvalidRequest("EngineBuilder needs a script engine".to_owned())
-        })?;
         let mut providers = BTreeMap::new();
         for provider in &self.providers {
             let name = provider.name().to_owned();
@@ -131,6 +170,7 @@ impl EngineBuilder {
                     "default provider {name:?} is not registered"
                 )))
             }
+            None if !executes => String::new(),
             None => self
                 .providers
                 .first()
@@ -169,9 +209,31 @@ impl EngineBuilder {
             live: Mutex::new(HashMap::new()),
             owner_registered: tokio::sync::OnceCell::new(),
             scripts_by_hash: Mutex::new(HashMap::new()),
+            default_agent_retry: self.default_agent_retry,
+            executes,
         })))
     }
 }
+
+/// The script engine of a submitter engine, which executes nothing: never called, since the
+/// engine refuses to execute before reaching it.
+#[derive(Debug)]
+struct NoScripts;
+
+#[async_trait::async_trait]
+impl ScriptEngine for NoScripts {
+    fn read_metadata(&self, _source: &WorkflowSource) -> Result<WorkflowMeta, ScriptError> {
+        Err(ScriptError::new(ScriptErrorKind::Internal, SUBMITTER))
+    }
+
+    async fn evaluate(&self, _invocation: ScriptInvocation) -> Result<Value, ScriptError> {
+        Err(ScriptError::new(ScriptErrorKind::Internal, SUBMITTER))
+    }
+}
+
+/// Why a submitter engine refuses to execute.
+pub(super) const SUBMITTER: &str = "this engine was built with EngineBuilder::build_submitter: \
+     it queues and follows runs but executes none (run workers with an engine from build())";
 
 impl Engine {
     /// Starts building an engine.

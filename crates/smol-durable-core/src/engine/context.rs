@@ -105,8 +105,18 @@ pub(crate) struct AttemptCtx {
     /// Guards may be dropped on a script engine's own thread; parking checks spawn here.
     runtime: tokio::runtime::Handle,
     interruption: Mutex<Option<Interruption>>,
+    rejections: Mutex<Rejections>,
     writer: Mutex<mpsc::UnboundedSender<WriterMessage>>,
     started: Instant,
+}
+
+/// The typed failures behind the host rejections of this attempt, by rejection id, so a
+/// rejection that escapes a script fails its run with the typed error (see
+/// [`HostError::rejection_id`](crate::HostError::rejection_id)).
+#[derive(Debug, Default)]
+struct Rejections {
+    next_id: u64,
+    errors: HashMap<u64, Error>,
 }
 
 /// Defaults in force for this attempt (stored with the run, overridable on resume).
@@ -151,6 +161,7 @@ impl AttemptCtx {
             activity: Mutex::new(Activity::default()),
             runtime: tokio::runtime::Handle::current(),
             interruption: Mutex::new(None),
+            rejections: Mutex::new(Rejections::default()),
             writer: Mutex::new(writer),
             started: Instant::now(),
         }
@@ -166,6 +177,43 @@ impl AttemptCtx {
 
     pub fn owner_id(&self) -> &str {
         &self.engine.owner_id
+    }
+
+    /// The rejection a script sees for the typed failure `error`: `kind` and `message` as the
+    /// script sees them, and an id under which the typed error is kept.
+    pub fn reject(
+        &self,
+        kind: crate::HostErrorKind,
+        message: impl Into<String>,
+        error: Error,
+    ) -> crate::HostError {
+        let rejection = crate::HostError::new(kind, message);
+        let Ok(mut rejections) = self.rejections.lock() else {
+            return rejection;
+        };
+        let id = rejections.next_id;
+        rejections.next_id += 1;
+        rejections.errors.insert(id, error);
+        rejection.with_rejection_id(id)
+    }
+
+    /// The stored failure reason of the typed failure behind `rejection`, if it has one.
+    pub fn rejection_reason(&self, rejection: &crate::HostError) -> Option<Value> {
+        let id = rejection.rejection_id?;
+        let rejections = self.rejections.lock().ok()?;
+        rejections.errors.get(&id).map(Error::failure_reason)
+    }
+
+    /// The error a failed script fails its run with: the typed failure behind the host
+    /// rejection that escaped it, if that is what failed it, else the script error itself.
+    pub fn script_failure(&self, error: crate::ScriptError) -> Error {
+        let typed = error.rejection_id().and_then(|id| {
+            self.rejections
+                .lock()
+                .ok()
+                .and_then(|mut rejections| rejections.errors.remove(&id))
+        });
+        typed.unwrap_or(Error::Script(error))
     }
 
     /// Records an error that must fail the run even if the script catches the rejection

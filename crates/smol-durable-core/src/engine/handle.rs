@@ -17,7 +17,7 @@ use crate::store::{
     CancelRequest, ClaimScope, DurableStore, EventRecord, NewRun, OwnerRecord, RunFilter,
     RunRecord, State, TaskRecord, WorkflowInfo,
 };
-use crate::Error;
+use crate::{Error, RunError};
 
 /// The durable workflow engine: one non-generic handle, cheap to clone.
 ///
@@ -43,16 +43,23 @@ impl Engine {
         &self.shared.store
     }
 
-    /// Runs a workflow to its end in this process.
-    pub async fn run(&self, source: WorkflowSource, args: Value) -> Result<RunOutput, Error> {
-        self.start(RunRequest::new(source, args))
-            .await?
+    /// Runs a workflow to its end in this process. A failure names the run it failed (when it
+    /// got as far as creating one), to resume or inspect it.
+    pub async fn run(&self, source: WorkflowSource, args: Value) -> Result<RunOutput, RunError> {
+        let handle = self
+            .start(RunRequest::new(source, args))
+            .await
+            .map_err(|error| RunError::new(None, error))?;
+        let run_id = handle.run_id().to_owned();
+        handle
             .join()
             .await
+            .map_err(|error| RunError::new(Some(run_id), error))
     }
 
     /// Creates a local run (task + run + attempt 1) and starts executing it.
     pub async fn start(&self, request: RunRequest) -> Result<RunHandle, Error> {
+        self.shared.check_executes()?;
         let provider = self.run_provider(&request);
         if self.shared.provider(&provider).is_none() {
             return Err(Error::InvalidRequest(format!(
@@ -84,16 +91,22 @@ impl Engine {
     ) -> Result<NewRun, Error> {
         let shared = &self.shared;
         self.register_owner().await?;
-        let meta = shared.scripts.read_metadata(&request.source)?;
-        let provider = self.run_provider(request);
+        // A submitter reads no metadata (it has no script engine) and names no provider: the
+        // worker that runs the task does both.
+        let (meta, provider) = if shared.executes {
+            let meta = shared.scripts.read_metadata(&request.source)?;
+            (Some(meta), Some(self.run_provider(request)))
+        } else {
+            (None, request.provider.clone())
+        };
         let hash = request.source.content_hash();
         shared.store.put_script(&hash, &request.source.text).await?;
         let mut workflow = WorkflowInfo::new();
         workflow.mode = Some(scope.as_str().to_owned());
         workflow.script_path = Some(request.source.path.display().to_string());
         workflow.script_hash = Some(hash);
-        workflow.metadata = serde_json::to_value(&meta).ok();
-        workflow.provider = Some(provider);
+        workflow.metadata = meta.and_then(|meta| serde_json::to_value(&meta).ok());
+        workflow.provider = provider;
         workflow.model_map = shared.model_map.clone();
         workflow.max_parallel_agents = request
             .max_parallel_agents
@@ -121,6 +134,7 @@ impl Engine {
     /// Resumes a run: opens attempt N+1 and replays it from the top. Resuming a completed run
     /// returns its stored result and changes nothing.
     pub async fn resume(&self, run_id: &str, options: ResumeOptions) -> Result<RunHandle, Error> {
+        self.shared.check_executes()?;
         self.register_owner().await?;
         let run = self.get_run(run_id).await?;
         if !run.is_root() {

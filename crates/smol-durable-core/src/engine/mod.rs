@@ -15,6 +15,7 @@ mod builder;
 mod claiming;
 mod context;
 mod event_writer;
+mod follow;
 mod handle;
 mod heartbeat;
 mod host;

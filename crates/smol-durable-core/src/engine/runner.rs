@@ -174,7 +174,7 @@ impl WorkerReport {
 pub struct Worker {
     owner_id: String,
     stop: CancellationToken,
-    join: JoinHandle<WorkerReport>,
+    join: JoinHandle<Result<WorkerReport, Error>>,
 }
 
 impl Worker {
@@ -195,11 +195,13 @@ impl Worker {
         self.join.is_finished()
     }
 
-    /// Waits for the worker to stop (after [`shutdown`](Self::shutdown)).
+    /// Waits for the worker to stop (after [`shutdown`](Self::shutdown)); an engine that
+    /// cannot execute runs ([`EngineBuilder::build_submitter`](crate::EngineBuilder::build_submitter))
+    /// stops its worker at once with [`Error::InvalidRequest`].
     pub async fn join(self) -> Result<WorkerReport, Error> {
         self.join
             .await
-            .map_err(|error| Error::internal("the worker task died", Some(Box::new(error))))
+            .map_err(|error| Error::internal("the worker task died", Some(Box::new(error))))?
     }
 }
 
@@ -231,7 +233,11 @@ impl Engine {
     pub fn worker(&self, options: WorkerOptions) -> Worker {
         let stop = CancellationToken::new();
         let engine = self.clone();
-        let join = tokio::spawn(work(engine, options, stop.clone()));
+        let stopped = stop.clone();
+        let join = tokio::spawn(async move {
+            engine.shared.check_executes()?;
+            Ok(work(engine, options, stopped).await)
+        });
         Worker {
             owner_id: self.owner_id().to_owned(),
             stop,
@@ -288,7 +294,7 @@ impl Engine {
                 let (settings, _) = self.shared.settings(&run, None).await?;
                 if self.shared.provider(&settings.provider).is_none() {
                     // Another worker may have it: an ordinary, retried failure.
-                    return Err(Error::Workflow(format!(
+                    return Err(Error::workflow(format!(
                         "this worker has no agent provider {:?} (registered: {})",
                         settings.provider,
                         self.shared.provider_names().join(", ")

@@ -36,9 +36,25 @@ pub(crate) struct EngineShared {
     pub owner_registered: tokio::sync::OnceCell<()>,
     /// Sources read from the store by content hash (immutable, so never stale).
     pub scripts_by_hash: Mutex<HashMap<String, String>>,
+    /// How agent calls that set no `retry` are tried.
+    pub default_agent_retry: crate::decide::RetryPolicy,
+    /// False for a submitter engine ([`EngineBuilder::build_submitter`](crate::EngineBuilder::build_submitter)), which executes no
+    /// run.
+    pub executes: bool,
 }
 
 impl EngineShared {
+    /// Refuses to execute in a submitter engine.
+    pub fn check_executes(&self) -> Result<(), crate::Error> {
+        if self.executes {
+            Ok(())
+        } else {
+            Err(crate::Error::InvalidRequest(
+                super::builder::SUBMITTER.to_owned(),
+            ))
+        }
+    }
+
     pub fn provider(&self, name: &str) -> Option<Arc<dyn AgentProvider>> {
         self.providers.get(name).cloned()
     }

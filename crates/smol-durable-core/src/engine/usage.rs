@@ -25,7 +25,7 @@ pub(crate) async fn run_usage(
     ))
 }
 
-fn sum_usage<'a>(entries: impl Iterator<Item = &'a LedgerEntry>) -> TokenUsage {
+pub(crate) fn sum_usage<'a>(entries: impl Iterator<Item = &'a LedgerEntry>) -> TokenUsage {
     let mut usage = TokenUsage::default();
     for entry in entries {
         let reported = entry.tokens();

@@ -448,12 +448,22 @@ pub struct EventRecord {
     pub attempt_id: Option<String>,
     /// Step it concerns.
     pub step_id: Option<String>,
-    /// `workflow.started`, `workflow.log`, …
+    /// `workflow.started`, `workflow.log`, … as stored (a newer version may have written a type
+    /// this one does not know); [`EventRecord::typed`] reads it as an [`EventType`].
+    ///
+    /// [`EventType`]: crate::EventType
     pub event_type: String,
     /// The full event document.
     pub payload: Value,
     /// Creation time.
     pub created_at: i64,
+}
+
+impl EventRecord {
+    /// The event's type, when this version knows it.
+    pub fn typed(&self) -> Option<crate::EventType> {
+        crate::EventType::parse(&self.event_type)
+    }
 }
 
 /// A process identity (`sw_workflow_owners`).

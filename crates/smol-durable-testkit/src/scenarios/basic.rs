@@ -254,7 +254,7 @@ pub async fn deadlock_is_reported_clearly(fixture: Fixture) {
         .run(scripts.source("main.mjs"), json!({}))
         .await
         .expect_err("deadlock");
-    match &error {
+    match error.error() {
         Error::Script(script) => {
             assert_eq!(script.kind(), smol_durable_core::ScriptErrorKind::Deadlock)
         }

@@ -52,7 +52,7 @@ pub async fn cancellation_marks_attempt_run_and_task_cancelled(fixture: Fixture)
     let stored = store.get_run(&run_id).await.expect("get").expect("run");
     assert_eq!(
         stored.failure_reason,
-        Some(json!({ "message": "workflow cancelled" }))
+        Some(json!({ "message": "workflow cancelled", "kind": "cancelled" }))
     );
     // A cancelled step is never replayed as a success: resuming runs it again.
     let scripts = scripts.workflow("main.mjs", |ctx| async move {

@@ -150,7 +150,7 @@ pub async fn every_write_whose_answer_is_lost_is_recognised(fixture: Fixture) {
             .unwrap_or_else(|error| panic!("{operation}: start: {error}"));
         let run_id = handle.run_id().to_owned();
         match handle.join().await {
-            Err(Error::Script(_)) => {}
+            Err(Error::Provider(_)) => {}
             other => panic!("{operation}: the first attempt fails on b's error, got {other:?}"),
         }
         let output = engine

@@ -11,8 +11,10 @@ pub mod basic;
 pub mod budget;
 pub mod cancel;
 pub mod children;
+pub mod failures;
 pub mod faults;
 pub mod resume;
+pub mod retries;
 pub mod runner;
 pub mod sessions;
 
@@ -46,7 +48,9 @@ macro_rules! engine_conformance_tests {
         $crate::__engine_cancel_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_budget_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_children_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_failures_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_faults_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_retries_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_runner_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_sessions_cases!($factory, [$(#[$attr])*]);
     };

@@ -180,11 +180,12 @@ pub async fn failed_attempts_of_submitted_runs_are_retried(fixture: Fixture) {
             .await?;
         Ok(json!([first, second]))
     });
-    // "flaky once" fails the first attempt; "always" fails every attempt.
+    // "flaky once" fails the first attempt; "always" fails every attempt. Both fail
+    // transiently: a terminal failure is not retried at all.
     let provider = Arc::new(
         ScriptedProvider::new("scripted")
-            .fail_first("flaky once", 1, ProviderErrorKind::Terminal, None)
-            .fail_first("always", 100, ProviderErrorKind::Terminal, None),
+            .fail_first("flaky once", 1, ProviderErrorKind::Transient, None)
+            .fail_first("always", 100, ProviderErrorKind::Transient, None),
     );
     let engine = builder(&fixture, &scripts, &provider)
         .build()

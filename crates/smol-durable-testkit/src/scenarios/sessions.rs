@@ -94,7 +94,10 @@ async fn session_export(
     if let Ok(mut slot) = engine_slot.lock() {
         *slot = Some(engine.clone());
     }
-    let result = engine.run(script.source("main.mjs"), json!({})).await;
+    let result = engine
+        .run(script.source("main.mjs"), json!({}))
+        .await
+        .map_err(Error::from);
     let run_id = only_run(fixture.store.as_ref()).await;
     let final_state = fixture
         .store

@@ -139,7 +139,9 @@ impl RunScope {
             prompt,
             options: effective.options,
             phase: effective.phase,
-            retry: effective.retry,
+            retry: effective
+                .retry
+                .unwrap_or(self.ctx.engine.default_agent_retry),
             schema,
             signature,
             checkpoint,
@@ -275,13 +277,19 @@ impl RunScope {
                 );
                 return Err(cancelled());
             }
-            Err(end @ (CallEnd::Failed(_) | CallEnd::Mismatch(_))) => {
-                let message = match end {
-                    CallEnd::Failed(error) => error.to_string(),
-                    CallEnd::Mismatch(message) => message,
-                    CallEnd::Cancelled => String::new(),
+            Err(CallEnd::Failed(error)) => {
+                let message = error.to_string();
+                return Err(self
+                    .fail_agent_step(row, message, Error::Provider(error), billed, metadata)
+                    .await);
+            }
+            Err(CallEnd::Mismatch(message)) => {
+                let error = Error::SchemaMismatch {
+                    message: message.clone(),
                 };
-                return Err(self.fail_agent_step(row, message, billed, metadata).await);
+                return Err(self
+                    .fail_agent_step(row, message, error, billed, metadata)
+                    .await);
             }
         };
         self.save_session(call, row, &response).await;
@@ -290,13 +298,30 @@ impl RunScope {
         if let Some(message) = oversized("the agent result", &stored, max_result, RESULT_LIMIT) {
             // Paid for but not stored: billed like a failed try of this claim.
             billed.push(self.try_ledger_entry(row, "oversized", response.usage.as_ref()));
-            let rejected = self.fail_agent_step(row, message, billed, metadata).await;
+            let limit = Error::Script(crate::ScriptError::new(
+                crate::ScriptErrorKind::Limit,
+                message.clone(),
+            ));
+            let rejected = self
+                .fail_agent_step(row, message, limit, billed, metadata)
+                .await;
             // A limit: another attempt would pay for the same oversized answer again.
             return Err(self.fatal(Error::Script(crate::ScriptError::new(
                 crate::ScriptErrorKind::Limit,
                 rejected.message,
             ))));
         }
+        // Tries paid for that did not become the result, for the completed event.
+        let failed_tries: Vec<&LedgerEntry> = billed
+            .iter()
+            .filter(|entry| entry.source_type == LedgerSource::AgentTry)
+            .collect();
+        let failed_tries = (!failed_tries.is_empty()).then(|| {
+            json!({
+                "count": failed_tries.len(),
+                "usage": crate::engine::usage::sum_usage(failed_tries.into_iter()),
+            })
+        });
         billed.push(LedgerEntry::new(
             &self.run_id,
             &self.ctx.root_run_id,
@@ -325,7 +350,7 @@ impl RunScope {
         self.ctx.emit(
             EventType::AgentCompleted,
             metadata,
-            object(json!({ "model": response.model, "sessionId": response.session_id, "usage": response.usage })),
+            object(completed_data(&response, failed_tries)),
         );
         if self.ctx.cancel.is_cancelled() {
             // Completed and paid for (the session sink needed the call to finish), but the run
@@ -337,11 +362,12 @@ impl RunScope {
     }
 
     /// Fails a claimed agent step with `message` (billing `billed`), reports it, and gives the
-    /// rejection the script sees.
+    /// rejection the script sees, standing for the typed `error`.
     async fn fail_agent_step(
         &self,
         row: &StepRecord,
         message: String,
+        error: Error,
         billed: Vec<LedgerEntry>,
         metadata: crate::EventMetadata,
     ) -> HostError {
@@ -351,7 +377,7 @@ impl RunScope {
             metadata,
             object(json!({ "message": message })),
         );
-        HostError::new(HostErrorKind::Provider, message)
+        self.ctx.reject(HostErrorKind::Provider, message, error)
     }
 
     /// The ledger row of one paid try of a claimed step that did not become its result (a
@@ -457,15 +483,44 @@ impl RunScope {
             if let Some(usage) = error.usage() {
                 billed.push(self.try_ledger_entry(row, &format!("{label}{tries}"), Some(usage)));
             }
-            if !error.is_retryable() || tries >= call.retry.max_tries {
+            let Some(wait_ms) = call.retry.next_try_in(tries, &error) else {
                 return Err(CallEnd::Failed(error));
-            }
+            };
             tracing::debug!(step_id = %row.step_id, tries, %error, "retrying agent call");
-            let backoff = Duration::from_millis(call.retry.backoff_ms);
+            let mut metadata =
+                self.ctx
+                    .metadata(&self.run_id, self.depth, self.parent_step_id.as_deref());
+            metadata.step_id = Some(row.step_id.clone());
+            metadata.provider = Some(call.provider.name().to_owned());
+            self.ctx.emit(
+                EventType::AgentRetrying,
+                metadata,
+                object(json!({
+                    "try": tries,
+                    "maxTries": call.retry.max_tries,
+                    "waitMs": wait_ms,
+                    "message": error.to_string(),
+                    "kind": error.kind().as_str(),
+                })),
+            );
             tokio::select! {
-                () = crate::clock::sleep_for(self.ctx.engine.clock.as_ref(), backoff) => {}
+                () = crate::clock::sleep_for(self.ctx.engine.clock.as_ref(), Duration::from_millis(wait_ms)) => {}
                 () = self.ctx.cancel.cancelled() => return Err(CallEnd::Cancelled),
             }
         }
     }
+}
+
+/// The `agent_completed` event's data: smol-wf's model, session and usage, and the tries that
+/// were paid for before this answer (`failedTries`, only when there were some).
+fn completed_data(response: &AgentResponse, failed_tries: Option<Value>) -> Value {
+    let mut data = json!({
+        "model": response.model,
+        "sessionId": response.session_id,
+        "usage": response.usage,
+    });
+    if let (Some(tries), Value::Object(map)) = (failed_tries, &mut data) {
+        map.insert("failedTries".into(), tries);
+    }
+    data
 }

@@ -131,7 +131,12 @@ impl RunScope {
             }
             Err(error) => {
                 let cancelled_run = error.kind == crate::HostErrorKind::Cancelled;
-                let reason = crate::decide::reason(error.message.as_str());
+                // The child run keeps its own failure; the parent's step says the child failed.
+                let reason = self
+                    .ctx
+                    .rejection_reason(&error)
+                    .and_then(|reason| reason.get("cause").cloned())
+                    .unwrap_or_else(|| crate::decide::reason(error.message.as_str()));
                 let run_outcome = if cancelled_run {
                     RunOutcome::Cancelled(reason)
                 } else {
@@ -166,13 +171,15 @@ impl RunScope {
         let meta = match self.ctx.engine.scripts.read_metadata(&source) {
             Ok(meta) => meta,
             Err(error) => {
-                return Err(HostError::new(
-                    HostErrorKind::Workflow,
-                    format!(
-                        "child workflow {} cannot start: {error}",
-                        source.path.display()
-                    ),
-                ))
+                let message = format!(
+                    "child workflow {} cannot start: {error}",
+                    source.path.display()
+                );
+                let failure = crate::Error::Workflow {
+                    message: message.clone(),
+                    cause: Some(Box::new(crate::Error::Script(error))),
+                };
+                return Err(self.ctx.reject(HostErrorKind::Workflow, message, failure));
             }
         };
         let hash = source.content_hash();
@@ -230,6 +237,7 @@ impl RunScope {
             args,
             host: Arc::new(child.host()),
             cancel: self.ctx.cancel.clone(),
+            max_sleep_ms: self.ctx.engine.limits.max_sleep_ms,
         };
         let max_result = self.ctx.engine.limits.max_result_bytes;
         let evaluated = self
@@ -274,13 +282,16 @@ impl RunScope {
                 if self.ctx.cancel.is_cancelled() {
                     return Err(cancelled());
                 }
-                Err(HostError::new(
-                    HostErrorKind::Workflow,
-                    format!(
-                        "child workflow {} failed: {error}",
-                        child.source_path.display()
-                    ),
-                ))
+                let message = format!(
+                    "child workflow {} failed: {error}",
+                    child.source_path.display()
+                );
+                let cause = self.ctx.script_failure(error);
+                let failure = crate::Error::Workflow {
+                    message: message.clone(),
+                    cause: Some(Box::new(cause)),
+                };
+                Err(self.ctx.reject(HostErrorKind::Workflow, message, failure))
             }
         }
     }

@@ -187,10 +187,9 @@ impl RunScope {
     fn admit_agent(&self, prompt_bytes: usize) -> Result<(), HostError> {
         let budget = self.ctx.budget();
         if let Err(error) = check_budget(budget.total, budget.spent) {
-            return Err(HostError::new(
-                HostErrorKind::BudgetExhausted,
-                error.to_string(),
-            ));
+            return Err(self
+                .ctx
+                .reject(HostErrorKind::BudgetExhausted, error.to_string(), error));
         }
         let max_prompt = self.ctx.engine.limits.max_prompt_bytes;
         if prompt_bytes > max_prompt {

@@ -54,6 +54,15 @@ impl RunScope {
                 Claimed::Ours(row) => *row,
             };
             let wake_at = crate::decide::wake_at(&row).map_err(|error| self.fatal(error))?;
+            self.emit(
+                EventType::SleepStarted,
+                Some(&row.step_id),
+                json!({
+                    "checkpoint": checkpoint,
+                    "durationMs": duration_ms,
+                    "wakeAt": crate::clock::rfc3339_ms(wake_at),
+                }),
+            );
             let sleeping = self.ctx.sleeping(wake_at);
             let woke = tokio::select! {
                 () = self.ctx.engine.clock.sleep_until(wake_at) => true,
