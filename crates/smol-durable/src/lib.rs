@@ -95,6 +95,32 @@
 //! store and the built-in providers. A host that wants its own store, script engine or provider
 //! implements the trait; `smol-durable-testkit` (a dev-dependency) has the conformance suite a
 //! store must pass and test doubles for host applications.
+//!
+//! # Failures
+//!
+//! What failed a run comes back typed, whether the script left the rejection uncaught or the
+//! run failed on another worker ([`Engine::wait`]); `docs/errors.md` lists every kind and which
+//! ones a worker runs again.
+//!
+//! ```no_run
+//! use smol_durable::{Engine, Error, ErrorKind, ProviderErrorKind, WorkflowSource};
+//! use smol_durable::serde_json::json;
+//!
+//! async fn review(engine: &Engine, source: WorkflowSource) {
+//!     match engine.run(source, json!({})).await {
+//!         Ok(output) => println!("{}", output.result),
+//!         Err(failure) => match failure.error() {
+//!             Error::Provider(error) if error.kind() == ProviderErrorKind::Terminal => {
+//!                 eprintln!("the model refused: {error}")
+//!             }
+//!             _ if failure.kind() == ErrorKind::BudgetExhausted => {
+//!                 eprintln!("resume {:?} with a larger budget", failure.run_id())
+//!             }
+//!             other => eprintln!("failed ({:?}): {other}", other.kind()),
+//!         },
+//!     }
+//! }
+//! ```
 #![deny(missing_docs)]
 
 #[doc(inline)]
