@@ -26,6 +26,9 @@ fn engines() -> Vec<(&'static str, Arc<dyn ScriptEngine>)> {
     ]
 }
 
+/// A child that makes the refused call, callable as `workflow("child")`.
+const CHILD: &str = "export const meta = { name: \"child\", description: \"c\" };\nexport default await agent(\"refused\");\n";
+
 async fn fail(scripts: Arc<dyn ScriptEngine>, text: &str, budget: Option<u64>) -> Error {
     let provider = Arc::new(ScriptedProvider::new("scripted").fail_first(
         "refused",
@@ -37,6 +40,7 @@ async fn fail(scripts: Arc<dyn ScriptEngine>, text: &str, budget: Option<u64>) -
         .store(Arc::new(MemoryStore::new()))
         .script_engine(scripts)
         .provider(provider)
+        .workflow("child", WorkflowSource::inline("/flows/child.mjs", CHILD))
         .build()
         .expect("engine");
     let mut request = RunRequest::new(WorkflowSource::inline("/flows/main.mjs", text), json!({}));
@@ -101,5 +105,26 @@ async fn an_error_the_script_makes_of_its_own_stays_a_script_error() {
             error.to_string().contains("review failed: "),
             "{mode}: {error}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_child_s_typed_failure_is_the_cause_of_its_parent_s() {
+    for (mode, engine) in engines() {
+        let error = fail(
+            engine,
+            &format!("{META}export default await workflow(\"child\");\n"),
+            None,
+        )
+        .await;
+        match &error {
+            Error::Workflow {
+                cause: Some(cause), ..
+            } => assert!(
+                matches!(&**cause, Error::Provider(p) if p.kind() == ProviderErrorKind::Terminal),
+                "{mode}: {cause:?}"
+            ),
+            other => panic!("{mode}: expected a failed child, got {other:?}"),
+        }
     }
 }

@@ -105,14 +105,14 @@ pub struct ProviderArgs {
     /// followed by `?thinking=…` or `?provider=…` (repeatable; the last one of an alias wins).
     #[arg(long = "model-map", value_name = "ALIAS:SELECTOR", value_parser = model_alias)]
     pub model_map: Vec<(String, String)>,
-    /// Tries of an agent call that sets no `retry` option, for transient and rate-limited
-    /// failures (default 1: no retry). A call's own `retry: {maxAttempts, backoffMs}` wins.
+    /// Tries of an agent call whose `retry` option does not say (`retry.maxAttempts`'s
+    /// default), for transient and rate-limited failures; default 1: no retry.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub agent_retries: Option<u32>,
-    /// Wait between those tries, in milliseconds (default 1000; a rate-limited provider's
-    /// `retry-after` wins when longer).
-    #[arg(long, value_name = "MS", requires = "agent_retries")]
-    pub agent_retry_backoff_ms: Option<u64>,
+    pub agent_max_attempts: Option<u32>,
+    /// Wait between those tries in milliseconds (`retry.backoffMs`'s default; default 1000;
+    /// a rate-limited provider's `retry-after` wins when longer).
+    #[arg(long, value_name = "MS", requires = "agent_max_attempts")]
+    pub agent_backoff_ms: Option<u64>,
     /// Diagnostics on stderr: off, error, warn, info, debug or trace (also none, quiet,
     /// warning; any case). `[phase]` and `[log]` lines are printed at every level.
     /// Default: warn (`worker`: info, which reports each claimed run and its provider).

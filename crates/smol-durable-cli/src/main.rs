@@ -327,10 +327,10 @@ fn engine(
         for (alias, selector) in &options.model_map {
             builder = builder.model_alias(alias, selector);
         }
-        if let Some(max_tries) = options.agent_retries {
+        if let Some(max_tries) = options.agent_max_attempts {
             builder = builder.default_agent_retry(RetryPolicy {
                 max_tries,
-                backoff_ms: options.agent_retry_backoff_ms.unwrap_or(1_000),
+                backoff_ms: options.agent_backoff_ms.unwrap_or(1_000),
             });
         }
     }

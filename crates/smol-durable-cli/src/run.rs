@@ -304,11 +304,11 @@ fn resume_command(invocation: &Invocation<'_>, options: &RunArgs, run_id: &str) 
     for (alias, selector) in &providers.model_map {
         flag("--model-map", Some(format!("{alias}:{selector}")));
     }
-    if let Some(tries) = providers.agent_retries {
-        flag("--agent-retries", Some(tries.to_string()));
+    if let Some(tries) = providers.agent_max_attempts {
+        flag("--agent-max-attempts", Some(tries.to_string()));
     }
-    if let Some(backoff) = providers.agent_retry_backoff_ms {
-        flag("--agent-retry-backoff-ms", Some(backoff.to_string()));
+    if let Some(backoff) = providers.agent_backoff_ms {
+        flag("--agent-backoff-ms", Some(backoff.to_string()));
     }
     if let Some(dir) = &options.save_raw_sessions {
         flag("--save-raw-sessions", Some(dir.display().to_string()));

@@ -46,7 +46,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::decide::RetryPolicy;
+use crate::decide::RetryOverride;
 use crate::{PhaseMeta, StepSignature};
 
 /// Provider names whose model selectors have rules of their own (smol-wf's CLI providers).
@@ -77,8 +77,9 @@ pub struct EffectiveOptions {
     pub options: Value,
     /// `options.phase` when it is a string (the signature's `context.phase`).
     pub phase: Option<String>,
-    /// How failed tries are retried, when the call says (else the engine's default applies).
-    pub retry: Option<RetryPolicy>,
+    /// How failed tries are retried, as far as the call says (the engine's default policy
+    /// supplies the rest).
+    pub retry: RetryOverride,
 }
 
 /// Options that cannot be used; the message is smol-wf's where it had one.
@@ -109,7 +110,7 @@ pub fn effective_options(
                 provider: defaults.provider.to_owned(),
                 options: other,
                 phase: None,
-                retry: None,
+                retry: RetryOverride::default(),
             })
         }
     };
@@ -323,20 +324,20 @@ fn resolve_model(
     Ok(())
 }
 
-/// Step 5: `options.retry` as a policy; absent or `null` means none was set (the engine's
-/// default applies, one try unless configured).
-fn retry_policy(options: &Value) -> Result<Option<RetryPolicy>, OptionsError> {
+/// Step 5: `options.retry` as far as it is written; absent or `null` sets nothing (the
+/// engine's default policy applies: one try unless configured, as in smol-wf).
+fn retry_policy(options: &Value) -> Result<RetryOverride, OptionsError> {
     let retry = match options.get("retry") {
-        None | Some(Value::Null) => return Ok(None),
+        None | Some(Value::Null) => return Ok(RetryOverride::default()),
         Some(Value::Object(retry)) => retry,
         Some(_) => return Err(OptionsError::new("agent retry option must be an object")),
     };
     let max_tries = match retry.get("maxAttempts") {
-        None => 1,
+        None => None,
         Some(value) => match value.as_u64() {
-            Some(n) => u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+            Some(n) => Some(u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
                 OptionsError::new("agent retry.maxAttempts must be between 1 and 4294967295")
-            })?,
+            })?),
             None => {
                 return Err(OptionsError::new(
                     "agent retry.maxAttempts must be a positive integer",
@@ -345,15 +346,15 @@ fn retry_policy(options: &Value) -> Result<Option<RetryPolicy>, OptionsError> {
         },
     };
     let backoff_ms = match retry.get("backoffMs") {
-        None => 0,
-        Some(value) => value.as_u64().ok_or_else(|| {
+        None => None,
+        Some(value) => Some(value.as_u64().ok_or_else(|| {
             OptionsError::new("agent retry.backoffMs must be a non-negative integer")
-        })?,
+        })?),
     };
-    Ok(Some(RetryPolicy {
+    Ok(RetryOverride {
         max_tries,
         backoff_ms,
-    }))
+    })
 }
 
 /// A parsed model selector: `model-id`, `provider/model-id`, either followed by
@@ -803,17 +804,25 @@ mod tests {
         };
         assert_eq!(
             retry(json!({ "maxAttempts": 2, "backoffMs": 5 })),
-            Ok(Some(RetryPolicy {
-                max_tries: 2,
-                backoff_ms: 5
-            }))
+            Ok(RetryOverride {
+                max_tries: Some(2),
+                backoff_ms: Some(5)
+            })
         );
         assert_eq!(
             retry(Value::Null),
-            Ok(None),
+            Ok(RetryOverride::default()),
             "not set: the engine's default"
         );
-        assert_eq!(retry(json!({})), Ok(Some(RetryPolicy::default())));
+        assert_eq!(retry(json!({})), Ok(RetryOverride::default()));
+        assert_eq!(
+            retry(json!({ "backoffMs": 7 })),
+            Ok(RetryOverride {
+                max_tries: None,
+                backoff_ms: Some(7)
+            }),
+            "what is left out comes from the default"
+        );
         for (value, message) in [
             (json!(5), "agent retry option must be an object"),
             (json!([]), "agent retry option must be an object"),

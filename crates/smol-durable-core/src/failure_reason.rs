@@ -35,6 +35,7 @@ impl Error {
                 "kind": error.kind(),
                 "operation": error.operation(),
                 "message": error.message(),
+                "persistent": error.status() == crate::ErrorStatus::Persistent,
             }}),
             Error::SignatureMismatch { checkpoint } => json!({ "checkpoint": checkpoint }),
             Error::Workflow {
@@ -91,11 +92,16 @@ impl Error {
                 serde_json::from_value::<StoreErrorKind>(store["kind"].clone())
                     .ok()
                     .map(|kind| {
-                        Error::Store(StoreError::recorded(
+                        let error = StoreError::recorded(
                             kind,
                             text(&store["operation"]),
                             text(&store["message"]),
-                        ))
+                        );
+                        Error::Store(if store["persistent"] == json!(true) {
+                            error.persistent()
+                        } else {
+                            error
+                        })
                     })
             }
             Some(ErrorKind::SignatureMismatch) => {
@@ -190,11 +196,15 @@ mod tests {
         }
         assert!(matches!(round_trip(Error::Cancelled), Error::Cancelled));
         let store = StoreError::new(StoreErrorKind::Unavailable, "complete_step", "locked");
-        match round_trip(Error::Store(store)) {
+        match round_trip(Error::Store(store.clone())) {
             Error::Store(error) => {
                 assert_eq!(error.operation(), "complete_step");
                 assert!(error.is_retryable());
             }
+            other => panic!("{other:?}"),
+        }
+        match round_trip(Error::Store(store.persistent())) {
+            Error::Store(error) => assert!(!error.is_retryable(), "its retries were used up"),
             other => panic!("{other:?}"),
         }
     }

@@ -196,6 +196,7 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<V
 /// with the typed error instead of a generic "the script threw".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
+#[non_exhaustive]
 pub struct HostError {
     /// What happened.
     pub kind: HostErrorKind,

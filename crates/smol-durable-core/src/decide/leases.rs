@@ -30,7 +30,25 @@ pub struct RetryPolicy {
 /// again once the wait is over ([`attempt_retry_at`](super::attempt_retry_at)).
 pub const MAX_RETRY_WAIT_MS: u64 = 60_000;
 
+/// A call's `retry` option as written (`{maxAttempts, backoffMs}`): what it leaves out comes
+/// from the engine's default policy ([`RetryPolicy::overridden_by`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOverride {
+    /// `maxAttempts`, when given.
+    pub max_tries: Option<u32>,
+    /// `backoffMs`, when given.
+    pub backoff_ms: Option<u64>,
+}
+
 impl RetryPolicy {
+    /// This policy with what a call's `retry` option sets replacing its fields.
+    pub fn overridden_by(self, call: RetryOverride) -> RetryPolicy {
+        RetryPolicy {
+            max_tries: call.max_tries.unwrap_or(self.max_tries).max(1),
+            backoff_ms: call.backoff_ms.unwrap_or(self.backoff_ms),
+        }
+    }
+
     /// How long to wait before try `tries + 1` after try `tries` failed with `error`, or `None`
     /// when there is no next try: the error is not retryable, the tries are used up, or the
     /// provider asked to wait more than [`MAX_RETRY_WAIT_MS`]. The wait is the policy's backoff,
@@ -101,6 +119,34 @@ mod tests {
         assert_eq!(
             policy.next_try_in(1, &ProviderError::transient("503")),
             Some(100)
+        );
+    }
+
+    #[test]
+    fn a_call_s_retry_option_replaces_only_what_it_sets() {
+        let default = RetryPolicy {
+            max_tries: 3,
+            backoff_ms: 1_000,
+        };
+        let backoff_only = RetryOverride {
+            max_tries: None,
+            backoff_ms: Some(50),
+        };
+        assert_eq!(
+            default.overridden_by(backoff_only),
+            RetryPolicy {
+                max_tries: 3,
+                backoff_ms: 50
+            }
+        );
+        assert_eq!(default.overridden_by(RetryOverride::default()), default);
+        assert_eq!(
+            RetryPolicy::default().overridden_by(backoff_only),
+            RetryPolicy {
+                max_tries: 1,
+                backoff_ms: 50
+            },
+            "without a default, smol-wf's one try"
         );
     }
 }

@@ -20,7 +20,9 @@ pub use attempts::{
     ClaimVerdict, Closure, MAX_ATTEMPT_BACKOFF_MS,
 };
 pub use budget::check_budget;
-pub use leases::{heartbeat_interval_ms, step_lease_expires_at, RetryPolicy, MAX_RETRY_WAIT_MS};
+pub use leases::{
+    heartbeat_interval_ms, step_lease_expires_at, RetryOverride, RetryPolicy, MAX_RETRY_WAIT_MS,
+};
 pub use sleeps::{sleep_wake_at, wake_at};
 pub use steps::{decide_step, resolve_fence_conflict, FenceResolution, StepDecision};
 

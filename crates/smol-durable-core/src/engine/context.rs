@@ -204,6 +204,18 @@ impl AttemptCtx {
         rejections.errors.get(&id).map(Error::failure_reason)
     }
 
+    /// The rejection a script sees for a limit it hit: a [`ScriptErrorKind::Limit`] failure,
+    /// which no worker runs again.
+    ///
+    /// [`ScriptErrorKind::Limit`]: crate::ScriptErrorKind::Limit
+    pub fn reject_limit(&self, message: String) -> crate::HostError {
+        let limit = Error::Script(crate::ScriptError::new(
+            crate::ScriptErrorKind::Limit,
+            message.clone(),
+        ));
+        self.reject(crate::HostErrorKind::Invalid, message, limit)
+    }
+
     /// The error a failed script fails its run with: the typed failure behind the host
     /// rejection that escaped it, if that is what failed it, else the script error itself.
     pub fn script_failure(&self, error: crate::ScriptError) -> Error {

@@ -10,7 +10,7 @@ use super::handle::Engine;
 use super::options::RunOutput;
 use super::usage::ledger_usage;
 use crate::events::EventType;
-use crate::store::{EventRecord, State};
+use crate::store::{ClaimScope, EventRecord, State};
 use crate::Error;
 
 /// The longest pause between two looks at a run being followed.
@@ -65,8 +65,9 @@ impl Engine {
     }
 
     /// The stored events of run `run_id` and its children, from the first, as they are
-    /// written, whoever executes the run; the stream ends after the run has finished (or its
-    /// owner is gone: nobody executes it until it is resumed) and its last event was read. An
+    /// written, whoever executes the run; the stream ends after the run has finished (or, for a
+    /// run started in a process rather than submitted, its owner is gone: nobody executes it
+    /// until it is resumed) and its last event was read. An
     /// error (a store error, a run that does not exist) ends it after yielding the error.
     ///
     /// It polls like [`wait`](Self::wait). A submitted run waiting for a worker keeps it open.
@@ -123,7 +124,13 @@ impl Engine {
                     Some(at) if at.elapsed() >= LAST_EVENTS_GRACE => state.done = true,
                     Some(_) => {}
                     None => match state.engine.status(&state.run_id).await {
-                        Ok(status) if status.run.state.is_terminal() || status.owner_gone => {
+                        // A local run whose owner is gone waits for a resume; a submitted one,
+                        // for the next worker to claim it.
+                        Ok(status)
+                            if status.run.state.is_terminal()
+                                || (status.owner_gone
+                                    && status.task.claim_scope == ClaimScope::Local) =>
+                        {
                             state.finished_at = Some(std::time::Instant::now());
                             // Its last events may have been written since the read above.
                             continue;

@@ -46,10 +46,7 @@ impl Engine {
     /// Runs a workflow to its end in this process. A failure names the run it failed (when it
     /// got as far as creating one), to resume or inspect it.
     pub async fn run(&self, source: WorkflowSource, args: Value) -> Result<RunOutput, RunError> {
-        let handle = self
-            .start(RunRequest::new(source, args))
-            .await
-            .map_err(|error| RunError::new(None, error))?;
+        let handle = self.start_run(RunRequest::new(source, args)).await?;
         let run_id = handle.run_id().to_owned();
         handle
             .join()
@@ -59,19 +56,35 @@ impl Engine {
 
     /// Creates a local run (task + run + attempt 1) and starts executing it.
     pub async fn start(&self, request: RunRequest) -> Result<RunHandle, Error> {
-        self.shared.check_executes()?;
+        Ok(self.start_run(request).await?)
+    }
+
+    /// [`start`](Self::start), naming the run in the error once it exists.
+    async fn start_run(&self, request: RunRequest) -> Result<RunHandle, RunError> {
+        let before = |error: Error| RunError::new(None, error);
+        self.shared.check_executes().map_err(before)?;
         let provider = self.run_provider(&request);
         if self.shared.provider(&provider).is_none() {
-            return Err(Error::InvalidRequest(format!(
+            return Err(before(Error::InvalidRequest(format!(
                 "unknown agent provider {provider:?}; registered providers: {}",
                 self.shared.provider_names().join(", ")
-            )));
+            ))));
         }
-        let new_run = self.new_run(&request, ClaimScope::Local).await?;
-        let created = self.shared.store.create_run(new_run).await?;
+        let new_run = self
+            .new_run(&request, ClaimScope::Local)
+            .await
+            .map_err(before)?;
+        let created = self
+            .shared
+            .store
+            .create_run(new_run)
+            .await
+            .map_err(|error| before(error.into()))?;
+        let run_id = created.run.run_id.clone();
         self.shared
             .launch(created.run, request.source, None, false)
             .await
+            .map_err(|error| RunError::new(Some(run_id), error))
     }
 
     fn run_provider(&self, request: &RunRequest) -> String {

@@ -328,7 +328,7 @@ impl Engine {
                         )),
                     },
                     _ => AttemptOutcome::Failed {
-                        reason: crate::decide::reason(error.to_string()),
+                        reason: error.failure_reason(),
                         retry_at: crate::decide::attempt_retry_at(
                             &error,
                             runner.failed_before + 1,

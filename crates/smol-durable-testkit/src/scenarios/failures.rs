@@ -272,8 +272,9 @@ pub async fn a_failed_child_keeps_its_cause(fixture: Fixture) {
 }
 
 /// A worker does not run again what would fail the same way: a provider's refusal, an
-/// exhausted budget and a schema mismatch each cost one attempt and are paid for once, however
-/// many attempts the task may have; a transient failure is tried again.
+/// exhausted budget, a schema mismatch and a prompt over the size limit each cost one attempt
+/// and are paid for once, however many attempts the task may have; a transient failure is
+/// tried again.
 pub async fn workers_do_not_pay_again_for_failures_that_repeat(fixture: Fixture) {
     let scripts = one_call();
     let provider = Arc::new(
@@ -283,6 +284,10 @@ pub async fn workers_do_not_pay_again_for_failures_that_repeat(fixture: Fixture)
             .with_output("wrong shape", json!(42)),
     );
     let engine = builder(&fixture, &scripts, &provider)
+        .limits(smol_durable_core::Limits {
+            max_prompt_bytes: 64,
+            ..smol_durable_core::Limits::default()
+        })
         .build()
         .expect("engine");
     let submit = |args: Value, budget: Option<u64>| {
@@ -305,6 +310,9 @@ pub async fn workers_do_not_pay_again_for_failures_that_repeat(fixture: Fixture)
     let transient = submit(json!({ "prompt": "transient" }), None)
         .await
         .expect("submit");
+    let huge = submit(json!({ "prompt": "huge ".repeat(20) }), None)
+        .await
+        .expect("submit");
     let worker = engine.worker(
         WorkerOptions::new()
             .concurrency(2)
@@ -317,8 +325,12 @@ pub async fn workers_do_not_pay_again_for_failures_that_repeat(fixture: Fixture)
         (&budget, ErrorKind::BudgetExhausted, 1),
         (&mismatch, ErrorKind::SchemaMismatch, 1),
         (&transient, ErrorKind::Provider, 3),
+        (&huge, ErrorKind::Limit, 1),
     ] {
-        let finished = engine.wait(&run.run_id).await.expect_err("the run fails");
+        let finished = tokio::time::timeout(Duration::from_secs(30), engine.wait(&run.run_id))
+            .await
+            .expect("the run finishes")
+            .expect_err("the run fails");
         assert_eq!(finished.kind(), kind, "{finished:?}");
         let (_, task, states) = states(store, &run.run_id).await;
         assert_eq!(task, State::Failed);
@@ -335,6 +347,11 @@ pub async fn workers_do_not_pay_again_for_failures_that_repeat(fixture: Fixture)
         "one answer and one corrective try"
     );
     assert_eq!(provider.calls_for("transient"), 3, "one call per attempt");
+    assert_eq!(
+        calls_starting(&provider, "huge"),
+        0,
+        "refused before the call"
+    );
 }
 
 /// A run whose provider said "rate limited, retry after N ms" is not run again by a worker

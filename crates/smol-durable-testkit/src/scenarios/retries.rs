@@ -34,7 +34,11 @@ pub async fn the_engines_default_retry_policy_covers_calls_without_their_own(fix
         let once = ctx
             .agent("only once", json!({ "retry": { "maxAttempts": 1 } }))
             .await;
-        Ok(json!({ "flaky": flaky, "once": once.is_ok() }))
+        // Sets the backoff only: the default's three tries stay.
+        let partial = ctx
+            .agent("partial", json!({ "retry": { "backoffMs": 1 } }))
+            .await?;
+        Ok(json!({ "flaky": flaky, "once": once.is_ok(), "partial": partial }))
     });
     let provider = Arc::new(
         ScriptedProvider::new("scripted")
@@ -44,7 +48,8 @@ pub async fn the_engines_default_retry_policy_covers_calls_without_their_own(fix
                 ProviderErrorKind::Transient,
                 Some(Usage::tokens(1, 2)),
             )
-            .fail_first("only once", 1, ProviderErrorKind::Transient, None),
+            .fail_first("only once", 1, ProviderErrorKind::Transient, None)
+            .fail_first("partial", 2, ProviderErrorKind::Transient, None),
     );
     let sink = Arc::new(RecordingEventSink::new());
     let engine = builder(&fixture, &scripts, &provider)
@@ -61,7 +66,12 @@ pub async fn the_engines_default_retry_policy_covers_calls_without_their_own(fix
         .expect("run");
     assert_eq!(
         output.result,
-        json!({ "flaky": "echo: flaky", "once": false })
+        json!({ "flaky": "echo: flaky", "once": false, "partial": "echo: partial" })
+    );
+    assert_eq!(
+        provider.calls_for("partial"),
+        3,
+        "the default's tries, the call's backoff"
     );
     assert_eq!(
         provider.calls_for("flaky"),
@@ -78,7 +88,11 @@ pub async fn the_engines_default_retry_policy_covers_calls_without_their_own(fix
         .iter()
         .filter(|event| event.event_type == EventType::AgentRetrying)
         .collect();
-    assert_eq!(retries.len(), 2, "{retries:#?}");
+    assert_eq!(
+        retries.len(),
+        4,
+        "two for flaky, two for partial: {retries:#?}"
+    );
     assert_eq!(retries[0].data["try"], json!(1));
     assert_eq!(retries[0].data["maxTries"], json!(3));
     assert_eq!(retries[0].data["kind"], json!("transient"));
@@ -96,8 +110,8 @@ pub async fn the_engines_default_retry_policy_covers_calls_without_their_own(fix
         json!(4)
     );
     assert_eq!(
-        output.token_usage.output_tokens, 5,
-        "2 + 2 failed, 1 answered"
+        output.token_usage.output_tokens, 6,
+        "flaky: 2 + 2 failed and 1 answered; partial: 1 answered (its failures reported no usage)"
     );
 }
 

@@ -139,9 +139,11 @@ impl RunScope {
             prompt,
             options: effective.options,
             phase: effective.phase,
-            retry: effective
-                .retry
-                .unwrap_or(self.ctx.engine.default_agent_retry),
+            retry: self
+                .ctx
+                .engine
+                .default_agent_retry
+                .overridden_by(effective.retry),
             schema,
             signature,
             checkpoint,

@@ -8,7 +8,7 @@ use futures::FutureExt;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use super::{cancelled, invalid, rejected, step_span, Claimed, RunScope};
+use super::{cancelled, rejected, step_span, Claimed, RunScope};
 use crate::agent_options::StepIdentity;
 use crate::engine::steps::complete_fenced;
 use crate::engine::usage::run_usage;
@@ -34,7 +34,7 @@ impl RunScope {
     pub(super) fn workflow(self: Arc<Self>, reference: Value, args: Value) -> HostFuture {
         let max = self.ctx.engine.limits.max_workflow_depth;
         if self.depth + 1 > max {
-            return rejected(invalid(format!(
+            return rejected(self.ctx.reject_limit(format!(
                 "workflow nesting depth {} exceeds the maximum of {max}",
                 self.depth + 1
             )));
@@ -132,11 +132,11 @@ impl RunScope {
             Err(error) => {
                 let cancelled_run = error.kind == crate::HostErrorKind::Cancelled;
                 // The child run keeps its own failure; the parent's step says the child failed.
-                let reason = self
-                    .ctx
-                    .rejection_reason(&error)
-                    .and_then(|reason| reason.get("cause").cloned())
-                    .unwrap_or_else(|| crate::decide::reason(error.message.as_str()));
+                let reason = match self.ctx.rejection_reason(&error) {
+                    Some(failure) => failure.get("cause").cloned().unwrap_or(failure),
+                    None if cancelled_run => crate::decide::Closure::cancelled().reason,
+                    None => crate::decide::reason(error.message.as_str()),
+                };
                 let run_outcome = if cancelled_run {
                     RunOutcome::Cancelled(reason)
                 } else {
@@ -282,11 +282,11 @@ impl RunScope {
                 if self.ctx.cancel.is_cancelled() {
                     return Err(cancelled());
                 }
+                let cause = self.ctx.script_failure(error);
                 let message = format!(
-                    "child workflow {} failed: {error}",
+                    "child workflow {} failed: {cause}",
                     child.source_path.display()
                 );
-                let cause = self.ctx.script_failure(error);
                 let failure = crate::Error::Workflow {
                     message: message.clone(),
                     cause: Some(Box::new(cause)),

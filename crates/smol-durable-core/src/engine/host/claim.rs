@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{cancelled, invalid, Claimed, RunScope};
+use super::{cancelled, Claimed, RunScope};
 use crate::decide::{check_budget, reason};
 use crate::engine::context::HeldStep;
 use crate::engine::steps::{acquire_step, Acquired, KnownRow, StepClaim};
@@ -193,7 +193,7 @@ impl RunScope {
         }
         let max_prompt = self.ctx.engine.limits.max_prompt_bytes;
         if prompt_bytes > max_prompt {
-            return Err(invalid(format!(
+            return Err(self.ctx.reject_limit(format!(
                 "the agent prompt is {prompt_bytes} bytes, more than the {max_prompt}-byte limit \
                  (Limits::max_prompt_bytes)"
             )));
