@@ -44,6 +44,7 @@ fn invocation(source: &WorkflowSource, host: Arc<BareHost>) -> ScriptInvocation 
         args: json!({ "n": 3 }),
         host,
         cancel: CancellationToken::new(),
+        run_id: "run_bench".to_owned(),
         max_sleep_ms: smol_durable_core::Limits::default().max_sleep_ms,
     }
 }

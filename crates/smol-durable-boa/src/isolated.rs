@@ -150,6 +150,8 @@ enum ToChild {
         args: Value,
         budget: BudgetSnapshot,
         limits: IsolationLimits,
+        #[serde(default)]
+        run_id: String,
         max_sleep_ms: u64,
         loop_iteration_limit: u64,
     },
@@ -304,6 +306,7 @@ impl ScriptEngine for IsolatedEngine {
             source,
             args,
             host,
+            run_id,
             max_sleep_ms,
             ..
         } = invocation;
@@ -331,6 +334,7 @@ impl ScriptEngine for IsolatedEngine {
             args,
             budget: host.budget(),
             limits: self.limits,
+            run_id,
             max_sleep_ms,
             loop_iteration_limit: self.in_process.loop_iteration_limit,
         };
@@ -548,6 +552,7 @@ async fn serve() -> Result<(), String> {
         args,
         budget,
         limits,
+        run_id,
         max_sleep_ms,
         loop_iteration_limit,
     }) = serde_json::from_str::<ToChild>(&first)
@@ -594,6 +599,7 @@ async fn serve() -> Result<(), String> {
         args,
         host: host.clone(),
         cancel: tokio_util::sync::CancellationToken::new(),
+        run_id,
         max_sleep_ms,
     };
     let result = engine.evaluate(invocation).await.and_then(|value| {

@@ -146,6 +146,7 @@ impl ScriptEngine for BoaEngine {
             source,
             args,
             host,
+            run_id,
             max_sleep_ms,
             ..
         } = invocation;
@@ -169,6 +170,7 @@ impl ScriptEngine for BoaEngine {
             host: Arc::clone(&host),
             calls: calls_tx,
             answers: answers_rx,
+            run_id,
             max_sleep_ms,
             loop_iteration_limit: self.loop_iteration_limit,
             stop,

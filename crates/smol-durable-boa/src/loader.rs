@@ -20,7 +20,7 @@ use boa_engine::{JsObject, JsValue};
 use smol_durable_core::{ScriptError, ScriptErrorKind};
 
 /// The `workflow:extra` module.
-const EXTRA: &str = "const extra = globalThis.__sw_extra;\nexport const sleep = extra.sleep;\nexport default extra;\n";
+const EXTRA: &str = "const extra = globalThis.__sw_extra;\nexport const { sleep, waitFor, waitForAny, signal, runId } = extra;\nexport default extra;\n";
 
 /// Loads `workflow:extra` and relative files confined to the root workflow's directory. Each
 /// file is loaded once (boa leaves that to the host): imports that form a cycle, or two

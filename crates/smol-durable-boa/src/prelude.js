@@ -77,9 +77,11 @@
   };
   const budgetNow = globalThis.__sw_budget;
   const maxSleepMs = globalThis.__sw_max_sleep_ms;
+  const runId = globalThis.__sw_run_id;
   delete globalThis.__sw_call;
   delete globalThis.__sw_budget;
   delete globalThis.__sw_max_sleep_ms;
+  delete globalThis.__sw_run_id;
 
   // One proxy per object, so `args.x === args.x` holds as it does for plain objects.
   const proxies = new WeakMap();
@@ -148,6 +150,43 @@
     }
     return call("sleep", rounded, null).then(() => undefined);
   };
+  // Names and options are checked by the host at the call (bad ones throw there). What JSON
+  // would lose is kept for it: an own `default` property that is undefined still counts, and
+  // a non-finite time is sent as text (JSON would make it null: "no timeout").
+  const waitCall = (kind, names, options) => {
+    let checked = options;
+    if (checked !== null && typeof checked === "object" && !Array.isArray(checked)) {
+      checked = { ...checked };
+      if (Object.prototype.hasOwnProperty.call(checked, "default") && checked.default === undefined) {
+        checked.default = null;
+      }
+      for (const key of ["timeoutMs", "deadline"]) {
+        if (typeof checked[key] === "number" && !Number.isFinite(checked[key])) {
+          checked[key] = String(checked[key]);
+        }
+      }
+    }
+    return call(kind, toJson(names, `${kind}() names`), json(checked, `${kind}() options`));
+  };
+  const waitFor = (name, options) => waitCall("waitFor", [name], options);
+  const waitForAny = (names, options) => {
+    if (!Array.isArray(names)) {
+      throw new TypeError("waitForAny(names, options) needs an array of signal names");
+    }
+    return waitCall("waitForAny", names, options);
+  };
+  const signal = (targetRunId, name, payload) => {
+    if (typeof targetRunId !== "string" || targetRunId === "") {
+      throw new TypeError("signal(runId, name, payload) needs a run id string");
+    }
+    if (typeof name !== "string") {
+      throw new TypeError("signal(runId, name, payload) needs a signal name string");
+    }
+    if (typeof payload === "function" || typeof payload === "symbol") {
+      throw new TypeError(`signal() payload must be JSON, got a ${typeof payload}`);
+    }
+    return call("signal", toJson([targetRunId, name], "signal()"), json(payload, "signal() payload"));
+  };
   const settle = (thunk) =>
     inBranch(() => {
       try {
@@ -187,7 +226,7 @@
       return now.total === null ? Infinity : Math.max(0, now.total - now.spent);
     },
   });
-  const extra = Object.freeze({ sleep });
+  const extra = Object.freeze({ sleep, waitFor, waitForAny, signal, runId });
   const args = readOnly(JSON.parse(globalThis.__sw_args));
   delete globalThis.__sw_args;
 
@@ -206,7 +245,7 @@
   define("__sw_to_json", (value) => toJson(value, "the workflow's result"));
   define(
     "__sw_ctx",
-    Object.freeze({ args, agent, parallel, pipeline, workflow, budget, log, phase, extra }),
+    Object.freeze({ args, agent, parallel, pipeline, workflow, budget, log, phase, extra, runId }),
   );
 
   // Determinism: no clock, no randomness, no weak references.

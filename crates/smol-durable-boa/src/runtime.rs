@@ -23,6 +23,7 @@ use boa_engine::{
     Module, NativeFunction, Source,
 };
 use serde_json::Value;
+use smol_durable_core::signals::{check_signal_name, WaitSpec};
 use smol_durable_core::{
     HostError, HostFuture, HostRequest, ScriptError, ScriptErrorKind, WorkflowHost,
 };
@@ -58,6 +59,8 @@ pub(crate) struct Job {
     pub host: Arc<dyn WorkflowHost>,
     pub calls: UnboundedSender<(u64, HostFuture)>,
     pub answers: Receiver<Answer>,
+    /// `runId` in the script.
+    pub run_id: String,
     pub max_sleep_ms: u64,
     pub loop_iteration_limit: u64,
     /// Where this thread puts its job queue's stop flag, for the async side to raise when the
@@ -72,6 +75,10 @@ struct HostState {
     calls: UnboundedSender<(u64, HostFuture)>,
     pending: HashMap<u64, ResolvingFunctions>,
     next_id: u64,
+    /// The longest sleep, and the longest wait timeout.
+    max_sleep_ms: u64,
+    /// `runId` in the script.
+    run_id: String,
     /// The error objects host rejections became, with their rejection ids: when one of them
     /// fails the script, the host learns which rejection it was.
     rejections: Vec<(JsObject, u64)>,
@@ -92,6 +99,7 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
         host,
         calls,
         answers,
+        run_id,
         max_sleep_ms,
         loop_iteration_limit,
         stop,
@@ -104,6 +112,8 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
             calls,
             pending: HashMap::new(),
             next_id: 0,
+            max_sleep_ms,
+            run_id,
             rejections: Vec::new(),
         });
     });
@@ -205,6 +215,13 @@ fn evaluate(
 }
 
 fn install_host(ctx: &mut Context, args: &Value, max_sleep_ms: u64) -> JsResult<()> {
+    let run_id = STATE.with(|state| {
+        state
+            .borrow()
+            .as_ref()
+            .map(|state| state.run_id.clone())
+            .unwrap_or_default()
+    });
     ctx.register_global_callable(
         js_string!("__sw_call"),
         3,
@@ -233,6 +250,11 @@ fn install_host(ctx: &mut Context, args: &Value, max_sleep_ms: u64) -> JsResult<
     ctx.register_global_property(
         js_string!("__sw_max_depth"),
         MAX_DEPTH as f64,
+        Attribute::all(),
+    )?;
+    ctx.register_global_property(
+        js_string!("__sw_run_id"),
+        JsString::from(run_id.as_str()),
         Attribute::all(),
     )?;
     ctx.register_global_property(
@@ -280,6 +302,49 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
             reference: parse(first, ctx)?,
             args: parse(second, ctx)?,
         },
+        // Checked here, where the script made the call, so a bad argument throws there.
+        "waitFor" | "waitForAny" => {
+            let any = kind == "waitForAny";
+            let names = match parse(first, ctx)? {
+                Value::Array(names) => names,
+                one => vec![one],
+            };
+            let options = parse(second, ctx)?;
+            let max_sleep_ms =
+                STATE.with(|state| state.borrow().as_ref().map_or(0, |s| s.max_sleep_ms));
+            let spec = WaitSpec::parse(&names, &options, any, max_sleep_ms).map_err(|error| {
+                let native = if error.out_of_range {
+                    JsNativeError::range()
+                } else {
+                    JsNativeError::typ()
+                };
+                native.with_message(error.message)
+            })?;
+            HostRequest::Wait {
+                names: spec.names,
+                options,
+                any,
+            }
+        }
+        "signal" => {
+            let target = parse(first, ctx)?;
+            let (Some(run_id), Some(name)) = (
+                target.get(0).and_then(Value::as_str),
+                target.get(1).and_then(Value::as_str),
+            ) else {
+                return Err(JsNativeError::typ()
+                    .with_message("signal(runId, name, payload) needs a run id and a name")
+                    .into());
+            };
+            check_signal_name(name).map_err(|problem| {
+                JsNativeError::typ().with_message(format!("signal(): {problem}"))
+            })?;
+            HostRequest::Signal {
+                run_id: run_id.to_owned(),
+                name: name.to_owned(),
+                payload: parse(second, ctx)?,
+            }
+        }
         "log" => HostRequest::Log {
             values: match parse(first, ctx)? {
                 Value::Array(values) => values,
@@ -449,9 +514,21 @@ fn settle_promise(
             .and_then(|value| resolvers.resolve.call(&JsValue::undefined(), &[value], ctx)),
         Err(error) => {
             let rejection_id = error.rejection_id;
+            let timed_out = error.kind == smol_durable_core::HostErrorKind::WaitTimeout;
             let error = JsNativeError::error()
                 .with_message(error.message)
                 .into_opaque(ctx);
+            if timed_out {
+                // What scripts test for: `error.name === "WaitTimeoutError"`.
+                error
+                    .set(
+                        js_string!("name"),
+                        js_string!("WaitTimeoutError"),
+                        false,
+                        ctx,
+                    )
+                    .map_err(|error| thrown(&error, ctx))?;
+            }
             if let Some(id) = rejection_id {
                 STATE.with(|state| {
                     if let Some(state) = state.borrow_mut().as_mut() {

@@ -398,11 +398,13 @@ pub enum Error {
     /// A worker shutting down handed the run back unfinished; another worker continues it.
     #[error("workflow released unfinished: its worker shut down; another worker continues it")]
     Released,
-    /// Only a long sleep remained, so the worker handed the run back until the sleep ends;
-    /// any worker resumes it then, by replay.
-    #[error("workflow parked until {until} (epoch ms): only a sleep remained; any worker resumes it then")]
+    /// Only long sleeps or waits remained, so the worker handed the run back until the
+    /// earliest of them ends (a signal for a wait makes it due at once); any worker resumes it
+    /// then, by replay.
+    #[error("workflow parked until {until} (epoch ms): only sleeps or waits remained; any worker resumes it then, or when a signal arrives")]
     Parked {
-        /// When the earliest sleep ends.
+        /// When the earliest sleep or wait deadline ends (`i64::MAX`: only waits without a
+        /// deadline remain).
         until: i64,
     },
     /// The budget allows no more agent calls.

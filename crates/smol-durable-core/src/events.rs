@@ -38,6 +38,16 @@ pub enum EventType {
     /// A sleep started waiting until `wakeAt` (smol-durable's addition).
     #[serde(rename = "workflow.sleep_started")]
     SleepStarted,
+    /// A wait started waiting for a signal (smol-durable's addition).
+    #[serde(rename = "workflow.wait_started")]
+    WaitStarted,
+    /// A wait ended: `outcome` is `received`, `timedOut` or `cancelled` (smol-durable's
+    /// addition).
+    #[serde(rename = "workflow.wait_completed")]
+    WaitCompleted,
+    /// A signal was stored in the run's mailbox (smol-durable's addition).
+    #[serde(rename = "workflow.signal_received")]
+    SignalReceived,
     /// A completed step was replayed from the store.
     #[serde(rename = "workflow.step_replayed")]
     StepReplayed,
@@ -51,7 +61,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every kind of event.
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 15] = [
         Self::Started,
         Self::Phase,
         Self::Log,
@@ -61,6 +71,9 @@ impl EventType {
         Self::AgentFailed,
         Self::AgentRetrying,
         Self::SleepStarted,
+        Self::WaitStarted,
+        Self::WaitCompleted,
+        Self::SignalReceived,
         Self::StepReplayed,
         Self::Result,
         Self::Error,
@@ -83,6 +96,9 @@ impl EventType {
             Self::AgentFailed => "workflow.agent_failed",
             Self::AgentRetrying => "workflow.agent_retrying",
             Self::SleepStarted => "workflow.sleep_started",
+            Self::WaitStarted => "workflow.wait_started",
+            Self::WaitCompleted => "workflow.wait_completed",
+            Self::SignalReceived => "workflow.signal_received",
             Self::StepReplayed => "workflow.step_replayed",
             Self::Result => "workflow.result",
             Self::Error => "workflow.error",

@@ -90,6 +90,7 @@ mod provider;
 mod schema;
 mod script;
 mod session_dir;
+pub mod signals;
 mod signature;
 pub mod store;
 
@@ -117,8 +118,9 @@ pub use script::{
     ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,
 };
 pub use session_dir::SessionLogDir;
+pub use signals::{OpenWait, SignalOptions, SignalReceipt};
 pub use signature::{canonical_json, child_workflow_scope, OccurrenceCounter, StepSignature};
 pub use store::{
-    AttemptRecord, DurableStore, EventRecord, MemoryStore, RunFilter, RunRecord, State, StepKind,
-    StepRecord, StoreAdmin, TaskRecord,
+    AttemptRecord, DurableStore, EventRecord, MemoryStore, RunFilter, RunRecord, SignalRecord,
+    SignalState, State, StepKind, StepRecord, StoreAdmin, TaskRecord, WaitFilter,
 };

@@ -16,7 +16,7 @@ pub struct Limits {
     pub max_parallel_agents: Option<usize>,
     /// Deepest child-workflow nesting (default 4).
     pub max_workflow_depth: u32,
-    /// Longest `sleep()` (default one year).
+    /// Longest `sleep()`, and longest `timeoutMs` of a wait (default one year).
     pub max_sleep_ms: u64,
     /// How long a cancelled script may take to unwind before it is dropped (default 5 s).
     pub cancel_grace: Duration,
@@ -34,6 +34,9 @@ pub struct Limits {
     /// truncated, with `"truncated": true` and their original size (events are a log; the
     /// step row keeps the whole value).
     pub max_event_payload_bytes: usize,
+    /// Largest signal payload, as JSON text (default 1 MiB): a larger one is refused when it
+    /// is sent.
+    pub max_signal_bytes: usize,
     /// How retryable store errors are retried (see [`StoreRetryPolicy`]).
     pub store_retry: StoreRetryPolicy,
 }
@@ -50,6 +53,7 @@ impl Default for Limits {
             max_result_bytes: 8 * 1024 * 1024,
             max_prompt_bytes: 1024 * 1024,
             max_event_payload_bytes: 64 * 1024,
+            max_signal_bytes: 1024 * 1024,
             store_retry: StoreRetryPolicy::default(),
         }
     }

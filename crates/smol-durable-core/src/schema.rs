@@ -41,9 +41,25 @@ impl OutputSchema {
                 }
             }
         }
-        let value = output;
-        let errors: Vec<String> = self
-            .0
+        let errors = self.errors(output);
+        if errors.is_empty() {
+            Ok(output.clone())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Compiles a schema given on its own (a wait's `schema` option).
+    pub fn compile(schema: &Value) -> Result<Self, String> {
+        jsonschema::validator_for(schema)
+            .map(|validator| Self(Arc::new(validator)))
+            .map_err(|error| format!("the schema is invalid: {error}"))
+    }
+
+    /// Where `value` does not match, as `<path> <problem>` (none when it matches). Nothing is
+    /// parsed first: a string is a string.
+    pub fn errors(&self, value: &Value) -> Vec<String> {
+        self.0
             .iter_errors(value)
             .take(MAX_ERRORS)
             .map(|error| {
@@ -51,12 +67,7 @@ impl OutputSchema {
                 let path = if path.is_empty() { "/" } else { path.as_str() };
                 format!("{path} {error}")
             })
-            .collect();
-        if errors.is_empty() {
-            Ok(value.clone())
-        } else {
-            Err(errors)
-        }
+            .collect()
     }
 }
 

@@ -159,6 +159,29 @@ pub enum HostRequest {
         /// Arguments.
         args: Value,
     },
+    /// `waitFor(name, options?)` or `waitForAny(names, options?)`: resolves to the signal's
+    /// payload (`waitFor`) or `{name, value}` (`waitForAny`); on timeout to the `default`
+    /// option when the options have one, else rejects with
+    /// [`HostErrorKind::WaitTimeout`].
+    Wait {
+        /// The names waited for, as given.
+        names: Vec<String>,
+        /// `{timeoutMs?, deadline?, schema?, description?, default?}` (object or null); a
+        /// present `default` key, even `null`, means the options have a default.
+        options: Value,
+        /// `waitForAny`: answer with `{name, value}`.
+        any: bool,
+    },
+    /// `signal(runId, name, payload)`: sends a signal to another run, once; resolves to the
+    /// receipt `{signalId, duplicate, delivered}`.
+    Signal {
+        /// The run to signal.
+        run_id: String,
+        /// The signal's name.
+        name: String,
+        /// Its payload (`null` when none was given).
+        payload: Value,
+    },
     /// `log(...values)`; resolves at once.
     Log {
         /// The values logged.
@@ -223,6 +246,9 @@ pub enum HostErrorKind {
     Workflow,
     /// The durable machinery failed (store, fencing, signature mismatch); fatal for the run.
     Durability,
+    /// A wait's deadline passed without a signal (the script sees an error named
+    /// `WaitTimeoutError`).
+    WaitTimeout,
 }
 
 impl HostError {
@@ -286,6 +312,8 @@ pub struct ScriptInvocation {
     pub host: Arc<dyn WorkflowHost>,
     /// Fires when the run is cancelled; the engine should stop the script promptly.
     pub cancel: CancellationToken,
+    /// The run being evaluated (`runId` in the script): a root run's id, or a child run's.
+    pub run_id: String,
     /// The longest `sleep(ms)` the script may ask for
     /// ([`Limits::max_sleep_ms`](crate::Limits::max_sleep_ms)): a longer one throws at once,
     /// in the script, where the call was made.

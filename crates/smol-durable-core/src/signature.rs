@@ -151,6 +151,34 @@ impl StepSignature {
         }))
     }
 
+    /// Signature of a wait (version 1): the names it waits for, sorted and without repeats, in
+    /// its scope. Timeout, deadline, schema, description and default are not part of it, so
+    /// editing them while a run waits keeps its wait.
+    pub fn wait(workflow_scope: &str, names: &[String]) -> Self {
+        let mut names = names.to_vec();
+        names.sort();
+        names.dedup();
+        Self::from_document(&json!({
+            "signatureVersion": 1,
+            "kind": "wait",
+            "workflowScope": workflow_scope,
+            "names": names,
+        }))
+    }
+
+    /// Signature of a signal sent by a script (version 1): target run, name and payload, in
+    /// its scope.
+    pub fn signal(workflow_scope: &str, run_id: &str, name: &str, payload: &Value) -> Self {
+        Self::from_document(&json!({
+            "signatureVersion": 1,
+            "kind": "signal",
+            "workflowScope": workflow_scope,
+            "runId": run_id,
+            "name": name,
+            "payload": payload,
+        }))
+    }
+
     /// Signature of a child workflow call (version 1); `reference` is the ref as the script wrote it.
     pub fn workflow(workflow_scope: &str, reference: &Value, args: &Value) -> Self {
         Self::from_document(&json!({

@@ -40,12 +40,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde_json::Value;
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
     RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
     StoreResult, TaskRecord,
+};
+use smol_durable_core::store::{
+    ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, WaitFilter,
 };
 use smol_durable_core::{Clock, DurableStore, StoreError, StoreErrorKind, SystemClock};
 use sqlx::pool::PoolConnection;
@@ -454,6 +458,45 @@ impl DurableStore for PostgresStore {
         ))
     }
 
+    async fn send_signal(&self, signal: NewSignal) -> StoreResult<SignalSend> {
+        write!(self, "send_signal", |c, q| sql::send_signal(c, q, &signal))
+    }
+
+    async fn pending_signals(
+        &self,
+        run_id: &str,
+        names: &[String],
+        limit: usize,
+    ) -> StoreResult<Vec<SignalRecord>> {
+        read!(self, "pending_signals", |c| sql::pending_signals(
+            c, &self.sql, run_id, names, limit
+        ))
+    }
+
+    async fn consume_signal(&self, consume: ConsumeSignal) -> StoreResult<SignalConsume> {
+        write!(self, "consume_signal", |c, q| sql::consume_signal(
+            c, q, &consume
+        ))
+    }
+
+    async fn reject_signal(&self, signal_id: &str, reason: Value, now: i64) -> StoreResult<bool> {
+        let signal_id = signal_id.to_owned();
+        write!(self, "reject_signal", |c, q| sql::reject_signal(
+            c, q, &signal_id, &reason, now
+        ))
+    }
+
+    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool> {
+        let task_id = task_id.to_owned();
+        write!(self, "wake_task", |c, q| sql::wake_task(
+            c, q, &task_id, now
+        ))
+    }
+
+    async fn signal_sent(&self, run_id: &str) {
+        self.wake.signal(run_id).await;
+    }
+
     async fn work_available(&self) {
         self.wake.work().await;
     }
@@ -498,6 +541,18 @@ impl StoreAdmin for PostgresStore {
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
         let task_id = task_id.to_owned();
         write!(self, "delete_task", |c, q| sql::delete_task(c, q, &task_id))
+    }
+
+    async fn list_signals(&self, run_id: &str) -> StoreResult<Vec<SignalRecord>> {
+        read!(self, "list_signals", |c| sql::list_signals(
+            c, &self.sql, run_id
+        ))
+    }
+
+    async fn list_open_waits(&self, filter: &WaitFilter) -> StoreResult<Vec<StepRecord>> {
+        read!(self, "list_open_waits", |c| sql::list_open_waits(
+            c, &self.sql, filter
+        ))
     }
 }
 

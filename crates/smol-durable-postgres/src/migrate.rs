@@ -15,13 +15,19 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    id: 1,
-    sql: include_str!("../migrations/1.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        id: 1,
+        sql: include_str!("../migrations/1.sql"),
+    },
+    Migration {
+        id: 2,
+        sql: include_str!("../migrations/2.sql"),
+    },
+];
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Brings `schema` up to [`SCHEMA_VERSION`]; returns how many migrations ran. `schema` must be a
 /// validated identifier.

@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 use smol_durable_core::store::{
-    AttemptRecord, ClaimScope, EventRecord, LedgerEntry, OwnerRecord, RunRecord, State, StepKind,
-    StepRecord, TaskRecord, WorkflowInfo,
+    AttemptRecord, ClaimScope, EventRecord, LedgerEntry, OwnerRecord, RunRecord, SignalRecord,
+    SignalState, State, StepKind, StepRecord, TaskRecord, WorkflowInfo,
 };
 use smol_durable_core::{StoreError, StoreErrorKind};
 use sqlx::postgres::PgRow;
@@ -70,6 +70,14 @@ macro_rules! event_columns {
 pub(crate) use event_columns;
 
 /// The columns of `sw_workflow_owners` rows that the reader below decodes.
+macro_rules! signal_columns {
+    () => {
+        "signal_id, run_id, root_run_id, name, payload_json, idempotency_key, state, step_id, \
+    reason_json, seq, created_at, updated_at"
+    };
+}
+pub(crate) use signal_columns;
+
 macro_rules! owner_columns {
     () => {
         "owner_id, process_id, hostname, started_at, heartbeat_at"
@@ -216,6 +224,24 @@ pub(crate) fn step(row: &PgRow) -> Result<StepRecord, StoreError> {
         lease_expires_at: r.get("lease_expires_at")?,
         fence: r.u32("attempts")?,
         last_attempt_at: r.get("last_attempt_at")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+    })
+}
+
+pub(crate) fn signal(row: &PgRow) -> Result<SignalRecord, StoreError> {
+    let r = Reader::new(row, "sw_workflow_signals", "signal_id");
+    Ok(SignalRecord {
+        signal_id: r.get("signal_id")?,
+        run_id: r.get("run_id")?,
+        root_run_id: r.get("root_run_id")?,
+        name: r.get("name")?,
+        payload: r.get("payload_json")?,
+        idempotency_key: r.get("idempotency_key")?,
+        state: SignalState::parse(&r.get::<String>("state")?),
+        step_id: r.get("step_id")?,
+        reason: r.get("reason_json")?,
+        seq: r.get("seq")?,
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
     })

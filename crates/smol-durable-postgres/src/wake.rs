@@ -1,8 +1,9 @@
 //! `LISTEN/NOTIFY`: one listening connection per store handle, started on first use, wakes
-//! idle workers (payload `work`: a runner task was submitted or handed back) and callers
-//! waiting on a step another worker holds (payload `step:<id>`, sent only for steps a waiter
-//! flagged). A notification lost while the connection is down costs only latency: every waiter
-//! also polls.
+//! idle workers (payload `work`: a runner task was submitted, handed back or signalled),
+//! callers waiting on a step another worker holds (payload `step:<id>`, sent only for steps a
+//! waiter flagged) and waits of a run (payload `signal:<run id>`: a signal was stored for it).
+//! A notification lost while the connection is down costs only latency: every waiter also
+//! polls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,58 +14,56 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// Who is waiting for what.
+/// Who is waiting for what: idle workers, and waiters keyed by the payload they wait for
+/// (`step:<id>`, `signal:<run id>`).
 #[derive(Debug, Default)]
 struct Waiters {
     work: Notify,
-    steps: Mutex<HashMap<String, Arc<Notify>>>,
+    keyed: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl Waiters {
     fn dispatch(&self, payload: &str) {
-        match payload.strip_prefix("step:") {
-            Some(step_id) => {
-                let waiting = self
-                    .steps
-                    .lock()
-                    .ok()
-                    .and_then(|steps| steps.get(step_id).cloned());
-                if let Some(notify) = waiting {
-                    notify.notify_waiters();
-                }
-            }
-            None => {
-                // Every idle worker looks, and one permit is left for a worker about to idle.
-                self.work.notify_waiters();
-                self.work.notify_one();
-            }
+        if payload == "work" {
+            // Every idle worker looks, and one permit is left for a worker about to idle.
+            self.work.notify_waiters();
+            self.work.notify_one();
+            return;
+        }
+        let waiting = self
+            .keyed
+            .lock()
+            .ok()
+            .and_then(|keyed| keyed.get(payload).cloned());
+        if let Some(notify) = waiting {
+            notify.notify_waiters();
         }
     }
 
     /// After a reconnect nothing is known about what was missed: everyone looks again.
     fn wake_everyone(&self) {
         self.dispatch("work");
-        if let Ok(steps) = self.steps.lock() {
-            for notify in steps.values() {
+        if let Ok(keyed) = self.keyed.lock() {
+            for notify in keyed.values() {
                 notify.notify_waiters();
             }
         }
     }
 }
 
-/// One waiter's interest in a step; the map entry goes when the last waiter's does.
+/// One waiter's interest in a payload; the map entry goes when the last waiter's does.
 struct Registration<'a> {
     waiters: &'a Waiters,
-    step_id: &'a str,
+    key: String,
     notify: Arc<Notify>,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        if let Ok(mut steps) = self.waiters.steps.lock() {
+        if let Ok(mut keyed) = self.waiters.keyed.lock() {
             // The map's reference, this one and the waiter's own: nobody else waits.
             if Arc::strong_count(&self.notify) <= 3 {
-                steps.remove(self.step_id);
+                keyed.remove(&self.key);
             }
         }
     }
@@ -102,11 +101,23 @@ impl Listener {
     where
         F: std::future::Future<Output = bool>,
     {
+        self.keyed(format!("step:{step_id}"), flag).await;
+    }
+
+    /// Resolves at the next signal stored for `run_id`.
+    pub(crate) async fn signal(&self, run_id: &str) {
+        self.keyed(format!("signal:{run_id}"), async { true }).await;
+    }
+
+    async fn keyed<F>(&self, key: String, flag: F)
+    where
+        F: std::future::Future<Output = bool>,
+    {
         let registered = self
             .waiters
-            .steps
+            .keyed
             .lock()
-            .map(|mut steps| Arc::clone(steps.entry(step_id.to_owned()).or_default()))
+            .map(|mut keyed| Arc::clone(keyed.entry(key.clone()).or_default()))
             .ok();
         let Some(notify) = registered else {
             return std::future::pending().await;
@@ -114,12 +125,12 @@ impl Listener {
         // Removes the entry when this wait ends, also when the caller stops waiting first.
         let _registered = Registration {
             waiters: &self.waiters,
-            step_id,
+            key,
             notify: Arc::clone(&notify),
         };
         let notified = notify.notified();
         tokio::pin!(notified);
-        // Registered before the flag is set, so a finish right after cannot be missed.
+        // Registered before the flag is set, so a notification right after cannot be missed.
         notified.as_mut().enable();
         self.start();
         if flag.await {

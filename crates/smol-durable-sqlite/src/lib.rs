@@ -43,12 +43,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
+use serde_json::Value;
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
     RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
     StoreResult, TaskRecord,
+};
+use smol_durable_core::store::{
+    ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, WaitFilter,
 };
 use smol_durable_core::{Clock, DurableStore, StoreError, StoreErrorKind, SystemClock};
 
@@ -619,6 +623,49 @@ impl DurableStore for SqliteStore {
         })
         .await
     }
+
+    async fn send_signal(&self, signal: NewSignal) -> StoreResult<SignalSend> {
+        self.write("send_signal", Commit::Durable, move |c| {
+            sql::send_signal(c, &signal)
+        })
+        .await
+    }
+
+    async fn pending_signals(
+        &self,
+        run_id: &str,
+        names: &[String],
+        limit: usize,
+    ) -> StoreResult<Vec<SignalRecord>> {
+        let (run_id, names) = (run_id.to_owned(), names.to_vec());
+        self.read("pending_signals", move |c| {
+            sql::pending_signals(c, &run_id, &names, limit)
+        })
+        .await
+    }
+
+    async fn consume_signal(&self, consume: ConsumeSignal) -> StoreResult<SignalConsume> {
+        self.write("consume_signal", Commit::Durable, move |c| {
+            sql::consume_signal(c, &consume)
+        })
+        .await
+    }
+
+    async fn reject_signal(&self, signal_id: &str, reason: Value, now: i64) -> StoreResult<bool> {
+        let signal_id = signal_id.to_owned();
+        self.write("reject_signal", Commit::Durable, move |c| {
+            sql::reject_signal(c, &signal_id, &reason, now)
+        })
+        .await
+    }
+
+    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool> {
+        let task_id = task_id.to_owned();
+        self.write("wake_task", Commit::Durable, move |c| {
+            sql::wake_task(c, &task_id, now)
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -654,6 +701,18 @@ impl StoreAdmin for SqliteStore {
             sql::delete_task(c, &task_id)
         })
         .await
+    }
+
+    async fn list_signals(&self, run_id: &str) -> StoreResult<Vec<SignalRecord>> {
+        let run_id = run_id.to_owned();
+        self.read("list_signals", move |c| sql::list_signals(c, &run_id))
+            .await
+    }
+
+    async fn list_open_waits(&self, filter: &WaitFilter) -> StoreResult<Vec<StepRecord>> {
+        let filter = filter.clone();
+        self.read("list_open_waits", move |c| sql::list_open_waits(c, &filter))
+            .await
     }
 }
 

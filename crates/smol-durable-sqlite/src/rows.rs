@@ -6,8 +6,8 @@ use rusqlite::types::FromSql;
 use rusqlite::Row;
 use serde_json::Value;
 use smol_durable_core::store::{
-    AttemptRecord, ClaimScope, EventRecord, LedgerEntry, OwnerRecord, RunRecord, State, StepKind,
-    StepRecord, TaskRecord, WorkflowInfo,
+    AttemptRecord, ClaimScope, EventRecord, LedgerEntry, OwnerRecord, RunRecord, SignalRecord,
+    SignalState, State, StepKind, StepRecord, TaskRecord, WorkflowInfo,
 };
 use smol_durable_core::{StoreError, StoreErrorKind};
 
@@ -30,6 +30,9 @@ pub(crate) const STEP_COLUMNS: &str = "step_id, run_id, root_run_id, step_kind, 
 
 pub(crate) const LEDGER_COLUMNS: &str = "budget_entry_id, run_id, root_run_id, step_id, \
     source_type, source_id, output_tokens, usage_json, created_at";
+
+pub(crate) const SIGNAL_COLUMNS: &str = "signal_id, run_id, root_run_id, name, payload_json, \
+    idempotency_key, state, step_id, reason_json, seq, created_at, updated_at";
 
 pub(crate) const EVENT_COLUMNS: &str = "rowid, event_id, run_id, COALESCE(root_run_id, run_id), \
     attempt_id, step_id, event_type, payload_json, created_at";
@@ -226,6 +229,24 @@ pub(crate) fn step(row: &Row<'_>) -> Result<StepRecord, StoreError> {
         lease_expires_at: r.next()?,
         fence: r.next_u32()?,
         last_attempt_at: r.next()?,
+        created_at: r.next()?,
+        updated_at: r.next()?,
+    })
+}
+
+pub(crate) fn signal(row: &Row<'_>) -> Result<SignalRecord, StoreError> {
+    let mut r = Reader::new(row, "sw_workflow_signals")?;
+    Ok(SignalRecord {
+        signal_id: r.next()?,
+        run_id: r.next()?,
+        root_run_id: r.next()?,
+        name: r.next()?,
+        payload: r.next_json()?,
+        idempotency_key: r.next()?,
+        state: SignalState::parse(&r.next::<String>()?),
+        step_id: r.next()?,
+        reason: r.next_opt_json()?,
+        seq: r.next()?,
         created_at: r.next()?,
         updated_at: r.next()?,
     })

@@ -29,6 +29,9 @@ use smol_durable_core::store::{
     RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
     StoreResult, TaskRecord,
 };
+use smol_durable_core::store::{
+    ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, WaitFilter,
+};
 use smol_durable_core::{DurableStore, StoreError, StoreErrorKind};
 
 /// Which faults to inject, and how often.
@@ -403,12 +406,55 @@ impl DurableStore for FaultyStore {
             .await
     }
 
+    async fn send_signal(&self, signal: NewSignal) -> StoreResult<SignalSend> {
+        self.inject("send_signal", || self.inner.send_signal(signal))
+            .await
+    }
+
+    async fn pending_signals(
+        &self,
+        run_id: &str,
+        names: &[String],
+        limit: usize,
+    ) -> StoreResult<Vec<SignalRecord>> {
+        self.inject("pending_signals", || {
+            self.inner.pending_signals(run_id, names, limit)
+        })
+        .await
+    }
+
+    async fn consume_signal(&self, consume: ConsumeSignal) -> StoreResult<SignalConsume> {
+        self.inject("consume_signal", || self.inner.consume_signal(consume))
+            .await
+    }
+
+    async fn reject_signal(
+        &self,
+        signal_id: &str,
+        reason: serde_json::Value,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.inject("reject_signal", || {
+            self.inner.reject_signal(signal_id, reason, now)
+        })
+        .await
+    }
+
+    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool> {
+        self.inject("wake_task", || self.inner.wake_task(task_id, now))
+            .await
+    }
+
     async fn work_available(&self) {
         self.inner.work_available().await;
     }
 
     async fn step_finished(&self, step_id: &str) {
         self.inner.step_finished(step_id).await;
+    }
+
+    async fn signal_sent(&self, run_id: &str) {
+        self.inner.signal_sent(run_id).await;
     }
 }
 
@@ -417,6 +463,16 @@ impl DurableStore for FaultyStore {
 #[async_trait]
 #[warn(clippy::missing_trait_methods)]
 impl StoreAdmin for FaultyStore {
+    async fn list_signals(&self, run_id: &str) -> StoreResult<Vec<SignalRecord>> {
+        self.inject("list_signals", || self.inner.list_signals(run_id))
+            .await
+    }
+
+    async fn list_open_waits(&self, filter: &WaitFilter) -> StoreResult<Vec<StepRecord>> {
+        self.inject("list_open_waits", || self.inner.list_open_waits(filter))
+            .await
+    }
+
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
         self.inject("list_runs", || self.inner.list_runs(filter))
             .await

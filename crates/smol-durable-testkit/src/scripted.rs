@@ -114,6 +114,7 @@ impl ScriptEngine for ScriptedEngine {
         let ctx = ScriptCtx {
             host: invocation.host,
             args: invocation.args,
+            run_id: invocation.run_id,
             phase: Arc::default(),
         };
         (entry.run)(ctx).await
@@ -129,6 +130,7 @@ impl ScriptEngine for ScriptedEngine {
 pub struct ScriptCtx {
     host: Arc<dyn WorkflowHost>,
     args: Value,
+    run_id: String,
     /// The last `phase()`, shared by every clone (one branch, as a script without `parallel`).
     phase: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -137,6 +139,11 @@ impl ScriptCtx {
     /// `args`.
     pub fn args(&self) -> &Value {
         &self.args
+    }
+
+    /// `runId` from `workflow:extra`: the run being evaluated.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     /// Any host call.
@@ -157,6 +164,38 @@ impl ScriptCtx {
     /// `sleep(ms)` from `workflow:extra`.
     pub fn sleep(&self, duration_ms: u64) -> HostFuture {
         self.call(HostRequest::Sleep { duration_ms })
+    }
+
+    /// `waitFor(name, options)` from `workflow:extra`.
+    pub fn wait_for(&self, name: impl Into<String>, options: Value) -> HostFuture {
+        self.call(HostRequest::Wait {
+            names: vec![name.into()],
+            options,
+            any: false,
+        })
+    }
+
+    /// `waitForAny(names, options)` from `workflow:extra`.
+    pub fn wait_for_any(&self, names: &[&str], options: Value) -> HostFuture {
+        self.call(HostRequest::Wait {
+            names: names.iter().map(|name| (*name).to_owned()).collect(),
+            options,
+            any: true,
+        })
+    }
+
+    /// `signal(runId, name, payload)` from `workflow:extra`.
+    pub fn signal(
+        &self,
+        run_id: impl Into<String>,
+        name: impl Into<String>,
+        payload: Value,
+    ) -> HostFuture {
+        self.call(HostRequest::Signal {
+            run_id: run_id.into(),
+            name: name.into(),
+            payload,
+        })
     }
 
     /// `workflow(ref, args)`.

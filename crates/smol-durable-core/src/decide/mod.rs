@@ -5,14 +5,16 @@
 //! (the attempt rules), but spells out no rule of its own. This is the one place that decides
 //! replay / run / wait / reclaim ([`decide_step`], for sleeps too), how
 //! fencing conflicts resolve, whether the budget allows another call, how long leases last,
-//! and what happens to tasks and attempts ([`admit_attempt`], [`claim_verdict`],
-//! [`attempt_end`], [`cancel_request`], [`attempt_retry_at`]).
+//! what happens to tasks and attempts ([`admit_attempt`], [`claim_verdict`],
+//! [`attempt_end`], [`cancel_request`], [`attempt_retry_at`]), and which wait a signal goes to
+//! ([`serving_wait`], [`wake_not_before`]).
 
 mod attempts;
 mod budget;
 mod leases;
 mod sleeps;
 mod steps;
+mod waits;
 
 pub use attempts::{
     admit_attempt, attempt_end, attempt_retry_at, cancel_request, claim_verdict, claimable,
@@ -25,6 +27,10 @@ pub use leases::{
 };
 pub use sleeps::{sleep_wake_at, wake_at};
 pub use steps::{decide_step, resolve_fence_conflict, FenceResolution, StepDecision};
+pub use waits::{
+    serving_wait, stored_deadline, stored_names, takes_signals, wait_deadline, wait_takes,
+    wake_not_before, WaitOutcome,
+};
 
 /// Rows for the decision tests (shared with the store-retry tests).
 #[cfg(test)]

@@ -211,6 +211,7 @@ impl EngineBuilder {
             scripts_by_hash: Mutex::new(HashMap::new()),
             default_agent_retry: self.default_agent_retry,
             executes,
+            signal_bell: tokio::sync::Notify::new(),
         })))
     }
 }

@@ -57,7 +57,8 @@ pub(crate) struct RunnerAttempt {
 /// script may be about to make another call in the same turn.
 const PARK_SETTLE: Duration = Duration::from_millis(100);
 
-/// What the run tree is doing, for parking: agent calls in flight and sleeps being waited.
+/// What the run tree is doing, for parking: agent calls in flight, and sleeps and waits being
+/// waited (by when each ends at the latest; `i64::MAX` for a wait without a deadline).
 #[derive(Debug, Default)]
 struct Activity {
     agents: usize,
@@ -106,6 +107,8 @@ pub(crate) struct AttemptCtx {
     runtime: tokio::runtime::Handle,
     interruption: Mutex<Option<Interruption>>,
     rejections: Mutex<Rejections>,
+    /// The waits of this attempt's runs, served signals from the store.
+    pub mailbox: Arc<super::mailbox::Mailbox>,
     writer: Mutex<mpsc::UnboundedSender<WriterMessage>>,
     started: Instant,
 }
@@ -162,6 +165,7 @@ impl AttemptCtx {
             runtime: tokio::runtime::Handle::current(),
             interruption: Mutex::new(None),
             rejections: Mutex::new(Rejections::default()),
+            mailbox: Arc::default(),
             writer: Mutex::new(writer),
             started: Instant::now(),
         }
@@ -257,6 +261,12 @@ impl AttemptCtx {
         AgentBusy(Arc::clone(self))
     }
 
+    /// Marks a wait waiting until the guard drops (at the latest until `deadline`), and
+    /// considers parking: for parking, a wait is a sleep that a signal may end early.
+    pub fn waiting(self: &Arc<Self>, deadline: Option<i64>) -> Sleeping {
+        self.sleeping(deadline.unwrap_or(i64::MAX))
+    }
+
     /// Marks a sleep waiting for `wake_at` until the guard drops, and considers parking.
     pub fn sleeping(self: &Arc<Self>, wake_at: i64) -> Sleeping {
         let id = match self.activity.lock() {
@@ -272,8 +282,8 @@ impl AttemptCtx {
         Sleeping(Arc::clone(self), id)
     }
 
-    /// When the earliest sleep ends, if the run may be parked now: a worker's run, no agent
-    /// call in flight, and every sleep ending at least the threshold ahead.
+    /// When the earliest sleep or wait ends, if the run may be parked now: a worker's run, no
+    /// agent call in flight, and every sleep and wait ending at least the threshold ahead.
     fn parkable(&self) -> Option<i64> {
         let after = self.runner.as_ref()?.park_after_ms?;
         let activity = self.activity.lock().ok()?;

@@ -19,11 +19,13 @@ mod follow;
 mod handle;
 mod heartbeat;
 mod host;
+mod mailbox;
 mod options;
 mod owners;
 mod run_handle;
 mod runner;
 mod shared;
+mod signals;
 pub mod steps;
 mod usage;
 

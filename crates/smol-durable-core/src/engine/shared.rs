@@ -41,6 +41,9 @@ pub(crate) struct EngineShared {
     /// False for a submitter engine ([`EngineBuilder::build_submitter`](crate::EngineBuilder::build_submitter)), which executes no
     /// run.
     pub executes: bool,
+    /// Rung when this engine stores a signal, so its own waits look at once (other
+    /// processes' signals reach them through [`DurableStore::signal_sent`] or their poll).
+    pub signal_bell: tokio::sync::Notify,
 }
 
 impl EngineShared {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::*;
 use crate::decide::{
     admit_attempt, cancel_request, claim_verdict, claimable, counts_against_max_attempts,
-    ClaimVerdict, Closure,
+    takes_signals, wake_not_before, ClaimVerdict, Closure,
 };
 use crate::{StoreError, StoreErrorKind};
 
@@ -44,6 +44,8 @@ struct Tables {
     // Like the databases: event ids are unique, and `seq` never repeats, even after deletes.
     event_ids: std::collections::HashSet<String>,
     last_event_seq: i64,
+    signals: Vec<SignalRecord>,
+    last_signal_seq: i64,
 }
 
 impl MemoryStore {
@@ -88,6 +90,21 @@ impl Tables {
         self.steps
             .get_mut(step_id)
             .ok_or_else(|| not_found(operation, "step", step_id))
+    }
+
+    /// Makes a task pending for later due now, as [`wake_not_before`] says.
+    fn wake(&mut self, task_id: &str, now: i64) -> bool {
+        let Some(task) = self.tasks.get_mut(task_id) else {
+            return false;
+        };
+        match wake_not_before(&task.state, task.not_before, now) {
+            Some(at) => {
+                task.not_before = Some(at);
+                task.updated_at = now;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Claims a task for `start.owner_id` and opens attempt max+1 (shared by start and
@@ -696,6 +713,132 @@ impl DurableStore for MemoryStore {
         Ok(())
     }
 
+    async fn send_signal(&self, new: NewSignal) -> StoreResult<SignalSend> {
+        let mut tables = self.lock()?;
+        let Some(run) = tables.runs.get(&new.run_id) else {
+            return Ok(SignalSend::RunNotFound);
+        };
+        let (root_run_id, task_id) = (run.root_run_id.clone(), run.task_id.clone());
+        let task_state = tables
+            .tasks
+            .get(&task_id)
+            .map_or(State::Pending, |task| task.state.clone());
+        for state in [&run.state, &task_state] {
+            if !takes_signals(state) {
+                return Ok(SignalSend::RunFinished(state.clone()));
+            }
+        }
+        if let Some(key) = &new.idempotency_key {
+            let earlier = tables.signals.iter().find(|signal| {
+                signal.run_id == new.run_id && signal.idempotency_key.as_ref() == Some(key)
+            });
+            if let Some(earlier) = earlier {
+                return Ok(SignalSend::Duplicate(earlier.clone()));
+            }
+        }
+        if tables
+            .signals
+            .iter()
+            .any(|signal| signal.signal_id == new.signal_id)
+        {
+            return Err(StoreError::new(
+                StoreErrorKind::Conflict,
+                "send_signal",
+                format!("signal {} already exists", new.signal_id),
+            ));
+        }
+        tables.last_signal_seq += 1;
+        let signal = SignalRecord {
+            signal_id: new.signal_id,
+            run_id: new.run_id,
+            root_run_id,
+            name: new.name,
+            payload: new.payload,
+            idempotency_key: new.idempotency_key,
+            state: SignalState::Pending,
+            step_id: None,
+            reason: None,
+            seq: tables.last_signal_seq,
+            created_at: new.now,
+            updated_at: new.now,
+        };
+        tables.signals.push(signal.clone());
+        if new.wake {
+            tables.wake(&task_id, new.now);
+        }
+        Ok(SignalSend::Stored(signal))
+    }
+
+    async fn pending_signals(
+        &self,
+        run_id: &str,
+        names: &[String],
+        limit: usize,
+    ) -> StoreResult<Vec<SignalRecord>> {
+        let tables = self.lock()?;
+        Ok(tables
+            .signals
+            .iter()
+            .filter(|signal| signal.run_id == run_id && signal.state == SignalState::Pending)
+            .filter(|signal| names.contains(&signal.name))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn consume_signal(&self, consume: ConsumeSignal) -> StoreResult<SignalConsume> {
+        let mut tables = self.lock()?;
+        let Some(index) = tables
+            .signals
+            .iter()
+            .position(|signal| signal.signal_id == consume.signal_id)
+        else {
+            return Ok(SignalConsume::SignalTaken(None));
+        };
+        if tables.signals[index].state != SignalState::Pending {
+            return Ok(SignalConsume::SignalTaken(Some(
+                tables.signals[index].clone(),
+            )));
+        }
+        let Some(step) = tables.steps.get_mut(&consume.step_id) else {
+            return Ok(SignalConsume::StepConflict(None));
+        };
+        if step.state != State::Running || step.fence != consume.fence {
+            return Ok(SignalConsume::StepConflict(Some(step.clone())));
+        }
+        step.state = State::Completed;
+        step.result = Some(consume.result);
+        step.lease_expires_at = None;
+        step.updated_at = consume.now;
+        let completed = step.clone();
+        let signal = &mut tables.signals[index];
+        signal.state = SignalState::Consumed;
+        signal.step_id = Some(consume.step_id);
+        signal.updated_at = consume.now;
+        Ok(SignalConsume::Consumed(completed))
+    }
+
+    async fn reject_signal(&self, signal_id: &str, reason: Value, now: i64) -> StoreResult<bool> {
+        let mut tables = self.lock()?;
+        let signal = tables
+            .signals
+            .iter_mut()
+            .find(|signal| signal.signal_id == signal_id && signal.state == SignalState::Pending);
+        Ok(match signal {
+            Some(signal) => {
+                signal.state = SignalState::Rejected;
+                signal.reason = Some(reason);
+                signal.updated_at = now;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool> {
+        Ok(self.lock()?.wake(task_id, now))
+    }
+
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {
         let mut tables = self.lock()?;
         let Some(run) = tables.runs.get(run_id) else {
@@ -720,6 +863,45 @@ impl DurableStore for MemoryStore {
 
 #[async_trait]
 impl StoreAdmin for MemoryStore {
+    async fn list_signals(&self, run_id: &str) -> StoreResult<Vec<SignalRecord>> {
+        let tables = self.lock()?;
+        Ok(tables
+            .signals
+            .iter()
+            .filter(|signal| signal.run_id == run_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn list_open_waits(&self, filter: &WaitFilter) -> StoreResult<Vec<StepRecord>> {
+        let tables = self.lock()?;
+        let mut waits: Vec<StepRecord> = tables
+            .steps
+            .values()
+            .filter(|step| step.kind == StepKind::Wait && step.state != State::Completed)
+            .filter(|step| filter.run_id.as_ref().is_none_or(|run| &step.run_id == run))
+            .filter(|step| {
+                tables.runs.get(&step.run_id).is_some_and(|run| {
+                    !run.state.is_terminal()
+                        && filter
+                            .task_id
+                            .as_ref()
+                            .is_none_or(|task| &run.task_id == task)
+                })
+            })
+            .cloned()
+            .collect();
+        waits.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.step_id.cmp(&b.step_id))
+        });
+        if let Some(limit) = filter.limit {
+            waits.truncate(limit);
+        }
+        Ok(waits)
+    }
+
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
         let tables = self.lock()?;
         let mut runs: Vec<RunRecord> = tables
@@ -827,6 +1009,9 @@ impl StoreAdmin for MemoryStore {
             .ledger_keys
             .retain(|(root, _, _)| !runs.contains(root));
         tables.spent.retain(|root, _| !runs.contains(root));
+        tables
+            .signals
+            .retain(|signal| !runs.contains(&signal.run_id));
         let Tables {
             events, event_ids, ..
         } = &mut *tables;

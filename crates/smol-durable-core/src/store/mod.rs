@@ -13,16 +13,18 @@ mod retry;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub use memory::MemoryStore;
 pub use records::{
     AttemptRecord, ClaimScope, EventRecord, LedgerEntry, LedgerSource, OwnerRecord, RunRecord,
-    State, StepKind, StepRecord, TaskRecord, WorkflowInfo,
+    SignalRecord, SignalState, State, StepKind, StepRecord, TaskRecord, WorkflowInfo,
 };
 pub use requests::{
     AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
-    CompleteStep, CreatedRun, FailStep, FinishAttempt, InsertStep, NewChildRun, NewEvent, NewRun,
-    NewStep, RenewLeases, RenewOutcome, RunFilter, RunOutcome, StartAttempt, StepCas, StepLease,
+    CompleteStep, ConsumeSignal, CreatedRun, FailStep, FinishAttempt, InsertStep, NewChildRun,
+    NewEvent, NewRun, NewSignal, NewStep, RenewLeases, RenewOutcome, RunFilter, RunOutcome,
+    SignalConsume, SignalSend, StartAttempt, StepCas, StepLease, WaitFilter,
 };
 pub use retry::{RetryingStore, StoreRetryPolicy};
 
@@ -229,6 +231,36 @@ pub trait DurableStore: StoreAdmin {
     /// one gets `cancel_requested_at`, which its owner's next heartbeat or poll sees.
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest>;
 
+    /// Stores a signal in a run's mailbox, in one transaction: an unknown run is
+    /// [`SignalSend::RunNotFound`] and a finished one (the run, or its task)
+    /// [`SignalSend::RunFinished`], storing nothing; an idempotency key the run's mailbox
+    /// already holds is [`SignalSend::Duplicate`] (storing nothing); otherwise the signal is
+    /// stored `pending` with a `seq` above every stored one, and with
+    /// [`NewSignal::wake`] the run's task is made due as
+    /// [`decide::wake_not_before`](crate::decide::wake_not_before) says. A concurrent
+    /// [`finish_attempt`](Self::finish_attempt) that parks the task is ordered against this
+    /// (one of them sees the other), so a parked run never misses the wake.
+    async fn send_signal(&self, signal: NewSignal) -> StoreResult<SignalSend>;
+    /// The pending signals of a run with one of `names`, oldest first (by `seq`), at most
+    /// `limit`.
+    async fn pending_signals(
+        &self,
+        run_id: &str,
+        names: &[String],
+        limit: usize,
+    ) -> StoreResult<Vec<SignalRecord>>;
+    /// Consumes a signal for a wait step: compare-and-set on the signal being `pending` *and*
+    /// the step being `running` under the fence, both written in one transaction or neither
+    /// (see [`SignalConsume`]). The signal records the step; the step stores the result.
+    async fn consume_signal(&self, consume: ConsumeSignal) -> StoreResult<SignalConsume>;
+    /// Marks a pending signal `rejected` with a reason (compare-and-set on `pending`).
+    /// Returns whether it was.
+    async fn reject_signal(&self, signal_id: &str, reason: Value, now: i64) -> StoreResult<bool>;
+    /// Makes a task that is pending for later due now
+    /// ([`decide::wake_not_before`](crate::decide::wake_not_before)); returns whether it
+    /// changed anything.
+    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool>;
+
     /// Resolves when runner work may have become available: a runner task submitted, or handed
     /// back by a worker. Idle workers wait on it *and* poll, so a store that cannot notify keeps
     /// this default (it never resolves) and a lost notification only costs latency. Spurious
@@ -243,6 +275,14 @@ pub trait DurableStore: StoreAdmin {
     /// at once when the step is no longer running, is allowed.
     async fn step_finished(&self, step_id: &str) {
         let _ = step_id;
+        std::future::pending::<()>().await;
+    }
+
+    /// Resolves when a signal may have been stored for `run_id`: a waiting run is woken by it
+    /// instead of its next poll. The default never resolves (waits poll every
+    /// `Limits::wait_poll`); spurious wake-ups are allowed.
+    async fn signal_sent(&self, run_id: &str) {
+        let _ = run_id;
         std::future::pending::<()>().await;
     }
 }
@@ -264,8 +304,13 @@ pub trait StoreAdmin: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> StoreResult<Vec<EventRecord>>;
     /// Deletes a finished task with everything under it, in one transaction: its runs (the
-    /// root and every child), attempts, steps, ledger rows and events. `Ok(false)` when there
+    /// root and every child), attempts, steps, ledger rows, signals and events. `Ok(false)` when there
     /// is no such task; [`unfinished_task`]'s `Conflict`, deleting nothing, while the task or
     /// any of its runs is not terminal. Scripts stay: they are shared by content hash.
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool>;
+    /// Every signal sent to a run, in mailbox order (`seq`), whatever its state.
+    async fn list_signals(&self, run_id: &str) -> StoreResult<Vec<SignalRecord>>;
+    /// The open waits: `wait` steps that have not completed, of runs that have not finished,
+    /// matching the filter, oldest first (creation time, then step id).
+    async fn list_open_waits(&self, filter: &WaitFilter) -> StoreResult<Vec<StepRecord>>;
 }

@@ -97,6 +97,23 @@ string_enum!(
         Sleep => "sleep",
         /// A child `workflow(...)` call.
         Workflow => "workflow",
+        /// A `waitFor(...)` or `waitForAny(...)` call: waiting for a signal.
+        Wait => "wait",
+        /// A `signal(runId, name, payload)` call: a signal sent to another run.
+        Signal => "signal",
+    }
+);
+
+string_enum!(
+    /// State of a signal in a run's mailbox.
+    SignalState {
+        /// Stored, not yet taken by a wait.
+        Pending => "pending",
+        /// Taken by the wait step named in [`SignalRecord::step_id`].
+        Consumed => "consumed",
+        /// Refused at consumption (its payload did not match the wait's schema); see
+        /// [`SignalRecord::reason`].
+        Rejected => "rejected",
     }
 );
 
@@ -317,6 +334,35 @@ pub struct StepRecord {
     /// Creation time.
     pub created_at: i64,
     /// Last change.
+    pub updated_at: i64,
+}
+
+/// A row of `sw_workflow_signals`: one signal in a run's mailbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalRecord {
+    /// `signal_…`
+    pub signal_id: String,
+    /// The run it was sent to.
+    pub run_id: String,
+    /// That run's root.
+    pub root_run_id: String,
+    /// The signal's name (what a wait waits for).
+    pub name: String,
+    /// The payload (JSON).
+    pub payload: Value,
+    /// Unique per target run: a second send with the same key returns this signal.
+    pub idempotency_key: Option<String>,
+    /// Pending, consumed or rejected.
+    pub state: SignalState,
+    /// The wait step that consumed it.
+    pub step_id: Option<String>,
+    /// Why it was rejected.
+    pub reason: Option<Value>,
+    /// Mailbox order: increasing in the order signals were stored.
+    pub seq: i64,
+    /// When it was stored.
+    pub created_at: i64,
+    /// When it was consumed or rejected.
     pub updated_at: i64,
 }
 

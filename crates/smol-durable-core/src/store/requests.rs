@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    AttemptRecord, ClaimScope, LedgerEntry, RunRecord, State, StepKind, StepRecord, TaskRecord,
-    WorkflowInfo,
+    AttemptRecord, ClaimScope, LedgerEntry, RunRecord, SignalRecord, State, StepKind, StepRecord,
+    TaskRecord, WorkflowInfo,
 };
 use crate::decide::AttemptEnd;
 #[cfg(doc)]
@@ -452,4 +452,81 @@ pub struct ClaimedTask {
     /// Attempts before this one that count against `max_attempts`
     /// ([`counts_against_max_attempts`](crate::decide::counts_against_max_attempts)).
     pub failed_attempts: u32,
+}
+
+/// Stores a signal in a run's mailbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewSignal {
+    /// `signal_…`
+    pub signal_id: String,
+    /// The run it is for.
+    pub run_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its payload.
+    pub payload: Value,
+    /// With a key, a second send with the same key (to the same run) stores nothing and
+    /// returns the first signal.
+    pub idempotency_key: Option<String>,
+    /// Make the run's task due now if it is pending for later (parked on a wait this signal
+    /// answers), in the same transaction: [`decide::wake_not_before`](crate::decide::wake_not_before).
+    pub wake: bool,
+    /// Now.
+    pub now: i64,
+}
+
+/// Outcome of [`DurableStore::send_signal`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SignalSend {
+    /// Stored; the row as it now stands.
+    Stored(SignalRecord),
+    /// A signal with this idempotency key was stored before: that one, unchanged.
+    Duplicate(SignalRecord),
+    /// No run has this id; nothing was stored.
+    RunNotFound,
+    /// The run has finished in this state; nothing was stored.
+    RunFinished(State),
+}
+
+/// Consumes a pending signal for a wait step, in one transaction: the signal goes from
+/// `pending` to `consumed` and the step from `running` under `fence` to `completed` with
+/// `result`, or nothing changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumeSignal {
+    /// The signal.
+    pub signal_id: String,
+    /// The wait step.
+    pub step_id: String,
+    /// The fence the waiter holds.
+    pub fence: u32,
+    /// The step's result.
+    pub result: Value,
+    /// Now.
+    pub now: i64,
+}
+
+/// Outcome of [`DurableStore::consume_signal`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SignalConsume {
+    /// Both written: the step as it now stands.
+    Consumed(StepRecord),
+    /// The signal is no longer pending (another wait took it, or it was rejected); nothing
+    /// was written. The signal as it stands.
+    SignalTaken(Option<SignalRecord>),
+    /// The step is no longer `running` under the fence; nothing was written. The step as it
+    /// stands.
+    StepConflict(Option<StepRecord>),
+}
+
+/// Which open waits [`StoreAdmin::list_open_waits`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitFilter {
+    /// Only the waits of this run.
+    pub run_id: Option<String>,
+    /// Only the waits of runs of this task (a root run and its children).
+    pub task_id: Option<String>,
+    /// At most this many.
+    pub limit: Option<usize>,
 }

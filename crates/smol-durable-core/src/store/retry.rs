@@ -26,7 +26,11 @@ use super::{
     RunFilter, RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, StoreAdmin,
     StoreCapabilities, StoreResult, TaskRecord,
 };
+use super::{
+    ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, SignalState, WaitFilter,
+};
 use crate::StoreErrorKind;
+use serde_json::Value;
 
 /// How the engine retries a store operation that failed with a retryable error
 /// ([`StoreError::is_retryable`](crate::StoreError::is_retryable): connection lost, database
@@ -496,12 +500,89 @@ impl DurableStore for RetryingStore {
             .await
     }
 
+    async fn send_signal(&self, signal: NewSignal) -> StoreResult<SignalSend> {
+        let tried = self
+            .retry("send_signal", || self.inner.send_signal(signal.clone()))
+            .await;
+        match tried.result {
+            // A fresh id: a conflict after a lost answer is our own first try.
+            Err(error) if tried.maybe_committed && error.kind() == StoreErrorKind::Conflict => {
+                let stored = self.list_signals(&signal.run_id).await?;
+                match stored.into_iter().find(|s| s.signal_id == signal.signal_id) {
+                    Some(ours) => Ok(SignalSend::Stored(ours)),
+                    None => Err(error),
+                }
+            }
+            // Our own first try, answered as a duplicate of itself.
+            Ok(SignalSend::Duplicate(earlier))
+                if tried.maybe_committed && earlier.signal_id == signal.signal_id =>
+            {
+                Ok(SignalSend::Stored(earlier))
+            }
+            other => other,
+        }
+    }
+
+    async fn pending_signals(
+        &self,
+        run_id: &str,
+        names: &[String],
+        limit: usize,
+    ) -> StoreResult<Vec<SignalRecord>> {
+        self.idempotent("pending_signals", || {
+            self.inner.pending_signals(run_id, names, limit)
+        })
+        .await
+    }
+
+    async fn consume_signal(&self, consume: ConsumeSignal) -> StoreResult<SignalConsume> {
+        let tried = self
+            .retry("consume_signal", || {
+                self.inner.consume_signal(consume.clone())
+            })
+            .await;
+        match tried.result {
+            // Taken by our own first try, whose answer was lost.
+            Ok(SignalConsume::SignalTaken(Some(signal)))
+                if tried.maybe_committed
+                    && signal.state == SignalState::Consumed
+                    && signal.step_id.as_deref() == Some(consume.step_id.as_str()) =>
+            {
+                let steps = self.load_steps(&signal.run_id).await?;
+                match steps
+                    .into_iter()
+                    .find(|step| step.step_id == consume.step_id)
+                {
+                    Some(step) => Ok(SignalConsume::Consumed(step)),
+                    None => Ok(SignalConsume::SignalTaken(Some(signal))),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn reject_signal(&self, signal_id: &str, reason: Value, now: i64) -> StoreResult<bool> {
+        self.idempotent("reject_signal", || {
+            self.inner.reject_signal(signal_id, reason.clone(), now)
+        })
+        .await
+    }
+
+    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool> {
+        self.idempotent("wake_task", || self.inner.wake_task(task_id, now))
+            .await
+    }
+
     async fn work_available(&self) {
         self.inner.work_available().await;
     }
 
     async fn step_finished(&self, step_id: &str) {
         self.inner.step_finished(step_id).await;
+    }
+
+    async fn signal_sent(&self, run_id: &str) {
+        self.inner.signal_sent(run_id).await;
     }
 }
 
@@ -510,6 +591,16 @@ impl DurableStore for RetryingStore {
 #[async_trait]
 #[warn(clippy::missing_trait_methods)]
 impl StoreAdmin for RetryingStore {
+    async fn list_signals(&self, run_id: &str) -> StoreResult<Vec<SignalRecord>> {
+        self.idempotent("list_signals", || self.inner.list_signals(run_id))
+            .await
+    }
+
+    async fn list_open_waits(&self, filter: &WaitFilter) -> StoreResult<Vec<StepRecord>> {
+        self.idempotent("list_open_waits", || self.inner.list_open_waits(filter))
+            .await
+    }
+
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
         self.idempotent("list_runs", || self.inner.list_runs(filter))
             .await

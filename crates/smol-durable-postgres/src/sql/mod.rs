@@ -2,7 +2,7 @@
 //! statement binds its values; the only text spliced into SQL is the validated schema name.
 //!
 //! The statements are grouped by the table they are about: `tasks` (and attempts), `runs`,
-//! `steps`, `ledger`, `events`, `owners` (and scripts).
+//! `steps`, `ledger`, `events`, `owners` (and scripts), `signals`.
 //!
 //! Hot-path writes are single statements, so each is one round trip and one transaction.
 //! Claims, events and heartbeats turn `synchronous_commit` off for their own transaction (a
@@ -13,6 +13,7 @@ mod events;
 mod ledger;
 mod owners;
 mod runs;
+mod signals;
 mod steps;
 mod tasks;
 
@@ -20,6 +21,7 @@ pub(crate) use events::*;
 pub(crate) use ledger::*;
 pub(crate) use owners::*;
 pub(crate) use runs::*;
+pub(crate) use signals::*;
 pub(crate) use steps::*;
 pub(crate) use tasks::*;
 
@@ -28,7 +30,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 use smol_durable_core::decide::{
-    admit_attempt, cancel_request, claim_verdict, ClaimVerdict, Closure,
+    admit_attempt, cancel_request, claim_verdict, takes_signals, wake_not_before, ClaimVerdict,
+    Closure,
 };
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep, ClaimedTask,
@@ -36,14 +39,17 @@ use smol_durable_core::store::{
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
     RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, TaskRecord,
 };
+use smol_durable_core::store::{
+    ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, SignalState, WaitFilter,
+};
 use smol_durable_core::{StoreError, StoreErrorKind};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row};
 
 use crate::rows::{
-    self, attempt_columns, event_columns, ledger_columns, owner_columns, run_columns, step_columns,
-    task_columns,
+    self, attempt_columns, event_columns, ledger_columns, owner_columns, run_columns,
+    signal_columns, step_columns, task_columns,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;

@@ -313,6 +313,7 @@ pub(crate) async fn delete_task(c: &mut PgConnection, sql: &Sql, task_id: &str) 
     for statement in [
         "DELETE FROM sw_workflow_events WHERE run_id IN (SELECT run_id FROM sw_workflow_runs WHERE task_id = $1)",
         "DELETE FROM sw_budget_ledger WHERE run_id IN (SELECT run_id FROM sw_workflow_runs WHERE task_id = $1)",
+        "DELETE FROM sw_workflow_signals WHERE run_id IN (SELECT run_id FROM sw_workflow_runs WHERE task_id = $1)",
         "DELETE FROM sw_workflow_steps WHERE run_id IN (SELECT run_id FROM sw_workflow_runs WHERE task_id = $1)",
         "DELETE FROM sw_workflow_attempts WHERE task_id = $1",
         // Runs point at their root and parent; foreign keys are checked at the end of the

@@ -1,12 +1,13 @@
 //! The store's operations as SQL on one connection. Writes run inside the writer's
 //! transaction; reads on a reader connection. Every statement binds its values. The statements
 //! are grouped by the table they are about: `tasks` (and attempts), `runs`, `steps`, `ledger`,
-//! `events`, `owners` (and scripts).
+//! `events`, `owners` (and scripts), `signals`.
 
 mod events;
 mod ledger;
 mod owners;
 mod runs;
+mod signals;
 mod steps;
 mod tasks;
 
@@ -14,14 +15,15 @@ pub(crate) use events::*;
 pub(crate) use ledger::*;
 pub(crate) use owners::*;
 pub(crate) use runs::*;
+pub(crate) use signals::*;
 pub(crate) use steps::*;
 pub(crate) use tasks::*;
 
 use rusqlite::{params, params_from_iter, Connection, Params, Row};
 use serde_json::Value;
 use smol_durable_core::decide::{
-    admit_attempt, cancel_request, claim_verdict, counts_against_max_attempts, ClaimVerdict,
-    Closure,
+    admit_attempt, cancel_request, claim_verdict, counts_against_max_attempts, takes_signals,
+    wake_not_before, ClaimVerdict, Closure,
 };
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
@@ -29,11 +31,15 @@ use smol_durable_core::store::{
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
     RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, TaskRecord,
 };
+use smol_durable_core::store::{
+    ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, SignalState, WaitFilter,
+};
 use smol_durable_core::{StoreError, StoreErrorKind};
 
 use crate::connection::map_error;
 use crate::rows::{
-    self, ATTEMPT_COLUMNS, EVENT_COLUMNS, LEDGER_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, TASK_COLUMNS,
+    self, ATTEMPT_COLUMNS, EVENT_COLUMNS, LEDGER_COLUMNS, RUN_COLUMNS, SIGNAL_COLUMNS,
+    STEP_COLUMNS, TASK_COLUMNS,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;

@@ -238,6 +238,7 @@ pub(crate) fn delete_task(c: &Connection, task_id: &str) -> Result<bool> {
     for table in [
         "sw_workflow_events",
         "sw_budget_ledger",
+        "sw_workflow_signals",
         "sw_workflow_steps",
     ] {
         execute(

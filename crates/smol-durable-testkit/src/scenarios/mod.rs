@@ -17,6 +17,7 @@ pub mod resume;
 pub mod retries;
 pub mod runner;
 pub mod sessions;
+pub mod waits;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,7 @@ macro_rules! engine_conformance_tests {
         $crate::__engine_retries_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_runner_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_sessions_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_waits_cases!($factory, [$(#[$attr])*]);
     };
 }
 

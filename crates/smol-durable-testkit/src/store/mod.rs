@@ -17,6 +17,7 @@ pub mod cancellation;
 pub mod events;
 pub mod ledger;
 pub mod runs;
+pub mod signals;
 pub mod steps;
 
 use std::sync::Arc;
@@ -147,6 +148,7 @@ macro_rules! store_conformance_tests {
         $crate::__store_events_cases!($factory, [$(#[$attr])*]);
         $crate::__store_runs_cases!($factory, [$(#[$attr])*]);
         $crate::__store_ledger_cases!($factory, [$(#[$attr])*]);
+        $crate::__store_signals_cases!($factory, [$(#[$attr])*]);
     };
 }
 

@@ -237,6 +237,7 @@ impl RunScope {
             args,
             host: Arc::new(child.host()),
             cancel: self.ctx.cancel.clone(),
+            run_id: child.run_id.clone(),
             max_sleep_ms: self.ctx.engine.limits.max_sleep_ms,
         };
         let max_result = self.ctx.engine.limits.max_result_bytes;

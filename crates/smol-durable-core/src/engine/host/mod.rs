@@ -1,5 +1,5 @@
 //! The host side of a running script: each host call becomes a durable step (`agent`,
-//! `sleep`, child `workflow`) or an event (`log`, `phase`). One [`RunScope`] per run (root or
+//! `sleep`, child `workflow`, `wait`, `signal`) or an event (`log`, `phase`). One [`RunScope`] per run (root or
 //! child). This file holds the scope and dispatches the calls; the step kinds live in `agent`,
 //! `sleep` and `child`, each claiming its step through `claim` (the claim loop every kind
 //! shares), and `workflow_refs` resolves what a child call names.
@@ -7,7 +7,9 @@
 mod agent;
 mod child;
 mod claim;
+mod signal;
 mod sleep;
+mod wait;
 mod workflow_refs;
 
 use std::collections::HashMap;
@@ -174,6 +176,8 @@ impl WorkflowHost for RunHost {
                 HostRequest::Agent { .. }
                     | HostRequest::Sleep { .. }
                     | HostRequest::Workflow { .. }
+                    | HostRequest::Wait { .. }
+                    | HostRequest::Signal { .. }
             )
         {
             return rejected(cancelled());
@@ -186,6 +190,16 @@ impl WorkflowHost for RunHost {
             } => scope.agent(prompt, options, phase),
             HostRequest::Sleep { duration_ms } => scope.sleep(duration_ms),
             HostRequest::Workflow { reference, args } => scope.workflow(reference, args),
+            HostRequest::Wait {
+                names,
+                options,
+                any,
+            } => scope.wait(names.into_iter().map(Value::String).collect(), options, any),
+            HostRequest::Signal {
+                run_id,
+                name,
+                payload,
+            } => scope.signal(run_id, name, payload),
             HostRequest::Log { values } => {
                 let message = values
                     .iter()

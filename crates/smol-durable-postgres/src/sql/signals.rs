@@ -1,0 +1,268 @@
+//! Signals: each run's mailbox, and the open waits that read it.
+
+use super::*;
+
+/// Makes a pending task due now, as [`wake_not_before`] says, and wakes idle workers for it.
+/// The task row is locked first: a concurrent `finish_attempt` that parks the task either
+/// commits before (and this sees it pending) or waits for this transaction (and the parking
+/// attempt then sees the signal).
+async fn wake(
+    c: &mut PgConnection,
+    sql: &Sql,
+    op: &'static str,
+    task_id: &str,
+    now: i64,
+) -> Result<bool> {
+    let Some(task) = lock_task(c, sql, op, task_id).await? else {
+        return Ok(false);
+    };
+    let Some(at) = wake_not_before(&task.state, task.not_before, now) else {
+        return Ok(false);
+    };
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_tasks SET not_before = $2, updated_at = $3 WHERE task_id = $1",
+        )
+        .bind(task_id.to_owned())
+        .bind(at)
+        .bind(now),
+    )
+    .await?;
+    notify_work(c, sql, op).await?;
+    Ok(true)
+}
+
+pub(crate) async fn send_signal(
+    c: &mut PgConnection,
+    sql: &Sql,
+    new: &NewSignal,
+) -> Result<SignalSend> {
+    let op = "send_signal";
+    let Some(run) = get_run(c, sql, &new.run_id).await? else {
+        return Ok(SignalSend::RunNotFound);
+    };
+    // Locked before anything is written, so the wake below is ordered against a parking
+    // attempt's finish (see `wake`).
+    let task = lock_task(c, sql, op, &run.task_id).await?;
+    let task_state = task.map_or(State::Pending, |task| task.state);
+    for state in [&run.state, &task_state] {
+        if !takes_signals(state) {
+            return Ok(SignalSend::RunFinished(state.clone()));
+        }
+    }
+    if let Some(key) = &new.idempotency_key {
+        const Q: &str = concat!(
+            "SELECT ",
+            signal_columns!(),
+            " FROM sw_workflow_signals WHERE run_id = $1 AND idempotency_key = $2"
+        );
+        let earlier = one(
+            c,
+            op,
+            sql.query(Q).bind(new.run_id.clone()).bind(key.clone()),
+            rows::signal,
+        )
+        .await?;
+        if let Some(earlier) = earlier {
+            return Ok(SignalSend::Duplicate(earlier));
+        }
+    }
+    const INSERT: &str = concat!(
+        "INSERT INTO sw_workflow_signals (signal_id, run_id, root_run_id, name, payload_json, \
+         idempotency_key, state, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING ",
+        signal_columns!()
+    );
+    let stored = one(
+        c,
+        op,
+        sql.query(INSERT)
+            .bind(new.signal_id.clone())
+            .bind(new.run_id.clone())
+            .bind(run.root_run_id.clone())
+            .bind(new.name.clone())
+            .bind(new.payload.clone())
+            .bind(new.idempotency_key.clone())
+            .bind(new.now),
+        rows::signal,
+    )
+    .await?
+    .ok_or_else(|| StoreError::new(StoreErrorKind::Other, op, "the insert returned no row"))?;
+    if new.wake {
+        wake(c, sql, op, &run.task_id, new.now).await?;
+    }
+    execute(
+        c,
+        op,
+        sql.query("SELECT pg_notify($1, 'signal:' || $2)")
+            .bind(sql.notify_channel().to_owned())
+            .bind(new.run_id.clone()),
+    )
+    .await?;
+    Ok(SignalSend::Stored(stored))
+}
+
+pub(crate) async fn pending_signals(
+    c: &mut PgConnection,
+    sql: &Sql,
+    run_id: &str,
+    names: &[String],
+    limit: usize,
+) -> Result<Vec<SignalRecord>> {
+    const Q: &str = concat!(
+        "SELECT ",
+        signal_columns!(),
+        " FROM sw_workflow_signals WHERE run_id = $1 AND state = 'pending' \
+         AND name = ANY($2) ORDER BY seq LIMIT $3"
+    );
+    all(
+        c,
+        "pending_signals",
+        sql.query(Q)
+            .bind(run_id.to_owned())
+            .bind(names.to_vec())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX)),
+        rows::signal,
+    )
+    .await
+}
+
+pub(crate) async fn consume_signal(
+    c: &mut PgConnection,
+    sql: &Sql,
+    consume: &ConsumeSignal,
+) -> Result<SignalConsume> {
+    let op = "consume_signal";
+    const LOCK: &str = concat!(
+        "SELECT ",
+        signal_columns!(),
+        " FROM sw_workflow_signals WHERE signal_id = $1 FOR UPDATE"
+    );
+    let signal = one(
+        c,
+        op,
+        sql.query(LOCK).bind(consume.signal_id.clone()),
+        rows::signal,
+    )
+    .await?;
+    if signal
+        .as_ref()
+        .is_none_or(|signal| signal.state != SignalState::Pending)
+    {
+        return Ok(SignalConsume::SignalTaken(signal));
+    }
+    let completed = complete_step(
+        c,
+        sql,
+        &CompleteStep {
+            step_id: consume.step_id.clone(),
+            fence: consume.fence,
+            result: consume.result.clone(),
+            ledger: Vec::new(),
+            now: consume.now,
+        },
+    )
+    .await?;
+    let step = match completed {
+        StepCas::Applied(step) => step,
+        StepCas::Conflict(current) => return Ok(SignalConsume::StepConflict(current)),
+    };
+    execute(
+        c,
+        op,
+        sql.query(
+            "UPDATE sw_workflow_signals SET state = 'consumed', step_id = $2, updated_at = $3 \
+             WHERE signal_id = $1",
+        )
+        .bind(consume.signal_id.clone())
+        .bind(consume.step_id.clone())
+        .bind(consume.now),
+    )
+    .await?;
+    Ok(SignalConsume::Consumed(step))
+}
+
+pub(crate) async fn reject_signal(
+    c: &mut PgConnection,
+    sql: &Sql,
+    signal_id: &str,
+    reason: &Value,
+    now: i64,
+) -> Result<bool> {
+    let changed = execute(
+        c,
+        "reject_signal",
+        sql.query(
+            "UPDATE sw_workflow_signals SET state = 'rejected', reason_json = $2, updated_at = $3 \
+             WHERE signal_id = $1 AND state = 'pending'",
+        )
+        .bind(signal_id.to_owned())
+        .bind(reason.clone())
+        .bind(now),
+    )
+    .await?;
+    Ok(changed > 0)
+}
+
+pub(crate) async fn wake_task(
+    c: &mut PgConnection,
+    sql: &Sql,
+    task_id: &str,
+    now: i64,
+) -> Result<bool> {
+    wake(c, sql, "wake_task", task_id, now).await
+}
+
+pub(crate) async fn list_signals(
+    c: &mut PgConnection,
+    sql: &Sql,
+    run_id: &str,
+) -> Result<Vec<SignalRecord>> {
+    const Q: &str = concat!(
+        "SELECT ",
+        signal_columns!(),
+        " FROM sw_workflow_signals WHERE run_id = $1 ORDER BY seq"
+    );
+    all(
+        c,
+        "list_signals",
+        sql.query(Q).bind(run_id.to_owned()),
+        rows::signal,
+    )
+    .await
+}
+
+pub(crate) async fn list_open_waits(
+    c: &mut PgConnection,
+    sql: &Sql,
+    filter: &WaitFilter,
+) -> Result<Vec<StepRecord>> {
+    let columns = step_columns!()
+        .split(',')
+        .map(|column| format!("s.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        "SELECT {columns} FROM sw_workflow_steps s JOIN sw_workflow_runs r ON r.run_id = s.run_id \
+         WHERE s.step_kind = 'wait' AND s.state <> 'completed' \
+         AND r.state NOT IN ('completed', 'failed', 'cancelled') \
+         AND ($1::TEXT IS NULL OR s.run_id = $1) AND ($2::TEXT IS NULL OR r.task_id = $2) \
+         ORDER BY s.created_at, s.step_id LIMIT $3"
+    );
+    all(
+        c,
+        "list_open_waits",
+        sql.dynamic(&text)
+            .bind(filter.run_id.clone())
+            .bind(filter.task_id.clone())
+            .bind(
+                filter
+                    .limit
+                    .map(|limit| i64::try_from(limit).unwrap_or(i64::MAX)),
+            ),
+        rows::step,
+    )
+    .await
+}
