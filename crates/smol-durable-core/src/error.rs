@@ -407,6 +407,13 @@ pub enum Error {
         /// deadline remain).
         until: i64,
     },
+    /// The run was started (or resumed) to detach at its first wait, and did: it waits for a
+    /// signal, parked; a signal makes it due for any worker, or resume it.
+    #[error("workflow detached at a wait: it waits for a signal (until {until}, epoch ms); a signal with --resume, a resume or any worker continues it")]
+    Detached {
+        /// The wait's deadline (`i64::MAX`: none).
+        until: i64,
+    },
     /// The budget allows no more agent calls.
     #[error("budget exhausted: spent {spent} of {total} output tokens")]
     BudgetExhausted {
@@ -518,7 +525,7 @@ impl Error {
         match self {
             Error::RunNotFound { .. } => ErrorKind::NotFound,
             Error::Cancelled => ErrorKind::Cancelled,
-            Error::Released | Error::Parked { .. } => ErrorKind::Stopped,
+            Error::Released | Error::Parked { .. } | Error::Detached { .. } => ErrorKind::Stopped,
             Error::BudgetExhausted { .. } => ErrorKind::BudgetExhausted,
             Error::SchemaMismatch { .. } => ErrorKind::SchemaMismatch,
             Error::SignatureMismatch { .. } => ErrorKind::SignatureMismatch,

@@ -55,6 +55,16 @@ impl Closure {
         Self::new(State::Failed, "the attempt ended before this step finished")
     }
 
+    /// An unfinished child run whose run was handed back (a worker shutting down, a run parked
+    /// on sleeps or waits): `pending` like its root, so it still takes signals and its waits
+    /// stay open; the next attempt continues it.
+    pub fn released_child() -> Self {
+        Self::new(
+            State::Pending,
+            "handed back with its run before finishing; it continues when the run does",
+        )
+    }
+
     /// An unfinished child run whose attempt ended: it cannot outlive the attempt (`cancelled`
     /// when the attempt was cancelled, else `failed`).
     pub fn abandoned_child(state: State) -> Self {
@@ -112,6 +122,9 @@ pub struct AttemptEnd {
     pub not_before: Option<i64>,
     /// What child runs still unfinished become.
     pub unfinished_children: Closure,
+    /// Who may claim the task from now on (`None`: as before). A local run that detaches at a
+    /// wait is handed to workers.
+    pub claim_scope: Option<crate::store::ClaimScope>,
 }
 
 /// Maps how an attempt ended to what is written.
@@ -123,6 +136,7 @@ pub fn attempt_end(outcome: &AttemptOutcome) -> AttemptEnd {
         reason: Some(reason.clone()),
         not_before,
         unfinished_children: Closure::abandoned_child(state),
+        claim_scope: None,
     };
     match outcome {
         AttemptOutcome::Completed { result } => AttemptEnd {
@@ -132,6 +146,7 @@ pub fn attempt_end(outcome: &AttemptOutcome) -> AttemptEnd {
             reason: None,
             not_before: None,
             unfinished_children: Closure::abandoned_child(State::Failed),
+            claim_scope: None,
         },
         AttemptOutcome::Failed {
             reason,
@@ -146,15 +161,22 @@ pub fn attempt_end(outcome: &AttemptOutcome) -> AttemptEnd {
         } => failed(State::Failed, reason, None),
         AttemptOutcome::Cancelled { reason } => failed(State::Cancelled, reason, None),
         // Handed back: the attempt ends `cancelled`, so it does not count against
-        // `max_attempts` ([`counts_against_max_attempts`]); its children fail.
+        // `max_attempts` ([`counts_against_max_attempts`]); its children wait with it.
         AttemptOutcome::Released { not_before } => AttemptEnd {
             run_and_task: State::Pending,
-            unfinished_children: Closure::abandoned_child(State::Failed),
+            unfinished_children: Closure::released_child(),
             ..failed(
                 State::Cancelled,
                 &reason("released by its owner before finishing"),
                 *not_before,
             )
+        },
+        // Detached at a wait: handed back like a parked run, and to workers.
+        AttemptOutcome::Detached { not_before } => AttemptEnd {
+            claim_scope: Some(crate::store::ClaimScope::Runner),
+            ..attempt_end(&AttemptOutcome::Released {
+                not_before: Some(*not_before),
+            })
         },
     }
 }
@@ -277,7 +299,8 @@ pub fn failure_repeats(error: &Error) -> bool {
         | Error::Internal { .. }
         | Error::Cancelled
         | Error::Released
-        | Error::Parked { .. } => true,
+        | Error::Parked { .. }
+        | Error::Detached { .. } => true,
         _ => false,
     }
 }
@@ -402,7 +425,11 @@ mod tests {
         });
         assert_eq!(parked.not_before, Some(60_000));
         assert!(!counts_against_max_attempts(&parked.attempt));
-        assert_eq!(parked.unfinished_children.state, State::Failed);
+        assert_eq!(
+            parked.unfinished_children.state,
+            State::Pending,
+            "children wait with their run"
+        );
     }
 
     #[test]

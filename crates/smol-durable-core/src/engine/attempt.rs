@@ -144,6 +144,10 @@ async fn finish(
             }),
             Err(_),
         ) => Err(Error::Parked { until }),
+        (Some(Interruption::Detached { .. }), Ok(result)) => Ok(result),
+        (Some(Interruption::Detached { not_before }), Err(_)) => {
+            Err(Error::Detached { until: not_before })
+        }
         (Some(Interruption::Fatal(error)), _) => Err(error),
         (Some(Interruption::Cancelled), _) => Err(Error::Cancelled),
         (None, _) if ctx.cancel.is_cancelled() => Err(Error::Cancelled),
@@ -195,6 +199,7 @@ async fn finish(
                 Error::Parked { until } => AttemptOutcome::Released {
                     not_before: Some(*until),
                 },
+                Error::Detached { until } => AttemptOutcome::Detached { not_before: *until },
                 _ => AttemptOutcome::Failed {
                     reason,
                     retry_at: ctx.runner.as_ref().and_then(|runner| {

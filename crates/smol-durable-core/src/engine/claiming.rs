@@ -152,6 +152,7 @@ impl EngineShared {
                 run.workflow.step_identity,
                 run.workflow.script_hash.is_some(),
             ),
+            detach_on_wait: overrides.detach_on_wait,
         };
         Ok((settings, overrides.no_wait))
     }

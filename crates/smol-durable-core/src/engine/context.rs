@@ -35,6 +35,10 @@ pub(crate) enum Interruption {
     Released {
         not_before: Option<i64>,
     },
+    /// Stopped at a wait, as the run was started to (`detach_on_wait`).
+    Detached {
+        not_before: i64,
+    },
     Fatal(Error),
 }
 
@@ -132,6 +136,9 @@ pub(crate) struct RunSettings {
     pub max_parallel_agents: Option<usize>,
     /// The rules that named the run's steps (see [`crate::agent_options::StepIdentity`]).
     pub step_identity: crate::agent_options::StepIdentity,
+    /// Stop at the first wait that finds no signal, handing the run back (see
+    /// [`RunRequest::detach_on_wait`](crate::RunRequest::detach_on_wait)).
+    pub detach_on_wait: bool,
 }
 
 impl AttemptCtx {
@@ -251,6 +258,29 @@ impl AttemptCtx {
     /// Stops the script and hands the task back unfinished.
     pub fn release_task(&self) {
         self.interrupt(Interruption::Released { not_before: None });
+    }
+
+    /// Stops the run at a wait and hands it back until `deadline` (or a signal), when the run
+    /// was started to detach at waits; returns whether it was.
+    pub fn detach_at_wait(&self, deadline: Option<i64>) -> bool {
+        if !self.settings.detach_on_wait {
+            return false;
+        }
+        self.interrupt(Interruption::Detached {
+            not_before: deadline.unwrap_or(i64::MAX),
+        });
+        true
+    }
+
+    /// Whether the attempt is being handed back (released, parked or detached) rather than
+    /// cancelled or failed: its waits and sleeps go on in a later attempt.
+    pub fn handing_back(&self) -> bool {
+        self.interruption.lock().is_ok_and(|slot| {
+            matches!(
+                *slot,
+                Some(Interruption::Released { .. } | Interruption::Detached { .. })
+            )
+        })
     }
 
     /// Marks an agent call in progress until the guard drops.

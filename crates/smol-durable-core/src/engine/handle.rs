@@ -81,8 +81,11 @@ impl Engine {
             .await
             .map_err(|error| before(error.into()))?;
         let run_id = created.run.run_id.clone();
+        let overrides = request
+            .detach_on_wait
+            .then(|| ResumeOptions::new().detach_on_wait());
         self.shared
-            .launch(created.run, request.source, None, false)
+            .launch(created.run, request.source, overrides, false)
             .await
             .map_err(|error| RunError::new(Some(run_id), error))
     }

@@ -22,6 +22,8 @@ pub struct RunRequest {
     pub cwd: Option<String>,
     /// Agent concurrency cap for this run (else the engine's limit).
     pub max_parallel_agents: Option<usize>,
+    /// Stop at the first wait that finds no signal (see [`Self::detach_on_wait`]).
+    pub detach_on_wait: bool,
 }
 
 impl RunRequest {
@@ -34,7 +36,17 @@ impl RunRequest {
             provider: None,
             cwd: None,
             max_parallel_agents: None,
+            detach_on_wait: false,
         }
+    }
+
+    /// Stop at the first wait that finds no signal: the run is handed back (to any worker, or
+    /// a later resume) until the wait's deadline or a signal, and the run's handle ends with
+    /// [`Error::Detached`](crate::Error::Detached). For processes that must not block on
+    /// humans.
+    pub fn detach_on_wait(mut self) -> Self {
+        self.detach_on_wait = true;
+        self
     }
 
     /// Sets the budget.
@@ -75,6 +87,8 @@ pub struct ResumeOptions {
     pub provider: Option<String>,
     /// Run this source instead of re-reading the stored path.
     pub source: Option<WorkflowSource>,
+    /// Stop at the first wait that finds no signal (see [`RunRequest::detach_on_wait`]).
+    pub detach_on_wait: bool,
 }
 
 impl ResumeOptions {
@@ -98,6 +112,12 @@ impl ResumeOptions {
     /// A fixed script.
     pub fn source(mut self, source: WorkflowSource) -> Self {
         self.source = Some(source);
+        self
+    }
+
+    /// Stop at the first wait that finds no signal (see [`RunRequest::detach_on_wait`]).
+    pub fn detach_on_wait(mut self) -> Self {
+        self.detach_on_wait = true;
         self
     }
 }

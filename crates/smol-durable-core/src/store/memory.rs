@@ -449,6 +449,9 @@ impl DurableStore for MemoryStore {
         task.state = end.run_and_task;
         task.completed_payload = end.payload;
         task.failure_reason = end.reason;
+        if let Some(scope) = end.claim_scope {
+            task.claim_scope = scope;
+        }
         task.lease_expires_at = None;
         task.not_before = end.not_before;
         task.claimed_by_owner_id = None;

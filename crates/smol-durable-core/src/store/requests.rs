@@ -196,6 +196,14 @@ pub enum AttemptOutcome {
         /// Earliest time another attempt may start.
         not_before: Option<i64>,
     },
+    /// A local run stops at a wait (`--detach-on-wait`): handed back like
+    /// [`Released`](Self::Released) until `not_before` (its deadline, or never), and from then
+    /// on any worker may continue it (the task's claim scope becomes `runner`); a signal makes it
+    /// due at once.
+    Detached {
+        /// The wait's deadline (`i64::MAX`: none).
+        not_before: i64,
+    },
 }
 
 /// Ends an attempt, fenced by the task still being claimed by `owner_id`: writes what

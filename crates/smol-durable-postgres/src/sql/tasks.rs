@@ -254,15 +254,16 @@ pub(crate) async fn finish_attempt(
         op,
         sql.query(
             "UPDATE sw_workflow_tasks SET state = $2, completed_payload_json = $3, failure_reason_json = $4, \
-             lease_expires_at = NULL, not_before = $5, claimed_by_owner_id = NULL, updated_at = $6 \
-             WHERE task_id = $1",
+             lease_expires_at = NULL, not_before = $5, claimed_by_owner_id = NULL, updated_at = $6, \
+             claim_scope = COALESCE($7, claim_scope) WHERE task_id = $1",
         )
         .bind(&finish.task_id)
         .bind(next_state)
         .bind(&end.payload)
         .bind(&end.reason)
         .bind(end.not_before)
-        .bind(finish.now),
+        .bind(finish.now)
+        .bind(end.claim_scope.as_ref().map(|scope| scope.as_str().to_owned())),
     )
     .await?;
     // Child runs cannot outlive the attempt that ran them.
@@ -279,7 +280,8 @@ pub(crate) async fn finish_attempt(
         .bind(finish.now),
     )
     .await?;
-    if task.claim_scope == ClaimScope::Runner && end.run_and_task == State::Pending {
+    let scope = end.claim_scope.as_ref().unwrap_or(&task.claim_scope);
+    if *scope == ClaimScope::Runner && end.run_and_task == State::Pending {
         notify_work(c, sql, op).await?;
     }
     Ok(())

@@ -170,8 +170,17 @@ pub(crate) fn finish_attempt(c: &Connection, finish: &FinishAttempt) -> Result<(
         c,
         op,
         "UPDATE sw_workflow_tasks SET state = ?2, completed_payload_json = ?3, failure_reason_json = ?4, \
-         lease_expires_at = NULL, not_before = ?5, claimed_by_owner_id = NULL, updated_at = ?6 WHERE task_id = ?1",
-        params![finish.task_id, next_state, payload, reason, not_before, finish.now],
+         lease_expires_at = NULL, not_before = ?5, claimed_by_owner_id = NULL, updated_at = ?6, \
+         claim_scope = COALESCE(?7, claim_scope) WHERE task_id = ?1",
+        params![
+            finish.task_id,
+            next_state,
+            payload,
+            reason,
+            not_before,
+            finish.now,
+            end.claim_scope.as_ref().map(|scope| scope.as_str())
+        ],
     )?;
     // Child runs cannot outlive the attempt that ran them.
     execute(

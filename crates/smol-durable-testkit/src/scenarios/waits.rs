@@ -27,6 +27,8 @@ macro_rules! __engine_waits_cases {
             invalid_payloads_are_refused_at_send_and_rejected_at_consumption,
             a_script_signal_is_sent_once_across_replays,
             a_parked_waiting_run_continues_when_signalled_through_another_handle,
+            a_run_started_to_detach_stops_at_its_wait_and_a_worker_continues_it,
+            a_parked_child_run_takes_a_signal_sent_to_it,
             timeouts_racing_signals_lose_nothing_and_deliver_nothing_twice
         );
     };
@@ -736,6 +738,162 @@ pub async fn a_parked_waiting_run_continues_when_signalled_through_another_handl
     let report = worker.join().await.expect("worker");
     assert_eq!((report.parked, report.completed), (1, 1));
     assert_eq!(provider.calls_for("before"), 1, "replayed, not paid again");
+}
+
+/// Polls until the task is parked (or detached) on waits without a deadline.
+async fn wait_until_parked(
+    store: &dyn DurableStore,
+    task_id: &str,
+) -> smol_durable_core::TaskRecord {
+    let started = std::time::Instant::now();
+    loop {
+        let task = store
+            .get_task(task_id)
+            .await
+            .expect("get_task")
+            .expect("task");
+        if task.state == State::Pending && task.not_before == Some(i64::MAX) {
+            return task;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never parked: {task:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls until the run has finished.
+async fn finished(store: &dyn DurableStore, run_id: &str) -> smol_durable_core::RunRecord {
+    let wait = async {
+        loop {
+            let run = store.get_run(run_id).await.expect("get").expect("run");
+            if run.state.is_terminal() {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .expect("the run finishes")
+}
+
+/// A local run started with `detach_on_wait` stops at its first wait that finds no signal:
+/// its handle ends with `Error::Detached`, the task is handed to workers until a signal, and a
+/// worker continues it by replay.
+pub async fn a_run_started_to_detach_stops_at_its_wait_and_a_worker_continues_it(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        let before = ctx.agent("before", Value::Null).await?;
+        let value = ctx.wait_for("go", json!({ "description": "go?" })).await?;
+        Ok(json!([before, value]))
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let handle = engine
+        .start(start_request(&scripts, json!({})).detach_on_wait())
+        .await
+        .expect("start");
+    let (run_id, task_id) = (handle.run_id().to_owned(), handle.task_id().to_owned());
+    let detached = tokio::time::timeout(Duration::from_secs(20), handle.join())
+        .await
+        .expect("detaches")
+        .expect_err("stops at the wait");
+    assert!(
+        matches!(detached, Error::Detached { until: i64::MAX }),
+        "{detached:?}"
+    );
+    let store = fixture.store.as_ref();
+    let task = wait_until_parked(store, &task_id).await;
+    assert_eq!(
+        task.claim_scope,
+        ClaimScope::Runner,
+        "any worker may continue it"
+    );
+    assert_eq!(task.not_before, Some(i64::MAX), "not before a signal");
+    let waits = open_waits(&engine, &run_id, 0).await;
+    assert_eq!(waits.len(), 1, "the wait stays listed");
+    let worker = engine.worker(
+        WorkerOptions::new()
+            .concurrency(1)
+            .poll_interval(Duration::from_millis(20)),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        provider.calls_for("before"),
+        1,
+        "nothing claims it before the signal"
+    );
+    send(&engine, &run_id, "go", json!("went")).await;
+    let run = finished(store, &run_id).await;
+    assert_eq!(run.result(), Some(&json!(["echo: before", "went"])));
+    worker.shutdown();
+    worker.join().await.expect("worker");
+    assert_eq!(provider.calls_for("before"), 1, "replayed, not paid again");
+}
+
+/// A child run waiting when its worker parks the run stays open (`pending`, not failed): a
+/// signal sent to the child's own id is taken when a worker continues the run.
+pub async fn a_parked_child_run_takes_a_signal_sent_to_it(fixture: Fixture) {
+    let scripts = ScriptedEngine::new()
+        .workflow("flows/child.mjs", |ctx| async move {
+            Ok(json!({ "child": ctx.run_id(), "got": ctx.wait_for("answer", Value::Null).await? }))
+        })
+        .workflow("flows/main.mjs", |ctx| async move {
+            Ok(ctx
+                .workflow(json!({ "scriptPath": "./child.mjs" }), json!({}))
+                .await?)
+        });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = builder(&fixture, &scripts, &provider)
+        .workflow("child", scripts.source("flows/child.mjs"))
+        .build()
+        .expect("engine");
+    let request = RunRequest::new(scripts.source("flows/main.mjs"), json!({}));
+    let submitted = engine
+        .submit(request, SubmitOptions::new())
+        .await
+        .expect("submit");
+    let worker = engine.worker(
+        WorkerOptions::new()
+            .concurrency(1)
+            .poll_interval(Duration::from_millis(20))
+            .park_after(Some(Duration::from_secs(30))),
+    );
+    let store = fixture.store.as_ref();
+    wait_until_parked(store, &submitted.task_id).await;
+    let runs = store
+        .list_runs(&RunFilter {
+            task_id: Some(submitted.task_id.clone()),
+            ..RunFilter::default()
+        })
+        .await
+        .expect("runs");
+    let child = runs
+        .iter()
+        .find(|run| !run.is_root())
+        .expect("the child run");
+    assert_eq!(child.state, State::Pending, "waits with its run");
+    let waits = engine
+        .waits(&WaitFilter {
+            task_id: Some(submitted.task_id.clone()),
+            ..WaitFilter::default()
+        })
+        .await
+        .expect("waits");
+    assert_eq!(waits.len(), 1);
+    assert_eq!(waits[0].run_id, child.run_id, "the child's wait");
+    let receipt = send(&engine, &child.run_id, "answer", json!(7)).await;
+    assert!(receipt.delivered);
+    let run = finished(store, &submitted.run_id).await;
+    assert_eq!(
+        run.result(),
+        Some(&json!({ "child": child.run_id, "got": 7 }))
+    );
+    worker.shutdown();
+    worker.join().await.expect("worker");
 }
 
 /// How many waits race signals in

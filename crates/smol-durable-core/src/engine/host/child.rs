@@ -129,6 +129,13 @@ impl RunScope {
                 self.ctx.unhold(&row.step_id);
                 Ok(seen?.value.get("value").cloned().unwrap_or(Value::Null))
             }
+            // Handed back (parked, released, detached): the child run and its step wait with
+            // the run; the attempt's end leaves the child pending and the step reclaimable.
+            Err(error)
+                if error.kind == crate::HostErrorKind::Cancelled && self.ctx.handing_back() =>
+            {
+                Err(error)
+            }
             Err(error) => {
                 let cancelled_run = error.kind == crate::HostErrorKind::Cancelled;
                 // The child run keeps its own failure; the parent's step says the child failed.
@@ -274,6 +281,7 @@ impl RunScope {
                 );
                 Ok(value)
             }
+            Err(_) if self.ctx.handing_back() => Err(cancelled()),
             Err(error) => {
                 child.emit(
                     EventType::Error,

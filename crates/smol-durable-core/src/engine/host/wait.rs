@@ -114,7 +114,7 @@ impl RunScope {
                 // Still held: the attempt's end marks the step cancelled (or abandoned, when
                 // parked), and its deadline stays fixed for the resume.
                 Err(error) => {
-                    if error.kind == HostErrorKind::Cancelled {
+                    if error.kind == HostErrorKind::Cancelled && !self.ctx.handing_back() {
                         self.emit(
                             EventType::WaitCompleted,
                             Some(&row.step_id),
@@ -152,6 +152,9 @@ impl RunScope {
             if let Some(ended) = self.look(row, deadline, &mut registration).await? {
                 return Ok(ended);
             }
+            // Nothing for it yet: a run started to detach at waits stops here (the cancel
+            // token fires below).
+            self.ctx.detach_at_wait(deadline);
             let poll = engine.limits.wait_poll;
             let nap = deadline.map_or(poll, |deadline| {
                 let left = u64::try_from(deadline.saturating_sub(self.ctx.now())).unwrap_or(0);
