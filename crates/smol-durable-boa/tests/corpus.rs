@@ -368,3 +368,70 @@ async fn the_debug_provider_answers_a_schema_with_a_value_that_validates() {
     assert_eq!(output.token_usage.input_tokens, 5);
     assert_eq!(output.token_usage.output_tokens, 8);
 }
+
+#[tokio::test]
+async fn approval_loops_through_a_revision_and_a_timeout_rejects() {
+    use smol_durable_core::{SignalOptions, WaitFilter};
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    let engine = engine(&provider);
+    let handle = engine
+        .start(RunRequest::new(
+            example("approval.mjs"),
+            json!({ "task": "ship it" }),
+        ))
+        .await
+        .expect("start");
+    let run_id = handle.run_id().to_owned();
+    let filter = WaitFilter {
+        run_id: Some(run_id.clone()),
+        ..WaitFilter::default()
+    };
+    let answers = [
+        json!({ "decision": "revise", "comment": "shorter" }),
+        json!({ "decision": "approve" }),
+    ];
+    for (round, answer) in answers.into_iter().enumerate() {
+        let description = loop {
+            let waits = engine.waits(&filter).await.expect("waits");
+            if let Some(wait) = waits.first() {
+                if wait
+                    .description
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with(&format!("Round {}", round + 1)))
+                {
+                    break wait.description.clone().unwrap_or_default();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(description.contains("echo: "), "{description}");
+        engine
+            .signal(&run_id, "review", answer, SignalOptions::default())
+            .await
+            .expect("signal");
+    }
+    let output = tokio::time::timeout(Duration::from_secs(20), handle.join())
+        .await
+        .expect("no hang")
+        .expect("run");
+    assert_eq!(output.result["decision"], json!("approve"));
+    assert_eq!(output.result["rounds"], json!(2));
+    assert!(
+        output.result["plan"]
+            .as_str()
+            .is_some_and(|plan| plan.starts_with("echo: Revise this plan")),
+        "{}",
+        output.result
+    );
+    // Nobody answers: the timeout's default rejects.
+    let timed_out = run(
+        &engine,
+        RunRequest::new(example("approval.mjs"), json!({ "timeoutMs": 30 })),
+    )
+    .await;
+    assert_eq!(timed_out.result["decision"], json!("reject"));
+    assert_eq!(
+        timed_out.result["comment"],
+        json!("nobody answered in time")
+    );
+}

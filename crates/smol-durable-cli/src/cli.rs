@@ -80,6 +80,11 @@ pub enum Command {
         /// The run.
         run_id: String,
     },
+    /// Send a signal to a run: the wait waiting for it continues (or the next one to wait
+    /// for its name); prints the receipt as JSON.
+    Signal(SignalArgs),
+    /// List the waits that have not ended: which run waits for what, since and until when.
+    Waits(WaitsArgs),
     /// Print a run's stored events as JSON lines.
     Events {
         /// The run.
@@ -230,6 +235,55 @@ pub struct RunArgs {
     /// Print events as JSON lines instead of the final result.
     #[arg(long)]
     pub events: bool,
+    /// End the process at the first wait that finds no signal, with exit code 3: the run is
+    /// handed back, waiting, for `signal … --resume`, `run --resume-run` or any worker.
+    #[arg(long)]
+    pub detach_on_wait: bool,
+}
+
+/// `signal`'s options.
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    /// The run to signal (a root run, or a child run that waits).
+    pub run_id: String,
+    /// The signal's name: what the run's `waitFor` waits for.
+    pub name: String,
+    /// The payload as JSON text; `-` reads it from stdin. Default: null.
+    #[arg(
+        long,
+        value_name = "JSON",
+        allow_hyphen_values = true,
+        conflicts_with = "data_file"
+    )]
+    pub data: Option<String>,
+    /// Read the payload (JSON) from this file.
+    #[arg(long, value_name = "FILE")]
+    pub data_file: Option<PathBuf>,
+    /// Sending again with the same key stores nothing and prints the first receipt
+    /// (`"duplicate": true`): safe to retry.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Then continue the run in this process, as `run --resume-run` does (the receipt goes to
+    /// stderr, the run's result to stdout); a worker already continuing it is left to it.
+    #[arg(long)]
+    pub resume: bool,
+    /// With --resume: print events as JSON lines instead of the final result.
+    #[arg(long, requires = "resume")]
+    pub events: bool,
+    /// With --resume: the providers the run's agents use.
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+}
+
+/// `waits`' options.
+#[derive(Debug, Args)]
+pub struct WaitsArgs {
+    /// Only the waits of this run (and of the child runs of its task).
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    /// Output format: table (the default) or json.
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = crate::history::format)]
+    pub output: Option<Format>,
 }
 
 /// `submit`'s options.

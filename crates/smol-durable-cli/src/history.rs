@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use smol_durable_core::store::{
     AttemptRecord, LedgerEntry, RunFilter, RunRecord, State, StepKind, StepRecord, TaskRecord,
 };
-use smol_durable_core::{rfc3339_ms, Engine};
+use smol_durable_core::{rfc3339_ms, Engine, OpenWait};
 
 use crate::cli::{Format, HistoryAction, HistoryArgs};
 use crate::output::{errln, outln};
@@ -196,6 +196,23 @@ async fn newest_first(
     });
     runs.truncate(limit);
     Ok(runs)
+}
+
+/// What `history` and `status` say a run waits for.
+pub(crate) fn waiting_json(waits: &[OpenWait]) -> Value {
+    Value::Array(
+        waits
+            .iter()
+            .map(|wait| {
+                json!({
+                    "runId": wait.run_id,
+                    "names": wait.names,
+                    "description": wait.description,
+                    "deadline": wait.deadline.map(rfc3339_ms),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// One run in detail: header lines, token usage by phase, attempts and steps.
@@ -544,10 +561,15 @@ impl RunView {
         })
     }
 
+    /// Steps in `state`; a wait a parked run hands back is closed as failed but still waits,
+    /// so it is not counted as failed while the run has not finished.
     fn count_steps(&self, state: &State) -> usize {
+        let still_waiting =
+            |step: &StepRecord| step.kind == StepKind::Wait && !self.run.state.is_terminal();
         self.steps
             .iter()
             .filter(|step| &step.state == state)
+            .filter(|step| *state != State::Failed || !still_waiting(step))
             .count()
     }
 
@@ -595,9 +617,26 @@ impl RunView {
         (phases, unphased)
     }
 
+    /// The waits of the run (and its children) that have not ended, while it has not
+    /// finished.
+    fn waiting(&self) -> Vec<OpenWait> {
+        if self.run.state.is_terminal() {
+            return Vec::new();
+        }
+        self.steps
+            .iter()
+            .filter(|step| step.kind == StepKind::Wait && step.state != State::Completed)
+            .filter_map(|step| OpenWait::from_step(step).ok())
+            .collect()
+    }
+
     fn state_cell(&self) -> String {
+        let waiting = self.waiting();
         if self.owner_gone {
             OWNER_GONE.to_owned()
+        } else if !waiting.is_empty() {
+            let names: Vec<String> = waiting.iter().map(|wait| wait.names.join("|")).collect();
+            format!("waiting ({})", names.join(", "))
         } else {
             self.run.state.as_str().to_owned()
         }
@@ -608,6 +647,10 @@ impl RunView {
         object.push("state", json!(self.run.state.as_str()));
         if self.owner_gone {
             object.push("ownerGone", json!(true));
+        }
+        let waiting = self.waiting();
+        if !waiting.is_empty() {
+            object.push("waitingFor", waiting_json(&waiting));
         }
     }
 
@@ -728,6 +771,16 @@ impl RunView {
             ),
         ] {
             outln!("{label:<11}{value}");
+        }
+        for wait in &self.waiting() {
+            let mut text = format!("{} in {}", wait.names.join(" | "), wait.run_id);
+            if let Some(description) = &wait.description {
+                text.push_str(&format!(": {description}"));
+            }
+            if let Some(deadline) = wait.deadline {
+                text.push_str(&format!(" (until {})", rfc3339_ms(deadline)));
+            }
+            outln!("{:<11}{text}", "Waits for:");
         }
 
         outln!();

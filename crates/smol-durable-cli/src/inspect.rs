@@ -21,6 +21,16 @@ pub async fn status(engine: &Engine, id: &str, database: &Database) -> anyhow::R
     if status.owner_gone {
         summary["ownerGone"] = json!(true);
     }
+    if !status.run.state.is_terminal() {
+        let filter = smol_durable_core::WaitFilter {
+            task_id: Some(status.run.task_id.clone()),
+            ..smol_durable_core::WaitFilter::default()
+        };
+        let waits = engine.waits(&filter).await?;
+        if !waits.is_empty() {
+            summary["waitingFor"] = crate::history::waiting_json(&waits);
+        }
+    }
     outln!("{}", pretty(&summary));
     if status.owner_gone {
         let script = status

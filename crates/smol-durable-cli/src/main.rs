@@ -6,6 +6,8 @@
 //! smol-durable run examples/workflows/hello.mjs --resume-run run_…
 //! smol-durable --db postgres://… submit examples/workflows/hello.mjs --args-name Ada
 //! smol-durable --db postgres://… worker --concurrency 8
+//! smol-durable waits
+//! smol-durable signal run_… approval --data '{"approved": true}'
 //! ```
 
 mod cli;
@@ -15,8 +17,9 @@ mod inspect;
 mod output;
 mod progress;
 mod run;
-mod signals;
+mod stop_signals;
 mod table;
+mod waits;
 mod worker;
 mod workflow_args;
 
@@ -47,7 +50,14 @@ pub enum Outcome {
     /// Stopped by this signal (the run was cancelled cooperatively and stays resumable):
     /// exit code 128 + the signal's number.
     Interrupted(i32),
+    /// The run waits for a signal and this process ended (`--detach-on-wait`):
+    /// [`EXIT_WAITING`].
+    Waiting,
 }
+
+/// The exit code of `run --detach-on-wait` when the run stopped at a wait: neither success
+/// (0), failure (1) nor an interruption (128 + signal).
+pub const EXIT_WAITING: u8 = 3;
 
 /// The hidden first argument that makes this binary the child process of the isolated script
 /// engine (see `smol_durable_boa::IsolatedEngine`).
@@ -99,6 +109,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Interrupted(signal)) => {
             ExitCode::from(u8::try_from(128 + signal).unwrap_or(u8::MAX))
         }
+        Ok(Outcome::Waiting) => ExitCode::from(EXIT_WAITING),
         Err(error) => fail(&error),
     }
 }
@@ -157,6 +168,11 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
         Command::Status { .. } => (None, None, Access::Read("status")),
         Command::Events { .. } => (None, None, Access::Read("events")),
         Command::Cancel { .. } => (None, None, Access::Write),
+        Command::Signal(options) if options.resume => {
+            (Some(&options.providers), None, Access::Write)
+        }
+        Command::Signal(_) => (None, None, Access::Write),
+        Command::Waits(_) => (None, None, Access::Read("waits")),
     };
     if let Some(providers) = providers {
         let default = match cli.command {
@@ -199,6 +215,8 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
         Command::Status { id } => inspect::status(&engine, &id, &database).await,
         Command::Cancel { run_id } => inspect::cancel(&engine, &run_id).await,
         Command::Events { run_id, follow } => inspect::events(&engine, &run_id, follow).await,
+        Command::Signal(options) => waits::signal(&engine, &options, &invocation).await,
+        Command::Waits(options) => waits::waits(&engine, &options).await,
     }
 }
 

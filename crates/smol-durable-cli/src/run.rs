@@ -13,7 +13,7 @@ use smol_durable_core::{
 use crate::cli::{NewRunArgs, RunArgs, SubmitArgs};
 use crate::output::{errln, outln, pretty};
 use crate::progress::Progress;
-use crate::signals::Signals;
+use crate::stop_signals::Signals;
 use crate::workflow_args::WorkflowArgs;
 use crate::{Invocation, Outcome};
 
@@ -88,10 +88,13 @@ pub async fn run(
     workflow_args: WorkflowArgs,
     invocation: &Invocation<'_>,
 ) -> anyhow::Result<Outcome> {
-    let mut signals = Signals::new()?;
+    let signals = Signals::new()?;
     let args = workflow_args.read()?;
-    let request = new_run_request(&options.new_run, options.providers.provider(), args)?;
-    let mut handle = match &options.resume_run {
+    let mut request = new_run_request(&options.new_run, options.providers.provider(), args)?;
+    if options.detach_on_wait {
+        request = request.detach_on_wait();
+    }
+    let handle = match &options.resume_run {
         Some(run_id) => {
             let given_args = request
                 .args
@@ -108,55 +111,92 @@ pub async fn run(
             if let Some(tokens) = options.new_run.budget_allowance {
                 resume = resume.budget_total(tokens);
             }
+            if options.detach_on_wait {
+                resume = resume.detach_on_wait();
+            }
             engine.resume(run_id, resume).await?
         }
         None => engine.start(request).await?,
     };
     let run_id = handle.run_id().to_owned();
-    let resume_command = resume_command(invocation, options, &run_id);
-    let mut events = handle.events();
-    let mut view = RunView {
+    let watch = Watch {
         events_only: options.events,
-        progress: std::io::stderr()
-            .is_terminal()
-            .then(|| Progress::new(options.new_run.budget_allowance)),
+        budget_allowance: options.new_run.budget_allowance,
+        resume_command: resume_command(invocation, options, &run_id),
+        signal_command: signal_command(invocation),
     };
-    let print_events = async {
-        if let Some(events) = events.as_mut() {
-            while let Some(event) = events.recv().await {
-                view.show(&event);
+    watch.follow(engine, handle, signals).await
+}
+
+/// How `run` (and `signal --resume`) shows a run it executes, and what it tells the user.
+pub struct Watch {
+    /// `--events`: every event as a JSON line on stdout, nothing else.
+    pub events_only: bool,
+    /// The allowance, for the progress lines.
+    pub budget_allowance: Option<u64>,
+    /// The command that continues the run.
+    pub resume_command: String,
+    /// The words that start a `signal` command on the same database.
+    pub signal_command: Vec<String>,
+}
+
+impl Watch {
+    /// Waits for the run, showing its events; SIGINT, SIGTERM and SIGHUP cancel it
+    /// cooperatively (it stays resumable); a second signal exits at once.
+    pub async fn follow(
+        &self,
+        engine: &Engine,
+        mut handle: smol_durable_core::RunHandle,
+        mut signals: Signals,
+    ) -> anyhow::Result<Outcome> {
+        let run_id = handle.run_id().to_owned();
+        let resume_command = self.resume_command.as_str();
+        let mut events = handle.events();
+        let mut view = RunView {
+            events_only: self.events_only,
+            progress: std::io::stderr()
+                .is_terminal()
+                .then(|| Progress::new(self.budget_allowance)),
+            signal_command: self.signal_command.clone(),
+        };
+        let print_events = async {
+            if let Some(events) = events.as_mut() {
+                while let Some(event) = events.recv().await {
+                    view.show(&event);
+                }
             }
-        }
-    };
-    let join = handle.join();
-    tokio::pin!(join);
-    let signal = tokio::select! {
-        (result, ()) = async { tokio::join!(&mut join, print_events) } => {
-            return report(engine, result, options.events, &run_id, &resume_command).await;
-        }
-        signal = signals.next() => signal,
-    };
-    // Events the run emitted before the signal still reach the screen (`[phase]`, `[log]`).
-    show_received(&mut events, &mut view);
-    errln!("{CANCELLING}");
-    if let Err(error) = engine.cancel(&run_id).await {
-        errln!("error: cannot cancel run {run_id}: {error}");
-    }
-    tokio::select! {
-        result = &mut join => {
-            show_received(&mut events, &mut view);
-            // The run may have ended another way before it saw the cancellation: completed,
-            // or failed for a reason of its own. Then that is what happened to it.
-            if !matches!(result, Err(Error::Cancelled)) {
-                return report(engine, result, options.events, &run_id, &resume_command).await;
+        };
+        let join = handle.join();
+        tokio::pin!(join);
+        let signal = tokio::select! {
+            (result, ()) = async { tokio::join!(&mut join, print_events) } => {
+                return report(engine, result, self.events_only, &run_id, resume_command).await;
             }
+            signal = signals.next() => signal,
+        };
+        // Events the run emitted before the signal still reach the screen (`[phase]`, `[log]`).
+        show_received(&mut events, &mut view);
+        errln!("{CANCELLING}");
+        if let Err(error) = engine.cancel(&run_id).await {
+            errln!("error: cannot cancel run {run_id}: {error}");
         }
-        // A second signal: exit now; the run's lease lets a resume take it over.
-        _ = signals.next() => show_received(&mut events, &mut view),
+        tokio::select! {
+            result = &mut join => {
+                show_received(&mut events, &mut view);
+                // The run may have ended another way before it saw the cancellation:
+                // completed, or failed for a reason of its own. Then that is what happened.
+                if !matches!(result, Err(Error::Cancelled)) {
+                    return report(engine, result, self.events_only, &run_id, resume_command)
+                        .await;
+                }
+            }
+            // A second signal: exit now; the run's lease lets a resume take it over.
+            _ = signals.next() => show_received(&mut events, &mut view),
+        }
+        errln!("error: {}", Error::Cancelled);
+        errln!("hint: the run stays resumable: {resume_command}");
+        Ok(Outcome::Interrupted(signal))
     }
-    errln!("error: {}", Error::Cancelled);
-    errln!("hint: the run stays resumable: {resume_command}");
-    Ok(Outcome::Interrupted(signal))
 }
 
 /// Shows the events received and not shown yet (once the run has ended, all of them: its
@@ -178,6 +218,8 @@ struct RunView {
     events_only: bool,
     /// A terminal on stderr: progress lines besides `[phase]` and `[log]`.
     progress: Option<Progress>,
+    /// The words that start a `signal` command on this database.
+    signal_command: Vec<String>,
 }
 
 impl RunView {
@@ -190,6 +232,9 @@ impl RunView {
             return;
         }
         if let Some(line) = smol_wf_line(event) {
+            errln!("{line}");
+        }
+        for line in crate::waits::wait_lines(event, &self.signal_command) {
             errln!("{line}");
         }
         if let Some(line) = self.progress.as_mut().and_then(|p| p.line(event)) {
@@ -228,6 +273,14 @@ async fn report(
                 outln!("{}", result_text(&output));
             }
             return Ok(Outcome::Success);
+        }
+        Err(Error::Detached { .. }) => {
+            errln!(
+                "note: run {run_id} waits for a signal; it was handed back and this process \
+                 ends: send the signal (above) with --resume to continue it here, or let a \
+                 worker continue it, or: {resume_command}"
+            );
+            return Ok(Outcome::Waiting);
         }
         Err(error) => error,
     };
@@ -277,6 +330,18 @@ async fn note_other_script(engine: &Engine, run_id: &str, script: &Path) -> anyh
         );
     }
     Ok(())
+}
+
+/// `smol-durable --db <db> [script flags] signal`: how a `signal` command for this process's
+/// database starts.
+pub fn signal_command(invocation: &Invocation<'_>) -> Vec<String> {
+    let mut words: Vec<String> = vec![
+        "smol-durable".into(),
+        "--db".into(),
+        invocation.database.as_flag(),
+    ];
+    words.push("signal".into());
+    words
 }
 
 /// The command that continues this run, quoted for a POSIX shell: the same binary, database,

@@ -7,7 +7,7 @@ use smol_durable_core::{Engine, WorkerOptions};
 
 use crate::cli::WorkerArgs;
 use crate::output::errln;
-use crate::signals::Signals;
+use crate::stop_signals::Signals;
 use crate::Outcome;
 
 /// `worker`: execute submitted runs until SIGINT, SIGTERM or SIGHUP, then stop gracefully (a second

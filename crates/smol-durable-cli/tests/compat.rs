@@ -113,7 +113,12 @@ const DIFFERENCES: &[(&str, &[Difference])] = &[
         &[ChildRuns, ResultKeys(&["badRef", "numberRef", "thrown"])],
     ),
     ("30_named_workflow", &[ChildRuns]),
-    ("31_function_default_ctx", &[Concurrent]),
+    // `ctx` and `workflow:extra` also offer the waits API (`waitFor`, `waitForAny`, `signal`,
+    // `runId`), which smol-wf lacked.
+    (
+        "31_function_default_ctx",
+        &[Concurrent, ResultKeys(&["extraKeys", "keys"])],
+    ),
     (
         "37_args_file_not_object",
         &[ErrorMessage("--args-from-file must contain a JSON or YAML object")],

@@ -47,7 +47,8 @@ impl Engine {
                 run_id: run_id.to_owned(),
                 store: store.describe(),
             })?;
-        if !takes_signals(&run.state) {
+        // With a key the store answers a repeated send first, even for a run finished since.
+        if options.idempotency_key.is_none() && !takes_signals(&run.state) {
             return Err(refused_finished(&run.run_id, run.state));
         }
         let filter = WaitFilter {

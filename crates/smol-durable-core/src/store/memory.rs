@@ -726,17 +726,18 @@ impl DurableStore for MemoryStore {
             .tasks
             .get(&task_id)
             .map_or(State::Pending, |task| task.state.clone());
-        for state in [&run.state, &task_state] {
-            if !takes_signals(state) {
-                return Ok(SignalSend::RunFinished(state.clone()));
-            }
-        }
+        // A repeated send answers as the first did, even after the run finished.
         if let Some(key) = &new.idempotency_key {
             let earlier = tables.signals.iter().find(|signal| {
                 signal.run_id == new.run_id && signal.idempotency_key.as_ref() == Some(key)
             });
             if let Some(earlier) = earlier {
                 return Ok(SignalSend::Duplicate(earlier.clone()));
+            }
+        }
+        for state in [&run.state, &task_state] {
+            if !takes_signals(state) {
+                return Ok(SignalSend::RunFinished(state.clone()));
             }
         }
         if tables

@@ -232,9 +232,9 @@ pub trait DurableStore: StoreAdmin {
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest>;
 
     /// Stores a signal in a run's mailbox, in one transaction: an unknown run is
-    /// [`SignalSend::RunNotFound`] and a finished one (the run, or its task)
-    /// [`SignalSend::RunFinished`], storing nothing; an idempotency key the run's mailbox
-    /// already holds is [`SignalSend::Duplicate`] (storing nothing); otherwise the signal is
+    /// [`SignalSend::RunNotFound`]; an idempotency key the run's mailbox already holds is
+    /// [`SignalSend::Duplicate`] (storing nothing), whatever the run's state; a finished run (the
+    /// run, or its task) is [`SignalSend::RunFinished`], storing nothing; otherwise the signal is
     /// stored `pending` with a `seq` above every stored one, and with
     /// [`NewSignal::wake`] the run's task is made due as
     /// [`decide::wake_not_before`](crate::decide::wake_not_before) says. A concurrent

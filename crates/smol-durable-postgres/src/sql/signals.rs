@@ -47,11 +47,7 @@ pub(crate) async fn send_signal(
     // attempt's finish (see `wake`).
     let task = lock_task(c, sql, op, &run.task_id).await?;
     let task_state = task.map_or(State::Pending, |task| task.state);
-    for state in [&run.state, &task_state] {
-        if !takes_signals(state) {
-            return Ok(SignalSend::RunFinished(state.clone()));
-        }
-    }
+    // A repeated send answers as the first did, even after the run finished.
     if let Some(key) = &new.idempotency_key {
         const Q: &str = concat!(
             "SELECT ",
@@ -67,6 +63,11 @@ pub(crate) async fn send_signal(
         .await?;
         if let Some(earlier) = earlier {
             return Ok(SignalSend::Duplicate(earlier));
+        }
+    }
+    for state in [&run.state, &task_state] {
+        if !takes_signals(state) {
+            return Ok(SignalSend::RunFinished(state.clone()));
         }
     }
     const INSERT: &str = concat!(

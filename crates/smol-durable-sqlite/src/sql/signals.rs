@@ -30,17 +30,18 @@ pub(crate) fn send_signal(c: &Connection, new: &NewSignal) -> Result<SignalSend>
         return Ok(SignalSend::RunNotFound);
     };
     let task_state = get_task(c, &run.task_id)?.map_or(State::Pending, |task| task.state);
-    for state in [&run.state, &task_state] {
-        if !takes_signals(state) {
-            return Ok(SignalSend::RunFinished(state.clone()));
-        }
-    }
+    // A repeated send answers as the first did, even after the run finished.
     if let Some(key) = &new.idempotency_key {
         let sql = format!(
             "SELECT {SIGNAL_COLUMNS} FROM sw_workflow_signals WHERE run_id = ?1 AND idempotency_key = ?2"
         );
         if let Some(earlier) = one(c, op, &sql, params![new.run_id, key], rows::signal)? {
             return Ok(SignalSend::Duplicate(earlier));
+        }
+    }
+    for state in [&run.state, &task_state] {
+        if !takes_signals(state) {
+            return Ok(SignalSend::RunFinished(state.clone()));
         }
     }
     let sql = format!(

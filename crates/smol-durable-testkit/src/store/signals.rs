@@ -158,7 +158,7 @@ pub async fn signals_are_stored_in_order_and_refused_for_unknown_or_finished_run
 }
 
 /// A second send with the same idempotency key (to the same run) stores nothing and returns
-/// the first signal; another run may use the same key.
+/// the first signal, also once the run has finished; another run may use the same key.
 ///
 /// Checks
 /// [`DurableStore::send_signal`](smol_durable_core::DurableStore::send_signal).
@@ -193,6 +193,33 @@ pub async fn an_idempotency_key_stores_one_signal(fixture: Fixture) {
     let signals = store.list_signals(&one.run.run_id).await.expect("list");
     assert_eq!(signals.len(), 1);
     assert_eq!(signals[0].payload, json!(1));
+    // A repeat after the run finished still answers with the first signal.
+    let attempt = started(start(store, &one, OWNER, 10_000, 10).await);
+    finish(
+        store,
+        &one,
+        &attempt.attempt_id,
+        OWNER,
+        AttemptOutcome::Completed { result: json!(1) },
+        20,
+    )
+    .await
+    .expect("finish");
+    match store
+        .send_signal(keyed(&one.run.run_id, json!(4)))
+        .await
+        .expect("late repeat")
+    {
+        SignalSend::Duplicate(earlier) => assert_eq!(earlier.signal_id, first.signal_id),
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .send_signal(signal(&one.run.run_id, "a", json!(5), 30))
+            .await
+            .expect("unkeyed"),
+        SignalSend::RunFinished(State::Completed)
+    );
 }
 
 /// Consuming writes the signal (`consumed`, naming the step) and the step (`completed` with the

@@ -85,20 +85,8 @@ impl RunScope {
                 Claimed::Ours(row) => *row,
             };
             let deadline = stored_deadline(&row).map_err(|error| self.fatal(error))?;
-            self.emit(
-                EventType::WaitStarted,
-                Some(&row.step_id),
-                json!({
-                    "checkpoint": checkpoint,
-                    "names": spec.names,
-                    "description": spec.description,
-                    "deadline": deadline.map(crate::clock::rfc3339_ms),
-                    "deadlineMs": deadline,
-                    "signalRunId": self.run_id,
-                }),
-            );
             let ended = self
-                .await_signal(&row, &spec, deadline, schema.clone(), order)
+                .await_signal(&row, &spec, &checkpoint, deadline, schema.clone(), order)
                 .await;
             match ended {
                 Ok(Ended::Outcome(outcome)) => {
@@ -133,6 +121,7 @@ impl RunScope {
         &self,
         row: &StepRecord,
         spec: &WaitSpec,
+        checkpoint: &str,
         deadline: Option<i64>,
         schema: Option<OutputSchema>,
         order: u64,
@@ -148,12 +137,29 @@ impl RunScope {
             deadline,
             schema,
         });
+        let mut started = false;
         loop {
             if let Some(ended) = self.look(row, deadline, &mut registration).await? {
                 return Ok(ended);
             }
-            // Nothing for it yet: a run started to detach at waits stops here (the cancel
-            // token fires below).
+            // Nothing for it yet: it waits (a signal already in the mailbox was taken by the
+            // first look, without a wait to report).
+            if !started {
+                started = true;
+                self.emit(
+                    EventType::WaitStarted,
+                    Some(&row.step_id),
+                    json!({
+                        "checkpoint": checkpoint,
+                        "names": spec.names,
+                        "description": spec.description,
+                        "deadline": deadline.map(crate::clock::rfc3339_ms),
+                        "deadlineMs": deadline,
+                        "signalRunId": self.run_id,
+                    }),
+                );
+            }
+            // A run started to detach at waits stops here (the cancel token fires below).
             self.ctx.detach_at_wait(deadline);
             let poll = engine.limits.wait_poll;
             let nap = deadline.map_or(poll, |deadline| {
