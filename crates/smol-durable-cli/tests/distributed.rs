@@ -34,6 +34,13 @@ for (let i = 0; i < 10; i++) {
 export default results;
 "#;
 
+const WAITS: &str = r#"export const meta = { name: "waits", description: "waits for a signal between two calls" };
+import { waitFor } from "workflow:extra";
+const before = await agent(`before ${args.n}`);
+const answer = await waitFor("go");
+export default [before, answer, await agent(`after ${args.n}`)];
+"#;
+
 const ONE_SLOW_STEP: &str = r#"export const meta = { name: "slow", description: "one slow agent call" };
 export default await agent(`slow ${args.n}`);
 "#;
@@ -105,6 +112,7 @@ impl Cluster {
         std::fs::write(dir.path().join("provider.sh"), script).expect("write provider");
         std::fs::write(dir.path().join("ten.mjs"), TEN_STEPS).expect("write workflow");
         std::fs::write(dir.path().join("slow.mjs"), ONE_SLOW_STEP).expect("write workflow");
+        std::fs::write(dir.path().join("waits.mjs"), WAITS).expect("write workflow");
         Self {
             dir,
             db,
@@ -528,6 +536,96 @@ async fn cancel_from_another_process_stops_a_worker_run(db: Db) {
         "took {stopped_after:?}"
     );
     cluster.stop_workers();
+}
+
+/// Runs that only wait are parked by their worker (its slots are freed); that worker is then
+/// killed, and signals sent by a third process (`smol-durable signal`) make a second worker
+/// continue each run by replay: every run completes with its answer, and no agent call is paid
+/// twice.
+async fn parked_waiting_runs_continue_on_another_worker_after_a_signal(db: Db) {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::new(tempfile::tempdir().expect("dir"), db, "0");
+    let store = cluster.db.store().await;
+    let runs = cluster.submit("waits.mjs", 3, 3).await;
+    cluster.start_worker(3, 2.0);
+    let started = Instant::now();
+    loop {
+        let mut parked = 0;
+        for run_id in &runs {
+            let run = store.get_run(run_id).await.expect("get").expect("run");
+            let task = store
+                .get_task(&run.task_id)
+                .await
+                .expect("get")
+                .expect("task");
+            if task.state == State::Pending && task.not_before == Some(i64::MAX) {
+                parked += 1;
+            }
+        }
+        if parked == runs.len() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "only {parked} parked\n{}",
+            cluster.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.kill_worker(0);
+    cluster.start_worker(3, 2.0);
+    for (n, run_id) in runs.iter().enumerate() {
+        let output = cluster
+            .command(&["signal", run_id, "go", "--data", &n.to_string()])
+            .output()
+            .expect("signal runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let receipt: Value = serde_json::from_slice(&output.stdout).expect("receipt");
+        assert_eq!(receipt["delivered"], json!(true));
+    }
+    wait_for_runs(&cluster, store.as_ref(), &runs, Duration::from_secs(30)).await;
+    for (n, run_id) in runs.iter().enumerate() {
+        let run = store.get_run(run_id).await.expect("get").expect("run");
+        assert_eq!(run.state, State::Completed, "{run_id}");
+        assert_eq!(run.result().map(|result| &result[1]), Some(&json!(n)));
+    }
+    let calls = cluster.calls();
+    let mut per_step: HashMap<&str, usize> = HashMap::new();
+    for call in &calls {
+        *per_step.entry(call.step_id.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        calls.len(),
+        6,
+        "two calls per run, none paid twice: {calls:?}"
+    );
+    assert!(per_step.values().all(|count| *count == 1), "{per_step:?}");
+    cluster.stop_workers();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_parked_waiting_runs_continue_on_another_worker_after_a_signal() {
+    let dir = tempfile::tempdir().expect("dir");
+    parked_waiting_runs_continue_on_another_worker_after_a_signal(Db::Sqlite(
+        dir.path().join("shared.db"),
+    ))
+    .await;
+}
+
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_parked_waiting_runs_continue_on_another_worker_after_a_signal() {
+    parked_waiting_runs_continue_on_another_worker_after_a_signal(
+        postgres_db("distributed waits").await,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

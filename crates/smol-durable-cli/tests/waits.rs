@@ -155,3 +155,45 @@ fn detach_on_wait_exits_3_and_signal_resume_continues_the_run_here() {
         "the agent was replayed, not paid again"
     );
 }
+
+#[test]
+fn a_run_killed_while_waiting_resumes_with_the_same_deadline() {
+    let cli = Cli::new();
+    let script = cli.write(
+        "deadline.mjs",
+        r#"export const meta = { name: "deadline", description: "waits ten minutes at most" };
+import { waitFor } from "workflow:extra";
+const plan = await agent("plan");
+export default { plan, answer: await waitFor("go", { timeoutMs: 600000 }) };
+"#,
+    );
+    let mut child = cli.spawn(&["run", &script]);
+    let before = open_waits(&cli, 1);
+    let run_id = before[0]["runId"].as_str().unwrap().to_owned();
+    let deadline = before[0]["deadline"].clone();
+    assert!(deadline.is_string(), "{deadline}");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    std::thread::sleep(Duration::from_millis(50));
+    // The killed process leaves the run `running`; a resume takes it over and waits again.
+    let resumed = cli.spawn(&["run", &script, "--resume-run", &run_id]);
+    let deadline_after = loop {
+        let waits = open_waits(&cli, 1);
+        let steps = cli.json(&["history", &run_id, "-o", "json"]);
+        let attempts = steps["attempts"].as_array().map_or(0, Vec::len);
+        if attempts == 2 {
+            break waits[0]["deadline"].clone();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(deadline_after, deadline, "the deadline never restarts");
+    let receipt = cli.json(&["signal", &run_id, "go", "--data", "\"now\""]);
+    assert_eq!(receipt["delivered"], json!(true));
+    let output = resumed.wait_with_output().expect("exits");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let result: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        result["results"],
+        json!({ "plan": "echo: plan", "answer": "now" })
+    );
+}
