@@ -217,3 +217,67 @@ impl RunWatch {
         Ok((total, repeated, violations))
     }
 }
+
+/// The mailbox of a `waits.mjs` run once it completed: exactly `count` signals, one per
+/// idempotency key (a restarted signaller stored no second copy), each consumed exactly once by
+/// a completed `wait` step whose result names it, no step consuming two, and none left pending
+/// or rejected (a lost signal would have left the run waiting).
+pub(crate) async fn check_signals(
+    store: &dyn DurableStore,
+    run_id: &str,
+    count: u64,
+) -> anyhow::Result<Vec<String>> {
+    use smol_durable_core::store::SignalState;
+    let mut violations = Vec::new();
+    let signals = store.list_signals(run_id).await?;
+    let keys: BTreeSet<Option<&String>> =
+        signals.iter().map(|s| s.idempotency_key.as_ref()).collect();
+    if signals.len() as u64 != count || keys.len() != signals.len() {
+        violations.push(format!(
+            "run {run_id}: {} signals stored with {} distinct keys, expected {count}",
+            signals.len(),
+            keys.len()
+        ));
+    }
+    let steps = store.load_steps(run_id).await?;
+    let mut consumers = BTreeSet::new();
+    for signal in &signals {
+        if signal.state != SignalState::Consumed {
+            violations.push(format!(
+                "run {run_id}: signal {} is {} after the run completed",
+                signal.signal_id, signal.state
+            ));
+            continue;
+        }
+        let Some(step_id) = &signal.step_id else {
+            violations.push(format!(
+                "signal {} is consumed by no step",
+                signal.signal_id
+            ));
+            continue;
+        };
+        if !consumers.insert(step_id.clone()) {
+            violations.push(format!("step {step_id} consumed two signals"));
+        }
+        let named = steps
+            .iter()
+            .find(|step| &step.step_id == step_id)
+            .is_some_and(|step| {
+                step.kind == StepKind::Wait
+                    && step.state == State::Completed
+                    && step
+                        .result
+                        .as_ref()
+                        .and_then(|result| result.get("signalId"))
+                        .and_then(Value::as_str)
+                        == Some(signal.signal_id.as_str())
+            });
+        if !named {
+            violations.push(format!(
+                "signal {} is consumed by step {step_id}, whose result does not name it",
+                signal.signal_id
+            ));
+        }
+    }
+    Ok(violations)
+}

@@ -11,9 +11,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 use smol_durable_boa::BoaEngine;
-use smol_durable_core::{DebugProvider, Engine, MemoryStore, WorkflowSource};
+use smol_durable_core::{DebugProvider, Engine, MemoryStore, SignalOptions, WorkflowSource};
 
-use crate::checks::{read_log, RunWatch};
+use crate::checks::{check_signals, read_log, RunWatch};
+use crate::signaller::{tick_key, TICK, TICKS};
 
 /// Options of `smol-durable-torture drive`.
 #[derive(Debug, Args)]
@@ -96,6 +97,7 @@ struct Victims<'a> {
     log: PathBuf,
     dir: PathBuf,
     started: u32,
+    signallers: u32,
 }
 
 impl Victims<'_> {
@@ -114,6 +116,29 @@ impl Victims<'_> {
             .args(action)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(stderr);
+        if let Some(schema) = &self.schema {
+            command.args(["--pg-schema", schema]);
+        }
+        Ok(command.spawn()?)
+    }
+
+    /// Starts a signaller for `run_id`; its stderr goes to `signaller-N.stderr`.
+    fn spawn_signaller(&mut self, run_id: &str) -> anyhow::Result<Child> {
+        self.signallers += 1;
+        let stderr = std::fs::File::create(
+            self.dir
+                .join(format!("signaller-{}.stderr", self.signallers)),
+        )?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("signaller")
+            .args(["--db", &self.options.db])
+            .args(["--run", run_id])
+            .args(["--fault-rate", &self.options.fault_rate.to_string()])
+            .args(["--seed", &self.options.seed.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(stderr);
         if let Some(schema) = &self.schema {
             command.args(["--pg-schema", schema]);
@@ -153,7 +178,16 @@ async fn uninterrupted(workflow: &str, args: &Value) -> anyhow::Result<Value> {
         .provider(Arc::new(DebugProvider))
         .build()?;
     let source = WorkflowSource::from_file(crate::workflows_dir().join(workflow))?;
-    Ok(engine.run(source, args.clone()).await?.result)
+    let handle = engine
+        .start(smol_durable_core::RunRequest::new(source, args.clone()))
+        .await?;
+    if workflow == crate::WAITS_WORKFLOW {
+        for n in 0..TICKS {
+            let send = SignalOptions::default().idempotency_key(tick_key(n));
+            engine.signal(handle.run_id(), TICK, json!(n), send).await?;
+        }
+    }
+    Ok(handle.join().await?.result)
 }
 
 pub(crate) async fn drive(options: DriveOptions) -> anyhow::Result<Summary> {
@@ -180,6 +214,7 @@ pub(crate) async fn drive(options: DriveOptions) -> anyhow::Result<Summary> {
         log: dir.join("calls.log"),
         dir: dir.clone(),
         started: 0,
+        signallers: 0,
     };
     let mut rng = fastrand::Rng::with_seed(options.seed);
     let mut summary = Summary {
@@ -270,7 +305,23 @@ async fn torture_one(
     let task_id = run.task_id;
     let mut watch = RunWatch::default();
     let mut kills_left = victims.options.kills_per_run;
+    let waits = workflow == crate::WAITS_WORKFLOW;
+    let mut signaller = if waits {
+        Some(victims.spawn_signaller(&run_id)?)
+    } else {
+        None
+    };
     loop {
+        // The signaller is among the kills: a coin decides whether it dies with this round.
+        if let Some(sender) = signaller.as_mut() {
+            if kills_left > 0 && rng.bool() && sender.try_wait()?.is_none() {
+                std::thread::sleep(Duration::from_millis(rng.u64(0..=100)));
+                sender.kill()?;
+                sender.wait()?;
+                outcome.kills += 1;
+                *sender = victims.spawn_signaller(&run_id)?;
+            }
+        }
         let status = if kills_left > 0 {
             kills_left -= 1;
             let delay = Duration::from_millis(rng.u64(0..=victims.options.max_kill_delay_ms));
@@ -317,6 +368,26 @@ async fn torture_one(
         outcome.violations.extend(violations);
         outcome.resumes += 1;
         child = victims.spawn(&["--resume", &run_id])?;
+    }
+    if let Some(mut sender) = signaller {
+        // Its ticks were all consumed (the run completed), so it is done or about to be: a
+        // killed-and-restarted one may still be re-sending duplicates.
+        match wait_at_most(&mut sender, HANG_LIMIT)? {
+            Some(status) if status.success() => {}
+            Some(status) => outcome
+                .violations
+                .push(format!("run {run_id}: the signaller failed ({status})")),
+            None => {
+                sender.kill()?;
+                sender.wait()?;
+                outcome
+                    .violations
+                    .push(format!("run {run_id}: the signaller hung"));
+            }
+        }
+        outcome
+            .violations
+            .extend(check_signals(store, &run_id, TICKS).await?);
     }
     let calls = read_log(&victims.log)?;
     let (total, repeated, violations) = watch

@@ -1,7 +1,8 @@
 //! Crash torture for smol-durable.
 //!
 //! `drive` runs a set of workflows (sequential calls, a parallel fan-out, child workflows,
-//! durable sleeps, schema outputs) in `victim` processes, SIGKILLs them at random moments,
+//! durable sleeps, schema outputs, waits for signals that a `signaller` process sends) in
+//! `victim` processes, SIGKILLs them (and the signaller) at random moments,
 //! resumes each run in a new process until it completes, and checks after every kill and at the
 //! end that nothing durable was lost or repeated:
 //!
@@ -9,7 +10,9 @@
 //! - no completed step row ever changed after completion;
 //! - exactly one `agent_step` ledger row per completed agent step;
 //! - provider calls per step ≤ 1 + the interruptions that hit the step while its call ran;
-//! - nothing is left `running` (run, child run, task, attempt or step) once the run completed.
+//! - nothing is left `running` (run, child run, task, attempt or step) once the run completed;
+//! - each signal is stored once, consumed at most once, by the wait step whose result names it,
+//!   and none is lost (all consumed once the run completed).
 //!
 //! ```text
 //! smol-durable-torture drive --db /tmp/torture.db --runs 60 --kills-per-run 4
@@ -20,6 +23,7 @@
 
 mod checks;
 mod driver;
+mod signaller;
 mod stores;
 mod victim;
 
@@ -44,6 +48,8 @@ enum Command {
     Drive(driver::DriveOptions),
     /// One workflow process (started by `drive`): starts or resumes a run, to completion.
     Victim(victim::VictimOptions),
+    /// One signalling process (started by `drive`): sends a `waits.mjs` run its ticks.
+    Signaller(signaller::SignallerOptions),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
             summary.violations.is_empty()
         }),
         Command::Victim(options) => runtime.block_on(victim::run(options)).map(|()| true),
+        Command::Signaller(options) => runtime.block_on(signaller::run(options)).map(|()| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -81,13 +88,17 @@ fn main() -> ExitCode {
 }
 
 /// The workflows every drive runs, in turn (files under `workflows/`).
-pub(crate) const WORKFLOWS: [&str; 5] = [
+pub(crate) const WORKFLOWS: [&str; 6] = [
     "sequential.mjs",
     "fanout.mjs",
     "children.mjs",
     "sleeps.mjs",
     "schema.mjs",
+    "waits.mjs",
 ];
+
+/// The workflow that waits for the signaller's ticks.
+pub(crate) const WAITS_WORKFLOW: &str = "waits.mjs";
 
 /// Where the workflow files are.
 pub(crate) fn workflows_dir() -> PathBuf {
