@@ -147,7 +147,7 @@ pub async fn engine_step(calls: usize) -> anyhow::Result<Duration> {
     Ok(started.elapsed() / calls as u32)
 }
 
-fn resident_bytes() -> u64 {
+pub fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|statm| {

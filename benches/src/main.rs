@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release -p smol-durable-benches            # full table
 //! cargo run --release -p smol-durable-benches -- --quick # smaller shapes
-//! scripts/bench [--quick] [--postgres-only] [--js-only]   # the same plus PostgreSQL
+//! scripts/bench [--quick] [--postgres-only] [--js-only] [--waits-only]   # the same plus PostgreSQL
 //! ```
 //!
 //! The PostgreSQL table is printed when `SMOL_DURABLE_TEST_POSTGRES_URL` names a server;
@@ -17,6 +17,7 @@
 
 mod js;
 mod postgres;
+mod waits;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -465,6 +466,13 @@ fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--js-only") {
         return js_table(quick);
     }
+    if args.iter().any(|a| a == "--waits-only") {
+        println!(
+            "disk: median fsync {:.2} ms",
+            probe_fsync(tempfile::tempdir()?.path())?.as_secs_f64() * 1e3
+        );
+        return waits_table(quick);
+    }
     let trace = strace_available();
     let dir = tempfile::tempdir()?;
     let fsync = probe_fsync(dir.path())?;
@@ -533,7 +541,19 @@ fn main() -> anyhow::Result<()> {
         );
     }
     js_table(quick)?;
+    waits_table(quick)?;
     postgres_table(quick)
+}
+
+/// The waits table: signal → continue latency on SQLite (and PostgreSQL when a server is
+/// configured), and memory per waiting run.
+fn waits_table(quick: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let url = std::env::var(smol_durable_testkit::POSTGRES_URL_VAR).ok();
+    runtime.block_on(waits::table(quick, url.as_deref()))
 }
 
 /// The PostgreSQL scenarios, when a server is configured.

@@ -21,6 +21,9 @@ pub enum Access {
     /// Lists and shows: the database must exist and is left as it is. The name is the
     /// command's, for the "was not found" message (`history database … was not found`).
     Read(&'static str),
+    /// Writes to runs that must exist (`signal`): the database must exist (a mistyped `--db`
+    /// creates nothing), and is migrated as needed.
+    Existing(&'static str),
 }
 
 /// The database `--db` (or `SMOL_DURABLE_DB`) names, else the default file.
@@ -64,6 +67,13 @@ impl Database {
             (Self::Postgres(url), _) => Ok(Arc::new(PostgresStore::connect(url).await?)),
             (Self::Sqlite { path, default }, Access::Read(command)) => {
                 open_existing(path, *default, command).await
+            }
+            (Self::Sqlite { path, default }, Access::Existing(command)) => {
+                if !path.exists() {
+                    // The read-only open says why, naming smol-wf's database when it is there.
+                    open_existing(path, *default, command).await?;
+                }
+                open_for_writing(path).await
             }
             (Self::Sqlite { path, default }, Access::Write) => {
                 if *default && !path.exists() {

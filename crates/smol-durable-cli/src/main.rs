@@ -169,9 +169,9 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
         Command::Events { .. } => (None, None, Access::Read("events")),
         Command::Cancel { .. } => (None, None, Access::Write),
         Command::Signal(options) if options.resume => {
-            (Some(&options.providers), None, Access::Write)
+            (Some(&options.providers), None, Access::Existing("signal"))
         }
-        Command::Signal(_) => (None, None, Access::Write),
+        Command::Signal(_) => (None, None, Access::Existing("signal")),
         Command::Waits(_) => (None, None, Access::Read("waits")),
     };
     if let Some(providers) = providers {

@@ -197,3 +197,12 @@ export default { plan, answer: await waitFor("go", { timeoutMs: 600000 }) };
         json!({ "plan": "echo: plan", "answer": "now" })
     );
 }
+
+#[test]
+fn signal_to_a_missing_database_creates_nothing() {
+    let cli = Cli::new();
+    let message = cli.fails(&["signal", "run_x", "go"]);
+    assert!(message.contains("signal database"), "{message}");
+    assert!(message.contains("was not found"), "{message}");
+    assert!(!cli.db().exists(), "nothing was created");
+}

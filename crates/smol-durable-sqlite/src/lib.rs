@@ -28,6 +28,7 @@
 //!   decision is a compare-and-set, so two processes never both win a step.
 #![deny(missing_docs)]
 
+mod changes;
 mod connection;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -162,6 +163,8 @@ pub struct SqliteStore {
     /// The private migrated copy a read-only handle reads an older database from (deleted
     /// with the handle).
     _snapshot: Option<tempfile::TempDir>,
+    /// Commits of other processes, for waits ([`DurableStore::signal_sent`]).
+    changes: changes::Changes,
 }
 
 impl SqliteStore {
@@ -289,6 +292,7 @@ impl SqliteStore {
             read_only: false,
             smol_wf_backup: None,
             _snapshot: None,
+            changes: changes::Changes::new(file),
         })
     }
 
@@ -665,6 +669,11 @@ impl DurableStore for SqliteStore {
             sql::wake_task(c, &task_id, now)
         })
         .await
+    }
+
+    async fn signal_sent(&self, run_id: &str) {
+        let _ = run_id;
+        self.changes.next().await;
     }
 }
 
