@@ -486,13 +486,6 @@ impl DurableStore for PostgresStore {
         ))
     }
 
-    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool> {
-        let task_id = task_id.to_owned();
-        write!(self, "wake_task", |c, q| sql::wake_task(
-            c, q, &task_id, now
-        ))
-    }
-
     async fn signal_sent(&self, run_id: &str) {
         self.wake.signal(run_id).await;
     }

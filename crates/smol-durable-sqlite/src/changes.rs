@@ -1,8 +1,10 @@
 //! Noticing commits of other processes cheaply, for [`DurableStore::signal_sent`]: SQLite has
 //! no notifications, but every commit in WAL mode changes the `-wal` file (its size, or its
 //! modification time when the log restarts after a checkpoint). One task per store handle looks
-//! at it every [`LOOK_EVERY`] while somebody waits, and stops when nobody does: a wait learns
-//! of a signal within milliseconds instead of its 250 ms poll, at the cost of a `stat` call.
+//! at it every [`LOOK_EVERY`], from the first wait on until the handle is dropped: a wait
+//! learns of a signal within milliseconds instead of its 250 ms poll, at the cost of a `stat`
+//! call every 10 ms (a task that stopped when nobody waited could miss a waiter that came just
+//! as it stopped).
 //!
 //! [`DurableStore::signal_sent`]: smol_durable_core::DurableStore::signal_sent
 
@@ -62,8 +64,7 @@ impl Changes {
                 })
             };
             let mut last = look();
-            // Nobody waiting: stop (the next waiter starts a new task).
-            while seen.receiver_count() > 0 {
+            loop {
                 tokio::time::sleep(LOOK_EVERY).await;
                 let now = look();
                 if now != last {

@@ -663,14 +663,6 @@ impl DurableStore for SqliteStore {
         .await
     }
 
-    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool> {
-        let task_id = task_id.to_owned();
-        self.write("wake_task", Commit::Durable, move |c| {
-            sql::wake_task(c, &task_id, now)
-        })
-        .await
-    }
-
     async fn signal_sent(&self, run_id: &str) {
         let _ = run_id;
         self.changes.next().await;

@@ -440,11 +440,6 @@ impl DurableStore for FaultyStore {
         .await
     }
 
-    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool> {
-        self.inject("wake_task", || self.inner.wake_task(task_id, now))
-            .await
-    }
-
     async fn work_available(&self) {
         self.inner.work_available().await;
     }

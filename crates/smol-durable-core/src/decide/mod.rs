@@ -28,8 +28,8 @@ pub use leases::{
 pub use sleeps::{sleep_wake_at, wake_at};
 pub use steps::{decide_step, resolve_fence_conflict, FenceResolution, StepDecision};
 pub use waits::{
-    serving_wait, stored_deadline, stored_names, takes_signals, wait_deadline, wait_takes,
-    wake_not_before, WaitOutcome,
+    due_for_signals, serving_wait, stored_deadline, stored_names, takes_signals, wait_deadline,
+    wait_takes, wake_not_before, WaitOutcome,
 };
 
 /// Rows for the decision tests (shared with the store-retry tests).

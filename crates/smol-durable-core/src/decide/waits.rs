@@ -155,6 +155,31 @@ pub fn wake_not_before(task_state: &State, not_before: Option<i64>, now: i64) ->
     (*task_state == State::Pending && not_before.is_some_and(|at| at > now)).then_some(now)
 }
 
+/// When a task, about to be (or already) `task_state` with `not_before`, is due because one of
+/// the pending `signals` answers one of the open `waits` of its runs ([`wait_takes`]): now.
+/// Stores ask this inside the transaction that parks a task (`finish_attempt`: a signal that
+/// arrived while the attempt was ending) and the one that stores a signal (`send_signal`: a
+/// signal for a parked run), both holding the task, so neither misses the other. A wait row
+/// that does not read is skipped: it answers nothing.
+pub fn due_for_signals(
+    task_state: &State,
+    not_before: Option<i64>,
+    now: i64,
+    waits: &[StepRecord],
+    signals: &[SignalRecord],
+) -> Option<i64> {
+    let at = wake_not_before(task_state, not_before, now)?;
+    let answered = waits.iter().any(|wait| {
+        let (Ok(names), Ok(deadline)) = (stored_names(wait), stored_deadline(wait)) else {
+            return false;
+        };
+        signals
+            .iter()
+            .any(|signal| signal.run_id == wait.run_id && wait_takes(&names, deadline, signal))
+    });
+    answered.then_some(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +287,32 @@ mod tests {
         for finished in [State::Completed, State::Failed, State::Cancelled] {
             assert!(!takes_signals(&finished));
         }
+    }
+
+    #[test]
+    fn a_parked_task_is_due_when_a_pending_signal_answers_an_open_wait() {
+        let mut wait = row(State::Failed, None, 1);
+        wait.kind = StepKind::Wait;
+        wait.input = json!({"names": ["approval"], "deadline": 9_000});
+        let waits = [wait];
+        let answer = signal("approval", 100);
+        let other = signal("other", 100);
+        let late = signal("approval", 9_500);
+        let due = |signals: &[SignalRecord]| {
+            due_for_signals(&State::Pending, Some(9_000), 1_000, &waits, signals)
+        };
+        assert_eq!(due(&[answer.clone()]), Some(1_000));
+        assert_eq!(due(&[other.clone()]), None, "nobody waits for it");
+        assert_eq!(due(&[late]), None, "stored after the deadline");
+        assert_eq!(due(&[]), None);
+        let mut elsewhere = answer.clone();
+        elsewhere.run_id = "run_child".into();
+        assert_eq!(due(&[elsewhere]), None, "a signal of another run");
+        assert_eq!(
+            due_for_signals(&State::Running, Some(9_000), 1_000, &waits, &[answer]),
+            None,
+            "a running task takes it itself"
+        );
     }
 
     #[test]

@@ -213,16 +213,7 @@ async fn finish(
                     }),
                 },
             };
-            let parked = matches!(
-                outcome,
-                AttemptOutcome::Released {
-                    not_before: Some(_)
-                }
-            );
-            let mut recorded = record_end(ctx, outcome, now).await;
-            if parked && recorded.is_ok() {
-                recorded = wake_if_answered(ctx).await;
-            }
+            let recorded = record_end(ctx, outcome, now).await;
             ctx.emit(
                 EventType::Error,
                 root_meta,
@@ -238,29 +229,6 @@ async fn finish(
             }
         }
     }
-}
-
-/// After parking: a signal that was stored for one of the run tree's waits while the attempt
-/// was ending found the task still running and woke nothing; make the task due now for it.
-/// (A signal stored later finds the task pending and wakes it itself.)
-async fn wake_if_answered(ctx: &AttemptCtx) -> Result<(), Error> {
-    let store = ctx.engine.store.as_ref();
-    let filter = crate::store::WaitFilter {
-        task_id: Some(ctx.task_id.clone()),
-        ..crate::store::WaitFilter::default()
-    };
-    for wait in store.list_open_waits(&filter).await? {
-        let names = crate::decide::stored_names(&wait)?;
-        if !store
-            .pending_signals(&wait.run_id, &names, 1)
-            .await?
-            .is_empty()
-        {
-            store.wake_task(&ctx.task_id, ctx.now()).await?;
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// Records how the attempt ended; another owner having taken the task over is `LeaseLost`.

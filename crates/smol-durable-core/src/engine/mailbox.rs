@@ -32,17 +32,24 @@ pub(crate) enum Delivery {
     LeaseLost,
 }
 
-/// A wait registered with the mailbox, kept in the order the script made the calls.
+/// A wait registered with the mailbox, kept in the order the script made the calls. Until its
+/// step is claimed it is a placeholder (`step` is `None`): it holds its place in line, so a
+/// signal it would take is not handed to a later wait meanwhile.
 struct OpenWait {
     key: u64,
     order: u64,
     run_id: String,
-    step_id: String,
-    fence: u32,
     names: Vec<String>,
-    deadline: Option<i64>,
-    schema: Option<OutputSchema>,
-    answer: oneshot::Sender<Delivery>,
+    step: Option<ClaimedWait>,
+    answer: Option<oneshot::Sender<Delivery>>,
+}
+
+/// What a wait knows once its step is claimed.
+pub(crate) struct ClaimedWait {
+    pub step_id: String,
+    pub fence: u32,
+    pub deadline: Option<i64>,
+    pub schema: Option<OutputSchema>,
 }
 
 /// The open waits of an attempt.
@@ -61,23 +68,22 @@ impl std::fmt::Debug for Mailbox {
     }
 }
 
-/// What a wait registers.
-pub(crate) struct WaitSlot {
-    /// Its place in line ([`Mailbox::ticket`], taken when the script made the call).
-    pub order: u64,
-    pub run_id: String,
-    pub step_id: String,
-    pub fence: u32,
-    pub names: Vec<String>,
-    pub deadline: Option<i64>,
-    pub schema: Option<OutputSchema>,
-}
-
-/// A registered wait; dropping it unregisters the wait.
+/// A wait's place in the mailbox; dropping it gives the place up.
 pub(crate) struct Registration {
     mailbox: Arc<Mailbox>,
     key: u64,
     pub answer: oneshot::Receiver<Delivery>,
+}
+
+impl Registration {
+    /// The wait's step is claimed: from now on pumps hand it signals.
+    pub fn claimed(&self, step: ClaimedWait) {
+        if let Ok(mut waits) = self.mailbox.waits.lock() {
+            if let Some(wait) = waits.iter_mut().find(|wait| wait.key == self.key) {
+                wait.step = Some(step);
+            }
+        }
+    }
 }
 
 impl Drop for Registration {
@@ -100,24 +106,22 @@ impl Mailbox {
         self.next_order.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Registers a wait in its place in line.
-    pub fn register(self: &Arc<Self>, slot: WaitSlot) -> Registration {
+    /// Takes the place `order` in line for a wait of `run_id` on `names` (a placeholder until
+    /// [`Registration::claimed`]).
+    pub fn reserve(self: &Arc<Self>, order: u64, run_id: &str, names: &[String]) -> Registration {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let (answer, receiver) = oneshot::channel();
         if let Ok(mut waits) = self.waits.lock() {
-            let at = waits.partition_point(|wait| wait.order < slot.order);
+            let at = waits.partition_point(|wait| wait.order < order);
             waits.insert(
                 at,
                 OpenWait {
                     key,
-                    order: slot.order,
-                    run_id: slot.run_id,
-                    step_id: slot.step_id,
-                    fence: slot.fence,
-                    names: slot.names,
-                    deadline: slot.deadline,
-                    schema: slot.schema,
-                    answer,
+                    order,
+                    run_id: run_id.to_owned(),
+                    names: names.to_vec(),
+                    step: None,
+                    answer: Some(answer),
                 },
             );
         }
@@ -202,8 +206,8 @@ impl Mailbox {
                     SignalConsume::SignalTaken(_) => continue,
                     SignalConsume::StepConflict(_) => Delivery::LeaseLost,
                 };
-                if let Some(wait) = self.remove(key) {
-                    let _ = wait.answer.send(delivery);
+                if let Some(answer) = self.remove(key).and_then(|wait| wait.answer) {
+                    let _ = answer.send(delivery);
                 }
                 progressed = true;
             }
@@ -231,7 +235,9 @@ impl Mailbox {
     }
 
     /// The wait `signal` goes to ([`serving_wait`]): its key, step, fence, and the payload's
-    /// schema errors (empty when it matches or there is no schema).
+    /// schema errors (empty when it matches or there is no schema). `None` when no wait takes
+    /// it, or when the first that would is still a placeholder (it stays pending until that
+    /// wait is claimed).
     fn serving(
         &self,
         run_id: &str,
@@ -240,17 +246,19 @@ impl Mailbox {
         let waits = self.waits.lock().ok()?;
         let of_run: Vec<&OpenWait> = waits.iter().filter(|wait| wait.run_id == run_id).collect();
         let index = serving_wait(
-            of_run
-                .iter()
-                .map(|wait| (wait.names.as_slice(), wait.deadline)),
+            of_run.iter().map(|wait| {
+                let deadline = wait.step.as_ref().and_then(|step| step.deadline);
+                (wait.names.as_slice(), deadline)
+            }),
             signal,
         )?;
         let wait = of_run[index];
-        let errors = wait
+        let step = wait.step.as_ref()?;
+        let errors = step
             .schema
             .as_ref()
             .map(|schema| schema.errors(&signal.payload))
             .unwrap_or_default();
-        Some((wait.key, wait.step_id.clone(), wait.fence, errors))
+        Some((wait.key, step.step_id.clone(), step.fence, errors))
     }
 }

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::handle::Engine;
-use crate::decide::{stored_names, takes_signals};
+use crate::decide::{stored_deadline, stored_names, takes_signals};
 use crate::events::{EventMetadata, EventType, WorkflowEvent};
 use crate::limits::json_len;
 use crate::schema::OutputSchema;
@@ -57,9 +57,11 @@ impl Engine {
         };
         // The wait it goes to is the oldest open one on its name: its schema decides now
         // (and the waiting script's own again when it takes the signal).
+        let now = self.shared.clock.now_ms();
         let mut waiting = None;
         for step in store.list_open_waits(&filter).await? {
-            if stored_names(&step)?.iter().any(|waited| waited == name) {
+            let in_time = stored_deadline(&step)?.is_none_or(|deadline| now <= deadline);
+            if in_time && stored_names(&step)?.iter().any(|waited| waited == name) {
                 waiting = Some(step);
                 break;
             }
@@ -79,7 +81,6 @@ impl Engine {
                 }
             }
         }
-        let now = self.shared.clock.now_ms();
         let sent = store
             .send_signal(NewSignal {
                 signal_id: crate::new_id("signal"),
@@ -87,7 +88,6 @@ impl Engine {
                 name: name.to_owned(),
                 payload,
                 idempotency_key: options.idempotency_key,
-                wake: waiting.is_some(),
                 now,
             })
             .await?;

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::*;
 use crate::decide::{
     admit_attempt, cancel_request, claim_verdict, claimable, counts_against_max_attempts,
-    takes_signals, wake_not_before, ClaimVerdict, Closure,
+    due_for_signals, takes_signals, ClaimVerdict, Closure,
 };
 use crate::{StoreError, StoreErrorKind};
 
@@ -92,19 +92,34 @@ impl Tables {
             .ok_or_else(|| not_found(operation, "step", step_id))
     }
 
-    /// Makes a task pending for later due now, as [`wake_not_before`] says.
-    fn wake(&mut self, task_id: &str, now: i64) -> bool {
-        let Some(task) = self.tasks.get_mut(task_id) else {
-            return false;
-        };
-        match wake_not_before(&task.state, task.not_before, now) {
-            Some(at) => {
-                task.not_before = Some(at);
-                task.updated_at = now;
-                true
-            }
-            None => false,
-        }
+    /// The `wait` steps that have not completed, of the runs of `task_id` (of `run_id` only,
+    /// when given).
+    fn open_wait_steps(&self, task_id: &str, run_id: Option<&str>) -> Vec<StepRecord> {
+        self.steps
+            .values()
+            .filter(|step| step.kind == StepKind::Wait && step.state != State::Completed)
+            .filter(|step| run_id.is_none_or(|run_id| step.run_id == run_id))
+            .filter(|step| {
+                self.runs
+                    .get(&step.run_id)
+                    .is_some_and(|run| run.task_id == task_id)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The pending signals of the runs of `task_id`.
+    fn pending_signals_of_task(&self, task_id: &str) -> Vec<SignalRecord> {
+        self.signals
+            .iter()
+            .filter(|signal| signal.state == SignalState::Pending)
+            .filter(|signal| {
+                self.runs
+                    .get(&signal.run_id)
+                    .is_some_and(|run| run.task_id == task_id)
+            })
+            .cloned()
+            .collect()
     }
 
     /// Claims a task for `start.owner_id` and opens attempt max+1 (shared by start and
@@ -464,6 +479,15 @@ impl DurableStore for MemoryStore {
                 run.updated_at = finish.now;
             }
         }
+        // A signal that arrived while the attempt was ending found the task still running.
+        let waits = tables.open_wait_steps(&finish.task_id, None);
+        let signals = tables.pending_signals_of_task(&finish.task_id);
+        let task = tables.task_mut("finish_attempt", &finish.task_id)?;
+        if let Some(at) =
+            due_for_signals(&task.state, task.not_before, finish.now, &waits, &signals)
+        {
+            task.not_before = Some(at);
+        }
         Ok(())
     }
 
@@ -767,8 +791,19 @@ impl DurableStore for MemoryStore {
             updated_at: new.now,
         };
         tables.signals.push(signal.clone());
-        if new.wake {
-            tables.wake(&task_id, new.now);
+        let waits = tables.open_wait_steps(&task_id, Some(&signal.run_id));
+        if let Some(task) = tables.tasks.get_mut(&task_id) {
+            let due = due_for_signals(
+                &task.state,
+                task.not_before,
+                new.now,
+                &waits,
+                std::slice::from_ref(&signal),
+            );
+            if let Some(at) = due {
+                task.not_before = Some(at);
+                task.updated_at = new.now;
+            }
         }
         Ok(SignalSend::Stored(signal))
     }
@@ -837,10 +872,6 @@ impl DurableStore for MemoryStore {
             }
             None => false,
         })
-    }
-
-    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool> {
-        Ok(self.lock()?.wake(task_id, now))
     }
 
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {

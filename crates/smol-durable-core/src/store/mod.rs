@@ -163,7 +163,14 @@ pub trait DurableStore: StoreAdmin {
     /// attempt still `running` (`LeaseLost` otherwise, changing nothing). Writes
     /// [`FinishAttempt::end`] to the attempt, the root run and the task, clears the task's
     /// claim, refreshes the run's cached `budget_spent` from the ledger, and closes the run's
-    /// unfinished child runs as `end.unfinished_children` says.
+    /// unfinished child runs as `end.unfinished_children` says. A task handed back for later
+    /// (parked, detached) is made due now instead when
+    /// [`decide::due_for_signals`](crate::decide::due_for_signals) says a pending signal of one
+    /// of the task's runs answers one of their open waits.
+    ///
+    /// This and [`send_signal`](Self::send_signal) are ordered on the task (one transaction
+    /// each, holding the task): whichever commits second sees the other's write, so a signal
+    /// stored while a run parks always wakes it.
     async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()>;
     /// Claims the oldest task of `claim.scope` that is `pending` and due (`not_before` passed)
     /// or `running` under an expired lease, skipping tasks other claimers hold, and opens an
@@ -235,11 +242,9 @@ pub trait DurableStore: StoreAdmin {
     /// [`SignalSend::RunNotFound`]; an idempotency key the run's mailbox already holds is
     /// [`SignalSend::Duplicate`] (storing nothing), whatever the run's state; a finished run (the
     /// run, or its task) is [`SignalSend::RunFinished`], storing nothing; otherwise the signal is
-    /// stored `pending` with a `seq` above every stored one, and with
-    /// [`NewSignal::wake`] the run's task is made due as
-    /// [`decide::wake_not_before`](crate::decide::wake_not_before) says. A concurrent
-    /// [`finish_attempt`](Self::finish_attempt) that parks the task is ordered against this
-    /// (one of them sees the other), so a parked run never misses the wake.
+    /// stored `pending` with a `seq` above every stored one, and the run's task is made due now
+    /// when [`decide::due_for_signals`](crate::decide::due_for_signals) says the signal answers
+    /// an open wait of the run (given the run's `wait` steps that have not completed).
     async fn send_signal(&self, signal: NewSignal) -> StoreResult<SignalSend>;
     /// The pending signals of a run with one of `names`, oldest first (by `seq`), at most
     /// `limit`.
@@ -256,10 +261,6 @@ pub trait DurableStore: StoreAdmin {
     /// Marks a pending signal `rejected` with a reason (compare-and-set on `pending`).
     /// Returns whether it was.
     async fn reject_signal(&self, signal_id: &str, reason: Value, now: i64) -> StoreResult<bool>;
-    /// Makes a task that is pending for later due now
-    /// ([`decide::wake_not_before`](crate::decide::wake_not_before)); returns whether it
-    /// changed anything.
-    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool>;
 
     /// Resolves when runner work may have become available: a runner task submitted, or handed
     /// back by a worker. Idle workers wait on it *and* poll, so a store that cannot notify keeps

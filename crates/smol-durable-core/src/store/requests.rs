@@ -476,9 +476,6 @@ pub struct NewSignal {
     /// With a key, a second send with the same key (to the same run) stores nothing and
     /// returns the first signal.
     pub idempotency_key: Option<String>,
-    /// Make the run's task due now if it is pending for later (parked on a wait this signal
-    /// answers), in the same transaction: [`decide::wake_not_before`](crate::decide::wake_not_before).
-    pub wake: bool,
     /// Now.
     pub now: i64,
 }

@@ -519,6 +519,14 @@ impl DurableStore for RetryingStore {
             {
                 Ok(SignalSend::Stored(earlier))
             }
+            // Our own first try committed, and the run finished before the retry.
+            Ok(SignalSend::RunFinished(state)) if tried.maybe_committed => {
+                let stored = self.list_signals(&signal.run_id).await?;
+                match stored.into_iter().find(|s| s.signal_id == signal.signal_id) {
+                    Some(ours) => Ok(SignalSend::Stored(ours)),
+                    None => Ok(SignalSend::RunFinished(state)),
+                }
+            }
             other => other,
         }
     }
@@ -566,11 +574,6 @@ impl DurableStore for RetryingStore {
             self.inner.reject_signal(signal_id, reason.clone(), now)
         })
         .await
-    }
-
-    async fn wake_task(&self, task_id: &str, now: i64) -> StoreResult<bool> {
-        self.idempotent("wake_task", || self.inner.wake_task(task_id, now))
-            .await
     }
 
     async fn work_available(&self) {

@@ -30,8 +30,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 use smol_durable_core::decide::{
-    admit_attempt, cancel_request, claim_verdict, takes_signals, wake_not_before, ClaimVerdict,
-    Closure,
+    admit_attempt, cancel_request, claim_verdict, due_for_signals, takes_signals, wake_not_before,
+    ClaimVerdict, Closure,
 };
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep, ClaimedTask,

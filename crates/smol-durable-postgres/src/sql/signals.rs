@@ -2,36 +2,81 @@
 
 use super::*;
 
-/// Makes a pending task due now, as [`wake_not_before`] says, and wakes idle workers for it.
-/// The task row is locked first: a concurrent `finish_attempt` that parks the task either
-/// commits before (and this sees it pending) or waits for this transaction (and the parking
-/// attempt then sees the signal).
-async fn wake(
+/// Makes the task due now (and wakes idle workers) when one of `signals` (else: the pending
+/// signals of its runs) answers an open wait of its runs (of `run_id` only, when given), as
+/// [`due_for_signals`] says. The caller holds the task row locked: a `finish_attempt` that
+/// parks the task and a `send_signal` for one of its runs are ordered on it, and whichever
+/// commits second sees the other.
+pub(super) async fn wake_for_signals(
     c: &mut PgConnection,
     sql: &Sql,
     op: &'static str,
     task_id: &str,
+    run_id: Option<&str>,
+    signals: Option<&[SignalRecord]>,
     now: i64,
-) -> Result<bool> {
-    let Some(task) = lock_task(c, sql, op, task_id).await? else {
-        return Ok(false);
+) -> Result<()> {
+    let Some(task) = get_task(c, sql, task_id).await? else {
+        return Ok(());
     };
-    let Some(at) = wake_not_before(&task.state, task.not_before, now) else {
-        return Ok(false);
-    };
-    execute(
+    if wake_not_before(&task.state, task.not_before, now).is_none() {
+        return Ok(());
+    }
+    const WAITS: &str = concat!(
+        "SELECT ",
+        step_columns!(),
+        " FROM sw_workflow_steps WHERE step_kind = 'wait' AND state <> 'completed' \
+         AND run_id IN (SELECT run_id FROM sw_workflow_runs WHERE task_id = $1) \
+         AND ($2::TEXT IS NULL OR run_id = $2)"
+    );
+    let waits = all(
         c,
         op,
-        sql.query(
-            "UPDATE sw_workflow_tasks SET not_before = $2, updated_at = $3 WHERE task_id = $1",
-        )
-        .bind(task_id.to_owned())
-        .bind(at)
-        .bind(now),
+        sql.query(WAITS)
+            .bind(task_id.to_owned())
+            .bind(run_id.map(str::to_owned)),
+        rows::step,
     )
     .await?;
-    notify_work(c, sql, op).await?;
-    Ok(true)
+    if waits.is_empty() {
+        return Ok(());
+    }
+    let pending;
+    let signals = match signals {
+        Some(signals) => signals,
+        None => {
+            const PENDING: &str = concat!(
+                "SELECT ",
+                signal_columns!(),
+                " FROM sw_workflow_signals WHERE state = 'pending' \
+                 AND run_id IN (SELECT run_id FROM sw_workflow_runs WHERE task_id = $1) \
+                 ORDER BY seq"
+            );
+            pending = all(
+                c,
+                op,
+                sql.query(PENDING).bind(task_id.to_owned()),
+                rows::signal,
+            )
+            .await?;
+            &pending
+        }
+    };
+    if let Some(at) = due_for_signals(&task.state, task.not_before, now, &waits, signals) {
+        execute(
+            c,
+            op,
+            sql.query(
+                "UPDATE sw_workflow_tasks SET not_before = $2, updated_at = $3 WHERE task_id = $1",
+            )
+            .bind(task_id.to_owned())
+            .bind(at)
+            .bind(now),
+        )
+        .await?;
+        notify_work(c, sql, op).await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn send_signal(
@@ -43,9 +88,13 @@ pub(crate) async fn send_signal(
     let Some(run) = get_run(c, sql, &new.run_id).await? else {
         return Ok(SignalSend::RunNotFound);
     };
-    // Locked before anything is written, so the wake below is ordered against a parking
-    // attempt's finish (see `wake`).
+    // Locked before anything is written, so this is ordered against a `finish_attempt` that
+    // parks the task (see `wake_for_signals`); the run is read again under the lock, as a
+    // child run may have finished meanwhile.
     let task = lock_task(c, sql, op, &run.task_id).await?;
+    let Some(run) = get_run(c, sql, &new.run_id).await? else {
+        return Ok(SignalSend::RunNotFound);
+    };
     let task_state = task.map_or(State::Pending, |task| task.state);
     // A repeated send answers as the first did, even after the run finished.
     if let Some(key) = &new.idempotency_key {
@@ -91,9 +140,16 @@ pub(crate) async fn send_signal(
     )
     .await?
     .ok_or_else(|| StoreError::new(StoreErrorKind::Other, op, "the insert returned no row"))?;
-    if new.wake {
-        wake(c, sql, op, &run.task_id, new.now).await?;
-    }
+    wake_for_signals(
+        c,
+        sql,
+        op,
+        &run.task_id,
+        Some(&new.run_id),
+        Some(std::slice::from_ref(&stored)),
+        new.now,
+    )
+    .await?;
     execute(
         c,
         op,
@@ -205,15 +261,6 @@ pub(crate) async fn reject_signal(
     )
     .await?;
     Ok(changed > 0)
-}
-
-pub(crate) async fn wake_task(
-    c: &mut PgConnection,
-    sql: &Sql,
-    task_id: &str,
-    now: i64,
-) -> Result<bool> {
-    wake(c, sql, "wake_task", task_id, now).await
 }
 
 pub(crate) async fn list_signals(

@@ -284,6 +284,8 @@ pub(crate) async fn finish_attempt(
     if *scope == ClaimScope::Runner && end.run_and_task == State::Pending {
         notify_work(c, sql, op).await?;
     }
+    // A signal that arrived while the attempt was ending found the task still running.
+    wake_for_signals(c, sql, op, &finish.task_id, None, None, finish.now).await?;
     Ok(())
 }
 

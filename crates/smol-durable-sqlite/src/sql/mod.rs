@@ -22,8 +22,8 @@ pub(crate) use tasks::*;
 use rusqlite::{params, params_from_iter, Connection, Params, Row};
 use serde_json::Value;
 use smol_durable_core::decide::{
-    admit_attempt, cancel_request, claim_verdict, counts_against_max_attempts, takes_signals,
-    wake_not_before, ClaimVerdict, Closure,
+    admit_attempt, cancel_request, claim_verdict, counts_against_max_attempts, due_for_signals,
+    takes_signals, wake_not_before, ClaimVerdict, Closure,
 };
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,

@@ -7,21 +7,53 @@ fn signal_by_id(c: &Connection, op: &'static str, signal_id: &str) -> Result<Opt
     one(c, op, &sql, [signal_id], rows::signal)
 }
 
-/// Makes a pending task due now, as [`wake_not_before`] says.
-fn wake(c: &Connection, op: &'static str, task_id: &str, now: i64) -> Result<bool> {
+/// Makes the task due now when one of `signals` (else: the pending signals of its runs)
+/// answers an open wait of its runs (of `run_id` only, when given), as
+/// [`due_for_signals`] says. Runs in the writer's transaction, which holds the database.
+pub(super) fn wake_for_signals(
+    c: &Connection,
+    op: &'static str,
+    task_id: &str,
+    run_id: Option<&str>,
+    signals: Option<&[SignalRecord]>,
+    now: i64,
+) -> Result<()> {
     let Some(task) = get_task(c, task_id)? else {
-        return Ok(false);
+        return Ok(());
     };
-    let Some(at) = wake_not_before(&task.state, task.not_before, now) else {
-        return Ok(false);
+    if wake_not_before(&task.state, task.not_before, now).is_none() {
+        return Ok(());
+    }
+    const RUNS: &str = "SELECT run_id FROM sw_workflow_runs WHERE task_id = ?1";
+    let waits_sql = format!(
+        "SELECT {STEP_COLUMNS} FROM sw_workflow_steps WHERE step_kind = 'wait' \
+         AND state != 'completed' AND run_id IN ({RUNS}) AND (?2 IS NULL OR run_id = ?2)"
+    );
+    let waits = all(c, op, &waits_sql, params![task_id, run_id], rows::step)?;
+    if waits.is_empty() {
+        return Ok(());
+    }
+    let pending;
+    let signals = match signals {
+        Some(signals) => signals,
+        None => {
+            let sql = format!(
+                "SELECT {SIGNAL_COLUMNS} FROM sw_workflow_signals WHERE state = 'pending' \
+                 AND run_id IN ({RUNS}) ORDER BY seq"
+            );
+            pending = all(c, op, &sql, params![task_id], rows::signal)?;
+            &pending
+        }
     };
-    execute(
-        c,
-        op,
-        "UPDATE sw_workflow_tasks SET not_before = ?2, updated_at = ?3 WHERE task_id = ?1",
-        params![task_id, at, now],
-    )?;
-    Ok(true)
+    if let Some(at) = due_for_signals(&task.state, task.not_before, now, &waits, signals) {
+        execute(
+            c,
+            op,
+            "UPDATE sw_workflow_tasks SET not_before = ?2, updated_at = ?3 WHERE task_id = ?1",
+            params![task_id, at, now],
+        )?;
+    }
+    Ok(())
 }
 
 pub(crate) fn send_signal(c: &Connection, new: &NewSignal) -> Result<SignalSend> {
@@ -65,9 +97,14 @@ pub(crate) fn send_signal(c: &Connection, new: &NewSignal) -> Result<SignalSend>
         rows::signal,
     )?
     .ok_or_else(|| not_found(op, "signal", &new.signal_id))?;
-    if new.wake {
-        wake(c, op, &run.task_id, new.now)?;
-    }
+    wake_for_signals(
+        c,
+        op,
+        &run.task_id,
+        Some(&new.run_id),
+        Some(std::slice::from_ref(&stored)),
+        new.now,
+    )?;
     Ok(SignalSend::Stored(stored))
 }
 
@@ -161,10 +198,6 @@ pub(crate) fn reject_signal(
         params![signal_id, text(reason), now],
     )?;
     Ok(changed > 0)
-}
-
-pub(crate) fn wake_task(c: &Connection, task_id: &str, now: i64) -> Result<bool> {
-    wake(c, "wake_task", task_id, now)
 }
 
 pub(crate) fn list_signals(c: &Connection, run_id: &str) -> Result<Vec<SignalRecord>> {

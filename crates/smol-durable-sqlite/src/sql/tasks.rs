@@ -195,6 +195,8 @@ pub(crate) fn finish_attempt(c: &Connection, finish: &FinishAttempt) -> Result<(
             finish.now
         ],
     )?;
+    // A signal that arrived while the attempt was ending found the task still running.
+    wake_for_signals(c, op, &finish.task_id, None, None, finish.now)?;
     Ok(())
 }
 

@@ -20,6 +20,8 @@ macro_rules! __engine_waits_cases {
             an_idempotency_key_makes_a_send_safe_to_repeat,
             signals_to_unknown_or_finished_runs_are_refused,
             two_waits_on_one_name_are_served_in_call_order,
+            signals_sent_early_go_to_concurrent_waits_in_call_order,
+            a_signal_racing_the_parking_of_its_run_always_wakes_it,
             wait_for_any_takes_one_name_and_leaves_the_rest,
             a_passed_deadline_times_out_once_and_for_all,
             a_cancelled_wait_waits_again_on_resume_until_the_same_deadline,
@@ -335,6 +337,77 @@ pub async fn two_waits_on_one_name_are_served_in_call_order(fixture: Fixture) {
         send(&engine, &run_id, "x", json!(n)).await;
     }
     assert_eq!(join(handle).await, json!([1, 2, 3]));
+}
+
+/// Signals already in the mailbox go to concurrent waits on their name in the order the
+/// script made the calls, however their claims interleave.
+pub async fn signals_sent_early_go_to_concurrent_waits_in_call_order(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        ctx.agent("first", Value::Null).await?;
+        let waits = (0..4).map(|n| ctx.wait_for("x", json!({ "description": format!("{n}") })));
+        let got = futures::future::join_all(waits).await;
+        Ok(json!(got.into_iter().collect::<Result<Vec<_>, _>>()?))
+    });
+    let provider =
+        Arc::new(ScriptedProvider::new("scripted").with_delay("first", Duration::from_millis(200)));
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    for _ in 0..3 {
+        let handle = engine
+            .start(start_request(&scripts, json!({})))
+            .await
+            .expect("start");
+        let run_id = handle.run_id().to_owned();
+        for n in 0..4 {
+            send(&engine, &run_id, "x", json!(n)).await;
+        }
+        assert_eq!(join(handle).await, json!([0, 1, 2, 3]));
+    }
+}
+
+/// A signal sent at any moment around its run being parked (before, while the attempt ends,
+/// after) wakes it: a worker always continues the run.
+pub async fn a_signal_racing_the_parking_of_its_run_always_wakes_it(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        Ok(ctx.wait_for("go", Value::Null).await?)
+    });
+    let provider = Arc::new(ScriptedProvider::new("scripted"));
+    // The worker's store operations are slowed down, its end of an attempt included, so
+    // signals land while a parking attempt is ending, when the task is still running.
+    let slow = FaultPlan {
+        delay_rate: 1.0,
+        max_delay: Duration::from_millis(40),
+        ..FaultPlan::none()
+    };
+    let slow_store: Arc<dyn DurableStore> =
+        Arc::new(FaultyStore::new(Arc::clone(&fixture.store), slow));
+    let engine = builder_on(slow_store, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let sender = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("sender");
+    let worker = engine.worker(
+        WorkerOptions::new()
+            .concurrency(4)
+            .poll_interval(Duration::from_millis(20))
+            .park_after(Some(Duration::ZERO)),
+    );
+    let store = fixture.store.as_ref();
+    for round in 0..16u64 {
+        let submitted = sender
+            .submit(start_request(&scripts, json!({})), SubmitOptions::new())
+            .await
+            .expect("submit");
+        // Parking settles for 100 ms after the wait starts: land before, in and after it.
+        tokio::time::sleep(Duration::from_millis(100 + round * 10)).await;
+        send(&sender, &submitted.run_id, "go", json!(round)).await;
+        let run = finished(store, &submitted.run_id).await;
+        assert_eq!(run.result(), Some(&json!(round)), "round {round}");
+    }
+    worker.shutdown();
+    worker.join().await.expect("worker");
 }
 
 /// `waitForAny` is one step that answers `{name, value}` for the first of its names; a

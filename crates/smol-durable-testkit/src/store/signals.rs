@@ -21,7 +21,7 @@ macro_rules! __store_signals_cases {
             an_idempotency_key_stores_one_signal,
             consuming_a_signal_writes_both_rows_or_neither,
             one_signal_is_consumed_once_across_handles,
-            a_signal_wakes_a_parked_task_and_only_that,
+            a_signal_for_an_open_wait_makes_a_parked_task_due_whichever_commits_first,
             open_waits_are_listed_until_they_complete_and_signals_go_with_their_task
         );
     };
@@ -34,7 +34,6 @@ fn signal(run_id: &str, name: &str, payload: Value, now: i64) -> NewSignal {
         name: name.to_owned(),
         payload,
         idempotency_key: None,
-        wake: false,
         now,
     }
 }
@@ -353,17 +352,17 @@ pub async fn one_signal_is_consumed_once_across_handles(fixture: Fixture) {
     }
 }
 
-/// A signal sent with `wake` makes a task pending for later due now; a running task, or a
-/// signal without `wake`, changes nothing.
+/// A parked task (pending for later) whose run has an open wait becomes due when a signal
+/// that wait takes is stored, not for another name; and a signal stored while the attempt was
+/// still running makes the task due when that attempt parks it.
 ///
 /// Checks
 /// [`DurableStore::send_signal`](smol_durable_core::DurableStore::send_signal),
-/// [`DurableStore::wake_task`](smol_durable_core::DurableStore::wake_task).
-pub async fn a_signal_wakes_a_parked_task_and_only_that(fixture: Fixture) {
+/// [`DurableStore::finish_attempt`](smol_durable_core::DurableStore::finish_attempt).
+pub async fn a_signal_for_an_open_wait_makes_a_parked_task_due_whichever_commits_first(
+    fixture: Fixture,
+) {
     let store = fixture.store.as_ref();
-    let created = seed(store, ClaimScope::Runner, 0).await;
-    let task_id = created.task.task_id.clone();
-    let run_id = created.run.run_id.clone();
     async fn not_before(store: &dyn DurableStore, task_id: &str) -> Option<i64> {
         store
             .get_task(task_id)
@@ -372,21 +371,29 @@ pub async fn a_signal_wakes_a_parked_task_and_only_that(fixture: Fixture) {
             .expect("task")
             .not_before
     }
-    let attempt = started(start(store, &created, OWNER, 10_000, 10).await);
-    // Running: nothing to wake.
-    assert!(!store.wake_task(&task_id, 20).await.expect("wake running"));
-    finish(
-        store,
-        &created,
-        &attempt.attempt_id,
-        OWNER,
-        AttemptOutcome::Released {
-            not_before: Some(i64::MAX),
-        },
-        30,
-    )
-    .await
-    .expect("park");
+    let park = |created: &smol_durable_core::store::CreatedRun, attempt_id: String, now: i64| {
+        let created = created.clone();
+        async move {
+            finish(
+                store,
+                &created,
+                &attempt_id,
+                OWNER,
+                AttemptOutcome::Released {
+                    not_before: Some(i64::MAX),
+                },
+                now,
+            )
+            .await
+            .expect("park");
+        }
+    };
+    // Signal after parking.
+    let first = seed(store, ClaimScope::Runner, 0).await;
+    let (task_id, run_id) = (first.task.task_id.clone(), first.run.run_id.clone());
+    let attempt = started(start(store, &first, OWNER, 10_000, 10).await);
+    wait_step(store, &run_id, &["go"], OWNER, 11).await;
+    park(&first, attempt.attempt_id.clone(), 30).await;
     assert_eq!(not_before(store, &task_id).await, Some(i64::MAX));
     stored(
         store
@@ -397,16 +404,40 @@ pub async fn a_signal_wakes_a_parked_task_and_only_that(fixture: Fixture) {
     assert_eq!(
         not_before(store, &task_id).await,
         Some(i64::MAX),
-        "without wake nothing changes"
+        "nobody waits for it"
     );
-    let waking = NewSignal {
-        wake: true,
-        ..signal(&run_id, "go", json!(2), 50)
-    };
-    stored(store.send_signal(waking).await.expect("send"));
+    stored(
+        store
+            .send_signal(signal(&run_id, "go", json!(2), 50))
+            .await
+            .expect("send"),
+    );
     assert_eq!(not_before(store, &task_id).await, Some(50), "due now");
-    assert!(!store.wake_task(&task_id, 60).await.expect("already due"));
-    assert_eq!(not_before(store, &task_id).await, Some(50));
+    // Signal before parking: the parking attempt's end finds it.
+    let second = seed(store, ClaimScope::Runner, 0).await;
+    let (task_id, run_id) = (second.task.task_id.clone(), second.run.run_id.clone());
+    let attempt = started(start(store, &second, OWNER, 10_000, 10).await);
+    wait_step(store, &run_id, &["go"], OWNER, 11).await;
+    stored(
+        store
+            .send_signal(signal(&run_id, "go", json!(3), 20))
+            .await
+            .expect("send"),
+    );
+    park(&second, attempt.attempt_id.clone(), 30).await;
+    assert_eq!(not_before(store, &task_id).await, Some(30), "due at once");
+    // Nothing answering: it stays parked.
+    let third = seed(store, ClaimScope::Runner, 0).await;
+    let attempt = started(start(store, &third, OWNER, 10_000, 10).await);
+    wait_step(store, &third.run.run_id, &["go"], OWNER, 11).await;
+    stored(
+        store
+            .send_signal(signal(&third.run.run_id, "other", json!(4), 20))
+            .await
+            .expect("send"),
+    );
+    park(&third, attempt.attempt_id.clone(), 30).await;
+    assert_eq!(not_before(store, &third.task.task_id).await, Some(i64::MAX));
 }
 
 /// Open waits are the `wait` steps that have not completed, of runs that have not finished,

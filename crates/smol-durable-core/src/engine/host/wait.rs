@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::{cancelled, invalid, rejected, step_span, Claimed, RunScope};
 use crate::decide::{stored_deadline, wait_deadline, WaitOutcome};
-use crate::engine::mailbox::{Delivery, Registration, WaitSlot};
+use crate::engine::mailbox::{ClaimedWait, Delivery, Registration};
 use crate::engine::steps::complete_fenced;
 use crate::events::EventType;
 use crate::schema::OutputSchema;
@@ -42,9 +42,11 @@ impl RunScope {
         };
         let signature = StepSignature::wait(&self.scope, &spec.names);
         let checkpoint = self.next_checkpoint(&signature);
+        // Its place in line is taken now, in the order the script makes its calls.
         let order = self.ctx.mailbox.ticket();
+        let reservation = self.ctx.mailbox.reserve(order, &self.run_id, &spec.names);
         let span = step_span("wait", &self.run_id, &checkpoint);
-        self.run_wait(spec, signature, checkpoint, order)
+        self.run_wait(spec, signature, checkpoint, order, reservation)
             .instrument(span)
             .boxed()
     }
@@ -55,13 +57,19 @@ impl RunScope {
         signature: StepSignature,
         checkpoint: String,
         order: u64,
+        reservation: Registration,
     ) -> Result<Value, HostError> {
         // Checked by WaitSpec::parse already.
         let schema = match spec.schema.as_ref().map(OutputSchema::compile).transpose() {
             Ok(schema) => schema,
             Err(message) => return Err(invalid(message)),
         };
+        let mut reservation = Some(reservation);
         loop {
+            // Taken again in the same place after a lost lease.
+            let registration = reservation
+                .take()
+                .unwrap_or_else(|| self.ctx.mailbox.reserve(order, &self.run_id, &spec.names));
             let input = json!({
                 "names": spec.names,
                 "deadline": wait_deadline(self.ctx.now(), spec.timeout_ms, spec.deadline),
@@ -86,7 +94,14 @@ impl RunScope {
             };
             let deadline = stored_deadline(&row).map_err(|error| self.fatal(error))?;
             let ended = self
-                .await_signal(&row, &spec, &checkpoint, deadline, schema.clone(), order)
+                .await_signal(
+                    &row,
+                    &spec,
+                    &checkpoint,
+                    deadline,
+                    schema.clone(),
+                    registration,
+                )
                 .await;
             match ended {
                 Ok(Ended::Outcome(outcome)) => {
@@ -124,21 +139,26 @@ impl RunScope {
         checkpoint: &str,
         deadline: Option<i64>,
         schema: Option<OutputSchema>,
-        order: u64,
+        mut registration: Registration,
     ) -> Result<Ended, HostError> {
         let engine = &self.ctx.engine;
         let _waiting = self.ctx.waiting(deadline);
-        let mut registration = self.ctx.mailbox.register(WaitSlot {
-            order,
-            run_id: self.run_id.clone(),
+        registration.claimed(ClaimedWait {
             step_id: row.step_id.clone(),
             fence: row.fence,
-            names: spec.names.clone(),
             deadline,
             schema,
         });
         let mut started = false;
         loop {
+            // Listening before looking: a signal stored between the look and the wait below
+            // still wakes it (PostgreSQL registers its interest on the first poll).
+            let bell = engine.signal_bell.notified();
+            tokio::pin!(bell);
+            bell.as_mut().enable();
+            let sent = engine.store.signal_sent(&self.run_id);
+            tokio::pin!(sent);
+            let sent_already = futures::poll!(sent.as_mut()).is_ready();
             if let Some(ended) = self.look(row, deadline, &mut registration).await? {
                 return Ok(ended);
             }
@@ -161,6 +181,9 @@ impl RunScope {
             }
             // A run started to detach at waits stops here (the cancel token fires below).
             self.ctx.detach_at_wait(deadline);
+            if sent_already {
+                continue;
+            }
             let poll = engine.limits.wait_poll;
             let nap = deadline.map_or(poll, |deadline| {
                 let left = u64::try_from(deadline.saturating_sub(self.ctx.now())).unwrap_or(0);
@@ -172,8 +195,8 @@ impl RunScope {
                     Ok(Delivery::LeaseLost) | Err(_) => Ended::LeaseLost,
                 }),
                 () = crate::clock::sleep_for(engine.clock.as_ref(), nap) => {}
-                () = engine.store.signal_sent(&self.run_id) => {}
-                () = engine.signal_bell.notified() => {}
+                () = &mut sent => {}
+                () = &mut bell => {}
                 () = self.ctx.cancel.cancelled() => return Err(cancelled()),
             }
         }
