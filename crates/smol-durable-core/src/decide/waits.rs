@@ -301,8 +301,12 @@ mod tests {
         let due = |signals: &[SignalRecord]| {
             due_for_signals(&State::Pending, Some(9_000), 1_000, &waits, signals)
         };
-        assert_eq!(due(&[answer.clone()]), Some(1_000));
-        assert_eq!(due(&[other.clone()]), None, "nobody waits for it");
+        assert_eq!(due(std::slice::from_ref(&answer)), Some(1_000));
+        assert_eq!(
+            due(std::slice::from_ref(&other)),
+            None,
+            "nobody waits for it"
+        );
         assert_eq!(due(&[late]), None, "stored after the deadline");
         assert_eq!(due(&[]), None);
         let mut elsewhere = answer.clone();
