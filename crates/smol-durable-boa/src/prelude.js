@@ -150,6 +150,15 @@
     }
     return call("sleep", rounded, null).then(() => undefined);
   };
+  // The host checks these calls' arguments at once and hands a bad one back, to be thrown here,
+  // in the script's own frame.
+  const checkedCall = (kind, first, second) => {
+    const answer = call(kind, first, second);
+    if (answer !== null && typeof answer === "object" && typeof answer.argumentError === "string") {
+      throw new (answer.range ? RangeError : TypeError)(answer.argumentError);
+    }
+    return answer;
+  };
   // Names and options are checked by the host at the call (bad ones throw there). What JSON
   // would lose is kept for it: an own `default` property that is undefined still counts, and
   // a non-finite time is sent as text (JSON would make it null: "no timeout").
@@ -166,7 +175,7 @@
         }
       }
     }
-    return call(kind, toJson(names, `${kind}() names`), json(checked, `${kind}() options`));
+    return checkedCall(kind, toJson(names, `${kind}() names`), json(checked, `${kind}() options`));
   };
   const waitFor = (name, options) => waitCall("waitFor", [name], options);
   const waitForAny = (names, options) => {
@@ -185,7 +194,7 @@
     if (typeof payload === "function" || typeof payload === "symbol") {
       throw new TypeError(`signal() payload must be JSON, got a ${typeof payload}`);
     }
-    return call("signal", toJson([targetRunId, name], "signal()"), json(payload, "signal() payload"));
+    return checkedCall("signal", toJson([targetRunId, name], "signal()"), json(payload, "signal() payload"));
   };
   const settle = (thunk) =>
     inBranch(() => {

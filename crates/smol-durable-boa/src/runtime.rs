@@ -312,14 +312,10 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
             let options = parse(second, ctx)?;
             let max_sleep_ms =
                 STATE.with(|state| state.borrow().as_ref().map_or(0, |s| s.max_sleep_ms));
-            let spec = WaitSpec::parse(&names, &options, any, max_sleep_ms).map_err(|error| {
-                let native = if error.out_of_range {
-                    JsNativeError::range()
-                } else {
-                    JsNativeError::typ()
-                };
-                native.with_message(error.message)
-            })?;
+            let spec = match WaitSpec::parse(&names, &options, any, max_sleep_ms) {
+                Ok(spec) => spec,
+                Err(error) => return argument_error(ctx, &error.message, error.out_of_range),
+            };
             HostRequest::Wait {
                 names: spec.names,
                 options,
@@ -336,9 +332,9 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
                     .with_message("signal(runId, name, payload) needs a run id and a name")
                     .into());
             };
-            check_signal_name(name).map_err(|problem| {
-                JsNativeError::typ().with_message(format!("signal(): {problem}"))
-            })?;
+            if let Err(problem) = check_signal_name(name) {
+                return argument_error(ctx, &format!("signal(): {problem}"), false);
+            }
             HostRequest::Signal {
                 run_id: run_id.to_owned(),
                 name: name.to_owned(),
@@ -423,6 +419,16 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
             Ok(promise.into())
         }
     }
+}
+
+/// A bad argument of `waitFor`, `waitForAny` or `signal`, handed back to the prelude, which
+/// throws it where the script made the call (a `RangeError` when `out_of_range`, else a
+/// `TypeError`), so the script's own location is the one reported.
+fn argument_error(ctx: &mut Context, message: &str, out_of_range: bool) -> JsResult<JsValue> {
+    JsValue::from_json(
+        &serde_json::json!({ "argumentError": message, "range": out_of_range }),
+        ctx,
+    )
 }
 
 /// `__sw_budget()`: `{total, spent}` now.

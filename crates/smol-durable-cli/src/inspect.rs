@@ -29,6 +29,11 @@ pub async fn status(engine: &Engine, id: &str, database: &Database) -> anyhow::R
         let waits = engine.waits(&filter).await?;
         if !waits.is_empty() {
             summary["waitingFor"] = crate::history::waiting_json(&waits);
+            // What the stored reason says of a run handed back to wait ("released by its
+            // owner") is not an error.
+            if let Some(object) = summary.as_object_mut() {
+                object.remove("error");
+            }
         }
     }
     outln!("{}", pretty(&summary));

@@ -275,6 +275,13 @@ async fn report(
             return Ok(Outcome::Success);
         }
         Err(Error::Detached { .. }) => {
+            // For scripts: which run waits (stdout), and what to do about it (stderr).
+            if !events_only {
+                outln!(
+                    "{}",
+                    pretty(&serde_json::json!({ "runID": run_id, "state": "waiting" }))
+                );
+            }
             errln!(
                 "note: run {run_id} waits for a signal; it was handed back and this process \
                  ends: send the signal (above) with --resume to continue it here, or let a \

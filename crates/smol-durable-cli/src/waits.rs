@@ -5,7 +5,7 @@ use std::io::Read;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use smol_durable_core::store::WaitFilter;
+use smol_durable_core::store::{State, WaitFilter};
 use smol_durable_core::{
     rfc3339_ms, Engine, Error, EventType, OpenWait, ResumeOptions, SignalOptions, WorkflowEvent,
 };
@@ -31,9 +31,36 @@ pub async fn signal(
     }
     // Watched before anything happens, so Ctrl-C during --resume cancels cooperatively.
     let signals = options.resume.then(Signals::new).transpose()?;
-    let receipt = engine
+    let sent = engine
         .signal(&options.run_id, &options.name, payload, send)
-        .await?;
+        .await;
+    let receipt = match sent {
+        Ok(receipt) => receipt,
+        Err(error @ Error::InvalidState { .. }) => {
+            errln!("error: {error}");
+            if let Ok(status) = engine.status(&options.run_id).await {
+                if matches!(status.run.state, State::Failed | State::Cancelled) {
+                    let script = status.run.workflow.script_path.clone().unwrap_or_default();
+                    let resume = shell_line(&[
+                        "smol-durable",
+                        "--db",
+                        &invocation.database.as_flag(),
+                        "run",
+                        &script,
+                        "--resume-run",
+                        &status.run.root_run_id,
+                        "--detach-on-wait",
+                    ]);
+                    errln!(
+                        "hint: resume it first (it waits again, with the same deadline), then \
+                         send the signal: {resume}"
+                    );
+                }
+            }
+            return Ok(Outcome::Failed);
+        }
+        Err(error) => return Err(error.into()),
+    };
     let mut shown = serde_json::to_value(&receipt)?;
     shown["runId"] = json!(options.run_id);
     shown["name"] = json!(options.name);
@@ -124,7 +151,7 @@ pub async fn waits(engine: &Engine, options: &WaitsArgs) -> anyhow::Result<Outco
                 table.push(vec![
                     wait.run_id.clone(),
                     wait.names.join(" | "),
-                    wait.description.clone().unwrap_or_default(),
+                    one_line(wait.description.as_deref().unwrap_or_default(), 60),
                     wait.deadline.map_or_else(|| "none".to_owned(), rfc3339_ms),
                     humanize(now, wait.since),
                 ]);
@@ -172,7 +199,7 @@ pub fn wait_lines(event: &WorkflowEvent, signal_command: &[String]) -> Vec<Strin
                     .join(" or ")
             );
             if let Some(description) = text("description") {
-                line.push_str(&format!(": {description}"));
+                line.push_str(&format!(": {}", one_line(description, 200)));
             }
             match text("deadline") {
                 Some(deadline) => line.push_str(&format!(" (until {deadline})")),
@@ -183,7 +210,10 @@ pub fn wait_lines(event: &WorkflowEvent, signal_command: &[String]) -> Vec<Strin
                 run_id.to_owned(),
                 names.first().copied().unwrap_or("NAME").to_owned(),
             ]);
-            let answer = format!("{} --data '<JSON>'", shell_line(&command));
+            let mut answer = format!("{} --data '<JSON>'", shell_line(&command));
+            if names.len() > 1 {
+                answer.push_str(&format!(" (or name {})", names[1..].join(", ")));
+            }
             vec![line, format!("[wait] answer with: {answer}")]
         }
         EventType::WaitCompleted => match text("outcome") {
@@ -192,11 +222,38 @@ pub fn wait_lines(event: &WorkflowEvent, signal_command: &[String]) -> Vec<Strin
                 text("name").unwrap_or_default()
             )],
             Some("timedOut") => vec![format!(
-                "[wait] timed out at {}",
+                "[wait] {} timed out at {}",
+                event
+                    .data
+                    .get("names")
+                    .and_then(Value::as_array)
+                    .map(|names| {
+                        names
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(|name| format!("{name:?}"))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    })
+                    .unwrap_or_default(),
                 text("deadline").unwrap_or_default()
             )],
             _ => Vec::new(),
         },
         _ => Vec::new(),
     }
+}
+
+/// `text` on one line (line breaks as spaces), cut to `max` characters with an ellipsis.
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }

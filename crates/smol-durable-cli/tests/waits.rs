@@ -119,7 +119,8 @@ fn detach_on_wait_exits_3_and_signal_resume_continues_the_run_here() {
     let output = cli.run(&["run", &script, "--detach-on-wait"]);
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(3), "{text}");
-    assert!(output.stdout.is_empty());
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(printed["state"], json!("waiting"));
     assert!(
         text.contains("waits for a signal; it was handed back"),
         "{text}"

@@ -409,7 +409,7 @@ pub enum Error {
     },
     /// The run was started (or resumed) to detach at its first wait, and did: it waits for a
     /// signal, parked; a signal makes it due for any worker, or resume it.
-    #[error("workflow detached at a wait: it waits for a signal (until {until}, epoch ms); a signal with --resume, a resume or any worker continues it")]
+    #[error("workflow detached at a wait: it waits for a signal {}; a signal with --resume, a resume or any worker continues it", until_text(*until))]
     Detached {
         /// The wait's deadline (`i64::MAX`: none).
         until: i64,
@@ -509,6 +509,15 @@ pub enum Error {
         #[source]
         cause: Option<Box<Error>>,
     },
+}
+
+/// "until <time>" for a deadline, "without a deadline" for `i64::MAX`.
+fn until_text(until: i64) -> String {
+    if until == i64::MAX {
+        "without a deadline".to_owned()
+    } else {
+        format!("until {}", crate::clock::rfc3339_ms(until))
+    }
 }
 
 impl Error {

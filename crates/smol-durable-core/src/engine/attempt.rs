@@ -214,11 +214,14 @@ async fn finish(
                 },
             };
             let recorded = record_end(ctx, outcome, now).await;
-            ctx.emit(
-                EventType::Error,
-                root_meta,
-                object(json!({ "message": error.to_string() })),
-            );
+            // Handed back (released, parked, detached): the run goes on later, nothing failed.
+            if error.kind() != crate::ErrorKind::Stopped {
+                ctx.emit(
+                    EventType::Error,
+                    root_meta,
+                    object(json!({ "message": error.to_string() })),
+                );
+            }
             match recorded {
                 Err(lost @ Error::LeaseLost(_)) => Err(lost),
                 Err(store_error) => {

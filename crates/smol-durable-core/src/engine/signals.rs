@@ -31,6 +31,11 @@ impl Engine {
         options: SignalOptions,
     ) -> Result<SignalReceipt, Error> {
         check_signal_name(name).map_err(Error::InvalidRequest)?;
+        if options.idempotency_key.as_deref() == Some("") {
+            return Err(Error::InvalidRequest(
+                "an idempotency key must not be empty".to_owned(),
+            ));
+        }
         let max = self.shared.limits.max_signal_bytes;
         let bytes = json_len(&payload);
         if bytes > max {

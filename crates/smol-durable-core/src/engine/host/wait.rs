@@ -109,7 +109,7 @@ impl RunScope {
                     self.emit(
                         EventType::WaitCompleted,
                         Some(&row.step_id),
-                        completed_event(&checkpoint, &outcome),
+                        completed_event(&checkpoint, &spec.names, &outcome),
                     );
                     return answer(&spec, &outcome);
                 }
@@ -289,18 +289,20 @@ pub(crate) fn timeout_message(spec: &WaitSpec, deadline: i64) -> String {
     )
 }
 
-fn completed_event(checkpoint: &str, outcome: &WaitOutcome) -> Value {
+fn completed_event(checkpoint: &str, names: &[String], outcome: &WaitOutcome) -> Value {
     match outcome {
         WaitOutcome::Received {
             name, signal_id, ..
         } => json!({
             "checkpoint": checkpoint,
+            "names": names,
             "outcome": "received",
             "name": name,
             "signalId": signal_id,
         }),
         WaitOutcome::TimedOut { deadline } => json!({
             "checkpoint": checkpoint,
+            "names": names,
             "outcome": "timedOut",
             "deadline": crate::clock::rfc3339_ms(*deadline),
         }),
