@@ -2,13 +2,11 @@
 //! idempotency key of its own, so a signaller killed halfway and started again sends each tick
 //! exactly once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
-use smol_durable_core::{DurableStore, Engine, SignalOptions};
-use smol_durable_testkit::{FaultPlan, FaultyStore};
+use smol_durable_core::{Engine, SignalOptions};
 
 /// The signal the torture's `waits.mjs` waits for.
 pub(crate) const TICK: &str = "tick";
@@ -42,15 +40,13 @@ pub(crate) struct SignallerOptions {
 }
 
 pub(crate) async fn run(options: SignallerOptions) -> anyhow::Result<()> {
-    let mut store = crate::stores::open(&options.db, options.pg_schema.as_deref()).await?;
-    if options.fault_rate > 0.0 {
-        let seed = options.seed ^ u64::from(std::process::id());
-        let faulty: Arc<dyn DurableStore> = Arc::new(FaultyStore::new(
-            store,
-            FaultPlan::retryable(seed, options.fault_rate),
-        ));
-        store = faulty;
-    }
+    let store = crate::stores::open_with_faults(
+        &options.db,
+        options.pg_schema.as_deref(),
+        options.fault_rate,
+        options.seed,
+    )
+    .await?;
     // A process that only sends: no provider, no script engine.
     let engine = Engine::builder().store(store).build_submitter()?;
     for n in 0..TICKS {

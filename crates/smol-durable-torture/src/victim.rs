@@ -12,10 +12,9 @@ use clap::Args;
 use serde_json::Value;
 use smol_durable_boa::BoaEngine;
 use smol_durable_core::{
-    AgentProvider, AgentRequest, AgentResponse, DebugProvider, DurableStore, Engine, ProviderError,
+    AgentProvider, AgentRequest, AgentResponse, DebugProvider, Engine, ProviderError,
     ResumeOptions, RunRequest, WorkflowSource,
 };
-use smol_durable_testkit::{FaultPlan, FaultyStore};
 
 /// Options of `smol-durable-torture victim`.
 #[derive(Debug, Args)]
@@ -79,15 +78,13 @@ impl AgentProvider for LoggingProvider {
 }
 
 pub(crate) async fn run(options: VictimOptions) -> anyhow::Result<()> {
-    let mut store = crate::stores::open(&options.db, options.pg_schema.as_deref()).await?;
-    if options.fault_rate > 0.0 {
-        let seed = options.seed ^ u64::from(std::process::id());
-        let faulty: Arc<dyn DurableStore> = Arc::new(FaultyStore::new(
-            store,
-            FaultPlan::retryable(seed, options.fault_rate),
-        ));
-        store = faulty;
-    }
+    let store = crate::stores::open_with_faults(
+        &options.db,
+        options.pg_schema.as_deref(),
+        options.fault_rate,
+        options.seed,
+    )
+    .await?;
     let engine = Engine::builder()
         .store(store)
         .script_engine(Arc::new(BoaEngine::new()))

@@ -121,6 +121,27 @@ async fn join(handle: smol_durable_core::RunHandle) -> Value {
         .result
 }
 
+fn engine_for(
+    fixture: &Fixture,
+    scripts: &ScriptedEngine,
+    provider: &Arc<ScriptedProvider>,
+) -> Engine {
+    builder(fixture, scripts, provider).build().expect("engine")
+}
+
+/// Starts `main.mjs` locally; its handle and run id.
+async fn start_main(
+    engine: &Engine,
+    scripts: &ScriptedEngine,
+) -> (smol_durable_core::RunHandle, String) {
+    let handle = engine
+        .start(start_request(scripts, json!({})))
+        .await
+        .expect("start");
+    let run_id = handle.run_id().to_owned();
+    (handle, run_id)
+}
+
 fn start_request(scripts: &ScriptedEngine, args: Value) -> RunRequest {
     RunRequest::new(scripts.source("main.mjs"), args)
 }
@@ -135,14 +156,8 @@ pub async fn a_signal_sent_before_the_wait_is_kept_for_it(fixture: Fixture) {
     });
     let provider =
         Arc::new(ScriptedProvider::new("scripted").with_delay("first", Duration::from_millis(300)));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
-    let handle = engine
-        .start(start_request(&scripts, json!({})))
-        .await
-        .expect("start");
-    let run_id = handle.run_id().to_owned();
+    let engine = engine_for(&fixture, &scripts, &provider);
+    let (handle, run_id) = start_main(&engine, &scripts).await;
     let receipt = send(&engine, &run_id, "go", json!({ "n": 1 })).await;
     assert!(!receipt.delivered, "no wait was open yet");
     assert!(!receipt.duplicate);
@@ -180,14 +195,8 @@ pub async fn a_waiting_run_continues_when_signalled(fixture: Fixture) {
         Ok(json!({ "approved": answer }))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
-    let handle = engine
-        .start(start_request(&scripts, json!({})))
-        .await
-        .expect("start");
-    let run_id = handle.run_id().to_owned();
+    let engine = engine_for(&fixture, &scripts, &provider);
+    let (handle, run_id) = start_main(&engine, &scripts).await;
     let waits = open_waits(&engine, &run_id, 1).await;
     assert_eq!(waits[0].names, vec!["approval".to_owned()]);
     assert_eq!(waits[0].description.as_deref(), Some("Approve the plan?"));
@@ -229,14 +238,8 @@ pub async fn an_idempotency_key_makes_a_send_safe_to_repeat(fixture: Fixture) {
         Ok(ctx.wait_for("go", Value::Null).await?)
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
-    let handle = engine
-        .start(start_request(&scripts, json!({})))
-        .await
-        .expect("start");
-    let run_id = handle.run_id().to_owned();
+    let engine = engine_for(&fixture, &scripts, &provider);
+    let (handle, run_id) = start_main(&engine, &scripts).await;
     open_waits(&engine, &run_id, 1).await;
     let keyed = || SignalOptions::default().idempotency_key("note-1");
     let first = engine
@@ -271,9 +274,7 @@ pub async fn signals_to_unknown_or_finished_runs_are_refused(fixture: Fixture) {
         Ok(ctx.agent("hi", Value::Null).await?)
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
+    let engine = engine_for(&fixture, &scripts, &provider);
     let unknown = engine
         .signal("run_missing", "go", json!(1), SignalOptions::default())
         .await
@@ -324,14 +325,8 @@ pub async fn two_waits_on_one_name_are_served_in_call_order(fixture: Fixture) {
         Ok(json!([first?, second?, third]))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
-    let handle = engine
-        .start(start_request(&scripts, json!({})))
-        .await
-        .expect("start");
-    let run_id = handle.run_id().to_owned();
+    let engine = engine_for(&fixture, &scripts, &provider);
+    let (handle, run_id) = start_main(&engine, &scripts).await;
     open_waits(&engine, &run_id, 2).await;
     for n in 1..=3 {
         send(&engine, &run_id, "x", json!(n)).await;
@@ -350,9 +345,7 @@ pub async fn signals_sent_early_go_to_concurrent_waits_in_call_order(fixture: Fi
     });
     let provider =
         Arc::new(ScriptedProvider::new("scripted").with_delay("first", Duration::from_millis(200)));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
+    let engine = engine_for(&fixture, &scripts, &provider);
     for _ in 0..3 {
         let handle = engine
             .start(start_request(&scripts, json!({})))
@@ -419,14 +412,8 @@ pub async fn wait_for_any_takes_one_name_and_leaves_the_rest(fixture: Fixture) {
         Ok(json!([first, second]))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
-    let handle = engine
-        .start(start_request(&scripts, json!({})))
-        .await
-        .expect("start");
-    let run_id = handle.run_id().to_owned();
+    let engine = engine_for(&fixture, &scripts, &provider);
+    let (handle, run_id) = start_main(&engine, &scripts).await;
     open_waits(&engine, &run_id, 1).await;
     send(&engine, &run_id, "b", json!("bee")).await;
     send(&engine, &run_id, "a", json!("ay")).await;
@@ -466,14 +453,8 @@ pub async fn a_passed_deadline_times_out_once_and_for_all(fixture: Fixture) {
         Ok(json!([first, second, last]))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
-    let handle = engine
-        .start(start_request(&scripts, json!({})))
-        .await
-        .expect("start");
-    let run_id = handle.run_id().to_owned();
+    let engine = engine_for(&fixture, &scripts, &provider);
+    let (handle, run_id) = start_main(&engine, &scripts).await;
     open_wait_on(&engine, &run_id, "hold").await;
     let store = fixture.store.as_ref();
     let waits = wait_steps(store, &run_id).await;
@@ -518,14 +499,8 @@ pub async fn a_cancelled_wait_waits_again_on_resume_until_the_same_deadline(fixt
         Ok(ctx.wait_for("go", json!({ "timeoutMs": 600_000 })).await?)
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
-    let handle = engine
-        .start(start_request(&scripts, json!({})))
-        .await
-        .expect("start");
-    let run_id = handle.run_id().to_owned();
+    let engine = engine_for(&fixture, &scripts, &provider);
+    let (handle, run_id) = start_main(&engine, &scripts).await;
     let before = open_waits(&engine, &run_id, 1).await;
     let deadline = before[0].deadline.expect("a deadline");
     handle.cancel();
@@ -570,14 +545,8 @@ pub async fn a_wait_whose_options_changed_keeps_its_step_and_deadline(fixture: F
             .await?)
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
-    let handle = engine
-        .start(start_request(&scripts, json!({})))
-        .await
-        .expect("start");
-    let run_id = handle.run_id().to_owned();
+    let engine = engine_for(&fixture, &scripts, &provider);
+    let (handle, run_id) = start_main(&engine, &scripts).await;
     let before = open_waits(&engine, &run_id, 1).await;
     handle.cancel();
     handle.join().await.expect_err("cancelled");
@@ -623,14 +592,8 @@ pub async fn invalid_payloads_are_refused_at_send_and_rejected_at_consumption(fi
     });
     let provider =
         Arc::new(ScriptedProvider::new("scripted").with_delay("first", Duration::from_millis(300)));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
-    let handle = engine
-        .start(start_request(&scripts, json!({})))
-        .await
-        .expect("start");
-    let run_id = handle.run_id().to_owned();
+    let engine = engine_for(&fixture, &scripts, &provider);
+    let (handle, run_id) = start_main(&engine, &scripts).await;
     let early = send(&engine, &run_id, "answer", json!({ "ok": "yes" })).await;
     open_waits(&engine, &run_id, 1).await;
     let refused = engine
@@ -698,9 +661,7 @@ pub async fn a_script_signal_is_sent_once_across_replays(fixture: Fixture) {
         ProviderErrorKind::Terminal,
         None,
     ));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
+    let engine = engine_for(&fixture, &scripts, &provider);
     let receiver = engine
         .start(RunRequest::new(scripts.source("receiver.mjs"), json!({})))
         .await
@@ -748,9 +709,7 @@ pub async fn a_parked_waiting_run_continues_when_signalled_through_another_handl
         Ok(json!([before, value, after]))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
+    let engine = engine_for(&fixture, &scripts, &provider);
     let submitted = engine
         .submit(start_request(&scripts, json!({})), SubmitOptions::new())
         .await
@@ -862,9 +821,7 @@ pub async fn a_run_started_to_detach_stops_at_its_wait_and_a_worker_continues_it
         Ok(json!([before, value]))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
+    let engine = engine_for(&fixture, &scripts, &provider);
     let handle = engine
         .start(start_request(&scripts, json!({})).detach_on_wait())
         .await
@@ -989,14 +946,8 @@ pub async fn timeouts_racing_signals_lose_nothing_and_deliver_nothing_twice(fixt
         Ok(json!({ "received": received, "timeouts": timeouts }))
     });
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = builder(&fixture, &scripts, &provider)
-        .build()
-        .expect("engine");
-    let handle = engine
-        .start(start_request(&scripts, json!({})))
-        .await
-        .expect("start");
-    let run_id = handle.run_id().to_owned();
+    let engine = engine_for(&fixture, &scripts, &provider);
+    let (handle, run_id) = start_main(&engine, &scripts).await;
     let sender = {
         let engine = engine.clone();
         let run_id = run_id.clone();
