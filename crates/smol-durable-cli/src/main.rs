@@ -83,9 +83,12 @@ fn main() -> ExitCode {
         Ok(split) => split,
         Err(error) => return fail(&error),
     };
+    // Only `run` and `submit` take workflow arguments: only their unknown options are
+    // explained as such.
+    let takes_workflow_args = argv.iter().any(|arg| arg == "run" || arg == "submit");
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
-        Err(error) => return usage_error(&error),
+        Err(error) => return usage_error(&error, takes_workflow_args),
     };
     if !workflow_args.is_empty() && !matches!(cli.command, Command::Run(_) | Command::Submit(_)) {
         return fail(&anyhow::anyhow!(
@@ -121,7 +124,7 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 
 /// A command line clap refused, said the way smol-wf says it: an unknown option of `run` names
 /// the forms workflow arguments take; a bad value gives just the option's own message.
-fn usage_error(error: &clap::Error) -> ExitCode {
+fn usage_error(error: &clap::Error, takes_workflow_args: bool) -> ExitCode {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     if !error.use_stderr() {
         // --help and --version.
@@ -130,7 +133,7 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     }
     let message = match error.kind() {
         ErrorKind::UnknownArgument => match error.get(ContextKind::InvalidArg) {
-            Some(ContextValue::String(token)) => {
+            Some(ContextValue::String(token)) if takes_workflow_args => {
                 format!("Unknown option: {token}. {}", workflow_args::ARGS_FORMS)
             }
             _ => rendered(error),
