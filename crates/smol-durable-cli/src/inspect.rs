@@ -38,33 +38,35 @@ pub async fn status(engine: &Engine, id: &str, database: &Database) -> anyhow::R
     }
     outln!("{}", pretty(&summary));
     if status.owner_gone {
-        let script = status
-            .run
-            .workflow
-            .script_path
-            .as_deref()
-            .unwrap_or("<script>");
-        let run_id = status.run.root_run_id.as_str();
-        let db = database.as_flag();
-        let mut command = vec![
-            "smol-durable",
-            "--db",
-            &db,
-            "run",
-            script,
-            "--resume-run",
-            run_id,
-        ];
+        let mut command = resume_words(database, &status.run);
         // The run keeps its provider; a `command` provider's program is not stored with it.
         if status.run.workflow.provider.as_deref() == Some("command") {
-            command.extend(["--agent-command", "<the program it ran with>"]);
+            command.extend(["--agent-command".into(), "<the program it ran with>".into()]);
         }
         errln!(
-            "note: run {run_id} is running (owner gone; resume it): {}",
+            "note: run {} is running (owner gone; resume it): {}",
+            status.run.root_run_id,
             crate::output::shell_line(&command)
         );
     }
     Ok(Outcome::Success)
+}
+
+/// `smol-durable --db DB run SCRIPT --resume-run ROOT`: the command that continues the run tree
+/// of `run` (a root run; its script as stored, `<script>` when none is).
+pub fn resume_words(database: &Database, run: &RunRecord) -> Vec<String> {
+    vec![
+        "smol-durable".into(),
+        "--db".into(),
+        database.as_flag(),
+        "run".into(),
+        run.workflow
+            .script_path
+            .clone()
+            .unwrap_or_else(|| "<script>".into()),
+        "--resume-run".into(),
+        run.root_run_id.clone(),
+    ]
 }
 
 /// `cancel`: request cancellation; a running owner notices at its next heartbeat.

@@ -11,6 +11,7 @@ use smol_durable_core::{
 };
 
 use crate::cli::{Format, SignalArgs, WaitsArgs};
+use crate::inspect::resume_words;
 use crate::output::{errln, outln, pretty, shell_line};
 use crate::run::Watch;
 use crate::stop_signals::Signals;
@@ -38,22 +39,18 @@ pub async fn signal(
         Ok(receipt) => receipt,
         Err(error @ Error::InvalidState { .. }) => {
             errln!("error: {error}");
-            if let Ok(status) = engine.status(&options.run_id).await {
-                if matches!(status.run.state, State::Failed | State::Cancelled) {
-                    let script = status.run.workflow.script_path.clone().unwrap_or_default();
-                    let resume = shell_line(&[
-                        "smol-durable",
-                        "--db",
-                        &invocation.database.as_flag(),
-                        "run",
-                        &script,
-                        "--resume-run",
-                        &status.run.root_run_id,
-                        "--detach-on-wait",
-                    ]);
+            let root = match engine.status(&options.run_id).await {
+                Ok(status) => engine.status(&status.run.root_run_id).await.ok(),
+                Err(_) => None,
+            };
+            if let Some(root) = root {
+                if matches!(root.run.state, State::Failed | State::Cancelled) {
+                    let mut resume = resume_words(invocation.database, &root.run);
+                    resume.push("--detach-on-wait".into());
                     errln!(
                         "hint: resume it first (it waits again, with the same deadline), then \
-                         send the signal: {resume}"
+                         send the signal: {}",
+                        shell_line(&resume)
                     );
                 }
             }
@@ -71,7 +68,7 @@ pub async fn signal(
     errln!("{}", serde_json::to_string(&shown)?);
     let status = engine.status(&options.run_id).await?;
     let root = status.run.root_run_id.clone();
-    let root_status = engine.status(&root).await?;
+    let root_run = engine.status(&root).await?.run;
     let handle = match engine.resume(&root, ResumeOptions::new().no_wait()).await {
         Ok(handle) => handle,
         Err(Error::RunBusy { owner, .. }) => {
@@ -80,25 +77,10 @@ pub async fn signal(
         }
         Err(error) => return Err(error.into()),
     };
-    let script = root_status
-        .run
-        .workflow
-        .script_path
-        .clone()
-        .unwrap_or_else(|| "<script>".to_owned());
-    let resume_command = shell_line(&[
-        "smol-durable",
-        "--db",
-        &invocation.database.as_flag(),
-        "run",
-        &script,
-        "--resume-run",
-        &root,
-    ]);
     let watch = Watch {
         events_only: options.events,
         budget_allowance: None,
-        resume_command,
+        resume_command: shell_line(&resume_words(invocation.database, &root_run)),
         signal_command: crate::run::signal_command(invocation),
     };
     watch.follow(engine, handle, signals).await
@@ -183,21 +165,9 @@ pub fn wait_lines(event: &WorkflowEvent, signal_command: &[String]) -> Vec<Strin
     let text = |key: &str| event.data.get(key).and_then(Value::as_str);
     match event.event_type {
         EventType::WaitStarted => {
-            let names: Vec<&str> = event
-                .data
-                .get("names")
-                .and_then(Value::as_array)
-                .map(|names| names.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
+            let names = names(event);
             let run_id = text("signalRunId").unwrap_or(&event.metadata.run_id);
-            let mut line = format!(
-                "[wait] {run_id} waits for {}",
-                names
-                    .iter()
-                    .map(|name| format!("{name:?}"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            );
+            let mut line = format!("[wait] {run_id} waits for {}", quoted(&names));
             if let Some(description) = text("description") {
                 line.push_str(&format!(": {}", one_line(description, 200)));
             }
@@ -223,25 +193,32 @@ pub fn wait_lines(event: &WorkflowEvent, signal_command: &[String]) -> Vec<Strin
             )],
             Some("timedOut") => vec![format!(
                 "[wait] {} timed out at {}",
-                event
-                    .data
-                    .get("names")
-                    .and_then(Value::as_array)
-                    .map(|names| {
-                        names
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .map(|name| format!("{name:?}"))
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    })
-                    .unwrap_or_default(),
+                quoted(&names(event)),
                 text("deadline").unwrap_or_default()
             )],
             _ => Vec::new(),
         },
         _ => Vec::new(),
     }
+}
+
+/// The names a wait event names.
+fn names(event: &WorkflowEvent) -> Vec<&str> {
+    event
+        .data
+        .get("names")
+        .and_then(Value::as_array)
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// `"a" or "b"`.
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| format!("{name:?}"))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// `text` on one line (line breaks as spaces), cut to `max` characters with an ellipsis.
