@@ -92,19 +92,25 @@ impl Tables {
             .ok_or_else(|| not_found(operation, "step", step_id))
     }
 
-    /// The `wait` steps that have not completed, of the runs of `task_id` (of `run_id` only,
-    /// when given).
-    fn open_wait_steps(&self, task_id: &str, run_id: Option<&str>) -> Vec<StepRecord> {
+    /// The `wait` steps that have not completed, with their runs, of the runs of `task_id` and
+    /// `run_id` (any, for `None`).
+    fn open_waits<'a>(
+        &'a self,
+        task_id: Option<&'a str>,
+        run_id: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a StepRecord, &'a RunRecord)> + 'a {
         self.steps
             .values()
             .filter(|step| step.kind == StepKind::Wait && step.state != State::Completed)
-            .filter(|step| run_id.is_none_or(|run_id| step.run_id == run_id))
-            .filter(|step| {
-                self.runs
-                    .get(&step.run_id)
-                    .is_some_and(|run| run.task_id == task_id)
-            })
-            .cloned()
+            .filter(move |step| run_id.is_none_or(|run_id| step.run_id == run_id))
+            .filter_map(|step| Some((step, self.runs.get(&step.run_id)?)))
+            .filter(move |(_, run)| task_id.is_none_or(|task_id| run.task_id == task_id))
+    }
+
+    /// The open `wait` steps of the runs of `task_id` (of `run_id` only, when given).
+    fn open_wait_steps(&self, task_id: &str, run_id: Option<&str>) -> Vec<StepRecord> {
+        self.open_waits(Some(task_id), run_id)
+            .map(|(step, _)| step.clone())
             .collect()
     }
 
@@ -911,20 +917,9 @@ impl StoreAdmin for MemoryStore {
     async fn list_open_waits(&self, filter: &WaitFilter) -> StoreResult<Vec<StepRecord>> {
         let tables = self.lock()?;
         let mut waits: Vec<StepRecord> = tables
-            .steps
-            .values()
-            .filter(|step| step.kind == StepKind::Wait && step.state != State::Completed)
-            .filter(|step| filter.run_id.as_ref().is_none_or(|run| &step.run_id == run))
-            .filter(|step| {
-                tables.runs.get(&step.run_id).is_some_and(|run| {
-                    !run.state.is_terminal()
-                        && filter
-                            .task_id
-                            .as_ref()
-                            .is_none_or(|task| &run.task_id == task)
-                })
-            })
-            .cloned()
+            .open_waits(filter.task_id.as_deref(), filter.run_id.as_deref())
+            .filter(|(_, run)| !run.state.is_terminal())
+            .map(|(step, _)| step.clone())
             .collect();
         waits.sort_by(|a, b| {
             a.created_at
