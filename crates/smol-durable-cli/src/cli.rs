@@ -99,7 +99,10 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ProviderArgs {
     /// The provider agents use unless they name one: `debug` (offline, the default),
-    /// `command` or `openai` (OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_MODEL).
+    /// `claude-code`, `codex`, `opencode`, `pi` (the CLI on PATH, or
+    /// SMOL_DURABLE_{CLAUDE,CODEX,OPENCODE,PI}_BIN), `anthropic` (ANTHROPIC_API_KEY,
+    /// ANTHROPIC_MODEL, ANTHROPIC_BASE_URL), `openai` (OPENAI_API_KEY, OPENAI_MODEL,
+    /// OPENAI_BASE_URL) or `command`.
     #[arg(long, value_name = "NAME")]
     pub agent_provider: Option<String>,
     /// The program the `command` provider runs per agent call, with its arguments

@@ -444,19 +444,34 @@ impl AgentInfo {
                 .cloned()
         };
         let text = |value: Option<Value>| value.and_then(|v| v.as_str().map(str::to_owned));
-        let result = |key: &str| {
+        let stored = |key: &str| {
             step.result
                 .as_ref()
                 .and_then(|result| result.get(key))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
+                .filter(|value| !value.is_null())
         };
+        let result = |key: &str| stored(key).and_then(Value::as_str).map(str::to_owned);
         Some(Self {
             provider: text(input("/provider")),
             model: result("model"),
             phase: text(input("/context/phase")),
             session_id: result("sessionId"),
-            isolation: input("/options/isolation"),
+            // What the call ran in (`{kind, branch, worktreePath, cwd}`), else what it asked for.
+            isolation: stored("isolation")
+                .cloned()
+                .or_else(|| input("/options/isolation")),
+        })
+    }
+
+    /// The isolation in a table cell: the worktree's branch, else the option as written.
+    fn isolation_text(&self) -> Option<String> {
+        let isolation = self.isolation.as_ref()?;
+        Some(match isolation.get("branch").and_then(Value::as_str) {
+            Some(branch) => format!("worktree {branch}"),
+            None => match isolation {
+                Value::String(kind) => kind.clone(),
+                other => other.to_string(),
+            },
         })
     }
 
@@ -817,7 +832,7 @@ impl RunView {
         outln!();
         outln!("Steps");
         outln!();
-        let mut steps = Table::new(&[
+        let mut columns = vec![
             "KIND",
             "STATE",
             "PHASE",
@@ -829,7 +844,13 @@ impl RunView {
             "OUTPUT",
             "TOTAL",
             "SESSION",
-        ]);
+        ];
+        // Only runs that isolated a call get the column (smol-wf's table stays as it was).
+        let with_isolation = self.agents.values().any(|agent| agent.isolation.is_some());
+        if with_isolation {
+            columns.push("ISOLATION");
+        }
+        let mut steps = Table::new(&columns);
         let by_step = self.by_step();
         let dash = |value: Option<&String>| value.map_or_else(|| "-".to_owned(), Clone::clone);
         for step in &self.steps {
@@ -851,6 +872,9 @@ impl RunView {
             ];
             row.extend(tokens.cells());
             row.push(dash(agent.and_then(|a| a.session_id.as_ref())));
+            if with_isolation {
+                row.push(dash(agent.and_then(AgentInfo::isolation_text).as_ref()));
+            }
             steps.push(row);
         }
         print_lines(&steps);

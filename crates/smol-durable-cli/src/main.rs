@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use smol_durable_anthropic::AnthropicProvider;
 use smol_durable_boa::{BoaEngine, IsolatedEngine, IsolationLimits};
 use smol_durable_core::decide::RetryPolicy;
 use smol_durable_core::{CommandProvider, DebugProvider, Engine, SessionLogDir};
@@ -210,6 +211,9 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
         database: &database,
         script_flags: script_flags(&cli),
     };
+    if matches!(cli.command, Command::Run(_) | Command::Worker(_)) {
+        remove_stale_worktrees().await;
+    }
     match cli.command {
         Command::Run(options) => run::run(&engine, &options, workflow_args, &invocation).await,
         Command::Submit(options) => run::submit(&engine, &options, workflow_args).await,
@@ -254,11 +258,33 @@ fn script_flags(cli: &Cli) -> Vec<String> {
     flags
 }
 
+/// Removes the agent worktrees (`isolation: "worktree"`) that killed processes left in the
+/// repository of the current directory, before this process makes new ones.
+async fn remove_stale_worktrees() {
+    let Ok(cwd) = std::env::current_dir() else {
+        return;
+    };
+    match smol_durable_core::worktree::remove_stale_worktrees(&cwd).await {
+        Ok(removed) if !removed.branches.is_empty() => tracing::info!(
+            worktrees = removed.worktrees.len(),
+            branches = removed.branches.len(),
+            "removed agent worktrees left behind by killed processes"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot remove stale agent worktrees"),
+    }
+}
+
 /// The providers the CLI has built in.
-const PROVIDERS: [&str; 3] = [
+const PROVIDERS: [&str; 8] = [
     DebugProvider::NAME,
     CommandProvider::NAME,
     OpenAiProvider::NAME,
+    AnthropicProvider::NAME,
+    smol_durable_agents::NAMES[0],
+    smol_durable_agents::NAMES[1],
+    smol_durable_agents::NAMES[2],
+    smol_durable_agents::NAMES[3],
 ];
 
 /// A provider name a run may record: a built-in one (smol-wf's message otherwise).
@@ -340,6 +366,16 @@ fn engine(
             .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
         if openai_configured || options.provider() == OpenAiProvider::NAME {
             builder = builder.provider(Arc::new(OpenAiProvider::from_env()));
+        }
+        let anthropic_configured = ["ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+        if anthropic_configured || options.provider() == AnthropicProvider::NAME {
+            builder = builder.provider(Arc::new(AnthropicProvider::from_env()));
+        }
+        // The coding-agent CLIs cost nothing until a call runs one.
+        for provider in smol_durable_agents::all() {
+            builder = builder.provider(provider);
         }
         // A submitter records a provider it need not have (workers bring theirs).
         if builder.has_provider(options.provider()) {

@@ -1,15 +1,19 @@
-//! What a person watching a run on a terminal sees on stderr: phases, log lines, agent calls
-//! with their duration, replayed steps, and tokens spent against the budget.
+//! What a person watching a run on a terminal sees on stderr besides the `[phase]` and
+//! `[log]` lines: agent calls (numbered, so parallel ones can be told apart) with what each
+//! is doing and for how long, retries, sleeps, replayed steps, and tokens spent against the
+//! budget.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 use smol_durable_core::{EventType, WorkflowEvent};
 
-/// Turns events into lines; remembers when each agent call started and what was spent.
+/// Turns events into lines; remembers each running agent call and what was spent.
 #[derive(Debug, Default)]
 pub struct Progress {
-    started: HashMap<String, u64>,
+    /// Per running call (by step): when it started and its number.
+    running: HashMap<String, (u64, usize)>,
+    calls: usize,
     spent: u64,
     budget: Option<u64>,
 }
@@ -28,13 +32,29 @@ impl Progress {
         let text = |key: &str| event.data.get(key).and_then(Value::as_str).unwrap_or("");
         let step = event.metadata.step_id.clone().unwrap_or_default();
         let indent = "  ".repeat(event.metadata.workflow_depth as usize);
+        let now = event.elapsed_nanos.unwrap_or_default();
+        let seconds = |start: u64| now.saturating_sub(start) as f64 / 1e9;
         let line = match event.event_type {
-            EventType::Phase => format!("▸ {}", text("phase")),
-            EventType::Log => format!("  {}", text("message")),
             EventType::AgentStarted => {
-                self.started
-                    .insert(step, event.elapsed_nanos.unwrap_or_default());
-                format!("  … agent: {}", short(text("prompt")))
+                self.calls += 1;
+                self.running.insert(step, (now, self.calls));
+                format!(
+                    "  … agent #{}: {}",
+                    self.calls,
+                    short(text("promptPreview"))
+                )
+            }
+            EventType::AgentEvent => {
+                let action = text("action");
+                let (start, number) = self.running.get(&step).copied()?;
+                if action.is_empty() {
+                    return None;
+                }
+                format!(
+                    "  ↳ agent #{number} {:.1}s: {}",
+                    seconds(start),
+                    short(action)
+                )
             }
             EventType::AgentCompleted => {
                 let output_tokens = |usage: Option<&Value>| {
@@ -48,19 +68,20 @@ impl Progress {
                 let tokens = output_tokens(event.data.get("usage"))
                     .saturating_add(output_tokens(failed.and_then(|tries| tries.get("usage"))));
                 self.spent = self.spent.saturating_add(tokens);
-                let took = self
-                    .started
-                    .remove(&step)
-                    .zip(event.elapsed_nanos)
-                    .map(|(start, end)| end.saturating_sub(start) as f64 / 1e9)
-                    .unwrap_or(0.0);
+                let (start, number) = self.running.remove(&step).unwrap_or((now, 0));
                 let spent = match self.budget {
                     Some(total) => format!("{} of {total} tokens", self.spent),
                     None => format!("{} tokens", self.spent),
                 };
-                format!("  ✓ agent done in {took:.1}s ({spent})")
+                format!(
+                    "  ✓ agent #{number} done in {:.1}s ({spent})",
+                    seconds(start)
+                )
             }
-            EventType::AgentFailed => format!("  ✗ agent failed: {}", short(text("error"))),
+            EventType::AgentFailed => {
+                let (_, number) = self.running.remove(&step).unwrap_or((now, 0));
+                format!("  ✗ agent #{number} failed: {}", short(text("message")))
+            }
             EventType::AgentRetrying => {
                 let number = |key: &str| event.data.get(key).and_then(Value::as_u64).unwrap_or(0);
                 format!(
@@ -73,7 +94,7 @@ impl Progress {
             }
             EventType::SleepStarted => format!("  ⏾ sleeping until {}", text("wakeAt")),
             EventType::StepReplayed => {
-                let what = match text("prompt") {
+                let what = match text("promptPreview") {
                     "" => text("kind").to_owned(),
                     prompt => format!("{}: {}", text("kind"), short(prompt)),
                 };
@@ -115,14 +136,29 @@ mod tests {
     }
 
     #[test]
-    fn agent_calls_show_duration_and_budget() {
+    fn agent_calls_show_their_actions_duration_and_budget() {
         let mut progress = Progress::new(Some(100));
         let started = progress.line(&event(
             EventType::AgentStarted,
             1_000_000_000,
-            json!({ "prompt": "write a poem\nabout tea" }),
+            json!({ "promptPreview": "write a poem\nabout tea" }),
         ));
-        assert_eq!(started.as_deref(), Some("  … agent: write a poem…"));
+        assert_eq!(started.as_deref(), Some("  … agent #1: write a poem…"));
+        let acting = progress.line(&event(
+            EventType::AgentEvent,
+            2_250_000_000,
+            json!({ "providerEvent": {}, "action": "Bash: cargo test" }),
+        ));
+        assert_eq!(
+            acting.as_deref(),
+            Some("  ↳ agent #1 1.2s: Bash: cargo test")
+        );
+        let quiet = event(
+            EventType::AgentEvent,
+            2_300_000_000,
+            json!({ "providerEvent": {} }),
+        );
+        assert_eq!(progress.line(&quiet), None);
         let done = progress.line(&event(
             EventType::AgentCompleted,
             3_500_000_000,
@@ -130,21 +166,39 @@ mod tests {
         ));
         assert_eq!(
             done.as_deref(),
-            Some("  ✓ agent done in 2.5s (12 of 100 tokens)")
+            Some("  ✓ agent #1 done in 2.5s (12 of 100 tokens)")
         );
         let replayed = progress.line(&event(
             EventType::StepReplayed,
             0,
-            json!({ "kind": "agent", "prompt": "hi" }),
+            json!({ "kind": "agent", "promptPreview": "hi" }),
         ));
         assert_eq!(replayed.as_deref(), Some("  ↺ replayed agent: hi"));
+        // `[phase]` and `[log]` lines say those already.
         assert_eq!(
-            progress
-                .line(&event(EventType::Phase, 0, json!({ "phase": "draft" })))
-                .as_deref(),
-            Some("▸ draft")
+            progress.line(&event(EventType::Phase, 0, json!({ "name": "draft" }))),
+            None
         );
         assert_eq!(progress.line(&event(EventType::Result, 0, json!({}))), None);
+    }
+
+    #[test]
+    fn a_failed_agent_says_why() {
+        let mut progress = Progress::new(None);
+        progress.line(&event(
+            EventType::AgentStarted,
+            0,
+            json!({ "promptPreview": "x" }),
+        ));
+        let failed = progress.line(&event(
+            EventType::AgentFailed,
+            0,
+            json!({ "message": "Codex provider exited with code 1: boom" }),
+        ));
+        assert_eq!(
+            failed.as_deref(),
+            Some("  ✗ agent #1 failed: Codex provider exited with code 1: boom")
+        );
     }
 
     #[test]

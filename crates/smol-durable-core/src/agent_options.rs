@@ -80,6 +80,18 @@ pub struct EffectiveOptions {
     /// How failed tries are retried, as far as the call says (the engine's default policy
     /// supplies the rest).
     pub retry: RetryOverride,
+    /// `timeoutMs`: each provider call of this step is stopped after this long.
+    pub timeout_ms: Option<u64>,
+    /// `isolation`: where the provider runs.
+    pub isolation: Option<Isolation>,
+}
+
+/// Where an agent call runs (the `isolation` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// `"worktree"`: in a fresh git worktree of the workflow's repository, on a branch of its
+    /// own, removed when the call ends.
+    Worktree,
 }
 
 /// Options that cannot be used; the message is smol-wf's where it had one.
@@ -111,6 +123,8 @@ pub fn effective_options(
                 options: other,
                 phase: None,
                 retry: RetryOverride::default(),
+                timeout_ms: None,
+                isolation: None,
             })
         }
     };
@@ -148,11 +162,15 @@ pub fn effective_options(
         Value::Object(options)
     };
     let retry = retry_policy(&options)?;
+    let timeout_ms = timeout_ms(&options)?;
+    let isolation = isolation(&options)?;
     Ok(EffectiveOptions {
         provider,
         options,
         phase,
         retry,
+        timeout_ms,
+        isolation,
     })
 }
 
@@ -355,6 +373,30 @@ fn retry_policy(options: &Value) -> Result<RetryOverride, OptionsError> {
         max_tries,
         backoff_ms,
     })
+}
+
+/// `options.timeoutMs`: a positive whole number of milliseconds, or absent / `null` (no limit,
+/// as in smol-wf).
+fn timeout_ms(options: &Value) -> Result<Option<u64>, OptionsError> {
+    match options.get("timeoutMs") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .filter(|ms| *ms > 0)
+            .map(Some)
+            .ok_or_else(|| OptionsError::new("agent timeoutMs must be a positive integer")),
+    }
+}
+
+/// `options.isolation`: `"worktree"`, or absent / `null`.
+fn isolation(options: &Value) -> Result<Option<Isolation>, OptionsError> {
+    match options.get("isolation") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(kind)) if kind == "worktree" => Ok(Some(Isolation::Worktree)),
+        Some(other) => Err(OptionsError(format!(
+            "agent isolation must be \"worktree\" (got {other})"
+        ))),
+    }
 }
 
 /// A parsed model selector: `model-id`, `provider/model-id`, either followed by

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+use crate::process::{working_dir, ProcessGroupGuard};
 use crate::{AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind};
 
 /// The exit status (`EX_TEMPFAIL`) by which a command says "try again later".
@@ -21,7 +22,8 @@ pub const EXIT_TEMPORARY_FAILURE: i32 = 75;
 /// `model`, `usage` (`{inputTokens, outputTokens}`) and `raw`; anything else on stdout (plain text, or JSON
 /// without `output`) is the output itself, as text with one trailing newline removed.
 ///
-/// A non-zero exit fails the call with the program's stderr; exit status 75 (`EX_TEMPFAIL`)
+/// The program runs in the call's working directory (see [`working_dir`]). A non-zero exit
+/// fails the call with the program's stderr; exit status 75 (`EX_TEMPFAIL`)
 /// and a timeout are retryable, any other failure is terminal. The program is killed when
 /// the call times out or the run is cancelled.
 ///
@@ -79,6 +81,9 @@ impl CommandProvider {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(dir) = working_dir(request) {
+            command.current_dir(dir);
+        }
         // Its own process group, so a timeout or a cancellation also stops whatever the
         // program started (`sh -c …`, `npx …` wrappers).
         #[cfg(unix)]
@@ -87,7 +92,7 @@ impl CommandProvider {
             ProviderError::terminal(format!("cannot start {}: {error}", self.program))
                 .with_source(error)
         })?;
-        let mut group = ProcessGroup(child.id());
+        let mut group = ProcessGroupGuard::new(child.id());
         let stdin = child.stdin.take();
         // Written while the output is read: a large request and a large answer must not wait
         // on each other's pipe.
@@ -98,7 +103,7 @@ impl CommandProvider {
             }
         };
         let ((), output) = tokio::join!(write, child.wait_with_output());
-        group.0 = None;
+        group.disarm();
         let output = output.map_err(|error| {
             ProviderError::transient(format!("{} did not finish: {error}", self.program))
                 .with_source(error)
@@ -118,23 +123,6 @@ impl CommandProvider {
             });
         }
         response(&output.stdout)
-    }
-}
-
-/// Kills a program's whole process group unless the program finished (`.0` cleared).
-struct ProcessGroup(Option<u32>);
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        if let Some(pid) = self.0 {
-            // `kill -KILL -- -PGID`: the crate forbids `unsafe`, so no direct libc call.
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
     }
 }
 

@@ -86,6 +86,7 @@ mod failure_reason;
 mod ids;
 pub mod limits;
 pub mod paths;
+pub mod process;
 mod provider;
 mod schema;
 mod script;
@@ -93,6 +94,7 @@ mod session_dir;
 pub mod signals;
 mod signature;
 pub mod store;
+pub mod worktree;
 
 /// Re-exported: implementing [`AgentProvider`], [`ScriptEngine`] or a store needs it, and its
 /// version must be this crate's.
@@ -112,7 +114,10 @@ pub use error::{
 pub use events::{EventMetadata, EventSink, EventType, SessionLogSink, WorkflowEvent};
 pub use ids::new_id;
 pub use limits::Limits;
-pub use provider::{AgentContext, AgentProvider, AgentRequest, AgentResponse, Usage, UsageCost};
+pub use provider::{
+    AgentContext, AgentEvent, AgentEvents, AgentProvider, AgentRequest, AgentResponse, Usage,
+    UsageCost,
+};
 pub use script::{
     BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, PhaseMeta, ScriptEngine,
     ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,

@@ -1,5 +1,7 @@
 //! The agent provider contract: one call in, one result (or classified error) out.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -83,10 +85,12 @@ impl Usage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageCost {
-    /// For the prompt.
-    pub input: f64,
-    /// For the output.
-    pub output: f64,
+    /// For the prompt, when the provider breaks the cost down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<f64>,
+    /// For the output, when the provider breaks the cost down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<f64>,
     /// For cache reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read: Option<f64>,
@@ -103,11 +107,20 @@ impl UsageCost {
     /// Nothing, in US dollars (what the offline `debug` provider costs).
     pub fn free() -> Self {
         Self {
-            input: 0.0,
-            output: 0.0,
+            input: Some(0.0),
+            output: Some(0.0),
+            ..Self::usd(0.0)
+        }
+    }
+
+    /// A total in US dollars, not broken down (what Claude Code and opencode report).
+    pub fn usd(total: f64) -> Self {
+        Self {
+            input: None,
+            output: None,
             cache_read: None,
             cache_write: None,
-            total: 0.0,
+            total,
             currency: "USD".to_owned(),
         }
     }
@@ -141,6 +154,88 @@ pub struct AgentRequest {
     /// `attempt` that the command provider's protocol has used since 0.1.0.
     #[serde(rename = "attempt")]
     pub fence: u32,
+    /// Where the provider reports what the agent does while the call runs (never serialised).
+    #[serde(skip)]
+    pub events: AgentEvents,
+}
+
+/// One thing an agent did while a call ran: a line a coding-agent CLI printed, a streamed chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentEvent {
+    /// The provider's own event, as it printed it (becomes `data.providerEvent`).
+    pub provider_event: Value,
+    /// The provider's session, once known.
+    pub session_id: Option<String>,
+    /// A one-line summary of what the agent is doing (`Bash: cargo test`, `edit src/lib.rs`),
+    /// for progress displays; `None` for events that are not an action.
+    pub action: Option<String>,
+}
+
+impl AgentEvent {
+    /// An event carrying `provider_event`, no session yet, no action.
+    pub fn new(provider_event: Value) -> Self {
+        Self {
+            provider_event,
+            session_id: None,
+            action: None,
+        }
+    }
+
+    /// Sets the session id.
+    pub fn with_session_id(mut self, session_id: Option<&str>) -> Self {
+        self.session_id = session_id.map(str::to_owned);
+        self
+    }
+
+    /// Sets the action summary.
+    pub fn with_action(mut self, action: Option<String>) -> Self {
+        self.action = action;
+        self
+    }
+}
+
+/// Where a provider reports [`AgentEvent`]s while a call runs. The engine turns each one into
+/// a `workflow.agent_event` event at once (stored, size-capped, and delivered to sinks), so
+/// `events --follow` and progress displays see a long call as it happens.
+///
+/// Cheap to clone; [`send`](Self::send) never blocks and never fails. A request made outside
+/// an engine (`AgentRequest::new`) carries a handle that drops every event.
+#[derive(Clone, Default)]
+pub struct AgentEvents(Option<Arc<dyn Fn(AgentEvent) + Send + Sync>>);
+
+impl AgentEvents {
+    /// A handle that calls `receive` for every event (the engine's, or a test's).
+    pub fn new(receive: impl Fn(AgentEvent) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(receive)))
+    }
+
+    /// Reports one event.
+    pub fn send(&self, event: AgentEvent) {
+        if let Some(receive) = &self.0 {
+            receive(event);
+        }
+    }
+}
+
+impl std::fmt::Debug for AgentEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "AgentEvents(receiving)"
+        } else {
+            "AgentEvents(dropping)"
+        })
+    }
+}
+
+/// Two handles are equal when they deliver to the same receiver (or both drop).
+impl PartialEq for AgentEvents {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 impl AgentRequest {
@@ -154,6 +249,7 @@ impl AgentRequest {
             run_id: String::new(),
             step_id: String::new(),
             fence: 1,
+            events: AgentEvents::default(),
         }
     }
 

@@ -10,7 +10,9 @@ use tracing::Instrument;
 
 use super::claim::take_completed_result;
 use super::{cancelled, invalid, rejected, step_span, Claimed, RunScope};
-use crate::agent_options::{effective_options, legacy_signature, step_key, OptionDefaults};
+use crate::agent_options::{
+    effective_options, legacy_signature, step_key, Isolation, OptionDefaults,
+};
 use crate::decide::{step_lease_expires_at, RetryPolicy};
 use crate::engine::context::object;
 use crate::engine::steps::complete_fenced;
@@ -31,6 +33,9 @@ struct AgentCall {
     options: Value,
     phase: Option<String>,
     retry: RetryPolicy,
+    /// Each provider call is stopped after this long (`timeoutMs`).
+    timeout: Option<Duration>,
+    isolation: Option<Isolation>,
     schema: Option<OutputSchema>,
     signature: StepSignature,
     checkpoint: String,
@@ -144,6 +149,8 @@ impl RunScope {
                 .engine
                 .default_agent_retry
                 .overridden_by(effective.retry),
+            timeout: effective.timeout_ms.map(Duration::from_millis),
+            isolation: effective.isolation,
             schema,
             signature,
             checkpoint,
@@ -244,18 +251,34 @@ impl RunScope {
             metadata.clone(),
             object(json!({ "phase": call.phase, "promptPreview": prompt_preview(&call.prompt) })),
         );
+        let mut billed: Vec<LedgerEntry> = Vec::new();
+        let worktree = match call.isolation {
+            Some(Isolation::Worktree) => match self.create_worktree().await {
+                Ok(worktree) => Some(worktree),
+                Err(message) => {
+                    let error = Error::Provider(ProviderError::terminal(message.clone()));
+                    return Err(self
+                        .fail_agent_step(row, message, error, billed, metadata)
+                        .await);
+                }
+            },
+            None => None,
+        };
         let request = AgentRequest {
             prompt: call.prompt.clone(),
             options: call.options.clone(),
             context: AgentContext {
                 phase: call.phase.clone(),
-                cwd: self.ctx.settings.cwd.clone(),
+                cwd: match &worktree {
+                    Some(worktree) => Some(worktree.cwd().to_string_lossy().into_owned()),
+                    None => self.ctx.settings.cwd.clone(),
+                },
             },
             run_id: self.run_id.clone(),
             step_id: row.step_id.clone(),
             fence,
+            events: self.agent_events(call, &metadata),
         };
-        let mut billed: Vec<LedgerEntry> = Vec::new();
         let result = match (
             &call.schema,
             self.call_with_retry(call, &request, row, &mut billed, "")
@@ -266,6 +289,17 @@ impl RunScope {
                     .await
             }
             (_, result) => result,
+        };
+        let result = match worktree {
+            Some(worktree) => {
+                let isolation = worktree.metadata();
+                worktree.remove().await;
+                result.map(|response| AgentResponse {
+                    isolation: Some(isolation),
+                    ..response
+                })
+            }
+            None => result,
         };
         let response = match result {
             Ok(response) => response,
@@ -361,6 +395,43 @@ impl RunScope {
         }
         let seen: AgentResponse = serde_json::from_value(completed.value).unwrap_or(response);
         Ok(seen.output)
+    }
+
+    /// The worktree of an `isolation: "worktree"` call, in the run's directory (else the
+    /// process's).
+    async fn create_worktree(&self) -> Result<crate::worktree::AgentWorktree, String> {
+        let cwd = match &self.ctx.settings.cwd {
+            Some(cwd) => std::path::PathBuf::from(cwd),
+            None => std::env::current_dir()
+                .map_err(|error| format!("cannot read the current directory: {error}"))?,
+        };
+        crate::worktree::AgentWorktree::create(&cwd).await
+    }
+
+    /// The handle through which the provider's live events become `workflow.agent_event`
+    /// events (smol-wf's data: `provider`, `sessionId`, `providerEvent`, `stepId`).
+    fn agent_events(
+        &self,
+        call: &AgentCall,
+        metadata: &crate::EventMetadata,
+    ) -> crate::AgentEvents {
+        let ctx = Arc::clone(&self.ctx);
+        let metadata = metadata.clone();
+        let provider = call.provider.name().to_owned();
+        crate::AgentEvents::new(move |event| {
+            let mut metadata = metadata.clone();
+            metadata.session_id.clone_from(&event.session_id);
+            let mut data = object(json!({
+                "provider": provider,
+                "sessionId": event.session_id,
+                "providerEvent": event.provider_event,
+                "stepId": metadata.step_id,
+            }));
+            if let Some(action) = event.action {
+                data.insert("action".to_owned(), Value::String(action));
+            }
+            ctx.emit(EventType::AgentEvent, metadata, data);
+        })
     }
 
     /// Fails a claimed agent step with `message` (billing `billed`), reports it, and gives the
@@ -469,7 +540,7 @@ impl RunScope {
                 return Err(CallEnd::Cancelled);
             }
             tries += 1;
-            let call_once = call.provider.run(request.clone());
+            let call_once = timed(call, call.provider.run(request.clone()));
             let result = if self.ctx.engine.session_sink.is_some() {
                 call_once.await
             } else {
@@ -510,6 +581,24 @@ impl RunScope {
                 () = self.ctx.cancel.cancelled() => return Err(CallEnd::Cancelled),
             }
         }
+    }
+}
+
+/// A provider call, stopped (dropped: its processes are killed) after the call's `timeoutMs`.
+async fn timed(
+    call: &AgentCall,
+    run: impl std::future::Future<Output = Result<AgentResponse, ProviderError>>,
+) -> Result<AgentResponse, ProviderError> {
+    let Some(limit) = call.timeout else {
+        return run.await;
+    };
+    match tokio::time::timeout(limit, run).await {
+        Ok(result) => result,
+        Err(_) => Err(ProviderError::transient(format!(
+            "{} provider timed out after {} ms (timeoutMs)",
+            call.provider.name(),
+            limit.as_millis()
+        ))),
     }
 }
 

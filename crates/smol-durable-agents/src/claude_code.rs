@@ -1,0 +1,300 @@
+//! `claude-code`: Claude Code's `claude --print` in stream-JSON mode.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use smol_durable_core::process::working_dir;
+use smol_durable_core::{
+    AgentEvent, AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind,
+    UsageCost,
+};
+
+use crate::answer::{count, output, text, Tokens};
+use crate::process::{self, Invocation};
+use crate::{failure, no_session, option, tool_action, Binary};
+
+const DISPLAY: &str = "Claude Code";
+
+/// Runs `claude [--model M] [--effort T] [--agent A] --output-format stream-json --verbose
+/// --input-format text [--json-schema S] --print` with the prompt on stdin (smol-wf's command
+/// line).
+///
+/// - `model` (no provider qualifier, checked by the engine), `thinking` → `--effort`,
+///   `agentType` → `--agent`; a `schema` goes to `--json-schema` and the answer is the
+///   result's `structured_output`.
+/// - Reads `session_id`, the model from the `init` line, and from the final `result` line
+///   the answer, `usage` (`input_tokens` excludes the cache; `cache_read_input_tokens`,
+///   `cache_creation_input_tokens`) and `total_cost_usd` (`cost_usd` in older versions).
+/// - A result with `is_error`, an `error_*` subtype (even with `is_error: false`, as
+///   `error_max_budget_usd` comes), a non-zero exit or no result line fails the call;
+///   `api_error_status` 429 / 529 make it retryable.
+#[derive(Debug, Clone)]
+pub struct ClaudeCodeProvider {
+    name: String,
+    binary: Binary,
+}
+
+impl ClaudeCodeProvider {
+    /// The name scripts and the CLI select it by.
+    pub const NAME: &'static str = "claude-code";
+
+    /// The environment variable naming the `claude` binary (default: `claude` on `PATH`).
+    pub const BIN_VARIABLE: &'static str = "SMOL_DURABLE_CLAUDE_BIN";
+
+    /// A provider running `claude` from [`BIN_VARIABLE`](Self::BIN_VARIABLE) or `PATH`.
+    pub fn new() -> Self {
+        Self {
+            name: Self::NAME.to_owned(),
+            binary: Binary::from_env(Self::BIN_VARIABLE, "claude"),
+        }
+    }
+
+    /// Runs this binary instead.
+    pub fn program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.binary = Binary(path.into());
+        self
+    }
+
+    /// Registers the provider under another name.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    fn invocation(&self, request: &AgentRequest) -> Invocation {
+        let mut args: Vec<String> = Vec::new();
+        for (flag, option_name) in [
+            ("--model", "model"),
+            ("--effort", "thinking"),
+            ("--agent", "agentType"),
+        ] {
+            if let Some(value) = option(request, option_name) {
+                args.extend([flag.to_owned(), value.to_owned()]);
+            }
+        }
+        args.extend(
+            [
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--input-format",
+                "text",
+            ]
+            .map(str::to_owned),
+        );
+        if let Some(schema) = request.options.get("schema").filter(|s| !s.is_null()) {
+            args.extend(["--json-schema".to_owned(), schema.to_string()]);
+        }
+        args.push("--print".to_owned());
+        Invocation {
+            display: DISPLAY,
+            program: self.binary.0.clone(),
+            args: args.into_iter().map(Into::into).collect(),
+            cwd: working_dir(request),
+            stdin: Some(request.prompt.clone().into_bytes()),
+        }
+    }
+}
+
+impl Default for ClaudeCodeProvider {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl AgentProvider for ClaudeCodeProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
+        let mut session: Option<String> = None;
+        let events = request.events.clone();
+        let finished = process::run(self.invocation(&request), |line| {
+            if session.is_none() {
+                session = text(line, "/session_id").map(str::to_owned);
+            }
+            events.send(
+                AgentEvent::new(line.clone())
+                    .with_session_id(session.as_deref())
+                    .with_action(action(line)),
+            );
+        })
+        .await?;
+        let result = finished
+            .lines
+            .iter()
+            .rev()
+            .find(|line| text(line, "/type") == Some("result"));
+        let usage = result.map(|result| tokens(result).usage());
+        let error_detail = result.and_then(error_detail);
+        if !finished.succeeded() {
+            let mut message = finished.exit_message();
+            if finished.stderr.trim().is_empty() {
+                if let Some(detail) = &error_detail {
+                    // The result says why better than the whole transcript would.
+                    message = format!(
+                        "{DISPLAY} provider exited with code {}: {detail}",
+                        finished.code.unwrap_or(-1)
+                    );
+                }
+            }
+            let status = result
+                .and_then(|r| r.get("api_error_status"))
+                .and_then(Value::as_u64);
+            let detail = error_detail.unwrap_or_else(|| finished.stderr.clone());
+            return Err(failure(message, status, &detail, usage));
+        }
+        let Some(result) = result else {
+            return Err(ProviderError::new(
+                ProviderErrorKind::InvalidResponse,
+                format!("{DISPLAY} provider finished without a result line"),
+            ));
+        };
+        if let Some(detail) = error_detail {
+            let status = result.get("api_error_status").and_then(Value::as_u64);
+            return Err(failure(
+                format!("{DISPLAY} provider reported an error: {detail}"),
+                status,
+                &detail,
+                usage,
+            ));
+        }
+        let session = session
+            .or_else(|| text(result, "/session_id").map(str::to_owned))
+            .ok_or_else(|| no_session(DISPLAY))?;
+        let structured = request.options.get("schema").is_some_and(|s| !s.is_null());
+        let answer = match result
+            .get("structured_output")
+            .or_else(|| result.get("structuredOutput"))
+            .filter(|value| structured && !value.is_null())
+        {
+            Some(value) => value.clone(),
+            None => output(
+                text(result, "/result").unwrap_or_default().to_owned(),
+                structured,
+            ),
+        };
+        let model = finished
+            .lines
+            .iter()
+            .find_map(|line| {
+                (text(line, "/subtype") == Some("init"))
+                    .then(|| text(line, "/model"))
+                    .flatten()
+            })
+            .map(str::to_owned)
+            .or_else(|| {
+                result
+                    .get("modelUsage")
+                    .and_then(Value::as_object)
+                    .and_then(|models| models.keys().next().cloned())
+            })
+            .or_else(|| request.model().map(str::to_owned));
+        let mut response = AgentResponse::new(answer)
+            .with_session_id(session)
+            .with_raw(Value::Array(finished.lines.clone()));
+        response.usage = usage;
+        response.model = model;
+        Ok(response)
+    }
+}
+
+/// The result's usage and cost.
+fn tokens(result: &Value) -> Tokens {
+    Tokens {
+        input: count(result, "/usage/input_tokens"),
+        output: count(result, "/usage/output_tokens"),
+        cache_read: count(result, "/usage/cache_read_input_tokens"),
+        cache_write: count(result, "/usage/cache_creation_input_tokens"),
+        cost: result
+            .get("total_cost_usd")
+            .or_else(|| result.get("cost_usd"))
+            .and_then(Value::as_f64)
+            .map(UsageCost::usd),
+    }
+}
+
+/// Why a result line is an error (`subtype: detail`), or `None` for a success.
+fn error_detail(result: &Value) -> Option<String> {
+    let subtype = text(result, "/subtype").unwrap_or("error");
+    let is_error = result.get("is_error").and_then(Value::as_bool) == Some(true);
+    if !is_error && !subtype.starts_with("error") {
+        return None;
+    }
+    let errors: Vec<String> = result
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|error| match error {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let detail = if errors.is_empty() {
+        text(result, "/result").unwrap_or_default().to_owned()
+    } else {
+        errors.join("; ")
+    };
+    Some(if detail.is_empty() {
+        subtype.to_owned()
+    } else {
+        format!("{subtype}: {detail}")
+    })
+}
+
+/// The last tool an assistant line calls.
+fn action(line: &Value) -> Option<String> {
+    if text(line, "/type") != Some("assistant") {
+        return None;
+    }
+    line.pointer("/message/content")?
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|block| text(block, "/type") == Some("tool_use"))
+        .map(|block| {
+            tool_action(
+                text(block, "/name").unwrap_or("tool"),
+                block.get("input").unwrap_or(&Value::Null),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn error_results_say_why() {
+        let result = json!({"type": "result", "subtype": "error_max_turns", "is_error": true,
+            "errors": ["Reached maximum number of turns (3)"]});
+        assert_eq!(
+            error_detail(&result).as_deref(),
+            Some("error_max_turns: Reached maximum number of turns (3)")
+        );
+        let budget =
+            json!({"type": "result", "subtype": "error_max_budget_usd", "is_error": false});
+        assert_eq!(
+            error_detail(&budget).as_deref(),
+            Some("error_max_budget_usd")
+        );
+        let ok = json!({"type": "result", "subtype": "success", "is_error": false, "result": "x"});
+        assert_eq!(error_detail(&ok), None);
+    }
+
+    #[test]
+    fn tool_calls_become_actions() {
+        let line = json!({"type": "assistant", "message": {"content": [
+            {"type": "text", "text": "Let me look"},
+            {"type": "tool_use", "name": "Bash", "input": {"command": "cargo test\nmore"}}
+        ]}});
+        assert_eq!(action(&line).as_deref(), Some("Bash: cargo test"));
+        assert_eq!(action(&json!({"type": "user"})), None);
+    }
+}

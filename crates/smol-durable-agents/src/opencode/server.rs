@@ -1,0 +1,177 @@
+//! opencode's server mode: `opencode serve` on a loopback port, one session, one message.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use smol_durable_core::process::{working_dir, ProcessGroupGuard};
+use smol_durable_core::{
+    AgentEvent, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::{action, classified, step_tokens, DISPLAY};
+use crate::answer::{output, text, Tokens};
+use crate::{no_session, option, Binary};
+
+/// How long the server may take to say where it listens (smol-wf's limit).
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs one call through a server started for it, stopped (its process group killed) when the
+/// call ends or is dropped.
+pub(super) async fn run(
+    binary: &Binary,
+    request: &AgentRequest,
+) -> Result<AgentResponse, ProviderError> {
+    let mut command = tokio::process::Command::new(&binary.0);
+    command
+        .args(["serve", "--hostname", "127.0.0.1", "--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(cwd) = working_dir(request) {
+        command.current_dir(cwd);
+    }
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = command.spawn().map_err(|error| {
+        ProviderError::terminal(format!(
+            "{DISPLAY} provider could not start {}: {error}",
+            binary.0.display()
+        ))
+        .with_source(error)
+    })?;
+    // Killed however the call ends: the server does not stop by itself.
+    let _group = ProcessGroupGuard::new(child.id());
+    let stdout = child.stdout.take().ok_or_else(|| {
+        ProviderError::terminal(format!("{DISPLAY} provider: the server has no stdout"))
+    })?;
+    let mut lines = BufReader::new(stdout).lines();
+    let base = tokio::time::timeout(START_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(start) = line.find("http://") {
+                let url = line[start..].split_whitespace().next().unwrap_or_default();
+                return Some(url.trim_end_matches('/').to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| {
+        ProviderError::transient(format!(
+            "{DISPLAY} provider: `opencode serve` did not report its address within {} s",
+            START_TIMEOUT.as_secs()
+        ))
+    })?;
+    // The server's later output is not read; drain it so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let client = reqwest::Client::new();
+    let session: Value = post(&client, &format!("{base}/session"), &json!({})).await?;
+    let session_id = text(&session, "/id")
+        .map(str::to_owned)
+        .ok_or_else(|| no_session(DISPLAY))?;
+    let mut body = json!({ "parts": [{ "type": "text", "text": request.prompt }] });
+    if let Some((provider, model)) =
+        option(request, "model").and_then(|model| model.split_once('/'))
+    {
+        body["model"] = json!({ "providerID": provider, "modelID": model });
+    }
+    if let Some(agent) = option(request, "agentType") {
+        body["agent"] = json!(agent);
+    }
+    if let Some(variant) = option(request, "thinking") {
+        body["variant"] = json!(variant);
+    }
+    let schema = request.options.get("schema").filter(|s| !s.is_null());
+    if let Some(schema) = schema {
+        body["format"] = json!({ "type": "json_schema", "schema": schema, "retryCount": 2 });
+    }
+    let answer: Value = post(
+        &client,
+        &format!("{base}/session/{session_id}/message"),
+        &body,
+    )
+    .await?;
+    let info = answer.get("info").cloned().unwrap_or(Value::Null);
+    let parts = answer
+        .get("parts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    // The server answers once the message is done: its parts are the call's events.
+    for part in &parts {
+        let line = json!({ "type": text(part, "/type"), "sessionID": session_id, "part": part });
+        let event = AgentEvent::new(line.clone())
+            .with_session_id(Some(&session_id))
+            .with_action(action(&json!({ "type": if text(part, "/type") == Some("tool") { "tool_use" } else { "" }, "part": part })));
+        request.events.send(event);
+    }
+    let mut tokens = Tokens::default();
+    tokens.add(step_tokens(&info));
+    let usage = Some(tokens.usage());
+    if let Some(error) = info.get("error").filter(|error| !error.is_null()) {
+        let line = json!({ "type": "error", "error": error });
+        let detail = super::error_detail(&line);
+        return Err(classified(
+            format!("{DISPLAY} provider reported an error: {detail}"),
+            Some(&line),
+            "",
+            usage,
+        ));
+    }
+    let text_answer: String = parts
+        .iter()
+        .filter(|part| text(part, "/type") == Some("text"))
+        .filter_map(|part| text(part, "/text"))
+        .collect::<Vec<_>>()
+        .join("");
+    let value = match info
+        .get("structured")
+        .filter(|value| !value.is_null() && schema.is_some())
+    {
+        Some(value) => value.clone(),
+        None => output(text_answer, schema.is_some()),
+    };
+    let mut response = AgentResponse::new(value)
+        .with_session_id(session_id)
+        .with_raw(answer.clone());
+    response.usage = usage;
+    response.model = match (text(&info, "/providerID"), text(&info, "/modelID")) {
+        (Some(provider), Some(model)) => Some(format!("{provider}/{model}")),
+        _ => request.model().map(str::to_owned),
+    };
+    Ok(response)
+}
+
+/// POSTs `body` as JSON; the answer as JSON, or an error naming the status and body.
+async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Result<Value, ProviderError> {
+    let response = client.post(url).json(body).send().await.map_err(|error| {
+        ProviderError::transient(format!(
+            "{DISPLAY} provider: request to the server failed: {error}"
+        ))
+        .with_source(error)
+    })?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(crate::failure(
+            format!(
+                "{DISPLAY} provider: the server answered {status}: {}",
+                crate::process::cut(text.trim(), 4_000)
+            ),
+            Some(u64::from(status.as_u16())),
+            &text,
+            None,
+        ));
+    }
+    serde_json::from_str(&text).map_err(|error| {
+        ProviderError::new(
+            ProviderErrorKind::InvalidResponse,
+            format!("{DISPLAY} provider: the server's answer is not JSON: {error}"),
+        )
+    })
+}

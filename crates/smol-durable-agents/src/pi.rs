@@ -1,0 +1,362 @@
+//! `pi`: the pi coding agent's `pi --print --mode json`.
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use smol_durable_core::process::working_dir;
+use smol_durable_core::{
+    AgentEvent, AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind,
+    UsageCost,
+};
+
+use crate::answer::{count, text, Tokens};
+use crate::process::{self, Invocation};
+use crate::{failure, no_session, option, tool_action, Binary};
+
+const DISPLAY: &str = "Pi";
+
+/// The tool a structured call's agent must call with its answer.
+const RESULT_TOOL: &str = "workflow_result";
+
+/// Runs `pi [--extension <file>.ts] --print --mode json [--model M] [--thinking T]
+/// @<file>/prompt.md` (the prompt as a file reference; smol-wf's command line).
+///
+/// - `model`, `thinking` → `--thinking`. A `schema` has no flag in pi: a generated extension
+///   registers one tool, `workflow_result`, whose parameters are the schema (a non-object
+///   schema wrapped as `{ value }`), the prompt asks the agent to call it once with its
+///   answer, and the call's arguments are the answer. An agent that never calls it fails.
+/// - The session id is the `session` line's `id`; usage and cost are summed over the
+///   assistant messages' `message_end` (`input`, `output`, `cacheRead`, `cacheWrite`,
+///   `cost.*`); the model is theirs; the answer is the last assistant message's text.
+/// - `stopReason: "error"` (with `errorMessage`) or `"aborted"`, a non-zero exit or no
+///   `agent_end` fails the call; a rate limit or an overload in the message is retryable.
+#[derive(Debug, Clone)]
+pub struct PiProvider {
+    name: String,
+    binary: Binary,
+}
+
+impl PiProvider {
+    /// The name scripts and the CLI select it by.
+    pub const NAME: &'static str = "pi";
+
+    /// The environment variable naming the `pi` binary (default: `pi` on `PATH`).
+    pub const BIN_VARIABLE: &'static str = "SMOL_DURABLE_PI_BIN";
+
+    /// A provider running `pi` from [`BIN_VARIABLE`](Self::BIN_VARIABLE) or `PATH`.
+    pub fn new() -> Self {
+        Self {
+            name: Self::NAME.to_owned(),
+            binary: Binary::from_env(Self::BIN_VARIABLE, "pi"),
+        }
+    }
+
+    /// Runs this binary instead.
+    pub fn program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.binary = Binary(path.into());
+        self
+    }
+
+    /// Registers the provider under another name.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+impl Default for PiProvider {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl AgentProvider for PiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
+        let files = tempfile::Builder::new()
+            .prefix("smol-durable-pi-")
+            .tempdir()
+            .map_err(|error| {
+                ProviderError::terminal(format!(
+                    "{DISPLAY} provider cannot make a temporary directory: {error}"
+                ))
+            })?;
+        let write = |name: &str, content: &str| {
+            let path = files.path().join(name);
+            std::fs::write(&path, content)
+                .map(|()| path)
+                .map_err(|error| {
+                    ProviderError::terminal(format!(
+                        "{DISPLAY} provider cannot write {name}: {error}"
+                    ))
+                })
+        };
+        let schema = request.options.get("schema").filter(|s| !s.is_null());
+        let wrapped = schema.is_some_and(|schema| !is_object_schema(schema));
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        let mut prompt = request.prompt.clone();
+        if let Some(schema) = schema {
+            let parameters = if wrapped {
+                json!({"type": "object", "properties": {"value": schema}, "required": ["value"]})
+            } else {
+                schema.clone()
+            };
+            let extension = write("workflow-result.ts", &extension(&parameters))?;
+            args.extend(["--extension".into(), extension.into_os_string()]);
+            prompt.push_str(&instructions(wrapped));
+        }
+        args.extend(["--print".into(), "--mode".into(), "json".into()]);
+        if let Some(model) = option(&request, "model") {
+            args.extend(["--model".into(), model.into()]);
+        }
+        if let Some(thinking) = option(&request, "thinking") {
+            args.extend(["--thinking".into(), thinking.into()]);
+        }
+        let prompt_file = write("prompt.md", &prompt)?;
+        let mut reference = std::ffi::OsString::from("@");
+        reference.push(prompt_file.as_os_str());
+        args.push(reference);
+        let invocation = Invocation {
+            display: DISPLAY,
+            program: self.binary.0.clone(),
+            args,
+            cwd: working_dir(&request),
+            stdin: None,
+        };
+        let mut session: Option<String> = None;
+        let events = request.events.clone();
+        let finished = process::run(invocation, |line| {
+            if text(line, "/type") == Some("session") {
+                session = text(line, "/id").map(str::to_owned);
+            }
+            events.send(
+                AgentEvent::new(line.clone())
+                    .with_session_id(session.as_deref())
+                    .with_action(action(line)),
+            );
+        })
+        .await?;
+        let assistant: Vec<&Value> = finished
+            .lines
+            .iter()
+            .filter(|line| {
+                text(line, "/type") == Some("message_end")
+                    && text(line, "/message/role") == Some("assistant")
+            })
+            .filter_map(|line| line.get("message"))
+            .collect();
+        let mut tokens = Tokens::default();
+        for message in &assistant {
+            tokens.add(message_tokens(message));
+        }
+        let usage = (!assistant.is_empty()).then(|| tokens.clone().usage());
+        let failed =
+            assistant
+                .iter()
+                .rev()
+                .find_map(|message| match text(message, "/stopReason") {
+                    Some("error") => Some(
+                        text(message, "/errorMessage")
+                            .unwrap_or("the model call failed")
+                            .to_owned(),
+                    ),
+                    Some("aborted") => Some("the agent was aborted".to_owned()),
+                    _ => None,
+                });
+        if !finished.succeeded() {
+            let message = match &failed {
+                Some(detail) if finished.stderr.trim().is_empty() => format!(
+                    "{DISPLAY} provider exited with code {}: {detail}",
+                    finished.code.unwrap_or(-1)
+                ),
+                _ => finished.exit_message(),
+            };
+            let detail = failed.unwrap_or_else(|| finished.stderr.clone());
+            return Err(failure(message, None, &detail, usage));
+        }
+        if let Some(detail) = failed {
+            return Err(failure(
+                format!("{DISPLAY} provider reported an error: {detail}"),
+                None,
+                &detail,
+                usage,
+            ));
+        }
+        if !finished
+            .lines
+            .iter()
+            .any(|line| text(line, "/type") == Some("agent_end"))
+        {
+            return Err(ProviderError::new(
+                ProviderErrorKind::InvalidResponse,
+                format!("{DISPLAY} provider finished without an agent_end line"),
+            ));
+        }
+        let session = session.ok_or_else(|| no_session(DISPLAY))?;
+        let answer = match schema {
+            Some(_) => {
+                let called = finished.lines.iter().rev().find_map(|line| {
+                    (text(line, "/type") == Some("tool_execution_start")
+                        && text(line, "/toolName") == Some(RESULT_TOOL))
+                    .then(|| line.get("args").cloned())
+                    .flatten()
+                });
+                let Some(arguments) = called else {
+                    return Err(ProviderError::new(
+                        ProviderErrorKind::InvalidResponse,
+                        format!(
+                            "{DISPLAY} provider: the agent finished without calling the \
+                             {RESULT_TOOL} tool with its answer"
+                        ),
+                    )
+                    .with_usage(tokens.usage()));
+                };
+                if wrapped {
+                    arguments.get("value").cloned().unwrap_or(Value::Null)
+                } else {
+                    arguments
+                }
+            }
+            None => Value::String(
+                assistant
+                    .last()
+                    .map(|message| message_text(message))
+                    .unwrap_or_default(),
+            ),
+        };
+        let mut response = AgentResponse::new(answer)
+            .with_session_id(session)
+            .with_raw(Value::Array(finished.lines.clone()));
+        response.usage = usage;
+        response.model = assistant
+            .iter()
+            .rev()
+            .find_map(|message| text(message, "/model"))
+            .or_else(|| request.model())
+            .map(str::to_owned);
+        Ok(response)
+    }
+}
+
+fn is_object_schema(schema: &Value) -> bool {
+    text(schema, "/type") == Some("object") || schema.get("properties").is_some()
+}
+
+/// The extension registering the result tool (plain JavaScript, which pi loads as TypeScript).
+fn extension(parameters: &Value) -> String {
+    format!(
+        r#"// Generated by smol-durable for one structured agent call.
+export default function (pi) {{
+  pi.registerTool({{
+    name: "{RESULT_TOOL}",
+    label: "Workflow result",
+    description: "Submit the final answer of this task. Call it exactly once, as your last action.",
+    parameters: {parameters},
+    async execute(_toolCallId, params) {{
+      return {{ content: [{{ type: "text", text: "Result recorded. You are done." }}], details: params }};
+    }},
+  }});
+}}
+"#
+    )
+}
+
+/// What the prompt of a structured call adds.
+fn instructions(wrapped: bool) -> String {
+    let shape = if wrapped {
+        " Its answer is wrapped as { value }: pass the answer as the `value` argument."
+    } else {
+        ""
+    };
+    format!(
+        "\n\nWhen you are done, call the `{RESULT_TOOL}` tool exactly once with your final \
+         answer as its arguments.{shape}"
+    )
+}
+
+/// One assistant message's usage and cost.
+fn message_tokens(message: &Value) -> Tokens {
+    let cost = message
+        .pointer("/usage/cost")
+        .filter(|cost| cost.is_object());
+    Tokens {
+        input: count(message, "/usage/input"),
+        output: count(message, "/usage/output"),
+        cache_read: count(message, "/usage/cacheRead"),
+        cache_write: count(message, "/usage/cacheWrite"),
+        cost: cost.map(|cost| {
+            let part = |name: &str| cost.get(name).and_then(Value::as_f64);
+            UsageCost {
+                input: part("input"),
+                output: part("output"),
+                cache_read: part("cacheRead"),
+                cache_write: part("cacheWrite"),
+                ..UsageCost::usd(part("total").unwrap_or(0.0))
+            }
+        }),
+    }
+}
+
+/// The text blocks of a message, joined.
+fn message_text(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter(|block| text(block, "/type") == Some("text"))
+            .filter_map(|block| text(block, "/text"))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+/// A tool the agent starts.
+fn action(line: &Value) -> Option<String> {
+    (text(line, "/type") == Some("tool_execution_start")).then(|| {
+        tool_action(
+            text(line, "/toolName").unwrap_or("tool"),
+            line.get("args").unwrap_or(&Value::Null),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_keep_their_breakdown() {
+        let message = json!({"usage": {"input": 3, "output": 2, "cacheRead": 10, "cacheWrite": 1,
+            "cost": {"input": 0.1, "output": 0.2, "cacheRead": 0.01, "cacheWrite": 0.02, "total": 0.33}}});
+        let tokens = message_tokens(&message);
+        assert_eq!(
+            (
+                tokens.input,
+                tokens.output,
+                tokens.cache_read,
+                tokens.cache_write
+            ),
+            (3, 2, 10, 1)
+        );
+        let cost = tokens.cost.expect("cost");
+        assert_eq!(
+            (cost.input, cost.cache_write, cost.total),
+            (Some(0.1), Some(0.02), 0.33)
+        );
+    }
+
+    #[test]
+    fn the_extension_carries_the_schema_as_parameters() {
+        let source = extension(&json!({"type": "object", "properties": {"a": {"type": "number"}}}));
+        assert!(source.contains(r#"name: "workflow_result""#), "{source}");
+        assert!(
+            source
+                .contains(r#"parameters: {"properties":{"a":{"type":"number"}},"type":"object"}"#),
+            "{source}"
+        );
+    }
+}

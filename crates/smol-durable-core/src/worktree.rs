@@ -1,0 +1,386 @@
+//! `isolation: "worktree"`: an agent call that runs in a fresh git worktree of the workflow's
+//! repository, on a branch of its own, so parallel agents edit separate checkouts.
+//!
+//! Each worktree is created **locked**, with the creating process in the lock's reason
+//! (`smol-durable pid=N host=H`), so the leftovers of a process that was killed before it could
+//! remove them are recognisable: [`remove_stale_worktrees`] removes worktrees and branches whose
+//! process is gone, and runs before the first worktree of a process in a repository (and at the
+//! start of the CLI's `run` and `worker`). A live process's worktrees are never touched.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+/// Branches of agent worktrees: `smol-durable/agent-run/<lowercase ulid>`.
+pub const BRANCH_PREFIX: &str = "smol-durable/agent-run/";
+
+/// Temporary directories holding agent worktrees start with this.
+const DIR_PREFIX: &str = "smol-durable-agent-worktree-";
+
+/// A branch left without a worktree is removed only when it is older than this: `git worktree
+/// add -b` creates the branch a moment before the worktree.
+const BRANCH_GRACE_MS: u64 = 60_000;
+
+/// The error when the workflow's directory is not in a repository (smol-wf's message).
+pub const NOT_A_REPOSITORY: &str =
+    "agent isolation='worktree' requires the workflow cwd to be inside a git repository";
+
+/// Worktree changes in one repository are serialised within a process: git takes locks of its
+/// own (`index.lock`, `packed-refs.lock`) that two concurrent commands may trip over.
+static GIT_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Repositories this process already cleaned up.
+static CLEANED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+/// A worktree made for one agent call; removed by [`remove`](Self::remove), or when dropped.
+#[derive(Debug)]
+pub struct AgentWorktree {
+    repository: PathBuf,
+    holder: PathBuf,
+    path: PathBuf,
+    branch: String,
+    cwd: PathBuf,
+    removed: bool,
+}
+
+impl AgentWorktree {
+    /// Makes a worktree of the repository holding `workflow_cwd`, at its `HEAD`, and the
+    /// directory matching `workflow_cwd` inside it. The error is a message for the script.
+    pub async fn create(workflow_cwd: &Path) -> Result<Self, String> {
+        let repository = repository_root(workflow_cwd)
+            .await
+            .ok_or_else(|| NOT_A_REPOSITORY.to_owned())?;
+        let prefix = git(workflow_cwd, &["rev-parse", "--show-prefix"])
+            .await
+            .unwrap_or_default();
+        let first_in_repository = CLEANED
+            .lock()
+            .map(|mut cleaned| {
+                cleaned
+                    .get_or_insert_with(HashSet::new)
+                    .insert(repository.clone())
+            })
+            .unwrap_or(false);
+        if first_in_repository {
+            if let Err(error) = remove_stale_worktrees(&repository).await {
+                tracing::warn!(%error, "could not remove stale agent worktrees");
+            }
+        }
+        let id = ulid::Ulid::new().to_string().to_lowercase();
+        let holder = std::env::temp_dir().join(format!("{DIR_PREFIX}{id}"));
+        std::fs::create_dir_all(&holder)
+            .map_err(|error| format!("cannot create {}: {error}", holder.display()))?;
+        let path = holder.join("worktree");
+        let branch = format!("{BRANCH_PREFIX}{id}");
+        let reason = lock_reason();
+        let added = {
+            let _turn = GIT_TURN.lock().await;
+            git_status(
+                &repository,
+                &[
+                    "worktree",
+                    "add",
+                    "--quiet",
+                    "--lock",
+                    "--reason",
+                    &reason,
+                    "-b",
+                    &branch,
+                    &path.to_string_lossy(),
+                    "HEAD",
+                ],
+            )
+            .await
+        };
+        if let Err(error) = added {
+            let _ = std::fs::remove_dir_all(&holder);
+            return Err(format!("cannot create an agent worktree: {error}"));
+        }
+        let worktree = Self {
+            cwd: path.join(prefix.trim_end_matches('/')),
+            repository,
+            holder,
+            path,
+            branch,
+            removed: false,
+        };
+        // The workflow may run in a directory git does not track (empty, or ignored).
+        if let Err(error) = std::fs::create_dir_all(&worktree.cwd) {
+            worktree.remove().await;
+            return Err(format!("cannot create the agent's directory: {error}"));
+        }
+        Ok(worktree)
+    }
+
+    /// Where the provider runs: the workflow's directory inside the worktree.
+    pub fn cwd(&self) -> &Path {
+        &self.cwd
+    }
+
+    /// What the step stores: `{kind, branch, worktreePath, cwd}`.
+    pub fn metadata(&self) -> Value {
+        json!({
+            "kind": "worktree",
+            "branch": self.branch,
+            "worktreePath": self.path.to_string_lossy(),
+            "cwd": self.cwd.to_string_lossy(),
+        })
+    }
+
+    /// Removes the worktree, its branch and its directory.
+    pub async fn remove(mut self) {
+        {
+            let _turn = GIT_TURN.lock().await;
+            let _ = remove_worktree(&self.repository, &self.path, &self.branch).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.holder);
+        self.removed = true;
+    }
+}
+
+impl Drop for AgentWorktree {
+    /// A call dropped mid-way (cancelled, timed out) still removes its worktree; blocking, as
+    /// there is no runtime to await on here.
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        for args in [
+            vec!["worktree", "remove", "--force", "--force"],
+            vec!["branch", "-D"],
+        ] {
+            let target = if args[0] == "worktree" {
+                self.path.to_string_lossy().into_owned()
+            } else {
+                self.branch.clone()
+            };
+            let _ = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&self.repository)
+                .args(&args)
+                .arg(target)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.holder);
+    }
+}
+
+/// What [`remove_stale_worktrees`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaleWorktrees {
+    /// Worktrees of processes that are gone (their paths).
+    pub worktrees: Vec<String>,
+    /// Branches removed (with those worktrees, or left without one).
+    pub branches: Vec<String>,
+}
+
+/// Removes the agent worktrees and branches that processes on this host left behind when they
+/// were killed, in the repository holding `dir`. Nothing to do (not a repository, no
+/// leftovers) is not an error; only a failing `git` is.
+pub async fn remove_stale_worktrees(dir: &Path) -> Result<StaleWorktrees, String> {
+    let mut removed = StaleWorktrees::default();
+    let Some(repository) = repository_root(dir).await else {
+        return Ok(removed);
+    };
+    let _turn = GIT_TURN.lock().await;
+    let listing = git(&repository, &["worktree", "list", "--porcelain"]).await?;
+    let mut with_worktree = HashSet::new();
+    for entry in listing.split("\n\n") {
+        let field = |name: &str| {
+            entry.lines().find_map(|line| {
+                line.strip_prefix(name)
+                    .map(|rest| rest.strip_prefix(' ').unwrap_or(rest))
+            })
+        };
+        let Some(branch) = field("branch")
+            .and_then(|branch| branch.strip_prefix("refs/heads/"))
+            .filter(|branch| branch.starts_with(BRANCH_PREFIX))
+        else {
+            continue;
+        };
+        let Some(path) = field("worktree") else {
+            continue;
+        };
+        let gone = field("prunable").is_some() || field("locked").is_some_and(holder_is_gone);
+        if !gone {
+            with_worktree.insert(branch.to_owned());
+            continue;
+        }
+        remove_worktree(&repository, Path::new(path), branch).await?;
+        if let Some(holder) = Path::new(path)
+            .parent()
+            .filter(|holder| is_ours(holder.file_name()))
+        {
+            let _ = std::fs::remove_dir_all(holder);
+        }
+        removed.worktrees.push(path.to_owned());
+        removed.branches.push(branch.to_owned());
+    }
+    git(&repository, &["worktree", "prune"]).await?;
+    let branches = git(
+        &repository,
+        &[
+            "for-each-ref",
+            "--format=%(refname:short)",
+            &format!("refs/heads/{BRANCH_PREFIX}"),
+        ],
+    )
+    .await?;
+    let now = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis()),
+    )
+    .unwrap_or(u64::MAX);
+    for branch in branches.lines().map(str::trim) {
+        if branch.is_empty()
+            || with_worktree.contains(branch)
+            || removed.branches.iter().any(|done| done == branch)
+        {
+            continue;
+        }
+        let created = branch
+            .strip_prefix(BRANCH_PREFIX)
+            .and_then(|id| ulid::Ulid::from_string(&id.to_uppercase()).ok())
+            .map(|id| id.timestamp_ms());
+        if created.is_some_and(|created| now.saturating_sub(created) < BRANCH_GRACE_MS) {
+            continue;
+        }
+        git(&repository, &["branch", "-D", branch]).await?;
+        removed.branches.push(branch.to_owned());
+    }
+    Ok(removed)
+}
+
+/// `git worktree remove --force --force` (a locked worktree needs both) and `git branch -D`.
+async fn remove_worktree(repository: &Path, path: &Path, branch: &str) -> Result<(), String> {
+    if path.exists() {
+        git_status(
+            repository,
+            &[
+                "worktree",
+                "remove",
+                "--force",
+                "--force",
+                &path.to_string_lossy(),
+            ],
+        )
+        .await?;
+    } else {
+        git_status(repository, &["worktree", "prune"]).await?;
+    }
+    git_status(repository, &["branch", "-D", branch]).await
+}
+
+fn lock_reason() -> String {
+    format!(
+        "smol-durable pid={} host={}",
+        std::process::id(),
+        gethostname::gethostname().to_string_lossy()
+    )
+}
+
+/// Whether a lock reason names a process of this host that no longer runs. Worktrees locked
+/// by anything else (a person, another host) are left alone.
+fn holder_is_gone(reason: &str) -> bool {
+    let mut pid = None;
+    let mut host = None;
+    let mut words = reason.split_whitespace();
+    if words.next() != Some("smol-durable") {
+        return false;
+    }
+    for word in words {
+        if let Some(value) = word.strip_prefix("pid=") {
+            pid = value.parse::<u32>().ok();
+        } else if let Some(value) = word.strip_prefix("host=") {
+            host = Some(value);
+        }
+    }
+    let this_host = gethostname::gethostname();
+    match (pid, host) {
+        (Some(pid), Some(host)) if host == this_host.to_string_lossy() => !process_runs(pid),
+        _ => false,
+    }
+}
+
+fn process_runs(pid: u32) -> bool {
+    if Path::new("/proc/self").exists() {
+        return Path::new(&format!("/proc/{pid}")).exists();
+    }
+    std::process::Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn is_ours(name: Option<&std::ffi::OsStr>) -> bool {
+    name.and_then(std::ffi::OsStr::to_str)
+        .is_some_and(|name| name.starts_with(DIR_PREFIX))
+}
+
+async fn repository_root(dir: &Path) -> Option<PathBuf> {
+    git(dir, &["rev-parse", "--show-toplevel"])
+        .await
+        .ok()
+        .map(|root| PathBuf::from(root.trim()))
+        .filter(|root| !root.as_os_str().is_empty())
+}
+
+/// Runs `git -C dir args…`; its stdout, or its stderr as the error.
+async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let output = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|error| format!("cannot run git: {error}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_owned())
+    } else {
+        Err(format!(
+            "git {} failed: {}",
+            args.first().copied().unwrap_or_default(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+async fn git_status(dir: &Path, args: &[&str]) -> Result<(), String> {
+    git(dir, args).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dead_processes_of_this_host_hold_stale_worktrees() {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let me = std::process::id();
+        assert!(!holder_is_gone(&format!(
+            "smol-durable pid={me} host={host}"
+        )));
+        assert!(holder_is_gone(&format!(
+            "smol-durable pid={} host={host}",
+            u32::MAX - 1
+        )));
+        assert!(!holder_is_gone(&format!(
+            "smol-durable pid={} host=elsewhere-{host}",
+            u32::MAX - 1
+        )));
+        assert!(!holder_is_gone("being reviewed by Ada"));
+        assert!(!holder_is_gone(""));
+    }
+}
