@@ -32,7 +32,8 @@ const LONGEST_ARGUMENT_PROMPT: usize = 32_000;
 ///   `step_finish` parts (`tokens.input`, `tokens.output`, `tokens.cache.read|write`,
 ///   `cost`); the answer is the last `text` part. opencode prints no model: the model is the
 ///   call's.
-/// - An `error` line, a non-zero exit or no `step_finish` fails the call; an error opencode
+/// - An `error` line, a non-zero exit, or an end without a final step (`done`, or a
+///   `step_finish` whose reason is not `tool-calls`) fails the call; an error opencode
 ///   marks retryable (or a 429 / overload) is retryable.
 #[derive(Debug, Clone)]
 pub struct OpencodeProvider {
@@ -133,10 +134,18 @@ impl OpencodeProvider {
             };
             return Err(classified(message, error, &finished.stderr, usage));
         }
-        if parts.is_empty() {
+        // Done: a `done` line (newer builds), else a last step that did not stop for tools.
+        let finished_turn = finished
+            .lines
+            .iter()
+            .any(|line| text(line, "/type") == Some("done"))
+            || parts.last().is_some_and(|part| {
+                !matches!(text(part, "/reason"), Some("tool-calls" | "tool_calls"))
+            });
+        if !finished_turn {
             return Err(ProviderError::new(
                 ProviderErrorKind::InvalidResponse,
-                format!("{DISPLAY} provider finished without a step_finish line"),
+                format!("{DISPLAY} provider finished without a final step_finish line"),
             ));
         }
         let session = session.ok_or_else(|| no_session(DISPLAY))?;

@@ -153,7 +153,9 @@ def run_slow_grandchild():
 
     The grandchild stays in our process group, so a caller that kills only
     its direct child (instead of the whole group) leaves it running and the
-    marker file appears after the sleep.
+    marker file appears after the sleep.  Its stdio is /dev/null (a real
+    agent's tool subprocess talks to the agent, not to the agent's stdout), so
+    the caller's stdout reader is not held open by it.
     """
     env = dict(os.environ)
     env.setdefault("FAKE_AGENT_SLEEP", "30")
@@ -161,7 +163,8 @@ def run_slow_grandchild():
         script = 'sleep "$FAKE_AGENT_SLEEP"; touch "$FAKE_AGENT_MARKER"'
     else:
         script = 'sleep "$FAKE_AGENT_SLEEP"'
-    proc = subprocess.Popen(["sh", "-c", script], env=env)
+    proc = subprocess.Popen(["sh", "-c", script], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.wait()
 
 
