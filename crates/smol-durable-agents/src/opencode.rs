@@ -23,8 +23,12 @@ const LONGEST_ARGUMENT_PROMPT: usize = 32_000;
 /// Runs `opencode run --format json [--model provider/model] [--variant T] [--agent A]
 /// <prompt>` (smol-wf's command line), or — for a call with a `schema`, or a prompt over
 /// 32 000 bytes — starts `opencode serve --hostname 127.0.0.1 --port 0` and sends the prompt
-/// to a new session over HTTP, with `format: {type: "json_schema", schema, retryCount: 2}`
-/// when there is a schema.
+/// to a new session over HTTP (`POST /session`, `POST /session/{id}/message`), with
+/// `format: {type: "json_schema", schema, retryCount: 2}` when there is a schema; the answer
+/// is then the message's `structured` value, usage is summed over the session's assistant
+/// messages (`GET /session/{id}/message`), and the parts become events when the message is
+/// done (the server streams them only over its `/event` feed, which this provider does not
+/// follow).
 ///
 /// - `model` must be `provider/model` (checked by the engine); `thinking` → `--variant`,
 ///   `agentType` → `--agent`.

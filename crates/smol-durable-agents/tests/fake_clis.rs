@@ -531,3 +531,36 @@ async fn a_missing_binary_is_a_clear_terminal_error() {
         assert_eq!(error.kind(), ProviderErrorKind::Terminal);
     }
 }
+
+#[tokio::test]
+async fn opencodes_server_mode_reports_errors_like_the_command() {
+    let schema =
+        json!({ "schema": { "type": "object", "properties": { "a": { "type": "number" } } } });
+    let (result, _, _) = call(Cli::Opencode, "FAKE:exit", schema.clone()).await;
+    let error = result.expect_err("the server exits at once");
+    assert_eq!(
+        error.to_string(),
+        "OpenCode provider exited with code 3: fake failure on stderr"
+    );
+    let (result, _, _) = call(Cli::Opencode, "FAKE:rate_limit", schema.clone()).await;
+    let error = result.expect_err("rate limited");
+    assert!(error.is_retryable(), "{error}");
+    let (result, _, _) = call(Cli::Opencode, "FAKE:structured_missing", schema.clone()).await;
+    let error = result.expect_err("no structured answer");
+    assert!(
+        error.to_string().contains("StructuredOutputError"),
+        "{error}"
+    );
+    // A prompt too long for a command line goes to the server too, without a schema.
+    let long = format!("{}\n{}", "long prompt", "x".repeat(40_000));
+    let (result, events, fake) = call(Cli::Opencode, &long, Value::Null).await;
+    assert_eq!(
+        result.expect("long prompt").output,
+        json!("fake opencode answer: long prompt")
+    );
+    assert_eq!(fake.calls()[0]["argv"][0], json!("serve"));
+    assert!(
+        events.iter().any(|event| event.action.is_some()),
+        "{events:?}"
+    );
+}

@@ -8,7 +8,7 @@ use smol_durable_core::process::{working_dir, ProcessGroupGuard};
 use smol_durable_core::{
     AgentEvent, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::{action, classified, step_tokens, DISPLAY};
 use crate::answer::{output, text, Tokens};
@@ -28,7 +28,7 @@ pub(super) async fn run(
         .args(["serve", "--hostname", "127.0.0.1", "--port", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     if let Some(cwd) = working_dir(request) {
         command.current_dir(cwd);
@@ -48,7 +48,16 @@ pub(super) async fn run(
         ProviderError::terminal(format!("{DISPLAY} provider: the server has no stdout"))
     })?;
     let mut lines = BufReader::new(stdout).lines();
-    let base = tokio::time::timeout(START_TIMEOUT, async {
+    // Kept for the error of a server that exits at once; read all along so it never fills.
+    let stderr = child.stderr.take();
+    let stderr = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        if let Some(stderr) = stderr {
+            let _ = stderr.take(1 << 16).read_to_end(&mut kept).await;
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    });
+    let started = tokio::time::timeout(START_TIMEOUT, async {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(start) = line.find("http://") {
                 let url = line[start..].split_whitespace().next().unwrap_or_default();
@@ -57,61 +66,100 @@ pub(super) async fn run(
         }
         None
     })
-    .await
-    .ok()
-    .flatten()
-    .ok_or_else(|| {
-        ProviderError::transient(format!(
-            "{DISPLAY} provider: `opencode serve` did not report its address within {} s",
-            START_TIMEOUT.as_secs()
-        ))
-    })?;
+    .await;
+    let base = match started {
+        Ok(Some(base)) => base,
+        // Its stdout closed: the server stopped before it listened.
+        Ok(None) => {
+            return Err(stopped(&mut child, stderr).await.unwrap_or_else(|| {
+                ProviderError::transient(format!(
+                    "{DISPLAY} provider: `opencode serve` closed its output"
+                ))
+            }))
+        }
+        Err(_) => {
+            return Err(ProviderError::transient(format!(
+                "{DISPLAY} provider: `opencode serve` did not report its address within {} s",
+                START_TIMEOUT.as_secs()
+            )))
+        }
+    };
     // The server's later output is not read; drain it so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
     let client = reqwest::Client::new();
-    let session: Value = post(&client, &format!("{base}/session"), &json!({})).await?;
-    let session_id = text(&session, "/id")
-        .map(str::to_owned)
-        .ok_or_else(|| no_session(DISPLAY))?;
-    let mut body = json!({ "parts": [{ "type": "text", "text": request.prompt }] });
-    if let Some((provider, model)) =
-        option(request, "model").and_then(|model| model.split_once('/'))
-    {
-        body["model"] = json!({ "providerID": provider, "modelID": model });
-    }
-    if let Some(agent) = option(request, "agentType") {
-        body["agent"] = json!(agent);
-    }
-    if let Some(variant) = option(request, "thinking") {
-        body["variant"] = json!(variant);
-    }
     let schema = request.options.get("schema").filter(|s| !s.is_null());
-    if let Some(schema) = schema {
-        body["format"] = json!({ "type": "json_schema", "schema": schema, "retryCount": 2 });
-    }
-    let answer: Value = post(
-        &client,
-        &format!("{base}/session/{session_id}/message"),
-        &body,
-    )
-    .await?;
+    let exchange = async {
+        let session: Value = post(&client, &format!("{base}/session"), &json!({})).await?;
+        let session_id = text(&session, "/id")
+            .map(str::to_owned)
+            .ok_or_else(|| no_session(DISPLAY))?;
+        let mut body = json!({ "parts": [{ "type": "text", "text": request.prompt }] });
+        if let Some((provider, model)) =
+            option(request, "model").and_then(|model| model.split_once('/'))
+        {
+            body["model"] = json!({ "providerID": provider, "modelID": model });
+        }
+        if let Some(agent) = option(request, "agentType") {
+            body["agent"] = json!(agent);
+        }
+        if let Some(variant) = option(request, "thinking") {
+            body["variant"] = json!(variant);
+        }
+        if let Some(schema) = schema {
+            body["format"] = json!({ "type": "json_schema", "schema": schema, "retryCount": 2 });
+        }
+        let answer: Value = post(
+            &client,
+            &format!("{base}/session/{session_id}/message"),
+            &body,
+        )
+        .await?;
+        let messages = get(&client, &format!("{base}/session/{session_id}/message")).await?;
+        Ok::<_, ProviderError>((session_id, answer, messages))
+    };
+    let (session_id, answer, messages) = match exchange.await {
+        Ok(exchanged) => exchanged,
+        // A server that died mid-way says why on its stderr.
+        Err(error) => return Err(stopped(&mut child, stderr).await.unwrap_or(error)),
+    };
     let info = answer.get("info").cloned().unwrap_or(Value::Null);
+    // The answer is the last step's message only: the call's usage is the sum over every
+    // assistant message of the session (one per step), and their parts are its events.
+    let messages = match messages {
+        Value::Array(messages) => messages,
+        _ => Vec::new(),
+    };
+    let mut tokens = Tokens::default();
+    for message in &messages {
+        if text(message, "/info/role") == Some("assistant") {
+            tokens.add(step_tokens(message.get("info").unwrap_or(&Value::Null)));
+        }
+        for part in message
+            .get("parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            // In the shape `opencode run` prints: `tool` parts are `tool_use` lines.
+            let kind = match text(part, "/type") {
+                Some("tool") => "tool_use",
+                Some(other) => other,
+                None => "part",
+            };
+            let line = json!({ "type": kind, "sessionID": session_id, "part": part });
+            request.events.send(
+                AgentEvent::new(line.clone())
+                    .with_session_id(Some(&session_id))
+                    .with_action(action(&line)),
+            );
+        }
+    }
     let parts = answer
         .get("parts")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    // The server answers once the message is done: its parts are the call's events.
-    for part in &parts {
-        let line = json!({ "type": text(part, "/type"), "sessionID": session_id, "part": part });
-        let event = AgentEvent::new(line.clone())
-            .with_session_id(Some(&session_id))
-            .with_action(action(&json!({ "type": if text(part, "/type") == Some("tool") { "tool_use" } else { "" }, "part": part })));
-        request.events.send(event);
-    }
-    let mut tokens = Tokens::default();
-    tokens.add(step_tokens(&info));
     let usage = Some(tokens.usage());
     if let Some(error) = info.get("error").filter(|error| !error.is_null()) {
         let line = json!({ "type": "error", "error": error });
@@ -138,7 +186,7 @@ pub(super) async fn run(
     };
     let mut response = AgentResponse::new(value)
         .with_session_id(session_id)
-        .with_raw(answer.clone());
+        .with_raw(Value::Array(messages));
     response.usage = usage;
     response.model = match (text(&info, "/providerID"), text(&info, "/modelID")) {
         (Some(provider), Some(model)) => Some(format!("{provider}/{model}")),
@@ -147,9 +195,42 @@ pub(super) async fn run(
     Ok(response)
 }
 
+/// The error of a server that exited (within a moment): smol-wf's exit message with its
+/// stderr; `None` while it still runs.
+async fn stopped(
+    child: &mut tokio::process::Child,
+    stderr: tokio::task::JoinHandle<String>,
+) -> Option<ProviderError> {
+    let status = tokio::time::timeout(Duration::from_millis(500), child.wait())
+        .await
+        .ok()?
+        .ok()?;
+    let finished = crate::process::Finished {
+        display: DISPLAY,
+        code: status.code(),
+        lines: Vec::new(),
+        stderr: stderr.await.unwrap_or_default(),
+    };
+    Some(crate::failure(
+        finished.exit_message(),
+        None,
+        &finished.stderr,
+        None,
+    ))
+}
+
 /// POSTs `body` as JSON; the answer as JSON, or an error naming the status and body.
 async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Result<Value, ProviderError> {
-    let response = client.post(url).json(body).send().await.map_err(|error| {
+    answer(client.post(url).json(body)).await
+}
+
+/// GETs `url`; the answer as JSON.
+async fn get(client: &reqwest::Client, url: &str) -> Result<Value, ProviderError> {
+    answer(client.get(url)).await
+}
+
+async fn answer(request: reqwest::RequestBuilder) -> Result<Value, ProviderError> {
+    let response = request.send().await.map_err(|error| {
         ProviderError::transient(format!(
             "{DISPLAY} provider: request to the server failed: {error}"
         ))
