@@ -502,13 +502,8 @@ async fn events_arrive_while_the_call_runs_and_a_dropped_call_kills_the_whole_gr
             !marker.exists(),
             "{cli:?}: the grandchild survived the cancelled call"
         );
-        let pgid = fake.calls()[0]["pgid"].as_i64().unwrap();
-        let alive = std::process::Command::new("kill")
-            .args(["-0", "--", &format!("-{pgid}")])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success();
+        let pgid = fake.calls()[0]["pgid"].as_u64().unwrap() as u32;
+        let alive = smol_durable_testkit::process_group_running(pgid);
         assert!(!alive, "{cli:?}: the process group is gone");
     }
 }

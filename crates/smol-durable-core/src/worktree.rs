@@ -99,8 +99,13 @@ impl AgentWorktree {
             let _ = std::fs::remove_dir_all(&holder);
             return Err(format!("cannot create an agent worktree: {error}"));
         }
+        let prefix = prefix.trim_end_matches('/');
         let worktree = Self {
-            cwd: path.join(prefix.trim_end_matches('/')),
+            cwd: if prefix.is_empty() {
+                path.clone()
+            } else {
+                path.join(prefix)
+            },
             repository,
             holder,
             path,

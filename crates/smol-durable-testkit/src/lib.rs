@@ -46,6 +46,7 @@
 mod faults;
 mod http_stub;
 mod postgres;
+mod processes;
 mod provider;
 mod scripted;
 mod sinks;
@@ -56,6 +57,7 @@ pub mod store;
 pub use faults::{FaultCounts, FaultPlan, FaultyStore};
 pub use http_stub::{StubHttpServer, StubRequest, StubResponse};
 pub use postgres::{postgres_test_url, POSTGRES_URL_VAR};
+pub use processes::process_group_running;
 pub use provider::ScriptedProvider;
 pub use scripted::{ScriptCtx, ScriptedEngine};
 pub use sinks::{RecordingEventSink, RecordingSessionSink, SavedSession};

@@ -1,0 +1,581 @@
+//! The coding-agent providers through the engine and the binary, with the fake CLIs of
+//! `smol-durable-agents` on `PATH`: runs, per-call providers, live events, kill -9 and resume,
+//! cancellation, worktree isolation with real git, and the Anthropic API against a stub.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code asserts
+
+mod support;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use smol_durable_testkit::{StubHttpServer, StubResponse};
+use support::{stderr, Cli};
+
+/// The fakes' directory.
+fn fakes() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../smol-durable-agents/tests/fakes")
+}
+
+/// `PATH` with the fakes first.
+fn fake_path() -> String {
+    format!(
+        "{}:{}",
+        fakes().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A command of `cli` with the fakes on `PATH`, logging their calls to `log`.
+fn with_fakes(cli: &Cli, args: &[&str], log: &Path) -> Command {
+    let mut command = cli.command(args);
+    command
+        .env("PATH", fake_path())
+        .env("FAKE_AGENT_LOG", log)
+        .env("FAKE_AGENT_LINE_DELAY", "0.01");
+    command
+}
+
+/// The calls the fakes logged (opencode's server start is not a call: its message is).
+fn calls(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("log line"))
+        .filter(|call| call["mode"] != "serve")
+        .collect()
+}
+
+fn wait_for_calls(log: &Path, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while calls(log).len() < count {
+        assert!(Instant::now() < deadline, "{count} calls never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills what a killed CLI left running: the fake of `call` and its tools.
+fn kill_group(call: &Value) {
+    let pgid = call["pgid"].as_i64().expect("pgid");
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn group_alive(call: &Value) -> bool {
+    smol_durable_testkit::process_group_running(call["pgid"].as_u64().expect("pgid") as u32)
+}
+
+const TWO_CALLS: &str = r#"
+export const meta = { name: "two-calls", description: "an answer and a structured answer" };
+export default async function () {
+  const text = await agent("hello there");
+  const review = await agent("review\nFAKE_JSON: {\"verdict\": \"ship\"}", {
+    schema: { type: "object", properties: { verdict: { type: "string" } }, required: ["verdict"] },
+  });
+  return { text, review };
+}
+"#;
+
+#[test]
+fn each_coding_agent_runs_a_workflow_and_its_usage_reaches_the_ledger() {
+    for (provider, fake, session) in [
+        ("claude-code", "claude", "fake-claude-session"),
+        ("codex", "codex", "fake-codex-thread"),
+        ("opencode", "opencode", "ses_fake_opencode"),
+        ("pi", "pi", "fake-pi-session"),
+    ] {
+        let cli = Cli::new();
+        let script = cli.write("flow.js", TWO_CALLS);
+        let log = cli.path("calls.jsonl");
+        let output = with_fakes(&cli, &["run", &script, "--agent-provider", provider], &log)
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{provider}: {}", stderr(&output));
+        let printed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        assert_eq!(
+            printed["results"],
+            json!({ "text": format!("fake {fake} answer: hello there"), "review": { "verdict": "ship" } }),
+            "{provider}"
+        );
+        // smol-wf's shape: input, output, total (input + output + cache writes).
+        assert_eq!(
+            printed["tokenUsage"],
+            json!({ "inputTokens": 22, "outputTokens": 14, "totalTokens": 46 }),
+            "{provider}"
+        );
+        assert_eq!(calls(&log).len(), 2, "{provider}");
+        let run_id = printed["runID"].as_str().unwrap();
+        let detail = cli.json(&["history", run_id, "-o", "json"]);
+        assert_eq!(detail["tokenUsage"]["cacheReadTokens"], 200, "{provider}");
+        assert_eq!(detail["tokenUsage"]["cacheWriteTokens"], 10, "{provider}");
+        for step in detail["steps"].as_array().unwrap() {
+            assert_eq!(step["agent"]["provider"], provider);
+            assert_eq!(step["agent"]["sessionId"], session);
+            assert_eq!(step["tokenUsage"]["cacheReadTokens"], 100);
+        }
+        // Every line the CLI printed became an event, with its session and, for tool calls,
+        // a summary of the action.
+        let events = cli.events(run_id);
+        let agent_events: Vec<&Value> = events
+            .iter()
+            .filter(|event| event["type"] == "workflow.agent_event")
+            .collect();
+        assert!(agent_events.len() >= 6, "{provider}: {agent_events:?}");
+        assert!(
+            agent_events
+                .iter()
+                .all(|event| event["data"]["provider"] == provider
+                    && event["data"]["providerEvent"].is_object()
+                    && event["metadata"]["stepId"].is_string()),
+            "{provider}"
+        );
+        assert!(
+            agent_events
+                .iter()
+                .any(|event| event["data"]["action"].is_string()),
+            "{provider}"
+        );
+    }
+}
+
+#[test]
+fn a_call_picks_its_provider_and_unknown_names_are_smol_wfs_error() {
+    let cli = Cli::new();
+    let log = cli.path("calls.jsonl");
+    let script = cli.write(
+        "mixed.js",
+        r#"
+export const meta = { name: "mixed", description: "providers per call" };
+export default async function () {
+  return [await agent("a"), await agent("b", { provider: "codex" }), await agent("c", { provider: "pi" })];
+}
+"#,
+    );
+    let output = with_fakes(&cli, &["run", &script], &log)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        printed["results"],
+        json!(["echo: a", "fake codex answer: b", "fake pi answer: c"])
+    );
+    let agents: Vec<Value> = calls(&log)
+        .iter()
+        .map(|call| call["agent"].clone())
+        .collect();
+    assert_eq!(agents, [json!("codex"), json!("pi")]);
+    let unknown = cli.write(
+        "unknown.js",
+        r#"
+export const meta = { name: "unknown", description: "x" };
+export default async function () { return agent("a", { provider: "gemini" }); }
+"#,
+    );
+    let output = with_fakes(&cli, &["run", &unknown], &log)
+        .output()
+        .expect("runs");
+    assert!(
+        stderr(&output).contains("Unknown agent provider: gemini"),
+        "{}",
+        stderr(&output)
+    );
+    let output = cli.run(&["run", &script, "--agent-provider", "gemini"]);
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: Unknown agent provider: gemini"
+    );
+}
+
+#[test]
+fn an_environment_variable_names_the_binary() {
+    let cli = Cli::new();
+    let script = cli.write("flow.js", TWO_CALLS);
+    let output = cli
+        .command(&["run", &script, "--agent-provider", "claude-code"])
+        .env("SMOL_DURABLE_CLAUDE_BIN", fakes().join("claude"))
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let missing = cli
+        .command(&["run", &script, "--agent-provider", "codex"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("runs");
+    assert!(
+        stderr(&missing).contains("Codex provider could not start codex"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+const SLOW_SECOND_CALL: &str = r#"
+export const meta = { name: "slow", description: "a slow call between two quick ones" };
+export default async function () {
+  const first = await agent("first");
+  const second = await agent("second FAKE:slow");
+  const third = await agent("third");
+  return [first, second, third];
+}
+"#;
+
+#[test]
+fn events_follow_shows_what_a_running_agent_does() {
+    let cli = Cli::new();
+    let script = cli.write("slow.js", SLOW_SECOND_CALL);
+    let log = cli.path("calls.jsonl");
+    let mut run = with_fakes(
+        &cli,
+        &["run", &script, "--agent-provider", "claude-code"],
+        &log,
+    )
+    .env("FAKE_AGENT_SLEEP", "4")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("starts");
+    let run_id = cli.wait_for_run();
+    let mut follow = cli
+        .command(&["events", &run_id, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("follows");
+    let lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The slow call's tool shows up while the call still runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the slow call's events arrive");
+        let event: Value = serde_json::from_str(&line).expect("JSON");
+        if event["type"] == "workflow.agent_event"
+            && calls(&log).len() == 2
+            && event["data"]["action"] == "Bash: ls"
+        {
+            break;
+        }
+    }
+    assert!(
+        run.try_wait().expect("status").is_none(),
+        "the event came while the run was still going"
+    );
+    let output = run.wait_with_output().expect("finishes");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(follow.wait().expect("follow ends").success());
+}
+
+#[test]
+fn a_run_killed_during_an_agent_call_resumes_without_paying_twice() {
+    let cli = Cli::new();
+    let script = cli.write("slow.js", SLOW_SECOND_CALL);
+    let log = cli.path("calls.jsonl");
+    let mut run = with_fakes(&cli, &["run", &script, "--agent-provider", "codex"], &log)
+        .env("FAKE_AGENT_SLEEP", "30")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    wait_for_calls(&log, 2);
+    run.kill().expect("kill -9");
+    run.wait().expect("reaped");
+    // kill -9 gives the CLI no chance to stop its agent: that is the operator's to clean up.
+    kill_group(&calls(&log)[1]);
+    let run_id = cli.run_ids()[0].clone();
+    let output = with_fakes(&cli, &["run", &script, "--resume-run", &run_id], &log)
+        .env("FAKE_AGENT_SLEEP", "0")
+        .output()
+        .expect("resumes");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(printed["results"][2], "fake codex answer: third");
+    let prompts: Vec<String> = calls(&log)
+        .iter()
+        .map(|call| call["prompt"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        prompts,
+        ["first", "second FAKE:slow", "second FAKE:slow", "third"],
+        "the completed call never ran again; the one in flight did"
+    );
+}
+
+#[test]
+fn cancelling_a_run_kills_the_agents_whole_process_group() {
+    let cli = Cli::new();
+    let script = cli.write("slow.js", SLOW_SECOND_CALL);
+    let log = cli.path("calls.jsonl");
+    let marker = cli.path("tool-finished");
+    let run = with_fakes(&cli, &["run", &script, "--agent-provider", "pi"], &log)
+        .env("FAKE_AGENT_SLEEP", "3")
+        .env("FAKE_AGENT_MARKER", &marker)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    wait_for_calls(&log, 2);
+    // The fake is running its (slow) tool.
+    std::thread::sleep(Duration::from_millis(300));
+    let run_id = cli.run_ids()[0].clone();
+    let cancel = cli.run(&["cancel", &run_id]);
+    assert!(cancel.status.success(), "{}", stderr(&cancel));
+    let output = run.wait_with_output().expect("ends");
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("workflow cancelled"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!group_alive(&calls(&log)[1]), "the agent's group is gone");
+    std::thread::sleep(Duration::from_millis(3_500));
+    assert!(!marker.exists(), "the agent's tool did not run on");
+    assert_eq!(calls(&log).len(), 2, "no call after the cancellation");
+}
+
+/// A git repository with one commit, in `dir`.
+fn git_repository(dir: &Path) {
+    for args in [
+        vec!["init", "--quiet"],
+        vec![
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "user.name=t",
+            "commit",
+            "--quiet",
+            "--allow-empty",
+            "-m",
+            "init",
+        ],
+    ] {
+        let status = Command::new("git")
+            .args(&args)
+            .current_dir(dir)
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    }
+}
+
+fn git_lines(dir: &Path, args: &[&str]) -> Vec<String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn agent_branches(dir: &Path) -> Vec<String> {
+    git_lines(
+        dir,
+        &[
+            "for-each-ref",
+            "--format=%(refname:short)",
+            "refs/heads/smol-durable/",
+        ],
+    )
+}
+
+#[test]
+fn parallel_agents_each_get_a_worktree_which_is_removed_after() {
+    let cli = Cli::new();
+    git_repository(cli.dir());
+    let script = cli.write(
+        "isolated.js",
+        r#"
+export const meta = { name: "isolated", description: "two agents, two checkouts" };
+export default async function () {
+  return parallel([
+    () => agent("left FAKE:slow", { isolation: "worktree" }),
+    () => agent("right FAKE:slow", { isolation: "worktree" }),
+  ]);
+}
+"#,
+    );
+    let log = cli.path("calls.jsonl");
+    let output = with_fakes(
+        &cli,
+        &["run", &script, "--agent-provider", "claude-code"],
+        &log,
+    )
+    .env("FAKE_AGENT_SLEEP", "1")
+    .output()
+    .expect("runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let cwds: Vec<String> = calls(&log)
+        .iter()
+        .map(|call| call["cwd"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cwds.len(), 2);
+    assert_ne!(cwds[0], cwds[1], "each agent has its own checkout");
+    for cwd in &cwds {
+        assert!(cwd.contains("smol-durable-agent-worktree-"), "{cwd}");
+        assert!(cwd.ends_with("/worktree"), "{cwd}");
+        assert!(!Path::new(cwd).exists(), "{cwd} was removed");
+    }
+    assert_eq!(git_lines(cli.dir(), &["worktree", "list"]).len(), 1);
+    assert!(agent_branches(cli.dir()).is_empty());
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let detail = cli.json(&["history", printed["runID"].as_str().unwrap(), "-o", "json"]);
+    for step in detail["steps"].as_array().unwrap() {
+        let isolation = &step["agent"]["isolation"];
+        assert_eq!(isolation["kind"], "worktree", "{isolation}");
+        assert!(
+            isolation["branch"]
+                .as_str()
+                .unwrap()
+                .starts_with("smol-durable/agent-run/"),
+            "{isolation}"
+        );
+        assert!(cwds.contains(&isolation["cwd"].as_str().unwrap().to_owned()));
+    }
+    let table = cli.ok(&["history", printed["runID"].as_str().unwrap()]);
+    assert!(
+        table.contains("worktree smol-durable/agent-run/"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_worktree_left_by_a_killed_run_is_removed_at_the_next_start() {
+    let cli = Cli::new();
+    git_repository(cli.dir());
+    std::fs::create_dir(cli.path("sub")).unwrap();
+    let script = cli.write(
+        "sub/isolated.js",
+        r#"
+export const meta = { name: "isolated", description: "one slow isolated agent" };
+export default async function () {
+  await agent("quick", { isolation: "worktree" });
+  return agent("slow FAKE:slow", { isolation: "worktree" });
+}
+"#,
+    );
+    let log = cli.path("calls.jsonl");
+    let mut run = with_fakes(
+        &cli,
+        &["run", &script, "--agent-provider", "opencode"],
+        &log,
+    )
+    .current_dir(cli.path("sub"))
+    .env("FAKE_AGENT_SLEEP", "30")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("starts");
+    wait_for_calls(&log, 2);
+    run.kill().expect("kill -9");
+    run.wait().expect("reaped");
+    let left = calls(&log)[1].clone();
+    kill_group(&left);
+    let cwd = left["cwd"].as_str().unwrap().to_owned();
+    assert!(
+        cwd.ends_with("/worktree/sub"),
+        "the workflow's sub-directory: {cwd}"
+    );
+    assert!(Path::new(&cwd).exists());
+    assert_eq!(git_lines(cli.dir(), &["worktree", "list"]).len(), 2);
+    assert_eq!(agent_branches(cli.dir()).len(), 1);
+    // The next run in the repository (a resume here) clears the leftovers first.
+    let run_id = cli.run_ids()[0].clone();
+    let output = with_fakes(&cli, &["run", &script, "--resume-run", &run_id], &log)
+        .current_dir(cli.path("sub"))
+        .env("FAKE_AGENT_SLEEP", "0")
+        .output()
+        .expect("resumes");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!Path::new(&cwd).exists(), "{cwd} was removed");
+    assert_eq!(git_lines(cli.dir(), &["worktree", "list"]).len(), 1);
+    assert!(
+        agent_branches(cli.dir()).is_empty(),
+        "{:?}",
+        agent_branches(cli.dir())
+    );
+    // The replayed call made no worktree and no call; the one in flight ran again.
+    let prompts: Vec<Value> = calls(&log)
+        .iter()
+        .map(|call| call["prompt"].clone())
+        .collect();
+    assert_eq!(
+        prompts,
+        [
+            json!("quick"),
+            json!("slow FAKE:slow"),
+            json!("slow FAKE:slow")
+        ]
+    );
+}
+
+#[test]
+fn isolation_outside_a_repository_is_smol_wfs_error() {
+    let cli = Cli::new();
+    let script = cli.write(
+        "isolated.js",
+        r#"
+export const meta = { name: "isolated", description: "x" };
+export default async function () { return agent("a", { isolation: "worktree" }); }
+"#,
+    );
+    let output = cli.run(&["run", &script]);
+    assert!(
+        stderr(&output).contains(
+            "agent isolation='worktree' requires the workflow cwd to be inside a git repository"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn the_anthropic_provider_runs_through_the_cli() {
+    let server = StubHttpServer::start(vec![StubResponse::json(
+        200,
+        json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-stub",
+            "content": [{ "type": "text", "text": "bonjour" }], "stop_reason": "end_turn",
+            "usage": { "input_tokens": 4, "output_tokens": 2, "cache_creation_input_tokens": 1,
+                "cache_read_input_tokens": 30 }
+        }),
+    )]);
+    let cli = Cli::new();
+    let script = cli.write(
+        "hello.js",
+        r#"
+export const meta = { name: "hello", description: "x" };
+export default async function () { return agent("say hello", { model: "claude-x" }); }
+"#,
+    );
+    let output = cli
+        .command(&["run", &script, "--agent-provider", "anthropic"])
+        .env("ANTHROPIC_BASE_URL", server.url())
+        .env("ANTHROPIC_API_KEY", "sk-test")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(printed["results"], "bonjour");
+    assert_eq!(
+        printed["tokenUsage"],
+        json!({ "inputTokens": 4, "outputTokens": 2, "totalTokens": 7 })
+    );
+    let detail = cli.json(&["history", printed["runID"].as_str().unwrap(), "-o", "json"]);
+    assert_eq!(detail["steps"][0]["agent"]["sessionId"], "msg_1");
+    assert_eq!(detail["steps"][0]["tokenUsage"]["cacheReadTokens"], 30);
+    assert_eq!(server.requests()[0].header("x-api-key"), Some("sk-test"));
+}
