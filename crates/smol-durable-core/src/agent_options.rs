@@ -838,6 +838,39 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_and_isolation_are_checked_and_stay_in_the_options() {
+        let effective = run(
+            json!({ "timeoutMs": 1500, "isolation": "worktree" }),
+            None,
+            "claude-code",
+            &[],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(effective.timeout_ms, Some(1500));
+        assert_eq!(effective.isolation, Some(Isolation::Worktree));
+        assert_eq!(
+            effective.options,
+            json!({ "timeoutMs": 1500, "isolation": "worktree" }),
+            "passed to the provider and hashed, as smol-wf did"
+        );
+        let none = run(json!({ "timeoutMs": null }), None, "debug", &[], &[]).expect("valid");
+        assert_eq!((none.timeout_ms, none.isolation), (None, None));
+        let message = |options: Value| run(options, None, "debug", &[], &[]).err().map(|e| e.0);
+        for bad in [json!(0), json!(-5), json!(1.5), json!("600")] {
+            assert_eq!(
+                message(json!({ "timeoutMs": bad })).as_deref(),
+                Some("agent timeoutMs must be a positive integer"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            message(json!({ "isolation": "container" })).as_deref(),
+            Some("agent isolation must be \"worktree\" (got \"container\")")
+        );
+    }
+
+    #[test]
     fn retry_options_are_checked_with_smol_wf_s_messages() {
         let retry = |value: Value| {
             run(json!({ "retry": value }), None, "debug", &[], &[])

@@ -7,6 +7,7 @@
 //! [`engine_conformance_tests!`](crate::engine_conformance_tests) only concatenates the lists.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod agents;
 pub mod basic;
 pub mod budget;
 pub mod cancel;
@@ -45,6 +46,7 @@ use crate::{
 macro_rules! engine_conformance_tests {
     ($factory:expr $(, #[$attr:meta])* $(,)?) => {
         $crate::__engine_basic_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_agents_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_resume_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_cancel_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_budget_cases!($factory, [$(#[$attr])*]);
