@@ -97,10 +97,6 @@ const DIFFERENCES: &[(&str, &[Difference])] = &[
             "provider unknownProviderWithModel",
         ])],
     ),
-    (
-        "18_provider_default_codex",
-        &[RefusedBeforeRun("Unknown agent provider: codex")],
-    ),
     ("19_parallel", &[Concurrent]),
     ("20_parallel_max_agents", &[Concurrent]),
     ("21_pipeline", &[Concurrent]),

@@ -388,13 +388,15 @@ fn timeout_ms(options: &Value) -> Result<Option<u64>, OptionsError> {
     }
 }
 
-/// `options.isolation`: `"worktree"`, or absent / `null`.
+/// `options.isolation`: `"worktree"`, or `"none"` / absent / `null`. smol-wf ignored any other
+/// value; a typo running an agent in the shared checkout is refused here instead.
 fn isolation(options: &Value) -> Result<Option<Isolation>, OptionsError> {
     match options.get("isolation") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(kind)) if kind == "worktree" => Ok(Some(Isolation::Worktree)),
+        Some(Value::String(kind)) if kind == "none" => Ok(None),
         Some(other) => Err(OptionsError(format!(
-            "agent isolation must be \"worktree\" (got {other})"
+            "agent isolation must be \"worktree\" or \"none\" (got {other})"
         ))),
     }
 }
@@ -866,8 +868,10 @@ mod tests {
         }
         assert_eq!(
             message(json!({ "isolation": "container" })).as_deref(),
-            Some("agent isolation must be \"worktree\" (got \"container\")")
+            Some("agent isolation must be \"worktree\" or \"none\" (got \"container\")")
         );
+        let none = run(json!({ "isolation": "none" }), None, "debug", &[], &[]).expect("valid");
+        assert_eq!(none.isolation, None);
     }
 
     #[test]

@@ -89,6 +89,8 @@
 //! | `boa` | yes | `boa` | `smol-durable-boa` | the JavaScript engine on boa 0.22 (`BoaEngine`, and `IsolatedEngine` that runs each script in a child process with CPU and memory limits) |
 //! | `postgres` | no | `postgres`, `sqlx` | `smol-durable-postgres` | the PostgreSQL store (`PostgresStore`) for many workers on many machines, and `sqlx` 0.9 (default features off; `postgres`, `runtime-tokio`, `json`), whose `PgPool` the store accepts |
 //! | `openai` | no | `openai` | `smol-durable-openai` | `OpenAiProvider`, for any OpenAI-compatible Chat Completions endpoint |
+//! | `anthropic` | no | `anthropic` | `smol-durable-anthropic` | `AnthropicProvider`, for Anthropic's Messages API |
+//! | `agents` | no | `agents` | `smol-durable-agents` | the coding-agent CLIs as providers: `ClaudeCodeProvider`, `CodexProvider`, `OpencodeProvider`, `PiProvider` |
 //! | `full` | no | | | all of the above (with the bundled SQLite) |
 //!
 //! Without any feature this crate is the core alone: the engine, the contracts, the in-memory
@@ -174,6 +176,22 @@ pub mod boa {
 pub mod openai {
     #[doc(inline)]
     pub use smol_durable_openai::*;
+}
+
+/// An [`AgentProvider`] for Anthropic's Messages API (crate `smol-durable-anthropic`, feature
+/// `anthropic`).
+#[cfg(feature = "anthropic")]
+pub mod anthropic {
+    #[doc(inline)]
+    pub use smol_durable_anthropic::*;
+}
+
+/// The coding-agent CLIs — Claude Code, Codex, opencode, pi — as [`AgentProvider`]s (crate
+/// `smol-durable-agents`, feature `agents`).
+#[cfg(feature = "agents")]
+pub mod agents {
+    #[doc(inline)]
+    pub use smol_durable_agents::*;
 }
 
 /// The code of README.md, compiled and run as a doc test.
