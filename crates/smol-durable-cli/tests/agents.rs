@@ -144,6 +144,64 @@ fn each_coding_agent_runs_a_workflow_and_its_usage_reaches_the_ledger() {
 }
 
 #[test]
+fn each_coding_agents_failures_reach_the_script_with_smol_wfs_messages() {
+    let script = r#"
+export const meta = { name: "failures", description: "every way a CLI call fails" };
+export default async function () {
+  const outcome = {};
+  for (const scenario of ["exit", "no_session", "missing_final", "error_line", "rate_limit", "failed_tool"]) {
+    try {
+      await agent(`FAKE:${scenario}`);
+      outcome[scenario] = "ok";
+    } catch (error) {
+      outcome[scenario] = error.message;
+    }
+  }
+  return outcome;
+}
+"#;
+    for (provider, display) in [
+        ("claude-code", "Claude Code"),
+        ("codex", "Codex"),
+        ("opencode", "OpenCode"),
+        ("pi", "Pi"),
+    ] {
+        let cli = Cli::new();
+        let path = cli.write("failures.js", script);
+        let log = cli.path("calls.jsonl");
+        let output = with_fakes(&cli, &["run", &path, "--agent-provider", provider], &log)
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{provider}: {}", stderr(&output));
+        let printed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let outcome = &printed["results"];
+        assert_eq!(
+            outcome["exit"],
+            format!("{display} provider exited with code 3: fake failure on stderr"),
+            "{provider}"
+        );
+        let message = |scenario: &str| outcome[scenario].as_str().unwrap_or_default().to_owned();
+        assert!(
+            message("no_session").ends_with("returned no session id"),
+            "{provider}: {outcome}"
+        );
+        assert!(
+            message("missing_final").contains("finished without"),
+            "{provider}: {outcome}"
+        );
+        for scenario in ["error_line", "rate_limit"] {
+            assert!(
+                message(scenario).starts_with(display),
+                "{provider} {scenario}: {outcome}"
+            );
+        }
+        assert_eq!(outcome["failed_tool"], "ok", "{provider}");
+        // One try each: retryable failures are retried only when the call's policy says so.
+        assert_eq!(calls(&log).len(), 6, "{provider}");
+    }
+}
+
+#[test]
 fn a_call_picks_its_provider_and_unknown_names_are_smol_wfs_error() {
     let cli = Cli::new();
     let log = cli.path("calls.jsonl");
