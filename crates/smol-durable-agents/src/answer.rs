@@ -104,6 +104,14 @@ impl Tokens {
     }
 }
 
+/// The call's `schema` option, unless absent or `null`.
+pub(crate) fn schema(request: &smol_durable_core::AgentRequest) -> Option<&Value> {
+    request
+        .options
+        .get("schema")
+        .filter(|schema| !schema.is_null())
+}
+
 /// A count field, 0 when absent or of another shape.
 pub(crate) fn count(value: &Value, pointer: &str) -> u64 {
     value.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)

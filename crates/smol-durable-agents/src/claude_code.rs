@@ -3,14 +3,11 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use smol_durable_core::process::working_dir;
-use smol_durable_core::{
-    AgentEvent, AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind,
-    UsageCost,
-};
+use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderError, UsageCost};
 
-use crate::answer::{count, output, text, Tokens};
-use crate::process::{self, Invocation};
-use crate::{failure, no_session, option, tool_action, Binary};
+use crate::answer::{count, output, schema, text, Tokens};
+use crate::process::{self, Invocation, Watch};
+use crate::{cli_provider_settings, invalid, no_session, option, tool_action, CliSettings};
 
 const DISPLAY: &str = "Claude Code";
 
@@ -29,8 +26,7 @@ const DISPLAY: &str = "Claude Code";
 ///   `api_error_status` 429 / 529 make it retryable.
 #[derive(Debug, Clone)]
 pub struct ClaudeCodeProvider {
-    name: String,
-    binary: Binary,
+    cli: CliSettings,
 }
 
 impl ClaudeCodeProvider {
@@ -40,28 +36,24 @@ impl ClaudeCodeProvider {
     /// The environment variable naming the `claude` binary (default: `claude` on `PATH`).
     pub const BIN_VARIABLE: &'static str = "SMOL_DURABLE_CLAUDE_BIN";
 
+    /// The environment variable holding extra arguments (shell-quoted), placed before the
+    /// provider's own, e.g. `--permission-mode acceptEdits`.
+    pub const ARGS_VARIABLE: &'static str = "SMOL_DURABLE_CLAUDE_ARGS";
+
     /// A provider running `claude` from [`BIN_VARIABLE`](Self::BIN_VARIABLE) or `PATH`.
     pub fn new() -> Self {
         Self {
-            name: Self::NAME.to_owned(),
-            binary: Binary::from_env(Self::BIN_VARIABLE, "claude"),
+            cli: CliSettings::from_env(
+                Self::NAME,
+                Self::BIN_VARIABLE,
+                Self::ARGS_VARIABLE,
+                "claude",
+            ),
         }
     }
 
-    /// Runs this binary instead.
-    pub fn program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.binary = Binary(path.into());
-        self
-    }
-
-    /// Registers the provider under another name.
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
     fn invocation(&self, request: &AgentRequest) -> Invocation {
-        let mut args: Vec<String> = Vec::new();
+        let mut args = self.cli.extra_args.clone();
         for (flag, option_name) in [
             ("--model", "model"),
             ("--effort", "thinking"),
@@ -81,13 +73,13 @@ impl ClaudeCodeProvider {
             ]
             .map(str::to_owned),
         );
-        if let Some(schema) = request.options.get("schema").filter(|s| !s.is_null()) {
+        if let Some(schema) = schema(request) {
             args.extend(["--json-schema".to_owned(), schema.to_string()]);
         }
         args.push("--print".to_owned());
         Invocation {
             display: DISPLAY,
-            program: self.binary.0.clone(),
+            program: self.cli.program.clone(),
             args: args.into_iter().map(Into::into).collect(),
             cwd: working_dir(request),
             stdin: Some(request.prompt.clone().into_bytes()),
@@ -95,75 +87,47 @@ impl ClaudeCodeProvider {
     }
 }
 
-impl Default for ClaudeCodeProvider {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+cli_provider_settings!(ClaudeCodeProvider);
 
 #[async_trait]
 impl AgentProvider for ClaudeCodeProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.cli.name
     }
 
     async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
-        let mut session: Option<String> = None;
-        let events = request.events.clone();
-        let finished = process::run(self.invocation(&request), |line| {
-            if session.is_none() {
-                session = text(line, "/session_id").map(str::to_owned);
-            }
-            events.send(
-                AgentEvent::new(line.clone())
-                    .with_session_id(session.as_deref())
-                    .with_action(action(line)),
-            );
-        })
-        .await?;
+        let watch = Watch {
+            session: |line| text(line, "/session_id"),
+            action,
+        };
+        let finished =
+            process::run_watched(self.invocation(&request), &request.events, watch).await?;
         let result = finished
             .lines
             .iter()
             .rev()
             .find(|line| text(line, "/type") == Some("result"));
         let usage = result.map(|result| tokens(result).usage());
-        let error_detail = result.and_then(error_detail);
-        if !finished.succeeded() {
-            let mut message = finished.exit_message();
-            if finished.stderr.trim().is_empty() {
-                if let Some(detail) = &error_detail {
-                    // The result says why better than the whole transcript would.
-                    message = format!(
-                        "{DISPLAY} provider exited with code {}: {detail}",
-                        finished.code.unwrap_or(-1)
-                    );
-                }
-            }
-            let status = result
-                .and_then(|r| r.get("api_error_status"))
-                .and_then(Value::as_u64);
-            let detail = error_detail.unwrap_or_else(|| finished.stderr.clone());
-            return Err(failure(message, status, &detail, usage));
+        let status = result
+            .and_then(|result| result.get("api_error_status"))
+            .and_then(Value::as_u64);
+        if let Some(error) = finished.failure(
+            result.and_then(error_detail).as_deref(),
+            status,
+            usage.clone(),
+        ) {
+            return Err(error);
         }
         let Some(result) = result else {
-            return Err(ProviderError::new(
-                ProviderErrorKind::InvalidResponse,
+            return Err(invalid(
                 format!("{DISPLAY} provider finished without a result line"),
+                None,
             ));
         };
-        if let Some(detail) = error_detail {
-            let status = result.get("api_error_status").and_then(Value::as_u64);
-            return Err(failure(
-                format!("{DISPLAY} provider reported an error: {detail}"),
-                status,
-                &detail,
-                usage,
-            ));
-        }
-        let session = session
-            .or_else(|| text(result, "/session_id").map(str::to_owned))
-            .ok_or_else(|| no_session(DISPLAY))?;
-        let structured = request.options.get("schema").is_some_and(|s| !s.is_null());
+        let Some(session) = finished.session.clone() else {
+            return Err(no_session(DISPLAY, usage));
+        };
+        let structured = schema(&request).is_some();
         let answer = match result
             .get("structured_output")
             .or_else(|| result.get("structuredOutput"))
@@ -193,7 +157,7 @@ impl AgentProvider for ClaudeCodeProvider {
             .or_else(|| request.model().map(str::to_owned));
         let mut response = AgentResponse::new(answer)
             .with_session_id(session)
-            .with_raw(Value::Array(finished.lines.clone()));
+            .with_raw(Value::Array(finished.lines));
         response.usage = usage;
         response.model = model;
         Ok(response)
@@ -240,10 +204,11 @@ fn error_detail(result: &Value) -> Option<String> {
     } else {
         errors.join("; ")
     };
-    Some(if detail.is_empty() {
-        subtype.to_owned()
-    } else {
-        format!("{subtype}: {detail}")
+    Some(match (subtype, detail.is_empty()) {
+        (_, true) => subtype.to_owned(),
+        // `success` with `is_error` (an API error Claude Code passed on): the text says it.
+        ("success", false) => detail,
+        (_, false) => format!("{subtype}: {detail}"),
     })
 }
 

@@ -3,13 +3,13 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use smol_durable_core::process::working_dir;
-use smol_durable_core::{
-    AgentEvent, AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind,
-};
+use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderError};
 
-use crate::answer::{count, output, text, Tokens};
-use crate::process::{self, Invocation};
-use crate::{failure, no_session, option, tool_action, Binary};
+use crate::answer::{count, output, schema, text, Tokens};
+use crate::process::{self, Invocation, Watch};
+use crate::{
+    cli_provider_settings, invalid, no_session, option, scratch_dir, tool_action, CliSettings,
+};
 
 const DISPLAY: &str = "Codex";
 
@@ -28,9 +28,7 @@ const DISPLAY: &str = "Codex";
 ///   overload in the message makes it retryable. An `error` line alone is a warning.
 #[derive(Debug, Clone)]
 pub struct CodexProvider {
-    name: String,
-    binary: Binary,
-    extra_args: Vec<String>,
+    cli: CliSettings,
 }
 
 impl CodexProvider {
@@ -40,59 +38,36 @@ impl CodexProvider {
     /// The environment variable naming the `codex` binary (default: `codex` on `PATH`).
     pub const BIN_VARIABLE: &'static str = "SMOL_DURABLE_CODEX_BIN";
 
+    /// The environment variable holding extra arguments (shell-quoted), placed right after
+    /// `exec`, e.g. `--sandbox workspace-write` to let the agent edit files.
+    pub const ARGS_VARIABLE: &'static str = "SMOL_DURABLE_CODEX_ARGS";
+
     /// A provider running `codex` from [`BIN_VARIABLE`](Self::BIN_VARIABLE) or `PATH`.
     pub fn new() -> Self {
         Self {
-            name: Self::NAME.to_owned(),
-            binary: Binary::from_env(Self::BIN_VARIABLE, "codex"),
-            extra_args: Vec::new(),
+            cli: CliSettings::from_env(
+                Self::NAME,
+                Self::BIN_VARIABLE,
+                Self::ARGS_VARIABLE,
+                "codex",
+            ),
         }
     }
-
-    /// Runs this binary instead.
-    pub fn program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.binary = Binary(path.into());
-        self
-    }
-
-    /// Arguments placed right after `exec`, e.g. `["--sandbox", "workspace-write"]` to let
-    /// the agent edit files.
-    pub fn extra_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.extra_args = args.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Registers the provider under another name.
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
 }
 
-impl Default for CodexProvider {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+cli_provider_settings!(CodexProvider);
 
 #[async_trait]
 impl AgentProvider for CodexProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.cli.name
     }
 
     async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
-        let files = tempfile::Builder::new()
-            .prefix("smol-durable-codex-")
-            .tempdir()
-            .map_err(|error| {
-                ProviderError::terminal(format!(
-                    "{DISPLAY} provider cannot make a temporary directory: {error}"
-                ))
-            })?;
+        let files = scratch_dir(DISPLAY, "smol-durable-codex-")?;
         let last_message = files.path().join("last-message.txt");
         let mut args: Vec<std::ffi::OsString> = vec!["exec".into()];
-        args.extend(self.extra_args.iter().map(Into::into));
+        args.extend(self.cli.extra_args.iter().map(Into::into));
         args.push("--skip-git-repo-check".into());
         if let Some(model) = option(&request, "model") {
             args.extend(["--model".into(), model.into()]);
@@ -102,7 +77,7 @@ impl AgentProvider for CodexProvider {
             "--output-last-message".into(),
             last_message.clone().into_os_string(),
         ]);
-        let schema = request.options.get("schema").filter(|s| !s.is_null());
+        let schema = schema(&request);
         if let Some(schema) = schema {
             let path = files.path().join("schema.json");
             std::fs::write(&path, strict_schema(schema.clone()).to_string()).map_err(|error| {
@@ -115,24 +90,20 @@ impl AgentProvider for CodexProvider {
         args.push("-".into());
         let invocation = Invocation {
             display: DISPLAY,
-            program: self.binary.0.clone(),
+            program: self.cli.program.clone(),
             args,
             cwd: working_dir(&request),
             stdin: Some(request.prompt.clone().into_bytes()),
         };
-        let mut session: Option<String> = None;
-        let events = request.events.clone();
-        let finished = process::run(invocation, |line| {
-            if text(line, "/type") == Some("thread.started") {
-                session = text(line, "/thread_id").map(str::to_owned);
-            }
-            events.send(
-                AgentEvent::new(line.clone())
-                    .with_session_id(session.as_deref())
-                    .with_action(action(line)),
-            );
-        })
-        .await?;
+        let watch = Watch {
+            session: |line| {
+                (text(line, "/type") == Some("thread.started"))
+                    .then(|| text(line, "/thread_id"))
+                    .flatten()
+            },
+            action,
+        };
+        let finished = process::run_watched(invocation, &request.events, watch).await?;
         let mut tokens = Tokens::default();
         let mut completed = false;
         for turn in finished
@@ -152,46 +123,34 @@ impl AgentProvider for CodexProvider {
             });
         }
         let usage = completed.then(|| tokens.usage());
-        let failed = finished
-            .lines
-            .iter()
-            .rev()
-            .find_map(|line| match text(line, "/type") {
-                Some("turn.failed") => text(line, "/error/message"),
-                Some("error") => text(line, "/message"),
-                _ => None,
-            });
-        let turn_failed = finished
-            .lines
-            .iter()
-            .any(|line| text(line, "/type") == Some("turn.failed"));
-        if !finished.succeeded() {
-            let message = match failed {
-                Some(detail) if finished.stderr.trim().is_empty() => format!(
-                    "{DISPLAY} provider exited with code {}: {detail}",
-                    finished.code.unwrap_or(-1)
-                ),
-                _ => finished.exit_message(),
-            };
-            let detail = failed.map_or_else(|| finished.stderr.clone(), str::to_owned);
-            return Err(failure(message, None, &detail, usage));
-        }
-        if turn_failed {
-            let detail = failed.unwrap_or("turn failed");
-            return Err(failure(
-                format!("{DISPLAY} provider reported an error: {detail}"),
-                None,
-                detail,
-                usage,
-            ));
+        // A failed turn ends the call; an `error` line alone is a warning, unless the CLI
+        // then exits with an error.
+        let turn_failed = finished.lines.iter().rev().find_map(|line| {
+            (text(line, "/type") == Some("turn.failed"))
+                .then(|| text(line, "/error/message").unwrap_or("turn failed"))
+        });
+        let last_error = finished.lines.iter().rev().find_map(|line| {
+            (text(line, "/type") == Some("error"))
+                .then(|| text(line, "/message"))
+                .flatten()
+        });
+        let detail = match (turn_failed, finished.succeeded()) {
+            (Some(detail), _) => Some(detail),
+            (None, false) => last_error,
+            (None, true) => None,
+        };
+        if let Some(error) = finished.failure(detail, None, usage.clone()) {
+            return Err(error);
         }
         if !completed {
-            return Err(ProviderError::new(
-                ProviderErrorKind::InvalidResponse,
+            return Err(invalid(
                 format!("{DISPLAY} provider finished without a turn.completed line"),
+                None,
             ));
         }
-        let session = session.ok_or_else(|| no_session(DISPLAY))?;
+        let Some(session) = finished.session.clone() else {
+            return Err(no_session(DISPLAY, usage));
+        };
         let message = std::fs::read_to_string(&last_message)
             .ok()
             .filter(|text| !text.trim().is_empty())
@@ -206,7 +165,7 @@ impl AgentProvider for CodexProvider {
             .unwrap_or_default();
         let mut response = AgentResponse::new(output(message, schema.is_some()))
             .with_session_id(session)
-            .with_raw(Value::Array(finished.lines.clone()));
+            .with_raw(Value::Array(finished.lines));
         response.usage = usage;
         response.model = request.model().map(str::to_owned);
         Ok(response)

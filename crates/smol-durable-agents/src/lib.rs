@@ -66,20 +66,62 @@ pub fn all() -> Vec<Arc<dyn AgentProvider>> {
     ]
 }
 
-/// Where a provider finds its CLI: a path set on the provider, else the environment variable
-/// (read when the provider is made), else the command name looked up on `PATH`.
+/// What every CLI provider is configured with: the name scripts select it by, its binary (a
+/// path set on the provider, else the environment variable read when the provider is made,
+/// else the command looked up on `PATH`) and extra arguments (set on the provider, else
+/// shell-quoted in the `…_ARGS` environment variable).
 #[derive(Debug, Clone)]
-struct Binary(PathBuf);
+struct CliSettings {
+    name: String,
+    program: PathBuf,
+    extra_args: Vec<String>,
+}
 
-impl Binary {
-    fn from_env(variable: &str, command: &str) -> Self {
-        Self(
-            std::env::var_os(variable)
-                .filter(|path| !path.is_empty())
-                .map_or_else(|| PathBuf::from(command), PathBuf::from),
-        )
+impl CliSettings {
+    fn from_env(name: &str, bin_variable: &str, args_variable: &str, command: &str) -> Self {
+        let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        Self {
+            name: name.to_owned(),
+            program: var(bin_variable).map_or_else(|| PathBuf::from(command), PathBuf::from),
+            extra_args: var(args_variable)
+                .and_then(|args| shlex::split(&args.to_string_lossy()))
+                .unwrap_or_default(),
+        }
     }
 }
+
+/// The builder methods every CLI provider has.
+macro_rules! cli_provider_settings {
+    ($provider:ident) => {
+        impl $provider {
+            /// Runs this binary instead.
+            pub fn program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+                self.cli.program = path.into();
+                self
+            }
+
+            /// Arguments added to every command line (the type's docs say where), e.g.
+            /// permission or sandbox flags; replaces those of the environment variable.
+            pub fn extra_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+                self.cli.extra_args = args.into_iter().map(Into::into).collect();
+                self
+            }
+
+            /// Registers the provider under another name.
+            pub fn named(mut self, name: impl Into<String>) -> Self {
+                self.cli.name = name.into();
+                self
+            }
+        }
+
+        impl Default for $provider {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+    };
+}
+pub(crate) use cli_provider_settings;
 
 /// A failure the CLI reported: rate limits and overloads may pass and are retried (when the
 /// call's retry policy allows); anything else is terminal. `status` is an HTTP status the CLI
@@ -96,15 +138,18 @@ fn failure(
             retry_after_ms: None,
         },
         Some(500 | 502 | 503 | 504 | 529) => ProviderErrorKind::Transient,
-        _ if lower.contains("429")
+        _ if mentions(&lower, "429")
             || lower.contains("rate limit")
-            || lower.contains("rate_limit") =>
+            || lower.contains("rate_limit")
+            || lower.contains("too many requests") =>
         {
             ProviderErrorKind::RateLimited {
                 retry_after_ms: None,
             }
         }
-        _ if lower.contains("529") || lower.contains("overloaded") => ProviderErrorKind::Transient,
+        _ if mentions(&lower, "529") || lower.contains("overloaded") => {
+            ProviderErrorKind::Transient
+        }
         _ => ProviderErrorKind::Terminal,
     };
     let error = ProviderError::new(kind, message);
@@ -114,12 +159,42 @@ fn failure(
     }
 }
 
-/// The error for an answer without a session id, which every call must have.
-fn no_session(display: &str) -> ProviderError {
-    ProviderError::new(
-        ProviderErrorKind::InvalidResponse,
-        format!("{display} provider returned no session id"),
-    )
+/// Whether `text` holds `word` on its own (not inside a longer number or id: a request id
+/// `req_8a429f` is no rate limit).
+fn mentions(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
+}
+
+/// The error for an answer without a session id, which every call must have (billing what
+/// the call spent).
+fn no_session(display: &str, usage: Option<Usage>) -> ProviderError {
+    invalid(format!("{display} provider returned no session id"), usage)
+}
+
+/// An answer the provider cannot use, billing what it cost.
+fn invalid(message: String, usage: Option<Usage>) -> ProviderError {
+    let error = ProviderError::new(ProviderErrorKind::InvalidResponse, message);
+    match usage {
+        Some(usage) => error.with_usage(usage),
+        None => error,
+    }
+}
+
+/// A temporary directory for the files a CLI reads or writes beside its arguments; removed
+/// when dropped.
+fn scratch_dir(display: &str, prefix: &str) -> Result<tempfile::TempDir, ProviderError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|error| {
+            ProviderError::terminal(format!(
+                "{display} provider cannot make a temporary directory: {error}"
+            ))
+        })
 }
 
 /// A string option of the call.
@@ -159,5 +234,35 @@ fn one_line(text: &str) -> String {
         format!("{cut}…")
     } else {
         cut.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rate_limits_and_overloads_are_retryable() {
+        let kind = |detail: &str| failure(String::new(), None, detail, None).kind();
+        let limited = ProviderErrorKind::RateLimited {
+            retry_after_ms: None,
+        };
+        assert_eq!(kind("API Error: 429 rate limited"), limited);
+        assert_eq!(kind("429 Too Many Requests"), limited);
+        assert_eq!(kind("exceeded retry limit, last status: 429"), limited);
+        assert_eq!(
+            kind("API Error: 529 Overloaded"),
+            ProviderErrorKind::Transient
+        );
+        assert_eq!(
+            kind("request req_8a429f failed"),
+            ProviderErrorKind::Terminal
+        );
+        assert_eq!(kind("read 15290 bytes"), ProviderErrorKind::Terminal);
+        assert_eq!(kind("model not found"), ProviderErrorKind::Terminal);
+        let status = |status: u64| failure(String::new(), Some(status), "", None).kind();
+        assert_eq!(status(429), limited);
+        assert_eq!(status(503), ProviderErrorKind::Transient);
+        assert_eq!(status(400), ProviderErrorKind::Terminal);
     }
 }

@@ -6,14 +6,11 @@ mod server;
 use async_trait::async_trait;
 use serde_json::Value;
 use smol_durable_core::process::working_dir;
-use smol_durable_core::{
-    AgentEvent, AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind,
-    UsageCost,
-};
+use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderError, UsageCost};
 
-use crate::answer::{count, text, Tokens};
-use crate::process::{self, Invocation};
-use crate::{failure, no_session, option, tool_action, Binary};
+use crate::answer::{count, schema, text, Tokens};
+use crate::process::{self, Invocation, Watch};
+use crate::{cli_provider_settings, invalid, no_session, option, tool_action, CliSettings};
 
 const DISPLAY: &str = "OpenCode";
 
@@ -41,8 +38,7 @@ const LONGEST_ARGUMENT_PROMPT: usize = 32_000;
 ///   marks retryable (or a 429 / overload) is retryable.
 #[derive(Debug, Clone)]
 pub struct OpencodeProvider {
-    name: String,
-    binary: Binary,
+    cli: CliSettings,
 }
 
 impl OpencodeProvider {
@@ -52,29 +48,26 @@ impl OpencodeProvider {
     /// The environment variable naming the `opencode` binary (default: `opencode` on `PATH`).
     pub const BIN_VARIABLE: &'static str = "SMOL_DURABLE_OPENCODE_BIN";
 
+    /// The environment variable holding extra arguments (shell-quoted), placed after `run`
+    /// (server mode takes none).
+    pub const ARGS_VARIABLE: &'static str = "SMOL_DURABLE_OPENCODE_ARGS";
+
     /// A provider running `opencode` from [`BIN_VARIABLE`](Self::BIN_VARIABLE) or `PATH`.
     pub fn new() -> Self {
         Self {
-            name: Self::NAME.to_owned(),
-            binary: Binary::from_env(Self::BIN_VARIABLE, "opencode"),
+            cli: CliSettings::from_env(
+                Self::NAME,
+                Self::BIN_VARIABLE,
+                Self::ARGS_VARIABLE,
+                "opencode",
+            ),
         }
     }
 
-    /// Runs this binary instead.
-    pub fn program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.binary = Binary(path.into());
-        self
-    }
-
-    /// Registers the provider under another name.
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
     async fn run_command(&self, request: &AgentRequest) -> Result<AgentResponse, ProviderError> {
-        let mut args: Vec<std::ffi::OsString> =
-            vec!["run".into(), "--format".into(), "json".into()];
+        let mut args: Vec<std::ffi::OsString> = vec!["run".into()];
+        args.extend(self.cli.extra_args.iter().map(Into::into));
+        args.extend(["--format".into(), "json".into()]);
         for (flag, option_name) in [
             ("--model", "model"),
             ("--variant", "thinking"),
@@ -87,30 +80,21 @@ impl OpencodeProvider {
         args.push(request.prompt.clone().into());
         let invocation = Invocation {
             display: DISPLAY,
-            program: self.binary.0.clone(),
+            program: self.cli.program.clone(),
             args,
             cwd: working_dir(request),
             stdin: None,
         };
-        let mut session: Option<String> = None;
-        let events = request.events.clone();
-        let finished = process::run(invocation, |line| {
-            if session.is_none() {
-                session = text(line, "/sessionID").map(str::to_owned);
-            }
-            events.send(
-                AgentEvent::new(line.clone())
-                    .with_session_id(session.as_deref())
-                    .with_action(action(line)),
-            );
-        })
-        .await?;
+        let watch = Watch {
+            session: |line| text(line, "/sessionID"),
+            action,
+        };
+        let finished = process::run_watched(invocation, &request.events, watch).await?;
         let parts: Vec<&Value> = finished
             .lines
             .iter()
-            .filter_map(|line| line.get("part").map(|part| (line, part)))
-            .filter(|(line, _)| text(line, "/type") == Some("step_finish"))
-            .map(|(_, part)| part)
+            .filter(|line| text(line, "/type") == Some("step_finish"))
+            .filter_map(|line| line.get("part"))
             .collect();
         let mut tokens = Tokens::default();
         for part in &parts {
@@ -122,21 +106,12 @@ impl OpencodeProvider {
             .iter()
             .rev()
             .find(|line| text(line, "/type") == Some("error"));
-        if !finished.succeeded() || error.is_some() {
-            let detail = error.map(error_detail);
-            let message = match &detail {
-                Some(detail) if finished.stderr.trim().is_empty() || finished.succeeded() => {
-                    match finished.code {
-                        Some(0) => format!("{DISPLAY} provider reported an error: {detail}"),
-                        code => format!(
-                            "{DISPLAY} provider exited with code {}: {detail}",
-                            code.unwrap_or(-1)
-                        ),
-                    }
-                }
-                _ => finished.exit_message(),
-            };
-            return Err(classified(message, error, &finished.stderr, usage));
+        if let Some(failed) = finished.failure(
+            error.map(error_detail).as_deref(),
+            error.and_then(error_status),
+            usage.clone(),
+        ) {
+            return Err(retryable_if_marked(failed, error));
         }
         // Done: a `done` line (newer builds), else a last step that did not stop for tools.
         let finished_turn = finished
@@ -147,12 +122,14 @@ impl OpencodeProvider {
                 !matches!(text(part, "/reason"), Some("tool-calls" | "tool_calls"))
             });
         if !finished_turn {
-            return Err(ProviderError::new(
-                ProviderErrorKind::InvalidResponse,
+            return Err(invalid(
                 format!("{DISPLAY} provider finished without a final step_finish line"),
+                usage,
             ));
         }
-        let session = session.ok_or_else(|| no_session(DISPLAY))?;
+        let Some(session) = finished.session.clone() else {
+            return Err(no_session(DISPLAY, usage));
+        };
         let answer = finished
             .lines
             .iter()
@@ -162,32 +139,28 @@ impl OpencodeProvider {
                     .then(|| text(line, "/part/text"))
                     .flatten()
             })
-            .unwrap_or_default();
-        let mut response = AgentResponse::new(Value::String(answer.to_owned()))
+            .unwrap_or_default()
+            .to_owned();
+        let mut response = AgentResponse::new(Value::String(answer))
             .with_session_id(session)
-            .with_raw(Value::Array(finished.lines.clone()));
+            .with_raw(Value::Array(finished.lines));
         response.usage = usage;
         response.model = request.model().map(str::to_owned);
         Ok(response)
     }
 }
 
-impl Default for OpencodeProvider {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+cli_provider_settings!(OpencodeProvider);
 
 #[async_trait]
 impl AgentProvider for OpencodeProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.cli.name
     }
 
     async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
-        let schema = request.options.get("schema").filter(|s| !s.is_null());
-        if schema.is_some() || request.prompt.len() > LONGEST_ARGUMENT_PROMPT {
-            server::run(&self.binary, &request).await
+        if schema(&request).is_some() || request.prompt.len() > LONGEST_ARGUMENT_PROMPT {
+            server::run(&self.cli.program, &request).await
         } else {
             self.run_command(&request).await
         }
@@ -218,33 +191,26 @@ fn error_detail(line: &Value) -> String {
     }
 }
 
-/// The error for a failed call: retryable when opencode says so or the status is a rate
-/// limit or an overload.
-fn classified(
-    message: String,
-    error: Option<&Value>,
-    stderr: &str,
-    usage: Option<smol_durable_core::Usage>,
-) -> ProviderError {
-    let data = error.and_then(|line| line.pointer("/error/data"));
-    let status = data
-        .and_then(|data| data.get("statusCode"))
-        .and_then(Value::as_u64);
-    let detail = error.map_or_else(|| stderr.to_owned(), error_detail);
-    let error = failure(message, status, &detail, usage);
-    if data
-        .and_then(|data| data.get("isRetryable"))
+/// The HTTP status an error line passes on.
+fn error_status(line: &Value) -> Option<u64> {
+    line.pointer("/error/data/statusCode")
+        .and_then(Value::as_u64)
+}
+
+/// `failed`, made retryable when opencode marks the error so (`data.isRetryable`).
+fn retryable_if_marked(failed: ProviderError, error: Option<&Value>) -> ProviderError {
+    let marked = error
+        .and_then(|line| line.pointer("/error/data/isRetryable"))
         .and_then(Value::as_bool)
-        == Some(true)
-        && !error.is_retryable()
-    {
-        let mut retryable = ProviderError::transient(error.to_string());
-        if let Some(usage) = error.usage() {
-            retryable = retryable.with_usage(usage.clone());
-        }
-        return retryable;
+        == Some(true);
+    if !marked || failed.is_retryable() {
+        return failed;
     }
-    error
+    let retryable = ProviderError::transient(failed.to_string());
+    match failed.usage() {
+        Some(usage) => retryable.with_usage(usage.clone()),
+        None => retryable,
+    }
 }
 
 /// A tool the agent uses.

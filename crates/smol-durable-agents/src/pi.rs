@@ -3,14 +3,13 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use smol_durable_core::process::working_dir;
-use smol_durable_core::{
-    AgentEvent, AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind,
-    UsageCost,
-};
+use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderError, UsageCost};
 
-use crate::answer::{count, text, Tokens};
-use crate::process::{self, Invocation};
-use crate::{failure, no_session, option, tool_action, Binary};
+use crate::answer::{count, schema, text, Tokens};
+use crate::process::{self, Invocation, Watch};
+use crate::{
+    cli_provider_settings, invalid, no_session, option, scratch_dir, tool_action, CliSettings,
+};
 
 const DISPLAY: &str = "Pi";
 
@@ -27,12 +26,13 @@ const RESULT_TOOL: &str = "workflow_result";
 /// - The session id is the `session` line's `id`; usage and cost are summed over the
 ///   assistant messages' `message_end` (`input`, `output`, `cacheRead`, `cacheWrite`,
 ///   `cost.*`); the model is theirs; the answer is the last assistant message's text.
-/// - `stopReason: "error"` (with `errorMessage`) or `"aborted"`, a non-zero exit or no
-///   `agent_end` fails the call; a rate limit or an overload in the message is retryable.
+/// - The last assistant message's `stopReason: "error"` (with `errorMessage`) or
+///   `"aborted"`, a non-zero exit or no `agent_end` fails the call (an earlier error that pi
+///   recovered from by its own `auto_retry` does not); a rate limit or an overload in the
+///   message is retryable.
 #[derive(Debug, Clone)]
 pub struct PiProvider {
-    name: String,
-    binary: Binary,
+    cli: CliSettings,
 }
 
 impl PiProvider {
@@ -42,48 +42,28 @@ impl PiProvider {
     /// The environment variable naming the `pi` binary (default: `pi` on `PATH`).
     pub const BIN_VARIABLE: &'static str = "SMOL_DURABLE_PI_BIN";
 
+    /// The environment variable holding extra arguments (shell-quoted), placed before the
+    /// provider's own.
+    pub const ARGS_VARIABLE: &'static str = "SMOL_DURABLE_PI_ARGS";
+
     /// A provider running `pi` from [`BIN_VARIABLE`](Self::BIN_VARIABLE) or `PATH`.
     pub fn new() -> Self {
         Self {
-            name: Self::NAME.to_owned(),
-            binary: Binary::from_env(Self::BIN_VARIABLE, "pi"),
+            cli: CliSettings::from_env(Self::NAME, Self::BIN_VARIABLE, Self::ARGS_VARIABLE, "pi"),
         }
     }
-
-    /// Runs this binary instead.
-    pub fn program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.binary = Binary(path.into());
-        self
-    }
-
-    /// Registers the provider under another name.
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
 }
 
-impl Default for PiProvider {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+cli_provider_settings!(PiProvider);
 
 #[async_trait]
 impl AgentProvider for PiProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.cli.name
     }
 
     async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
-        let files = tempfile::Builder::new()
-            .prefix("smol-durable-pi-")
-            .tempdir()
-            .map_err(|error| {
-                ProviderError::terminal(format!(
-                    "{DISPLAY} provider cannot make a temporary directory: {error}"
-                ))
-            })?;
+        let files = scratch_dir(DISPLAY, "smol-durable-pi-")?;
         let write = |name: &str, content: &str| {
             let path = files.path().join(name);
             std::fs::write(&path, content)
@@ -94,9 +74,10 @@ impl AgentProvider for PiProvider {
                     ))
                 })
         };
-        let schema = request.options.get("schema").filter(|s| !s.is_null());
+        let schema = schema(&request);
         let wrapped = schema.is_some_and(|schema| !is_object_schema(schema));
-        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        let mut args: Vec<std::ffi::OsString> =
+            self.cli.extra_args.iter().map(Into::into).collect();
         let mut prompt = request.prompt.clone();
         if let Some(schema) = schema {
             let parameters = if wrapped {
@@ -121,24 +102,20 @@ impl AgentProvider for PiProvider {
         args.push(reference);
         let invocation = Invocation {
             display: DISPLAY,
-            program: self.binary.0.clone(),
+            program: self.cli.program.clone(),
             args,
             cwd: working_dir(&request),
             stdin: None,
         };
-        let mut session: Option<String> = None;
-        let events = request.events.clone();
-        let finished = process::run(invocation, |line| {
-            if text(line, "/type") == Some("session") {
-                session = text(line, "/id").map(str::to_owned);
-            }
-            events.send(
-                AgentEvent::new(line.clone())
-                    .with_session_id(session.as_deref())
-                    .with_action(action(line)),
-            );
-        })
-        .await?;
+        let watch = Watch {
+            session: |line| {
+                (text(line, "/type") == Some("session"))
+                    .then(|| text(line, "/id"))
+                    .flatten()
+            },
+            action,
+        };
+        let finished = process::run_watched(invocation, &request.events, watch).await?;
         let assistant: Vec<&Value> = finished
             .lines
             .iter()
@@ -152,50 +129,36 @@ impl AgentProvider for PiProvider {
         for message in &assistant {
             tokens.add(message_tokens(message));
         }
-        let usage = (!assistant.is_empty()).then(|| tokens.clone().usage());
-        let failed =
-            assistant
-                .iter()
-                .rev()
-                .find_map(|message| match text(message, "/stopReason") {
-                    Some("error") => Some(
-                        text(message, "/errorMessage")
-                            .unwrap_or("the model call failed")
-                            .to_owned(),
-                    ),
-                    Some("aborted") => Some("the agent was aborted".to_owned()),
-                    _ => None,
-                });
-        if !finished.succeeded() {
-            let message = match &failed {
-                Some(detail) if finished.stderr.trim().is_empty() => format!(
-                    "{DISPLAY} provider exited with code {}: {detail}",
-                    finished.code.unwrap_or(-1)
+        let usage = (!assistant.is_empty()).then(|| tokens.usage());
+        // Only the last message decides: pi retries a failed model call by itself
+        // (`auto_retry_start`), and an earlier error it recovered from is no failure.
+        let failed = assistant
+            .last()
+            .and_then(|message| match text(message, "/stopReason") {
+                Some("error") => Some(
+                    text(message, "/errorMessage")
+                        .unwrap_or("the model call failed")
+                        .to_owned(),
                 ),
-                _ => finished.exit_message(),
-            };
-            let detail = failed.unwrap_or_else(|| finished.stderr.clone());
-            return Err(failure(message, None, &detail, usage));
-        }
-        if let Some(detail) = failed {
-            return Err(failure(
-                format!("{DISPLAY} provider reported an error: {detail}"),
-                None,
-                &detail,
-                usage,
-            ));
+                Some("aborted") => Some("the agent was aborted".to_owned()),
+                _ => None,
+            });
+        if let Some(error) = finished.failure(failed.as_deref(), None, usage.clone()) {
+            return Err(error);
         }
         if !finished
             .lines
             .iter()
             .any(|line| text(line, "/type") == Some("agent_end"))
         {
-            return Err(ProviderError::new(
-                ProviderErrorKind::InvalidResponse,
+            return Err(invalid(
                 format!("{DISPLAY} provider finished without an agent_end line"),
+                usage,
             ));
         }
-        let session = session.ok_or_else(|| no_session(DISPLAY))?;
+        let Some(session) = finished.session.clone() else {
+            return Err(no_session(DISPLAY, usage));
+        };
         let answer = match schema {
             Some(_) => {
                 let called = finished.lines.iter().rev().find_map(|line| {
@@ -205,14 +168,13 @@ impl AgentProvider for PiProvider {
                     .flatten()
                 });
                 let Some(arguments) = called else {
-                    return Err(ProviderError::new(
-                        ProviderErrorKind::InvalidResponse,
+                    return Err(invalid(
                         format!(
                             "{DISPLAY} provider: the agent finished without calling the \
                              {RESULT_TOOL} tool with its answer"
                         ),
-                    )
-                    .with_usage(tokens.usage()));
+                        usage,
+                    ));
                 };
                 if wrapped {
                     arguments.get("value").cloned().unwrap_or(Value::Null)
@@ -227,16 +189,17 @@ impl AgentProvider for PiProvider {
                     .unwrap_or_default(),
             ),
         };
-        let mut response = AgentResponse::new(answer)
-            .with_session_id(session)
-            .with_raw(Value::Array(finished.lines.clone()));
-        response.usage = usage;
-        response.model = assistant
+        let model = assistant
             .iter()
             .rev()
             .find_map(|message| text(message, "/model"))
             .or_else(|| request.model())
             .map(str::to_owned);
+        let mut response = AgentResponse::new(answer)
+            .with_session_id(session)
+            .with_raw(Value::Array(finished.lines));
+        response.usage = usage;
+        response.model = model;
         Ok(response)
     }
 }

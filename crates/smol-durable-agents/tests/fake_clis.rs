@@ -388,7 +388,7 @@ async fn error_lines_fail_and_failed_tools_do_not() {
 }
 
 #[tokio::test]
-async fn rate_limits_and_overloads_are_retryable_and_billed() {
+async fn rate_limits_and_overloads_are_retryable() {
     for cli in ALL {
         let (result, _, _) = call(cli, "FAKE:rate_limit", Value::Null).await;
         let error = result.expect_err("rate limited");
@@ -432,6 +432,34 @@ async fn claude_result_subtypes_are_errors_even_without_is_error() {
     let (result, _, _) = call(Cli::Claude, "FAKE:legacy_cost", Value::Null).await;
     let response = result.expect("older claude");
     assert!(cost(&response).is_some(), "cost_usd is read too");
+}
+
+#[tokio::test]
+async fn what_pi_recovered_from_by_itself_is_no_failure() {
+    let (result, events, _) = call(Cli::Pi, "FAKE:auto_retry", Value::Null).await;
+    let response = result.expect("pi retried the overloaded call and answered");
+    assert_eq!(response.output, json!("fake pi answer: FAKE:auto_retry"));
+    assert!(events
+        .iter()
+        .any(|event| event.provider_event["type"] == "auto_retry_start"));
+}
+
+#[tokio::test]
+async fn unusable_answers_still_bill_what_they_cost() {
+    for cli in [Cli::Claude, Cli::Opencode, Cli::Pi] {
+        let (result, _, _) = call(cli, "FAKE:no_session", Value::Null).await;
+        let error = result.expect_err("no session");
+        assert_eq!(
+            error.usage().and_then(|usage| usage.output_tokens),
+            Some(7),
+            "{cli:?}: {error}"
+        );
+    }
+    for cli in [Cli::Opencode, Cli::Pi] {
+        let (result, _, _) = call(cli, "FAKE:missing_final", Value::Null).await;
+        let error = result.expect_err("no final line");
+        assert!(error.usage().is_some(), "{cli:?}: {error}");
+    }
 }
 
 #[tokio::test]
@@ -494,6 +522,13 @@ async fn events_arrive_while_the_call_runs_and_a_dropped_call_kills_the_whole_gr
         );
         assert!(started.elapsed() < Duration::from_secs(2), "{cli:?}");
         drop(first);
+        // Cancel only once the agent's tool (a grandchild) runs.
+        let tool_started = PathBuf::from(format!("{}.started", marker.display()));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !tool_started.exists() {
+            assert!(Instant::now() < deadline, "{cli:?}: the tool never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // Cancelling drops the call: the CLI and the tool it started must both go.
         call.abort();
         let _ = call.await;
@@ -557,5 +592,42 @@ async fn opencodes_server_mode_reports_errors_like_the_command() {
     assert!(
         events.iter().any(|event| event.action.is_some()),
         "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn what_a_cli_leaves_running_does_not_hold_the_call_and_is_stopped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let marker = dir.path().join("background-finished");
+    let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakes/claude");
+    // The agent answers, then leaves a background job holding its stdout and stderr.
+    let script = dir.path().join("claude");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n'{}' \"$@\"\n(sleep 3; touch '{}') &\nexit 0\n",
+            fake.display(),
+            marker.display()
+        ),
+    )
+    .expect("script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let started = Instant::now();
+    let response = ClaudeCodeProvider::new()
+        .program(&script)
+        .run(AgentRequest::new("hello"))
+        .await
+        .expect("answers");
+    assert_eq!(response.output, json!("fake claude answer: hello"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the call ended with the CLI, not with its background job: {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert!(
+        !marker.exists(),
+        "the background job was stopped with the CLI's group"
     );
 }

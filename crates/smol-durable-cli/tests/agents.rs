@@ -314,13 +314,19 @@ fn events_follow_shows_what_a_running_agent_does() {
     });
     // The slow call's tool shows up while the call still runs.
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut slow_step = None;
     loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("the slow call's events arrive");
         let event: Value = serde_json::from_str(&line).expect("JSON");
-        if event["type"] == "workflow.agent_event"
-            && calls(&log).len() == 2
+        let step = event["metadata"]["stepId"].clone();
+        if event["type"] == "workflow.agent_started"
+            && event["data"]["promptPreview"] == "second FAKE:slow"
+        {
+            slow_step = Some(step);
+        } else if event["type"] == "workflow.agent_event"
+            && slow_step.as_ref() == Some(&step)
             && event["data"]["action"] == "Bash: ls"
         {
             break;
@@ -384,8 +390,13 @@ fn cancelling_a_run_kills_the_agents_whole_process_group() {
         .spawn()
         .expect("starts");
     wait_for_calls(&log, 2);
-    // The fake is running its (slow) tool.
-    std::thread::sleep(Duration::from_millis(300));
+    // Cancel once the fake runs its (slow) tool.
+    let tool_started = cli.path("tool-finished.started");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tool_started.exists() {
+        assert!(Instant::now() < deadline, "the tool never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let run_id = cli.run_ids()[0].clone();
     let cancel = cli.run(&["cancel", &run_id]);
     assert!(cancel.status.success(), "{}", stderr(&cancel));

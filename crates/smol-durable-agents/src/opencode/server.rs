@@ -8,11 +8,11 @@ use smol_durable_core::process::{working_dir, ProcessGroupGuard};
 use smol_durable_core::{
     AgentEvent, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{action, classified, step_tokens, DISPLAY};
-use crate::answer::{output, text, Tokens};
-use crate::{no_session, option, Binary};
+use super::{action, error_detail, error_status, retryable_if_marked, step_tokens, DISPLAY};
+use crate::answer::{output, schema, text, Tokens};
+use crate::{no_session, option};
 
 /// How long the server may take to say where it listens (smol-wf's limit).
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -20,10 +20,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// Runs one call through a server started for it, stopped (its process group killed) when the
 /// call ends or is dropped.
 pub(super) async fn run(
-    binary: &Binary,
+    program: &std::path::Path,
     request: &AgentRequest,
 ) -> Result<AgentResponse, ProviderError> {
-    let mut command = tokio::process::Command::new(&binary.0);
+    let mut command = tokio::process::Command::new(program);
     command
         .args(["serve", "--hostname", "127.0.0.1", "--port", "0"])
         .stdin(Stdio::null())
@@ -38,7 +38,7 @@ pub(super) async fn run(
     let mut child = command.spawn().map_err(|error| {
         ProviderError::terminal(format!(
             "{DISPLAY} provider could not start {}: {error}",
-            binary.0.display()
+            program.display()
         ))
         .with_source(error)
     })?;
@@ -51,11 +51,10 @@ pub(super) async fn run(
     // Kept for the error of a server that exits at once; read all along so it never fills.
     let stderr = child.stderr.take();
     let stderr = tokio::spawn(async move {
-        let mut kept = Vec::new();
-        if let Some(stderr) = stderr {
-            let _ = stderr.take(1 << 16).read_to_end(&mut kept).await;
+        match stderr {
+            Some(stderr) => crate::process::read_capped(stderr, 1 << 16).await,
+            None => String::new(),
         }
-        String::from_utf8_lossy(&kept).into_owned()
     });
     let started = tokio::time::timeout(START_TIMEOUT, async {
         while let Ok(Some(line)) = lines.next_line().await {
@@ -85,15 +84,21 @@ pub(super) async fn run(
         }
     };
     // The server's later output is not read; drain it so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(crate::process::read_capped(lines.into_inner(), 0));
 
-    let client = reqwest::Client::new();
-    let schema = request.options.get("schema").filter(|s| !s.is_null());
+    // Loopback only: a proxy from the environment must not see the call.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|error| {
+            ProviderError::terminal(format!("{DISPLAY} provider: no HTTP client: {error}"))
+        })?;
+    let schema = schema(request);
     let exchange = async {
         let session: Value = post(&client, &format!("{base}/session"), &json!({})).await?;
         let session_id = text(&session, "/id")
             .map(str::to_owned)
-            .ok_or_else(|| no_session(DISPLAY))?;
+            .ok_or_else(|| no_session(DISPLAY, None))?;
         let mut body = json!({ "parts": [{ "type": "text", "text": request.prompt }] });
         if let Some((provider, model)) =
             option(request, "model").and_then(|model| model.split_once('/'))
@@ -163,13 +168,14 @@ pub(super) async fn run(
     let usage = Some(tokens.usage());
     if let Some(error) = info.get("error").filter(|error| !error.is_null()) {
         let line = json!({ "type": "error", "error": error });
-        let detail = super::error_detail(&line);
-        return Err(classified(
+        let detail = error_detail(&line);
+        let failed = crate::failure(
             format!("{DISPLAY} provider reported an error: {detail}"),
-            Some(&line),
-            "",
+            error_status(&line),
+            &detail,
             usage,
-        ));
+        );
+        return Err(retryable_if_marked(failed, Some(&line)));
     }
     let text_answer: String = parts
         .iter()
@@ -210,6 +216,7 @@ async fn stopped(
         code: status.code(),
         lines: Vec::new(),
         stderr: stderr.await.unwrap_or_default(),
+        session: None,
     };
     Some(crate::failure(
         finished.exit_message(),

@@ -18,7 +18,8 @@ Common protocol (all four fakes):
   (single ``write`` call, O_APPEND) before anything is printed.
 * ``slow``: a grandchild ``sh -c 'sleep $FAKE_AGENT_SLEEP; touch $FAKE_AGENT_MARKER'``
   (sleep default 30, marker only when the env var is set) is started in the
-  fake's own process group and waited for.
+  fake's own process group and waited for; ``$FAKE_AGENT_MARKER.started`` holds
+  its pid once it runs.
 * Lines are printed one JSON object per line, flushed, with a pause of
   ``FAKE_AGENT_LINE_DELAY`` seconds (default 0.05) after each line.
 
@@ -165,6 +166,10 @@ def run_slow_grandchild():
         script = 'sleep "$FAKE_AGENT_SLEEP"'
     proc = subprocess.Popen(["sh", "-c", script], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if env.get("FAKE_AGENT_MARKER"):
+        # Tells a test the tool is running: now cancelling must stop it.
+        with open(env["FAKE_AGENT_MARKER"] + ".started", "w") as started:
+            started.write(str(proc.pid))
     proc.wait()
 
 
