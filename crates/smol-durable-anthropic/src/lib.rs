@@ -147,7 +147,11 @@ impl AnthropicProvider {
             "max_tokens": max_tokens,
             "messages": [{ "role": "user", "content": request.prompt }],
         });
-        if let Some(schema) = request.options.get("schema") {
+        if let Some(schema) = request
+            .options
+            .get("schema")
+            .filter(|schema| !schema.is_null())
+        {
             body["output_config"] =
                 json!({ "format": { "type": "json_schema", "schema": schema } });
         }

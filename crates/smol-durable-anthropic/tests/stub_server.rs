@@ -154,6 +154,7 @@ async fn a_rate_limit_is_retried_honouring_retry_after() {
         .header("retry-after", "0"),
         message("finally"),
     ]);
+    let started = std::time::Instant::now();
     let response = provider(&server)
         // A backoff the test would notice: retry-after 0 replaces it.
         .retries(2, Duration::from_secs(30))
@@ -162,6 +163,40 @@ async fn a_rate_limit_is_retried_honouring_retry_after() {
         .expect("answer after a retry");
     assert_eq!(response.output, json!("finally"));
     assert_eq!(server.requests().len(), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "retry-after 0 was honoured"
+    );
+}
+
+#[tokio::test]
+async fn an_overload_waits_as_long_as_retry_after_says() {
+    let server = StubHttpServer::start(vec![
+        overloaded().header("retry-after", "1"),
+        message("after a second"),
+    ]);
+    let started = std::time::Instant::now();
+    let response = provider(&server)
+        .retries(2, Duration::from_millis(1))
+        .run(request("x", json!({ "model": "m" })))
+        .await
+        .expect("answer after a retry");
+    assert_eq!(response.output, json!("after a second"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "waited {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_null_schema_is_no_schema() {
+    let server = StubHttpServer::start(vec![message("plain")]);
+    provider(&server)
+        .run(request("x", json!({ "model": "m", "schema": null })))
+        .await
+        .expect("answer");
+    assert!(server.requests()[0].json().get("output_config").is_none());
 }
 
 #[tokio::test]

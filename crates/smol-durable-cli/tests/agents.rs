@@ -551,8 +551,9 @@ export default async function () {
     wait_for_calls(&log, 2);
     run.kill().expect("kill -9");
     run.wait().expect("reaped");
+    // The orphaned agent goes on in the worktree until the next start stops it.
     let left = calls(&log)[1].clone();
-    kill_group(&left);
+    assert!(group_alive(&left));
     let cwd = left["cwd"].as_str().unwrap().to_owned();
     assert!(
         cwd.ends_with("/worktree/sub"),
@@ -570,6 +571,7 @@ export default async function () {
         .expect("resumes");
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!Path::new(&cwd).exists(), "{cwd} was removed");
+    assert!(!group_alive(&left), "the orphaned agent was stopped");
     assert_eq!(git_lines(cli.dir(), &["worktree", "list"]).len(), 1);
     assert!(
         agent_branches(cli.dir()).is_empty(),
@@ -647,4 +649,133 @@ export default async function () { return agent("say hello", { model: "claude-x"
     assert_eq!(detail["steps"][0]["agent"]["sessionId"], "msg_1");
     assert_eq!(detail["steps"][0]["tokenUsage"]["cacheReadTokens"], 30);
     assert_eq!(server.requests()[0].header("x-api-key"), Some("sk-test"));
+}
+
+#[test]
+fn a_stale_worktree_whose_directory_is_gone_is_still_removed() {
+    let cli = Cli::new();
+    git_repository(cli.dir());
+    let script = cli.write(
+        "isolated.js",
+        r#"
+export const meta = { name: "isolated", description: "one slow isolated agent" };
+export default async function () { return agent("slow FAKE:slow", { isolation: "worktree" }); }
+"#,
+    );
+    let log = cli.path("calls.jsonl");
+    let mut run = with_fakes(&cli, &["run", &script, "--agent-provider", "pi"], &log)
+        .env("FAKE_AGENT_SLEEP", "30")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    wait_for_calls(&log, 1);
+    run.kill().expect("kill -9");
+    run.wait().expect("reaped");
+    let left = calls(&log)[0].clone();
+    kill_group(&left);
+    // The temporary directory went (a reboot, tmpfiles): git still records the worktree.
+    let worktree = PathBuf::from(left["cwd"].as_str().unwrap());
+    std::fs::remove_dir_all(worktree.parent().unwrap()).expect("rm");
+    assert_eq!(git_lines(cli.dir(), &["worktree", "list"]).len(), 2);
+    let other = cli.write(
+        "plain.js",
+        r#"
+export const meta = { name: "plain", description: "x" };
+export default async function () { return agent("hi"); }
+"#,
+    );
+    let output = cli.run(&["run", &other]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(git_lines(cli.dir(), &["worktree", "list"]).len(), 1);
+    assert!(
+        agent_branches(cli.dir()).is_empty(),
+        "{:?}",
+        agent_branches(cli.dir())
+    );
+}
+
+#[test]
+fn a_live_runs_worktree_survives_another_runs_start() {
+    let cli = Cli::new();
+    git_repository(cli.dir());
+    let script = cli.write(
+        "isolated.js",
+        r#"
+export const meta = { name: "isolated", description: "one slow isolated agent" };
+export default async function () { return agent("slow FAKE:slow", { isolation: "worktree" }); }
+"#,
+    );
+    let log = cli.path("calls.jsonl");
+    let first = with_fakes(&cli, &["run", &script, "--agent-provider", "codex"], &log)
+        .env("FAKE_AGENT_SLEEP", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    wait_for_calls(&log, 1);
+    let worktree = PathBuf::from(calls(&log)[0]["cwd"].as_str().unwrap());
+    // Another run starts in the repository (and cleans up) while the first one's agent works.
+    let other = cli.write(
+        "plain.js",
+        r#"
+export const meta = { name: "plain", description: "x" };
+export default async function () { return agent("hi"); }
+"#,
+    );
+    let output = cli.run(&["run", &other]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(worktree.exists(), "the live run's worktree was left alone");
+    assert!(group_alive(&calls(&log)[0]), "and so was its agent");
+    let output = first.wait_with_output().expect("ends");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!worktree.exists());
+}
+
+#[test]
+fn a_call_past_its_timeout_stops_the_agent_and_everything_it_started() {
+    let cli = Cli::new();
+    let script = cli.write(
+        "timeout.js",
+        r#"
+export const meta = { name: "timeout", description: "a slow agent with a deadline" };
+export default async function () {
+  try {
+    return await agent("slow FAKE:slow", { timeoutMs: 1500 });
+  } catch (error) {
+    return error.message;
+  }
+}
+"#,
+    );
+    let log = cli.path("calls.jsonl");
+    let marker = cli.path("tool-finished");
+    let started = Instant::now();
+    let output = with_fakes(
+        &cli,
+        &["run", &script, "--agent-provider", "claude-code"],
+        &log,
+    )
+    .env("FAKE_AGENT_SLEEP", "4")
+    .env("FAKE_AGENT_MARKER", &marker)
+    .output()
+    .expect("runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        printed["results"],
+        "claude-code provider timed out after 1500 ms (timeoutMs)"
+    );
+    assert!(
+        cli.path("tool-finished.started").exists(),
+        "the tool had started"
+    );
+    assert!(!group_alive(&calls(&log)[0]));
+    std::thread::sleep(Duration::from_millis(3_000));
+    assert!(!marker.exists(), "the agent's tool was stopped with it");
 }

@@ -69,16 +69,18 @@ impl AgentWorktree {
                 tracing::warn!(%error, "could not remove stale agent worktrees");
             }
         }
-        let id = ulid::Ulid::new().to_string().to_lowercase();
-        let holder = std::env::temp_dir().join(format!("{DIR_PREFIX}{id}"));
-        std::fs::create_dir_all(&holder)
-            .map_err(|error| format!("cannot create {}: {error}", holder.display()))?;
-        let path = holder.join("worktree");
-        let branch = format!("{BRANCH_PREFIX}{id}");
         let reason = lock_reason();
-        let added = {
+        let (holder, path, branch, added) = {
             let _turn = GIT_TURN.lock().await;
-            git_status(
+            // Named once it is our turn: a branch's age (from its id) tells the cleanup of
+            // other processes whether it can still be on its way to a worktree.
+            let id = ulid::Ulid::new().to_string().to_lowercase();
+            let holder = std::env::temp_dir().join(format!("{DIR_PREFIX}{id}"));
+            std::fs::create_dir_all(&holder)
+                .map_err(|error| format!("cannot create {}: {error}", holder.display()))?;
+            let path = holder.join("worktree");
+            let branch = format!("{BRANCH_PREFIX}{id}");
+            let added = git_status(
                 &repository,
                 &[
                     "worktree",
@@ -93,7 +95,8 @@ impl AgentWorktree {
                     "HEAD",
                 ],
             )
-            .await
+            .await;
+            (holder, path, branch, added)
         };
         if let Err(error) = added {
             let _ = std::fs::remove_dir_all(&holder);
@@ -137,41 +140,65 @@ impl AgentWorktree {
 
     /// Removes the worktree, its branch and its directory.
     pub async fn remove(mut self) {
-        {
-            let _turn = GIT_TURN.lock().await;
-            let _ = remove_worktree(&self.repository, &self.path, &self.branch).await;
-        }
-        let _ = std::fs::remove_dir_all(&self.holder);
         self.removed = true;
+        remove_ours(&self.repository, &self.path, &self.branch, &self.holder).await;
     }
 }
 
+/// Removes an agent worktree (locked: unlocked first), its branch and its directory; what
+/// fails is logged (the next cleanup finds it again: its process will be gone).
+async fn remove_ours(repository: &Path, path: &Path, branch: &str, holder: &Path) {
+    let _turn = GIT_TURN.lock().await;
+    if let Err(error) = remove_worktree(repository, path, branch).await {
+        tracing::warn!(worktree = %path.display(), %error, "cannot remove an agent worktree");
+    }
+    let _ = std::fs::remove_dir_all(holder);
+}
+
 impl Drop for AgentWorktree {
-    /// A call dropped mid-way (cancelled, timed out) still removes its worktree; blocking, as
-    /// there is no runtime to await on here.
+    /// A call dropped mid-way (cancelled, timed out) still removes its worktree: on the
+    /// runtime, in turn with the process's other git commands, when there is one.
     fn drop(&mut self) {
         if self.removed {
             return;
         }
-        for args in [
-            vec!["worktree", "remove", "--force", "--force"],
-            vec!["branch", "-D"],
-        ] {
-            let target = if args[0] == "worktree" {
-                self.path.to_string_lossy().into_owned()
-            } else {
-                self.branch.clone()
-            };
-            let _ = std::process::Command::new("git")
-                .arg("-C")
-                .arg(&self.repository)
-                .args(&args)
-                .arg(target)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        let (repository, path, branch, holder) = (
+            self.repository.clone(),
+            self.path.clone(),
+            self.branch.clone(),
+            self.holder.clone(),
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime
+                    .spawn(async move { remove_ours(&repository, &path, &branch, &holder).await });
+            }
+            Err(_) => {
+                for args in [
+                    vec![
+                        "worktree".to_owned(),
+                        "unlock".to_owned(),
+                        path.to_string_lossy().into_owned(),
+                    ],
+                    vec![
+                        "worktree".to_owned(),
+                        "remove".to_owned(),
+                        "--force".to_owned(),
+                        path.to_string_lossy().into_owned(),
+                    ],
+                    vec!["branch".to_owned(), "-D".to_owned(), branch],
+                ] {
+                    let _ = std::process::Command::new("git")
+                        .arg("-C")
+                        .arg(&repository)
+                        .args(&args)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+                let _ = std::fs::remove_dir_all(&holder);
+            }
         }
-        let _ = std::fs::remove_dir_all(&self.holder);
     }
 }
 
@@ -185,8 +212,11 @@ pub struct StaleWorktrees {
 }
 
 /// Removes the agent worktrees and branches that processes on this host left behind when they
-/// were killed, in the repository holding `dir`. Nothing to do (not a repository, no
-/// leftovers) is not an error; only a failing `git` is.
+/// were killed, in the repository holding `dir`: worktrees locked by a smol-durable process
+/// that no longer runs (the agents still running in them are stopped first) and branches under
+/// [`BRANCH_PREFIX`] without a worktree for over a minute. Nothing to do is not an error; a
+/// leftover that cannot be removed is logged and the others are still removed; only a git that
+/// cannot list worktrees fails.
 pub async fn remove_stale_worktrees(dir: &Path) -> Result<StaleWorktrees, String> {
     let mut removed = StaleWorktrees::default();
     let Some(repository) = repository_root(dir).await else {
@@ -194,7 +224,7 @@ pub async fn remove_stale_worktrees(dir: &Path) -> Result<StaleWorktrees, String
     };
     let _turn = GIT_TURN.lock().await;
     let listing = git(&repository, &["worktree", "list", "--porcelain"]).await?;
-    let mut with_worktree = HashSet::new();
+    let mut in_use = HashSet::new();
     for entry in listing.split("\n\n") {
         let field = |name: &str| {
             entry.lines().find_map(|line| {
@@ -202,31 +232,34 @@ pub async fn remove_stale_worktrees(dir: &Path) -> Result<StaleWorktrees, String
                     .map(|rest| rest.strip_prefix(' ').unwrap_or(rest))
             })
         };
-        let Some(branch) = field("branch")
-            .and_then(|branch| branch.strip_prefix("refs/heads/"))
-            .filter(|branch| branch.starts_with(BRANCH_PREFIX))
-        else {
-            continue;
-        };
         let Some(path) = field("worktree") else {
             continue;
         };
-        let gone = field("prunable").is_some() || field("locked").is_some_and(holder_is_gone);
+        let branch = field("branch").and_then(|branch| branch.strip_prefix("refs/heads/"));
+        // Ours by the lock a smol-durable process put on it, whatever its agent checked out.
+        let gone = field("locked").is_some_and(holder_is_gone);
         if !gone {
-            with_worktree.insert(branch.to_owned());
+            if let Some(branch) = branch {
+                in_use.insert(branch.to_owned());
+            }
             continue;
         }
-        remove_worktree(&repository, Path::new(path), branch).await?;
-        if let Some(holder) = Path::new(path)
-            .parent()
-            .filter(|holder| is_ours(holder.file_name()))
-        {
+        let path = Path::new(path);
+        stop_processes_in(path);
+        let branch = branch.filter(|branch| branch.starts_with(BRANCH_PREFIX));
+        match remove_worktree(&repository, path, branch.unwrap_or_default()).await {
+            Ok(()) => {
+                removed.worktrees.push(path.to_string_lossy().into_owned());
+                removed.branches.extend(branch.map(str::to_owned));
+            }
+            Err(error) => {
+                tracing::warn!(worktree = %path.display(), %error, "cannot remove a stale agent worktree");
+            }
+        }
+        if let Some(holder) = path.parent().filter(|holder| is_ours(holder.file_name())) {
             let _ = std::fs::remove_dir_all(holder);
         }
-        removed.worktrees.push(path.to_owned());
-        removed.branches.push(branch.to_owned());
     }
-    git(&repository, &["worktree", "prune"]).await?;
     let branches = git(
         &repository,
         &[
@@ -244,7 +277,7 @@ pub async fn remove_stale_worktrees(dir: &Path) -> Result<StaleWorktrees, String
     .unwrap_or(u64::MAX);
     for branch in branches.lines().map(str::trim) {
         if branch.is_empty()
-            || with_worktree.contains(branch)
+            || in_use.contains(branch)
             || removed.branches.iter().any(|done| done == branch)
         {
             continue;
@@ -256,30 +289,75 @@ pub async fn remove_stale_worktrees(dir: &Path) -> Result<StaleWorktrees, String
         if created.is_some_and(|created| now.saturating_sub(created) < BRANCH_GRACE_MS) {
             continue;
         }
-        git(&repository, &["branch", "-D", branch]).await?;
-        removed.branches.push(branch.to_owned());
+        match git_status(&repository, &["branch", "-D", branch]).await {
+            Ok(()) => removed.branches.push(branch.to_owned()),
+            Err(error) => tracing::warn!(%branch, %error, "cannot remove a stale agent branch"),
+        }
     }
     Ok(removed)
 }
 
-/// `git worktree remove --force --force` (a locked worktree needs both) and `git branch -D`.
+/// Unlocks and removes a worktree of ours (`--force` for its changes; a directory that is
+/// gone has only its record removed, not every missing worktree's as `git worktree prune`
+/// would), then deletes `branch` (when not empty).
 async fn remove_worktree(repository: &Path, path: &Path, branch: &str) -> Result<(), String> {
+    let target = path.to_string_lossy();
+    // Unlocking a worktree that is not locked fails; that is fine.
+    let _ = git_status(repository, &["worktree", "unlock", &target]).await;
     if path.exists() {
-        git_status(
-            repository,
-            &[
-                "worktree",
-                "remove",
-                "--force",
-                "--force",
-                &path.to_string_lossy(),
-            ],
-        )
-        .await?;
+        git_status(repository, &["worktree", "remove", "--force", &target]).await?;
     } else {
-        git_status(repository, &["worktree", "prune"]).await?;
+        forget_worktree(repository, path).await?;
+    }
+    if branch.is_empty() {
+        return Ok(());
     }
     git_status(repository, &["branch", "-D", branch]).await
+}
+
+/// Removes git's record (`<git dir>/worktrees/<name>`) of the worktree that was at `path`.
+async fn forget_worktree(repository: &Path, path: &Path) -> Result<(), String> {
+    let common = git(repository, &["rev-parse", "--git-common-dir"]).await?;
+    let common = repository.join(common.trim());
+    let records = std::fs::read_dir(common.join("worktrees"))
+        .map_err(|error| format!("cannot read git's worktree records: {error}"))?;
+    for record in records.filter_map(Result::ok) {
+        // `gitdir` holds `<worktree>/.git`.
+        let points_here = std::fs::read_to_string(record.path().join("gitdir"))
+            .is_ok_and(|gitdir| Path::new(gitdir.trim()).parent() == Some(path));
+        if points_here {
+            return std::fs::remove_dir_all(record.path()).map_err(|error| {
+                format!("cannot remove git's record of {}: {error}", path.display())
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Stops what still runs inside a stale worktree: the agents a killed process left behind
+/// (they would go on spending, on a checkout about to disappear). Linux only (`/proc`).
+fn stop_processes_in(worktree: &Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let inside =
+            std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(worktree));
+        if inside && pid != std::process::id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 fn lock_reason() -> String {

@@ -36,6 +36,13 @@ pub async fn agent_events_are_stored_while_the_call_runs(fixture: Fixture) {
                         .with_session_id(Some("live-session"))
                         .with_action(Some("Bash: cargo test".to_owned())),
                 );
+                // A tool result far over the event size limit.
+                let output = "x".repeat(300_000);
+                request.events.send(
+                    AgentEvent::new(json!({ "type": "tool_result", "a": output, "b": output }))
+                        .with_session_id(Some("live-session"))
+                        .with_action(Some("Read: big.log".to_owned())),
+                );
             }),
     );
     let engine = builder(&fixture, &scripts, &provider)
@@ -76,6 +83,20 @@ pub async fn agent_events_are_stored_while_the_call_runs(fixture: Fixture) {
     assert!(live["metadata"]["stepId"].is_string());
     let output = handle.join().await.expect("run");
     assert_eq!(output.result, json!("echo: watched"));
+    // Only the provider's event is cut to the size limit: the fields around it stay.
+    let stored = engine.events(&run_id, 0, 100).await.expect("events");
+    let big = stored
+        .iter()
+        .filter(|event| event.event_type == EventType::AgentEvent.as_str())
+        .nth(1)
+        .expect("the large event")
+        .payload
+        .clone();
+    assert_eq!(big["data"]["provider"], json!("scripted"));
+    assert_eq!(big["data"]["action"], json!("Read: big.log"));
+    assert!(big["data"]["stepId"].is_string());
+    assert_eq!(big["data"]["truncated"], json!(true));
+    assert!(big.to_string().len() < 70_000, "{}", big.to_string().len());
     let types: Vec<String> = engine
         .events(&run_id, 0, 100)
         .await

@@ -252,27 +252,12 @@ impl RunScope {
             object(json!({ "phase": call.phase, "promptPreview": prompt_preview(&call.prompt) })),
         );
         let mut billed: Vec<LedgerEntry> = Vec::new();
-        let worktree = match call.isolation {
-            Some(Isolation::Worktree) => match self.create_worktree().await {
-                Ok(worktree) => Some(worktree),
-                Err(message) => {
-                    let error = Error::Provider(ProviderError::terminal(message.clone()));
-                    return Err(self
-                        .fail_agent_step(row, message, error, billed, metadata)
-                        .await);
-                }
-            },
-            None => None,
-        };
         let request = AgentRequest {
             prompt: call.prompt.clone(),
             options: call.options.clone(),
             context: AgentContext {
                 phase: call.phase.clone(),
-                cwd: match &worktree {
-                    Some(worktree) => Some(worktree.cwd().to_string_lossy().into_owned()),
-                    None => self.ctx.settings.cwd.clone(),
-                },
+                cwd: self.ctx.settings.cwd.clone(),
             },
             run_id: self.run_id.clone(),
             step_id: row.step_id.clone(),
@@ -289,17 +274,6 @@ impl RunScope {
                     .await
             }
             (_, result) => result,
-        };
-        let result = match worktree {
-            Some(worktree) => {
-                let isolation = worktree.metadata();
-                worktree.remove().await;
-                result.map(|response| AgentResponse {
-                    isolation: Some(isolation),
-                    ..response
-                })
-            }
-            None => result,
         };
         let response = match result {
             Ok(response) => response,
@@ -397,6 +371,47 @@ impl RunScope {
         Ok(seen.output)
     }
 
+    /// One provider call: in a fresh worktree for an isolated call (each try starts from a
+    /// clean checkout, never from what a failed or stopped try left), stopped at the call's
+    /// `timeoutMs`, and dropped when the run is cancelled (unless a session-log sink waits for
+    /// its transcript).
+    async fn call_once(
+        &self,
+        call: &AgentCall,
+        request: &AgentRequest,
+    ) -> Result<Result<AgentResponse, ProviderError>, CallEnd> {
+        let mut request = request.clone();
+        let worktree = match call.isolation {
+            Some(Isolation::Worktree) => match self.create_worktree().await {
+                Ok(worktree) => {
+                    request.context.cwd = Some(worktree.cwd().to_string_lossy().into_owned());
+                    Some(worktree)
+                }
+                Err(message) => return Err(CallEnd::Failed(ProviderError::terminal(message))),
+            },
+            None => None,
+        };
+        let run = timed(call, call.provider.run(request));
+        let result = if self.ctx.engine.session_sink.is_some() {
+            run.await
+        } else {
+            tokio::select! {
+                result = run => result,
+                // Dropping the worktree removes it.
+                () = self.ctx.cancel.cancelled() => return Err(CallEnd::Cancelled),
+            }
+        };
+        let Some(worktree) = worktree else {
+            return Ok(result);
+        };
+        let isolation = worktree.metadata();
+        worktree.remove().await;
+        Ok(result.map(|response| AgentResponse {
+            isolation: Some(isolation),
+            ..response
+        }))
+    }
+
     /// The worktree of an `isolation: "worktree"` call, in the run's directory (else the
     /// process's).
     async fn create_worktree(&self) -> Result<crate::worktree::AgentWorktree, String> {
@@ -418,17 +433,35 @@ impl RunScope {
         let ctx = Arc::clone(&self.ctx);
         let metadata = metadata.clone();
         let provider = call.provider.name().to_owned();
+        // Room for the fields around the provider's event, which alone is cut to fit.
+        let limit = ctx
+            .engine
+            .limits
+            .max_event_payload_bytes
+            .saturating_sub(1_024)
+            .max(256);
         crate::AgentEvents::new(move |event| {
             let mut metadata = metadata.clone();
             metadata.session_id.clone_from(&event.session_id);
+            let mut bounded = object(json!({ "providerEvent": event.provider_event }));
+            crate::events::bound_event_data(&mut bounded, limit);
+            let truncated = bounded.contains_key("truncated");
+            let provider_event = match bounded.remove("providerEvent") {
+                Some(kept) if !bounded.contains_key("preview") => kept,
+                // Too large even cut: its preview stands in for it.
+                _ => Value::Object(bounded),
+            };
             let mut data = object(json!({
                 "provider": provider,
                 "sessionId": event.session_id,
-                "providerEvent": event.provider_event,
+                "providerEvent": provider_event,
                 "stepId": metadata.step_id,
             }));
             if let Some(action) = event.action {
                 data.insert("action".to_owned(), Value::String(action));
+            }
+            if truncated {
+                data.insert("truncated".to_owned(), Value::Bool(true));
             }
             ctx.emit(EventType::AgentEvent, metadata, data);
         })
@@ -540,15 +573,7 @@ impl RunScope {
                 return Err(CallEnd::Cancelled);
             }
             tries += 1;
-            let call_once = timed(call, call.provider.run(request.clone()));
-            let result = if self.ctx.engine.session_sink.is_some() {
-                call_once.await
-            } else {
-                tokio::select! {
-                    result = call_once => result,
-                    () = self.ctx.cancel.cancelled() => return Err(CallEnd::Cancelled),
-                }
-            };
+            let result = self.call_once(call, request).await?;
             let error = match result {
                 Ok(response) => return Ok(response),
                 Err(error) => error,
