@@ -52,15 +52,15 @@ impl ClaudeCodeProvider {
         }
     }
 
-    fn invocation(&self, request: &AgentRequest) -> Invocation {
-        let mut args = self.cli.extra_args.clone();
+    fn invocation(&self, request: &AgentRequest) -> Result<Invocation, ProviderError> {
+        let mut args: Vec<std::ffi::OsString> = self.cli.extra_args()?;
         for (flag, option_name) in [
             ("--model", "model"),
             ("--effort", "thinking"),
             ("--agent", "agentType"),
         ] {
             if let Some(value) = option(request, option_name) {
-                args.extend([flag.to_owned(), value.to_owned()]);
+                args.extend([flag.into(), value.into()]);
             }
         }
         args.extend(
@@ -71,19 +71,19 @@ impl ClaudeCodeProvider {
                 "--input-format",
                 "text",
             ]
-            .map(str::to_owned),
+            .map(Into::into),
         );
         if let Some(schema) = schema(request) {
-            args.extend(["--json-schema".to_owned(), schema.to_string()]);
+            args.extend(["--json-schema".into(), schema.to_string().into()]);
         }
-        args.push("--print".to_owned());
-        Invocation {
+        args.push("--print".into());
+        Ok(Invocation {
             display: DISPLAY,
             program: self.cli.program.clone(),
-            args: args.into_iter().map(Into::into).collect(),
+            args,
             cwd: working_dir(request),
             stdin: Some(request.prompt.clone().into_bytes()),
-        }
+        })
     }
 }
 
@@ -101,7 +101,7 @@ impl AgentProvider for ClaudeCodeProvider {
             action,
         };
         let finished =
-            process::run_watched(self.invocation(&request), &request.events, watch).await?;
+            process::run_watched(self.invocation(&request)?, &request.events, watch).await?;
         let result = finished
             .lines
             .iter()

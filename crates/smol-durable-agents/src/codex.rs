@@ -67,7 +67,7 @@ impl AgentProvider for CodexProvider {
         let files = scratch_dir(DISPLAY, "smol-durable-codex-")?;
         let last_message = files.path().join("last-message.txt");
         let mut args: Vec<std::ffi::OsString> = vec!["exec".into()];
-        args.extend(self.cli.extra_args.iter().map(Into::into));
+        args.extend(self.cli.extra_args()?);
         args.push("--skip-git-repo-check".into());
         if let Some(model) = option(&request, "model") {
             args.extend(["--model".into(), model.into()]);

@@ -74,18 +74,35 @@ pub fn all() -> Vec<Arc<dyn AgentProvider>> {
 struct CliSettings {
     name: String,
     program: PathBuf,
-    extra_args: Vec<String>,
+    /// The extra arguments, or why the environment variable could not be read as such: every
+    /// call then fails saying so, rather than run without flags the user asked for.
+    extra_args: Result<Vec<String>, String>,
 }
 
 impl CliSettings {
     fn from_env(name: &str, bin_variable: &str, args_variable: &str, command: &str) -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        let extra_args = match var(args_variable) {
+            None => Ok(Vec::new()),
+            Some(args) => shlex::split(&args.to_string_lossy()).ok_or_else(|| {
+                format!(
+                    "{args_variable} is not a shell-quoted argument list (an unclosed quote?): {}",
+                    args.to_string_lossy()
+                )
+            }),
+        };
         Self {
             name: name.to_owned(),
             program: var(bin_variable).map_or_else(|| PathBuf::from(command), PathBuf::from),
-            extra_args: var(args_variable)
-                .and_then(|args| shlex::split(&args.to_string_lossy()))
-                .unwrap_or_default(),
+            extra_args,
+        }
+    }
+
+    /// The extra arguments, as `OsString`s.
+    fn extra_args(&self) -> Result<Vec<std::ffi::OsString>, ProviderError> {
+        match &self.extra_args {
+            Ok(args) => Ok(args.iter().map(Into::into).collect()),
+            Err(message) => Err(ProviderError::terminal(message.clone())),
         }
     }
 }
@@ -103,7 +120,7 @@ macro_rules! cli_provider_settings {
             /// Arguments added to every command line (the type's docs say where), e.g.
             /// permission or sandbox flags; replaces those of the environment variable.
             pub fn extra_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
-                self.cli.extra_args = args.into_iter().map(Into::into).collect();
+                self.cli.extra_args = Ok(args.into_iter().map(Into::into).collect());
                 self
             }
 
@@ -184,17 +201,23 @@ fn invalid(message: String, usage: Option<Usage>) -> ProviderError {
     }
 }
 
-/// A temporary directory for the files a CLI reads or writes beside its arguments; removed
-/// when dropped.
+/// A temporary directory for the files a CLI reads or writes beside its arguments (the
+/// prompt, the schema, the answer), readable by this user only; removed when dropped.
 fn scratch_dir(display: &str, prefix: &str) -> Result<tempfile::TempDir, ProviderError> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .map_err(|error| {
-            ProviderError::terminal(format!(
-                "{display} provider cannot make a temporary directory: {error}"
-            ))
-        })
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    #[cfg(unix)]
+    let private = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::Permissions::from_mode(0o700)
+    };
+    #[cfg(unix)]
+    builder.permissions(private);
+    builder.tempdir().map_err(|error| {
+        ProviderError::terminal(format!(
+            "{display} provider cannot make a temporary directory: {error}"
+        ))
+    })
 }
 
 /// A string option of the call.
@@ -240,6 +263,31 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_arguments_variable_fails_every_call_saying_so() {
+        let settings = CliSettings {
+            name: "x".into(),
+            program: "x".into(),
+            extra_args: Ok(vec!["--sandbox".into(), "workspace write".into()]),
+        };
+        assert_eq!(
+            settings.extra_args().expect("args"),
+            ["--sandbox", "workspace write"].map(std::ffi::OsString::from)
+        );
+        let variable = "SMOL_DURABLE_TEST_ONLY_ARGS";
+        std::env::set_var(variable, "--flag 'unclosed");
+        let settings = CliSettings::from_env("x", "SMOL_DURABLE_TEST_ONLY_BIN", variable, "x");
+        std::env::remove_var(variable);
+        let error = settings.extra_args().expect_err("unclosed quote");
+        assert!(
+            error
+                .to_string()
+                .starts_with("SMOL_DURABLE_TEST_ONLY_ARGS is not a shell-quoted argument list"),
+            "{error}"
+        );
+        assert_eq!(error.kind(), ProviderErrorKind::Terminal);
+    }
 
     #[test]
     fn only_rate_limits_and_overloads_are_retryable() {

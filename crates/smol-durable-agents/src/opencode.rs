@@ -66,7 +66,7 @@ impl OpencodeProvider {
 
     async fn run_command(&self, request: &AgentRequest) -> Result<AgentResponse, ProviderError> {
         let mut args: Vec<std::ffi::OsString> = vec!["run".into()];
-        args.extend(self.cli.extra_args.iter().map(Into::into));
+        args.extend(self.cli.extra_args()?);
         args.extend(["--format".into(), "json".into()]);
         for (flag, option_name) in [
             ("--model", "model"),

@@ -76,8 +76,7 @@ impl AgentProvider for PiProvider {
         };
         let schema = schema(&request);
         let wrapped = schema.is_some_and(|schema| !is_object_schema(schema));
-        let mut args: Vec<std::ffi::OsString> =
-            self.cli.extra_args.iter().map(Into::into).collect();
+        let mut args: Vec<std::ffi::OsString> = self.cli.extra_args()?;
         let mut prompt = request.prompt.clone();
         if let Some(schema) = schema {
             let parameters = if wrapped {

@@ -631,3 +631,26 @@ async fn what_a_cli_leaves_running_does_not_hold_the_call_and_is_stopped() {
         "the background job was stopped with the CLI's group"
     );
 }
+
+#[tokio::test]
+async fn the_prompt_file_is_readable_by_this_user_only() {
+    // pi reads its prompt from a file: a fake that reports the file's directory's mode.
+    let dir = tempfile::tempdir().expect("dir");
+    let script = dir.path().join("pi");
+    let seen = dir.path().join("mode");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor last; do :; done\nstat -c %a \"$(dirname \"${{last#@}}\")\" > '{}'\nexit 1\n",
+            seen.display()
+        ),
+    )
+    .expect("script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let _ = PiProvider::new()
+        .program(&script)
+        .run(AgentRequest::new("secret"))
+        .await;
+    assert_eq!(std::fs::read_to_string(&seen).expect("mode").trim(), "700");
+}

@@ -104,6 +104,8 @@ fn main() -> ExitCode {
         Err(error) => return fail(&anyhow::Error::new(error).context("cannot start the runtime")),
     };
     let outcome = runtime.block_on(execute(cli, workflow_args));
+    // After a second signal, calls may still be in flight: their agents go with this process.
+    smol_durable_core::process::kill_process_groups();
     // Every durable write was awaited inside `execute`; after a second signal nothing may
     // hold the exit back.
     runtime.shutdown_background();

@@ -84,8 +84,9 @@ impl Progress {
             }
             EventType::AgentRetrying => {
                 let number = |key: &str| event.data.get(key).and_then(Value::as_u64).unwrap_or(0);
+                let call = self.running.get(&step).map_or(0, |(_, number)| *number);
                 format!(
-                    "  ⟳ agent try {} of {} failed ({}); trying again in {:.1}s",
+                    "  ⟳ agent #{call} try {} of {} failed ({}); trying again in {:.1}s",
                     number("try"),
                     number("maxTries"),
                     short(text("message")),
@@ -211,7 +212,7 @@ mod tests {
         ));
         assert_eq!(
             retrying.as_deref(),
-            Some("  ⟳ agent try 1 of 3 failed (503 overloaded); trying again in 1.5s")
+            Some("  ⟳ agent #0 try 1 of 3 failed (503 overloaded); trying again in 1.5s")
         );
         let sleeping = progress.line(&event(
             EventType::SleepStarted,

@@ -779,3 +779,86 @@ export default async function () {
     std::thread::sleep(Duration::from_millis(3_000));
     assert!(!marker.exists(), "the agent's tool was stopped with it");
 }
+
+/// Waits until the process group of `call` has no running process, or fails after 5 s.
+fn wait_group_gone(call: &Value, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_alive(call) {
+        assert!(Instant::now() < deadline, "{what} outlived its caller");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn opencodes_server_goes_with_a_killed_caller() {
+    let cli = Cli::new();
+    let script = cli.write(
+        "structured.js",
+        r#"
+export const meta = { name: "structured", description: "a slow call in server mode" };
+export default async function () {
+  return agent("slow FAKE:slow", { schema: { type: "object", properties: { answer: { type: "number" } } } });
+}
+"#,
+    );
+    let log = cli.path("calls.jsonl");
+    let mut run = with_fakes(
+        &cli,
+        &["run", &script, "--agent-provider", "opencode"],
+        &log,
+    )
+    .env("FAKE_AGENT_SLEEP", "30")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("starts");
+    wait_for_calls(&log, 1);
+    let server = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|call| call["mode"] == "serve")
+        .expect("the server's start was logged");
+    run.kill().expect("kill -9");
+    run.wait().expect("reaped");
+    wait_group_gone(&server, "`opencode serve`");
+}
+
+#[test]
+fn a_second_interrupt_exits_at_once_and_takes_the_agents_along() {
+    let cli = Cli::new();
+    let script = cli.write("slow.js", SLOW_SECOND_CALL);
+    let log = cli.path("calls.jsonl");
+    std::fs::create_dir(cli.path("raw")).unwrap();
+    let raw = cli.path("raw");
+    // With a session-log sink, the first interrupt lets the call finish (for its transcript).
+    let run = with_fakes(
+        &cli,
+        &[
+            "run",
+            &script,
+            "--agent-provider",
+            "claude-code",
+            "--save-raw-sessions",
+            raw.to_str().unwrap(),
+        ],
+        &log,
+    )
+    .env("FAKE_AGENT_SLEEP", "30")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("starts");
+    wait_for_calls(&log, 2);
+    for _ in 0..2 {
+        let status = Command::new("kill")
+            .args(["-INT", &run.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let output = run.wait_with_output().expect("exits");
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    wait_group_gone(&calls(&log)[1], "the agent in flight");
+}

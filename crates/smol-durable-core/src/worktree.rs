@@ -100,6 +100,13 @@ impl AgentWorktree {
         };
         if let Err(error) = added {
             let _ = std::fs::remove_dir_all(&holder);
+            if error.contains("invalid reference: HEAD") {
+                return Err(format!(
+                    "cannot create an agent worktree: the repository {} has no commit yet \
+                     (a worktree starts from HEAD)",
+                    repository.display()
+                ));
+            }
             return Err(format!("cannot create an agent worktree: {error}"));
         }
         let prefix = prefix.trim_end_matches('/');

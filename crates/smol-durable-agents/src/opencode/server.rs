@@ -14,6 +14,12 @@ use super::{action, error_detail, error_status, retryable_if_marked, step_tokens
 use crate::answer::{output, schema, text, Tokens};
 use crate::{no_session, option};
 
+/// `sh -c` script: runs `"$0" "$@"` (the server) and a watchdog that kills the whole group
+/// once stdin closes; exits with the server's status.
+/// (A background job's stdin is `/dev/null` unless redirected, hence the copy on fd 3; the
+/// watchdog holds none of the output pipes, so they close when the server ends.)
+const SERVE_WITH_WATCHDOG: &str = r#"exec 3<&0; "$0" "$@" </dev/null 3<&- & server=$!; (cat <&3; kill -KILL 0) >/dev/null 2>&1 & exec 3<&-; wait "$server""#;
+
 /// How long the server may take to say where it listens (smol-wf's limit).
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -23,10 +29,16 @@ pub(super) async fn run(
     program: &std::path::Path,
     request: &AgentRequest,
 ) -> Result<AgentResponse, ProviderError> {
-    let mut command = tokio::process::Command::new(program);
+    // A server never stops by itself, and a process killed with `kill -9` cannot stop it: a
+    // watchdog in its process group waits for this process's end of a pipe to close (which
+    // happens however this process ends) and then kills the group. The shell exits with the
+    // server's status.
+    let mut command = tokio::process::Command::new("sh");
     command
+        .args(["-c", SERVE_WITH_WATCHDOG])
+        .arg(program)
         .args(["serve", "--hostname", "127.0.0.1", "--port", "0"])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -44,6 +56,8 @@ pub(super) async fn run(
     })?;
     // Killed however the call ends: the server does not stop by itself.
     let _group = ProcessGroupGuard::new(child.id());
+    // Held until the call ends; its closing is the watchdog's signal.
+    let _lifeline = child.stdin.take();
     let stdout = child.stdout.take().ok_or_else(|| {
         ProviderError::terminal(format!("{DISPLAY} provider: the server has no stdout"))
     })?;
