@@ -136,6 +136,12 @@ pub async fn a_call_past_its_timeout_is_stopped_and_fails(fixture: Fixture) {
     let slow = &provider.calls()[1];
     assert!(slow.ended.is_some(), "the call was dropped");
     assert_eq!(slow.request.options["timeoutMs"], json!(100));
+    // Two steps may share a creation millisecond: compare without their order.
     let states = step_states(fixture.store.as_ref(), &output.run_id, StepKind::Agent).await;
-    assert_eq!(states, [State::Completed, State::Failed]);
+    let count = |wanted: State| states.iter().filter(|state| **state == wanted).count();
+    assert_eq!(
+        (states.len(), count(State::Completed), count(State::Failed)),
+        (2, 1, 1),
+        "{states:?}"
+    );
 }
