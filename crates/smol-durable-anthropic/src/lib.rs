@@ -34,9 +34,6 @@ use smol_durable_core::{
     AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind, Usage,
 };
 
-/// The longest `retry-after` honoured, in seconds.
-const MAX_RETRY_AFTER_SECS: f64 = 60.0;
-
 /// The Messages API version sent in `anthropic-version`.
 const API_VERSION: &str = "2023-06-01";
 
@@ -189,10 +186,7 @@ impl AnthropicProvider {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .filter(|seconds| seconds.is_finite())
-            // A server cannot park a run for longer than a minute per retry.
-            .map(|seconds| (seconds.clamp(0.0, MAX_RETRY_AFTER_SECS) * 1000.0) as u64);
+            .and_then(smol_durable_core::http::retry_after_ms);
         let text = response.text().await.map_err(|error| {
             (
                 ProviderError::transient(format!("the response was cut off: {error}"))
@@ -218,14 +212,7 @@ impl AnthropicProvider {
                     .canonical_reason()
                     .unwrap_or(if code == 529 { "Overloaded" } else { "" });
             let message = format!("the API answered {code} {reason}: {detail}");
-            let error = match code {
-                429 => {
-                    ProviderError::new(ProviderErrorKind::RateLimited { retry_after_ms }, message)
-                }
-                // 529 is Anthropic's "overloaded".
-                500..=599 => ProviderError::transient(message),
-                _ => ProviderError::terminal(message),
-            };
+            let error = smol_durable_core::http::status_error(code, message, retry_after_ms);
             return Err((error, retry_after_ms));
         }
         parse(&text, structured).map_err(|error| (error, None))
@@ -305,13 +292,6 @@ fn usage(usage: &Value) -> Option<Usage> {
     Some(result)
 }
 
-fn is_retryable(kind: &ProviderErrorKind) -> bool {
-    matches!(
-        kind,
-        ProviderErrorKind::RateLimited { .. } | ProviderErrorKind::Transient
-    )
-}
-
 #[async_trait]
 impl AgentProvider for AnthropicProvider {
     fn name(&self) -> &str {
@@ -321,22 +301,10 @@ impl AgentProvider for AnthropicProvider {
     async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
         let body = self.body(&request)?;
         let structured = body.get("output_config").is_some();
-        let mut wait = self.backoff;
-        let mut retries = 0;
-        loop {
-            match self.attempt(&body, structured).await {
-                Ok(response) => return Ok(response),
-                Err((error, retry_after_ms)) => {
-                    if retries >= self.max_retries || !is_retryable(&error.kind()) {
-                        return Err(error);
-                    }
-                    retries += 1;
-                    let pause = retry_after_ms.map_or(wait, Duration::from_millis);
-                    tokio::time::sleep(pause).await;
-                    wait = wait.saturating_mul(2);
-                }
-            }
-        }
+        smol_durable_core::http::with_retries(self.max_retries, self.backoff, || {
+            self.attempt(&body, structured)
+        })
+        .await
     }
 }
 

@@ -83,6 +83,7 @@ mod engine;
 mod error;
 mod events;
 mod failure_reason;
+pub mod http;
 mod ids;
 pub mod limits;
 pub mod paths;

@@ -32,9 +32,6 @@ use smol_durable_core::{
     AgentProvider, AgentRequest, AgentResponse, ProviderError, ProviderErrorKind, Usage,
 };
 
-/// The longest `Retry-After` honoured, in seconds.
-const MAX_RETRY_AFTER_SECS: f64 = 60.0;
-
 /// The OpenAI-compatible provider.
 #[derive(Debug, Clone)]
 pub struct OpenAiProvider {
@@ -153,10 +150,7 @@ impl OpenAiProvider {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .filter(|seconds| seconds.is_finite())
-            // A server cannot park a run for longer than a minute per retry.
-            .map(|seconds| (seconds.clamp(0.0, MAX_RETRY_AFTER_SECS) * 1000.0) as u64);
+            .and_then(smol_durable_core::http::retry_after_ms);
         let text = response.text().await.map_err(|error| {
             (
                 ProviderError::transient(format!("the response was cut off: {error}"))
@@ -170,13 +164,8 @@ impl OpenAiProvider {
                 .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
                 .unwrap_or(text);
             let message = format!("the API answered {status}: {detail}");
-            let error = match status.as_u16() {
-                429 => {
-                    ProviderError::new(ProviderErrorKind::RateLimited { retry_after_ms }, message)
-                }
-                500..=599 => ProviderError::transient(message),
-                _ => ProviderError::terminal(message),
-            };
+            let error =
+                smol_durable_core::http::status_error(status.as_u16(), message, retry_after_ms);
             return Err((error, retry_after_ms));
         }
         parse(&text).map_err(|error| (error, None))
@@ -208,13 +197,6 @@ fn parse(text: &str) -> Result<AgentResponse, ProviderError> {
     Ok(response)
 }
 
-fn is_retryable(kind: &ProviderErrorKind) -> bool {
-    matches!(
-        kind,
-        ProviderErrorKind::RateLimited { .. } | ProviderErrorKind::Transient
-    )
-}
-
 #[async_trait]
 impl AgentProvider for OpenAiProvider {
     fn name(&self) -> &str {
@@ -223,21 +205,9 @@ impl AgentProvider for OpenAiProvider {
 
     async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
         let body = self.body(&request)?;
-        let mut wait = self.backoff;
-        let mut retries = 0;
-        loop {
-            match self.attempt(&body).await {
-                Ok(response) => return Ok(response),
-                Err((error, retry_after_ms)) => {
-                    if retries >= self.max_retries || !is_retryable(&error.kind()) {
-                        return Err(error);
-                    }
-                    retries += 1;
-                    let pause = retry_after_ms.map_or(wait, Duration::from_millis);
-                    tokio::time::sleep(pause).await;
-                    wait = wait.saturating_mul(2);
-                }
-            }
-        }
+        smol_durable_core::http::with_retries(self.max_retries, self.backoff, || {
+            self.attempt(&body)
+        })
+        .await
     }
 }
