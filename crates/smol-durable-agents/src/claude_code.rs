@@ -7,51 +7,34 @@ use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderErro
 
 use crate::answer::{count, output, schema, text, Tokens};
 use crate::process::{self, Invocation, Watch};
-use crate::{cli_provider_settings, invalid, no_session, option, tool_action, CliSettings};
+use crate::{cli_provider, invalid, no_session, option, tool_action};
 
 const DISPLAY: &str = "Claude Code";
 
-/// Runs `claude [--model M] [--effort T] [--agent A] --output-format stream-json --verbose
-/// --input-format text [--json-schema S] --print` with the prompt on stdin (smol-wf's command
-/// line).
-///
-/// - `model` (no provider qualifier, checked by the engine), `thinking` → `--effort`,
-///   `agentType` → `--agent`; a `schema` goes to `--json-schema` and the answer is the
-///   result's `structured_output`.
-/// - Reads `session_id`, the model from the `init` line, and from the final `result` line
-///   the answer, `usage` (`input_tokens` excludes the cache; `cache_read_input_tokens`,
-///   `cache_creation_input_tokens`) and `total_cost_usd` (`cost_usd` in older versions).
-/// - A result with `is_error`, an `error_*` subtype (even with `is_error: false`, as
-///   `error_max_budget_usd` comes), a non-zero exit or no result line fails the call;
-///   `api_error_status` 429 / 529 make it retryable.
-#[derive(Debug, Clone)]
-pub struct ClaudeCodeProvider {
-    cli: CliSettings,
+cli_provider! {
+    /// Runs `claude [--model M] [--effort T] [--agent A] --output-format stream-json --verbose
+    /// --input-format text [--json-schema S] --print` with the prompt on stdin (smol-wf's command
+    /// line).
+    ///
+    /// - `model` (no provider qualifier, checked by the engine), `thinking` → `--effort`,
+    ///   `agentType` → `--agent`; a `schema` goes to `--json-schema` and the answer is the
+    ///   result's `structured_output`.
+    /// - Reads `session_id`, the model from the `init` line, and from the final `result` line
+    ///   the answer, `usage` (`input_tokens` excludes the cache; `cache_read_input_tokens`,
+    ///   `cache_creation_input_tokens`) and `total_cost_usd` (`cost_usd` in older versions).
+    /// - A result with `is_error`, an `error_*` subtype (even with `is_error: false`, as
+    ///   `error_max_budget_usd` comes), a non-zero exit or no result line fails the call;
+    ///   `api_error_status` 429 / 529 make it retryable.
+    ClaudeCodeProvider {
+        name: "claude-code",
+        command: "claude",
+        bin_variable: "SMOL_DURABLE_CLAUDE_BIN",
+        args_variable: "SMOL_DURABLE_CLAUDE_ARGS",
+        args_go: "placed before the provider's own, e.g. `--permission-mode acceptEdits`",
+    }
 }
 
 impl ClaudeCodeProvider {
-    /// The name scripts and the CLI select it by.
-    pub const NAME: &'static str = "claude-code";
-
-    /// The environment variable naming the `claude` binary (default: `claude` on `PATH`).
-    pub const BIN_VARIABLE: &'static str = "SMOL_DURABLE_CLAUDE_BIN";
-
-    /// The environment variable holding extra arguments (shell-quoted), placed before the
-    /// provider's own, e.g. `--permission-mode acceptEdits`.
-    pub const ARGS_VARIABLE: &'static str = "SMOL_DURABLE_CLAUDE_ARGS";
-
-    /// A provider running `claude` from [`BIN_VARIABLE`](Self::BIN_VARIABLE) or `PATH`.
-    pub fn new() -> Self {
-        Self {
-            cli: CliSettings::from_env(
-                Self::NAME,
-                Self::BIN_VARIABLE,
-                Self::ARGS_VARIABLE,
-                "claude",
-            ),
-        }
-    }
-
     fn invocation(&self, request: &AgentRequest) -> Result<Invocation, ProviderError> {
         let mut args: Vec<std::ffi::OsString> = self.cli.extra_args()?;
         for (flag, option_name) in [
@@ -86,8 +69,6 @@ impl ClaudeCodeProvider {
         })
     }
 }
-
-cli_provider_settings!(ClaudeCodeProvider);
 
 #[async_trait]
 impl AgentProvider for ClaudeCodeProvider {

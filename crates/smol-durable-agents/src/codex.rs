@@ -7,55 +7,32 @@ use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderErro
 
 use crate::answer::{count, output, schema, text, Tokens};
 use crate::process::{self, Invocation, Watch};
-use crate::{
-    cli_provider_settings, invalid, no_session, option, scratch_dir, tool_action, CliSettings,
-};
+use crate::{cli_provider, invalid, no_session, option, scratch_dir, tool_action};
 
 const DISPLAY: &str = "Codex";
 
-/// Runs `codex exec [extra args] --skip-git-repo-check [--model M] --json
-/// --output-last-message <file> [--output-schema <file>] -` with the prompt on stdin
-/// (smol-wf's command line).
-///
-/// - `model` (no provider qualifier and no `thinking`, checked by the engine); a `schema` goes
-///   to `--output-schema`, object schemas made strict as Codex requires
-///   (`additionalProperties: false`, every property required).
-/// - The session id is `thread.started`'s `thread_id`; the answer is the last-message file,
-///   else the last `agent_message` item; usage is summed over `turn.completed` lines, where
-///   `input_tokens` includes `cached_input_tokens` (cache writes:
-///   `cache_write_input_tokens`). Codex prints no model and no cost: the model is the call's.
-/// - `turn.failed`, a non-zero exit or no `turn.completed` fails the call; a 429 or an
-///   overload in the message makes it retryable. An `error` line alone is a warning.
-#[derive(Debug, Clone)]
-pub struct CodexProvider {
-    cli: CliSettings,
-}
-
-impl CodexProvider {
-    /// The name scripts and the CLI select it by.
-    pub const NAME: &'static str = "codex";
-
-    /// The environment variable naming the `codex` binary (default: `codex` on `PATH`).
-    pub const BIN_VARIABLE: &'static str = "SMOL_DURABLE_CODEX_BIN";
-
-    /// The environment variable holding extra arguments (shell-quoted), placed right after
-    /// `exec`, e.g. `--sandbox workspace-write` to let the agent edit files.
-    pub const ARGS_VARIABLE: &'static str = "SMOL_DURABLE_CODEX_ARGS";
-
-    /// A provider running `codex` from [`BIN_VARIABLE`](Self::BIN_VARIABLE) or `PATH`.
-    pub fn new() -> Self {
-        Self {
-            cli: CliSettings::from_env(
-                Self::NAME,
-                Self::BIN_VARIABLE,
-                Self::ARGS_VARIABLE,
-                "codex",
-            ),
-        }
+cli_provider! {
+    /// Runs `codex exec [extra args] --skip-git-repo-check [--model M] --json
+    /// --output-last-message <file> [--output-schema <file>] -` with the prompt on stdin
+    /// (smol-wf's command line).
+    ///
+    /// - `model` (no provider qualifier and no `thinking`, checked by the engine); a `schema` goes
+    ///   to `--output-schema`, object schemas made strict as Codex requires
+    ///   (`additionalProperties: false`, every property required).
+    /// - The session id is `thread.started`'s `thread_id`; the answer is the last-message file,
+    ///   else the last `agent_message` item; usage is summed over `turn.completed` lines, where
+    ///   `input_tokens` includes `cached_input_tokens` (cache writes:
+    ///   `cache_write_input_tokens`). Codex prints no model and no cost: the model is the call's.
+    /// - `turn.failed`, a non-zero exit or no `turn.completed` fails the call; a 429 or an
+    ///   overload in the message makes it retryable. An `error` line alone is a warning.
+    CodexProvider {
+        name: "codex",
+        command: "codex",
+        bin_variable: "SMOL_DURABLE_CODEX_BIN",
+        args_variable: "SMOL_DURABLE_CODEX_ARGS",
+        args_go: "placed right after `exec`, e.g. `--sandbox workspace-write` to let the agent edit files",
     }
 }
-
-cli_provider_settings!(CodexProvider);
 
 #[async_trait]
 impl AgentProvider for CodexProvider {

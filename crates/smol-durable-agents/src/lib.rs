@@ -107,18 +107,65 @@ impl CliSettings {
     }
 }
 
-/// The builder methods every CLI provider has.
-macro_rules! cli_provider_settings {
-    ($provider:ident) => {
+/// A CLI provider's type: the struct (with the docs given), its `NAME`, `BIN_VARIABLE`,
+/// `ARGS_VARIABLE`, `new()` and builder methods, and `Default`.
+macro_rules! cli_provider {
+    (
+        $(#[$doc:meta])*
+        $provider:ident {
+            name: $name:literal,
+            command: $command:literal,
+            bin_variable: $bin:literal,
+            args_variable: $args:literal,
+            args_go: $placement:literal $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $provider {
+            cli: $crate::CliSettings,
+        }
+
         impl $provider {
+            /// The name scripts and the CLI select it by.
+            pub const NAME: &'static str = $name;
+
+            #[doc = concat!(
+                "The environment variable naming the `", $command,
+                "` binary (default: `", $command, "` on `PATH`)."
+            )]
+            pub const BIN_VARIABLE: &'static str = $bin;
+
+            #[doc = concat!(
+                "The environment variable holding extra arguments (shell-quoted), ",
+                $placement, "."
+            )]
+            pub const ARGS_VARIABLE: &'static str = $args;
+
+            #[doc = concat!(
+                "A provider running `", $command,
+                "` from [`BIN_VARIABLE`](Self::BIN_VARIABLE) or `PATH`."
+            )]
+            pub fn new() -> Self {
+                Self {
+                    cli: $crate::CliSettings::from_env(
+                        Self::NAME,
+                        Self::BIN_VARIABLE,
+                        Self::ARGS_VARIABLE,
+                        $command,
+                    ),
+                }
+            }
+
             /// Runs this binary instead.
             pub fn program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
                 self.cli.program = path.into();
                 self
             }
 
-            /// Arguments added to every command line (the type's docs say where), e.g.
-            /// permission or sandbox flags; replaces those of the environment variable.
+            /// Arguments added to every command line (where: see
+            /// [`ARGS_VARIABLE`](Self::ARGS_VARIABLE)), e.g. permission or sandbox flags;
+            /// replaces those of the environment variable.
             pub fn extra_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
                 self.cli.extra_args = Ok(args.into_iter().map(Into::into).collect());
                 self
@@ -138,7 +185,7 @@ macro_rules! cli_provider_settings {
         }
     };
 }
-pub(crate) use cli_provider_settings;
+pub(crate) use cli_provider;
 
 /// A failure the CLI reported: rate limits and overloads may pass and are retried (when the
 /// call's retry policy allows); anything else is terminal. `status` is an HTTP status the CLI

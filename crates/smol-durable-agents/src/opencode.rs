@@ -10,60 +10,43 @@ use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderErro
 
 use crate::answer::{count, schema, text, Tokens};
 use crate::process::{self, Invocation, Watch};
-use crate::{cli_provider_settings, invalid, no_session, option, tool_action, CliSettings};
+use crate::{cli_provider, invalid, no_session, option, tool_action};
 
 const DISPLAY: &str = "OpenCode";
 
 /// Longer prompts go through the server: a command line has a size limit.
 const LONGEST_ARGUMENT_PROMPT: usize = 32_000;
 
-/// Runs `opencode run --format json [--model provider/model] [--variant T] [--agent A]
-/// <prompt>` (smol-wf's command line), or — for a call with a `schema`, or a prompt over
-/// 32 000 bytes — starts `opencode serve --hostname 127.0.0.1 --port 0` and sends the prompt
-/// to a new session over HTTP (`POST /session`, `POST /session/{id}/message`), with
-/// `format: {type: "json_schema", schema, retryCount: 2}` when there is a schema; the answer
-/// is then the message's `structured` value, usage is summed over the session's assistant
-/// messages (`GET /session/{id}/message`), and the parts become events when the message is
-/// done (the server streams them only over its `/event` feed, which this provider does not
-/// follow).
-///
-/// - `model` must be `provider/model` (checked by the engine); `thinking` → `--variant`,
-///   `agentType` → `--agent`.
-/// - The session id is the lines' `sessionID`; usage and cost are summed over the
-///   `step_finish` parts (`tokens.input`, `tokens.output`, `tokens.cache.read|write`,
-///   `cost`); the answer is the last `text` part. opencode prints no model: the model is the
-///   call's.
-/// - An `error` line, a non-zero exit, or an end without a final step (`done`, or a
-///   `step_finish` whose reason is not `tool-calls`) fails the call; an error opencode
-///   marks retryable (or a 429 / overload) is retryable.
-#[derive(Debug, Clone)]
-pub struct OpencodeProvider {
-    cli: CliSettings,
+cli_provider! {
+    /// Runs `opencode run --format json [--model provider/model] [--variant T] [--agent A]
+    /// <prompt>` (smol-wf's command line), or — for a call with a `schema`, or a prompt over
+    /// 32 000 bytes — starts `opencode serve --hostname 127.0.0.1 --port 0` and sends the prompt
+    /// to a new session over HTTP (`POST /session`, `POST /session/{id}/message`), with
+    /// `format: {type: "json_schema", schema, retryCount: 2}` when there is a schema; the answer
+    /// is then the message's `structured` value, usage is summed over the session's assistant
+    /// messages (`GET /session/{id}/message`), and the parts become events when the message is
+    /// done (the server streams them only over its `/event` feed, which this provider does not
+    /// follow).
+    ///
+    /// - `model` must be `provider/model` (checked by the engine); `thinking` → `--variant`,
+    ///   `agentType` → `--agent`.
+    /// - The session id is the lines' `sessionID`; usage and cost are summed over the
+    ///   `step_finish` parts (`tokens.input`, `tokens.output`, `tokens.cache.read|write`,
+    ///   `cost`); the answer is the last `text` part. opencode prints no model: the model is the
+    ///   call's.
+    /// - An `error` line, a non-zero exit, or an end without a final step (`done`, or a
+    ///   `step_finish` whose reason is not `tool-calls`) fails the call; an error opencode
+    ///   marks retryable (or a 429 / overload) is retryable.
+    OpencodeProvider {
+        name: "opencode",
+        command: "opencode",
+        bin_variable: "SMOL_DURABLE_OPENCODE_BIN",
+        args_variable: "SMOL_DURABLE_OPENCODE_ARGS",
+        args_go: "placed after `run` (server mode takes none)",
+    }
 }
 
 impl OpencodeProvider {
-    /// The name scripts and the CLI select it by.
-    pub const NAME: &'static str = "opencode";
-
-    /// The environment variable naming the `opencode` binary (default: `opencode` on `PATH`).
-    pub const BIN_VARIABLE: &'static str = "SMOL_DURABLE_OPENCODE_BIN";
-
-    /// The environment variable holding extra arguments (shell-quoted), placed after `run`
-    /// (server mode takes none).
-    pub const ARGS_VARIABLE: &'static str = "SMOL_DURABLE_OPENCODE_ARGS";
-
-    /// A provider running `opencode` from [`BIN_VARIABLE`](Self::BIN_VARIABLE) or `PATH`.
-    pub fn new() -> Self {
-        Self {
-            cli: CliSettings::from_env(
-                Self::NAME,
-                Self::BIN_VARIABLE,
-                Self::ARGS_VARIABLE,
-                "opencode",
-            ),
-        }
-    }
-
     async fn run_command(&self, request: &AgentRequest) -> Result<AgentResponse, ProviderError> {
         let mut args: Vec<std::ffi::OsString> = vec!["run".into()];
         args.extend(self.cli.extra_args()?);
@@ -149,8 +132,6 @@ impl OpencodeProvider {
         Ok(response)
     }
 }
-
-cli_provider_settings!(OpencodeProvider);
 
 #[async_trait]
 impl AgentProvider for OpencodeProvider {

@@ -7,54 +7,36 @@ use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderErro
 
 use crate::answer::{count, schema, text, Tokens};
 use crate::process::{self, Invocation, Watch};
-use crate::{
-    cli_provider_settings, invalid, no_session, option, scratch_dir, tool_action, CliSettings,
-};
+use crate::{cli_provider, invalid, no_session, option, scratch_dir, tool_action};
 
 const DISPLAY: &str = "Pi";
 
 /// The tool a structured call's agent must call with its answer.
 const RESULT_TOOL: &str = "workflow_result";
 
-/// Runs `pi [--extension <file>.ts] --print --mode json [--model M] [--thinking T]
-/// @<file>/prompt.md` (the prompt as a file reference; smol-wf's command line).
-///
-/// - `model`, `thinking` → `--thinking`. A `schema` has no flag in pi: a generated extension
-///   registers one tool, `workflow_result`, whose parameters are the schema (a non-object
-///   schema wrapped as `{ value }`), the prompt asks the agent to call it once with its
-///   answer, and the call's arguments are the answer. An agent that never calls it fails.
-/// - The session id is the `session` line's `id`; usage and cost are summed over the
-///   assistant messages' `message_end` (`input`, `output`, `cacheRead`, `cacheWrite`,
-///   `cost.*`); the model is theirs; the answer is the last assistant message's text.
-/// - The last assistant message's `stopReason: "error"` (with `errorMessage`) or
-///   `"aborted"`, a non-zero exit or no `agent_end` fails the call (an earlier error that pi
-///   recovered from by its own `auto_retry` does not); a rate limit or an overload in the
-///   message is retryable.
-#[derive(Debug, Clone)]
-pub struct PiProvider {
-    cli: CliSettings,
-}
-
-impl PiProvider {
-    /// The name scripts and the CLI select it by.
-    pub const NAME: &'static str = "pi";
-
-    /// The environment variable naming the `pi` binary (default: `pi` on `PATH`).
-    pub const BIN_VARIABLE: &'static str = "SMOL_DURABLE_PI_BIN";
-
-    /// The environment variable holding extra arguments (shell-quoted), placed before the
-    /// provider's own.
-    pub const ARGS_VARIABLE: &'static str = "SMOL_DURABLE_PI_ARGS";
-
-    /// A provider running `pi` from [`BIN_VARIABLE`](Self::BIN_VARIABLE) or `PATH`.
-    pub fn new() -> Self {
-        Self {
-            cli: CliSettings::from_env(Self::NAME, Self::BIN_VARIABLE, Self::ARGS_VARIABLE, "pi"),
-        }
+cli_provider! {
+    /// Runs `pi [--extension <file>.ts] --print --mode json [--model M] [--thinking T]
+    /// @<file>/prompt.md` (the prompt as a file reference; smol-wf's command line).
+    ///
+    /// - `model`, `thinking` → `--thinking`. A `schema` has no flag in pi: a generated extension
+    ///   registers one tool, `workflow_result`, whose parameters are the schema (a non-object
+    ///   schema wrapped as `{ value }`), the prompt asks the agent to call it once with its
+    ///   answer, and the call's arguments are the answer. An agent that never calls it fails.
+    /// - The session id is the `session` line's `id`; usage and cost are summed over the
+    ///   assistant messages' `message_end` (`input`, `output`, `cacheRead`, `cacheWrite`,
+    ///   `cost.*`); the model is theirs; the answer is the last assistant message's text.
+    /// - The last assistant message's `stopReason: "error"` (with `errorMessage`) or
+    ///   `"aborted"`, a non-zero exit or no `agent_end` fails the call (an earlier error that pi
+    ///   recovered from by its own `auto_retry` does not); a rate limit or an overload in the
+    ///   message is retryable.
+    PiProvider {
+        name: "pi",
+        command: "pi",
+        bin_variable: "SMOL_DURABLE_PI_BIN",
+        args_variable: "SMOL_DURABLE_PI_ARGS",
+        args_go: "placed before the provider's own",
     }
 }
-
-cli_provider_settings!(PiProvider);
 
 #[async_trait]
 impl AgentProvider for PiProvider {
