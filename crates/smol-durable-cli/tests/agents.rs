@@ -57,6 +57,32 @@ fn wait_for_calls(log: &Path, count: usize) {
     }
 }
 
+/// Runs `command` with its agents' tools sleeping 30 s, and kills it with `kill -9` once the
+/// fakes logged `started` calls.
+fn kill_9_once_called(mut command: Command, log: &Path, started: usize) {
+    let mut run = command
+        .env("FAKE_AGENT_SLEEP", "30")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    wait_for_calls(log, started);
+    run.kill().expect("kill -9");
+    run.wait().expect("reaped");
+}
+
+/// A workflow with one slow agent call in a worktree of its own.
+const ONE_SLOW_ISOLATED: &str = r#"
+export const meta = { name: "isolated", description: "one slow isolated agent" };
+export default async function () { return agent("slow FAKE:slow", { isolation: "worktree" }); }
+"#;
+
+/// A workflow with one quick call of the default (`debug`) provider.
+const PLAIN: &str = r#"
+export const meta = { name: "plain", description: "x" };
+export default async function () { return agent("hi"); }
+"#;
+
 /// Kills what a killed CLI left running: the fake of `call` and its tools.
 fn kill_group(call: &Value) {
     let pgid = call["pgid"].as_i64().expect("pgid");
@@ -346,15 +372,11 @@ fn a_run_killed_during_an_agent_call_resumes_without_paying_twice() {
     let cli = Cli::new();
     let script = cli.write("slow.js", SLOW_SECOND_CALL);
     let log = cli.path("calls.jsonl");
-    let mut run = with_fakes(&cli, &["run", &script, "--agent-provider", "codex"], &log)
-        .env("FAKE_AGENT_SLEEP", "30")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    wait_for_calls(&log, 2);
-    run.kill().expect("kill -9");
-    run.wait().expect("reaped");
+    kill_9_once_called(
+        with_fakes(&cli, &["run", &script, "--agent-provider", "codex"], &log),
+        &log,
+        2,
+    );
     // kill -9 gives the CLI no chance to stop its agent: that is the operator's to clean up.
     kill_group(&calls(&log)[1]);
     let run_id = cli.run_ids()[0].clone();
@@ -537,20 +559,13 @@ export default async function () {
 "#,
     );
     let log = cli.path("calls.jsonl");
-    let mut run = with_fakes(
+    let mut command = with_fakes(
         &cli,
         &["run", &script, "--agent-provider", "opencode"],
         &log,
-    )
-    .current_dir(cli.path("sub"))
-    .env("FAKE_AGENT_SLEEP", "30")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("starts");
-    wait_for_calls(&log, 2);
-    run.kill().expect("kill -9");
-    run.wait().expect("reaped");
+    );
+    command.current_dir(cli.path("sub"));
+    kill_9_once_called(command, &log, 2);
     // The orphaned agent goes on in the worktree until the next start stops it.
     let left = calls(&log)[1].clone();
     assert!(group_alive(&left));
@@ -655,36 +670,20 @@ export default async function () { return agent("say hello", { model: "claude-x"
 fn a_stale_worktree_whose_directory_is_gone_is_still_removed() {
     let cli = Cli::new();
     git_repository(cli.dir());
-    let script = cli.write(
-        "isolated.js",
-        r#"
-export const meta = { name: "isolated", description: "one slow isolated agent" };
-export default async function () { return agent("slow FAKE:slow", { isolation: "worktree" }); }
-"#,
-    );
+    let script = cli.write("isolated.js", ONE_SLOW_ISOLATED);
     let log = cli.path("calls.jsonl");
-    let mut run = with_fakes(&cli, &["run", &script, "--agent-provider", "pi"], &log)
-        .env("FAKE_AGENT_SLEEP", "30")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    wait_for_calls(&log, 1);
-    run.kill().expect("kill -9");
-    run.wait().expect("reaped");
+    kill_9_once_called(
+        with_fakes(&cli, &["run", &script, "--agent-provider", "pi"], &log),
+        &log,
+        1,
+    );
     let left = calls(&log)[0].clone();
     kill_group(&left);
     // The temporary directory went (a reboot, tmpfiles): git still records the worktree.
     let worktree = PathBuf::from(left["cwd"].as_str().unwrap());
     std::fs::remove_dir_all(worktree.parent().unwrap()).expect("rm");
     assert_eq!(git_lines(cli.dir(), &["worktree", "list"]).len(), 2);
-    let other = cli.write(
-        "plain.js",
-        r#"
-export const meta = { name: "plain", description: "x" };
-export default async function () { return agent("hi"); }
-"#,
-    );
+    let other = cli.write("plain.js", PLAIN);
     let output = cli.run(&["run", &other]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(git_lines(cli.dir(), &["worktree", "list"]).len(), 1);
@@ -699,13 +698,7 @@ export default async function () { return agent("hi"); }
 fn a_live_runs_worktree_survives_another_runs_start() {
     let cli = Cli::new();
     git_repository(cli.dir());
-    let script = cli.write(
-        "isolated.js",
-        r#"
-export const meta = { name: "isolated", description: "one slow isolated agent" };
-export default async function () { return agent("slow FAKE:slow", { isolation: "worktree" }); }
-"#,
-    );
+    let script = cli.write("isolated.js", ONE_SLOW_ISOLATED);
     let log = cli.path("calls.jsonl");
     let first = with_fakes(&cli, &["run", &script, "--agent-provider", "codex"], &log)
         .env("FAKE_AGENT_SLEEP", "3")
@@ -716,13 +709,7 @@ export default async function () { return agent("slow FAKE:slow", { isolation: "
     wait_for_calls(&log, 1);
     let worktree = PathBuf::from(calls(&log)[0]["cwd"].as_str().unwrap());
     // Another run starts in the repository (and cleans up) while the first one's agent works.
-    let other = cli.write(
-        "plain.js",
-        r#"
-export const meta = { name: "plain", description: "x" };
-export default async function () { return agent("hi"); }
-"#,
-    );
+    let other = cli.write("plain.js", PLAIN);
     let output = cli.run(&["run", &other]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(worktree.exists(), "the live run's worktree was left alone");
@@ -802,25 +789,21 @@ export default async function () {
 "#,
     );
     let log = cli.path("calls.jsonl");
-    let mut run = with_fakes(
-        &cli,
-        &["run", &script, "--agent-provider", "opencode"],
+    kill_9_once_called(
+        with_fakes(
+            &cli,
+            &["run", &script, "--agent-provider", "opencode"],
+            &log,
+        ),
         &log,
-    )
-    .env("FAKE_AGENT_SLEEP", "30")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("starts");
-    wait_for_calls(&log, 1);
+        1,
+    );
     let server = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).unwrap())
         .find(|call| call["mode"] == "serve")
         .expect("the server's start was logged");
-    run.kill().expect("kill -9");
-    run.wait().expect("reaped");
     wait_group_gone(&server, "`opencode serve`");
 }
 
