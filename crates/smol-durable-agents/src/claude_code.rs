@@ -7,7 +7,7 @@ use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderErro
 
 use crate::answer::{count, output, schema, text, Tokens};
 use crate::process::{self, Invocation, Watch};
-use crate::{cli_provider, invalid, no_session, option, tool_action};
+use crate::{cli_provider, invalid, no_session, option, tool_call};
 
 const DISPLAY: &str = "Claude Code";
 
@@ -203,12 +203,7 @@ fn action(line: &Value) -> Option<String> {
         .iter()
         .rev()
         .find(|block| text(block, "/type") == Some("tool_use"))
-        .map(|block| {
-            tool_action(
-                text(block, "/name").unwrap_or("tool"),
-                block.get("input").unwrap_or(&Value::Null),
-            )
-        })
+        .map(|block| tool_call(block, "/name", "/input"))
 }
 
 #[cfg(test)]

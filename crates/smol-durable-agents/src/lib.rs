@@ -296,6 +296,15 @@ fn tool_action(tool: &str, input: &serde_json::Value) -> String {
     }
 }
 
+/// [`tool_action`] of a tool call event: the tool's name at `name_at`, its input at
+/// `input_at` (JSON pointers).
+fn tool_call(event: &serde_json::Value, name_at: &str, input_at: &str) -> String {
+    tool_action(
+        answer::text(event, name_at).unwrap_or("tool"),
+        event.pointer(input_at).unwrap_or(&serde_json::Value::Null),
+    )
+}
+
 /// The first line of `text`, at most 120 characters.
 fn one_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default().trim();

@@ -10,7 +10,7 @@ use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderErro
 
 use crate::answer::{count, schema, text, Tokens};
 use crate::process::{self, Invocation, Watch};
-use crate::{cli_provider, invalid, no_session, option, tool_action};
+use crate::{cli_provider, invalid, no_session, option, tool_call};
 
 const DISPLAY: &str = "OpenCode";
 
@@ -196,10 +196,6 @@ fn retryable_if_marked(failed: ProviderError, error: Option<&Value>) -> Provider
 
 /// A tool the agent uses.
 fn action(line: &Value) -> Option<String> {
-    (text(line, "/type") == Some("tool_use")).then(|| {
-        tool_action(
-            text(line, "/part/tool").unwrap_or("tool"),
-            line.pointer("/part/state/input").unwrap_or(&Value::Null),
-        )
-    })
+    (text(line, "/type") == Some("tool_use"))
+        .then(|| tool_call(line, "/part/tool", "/part/state/input"))
 }

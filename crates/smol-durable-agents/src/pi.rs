@@ -7,7 +7,7 @@ use smol_durable_core::{AgentProvider, AgentRequest, AgentResponse, ProviderErro
 
 use crate::answer::{count, schema, text, Tokens};
 use crate::process::{self, Invocation, Watch};
-use crate::{cli_provider, invalid, no_session, option, scratch_dir, tool_action};
+use crate::{cli_provider, invalid, no_session, option, scratch_dir, tool_call};
 
 const DISPLAY: &str = "Pi";
 
@@ -260,12 +260,8 @@ fn message_text(message: &Value) -> String {
 
 /// A tool the agent starts.
 fn action(line: &Value) -> Option<String> {
-    (text(line, "/type") == Some("tool_execution_start")).then(|| {
-        tool_action(
-            text(line, "/toolName").unwrap_or("tool"),
-            line.get("args").unwrap_or(&Value::Null),
-        )
-    })
+    (text(line, "/type") == Some("tool_execution_start"))
+        .then(|| tool_call(line, "/toolName", "/args"))
 }
 
 #[cfg(test)]
