@@ -32,7 +32,8 @@ pub const NOT_A_REPOSITORY: &str =
 /// own (`index.lock`, `packed-refs.lock`) that two concurrent commands may trip over.
 static GIT_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Repositories this process already cleaned up.
+/// Repositories this process already cleaned up (at its start, or before its first worktree
+/// there).
 static CLEANED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
 /// A worktree made for one agent call; removed by [`remove`](Self::remove), or when dropped.
@@ -56,15 +57,12 @@ impl AgentWorktree {
         let prefix = git(workflow_cwd, &["rev-parse", "--show-prefix"])
             .await
             .unwrap_or_default();
-        let first_in_repository = CLEANED
-            .lock()
-            .map(|mut cleaned| {
-                cleaned
-                    .get_or_insert_with(HashSet::new)
-                    .insert(repository.clone())
-            })
-            .unwrap_or(false);
-        if first_in_repository {
+        let cleaned = CLEANED.lock().is_ok_and(|cleaned| {
+            cleaned
+                .as_ref()
+                .is_some_and(|done| done.contains(&repository))
+        });
+        if !cleaned {
             if let Err(error) = remove_stale_worktrees(&repository).await {
                 tracing::warn!(%error, "could not remove stale agent worktrees");
             }
@@ -229,6 +227,12 @@ pub async fn remove_stale_worktrees(dir: &Path) -> Result<StaleWorktrees, String
     let Some(repository) = repository_root(dir).await else {
         return Ok(removed);
     };
+    // Once per repository and process (a start's cleanup spares the first worktree's).
+    if let Ok(mut cleaned) = CLEANED.lock() {
+        cleaned
+            .get_or_insert_with(HashSet::new)
+            .insert(repository.clone());
+    }
     let _turn = GIT_TURN.lock().await;
     let listing = git(&repository, &["worktree", "list", "--porcelain"]).await?;
     let mut in_use = HashSet::new();
@@ -416,6 +420,13 @@ fn is_ours(name: Option<&std::ffi::OsStr>) -> bool {
 }
 
 async fn repository_root(dir: &Path) -> Option<PathBuf> {
+    // Outside any repository (the common case for a start's cleanup), no git is spawned.
+    if !dir
+        .ancestors()
+        .any(|ancestor| ancestor.join(".git").exists())
+    {
+        return None;
+    }
     git(dir, &["rev-parse", "--show-toplevel"])
         .await
         .ok()
