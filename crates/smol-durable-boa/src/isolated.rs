@@ -34,8 +34,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use smol_durable_core::{
-    BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, ScriptEngine, ScriptError,
-    ScriptErrorKind, ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,
+    BudgetSnapshot, CallSite, HostError, HostErrorKind, HostFuture, HostRequest, ScriptEngine,
+    ScriptError, ScriptErrorKind, ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -175,8 +175,15 @@ struct WireError {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 enum FromChild {
-    Call { id: u64, request: HostRequest },
-    Done { result: Result<Value, WireError> },
+    Call {
+        id: u64,
+        request: HostRequest,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        site: Option<CallSite>,
+    },
+    Done {
+        result: Result<Value, WireError>,
+    },
 }
 
 const KINDS: [(ScriptErrorKind, &str); 8] = [
@@ -380,9 +387,25 @@ impl ScriptEngine for IsolatedEngine {
                     };
                     match serde_json::from_str::<FromChild>(&line) {
                         // The host does its bookkeeping now, in the order the script calls.
-                        Ok(FromChild::Call { id, request }) => {
-                            let call: HostFuture = host.call(request);
-                            in_flight.push(async move { (id, call.await) });
+                        Ok(FromChild::Call { id, request, site }) => {
+                            let mut call: HostFuture = host.call_at(request, site);
+                            // An answer ready at once (a replay from memory, a validation
+                            // error) goes back before the next call is read, as the in-process
+                            // engine answers it: the script then sees answers in call order.
+                            let waker = futures::task::noop_waker();
+                            let mut context = std::task::Context::from_waker(&waker);
+                            match call.as_mut().poll(&mut context) {
+                                std::task::Poll::Ready(result) => {
+                                    let _ = answers.send(ToChild::Answer {
+                                        id,
+                                        result,
+                                        budget: host.budget(),
+                                    });
+                                }
+                                std::task::Poll::Pending => {
+                                    in_flight.push(async move { (id, call.await) });
+                                }
+                            }
                         }
                         Ok(FromChild::Done { result }) => {
                             let _ = child.wait().await;
@@ -457,12 +480,22 @@ impl PipeHost {
 
 impl WorkflowHost for PipeHost {
     fn call(&self, request: HostRequest) -> HostFuture {
+        self.call_at(request, None)
+    }
+
+    // The parent's host decides what it does with a site; the stack walk is cheap beside the
+    // round trip every call makes anyway.
+    fn wants_call_sites(&self) -> bool {
+        true
+    }
+
+    fn call_at(&self, request: HostRequest, site: Option<CallSite>) -> HostFuture {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let (answer, answered) = tokio::sync::oneshot::channel();
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(id, answer);
         }
-        let sent = self.write(&FromChild::Call { id, request });
+        let sent = self.write(&FromChild::Call { id, request, site });
         Box::pin(async move {
             sent.map_err(|error| {
                 HostError::new(

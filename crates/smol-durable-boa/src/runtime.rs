@@ -18,6 +18,7 @@ use std::sync::Arc;
 use boa_engine::builtins::promise::{PromiseState, ResolvingFunctions};
 use boa_engine::object::builtins::JsPromise;
 use boa_engine::property::Attribute;
+use boa_engine::vm::SourcePath;
 use boa_engine::{
     js_string, Context, JsArgs, JsError, JsNativeError, JsObject, JsResult, JsString, JsValue,
     Module, NativeFunction, Source,
@@ -25,7 +26,7 @@ use boa_engine::{
 use serde_json::Value;
 use smol_durable_core::signals::{check_signal_name, WaitSpec};
 use smol_durable_core::{
-    HostError, HostFuture, HostRequest, ScriptError, ScriptErrorKind, WorkflowHost,
+    CallSite, HostError, HostFuture, HostRequest, ScriptError, ScriptErrorKind, WorkflowHost,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -82,6 +83,8 @@ struct HostState {
     /// The error objects host rejections became, with their rejection ids: when one of them
     /// fails the script, the host learns which rejection it was.
     rejections: Vec<(JsObject, u64)>,
+    /// The host reads call sites (read once: finding one walks the stack).
+    call_sites: bool,
 }
 
 thread_local! {
@@ -106,8 +109,10 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
         runtime,
     } = job;
     let _runtime = runtime.enter();
+    let call_sites = host.wants_call_sites();
     STATE.with(|state| {
         *state.borrow_mut() = Some(HostState {
+            call_sites,
             host,
             calls,
             pending: HashMap::new(),
@@ -366,6 +371,14 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
         }
     };
     let fire_and_forget = matches!(request, HostRequest::Log { .. } | HostRequest::Phase { .. });
+    let wants_site = !fire_and_forget
+        && STATE.with(|state| {
+            state
+                .borrow()
+                .as_ref()
+                .is_some_and(|state| state.call_sites)
+        });
+    let site = if wants_site { call_site(ctx) } else { None };
     let (promise, resolvers) = JsPromise::new_pending(ctx);
     enum Sent {
         Forgotten,
@@ -379,7 +392,7 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
             return Sent::Closed;
         };
         // The call happens here, synchronously, in the order the script made it.
-        let mut future = state.host.call(request);
+        let mut future = state.host.call_at(request, site);
         if fire_and_forget {
             return Sent::Forgotten;
         }
@@ -419,6 +432,25 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
             Ok(promise.into())
         }
     }
+}
+
+/// The innermost frame of the workflow's own code (not the prelude's) on the stack.
+fn call_site(ctx: &Context) -> Option<CallSite> {
+    ctx.stack_trace().find_map(|frame| {
+        let location = frame.position();
+        let SourcePath::Path(path) = location.path else {
+            return None;
+        };
+        if path.as_os_str() == PRELUDE_PATH {
+            return None;
+        }
+        let position = location.position?;
+        Some(CallSite {
+            file: path.display().to_string(),
+            line: position.line_number(),
+            column: position.column_number(),
+        })
+    })
 }
 
 /// A bad argument of `waitFor`, `waitForAny` or `signal`, handed back to the prelude, which

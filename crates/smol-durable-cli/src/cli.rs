@@ -85,6 +85,14 @@ pub enum Command {
     Signal(SignalArgs),
     /// List the waits that have not ended: which run waits for what, since and until when.
     Waits(WaitsArgs),
+    /// Start a new run from copies of another run's completed steps (up to a step) and
+    /// continue it live, like `run` (its output and progress): with the same script or
+    /// another, other arguments or another allowance. The source run is not changed.
+    Fork(ForkArgs),
+    /// Evaluate a run's script (or another) against the run's recorded steps, offline: no
+    /// agent call, no write. Exit 0 when the script replays the run exactly; 1 at the first
+    /// divergence (the call it makes now beside the recorded one) or when two replays differ.
+    Replay(ReplayArgs),
     /// Print a run's stored events as JSON lines.
     Events {
         /// The run.
@@ -242,6 +250,55 @@ pub struct RunArgs {
     /// handed back, waiting, for `signal … --resume`, `run --resume-run` or any worker.
     #[arg(long)]
     pub detach_on_wait: bool,
+}
+
+/// `fork`'s options. Workflow arguments (`--args-<name>`, `--args-from-file`) are laid over
+/// the source run's.
+#[derive(Debug, Args)]
+pub struct ForkArgs {
+    /// The run to fork (a root run).
+    pub run_id: String,
+    /// Copy only the completed steps before this one: its number in `history RUN`, or its
+    /// step name or id. Default: every completed step (steps whose calls still match replay).
+    #[arg(long, value_name = "N|STEP")]
+    pub before_step: Option<String>,
+    /// Run this script instead of the source's.
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+    /// Output-token budget of the fork (the copied steps' tokens do not count against it;
+    /// default: the source's).
+    #[arg(
+        long,
+        value_name = "TOKENS",
+        allow_hyphen_values = true,
+        value_parser = count("--budget-allowance", true)
+    )]
+    pub budget_allowance: Option<u64>,
+    /// Providers (`--model-map` aliases are laid over the source run's).
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+    /// Queue the fork for `worker` processes instead of running it here; print its ids.
+    #[arg(long)]
+    pub submit: bool,
+    /// Print events as JSON lines instead of the final result.
+    #[arg(long, conflicts_with = "submit")]
+    pub events: bool,
+    /// Save every agent call's full result as DIR/<run_id>/<step_id>.json (DIR must exist).
+    #[arg(long, value_name = "DIR", value_parser = existing_directory, conflicts_with = "submit")]
+    pub save_raw_sessions: Option<PathBuf>,
+}
+
+/// `replay`'s options.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The run to replay (a root run).
+    pub run_id: String,
+    /// Replay this script instead of the run's (its file, else the copy stored with it).
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+    /// Output format: table (a readable report, the default) or json.
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = crate::history::format)]
+    pub output: Option<Format>,
 }
 
 /// `signal`'s options.

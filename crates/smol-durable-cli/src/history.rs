@@ -588,13 +588,57 @@ impl RunView {
             .count()
     }
 
-    /// Every ledger row added up.
+    /// Every ledger row this run spent added up (a fork's copies are the source's spending).
     fn total(&self) -> Tokens {
         let mut total = Tokens::default();
-        for entry in &self.ledger {
+        for entry in self.spent() {
             total.add(Tokens::of(entry));
         }
         total
+    }
+
+    fn spent(&self) -> impl Iterator<Item = &LedgerEntry> {
+        self.ledger
+            .iter()
+            .filter(|entry| entry.source_type.is_spent())
+    }
+
+    /// What the steps a fork copied had cost its source.
+    fn copied(&self) -> Tokens {
+        let mut copied = Tokens::default();
+        for entry in self.ledger.iter().filter(|e| !e.source_type.is_spent()) {
+            copied.add(Tokens::of(entry));
+        }
+        copied
+    }
+
+    /// Each of the run's own steps (not its children's) by id, with its number in the order
+    /// the run reached them: what `fork --before-step` takes.
+    fn numbers(&self) -> HashMap<&str, usize> {
+        self.steps
+            .iter()
+            .filter(|step| step.run_id == self.run.run_id)
+            .enumerate()
+            .map(|(index, step)| (step.step_id.as_str(), index + 1))
+            .collect()
+    }
+
+    /// `forked from RUN before step N (CHECKPOINT), K steps copied`.
+    fn lineage(&self) -> Option<String> {
+        let origin = self.run.workflow.forked_from.as_ref()?;
+        let point = match (origin.before_step, &origin.before_checkpoint) {
+            (Some(number), Some(checkpoint)) => format!(" before step {number} ({checkpoint})"),
+            (Some(number), None) => format!(" before step {number}"),
+            _ => String::new(),
+        };
+        let copied = self.copied();
+        Some(format!(
+            "{}{point}, {} step{} copied ({} tokens, spent by the source)",
+            origin.run_id,
+            origin.copied_steps,
+            if origin.copied_steps == 1 { "" } else { "s" },
+            copied.total
+        ))
     }
 
     /// The ledger rows of each step.
@@ -616,7 +660,7 @@ impl RunView {
     fn by_phase(&self) -> (BTreeMap<&str, Tokens>, Option<Tokens>) {
         let mut phases: BTreeMap<&str, Tokens> = BTreeMap::new();
         let mut unphased: Option<Tokens> = None;
-        for entry in &self.ledger {
+        for entry in self.spent() {
             let phase = entry
                 .step_id
                 .as_ref()
@@ -708,6 +752,15 @@ impl RunView {
         if let Some(reason) = &run.failure_reason {
             workflow_run.push("failureReason", reason.clone());
         }
+        if let Some(origin) = &run.workflow.forked_from {
+            let forked = Object::new()
+                .with("runId", json!(origin.run_id))
+                .with("beforeStep", json!(origin.before_step))
+                .with("beforeCheckpoint", json!(origin.before_checkpoint))
+                .with("copiedSteps", json!(origin.copied_steps))
+                .with("copiedTokens", self.copied().json());
+            workflow_run.push("forkedFrom", forked);
+        }
         let mut detail = Object::new().with("workflowRun", workflow_run);
         if run.state == State::Completed {
             detail.push("results", run.result().cloned().unwrap_or(Value::Null));
@@ -735,11 +788,16 @@ impl RunView {
             .collect::<Vec<Json>>();
         detail.push("attempts", attempts);
         let by_step = self.by_step();
+        let numbers = self.numbers();
         let steps = self
             .steps
             .iter()
             .map(|step| {
-                let mut object = Object::new()
+                let mut object = Object::new();
+                if let Some(number) = numbers.get(step.step_id.as_str()) {
+                    object.push("number", json!(number));
+                }
+                let mut object = object
                     .with("stepId", json!(step.step_id))
                     .with("stepKind", json!(step.kind.as_str()))
                     .with("checkpointName", json!(step.checkpoint_name))
@@ -787,6 +845,9 @@ impl RunView {
         ] {
             outln!("{label:<11}{value}");
         }
+        if let Some(lineage) = self.lineage() {
+            outln!("{:<11}{lineage}", "Forked:");
+        }
         for wait in &self.waiting() {
             let mut text = format!("{} in {}", wait.names.join(" | "), wait.run_id);
             if let Some(description) = &wait.description {
@@ -833,6 +894,7 @@ impl RunView {
         outln!("Steps");
         outln!();
         let mut columns = vec![
+            "#",
             "KIND",
             "STATE",
             "PHASE",
@@ -853,6 +915,7 @@ impl RunView {
         let mut steps = Table::new(&columns);
         let by_step = self.by_step();
         let dash = |value: Option<&String>| value.map_or_else(|| "-".to_owned(), Clone::clone);
+        let numbers = self.numbers();
         for step in &self.steps {
             let agent = self.agents.get(&step.step_id);
             let tokens = match agent {
@@ -862,7 +925,12 @@ impl RunView {
                     .unwrap_or_default(),
                 None => Tokens::default(),
             };
+            // A child's steps are not numbered: a fork point is a step of the run itself.
+            let number = numbers
+                .get(step.step_id.as_str())
+                .map_or_else(|| "-".to_owned(), ToString::to_string);
             let mut row = vec![
+                number,
                 step.kind.as_str().to_owned(),
                 step.state.as_str().to_owned(),
                 dash(agent.and_then(|a| a.phase.as_ref())),

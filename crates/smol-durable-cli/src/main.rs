@@ -12,10 +12,12 @@
 
 mod cli;
 mod database;
+mod fork;
 mod history;
 mod inspect;
 mod output;
 mod progress;
+mod replay;
 mod run;
 mod stop_signals;
 mod table;
@@ -84,16 +86,23 @@ fn main() -> ExitCode {
         Ok(split) => split,
         Err(error) => return fail(&error),
     };
-    // Only `run` and `submit` take workflow arguments: only their unknown options are
+    // Only `run`, `submit` and `fork` take workflow arguments: only their unknown options are
     // explained as such.
-    let takes_workflow_args = argv.iter().any(|arg| arg == "run" || arg == "submit");
+    let takes_workflow_args = argv
+        .iter()
+        .any(|arg| arg == "run" || arg == "submit" || arg == "fork");
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error, takes_workflow_args),
     };
-    if !workflow_args.is_empty() && !matches!(cli.command, Command::Run(_) | Command::Submit(_)) {
+    if !workflow_args.is_empty()
+        && !matches!(
+            cli.command,
+            Command::Run(_) | Command::Submit(_) | Command::Fork(_)
+        )
+    {
         return fail(&anyhow::anyhow!(
-            "--args-<name> and --args-from-file belong to `run` and `submit`"
+            "--args-<name> and --args-from-file belong to `run`, `submit` and `fork`"
         ));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -164,6 +173,12 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
             Access::Write,
         ),
         Command::Submit(options) => (Some(&options.providers), None, Access::Write),
+        Command::Fork(options) => (
+            Some(&options.providers),
+            options.save_raw_sessions.as_deref(),
+            Access::Existing("fork"),
+        ),
+        Command::Replay(_) => (None, None, Access::Read("replay")),
         Command::Worker(options) => (
             Some(&options.providers),
             options.save_raw_sessions.as_deref(),
@@ -200,7 +215,14 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
         _ => None,
     };
     let database = Database::choose(cli.db.as_deref())?;
-    if let Command::Submit(options) = &cli.command {
+    if let Command::Fork(options) = &cli.command {
+        // A queued fork, like a submitted run, only records the provider's name.
+        if options.submit {
+            check_provider_name(&options.providers)?;
+        } else {
+            check_providers(&options.providers)?;
+        }
+    } else if let Command::Submit(options) = &cli.command {
         // A submitter only records the provider's name: workers bring their own configuration.
         check_provider_name(&options.providers)?;
     } else if let Some(providers) = providers {
@@ -213,12 +235,17 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
         database: &database,
         script_flags: script_flags(&cli),
     };
-    if matches!(cli.command, Command::Run(_) | Command::Worker(_)) {
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Worker(_) | Command::Fork(_)
+    ) {
         remove_stale_worktrees().await;
     }
     match cli.command {
         Command::Run(options) => run::run(&engine, &options, workflow_args, &invocation).await,
         Command::Submit(options) => run::submit(&engine, &options, workflow_args).await,
+        Command::Fork(options) => fork::fork(&engine, &options, workflow_args, &invocation).await,
+        Command::Replay(options) => replay::replay(&engine, &options).await,
         Command::Worker(options) => worker::worker(&engine, &options).await,
         Command::History(options) => history::history(&engine, options).await,
         Command::Status { id } => inspect::status(&engine, &id, &database).await,

@@ -10,7 +10,7 @@ use smol_durable_core::{
     WorkflowSource,
 };
 
-use crate::cli::{NewRunArgs, RunArgs, SubmitArgs};
+use crate::cli::{NewRunArgs, ProviderArgs, RunArgs, SubmitArgs};
 use crate::output::{errln, outln, pretty};
 use crate::progress::Progress;
 use crate::stop_signals::Signals;
@@ -122,7 +122,13 @@ pub async fn run(
     let watch = Watch {
         events_only: options.events,
         budget_allowance: options.new_run.budget_allowance,
-        resume_command: resume_command(invocation, options, &run_id),
+        resume_command: resume_command(
+            invocation,
+            &options.new_run.script,
+            &options.providers,
+            options.save_raw_sessions.as_deref(),
+            &run_id,
+        ),
         signal_command: signal_command(invocation),
     };
     watch.follow(engine, handle, signals).await
@@ -229,9 +235,16 @@ impl RunView {
                 // A reader that went away (`| head`) ends the stream; the run goes on.
                 let _ = crate::output::stdout_line(line);
             }
+            // Said on stderr too: stdout is for tools, and this one is for the person.
+            if let Some(line) = unreached_line(event) {
+                errln!("{line}");
+            }
             return;
         }
         if let Some(line) = smol_wf_line(event) {
+            errln!("{line}");
+        }
+        if let Some(line) = unreached_line(event) {
             errln!("{line}");
         }
         for line in crate::waits::wait_lines(event, &self.signal_command) {
@@ -258,9 +271,21 @@ pub fn smol_wf_line(event: &WorkflowEvent) -> Option<String> {
     }
 }
 
+/// The warning of a run that completed without reaching completed steps of earlier attempts
+/// (or of the run it was forked from).
+fn unreached_line(event: &WorkflowEvent) -> Option<String> {
+    if event.event_type != EventType::StepsUnreached {
+        return None;
+    }
+    let message = event.data.get("message").and_then(Value::as_str)?;
+    Some(format!(
+        "warning: {message} (the script changed; `smol-durable replay` shows where)"
+    ))
+}
+
 /// The end of a run that was not interrupted here: its result on stdout, or its error and what
 /// to do about it on stderr.
-async fn report(
+pub(crate) async fn report(
     engine: &Engine,
     result: Result<RunOutput, Error>,
     events_only: bool,
@@ -353,7 +378,13 @@ pub fn signal_command(invocation: &Invocation<'_>) -> Vec<String> {
 
 /// The command that continues this run, quoted for a POSIX shell: the same binary, database,
 /// script engine and provider flags; the run keeps its arguments and budget.
-fn resume_command(invocation: &Invocation<'_>, options: &RunArgs, run_id: &str) -> String {
+pub(crate) fn resume_command(
+    invocation: &Invocation<'_>,
+    script: &Path,
+    providers: &ProviderArgs,
+    save_raw_sessions: Option<&Path>,
+    run_id: &str,
+) -> String {
     let mut words: Vec<String> = vec![
         "smol-durable".into(),
         "--db".into(),
@@ -364,9 +395,8 @@ fn resume_command(invocation: &Invocation<'_>, options: &RunArgs, run_id: &str) 
         words.push(name.to_owned());
         words.extend(value);
     };
-    flag("run", Some(options.new_run.script.display().to_string()));
+    flag("run", Some(script.display().to_string()));
     flag("--resume-run", Some(run_id.to_owned()));
-    let providers = &options.providers;
     if let Some(provider) = &providers.agent_provider {
         flag("--agent-provider", Some(provider.clone()));
     }
@@ -382,7 +412,7 @@ fn resume_command(invocation: &Invocation<'_>, options: &RunArgs, run_id: &str) 
     if let Some(backoff) = providers.agent_backoff_ms {
         flag("--agent-backoff-ms", Some(backoff.to_string()));
     }
-    if let Some(dir) = &options.save_raw_sessions {
+    if let Some(dir) = save_raw_sessions {
         flag("--save-raw-sessions", Some(dir.display().to_string()));
     }
     crate::output::shell_line(&words)

@@ -51,6 +51,11 @@ pub enum EventType {
     /// A completed step was replayed from the store.
     #[serde(rename = "workflow.step_replayed")]
     StepReplayed,
+    /// A run completed while completed steps of earlier attempts (or of the run it was forked
+    /// from) were never reached again: `count`, and the first such step (smol-durable's
+    /// addition).
+    #[serde(rename = "workflow.steps_unreached")]
+    StepsUnreached,
     /// A run finished with a result.
     #[serde(rename = "workflow.result")]
     Result,
@@ -61,7 +66,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every kind of event.
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 16] = [
         Self::Started,
         Self::Phase,
         Self::Log,
@@ -75,6 +80,7 @@ impl EventType {
         Self::WaitCompleted,
         Self::SignalReceived,
         Self::StepReplayed,
+        Self::StepsUnreached,
         Self::Result,
         Self::Error,
     ];
@@ -100,6 +106,7 @@ impl EventType {
             Self::WaitCompleted => "workflow.wait_completed",
             Self::SignalReceived => "workflow.signal_received",
             Self::StepReplayed => "workflow.step_replayed",
+            Self::StepsUnreached => "workflow.steps_unreached",
             Self::Result => "workflow.result",
             Self::Error => "workflow.error",
         }

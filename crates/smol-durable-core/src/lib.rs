@@ -105,8 +105,10 @@ pub use command_provider::{CommandProvider, EXIT_TEMPORARY_FAILURE};
 pub use debug_provider::DebugProvider;
 pub use engine::steps;
 pub use engine::{
-    Engine, EngineBuilder, ResumeOptions, RunHandle, RunOutput, RunRequest, RunStatus,
-    SubmitOptions, SubmittedRun, TokenUsage, Worker, WorkerOptions, WorkerReport,
+    Divergence, DivergenceReason, Engine, EngineBuilder, ForkOptions, ForkPoint, RecordedStep,
+    ReplayCall, ReplayOptions, ReplayReport, ReplayVerdict, ResumeOptions, RunHandle, RunOutput,
+    RunRequest, RunStatus, SubmitOptions, SubmittedRun, TokenUsage, Worker, WorkerOptions,
+    WorkerReport,
 };
 pub use error::{
     BoxError, Error, ErrorKind, ErrorStatus, ProviderError, ProviderErrorKind, RunError,
@@ -120,8 +122,8 @@ pub use provider::{
     UsageCost,
 };
 pub use script::{
-    BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, PhaseMeta, ScriptEngine,
-    ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,
+    BudgetSnapshot, CallSite, HostError, HostErrorKind, HostFuture, HostRequest, PhaseMeta,
+    ScriptEngine, ScriptInvocation, WorkflowHost, WorkflowMeta, WorkflowSource,
 };
 pub use session_dir::SessionLogDir;
 pub use signals::{OpenWait, SignalOptions, SignalReceipt};

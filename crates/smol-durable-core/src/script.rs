@@ -287,6 +287,24 @@ impl BudgetSnapshot {
     }
 }
 
+/// Where in a script a host call was made: `file:line:column` (1-based), the innermost frame
+/// of the workflow's own code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSite {
+    /// The script file (or module) path.
+    pub file: String,
+    /// Line, from 1.
+    pub line: u32,
+    /// Column, from 1.
+    pub column: u32,
+}
+
+impl fmt::Display for CallSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
 /// What the core offers a running script.
 ///
 /// [`WorkflowHost::call`] does its bookkeeping (occurrence numbering, current phase)
@@ -296,6 +314,20 @@ impl BudgetSnapshot {
 pub trait WorkflowHost: Send + Sync + fmt::Debug {
     /// Makes a host call.
     fn call(&self, request: HostRequest) -> HostFuture;
+
+    /// [`call`](Self::call), saying where in the script the call was made. Engines that can
+    /// tell call this instead when [`wants_call_sites`](Self::wants_call_sites) says so; the
+    /// default ignores the site.
+    fn call_at(&self, request: HostRequest, site: Option<CallSite>) -> HostFuture {
+        let _ = site;
+        self.call(request)
+    }
+
+    /// Whether this host uses call sites (finding one costs the engine a stack walk per call;
+    /// an offline replay reports them in a divergence). The default: no.
+    fn wants_call_sites(&self) -> bool {
+        false
+    }
 
     /// The budget now.
     fn budget(&self) -> BudgetSnapshot;

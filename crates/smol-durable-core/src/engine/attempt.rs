@@ -20,7 +20,7 @@ use crate::decide::Closure;
 use crate::events::{EventType, WorkflowEvent};
 use crate::limits::{oversized, RESULT_LIMIT};
 use crate::script::{ScriptInvocation, WorkflowSource};
-use crate::store::{AttemptOutcome, AttemptRecord, FailStep, FinishAttempt, RunRecord};
+use crate::store::{AttemptOutcome, AttemptRecord, FailStep, FinishAttempt, RunRecord, StepRecord};
 use crate::{Error, ScriptError, ScriptErrorKind, StoreErrorKind};
 
 /// Everything needed to execute an attempt that `start_attempt` opened.
@@ -62,28 +62,48 @@ pub(crate) async fn execute(plan: AttemptPlan) -> Result<RunOutput, Error> {
             ctx.release_task();
         })
     });
-    let outcome = run_root(&ctx, &run, source).await;
+    let (outcome, unreached) = run_root(&ctx, &run, source).await;
     heartbeat.abort();
     cancel_watch.abort();
     if let Some(release) = release {
         release.abort();
     }
-    let result = finish(&ctx, &run, outcome).await;
+    if let Some(replay) = &ctx.settings.replay {
+        replay.ended(unreached.clone());
+    }
+    let result = finish(&ctx, &run, outcome, unreached).await;
     ctx.close_events().await;
     drop(ctx);
     let _ = writer_task.await;
     result
 }
 
+/// Evaluates the root run's script; with its outcome, the completed steps it never reached.
 async fn run_root(
     ctx: &Arc<AttemptCtx>,
     run: &RunRecord,
     source: WorkflowSource,
-) -> Result<Value, Error> {
+) -> (Result<Value, Error>, Vec<StepRecord>) {
     // What earlier attempts spent is in the ledger; a resumed run continues from there.
-    let spent = ctx.engine.store.budget_spent(&run.run_id).await?;
-    ctx.add_spent(spent);
-    let scope = RunScope::root(Arc::clone(ctx), run, &source).await?;
+    let opened = async {
+        let spent = ctx.engine.store.budget_spent(&run.run_id).await?;
+        ctx.add_spent(spent);
+        RunScope::root(Arc::clone(ctx), run, &source).await
+    };
+    let scope = match opened.await {
+        Ok(scope) => scope,
+        Err(error) => return (Err(error), Vec::new()),
+    };
+    let outcome = evaluate_root(ctx, run, &scope, source).await;
+    (outcome, scope.unreached())
+}
+
+async fn evaluate_root(
+    ctx: &Arc<AttemptCtx>,
+    run: &RunRecord,
+    scope: &Arc<RunScope>,
+    source: WorkflowSource,
+) -> Result<Value, Error> {
     scope.emit(
         EventType::Started,
         None,
@@ -130,6 +150,7 @@ async fn finish(
     ctx: &Arc<AttemptCtx>,
     run: &RunRecord,
     outcome: Result<Value, Error>,
+    unreached: Vec<StepRecord>,
 ) -> Result<RunOutput, Error> {
     let now = ctx.now();
     let interruption = ctx.take_interruption();
@@ -173,6 +194,9 @@ async fn finish(
             let completed = AttemptOutcome::Completed {
                 result: run.completed_payload_of(result.clone()),
             };
+            if !unreached.is_empty() {
+                report_unreached(ctx, run, &unreached).await;
+            }
             record_end(ctx, completed, now).await?;
             // The result is stored; usage is reporting only and must not undo that.
             let usage = ledger_usage(ctx.engine.store.as_ref(), &ctx.root_run_id)
@@ -232,6 +256,50 @@ async fn finish(
             }
         }
     }
+}
+
+/// A run completing without reaching completed steps of earlier attempts (or of the run it
+/// was forked from): its script changed under it. Said once, with the count and the first
+/// such step, so the leftover work is not silently ignored.
+async fn report_unreached(ctx: &AttemptCtx, run: &RunRecord, unreached: &[StepRecord]) {
+    let Some(first) = unreached.first() else {
+        return;
+    };
+    // Numbered as `history` numbers steps: by the order the run reached them.
+    let number = match ctx.engine.store.load_steps(&run.run_id).await {
+        Ok(steps) => steps
+            .iter()
+            .position(|step| step.step_id == first.step_id)
+            .map(|index| index + 1),
+        Err(_) => None,
+    };
+    let count = unreached.len();
+    let at = number.map_or_else(String::new, |number| format!("step {number}, "));
+    let message = format!(
+        "{count} completed step{} recorded before this attempt {} not reached again; the \
+         first: {at}{} {}",
+        if count == 1 { "" } else { "s" },
+        if count == 1 { "was" } else { "were" },
+        first.kind,
+        first.checkpoint_name,
+    );
+    // The event is the warning; this is for logs that keep no events.
+    tracing::info!(run_id = %run.run_id, "{message}");
+    let data = json!({
+        "count": count,
+        "message": message,
+        "first": {
+            "number": number,
+            "stepId": first.step_id,
+            "kind": first.kind.as_str(),
+            "checkpointName": first.checkpoint_name,
+        },
+    });
+    ctx.emit(
+        EventType::StepsUnreached,
+        ctx.metadata(&run.run_id, 0, None),
+        object(data),
+    );
 }
 
 /// Records how the attempt ended; another owner having taken the task over is `LeaseLost`.

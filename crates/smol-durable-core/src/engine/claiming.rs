@@ -153,6 +153,7 @@ impl EngineShared {
                 run.workflow.script_hash.is_some(),
             ),
             detach_on_wait: overrides.detach_on_wait,
+            replay: overrides.replay,
         };
         Ok((settings, overrides.no_wait))
     }

@@ -139,6 +139,8 @@ pub(crate) struct RunSettings {
     /// Stop at the first wait that finds no signal, handing the run back (see
     /// [`RunRequest::detach_on_wait`](crate::RunRequest::detach_on_wait)).
     pub detach_on_wait: bool,
+    /// An offline replay: a claim that would not replay a completed step stops the script.
+    pub replay: Option<Arc<super::replay::ReplayRecorder>>,
 }
 
 impl AttemptCtx {

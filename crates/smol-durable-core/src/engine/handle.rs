@@ -282,7 +282,7 @@ impl Engine {
             .await?)
     }
 
-    async fn get_run(&self, run_id: &str) -> Result<RunRecord, Error> {
+    pub(super) async fn get_run(&self, run_id: &str) -> Result<RunRecord, Error> {
         self.shared
             .store
             .get_run(run_id)

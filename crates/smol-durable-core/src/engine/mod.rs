@@ -16,12 +16,14 @@ mod claiming;
 mod context;
 mod event_writer;
 mod follow;
+mod fork;
 mod handle;
 mod heartbeat;
 mod host;
 mod mailbox;
 mod options;
 mod owners;
+mod replay;
 mod run_handle;
 mod runner;
 mod shared;
@@ -30,7 +32,12 @@ pub mod steps;
 mod usage;
 
 pub use builder::EngineBuilder;
+pub use fork::{ForkOptions, ForkPoint};
 pub use handle::Engine;
 pub use options::{ResumeOptions, RunOutput, RunRequest, RunStatus, TokenUsage};
+pub use replay::{
+    Divergence, DivergenceReason, RecordedStep, ReplayCall, ReplayOptions, ReplayReport,
+    ReplayVerdict,
+};
 pub use run_handle::RunHandle;
 pub use runner::{SubmitOptions, SubmittedRun, Worker, WorkerOptions, WorkerReport};

@@ -89,6 +89,8 @@ pub struct ResumeOptions {
     pub source: Option<WorkflowSource>,
     /// Stop at the first wait that finds no signal (see [`RunRequest::detach_on_wait`]).
     pub detach_on_wait: bool,
+    /// Set by an offline replay ([`Engine::replay`](crate::Engine::replay)) only.
+    pub(crate) replay: Option<std::sync::Arc<super::replay::ReplayRecorder>>,
 }
 
 impl ResumeOptions {

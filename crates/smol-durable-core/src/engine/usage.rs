@@ -25,9 +25,10 @@ pub(crate) async fn run_usage(
     ))
 }
 
+/// What the rows spent: a fork's copies are the source's spending, not the fork's.
 pub(crate) fn sum_usage<'a>(entries: impl Iterator<Item = &'a LedgerEntry>) -> TokenUsage {
     let mut usage = TokenUsage::default();
-    for entry in entries {
+    for entry in entries.filter(|entry| entry.source_type.is_spent()) {
         let reported = entry.tokens();
         let input = reported.input_tokens.unwrap_or(0);
         // smol-wf's run total: the reported one, else input, output and cache writes (cache

@@ -232,7 +232,10 @@ impl Tables {
                 entry.source_id.clone(),
             );
             if self.ledger_keys.insert(key) {
-                *self.spent.entry(entry.root_run_id.clone()).or_insert(0) += entry.output_tokens;
+                if entry.source_type.is_spent() {
+                    *self.spent.entry(entry.root_run_id.clone()).or_insert(0) +=
+                        entry.output_tokens;
+                }
                 self.ledger.push(entry);
             }
         }
@@ -337,6 +340,12 @@ impl DurableStore for MemoryStore {
         };
         tables.tasks.insert(task.task_id.clone(), task.clone());
         tables.runs.insert(run.run_id.clone(), run.clone());
+        for step in new.steps {
+            let key = (step.run_id.clone(), step.checkpoint_name.clone());
+            tables.step_ids.insert(key, step.step_id.clone());
+            tables.steps.insert(step.step_id.clone(), step);
+        }
+        tables.insert_ledger(new.ledger);
         Ok(CreatedRun {
             task,
             run,

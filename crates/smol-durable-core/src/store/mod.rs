@@ -17,8 +17,8 @@ use serde_json::Value;
 
 pub use memory::MemoryStore;
 pub use records::{
-    AttemptRecord, ClaimScope, EventRecord, LedgerEntry, LedgerSource, OwnerRecord, RunRecord,
-    SignalRecord, SignalState, State, StepKind, StepRecord, TaskRecord, WorkflowInfo,
+    AttemptRecord, ClaimScope, EventRecord, ForkOrigin, LedgerEntry, LedgerSource, OwnerRecord,
+    RunRecord, SignalRecord, SignalState, State, StepKind, StepRecord, TaskRecord, WorkflowInfo,
 };
 pub use requests::{
     AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
@@ -127,7 +127,8 @@ pub trait DurableStore: StoreAdmin {
     /// Reads a script source by content hash.
     async fn get_script(&self, hash: &str) -> StoreResult<Option<String>>;
 
-    /// Creates a task and its root run, both `pending`, in one transaction. With an
+    /// Creates a task and its root run, both `pending`, in one transaction — with the steps and
+    /// ledger rows [`NewRun`] carries (a fork's copies), inserted as given. With an
     /// idempotency key that an existing task of the same scope carries, creates nothing and
     /// returns that task and run with `created: false`. Ids are fresh, so a `Conflict` on them
     /// means this very call already committed (the retry layer relies on it).
@@ -215,13 +216,15 @@ pub trait DurableStore: StoreAdmin {
     /// was requested. A deposed owner extends nothing.
     async fn renew_leases(&self, renew: RenewLeases) -> StoreResult<RenewOutcome>;
 
-    /// Sum of `output_tokens` over the root run's ledger rows: the budget's spent amount. The
+    /// Sum of `output_tokens` over the root run's ledger rows that count as spent
+    /// ([`LedgerSource::is_spent`]): the budget's spent amount. The
     /// default derives it from [`ledger_entries`](Self::ledger_entries), reading every row; the
     /// built-in stores answer it with one aggregate instead (it is read at every attempt start).
     async fn budget_spent(&self, root_run_id: &str) -> StoreResult<u64> {
         let entries = self.ledger_entries(root_run_id).await?;
         Ok(entries
             .iter()
+            .filter(|entry| entry.source_type.is_spent())
             .fold(0u64, |sum, entry| sum.saturating_add(entry.output_tokens)))
     }
     /// The root run's ledger rows (children's included), in insertion order.

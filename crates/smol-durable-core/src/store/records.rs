@@ -151,6 +151,27 @@ pub struct WorkflowInfo {
     /// since they are recorded; absent for runs of smol-wf 0.3.4 and smol-durable 0.1.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_identity: Option<u32>,
+    /// Where a forked run came from ([`Engine::fork`](crate::Engine::fork)); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkOrigin>,
+}
+
+/// The lineage of a forked run: which run it was forked from, and where.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ForkOrigin {
+    /// The source run.
+    pub run_id: String,
+    /// The number (as `history` shows it: 1 for the first step the source reached) of the step
+    /// the fork started before; `None` when every completed step was copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_step: Option<u32>,
+    /// That step's checkpoint name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_checkpoint: Option<String>,
+    /// How many completed steps were copied.
+    pub copied_steps: u32,
 }
 
 impl WorkflowInfo {
@@ -437,6 +458,10 @@ pub enum LedgerSource {
     /// schema, or it was too large to store (`agent_attempt`, its stored name); `source_id` is
     /// `<step id>:<fence>:<label>`.
     AgentTry,
+    /// The cost of a step a fork copied from its source run (`copied_step`): shown with the
+    /// fork's usage, never counted as spent by it (the source paid for it); `source_id` is
+    /// `<copied step id>:<source row id>`.
+    Copied,
     /// Any other stored value.
     Other(String),
 }
@@ -447,6 +472,7 @@ impl LedgerSource {
         match self {
             LedgerSource::AgentStep => "agent_step",
             LedgerSource::AgentTry => "agent_attempt",
+            LedgerSource::Copied => "copied_step",
             LedgerSource::Other(value) => value,
         }
     }
@@ -456,9 +482,20 @@ impl LedgerSource {
         match value {
             "agent_step" => LedgerSource::AgentStep,
             "agent_attempt" => LedgerSource::AgentTry,
+            "copied_step" => LedgerSource::Copied,
             other => LedgerSource::Other(other.to_owned()),
         }
     }
+
+    /// Whether a row of this kind counts as spent against the run's budget: every kind but
+    /// [`Copied`](Self::Copied), whose tokens the source run spent. Stores that aggregate in
+    /// SQL exclude the stored text [`COPIED_STEP`](Self::COPIED_STEP).
+    pub fn is_spent(&self) -> bool {
+        *self != LedgerSource::Copied
+    }
+
+    /// The stored text of [`Copied`](Self::Copied).
+    pub const COPIED_STEP: &'static str = "copied_step";
 }
 
 impl From<String> for LedgerSource {

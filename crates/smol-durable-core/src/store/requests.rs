@@ -37,6 +37,13 @@ pub struct NewRun {
     pub idempotency_key: Option<String>,
     /// Creation time.
     pub now: i64,
+    /// Steps the run starts with, stored as given in the same transaction (a fork's completed
+    /// copies, in the order the source reached them); empty for a new run.
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
+    /// Ledger rows stored with them ([`LedgerSource::Copied`](crate::store::LedgerSource::Copied)).
+    #[serde(default)]
+    pub ledger: Vec<LedgerEntry>,
 }
 
 impl NewRun {
@@ -60,6 +67,8 @@ impl NewRun {
             max_attempts: 1,
             idempotency_key: None,
             now,
+            steps: Vec::new(),
+            ledger: Vec::new(),
         }
     }
 }

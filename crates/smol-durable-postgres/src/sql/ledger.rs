@@ -2,6 +2,8 @@
 
 use super::*;
 
+/// What the run spent: every row but the copies a fork brought
+/// ([`LedgerSource::is_spent`]).
 pub(crate) async fn budget_spent(
     c: &mut PgConnection,
     sql: &Sql,
@@ -11,9 +13,11 @@ pub(crate) async fn budget_spent(
         c,
         "budget_spent",
         sql.query(
-            "SELECT COALESCE(SUM(output_tokens), 0)::BIGINT FROM sw_budget_ledger WHERE root_run_id = $1",
+            "SELECT COALESCE(SUM(output_tokens), 0)::BIGINT FROM sw_budget_ledger \
+             WHERE root_run_id = $1 AND source_type <> $2",
         )
-        .bind(root_run_id),
+        .bind(root_run_id)
+        .bind(LedgerSource::COPIED_STEP),
     )
     .await?;
     Ok(u64::try_from(spent).unwrap_or(0))

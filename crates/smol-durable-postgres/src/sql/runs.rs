@@ -181,6 +181,8 @@ pub(crate) async fn create_run(
         .bind(new.now),
     )
     .await?;
+    insert_step_rows(c, sql, op, &new.steps).await?;
+    insert_ledger(c, sql, op, &new.ledger).await?;
     if new.claim_scope == ClaimScope::Runner {
         notify_work(c, sql, op).await?;
     }

@@ -151,7 +151,7 @@ pub(super) struct LedgerColumns {
 }
 
 impl LedgerColumns {
-    fn new(entries: &[LedgerEntry]) -> Self {
+    pub(super) fn new(entries: &[LedgerEntry]) -> Self {
         Self {
             ids: entries.iter().map(|e| e.budget_entry_id.clone()).collect(),
             run_ids: entries.iter().map(|e| e.run_id.clone()).collect(),
@@ -172,7 +172,7 @@ impl LedgerColumns {
         }
     }
 
-    fn bind(self, query: PgQuery) -> PgQuery {
+    pub(super) fn bind(self, query: PgQuery) -> PgQuery {
         query
             .bind(self.ids)
             .bind(self.run_ids)
@@ -372,4 +372,78 @@ pub(crate) async fn renew_leases(
         lost_steps,
         cancel_requested,
     })
+}
+
+/// Inserts ledger rows outside a completion (a fork's copies), as one statement.
+pub(super) async fn insert_ledger(
+    c: &mut PgConnection,
+    sql: &Sql,
+    op: &'static str,
+    entries: &[LedgerEntry],
+) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let query = sql.query(
+        "INSERT INTO sw_budget_ledger (budget_entry_id, run_id, root_run_id, step_id, source_type, \
+         source_id, output_tokens, usage_json, created_at) \
+         SELECT l.id, l.run_id, l.root_run_id, l.step_id, l.source_type, l.source_id, l.tokens, \
+         l.usage::JSONB, l.created_at \
+         FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
+         $7::BIGINT[], $8::TEXT[], $9::BIGINT[]) \
+         AS l(id, run_id, root_run_id, step_id, source_type, source_id, tokens, usage, created_at) \
+         ON CONFLICT (root_run_id, source_type, source_id) DO NOTHING",
+    );
+    execute(c, op, LedgerColumns::new(entries).bind(query)).await?;
+    Ok(())
+}
+
+/// Inserts whole step rows as given (a fork's copies), as one statement however many there are.
+pub(super) async fn insert_step_rows(
+    c: &mut PgConnection,
+    sql: &Sql,
+    op: &'static str,
+    steps: &[StepRecord],
+) -> Result<()> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    fn column<T>(steps: &[StepRecord], value: impl Fn(&StepRecord) -> T) -> Vec<T> {
+        steps.iter().map(value).collect()
+    }
+    let json = |value: &Value| value.to_string();
+    let query = sql
+        .query(
+            "INSERT INTO sw_workflow_steps (step_id, run_id, root_run_id, step_kind, \
+             checkpoint_name, input_signature_hash, input_signature_json, state, input_json, \
+             result_json, failure_reason_json, worker_id, lease_expires_at, attempts, \
+             last_attempt_at, created_at, updated_at) \
+             SELECT s.id, s.run_id, s.root_run_id, s.kind, s.checkpoint, s.hash, s.signature, \
+             s.state, s.input::JSONB, s.result::JSONB, s.reason::JSONB, s.worker, s.lease, \
+             s.fence, s.last_attempt_at, s.created_at, s.updated_at \
+             FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
+             $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], \
+             $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::BIGINT[], $17::BIGINT[]) \
+             AS s(id, run_id, root_run_id, kind, checkpoint, hash, signature, state, input, \
+             result, reason, worker, lease, fence, last_attempt_at, created_at, updated_at)",
+        )
+        .bind(column(steps, |s| s.step_id.clone()))
+        .bind(column(steps, |s| s.run_id.clone()))
+        .bind(column(steps, |s| s.root_run_id.clone()))
+        .bind(column(steps, |s| s.kind.as_str().to_owned()))
+        .bind(column(steps, |s| s.checkpoint_name.clone()))
+        .bind(column(steps, |s| s.input_signature_hash.clone()))
+        .bind(column(steps, |s| s.input_signature_json.clone()))
+        .bind(column(steps, |s| s.state.as_str().to_owned()))
+        .bind(column(steps, |s| json(&s.input)))
+        .bind(column(steps, |s| s.result.as_ref().map(json)))
+        .bind(column(steps, |s| s.failure_reason.as_ref().map(json)))
+        .bind(column(steps, |s| s.worker_id.clone()))
+        .bind(column(steps, |s| s.lease_expires_at))
+        .bind(column(steps, |s| i64::from(s.fence)))
+        .bind(column(steps, |s| s.last_attempt_at))
+        .bind(column(steps, |s| s.created_at))
+        .bind(column(steps, |s| s.updated_at));
+    execute(c, op, query).await?;
+    Ok(())
 }

@@ -125,6 +125,10 @@ pub(crate) fn create_run(c: &Connection, new: &NewRun) -> Result<CreatedRun> {
             new.now,
         ],
     )?;
+    for step in &new.steps {
+        insert_step_row(c, op, step)?;
+    }
+    insert_ledger(c, op, &new.ledger)?;
     let task = get_task(c, &new.task_id)?.ok_or_else(|| not_found(op, "task", &new.task_id))?;
     let run = get_run(c, &new.run_id)?.ok_or_else(|| not_found(op, "run", &new.run_id))?;
     Ok(CreatedRun {

@@ -65,6 +65,38 @@ pub(crate) fn insert_step(c: &Connection, new: &NewStep) -> Result<InsertStep> {
     Ok(InsertStep::Existing(row))
 }
 
+/// Inserts a whole step row as given (a fork's copy).
+pub(super) fn insert_step_row(c: &Connection, op: &'static str, step: &StepRecord) -> Result<()> {
+    execute(
+        c,
+        op,
+        "INSERT INTO sw_workflow_steps (step_id, run_id, root_run_id, step_kind, checkpoint_name, \
+         input_signature_hash, input_signature_json, state, input_json, result_json, \
+         failure_reason_json, worker_id, lease_expires_at, attempts, last_attempt_at, created_at, \
+         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        params![
+            step.step_id,
+            step.run_id,
+            step.root_run_id,
+            step.kind.as_str(),
+            step.checkpoint_name,
+            step.input_signature_hash,
+            step.input_signature_json,
+            step.state.as_str(),
+            text(&step.input),
+            step.result.as_ref().map(text),
+            step.failure_reason.as_ref().map(text),
+            step.worker_id,
+            step.lease_expires_at,
+            step.fence,
+            step.last_attempt_at,
+            step.created_at,
+            step.updated_at,
+        ],
+    )?;
+    Ok(())
+}
+
 /// The outcome of a compare-and-set `UPDATE … RETURNING`: the updated row, or the current one.
 pub(super) fn cas_outcome(
     c: &Connection,

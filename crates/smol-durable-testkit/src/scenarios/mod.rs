@@ -14,6 +14,7 @@ pub mod cancel;
 pub mod children;
 pub mod failures;
 pub mod faults;
+pub mod fork;
 pub mod resume;
 pub mod retries;
 pub mod runner;
@@ -53,6 +54,7 @@ macro_rules! engine_conformance_tests {
         $crate::__engine_children_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_failures_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_faults_cases!($factory, [$(#[$attr])*]);
+        $crate::__engine_fork_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_retries_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_runner_cases!($factory, [$(#[$attr])*]);
         $crate::__engine_sessions_cases!($factory, [$(#[$attr])*]);

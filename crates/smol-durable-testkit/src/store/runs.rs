@@ -18,7 +18,8 @@ macro_rules! __store_runs_cases {
             idempotency_key_returns_the_first_task,
             owners_round_trip,
             list_runs_filters_and_orders,
-            text_that_looks_like_sql_is_stored_as_data
+            text_that_looks_like_sql_is_stored_as_data,
+            a_run_is_created_with_the_steps_and_ledger_rows_it_carries
         );
     };
 }
@@ -359,5 +360,79 @@ pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
             .expect("list")
             .len(),
         1
+    );
+}
+
+/// A new run carrying completed steps and copied ledger rows (a fork) stores them with the run
+/// in one operation, as given and in order; the copied rows are shown, not spent; the lineage
+/// round-trips.
+///
+/// Checks [`DurableStore::create_run`](smol_durable_core::DurableStore::create_run) and
+/// [`DurableStore::budget_spent`](smol_durable_core::DurableStore::budget_spent).
+pub async fn a_run_is_created_with_the_steps_and_ledger_rows_it_carries(fixture: Fixture) {
+    use smol_durable_core::store::{ForkOrigin, LedgerEntry, LedgerSource, StepRecord};
+    let store = fixture.store.as_ref();
+    let mut workflow = WorkflowInfo::new();
+    let mut origin = ForkOrigin::default();
+    origin.run_id = "run_source".into();
+    origin.before_step = Some(4);
+    origin.copied_steps = 3;
+    workflow.forked_from = Some(origin.clone());
+    let mut new = NewRun::new(ClaimScope::Local, OWNER, workflow, json!({}), 50);
+    let run_id = new.run_id.clone();
+    // 3 000 copies: the store takes them in one operation, whatever its statement limits.
+    new.steps = (0..3_000u32)
+        .map(|n| StepRecord {
+            step_id: smol_durable_core::new_id("step"),
+            run_id: run_id.clone(),
+            root_run_id: run_id.clone(),
+            kind: StepKind::Agent,
+            checkpoint_name: format!("step:sig_{n:04}"),
+            input_signature_hash: format!("hash{n}"),
+            input_signature_json: format!("{{\"prompt\":\"p{n}\"}}"),
+            state: State::Completed,
+            input: json!({ "prompt": format!("p{n}") }),
+            result: Some(json!({ "n": n, "text": "é ✓ '; DROP TABLE x; --" })),
+            failure_reason: None,
+            worker_id: None,
+            lease_expires_at: None,
+            fence: 2,
+            last_attempt_at: Some(10),
+            // Ties in creation time keep the order of the ids.
+            created_at: 10 + i64::from(n / 100),
+            updated_at: 20,
+        })
+        .collect();
+    let copied_step = new.steps[0].step_id.clone();
+    new.ledger = vec![LedgerEntry::new(
+        &run_id,
+        &run_id,
+        &copied_step,
+        LedgerSource::Copied,
+        format!("{copied_step}:budget_source"),
+        Some(&smol_durable_core::Usage::tokens(3, 7)),
+        50,
+    )];
+    let expected = new.steps.clone();
+    let created = store.create_run(new).await.expect("create_run");
+    assert!(created.created);
+    assert_eq!(created.run.workflow.forked_from, Some(origin));
+    assert_eq!(store.load_steps(&run_id).await.expect("steps"), expected);
+    let one = store
+        .get_step(&run_id, "step:sig_0042")
+        .await
+        .expect("get_step")
+        .expect("copied step");
+    assert_eq!(one, expected[42]);
+    let ledger = store.ledger_entries(&run_id).await.expect("ledger");
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        (ledger[0].source_type.clone(), ledger[0].output_tokens),
+        (LedgerSource::Copied, 7)
+    );
+    assert_eq!(
+        store.budget_spent(&run_id).await.expect("spent"),
+        0,
+        "copied rows are not spent"
     );
 }

@@ -91,6 +91,16 @@ impl RunScope {
         agent_prompt_bytes: Option<usize>,
     ) -> Result<Claimed, HostError> {
         let mut known = self.take_known(checkpoint);
+        if let Some(replay) = &self.ctx.settings.replay {
+            let replays = matches!(&known, KnownRow::Row(row)
+                if row.state == State::Completed && row.input_signature_json == signature.json);
+            if !replays {
+                replay.stop(&kind, checkpoint, &signature.json);
+                self.ctx.request_cancel();
+                return Err(cancelled());
+            }
+            replay.replayed();
+        }
         loop {
             if self.ctx.cancel.is_cancelled() {
                 return Err(cancelled());

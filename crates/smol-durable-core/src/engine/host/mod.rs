@@ -22,8 +22,8 @@ use super::context::{object, AttemptCtx};
 use crate::agent_options::StepIdentity;
 use crate::events::EventType;
 use crate::script::{
-    BudgetSnapshot, HostError, HostErrorKind, HostFuture, HostRequest, WorkflowHost, WorkflowMeta,
-    WorkflowSource,
+    BudgetSnapshot, CallSite, HostError, HostErrorKind, HostFuture, HostRequest, WorkflowHost,
+    WorkflowMeta, WorkflowSource,
 };
 use crate::signature::{child_workflow_scope, OccurrenceCounter};
 use crate::store::{RunRecord, StepRecord};
@@ -153,10 +153,34 @@ impl RunScope {
 
     fn next_checkpoint(&self, signature: &StepSignature) -> String {
         let base = signature.base_checkpoint();
-        match self.occurrences.lock() {
+        let checkpoint = match self.occurrences.lock() {
             Ok(mut counter) => counter.next(&base),
             Err(poisoned) => poisoned.into_inner().next(&base),
+        };
+        if let Some(replay) = &self.ctx.settings.replay {
+            replay.named(&checkpoint);
         }
+        checkpoint
+    }
+
+    /// The completed steps this scope loaded that no call reached (nor a claim took out of the
+    /// preload), in the order the run reached them.
+    pub fn unreached(&self) -> Vec<StepRecord> {
+        let Ok(steps) = self.known_steps.lock() else {
+            return Vec::new();
+        };
+        let mut unreached: Vec<StepRecord> = steps
+            .values()
+            .flatten()
+            .filter(|step| step.state == crate::store::State::Completed)
+            .cloned()
+            .collect();
+        unreached.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.step_id.cmp(&b.step_id))
+        });
+        unreached
     }
 
     /// A durability failure: the script sees a rejection, and the run fails even if it catches it.
@@ -168,6 +192,17 @@ impl RunScope {
 }
 
 impl WorkflowHost for RunHost {
+    fn call_at(&self, request: HostRequest, site: Option<CallSite>) -> HostFuture {
+        if let Some(replay) = &self.0.ctx.settings.replay {
+            replay.calling(site);
+        }
+        self.call(request)
+    }
+
+    fn wants_call_sites(&self) -> bool {
+        self.0.ctx.settings.replay.is_some()
+    }
+
     fn call(&self, request: HostRequest) -> HostFuture {
         let scope = Arc::clone(&self.0);
         if scope.ctx.cancel.is_cancelled()

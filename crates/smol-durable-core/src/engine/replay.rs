@@ -1,0 +1,620 @@
+//! Offline replay: a run's script evaluated against its recorded steps, with no provider call
+//! and no write to the run's store, reporting whether the script still makes the calls the run
+//! recorded — and where it stops doing so.
+//!
+//! The replay is an ordinary attempt of the real engine (the same step naming, phases, model
+//! map and legacy lookups as a resume) on a throwaway [`MemoryStore`] holding a copy of the
+//! run and its completed steps. The attempt runs in *replay mode*: a claim that would not
+//! replay a completed step stops the evaluation there (see `host/claim.rs`), so nothing can run.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::handle::Engine;
+use super::options::ResumeOptions;
+use super::shared::EngineShared;
+use crate::script::{CallSite, WorkflowSource};
+use crate::store::{
+    DurableStore, LedgerEntry, MemoryStore, NewRun, RunRecord, State, StepKind, StepRecord,
+};
+use crate::Error;
+
+/// How to replay ([`Engine::replay`]).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ReplayOptions {
+    /// Evaluate this script instead of the run's (re-read from its path, else the stored copy).
+    pub source: Option<WorkflowSource>,
+}
+
+impl ReplayOptions {
+    /// The run's own script.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replays this script instead: "does my edited script still replay this run?".
+    pub fn source(mut self, source: WorkflowSource) -> Self {
+        self.source = Some(source);
+        self
+    }
+}
+
+/// What an offline replay found ([`Engine::replay`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ReplayReport {
+    /// The replayed run.
+    pub run_id: String,
+    /// The verdict.
+    pub verdict: ReplayVerdict,
+    /// Calls the recording answered.
+    pub replayed: usize,
+    /// Where the replay stopped because the run itself had not got further: the first step
+    /// the script reached that the run recorded without completing it (failed, cancelled, or
+    /// still running). `None` when the script ran to its end.
+    pub stopped_at: Option<RecordedStep>,
+    /// Completed steps of the run the script did not reach (before it ended or diverged), in
+    /// the order the run reached them.
+    pub unreached: Vec<RecordedStep>,
+    /// The script's result, when it ran to its end.
+    pub result: Option<Value>,
+}
+
+impl ReplayReport {
+    /// Whether the script replays the run exactly.
+    pub fn is_identical(&self) -> bool {
+        self.verdict == ReplayVerdict::Identical
+    }
+}
+
+/// The outcome of a replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "verdict", rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum ReplayVerdict {
+    /// Every call the script made was answered by the recording; the script ran to its end
+    /// (with the run's stored result, if the run completed) or reached the step where the run
+    /// stopped, and no completed step went unreached.
+    Identical,
+    /// The script no longer does what the run recorded.
+    Diverged(Box<Divergence>),
+    /// Two replays of the same run made different calls, or in a different order: the script
+    /// depends on something besides its arguments and its steps' results.
+    NonDeterministic {
+        /// Index (from 0) of the first call that differed.
+        index: usize,
+        /// That call in the first replay (`None`: the first replay had made no more calls).
+        first: Option<String>,
+        /// That call in the second replay.
+        second: Option<String>,
+    },
+}
+
+/// The first difference between a script and a run's recording.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Divergence {
+    /// What differs.
+    pub reason: DivergenceReason,
+    /// The call the script makes now (`None` when the script made no further call).
+    pub call: Option<ReplayCall>,
+    /// The recorded step that call used to be: the step with the same name when the call
+    /// kept its name but changed its input, else the first completed step the replay did not
+    /// reach.
+    pub recorded: Option<RecordedStep>,
+}
+
+/// What kind of difference a [`Divergence`] is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum DivergenceReason {
+    /// The script makes a call the run never made (a changed prompt, options, order, or a
+    /// new call).
+    NewCall,
+    /// A call kept its step name (the `key` option) but its input changed.
+    ChangedInput,
+    /// The script ended without reaching completed steps of the run.
+    StepsUnreached,
+    /// The script ended with a result other than the one the run stored.
+    ResultDiffers {
+        /// The stored result.
+        recorded: Value,
+    },
+}
+
+/// A call an offline replay saw the script make.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ReplayCall {
+    /// `agent`, `sleep`, `workflow`, `wait` or `signal`.
+    pub kind: StepKind,
+    /// The step name the call has.
+    pub checkpoint_name: String,
+    /// Its identity document (prompt, options, provider, phase, …).
+    pub signature: Value,
+    /// Where the script made it, when the script engine says.
+    pub site: Option<CallSite>,
+}
+
+/// A step of the recorded run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RecordedStep {
+    /// Its number in the order the run reached its steps, from 1 (as `history` shows it).
+    pub number: u32,
+    /// Step id.
+    pub step_id: String,
+    /// Kind.
+    pub kind: StepKind,
+    /// Step name.
+    pub checkpoint_name: String,
+    /// Its state in the run.
+    pub state: State,
+    /// Its identity document.
+    pub signature: Value,
+}
+
+impl RecordedStep {
+    pub(crate) fn of(number: usize, step: &StepRecord) -> Self {
+        Self {
+            number: u32::try_from(number).unwrap_or(u32::MAX),
+            step_id: step.step_id.clone(),
+            kind: step.kind.clone(),
+            checkpoint_name: step.checkpoint_name.clone(),
+            state: step.state.clone(),
+            signature: serde_json::from_str(&step.input_signature_json)
+                .unwrap_or_else(|_| Value::String(step.input_signature_json.clone())),
+        }
+    }
+}
+
+impl Divergence {
+    /// A readable account: the call beside the recorded one, and a line diff of their prompts
+    /// and of the rest of their identity (options, provider, phase, …).
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let reason = match &self.reason {
+            DivergenceReason::NewCall => "the script makes a call the run never made",
+            DivergenceReason::ChangedInput => "a call kept its step name but changed its input",
+            DivergenceReason::StepsUnreached => {
+                "the script ended without reaching completed steps of the run"
+            }
+            DivergenceReason::ResultDiffers { .. } => {
+                "the script ended with another result than the run's"
+            }
+        };
+        out.push_str(reason);
+        out.push('\n');
+        if let Some(call) = &self.call {
+            let site = call
+                .site
+                .as_ref()
+                .map_or_else(|| "unknown location".to_owned(), CallSite::to_string);
+            out.push_str(&format!(
+                "  now:      {} call at {site} ({})\n",
+                call.kind, call.checkpoint_name
+            ));
+        }
+        if let Some(recorded) = &self.recorded {
+            out.push_str(&format!(
+                "  recorded: step {} ({} {}, {})\n",
+                recorded.number, recorded.kind, recorded.checkpoint_name, recorded.state
+            ));
+        }
+        if let (Some(call), Some(recorded)) = (&self.call, &self.recorded) {
+            out.push_str(&signature_diff(&recorded.signature, &call.signature));
+        }
+        if let DivergenceReason::ResultDiffers { recorded } = &self.reason {
+            out.push_str(&format!("  recorded result: {recorded}\n"));
+        }
+        out
+    }
+}
+
+/// A unified line diff of two identity documents: the prompt on its own, then the rest as
+/// pretty JSON. Empty when they are equal.
+fn signature_diff(recorded: &Value, now: &Value) -> String {
+    let prompt = |signature: &Value| {
+        signature
+            .get("prompt")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let rest = |signature: &Value| {
+        let mut rest = signature.clone();
+        if let Some(map) = rest.as_object_mut() {
+            map.remove("prompt");
+        }
+        serde_json::to_string_pretty(&rest).unwrap_or_default() + "\n"
+    };
+    let mut out = String::new();
+    let (old_prompt, new_prompt) = (prompt(recorded), prompt(now));
+    if old_prompt != new_prompt {
+        out.push_str("  prompt:\n");
+        out.push_str(&line_diff(
+            &old_prompt.unwrap_or_default(),
+            &new_prompt.unwrap_or_default(),
+        ));
+    }
+    let (old_rest, new_rest) = (rest(recorded), rest(now));
+    if old_rest != new_rest {
+        out.push_str("  options and context:\n");
+        out.push_str(&line_diff(&old_rest, &new_rest));
+    }
+    out
+}
+
+fn line_diff(old: &str, new: &str) -> String {
+    let (old, new) = (ensure_newline(old), ensure_newline(new));
+    let diff = similar::TextDiff::from_lines(&old, &new);
+    let mut out = String::new();
+    for change in diff.iter_all_changes() {
+        let sign = match change.tag() {
+            similar::ChangeTag::Delete => "-",
+            similar::ChangeTag::Insert => "+",
+            similar::ChangeTag::Equal => " ",
+        };
+        out.push_str(&format!("    {sign} {}", change.value()));
+        if change.missing_newline() {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn ensure_newline(text: &str) -> String {
+    if text.ends_with('\n') {
+        text.to_owned()
+    } else {
+        format!("{text}\n")
+    }
+}
+
+/// What a replaying attempt records as its script runs. Shared by the attempt's scopes
+/// through [`RunSettings::replay`](super::context::RunSettings); the claims consult it.
+#[derive(Debug)]
+pub(crate) struct ReplayRecorder {
+    /// The run's own steps (any state), by step name, with their numbers.
+    recorded: HashMap<String, (usize, StepRecord)>,
+    state: Mutex<Recording>,
+}
+
+#[derive(Debug, Default)]
+struct Recording {
+    /// The site of the call being dispatched (the script engine passes it with the call).
+    site: Option<CallSite>,
+    /// Step names in the order the script made the calls (the determinism check compares them).
+    calls: Vec<String>,
+    sites: HashMap<String, CallSite>,
+    replayed: usize,
+    stop: Option<Stop>,
+    unreached: Vec<StepRecord>,
+}
+
+#[derive(Debug, Clone)]
+enum Stop {
+    /// A call the recording cannot answer.
+    Diverged {
+        kind: StepKind,
+        checkpoint: String,
+        signature: String,
+    },
+    /// The run recorded this step without completing it.
+    EndOfRecording(String),
+}
+
+impl ReplayRecorder {
+    fn new(steps: &[StepRecord]) -> Self {
+        Self {
+            recorded: steps
+                .iter()
+                .enumerate()
+                .map(|(index, step)| (step.checkpoint_name.clone(), (index + 1, step.clone())))
+                .collect(),
+            state: Mutex::new(Recording::default()),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Recording) -> T) -> T {
+        match self.state.lock() {
+            Ok(mut state) => f(&mut state),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// The script engine is dispatching a call made at `site`.
+    pub fn calling(&self, site: Option<CallSite>) {
+        self.with(|state| state.site = site);
+    }
+
+    /// The call being dispatched is named `checkpoint`.
+    pub fn named(&self, checkpoint: &str) {
+        self.with(|state| {
+            if let Some(site) = state.site.clone() {
+                state.sites.insert(checkpoint.to_owned(), site);
+            }
+            state.calls.push(checkpoint.to_owned());
+        });
+    }
+
+    /// A call the recording answers.
+    pub fn replayed(&self) {
+        self.with(|state| state.replayed += 1);
+    }
+
+    /// A call the recording does not answer with a completed step: the replay stops here
+    /// (the first stop is the one reported).
+    pub fn stop(&self, kind: &StepKind, checkpoint: &str, signature: &str) {
+        let stop = match self.recorded.get(checkpoint) {
+            Some((_, step))
+                if step.state != State::Completed && step.input_signature_json == signature =>
+            {
+                Stop::EndOfRecording(checkpoint.to_owned())
+            }
+            _ => Stop::Diverged {
+                kind: kind.clone(),
+                checkpoint: checkpoint.to_owned(),
+                signature: signature.to_owned(),
+            },
+        };
+        self.with(|state| {
+            state.stop.get_or_insert(stop);
+        });
+    }
+
+    /// The completed steps the root run did not reach, when its script ended.
+    pub fn ended(&self, unreached: Vec<StepRecord>) {
+        self.with(|state| state.unreached = unreached);
+    }
+
+    fn recorded_step(&self, checkpoint: &str) -> Option<RecordedStep> {
+        self.recorded
+            .get(checkpoint)
+            .map(|(number, step)| RecordedStep::of(*number, step))
+    }
+
+    /// The report, given how the script ended and the run as recorded.
+    fn report(&self, run: &RunRecord, outcome: Result<Value, Error>) -> ReplayReport {
+        let (stop, unreached, replayed, sites) = self.with(|state| {
+            (
+                state.stop.clone(),
+                std::mem::take(&mut state.unreached),
+                state.replayed,
+                std::mem::take(&mut state.sites),
+            )
+        });
+        let unreached: Vec<RecordedStep> = unreached
+            .iter()
+            .filter_map(|step| self.recorded_step(&step.checkpoint_name))
+            .collect();
+        let mut report = ReplayReport {
+            run_id: run.run_id.clone(),
+            verdict: ReplayVerdict::Identical,
+            replayed,
+            stopped_at: None,
+            unreached,
+            result: None,
+        };
+        match stop {
+            Some(Stop::Diverged {
+                kind,
+                checkpoint,
+                signature,
+            }) => {
+                let same_name = self.recorded_step(&checkpoint);
+                let reason = if same_name.is_some() {
+                    DivergenceReason::ChangedInput
+                } else {
+                    DivergenceReason::NewCall
+                };
+                let recorded = same_name.or_else(|| report.unreached.first().cloned());
+                report.verdict = ReplayVerdict::Diverged(Box::new(Divergence {
+                    reason,
+                    call: Some(ReplayCall {
+                        kind,
+                        site: sites.get(&checkpoint).cloned(),
+                        checkpoint_name: checkpoint,
+                        signature: serde_json::from_str(&signature)
+                            .unwrap_or(Value::String(signature)),
+                    }),
+                    recorded,
+                }));
+            }
+            Some(Stop::EndOfRecording(checkpoint)) => {
+                report.stopped_at = self.recorded_step(&checkpoint);
+                if let Some(first) = report.unreached.first().cloned() {
+                    report.verdict = unreached_verdict(first);
+                }
+            }
+            None => {
+                if let Ok(result) = &outcome {
+                    report.result = Some(result.clone());
+                }
+                if let Some(first) = report.unreached.first().cloned() {
+                    report.verdict = unreached_verdict(first);
+                } else if let (State::Completed, Some(stored), Ok(result)) =
+                    (&run.state, run.result(), &outcome)
+                {
+                    if stored != result {
+                        report.verdict = ReplayVerdict::Diverged(Box::new(Divergence {
+                            reason: DivergenceReason::ResultDiffers {
+                                recorded: stored.clone(),
+                            },
+                            call: None,
+                            recorded: None,
+                        }));
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    /// The calls the script made, in order, up to the one the replay stopped at: calls made
+    /// after it depend on when the stop reached the script, not on the script.
+    fn calls(&self) -> Vec<String> {
+        self.with(|state| {
+            let stopped_at = match &state.stop {
+                Some(Stop::Diverged { checkpoint, .. } | Stop::EndOfRecording(checkpoint)) => {
+                    state.calls.iter().position(|call| call == checkpoint)
+                }
+                None => None,
+            };
+            let end = stopped_at.map_or(state.calls.len(), |index| index + 1);
+            state.calls[..end].to_vec()
+        })
+    }
+}
+
+fn unreached_verdict(first: RecordedStep) -> ReplayVerdict {
+    ReplayVerdict::Diverged(Box::new(Divergence {
+        reason: DivergenceReason::StepsUnreached,
+        call: None,
+        recorded: Some(first),
+    }))
+}
+
+impl Engine {
+    /// Evaluates a run's script (or `options.source`) against the run's recorded steps, with
+    /// **no provider call and no write** to the store, twice, and reports whether it replays
+    /// the run: identical, the first divergence (the call the script makes now beside the
+    /// recorded one, see [`Divergence::describe`]), or non-deterministic (the two replays
+    /// made different calls). Any run can be replayed, finished or not, even while another
+    /// process executes it (its steps are read once). A child run is refused: replay its root.
+    pub async fn replay(
+        &self,
+        run_id: &str,
+        options: ReplayOptions,
+    ) -> Result<ReplayReport, Error> {
+        self.shared.check_executes()?;
+        let run = self.get_run(run_id).await?;
+        if !run.is_root() {
+            return Err(Error::InvalidRequest(format!(
+                "{run_id} is a child run; replay its root run {}",
+                run.root_run_id
+            )));
+        }
+        let source = match options.source {
+            Some(source) => source,
+            None => self.stored_source(&run).await?,
+        };
+        let steps = self.shared.store.load_steps(run_id).await?;
+        // What the run spent, so `budget.spent()` reads as it did.
+        let ledger = self.shared.store.ledger_entries(run_id).await?;
+
+        // The settings a resume would use, read from the real store (the cwd of a run smol-wf
+        // started is recorded in its events), so the copy names its steps the same way.
+        let (settings, _) = self.shared.settings(&run, None).await?;
+        let mut copy = run.clone();
+        copy.workflow.cwd = settings.cwd;
+        copy.workflow.model_map = settings.model_map;
+        copy.workflow.provider = Some(settings.provider);
+        let first = self.replay_once(&copy, &steps, &ledger, &source).await?;
+        let second = self.replay_once(&copy, &steps, &ledger, &source).await?;
+        let (mut report, first_calls) = first;
+        let second_calls = second.1;
+        if first_calls != second_calls || report != second.0 {
+            let index = first_calls
+                .iter()
+                .zip(&second_calls)
+                .position(|(a, b)| a != b)
+                .unwrap_or_else(|| first_calls.len().min(second_calls.len()));
+            report.verdict = ReplayVerdict::NonDeterministic {
+                index,
+                first: first_calls.get(index).cloned(),
+                second: second_calls.get(index).cloned(),
+            };
+        }
+        report.run_id = run.run_id;
+        Ok(report)
+    }
+
+    /// One replay on a fresh in-memory copy of the run; the report and the calls in order.
+    async fn replay_once(
+        &self,
+        run: &RunRecord,
+        steps: &[StepRecord],
+        ledger: &[LedgerEntry],
+        source: &WorkflowSource,
+    ) -> Result<(ReplayReport, Vec<String>), Error> {
+        let recorder = Arc::new(ReplayRecorder::new(steps));
+        let shared = Arc::new(self.shared.replica(Arc::new(MemoryStore::new())));
+        let mut new_run = NewRun::new(
+            crate::store::ClaimScope::Local,
+            &shared.owner_id,
+            run.workflow.clone(),
+            run.args.clone(),
+            shared.clock.now_ms(),
+        );
+        new_run.task_id = run.task_id.clone();
+        new_run.run_id = run.run_id.clone();
+        new_run.budget_total = run.budget_total;
+        new_run.steps = steps
+            .iter()
+            .filter(|step| step.state == State::Completed)
+            .cloned()
+            .collect();
+        new_run.ledger = ledger.to_vec();
+        let created = shared.store.create_run(new_run).await?;
+        let overrides = ResumeOptions {
+            replay: Some(Arc::clone(&recorder)),
+            ..ResumeOptions::default()
+        };
+        let outcome = match shared
+            .launch(created.run, source.clone(), Some(overrides), false)
+            .await
+        {
+            Ok(handle) => handle.join().await.map(|output| output.result),
+            Err(error) => Err(error),
+        };
+        // A failure of the replay itself (not of the script at a step) is the caller's error.
+        if let Err(error) = &outcome {
+            if !matches!(
+                error.kind(),
+                crate::ErrorKind::Cancelled | crate::ErrorKind::Script | crate::ErrorKind::Stopped
+            ) && recorder.with(|state| state.stop.is_none())
+            {
+                return Err(outcome.err().unwrap_or(Error::Cancelled));
+            }
+        }
+        let calls = recorder.calls();
+        Ok((recorder.report(run, outcome), calls))
+    }
+}
+
+impl EngineShared {
+    /// This engine's configuration over another store, with no event sinks: what an offline
+    /// replay runs on.
+    fn replica(&self, store: Arc<dyn DurableStore>) -> EngineShared {
+        EngineShared {
+            store,
+            scripts: Arc::clone(&self.scripts),
+            providers: self.providers.clone(),
+            default_provider: self.default_provider.clone(),
+            model_map: self.model_map.clone(),
+            limits: self.limits.clone(),
+            lease_ttl: self.lease_ttl,
+            clock: Arc::clone(&self.clock),
+            event_sinks: Vec::new(),
+            session_sink: None,
+            named_workflows: self.named_workflows.clone(),
+            workflows_by_path: self.workflows_by_path.clone(),
+            owner_id: self.owner_id.clone(),
+            live: Mutex::new(HashMap::new()),
+            owner_registered: tokio::sync::OnceCell::new(),
+            scripts_by_hash: Mutex::new(HashMap::new()),
+            default_agent_retry: self.default_agent_retry,
+            executes: true,
+            signal_bell: tokio::sync::Notify::new(),
+        }
+    }
+}
