@@ -299,6 +299,10 @@ pub struct ReplayArgs {
     /// Output format: table (a readable report, the default) or json.
     #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = crate::history::format)]
     pub output: Option<Format>,
+    /// The provider and `--model-map` aliases the run was started with, when it did not store
+    /// them (runs of smol-wf): they are part of the names of its agent steps. Nothing is called.
+    #[command(flatten)]
+    pub providers: ProviderArgs,
 }
 
 /// `signal`'s options.

@@ -793,11 +793,7 @@ impl RunView {
             .steps
             .iter()
             .map(|step| {
-                let mut object = Object::new();
-                if let Some(number) = numbers.get(step.step_id.as_str()) {
-                    object.push("number", json!(number));
-                }
-                let mut object = object
+                let mut object = Object::new()
                     .with("stepId", json!(step.step_id))
                     .with("stepKind", json!(step.kind.as_str()))
                     .with("checkpointName", json!(step.checkpoint_name))
@@ -813,9 +809,13 @@ impl RunView {
                     Some(_) => by_step.get(step.step_id.as_str()).copied(),
                     None => None,
                 };
-                object
-                    .with("tokenUsage", tokens.unwrap_or_default().json())
-                    .into()
+                object.push("tokenUsage", tokens.unwrap_or_default().json());
+                // After smol-wf's keys: the number `fork --before-step` takes (the run's own
+                // steps only; a child's steps cannot be a fork point).
+                if let Some(number) = numbers.get(step.step_id.as_str()) {
+                    object.push("number", json!(number));
+                }
+                object.into()
             })
             .collect::<Vec<Json>>();
         detail.push("steps", steps);

@@ -178,7 +178,7 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
             options.save_raw_sessions.as_deref(),
             Access::Existing("fork"),
         ),
-        Command::Replay(_) => (None, None, Access::Read("replay")),
+        Command::Replay(options) => (Some(&options.providers), None, Access::Read("replay")),
         Command::Worker(options) => (
             Some(&options.providers),
             options.save_raw_sessions.as_deref(),

@@ -328,7 +328,7 @@ fn bad_input_fails_with_one_clear_line() {
         ),
         (
             vec!["history".into(), "--args-x".into(), "1".into()],
-            "--args-<name> and --args-from-file belong to `run` and `submit`",
+            "--args-<name> and --args-from-file belong to `run`, `submit` and `fork`",
         ),
         (
             // Nothing listens on port 1; the password must not reach the message.

@@ -233,12 +233,12 @@ ATTEMPT  STATE      STARTED  COMPLETED
 
 Steps
 
-KIND      STATE      PHASE     PROVIDER  MODEL         ATTEMPTS  INPUT  CACHE READ  OUTPUT  TOTAL  SESSION  
-agent     completed  Plan      debug     -             1         3      0           5       8      -        
-sleep     completed  -         -         -             1         0      0           0       0      -        
-workflow  completed  -         -         -             1         0      0           0       0      -        
-agent     completed  KidPhase  debug     -             1         3      0           5       8      -        
-agent     completed  Build     debug     openai/gpt-5  1         2      0           4       6      -        
+#  KIND      STATE      PHASE     PROVIDER  MODEL         ATTEMPTS  INPUT  CACHE READ  OUTPUT  TOTAL  SESSION  
+1  agent     completed  Plan      debug     -             1         3      0           5       8      -        
+2  sleep     completed  -         -         -             1         0      0           0       0      -        
+3  workflow  completed  -         -         -             1         0      0           0       0      -        
+-  agent     completed  KidPhase  debug     -             1         3      0           5       8      -        
+4  agent     completed  Build     debug     openai/gpt-5  1         2      0           4       6      -        
 "
     );
     assert_eq!(detail, expected);
@@ -266,8 +266,8 @@ ATTEMPT  STATE   STARTED  COMPLETED
 
 Steps
 
-KIND   STATE      PHASE  PROVIDER  MODEL  ATTEMPTS  INPUT  CACHE READ  OUTPUT  TOTAL  SESSION  
-agent  completed  -      debug     -      1         1      0           3       4      -        
+#  KIND   STATE      PHASE  PROVIDER  MODEL  ATTEMPTS  INPUT  CACHE READ  OUTPUT  TOTAL  SESSION  
+1  agent  completed  -      debug     -      1         1      0           3       4      -        
 "
     );
     assert_eq!(failed, expected);
@@ -360,7 +360,8 @@ fn detail_json_has_run_results_tokens_attempts_and_steps() {
             "createdAt",
             "updatedAt",
             "agent",
-            "tokenUsage"
+            "tokenUsage",
+            "number"
         ]
     );
     assert_eq!(
@@ -864,18 +865,20 @@ fn a_smol_wf_database_shows_its_run_with_child_steps_and_tokens() {
                 row[1].as_str(),
                 row[2].as_str(),
                 row[3].as_str(),
-                row[9].as_str(),
+                row[4].as_str(),
+                row[10].as_str(),
             ]
         })
         .collect();
+    // smol-wf ran children inline: their steps are the root run's, numbered with it.
     assert_eq!(
         columns,
         [
-            ["KIND", "STATE", "PHASE", "PROVIDER", "TOTAL"],
-            ["agent", "completed", "Go", "debug", "10"],
-            ["agent", "completed", "Child", "debug", "12"],
-            ["sleep", "completed", "-", "-", "0"],
-            ["agent", "completed", "Go", "debug", "8"],
+            ["#", "KIND", "STATE", "PHASE", "PROVIDER", "TOTAL"],
+            ["1", "agent", "completed", "Go", "debug", "10"],
+            ["2", "agent", "completed", "Child", "debug", "12"],
+            ["3", "sleep", "completed", "-", "-", "0"],
+            ["4", "agent", "completed", "Go", "debug", "8"],
         ]
     );
 
@@ -919,7 +922,7 @@ fn a_run_whose_owner_is_gone_says_so() {
     );
     let sections: Vec<&str> = detail.split("\n\n").collect();
     let steps = cells(sections[6]);
-    assert_eq!(steps[3][..3], ["sleep", "running", "-"]);
+    assert_eq!(steps[3][..4], ["3", "sleep", "running", "-"]);
     let attempts = cells(sections[4]);
     assert_eq!(attempts[1][..2], ["1", "running"]);
     assert_eq!(attempts[1][3], "-", "not completed");

@@ -285,6 +285,9 @@ fn ensure_newline(text: &str) -> String {
 pub(crate) struct ReplayRecorder {
     /// The run's own steps (any state), by step name, with their numbers.
     recorded: HashMap<String, (usize, StepRecord)>,
+    /// The output tokens the run spent on each step (copies a fork brought excluded), by
+    /// step id: a replayed step adds its cost to `budget.spent()`, as running it had.
+    costs: HashMap<String, u64>,
     state: Mutex<Recording>,
 }
 
@@ -313,8 +316,16 @@ enum Stop {
 }
 
 impl ReplayRecorder {
-    fn new(steps: &[StepRecord]) -> Self {
+    fn new(steps: &[StepRecord], ledger: &[LedgerEntry]) -> Self {
+        let mut costs: HashMap<String, u64> = HashMap::new();
+        for entry in ledger.iter().filter(|entry| entry.source_type.is_spent()) {
+            if let Some(step_id) = &entry.step_id {
+                let cost = costs.entry(step_id.clone()).or_default();
+                *cost = cost.saturating_add(entry.output_tokens);
+            }
+        }
         Self {
+            costs,
             recorded: steps
                 .iter()
                 .enumerate()
@@ -346,9 +357,10 @@ impl ReplayRecorder {
         });
     }
 
-    /// A call the recording answers.
-    pub fn replayed(&self) {
+    /// A call the recording answers with the step `step_id`: what it cost the run.
+    pub fn replayed(&self, step_id: &str) -> u64 {
         self.with(|state| state.replayed += 1);
+        self.costs.get(step_id).copied().unwrap_or(0)
     }
 
     /// A call the recording does not answer with a completed step: the replay stops here
@@ -508,7 +520,7 @@ impl Engine {
             None => self.stored_source(&run).await?,
         };
         let steps = self.shared.store.load_steps(run_id).await?;
-        // What the run spent, so `budget.spent()` reads as it did.
+        // What each step cost, so `budget.spent()` grows as it did while the run ran.
         let ledger = self.shared.store.ledger_entries(run_id).await?;
 
         // The settings a resume would use, read from the real store (the cwd of a run smol-wf
@@ -546,7 +558,7 @@ impl Engine {
         ledger: &[LedgerEntry],
         source: &WorkflowSource,
     ) -> Result<(ReplayReport, Vec<String>), Error> {
-        let recorder = Arc::new(ReplayRecorder::new(steps));
+        let recorder = Arc::new(ReplayRecorder::new(steps, ledger));
         let shared = Arc::new(self.shared.replica(Arc::new(MemoryStore::new())));
         let mut new_run = NewRun::new(
             crate::store::ClaimScope::Local,
@@ -563,7 +575,6 @@ impl Engine {
             .filter(|step| step.state == State::Completed)
             .cloned()
             .collect();
-        new_run.ledger = ledger.to_vec();
         let created = shared.store.create_run(new_run).await?;
         let overrides = ResumeOptions {
             replay: Some(Arc::clone(&recorder)),

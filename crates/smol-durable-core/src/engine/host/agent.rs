@@ -8,7 +8,7 @@ use futures::FutureExt;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use super::claim::take_completed_result;
+use super::claim::take_completed;
 use super::{cancelled, invalid, rejected, step_span, Claimed, RunScope};
 use crate::agent_options::{
     effective_options, legacy_signature, step_key, Isolation, OptionDefaults,
@@ -200,7 +200,9 @@ impl RunScope {
             return None;
         }
         let mut steps = root.known_steps.lock().ok()?;
-        take_completed_result(steps.get_mut(inline?))
+        let row = take_completed(steps.get_mut(inline?))?;
+        drop(steps);
+        self.replayed_from_preload(row)
     }
 
     fn replay_agent(&self, call: &AgentCall, result: Value) -> Result<Value, HostError> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{cancelled, Claimed, RunScope};
+use crate::agent_options::StepIdentity;
 use crate::decide::{check_budget, reason};
 use crate::engine::context::HeldStep;
 use crate::engine::steps::{acquire_step, Acquired, KnownRow, StepClaim};
@@ -92,14 +93,24 @@ impl RunScope {
     ) -> Result<Claimed, HostError> {
         let mut known = self.take_known(checkpoint);
         if let Some(replay) = &self.ctx.settings.replay {
-            let replays = matches!(&known, KnownRow::Row(row)
-                if row.state == State::Completed && row.input_signature_json == signature.json);
-            if !replays {
-                replay.stop(&kind, checkpoint, &signature.json);
-                self.ctx.request_cancel();
-                return Err(cancelled());
+            match &known {
+                KnownRow::Row(row)
+                    if row.state == State::Completed
+                        && row.input_signature_json == signature.json =>
+                {
+                    self.ctx.add_spent(replay.replayed(&row.step_id));
+                }
+                // smol-wf ran child workflows inline, so its runs recorded no workflow step:
+                // the child (whose calls replay from the root's steps) is let run.
+                KnownRow::Absent | KnownRow::Unknown
+                    if kind == StepKind::Workflow
+                        && self.ctx.settings.step_identity == StepIdentity::SmolWf => {}
+                _ => {
+                    replay.stop(&kind, checkpoint, &signature.json);
+                    self.ctx.request_cancel();
+                    return Err(cancelled());
+                }
             }
-            replay.replayed();
         }
         loop {
             if self.ctx.cancel.is_cancelled() {
@@ -189,7 +200,18 @@ impl RunScope {
         if steps.contains_key(checkpoint) {
             return None;
         }
-        take_completed_result(steps.get_mut(legacy))
+        let row = take_completed(steps.get_mut(legacy))?;
+        drop(steps);
+        self.replayed_from_preload(row)
+    }
+
+    /// A completed row taken from a preload under another name than the call's: in an
+    /// offline replay, it counts as replayed (and its cost as spent); its result.
+    pub(super) fn replayed_from_preload(&self, row: StepRecord) -> Option<Value> {
+        if let Some(replay) = &self.ctx.settings.replay {
+            self.ctx.add_spent(replay.replayed(&row.step_id));
+        }
+        row.result
     }
 
     /// Whether an agent call that must run (it does not replay) may: the budget has room and
@@ -212,11 +234,11 @@ impl RunScope {
     }
 }
 
-/// The stored result of a preloaded row that completed, taken out of the preload.
-pub(super) fn take_completed_result(slot: Option<&mut Option<StepRecord>>) -> Option<Value> {
+/// A preloaded row that completed, taken out of the preload.
+pub(super) fn take_completed(slot: Option<&mut Option<StepRecord>>) -> Option<StepRecord> {
     let slot = slot?;
     if slot.as_ref()?.state != State::Completed {
         return None;
     }
-    slot.take().and_then(|row| row.result)
+    slot.take()
 }
