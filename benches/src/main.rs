@@ -3,7 +3,8 @@
 //! ```sh
 //! cargo run --release -p smol-durable-benches            # full table
 //! cargo run --release -p smol-durable-benches -- --quick # smaller shapes
-//! scripts/bench [--quick] [--postgres-only] [--js-only] [--waits-only]   # the same plus PostgreSQL
+//! scripts/bench [--quick] [--postgres-only] [--js-only] [--waits-only] [--replay-only]
+//!                                                         # the same plus PostgreSQL
 //! ```
 //!
 //! The PostgreSQL table is printed when `SMOL_DURABLE_TEST_POSTGRES_URL` names a server;
@@ -169,25 +170,76 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
             }
             size
         }
-        "replay-setup" => {
+        "replay-setup" | "replay-setup-90" => {
+            let steps = if name == "replay-setup" {
+                size
+            } else {
+                ninety_percent(size)
+            };
             let failed = engine
                 .run(
                     scripts.source("bench.mjs"),
-                    json!({ "steps": size, "failAtEnd": true }),
+                    json!({ "steps": steps, "failAtEnd": true }),
                 )
                 .await;
             if failed.is_ok() {
                 bail!("the setup run should fail at its end");
             }
+            steps
+        }
+        "offline-replay" => {
+            // Both evaluations of `Engine::replay` (it replays twice, to check determinism).
+            let run = setup_run(&engine).await?;
+            let report = engine
+                .replay(&run.run_id, smol_durable_core::ReplayOptions::new())
+                .await?;
+            if !report.is_identical() || report.replayed as u64 != size {
+                bail!(
+                    "the replay should be identical: {:?}, {} replayed",
+                    report.verdict,
+                    report.replayed
+                );
+            }
             size
         }
-        "replay" => {
-            let run = engine
-                .list_runs(&Default::default())
-                .await?
-                .into_iter()
-                .next()
-                .context("setup run")?;
+        "fork-90" => {
+            // From the fork's request to its first live call: the copies of 90% of the steps
+            // written in the fork's creation, then replayed.
+            let run = setup_run(&engine).await?;
+            let first_call = Arc::new(std::sync::OnceLock::new());
+            let seen = Arc::clone(&first_call);
+            let provider = ScriptedProvider::new("bench").on_call(move |_| {
+                let _ = seen.set(Instant::now());
+            });
+            let (store, _) = open_store(kind, path).await?;
+            let engine = Engine::builder()
+                .store(store)
+                .script_engine(Arc::new(scripts.clone()))
+                .provider(Arc::new(provider))
+                .build()?;
+            let copied = ninety_percent(size);
+            let point = smol_durable_core::ForkPoint::Step(u32::try_from(copied + 1)?);
+            let started = Instant::now();
+            let handle = engine
+                .fork(
+                    &run.run_id,
+                    smol_durable_core::ForkOptions::new().before_step(point),
+                )
+                .await?;
+            while first_call.get().is_none() {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            let elapsed = first_call.get().map(|at| at.duration_since(started));
+            engine.cancel(handle.run_id()).await?;
+            let _ = handle.join().await;
+            return Ok(Measured {
+                steps: copied,
+                elapsed: elapsed.context("first call")?,
+                transactions: None,
+            });
+        }
+        "replay" | "replay-90" => {
+            let run = setup_run(&engine).await?;
             let scripts = scripts.workflow("bench.mjs", |ctx| async move {
                 let steps = ctx.args()["steps"].as_u64().unwrap_or(10);
                 let mut last = Value::Null;
@@ -205,7 +257,11 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
             if output.attempt != 2 {
                 bail!("expected attempt 2, got {}", output.attempt);
             }
-            size
+            if name == "replay" {
+                size
+            } else {
+                ninety_percent(size)
+            }
         }
         other => bail!("unknown scenario {other}"),
     };
@@ -219,6 +275,21 @@ async fn scenario(name: &str, kind: &str, size: u64, path: &Path) -> anyhow::Res
         elapsed,
         transactions,
     })
+}
+
+/// 90% of a run's steps: where the fork scenario forks, and the replay it is compared with.
+fn ninety_percent(size: u64) -> u64 {
+    size * 9 / 10
+}
+
+/// The failed run a `*-setup` scenario left.
+async fn setup_run(engine: &Engine) -> anyhow::Result<smol_durable_core::RunRecord> {
+    engine
+        .list_runs(&Default::default())
+        .await?
+        .into_iter()
+        .next()
+        .context("setup run")
 }
 
 /// Runs the JavaScript engine scenarios in this process and prints their table.
@@ -345,10 +416,15 @@ fn measure(
     trace: bool,
     setup: Option<&str>,
 ) -> anyhow::Result<Row> {
+    // The database with its write-ahead log: the setup's last transactions may be only there.
     let fresh = |suffix: &str| -> anyhow::Result<PathBuf> {
         let copy = db.with_extension(suffix);
         if db.exists() {
             std::fs::copy(db, &copy)?;
+        }
+        let wal = PathBuf::from(format!("{}-wal", db.display()));
+        if wal.exists() {
+            std::fs::copy(&wal, format!("{}-wal", copy.display()))?;
         }
         Ok(copy)
     };
@@ -495,6 +571,8 @@ fn main() -> anyhow::Result<()> {
     } else {
         (1_000, 100, 10_000)
     };
+    // `--replay-only`: the replay, offline-replay and fork rows alone.
+    let replay_only = args.iter().any(|a| a == "--replay-only");
     let mut rows = Vec::new();
     for (index, (name, kind, size)) in [
         ("sequential", "memory", sequential),
@@ -506,22 +584,52 @@ fn main() -> anyhow::Result<()> {
     ]
     .into_iter()
     .enumerate()
+    .filter(|_| !replay_only)
     {
         let db = dir.path().join(format!("bench-{index}.db"));
         rows.push(measure(name, kind, size, &db, trace, None)?);
     }
-    let db = dir.path().join("replay.db");
-    rows.push(measure(
-        "replay",
-        "sqlite-full",
-        replay,
-        &db,
-        trace,
-        Some("replay-setup"),
-    )?);
+    // Replays, offline replays and forks of one failed run, each on a copy of its database.
+    for (index, (name, setup)) in [
+        ("replay", "replay-setup"),
+        ("offline-replay", "replay-setup"),
+        ("replay-90", "replay-setup-90"),
+        ("fork-90", "replay-setup"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let db = dir.path().join(format!("replay-{index}.db"));
+        let trace = trace && name != "fork-90";
+        rows.push(measure(
+            name,
+            "sqlite-full",
+            replay,
+            &db,
+            trace,
+            Some(setup),
+        )?);
+    }
+    let elapsed = |scenario: &str| {
+        rows.iter()
+            .find(|row| row.scenario == scenario)
+            .map_or(0.0, |row| row.elapsed_us as f64)
+    };
+    let ratios = [
+        (
+            "offline replay (two evaluations) ÷ resume replay, same run",
+            elapsed("offline-replay") / elapsed("replay"),
+            "≤ 1",
+        ),
+        (
+            "fork at 90% (copy + replay to the first live call) ÷ resume replay of 90%",
+            elapsed("fork-90") / elapsed("replay-90"),
+            "≤ 2",
+        ),
+    ];
 
     println!(
-        "{:<12} {:<14} {:>7} {:>10} {:>9} {:>10} {:>11} {:>9}",
+        "{:<14} {:<14} {:>7} {:>10} {:>9} {:>10} {:>11} {:>9}",
         "scenario", "store", "steps", "total ms", "µs/step", "steps/s", "fsync/step", "tx/step"
     );
     for row in rows {
@@ -529,7 +637,7 @@ fn main() -> anyhow::Result<()> {
         let per_step =
             |n: Option<u64>| n.map_or("n/a".to_owned(), |n| format!("{:.3}", n as f64 / steps));
         println!(
-            "{:<12} {:<14} {:>7} {:>10.1} {:>9.1} {:>10.0} {:>11} {:>9}",
+            "{:<14} {:<14} {:>7} {:>10.1} {:>9.1} {:>10.0} {:>11} {:>9}",
             row.scenario,
             row.store,
             row.steps,
@@ -539,6 +647,13 @@ fn main() -> anyhow::Result<()> {
             per_step(row.fsyncs),
             per_step(row.transactions),
         );
+    }
+    println!();
+    for (label, ratio, target) in ratios {
+        println!("{label:<76} {ratio:>6.2}× {target:>6}");
+    }
+    if replay_only {
+        return Ok(());
     }
     js_table(quick)?;
     waits_table(quick)?;

@@ -405,6 +405,10 @@ impl AttemptCtx {
         metadata: EventMetadata,
         data: serde_json::Map<String, Value>,
     ) {
+        // An offline replay's events would go to its throwaway store, which nobody reads.
+        if self.settings.replay.is_some() {
+            return;
+        }
         let mut event = WorkflowEvent::new(event_type, metadata);
         event.data = data;
         crate::events::bound_event_data(

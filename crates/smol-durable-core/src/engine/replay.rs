@@ -283,12 +283,38 @@ fn ensure_newline(text: &str) -> String {
 /// through [`RunSettings::replay`](super::context::RunSettings); the claims consult it.
 #[derive(Debug)]
 pub(crate) struct ReplayRecorder {
+    recorded: Arc<RecordedRun>,
+    state: Mutex<Recording>,
+}
+
+/// The run as recorded, shared by the replays of one check.
+#[derive(Debug)]
+struct RecordedRun {
     /// The run's own steps (any state), by step name, with their numbers.
-    recorded: HashMap<String, (usize, StepRecord)>,
+    steps: HashMap<String, (usize, StepRecord)>,
     /// The output tokens the run spent on each step (copies a fork brought excluded), by
     /// step id: a replayed step adds its cost to `budget.spent()`, as running it had.
     costs: HashMap<String, u64>,
-    state: Mutex<Recording>,
+}
+
+impl RecordedRun {
+    fn new(steps: &[StepRecord], ledger: &[LedgerEntry]) -> Self {
+        let mut costs: HashMap<String, u64> = HashMap::new();
+        for entry in ledger.iter().filter(|entry| entry.source_type.is_spent()) {
+            if let Some(step_id) = &entry.step_id {
+                let cost = costs.entry(step_id.clone()).or_default();
+                *cost = cost.saturating_add(entry.output_tokens);
+            }
+        }
+        Self {
+            costs,
+            steps: steps
+                .iter()
+                .enumerate()
+                .map(|(index, step)| (step.checkpoint_name.clone(), (index + 1, step.clone())))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -316,21 +342,9 @@ enum Stop {
 }
 
 impl ReplayRecorder {
-    fn new(steps: &[StepRecord], ledger: &[LedgerEntry]) -> Self {
-        let mut costs: HashMap<String, u64> = HashMap::new();
-        for entry in ledger.iter().filter(|entry| entry.source_type.is_spent()) {
-            if let Some(step_id) = &entry.step_id {
-                let cost = costs.entry(step_id.clone()).or_default();
-                *cost = cost.saturating_add(entry.output_tokens);
-            }
-        }
+    fn new(recorded: Arc<RecordedRun>) -> Self {
         Self {
-            costs,
-            recorded: steps
-                .iter()
-                .enumerate()
-                .map(|(index, step)| (step.checkpoint_name.clone(), (index + 1, step.clone())))
-                .collect(),
+            recorded,
             state: Mutex::new(Recording::default()),
         }
     }
@@ -360,13 +374,13 @@ impl ReplayRecorder {
     /// A call the recording answers with the step `step_id`: what it cost the run.
     pub fn replayed(&self, step_id: &str) -> u64 {
         self.with(|state| state.replayed += 1);
-        self.costs.get(step_id).copied().unwrap_or(0)
+        self.recorded.costs.get(step_id).copied().unwrap_or(0)
     }
 
     /// A call the recording does not answer with a completed step: the replay stops here
     /// (the first stop is the one reported).
     pub fn stop(&self, kind: &StepKind, checkpoint: &str, signature: &str) {
-        let stop = match self.recorded.get(checkpoint) {
+        let stop = match self.recorded.steps.get(checkpoint) {
             Some((_, step))
                 if step.state != State::Completed && step.input_signature_json == signature =>
             {
@@ -390,6 +404,7 @@ impl ReplayRecorder {
 
     fn recorded_step(&self, checkpoint: &str) -> Option<RecordedStep> {
         self.recorded
+            .steps
             .get(checkpoint)
             .map(|(number, step)| RecordedStep::of(*number, step))
     }
@@ -530,8 +545,14 @@ impl Engine {
         copy.workflow.cwd = settings.cwd;
         copy.workflow.model_map = settings.model_map;
         copy.workflow.provider = Some(settings.provider);
-        let first = self.replay_once(&copy, &steps, &ledger, &source).await?;
-        let second = self.replay_once(&copy, &steps, &ledger, &source).await?;
+        // Two independent evaluations, side by side: the check costs a core, not the time of
+        // another replay.
+        let recorded = Arc::new(RecordedRun::new(&steps, &ledger));
+        let (first, second) = tokio::join!(
+            self.replay_once(&copy, &steps, &recorded, &source),
+            self.replay_once(&copy, &steps, &recorded, &source)
+        );
+        let (first, second) = (first?, second?);
         let (mut report, first_calls) = first;
         let second_calls = second.1;
         if first_calls != second_calls || report != second.0 {
@@ -555,10 +576,10 @@ impl Engine {
         &self,
         run: &RunRecord,
         steps: &[StepRecord],
-        ledger: &[LedgerEntry],
+        recorded: &Arc<RecordedRun>,
         source: &WorkflowSource,
     ) -> Result<(ReplayReport, Vec<String>), Error> {
-        let recorder = Arc::new(ReplayRecorder::new(steps, ledger));
+        let recorder = Arc::new(ReplayRecorder::new(Arc::clone(recorded)));
         let shared = Arc::new(self.shared.replica(Arc::new(MemoryStore::new())));
         let mut new_run = NewRun::new(
             crate::store::ClaimScope::Local,
