@@ -685,6 +685,23 @@ fn postgres_table(quick: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let rows = runtime.block_on(postgres::table(&url, quick))?;
+    let elapsed = |scenario: &str| {
+        rows.iter()
+            .find(|row| row.scenario == scenario)
+            .map_or(0.0, |row| row.elapsed.as_secs_f64())
+    };
+    let ratios = [
+        (
+            "offline replay (two evaluations) ÷ resume replay, same run",
+            elapsed("offline-replay") / elapsed("replay"),
+            "≤ 1",
+        ),
+        (
+            "fork at 90% (copy + replay to the first live call) ÷ resume replay of 90%",
+            elapsed("fork-90") / elapsed("replay-90"),
+            "≤ 2",
+        ),
+    ];
     println!(
         "\n{:<16} {:>7} {:>10} {:>9} {:>10} {:>9} {:>13}",
         "postgres", "steps", "total ms", "µs/step", "steps/s", "tx/step", "wal sync/step"
@@ -703,6 +720,10 @@ fn postgres_table(quick: bool) -> anyhow::Result<()> {
             row.transactions as f64 / steps,
             row.wal_syncs as f64 / steps,
         );
+    }
+    println!();
+    for (label, ratio, target) in ratios {
+        println!("{label:<76} {ratio:>6.2}× {target:>6}");
     }
     Ok(())
 }

@@ -274,6 +274,93 @@ async fn replay(url: String, steps: u64) -> anyhow::Result<Outcome> {
     Ok(Outcome::all_timed(steps, elapsed))
 }
 
+/// Replays a failed run of `steps` completed steps offline (`Engine::replay`: two evaluations,
+/// side by side, with no write).
+async fn offline_replay(url: String, steps: u64) -> anyhow::Result<Outcome> {
+    let store = store(&url).await?;
+    let engine = engine(&store, &bench_scripts(true))?;
+    let run = engine
+        .list_runs(&RunFilter::default())
+        .await?
+        .into_iter()
+        .next()
+        .context("setup run")?;
+    let started = Instant::now();
+    let report = engine
+        .replay(&run.run_id, smol_durable_core::ReplayOptions::new())
+        .await?;
+    let elapsed = started.elapsed();
+    if !report.is_identical() || report.replayed as u64 != steps {
+        bail!("the replay should be identical: {:?}", report.verdict);
+    }
+    store.pool().close().await;
+    Ok(Outcome::all_timed(steps, elapsed))
+}
+
+/// Forks a failed run of `steps` steps before its last tenth: from the request to the fork's
+/// first live call (the copies written with the fork's creation, then replayed).
+async fn fork_ninety(url: String, steps: u64) -> anyhow::Result<Outcome> {
+    let store = store(&url).await?;
+    let first_call = Arc::new(std::sync::OnceLock::new());
+    let seen = Arc::clone(&first_call);
+    let provider = ScriptedProvider::new("bench").on_call(move |_| {
+        let _ = seen.set(Instant::now());
+    });
+    let engine = Engine::builder()
+        .store(Arc::new(store.clone()) as Arc<dyn DurableStore>)
+        .script_engine(Arc::new(bench_scripts(false)))
+        .provider(Arc::new(provider))
+        .build()?;
+    let run = engine
+        .list_runs(&RunFilter::default())
+        .await?
+        .into_iter()
+        .next()
+        .context("setup run")?;
+    let copied = crate::ninety_percent(steps);
+    let point = smol_durable_core::ForkPoint::Step(u32::try_from(copied + 1)?);
+    let started = Instant::now();
+    let handle = engine
+        .fork(
+            &run.run_id,
+            smol_durable_core::ForkOptions::new().before_step(point),
+        )
+        .await?;
+    while first_call.get().is_none() {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let elapsed = first_call
+        .get()
+        .map(|at| at.duration_since(started))
+        .context("first call")?;
+    engine.cancel(handle.run_id()).await?;
+    let _ = handle.join().await;
+    store.pool().close().await;
+    Ok(Outcome::all_timed(copied, elapsed))
+}
+
+/// A setup leaving one run of `steps` steps that failed at its end.
+fn failed_run(steps: u64) -> Box<Setup> {
+    Box::new(move |url: String| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let scripts = bench_scripts(true);
+            let store = store(&url).await?;
+            let engine = engine(&store, &scripts)?;
+            let failed = engine
+                .run(
+                    scripts.source("bench.mjs"),
+                    json!({ "steps": steps, "failAtEnd": true }),
+                )
+                .await;
+            if failed.is_ok() {
+                bail!("the setup run should fail at its end");
+            }
+            store.pool().close().await;
+            Ok(())
+        })
+    })
+}
+
 /// Measures every PostgreSQL scenario on the server at `url`.
 pub async fn table(url: &str, quick: bool) -> anyhow::Result<Vec<PgRow>> {
     let server = Server {
@@ -304,27 +391,29 @@ pub async fn table(url: &str, quick: bool) -> anyhow::Result<Vec<PgRow>> {
             .await?,
         );
     }
-    let setup = move |url: String| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
-        Box::pin(async move {
-            let scripts = bench_scripts(true);
-            let store = store(&url).await?;
-            let engine = engine(&store, &scripts)?;
-            let failed = engine
-                .run(
-                    scripts.source("bench.mjs"),
-                    json!({ "steps": replay_steps, "failAtEnd": true }),
-                )
-                .await;
-            if failed.is_ok() {
-                bail!("the setup run should fail at its end");
-            }
-            store.pool().close().await;
-            Ok(())
-        })
-    };
+    let setup = failed_run(replay_steps);
     rows.push(
         measure(&server, "replay", Some(&setup), |url| {
             replay(url, replay_steps)
+        })
+        .await?,
+    );
+    rows.push(
+        measure(&server, "offline-replay", Some(&setup), |url| {
+            offline_replay(url, replay_steps)
+        })
+        .await?,
+    );
+    let ninety = crate::ninety_percent(replay_steps);
+    rows.push(
+        measure(&server, "replay-90", Some(&failed_run(ninety)), |url| {
+            replay(url, ninety)
+        })
+        .await?,
+    );
+    rows.push(
+        measure(&server, "fork-90", Some(&setup), |url| {
+            fork_ninety(url, replay_steps)
         })
         .await?,
     );
