@@ -341,24 +341,26 @@ async fn fork_ninety(url: String, steps: u64) -> anyhow::Result<Outcome> {
 
 /// A setup leaving one run of `steps` steps that failed at its end.
 fn failed_run(steps: u64) -> Box<Setup> {
-    Box::new(move |url: String| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
-        Box::pin(async move {
-            let scripts = bench_scripts(true);
-            let store = store(&url).await?;
-            let engine = engine(&store, &scripts)?;
-            let failed = engine
-                .run(
-                    scripts.source("bench.mjs"),
-                    json!({ "steps": steps, "failAtEnd": true }),
-                )
-                .await;
-            if failed.is_ok() {
-                bail!("the setup run should fail at its end");
-            }
-            store.pool().close().await;
-            Ok(())
-        })
-    })
+    Box::new(
+        move |url: String| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+            Box::pin(async move {
+                let scripts = bench_scripts(true);
+                let store = store(&url).await?;
+                let engine = engine(&store, &scripts)?;
+                let failed = engine
+                    .run(
+                        scripts.source("bench.mjs"),
+                        json!({ "steps": steps, "failAtEnd": true }),
+                    )
+                    .await;
+                if failed.is_ok() {
+                    bail!("the setup run should fail at its end");
+                }
+                store.pool().close().await;
+                Ok(())
+            })
+        },
+    )
 }
 
 /// Measures every PostgreSQL scenario on the server at `url`.

@@ -31,8 +31,9 @@ macro_rules! __engine_fork_cases {
     };
 }
 
-/// Four steps of every kind a run records: agent, sleep, child workflow, wait, then an agent.
-fn five_kinds(scripts: ScriptedEngine) -> ScriptedEngine {
+/// A step of every kind a run records: agent, sleep, child workflow, wait, signal (to the run
+/// `args.target`), then an agent.
+fn every_kind(scripts: ScriptedEngine) -> ScriptedEngine {
     scripts
         .workflow("flows/child.mjs", |ctx| async move {
             Ok(ctx.agent("inner", Value::Null).await?)
@@ -44,13 +45,15 @@ fn five_kinds(scripts: ScriptedEngine) -> ScriptedEngine {
                 .workflow(json!({ "scriptPath": "./child.mjs" }), Value::Null)
                 .await?;
             let go = ctx.wait_for("go", Value::Null).await?;
+            let target = ctx.args()["target"].as_str().unwrap_or_default().to_owned();
+            ctx.signal(target, "note", json!("from main")).await?;
             let b = ctx.agent("b", Value::Null).await?;
             Ok(json!({ "a": a, "child": child, "go": go, "b": b }))
         })
 }
 
-/// An engine that finds `./child.mjs` of [`five_kinds`].
-fn five_kinds_engine(
+/// An engine that finds `./child.mjs` of [`every_kind`].
+fn every_kind_engine(
     fixture: &Fixture,
     scripts: &ScriptedEngine,
     provider: &Arc<ScriptedProvider>,
@@ -61,10 +64,22 @@ fn five_kinds_engine(
         .expect("engine")
 }
 
-/// Runs `flows/main.mjs` of [`five_kinds`] to its end (sending its signal) and returns its id.
-async fn run_five_kinds(engine: &Engine, scripts: &ScriptedEngine) -> String {
+/// Runs `flows/main.mjs` of [`every_kind`] to its end (sending it the signal it waits for)
+/// and returns its id; the run it signals is a queued run nobody executes.
+async fn run_every_kind(engine: &Engine, scripts: &ScriptedEngine) -> String {
+    let target = engine
+        .submit(
+            RunRequest::new(scripts.source("flows/child.mjs"), json!({})),
+            SubmitOptions::default(),
+        )
+        .await
+        .expect("the signalled run")
+        .run_id;
     let handle = engine
-        .start(RunRequest::new(scripts.source("flows/main.mjs"), json!({})))
+        .start(RunRequest::new(
+            scripts.source("flows/main.mjs"),
+            json!({ "target": target }),
+        ))
         .await
         .expect("start");
     let run_id = handle.run_id().to_owned();
@@ -188,15 +203,15 @@ pub async fn a_fork_copies_the_steps_before_its_point_and_runs_the_rest(fixture:
     );
 }
 
-/// Forks before the sleep, the child workflow, the wait and the last agent call: each copies
-/// exactly the steps before it; a copied child step keeps the child's result (the child does
-/// not run again, and its cost comes along as copied), a copied wait needs no new signal.
+/// Forks before each step: each copies exactly the steps before it; a copied child step keeps
+/// the child's result (the child does not run again, and its cost comes along as copied), a
+/// copied wait needs no new signal, a copied signal is not sent again.
 pub async fn a_fork_at_each_kind_of_step_keeps_what_came_before(fixture: Fixture) {
-    let scripts = five_kinds(ScriptedEngine::new());
+    let scripts = every_kind(ScriptedEngine::new());
     let provider = Arc::new(ScriptedProvider::new("scripted").with_usage(Usage::tokens(1, 4)));
-    let engine = five_kinds_engine(&fixture, &scripts, &provider);
+    let engine = every_kind_engine(&fixture, &scripts, &provider);
     let store = fixture.store.as_ref();
-    let source = run_five_kinds(&engine, &scripts).await;
+    let source = run_every_kind(&engine, &scripts).await;
     let recorded = steps(store, &source).await;
     let kinds: Vec<StepKind> = recorded.iter().map(|s| s.kind.clone()).collect();
     assert_eq!(
@@ -206,15 +221,27 @@ pub async fn a_fork_at_each_kind_of_step_keeps_what_came_before(fixture: Fixture
             StepKind::Sleep,
             StepKind::Workflow,
             StepKind::Wait,
+            StepKind::Signal,
             StepKind::Agent
         ]
     );
     assert_eq!(provider.call_count(), 3);
+    let target = store
+        .get_run(&source)
+        .await
+        .expect("run")
+        .expect("run")
+        .args["target"]
+        .as_str()
+        .expect("target")
+        .to_owned();
+    let sent = || async { store.list_signals(&target).await.expect("signals").len() };
+    assert_eq!(sent().await, 1);
     // Before the last agent call, by name: nothing but `b` runs, no signal is needed.
     let (fork_id, result) = fork_and_join(
         &engine,
         &source,
-        ForkOptions::new().before_step(ForkPoint::Checkpoint(recorded[4].checkpoint_name.clone())),
+        ForkOptions::new().before_step(ForkPoint::Checkpoint(recorded[5].checkpoint_name.clone())),
     )
     .await;
     assert_eq!(result["go"], json!("yes"));
@@ -230,6 +257,15 @@ pub async fn a_fork_at_each_kind_of_step_keeps_what_came_before(fixture: Fixture
         .sum();
     assert_eq!(copied_tokens, 8, "a and the child's call, copied");
     assert_eq!(store.budget_spent(&fork_id).await.expect("spent"), 4);
+    assert_eq!(sent().await, 1, "the copied signal step was not sent again");
+    // Before the signal: the fork sends its own.
+    fork_and_join(
+        &engine,
+        &source,
+        ForkOptions::new().before_step(ForkPoint::Step(5)),
+    )
+    .await;
+    assert_eq!(sent().await, 2);
     // Before the wait: the fork waits for its own signal.
     let handle = engine
         .fork(&source, ForkOptions::new().before_step(ForkPoint::Step(4)))
@@ -436,11 +472,11 @@ pub async fn a_fork_of_a_running_run_copies_what_had_completed(fixture: Fixture)
 /// A child run cannot be forked (its root can), and a fork point that is not a step of the
 /// run is refused with a message saying why; nothing is created.
 pub async fn forking_a_child_run_or_a_step_that_does_not_exist_is_refused(fixture: Fixture) {
-    let scripts = five_kinds(ScriptedEngine::new());
+    let scripts = every_kind(ScriptedEngine::new());
     let provider = Arc::new(ScriptedProvider::new("scripted"));
-    let engine = five_kinds_engine(&fixture, &scripts, &provider);
+    let engine = every_kind_engine(&fixture, &scripts, &provider);
     let store = fixture.store.as_ref();
-    let source = run_five_kinds(&engine, &scripts).await;
+    let source = run_every_kind(&engine, &scripts).await;
     let task = store
         .get_run(&source)
         .await
@@ -466,10 +502,10 @@ pub async fn forking_a_child_run_or_a_step_that_does_not_exist_is_refused(fixtur
     assert!(message.contains(&source), "names the root: {message}");
     let message = refused(
         engine
-            .fork(&source, ForkOptions::new().before_step(ForkPoint::Step(7)))
+            .fork(&source, ForkOptions::new().before_step(ForkPoint::Step(8)))
             .await,
     );
-    assert!(message.contains("1 to 5"), "{message}");
+    assert!(message.contains("1 to 6"), "{message}");
     let inner = steps(store, &child.run_id).await[0].checkpoint_name.clone();
     let message = refused(
         engine
@@ -480,13 +516,14 @@ pub async fn forking_a_child_run_or_a_step_that_does_not_exist_is_refused(fixtur
             .await,
     );
     assert!(message.contains("child"), "{message}");
+    // The run and the queued run it signalled: no fork was created.
     assert_eq!(
         store
             .list_runs(&RunFilter::roots())
             .await
             .expect("runs")
             .len(),
-        1,
+        2,
         "nothing was created"
     );
 }
@@ -511,11 +548,11 @@ async fn snapshot(store: &dyn DurableStore, run_id: &str) -> String {
 /// what it held before (run, task, attempts, steps, ledger, events). A failed run replays up
 /// to the step where it stopped.
 pub async fn a_replay_calls_no_provider_and_writes_nothing(fixture: Fixture) {
-    let scripts = five_kinds(ScriptedEngine::new());
+    let scripts = every_kind(ScriptedEngine::new());
     let provider = Arc::new(ScriptedProvider::new("scripted").with_usage(Usage::tokens(1, 4)));
-    let engine = five_kinds_engine(&fixture, &scripts, &provider);
+    let engine = every_kind_engine(&fixture, &scripts, &provider);
     let store = fixture.store.as_ref();
-    let source = run_five_kinds(&engine, &scripts).await;
+    let source = run_every_kind(&engine, &scripts).await;
     let calls = provider.call_count();
     let before = snapshot(store, &source).await;
     let report = engine
@@ -523,7 +560,7 @@ pub async fn a_replay_calls_no_provider_and_writes_nothing(fixture: Fixture) {
         .await
         .expect("replay");
     assert_eq!(report.verdict, ReplayVerdict::Identical, "{report:?}");
-    assert_eq!(report.replayed, 5);
+    assert_eq!(report.replayed, 6);
     assert!(report.unreached.is_empty() && report.stopped_at.is_none());
     assert_eq!(
         report.result.as_ref().map(|r| &r["go"]),
