@@ -26,6 +26,9 @@ pub async fn replay(engine: &Engine, options: &ReplayArgs) -> anyhow::Result<Out
             report.replayed,
             if report.replayed == 1 { "" } else { "s" }
         );
+        if let Some(error) = &report.error {
+            outln!("{:<11}the script failed: {error}", "Ended:");
+        }
         if let Some(step) = &report.stopped_at {
             outln!(
                 "{:<11}at {}, which the run recorded as {}: the run had got no further",

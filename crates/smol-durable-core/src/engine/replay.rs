@@ -63,6 +63,9 @@ pub struct ReplayReport {
     pub unreached: Vec<RecordedStep>,
     /// The script's result, when it ran to its end.
     pub result: Option<Value>,
+    /// How the script failed, when it failed on its own (not stopped by the replay): a run that
+    /// failed replays to its failure.
+    pub error: Option<String>,
 }
 
 impl ReplayReport {
@@ -430,6 +433,7 @@ impl ReplayRecorder {
             stopped_at: None,
             unreached,
             result: None,
+            error: None,
         };
         match stop {
             Some(Stop::Diverged {
@@ -463,8 +467,9 @@ impl ReplayRecorder {
                 }
             }
             None => {
-                if let Ok(result) = &outcome {
-                    report.result = Some(result.clone());
+                match &outcome {
+                    Ok(result) => report.result = Some(result.clone()),
+                    Err(error) => report.error = Some(error.to_string()),
                 }
                 if let Some(first) = report.unreached.first().cloned() {
                     report.verdict = unreached_verdict(first);
@@ -608,13 +613,14 @@ impl Engine {
             Ok(handle) => handle.join().await.map(|output| output.result),
             Err(error) => Err(error),
         };
-        // A failure of the replay itself (not of the script at a step) is the caller's error.
+        // A failure of the replay itself (the store, the engine), not of the script, is the
+        // caller's error; the script's own failures are part of the report.
         if let Err(error) = &outcome {
-            if !matches!(
+            use crate::ErrorKind::{Busy, Internal, InvalidState, NotFound, Store};
+            if matches!(
                 error.kind(),
-                crate::ErrorKind::Cancelled | crate::ErrorKind::Script | crate::ErrorKind::Stopped
-            ) && recorder.with(|state| state.stop.is_none())
-            {
+                Store | Internal | Busy | NotFound | InvalidState
+            ) {
                 return Err(outcome.err().unwrap_or(Error::Cancelled));
             }
         }

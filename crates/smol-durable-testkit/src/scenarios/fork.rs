@@ -597,6 +597,34 @@ pub async fn a_replay_calls_no_provider_and_writes_nothing(fixture: Fixture) {
     let stopped = report.stopped_at.expect("where the run stopped");
     assert_eq!((stopped.number, stopped.state), (2, State::Failed));
     assert_eq!(provider.call_count(), 2);
+    // A run whose budget refused its second call (no step was written for it): the replay
+    // refuses it again, from the replayed spending, and ends as the run did.
+    let provider = Arc::new(ScriptedProvider::new("scripted").with_usage(Usage::tokens(1, 4)));
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let spent = engine
+        .start(RunRequest::new(scripts.source("flows/failing.mjs"), json!({})).budget_total(4))
+        .await
+        .expect("start");
+    let spent_id = spent.run_id().to_owned();
+    let error = spent.join().await.expect_err("the budget is spent");
+    assert_eq!(error.kind(), smol_durable_core::ErrorKind::BudgetExhausted);
+    let report = engine
+        .replay(&spent_id, ReplayOptions::new())
+        .await
+        .expect("replay");
+    assert_eq!(report.verdict, ReplayVerdict::Identical, "{report:?}");
+    assert_eq!((report.replayed, &report.stopped_at), (1, &None));
+    assert!(
+        report
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("budget exhausted"),
+        "{report:?}"
+    );
+    assert_eq!(provider.call_count(), 1);
 }
 
 /// A changed call is reported with the recorded step it used to be and a diff of their

@@ -106,6 +106,11 @@ impl RunScope {
                     if kind == StepKind::Workflow
                         && self.ctx.settings.step_identity == StepIdentity::SmolWf => {}
                 _ => {
+                    // A call the run refused before it became a step (its budget was spent)
+                    // is refused again, as it was; any other call would have to run.
+                    if let Some(prompt_bytes) = agent_prompt_bytes {
+                        self.admit_agent(prompt_bytes)?;
+                    }
                     replay.stop(&kind, checkpoint, &signature.json);
                     self.ctx.request_cancel();
                     return Err(cancelled());
