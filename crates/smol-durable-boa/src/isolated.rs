@@ -154,6 +154,12 @@ enum ToChild {
         run_id: String,
         max_sleep_ms: u64,
         loop_iteration_limit: u64,
+        /// The parent's host reads call sites.
+        #[serde(default)]
+        call_sites: bool,
+        /// The parent's host answers every call at once: wait for each answer.
+        #[serde(default)]
+        answers_at_once: bool,
     },
     Answer {
         id: u64,
@@ -344,6 +350,8 @@ impl ScriptEngine for IsolatedEngine {
             run_id,
             max_sleep_ms,
             loop_iteration_limit: self.in_process.loop_iteration_limit,
+            call_sites: host.wants_call_sites(),
+            answers_at_once: host.answers_at_once(),
         };
         send(&mut stdin, &start).await?;
         // Reading and writing run on tasks of their own: a read is never cut off halfway by
@@ -462,6 +470,10 @@ struct PipeHost {
     pending: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Result<Value, HostError>>>>,
     next_id: AtomicU64,
     budget: Mutex<BudgetSnapshot>,
+    /// The parent's host reads call sites.
+    call_sites: bool,
+    /// The parent's host answers every call at once (see [`WorkflowHost::answers_at_once`]).
+    answers_at_once: bool,
 }
 
 impl PipeHost {
@@ -483,10 +495,12 @@ impl WorkflowHost for PipeHost {
         self.call_at(request, None)
     }
 
-    // The parent's host decides what it does with a site; the stack walk is cheap beside the
-    // round trip every call makes anyway.
     fn wants_call_sites(&self) -> bool {
-        true
+        self.call_sites
+    }
+
+    fn answers_at_once(&self) -> bool {
+        self.answers_at_once
     }
 
     fn call_at(&self, request: HostRequest, site: Option<CallSite>) -> HostFuture {
@@ -496,7 +510,7 @@ impl WorkflowHost for PipeHost {
             pending.insert(id, answer);
         }
         let sent = self.write(&FromChild::Call { id, request, site });
-        Box::pin(async move {
+        let answered = async move {
             sent.map_err(|error| {
                 HostError::new(
                     HostErrorKind::Durability,
@@ -509,7 +523,14 @@ impl WorkflowHost for PipeHost {
                     "the engine went away",
                 ))
             })
-        })
+        };
+        if self.answers_at_once {
+            // The script's own thread waits here (the answers are read on another), so the
+            // script goes on with this answer already there, as in the in-process engine.
+            let result = futures::executor::block_on(answered);
+            return Box::pin(futures::future::ready(result));
+        }
+        Box::pin(answered)
     }
 
     fn budget(&self) -> BudgetSnapshot {
@@ -588,6 +609,8 @@ async fn serve() -> Result<(), String> {
         run_id,
         max_sleep_ms,
         loop_iteration_limit,
+        call_sites,
+        answers_at_once,
     }) = serde_json::from_str::<ToChild>(&first)
     else {
         return Err("the first message is not a start message".to_owned());
@@ -598,6 +621,8 @@ async fn serve() -> Result<(), String> {
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
         budget: Mutex::new(budget),
+        call_sites,
+        answers_at_once,
     });
     let answers = Arc::clone(&host);
     tokio::spawn(async move {

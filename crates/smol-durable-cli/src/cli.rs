@@ -260,7 +260,7 @@ pub struct ForkArgs {
     pub run_id: String,
     /// Copy only the completed steps before this one: its number in `history RUN`, or its
     /// step name or id. Default: every completed step (steps whose calls still match replay).
-    #[arg(long, value_name = "N|STEP")]
+    #[arg(long, value_name = "N|STEP", allow_hyphen_values = true)]
     pub before_step: Option<String>,
     /// Run this script instead of the source's.
     #[arg(long, value_name = "FILE")]
@@ -274,7 +274,9 @@ pub struct ForkArgs {
         value_parser = count("--budget-allowance", true)
     )]
     pub budget_allowance: Option<u64>,
-    /// Providers (`--model-map` aliases are laid over the source run's).
+    /// Providers: `--agent-provider` replaces the source run's default provider (it is part of
+    /// an agent step's identity, so copied steps of the old one run again); `--model-map`
+    /// aliases are laid over the source run's.
     #[command(flatten)]
     pub providers: ProviderArgs,
     /// Queue the fork for `worker` processes instead of running it here; print its ids.

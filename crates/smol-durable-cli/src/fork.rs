@@ -35,9 +35,20 @@ pub async fn fork(
     let given = workflow_args.read()?;
     if !given.is_empty() {
         // Laid over the source's arguments: a fork usually changes one of them.
-        let mut args = source_run.args.as_object().cloned().unwrap_or_default();
+        let mut args = match &source_run.args {
+            Value::Object(args) => args.clone(),
+            Value::Null => serde_json::Map::new(),
+            other => anyhow::bail!(
+                "run {} was started with arguments that are not an object ({other}); \
+                 --args-<name> cannot be laid over them",
+                options.run_id
+            ),
+        };
         args.extend(given);
         fork = fork.args(Value::Object(args));
+    }
+    if let Some(provider) = &options.providers.agent_provider {
+        fork = fork.provider(provider.clone());
     }
     if let Some(tokens) = options.budget_allowance {
         fork = fork.budget_total(tokens);
@@ -74,9 +85,11 @@ pub async fn fork(
         options.run_id,
         if copied == 1 { "" } else { "s" }
     );
-    let script = options.script.clone().unwrap_or_else(|| {
-        PathBuf::from(source_run.workflow.script_path.clone().unwrap_or_default())
-    });
+    let script = match (&options.script, &source_run.workflow.script_path) {
+        (Some(script), _) => script.clone(),
+        (None, Some(path)) => PathBuf::from(path),
+        (None, None) => PathBuf::from("<the fork's script>"),
+    };
     let watch = Watch {
         events_only: options.events,
         budget_allowance: options.budget_allowance.or(source_run.budget_total),

@@ -623,6 +623,23 @@ impl RunView {
             .collect()
     }
 
+    /// The steps a fork started with: its first `copied_steps` own steps (copies keep the
+    /// source's creation times, so they come before every step the fork made).
+    fn copied_steps(&self) -> HashSet<&str> {
+        let copied = self
+            .run
+            .workflow
+            .forked_from
+            .as_ref()
+            .map_or(0, |origin| origin.copied_steps as usize);
+        self.steps
+            .iter()
+            .filter(|step| step.run_id == self.run.run_id)
+            .take(copied)
+            .map(|step| step.step_id.as_str())
+            .collect()
+    }
+
     /// `forked from RUN before step N (CHECKPOINT), K steps copied`.
     fn lineage(&self) -> Option<String> {
         let origin = self.run.workflow.forked_from.as_ref()?;
@@ -789,6 +806,7 @@ impl RunView {
         detail.push("attempts", attempts);
         let by_step = self.by_step();
         let numbers = self.numbers();
+        let copied = self.copied_steps();
         let steps = self
             .steps
             .iter()
@@ -814,6 +832,9 @@ impl RunView {
                 // steps only; a child's steps cannot be a fork point).
                 if let Some(number) = numbers.get(step.step_id.as_str()) {
                     object.push("number", json!(number));
+                }
+                if copied.contains(step.step_id.as_str()) {
+                    object.push("copied", json!(true));
                 }
                 object.into()
             })
@@ -916,6 +937,7 @@ impl RunView {
         let by_step = self.by_step();
         let dash = |value: Option<&String>| value.map_or_else(|| "-".to_owned(), Clone::clone);
         let numbers = self.numbers();
+        let copied = self.copied_steps();
         for step in &self.steps {
             let agent = self.agents.get(&step.step_id);
             let tokens = match agent {
@@ -929,10 +951,16 @@ impl RunView {
             let number = numbers
                 .get(step.step_id.as_str())
                 .map_or_else(|| "-".to_owned(), ToString::to_string);
+            // A fork's copies: completed, by the source run.
+            let state = if copied.contains(step.step_id.as_str()) {
+                "copied"
+            } else {
+                step.state.as_str()
+            };
             let mut row = vec![
                 number,
                 step.kind.as_str().to_owned(),
-                step.state.as_str().to_owned(),
+                state.to_owned(),
                 dash(agent.and_then(|a| a.phase.as_ref())),
                 dash(agent.and_then(|a| a.provider.as_ref())),
                 dash(agent.and_then(|a| a.model.as_ref())),

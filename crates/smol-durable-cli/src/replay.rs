@@ -31,10 +31,22 @@ pub async fn replay(engine: &Engine, options: &ReplayArgs) -> anyhow::Result<Out
         }
         if let Some(step) = &report.stopped_at {
             outln!(
-                "{:<11}at {}, which the run recorded as {}: the run had got no further",
+                "{:<11}at {}: the run had got no further (it recorded the step as {})",
                 "Stopped:",
                 step_text(step),
                 step.state
+            );
+        }
+        if let Some(call) = &report.beyond_recording {
+            let site = call
+                .site
+                .as_ref()
+                .map_or_else(String::new, |site| format!(" at {site}"));
+            outln!(
+                "{:<11}at the {} call{site}: every step the unfinished run recorded replayed, \
+                 and it had got no further",
+                "Stopped:",
+                call.kind
             );
         }
         match &report.verdict {
@@ -82,9 +94,22 @@ pub async fn replay(engine: &Engine, options: &ReplayArgs) -> anyhow::Result<Out
     })
 }
 
+/// `step 3 (agent "review the plan…")`, else its name: what a person recognises.
 fn step_text(step: &RecordedStep) -> String {
-    format!(
-        "step {} ({} {})",
-        step.number, step.kind, step.checkpoint_name
-    )
+    let what = match step
+        .signature
+        .get("prompt")
+        .and_then(|prompt| prompt.as_str())
+    {
+        Some(prompt) => {
+            let line = prompt.lines().next().unwrap_or_default();
+            let mut preview: String = line.chars().take(60).collect();
+            if preview.len() < prompt.len() {
+                preview.push('…');
+            }
+            format!("{preview:?}")
+        }
+        None => step.checkpoint_name.clone(),
+    };
+    format!("step {} ({} {what})", step.number, step.kind)
 }

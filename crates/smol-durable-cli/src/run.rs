@@ -279,7 +279,8 @@ fn unreached_line(event: &WorkflowEvent) -> Option<String> {
     }
     let message = event.data.get("message").and_then(Value::as_str)?;
     Some(format!(
-        "warning: {message} (the script changed; `smol-durable replay` shows where)"
+        "warning: {message} (the script or its arguments changed; `smol-durable replay` shows \
+         where)"
     ))
 }
 

@@ -29,8 +29,20 @@ fn reviewed(cli: &Cli) -> String {
     output["runID"].as_str().expect("runID").to_owned()
 }
 
-/// A provider any call of which fails: a command that exits 1.
-const NO_CALLS: [&str; 4] = ["--agent-provider", "command", "--agent-command", "false"];
+/// The `command` provider with a program that counts its calls in `calls.log`.
+const COUNTED: [&str; 4] = [
+    "--agent-provider",
+    "command",
+    "--agent-command",
+    "sh -c 'cat > /dev/null; echo call >> calls.log; echo answer'",
+];
+
+fn calls(cli: &Cli) -> usize {
+    std::fs::read_to_string(cli.path("calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
 
 fn bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).expect("read the database")
@@ -41,9 +53,7 @@ fn a_run_replays_identically_without_calling_an_agent_or_writing() {
     let cli = Cli::new();
     let run_id = reviewed(&cli);
     let before = bytes(&cli.db());
-    let mut args = vec!["replay", run_id.as_str()];
-    args.extend(NO_CALLS);
-    let text = cli.ok(&args);
+    let text = cli.ok(&["replay", run_id.as_str()]);
     assert!(
         text.contains("Verdict:   identical: the script replays the run"),
         "{text}"
@@ -189,23 +199,58 @@ fn a_fork_that_leaves_steps_unreached_warns_and_arguments_are_laid_over() {
             "const notes = null;",
         ),
     );
-    let mut args = vec!["fork", run_id.as_str(), "--script", "shorter.mjs"];
-    args.extend(NO_CALLS);
-    let output = cli.run(&args);
+    let output = cli.run(&["fork", run_id.as_str(), "--script", "shorter.mjs"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let err = stderr(&output);
     assert!(
         err.contains("warning: 1 completed step recorded before this attempt was not reached again; the first: step 4, agent step:sig_"),
         "{err}"
     );
-    // Changed arguments: the first call changes (and runs), the rest replays.
-    let output = cli.run(&["fork", &run_id, "--args-topic", "docs"]);
+    // Changed arguments: the first call changes (and runs), the rest replays; the arguments
+    // not given are the source's.
+    let output = cli.run(&[
+        "fork",
+        &run_id,
+        "--args-topic",
+        "docs",
+        "--args-extra",
+        "yes",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let result: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(result["results"]["plan"], json!("echo: plan for docs"));
     let fork_id = result["runID"].as_str().unwrap();
     let detail = cli.json(&["history", fork_id, "-o", "json"]);
-    assert_eq!(detail["workflowRun"]["args"], json!({ "topic": "docs" }));
+    assert_eq!(
+        detail["workflowRun"]["args"],
+        json!({ "topic": "docs", "extra": "yes" })
+    );
+}
+
+/// Counted by the agent program itself: a replay calls no agent, and neither does a fork of
+/// every step with the same script (its copies replay).
+#[test]
+fn replays_and_forks_of_unchanged_work_call_no_agent() {
+    let cli = Cli::new();
+    cli.write("review.mjs", REVIEW);
+    let mut args = vec!["run", "review.mjs", "--args-topic", "tests"];
+    args.extend(COUNTED);
+    let output = cli.json(&args);
+    let run_id = output["runID"].as_str().unwrap().to_owned();
+    assert_eq!(calls(&cli), 3);
+    let mut args = vec!["replay", run_id.as_str()];
+    args.extend(COUNTED);
+    assert!(cli.ok(&args).contains("identical"));
+    assert_eq!(calls(&cli), 3, "the replay called no agent");
+    let mut args = vec!["fork", run_id.as_str()];
+    args.extend(COUNTED);
+    let fork = cli.json(&args);
+    assert_eq!(fork["tokenUsage"]["outputTokens"], json!(0));
+    assert_eq!(calls(&cli), 3, "every call of the fork replayed its copy");
+    // Another provider is another identity: the copies of the command's calls run again.
+    let forked = cli.json(&["fork", run_id.as_str(), "--agent-provider", "debug"]);
+    assert_eq!(forked["results"]["review"], json!("echo: review the plan"));
+    assert_eq!(calls(&cli), 3);
 }
 
 #[test]
@@ -282,4 +327,22 @@ fn runs_of_smol_wf_replay_identically() {
         }
         assert_eq!(bytes(&db_path), before, "{db} is unchanged");
     }
+    // A fork of a smol-wf run names its steps as smol-wf did: all of them replay.
+    let db = cli
+        .path("smolwf-0.3.4-c-child-sleep-completed.db")
+        .display()
+        .to_string();
+    let list = cli.json(&["--db", &db, "history", "-o", "json"]);
+    let run_id = list[0]["runID"].as_str().unwrap().to_owned();
+    let mut args = vec!["--db", db.as_str(), "fork", run_id.as_str()];
+    args.extend(map);
+    let output = cli.run(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let fork: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        fork["tokenUsage"]["outputTokens"],
+        json!(0),
+        "nothing ran again"
+    );
+    assert!(!stderr(&output).contains("warning:"), "{}", stderr(&output));
 }

@@ -203,14 +203,31 @@ pub enum StepIdentity {
 impl StepIdentity {
     /// The value recorded with runs named by the current rules.
     pub const CURRENT_VERSION: u32 = 2;
+    /// The value recorded with a run that carries steps smol-wf 0.3.4 named (a fork of one of
+    /// its runs); runs smol-wf started record nothing.
+    pub const SMOL_WF_VERSION: u32 = 0;
+    /// The value recorded with a run that carries steps smol-durable 0.1.0 named (a fork of
+    /// one of its runs); runs it started record nothing.
+    pub const SMOL_DURABLE_01_VERSION: u32 = 1;
 
     /// The rules of a run: `recorded` is its `step_identity`, `has_script_hash` whether
     /// smol-durable stored its script (smol-wf never did).
     pub fn of_run(recorded: Option<u32>, has_script_hash: bool) -> Self {
         match (recorded, has_script_hash) {
+            (Some(Self::SMOL_WF_VERSION), _) => Self::SmolWf,
+            (Some(Self::SMOL_DURABLE_01_VERSION), _) => Self::SmolDurable01,
             (Some(_), _) => Self::Current,
             (None, true) => Self::SmolDurable01,
             (None, false) => Self::SmolWf,
+        }
+    }
+
+    /// The value to record for these rules (what [`of_run`](Self::of_run) reads back).
+    pub fn recorded(self) -> u32 {
+        match self {
+            Self::SmolWf => Self::SMOL_WF_VERSION,
+            Self::SmolDurable01 => Self::SMOL_DURABLE_01_VERSION,
+            Self::Current => Self::CURRENT_VERSION,
         }
     }
 }
@@ -1000,6 +1017,14 @@ mod tests {
             StepIdentity::SmolDurable01
         );
         assert_eq!(StepIdentity::of_run(None, false), StepIdentity::SmolWf);
+        // A fork records the rules of the run it copied, which read back as they were.
+        for rules in [
+            StepIdentity::SmolWf,
+            StepIdentity::SmolDurable01,
+            StepIdentity::Current,
+        ] {
+            assert_eq!(StepIdentity::of_run(Some(rules.recorded()), true), rules);
+        }
     }
 
     #[test]

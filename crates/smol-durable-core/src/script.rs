@@ -329,6 +329,14 @@ pub trait WorkflowHost: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether every call is answered without the script doing anything more (an offline
+    /// replay answers from its recording). An engine whose answers arrive asynchronously may
+    /// then wait for each one before the script goes on, so the script sees its answers in
+    /// call order, as an engine that polls each call once sees ready answers. The default: no.
+    fn answers_at_once(&self) -> bool {
+        false
+    }
+
     /// The budget now.
     fn budget(&self) -> BudgetSnapshot;
 }

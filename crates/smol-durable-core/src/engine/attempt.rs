@@ -194,10 +194,11 @@ async fn finish(
             let completed = AttemptOutcome::Completed {
                 result: run.completed_payload_of(result.clone()),
             };
-            if !unreached.is_empty() {
+            record_end(ctx, completed, now).await?;
+            // Said once the completion is recorded; an offline replay reports them itself.
+            if !unreached.is_empty() && ctx.settings.replay.is_none() {
                 report_unreached(ctx, run, &unreached).await;
             }
-            record_end(ctx, completed, now).await?;
             // The result is stored; usage is reporting only and must not undo that.
             let usage = ledger_usage(ctx.engine.store.as_ref(), &ctx.root_run_id)
                 .await

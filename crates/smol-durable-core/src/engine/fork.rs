@@ -53,6 +53,9 @@ pub struct ForkOptions {
     /// Another output-token allowance. The copied steps' tokens do not count against it: the
     /// source run spent them.
     pub budget_total: Option<u64>,
+    /// Another default provider. It is part of an agent step's identity: copied agent steps
+    /// that used the source's default do not replay under another one.
+    pub provider: Option<String>,
 }
 
 impl ForkOptions {
@@ -90,6 +93,12 @@ impl ForkOptions {
         self.budget_total = Some(tokens);
         self
     }
+
+    /// Another default provider.
+    pub fn provider(mut self, name: impl Into<String>) -> Self {
+        self.provider = Some(name.into());
+        self
+    }
 }
 
 /// A fork as it will be created: the new run with its copies, and the script it runs.
@@ -110,6 +119,14 @@ impl Engine {
     pub async fn fork(&self, run_id: &str, options: ForkOptions) -> Result<RunHandle, Error> {
         self.shared.check_executes()?;
         let planned = self.plan_fork(run_id, options, ClaimScope::Local).await?;
+        if let Some(name) = &planned.new_run.workflow.provider {
+            if self.shared.provider(name).is_none() {
+                return Err(Error::InvalidRequest(format!(
+                    "unknown agent provider {name:?}; registered providers: {}",
+                    self.shared.provider_names().join(", ")
+                )));
+            }
+        }
         let created = self.shared.store.create_run(planned.new_run).await?;
         self.shared
             .launch(created.run, planned.source, None, false)
@@ -162,7 +179,10 @@ impl Engine {
         let (settings, _) = self.shared.settings(&run, None).await?;
         let mut request = RunRequest::new(source.clone(), options.args.unwrap_or(run.args.clone()));
         request.budget_total = options.budget_total.or(run.budget_total);
-        request.provider = run.workflow.provider.clone();
+        request.provider = options
+            .provider
+            .or_else(|| run.workflow.provider.clone())
+            .or(Some(settings.provider));
         request.cwd = settings.cwd;
         request.max_parallel_agents = run.workflow.max_parallel_agents;
         let mut new_run = self.new_run(&request, scope).await?;
@@ -170,12 +190,14 @@ impl Engine {
         model_map.extend(options.model_map);
         new_run.workflow.model_map = model_map;
         // The copies keep the names the source's rules gave them.
-        new_run.workflow.step_identity = run.workflow.step_identity;
-        let children = self.child_runs(&run).await?;
+        new_run.workflow.step_identity = Some(settings.step_identity.recorded());
+        let parents = self.child_runs(&run).await?;
+        let owners = LedgerOwners::new(&steps, &parents);
         let (copies, copied_ledger) = copy_steps(
             &steps[..before.index],
             &ledger,
-            &children,
+            &owners,
+            &run.run_id,
             &new_run.run_id,
             new_run.now,
         );
@@ -191,7 +213,10 @@ impl Engine {
     }
 
     /// Each child run of `run`'s tree with its parent run.
-    async fn child_runs(&self, run: &RunRecord) -> Result<HashMap<String, String>, Error> {
+    pub(super) async fn child_runs(
+        &self,
+        run: &RunRecord,
+    ) -> Result<HashMap<String, String>, Error> {
         let filter = RunFilter {
             task_id: Some(run.task_id.clone()),
             ..RunFilter::default()
@@ -247,9 +272,9 @@ fn fork_index(
             .position(|step| step.checkpoint_name == *name || step.step_id == *name)
             .ok_or_else(|| {
                 Error::InvalidRequest(format!(
-                    "run {} has no step named {name:?} (a step of one of its child runs cannot \
-                     be a fork point: forking inside a child workflow is not supported)",
-                    run.run_id
+                    "run {} has no step named {name:?}: name one of its own steps (`history {}` \
+                     lists them; forking inside a child workflow is not supported)",
+                    run.run_id, run.run_id
                 ))
             })?,
     };
@@ -260,27 +285,69 @@ fn fork_index(
     })
 }
 
+/// Which of a root run's own steps each ledger row of its tree bills: an agent step's own
+/// rows, and every row of a child run (at any depth) billed to the workflow step that started
+/// the outermost child above it.
+pub(super) struct LedgerOwners<'a> {
+    /// Child run → the root's workflow step that started it.
+    child_steps: HashMap<&'a str, &'a str>,
+    /// Child run → its parent run.
+    parents: &'a HashMap<String, String>,
+}
+
+impl<'a> LedgerOwners<'a> {
+    /// For the root run's `steps`, given each child run's parent.
+    pub(super) fn new(steps: &'a [StepRecord], parents: &'a HashMap<String, String>) -> Self {
+        let child_steps = steps
+            .iter()
+            .filter(|step| step.kind == StepKind::Workflow)
+            .filter_map(|step| {
+                let child = step.input.get("childRunId").and_then(Value::as_str)?;
+                Some((child, step.step_id.as_str()))
+            })
+            .collect();
+        Self {
+            child_steps,
+            parents,
+        }
+    }
+
+    /// The id of the root run's step that `entry` bills (`root_run_id` is the root's id).
+    pub(super) fn owner<'e>(&self, root_run_id: &str, entry: &'e LedgerEntry) -> Option<&'e str>
+    where
+        'a: 'e,
+    {
+        if entry.run_id == root_run_id {
+            return entry.step_id.as_deref();
+        }
+        let mut run = entry.run_id.as_str();
+        // Bounded: a corrupt parent cycle must not spin.
+        for _ in 0..=self.parents.len() {
+            if let Some(step) = self.child_steps.get(run) {
+                return Some(step);
+            }
+            run = self.parents.get(run)?;
+        }
+        None
+    }
+}
+
 /// Copies of the completed steps among `steps` for the run `run_id`, in the same order (their
 /// creation times kept, and new ids increasing in that order, so the copies sort as the
-/// source did), with the ledger rows that billed them — a child step's include its whole subtree's.
+/// source did), with the ledger rows that billed them.
 fn copy_steps(
     steps: &[StepRecord],
     ledger: &[LedgerEntry],
-    children: &HashMap<String, String>,
+    owners: &LedgerOwners<'_>,
+    source_run_id: &str,
     run_id: &str,
     now: i64,
 ) -> (Vec<StepRecord>, Vec<LedgerEntry>) {
     let mut copies = Vec::new();
     let mut copied_ids = HashMap::new();
-    let mut child_steps = HashMap::new();
     for step in steps.iter().filter(|step| step.state == State::Completed) {
         let id = crate::new_id("step");
-        copied_ids.insert(step.step_id.clone(), id.clone());
-        if step.kind == StepKind::Workflow {
-            if let Some(child) = step.input.get("childRunId").and_then(Value::as_str) {
-                child_steps.insert(child.to_owned(), id.clone());
-            }
-        }
+        copied_ids.insert(step.step_id.as_str(), id.clone());
         copies.push(StepRecord {
             step_id: id,
             run_id: run_id.to_owned(),
@@ -290,27 +357,10 @@ fn copy_steps(
             ..step.clone()
         });
     }
-    // A ledger row of a child run (at any depth) belongs to the copied step that started the
-    // outermost child above it.
-    let copy_of_child_row = |run: &str| -> Option<&String> {
-        let mut run = run.to_owned();
-        // Bounded: a corrupt parent cycle must not spin.
-        for _ in 0..=children.len() {
-            if let Some(step) = child_steps.get(&run) {
-                return Some(step);
-            }
-            run = children.get(&run)?.clone();
-        }
-        None
-    };
     let copied_ledger = ledger
         .iter()
         .filter_map(|entry| {
-            let step = if entry.run_id == entry.root_run_id {
-                copied_ids.get(entry.step_id.as_deref()?)?
-            } else {
-                copy_of_child_row(&entry.run_id)?
-            };
+            let step = copied_ids.get(owners.owner(source_run_id, entry)?)?;
             Some(LedgerEntry {
                 budget_entry_id: crate::new_id("budget"),
                 run_id: run_id.to_owned(),

@@ -314,6 +314,14 @@ impl Engine {
         if let Some(source) = self.shared.workflows_by_path.get(&path) {
             return Ok(source.clone());
         }
+        // A relative path is the run's: relative to the directory it ran in, not this
+        // process's.
+        let path = match &run.workflow.cwd {
+            Some(cwd) if path.is_relative() && !path.as_os_str().is_empty() => {
+                std::path::Path::new(cwd).join(&path)
+            }
+            _ => path,
+        };
         let read_path = path.clone();
         if let Ok(Ok(source)) =
             tokio::task::spawn_blocking(move || WorkflowSource::from_file(&read_path)).await

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::fork::LedgerOwners;
 use super::handle::Engine;
 use super::options::ResumeOptions;
 use super::shared::EngineShared;
@@ -55,9 +56,12 @@ pub struct ReplayReport {
     /// Calls the recording answered.
     pub replayed: usize,
     /// Where the replay stopped because the run itself had not got further: the first step
-    /// the script reached that the run recorded without completing it (failed, cancelled, or
-    /// still running). `None` when the script ran to its end.
+    /// the script reached that the run recorded without getting past it (cancelled, still
+    /// running, a sleep or wait it was handed back at). `None` when the script ran to its end.
     pub stopped_at: Option<RecordedStep>,
+    /// Where the replay stopped because the run had not finished: the first call the script
+    /// makes after every step the run recorded had replayed.
+    pub beyond_recording: Option<ReplayCall>,
     /// Completed steps of the run the script did not reach (before it ended or diverged), in
     /// the order the run reached them.
     pub unreached: Vec<RecordedStep>,
@@ -80,20 +84,23 @@ impl ReplayReport {
 #[serde(tag = "verdict", rename_all = "camelCase")]
 #[non_exhaustive]
 pub enum ReplayVerdict {
-    /// Every call the script made was answered by the recording; the script ran to its end
-    /// (with the run's stored result, if the run completed) or reached the step where the run
-    /// stopped, and no completed step went unreached.
+    /// Every call the script made was answered by the recording (a step the run recorded as
+    /// failed answers with its failure, as it did); the script ended as the run did (with its
+    /// stored result, if it completed; failing, if it failed) or reached the point where the
+    /// unfinished run stopped; and no completed step went unreached.
     Identical,
     /// The script no longer does what the run recorded.
     Diverged(Box<Divergence>),
-    /// Two replays of the same run made different calls, or in a different order: the script
-    /// depends on something besides its arguments and its steps' results.
+    /// Two replays of the same run made different calls, in a different order, or ended
+    /// differently: the script depends on something besides its arguments and its steps'
+    /// results.
     NonDeterministic {
-        /// Index (from 0) of the first call that differed.
+        /// Index (from 0) of the first call that differed; the number of calls when they were
+        /// the same and the endings differed.
         index: usize,
-        /// That call in the first replay (`None`: the first replay had made no more calls).
+        /// That call (or ending) in the first replay (`None`: no more calls).
         first: Option<String>,
-        /// That call in the second replay.
+        /// That call (or ending) in the second replay.
         second: Option<String>,
     },
 }
@@ -115,13 +122,19 @@ pub struct Divergence {
 
 /// What kind of difference a [`Divergence`] is.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 #[non_exhaustive]
 pub enum DivergenceReason {
     /// The script makes a call the run never made (a changed prompt, options, order, or a
     /// new call).
     NewCall,
-    /// A call kept its step name (the `key` option) but its input changed.
+    /// A call has the name of a recorded step but another identity document (a name an
+    /// older version gave it). A call with a `key` option is named by its key alone: editing
+    /// its prompt replays it, by design.
     ChangedInput,
     /// The script ended without reaching completed steps of the run.
     StepsUnreached,
@@ -129,6 +142,20 @@ pub enum DivergenceReason {
     ResultDiffers {
         /// The stored result.
         recorded: Value,
+        /// The script's.
+        replayed: Value,
+    },
+    /// The run completed; the script now fails after its last replayed call.
+    Failed {
+        /// The script's failure.
+        message: String,
+    },
+    /// The run failed; the script now completes.
+    Completed {
+        /// The run's failure.
+        recorded_failure: String,
+        /// The script's result.
+        replayed: Value,
     },
 }
 
@@ -194,6 +221,8 @@ impl Divergence {
             DivergenceReason::ResultDiffers { .. } => {
                 "the script ended with another result than the run's"
             }
+            DivergenceReason::Failed { .. } => "the run completed, the script now fails",
+            DivergenceReason::Completed { .. } => "the run failed, the script now completes",
         };
         out.push_str(reason);
         out.push('\n');
@@ -216,8 +245,22 @@ impl Divergence {
         if let (Some(call), Some(recorded)) = (&self.call, &self.recorded) {
             out.push_str(&signature_diff(&recorded.signature, &call.signature));
         }
-        if let DivergenceReason::ResultDiffers { recorded } = &self.reason {
-            out.push_str(&format!("  recorded result: {recorded}\n"));
+        match &self.reason {
+            DivergenceReason::ResultDiffers { recorded, replayed } => {
+                out.push_str(&format!("  recorded result: {recorded}\n"));
+                out.push_str(&format!("  result now:      {replayed}\n"));
+            }
+            DivergenceReason::Failed { message } => {
+                out.push_str(&format!("  failure now: {message}\n"));
+            }
+            DivergenceReason::Completed {
+                recorded_failure,
+                replayed,
+            } => {
+                out.push_str(&format!("  recorded failure: {recorded_failure}\n"));
+                out.push_str(&format!("  result now:       {replayed}\n"));
+            }
+            _ => {}
         }
         out
     }
@@ -295,17 +338,23 @@ pub(crate) struct ReplayRecorder {
 struct RecordedRun {
     /// The run's own steps (any state), by step name, with their numbers.
     steps: HashMap<String, (usize, StepRecord)>,
-    /// The output tokens the run spent on each step (copies a fork brought excluded), by
-    /// step id: a replayed step adds its cost to `budget.spent()`, as running it had.
+    /// The output tokens the run spent on each of its steps (a child workflow step's include
+    /// its child's; copies a fork brought are not spent), by step id: a replayed step adds its
+    /// cost to `budget.spent()`, as running it had.
     costs: HashMap<String, u64>,
 }
 
 impl RecordedRun {
-    fn new(steps: &[StepRecord], ledger: &[LedgerEntry]) -> Self {
+    fn new(
+        run_id: &str,
+        steps: &[StepRecord],
+        ledger: &[LedgerEntry],
+        owners: &LedgerOwners<'_>,
+    ) -> Self {
         let mut costs: HashMap<String, u64> = HashMap::new();
         for entry in ledger.iter().filter(|entry| entry.source_type.is_spent()) {
-            if let Some(step_id) = &entry.step_id {
-                let cost = costs.entry(step_id.clone()).or_default();
+            if let Some(step_id) = owners.owner(run_id, entry) {
+                let cost = costs.entry(step_id.to_owned()).or_default();
                 *cost = cost.saturating_add(entry.output_tokens);
             }
         }
@@ -318,18 +367,35 @@ impl RecordedRun {
                 .collect(),
         }
     }
+
+    fn step(&self, checkpoint: &str) -> Option<RecordedStep> {
+        self.steps
+            .get(checkpoint)
+            .map(|(number, step)| RecordedStep::of(*number, step))
+    }
+
+    /// The completed steps, in the order the run reached them.
+    fn completed(&self) -> Vec<RecordedStep> {
+        let mut completed: Vec<RecordedStep> = self
+            .steps
+            .values()
+            .filter(|(_, step)| step.state == State::Completed)
+            .map(|(number, step)| RecordedStep::of(*number, step))
+            .collect();
+        completed.sort_by_key(|step| step.number);
+        completed
+    }
 }
 
 #[derive(Debug, Default)]
 struct Recording {
-    /// The site of the call being dispatched (the script engine passes it with the call).
-    site: Option<CallSite>,
     /// Step names in the order the script made the calls (the determinism check compares them).
     calls: Vec<String>,
     sites: HashMap<String, CallSite>,
     replayed: usize,
     stop: Option<Stop>,
-    unreached: Vec<StepRecord>,
+    /// The completed steps the root run did not reach; `None` when its script never started.
+    unreached: Option<Vec<StepRecord>>,
 }
 
 #[derive(Debug, Clone)]
@@ -340,7 +406,7 @@ enum Stop {
         checkpoint: String,
         signature: String,
     },
-    /// The run recorded this step without completing it.
+    /// The run recorded this step without getting past it.
     EndOfRecording(String),
 }
 
@@ -359,29 +425,26 @@ impl ReplayRecorder {
         }
     }
 
-    /// The script engine is dispatching a call made at `site`.
-    pub fn calling(&self, site: Option<CallSite>) {
-        self.with(|state| state.site = site);
-    }
-
-    /// The call being dispatched is named `checkpoint`.
-    pub fn named(&self, checkpoint: &str) {
+    /// The script made a call named `checkpoint`, at `site`.
+    pub fn named(&self, checkpoint: &str, site: Option<CallSite>) {
         self.with(|state| {
-            if let Some(site) = state.site.clone() {
+            if let Some(site) = site {
                 state.sites.insert(checkpoint.to_owned(), site);
             }
             state.calls.push(checkpoint.to_owned());
         });
     }
 
-    /// A call the recording answers with the step `step_id`: what it cost the run.
+    /// A call the recording answers with the step `step_id` (its result, or its failure):
+    /// what it cost the run.
     pub fn replayed(&self, step_id: &str) -> u64 {
         self.with(|state| state.replayed += 1);
         self.recorded.costs.get(step_id).copied().unwrap_or(0)
     }
 
-    /// A call the recording does not answer with a completed step: the replay stops here
-    /// (the first stop is the one reported).
+    /// A call the recording does not answer: the replay stops here (the first stop is the one
+    /// reported). A step recorded with the same input that the run did not get past is the
+    /// end of the recording; anything else diverges.
     pub fn stop(&self, kind: &StepKind, checkpoint: &str, signature: &str) {
         let stop = match self.recorded.steps.get(checkpoint) {
             Some((_, step))
@@ -402,35 +465,33 @@ impl ReplayRecorder {
 
     /// The completed steps the root run did not reach, when its script ended.
     pub fn ended(&self, unreached: Vec<StepRecord>) {
-        self.with(|state| state.unreached = unreached);
-    }
-
-    fn recorded_step(&self, checkpoint: &str) -> Option<RecordedStep> {
-        self.recorded
-            .steps
-            .get(checkpoint)
-            .map(|(number, step)| RecordedStep::of(*number, step))
+        self.with(|state| state.unreached = Some(unreached));
     }
 
     /// The report, given how the script ended and the run as recorded.
     fn report(&self, run: &RunRecord, outcome: Result<Value, Error>) -> ReplayReport {
+        let recorded = &self.recorded;
         let (stop, unreached, replayed, sites) = self.with(|state| {
             (
                 state.stop.clone(),
-                std::mem::take(&mut state.unreached),
+                state.unreached.take(),
                 state.replayed,
                 std::mem::take(&mut state.sites),
             )
         });
-        let unreached: Vec<RecordedStep> = unreached
-            .iter()
-            .filter_map(|step| self.recorded_step(&step.checkpoint_name))
-            .collect();
+        let unreached: Vec<RecordedStep> = match unreached {
+            Some(steps) => steps
+                .iter()
+                .filter_map(|step| recorded.step(&step.checkpoint_name))
+                .collect(),
+            None => recorded.completed(),
+        };
         let mut report = ReplayReport {
             run_id: run.run_id.clone(),
             verdict: ReplayVerdict::Identical,
             replayed,
             stopped_at: None,
+            beyond_recording: None,
             unreached,
             result: None,
             error: None,
@@ -441,7 +502,22 @@ impl ReplayRecorder {
                 checkpoint,
                 signature,
             }) => {
-                let same_name = self.recorded_step(&checkpoint);
+                let call = ReplayCall {
+                    kind,
+                    site: sites.get(&checkpoint).cloned(),
+                    checkpoint_name: checkpoint.clone(),
+                    signature: serde_json::from_str(&signature).unwrap_or(Value::String(signature)),
+                };
+                let same_name = recorded.step(&checkpoint);
+                if same_name.is_none()
+                    && run.state != State::Completed
+                    && report.unreached.is_empty()
+                {
+                    // Every step the unfinished run recorded replayed: the script goes on
+                    // where the run had not got yet.
+                    report.beyond_recording = Some(call);
+                    return report;
+                }
                 let reason = if same_name.is_some() {
                     DivergenceReason::ChangedInput
                 } else {
@@ -450,19 +526,21 @@ impl ReplayRecorder {
                 let recorded = same_name.or_else(|| report.unreached.first().cloned());
                 report.verdict = ReplayVerdict::Diverged(Box::new(Divergence {
                     reason,
-                    call: Some(ReplayCall {
-                        kind,
-                        site: sites.get(&checkpoint).cloned(),
-                        checkpoint_name: checkpoint,
-                        signature: serde_json::from_str(&signature)
-                            .unwrap_or(Value::String(signature)),
-                    }),
+                    call: Some(call),
                     recorded,
                 }));
             }
             Some(Stop::EndOfRecording(checkpoint)) => {
-                report.stopped_at = self.recorded_step(&checkpoint);
-                if let Some(first) = report.unreached.first().cloned() {
+                report.stopped_at = recorded.step(&checkpoint);
+                // Steps the run reached after this one ran beside it (parallel branches the
+                // stop cut short): not reaching them is no divergence.
+                let stop_number = report.stopped_at.as_ref().map_or(0, |step| step.number);
+                if let Some(first) = report
+                    .unreached
+                    .iter()
+                    .find(|step| step.number < stop_number)
+                    .cloned()
+                {
                     report.verdict = unreached_verdict(first);
                 }
             }
@@ -473,18 +551,12 @@ impl ReplayRecorder {
                 }
                 if let Some(first) = report.unreached.first().cloned() {
                     report.verdict = unreached_verdict(first);
-                } else if let (State::Completed, Some(stored), Ok(result)) =
-                    (&run.state, run.result(), &outcome)
-                {
-                    if stored != result {
-                        report.verdict = ReplayVerdict::Diverged(Box::new(Divergence {
-                            reason: DivergenceReason::ResultDiffers {
-                                recorded: stored.clone(),
-                            },
-                            call: None,
-                            recorded: None,
-                        }));
-                    }
+                } else if let Some(reason) = outcome_difference(run, &outcome) {
+                    report.verdict = ReplayVerdict::Diverged(Box::new(Divergence {
+                        reason,
+                        call: None,
+                        recorded: None,
+                    }));
                 }
             }
         }
@@ -504,6 +576,32 @@ impl ReplayRecorder {
             let end = stopped_at.map_or(state.calls.len(), |index| index + 1);
             state.calls[..end].to_vec()
         })
+    }
+}
+
+/// How a script that ran to its end ended otherwise than the run: another result, a failure
+/// where the run completed, or a completion where it failed.
+fn outcome_difference(run: &RunRecord, outcome: &Result<Value, Error>) -> Option<DivergenceReason> {
+    match (&run.state, outcome) {
+        (State::Completed, Ok(result)) => {
+            let stored = run.result()?;
+            (stored != result).then(|| DivergenceReason::ResultDiffers {
+                recorded: stored.clone(),
+                replayed: result.clone(),
+            })
+        }
+        (State::Completed, Err(error)) => Some(DivergenceReason::Failed {
+            message: error.to_string(),
+        }),
+        (State::Failed, Ok(result)) => Some(DivergenceReason::Completed {
+            recorded_failure: run
+                .failure_reason
+                .as_ref()
+                .map(|reason| Error::from_failure_reason(reason).to_string())
+                .unwrap_or_default(),
+            replayed: result.clone(),
+        }),
+        _ => None,
     }
 }
 
@@ -540,8 +638,11 @@ impl Engine {
             None => self.stored_source(&run).await?,
         };
         let steps = self.shared.store.load_steps(run_id).await?;
-        // What each step cost, so `budget.spent()` grows as it did while the run ran.
+        // What each step cost, so `budget.spent()` grows as it did in an attempt that ran
+        // from the top.
         let ledger = self.shared.store.ledger_entries(run_id).await?;
+        let parents = self.child_runs(&run).await?;
+        let owners = LedgerOwners::new(&steps, &parents);
 
         // The settings a resume would use, read from the real store (the cwd of a run smol-wf
         // started is recorded in its events), so the copy names its steps the same way.
@@ -552,15 +653,20 @@ impl Engine {
         copy.workflow.provider = Some(settings.provider);
         // Two independent evaluations, side by side: the check costs a core, not the time of
         // another replay.
-        let recorded = Arc::new(RecordedRun::new(&steps, &ledger));
+        let recorded = Arc::new(RecordedRun::new(run_id, &steps, &ledger, &owners));
         let (first, second) = tokio::join!(
             self.replay_once(&copy, &steps, &recorded, &source),
             self.replay_once(&copy, &steps, &recorded, &source)
         );
         let (first, second) = (first?, second?);
         let (mut report, first_calls) = first;
-        let second_calls = second.1;
-        if first_calls != second_calls || report != second.0 {
+        let (other, second_calls) = second;
+        let ending = |report: &ReplayReport| match (&report.result, &report.error) {
+            (Some(result), _) => format!("result {result}"),
+            (None, Some(error)) => format!("failure {error}"),
+            (None, None) => "a stop".to_owned(),
+        };
+        if first_calls != second_calls {
             let index = first_calls
                 .iter()
                 .zip(&second_calls)
@@ -570,6 +676,12 @@ impl Engine {
                 index,
                 first: first_calls.get(index).cloned(),
                 second: second_calls.get(index).cloned(),
+            };
+        } else if (&report.result, &report.error) != (&other.result, &other.error) {
+            report.verdict = ReplayVerdict::NonDeterministic {
+                index: first_calls.len(),
+                first: Some(ending(&report)),
+                second: Some(ending(&other)),
             };
         }
         report.run_id = run.run_id;
@@ -596,11 +708,9 @@ impl Engine {
         new_run.task_id = run.task_id.clone();
         new_run.run_id = run.run_id.clone();
         new_run.budget_total = run.budget_total;
-        new_run.steps = steps
-            .iter()
-            .filter(|step| step.state == State::Completed)
-            .cloned()
-            .collect();
+        // Every step as recorded: completed ones replay, failed ones answer with their failure,
+        // the others end the recording (see `RunScope::claim`).
+        new_run.steps = steps.to_vec();
         let created = shared.store.create_run(new_run).await?;
         let overrides = ResumeOptions {
             replay: Some(Arc::clone(&recorder)),

@@ -26,6 +26,7 @@ macro_rules! __engine_fork_cases {
             a_replay_calls_no_provider_and_writes_nothing,
             a_replay_reports_diverging_longer_and_shorter_scripts,
             a_replay_reports_a_non_deterministic_script,
+            a_replay_follows_the_run_through_caught_failures_and_unfinished_ends,
             a_resume_that_leaves_completed_steps_unreached_warns
         );
     };
@@ -568,7 +569,7 @@ pub async fn a_replay_calls_no_provider_and_writes_nothing(fixture: Fixture) {
     );
     assert_eq!(provider.call_count(), calls, "no provider call");
     assert_eq!(snapshot(store, &source).await, before, "no write");
-    // A run that failed at `b`: the replay stops where the run did, and that is identical.
+    // A run that failed at `b`: the replayed `b` fails as it did, and so does the script.
     let scripts = scripts.workflow("flows/failing.mjs", |ctx| async move {
         ctx.agent("a", Value::Null).await?;
         Ok(ctx.agent("b", Value::Null).await?)
@@ -594,17 +595,38 @@ pub async fn a_replay_calls_no_provider_and_writes_nothing(fixture: Fixture) {
         .await
         .expect("replay");
     assert_eq!(report.verdict, ReplayVerdict::Identical, "{report:?}");
-    let stopped = report.stopped_at.expect("where the run stopped");
-    assert_eq!((stopped.number, stopped.state), (2, State::Failed));
+    assert_eq!((report.replayed, &report.stopped_at), (2, &None));
+    let error = report.error.clone().expect("the script failed");
+    assert!(error.contains("scripted failure"), "{error}");
     assert_eq!(provider.call_count(), 2);
+    // The script fixed to catch that failure now completes: another ending than the run's.
+    let scripts = scripts.workflow("flows/failing.mjs", |ctx| async move {
+        ctx.agent("a", Value::Null).await?;
+        Ok(json!(ctx.agent("b", Value::Null).await.is_err()))
+    });
+    let report = engine
+        .replay(&failed, ReplayOptions::new())
+        .await
+        .expect("replay");
+    match &report.verdict {
+        ReplayVerdict::Diverged(divergence) => assert!(
+            matches!(&divergence.reason, DivergenceReason::Completed { replayed, .. } if *replayed == json!(true)),
+            "{divergence:?}"
+        ),
+        other => panic!("expected a divergence, got {other:?}"),
+    }
     // A run whose budget refused its second call (no step was written for it): the replay
     // refuses it again, from the replayed spending, and ends as the run did.
+    let scripts = scripts.workflow("flows/two_calls.mjs", |ctx| async move {
+        ctx.agent("a", Value::Null).await?;
+        Ok(ctx.agent("b", Value::Null).await?)
+    });
     let provider = Arc::new(ScriptedProvider::new("scripted").with_usage(Usage::tokens(1, 4)));
     let engine = builder(&fixture, &scripts, &provider)
         .build()
         .expect("engine");
     let spent = engine
-        .start(RunRequest::new(scripts.source("flows/failing.mjs"), json!({})).budget_total(4))
+        .start(RunRequest::new(scripts.source("flows/two_calls.mjs"), json!({})).budget_total(4))
         .await
         .expect("start");
     let spent_id = spent.run_id().to_owned();
@@ -799,4 +821,109 @@ pub async fn a_resume_that_leaves_completed_steps_unreached_warns(fixture: Fixtu
     assert_eq!(warnings[0].data["first"]["number"], json!(1));
     assert_eq!(warnings[0].data["first"]["kind"], json!("agent"));
     drop(scripts);
+}
+
+/// A failure the script caught replays as the same rejection, so the script goes on as it did;
+/// a completed run whose edited script now fails at its end diverges; a run stopped while one
+/// parallel branch was in flight and another had completed replays identically to that point;
+/// and an unfinished run's script replays up to the first call it had not made yet.
+pub async fn a_replay_follows_the_run_through_caught_failures_and_unfinished_ends(
+    fixture: Fixture,
+) {
+    let scripts = ScriptedEngine::new()
+        .workflow("caught.mjs", |ctx| async move {
+            let failed = ctx.agent("flaky", Value::Null).await.is_err();
+            let after = ctx.agent("after", Value::Null).await?;
+            Ok(json!([failed, after]))
+        })
+        .workflow("caught_then_throws.mjs", |ctx| async move {
+            let failed = ctx.agent("flaky", Value::Null).await.is_err();
+            ctx.agent("after", Value::Null).await?;
+            let _ = failed;
+            Err(ScriptError::thrown("broken at the end"))
+        })
+        .workflow("parallel.mjs", |ctx| async move {
+            let calls = vec![
+                ctx.agent("slow", Value::Null),
+                ctx.agent("quick", Value::Null),
+            ];
+            let answers = futures::future::try_join_all(calls).await?;
+            Ok(json!(answers))
+        });
+    let provider = Arc::new(
+        ScriptedProvider::new("scripted")
+            .fail_first("flaky", 1, ProviderErrorKind::Terminal, None)
+            .with_delay("slow", Duration::from_secs(30)),
+    );
+    let engine = builder(&fixture, &scripts, &provider)
+        .build()
+        .expect("engine");
+    let caught = engine
+        .run(scripts.source("caught.mjs"), json!({}))
+        .await
+        .expect("run");
+    assert_eq!(caught.result, json!([true, "echo: after"]));
+    let report = engine
+        .replay(&caught.run_id, ReplayOptions::new())
+        .await
+        .expect("replay");
+    assert_eq!(report.verdict, ReplayVerdict::Identical, "{report:?}");
+    assert_eq!(report.replayed, 2);
+    let report = engine
+        .replay(
+            &caught.run_id,
+            ReplayOptions::new().source(scripts.source("caught_then_throws.mjs")),
+        )
+        .await
+        .expect("replay");
+    match &report.verdict {
+        ReplayVerdict::Diverged(divergence) => assert!(
+            matches!(&divergence.reason, DivergenceReason::Failed { message } if message.contains("broken at the end")),
+            "{divergence:?}"
+        ),
+        other => panic!("expected a divergence, got {other:?}"),
+    }
+    // Cancelled while `slow` ran and `quick` had completed.
+    let handle = engine
+        .start(RunRequest::new(scripts.source("parallel.mjs"), json!({})))
+        .await
+        .expect("start");
+    let stopped = handle.run_id().to_owned();
+    wait_for_steps(fixture.store.as_ref(), &stopped, 2).await;
+    for _ in 0..1_000 {
+        let steps = steps(fixture.store.as_ref(), &stopped).await;
+        if steps.iter().any(|step| step.state == State::Completed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    engine.cancel(&stopped).await.expect("cancel");
+    let _ = handle.join().await;
+    let report = engine
+        .replay(&stopped, ReplayOptions::new())
+        .await
+        .expect("replay");
+    assert_eq!(report.verdict, ReplayVerdict::Identical, "{report:?}");
+    assert_eq!(report.stopped_at.expect("the step in flight").number, 1);
+    // A run nobody has executed yet: its script goes beyond the (empty) recording without
+    // diverging.
+    let submitted = engine
+        .submit(
+            RunRequest::new(scripts.source("caught.mjs"), json!({})),
+            SubmitOptions::default(),
+        )
+        .await
+        .expect("submit");
+    let report = engine
+        .replay(&submitted.run_id, ReplayOptions::new())
+        .await
+        .expect("replay");
+    assert_eq!(report.verdict, ReplayVerdict::Identical, "{report:?}");
+    let beyond = report.beyond_recording.expect("where it stopped");
+    assert_eq!(beyond.signature["prompt"], json!("flaky"));
+    assert_eq!(
+        provider.calls_for("after"),
+        1,
+        "no replay called the provider"
+    );
 }

@@ -13,7 +13,7 @@ use crate::engine::context::HeldStep;
 use crate::engine::steps::{acquire_step, Acquired, KnownRow, StepClaim};
 use crate::script::{HostError, HostErrorKind};
 use crate::store::{FailStep, LedgerEntry, State, StepCas, StepKind, StepRecord};
-use crate::StepSignature;
+use crate::{Error, StepSignature};
 
 impl RunScope {
     /// What the preload says about a checkpoint. The row is taken out: a checkpoint asked for
@@ -93,28 +93,43 @@ impl RunScope {
     ) -> Result<Claimed, HostError> {
         let mut known = self.take_known(checkpoint);
         if let Some(replay) = &self.ctx.settings.replay {
+            let stop = || {
+                replay.stop(&kind, checkpoint, &signature.json);
+                self.ctx.request_cancel();
+                cancelled()
+            };
             match &known {
-                KnownRow::Row(row)
-                    if row.state == State::Completed
-                        && row.input_signature_json == signature.json =>
-                {
-                    self.ctx.add_spent(replay.replayed(&row.step_id));
+                KnownRow::Row(row) if row.input_signature_json == signature.json => {
+                    match row.state {
+                        State::Completed => self.ctx.add_spent(replay.replayed(&row.step_id)),
+                        // The call failed in the run, and the script went on from that
+                        // rejection: it gets the same one.
+                        State::Failed
+                            if matches!(
+                                kind,
+                                StepKind::Agent | StepKind::Workflow | StepKind::Signal
+                            ) =>
+                        {
+                            self.ctx.add_spent(replay.replayed(&row.step_id));
+                            return Err(self.recorded_failure(&kind, row));
+                        }
+                        _ => return Err(stop()),
+                    }
                 }
                 // smol-wf ran child workflows inline, so its runs recorded no workflow step:
                 // the child (whose calls replay from the root's steps) is let run.
                 KnownRow::Absent | KnownRow::Unknown
                     if kind == StepKind::Workflow
                         && self.ctx.settings.step_identity == StepIdentity::SmolWf => {}
-                _ => {
+                KnownRow::Absent => {
                     // A call the run refused before it became a step (its budget was spent)
                     // is refused again, as it was; any other call would have to run.
                     if let Some(prompt_bytes) = agent_prompt_bytes {
                         self.admit_agent(prompt_bytes)?;
                     }
-                    replay.stop(&kind, checkpoint, &signature.json);
-                    self.ctx.request_cancel();
-                    return Err(cancelled());
+                    return Err(stop());
                 }
+                _ => return Err(stop()),
             }
         }
         loop {
@@ -208,6 +223,17 @@ impl RunScope {
         let row = take_completed(steps.get_mut(legacy))?;
         drop(steps);
         self.replayed_from_preload(row)
+    }
+
+    /// The rejection a step recorded as failed stands for, as the script saw it then.
+    fn recorded_failure(&self, kind: &StepKind, row: &StepRecord) -> HostError {
+        let error = Error::from_failure_reason(row.failure_reason.as_ref().unwrap_or(&Value::Null));
+        let host_kind = match kind {
+            StepKind::Workflow => HostErrorKind::Workflow,
+            StepKind::Signal => HostErrorKind::Invalid,
+            _ => HostErrorKind::Provider,
+        };
+        self.ctx.reject(host_kind, error.to_string(), error)
     }
 
     /// A completed row taken from a preload under another name than the call's: in an

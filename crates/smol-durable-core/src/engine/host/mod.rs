@@ -48,6 +48,9 @@ pub(crate) struct RunScope {
     /// workflows inline, so their calls' steps are the root run's, named in its scope and
     /// numbered with its occurrence counter; a call of this child finds its smol-wf step there.
     inline_in: Option<Arc<RunScope>>,
+    /// Where the call being dispatched was made (an offline replay reports it); each scope's
+    /// script runs on its own thread, so its own slot.
+    call_site: Mutex<Option<CallSite>>,
 }
 
 /// The [`WorkflowHost`] handed to the script engine.
@@ -136,6 +139,7 @@ impl RunScope {
             occurrences: Mutex::new(OccurrenceCounter::default()),
             known_steps: Mutex::new(known_steps),
             inline_in,
+            call_site: Mutex::new(None),
         }))
     }
 
@@ -158,7 +162,8 @@ impl RunScope {
             Err(poisoned) => poisoned.into_inner().next(&base),
         };
         if let Some(replay) = &self.ctx.settings.replay {
-            replay.named(&checkpoint);
+            let site = self.call_site.lock().ok().and_then(|site| site.clone());
+            replay.named(&checkpoint, site);
         }
         checkpoint
     }
@@ -193,13 +198,17 @@ impl RunScope {
 
 impl WorkflowHost for RunHost {
     fn call_at(&self, request: HostRequest, site: Option<CallSite>) -> HostFuture {
-        if let Some(replay) = &self.0.ctx.settings.replay {
-            replay.calling(site);
+        if let Ok(mut slot) = self.0.call_site.lock() {
+            *slot = site;
         }
         self.call(request)
     }
 
     fn wants_call_sites(&self) -> bool {
+        self.0.ctx.settings.replay.is_some()
+    }
+
+    fn answers_at_once(&self) -> bool {
         self.0.ctx.settings.replay.is_some()
     }
 
