@@ -3,7 +3,7 @@
 //! use, and what other stores are compared against. (Long, but one thing: the whole contract
 //! implemented on plain maps, read top to bottom beside the trait.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -303,6 +303,25 @@ impl DurableStore for MemoryStore {
                 "create_run",
                 format!("task {} or run {} already exists", new.task_id, new.run_id),
             ));
+        }
+        // What the SQL stores' keys refuse: a step of another run, a step id or name taken.
+        let (mut ids, mut names) = (HashSet::new(), HashSet::new());
+        for step in &new.steps {
+            let taken = step.run_id != new.run_id
+                || step.root_run_id != new.run_id
+                || tables.steps.contains_key(&step.step_id)
+                || !ids.insert(&step.step_id)
+                || !names.insert(&step.checkpoint_name);
+            if taken {
+                return Err(StoreError::new(
+                    StoreErrorKind::Conflict,
+                    "create_run",
+                    format!(
+                        "step {} ({}) cannot be stored with run {}",
+                        step.step_id, step.checkpoint_name, new.run_id
+                    ),
+                ));
+            }
         }
         let task = TaskRecord {
             task_id: new.task_id.clone(),

@@ -435,4 +435,18 @@ pub async fn a_run_is_created_with_the_steps_and_ledger_rows_it_carries(fixture:
         0,
         "copied rows are not spent"
     );
+    // Two steps with one name cannot be stored: nothing of the run is.
+    let mut bad = NewRun::new(ClaimScope::Local, OWNER, WorkflowInfo::new(), json!({}), 60);
+    let bad_id = bad.run_id.clone();
+    bad.steps = (0..2)
+        .map(|_| StepRecord {
+            step_id: smol_durable_core::new_id("step"),
+            run_id: bad_id.clone(),
+            root_run_id: bad_id.clone(),
+            checkpoint_name: "step:sig_same".into(),
+            ..expected[0].clone()
+        })
+        .collect();
+    assert!(store.create_run(bad).await.is_err());
+    assert_eq!(store.get_run(&bad_id).await.expect("get_run"), None);
 }
