@@ -182,7 +182,9 @@ impl Engine {
         request.provider = options
             .provider
             .or_else(|| run.workflow.provider.clone())
-            .or(Some(settings.provider));
+            .or(Some(settings.provider))
+            // A submitter engine has no default: the worker's then runs the fork.
+            .filter(|name| !name.is_empty());
         request.cwd = settings.cwd;
         request.max_parallel_agents = run.workflow.max_parallel_agents;
         let mut new_run = self.new_run(&request, scope).await?;
