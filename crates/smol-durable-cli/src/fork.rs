@@ -21,7 +21,9 @@ pub async fn fork(
     workflow_args: WorkflowArgs,
     invocation: &Invocation<'_>,
 ) -> anyhow::Result<Outcome> {
+    // By run id, or by task id (its root run).
     let source_run = engine.status(&options.run_id).await?.run;
+    let source_id = source_run.run_id.as_str();
     let mut fork = ForkOptions::new();
     if let Some(point) = &options.before_step {
         let point: ForkPoint = point.parse().unwrap_or_else(|never| match never {});
@@ -39,9 +41,8 @@ pub async fn fork(
             Value::Object(args) => args.clone(),
             Value::Null => serde_json::Map::new(),
             other => anyhow::bail!(
-                "run {} was started with arguments that are not an object ({other}); \
-                 --args-<name> cannot be laid over them",
-                options.run_id
+                "run {source_id} was started with arguments that are not an object \
+                 ({other}); --args-<name> cannot be laid over them"
             ),
         };
         args.extend(given);
@@ -58,7 +59,7 @@ pub async fn fork(
     }
     if options.submit {
         let submitted = engine
-            .submit_fork(&options.run_id, fork, SubmitOptions::new())
+            .submit_fork(source_id, fork, SubmitOptions::new())
             .await?;
         outln!(
             "{}",
@@ -66,13 +67,13 @@ pub async fn fork(
                 "runID": submitted.run_id,
                 "taskId": submitted.task_id,
                 "state": submitted.state.as_str(),
-                "forkedFrom": options.run_id,
+                "forkedFrom": source_id,
             }))
         );
         return Ok(Outcome::Success);
     }
     let signals = Signals::new()?;
-    let handle = engine.fork(&options.run_id, fork).await?;
+    let handle = engine.fork(source_id, fork).await?;
     let run_id = handle.run_id().to_owned();
     let copied = engine
         .status(&run_id)
@@ -81,8 +82,7 @@ pub async fn fork(
         .and_then(|status| status.run.workflow.forked_from)
         .map_or(0, |origin| origin.copied_steps);
     errln!(
-        "note: run {run_id} forked from {} with {copied} completed step{} copied",
-        options.run_id,
+        "note: run {run_id} forked from {source_id} with {copied} completed step{} copied",
         if copied == 1 { "" } else { "s" }
     );
     let script = match (&options.script, &source_run.workflow.script_path) {
