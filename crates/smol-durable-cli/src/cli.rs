@@ -93,6 +93,9 @@ pub enum Command {
     /// agent call, no write. Exit 0 when the script replays the run exactly; 1 at the first
     /// divergence (the call it makes now beside the recorded one) or when two replays differ.
     Replay(ReplayArgs),
+    /// Serve a local web inspector of the runs (server-rendered pages and a JSON API) until
+    /// SIGINT; prints its URL.
+    Ui(UiArgs),
     /// Print a run's stored events as JSON lines.
     Events {
         /// The run.
@@ -288,6 +291,18 @@ pub struct ForkArgs {
     /// Save every agent call's full result as DIR/<run_id>/<step_id>.json (DIR must exist).
     #[arg(long, value_name = "DIR", value_parser = existing_directory, conflicts_with = "submit")]
     pub save_raw_sessions: Option<PathBuf>,
+}
+
+/// `ui`'s options.
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Where to listen. Any address but loopback needs a token.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8719")]
+    pub listen: std::net::SocketAddr,
+    /// The token every request must carry (`?token=` or `Authorization: Bearer`); generated
+    /// and printed with the URL when the address is not loopback and none is given.
+    #[arg(long, value_name = "TOKEN", env = "SMOL_DURABLE_UI_TOKEN")]
+    pub token: Option<String>,
 }
 
 /// `replay`'s options.
