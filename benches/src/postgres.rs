@@ -254,12 +254,7 @@ async fn replay(url: String, steps: u64) -> anyhow::Result<Outcome> {
     let store = store(&url).await?;
     // The same steps, without the failure at the end that stopped the setup run.
     let engine = engine(&store, &bench_scripts(false))?;
-    let run = engine
-        .list_runs(&RunFilter::default())
-        .await?
-        .into_iter()
-        .next()
-        .context("setup run")?;
+    let run = crate::setup_run(&engine).await?;
     let started = Instant::now();
     let output = engine
         .resume(&run.run_id, ResumeOptions::new())
@@ -279,12 +274,7 @@ async fn replay(url: String, steps: u64) -> anyhow::Result<Outcome> {
 async fn offline_replay(url: String, steps: u64) -> anyhow::Result<Outcome> {
     let store = store(&url).await?;
     let engine = engine(&store, &bench_scripts(true))?;
-    let run = engine
-        .list_runs(&RunFilter::default())
-        .await?
-        .into_iter()
-        .next()
-        .context("setup run")?;
+    let run = crate::setup_run(&engine).await?;
     let started = Instant::now();
     let report = engine
         .replay(&run.run_id, smol_durable_core::ReplayOptions::new())
@@ -297,44 +287,11 @@ async fn offline_replay(url: String, steps: u64) -> anyhow::Result<Outcome> {
     Ok(Outcome::all_timed(steps, elapsed))
 }
 
-/// Forks a failed run of `steps` steps before its last tenth: from the request to the fork's
-/// first live call (the copies written with the fork's creation, then replayed).
+/// Forks a failed run of `steps` steps before its last tenth (see [`crate::fork_ninety`]).
 async fn fork_ninety(url: String, steps: u64) -> anyhow::Result<Outcome> {
     let store = store(&url).await?;
-    let first_call = Arc::new(std::sync::OnceLock::new());
-    let seen = Arc::clone(&first_call);
-    let provider = ScriptedProvider::new("bench").on_call(move |_| {
-        let _ = seen.set(Instant::now());
-    });
-    let engine = Engine::builder()
-        .store(Arc::new(store.clone()) as Arc<dyn DurableStore>)
-        .script_engine(Arc::new(bench_scripts(false)))
-        .provider(Arc::new(provider))
-        .build()?;
-    let run = engine
-        .list_runs(&RunFilter::default())
-        .await?
-        .into_iter()
-        .next()
-        .context("setup run")?;
-    let copied = crate::ninety_percent(steps);
-    let point = smol_durable_core::ForkPoint::Step(u32::try_from(copied + 1)?);
-    let started = Instant::now();
-    let handle = engine
-        .fork(
-            &run.run_id,
-            smol_durable_core::ForkOptions::new().before_step(point),
-        )
-        .await?;
-    while first_call.get().is_none() {
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let elapsed = first_call
-        .get()
-        .map(|at| at.duration_since(started))
-        .context("first call")?;
-    engine.cancel(handle.run_id()).await?;
-    let _ = handle.join().await;
+    let shared: Arc<dyn DurableStore> = Arc::new(store.clone());
+    let (copied, elapsed) = crate::fork_ninety(shared, &bench_scripts(false), steps).await?;
     store.pool().close().await;
     Ok(Outcome::all_timed(copied, elapsed))
 }

@@ -400,19 +400,15 @@ impl ScriptEngine for IsolatedEngine {
                             // An answer ready at once (a replay from memory, a validation
                             // error) goes back before the next call is read, as the in-process
                             // engine answers it: the script then sees answers in call order.
-                            let waker = futures::task::noop_waker();
-                            let mut context = std::task::Context::from_waker(&waker);
-                            match call.as_mut().poll(&mut context) {
-                                std::task::Poll::Ready(result) => {
+                            match crate::runtime::answer_now(&mut call) {
+                                Some(result) => {
                                     let _ = answers.send(ToChild::Answer {
                                         id,
                                         result,
                                         budget: host.budget(),
                                     });
                                 }
-                                std::task::Poll::Pending => {
-                                    in_flight.push(async move { (id, call.await) });
-                                }
+                                None => in_flight.push(async move { (id, call.await) }),
                             }
                         }
                         Ok(FromChild::Done { result }) => {

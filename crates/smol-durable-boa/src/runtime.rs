@@ -398,9 +398,7 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
         }
         // A host that can answer at once (validation errors, replays from memory) is answered
         // here, without a round trip to the async side.
-        let waker = futures::task::noop_waker();
-        let mut poll_context = std::task::Context::from_waker(&waker);
-        if let std::task::Poll::Ready(result) = future.as_mut().poll(&mut poll_context) {
+        if let Some(result) = answer_now(&mut future) {
             return Sent::Answered(result);
         }
         let id = state.next_id;
@@ -431,6 +429,17 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
                 .call(&JsValue::undefined(), &[error.into()], ctx)?;
             Ok(promise.into())
         }
+    }
+}
+
+/// The answer of a host call that is ready at its first poll (a validation error, a replay
+/// from memory), taken without waiting; `None` leaves the call to be driven.
+pub(crate) fn answer_now(call: &mut HostFuture) -> Option<Result<Value, HostError>> {
+    let waker = futures::task::noop_waker();
+    let mut context = std::task::Context::from_waker(&waker);
+    match call.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(result) => Some(result),
+        std::task::Poll::Pending => None,
     }
 }
 

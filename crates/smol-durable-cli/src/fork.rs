@@ -3,13 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use serde_json::{json, Value};
-use smol_durable_core::{Engine, ForkOptions, ForkPoint, SubmitOptions, WorkflowSource};
+use smol_durable_core::{Engine, ForkOptions, ForkPoint, SubmitOptions};
 
 use crate::cli::ForkArgs;
 use crate::output::{errln, outln, pretty};
-use crate::run::{resume_command, signal_command, Watch};
+use crate::run::{read_workflow, resume_command, signal_command, Watch};
 use crate::stop_signals::Signals;
 use crate::workflow_args::WorkflowArgs;
 use crate::{Invocation, Outcome};
@@ -30,9 +29,7 @@ pub async fn fork(
         fork = fork.before_step(point);
     }
     if let Some(script) = &options.script {
-        let source = WorkflowSource::from_file(script)
-            .with_context(|| format!("cannot read workflow {}", script.display()))?;
-        fork = fork.source(source);
+        fork = fork.source(read_workflow(script)?);
     }
     let given = workflow_args.read()?;
     if !given.is_empty() {

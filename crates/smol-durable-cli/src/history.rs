@@ -539,11 +539,7 @@ impl RunView {
         for run_id in &scope {
             steps.extend(store.load_steps(run_id).await?);
         }
-        steps.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.step_id.cmp(&b.step_id))
-        });
+        steps.sort_by(StepRecord::reached_order);
         let ledger = store
             .ledger_entries(&run.root_run_id)
             .await?

@@ -1,19 +1,17 @@
 //! `replay`: a run's script evaluated offline against the run's recorded steps.
 
-use anyhow::Context;
-use smol_durable_core::{Engine, RecordedStep, ReplayOptions, ReplayVerdict, WorkflowSource};
+use smol_durable_core::{Engine, RecordedStep, ReplayOptions, ReplayVerdict};
 
 use crate::cli::{Format, ReplayArgs};
 use crate::output::{outln, pretty};
+use crate::run::read_workflow;
 use crate::Outcome;
 
 /// `replay RUN [--script FILE]`: exit 0 when the script replays the run exactly, else 1.
 pub async fn replay(engine: &Engine, options: &ReplayArgs) -> anyhow::Result<Outcome> {
     let mut replay = ReplayOptions::new();
     if let Some(script) = &options.script {
-        let source = WorkflowSource::from_file(script)
-            .with_context(|| format!("cannot read workflow {}", script.display()))?;
-        replay = replay.source(source);
+        replay = replay.source(read_workflow(script)?);
     }
     let report = engine.replay(&options.run_id, replay).await?;
     if options.output == Some(Format::Json) {

@@ -20,14 +20,19 @@ use crate::{Invocation, Outcome};
 /// smol-wf's words when a run is asked to stop.
 const CANCELLING: &str = "cancellation requested; finishing in-flight session export if needed...";
 
+/// A workflow script given on the command line.
+pub(crate) fn read_workflow(path: &Path) -> anyhow::Result<WorkflowSource> {
+    WorkflowSource::from_file(path)
+        .with_context(|| format!("cannot read workflow {}", path.display()))
+}
+
 /// The script, checked options and arguments of a new run (`run` and `submit`).
 fn new_run_request(
     options: &NewRunArgs,
     provider: &str,
     args: Map<String, Value>,
 ) -> anyhow::Result<RunRequest> {
-    let source = WorkflowSource::from_file(&options.script)
-        .with_context(|| format!("cannot read workflow {}", options.script.display()))?;
+    let source = read_workflow(&options.script)?;
     let cwd = std::env::current_dir()
         .map(|dir| dir.display().to_string())
         .unwrap_or_default();

@@ -120,12 +120,7 @@ impl Engine {
         self.shared.check_executes()?;
         let planned = self.plan_fork(run_id, options, ClaimScope::Local).await?;
         if let Some(name) = &planned.new_run.workflow.provider {
-            if self.shared.provider(name).is_none() {
-                return Err(Error::InvalidRequest(format!(
-                    "unknown agent provider {name:?}; registered providers: {}",
-                    self.shared.provider_names().join(", ")
-                )));
-            }
+            self.shared.check_provider(name)?;
         }
         let created = self.shared.store.create_run(planned.new_run).await?;
         self.shared
@@ -159,18 +154,15 @@ impl Engine {
         scope: ClaimScope,
     ) -> Result<PlannedFork, Error> {
         let store = &self.shared.store;
-        let run = self.get_run(run_id).await?;
-        if !run.is_root() {
-            return Err(Error::InvalidRequest(format!(
-                "{run_id} is a child run: forking inside a child workflow is not supported; fork \
-                 its root run {} (a copied child step keeps the child's result)",
-                run.root_run_id
-            )));
-        }
-        let source = match options.source {
-            Some(source) => source,
-            None => self.stored_source(&run).await?,
-        };
+        let run = self
+            .get_root_run(
+                run_id,
+                "fork",
+                ": forking inside a child workflow is not supported (a copied child step keeps \
+                 the child's result)",
+            )
+            .await?;
+        let source = self.source_or_stored(options.source, &run).await?;
         // Steps first, then the ledger: a step's ledger rows commit with its completion, so
         // every completed step read here has its rows in the later read.
         let steps = store.load_steps(run_id).await?;

@@ -63,13 +63,9 @@ impl Engine {
     async fn start_run(&self, request: RunRequest) -> Result<RunHandle, RunError> {
         let before = |error: Error| RunError::new(None, error);
         self.shared.check_executes().map_err(before)?;
-        let provider = self.run_provider(&request);
-        if self.shared.provider(&provider).is_none() {
-            return Err(before(Error::InvalidRequest(format!(
-                "unknown agent provider {provider:?}; registered providers: {}",
-                self.shared.provider_names().join(", ")
-            ))));
-        }
+        self.shared
+            .check_provider(&self.run_provider(&request))
+            .map_err(before)?;
         let new_run = self
             .new_run(&request, ClaimScope::Local)
             .await
@@ -152,20 +148,11 @@ impl Engine {
     pub async fn resume(&self, run_id: &str, options: ResumeOptions) -> Result<RunHandle, Error> {
         self.shared.check_executes()?;
         self.register_owner().await?;
-        let run = self.get_run(run_id).await?;
-        if !run.is_root() {
-            return Err(Error::InvalidRequest(format!(
-                "{run_id} is a child run; resume its root run {}",
-                run.root_run_id
-            )));
-        }
+        let run = self.get_root_run(run_id, "resume", "").await?;
         if run.state == State::Completed {
             return self.completed_handle(run).await;
         }
-        let source = match options.source.clone() {
-            Some(source) => source,
-            None => self.stored_source(&run).await?,
-        };
+        let source = self.source_or_stored(options.source.clone(), &run).await?;
         self.shared.launch(run, source, Some(options), true).await
     }
 
@@ -304,6 +291,36 @@ impl Engine {
             })
             .await?;
         Ok(())
+    }
+
+    /// A root run, for the operation `action` names; a child run is refused, naming its root,
+    /// with `why` after.
+    pub(super) async fn get_root_run(
+        &self,
+        run_id: &str,
+        action: &str,
+        why: &str,
+    ) -> Result<RunRecord, Error> {
+        let run = self.get_run(run_id).await?;
+        if !run.is_root() {
+            return Err(Error::InvalidRequest(format!(
+                "{run_id} is a child run; {action} its root run {}{why}",
+                run.root_run_id
+            )));
+        }
+        Ok(run)
+    }
+
+    /// `given`, else the run's own script ([`stored_source`](Self::stored_source)).
+    pub(super) async fn source_or_stored(
+        &self,
+        given: Option<WorkflowSource>,
+        run: &RunRecord,
+    ) -> Result<WorkflowSource, Error> {
+        match given {
+            Some(source) => Ok(source),
+            None => self.stored_source(run).await,
+        }
     }
 
     /// The script of a stored run: re-read from its path so a fixed script can continue a

@@ -626,17 +626,8 @@ impl Engine {
         options: ReplayOptions,
     ) -> Result<ReplayReport, Error> {
         self.shared.check_executes()?;
-        let run = self.get_run(run_id).await?;
-        if !run.is_root() {
-            return Err(Error::InvalidRequest(format!(
-                "{run_id} is a child run; replay its root run {}",
-                run.root_run_id
-            )));
-        }
-        let source = match options.source {
-            Some(source) => source,
-            None => self.stored_source(&run).await?,
-        };
+        let run = self.get_root_run(run_id, "replay", "").await?;
+        let source = self.source_or_stored(options.source, &run).await?;
         let steps = self.shared.store.load_steps(run_id).await?;
         // What each step cost, so `budget.spent()` grows as it did in an attempt that ran
         // from the top.

@@ -65,4 +65,15 @@ impl EngineShared {
     pub fn provider_names(&self) -> Vec<String> {
         self.providers.keys().cloned().collect()
     }
+
+    /// Refuses a default provider this engine does not have, before a run is created with it.
+    pub fn check_provider(&self, name: &str) -> Result<(), crate::Error> {
+        if self.provider(name).is_some() {
+            return Ok(());
+        }
+        Err(crate::Error::InvalidRequest(format!(
+            "unknown agent provider {name:?}; registered providers: {}",
+            self.provider_names().join(", ")
+        )))
+    }
 }

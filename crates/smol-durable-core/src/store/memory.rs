@@ -593,11 +593,7 @@ impl DurableStore for MemoryStore {
             .filter(|step| step.run_id == run_id)
             .cloned()
             .collect();
-        steps.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.step_id.cmp(&b.step_id))
-        });
+        steps.sort_by(StepRecord::reached_order);
         Ok(steps)
     }
 
@@ -949,11 +945,7 @@ impl StoreAdmin for MemoryStore {
             .filter(|(_, run)| !run.state.is_terminal())
             .map(|(step, _)| step.clone())
             .collect();
-        waits.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.step_id.cmp(&b.step_id))
-        });
+        waits.sort_by(StepRecord::reached_order);
         if let Some(limit) = filter.limit {
             waits.truncate(limit);
         }

@@ -358,6 +358,17 @@ pub struct StepRecord {
     pub updated_at: i64,
 }
 
+impl StepRecord {
+    /// The order a run reached its steps: creation time, then id (ids made in one process
+    /// increase, so a tie in the millisecond keeps the order they were made). `load_steps`
+    /// returns steps in it, `history` numbers them by it, and a fork point counts by it.
+    pub fn reached_order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        a.created_at
+            .cmp(&b.created_at)
+            .then_with(|| a.step_id.cmp(&b.step_id))
+    }
+}
+
 /// A row of `sw_workflow_signals`: one signal in a run's mailbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SignalRecord {

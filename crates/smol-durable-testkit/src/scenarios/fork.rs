@@ -109,6 +109,30 @@ async fn fork_and_join(engine: &Engine, run_id: &str, options: ForkOptions) -> (
     (fork_id, output.result)
 }
 
+/// Forks `source` before step `point`, answers the fork's wait for `go` with `answer`, and
+/// returns the fork's id and result.
+async fn fork_answering(
+    engine: &Engine,
+    source: &str,
+    point: u32,
+    answer: Value,
+) -> (String, Value) {
+    let handle = engine
+        .fork(
+            source,
+            ForkOptions::new().before_step(ForkPoint::Step(point)),
+        )
+        .await
+        .expect("fork");
+    let fork_id = handle.run_id().to_owned();
+    engine
+        .signal(&fork_id, "go", answer, SignalOptions::default())
+        .await
+        .expect("signal");
+    let output = handle.join().await.expect("fork completes");
+    (fork_id, output.result)
+}
+
 /// A fork before step 3 starts with copies of steps 1 and 2 (same names and results, in the
 /// same order, billed as copied and not spent), runs the rest live, records its lineage, and
 /// leaves the source run as it was.
@@ -268,49 +292,19 @@ pub async fn a_fork_at_each_kind_of_step_keeps_what_came_before(fixture: Fixture
     .await;
     assert_eq!(sent().await, 2);
     // Before the wait: the fork waits for its own signal.
-    let handle = engine
-        .fork(&source, ForkOptions::new().before_step(ForkPoint::Step(4)))
-        .await
-        .expect("fork");
-    let waiting = handle.run_id().to_owned();
-    engine
-        .signal(&waiting, "go", json!("again"), SignalOptions::default())
-        .await
-        .expect("signal");
-    let output = handle.join().await.expect("fork completes");
-    assert_eq!(output.result["go"], json!("again"));
+    let (_, result) = fork_answering(&engine, &source, 4, json!("again")).await;
+    assert_eq!(result["go"], json!("again"));
     assert_eq!(
         provider.calls_for("inner"),
         1,
         "the copied child step is kept"
     );
     // Before the child: the child runs again, under a new child run.
-    let handle = engine
-        .fork(&source, ForkOptions::new().before_step(ForkPoint::Step(3)))
-        .await
-        .expect("fork");
-    let again = handle.run_id().to_owned();
-    engine
-        .signal(&again, "go", json!(1), SignalOptions::default())
-        .await
-        .expect("signal");
-    handle.join().await.expect("fork completes");
+    fork_answering(&engine, &source, 3, json!(1)).await;
     assert_eq!(provider.calls_for("inner"), 2);
     // Before the sleep and before the first call: one copy, then none.
     for (point, copies) in [(2, 1), (1, 0)] {
-        let handle = engine
-            .fork(
-                &source,
-                ForkOptions::new().before_step(ForkPoint::Step(point)),
-            )
-            .await
-            .expect("fork");
-        let fork_id = handle.run_id().to_owned();
-        engine
-            .signal(&fork_id, "go", json!(1), SignalOptions::default())
-            .await
-            .expect("signal");
-        handle.join().await.expect("fork completes");
+        let (fork_id, _) = fork_answering(&engine, &source, point, json!(1)).await;
         let run = store.get_run(&fork_id).await.expect("run").expect("fork");
         assert_eq!(
             run.workflow.forked_from.expect("lineage").copied_steps,

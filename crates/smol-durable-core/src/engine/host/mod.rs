@@ -180,11 +180,7 @@ impl RunScope {
             .filter(|step| step.state == crate::store::State::Completed)
             .cloned()
             .collect();
-        unreached.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.step_id.cmp(&b.step_id))
-        });
+        unreached.sort_by(StepRecord::reached_order);
         unreached
     }
 
