@@ -303,6 +303,12 @@ pub struct UiArgs {
     /// and printed with the URL when the address is not loopback and none is given.
     #[arg(long, value_name = "TOKEN", env = "SMOL_DURABLE_UI_TOKEN")]
     pub token: Option<String>,
+    /// Offer no actions (cancel, signal, delete, fork) and open the database read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Open the inspector in the desktop's browser.
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// `replay`'s options.

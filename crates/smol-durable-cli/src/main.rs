@@ -180,7 +180,8 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
             Access::Existing("fork"),
         ),
         Command::Replay(options) => (Some(&options.providers), None, Access::Read("replay")),
-        Command::Ui(_) => (None, None, Access::Read("ui")),
+        Command::Ui(options) if options.read_only => (None, None, Access::Read("ui")),
+        Command::Ui(_) => (None, None, Access::Existing("ui")),
         Command::Worker(options) => (
             Some(&options.providers),
             options.save_raw_sessions.as_deref(),
@@ -248,7 +249,7 @@ async fn execute(cli: Cli, workflow_args: WorkflowArgs) -> anyhow::Result<Outcom
         Command::Submit(options) => run::submit(&engine, &options, workflow_args).await,
         Command::Fork(options) => fork::fork(&engine, &options, workflow_args, &invocation).await,
         Command::Replay(options) => replay::replay(&engine, &options).await,
-        Command::Ui(options) => ui::ui(&engine, &options).await,
+        Command::Ui(options) => ui::ui(&engine, &options, &invocation).await,
         Command::Worker(options) => worker::worker(&engine, &options).await,
         Command::History(options) => history::history(&engine, options).await,
         Command::Status { id } => inspect::status(&engine, &id, &database).await,
