@@ -246,8 +246,15 @@ async fn not_found() -> Response {
 /// An engine error as an HTTP answer: a missing run is 404, a bad request 400, an operation
 /// the run's state refuses 409, the rest 500, with the message.
 fn error_response(error: &smol_durable_core::Error) -> Response {
-    use smol_durable_core::ErrorKind;
+    use smol_durable_core::{Error, ErrorKind, StoreErrorKind};
     let status = match error.kind() {
+        // A store's refusal of an operation the run's state does not allow (deleting a run
+        // that has not finished).
+        ErrorKind::Store
+            if matches!(error, Error::Store(store) if store.kind() == StoreErrorKind::Conflict) =>
+        {
+            StatusCode::CONFLICT
+        }
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorKind::InvalidState => StatusCode::CONFLICT,

@@ -14,12 +14,23 @@ use serde_json::Value;
 /// `SMOL_DURABLE_DB`) and `XDG_STATE_HOME`; commands run in it.
 pub struct Cli {
     dir: tempfile::TempDir,
+    /// A database other than the file in `dir` (a PostgreSQL URL).
+    database: Option<String>,
 }
 
 impl Cli {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("dir"),
+            database: None,
+        }
+    }
+
+    /// Commands use `database` (a PostgreSQL URL) instead of the file.
+    pub fn with_database(database: String) -> Self {
+        Self {
+            database: Some(database),
+            ..Self::new()
         }
     }
 
@@ -40,7 +51,12 @@ impl Cli {
         let mut command = Command::new(env!("CARGO_BIN_EXE_smol-durable"));
         command
             .args(args)
-            .env("SMOL_DURABLE_DB", self.db())
+            .env(
+                "SMOL_DURABLE_DB",
+                self.database
+                    .clone()
+                    .unwrap_or_else(|| self.db().display().to_string()),
+            )
             .env("XDG_STATE_HOME", self.path("xdg"))
             .current_dir(self.dir.path());
         command
@@ -146,6 +162,86 @@ impl Cli {
             .lines()
             .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
             .collect()
+    }
+}
+
+/// `smol-durable ui` started by a test, killed when dropped.
+pub struct Inspector {
+    child: Child,
+    pub port: u16,
+    /// `?token=…` when the URL it printed has one.
+    pub query: String,
+}
+
+impl Inspector {
+    pub fn start(cli: &Cli, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut all = vec!["ui"];
+        all.extend(args);
+        let mut child = cli.spawn(&all);
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the URL line");
+        let url = line
+            .trim()
+            .strip_prefix("smol-durable ui: http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let (host, rest) = url.split_once('/').expect("a path");
+        let port = host.rsplit(':').next().unwrap().parse().expect("a port");
+        Self {
+            child,
+            port,
+            query: rest.to_owned(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// One request (`method path`, extra header lines, a body); the status code and the body.
+    pub fn request(&self, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Length: {}\r\n{headers}\r\n{body}",
+            body.len()
+        )
+        .expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// `GET path` with extra header lines.
+    pub fn get(&self, path: &str, headers: &str) -> (u16, String) {
+        self.request("GET", path, headers, "")
+    }
+
+    /// `GET path` as JSON, which must answer 200.
+    pub fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path, "");
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|error| panic!("{path}: {error}: {body}"))
+    }
+}
+
+impl Drop for Inspector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
