@@ -250,6 +250,13 @@ pub(super) async fn run_json(engine: &Engine, run_id: &str, query: &RunQuery) ->
             }
         }
     }
+    // Phases as the script entered them: a step that does not record its own (waits, sleeps,
+    // child runs) is in the last phase entered before it started.
+    let phases: Vec<(i64, &str)> = events
+        .iter()
+        .filter(|event| event.event_type == "workflow.phase" && event.run_id == run.run_id)
+        .filter_map(|event| Some((event.created_at, event.payload["data"]["name"].as_str()?)))
+        .collect();
     let no_retries = Vec::new();
     let shown: Vec<Value> = steps
         .iter()
@@ -258,7 +265,13 @@ pub(super) async fn run_json(engine: &Engine, run_id: &str, query: &RunQuery) ->
         .take(STEPS_PER_PAGE)
         .map(|(index, step)| {
             let tries = retries.get(step.step_id.as_str()).unwrap_or(&no_retries);
-            step_view(index + 1, step, tries)
+            let mut view = step_view(index + 1, step, tries);
+            if view["phase"].is_null() {
+                if let Some((_, phase)) = phases.iter().rev().find(|(at, _)| *at <= step.created_at) {
+                    view["phase"] = Value::String((*phase).to_owned());
+                }
+            }
+            view
         })
         .collect();
     let attempts: Vec<Value> = status

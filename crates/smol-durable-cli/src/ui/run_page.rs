@@ -271,6 +271,21 @@ fn event_text(payload: &Value) -> String {
             usage["inputTokens"], usage["outputTokens"]
         );
     }
+    if let Some(event) = data.get("providerEvent").filter(|event| event.is_object()) {
+        let kind = [event["type"].as_str(), event["subtype"].as_str()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("/");
+        let said = event
+            .pointer("/message/content/0/text")
+            .or_else(|| event.get("text"))
+            .or_else(|| event.get("result"))
+            .and_then(Value::as_str)
+            .map_or_else(|| event.to_string(), str::to_owned);
+        let provider = data["provider"].as_str().unwrap_or("agent");
+        return format!("{provider} {kind}: {}", said.chars().take(240).collect::<String>());
+    }
     for key in ["message", "phase", "name", "promptPreview", "error"] {
         if let Some(text) = data[key].as_str() {
             return text.chars().take(300).collect();
