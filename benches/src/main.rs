@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release -p smol-durable-benches            # full table
 //! cargo run --release -p smol-durable-benches -- --quick # smaller shapes
-//! scripts/bench [--quick] [--postgres-only] [--js-only] [--waits-only] [--replay-only]
+//! scripts/bench [--quick] [--postgres-only] [--js-only] [--waits-only] [--replay-only] [--ui-only]
 //!                                                         # the same plus PostgreSQL
 //! ```
 //!
@@ -18,6 +18,7 @@
 
 mod js;
 mod postgres;
+mod ui;
 mod waits;
 
 use std::path::{Path, PathBuf};
@@ -575,6 +576,13 @@ fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--js-only") {
         return js_table(quick);
     }
+    if args.iter().any(|a| a == "--ui-only") {
+        println!(
+            "disk: median fsync {:.2} ms",
+            probe_fsync(tempfile::tempdir()?.path())?.as_secs_f64() * 1e3
+        );
+        return ui_table(quick);
+    }
     if args.iter().any(|a| a == "--waits-only") {
         println!(
             "disk: median fsync {:.2} ms",
@@ -674,7 +682,19 @@ fn main() -> anyhow::Result<()> {
     }
     js_table(quick)?;
     waits_table(quick)?;
-    postgres_table(quick)
+    postgres_table(quick)?;
+    ui_table(quick)
+}
+
+/// The web inspector's table on SQLite (and PostgreSQL when a server is configured).
+fn ui_table(quick: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let url = std::env::var(smol_durable_testkit::POSTGRES_URL_VAR).ok();
+    let dir = tempfile::tempdir()?;
+    runtime.block_on(ui::table(quick, dir.path(), url.as_deref()))
 }
 
 /// The waits table: signal → continue latency on SQLite (and PostgreSQL when a server is

@@ -51,12 +51,21 @@ impl Outcome {
     }
 }
 
-struct Server {
+/// The server the tables run on, and a connection to its default database.
+pub(crate) struct Server {
     url: String,
     admin: PostgresStore,
 }
 
 impl Server {
+    /// Connects to the server at `url`.
+    pub(crate) async fn connect(url: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            url: url.to_owned(),
+            admin: store(url).await?,
+        })
+    }
+
     async fn counters(&self, database: &str) -> anyhow::Result<(i64, i64)> {
         // Statistics are read from a snapshot; clear it so the numbers are current.
         sqlx::query("SELECT pg_stat_clear_snapshot()")
@@ -75,7 +84,8 @@ impl Server {
         ))
     }
 
-    async fn fresh_database(&self, name: &str) -> anyhow::Result<String> {
+    /// A new, empty database `name` (dropped first when it exists); its URL.
+    pub(crate) async fn fresh_database(&self, name: &str) -> anyhow::Result<String> {
         sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
             .execute(self.admin.pool())
             .await?;
@@ -87,7 +97,8 @@ impl Server {
     }
 }
 
-async fn store(url: &str) -> anyhow::Result<PostgresStore> {
+/// A store on `url` with room for the benches' concurrency.
+pub(crate) async fn store(url: &str) -> anyhow::Result<PostgresStore> {
     Ok(PostgresStore::connect_with(PostgresOptions::new(url).max_connections(16)).await?)
 }
 
@@ -322,10 +333,7 @@ fn failed_run(steps: u64) -> Box<Setup> {
 
 /// Measures every PostgreSQL scenario on the server at `url`.
 pub async fn table(url: &str, quick: bool) -> anyhow::Result<Vec<PgRow>> {
-    let server = Server {
-        url: url.to_owned(),
-        admin: store(url).await?,
-    };
+    let server = Server::connect(url).await?;
     let (sequential_steps, concurrent_runs, replay_steps) = if quick {
         (200, 20, 1_000)
     } else {

@@ -99,10 +99,15 @@ pub(super) async fn run(
             (attempts(list(&view, "attempts")))
         }
     };
+    // The stream starts after the newest event on the page: the page already shows the rest.
+    let last_seq = list(&view, "events")
+        .last()
+        .and_then(|event| event["seq"].as_i64())
+        .unwrap_or(0);
     layout(
         &ui,
         &format!("run {id}"),
-        &format!("/api/runs/{id}/events"),
+        &format!("/api/runs/{id}/events?after={last_seq}"),
         body,
     )
 }
