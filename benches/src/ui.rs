@@ -244,8 +244,20 @@ async fn rows(
     let run_page = inspector.median(&format!("/runs/{long}"), 10)?;
     let (median, worst) = event_latency(&inspector, &store, &long, 20).await?;
     let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
-    println!("{:<34} {:<12} {:>10.1} {:>10}", "runs page 1", label, ms(first), "≤ 100");
-    println!("{:<34} {:<12} {:>10.1} {:>10}", "runs page (before=)", label, ms(deep), "≤ 100");
+    println!(
+        "{:<34} {:<12} {:>10.1} {:>10}",
+        "runs page 1",
+        label,
+        ms(first),
+        "≤ 100"
+    );
+    println!(
+        "{:<34} {:<12} {:>10.1} {:>10}",
+        "runs page (before=)",
+        label,
+        ms(deep),
+        "≤ 100"
+    );
     println!(
         "{:<34} {:<12} {:>10.1} {:>10}",
         format!("run page, {steps} steps"),
@@ -272,14 +284,24 @@ async fn rows(
 
 /// The table: SQLite, then PostgreSQL when `postgres` names a server.
 pub async fn table(quick: bool, dir: &Path, postgres: Option<&str>) -> anyhow::Result<()> {
-    let (runs, steps) = if quick { (10_000, 1_000) } else { (100_000, 10_000) };
+    let (runs, steps) = if quick {
+        (10_000, 1_000)
+    } else {
+        (100_000, 10_000)
+    };
     println!("\nweb inspector ({runs} runs; each request a new connection; median of 10–20)");
-    println!("{:<34} {:<12} {:>10} {:>10}", "row", "store", "ms", "target");
+    println!(
+        "{:<34} {:<12} {:>10} {:>10}",
+        "row", "store", "ms", "target"
+    );
     let path = dir.join("ui.db");
     // NORMAL durability fills the database faster; the inspector reads it as any other.
     let store = Arc::new(
-        SqliteStore::open_with(&path, SqliteOptions::default().durability(Durability::Normal))
-            .await?,
+        SqliteStore::open_with(
+            &path,
+            SqliteOptions::default().durability(Durability::Normal),
+        )
+        .await?,
     );
     rows("sqlite", &path.display().to_string(), store, runs, steps).await?;
     if let Some(url) = postgres {

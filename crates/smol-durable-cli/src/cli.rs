@@ -301,7 +301,7 @@ pub struct UiArgs {
     pub listen: std::net::SocketAddr,
     /// The token every request must carry (`?token=` or `Authorization: Bearer`); generated
     /// and printed with the URL when the address is not loopback and none is given.
-    #[arg(long, value_name = "TOKEN", env = "SMOL_DURABLE_UI_TOKEN")]
+    #[arg(long, value_name = "TOKEN", env = "SMOL_DURABLE_UI_TOKEN", value_parser = ui_token)]
     pub token: Option<String>,
     /// Offer no actions (cancel, signal, delete, fork) and open the database read-only.
     #[arg(long)]
@@ -309,6 +309,19 @@ pub struct UiArgs {
     /// Open the inspector in the desktop's browser.
     #[arg(long)]
     pub open: bool,
+}
+
+/// `--token`: at least 16 characters, letters, digits and `-._~` only, so that it travels in a
+/// URL as it is and cannot be guessed short.
+fn ui_token(text: &str) -> Result<String, String> {
+    let safe = text
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || b"-._~".contains(&byte));
+    if text.len() >= 16 && safe {
+        Ok(text.to_owned())
+    } else {
+        Err("a token is at least 16 characters: letters, digits and - . _ ~".to_owned())
+    }
 }
 
 /// `replay`'s options.

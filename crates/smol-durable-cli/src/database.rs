@@ -61,6 +61,15 @@ impl Database {
         }
     }
 
+    /// [`as_flag`](Self::as_flag) without a PostgreSQL password: for pages others may see (the
+    /// command then takes the password from `PGPASSWORD` or `~/.pgpass`).
+    pub fn as_shown_flag(&self) -> String {
+        match self {
+            Self::Postgres(url) => smol_durable_postgres::redact_password(url),
+            Self::Sqlite { .. } => self.as_flag(),
+        }
+    }
+
     /// Opens the store as `access` allows.
     pub async fn open(&self, access: Access) -> anyhow::Result<Arc<dyn DurableStore>> {
         match (self, access) {

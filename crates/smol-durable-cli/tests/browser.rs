@@ -64,19 +64,21 @@ impl Browser {
         });
         let binary = std::env::var("SMOL_DURABLE_TEST_CHROMIUM")
             .ok()
-            .or_else(|| Path::new("/usr/bin/chromium").exists().then(|| "/usr/bin/chromium".into()));
+            .or_else(|| {
+                Path::new("/usr/bin/chromium")
+                    .exists()
+                    .then(|| "/usr/bin/chromium".into())
+            });
         if let Some(binary) = binary {
             options["binary"] = Value::String(binary);
         }
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("goog:chromeOptions".into(), options);
-        let client = ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a Chromium session");
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a Chromium session");
         Self {
             driver,
             client: Some(client),
@@ -240,23 +242,30 @@ async fn the_runs_list_leads_to_a_run_and_its_steps() {
     browser.goto(&ui.url("/")).await;
     assert_eq!(browser.text("h1").await, "Runs");
     browser.screenshot("runs").await;
-    browser
-        .click(&format!("tr[data-run='{run_id}'] a"))
-        .await;
+    browser.click(&format!("tr[data-run='{run_id}'] a")).await;
     assert!(browser.text("h1").await.starts_with("multi-phase"));
     browser
-        .until("document.querySelectorAll('table.steps tbody tr').length === 4", "four steps")
+        .until(
+            "document.querySelectorAll('table.steps tbody tr').length === 4",
+            "four steps",
+        )
         .await;
     let first = browser.text("table.steps tbody tr").await;
     assert!(first.contains("outline tea"), "{first}");
-    assert!(browser.text("svg.timeline").await.contains("plan (2 steps)"));
+    assert!(browser
+        .text("svg.timeline")
+        .await
+        .contains("plan (2 steps)"));
     browser.screenshot("run").await;
     // Markup in a prompt and a result is shown as text, and none of it runs.
     browser.goto(&ui.url("/")).await;
     browser.click("tr[data-run] a").await;
     let call = browser.text("table.steps tbody tr").await;
     assert!(call.contains("<img src=x"), "{call}");
-    assert_eq!(browser.eval("window.pwned === undefined").await, Value::Bool(true));
+    assert_eq!(
+        browser.eval("window.pwned === undefined").await,
+        Value::Bool(true)
+    );
     browser.close().await;
 }
 
@@ -291,7 +300,9 @@ async fn a_waiting_run_answered_through_its_form_completes_without_a_reload() {
     let (_running, run_id) = start_run(&cli, &ui, &mut cli.command(&["run", &script]));
     let browser = Browser::start().await;
     browser.goto(&ui.url(&format!("/runs/{run_id}"))).await;
-    browser.until("document.querySelector('form.signal') !== null", "the form").await;
+    browser
+        .until("document.querySelector('form.signal') !== null", "the form")
+        .await;
     assert_eq!(browser.text("#run-state").await, "waiting");
     browser.eval(MARK).await;
     // A score the schema refuses: its error shows inline, nothing is sent.
@@ -311,7 +322,10 @@ async fn a_waiting_run_answered_through_its_form_completes_without_a_reload() {
         .unwrap();
     browser.click("form.signal button[type=submit]").await;
     browser
-        .until("document.querySelector('form.signal .note.errors') !== null", "an inline error")
+        .until(
+            "document.querySelector('form.signal .note.errors') !== null",
+            "an inline error",
+        )
         .await;
     let error = browser.text("form.signal .note.errors").await;
     assert!(error.contains("does not match the schema"), "{error}");
@@ -326,7 +340,11 @@ async fn a_waiting_run_answered_through_its_form_completes_without_a_reload() {
             "the run completing on the page",
         )
         .await;
-    assert_eq!(browser.eval(STILL_MARKED).await, Value::Bool(true), "no reload");
+    assert_eq!(
+        browser.eval(STILL_MARKED).await,
+        Value::Bool(true),
+        "no reload"
+    );
     let result = browser.text("#outcome").await;
     assert!(result.contains("\"score\": 4"), "{result}");
     assert!(result.contains("lovely"), "{result}");
@@ -351,19 +369,31 @@ async fn a_run_is_cancelled_from_its_page() {
     );
     let browser = Browser::start().await;
     browser.goto(&ui.url(&format!("/runs/{run_id}"))).await;
-    browser.until("document.querySelector('form.signal') !== null", "the wait").await;
+    browser
+        .until("document.querySelector('form.signal') !== null", "the wait")
+        .await;
     browser.eval(MARK).await;
     browser.click("button[data-action$='/cancel']").await;
-    browser.client().accept_alert().await.expect("the confirmation");
+    browser
+        .client()
+        .accept_alert()
+        .await
+        .expect("the confirmation");
     browser
         .until(
             "document.querySelector('#run-state').textContent.trim() === 'cancelled'",
             "the run cancelled on the page",
         )
         .await;
-    assert_eq!(browser.eval(STILL_MARKED).await, Value::Bool(true), "no reload");
     assert_eq!(
-        browser.eval("document.querySelector(\"button[data-action$='/cancel']\") === null").await,
+        browser.eval(STILL_MARKED).await,
+        Value::Bool(true),
+        "no reload"
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelector(\"button[data-action$='/cancel']\") === null")
+            .await,
         Value::Bool(true),
         "a finished run offers no cancel"
     );
@@ -397,16 +427,25 @@ async fn a_coding_agents_live_events_appear_while_its_call_runs() {
     let browser = Browser::start().await;
     let mut command = cli.command(&["run", &script]);
     // Slow lines: the page is open before the fake has printed its events.
-    command.env("PATH", path).env("FAKE_AGENT_LINE_DELAY", "1.5");
+    command
+        .env("PATH", path)
+        .env("FAKE_AGENT_LINE_DELAY", "1.5");
     let (_running, run_id) = start_run(&cli, &ui, &mut command);
     browser.goto(&ui.url(&format!("/runs/{run_id}"))).await;
     browser.eval(MARK).await;
     const AGENT_EVENTS: &str = "Array.from(document.querySelectorAll('#agent-events tr')).filter(row => row.textContent.includes('agent_event')).length";
     let before = browser.eval(AGENT_EVENTS).await.as_i64().unwrap_or(0);
     browser
-        .until(&format!("{AGENT_EVENTS} > {before}"), "a new live agent event")
+        .until(
+            &format!("{AGENT_EVENTS} > {before}"),
+            "a new live agent event",
+        )
         .await;
-    assert_eq!(browser.eval(STILL_MARKED).await, Value::Bool(true), "no reload");
+    assert_eq!(
+        browser.eval(STILL_MARKED).await,
+        Value::Bool(true),
+        "no reload"
+    );
     browser.screenshot("agent-events").await;
     browser
         .until(

@@ -64,7 +64,11 @@ fn waiting_run(cli: &Cli, ui: &Inspector, task: &str) -> Waiting {
         .iter()
         .map(|wait| wait["runId"].as_str().unwrap().to_owned())
         .collect();
-    let process = cli.spawn(&["run", &approval(), "--args-task", task]);
+    // Killed when dropped, whatever happens below.
+    let mut waiting = Waiting {
+        process: cli.spawn(&["run", &approval(), "--args-task", task]),
+        run_id: String::new(),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let waits = ui.json("/api/waits");
@@ -75,7 +79,8 @@ fn waiting_run(cli: &Cli, ui: &Inspector, task: &str) -> Waiting {
             .map(|wait| wait["runId"].as_str().unwrap().to_owned())
             .find(|run_id| !before.contains(run_id));
         if let Some(run_id) = new {
-            return Waiting { process, run_id };
+            waiting.run_id = run_id;
+            return waiting;
         }
         assert!(Instant::now() < deadline, "the run never waited");
         std::thread::sleep(Duration::from_millis(100));
@@ -119,10 +124,24 @@ fn every_route_and_action(cli: &Cli) {
     for raw in ["<script>alert", "<img src=x", "onerror=alert(2)>"] {
         assert!(!page.contains(raw), "{raw} reached the page unescaped");
     }
-    for section in ["Timeline", "Tokens", "Agent events", "Steps", "Logs", "Ledger", "Attempts"] {
-        assert!(page.contains(&format!(">{section}<")), "no {section} section");
+    for section in [
+        "Timeline",
+        "Tokens",
+        "Agent events",
+        "Steps",
+        "Logs",
+        "Ledger",
+        "Attempts",
+    ] {
+        assert!(
+            page.contains(&format!(">{section}<")),
+            "no {section} section"
+        );
     }
-    assert!(page.contains("<svg"), "the timeline and token chart are SVG");
+    assert!(
+        page.contains("<svg"),
+        "the timeline and token chart are SVG"
+    );
 
     // The JSON API behind them.
     let runs = ui.json("/api/runs");
@@ -145,10 +164,22 @@ fn every_route_and_action(cli: &Cli) {
         run["events"]
     );
     assert_eq!(ui.json("/api/runs?state=failed"), Value::Array(Vec::new()));
-    assert_eq!(ui.json("/api/runs?name=hostile").as_array().unwrap().len(), 1);
+    assert_eq!(
+        ui.json("/api/runs?name=hostile").as_array().unwrap().len(),
+        1
+    );
     assert_eq!(ui.json("/api/runs?name=other").as_array().unwrap().len(), 0);
-    assert_eq!(ui.json(&format!("/api/runs?q={run_id}")).as_array().unwrap().len(), 1);
-    assert_eq!(ui.json("/api/runs?q=run_nothing").as_array().unwrap().len(), 0);
+    assert_eq!(
+        ui.json(&format!("/api/runs?q={run_id}"))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        ui.json("/api/runs?q=run_nothing").as_array().unwrap().len(),
+        0
+    );
     assert_eq!(ui.json("/api/runs?since=1h").as_array().unwrap().len(), 1);
     assert_eq!(ui.get("/api/runs?since=soon", "").0, 400);
     assert_eq!(ui.get("/api/runs?state=sideways", "").0, 400);
@@ -170,24 +201,54 @@ fn every_route_and_action(cli: &Cli) {
 
     // A page on another site that resolves its name to 127.0.0.1 reads nothing.
     let mut stream = TcpStream::connect(("127.0.0.1", ui.port)).unwrap();
-    write!(stream, "GET /api/runs HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET /api/runs HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
 
-    // The live stream: stored events with their positions, then the run's state.
+    // Another site may not frame the pages or run scripts in them.
     let mut stream = TcpStream::connect(("127.0.0.1", ui.port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let head = answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(head.contains("x-frame-options: deny"), "{head}");
+    assert!(head.contains("frame-ancestors 'none'"), "{head}");
+
+    // The live stream: stored events with their positions.
+    let mut stream = TcpStream::connect(("127.0.0.1", ui.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
     let mut seen = String::new();
     let mut buffer = [0_u8; 4096];
-    while !seen.contains("event: run") {
+    while !seen.contains("workflow.result") {
         let read = stream.read(&mut buffer).expect("the stream sends");
         assert!(read > 0, "the stream ended: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
     }
     assert!(seen.contains("text/event-stream"), "{seen}");
-    assert!(seen.contains("\nid: 1\n") || seen.contains("\nid: "), "{seen}");
+    assert!(
+        seen.contains("\nid: 1\n") || seen.contains("\nid: "),
+        "{seen}"
+    );
     assert!(seen.contains("workflow.started"), "{seen}");
     drop(stream);
 
@@ -200,11 +261,19 @@ fn every_route_and_action(cli: &Cli) {
     let (status, page) = ui.get("/waits", "");
     assert_eq!(status, 200);
     assert!(
-        page.contains(&format!("data-signal=\"/api/runs/{waiting_id}/signals/review\"")),
+        page.contains(&format!(
+            "data-signal=\"/api/runs/{waiting_id}/signals/review\""
+        )),
         "{page}"
     );
-    assert!(page.contains("<select name=\"decision\""), "an enum is a choice: {page}");
-    assert!(!page.contains("<script>alert"), "the wait's description is escaped");
+    assert!(
+        page.contains("<select name=\"decision\""),
+        "an enum is a choice: {page}"
+    );
+    assert!(
+        !page.contains("<script>alert"),
+        "the wait's description is escaped"
+    );
     let signal = format!("/api/runs/{waiting_id}/signals/review");
     let (status, body) = ui.request("POST", &signal, JSON, r#"{"decision":"maybe"}"#);
     assert_eq!(status, 400, "{body}");
@@ -216,7 +285,11 @@ fn every_route_and_action(cli: &Cli) {
     let (status, _) = ui.request("POST", &signal, &cross, r#"{"decision":"approve"}"#);
     assert_eq!(status, 403);
     let cross = format!("{JSON}Sec-Fetch-Site: cross-site\r\n");
-    assert_eq!(ui.request("POST", &signal, &cross, r#"{"decision":"approve"}"#).0, 403);
+    assert_eq!(
+        ui.request("POST", &signal, &cross, r#"{"decision":"approve"}"#)
+            .0,
+        403
+    );
     let own = format!("{JSON}Origin: http://localhost\r\n");
     let (status, body) = ui.request("POST", &signal, &own, r#"{"decision":"approve"}"#);
     assert_eq!(status, 200, "{body}");
@@ -247,12 +320,18 @@ fn every_route_and_action(cli: &Cli) {
     let fork: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(fork["queued"], true);
     assert!(
-        fork["localCommand"].as_str().unwrap().contains("--before-step 1"),
+        fork["localCommand"]
+            .as_str()
+            .unwrap()
+            .contains("--before-step 1"),
         "{fork}"
     );
     let forked = ui.json(&format!("/api/runs/{}", fork["runId"].as_str().unwrap()));
     assert_eq!(forked["run"]["state"], "pending");
-    assert_eq!(forked["run"]["forkedFrom"]["runId"], Value::String(run_id.clone()));
+    assert_eq!(
+        forked["run"]["forkedFrom"]["runId"],
+        Value::String(run_id.clone())
+    );
     let (status, _) = ui.request(
         "POST",
         &format!("/api/runs/{run_id}/fork"),
@@ -263,7 +342,11 @@ fn every_route_and_action(cli: &Cli) {
 
     // Delete: refused while unfinished, then everything goes.
     let pending = fork["runId"].as_str().unwrap();
-    assert_eq!(ui.request("DELETE", &format!("/api/runs/{pending}"), "", "").0, 409);
+    assert_eq!(
+        ui.request("DELETE", &format!("/api/runs/{pending}"), "", "")
+            .0,
+        409
+    );
     let (status, body) = ui.request("DELETE", &format!("/api/runs/{run_id}"), "", "");
     assert_eq!(status, 200, "{body}");
     assert_eq!(ui.get(&format!("/api/runs/{run_id}"), "").0, 404);
@@ -317,7 +400,11 @@ fn a_read_only_inspector_offers_and_takes_no_action() {
     assert_eq!(status, 403, "{body}");
     let (status, _) = ui.request("POST", &format!("/api/runs/{run_id}/fork"), JSON, "{}");
     assert_eq!(status, 403);
-    assert_eq!(ui.json("/api/runs").as_array().unwrap().len(), 1, "nothing changed");
+    assert_eq!(
+        ui.json("/api/runs").as_array().unwrap().len(),
+        1,
+        "nothing changed"
+    );
 }
 
 #[test]

@@ -123,13 +123,16 @@ impl PostgresStore {
                 StoreError::new(
                     StoreErrorKind::Other,
                     "connect",
-                    format!("invalid PostgreSQL URL {}: {error}", redact(&options.url)),
+                    format!(
+                        "invalid PostgreSQL URL {}: {error}",
+                        redact_password(&options.url)
+                    ),
                 )
             })?
             // A client that stops mid-transaction (frozen, cut off) must not hold task rows, which
             // every SKIP LOCKED claim would pass by, for longer than a lease: the server ends it.
             .options([("idle_in_transaction_session_timeout", "30s")]);
-        let url = redact(&options.url);
+        let url = redact_password(&options.url);
         let cannot_connect = |kind: StoreErrorKind, cause: &dyn std::fmt::Display| {
             StoreError::new(
                 kind,
@@ -168,7 +171,7 @@ impl PostgresStore {
                 let kind = sql::error_kind(&error);
                 cannot_connect(kind, &error).with_source(error)
             })?;
-        Self::open(pool, schema, redact(&options.url)).await
+        Self::open(pool, schema, redact_password(&options.url)).await
     }
 
     /// Uses a host application's pool (schema `public`) and brings the schema up to date.
@@ -257,8 +260,9 @@ fn validate_schema(schema: &str) -> StoreResult<String> {
     }
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
+/// A connection URL without its password (`postgres://app@db/app`), for messages and for
+/// commands printed where others may read them.
+pub fn redact_password(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
@@ -573,12 +577,12 @@ mod tests {
     #[test]
     fn urls_lose_their_password_in_messages() {
         assert_eq!(
-            redact("postgres://app:secret@db:5432/x"),
+            redact_password("postgres://app:secret@db:5432/x"),
             "postgres://app@db:5432/x"
         );
-        assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+        assert_eq!(redact_password("postgres://db/x"), "postgres://db/x");
         assert_eq!(
-            redact("postgres://u:p@ss@db/x"),
+            redact_password("postgres://u:p@ss@db/x"),
             "postgres://u@db/x",
             "the last @ ends the credentials"
         );

@@ -15,26 +15,21 @@ use super::Ui;
 
 /// `POST /api/runs/{run_id}/cancel`.
 pub(super) async fn cancel(State(ui): State<Ui>, Path(run_id): Path<String>) -> Response {
-    respond(
-        ui.engine
-            .cancel(&run_id)
-            .await
-            .and_then(|outcome| {
-                let outcome = match outcome {
-                    CancelRequest::Requested => "requested",
-                    CancelRequest::CancelledPending => "cancelled",
-                    CancelRequest::AlreadyFinished(_) => "alreadyFinished",
-                    // NotFound (and any outcome a later version adds).
-                    _ => {
-                        return Err(Error::RunNotFound {
-                            run_id: run_id.clone(),
-                            store: ui.engine.store().describe(),
-                        })
-                    }
-                };
-                Ok(json!({ "runId": run_id, "outcome": outcome }))
-            }),
-    )
+    respond(ui.engine.cancel(&run_id).await.and_then(|outcome| {
+        let outcome = match outcome {
+            CancelRequest::Requested => "requested",
+            CancelRequest::CancelledPending => "cancelled",
+            CancelRequest::AlreadyFinished(_) => "alreadyFinished",
+            // NotFound (and any outcome a later version adds).
+            _ => {
+                return Err(Error::RunNotFound {
+                    run_id: run_id.clone(),
+                    store: ui.engine.store().describe(),
+                })
+            }
+        };
+        Ok(json!({ "runId": run_id, "outcome": outcome }))
+    }))
 }
 
 /// `DELETE /api/runs/{run_id}`: a finished root run with everything under it.
@@ -100,8 +95,9 @@ pub(super) async fn fork(
     let request: Result<ForkRequest, Error> = if body.iter().all(u8::is_ascii_whitespace) {
         Ok(ForkRequest::default())
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|error| Error::InvalidRequest(format!("a fork request is {{\"beforeStep\": N}}: {error}")))
+        serde_json::from_slice(&body).map_err(|error| {
+            Error::InvalidRequest(format!("a fork request is {{\"beforeStep\": N}}: {error}"))
+        })
     };
     let request = match request {
         Ok(request) => request,

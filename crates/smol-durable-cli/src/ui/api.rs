@@ -33,6 +33,18 @@ pub(super) struct RunsQuery {
     pub limit: Option<usize>,
 }
 
+impl RunsQuery {
+    /// Runs per page.
+    pub(super) fn page_size(&self) -> usize {
+        self.limit.unwrap_or(50).clamp(1, 500)
+    }
+
+    /// The run or task id searched for, if any.
+    pub(super) fn search(&self) -> Option<&str> {
+        self.q.as_deref().map(str::trim).filter(|q| !q.is_empty())
+    }
+}
+
 /// The most events a run's view reads (its newest ones): enough for every live call and log
 /// line of a page, bounded for runs with many thousands of steps.
 const EVENTS_SHOWN: usize = 2_000;
@@ -48,8 +60,8 @@ pub(super) async fn runs_json(engine: &Engine, query: &RunsQuery) -> Result<Valu
             .or_default()
             .push(wait);
     }
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let limit = query.page_size();
+    let search = query.search();
     let state = query.state.as_deref().filter(|state| !state.is_empty());
     let runs: Vec<RunRecord> = if let Some(id) = search {
         match engine.status(id).await {
@@ -71,7 +83,7 @@ pub(super) async fn runs_json(engine: &Engine, query: &RunsQuery) -> Result<Valu
             None => Vec::new(),
         };
         let created_from = match query.since.as_deref().filter(|since| !since.is_empty()) {
-            Some(since) => Some(engine_now() - since_ms(since)?),
+            Some(since) => Some(engine_now().saturating_sub(since_ms(since)?)),
             None => None,
         };
         let filter = RunFilter {
@@ -135,15 +147,13 @@ pub(super) fn engine_now() -> i64 {
 
 /// `1h`, `24h`, `7d`, `30d`: milliseconds.
 fn since_ms(text: &str) -> Result<i64, Error> {
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let number: i64 = number.parse().map_err(|_| bad_since(text))?;
-    let unit_ms = match unit {
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad_since(text)),
-    };
-    Ok(number.saturating_mul(unit_ms))
+    let units = [('m', 60_000), ('h', 3_600_000), ('d', 86_400_000)];
+    let (number, unit_ms) = units
+        .iter()
+        .find_map(|(unit, ms)| Some((text.strip_suffix(*unit)?, *ms)))
+        .ok_or_else(|| bad_since(text))?;
+    let number: u32 = number.parse().map_err(|_| bad_since(text))?;
+    Ok(i64::from(number).saturating_mul(unit_ms))
 }
 
 fn bad_since(text: &str) -> Error {
@@ -152,12 +162,12 @@ fn bad_since(text: &str) -> Error {
     ))
 }
 
-/// The total cost the ledger records, with its currency (the first one seen); `None` when no
-/// call reported one.
+/// The total cost the ledger records as spent (not the rows a fork copied: its source paid
+/// them), with its currency (the first one seen); `None` when no call reported one.
 fn cost(ledger: &[LedgerEntry]) -> Option<Value> {
     let mut total = 0.0;
     let mut currency = None;
-    for entry in ledger {
+    for entry in ledger.iter().filter(|entry| entry.source_type.is_spent()) {
         if let Some(cost) = entry.usage.as_ref().and_then(|usage| usage.cost.as_ref()) {
             total += cost.total;
             currency.get_or_insert_with(|| cost.currency.clone());
@@ -215,7 +225,11 @@ pub(super) struct RunQuery {
 pub(super) const STEPS_PER_PAGE: usize = 200;
 
 /// One run's view.
-pub(super) async fn run_json(engine: &Engine, run_id: &str, query: &RunQuery) -> Result<Value, Error> {
+pub(super) async fn run_json(
+    engine: &Engine,
+    run_id: &str,
+    query: &RunQuery,
+) -> Result<Value, Error> {
     let status = engine.status(run_id).await?;
     let run = &status.run;
     let task = &status.task;
@@ -240,7 +254,9 @@ pub(super) async fn run_json(engine: &Engine, run_id: &str, query: &RunQuery) ->
     let from = query.steps_from.unwrap_or(1).max(1);
     let mut retries: HashMap<&str, Vec<Value>> = HashMap::new();
     for event in &events {
-        if event.event_type == "workflow.agent_retrying" || event.event_type == "workflow.agent_failed" {
+        if event.event_type == "workflow.agent_retrying"
+            || event.event_type == "workflow.agent_failed"
+        {
             if let Some(step_id) = &event.step_id {
                 retries.entry(step_id.as_str()).or_default().push(json!({
                     "at": rfc3339_ms(event.created_at),
@@ -267,7 +283,8 @@ pub(super) async fn run_json(engine: &Engine, run_id: &str, query: &RunQuery) ->
             let tries = retries.get(step.step_id.as_str()).unwrap_or(&no_retries);
             let mut view = step_view(index + 1, step, tries);
             if view["phase"].is_null() {
-                if let Some((_, phase)) = phases.iter().rev().find(|(at, _)| *at <= step.created_at) {
+                if let Some((_, phase)) = phases.iter().rev().find(|(at, _)| *at <= step.created_at)
+                {
                     view["phase"] = Value::String((*phase).to_owned());
                 }
             }
@@ -295,6 +312,7 @@ pub(super) async fn run_json(engine: &Engine, run_id: &str, query: &RunQuery) ->
                 "runId": entry.run_id,
                 "stepId": entry.step_id,
                 "source": entry.source_type.as_str(),
+                "spent": entry.source_type.is_spent(),
                 "outputTokens": entry.output_tokens,
                 "usage": entry.usage,
                 "createdAtMs": entry.created_at,
@@ -386,7 +404,11 @@ fn children_tree(family: &[RunRecord], root: &str) -> Vec<Value> {
             by_parent.entry(parent.as_str()).or_default().push(run);
         }
     }
-    fn level(by_parent: &BTreeMap<&str, Vec<&RunRecord>>, parent: &str, depth: usize) -> Vec<Value> {
+    fn level(
+        by_parent: &BTreeMap<&str, Vec<&RunRecord>>,
+        parent: &str,
+        depth: usize,
+    ) -> Vec<Value> {
         if depth > 64 {
             return Vec::new();
         }

@@ -61,7 +61,11 @@ pub(super) fn timeline(steps: &[Value], now: i64) -> Markup {
         let end = members.iter().map(|step| span(step).1).max().unwrap_or(now);
         bars.push(Bar {
             label: format!("{phase} ({} steps)", members.len()),
-            tip: format!("phase {phase}: {} steps, {}", members.len(), seconds(end - start)),
+            tip: format!(
+                "phase {phase}: {} steps, {}",
+                members.len(),
+                seconds(end - start)
+            ),
             start,
             end,
             color: "#b9c3d6",
@@ -94,7 +98,12 @@ pub(super) fn timeline(steps: &[Value], now: i64) -> Markup {
     let Some(t0) = bars.iter().map(|bar| bar.start).min() else {
         return html! { p.muted { "No steps yet." } };
     };
-    let t1 = bars.iter().map(|bar| bar.end).max().unwrap_or(t0).max(t0 + 1);
+    let t1 = bars
+        .iter()
+        .map(|bar| bar.end)
+        .max()
+        .unwrap_or(t0)
+        .max(t0 + 1);
     let scale = WIDTH / (t1 - t0) as f64;
     let height = ROW * bars.len() as f64 + 18.0;
     html! {
@@ -116,11 +125,12 @@ pub(super) fn timeline(steps: &[Value], now: i64) -> Markup {
     }
 }
 
-/// Output tokens over time (the ledger's rows, cumulated), with the budget as a dashed line.
+/// Output tokens over time (the ledger's spent rows, cumulated; a fork's copied rows were its
+/// source's), with the budget as a dashed line.
 pub(super) fn tokens(ledger: &[Value], budget: Option<u64>) -> Markup {
     let mut points: Vec<(i64, u64)> = Vec::new();
     let mut total = 0;
-    let mut rows: Vec<&Value> = ledger.iter().collect();
+    let mut rows: Vec<&Value> = ledger.iter().filter(|row| row["spent"] == true).collect();
     rows.sort_by_key(|row| row["createdAtMs"].as_i64().unwrap_or(0));
     for row in rows {
         total += row["outputTokens"].as_u64().unwrap_or(0);

@@ -6,7 +6,7 @@
 use maud::{html, Markup};
 use serde_json::{Map, Value};
 
-use super::Ui;
+use super::{segment, Ui};
 
 /// What one field holds, as the page's script reads it (`data-type`).
 fn field_type(schema: &Value) -> Option<&'static str> {
@@ -35,10 +35,7 @@ fn plain_properties(schema: &Value) -> Option<&Map<String, Value>> {
 }
 
 fn input(name: &str, schema: &Value, required: bool) -> Markup {
-    let title = schema
-        .get("title")
-        .and_then(Value::as_str)
-        .unwrap_or(name);
+    let title = schema.get("title").and_then(Value::as_str).unwrap_or(name);
     let description = schema.get("description").and_then(Value::as_str);
     let kind = field_type(schema).unwrap_or("json");
     html! {
@@ -70,7 +67,7 @@ fn input(name: &str, schema: &Value, required: bool) -> Markup {
 
 /// The form that sends signal `name` to `run_id`, for a wait with `schema`.
 pub(super) fn signal_form(ui: &Ui, run_id: &str, name: &str, schema: Option<&Value>) -> Markup {
-    let action = format!("/api/runs/{run_id}/signals/{name}");
+    let action = format!("/api/runs/{}/signals/{}", segment(run_id), segment(name));
     let schema = schema.filter(|schema| !schema.is_null());
     let required: Vec<&str> = schema
         .and_then(|schema| schema.get("required"))

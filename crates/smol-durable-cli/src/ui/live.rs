@@ -30,8 +30,8 @@ pub(super) struct EventsQuery {
 
 /// `GET /api/runs/{run_id}/events`: the run's stored events (its children's included) as they
 /// are written, each a `message` whose id is its position (a reconnecting browser sends it
-/// back as `Last-Event-ID` and misses nothing), and a `run` event whenever the run's state
-/// changes.
+/// back as `Last-Event-ID`), and a `run` event (`{state, updatedAtMs}`) whenever the run
+/// changes. The page's script closes it once the run has finished.
 pub(super) async fn run_events(
     State(ui): State<Ui>,
     Path(run_id): Path<String>,
@@ -46,11 +46,12 @@ pub(super) async fn run_events(
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse().ok());
+    // The page was drawn with the run as it is now: only a later change is news.
     let watch = RunWatch {
         engine: ui.engine.clone(),
+        last_state: Some((run.state.as_str().to_owned(), run.updated_at)),
         run_id: run.run_id,
         after: resumed.or(query.after).unwrap_or(0),
-        last_state: None,
         pending: std::collections::VecDeque::new(),
     };
     Sse::new(run_stream(watch))

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,7 +41,8 @@ struct Ui {
     token: Option<Arc<str>>,
     /// `--read-only`: no actions are offered, and their routes answer 403.
     read_only: bool,
-    /// The `--db` value and script-engine flags that printed commands repeat.
+    /// The `--db` value (without a password) and script-engine flags that printed commands
+    /// repeat.
     database_flag: Arc<str>,
     script_flags: Arc<[String]>,
     /// The address it listens on, one of the hosts a request may name.
@@ -69,7 +70,7 @@ pub async fn ui(
         engine: engine.clone(),
         token: token.clone(),
         read_only: options.read_only,
-        database_flag: invocation.database.as_flag().into(),
+        database_flag: invocation.database.as_shown_flag().into(),
         script_flags: invocation.script_flags.clone().into(),
         bound,
     };
@@ -106,7 +107,9 @@ fn open_browser(url: &str) {
         .stderr(std::process::Stdio::null())
         .spawn();
     if let Err(error) = started {
-        crate::output::errln!("note: could not start a browser with {opener} ({error}); open the URL above");
+        crate::output::errln!(
+            "note: could not start a browser with {opener} ({error}); open the URL above"
+        );
     }
 }
 
@@ -177,7 +180,26 @@ async fn guard(State(ui): State<Ui>, request: Request, next: Next) -> Response {
                 .into_response();
         }
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    // No other site may frame the pages (to trick a click on Send or Delete), run scripts in
+    // them, or learn a token-bearing URL from the Referer.
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 impl Ui {
@@ -239,6 +261,20 @@ impl Ui {
     }
 }
 
+/// A value as one URL path segment or query value: everything but unreserved characters
+/// percent-encoded (`/` included, so a stored name cannot reach another route).
+fn segment(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
 async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found").into_response()
 }
@@ -250,9 +286,7 @@ fn error_response(error: &smol_durable_core::Error) -> Response {
     let status = match error.kind() {
         // A store's refusal of an operation the run's state does not allow (deleting a run
         // that has not finished).
-        ErrorKind::Store
-            if matches!(error, Error::Store(store) if store.kind() == StoreErrorKind::Conflict) =>
-        {
+        ErrorKind::Store if matches!(error, Error::Store(store) if store.kind() == StoreErrorKind::Conflict) => {
             StatusCode::CONFLICT
         }
         ErrorKind::NotFound => StatusCode::NOT_FOUND,

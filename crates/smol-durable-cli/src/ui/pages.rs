@@ -8,7 +8,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
 use super::api::{runs_json, waits_json, RunsQuery};
-use super::{error_response, forms, Ui};
+use super::{error_response, forms, segment, Ui};
 
 /// A value as pretty JSON text, cut past `limit` characters.
 pub(super) fn pretty(value: &Value, limit: usize) -> String {
@@ -93,15 +93,21 @@ pub(super) async fn runs(State(ui): State<Ui>, Query(query): Query<RunsQuery>) -
         Err(error) => return error_response(&error),
     };
     let rows = runs.as_array().cloned().unwrap_or_default();
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    let next = (rows.len() == limit && query.q.is_none())
+    let limit = query.page_size();
+    let waiting = query.state.as_deref() == Some("waiting");
+    // The waiting runs are few and listed at once; a search finds one run.
+    let next = (rows.len() == limit && query.search().is_none() && !waiting)
         .then(|| rows.last().and_then(|run| run["createdAtMs"].as_i64()))
         .flatten()
         .map(|before| {
             let mut link = format!("/?before={before}&limit={limit}");
-            for (key, value) in [("state", &query.state), ("name", &query.name), ("since", &query.since)] {
+            for (key, value) in [
+                ("state", &query.state),
+                ("name", &query.name),
+                ("since", &query.since),
+            ] {
                 if let Some(value) = value.as_deref().filter(|value| !value.is_empty()) {
-                    link.push_str(&format!("&{key}={}", urlencoding(value)));
+                    link.push_str(&format!("&{key}={}", segment(value)));
                 }
             }
             link
@@ -140,7 +146,7 @@ pub(super) async fn runs(State(ui): State<Ui>, Query(query): Query<RunsQuery>) -
                         @for run in &rows {
                             @let waiting_on: Vec<&str> = run["waitingOn"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
                             tr data-run=(text(run, "runId")) {
-                                td { a href=(ui.href(&format!("/runs/{}", text(run, "runId")))) { (text(run, "runId")) } }
+                                td { a href=(ui.href(&format!("/runs/{}", segment(text(run, "runId"))))) { (text(run, "runId")) } }
                                 td {
                                     (state_badge(text(run, "state"), !waiting_on.is_empty()))
                                     @if !waiting_on.is_empty() { " " small { "on " (waiting_on.join(", ")) } }
@@ -176,19 +182,6 @@ pub(super) fn cost_text(cost: &Value) -> String {
     }
 }
 
-/// A query value, percent-encoded.
-pub(super) fn urlencoding(value: &str) -> String {
-    value
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
-
 /// The open waits with a form each (the waits page, and a run's own on its page).
 pub(super) fn wait_list(ui: &Ui, waits: &[Value], with_run: bool) -> Markup {
     html! {
@@ -196,7 +189,7 @@ pub(super) fn wait_list(ui: &Ui, waits: &[Value], with_run: bool) -> Markup {
             div.wait data-step=(text(wait, "stepId")) {
                 p {
                     @if with_run {
-                        a href=(ui.href(&format!("/runs/{}", text(wait, "rootRunId")))) { (text(wait, "runId")) } " · "
+                        a href=(ui.href(&format!("/runs/{}", segment(text(wait, "rootRunId"))))) { (text(wait, "runId")) } " · "
                     }
                     @if let Some(description) = wait["description"].as_str() { (description) }
                     @else { span.muted { "(no description)" } }

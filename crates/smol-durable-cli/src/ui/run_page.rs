@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::api::{finished, run_json, RunQuery, STEPS_PER_PAGE};
 use super::pages::{cost_text, duration, json_block, layout, state_badge, text, wait_list};
-use super::{charts, error_response, Ui};
+use super::{charts, error_response, segment, Ui};
 
 /// Event types shown as the agent's live events, and as the run's logs.
 const AGENT_EVENTS: [&str; 5] = [
@@ -41,6 +41,7 @@ pub(super) async fn run(
     };
     let run = &view["run"];
     let id = text(run, "runId").to_owned();
+    let path_id = segment(&id);
     let state = text(run, "state");
     let waits = list(&view, "waits");
     let now = super::api::engine_now();
@@ -107,13 +108,13 @@ pub(super) async fn run(
     layout(
         &ui,
         &format!("run {id}"),
-        &format!("/api/runs/{id}/events?after={last_seq}"),
+        &format!("/api/runs/{path_id}/events?after={last_seq}"),
         body,
     )
 }
 
 fn run_link(ui: &Ui, run_id: &str) -> Markup {
-    html! { a href=(ui.href(&format!("/runs/{run_id}"))) { (run_id) } }
+    html! { a href=(ui.href(&format!("/runs/{}", segment(run_id)))) { (run_id) } }
 }
 
 fn lineage(ui: &Ui, run: &Value) -> Markup {
@@ -140,7 +141,8 @@ fn actions(ui: &Ui, view: &Value) -> Markup {
     let state = text(run, "state");
     let is_root = run["parentRunId"].is_null();
     let done = finished(state);
-    let resumable = matches!(state, "failed" | "cancelled") || run["ownerGone"] == Value::Bool(true);
+    let resumable =
+        matches!(state, "failed" | "cancelled") || run["ownerGone"] == Value::Bool(true);
     let script = text(run, "scriptPath");
     html! {
         @if resumable && is_root {
@@ -149,14 +151,14 @@ fn actions(ui: &Ui, view: &Value) -> Markup {
         @if !ui.read_only {
             div.actions {
                 @if !done {
-                    button.danger data-action=(format!("/api/runs/{id}/cancel")) data-confirm="Cancel this run?" { "Cancel" }
+                    button.danger data-action=(format!("/api/runs/{}/cancel", segment(id))) data-confirm="Cancel this run?" { "Cancel" }
                 }
                 @if is_root {
                     label { "fork before step " input #fork-step type="number" min="1" size="4" placeholder="all"; }
-                    button data-action=(format!("/api/runs/{id}/fork")) data-input="fork-step" { "Fork (queue for workers)" }
+                    button data-action=(format!("/api/runs/{}/fork", segment(id))) data-input="fork-step" { "Fork (queue for workers)" }
                 }
                 @if done && is_root {
-                    button.danger data-action=(format!("/api/runs/{id}")) data-method="DELETE"
+                    button.danger data-action=(format!("/api/runs/{}", segment(id))) data-method="DELETE"
                         data-confirm="Delete this run with its steps, events and child runs?" data-then="/" { "Delete" }
                 }
             }
@@ -182,7 +184,7 @@ fn steps(ui: &Ui, view: &Value) -> Markup {
     let steps = list(view, "steps");
     let total = view["totalSteps"].as_u64().unwrap_or(0) as usize;
     let from = view["stepsFrom"].as_u64().unwrap_or(1) as usize;
-    let page = |from: usize| ui.href(&format!("/runs/{id}?steps_from={from}#steps"));
+    let page = |from: usize| ui.href(&format!("/runs/{}?steps_from={from}#steps", segment(id)));
     html! {
         @if steps.is_empty() { p.muted { "No steps." } }
         @else {
@@ -289,7 +291,10 @@ fn event_text(payload: &Value) -> String {
             .and_then(Value::as_str)
             .map_or_else(|| event.to_string(), str::to_owned);
         let provider = data["provider"].as_str().unwrap_or("agent");
-        return format!("{provider} {kind}: {}", said.chars().take(240).collect::<String>());
+        return format!(
+            "{provider} {kind}: {}",
+            said.chars().take(240).collect::<String>()
+        );
     }
     for key in ["message", "phase", "name", "promptPreview", "error"] {
         if let Some(text) = data[key].as_str() {

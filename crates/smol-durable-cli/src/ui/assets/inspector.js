@@ -61,7 +61,14 @@
   if (stream && window.EventSource) {
     var source = new EventSource(withToken(stream));
     source.onmessage = soon;
-    source.addEventListener("run", soon);
+    source.addEventListener("run", function (event) {
+      // A finished run changes no more: stop asking (the browser would reconnect forever).
+      try {
+        var state = JSON.parse(event.data).state;
+        if (state === "completed" || state === "failed" || state === "cancelled") source.close();
+      } catch (e) {}
+      soon();
+    });
     source.addEventListener("changed", soon);
   }
 
@@ -116,6 +123,8 @@
       if (type === "boolean") {
         value = field.checked;
       } else if (field.value === "" && type !== "string") {
+        // An empty JSON editor is the payload null; an empty optional field is left out.
+        if (whole && type === "json") return null;
         if (whole) throw new Error("enter a value");
         continue;
       } else if (type === "number" || type === "integer") {
