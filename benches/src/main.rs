@@ -328,10 +328,7 @@ async fn setup_run(engine: &Engine) -> anyhow::Result<smol_durable_core::RunReco
 
 /// Runs the JavaScript engine scenarios in this process and prints their table.
 fn js_table(quick: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = two_threads()?;
     let (cold_runs, calls, parked) = if quick {
         (20, 1_000, 20)
     } else {
@@ -407,10 +404,7 @@ fn child_main(args: &[String]) -> anyhow::Result<()> {
     let kind = get("--store")?;
     let size: u64 = get("--size")?.parse()?;
     let path = PathBuf::from(get("--db")?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = two_threads()?;
     let measured = runtime.block_on(scenario(&name, &kind, size, &path))?;
     println!(
         "RESULT {}",
@@ -686,12 +680,17 @@ fn main() -> anyhow::Result<()> {
     ui_table(quick)
 }
 
-/// The web inspector's table on SQLite (and PostgreSQL when a server is configured).
-fn ui_table(quick: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// A runtime of two threads, as many as this machine has cores.
+fn two_threads() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
+        .build()?)
+}
+
+/// The web inspector's table on SQLite (and PostgreSQL when a server is configured).
+fn ui_table(quick: bool) -> anyhow::Result<()> {
+    let runtime = two_threads()?;
     let url = std::env::var(smol_durable_testkit::POSTGRES_URL_VAR).ok();
     let dir = tempfile::tempdir()?;
     runtime.block_on(ui::table(quick, dir.path(), url.as_deref()))
@@ -700,10 +699,7 @@ fn ui_table(quick: bool) -> anyhow::Result<()> {
 /// The waits table: signal → continue latency on SQLite (and PostgreSQL when a server is
 /// configured), and memory per waiting run.
 fn waits_table(quick: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = two_threads()?;
     let url = std::env::var(smol_durable_testkit::POSTGRES_URL_VAR).ok();
     runtime.block_on(waits::table(quick, url.as_deref()))
 }

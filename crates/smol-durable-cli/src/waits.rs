@@ -146,7 +146,8 @@ pub async fn waits(engine: &Engine, options: &WaitsArgs) -> anyhow::Result<Outco
     Ok(Outcome::Success)
 }
 
-fn wait_json(wait: &OpenWait) -> Value {
+/// An open wait as `waits -o json` and the inspector's API show it.
+pub(crate) fn wait_json(wait: &OpenWait) -> Value {
     json!({
         "runId": wait.run_id,
         "rootRunId": wait.root_run_id,

@@ -535,6 +535,16 @@ impl StoreAdmin for PostgresStore {
         ))
     }
 
+    async fn read_newest_events(
+        &self,
+        run_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
+        read!(self, "read_newest_events", |c| sql::read_newest_events(
+            c, &self.sql, run_id, limit
+        ))
+    }
+
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
         let task_id = task_id.to_owned();
         write!(self, "delete_task", |c, q| sql::delete_task(c, q, &task_id))

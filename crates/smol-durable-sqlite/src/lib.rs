@@ -696,6 +696,18 @@ impl StoreAdmin for SqliteStore {
         .await
     }
 
+    async fn read_newest_events(
+        &self,
+        run_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let run_id = run_id.to_owned();
+        self.read("read_newest_events", move |c| {
+            sql::read_newest_events(c, &run_id, limit)
+        })
+        .await
+    }
+
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
         let task_id = task_id.to_owned();
         self.write("delete_task", Commit::Durable, move |c| {

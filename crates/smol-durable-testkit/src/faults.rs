@@ -490,6 +490,17 @@ impl StoreAdmin for FaultyStore {
         .await
     }
 
+    async fn read_newest_events(
+        &self,
+        run_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.inject("read_newest_events", || {
+            self.inner.read_newest_events(run_id, limit)
+        })
+        .await
+    }
+
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
         self.inject("delete_task", || self.inner.delete_task(task_id))
             .await

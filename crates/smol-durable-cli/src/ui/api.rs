@@ -248,7 +248,7 @@ pub(super) async fn run_json(
         async { Ok(store.ledger_entries(&run.root_run_id).await?) },
         engine.list_runs(&family_filter),
         engine.waits(&wait_filter),
-        newest_events(engine, &run.run_id),
+        async { Ok(store.read_newest_events(&run.run_id, EVENTS_SHOWN).await?) },
     )?;
     let total_steps = steps.len();
     let from = query.steps_from.unwrap_or(1).max(1);
@@ -353,34 +353,13 @@ pub(super) async fn run_json(
         "cost": cost(&ledger),
         "attempts": attempts,
         "children": children_tree(&family, &run.run_id),
-        "waits": waits.iter().map(wait_view).collect::<Vec<_>>(),
+        "waits": waits.iter().map(crate::waits::wait_json).collect::<Vec<_>>(),
         "ledger": ledger_view,
         "totalSteps": total_steps,
         "stepsFrom": from,
         "steps": shown,
         "events": events.iter().map(event_view).collect::<Vec<_>>(),
     }))
-}
-
-/// The newest [`EVENTS_SHOWN`] events of a run, oldest first.
-async fn newest_events(engine: &Engine, run_id: &str) -> Result<Vec<EventRecord>, Error> {
-    // Read forward in pages, keeping the newest: the store reads by position only.
-    let mut kept: std::collections::VecDeque<EventRecord> = std::collections::VecDeque::new();
-    let mut after = 0;
-    loop {
-        let page = engine.events(run_id, after, 1_000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        let full = page.len() == 1_000;
-        kept.extend(page);
-        while kept.len() > EVENTS_SHOWN {
-            kept.pop_front();
-        }
-        if !full {
-            break;
-        }
-    }
-    Ok(kept.into())
 }
 
 /// An event as the API shows it: its position, type, time, run and step, and its document.
@@ -428,24 +407,12 @@ fn children_tree(family: &[RunRecord], root: &str) -> Vec<Value> {
     level(&by_parent, root, 0)
 }
 
-/// An open wait as the API shows it.
-pub(super) fn wait_view(wait: &OpenWait) -> Value {
-    json!({
-        "runId": wait.run_id,
-        "rootRunId": wait.root_run_id,
-        "stepId": wait.step_id,
-        "names": wait.names,
-        "description": wait.description,
-        "schema": wait.schema,
-        "deadline": wait.deadline.map(rfc3339_ms),
-        "since": rfc3339_ms(wait.since),
-    })
-}
-
 /// Every open wait, oldest first.
 pub(super) async fn waits_json(engine: &Engine) -> Result<Value, Error> {
     let waits = engine.waits(&WaitFilter::default()).await?;
-    Ok(Value::Array(waits.iter().map(wait_view).collect()))
+    Ok(Value::Array(
+        waits.iter().map(crate::waits::wait_json).collect(),
+    ))
 }
 
 /// Whether a run's state is one it will not leave.

@@ -307,6 +307,31 @@ pub trait StoreAdmin: Send + Sync + std::fmt::Debug {
         after_seq: i64,
         limit: usize,
     ) -> StoreResult<Vec<EventRecord>>;
+    /// The newest `limit` events of a run and of its children, in append order: what a view
+    /// of a long run shows without reading all of them. Provided by paging through
+    /// [`read_events`](Self::read_events); stores override it with one read from the end.
+    async fn read_newest_events(
+        &self,
+        run_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let mut kept = std::collections::VecDeque::with_capacity(limit.min(4_096));
+        let mut after = 0;
+        loop {
+            let page = self.read_events(run_id, after, 1_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let full = page.len() == 1_000;
+            kept.extend(page);
+            while kept.len() > limit {
+                kept.pop_front();
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(kept.into())
+    }
     /// Deletes a finished task with everything under it, in one transaction: its runs (the
     /// root and every child), attempts, steps, ledger rows, signals and events. `Ok(false)` when there
     /// is no such task; [`unfinished_task`]'s `Conflict`, deleting nothing, while the task or

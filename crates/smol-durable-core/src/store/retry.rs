@@ -626,6 +626,17 @@ impl StoreAdmin for RetryingStore {
         .await
     }
 
+    async fn read_newest_events(
+        &self,
+        run_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.idempotent("read_newest_events", || {
+            self.inner.read_newest_events(run_id, limit)
+        })
+        .await
+    }
+
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
         self.idempotent("delete_task", || self.inner.delete_task(task_id))
             .await

@@ -27,6 +27,28 @@ pub(crate) async fn read_events(
     .await
 }
 
+/// The newest `limit` events of a run and its children, oldest first.
+pub(crate) async fn read_newest_events(
+    c: &mut PgConnection,
+    sql: &Sql,
+    run_id: &str,
+    limit: usize,
+) -> Result<Vec<EventRecord>> {
+    const Q: &str = concat!(
+        "SELECT * FROM (SELECT ",
+        event_columns!(),
+        " FROM sw_workflow_events WHERE run_id = $1 OR root_run_id = $1 \
+         ORDER BY seq DESC LIMIT $2) newest ORDER BY seq"
+    );
+    all(
+        c,
+        "read_newest_events",
+        sql.query(Q).bind(run_id).bind(int(limit as u64)),
+        rows::event,
+    )
+    .await
+}
+
 pub(crate) async fn append_events(
     c: &mut PgConnection,
     sql: &Sql,

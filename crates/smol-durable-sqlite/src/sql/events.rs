@@ -21,6 +21,25 @@ pub(crate) fn read_events(
     )
 }
 
+/// The newest `limit` events of a run and its children, oldest first.
+pub(crate) fn read_newest_events(
+    c: &Connection,
+    run_id: &str,
+    limit: usize,
+) -> Result<Vec<EventRecord>> {
+    let sql = format!(
+        "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM sw_workflow_events \
+         WHERE run_id = ?1 OR root_run_id = ?1 ORDER BY rowid DESC LIMIT ?2) ORDER BY 1"
+    );
+    all(
+        c,
+        "read_newest_events",
+        &sql,
+        params![run_id, int(limit as u64)],
+        rows::event,
+    )
+}
+
 pub(crate) fn append_events(c: &Connection, events: &[NewEvent]) -> Result<()> {
     for event in events {
         execute(

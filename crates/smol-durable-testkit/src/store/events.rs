@@ -13,6 +13,7 @@ macro_rules! __store_events_cases {
             store::events,
             $factory,
             events_come_back_in_order_per_run,
+            the_newest_events_come_back_in_order,
             appending_an_event_again_stores_it_once
         );
     };
@@ -65,6 +66,59 @@ pub async fn events_come_back_in_order_per_run(fixture: Fixture) {
         .expect("page");
     assert_eq!(page.len(), 2);
     assert_eq!(page[0].event_id, read[4].event_id);
+}
+
+/// The newest events of a run come back in append order, past a page of the paging default,
+/// without another run's.
+///
+/// Checks [`StoreAdmin::read_newest_events`](smol_durable_core::StoreAdmin::read_newest_events).
+pub async fn the_newest_events_come_back_in_order(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let one = seed(store, ClaimScope::Local, 0).await;
+    let two = seed(store, ClaimScope::Local, 0).await;
+    let event = |run: &CreatedRun, n: usize| NewEvent {
+        event_id: smol_durable_core::new_id("evt"),
+        run_id: run.run.run_id.clone(),
+        root_run_id: run.run.run_id.clone(),
+        attempt_id: None,
+        step_id: None,
+        event_type: smol_durable_core::EventType::Log,
+        payload: json!({ "n": n }),
+        created_at: 5,
+    };
+    for batch in 0..11 {
+        let mut events: Vec<NewEvent> = (0..100).map(|i| event(&one, batch * 100 + i)).collect();
+        events.push(event(&two, 10_000 + batch));
+        store.append_events(events).await.expect("append");
+    }
+    let other = fixture.another_handle().await;
+    let numbers = |events: &[EventRecord]| -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|event| event.payload["n"].as_u64())
+            .collect()
+    };
+    let newest = other
+        .read_newest_events(&one.run.run_id, 3)
+        .await
+        .expect("read");
+    assert_eq!(numbers(&newest), [1_097, 1_098, 1_099]);
+    let all = other
+        .read_newest_events(&one.run.run_id, 5_000)
+        .await
+        .expect("read");
+    assert_eq!(numbers(&all), (0..1_100).collect::<Vec<u64>>());
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let theirs = other
+        .read_newest_events(&two.run.run_id, 2)
+        .await
+        .expect("read");
+    assert_eq!(numbers(&theirs), [10_009, 10_010]);
+    assert!(other
+        .read_newest_events("run_missing", 10)
+        .await
+        .expect("read")
+        .is_empty());
 }
 
 /// Appending is idempotent by event id, so a retried append whose answer was lost adds
