@@ -29,6 +29,14 @@ fn seconds(ms: i64) -> String {
     }
 }
 
+fn steps_text(count: usize) -> String {
+    if count == 1 {
+        "1 step".to_owned()
+    } else {
+        format!("{count} steps")
+    }
+}
+
 struct Bar<'a> {
     label: String,
     tip: String,
@@ -60,10 +68,10 @@ pub(super) fn timeline(steps: &[Value], now: i64) -> Markup {
         let start = members.iter().map(|step| span(step).0).min().unwrap_or(now);
         let end = members.iter().map(|step| span(step).1).max().unwrap_or(now);
         bars.push(Bar {
-            label: format!("{phase} ({} steps)", members.len()),
+            label: format!("{phase} ({})", steps_text(members.len())),
             tip: format!(
-                "phase {phase}: {} steps, {}",
-                members.len(),
+                "phase {phase}: {}, {}",
+                steps_text(members.len()),
                 seconds(end - start)
             ),
             start,
