@@ -19,6 +19,20 @@ macro_rules! __store_events_cases {
     };
 }
 
+/// A `workflow.log` event of `run` carrying `payload`.
+fn log_event(run: &CreatedRun, payload: Value) -> NewEvent {
+    NewEvent {
+        event_id: smol_durable_core::new_id("evt"),
+        run_id: run.run.run_id.clone(),
+        root_run_id: run.run.run_id.clone(),
+        attempt_id: None,
+        step_id: None,
+        event_type: smol_durable_core::EventType::Log,
+        payload,
+        created_at: 5,
+    }
+}
+
 /// Events come back per run in append order, with increasing `seq`, and page by `after_seq`.
 ///
 /// Checks
@@ -28,15 +42,11 @@ pub async fn events_come_back_in_order_per_run(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let one = seed(store, ClaimScope::Local, 0).await;
     let two = seed(store, ClaimScope::Local, 0).await;
-    let event = |run: &CreatedRun, n: usize| NewEvent {
-        event_id: smol_durable_core::new_id("evt"),
-        run_id: run.run.run_id.clone(),
-        root_run_id: run.run.run_id.clone(),
-        attempt_id: None,
-        step_id: None,
-        event_type: smol_durable_core::EventType::Log,
-        payload: json!({"type": "workflow.log", "message": format!("m{n}"), "text": "ünï"}),
-        created_at: 5,
+    let event = |run: &CreatedRun, n: usize| {
+        log_event(
+            run,
+            json!({"type": "workflow.log", "message": format!("m{n}"), "text": "ünï"}),
+        )
     };
     for batch in 0..5 {
         let events = (0..4)
@@ -76,16 +86,7 @@ pub async fn the_newest_events_come_back_in_order(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let one = seed(store, ClaimScope::Local, 0).await;
     let two = seed(store, ClaimScope::Local, 0).await;
-    let event = |run: &CreatedRun, n: usize| NewEvent {
-        event_id: smol_durable_core::new_id("evt"),
-        run_id: run.run.run_id.clone(),
-        root_run_id: run.run.run_id.clone(),
-        attempt_id: None,
-        step_id: None,
-        event_type: smol_durable_core::EventType::Log,
-        payload: json!({ "n": n }),
-        created_at: 5,
-    };
+    let event = |run: &CreatedRun, n: usize| log_event(run, json!({ "n": n }));
     for batch in 0..11 {
         let mut events: Vec<NewEvent> = (0..100).map(|i| event(&one, batch * 100 + i)).collect();
         events.push(event(&two, 10_000 + batch));
