@@ -154,6 +154,11 @@ fn every_route_and_action(cli: &Cli) {
     assert_eq!(run["steps"][0]["number"], 1);
     assert_eq!(run["steps"][0]["phase"], HOSTILE);
     assert_eq!(run["ledger"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        run["tokenUsage"]["outputTokens"], run["ledger"][0]["outputTokens"],
+        "the usage is what the ledger spent"
+    );
+    assert!(run["tokenUsage"]["outputTokens"].as_u64().unwrap() > 0);
     assert!(
         run["events"]
             .as_array()

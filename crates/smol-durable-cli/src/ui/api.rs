@@ -242,14 +242,15 @@ pub(super) async fn run_json(
         run_id: Some(run.run_id.clone()),
         ..WaitFilter::default()
     };
-    let (steps, usage, ledger, family, waits, events) = futures::try_join!(
+    let (steps, ledger, family, waits, events) = futures::try_join!(
         async { Ok::<_, Error>(store.load_steps(&run.run_id).await?) },
-        engine.token_usage(&run.root_run_id),
         async { Ok(store.ledger_entries(&run.root_run_id).await?) },
         engine.list_runs(&family_filter),
         engine.waits(&wait_filter),
         async { Ok(store.read_newest_events(&run.run_id, EVENTS_SHOWN).await?) },
     )?;
+    // The ledger is read once: its rows are shown, and they are what the run spent.
+    let usage = smol_durable_core::TokenUsage::from_ledger(&ledger);
     let total_steps = steps.len();
     let from = query.steps_from.unwrap_or(1).max(1);
     let mut retries: HashMap<&str, Vec<Value>> = HashMap::new();

@@ -25,6 +25,15 @@ pub(crate) async fn run_usage(
     ))
 }
 
+impl TokenUsage {
+    /// What ledger rows (of [`DurableStore::ledger_entries`](crate::DurableStore::ledger_entries))
+    /// spent, as [`Engine::token_usage`](crate::Engine::token_usage) sums them: for a caller
+    /// that has read the rows anyway.
+    pub fn from_ledger<'a>(entries: impl IntoIterator<Item = &'a LedgerEntry>) -> Self {
+        sum_usage(entries.into_iter())
+    }
+}
+
 /// What the rows spent: a fork's copies are the source's spending, not the fork's.
 pub(crate) fn sum_usage<'a>(entries: impl Iterator<Item = &'a LedgerEntry>) -> TokenUsage {
     let mut usage = TokenUsage::default();
@@ -81,6 +90,7 @@ mod tests {
             (usage.input_tokens, usage.output_tokens, usage.total_tokens),
             (6, 8, 100 + 3 + 4 + 7)
         );
+        assert_eq!(TokenUsage::from_ledger(&entries), usage);
         let entries = [billed(huge.clone()), billed(huge)];
         assert_eq!(sum_usage(entries.iter()).total_tokens, u64::MAX);
     }
