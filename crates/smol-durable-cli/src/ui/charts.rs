@@ -5,6 +5,8 @@
 use maud::{html, Markup};
 use serde_json::Value;
 
+use super::pages::duration;
+
 /// Width of the bars' area and of a label column, in SVG units.
 const WIDTH: f64 = 760.0;
 const LABEL: f64 = 230.0;
@@ -18,14 +20,6 @@ fn state_color(state: &str) -> &'static str {
         "failed" => "#c84040",
         "cancelled" => "#999",
         _ => "#3a78c8",
-    }
-}
-
-fn seconds(ms: i64) -> String {
-    if ms < 1_000 {
-        format!("{ms} ms")
-    } else {
-        format!("{:.1} s", ms as f64 / 1_000.0)
     }
 }
 
@@ -72,7 +66,7 @@ pub(super) fn timeline(steps: &[Value], now: i64) -> Markup {
             tip: format!(
                 "phase {phase}: {}, {}",
                 steps_text(members.len()),
-                seconds(end - start)
+                duration(end - start)
             ),
             start,
             end,
@@ -93,7 +87,7 @@ pub(super) fn timeline(steps: &[Value], now: i64) -> Markup {
                         step["number"],
                         step["kind"].as_str().unwrap_or(""),
                         step["state"].as_str().unwrap_or(""),
-                        seconds(end - start)
+                        duration(end - start)
                     ),
                     start,
                     end,
@@ -127,7 +121,7 @@ pub(super) fn timeline(steps: &[Value], now: i64) -> Markup {
                     fill=(bar.color) { title { (bar.tip) } }
             }
             text x=(LABEL) y=(height - 4.0) { "0" }
-            text x=(LABEL + WIDTH) y=(height - 4.0) text-anchor="end" { (seconds(t1 - t0)) }
+            text x=(LABEL + WIDTH) y=(height - 4.0) text-anchor="end" { (duration(t1 - t0)) }
         }
         @if !each_step { p.muted { "More than " (MAX_BARS) " steps on this page: phases only." } }
     }
@@ -163,7 +157,7 @@ pub(super) fn tokens(ledger: &[Value], budget: Option<u64>) -> Markup {
             line x1=(left) y1="10" x2=(left) y2=(height - bottom) stroke="#aab" {}
             text x=(left - 4.0) y=(y(last.1) + 4.0) text-anchor="end" { (last.1) }
             text x=(left - 4.0) y=(height - bottom) text-anchor="end" { "0" }
-            text x=(width - 10.0) y=(height - 4.0) text-anchor="end" { (seconds(last.0 - t0)) }
+            text x=(width - 10.0) y=(height - 4.0) text-anchor="end" { (duration(last.0 - t0)) }
             @if let Some(budget) = budget {
                 line x1=(left) y1=(y(budget)) x2=(width - 10.0) y2=(y(budget)) stroke="#c84040"
                     stroke-dasharray="5 4" {}
