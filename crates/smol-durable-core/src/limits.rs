@@ -22,6 +22,13 @@ pub struct Limits {
     pub cancel_grace: Duration,
     /// How often a step held by another worker is re-read while waiting (default 250 ms).
     pub wait_poll: Duration,
+    /// How long an agent call runs before its step is claimed in the store (default 1 s). A
+    /// call that ends sooner is stored with one durable write, claim and completion together
+    /// ([`DurableStore::record_step`](crate::DurableStore::record_step)); a longer one is
+    /// claimed when this elapses, so other processes (`status`, the inspector) see it held
+    /// and a repeat after a crash keeps its step id. `Duration::ZERO` claims every call
+    /// before it starts.
+    pub deferred_claim: Duration,
     /// How often a running run looks for a cancellation requested by another process
     /// (default 1 s; one in this process is seen at once).
     pub cancel_poll: Duration,
@@ -50,6 +57,7 @@ impl Default for Limits {
             cancel_grace: Duration::from_secs(5),
             wait_poll: Duration::from_millis(250),
             cancel_poll: Duration::from_secs(1),
+            deferred_claim: Duration::from_secs(1),
             max_result_bytes: 8 * 1024 * 1024,
             max_prompt_bytes: 1024 * 1024,
             max_event_payload_bytes: 64 * 1024,

@@ -148,7 +148,10 @@ pub struct AgentRequest {
     pub context: AgentContext,
     /// Run making the call.
     pub run_id: String,
-    /// Durable step of the call.
+    /// Durable step of the call. Stable across repeats of the call once it was claimed: a
+    /// call that ended (or was interrupted) within
+    /// [`Limits::deferred_claim`](crate::Limits::deferred_claim) was never claimed, and a repeat
+    /// of it gets a new step id.
     pub step_id: String,
     /// The step's fence: 1 on the first claim, more after reclaims. In JSON it keeps the name
     /// `attempt` that the command provider's protocol has used since 0.1.0.

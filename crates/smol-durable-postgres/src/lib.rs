@@ -44,9 +44,9 @@ use serde_json::Value;
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
-    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
-    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
-    StoreResult, TaskRecord,
+    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
+    RunFilter, RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin,
+    StoreCapabilities, StoreResult, TaskRecord,
 };
 use smol_durable_core::store::{
     ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, WaitFilter,
@@ -424,6 +424,12 @@ impl DurableStore for PostgresStore {
     async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas> {
         read!(self, "complete_step", |c| sql::complete_step(
             c, &self.sql, &complete
+        ))
+    }
+
+    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
+        read!(self, "record_step", |c| sql::record_step(
+            c, &self.sql, &record
         ))
     }
 

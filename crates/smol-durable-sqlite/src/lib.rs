@@ -48,9 +48,9 @@ use serde_json::Value;
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
-    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
-    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
-    StoreResult, TaskRecord,
+    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
+    RunFilter, RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin,
+    StoreCapabilities, StoreResult, TaskRecord,
 };
 use smol_durable_core::store::{
     ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, WaitFilter,
@@ -577,6 +577,14 @@ impl DurableStore for SqliteStore {
         // A completion is what must never be lost: it is the paid-for result.
         self.write("complete_step", Commit::Durable, move |c| {
             sql::complete_step(c, &complete)
+        })
+        .await
+    }
+
+    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
+        // A completion, claim and all: durable.
+        self.write("record_step", Commit::Durable, move |c| {
+            sql::record_step(c, &record)
         })
         .await
     }

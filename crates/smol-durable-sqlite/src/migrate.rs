@@ -39,10 +39,15 @@ const MIGRATIONS: &[Migration] = &[
         introduced_version: concat!("smol-durable ", env!("CARGO_PKG_VERSION")),
         sql: include_str!("../migrations/5.sql"),
     },
+    Migration {
+        id: 6,
+        introduced_version: concat!("smol-durable ", env!("CARGO_PKG_VERSION")),
+        sql: include_str!("../migrations/6.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The last migration smol-wf 0.3.4 applied: a database whose newest migration is this one was
 /// last written by smol-wf, which refuses it once smol-durable's migrations are applied.

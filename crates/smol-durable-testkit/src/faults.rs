@@ -25,9 +25,9 @@ use async_trait::async_trait;
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
-    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome, RunFilter,
-    RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin, StoreCapabilities,
-    StoreResult, TaskRecord,
+    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
+    RunFilter, RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin,
+    StoreCapabilities, StoreResult, TaskRecord,
 };
 use smol_durable_core::store::{
     ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, WaitFilter,
@@ -373,6 +373,11 @@ impl DurableStore for FaultyStore {
 
     async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas> {
         self.inject("complete_step", || self.inner.complete_step(complete))
+            .await
+    }
+
+    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
+        self.inject("record_step", || self.inner.record_step(record))
             .await
     }
 

@@ -12,9 +12,12 @@ use smol_durable_core::DurableStore;
 pub(crate) struct LoggedCall {
     pub step_id: String,
     pub pid: u32,
+    pub run_id: String,
+    pub prompt: String,
 }
 
-/// Reads the call log (`step_id <TAB> attempt <TAB> pid` per line).
+/// Reads the call log (`step_id <TAB> attempt <TAB> pid <TAB> run_id <TAB> prompt as JSON` per
+/// line).
 pub(crate) fn read_log(path: &Path) -> anyhow::Result<Vec<LoggedCall>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -25,18 +28,47 @@ pub(crate) fn read_log(path: &Path) -> anyhow::Result<Vec<LoggedCall>> {
     // be trusted to count calls.
     text.lines()
         .map(|line| {
-            let mut fields = line.split('\t');
-            let step_id = fields.next().filter(|id| !id.is_empty());
-            let pid = fields.nth(1).and_then(|pid| pid.parse().ok());
-            match (step_id, pid) {
-                (Some(step_id), Some(pid)) => Ok(LoggedCall {
-                    step_id: step_id.to_owned(),
-                    pid,
-                }),
-                _ => Err(anyhow::anyhow!("malformed call log line {line:?}")),
-            }
+            let fields: Vec<&str> = line.splitn(5, '\t').collect();
+            let parsed = match fields.as_slice() {
+                [step_id, _, pid, run_id, prompt] if !step_id.is_empty() => pid
+                    .parse()
+                    .ok()
+                    .zip(serde_json::from_str::<String>(prompt).ok())
+                    .map(|(pid, prompt)| LoggedCall {
+                        step_id: (*step_id).to_owned(),
+                        pid,
+                        run_id: (*run_id).to_owned(),
+                        prompt,
+                    }),
+                _ => None,
+            };
+            parsed.ok_or_else(|| anyhow::anyhow!("malformed call log line {line:?}"))
         })
         .collect()
+}
+
+/// Which step a call served: its run and the prompt of the step's first call. A call whose
+/// claim was deferred and that was interrupted left no row, and its repeat runs under a new
+/// step id; the step's prompt (unique within a torture run) names it across both.
+type StepKey = (String, String);
+
+/// The step each call served, by step id: the prompt of the first logged call with that id
+/// (later calls of one step id are its tries and schema corrections).
+fn step_keys(calls: &[LoggedCall]) -> BTreeMap<&str, StepKey> {
+    let mut keys = BTreeMap::new();
+    for call in calls {
+        keys.entry(call.step_id.as_str())
+            .or_insert_with(|| (call.run_id.clone(), call.prompt.clone()));
+    }
+    keys
+}
+
+/// A step row's key: its run and its prompt.
+fn row_key(step: &StepRecord) -> StepKey {
+    (
+        step.run_id.clone(),
+        step.input["prompt"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 /// What one torture run has seen so far.
@@ -45,7 +77,7 @@ pub(crate) struct RunWatch {
     /// Completed steps as first seen completed: (state, result, attempts, updated_at).
     completed: BTreeMap<String, StepRecord>,
     /// Interruptions that hit each step while its call was in flight.
-    hits: BTreeMap<String, u32>,
+    hits: BTreeMap<StepKey, u32>,
 }
 
 /// Every step of every run of a task (the root and its children).
@@ -80,12 +112,22 @@ impl RunWatch {
         pid: u32,
     ) -> anyhow::Result<Vec<String>> {
         let steps = all_steps(store, task_id).await?;
-        for step in &steps {
-            let called_by_victim = calls
-                .iter()
-                .any(|call| call.pid == pid && call.step_id == step.step_id);
-            if called_by_victim && step.state != State::Completed {
-                *self.hits.entry(step.step_id.clone()).or_default() += 1;
+        let completed: BTreeSet<StepKey> = steps
+            .iter()
+            .filter(|step| step.kind == StepKind::Agent && step.state == State::Completed)
+            .map(row_key)
+            .collect();
+        let keys = step_keys(calls);
+        let called_by_victim: BTreeSet<&StepKey> = calls
+            .iter()
+            .filter(|call| call.pid == pid)
+            .filter_map(|call| keys.get(call.step_id.as_str()))
+            .collect();
+        // A step the victim called and that is not completed — claimed, or with no row at all
+        // (its claim deferred) — was hit.
+        for key in called_by_victim {
+            if !completed.contains(key) {
+                *self.hits.entry(key.clone()).or_default() += 1;
             }
         }
         Ok(self.check_completed_unchanged(&steps))
@@ -187,28 +229,41 @@ impl RunWatch {
             ));
         }
 
-        let run_steps: BTreeSet<&str> = steps.iter().map(|step| step.step_id.as_str()).collect();
-        let mut per_step: BTreeMap<&str, u64> = BTreeMap::new();
+        let task_runs: BTreeSet<&str> = steps.iter().map(|step| step.run_id.as_str()).collect();
+        let keys = step_keys(calls);
+        let mut per_step: BTreeMap<&StepKey, u64> = BTreeMap::new();
         for call in calls
             .iter()
-            .filter(|call| run_steps.contains(call.step_id.as_str()))
+            .filter(|call| task_runs.contains(call.run_id.as_str()))
         {
-            *per_step.entry(call.step_id.as_str()).or_default() += 1;
+            if let Some(key) = keys.get(call.step_id.as_str()) {
+                *per_step.entry(key).or_default() += 1;
+            }
         }
+        let agent_keys: BTreeMap<StepKey, &str> = steps
+            .iter()
+            .filter(|step| step.kind == StepKind::Agent && step.state == State::Completed)
+            .map(|step| (row_key(step), step.step_id.as_str()))
+            .collect();
         let mut total = 0;
         let mut repeated = 0;
-        for (step_id, count) in &per_step {
+        for (key, count) in &per_step {
             total += count;
             repeated += count.saturating_sub(1);
-            let bound = 1 + u64::from(self.hits.get(*step_id).copied().unwrap_or(0));
+            let bound = 1 + u64::from(self.hits.get(*key).copied().unwrap_or(0));
             if *count > bound {
                 violations.push(format!(
-                    "step {step_id} was called {count} times; interruptions allow at most {bound}"
+                    "the step of {key:?} was called {count} times; interruptions allow at most {bound}"
+                ));
+            }
+            if !agent_keys.contains_key(*key) {
+                violations.push(format!(
+                    "{key:?} was called but no agent step of it completed"
                 ));
             }
         }
-        for step_id in &agent_steps {
-            if !per_step.contains_key(step_id) {
+        for (key, step_id) in &agent_keys {
+            if !per_step.contains_key(key) {
                 violations.push(format!(
                     "agent step {step_id} completed without a logged call"
                 ));
@@ -280,4 +335,35 @@ pub(crate) async fn check_signals(
         }
     }
     Ok(violations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(step_id: &str, pid: u32, prompt: &str) -> LoggedCall {
+        LoggedCall {
+            step_id: step_id.into(),
+            pid,
+            run_id: "run_1".into(),
+            prompt: prompt.into(),
+        }
+    }
+
+    #[test]
+    fn a_repeat_under_a_new_step_id_counts_for_the_same_step() {
+        let calls = [
+            // Killed in flight before its deferred claim was written: no row, this id is gone.
+            call("step_lost", 1, "hello"),
+            call("step_kept", 2, "hello"),
+            // A schema correction: another prompt, the same step.
+            call("step_kept", 2, "hello, but as JSON"),
+            call("step_other", 2, "bye"),
+        ];
+        let keys = step_keys(&calls);
+        let hello = ("run_1".to_owned(), "hello".to_owned());
+        assert_eq!(keys["step_lost"], hello);
+        assert_eq!(keys["step_kept"], hello);
+        assert_eq!(keys["step_other"].1, "bye");
+    }
 }

@@ -45,7 +45,8 @@ pub(crate) struct VictimOptions {
     seed: u64,
 }
 
-/// The `debug` provider, logging `step_id <TAB> attempt <TAB> pid` before each answer and
+/// The `debug` provider, logging `step_id <TAB> attempt <TAB> pid <TAB> run_id <TAB> prompt`
+/// before each answer and
 /// taking a few milliseconds, so kills land in the middle of calls.
 #[derive(Debug)]
 struct LoggingProvider {
@@ -59,11 +60,14 @@ impl AgentProvider for LoggingProvider {
     }
 
     async fn run(&self, request: AgentRequest) -> Result<AgentResponse, ProviderError> {
+        // The prompt as a JSON string: one line whatever it holds.
         let line = format!(
-            "{}\t{}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}\n",
             request.step_id,
             request.fence,
-            std::process::id()
+            std::process::id(),
+            request.run_id,
+            Value::String(request.prompt.clone())
         );
         // One short O_APPEND write: whole or absent, and it survives the process being killed.
         std::fs::OpenOptions::new()

@@ -3,7 +3,8 @@
 //! The engine reads rows, asks these functions what to do, and asks the store to perform the
 //! small atomic operation that follows; a store may call one of them inside its transaction
 //! (the attempt rules), but spells out no rule of its own. This is the one place that decides
-//! replay / run / wait / reclaim ([`decide_step`], for sleeps too), how
+//! replay / run / wait / reclaim ([`decide_step`], for sleeps too), whether a claim waits for
+//! its completion ([`defers_claim`]), how
 //! fencing conflicts resolve, whether the budget allows another call, how long leases last,
 //! what happens to tasks and attempts ([`admit_attempt`], [`claim_verdict`],
 //! [`attempt_end`], [`cancel_request`], [`attempt_retry_at`]), and which wait a signal goes to
@@ -26,7 +27,7 @@ pub use leases::{
     heartbeat_interval_ms, step_lease_expires_at, RetryOverride, RetryPolicy, MAX_RETRY_WAIT_MS,
 };
 pub use sleeps::{sleep_wake_at, wake_at};
-pub use steps::{decide_step, resolve_fence_conflict, FenceResolution, StepDecision};
+pub use steps::{decide_step, defers_claim, resolve_fence_conflict, FenceResolution, StepDecision};
 pub use waits::{
     due_for_signals, serving_wait, stored_deadline, stored_names, takes_signals, wait_deadline,
     wait_takes, wake_not_before, WaitOutcome,

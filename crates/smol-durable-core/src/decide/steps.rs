@@ -145,6 +145,23 @@ pub(super) fn unsupported(what: &'static str, value: &str, row: &StepRecord) -> 
     }
 }
 
+/// Whether a step's claim may wait until its call has ended, to be written with its completion
+/// in one transaction ([`DurableStore::record_step`](crate::DurableStore::record_step)) — or
+/// `deferred_claim` after the call started, if it is still running then.
+///
+/// Only for an agent call whose checkpoint has no row: there is nothing to reclaim and nobody
+/// else's claim to respect, and the attempt's own lease already keeps every other process off
+/// the run (a deposed attempt's record is fenced by the attempt). Sleeps, waits, signals and
+/// child workflows are claimed first: other processes read their rows (a sleep's `wakeAt`, a
+/// child's parent step) while they last. A zero `deferred_claim` claims every call first.
+pub fn defers_claim(
+    kind: &StepKind,
+    existing: Option<&StepRecord>,
+    deferred_claim: std::time::Duration,
+) -> bool {
+    *kind == StepKind::Agent && existing.is_none() && !deferred_claim.is_zero()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +171,24 @@ mod tests {
 
     fn decide(existing: Option<&StepRecord>, now: i64) -> Result<StepDecision, Error> {
         decide_step(existing, &StepKind::Agent, SIG, now)
+    }
+
+    #[test]
+    fn only_a_new_agent_call_defers_its_claim() {
+        use std::time::Duration;
+        let second = Duration::from_secs(1);
+        assert!(defers_claim(&StepKind::Agent, None, second));
+        assert!(!defers_claim(&StepKind::Agent, None, Duration::ZERO));
+        let failed = row(State::Failed, None, 1);
+        assert!(!defers_claim(&StepKind::Agent, Some(&failed), second));
+        for kind in [
+            StepKind::Sleep,
+            StepKind::Workflow,
+            StepKind::Wait,
+            StepKind::Signal,
+        ] {
+            assert!(!defers_claim(&kind, None, second), "{kind:?}");
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub(crate) struct HeldStep {
     pub extra_ms: u64,
     /// An agent call (as opposed to a sleep or a child workflow).
     pub agent: bool,
+    /// Its row is in the store (a deferred claim is not yet): only then is its lease renewed.
+    pub claimed: bool,
 }
 
 /// How the attempt was stopped from outside the script.

@@ -20,6 +20,7 @@ pub(crate) async fn heartbeat(ctx: Arc<AttemptCtx>) {
         let steps: Vec<StepLease> = ctx
             .held_steps()
             .into_iter()
+            .filter(|(_, held)| held.claimed)
             .map(|(step_id, held)| StepLease {
                 step_id,
                 fence: held.fence,

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::decide::{decide_step, resolve_fence_conflict, FenceResolution, StepDecision};
 use crate::store::{
-    ClaimStep, CompleteStep, DurableStore, InsertStep, LedgerEntry, NewStep, StepCas, StepKind,
-    StepRecord,
+    ClaimStep, CompleteStep, DurableStore, InsertStep, LedgerEntry, NewStep, RecordStep, StepCas,
+    StepKind, StepRecord,
 };
 use crate::{Error, StepSignature};
 
@@ -33,6 +33,25 @@ pub struct StepClaim<'a> {
     pub worker_id: &'a str,
     /// Lease for the claim.
     pub lease_expires_at: i64,
+}
+
+impl StepClaim<'_> {
+    /// The row this claim inserts when the step has none, under a fresh step id.
+    pub fn new_step(&self, now: i64) -> NewStep {
+        NewStep {
+            step_id: crate::new_id("step"),
+            run_id: self.run_id.to_owned(),
+            root_run_id: self.root_run_id.to_owned(),
+            kind: self.kind.clone(),
+            checkpoint_name: self.checkpoint_name.to_owned(),
+            input_signature_hash: self.signature.hash.clone(),
+            input_signature_json: self.signature.json.clone(),
+            input: self.input.clone(),
+            worker_id: self.worker_id.to_owned(),
+            lease_expires_at: self.lease_expires_at,
+            now,
+        }
+    }
 }
 
 /// What one round of [`acquire_step`] produced.
@@ -91,21 +110,7 @@ pub async fn acquire_step(
                 return Ok(Acquired::Wait(row));
             }
             StepDecision::Insert => {
-                let inserted = store
-                    .insert_step(NewStep {
-                        step_id: crate::new_id("step"),
-                        run_id: claim.run_id.to_owned(),
-                        root_run_id: claim.root_run_id.to_owned(),
-                        kind: claim.kind.clone(),
-                        checkpoint_name: claim.checkpoint_name.to_owned(),
-                        input_signature_hash: claim.signature.hash.clone(),
-                        input_signature_json: claim.signature.json.clone(),
-                        input: claim.input.clone(),
-                        worker_id: claim.worker_id.to_owned(),
-                        lease_expires_at: claim.lease_expires_at,
-                        now,
-                    })
-                    .await?;
+                let inserted = store.insert_step(claim.new_step(now)).await?;
                 match inserted {
                     InsertStep::Inserted(row) => return Ok(Acquired::Claimed(row)),
                     InsertStep::Existing(row) => existing = Some(row),
@@ -168,6 +173,36 @@ pub async fn complete_fenced(
             now,
         })
         .await?;
+    settle_completion(outcome, result, step_id)
+}
+
+/// Stores a call whose claim was deferred (see [`decide::defers_claim`](crate::decide::defers_claim)):
+/// its row, already completed, and `ledger`, in one transaction fenced by `attempt_id`. Returns
+/// the result every caller must see, as [`complete_fenced`] does; [`Error::LeaseLost`] when the
+/// attempt was deposed (or a row it did not write stands unfinished under the step's name).
+pub async fn record_completed(
+    store: &dyn DurableStore,
+    step: NewStep,
+    attempt_id: &str,
+    result: Value,
+    ledger: Vec<LedgerEntry>,
+    now: i64,
+) -> Result<Completed, Error> {
+    let step_id = step.step_id.clone();
+    let outcome = store
+        .record_step(RecordStep {
+            step,
+            attempt_id: attempt_id.to_owned(),
+            result: result.clone(),
+            ledger,
+            now,
+        })
+        .await?;
+    settle_completion(outcome, result, &step_id)
+}
+
+/// What a completion's compare-and-set means for its caller.
+fn settle_completion(outcome: StepCas, result: Value, step_id: &str) -> Result<Completed, Error> {
     match outcome {
         StepCas::Applied(_) => Ok(Completed {
             value: result,

@@ -620,28 +620,40 @@ impl DurableStore for MemoryStore {
         {
             return Ok(InsertStep::Existing(existing.clone()));
         }
-        let step = StepRecord {
-            step_id: new.step_id.clone(),
-            run_id: new.run_id,
-            root_run_id: new.root_run_id,
-            kind: new.kind,
-            checkpoint_name: new.checkpoint_name,
-            input_signature_hash: new.input_signature_hash,
-            input_signature_json: new.input_signature_json,
-            state: State::Running,
-            input: new.input,
-            result: None,
-            failure_reason: None,
-            worker_id: Some(new.worker_id),
-            lease_expires_at: Some(new.lease_expires_at),
-            fence: 1,
-            last_attempt_at: Some(new.now),
-            created_at: new.now,
-            updated_at: new.now,
-        };
+        let step = new.claimed_row();
         tables.step_ids.insert(key, step.step_id.clone());
         tables.steps.insert(step.step_id.clone(), step.clone());
         Ok(InsertStep::Inserted(step))
+    }
+
+    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
+        let mut tables = self.lock()?;
+        let key = (
+            record.step.run_id.clone(),
+            record.step.checkpoint_name.clone(),
+        );
+        if let Some(existing) = tables
+            .step_ids
+            .get(&key)
+            .and_then(|id| tables.steps.get(id))
+        {
+            return Ok(StepCas::Conflict(Some(existing.clone())));
+        }
+        let attempt_running = tables.attempts.iter().any(|attempt| {
+            attempt.attempt_id == record.attempt_id && attempt.state == State::Running
+        });
+        if !attempt_running {
+            return Ok(StepCas::Conflict(None));
+        }
+        let mut step = record.step.claimed_row();
+        step.state = State::Completed;
+        step.result = Some(record.result);
+        step.lease_expires_at = None;
+        step.updated_at = record.now;
+        tables.step_ids.insert(key, step.step_id.clone());
+        tables.steps.insert(step.step_id.clone(), step.clone());
+        tables.insert_ledger(record.ledger);
+        Ok(StepCas::Applied(step))
     }
 
     async fn claim_step(&self, claim: ClaimStep) -> StoreResult<StepCas> {

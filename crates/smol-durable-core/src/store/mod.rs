@@ -23,8 +23,8 @@ pub use records::{
 pub use requests::{
     AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, ConsumeSignal, CreatedRun, FailStep, FinishAttempt, InsertStep, NewChildRun,
-    NewEvent, NewRun, NewSignal, NewStep, RenewLeases, RenewOutcome, RunFilter, RunOutcome,
-    SignalConsume, SignalSend, StartAttempt, StepCas, StepLease, WaitFilter,
+    NewEvent, NewRun, NewSignal, NewStep, RecordStep, RenewLeases, RenewOutcome, RunFilter,
+    RunOutcome, SignalConsume, SignalSend, StartAttempt, StepCas, StepLease, WaitFilter,
 };
 pub use retry::{RetryingStore, StoreRetryPolicy};
 
@@ -206,6 +206,35 @@ pub trait DurableStore: StoreAdmin {
     /// `(root_run_id, source_type, source_id)`), all in one transaction. On a mismatch nothing
     /// is written — no result, no ledger row — and the current row is returned.
     async fn complete_step(&self, complete: CompleteStep) -> StoreResult<StepCas>;
+    /// Inserts a step that completed before it was claimed (see [`RecordStep`]): the row
+    /// `completed` at `fence = 1` with the ledger rows, in one transaction, when
+    /// `(run_id, checkpoint_name)` is free and the attempt `record.attempt_id` is `running`.
+    /// [`StepCas::Applied`] with the stored row; otherwise [`StepCas::Conflict`], writing
+    /// nothing, with the row under that name or, when there is none (the attempt is no longer
+    /// running), `None`.
+    ///
+    /// The engine records an agent call this way when it ends within
+    /// [`Limits::deferred_claim`](crate::Limits::deferred_claim) of starting: one durable
+    /// transaction per step instead of a claim and a completion. The attempt is the fence a
+    /// claim's `fence` would have been: a deposed attempt (its task taken over) writes nothing.
+    /// The default claims and completes in two transactions ([`insert_step`](Self::insert_step),
+    /// [`complete_step`](Self::complete_step)) without checking the attempt — still exactly
+    /// one stored result, since both writes are fenced — and the built-in stores override it.
+    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
+        match self.insert_step(record.step).await? {
+            InsertStep::Existing(row) => Ok(StepCas::Conflict(Some(row))),
+            InsertStep::Inserted(row) => {
+                self.complete_step(CompleteStep {
+                    step_id: row.step_id,
+                    fence: row.fence,
+                    result: record.result,
+                    ledger: record.ledger,
+                    now: record.now,
+                })
+                .await
+            }
+        }
+    }
     /// Like [`complete_step`](Self::complete_step), but writes `failed` or `cancelled` with a
     /// reason (the ledger rows bill the tries that failed). A failed step is reclaimable.
     async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas>;

@@ -294,6 +294,31 @@ pub struct NewStep {
     pub now: i64,
 }
 
+impl NewStep {
+    /// The row a claim of this step inserts: `running` under the claimer's lease, `fence = 1`.
+    pub fn claimed_row(&self) -> StepRecord {
+        StepRecord {
+            step_id: self.step_id.clone(),
+            run_id: self.run_id.clone(),
+            root_run_id: self.root_run_id.clone(),
+            kind: self.kind.clone(),
+            checkpoint_name: self.checkpoint_name.clone(),
+            input_signature_hash: self.input_signature_hash.clone(),
+            input_signature_json: self.input_signature_json.clone(),
+            state: State::Running,
+            input: self.input.clone(),
+            result: None,
+            failure_reason: None,
+            worker_id: Some(self.worker_id.clone()),
+            lease_expires_at: Some(self.lease_expires_at),
+            fence: 1,
+            last_attempt_at: Some(self.now),
+            created_at: self.now,
+            updated_at: self.now,
+        }
+    }
+}
+
 /// Outcome of [`DurableStore::insert_step`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum InsertStep {
@@ -301,6 +326,26 @@ pub enum InsertStep {
     Inserted(StepRecord),
     /// A row already existed; nothing was written.
     Existing(StepRecord),
+}
+
+/// A step whose call ran before its row was written (its claim deferred to its completion):
+/// the row is inserted already `completed`, at `fence = 1`, with its ledger rows — if
+/// `(run_id, checkpoint_name)` is free *and* the attempt that made the call is still
+/// `running`. See [`DurableStore::record_step`](super::DurableStore::record_step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordStep {
+    /// The row as a claim would have inserted it: `step.now` is when the call was reached (the
+    /// row's `created_at`), `step.worker_id` the owner that made it.
+    pub step: NewStep,
+    /// The attempt that made the call: nothing is written once it is no longer `running` (a
+    /// newer attempt opened, or it finished).
+    pub attempt_id: String,
+    /// The stored result (never a provider's `raw`).
+    pub result: Value,
+    /// Ledger rows to write with it.
+    pub ledger: Vec<LedgerEntry>,
+    /// When the call completed (the row's `updated_at`).
+    pub now: i64,
 }
 
 /// Claims an existing step by compare-and-set on `(state, fence)`.

@@ -22,9 +22,9 @@ use async_trait::async_trait;
 use super::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, DurableStore, EventRecord, FailStep, FinishAttempt, InsertStep,
-    LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RenewLeases, RenewOutcome,
-    RunFilter, RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord, StoreAdmin,
-    StoreCapabilities, StoreResult, TaskRecord,
+    LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases,
+    RenewOutcome, RunFilter, RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord,
+    StoreAdmin, StoreCapabilities, StoreResult, TaskRecord,
 };
 use super::{
     ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, SignalState, WaitFilter,
@@ -128,6 +128,21 @@ fn settle_retried_completion(complete: &CompleteStep, outcome: StepCas) -> StepC
             if row.state == State::Completed
                 && row.fence == complete.fence
                 && row.result.as_ref() == Some(&complete.result) =>
+        {
+            StepCas::Applied(row)
+        }
+        other => other,
+    }
+}
+
+/// A retried `record_step` that finds a completed row with our fresh step id and our result
+/// recorded it.
+fn settle_retried_record(record: &RecordStep, outcome: StepCas) -> StepCas {
+    match outcome {
+        StepCas::Conflict(Some(row))
+            if row.step_id == record.step.step_id
+                && row.state == State::Completed
+                && row.result.as_ref() == Some(&record.result) =>
         {
             StepCas::Applied(row)
         }
@@ -463,6 +478,16 @@ impl DurableStore for RetryingStore {
         }
     }
 
+    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
+        let tried = self
+            .retry("record_step", || self.inner.record_step(record.clone()))
+            .await;
+        match tried.result {
+            Ok(outcome) if tried.maybe_committed => Ok(settle_retried_record(&record, outcome)),
+            other => other,
+        }
+    }
+
     async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas> {
         let tried = self
             .retry("fail_step", || self.inner.fail_step(fail.clone()))
@@ -741,6 +766,32 @@ mod tests {
         assert_eq!(
             settle_retried_completion(&complete, conflict.clone()),
             conflict
+        );
+
+        // Our record committed: completed, our fresh step id, our result.
+        let mut recorded = row(State::Completed, None, 1);
+        recorded.result = Some(json!({"output": "recorded"}));
+        let record = RecordStep {
+            step: NewStep {
+                step_id: recorded.step_id.clone(),
+                ..step.clone()
+            },
+            attempt_id: "attempt_a".into(),
+            result: json!({"output": "recorded"}),
+            ledger: Vec::new(),
+            now: 0,
+        };
+        let settled = settle_retried_record(&record, StepCas::Conflict(Some(recorded.clone())));
+        assert_eq!(settled, StepCas::Applied(recorded.clone()));
+        let mut someone_elses = recorded.clone();
+        someone_elses.step_id = "step_other".into();
+        for other in [someone_elses, row(State::Running, Some(900), 1)] {
+            let conflict = StepCas::Conflict(Some(other));
+            assert_eq!(settle_retried_record(&record, conflict.clone()), conflict);
+        }
+        assert_eq!(
+            settle_retried_record(&record, StepCas::Conflict(None)),
+            StepCas::Conflict(None)
         );
 
         // Our failure committed: the state and reason we asked for under our fence.

@@ -245,6 +245,56 @@ pub(crate) async fn complete_step(
     cas_outcome(c, sql, op, &complete.step_id, updated).await
 }
 
+pub(crate) async fn record_step(
+    c: &mut PgConnection,
+    sql: &Sql,
+    record: &RecordStep,
+) -> Result<StepCas> {
+    let op = "record_step";
+    // The claim and the completion of a call that ended quickly, with its ledger rows, fenced
+    // by the attempt still running: one statement, one transaction, one flush.
+    const Q: &str = concat!(
+        "WITH done AS (INSERT INTO sw_workflow_steps (step_id, run_id, root_run_id, step_kind, \
+         checkpoint_name, input_signature_hash, input_signature_json, state, input_json, \
+         result_json, worker_id, attempts, last_attempt_at, created_at, updated_at) \
+         SELECT $1, $16, $17, $18, $19, $20, $21, $5, $22, $2, $23, $4, $24, $24, $3 \
+         WHERE EXISTS (SELECT 1 FROM sw_workflow_attempts \
+         WHERE attempt_id = $25 AND state = 'running') \
+         ON CONFLICT (run_id, checkpoint_name) DO NOTHING RETURNING *), ",
+        ledger_insert!(),
+        finished_step!()
+    );
+    let new = &record.step;
+    // $1–$5 as in a completion (the fence is 1), so the ledger and the notification keep
+    // their parameters.
+    let query = sql
+        .query(Q)
+        .bind(&new.step_id)
+        .bind(&record.result)
+        .bind(record.now)
+        .bind(1_i64)
+        .bind(State::Completed.as_str());
+    let query = LedgerColumns::new(&record.ledger)
+        .bind(query)
+        .bind(sql.notify_channel().to_owned())
+        .bind(&new.run_id)
+        .bind(&new.root_run_id)
+        .bind(new.kind.as_str())
+        .bind(&new.checkpoint_name)
+        .bind(&new.input_signature_hash)
+        .bind(&new.input_signature_json)
+        .bind(&new.input)
+        .bind(&new.worker_id)
+        .bind(new.now)
+        .bind(&record.attempt_id);
+    match one(c, op, query, rows::step).await? {
+        Some(row) => Ok(StepCas::Applied(row)),
+        None => Ok(StepCas::Conflict(
+            get_step(c, sql, &new.run_id, &new.checkpoint_name).await?,
+        )),
+    }
+}
+
 pub(crate) async fn fail_step(c: &mut PgConnection, sql: &Sql, fail: &FailStep) -> Result<StepCas> {
     let op = "fail_step";
     const Q: &str = concat!(

@@ -187,6 +187,52 @@ pub(crate) fn complete_step(c: &Connection, complete: &CompleteStep) -> Result<S
     cas_outcome(c, op, &complete.step_id, updated)
 }
 
+pub(crate) fn record_step(c: &Connection, record: &RecordStep) -> Result<StepCas> {
+    let op = "record_step";
+    // Inserted only while the attempt that made the call is running: a deposed one is fenced.
+    let sql = format!(
+        "INSERT INTO sw_workflow_steps (step_id, run_id, root_run_id, step_kind, checkpoint_name, \
+         input_signature_hash, input_signature_json, state, input_json, result_json, worker_id, \
+         attempts, last_attempt_at, created_at, updated_at) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'completed', ?8, ?9, ?10, 1, ?11, ?11, ?12 \
+         WHERE EXISTS (SELECT 1 FROM sw_workflow_attempts WHERE attempt_id = ?13 AND state = 'running') \
+         ON CONFLICT (run_id, checkpoint_name) DO NOTHING RETURNING {STEP_COLUMNS}"
+    );
+    let new = &record.step;
+    let inserted = one(
+        c,
+        op,
+        &sql,
+        params![
+            new.step_id,
+            new.run_id,
+            new.root_run_id,
+            new.kind.as_str(),
+            new.checkpoint_name,
+            new.input_signature_hash,
+            new.input_signature_json,
+            text(&new.input),
+            text(&record.result),
+            new.worker_id,
+            new.now,
+            record.now,
+            record.attempt_id,
+        ],
+        rows::step,
+    )?;
+    match inserted {
+        Some(row) => {
+            insert_ledger(c, op, &record.ledger)?;
+            Ok(StepCas::Applied(row))
+        }
+        None => Ok(StepCas::Conflict(get_step(
+            c,
+            &new.run_id,
+            &new.checkpoint_name,
+        )?)),
+    }
+}
+
 pub(crate) fn fail_step(c: &Connection, fail: &FailStep) -> Result<StepCas> {
     let op = "fail_step";
     let sql = format!(

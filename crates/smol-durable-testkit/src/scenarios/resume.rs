@@ -18,7 +18,8 @@ macro_rules! __engine_resume_cases {
             resume_waits_at_most_one_lease_ttl_for_a_live_owner,
             heartbeat_keeps_a_long_call_leased,
             a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires,
-            a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes
+            a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes,
+            a_deferred_call_is_recorded_once_and_fenced_by_its_attempt
         );
     };
 }
@@ -284,13 +285,20 @@ pub async fn heartbeat_keeps_a_long_call_leased(fixture: Fixture) {
     });
     let provider =
         Arc::new(ScriptedProvider::new("scripted").with_delay("long", Duration::from_millis(900)));
+    // The call's claim is written 20 ms into it (it would complete without one if it were short).
+    let limits = smol_durable_core::Limits {
+        deferred_claim: Duration::from_millis(20),
+        ..smol_durable_core::Limits::default()
+    };
     let engine = builder(&fixture, &scripts, &provider)
         .lease_ttl(Duration::from_millis(300))
+        .limits(limits)
         .build()
         .expect("engine");
     let handle = start_until_agent_runs(&engine, &scripts).await;
     let run_id = handle.run_id().to_owned();
     let store = fixture.another_handle().await;
+    wait_for_steps(store.as_ref(), &run_id, 1).await;
     let first = store.load_steps(&run_id).await.expect("steps")[0]
         .lease_expires_at
         .expect("lease");
@@ -310,6 +318,17 @@ pub async fn heartbeat_keeps_a_long_call_leased(fixture: Fixture) {
     assert_eq!(provider.call_count(), 1);
 }
 
+/// Limits under which every call is claimed before it runs. The holder these cases stage
+/// inserts its row after the run loaded its steps — only a deposed attempt could do that — and
+/// a deferred call does not read the store before it runs (see
+/// `a_deferred_call_is_recorded_once_and_fenced_by_its_attempt`).
+fn claim_first() -> smol_durable_core::Limits {
+    smol_durable_core::Limits {
+        deferred_claim: Duration::ZERO,
+        ..smol_durable_core::Limits::default()
+    }
+}
+
 /// An agent step held under a live lease by another worker is waited for (the provider is not
 /// called), then reclaimed with `attempts = 2` once the lease expires.
 pub async fn a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires(fixture: Fixture) {
@@ -321,6 +340,7 @@ pub async fn a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires(fi
     let provider = Arc::new(ScriptedProvider::new("scripted"));
     let engine = builder(&fixture, &scripts, &provider)
         .clock(Arc::new(clock.clone()))
+        .limits(claim_first())
         .build()
         .expect("engine");
     let handle = engine
@@ -365,7 +385,7 @@ pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes
     let provider = Arc::new(ScriptedProvider::new("scripted"));
     let limits = smol_durable_core::Limits {
         wait_poll: Duration::from_secs(30),
-        ..smol_durable_core::Limits::default()
+        ..claim_first()
     };
     let engine = builder(&fixture, &scripts, &provider)
         .clock(Arc::new(clock.clone()))
@@ -406,4 +426,136 @@ pub async fn a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes
         .expect("run");
     assert_eq!(output.result, json!("answered elsewhere"));
     assert_eq!(provider.call_count(), 0, "replayed, never run");
+}
+
+/// A call that ends within `Limits::deferred_claim` has no row while it runs and is stored
+/// completed at fence 1 by one write; a longer one is claimed (visible as `running`) when the
+/// window ends and completes under that claim; a call whose attempt was deposed meanwhile
+/// writes nothing — no row, no ledger row — and its run stops with a lost lease.
+pub async fn a_deferred_call_is_recorded_once_and_fenced_by_its_attempt(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        let quick = ctx.agent("quick", Value::Null).await?;
+        let long = ctx.agent("long", Value::Null).await?;
+        Ok(json!([quick, long]))
+    });
+    let seen_during_quick: Arc<std::sync::Mutex<Vec<usize>>> = Arc::default();
+    let probe = Arc::clone(&seen_during_quick);
+    let store = Arc::clone(&fixture.store);
+    let provider = Arc::new(
+        ScriptedProvider::new("scripted")
+            .with_delay("quick", Duration::from_millis(150))
+            .with_delay("long", Duration::from_millis(600))
+            .on_call(move |request| {
+                if request.prompt != "quick" {
+                    return;
+                }
+                let (store, probe, run_id) = (
+                    Arc::clone(&store),
+                    Arc::clone(&probe),
+                    request.run_id.clone(),
+                );
+                tokio::spawn(async move {
+                    let rows = store.load_steps(&run_id).await.expect("steps").len();
+                    probe.lock().expect("probe").push(rows);
+                });
+            }),
+    );
+    let limits = smol_durable_core::Limits {
+        deferred_claim: Duration::from_millis(300),
+        ..smol_durable_core::Limits::default()
+    };
+    let engine = builder(&fixture, &scripts, &provider)
+        .limits(limits.clone())
+        .build()
+        .expect("engine");
+    let handle = engine
+        .start(RunRequest::new(scripts.source("main.mjs"), json!({})))
+        .await
+        .expect("start");
+    let run_id = handle.run_id().to_owned();
+    // The long call is claimed 300 ms into its 600 ms: a running row beside the quick one.
+    let steps = wait_for_steps(fixture.store.as_ref(), &run_id, 2).await;
+    assert_eq!(
+        steps
+            .iter()
+            .map(|step| (step.state.clone(), step.fence))
+            .collect::<Vec<_>>(),
+        [(State::Completed, 1), (State::Running, 1)]
+    );
+    let output = handle.join().await.expect("run");
+    assert_eq!(output.result, json!(["echo: quick", "echo: long"]));
+    assert_eq!(
+        *seen_during_quick.lock().expect("probe"),
+        [0],
+        "no row while the quick call ran"
+    );
+    let steps = fixture.store.load_steps(&run_id).await.expect("steps");
+    assert!(steps
+        .iter()
+        .all(|step| step.state == State::Completed && step.fence == 1));
+    assert_eq!(
+        (provider.calls_for("quick"), provider.calls_for("long")),
+        (1, 1)
+    );
+    let ledger = fixture.store.ledger_entries(&run_id).await.expect("ledger");
+    assert_eq!(ledger.len(), 2, "one ledger row per step");
+
+    // Deposed while its deferred call runs: the call's record is fenced off.
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        Ok(ctx.agent("deposed", Value::Null).await?)
+    });
+    let provider = Arc::new(
+        ScriptedProvider::new("scripted").with_delay("deposed", Duration::from_millis(300)),
+    );
+    let engine = builder(&fixture, &scripts, &provider)
+        .limits(limits)
+        .build()
+        .expect("engine");
+    let handle = start_until_agent_runs(&engine, &scripts).await;
+    let run_id = handle.run_id().to_owned();
+    let run = fixture
+        .store
+        .get_run(&run_id)
+        .await
+        .expect("get")
+        .expect("run");
+    let task = fixture
+        .store
+        .get_task(&run.task_id)
+        .await
+        .expect("get")
+        .expect("task");
+    let taken = fixture
+        .store
+        .start_attempt(smol_durable_core::store::StartAttempt {
+            attempt_id: smol_durable_core::new_id("attempt"),
+            task_id: task.task_id.clone(),
+            run_id: run_id.clone(),
+            owner_id: "owner_successor".into(),
+            lease_expires_at: i64::MAX,
+            take_over_from: task.claimed_by_owner_id.clone(),
+            revive: true,
+            now: smol_durable_core::Clock::now_ms(&smol_durable_core::SystemClock),
+        })
+        .await
+        .expect("start_attempt");
+    assert!(matches!(
+        taken,
+        smol_durable_core::store::AttemptStart::Started(_)
+    ));
+    let error = handle.join().await.expect_err("the deposed attempt stops");
+    assert!(matches!(error, Error::LeaseLost(_)), "{error:?}");
+    assert_eq!(provider.calls_for("deposed"), 1);
+    assert!(fixture
+        .store
+        .load_steps(&run_id)
+        .await
+        .expect("steps")
+        .is_empty());
+    assert!(fixture
+        .store
+        .ledger_entries(&run_id)
+        .await
+        .expect("ledger")
+        .is_empty());
 }

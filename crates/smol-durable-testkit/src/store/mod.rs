@@ -29,8 +29,8 @@ use smol_durable_core::steps::{acquire_step, complete_fenced, Acquired, KnownRow
 use smol_durable_core::store::{
     AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep, CreatedRun,
     EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry, NewChildRun, NewEvent, NewRun,
-    NewStep, OwnerRecord, RenewLeases, RunFilter, RunOutcome, StartAttempt, State, StepCas,
-    StepKind, StepLease, WorkflowInfo,
+    NewStep, OwnerRecord, RecordStep, RenewLeases, RunFilter, RunOutcome, StartAttempt, State,
+    StepCas, StepKind, StepLease, WorkflowInfo,
 };
 use smol_durable_core::{DurableStore, Engine, Error, StepSignature, StoreErrorKind};
 

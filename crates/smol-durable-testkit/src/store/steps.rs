@@ -20,7 +20,8 @@ macro_rules! __store_steps_cases {
             sleep_wake_at_survives_reclaim,
             insert_step_is_insert_if_absent,
             claim_step_is_compare_and_set,
-            failed_step_is_fenced_and_reclaimable
+            failed_step_is_fenced_and_reclaimable,
+            record_step_is_fenced_by_its_attempt
         );
     };
 }
@@ -483,4 +484,112 @@ pub async fn failed_step_is_fenced_and_reclaimable(fixture: Fixture) {
     let again = claimed(store, run_id, "step:fail", "owner_2", 20_000, 6).await;
     assert_eq!(again.fence, 2);
     assert_eq!(again.failure_reason, None);
+}
+
+/// A deferred claim's record: the row inserted `completed` at fence 1 with its ledger rows,
+/// once; a name already taken (completed, or held by another worker) is returned unchanged;
+/// a deposed attempt writes nothing.
+///
+/// Checks [`DurableStore::record_step`](smol_durable_core::DurableStore::record_step).
+pub async fn record_step_is_fenced_by_its_attempt(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let created = seed(store, ClaimScope::Local, 0).await;
+    let run_id = &created.run.run_id;
+    let first = started(start(store, &created, "owner_first", 1_000, 10).await);
+    let sig = signature("hello");
+    let record = |checkpoint: &str, attempt_id: &str, output: &str, now: i64| {
+        let new = claim(run_id, checkpoint, &sig, "owner_first", 1_000).new_step(now);
+        let step_id = new.step_id.clone();
+        RecordStep {
+            step: new,
+            attempt_id: attempt_id.to_owned(),
+            result: json!({ "output": output }),
+            ledger: vec![ledger(run_id, &step_id, "agent_step", &step_id, 3)],
+            now: now + 5,
+        }
+    };
+    let recorded = match store
+        .record_step(record("step:a", &first.attempt_id, "a", 20))
+        .await
+        .expect("record_step")
+    {
+        StepCas::Applied(row) => row,
+        other => panic!("a free name under a running attempt is recorded, got {other:?}"),
+    };
+    assert_eq!(
+        (
+            recorded.state.clone(),
+            recorded.fence,
+            recorded.result.clone()
+        ),
+        (State::Completed, 1, Some(json!({"output": "a"})))
+    );
+    assert_eq!((recorded.created_at, recorded.updated_at), (20, 25));
+    assert_eq!(recorded.lease_expires_at, None);
+    let stored = store.get_step(run_id, "step:a").await.expect("get");
+    assert_eq!(stored.as_ref(), Some(&recorded), "the row as returned");
+    assert_eq!(store.budget_spent(run_id).await.expect("spent"), 3);
+
+    // The name is taken: the stored row comes back, nothing else is written.
+    match store
+        .record_step(record("step:a", &first.attempt_id, "again", 30))
+        .await
+        .expect("record_step")
+    {
+        StepCas::Conflict(Some(row)) => assert_eq!(row, recorded),
+        other => panic!("a taken name is not recorded again, got {other:?}"),
+    }
+    let held = claimed(store, run_id, "step:held", "owner_other", 5_000, 40).await;
+    match store
+        .record_step(record("step:held", &first.attempt_id, "held", 50))
+        .await
+        .expect("record_step")
+    {
+        StepCas::Conflict(Some(row)) => assert_eq!(row, held),
+        other => panic!("a name another worker holds is not recorded, got {other:?}"),
+    }
+    assert_eq!(store.budget_spent(run_id).await.expect("spent"), 3);
+
+    // A newer attempt deposes the first: its records write nothing.
+    let second = started(
+        start_taking_over(
+            store,
+            &created,
+            "owner_second",
+            Some("owner_first"),
+            2_000,
+            60,
+        )
+        .await,
+    );
+    match store
+        .record_step(record("step:late", &first.attempt_id, "late", 70))
+        .await
+        .expect("record_step")
+    {
+        StepCas::Conflict(None) => {}
+        other => panic!("a deposed attempt records nothing, got {other:?}"),
+    }
+    assert_eq!(
+        store.get_step(run_id, "step:late").await.expect("get"),
+        None
+    );
+    assert_eq!(store.budget_spent(run_id).await.expect("spent"), 3);
+    assert!(matches!(
+        store
+            .record_step(record("step:late", &second.attempt_id, "late", 80))
+            .await
+            .expect("record_step"),
+        StepCas::Applied(_)
+    ));
+    let steps = store.load_steps(run_id).await.expect("steps");
+    let names: Vec<&str> = steps
+        .iter()
+        .map(|step| step.checkpoint_name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["step:a", "step:held", "step:late"],
+        "in the order they were reached"
+    );
 }

@@ -9,18 +9,19 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::claim::take_completed;
-use super::{cancelled, invalid, rejected, step_span, Claimed, RunScope};
+use super::{cancelled, invalid, rejected, step_span, Claim, RunScope};
 use crate::agent_options::{
     effective_options, legacy_signature, step_key, Isolation, OptionDefaults,
 };
 use crate::decide::{step_lease_expires_at, RetryPolicy};
 use crate::engine::context::object;
-use crate::engine::steps::complete_fenced;
+use crate::engine::context::HeldStep;
+use crate::engine::steps::{complete_fenced, record_completed};
 use crate::events::{prompt_preview, EventType};
 use crate::limits::{oversized, RESULT_LIMIT};
 use crate::schema::{corrective_prompt, mismatch_message, OutputSchema};
 use crate::script::{HostError, HostErrorKind, HostFuture};
-use crate::store::{LedgerEntry, LedgerSource, State, StepKind, StepRecord};
+use crate::store::{InsertStep, LedgerEntry, LedgerSource, NewStep, State, StepKind, StepRecord};
 use crate::{
     AgentContext, AgentProvider, AgentRequest, AgentResponse, Error, ProviderError, StepSignature,
 };
@@ -173,23 +174,103 @@ impl RunScope {
             return self.replay_agent(&call, result);
         }
         let lease_extra = step_lease_expires_at(0, 0, &call.retry) as u64;
-        let row = match self
-            .claim(
+        let (row, unclaimed) = match self
+            .claim_or_defer(
                 StepKind::Agent,
                 &call.checkpoint,
                 &call.signature,
                 input,
                 lease_extra,
                 Some(call.prompt.len()),
+                true,
             )
             .await?
         {
-            Claimed::Replay { result, .. } => return self.replay_agent(&call, result),
-            Claimed::Ours(row) => *row,
+            Claim::Replay { result, .. } => return self.replay_agent(&call, result),
+            Claim::Ours(row) => (*row, None),
+            Claim::Deferred(new) => {
+                // Held, so a cancellation with a session sink lets the call finish; its lease
+                // is renewed once its claim is written.
+                self.ctx.hold(
+                    &new.step_id,
+                    HeldStep {
+                        fence: 1,
+                        extra_ms: lease_extra,
+                        agent: true,
+                        claimed: false,
+                    },
+                );
+                (new.claimed_row(), Some(*new))
+            }
         };
-        let outcome = self.call_provider(&call, &row).await;
+        let mut unclaimed = unclaimed;
+        let outcome = self
+            .call_provider(&call, &row, &mut unclaimed, lease_extra)
+            .await;
         self.ctx.unhold(&row.step_id);
         outcome
+    }
+
+    /// Writes a deferred claim (`unclaimed`, when it has not been written): for a call running
+    /// past [`Limits::deferred_claim`](crate::Limits::deferred_claim), or one ending otherwise
+    /// than completed (its failure is recorded on the claimed row). Once written, the step is
+    /// held (its lease renewed) like any claimed one. When another row stands under the step's
+    /// name (or the write failed), the claim stays unwritten: the call ends with
+    /// [`record_completed`], which resolves against that row.
+    async fn write_claim(&self, unclaimed: &mut Option<NewStep>, lease_extra_ms: u64) {
+        let Some(new) = unclaimed.take() else {
+            return;
+        };
+        let now = self.ctx.now();
+        let lease = now
+            .saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX))
+            .saturating_add(i64::try_from(lease_extra_ms).unwrap_or(i64::MAX));
+        let claim = NewStep {
+            lease_expires_at: lease,
+            ..new.clone()
+        };
+        match self.ctx.engine.store.insert_step(claim).await {
+            Ok(InsertStep::Inserted(row)) => self.ctx.hold(
+                &row.step_id,
+                HeldStep {
+                    fence: row.fence,
+                    extra_ms: lease_extra_ms,
+                    agent: true,
+                    claimed: true,
+                },
+            ),
+            Ok(InsertStep::Existing(row)) => {
+                tracing::warn!(step_id = %row.step_id, "a deferred claim found the step claimed");
+                *unclaimed = Some(new);
+            }
+            Err(error) => {
+                tracing::warn!(step_id = %new.step_id, %error, "could not write a deferred claim");
+                *unclaimed = Some(new);
+            }
+        }
+    }
+
+    /// Awaits a provider `call`, writing the deferred claim (`unclaimed`) if the call is still
+    /// running [`Limits::deferred_claim`](crate::Limits::deferred_claim) after it started.
+    async fn claimed_when_long<T>(
+        &self,
+        unclaimed: &mut Option<NewStep>,
+        lease_extra_ms: u64,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
+        if unclaimed.is_none() {
+            return call.await;
+        }
+        let deferred_claim = self.ctx.engine.limits.deferred_claim;
+        let late = crate::clock::sleep_for(self.ctx.engine.clock.as_ref(), deferred_claim);
+        tokio::pin!(call);
+        tokio::select! {
+            biased;
+            ended = &mut call => return ended,
+            () = late => {}
+        }
+        self.write_claim(unclaimed, lease_extra_ms).await;
+        call.await
     }
 
     /// The result smol-wf stored for this call of an inline child in the root run: only when
@@ -229,7 +310,15 @@ impl RunScope {
         Ok(response.output)
     }
 
-    async fn call_provider(&self, call: &AgentCall, row: &StepRecord) -> Result<Value, HostError> {
+    /// Runs the call of a step that is ours: `row` as claimed, or (with `unclaimed`) as its
+    /// deferred claim would write it.
+    async fn call_provider(
+        &self,
+        call: &AgentCall,
+        row: &StepRecord,
+        unclaimed: &mut Option<NewStep>,
+        lease_extra_ms: u64,
+    ) -> Result<Value, HostError> {
         let fence = row.fence;
         let _slot = match &self.ctx.agent_slots {
             Some(slots) => tokio::select! {
@@ -239,8 +328,10 @@ impl RunScope {
             None => None,
         };
         if self.ctx.cancel.is_cancelled() {
-            self.close_step(row, State::Cancelled, "workflow cancelled", Vec::new())
-                .await;
+            if unclaimed.is_none() {
+                self.close_step(row, State::Cancelled, "workflow cancelled", Vec::new())
+                    .await;
+            }
             return Err(cancelled());
         }
         let mut metadata =
@@ -266,17 +357,26 @@ impl RunScope {
             fence,
             events: self.agent_events(call, &metadata),
         };
-        let result = match (
-            &call.schema,
-            self.call_with_retry(call, &request, row, &mut billed, "")
-                .await,
-        ) {
-            (Some(schema), Ok(response)) => {
-                self.enforce_schema(call, &request, row, schema, response, &mut billed)
-                    .await
+        let calls = async {
+            match (
+                &call.schema,
+                self.call_with_retry(call, &request, row, &mut billed, "")
+                    .await,
+            ) {
+                (Some(schema), Ok(response)) => {
+                    self.enforce_schema(call, &request, row, schema, response, &mut billed)
+                        .await
+                }
+                (_, result) => result,
             }
-            (_, result) => result,
         };
+        let result = self
+            .claimed_when_long(unclaimed, lease_extra_ms, calls)
+            .await;
+        if result.is_err() {
+            // A failure (or paid tries of a cancelled call) is recorded on the claimed row.
+            self.write_claim(unclaimed, lease_extra_ms).await;
+        }
         let response = match result {
             Ok(response) => response,
             Err(CallEnd::Cancelled) => {
@@ -308,6 +408,7 @@ impl RunScope {
         let stored = serde_json::to_value(response.without_raw()).unwrap_or(Value::Null);
         let max_result = self.ctx.engine.limits.max_result_bytes;
         if let Some(message) = oversized("the agent result", &stored, max_result, RESULT_LIMIT) {
+            self.write_claim(unclaimed, lease_extra_ms).await;
             // Paid for but not stored: billed like a failed try of this claim.
             billed.push(self.try_ledger_entry(row, "oversized", response.usage.as_ref()));
             let limit = Error::Script(crate::ScriptError::new(
@@ -344,15 +445,15 @@ impl RunScope {
             self.ctx.now(),
         ));
         let billed_tokens: u64 = billed.iter().map(|entry| entry.output_tokens).sum();
-        let completed = complete_fenced(
-            self.ctx.engine.store.as_ref(),
-            &row.step_id,
-            fence,
-            stored,
-            billed,
-            self.ctx.now(),
-        )
-        .await
+        let store = self.ctx.engine.store.as_ref();
+        let now = self.ctx.now();
+        let completed = match unclaimed.take() {
+            Some(new) => {
+                let attempt_id = &self.ctx.attempt.attempt_id;
+                record_completed(store, new, attempt_id, stored, billed, now).await
+            }
+            None => complete_fenced(store, &row.step_id, fence, stored, billed, now).await,
+        }
         .map_err(|error| self.fatal(error))?;
         let adopted = completed.adopted;
         if !adopted {

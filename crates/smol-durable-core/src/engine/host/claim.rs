@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{cancelled, Claimed, RunScope};
+use super::{cancelled, Claim, Claimed, RunScope};
 use crate::agent_options::StepIdentity;
-use crate::decide::{check_budget, reason};
+use crate::decide::{check_budget, defers_claim, reason};
 use crate::engine::context::HeldStep;
 use crate::engine::steps::{acquire_step, Acquired, KnownRow, StepClaim};
 use crate::script::{HostError, HostErrorKind};
@@ -91,6 +91,41 @@ impl RunScope {
         lease_extra_ms: u64,
         agent_prompt_bytes: Option<usize>,
     ) -> Result<Claimed, HostError> {
+        let claimed = self
+            .claim_or_defer(
+                kind,
+                checkpoint,
+                signature,
+                input,
+                lease_extra_ms,
+                agent_prompt_bytes,
+                false,
+            )
+            .await?;
+        match claimed {
+            Claim::Replay { result, step_id } => Ok(Claimed::Replay { result, step_id }),
+            Claim::Ours(row) => Ok(Claimed::Ours(row)),
+            Claim::Deferred(_) => Err(self.fatal(Error::internal(
+                "a claim that may not be deferred was deferred",
+                None,
+            ))),
+        }
+    }
+
+    /// [`claim`](Self::claim), but with `defer` a new step that
+    /// [`defers_claim`](crate::decide::defers_claim) lets wait is not written: it comes back as
+    /// [`Claim::Deferred`], to be stored with its completion.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn claim_or_defer(
+        &self,
+        kind: StepKind,
+        checkpoint: &str,
+        signature: &StepSignature,
+        input: Value,
+        lease_extra_ms: u64,
+        agent_prompt_bytes: Option<usize>,
+        defer: bool,
+    ) -> Result<Claim, HostError> {
         let mut known = self.take_known(checkpoint);
         if let Some(replay) = &self.ctx.settings.replay {
             let stop = || {
@@ -154,10 +189,14 @@ impl RunScope {
                     .saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX))
                     .saturating_add(i64::try_from(lease_extra_ms).unwrap_or(i64::MAX)),
             };
+            let deferred_claim = self.ctx.engine.limits.deferred_claim;
+            if defer && known == KnownRow::Absent && defers_claim(&kind, None, deferred_claim) {
+                return Ok(Claim::Deferred(Box::new(claim.new_step(now))));
+            }
             let hint = std::mem::replace(&mut known, KnownRow::Unknown);
             match acquire_step(self.ctx.engine.store.as_ref(), &claim, hint, now).await {
                 Ok(Acquired::Replay { result, step_id }) => {
-                    return Ok(Claimed::Replay { result, step_id })
+                    return Ok(Claim::Replay { result, step_id })
                 }
                 Ok(Acquired::Claimed(row)) => {
                     self.ctx.hold(
@@ -166,9 +205,10 @@ impl RunScope {
                             fence: row.fence,
                             extra_ms: lease_extra_ms,
                             agent: kind == StepKind::Agent,
+                            claimed: true,
                         },
                     );
-                    return Ok(Claimed::Ours(Box::new(row)));
+                    return Ok(Claim::Ours(Box::new(row)));
                 }
                 Ok(Acquired::Wait(row)) => self.wait_for_holder(&row).await?,
                 Err(error) => return Err(self.fatal(error)),

@@ -26,7 +26,7 @@ use crate::script::{
     WorkflowMeta, WorkflowSource,
 };
 use crate::signature::{child_workflow_scope, OccurrenceCounter};
-use crate::store::{RunRecord, StepRecord};
+use crate::store::{NewStep, RunRecord, StepRecord};
 use crate::{Error, StepSignature};
 
 /// One run of the tree being executed by an attempt.
@@ -80,6 +80,17 @@ enum Claimed {
     Replay { result: Value, step_id: String },
     /// Ours to run, under the row's fence.
     Ours(Box<StepRecord>),
+}
+
+/// What the claim loop settled on for a step whose claim may be deferred.
+#[derive(Debug)]
+enum Claim {
+    /// Completed earlier: its stored result.
+    Replay { result: Value, step_id: String },
+    /// Ours to run, under the row's fence.
+    Ours(Box<StepRecord>),
+    /// Ours to run with no row written yet: the row its claim would insert.
+    Deferred(Box<NewStep>),
 }
 
 impl RunScope {
