@@ -17,6 +17,7 @@
 //! probe of the current fsync latency; compare counts, and timings taken in one run.
 
 mod js;
+mod peers;
 mod postgres;
 mod ui;
 mod waits;
@@ -562,6 +563,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.iter().any(|a| a == "--scenario") {
         return child_main(&args);
+    }
+    if args.iter().any(|a| a == "--peer-shape") {
+        return peers::main(&args);
     }
     let quick = args.iter().any(|a| a == "--quick");
     if args.iter().any(|a| a == "--postgres-only") {

@@ -33,11 +33,11 @@ pub struct PgRow {
 
 /// What a scenario body reports: steps executed, steps timed and their time, and transactions
 /// it made only to observe progress (taken out of the count).
-struct Outcome {
-    steps: u64,
-    timed_steps: u64,
-    elapsed: Duration,
-    uncounted: i64,
+pub(crate) struct Outcome {
+    pub(crate) steps: u64,
+    pub(crate) timed_steps: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) uncounted: i64,
 }
 
 impl Outcome {
@@ -102,7 +102,7 @@ pub(crate) async fn store(url: &str) -> anyhow::Result<PostgresStore> {
     Ok(PostgresStore::connect_with(PostgresOptions::new(url).max_connections(16)).await?)
 }
 
-fn engine(store: &PostgresStore, scripts: &ScriptedEngine) -> anyhow::Result<Engine> {
+pub(crate) fn engine(store: &PostgresStore, scripts: &ScriptedEngine) -> anyhow::Result<Engine> {
     Ok(Engine::builder()
         .store(Arc::new(store.clone()) as Arc<dyn DurableStore>)
         .script_engine(Arc::new(scripts.clone()))
@@ -111,7 +111,7 @@ fn engine(store: &PostgresStore, scripts: &ScriptedEngine) -> anyhow::Result<Eng
 }
 
 /// Prepares a scenario's database (not measured).
-type Setup = dyn Fn(String) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
+pub(crate) type Setup = dyn Fn(String) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
 
 /// Runs one scenario on a fresh database and measures it.
 async fn measure<F, Fut>(
@@ -145,7 +145,7 @@ where
     })
 }
 
-fn bench_scripts(fail_at_end: bool) -> ScriptedEngine {
+pub(crate) fn bench_scripts(fail_at_end: bool) -> ScriptedEngine {
     ScriptedEngine::new().workflow("bench.mjs", move |ctx| async move {
         let steps = ctx.args()["steps"].as_u64().unwrap_or(10);
         let mut last = serde_json::Value::Null;
@@ -164,7 +164,7 @@ fn bench_scripts(fail_at_end: bool) -> ScriptedEngine {
 }
 
 /// A sequential run of `steps` agent steps in one process.
-async fn sequential(url: String, steps: u64) -> anyhow::Result<Outcome> {
+pub(crate) async fn sequential(url: String, steps: u64) -> anyhow::Result<Outcome> {
     let scripts = bench_scripts(false);
     let store = store(&url).await?;
     let engine = engine(&store, &scripts)?;
@@ -261,7 +261,7 @@ async fn concurrent(url: String, runs: u64, workers: u64) -> anyhow::Result<Outc
 }
 
 /// Resumes a failed run of `steps` completed steps: every step replays.
-async fn replay(url: String, steps: u64) -> anyhow::Result<Outcome> {
+pub(crate) async fn replay(url: String, steps: u64) -> anyhow::Result<Outcome> {
     let store = store(&url).await?;
     // The same steps, without the failure at the end that stopped the setup run.
     let engine = engine(&store, &bench_scripts(false))?;
@@ -308,7 +308,7 @@ async fn fork_ninety(url: String, steps: u64) -> anyhow::Result<Outcome> {
 }
 
 /// A setup leaving one run of `steps` steps that failed at its end.
-fn failed_run(steps: u64) -> Box<Setup> {
+pub(crate) fn failed_run(steps: u64) -> Box<Setup> {
     Box::new(
         move |url: String| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
             Box::pin(async move {

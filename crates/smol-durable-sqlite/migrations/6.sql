@@ -1,5 +1,5 @@
 -- introduced_version: smol-durable 0.2.0
--- Events are a log, not state: an event may name a step whose row is written later (an agent
+-- The write path of a step (docs/performance.md). Events are a log, not state: an event may name a step whose row is written later (an agent
 -- call's claim is deferred to its completion, docs/performance.md), so `step_id` no longer
 -- references sw_workflow_steps. The table is rebuilt (SQLite cannot drop a constraint) with
 -- its rowids, which number the events (`seq`).
@@ -20,5 +20,10 @@ INSERT INTO sw_workflow_events_6 (rowid, event_id, run_id, attempt_id, step_id, 
 DROP TABLE sw_workflow_events;
 ALTER TABLE sw_workflow_events_6 RENAME TO sw_workflow_events;
 CREATE INDEX sw_events_run_created_idx ON sw_workflow_events (run_id, created_at);
-CREATE INDEX sw_events_step_created_idx ON sw_workflow_events (step_id, created_at);
 CREATE INDEX sw_events_root_idx ON sw_workflow_events (root_run_id);
+
+-- Indexes no query reads, each another b-tree written by every step: events by step, steps by
+-- signature (a step is found by its checkpoint), ledger rows by root (the unique key starts
+-- with the root run).
+DROP INDEX IF EXISTS sw_steps_run_signature_idx;
+DROP INDEX IF EXISTS sw_budget_ledger_root_idx;
