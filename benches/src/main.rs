@@ -4,6 +4,7 @@
 //! cargo run --release -p smol-durable-benches            # full table
 //! cargo run --release -p smol-durable-benches -- --quick # smaller shapes
 //! scripts/bench [--quick] [--postgres-only] [--js-only] [--waits-only] [--replay-only] [--ui-only]
+//!               [--cli-only]
 //!                                                         # the same plus PostgreSQL
 //! ```
 //!
@@ -16,6 +17,7 @@
 //! this project runs on flips between a fast and a slow fsync mode, so the table starts with a
 //! probe of the current fsync latency; compare counts, and timings taken in one run.
 
+mod cli;
 mod js;
 mod peers;
 mod postgres;
@@ -581,6 +583,13 @@ fn main() -> anyhow::Result<()> {
         );
         return ui_table(quick);
     }
+    if args.iter().any(|a| a == "--cli-only") {
+        println!(
+            "disk: median fsync {:.2} ms",
+            probe_fsync(tempfile::tempdir()?.path())?.as_secs_f64() * 1e3
+        );
+        return cli::table(quick, tempfile::tempdir()?.path());
+    }
     if args.iter().any(|a| a == "--waits-only") {
         println!(
             "disk: median fsync {:.2} ms",
@@ -678,6 +687,7 @@ fn main() -> anyhow::Result<()> {
     if replay_only {
         return Ok(());
     }
+    cli::table(quick, dir.path())?;
     js_table(quick)?;
     waits_table(quick)?;
     postgres_table(quick)?;

@@ -21,8 +21,8 @@ use smol_durable_sqlite::{Durability, SqliteOptions, SqliteStore};
 
 use crate::{engine, scripts};
 
-/// The inspector binary: `SMOL_DURABLE_BIN`, else `smol-durable` beside this bench.
-fn binary() -> anyhow::Result<PathBuf> {
+/// The CLI binary: `SMOL_DURABLE_BIN`, else `smol-durable` beside this bench.
+pub(crate) fn binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("SMOL_DURABLE_BIN") {
         return Ok(PathBuf::from(path));
     }
@@ -31,7 +31,7 @@ fn binary() -> anyhow::Result<PathBuf> {
         return Ok(beside);
     }
     bail!(
-        "the ui table needs the smol-durable binary: cargo build --release -p smol-durable-cli \
+        "the ui and cli tables need the smol-durable binary: cargo build --release -p smol-durable-cli \
          (scripts/bench builds it), or set SMOL_DURABLE_BIN"
     )
 }
@@ -189,7 +189,7 @@ async fn event_latency(
         let marker = format!("bench-probe-{n}");
         let written = Instant::now();
         store
-            .append_events(vec![NewEvent {
+            .append_events(&[NewEvent {
                 event_id: smol_durable_core::new_id("evt"),
                 run_id: run.run_id.clone(),
                 root_run_id: run.root_run_id.clone(),

@@ -1,5 +1,7 @@
 """The driver of scripts/bench-peers: runs each shape for smol-durable, Absurd and DBOS Transact
 on one PostgreSQL server, interleaved, and prints one table (see scripts/bench-peers --help).
+With --baseline, another smol-durable-benches binary (an older build) runs beside ours as one
+more system, and our rows show our median against the baseline's.
 
 Runs under the peers' venv (it needs psycopg). Never part of CI.
 
@@ -25,8 +27,17 @@ from pathlib import Path
 
 import psycopg
 
-SYSTEMS = ["ours", "absurd", "dbos"]
-NAMES = {"ours": "smol-durable", "absurd": "Absurd", "dbos": "DBOS"}
+# In the order each round runs them; "baseline" only with --baseline.
+SYSTEMS = ["ours", "baseline", "absurd", "dbos"]
+NAMES = {
+    "ours": "smol-durable",
+    "baseline": "smol-durable (baseline)",
+    "absurd": "Absurd",
+    "dbos": "DBOS",
+}
+# Our binary or the baseline's: the same --peer-shape mode of benches/src/peers.rs.
+OURS = {"ours": "bin", "baseline": "baseline"}
+NAME_WIDTH = max(len(name) for name in NAMES.values())
 SHAPES = ["sequential", "concurrent", "replay"]
 # Sizes: steps of the sequential workflow, workflows of ten steps run at once, steps replayed.
 FULL = {"sequential": 1000, "concurrent": 100, "replay": 10000}
@@ -139,8 +150,8 @@ def command(system: str, args, shape: str, url: str, size: int, phase: str) -> l
         "--url", url, "--size", str(size), "--connections", str(args.connections),
         "--phase", phase,
     ]
-    if system == "ours":
-        return [args.bin, "--peer-shape", shape] + common
+    if system in OURS:
+        return [getattr(args, OURS[system]), "--peer-shape", shape] + common
     script = HERE / f"{system}_shapes.py"
     return [sys.executable, str(script), "--shape", shape] + common
 
@@ -190,7 +201,7 @@ def run_row(server: Server, args, system: str, shape: str, size: int) -> dict:
         "fsync": fsync,
     }
     log(
-        f"  {shape:<10} {NAMES[system]:<12} {metric_text(shape, row)}  "
+        f"  {shape:<10} {NAMES[system]:<{NAME_WIDTH}} {metric_text(shape, row)}  "
         f"tx/step {row['tx']:.2f}  wal sync/step {row['wal']:.2f}  "
         f"fsync {ms(row['fsync'])}"
     )
@@ -246,8 +257,12 @@ def print_table(results: dict, args) -> None:
         f"PostgreSQL: {args.server_version}; {args.rounds} round(s), medians; "
         f"concurrent: {args.connections} connection(s) each"
     )
+    print(f"smol-durable: {args.bin}")
+    if args.baseline:
+        print(f"smol-durable (baseline): {args.baseline}")
     header = (
-        f"{'shape':<11} {'system':<13} {'steps':>6} {'median':>16} {'ours vs this peer':>34} "
+        f"{'shape':<11} {'system':<{NAME_WIDTH}} {'steps':>6} {'median':>16} "
+        f"{'ours vs this row':>34} "
         f"{'tx/step':>8} {'WAL sync/step':>14} {'server CPU/step':>16} "
         f"{'client CPU/step':>16} {'fsync':>9}"
     )
@@ -255,12 +270,19 @@ def print_table(results: dict, args) -> None:
     print("-" * len(header))
     for shape in SHAPES:
         ours = results.get(("ours", shape))
+        baseline = results.get(("baseline", shape))
         for system in SYSTEMS:
             rows = results.get((system, shape))
             if not rows:
                 continue
             row = median_row(rows)
-            if system == "ours" or ours is None:
+            if system == "ours":
+                versus = (
+                    "—"
+                    if baseline is None
+                    else ratio_text(shape, row, median_row(baseline), "baseline")
+                )
+            elif system == "baseline" or ours is None:
                 versus = "—"
             else:
                 versus = ratio_text(shape, median_row(ours), row, NAMES[system])
@@ -268,7 +290,7 @@ def print_table(results: dict, args) -> None:
                 "n/a" if row["server_cpu"] is None else f"{row['server_cpu'] * 1e6:,.0f} µs"
             )
             print(
-                f"{shape:<11} {NAMES[system]:<13} {row['steps']:>6.0f} "
+                f"{shape:<11} {NAMES[system]:<{NAME_WIDTH}} {row['steps']:>6.0f} "
                 f"{metric_text(shape, row):>16} {versus:>34} {row['tx']:>8.2f} "
                 f"{row['wal']:>14.2f} {server_cpu:>16} "
                 f"{row['client_cpu'] * 1e6:>13,.0f} µs {ms(row['fsync']):>9}"
@@ -279,13 +301,15 @@ def print_table(results: dict, args) -> None:
         "replay: steps replayed).\n"
         "median: ms per step (sequential), steps per second from the first submit to the last "
         "completion (concurrent),\n"
-        "  seconds of the replaying attempt (replay); 'ours vs this peer' divides our median "
-        "by the peer's.\n"
+        "  seconds of the replaying attempt (replay); 'ours vs this row' divides our median "
+        "by the peer's,\n"
+        "  and on our own row by the baseline's (--baseline: another smol-durable-benches "
+        "binary, run exactly as ours).\n"
         "tx, WAL sync, CPU per step: over every step the measured process ran (the "
         "sequential warm-up's 20 included),\n"
         "  setup excluded; tx leaves out the completion polls of the concurrent shape. "
         "server CPU: all PostgreSQL processes;\n"
-        "  client CPU: the measured process (ours: Rust; peers: Python, interpreter start "
+        "  client CPU: the measured process (smol-durable: Rust; peers: Python, interpreter start "
         "included). fsync: median probe before the rows."
     )
 
@@ -297,12 +321,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--baseline", help="another smol-durable-benches binary")
     parser.add_argument("--only", choices=SYSTEMS)
     args = parser.parse_args()
     if args.rounds < 1 or args.connections < 1:
         raise SystemExit("--rounds and --connections must be at least 1")
+    if args.only == "baseline" and not args.baseline:
+        raise SystemExit("--only baseline needs --baseline PATH")
     sizes = QUICK if args.quick else FULL
-    systems = [args.only] if args.only else SYSTEMS
+    systems = [
+        system for system in SYSTEMS if system != "baseline" or args.baseline
+    ]
+    if args.only:
+        systems = [args.only]
     server = Server(args.url)
     args.server_version = server.admin.execute("SHOW server_version").fetchone()[0]
     if server.postmaster is None:

@@ -94,6 +94,10 @@ struct Cluster {
 struct Call {
     token: String,
     step_id: String,
+    /// The run and the prompt: the step a call served, also when its claim was deferred and
+    /// its process killed, so that its repeat runs under a new step id.
+    run_id: String,
+    prompt: String,
 }
 
 impl Cluster {
@@ -200,9 +204,12 @@ impl Cluster {
             .map(|line| {
                 let (token, request) = line.split_once(' ').expect("token and request");
                 let request: Value = serde_json::from_str(request).expect("request JSON");
+                let text = |field: &str| request[field].as_str().expect(field).to_owned();
                 Call {
                     token: token.to_owned(),
-                    step_id: request["stepId"].as_str().expect("stepId").to_owned(),
+                    step_id: text("stepId"),
+                    run_id: text("runId"),
+                    prompt: text("prompt"),
                 }
             })
             .collect()
@@ -345,10 +352,10 @@ async fn check_runs(
     calls: &[Call],
     kills: usize,
 ) -> Tally {
-    let mut per_step: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut per_step: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
     for call in calls {
         per_step
-            .entry(call.step_id.as_str())
+            .entry((call.run_id.as_str(), call.prompt.as_str()))
             .or_default()
             .push(call.token.as_str());
     }
@@ -386,8 +393,9 @@ async fn check_runs(
                 .as_str()
                 .expect("output token")
                 .to_owned();
+            let prompt = step.input["prompt"].as_str().expect("the step's prompt");
             let tokens = per_step
-                .get(step.step_id.as_str())
+                .get(&(run_id.as_str(), prompt))
                 .cloned()
                 .unwrap_or_default();
             assert!(
@@ -470,10 +478,13 @@ async fn a_frozen_worker_cannot_overwrite_its_successor(db: Db) {
     let runs = cluster.submit("slow.mjs", 1, 3).await;
     let zombie = cluster.start_worker(1, 1.0);
     wait_for_calls(&cluster, 1, Duration::from_secs(30)).await;
-    // Let the writes around the call's start (its event batch) commit first: on SQLite a
-    // process frozen inside a write transaction blocks every writer of the file until it runs
-    // again (docs/reliability.md), which is not what this test is about.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Frozen holding the step: its claim, deferred for `Limits::deferred_claim` (1 s) into the
+    // 2 s call, is written by then (a zombie deposed before it claimed is the conformance case
+    // `a_deferred_call_is_recorded_once_and_fenced_by_its_attempt`). The wait also lets the
+    // writes around that claim commit: on SQLite a process frozen inside a write transaction
+    // blocks every writer of the file until it runs again (docs/reliability.md), which is not
+    // what this test is about.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
     Cluster::signal(zombie, "-STOP");
     cluster.start_worker(1, 1.0);
     wait_for_runs(&cluster, store.as_ref(), &runs, Duration::from_secs(60)).await;

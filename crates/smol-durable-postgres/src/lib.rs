@@ -457,8 +457,8 @@ impl DurableStore for PostgresStore {
         ))
     }
 
-    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
-        self.events.append(events).await
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+        self.events.append(events.to_vec()).await
     }
 
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {

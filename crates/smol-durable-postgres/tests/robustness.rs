@@ -144,7 +144,7 @@ async fn an_event_with_a_nul_character_is_stored() {
         created_at: 2,
     };
     store
-        .append_events(vec![event("before"), event("a\u{0}b"), event("after")])
+        .append_events(&[event("before"), event("a\u{0}b"), event("after")])
         .await
         .expect("append");
     let stored = store

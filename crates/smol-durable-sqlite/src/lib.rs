@@ -618,12 +618,14 @@ impl DurableStore for SqliteStore {
             .await
     }
 
-    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
         }
+        // Serialised here, on the caller's thread: the writer thread is every write's queue.
+        let rows: Vec<sql::EventRow> = events.iter().map(sql::EventRow::from).collect();
         self.write("append_events", Commit::Deferred, move |c| {
-            sql::append_events(c, &events)
+            sql::append_events(c, &rows)
         })
         .await
     }

@@ -401,7 +401,7 @@ impl DurableStore for FaultyStore {
             .await
     }
 
-    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
         self.inject("append_events", || self.inner.append_events(events))
             .await
     }

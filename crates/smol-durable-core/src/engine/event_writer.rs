@@ -39,11 +39,11 @@ pub(crate) async fn write_events(
             }
         }
         if !batch.is_empty() {
-            let records = batch.iter().map(|(record, _)| record.clone()).collect();
-            if let Err(error) = engine.store.append_events(records).await {
+            let (records, events): (Vec<NewEvent>, Vec<WorkflowEvent>) = batch.drain(..).unzip();
+            if let Err(error) = engine.store.append_events(&records).await {
                 tracing::warn!(%error, "could not store workflow events");
             }
-            for (_, event) in batch.drain(..) {
+            for event in events {
                 for sink in &engine.event_sinks {
                     sink.emit(&event).await;
                 }

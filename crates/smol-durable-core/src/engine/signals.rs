@@ -163,7 +163,7 @@ impl Engine {
             payload: event.to_json(),
             created_at: now,
         };
-        if let Err(error) = self.shared.store.append_events(vec![record]).await {
+        if let Err(error) = self.shared.store.append_events(&[record]).await {
             tracing::warn!(%error, signal_id, "could not record the signal_received event");
         }
         for sink in &self.shared.event_sinks {

@@ -758,9 +758,9 @@ impl DurableStore for MemoryStore {
             .collect())
     }
 
-    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
         let mut tables = self.lock()?;
-        for event in events {
+        for event in events.iter().cloned() {
             // Appending is idempotent by event id (a retried append whose answer was lost).
             if !tables.event_ids.insert(event.event_id.clone()) {
                 continue;

@@ -260,8 +260,9 @@ pub trait DurableStore: StoreAdmin {
     async fn ledger_entries(&self, root_run_id: &str) -> StoreResult<Vec<LedgerEntry>>;
 
     /// Appends events in the given order, assigning increasing `seq`; an event whose id is
-    /// already stored is skipped, so an append may be repeated safely.
-    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()>;
+    /// already stored is skipped, so an append may be repeated safely. Borrowed, so a retry
+    /// needs no copy of the batch.
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()>;
 
     /// Records a cancellation request for a root run, in one transaction that asks
     /// [`decide::cancel_request`](crate::decide::cancel_request) what it does: a finished task

@@ -514,9 +514,9 @@ impl DurableStore for RetryingStore {
             .await
     }
 
-    async fn append_events(&self, events: Vec<NewEvent>) -> StoreResult<()> {
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
         // Stores skip event ids they already hold.
-        self.idempotent("append_events", || self.inner.append_events(events.clone()))
+        self.idempotent("append_events", || self.inner.append_events(events))
             .await
     }
 

@@ -40,7 +40,35 @@ pub(crate) fn read_newest_events(
     )
 }
 
-pub(crate) fn append_events(c: &Connection, events: &[NewEvent]) -> Result<()> {
+/// An event as its row is written: the payload already JSON text.
+#[derive(Debug)]
+pub(crate) struct EventRow {
+    event_id: String,
+    run_id: String,
+    root_run_id: String,
+    attempt_id: Option<String>,
+    step_id: Option<String>,
+    event_type: &'static str,
+    payload: String,
+    created_at: i64,
+}
+
+impl From<&NewEvent> for EventRow {
+    fn from(event: &NewEvent) -> Self {
+        Self {
+            event_id: event.event_id.clone(),
+            run_id: event.run_id.clone(),
+            root_run_id: event.root_run_id.clone(),
+            attempt_id: event.attempt_id.clone(),
+            step_id: event.step_id.clone(),
+            event_type: event.event_type.as_str(),
+            payload: text(&event.payload),
+            created_at: event.created_at,
+        }
+    }
+}
+
+pub(crate) fn append_events(c: &Connection, events: &[EventRow]) -> Result<()> {
     for event in events {
         execute(
             c,
@@ -54,8 +82,8 @@ pub(crate) fn append_events(c: &Connection, events: &[NewEvent]) -> Result<()> {
                 event.root_run_id,
                 event.attempt_id,
                 event.step_id,
-                event.event_type.as_str(),
-                text(&event.payload),
+                event.event_type,
+                event.payload,
                 event.created_at,
             ],
         )?;

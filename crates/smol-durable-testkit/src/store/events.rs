@@ -49,10 +49,10 @@ pub async fn events_come_back_in_order_per_run(fixture: Fixture) {
         )
     };
     for batch in 0..5 {
-        let events = (0..4)
+        let events: Vec<NewEvent> = (0..4)
             .map(|i| event(if i % 2 == 0 { &one } else { &two }, batch * 4 + i))
             .collect();
-        store.append_events(events).await.expect("append");
+        store.append_events(&events).await.expect("append");
     }
     let other = fixture.another_handle().await;
     let read = other
@@ -90,7 +90,7 @@ pub async fn the_newest_events_come_back_in_order(fixture: Fixture) {
     for batch in 0..11 {
         let mut events: Vec<NewEvent> = (0..100).map(|i| event(&one, batch * 100 + i)).collect();
         events.push(event(&two, 10_000 + batch));
-        store.append_events(events).await.expect("append");
+        store.append_events(&events).await.expect("append");
     }
     let other = fixture.another_handle().await;
     let numbers = |events: &[EventRecord]| -> Vec<u64> {
@@ -142,10 +142,10 @@ pub async fn appending_an_event_again_stores_it_once(fixture: Fixture) {
     };
     let (first, second, third) = (event(1), event(2), event(3));
     let batch = vec![first.clone(), second.clone()];
-    store.append_events(batch.clone()).await.expect("append");
-    store.append_events(batch).await.expect("append again");
+    store.append_events(&batch).await.expect("append");
+    store.append_events(&batch).await.expect("append again");
     store
-        .append_events(vec![second, third])
+        .append_events(&[second, third])
         .await
         .expect("append one old, one new");
     let other = fixture.another_handle().await;

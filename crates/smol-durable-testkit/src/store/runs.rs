@@ -286,7 +286,7 @@ pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
         .await
         .expect("put_script");
     store
-        .append_events(vec![NewEvent {
+        .append_events(&[NewEvent {
             event_id: format!("evt_{HOSTILE}"),
             run_id: run_id.clone(),
             root_run_id: run_id.clone(),

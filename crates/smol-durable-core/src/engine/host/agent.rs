@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
@@ -287,7 +288,7 @@ impl RunScope {
     }
 
     fn replay_agent(&self, call: &AgentCall, result: Value) -> Result<Value, HostError> {
-        let response: AgentResponse = serde_json::from_value(result.clone()).map_err(|error| {
+        let response = AgentResponse::deserialize(&result).map_err(|error| {
             self.fatal(Error::Store(crate::StoreError::new(
                 crate::StoreErrorKind::Corrupt,
                 "replay",
@@ -470,7 +471,11 @@ impl RunScope {
             // is stopping.
             return Err(cancelled());
         }
-        let seen: AgentResponse = serde_json::from_value(completed.value).unwrap_or(response);
+        if !completed.adopted {
+            // The stored result is this response's: its output needs no reading back.
+            return Ok(response.output);
+        }
+        let seen = AgentResponse::deserialize(&completed.value).unwrap_or(response);
         Ok(seen.output)
     }
 
