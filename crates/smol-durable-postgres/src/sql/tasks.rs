@@ -212,18 +212,42 @@ pub(crate) async fn finish_attempt(
         ));
     }
     let end = &finish.end;
-    let (attempt_state, next_state) = (end.attempt.as_str(), end.run_and_task.as_str());
-    let closed = execute(
+    // The attempt, the root run (with its cached spend), the task and the unfinished child runs
+    // in one statement — each part only if the attempt was still running. (PostgreSQL runs every
+    // data-modifying part of a WITH whether or not the final SELECT reads it.)
+    const Q: &str = "WITH closed AS (UPDATE sw_workflow_attempts SET state = $2, completed_at = $3, \
+         failure_reason_json = $4, lease_expires_at = NULL \
+         WHERE attempt_id = $1 AND state = 'running' RETURNING attempt_id), \
+         root AS (UPDATE sw_workflow_runs SET state = $6, completed_payload_json = $7, \
+         failure_reason_json = $4, updated_at = $3, budget_spent = ( \
+           SELECT COALESCE(SUM(output_tokens), 0)::BIGINT FROM sw_budget_ledger \
+           WHERE root_run_id = $5 AND source_type <> $8) \
+         WHERE run_id = $5 AND EXISTS (SELECT 1 FROM closed)), \
+         task AS (UPDATE sw_workflow_tasks SET state = $6, completed_payload_json = $7, \
+         failure_reason_json = $4, lease_expires_at = NULL, not_before = $9, \
+         claimed_by_owner_id = NULL, updated_at = $3, claim_scope = COALESCE($10, claim_scope) \
+         WHERE task_id = $11 AND EXISTS (SELECT 1 FROM closed)), \
+         children AS (UPDATE sw_workflow_runs SET state = $12, failure_reason_json = $13, \
+         updated_at = $3 WHERE root_run_id = $5 AND run_id <> root_run_id \
+         AND state IN ('pending', 'running') AND EXISTS (SELECT 1 FROM closed)) \
+         SELECT COUNT(*) FROM closed";
+    let closed: i64 = scalar(
         c,
         op,
-        sql.query(
-            "UPDATE sw_workflow_attempts SET state = $2, completed_at = $3, failure_reason_json = $4, \
-             lease_expires_at = NULL WHERE attempt_id = $1 AND state = 'running'",
-        )
-        .bind(&finish.attempt_id)
-        .bind(attempt_state)
-        .bind(finish.now)
-        .bind(&end.reason),
+        sql.query(Q)
+            .bind(&finish.attempt_id)
+            .bind(end.attempt.as_str())
+            .bind(finish.now)
+            .bind(&end.reason)
+            .bind(&finish.run_id)
+            .bind(end.run_and_task.as_str())
+            .bind(&end.payload)
+            .bind(LedgerSource::COPIED_STEP)
+            .bind(end.not_before)
+            .bind(end.claim_scope.as_ref().map(|scope| scope.as_str().to_owned()))
+            .bind(&finish.task_id)
+            .bind(end.unfinished_children.state.as_str())
+            .bind(&end.unfinished_children.reason),
     )
     .await?;
     if closed == 0 {
@@ -233,59 +257,15 @@ pub(crate) async fn finish_attempt(
             format!("attempt {} is not running", finish.attempt_id),
         ));
     }
-    let spent = budget_spent(c, sql, &finish.run_id).await?;
-    execute(
-        c,
-        op,
-        sql.query(
-            "UPDATE sw_workflow_runs SET state = $2, completed_payload_json = $3, failure_reason_json = $4, \
-             budget_spent = $5, updated_at = $6 WHERE run_id = $1",
-        )
-        .bind(&finish.run_id)
-        .bind(next_state)
-        .bind(&end.payload)
-        .bind(&end.reason)
-        .bind(int(spent))
-        .bind(finish.now),
-    )
-    .await?;
-    execute(
-        c,
-        op,
-        sql.query(
-            "UPDATE sw_workflow_tasks SET state = $2, completed_payload_json = $3, failure_reason_json = $4, \
-             lease_expires_at = NULL, not_before = $5, claimed_by_owner_id = NULL, updated_at = $6, \
-             claim_scope = COALESCE($7, claim_scope) WHERE task_id = $1",
-        )
-        .bind(&finish.task_id)
-        .bind(next_state)
-        .bind(&end.payload)
-        .bind(&end.reason)
-        .bind(end.not_before)
-        .bind(finish.now)
-        .bind(end.claim_scope.as_ref().map(|scope| scope.as_str().to_owned())),
-    )
-    .await?;
-    // Child runs cannot outlive the attempt that ran them.
-    execute(
-        c,
-        op,
-        sql.query(
-            "UPDATE sw_workflow_runs SET state = $2, failure_reason_json = $3, updated_at = $4 \
-             WHERE root_run_id = $1 AND run_id <> root_run_id AND state IN ('pending', 'running')",
-        )
-        .bind(&finish.run_id)
-        .bind(end.unfinished_children.state.as_str())
-        .bind(&end.unfinished_children.reason)
-        .bind(finish.now),
-    )
-    .await?;
     let scope = end.claim_scope.as_ref().unwrap_or(&task.claim_scope);
     if *scope == ClaimScope::Runner && end.run_and_task == State::Pending {
         notify_work(c, sql, op).await?;
     }
-    // A signal that arrived while the attempt was ending found the task still running.
-    wake_for_signals(c, sql, op, &finish.task_id, None, None, finish.now).await?;
+    // A signal that arrived while the attempt was ending found the task still running. Only a
+    // task handed back for later can be woken: the others need no look at their mailbox.
+    if wake_not_before(&end.run_and_task, end.not_before, finish.now).is_some() {
+        wake_for_signals(c, sql, op, &finish.task_id, None, None, finish.now).await?;
+    }
     Ok(())
 }
 
