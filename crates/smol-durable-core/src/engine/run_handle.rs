@@ -42,7 +42,10 @@ impl RunHandle {
 
     /// Waits for the run to end.
     pub async fn join(self) -> Result<RunOutput, Error> {
-        match self.join.await {
+        // Events nobody took are not kept for a receiver that would be dropped unread.
+        let Self { events, join, .. } = self;
+        drop(events);
+        match join.await {
             Ok(result) => result,
             Err(join_error) => Err(Error::internal(
                 "the task running the attempt died",

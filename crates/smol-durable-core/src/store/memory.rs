@@ -620,7 +620,7 @@ impl DurableStore for MemoryStore {
         {
             return Ok(InsertStep::Existing(existing.clone()));
         }
-        let step = new.claimed_row();
+        let step = new.into_claimed_row();
         tables.step_ids.insert(key, step.step_id.clone());
         tables.steps.insert(step.step_id.clone(), step.clone());
         Ok(InsertStep::Inserted(step))
@@ -645,7 +645,7 @@ impl DurableStore for MemoryStore {
         if !attempt_running {
             return Ok(StepCas::Conflict(None));
         }
-        let mut step = record.step.claimed_row();
+        let mut step = record.step.into_claimed_row();
         step.state = State::Completed;
         step.result = Some(record.result);
         step.lease_expires_at = None;

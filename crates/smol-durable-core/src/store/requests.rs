@@ -296,20 +296,20 @@ pub struct NewStep {
 
 impl NewStep {
     /// The row a claim of this step inserts: `running` under the claimer's lease, `fence = 1`.
-    pub fn claimed_row(&self) -> StepRecord {
+    pub fn into_claimed_row(self) -> StepRecord {
         StepRecord {
-            step_id: self.step_id.clone(),
-            run_id: self.run_id.clone(),
-            root_run_id: self.root_run_id.clone(),
-            kind: self.kind.clone(),
-            checkpoint_name: self.checkpoint_name.clone(),
-            input_signature_hash: self.input_signature_hash.clone(),
-            input_signature_json: self.input_signature_json.clone(),
+            step_id: self.step_id,
+            run_id: self.run_id,
+            root_run_id: self.root_run_id,
+            kind: self.kind,
+            checkpoint_name: self.checkpoint_name,
+            input_signature_hash: self.input_signature_hash,
+            input_signature_json: self.input_signature_json,
             state: State::Running,
-            input: self.input.clone(),
+            input: self.input,
             result: None,
             failure_reason: None,
-            worker_id: Some(self.worker_id.clone()),
+            worker_id: Some(self.worker_id),
             lease_expires_at: Some(self.lease_expires_at),
             fence: 1,
             last_attempt_at: Some(self.now),

@@ -215,7 +215,8 @@ pub(crate) async fn finish_attempt(
     // The attempt, the root run (with its cached spend), the task and the unfinished child runs
     // in one statement — each part only if the attempt was still running. (PostgreSQL runs every
     // data-modifying part of a WITH whether or not the final SELECT reads it.)
-    const Q: &str = "WITH closed AS (UPDATE sw_workflow_attempts SET state = $2, completed_at = $3, \
+    const Q: &str =
+        "WITH closed AS (UPDATE sw_workflow_attempts SET state = $2, completed_at = $3, \
          failure_reason_json = $4, lease_expires_at = NULL \
          WHERE attempt_id = $1 AND state = 'running' RETURNING attempt_id), \
          root AS (UPDATE sw_workflow_runs SET state = $6, completed_payload_json = $7, \
@@ -244,7 +245,11 @@ pub(crate) async fn finish_attempt(
             .bind(&end.payload)
             .bind(LedgerSource::COPIED_STEP)
             .bind(end.not_before)
-            .bind(end.claim_scope.as_ref().map(|scope| scope.as_str().to_owned()))
+            .bind(
+                end.claim_scope
+                    .as_ref()
+                    .map(|scope| scope.as_str().to_owned()),
+            )
             .bind(&finish.task_id)
             .bind(end.unfinished_children.state.as_str())
             .bind(&end.unfinished_children.reason),

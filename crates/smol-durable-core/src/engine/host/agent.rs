@@ -201,7 +201,7 @@ impl RunScope {
                         claimed: false,
                     },
                 );
-                (new.claimed_row(), Some(*new))
+                (new.clone().into_claimed_row(), Some(*new))
             }
         };
         let mut unclaimed = unclaimed;
