@@ -8,7 +8,8 @@
 //!
 //! Deferrable jobs (events, lease renewals, bookkeeping) are held for up to 20 ms and then
 //! committed together with whatever else is queued: events of many steps land in the same
-//! pages, and a sequential workflow commits about two write transactions per step.
+//! pages, and a sequential workflow commits about one write transaction per step (its
+//! `record_step`: the claim is deferred to the completion, docs/performance.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
