@@ -22,15 +22,18 @@
 //!   (`public` by default). Migrations are versioned, idempotent and serialized by an advisory
 //!   lock, so any number of processes may start at once.
 //! - [`PostgresStore::from_pool`] shares a host application's `sqlx` pool.
-//! - Step completions (with their ledger rows) are one statement and one durable commit; claims,
-//!   events and heartbeats commit without waiting for a WAL flush, and events of concurrent
-//!   runs share statements (held up to 20 ms).
+//! - Step completions (with their ledger rows) are one statement and one durable commit — a
+//!   quick agent call's claim included (`record_step`) — and the records that queue up behind
+//!   each other share one transaction and one flush; claims, events and heartbeats commit
+//!   without waiting for a WAL flush, and events of concurrent runs share statements (held up
+//!   to 20 ms).
 //! - Workers claim runner tasks with `FOR UPDATE SKIP LOCKED`, and idle workers are woken by
 //!   `LISTEN/NOTIFY` when work is submitted or released.
 #![deny(missing_docs)]
 
 mod events;
 mod migrate;
+mod records;
 mod rows;
 mod sql;
 mod wake;
@@ -107,6 +110,7 @@ pub struct PostgresStore {
     description: String,
     wake: Arc<wake::Listener>,
     events: Arc<events::EventWriter>,
+    records: Arc<records::RecordWriter>,
 }
 
 impl PostgresStore {
@@ -207,6 +211,7 @@ impl PostgresStore {
                 sql.notify_channel().to_owned(),
             )),
             events: Arc::new(events::EventWriter::new(pool.clone(), Arc::clone(&sql))),
+            records: Arc::new(records::RecordWriter::new(pool.clone(), Arc::clone(&sql))),
             sql,
             pool,
         })
@@ -428,9 +433,8 @@ impl DurableStore for PostgresStore {
     }
 
     async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
-        read!(self, "record_step", |c| sql::record_step(
-            c, &self.sql, &record
-        ))
+        // Group commit across this handle's runs (see `records`).
+        self.records.record(record).await
     }
 
     async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas> {

@@ -211,3 +211,84 @@ async fn a_result_with_a_nul_character_is_refused_clearly() {
         "nothing written"
     );
 }
+
+/// Records that queue up together are written in one transaction, each with its own answer:
+/// a free name is recorded, a taken one comes back as it stands, and one that PostgreSQL
+/// refuses (a NUL in its result) fails alone — the others of its batch are still recorded.
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_together_keep_their_own_outcomes() {
+    use smol_durable_core::store::{
+        AttemptStart, NewStep, RecordStep, StartAttempt, State, StepCas, StepKind,
+    };
+    let (_, _, store, created) = one_run("grouped records", ClaimScope::Local).await;
+    let run_id = created.run.run_id.clone();
+    let started = store
+        .start_attempt(StartAttempt {
+            attempt_id: smol_durable_core::new_id("attempt"),
+            task_id: created.task.task_id.clone(),
+            run_id: run_id.clone(),
+            owner_id: "owner_a".into(),
+            lease_expires_at: i64::MAX,
+            take_over_from: None,
+            revive: false,
+            now: 2,
+        })
+        .await
+        .expect("start");
+    let AttemptStart::Started(attempt) = started else {
+        panic!("started: {started:?}")
+    };
+    let record = |checkpoint: String, output: &str| RecordStep {
+        step: NewStep {
+            step_id: smol_durable_core::new_id("step"),
+            run_id: run_id.clone(),
+            root_run_id: run_id.clone(),
+            kind: StepKind::Agent,
+            checkpoint_name: checkpoint,
+            input_signature_hash: "x".into(),
+            input_signature_json: "{}".into(),
+            input: json!({}),
+            worker_id: "owner_a".into(),
+            lease_expires_at: 100,
+            now: 3,
+        },
+        attempt_id: attempt.attempt_id.clone(),
+        result: json!({ "output": output }),
+        ledger: Vec::new(),
+        now: 4,
+    };
+    // Many at once, so most queue behind the first and go out together; "agent:7" twice.
+    let mut records: Vec<RecordStep> = (0..40)
+        .map(|i| record(format!("agent:{i}"), "fine"))
+        .collect();
+    records.push(record("agent:7".into(), "second"));
+    records.push(record("agent:nul".into(), "a\u{0}b"));
+    let outcomes =
+        futures::future::join_all(records.into_iter().map(|r| store.record_step(r))).await;
+    let (mut applied, mut taken, mut refused) = (0, 0, 0);
+    for outcome in outcomes {
+        match outcome {
+            Ok(StepCas::Applied(row)) => {
+                assert_eq!((row.state, row.fence), (State::Completed, 1));
+                applied += 1;
+            }
+            Ok(StepCas::Conflict(Some(row))) => {
+                assert_eq!(row.checkpoint_name, "agent:7");
+                assert_eq!(row.result, Some(json!({ "output": "fine" })));
+                taken += 1;
+            }
+            Err(error) => {
+                assert_eq!(error.kind(), smol_durable_core::StoreErrorKind::Unsupported);
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((applied, taken, refused), (40, 1, 1));
+    let steps = store.load_steps(&run_id).await.expect("steps");
+    assert_eq!(steps.len(), 40);
+}

@@ -1,7 +1,7 @@
 -- introduced_version: smol-durable 0.2.0
--- The write path of a step (docs/performance.md). Events are a log, not state: an event may name a step whose row is written later (an agent
--- call's claim is deferred to its completion, docs/performance.md), so `step_id` no longer
--- references sw_workflow_steps. The table is rebuilt (SQLite cannot drop a constraint) with
+-- The write path of a step (docs/performance.md). Events are a log, not state: an event may
+-- name a step whose row is written later (an agent call's claim is deferred to its
+-- completion), so `step_id` no longer references sw_workflow_steps. The table is rebuilt (SQLite cannot drop a constraint) with
 -- its rowids, which number the events (`seq`).
 CREATE TABLE sw_workflow_events_6 (
   event_id TEXT PRIMARY KEY,

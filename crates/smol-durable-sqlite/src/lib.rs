@@ -17,7 +17,9 @@
 //! ```
 //!
 //! - The schema is smol-workflows' (`sw_workflow_*` tables); databases written by smol-wf 0.3.4
-//!   open, migrate forward in place (migrations 4+ only add), and resume.
+//!   open, migrate forward in place (migrations 4+ keep every row: they add tables, columns
+//!   and indexes, drop indexes no query reads, and rebuild the events table without its
+//!   reference to steps), and resume.
 //! - One writer thread owns the write connection; concurrent writes share transactions and
 //!   fsyncs (group commit). Reads use a small pool of connections on blocking threads, so async
 //!   callers never block a tokio worker.

@@ -331,7 +331,8 @@ async fn close_held_steps(ctx: &AttemptCtx, cancelled: bool) {
     } else {
         Closure::abandoned_step()
     };
-    for (step_id, step) in ctx.take_held() {
+    // A call whose claim was deferred has no row to close: the next attempt runs it again.
+    for (step_id, step) in ctx.take_held().into_iter().filter(|(_, step)| step.claimed) {
         let closed = ctx
             .engine
             .store

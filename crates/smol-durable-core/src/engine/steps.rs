@@ -176,10 +176,29 @@ pub async fn complete_fenced(
     settle_completion(outcome, result, step_id)
 }
 
+/// What [`record_completed`] settled on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// Stored, or the stored result of another worker adopted.
+    Completed(Completed),
+    /// Another attempt's row stands unfinished under the step's name: an attempt deposed while
+    /// its calls ran claimed it after this one loaded its steps. The caller claims the step
+    /// through the claim loop, as it would have had it seen the row first (waiting for a live
+    /// holder, reclaiming an expired or failed one), and completes it under that claim.
+    Held {
+        /// The row in the way.
+        row: Box<StepRecord>,
+        /// The result that was not recorded, handed back.
+        result: Value,
+        /// The ledger rows that were not written, handed back.
+        ledger: Vec<LedgerEntry>,
+    },
+}
+
 /// Stores a call whose claim was deferred (see [`decide::defers_claim`](crate::decide::defers_claim)):
 /// its row, already completed, and `ledger`, in one transaction fenced by `attempt_id`. Returns
-/// the result every caller must see, as [`complete_fenced`] does; [`Error::LeaseLost`] when the
-/// attempt was deposed (or a row it did not write stands unfinished under the step's name).
+/// the result every caller must see, as [`complete_fenced`] does, or the unfinished row that
+/// stands in the way; [`Error::LeaseLost`] when the attempt was deposed.
 pub async fn record_completed(
     store: &dyn DurableStore,
     step: NewStep,
@@ -187,8 +206,10 @@ pub async fn record_completed(
     result: Value,
     ledger: Vec<LedgerEntry>,
     now: i64,
-) -> Result<Completed, Error> {
+) -> Result<Recorded, Error> {
     let step_id = step.step_id.clone();
+    // Kept for the rare record that meets an unfinished row (a ledger is a row or two).
+    let kept = ledger.clone();
     let outcome = store
         .record_step(RecordStep {
             step,
@@ -198,7 +219,16 @@ pub async fn record_completed(
             now,
         })
         .await?;
-    settle_completion(outcome, result, &step_id)
+    match outcome {
+        StepCas::Conflict(Some(row)) if row.state != crate::store::State::Completed => {
+            Ok(Recorded::Held {
+                row: Box::new(row),
+                result,
+                ledger: kept,
+            })
+        }
+        outcome => settle_completion(outcome, result, &step_id).map(Recorded::Completed),
+    }
 }
 
 /// What a completion's compare-and-set means for its caller.

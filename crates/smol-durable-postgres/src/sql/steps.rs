@@ -252,14 +252,15 @@ pub(crate) async fn record_step(
 ) -> Result<StepCas> {
     let op = "record_step";
     // The claim and the completion of a call that ended quickly, with its ledger rows, fenced
-    // by the attempt still running: one statement, one transaction, one flush.
+    // by the attempt still running: one statement, one transaction, one flush. FOR SHARE makes
+    // the fence wait for a takeover that is closing the attempt, and read its outcome.
     const Q: &str = concat!(
         "WITH done AS (INSERT INTO sw_workflow_steps (step_id, run_id, root_run_id, step_kind, \
          checkpoint_name, input_signature_hash, input_signature_json, state, input_json, \
          result_json, worker_id, attempts, last_attempt_at, created_at, updated_at) \
          SELECT $1, $16, $17, $18, $19, $20, $21, $5, $22, $2, $23, $4, $24, $24, $3 \
          WHERE EXISTS (SELECT 1 FROM sw_workflow_attempts \
-         WHERE attempt_id = $25 AND state = 'running') \
+         WHERE attempt_id = $25 AND state = 'running' FOR SHARE) \
          ON CONFLICT (run_id, checkpoint_name) DO NOTHING RETURNING *), ",
         ledger_insert!(),
         finished_step!()

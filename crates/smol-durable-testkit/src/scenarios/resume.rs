@@ -19,7 +19,8 @@ macro_rules! __engine_resume_cases {
             heartbeat_keeps_a_long_call_leased,
             a_step_held_by_a_dead_worker_is_reclaimed_when_its_lease_expires,
             a_caller_waiting_on_a_held_step_replays_it_when_the_holder_finishes,
-            a_deferred_call_is_recorded_once_and_fenced_by_its_attempt
+            a_deferred_call_is_recorded_once_and_fenced_by_its_attempt,
+            a_deferred_call_that_meets_a_deposed_claim_takes_the_step_over
         );
     };
 }
@@ -558,4 +559,68 @@ pub async fn a_deferred_call_is_recorded_once_and_fenced_by_its_attempt(fixture:
         .await
         .expect("ledger")
         .is_empty());
+}
+
+/// A deposed attempt still running may claim a step after its successor loaded its steps; the
+/// successor's deferred call then meets that row when it records. It takes the step over as a
+/// claim would have (the row's lease has lapsed): the step completes under fence 2 with the
+/// successor's result, billed once to the row's step id, the provider called once.
+pub async fn a_deferred_call_that_meets_a_deposed_claim_takes_the_step_over(fixture: Fixture) {
+    let scripts = ScriptedEngine::new().workflow("main.mjs", |ctx| async move {
+        Ok(ctx.agent("hello", Value::Null).await?)
+    });
+    let provider =
+        Arc::new(ScriptedProvider::new("scripted").with_delay("hello", Duration::from_millis(300)));
+    let limits = smol_durable_core::Limits {
+        deferred_claim: Duration::from_secs(30),
+        ..smol_durable_core::Limits::default()
+    };
+    let engine = builder(&fixture, &scripts, &provider)
+        .limits(limits)
+        .build()
+        .expect("engine");
+    let handle = start_until_agent_runs(&engine, &scripts).await;
+    let run_id = handle.run_id().to_owned();
+    let signature = smol_durable_core::StepSignature::agent(
+        "root",
+        "scripted",
+        "hello",
+        &Value::Null,
+        None,
+        None,
+    );
+    let now = smol_durable_core::Clock::now_ms(&smol_durable_core::SystemClock);
+    let inserted = fixture
+        .store
+        .insert_step(NewStep {
+            step_id: smol_durable_core::new_id("step"),
+            run_id: run_id.clone(),
+            root_run_id: run_id.clone(),
+            kind: StepKind::Agent,
+            checkpoint_name: signature.base_checkpoint(),
+            input_signature_hash: signature.hash.clone(),
+            input_signature_json: signature.json.clone(),
+            input: json!({ "prompt": "hello" }),
+            worker_id: "owner_deposed".into(),
+            lease_expires_at: now - 1,
+            now,
+        })
+        .await
+        .expect("insert");
+    let InsertStep::Inserted(held) = inserted else {
+        panic!("the step was free: its claim was deferred")
+    };
+    let output = handle.join().await.expect("the run completes");
+    assert_eq!(output.result, json!("echo: hello"));
+    assert_eq!(provider.calls_for("hello"), 1);
+    let steps = fixture.store.load_steps(&run_id).await.expect("steps");
+    assert_eq!(steps.len(), 1);
+    assert_eq!(
+        (&steps[0].step_id, steps[0].state.clone(), steps[0].fence),
+        (&held.step_id, State::Completed, 2)
+    );
+    let ledger = fixture.store.ledger_entries(&run_id).await.expect("ledger");
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0].step_id.as_deref(), Some(held.step_id.as_str()));
+    assert_eq!(ledger[0].source_id, held.step_id);
 }

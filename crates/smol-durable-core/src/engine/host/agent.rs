@@ -10,14 +10,14 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::claim::take_completed;
-use super::{cancelled, invalid, rejected, step_span, Claim, RunScope};
+use super::{cancelled, invalid, rejected, step_span, Claim, Claimed, RunScope};
 use crate::agent_options::{
     effective_options, legacy_signature, step_key, Isolation, OptionDefaults,
 };
 use crate::decide::{step_lease_expires_at, RetryPolicy};
 use crate::engine::context::object;
 use crate::engine::context::HeldStep;
-use crate::engine::steps::{complete_fenced, record_completed};
+use crate::engine::steps::{complete_fenced, record_completed, Completed, Recorded};
 use crate::events::{prompt_preview, EventType};
 use crate::limits::{oversized, RESULT_LIMIT};
 use crate::schema::{corrective_prompt, mismatch_message, OutputSchema};
@@ -251,6 +251,49 @@ impl RunScope {
         }
     }
 
+    /// Completes a deferred call whose record met another attempt's unfinished row: claims the
+    /// step through the claim loop (waiting for a live holder, reclaiming an expired or failed
+    /// row) and completes it under that claim with `stored`, its ledger rows moved to the
+    /// claimed row; a holder that completed meanwhile is adopted.
+    async fn complete_after_claim(
+        &self,
+        call: &AgentCall,
+        deferred: &StepRecord,
+        stored: Value,
+        billed: Vec<LedgerEntry>,
+        lease_extra_ms: u64,
+    ) -> Result<Completed, Error> {
+        let claimed = self
+            .claim(
+                StepKind::Agent,
+                &call.checkpoint,
+                &call.signature,
+                deferred.input.clone(),
+                lease_extra_ms,
+                None,
+            )
+            .await
+            .map_err(|error| Error::LeaseLost(error.message))?;
+        let row = match claimed {
+            Claimed::Replay { result, .. } => {
+                return Ok(Completed {
+                    value: result,
+                    adopted: true,
+                })
+            }
+            Claimed::Ours(row) => *row,
+        };
+        let ledger = billed
+            .into_iter()
+            .map(|entry| moved_to(entry, deferred, &row))
+            .collect();
+        let store = self.ctx.engine.store.as_ref();
+        let now = self.ctx.now();
+        let completed = complete_fenced(store, &row.step_id, row.fence, stored, ledger, now).await;
+        self.ctx.unhold(&row.step_id);
+        completed
+    }
+
     /// Awaits a provider `call`, writing the deferred claim (`unclaimed`) if the call is still
     /// running [`Limits::deferred_claim`](crate::Limits::deferred_claim) after it started.
     async fn claimed_when_long<T>(
@@ -374,8 +417,9 @@ impl RunScope {
         let result = self
             .claimed_when_long(unclaimed, lease_extra_ms, calls)
             .await;
+        // A failed or cancelled call is recorded on its claimed row (docs/reliability.md: a
+        // stopped run's call in flight is marked cancelled), with the tries it paid for.
         if result.is_err() {
-            // A failure (or paid tries of a cancelled call) is recorded on the claimed row.
             self.write_claim(unclaimed, lease_extra_ms).await;
         }
         let response = match result {
@@ -451,7 +495,16 @@ impl RunScope {
         let completed = match unclaimed.take() {
             Some(new) => {
                 let attempt_id = &self.ctx.attempt.attempt_id;
-                record_completed(store, new, attempt_id, stored, billed, now).await
+                match record_completed(store, new, attempt_id, stored, billed, now)
+                    .await
+                    .map_err(|error| self.fatal(error))?
+                {
+                    Recorded::Completed(completed) => Ok(completed),
+                    Recorded::Held { result, ledger, .. } => {
+                        self.complete_after_claim(call, row, result, ledger, lease_extra_ms)
+                            .await
+                    }
+                }
             }
             None => complete_fenced(store, &row.step_id, fence, stored, billed, now).await,
         }
@@ -747,4 +800,21 @@ fn completed_data(response: &AgentResponse, failed_tries: Option<Value>) -> Valu
         map.insert("failedTries".into(), tries);
     }
     data
+}
+
+/// A ledger row billed to the deferred step `from`, billed to the claimed row `to` instead
+/// (its step id, and in a try's key the claim's fence).
+fn moved_to(mut entry: LedgerEntry, from: &StepRecord, to: &StepRecord) -> LedgerEntry {
+    if entry.step_id.as_deref() == Some(from.step_id.as_str()) {
+        entry.step_id = Some(to.step_id.clone());
+    }
+    if entry.source_id == from.step_id {
+        entry.source_id.clone_from(&to.step_id);
+    } else if let Some(label) = entry
+        .source_id
+        .strip_prefix(&format!("{}:{}:", from.step_id, from.fence))
+    {
+        entry.source_id = format!("{}:{}:{label}", to.step_id, to.fence);
+    }
+    entry
 }
