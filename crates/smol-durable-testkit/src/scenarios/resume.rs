@@ -81,6 +81,20 @@ async fn hold_the_next_step_elsewhere(
     smol_durable_core::store::StepRecord,
 ) {
     wait_for_steps(store, run_id, 1).await;
+    claim_hello_elsewhere(store, run_id, "owner_elsewhere", 1_060_000, 1_000_000).await
+}
+
+/// The step of `agent("hello")` claimed by `owner` under a lease until `lease_expires_at`.
+async fn claim_hello_elsewhere(
+    store: &dyn DurableStore,
+    run_id: &str,
+    owner: &str,
+    lease_expires_at: i64,
+    now: i64,
+) -> (
+    smol_durable_core::StepSignature,
+    smol_durable_core::store::StepRecord,
+) {
     let signature = smol_durable_core::StepSignature::agent(
         "root",
         "scripted",
@@ -99,9 +113,9 @@ async fn hold_the_next_step_elsewhere(
             input_signature_hash: signature.hash.clone(),
             input_signature_json: signature.json.clone(),
             input: json!({ "prompt": "hello" }),
-            worker_id: "owner_elsewhere".into(),
-            lease_expires_at: 1_060_000,
-            now: 1_000_000,
+            worker_id: owner.to_owned(),
+            lease_expires_at,
+            now,
         })
         .await
         .expect("insert");
@@ -581,35 +595,16 @@ pub async fn a_deferred_call_that_meets_a_deposed_claim_takes_the_step_over(fixt
         .expect("engine");
     let handle = start_until_agent_runs(&engine, &scripts).await;
     let run_id = handle.run_id().to_owned();
-    let signature = smol_durable_core::StepSignature::agent(
-        "root",
-        "scripted",
-        "hello",
-        &Value::Null,
-        None,
-        None,
-    );
+    // Its claim deferred, the call has no row: the deposed attempt's, lapsed, takes the name.
     let now = smol_durable_core::Clock::now_ms(&smol_durable_core::SystemClock);
-    let inserted = fixture
-        .store
-        .insert_step(NewStep {
-            step_id: smol_durable_core::new_id("step"),
-            run_id: run_id.clone(),
-            root_run_id: run_id.clone(),
-            kind: StepKind::Agent,
-            checkpoint_name: signature.base_checkpoint(),
-            input_signature_hash: signature.hash.clone(),
-            input_signature_json: signature.json.clone(),
-            input: json!({ "prompt": "hello" }),
-            worker_id: "owner_deposed".into(),
-            lease_expires_at: now - 1,
-            now,
-        })
-        .await
-        .expect("insert");
-    let InsertStep::Inserted(held) = inserted else {
-        panic!("the step was free: its claim was deferred")
-    };
+    let (_, held) = claim_hello_elsewhere(
+        fixture.store.as_ref(),
+        &run_id,
+        "owner_deposed",
+        now - 1,
+        now,
+    )
+    .await;
     let output = handle.join().await.expect("the run completes");
     assert_eq!(output.result, json!("echo: hello"));
     assert_eq!(provider.calls_for("hello"), 1);
