@@ -190,6 +190,12 @@ impl AttemptCtx {
         u64::try_from(self.engine.lease_ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// When a step lease taken or renewed at `now` ends: the ttl plus the step's `extra_ms`.
+    pub fn step_lease_expires_at(&self, now: i64, extra_ms: u64) -> i64 {
+        now.saturating_add(i64::try_from(self.lease_ttl_ms()).unwrap_or(i64::MAX))
+            .saturating_add(i64::try_from(extra_ms).unwrap_or(i64::MAX))
+    }
+
     pub fn owner_id(&self) -> &str {
         &self.engine.owner_id
     }

@@ -24,9 +24,7 @@ pub(crate) async fn heartbeat(ctx: Arc<AttemptCtx>) {
             .map(|(step_id, held)| StepLease {
                 step_id,
                 fence: held.fence,
-                lease_expires_at: now
-                    .saturating_add(ttl)
-                    .saturating_add(i64::try_from(held.extra_ms).unwrap_or(i64::MAX)),
+                lease_expires_at: ctx.step_lease_expires_at(now, held.extra_ms),
             })
             .collect();
         let sent: Vec<(String, u32)> = steps.iter().map(|s| (s.step_id.clone(), s.fence)).collect();

@@ -224,6 +224,20 @@ impl Tables {
         Ok(())
     }
 
+    /// The step of a run under a checkpoint name.
+    fn step_named(&self, run_id: &str, checkpoint_name: &str) -> Option<&StepRecord> {
+        self.step_ids
+            .get(&(run_id.to_owned(), checkpoint_name.to_owned()))
+            .and_then(|step_id| self.steps.get(step_id))
+    }
+
+    /// Stores a new step row, findable by id and by name.
+    fn add_step(&mut self, step: StepRecord) {
+        let key = (step.run_id.clone(), step.checkpoint_name.clone());
+        self.step_ids.insert(key, step.step_id.clone());
+        self.steps.insert(step.step_id.clone(), step);
+    }
+
     fn insert_ledger(&mut self, entries: Vec<LedgerEntry>) {
         for entry in entries {
             let key = (
@@ -360,9 +374,7 @@ impl DurableStore for MemoryStore {
         tables.tasks.insert(task.task_id.clone(), task.clone());
         tables.runs.insert(run.run_id.clone(), run.clone());
         for step in new.steps {
-            let key = (step.run_id.clone(), step.checkpoint_name.clone());
-            tables.step_ids.insert(key, step.step_id.clone());
-            tables.steps.insert(step.step_id.clone(), step);
+            tables.add_step(step);
         }
         tables.insert_ledger(new.ledger);
         Ok(CreatedRun {
@@ -603,39 +615,22 @@ impl DurableStore for MemoryStore {
         checkpoint_name: &str,
     ) -> StoreResult<Option<StepRecord>> {
         let tables = self.lock()?;
-        Ok(tables
-            .step_ids
-            .get(&(run_id.to_owned(), checkpoint_name.to_owned()))
-            .and_then(|step_id| tables.steps.get(step_id))
-            .cloned())
+        Ok(tables.step_named(run_id, checkpoint_name).cloned())
     }
 
     async fn insert_step(&self, new: NewStep) -> StoreResult<InsertStep> {
         let mut tables = self.lock()?;
-        let key = (new.run_id.clone(), new.checkpoint_name.clone());
-        if let Some(existing) = tables
-            .step_ids
-            .get(&key)
-            .and_then(|id| tables.steps.get(id))
-        {
+        if let Some(existing) = tables.step_named(&new.run_id, &new.checkpoint_name) {
             return Ok(InsertStep::Existing(existing.clone()));
         }
         let step = new.into_claimed_row();
-        tables.step_ids.insert(key, step.step_id.clone());
-        tables.steps.insert(step.step_id.clone(), step.clone());
+        tables.add_step(step.clone());
         Ok(InsertStep::Inserted(step))
     }
 
     async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
         let mut tables = self.lock()?;
-        let key = (
-            record.step.run_id.clone(),
-            record.step.checkpoint_name.clone(),
-        );
-        if let Some(existing) = tables
-            .step_ids
-            .get(&key)
-            .and_then(|id| tables.steps.get(id))
+        if let Some(existing) = tables.step_named(&record.step.run_id, &record.step.checkpoint_name)
         {
             return Ok(StepCas::Conflict(Some(existing.clone())));
         }
@@ -650,8 +645,7 @@ impl DurableStore for MemoryStore {
         step.result = Some(record.result);
         step.lease_expires_at = None;
         step.updated_at = record.now;
-        tables.step_ids.insert(key, step.step_id.clone());
-        tables.steps.insert(step.step_id.clone(), step.clone());
+        tables.add_step(step.clone());
         tables.insert_ledger(record.ledger);
         Ok(StepCas::Applied(step))
     }

@@ -445,10 +445,7 @@ pub async fn a_fork_of_a_running_run_copies_what_had_completed(fixture: Fixture)
     let provider =
         Arc::new(ScriptedProvider::new("scripted").with_delay("slow", Duration::from_millis(500)));
     // The slow call's claim is written 50 ms into it: the fork finds it running.
-    let limits = smol_durable_core::Limits {
-        deferred_claim: Duration::from_millis(50),
-        ..smol_durable_core::Limits::default()
-    };
+    let limits = deferring_claims(Duration::from_millis(50));
     let engine = builder(&fixture, &scripts, &provider)
         .limits(limits)
         .build()

@@ -131,6 +131,15 @@ async fn start_until_agent_runs(
     handle
 }
 
+/// The default limits, with a new agent call's claim deferred for `window` (zero: every call
+/// claimed before it runs).
+fn deferring_claims(window: Duration) -> smol_durable_core::Limits {
+    smol_durable_core::Limits {
+        deferred_claim: window,
+        ..smol_durable_core::Limits::default()
+    }
+}
+
 async fn wait_for_steps(
     store: &dyn DurableStore,
     run_id: &str,

@@ -301,10 +301,7 @@ pub async fn heartbeat_keeps_a_long_call_leased(fixture: Fixture) {
     let provider =
         Arc::new(ScriptedProvider::new("scripted").with_delay("long", Duration::from_millis(900)));
     // The call's claim is written 20 ms into it (it would complete without one if it were short).
-    let limits = smol_durable_core::Limits {
-        deferred_claim: Duration::from_millis(20),
-        ..smol_durable_core::Limits::default()
-    };
+    let limits = deferring_claims(Duration::from_millis(20));
     let engine = builder(&fixture, &scripts, &provider)
         .lease_ttl(Duration::from_millis(300))
         .limits(limits)
@@ -338,10 +335,7 @@ pub async fn heartbeat_keeps_a_long_call_leased(fixture: Fixture) {
 /// a deferred call does not read the store before it runs (see
 /// `a_deferred_call_is_recorded_once_and_fenced_by_its_attempt`).
 fn claim_first() -> smol_durable_core::Limits {
-    smol_durable_core::Limits {
-        deferred_claim: Duration::ZERO,
-        ..smol_durable_core::Limits::default()
-    }
+    deferring_claims(Duration::ZERO)
 }
 
 /// An agent step held under a live lease by another worker is waited for (the provider is not
@@ -475,10 +469,7 @@ pub async fn a_deferred_call_is_recorded_once_and_fenced_by_its_attempt(fixture:
                 });
             }),
     );
-    let limits = smol_durable_core::Limits {
-        deferred_claim: Duration::from_millis(300),
-        ..smol_durable_core::Limits::default()
-    };
+    let limits = deferring_claims(Duration::from_millis(300));
     let engine = builder(&fixture, &scripts, &provider)
         .limits(limits.clone())
         .build()
@@ -585,10 +576,7 @@ pub async fn a_deferred_call_that_meets_a_deposed_claim_takes_the_step_over(fixt
     });
     let provider =
         Arc::new(ScriptedProvider::new("scripted").with_delay("hello", Duration::from_millis(300)));
-    let limits = smol_durable_core::Limits {
-        deferred_claim: Duration::from_secs(30),
-        ..smol_durable_core::Limits::default()
-    };
+    let limits = deferring_claims(Duration::from_secs(30));
     let engine = builder(&fixture, &scripts, &provider)
         .limits(limits)
         .build()

@@ -187,8 +187,10 @@ impl RunScope {
             )
             .await?
         {
-            Claim::Replay { result, .. } => return self.replay_agent(&call, result),
-            Claim::Ours(row) => (*row, None),
+            Claim::Settled(Claimed::Replay { result, .. }) => {
+                return self.replay_agent(&call, result)
+            }
+            Claim::Settled(Claimed::Ours(row)) => (*row, None),
             Claim::Deferred(new) => {
                 // Held, so a cancellation with a session sink lets the call finish; its lease
                 // is renewed once its claim is written.
@@ -222,12 +224,10 @@ impl RunScope {
         let Some(new) = unclaimed.take() else {
             return;
         };
-        let now = self.ctx.now();
-        let lease = now
-            .saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX))
-            .saturating_add(i64::try_from(lease_extra_ms).unwrap_or(i64::MAX));
         let claim = NewStep {
-            lease_expires_at: lease,
+            lease_expires_at: self
+                .ctx
+                .step_lease_expires_at(self.ctx.now(), lease_extra_ms),
             ..new.clone()
         };
         match self.ctx.engine.store.insert_step(claim).await {

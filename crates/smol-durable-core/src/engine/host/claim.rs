@@ -103,8 +103,7 @@ impl RunScope {
             )
             .await?;
         match claimed {
-            Claim::Replay { result, step_id } => Ok(Claimed::Replay { result, step_id }),
-            Claim::Ours(row) => Ok(Claimed::Ours(row)),
+            Claim::Settled(claimed) => Ok(claimed),
             Claim::Deferred(_) => Err(self.fatal(Error::internal(
                 "a claim that may not be deferred was deferred",
                 None,
@@ -185,9 +184,7 @@ impl RunScope {
                 signature,
                 input: input.clone(),
                 worker_id: self.ctx.owner_id(),
-                lease_expires_at: now
-                    .saturating_add(i64::try_from(self.ctx.lease_ttl_ms()).unwrap_or(i64::MAX))
-                    .saturating_add(i64::try_from(lease_extra_ms).unwrap_or(i64::MAX)),
+                lease_expires_at: self.ctx.step_lease_expires_at(now, lease_extra_ms),
             };
             let deferred_claim = self.ctx.engine.limits.deferred_claim;
             if defer && known == KnownRow::Absent && defers_claim(&kind, None, deferred_claim) {
@@ -196,7 +193,7 @@ impl RunScope {
             let hint = std::mem::replace(&mut known, KnownRow::Unknown);
             match acquire_step(self.ctx.engine.store.as_ref(), &claim, hint, now).await {
                 Ok(Acquired::Replay { result, step_id }) => {
-                    return Ok(Claim::Replay { result, step_id })
+                    return Ok(Claim::Settled(Claimed::Replay { result, step_id }))
                 }
                 Ok(Acquired::Claimed(row)) => {
                     self.ctx.hold(
@@ -208,7 +205,7 @@ impl RunScope {
                             claimed: true,
                         },
                     );
-                    return Ok(Claim::Ours(Box::new(row)));
+                    return Ok(Claim::Settled(Claimed::Ours(Box::new(row))));
                 }
                 Ok(Acquired::Wait(row)) => self.wait_for_holder(&row).await?,
                 Err(error) => return Err(self.fatal(error)),

@@ -85,10 +85,8 @@ enum Claimed {
 /// What the claim loop settled on for a step whose claim may be deferred.
 #[derive(Debug)]
 enum Claim {
-    /// Completed earlier: its stored result.
-    Replay { result: Value, step_id: String },
-    /// Ours to run, under the row's fence.
-    Ours(Box<StepRecord>),
+    /// Settled as any claim is.
+    Settled(Claimed),
     /// Ours to run with no row written yet: the row its claim would insert.
     Deferred(Box<NewStep>),
 }
