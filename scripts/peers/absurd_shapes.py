@@ -27,8 +27,6 @@ value; tasks are started with `spawn` and executed by a worker that claims them.
   `ctx.step` from them instead of executing. Only that `work_batch` is timed.
 """
 
-import argparse
-import json
 import math
 import subprocess
 import sys
@@ -38,6 +36,8 @@ from pathlib import Path
 
 import psycopg
 from absurd_sdk import Absurd
+
+import shape_cli
 
 # Absurd's release the SDK, and so the schema, must match.
 ABSURD_VERSION = "0.5.1"
@@ -195,13 +195,7 @@ def replay(url: str, steps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", required=True, choices=["sequential", "concurrent", "replay"])
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--size", required=True, type=int)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--phase", choices=["all", "setup", "run"], default="all")
-    args = parser.parse_args()
+    args = shape_cli.arguments(__doc__)
     if args.phase in ("all", "setup"):
         install_schema(args.url)
         if args.shape == "replay":
@@ -215,8 +209,7 @@ def main() -> None:
         out = concurrent(args.url, args.size, args.connections)
     else:
         out = replay(args.url, args.size)
-    out.setdefault("uncounted", 0)
-    print(json.dumps(out), flush=True)
+    shape_cli.report(out)
 
 
 if __name__ == "__main__":

@@ -31,14 +31,14 @@ pool's ceiling); DBOS adds one LISTEN/NOTIFY connection of its own outside the p
 store does.
 """
 
-import argparse
-import json
 import os
 import sys
 import threading
 import time
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
+
+import shape_cli
 
 # Steps of each workflow of the concurrent shape, and the warm-up of the sequential one.
 CONCURRENT_STEPS = 10
@@ -175,13 +175,7 @@ def replay(url: str, steps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", required=True, choices=["sequential", "concurrent", "replay"])
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--size", required=True, type=int)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--phase", choices=["all", "setup", "run"], default="all")
-    args = parser.parse_args()
+    args = shape_cli.arguments(__doc__)
     # The concurrent shape is held to --connections; the others use one connection at a time.
     pool = args.connections if args.shape == "concurrent" else max(args.connections, 2)
     if args.phase in ("all", "setup"):
@@ -209,8 +203,7 @@ def main() -> None:
             out = replay(args.url, args.size)
     finally:
         DBOS.destroy()
-    out.setdefault("uncounted", 0)
-    print(json.dumps(out), flush=True)
+    shape_cli.report(out)
 
 
 if __name__ == "__main__":
