@@ -129,6 +129,6 @@ pub use session_dir::SessionLogDir;
 pub use signals::{OpenWait, SignalOptions, SignalReceipt};
 pub use signature::{canonical_json, child_workflow_scope, OccurrenceCounter, StepSignature};
 pub use store::{
-    AttemptRecord, DurableStore, EventRecord, MemoryStore, RunFilter, RunRecord, SignalRecord,
-    SignalState, State, StepKind, StepRecord, StoreAdmin, TaskRecord, WaitFilter,
+    AttemptRecord, DurableStore, EventRecord, MemoryStore, RunFilter, RunRecord, RunStart,
+    SignalRecord, SignalState, State, StepKind, StepRecord, StoreAdmin, TaskRecord, WaitFilter,
 };

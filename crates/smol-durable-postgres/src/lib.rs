@@ -48,7 +48,7 @@ use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
-    RunFilter, RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin,
+    RunFilter, RunOutcome, RunRecord, RunStart, StartAttempt, StepCas, StepRecord, StoreAdmin,
     StoreCapabilities, StoreResult, TaskRecord,
 };
 use smol_durable_core::store::{
@@ -314,6 +314,29 @@ macro_rules! write {
     }};
 }
 
+/// One statement that commits on its own, detached like [`write!`] but without a transaction
+/// around it: `BEGIN` and `COMMIT` would be two more round trips for nothing.
+macro_rules! statement {
+    ($self:ident, $op:literal, |$c:ident, $sql:ident| $body:expr) => {{
+        let store = $self.clone();
+        let detached = tokio::spawn(async move {
+            let mut connection = store.connection($op).await?;
+            let $c = &mut *connection;
+            let $sql = &*store.sql;
+            $body.await
+        });
+        match detached.await {
+            Ok(outcome) => outcome,
+            Err(error) => Err(StoreError::new(
+                StoreErrorKind::Other,
+                $op,
+                format!("the operation's task failed: {error}"),
+            )
+            .with_source(error)),
+        }
+    }};
+}
+
 #[async_trait]
 impl DurableStore for PostgresStore {
     fn capabilities(&self) -> StoreCapabilities {
@@ -384,6 +407,11 @@ impl DurableStore for PostgresStore {
     }
 
     async fn finish_attempt(&self, finish: FinishAttempt) -> StoreResult<()> {
+        if sql::finishes_in_one_statement(&finish) {
+            return statement!(self, "finish_attempt", |c, q| sql::close_attempt(
+                c, q, &finish
+            ));
+        }
         write!(self, "finish_attempt", |c, q| sql::finish_attempt(
             c, q, &finish
         ))
@@ -392,6 +420,14 @@ impl DurableStore for PostgresStore {
     async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>> {
         write!(self, "claim_next_task", |c, q| sql::claim_next_task(
             c, q, &claim
+        ))
+    }
+
+    async fn load_run_start(&self, root_run_id: &str) -> StoreResult<RunStart> {
+        read!(self, "load_run_start", |c| sql::load_run_start(
+            c,
+            &self.sql,
+            root_run_id
         ))
     }
 

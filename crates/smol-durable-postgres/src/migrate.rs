@@ -24,10 +24,14 @@ const MIGRATIONS: &[Migration] = &[
         id: 2,
         sql: include_str!("../migrations/2.sql"),
     },
+    Migration {
+        id: 3,
+        sql: include_str!("../migrations/3.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Brings `schema` up to [`SCHEMA_VERSION`]; returns how many migrations ran. `schema` must be a
 /// validated identifier.

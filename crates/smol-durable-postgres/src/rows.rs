@@ -90,14 +90,32 @@ struct Reader<'r> {
     row: &'r PgRow,
     table: &'static str,
     id: String,
+    /// Put before every column name: a statement returning two tables' rows as one row names
+    /// one table's columns with a prefix.
+    prefix: &'static str,
 }
 
 impl<'r> Reader<'r> {
     fn new(row: &'r PgRow, table: &'static str, id_column: &str) -> Self {
-        let id = row
-            .try_get::<String, _>(id_column)
+        Self::prefixed(row, table, id_column, "")
+    }
+
+    fn prefixed(
+        row: &'r PgRow,
+        table: &'static str,
+        id_column: &str,
+        prefix: &'static str,
+    ) -> Self {
+        let mut reader = Self {
+            row,
+            table,
+            id: String::new(),
+            prefix,
+        };
+        reader.id = reader
+            .get::<String>(id_column)
             .unwrap_or_else(|_| "?".to_owned());
-        Self { row, table, id }
+        reader
     }
 
     fn error(&self, column: &str, problem: &str) -> StoreError {
@@ -112,9 +130,13 @@ impl<'r> Reader<'r> {
     where
         T: for<'a> Decode<'a, Postgres> + Type<Postgres>,
     {
-        self.row
-            .try_get::<T, _>(column)
-            .map_err(|error| self.error(column, &format!("has an unexpected value: {error}")))
+        let fetched = if self.prefix.is_empty() {
+            self.row.try_get::<T, _>(column)
+        } else {
+            self.row
+                .try_get::<T, _>(format!("{}{column}", self.prefix).as_str())
+        };
+        fetched.map_err(|error| self.error(column, &format!("has an unexpected value: {error}")))
     }
 
     fn u64(&self, column: &str) -> Result<u64, StoreError> {
@@ -142,7 +164,12 @@ impl<'r> Reader<'r> {
 }
 
 pub(crate) fn task(row: &PgRow) -> Result<TaskRecord, StoreError> {
-    let r = Reader::new(row, "sw_workflow_tasks", "task_id");
+    task_prefixed(row, "")
+}
+
+/// A task whose columns are named `<prefix><column>`.
+pub(crate) fn task_prefixed(row: &PgRow, prefix: &'static str) -> Result<TaskRecord, StoreError> {
+    let r = Reader::prefixed(row, "sw_workflow_tasks", "task_id", prefix);
     Ok(TaskRecord {
         task_id: r.get("task_id")?,
         task_name: r.get("task_name")?,
@@ -163,7 +190,12 @@ pub(crate) fn task(row: &PgRow) -> Result<TaskRecord, StoreError> {
 }
 
 pub(crate) fn run(row: &PgRow) -> Result<RunRecord, StoreError> {
-    let r = Reader::new(row, "sw_workflow_runs", "run_id");
+    run_prefixed(row, "")
+}
+
+/// A run whose columns are named `<prefix><column>`.
+pub(crate) fn run_prefixed(row: &PgRow, prefix: &'static str) -> Result<RunRecord, StoreError> {
+    let r = Reader::prefixed(row, "sw_workflow_runs", "run_id", prefix);
     let workflow: WorkflowInfo = serde_json::from_value(r.get::<Value>("workflow_run_json")?)
         .map_err(|error| {
             r.error(

@@ -26,7 +26,7 @@ use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
     NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
-    RunFilter, RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin,
+    RunFilter, RunOutcome, RunRecord, RunStart, StartAttempt, StepCas, StepRecord, StoreAdmin,
     StoreCapabilities, StoreResult, TaskRecord,
 };
 use smol_durable_core::store::{
@@ -349,6 +349,11 @@ impl DurableStore for FaultyStore {
 
     async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>> {
         self.inject("load_steps", || self.inner.load_steps(run_id))
+            .await
+    }
+
+    async fn load_run_start(&self, root_run_id: &str) -> StoreResult<RunStart> {
+        self.inject("load_run_start", || self.inner.load_run_start(root_run_id))
             .await
     }
 

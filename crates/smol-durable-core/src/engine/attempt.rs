@@ -86,9 +86,9 @@ async fn run_root(
 ) -> (Result<Value, Error>, Vec<StepRecord>) {
     // What earlier attempts spent is in the ledger; a resumed run continues from there.
     let opened = async {
-        let spent = ctx.engine.store.budget_spent(&run.run_id).await?;
-        ctx.add_spent(spent);
-        RunScope::root(Arc::clone(ctx), run, &source).await
+        let start = ctx.engine.store.load_run_start(&run.run_id).await?;
+        ctx.add_spent(start.budget_spent);
+        RunScope::root(Arc::clone(ctx), run, &source, start.steps)
     };
     let scope = match opened.await {
         Ok(scope) => scope,

@@ -112,7 +112,10 @@ impl Engine {
             (None, request.provider.clone())
         };
         let hash = request.source.content_hash();
-        shared.store.put_script(&hash, &request.source.text).await?;
+        if shared.known_script(&hash).is_none() {
+            shared.store.put_script(&hash, &request.source.text).await?;
+            shared.remember_script(&hash, &request.source.text);
+        }
         let mut workflow = WorkflowInfo::new();
         workflow.mode = Some(scope.as_str().to_owned());
         workflow.script_path = Some(request.source.path.display().to_string());

@@ -359,26 +359,13 @@ impl Engine {
     /// The script a run was submitted with: the stored copy (what the submitter ran; cached by
     /// its hash), else the file at its stored path.
     async fn submitted_source(&self, run: &RunRecord) -> Result<crate::WorkflowSource, Error> {
-        /// Distinct scripts kept; a worker serving more starts its cache over.
-        const CACHED_SCRIPTS: usize = 256;
         if let (Some(hash), Some(path)) = (&run.workflow.script_hash, &run.workflow.script_path) {
-            let cached = self
-                .shared
-                .scripts_by_hash
-                .lock()
-                .ok()
-                .and_then(|cache| cache.get(hash).cloned());
-            let text = match cached {
+            let text = match self.shared.known_script(hash) {
                 Some(text) => Some(text),
                 None => self.shared.store.get_script(hash).await?,
             };
             if let Some(text) = text {
-                if let Ok(mut cache) = self.shared.scripts_by_hash.lock() {
-                    if cache.len() >= CACHED_SCRIPTS {
-                        cache.clear();
-                    }
-                    cache.insert(hash.clone(), text.clone());
-                }
+                self.shared.remember_script(hash, &text);
                 return Ok(crate::WorkflowSource::inline(path.as_str(), text));
             }
         }

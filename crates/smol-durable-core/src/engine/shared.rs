@@ -15,6 +15,9 @@ use crate::script::{ScriptEngine, WorkflowSource};
 use crate::store::DurableStore;
 use crate::AgentProvider;
 
+/// Distinct scripts an engine remembers; one serving more starts its cache over.
+const CACHED_SCRIPTS: usize = 256;
+
 /// Configuration and services shared by every run of an engine.
 #[derive(Debug)]
 pub(crate) struct EngineShared {
@@ -34,7 +37,8 @@ pub(crate) struct EngineShared {
     /// Runs executing in this engine, by root run id, with the token that cancels them.
     pub live: Mutex<HashMap<String, CancellationToken>>,
     pub owner_registered: tokio::sync::OnceCell<()>,
-    /// Sources read from the store by content hash (immutable, so never stale).
+    /// Sources this engine stored or read by content hash: stored scripts are immutable and
+    /// never deleted, so an entry is never stale and its script need not be stored again.
     pub scripts_by_hash: Mutex<HashMap<String, String>>,
     /// How agent calls that set no `retry` are tried.
     pub default_agent_retry: crate::decide::RetryPolicy,
@@ -55,6 +59,24 @@ impl EngineShared {
             Err(crate::Error::InvalidRequest(
                 super::builder::SUBMITTER.to_owned(),
             ))
+        }
+    }
+
+    /// The source stored under `hash`, when this engine stored or read it before.
+    pub fn known_script(&self, hash: &str) -> Option<String> {
+        self.scripts_by_hash
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(hash).cloned())
+    }
+
+    /// Remembers that the store holds `text` under `hash` (a bounded cache: cleared when full).
+    pub fn remember_script(&self, hash: &str, text: &str) {
+        if let Ok(mut cache) = self.scripts_by_hash.lock() {
+            if cache.len() >= CACHED_SCRIPTS {
+                cache.clear();
+            }
+            cache.insert(hash.to_owned(), text.to_owned());
         }
     }
 

@@ -18,7 +18,8 @@ use serde_json::Value;
 pub use memory::MemoryStore;
 pub use records::{
     AttemptRecord, ClaimScope, EventRecord, ForkOrigin, LedgerEntry, LedgerSource, OwnerRecord,
-    RunRecord, SignalRecord, SignalState, State, StepKind, StepRecord, TaskRecord, WorkflowInfo,
+    RunRecord, RunStart, SignalRecord, SignalState, State, StepKind, StepRecord, TaskRecord,
+    WorkflowInfo,
 };
 pub use requests::{
     AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
@@ -186,6 +187,16 @@ pub trait DurableStore: StoreAdmin {
 
     /// All steps of a run, in creation order, in one read.
     async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>>;
+    /// What an attempt reads before it runs the root run `root_run_id`: its steps
+    /// ([`load_steps`](Self::load_steps)) and what its tree spent
+    /// ([`budget_spent`](Self::budget_spent)). The default reads them one after the other;
+    /// a store that can answers both in one round trip (each attempt pays it).
+    async fn load_run_start(&self, root_run_id: &str) -> StoreResult<RunStart> {
+        Ok(RunStart {
+            steps: self.load_steps(root_run_id).await?,
+            budget_spent: self.budget_spent(root_run_id).await?,
+        })
+    }
     /// One step by identity: `(run_id, checkpoint_name)`.
     async fn get_step(
         &self,

@@ -398,6 +398,16 @@ pub struct SignalRecord {
     pub updated_at: i64,
 }
 
+/// What an attempt reads before it runs a root run's script
+/// ([`DurableStore::load_run_start`](crate::DurableStore::load_run_start)).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunStart {
+    /// The root run's steps, as [`load_steps`](crate::DurableStore::load_steps) reads them.
+    pub steps: Vec<StepRecord>,
+    /// What its tree spent, as [`budget_spent`](crate::DurableStore::budget_spent) sums it.
+    pub budget_spent: u64,
+}
+
 /// A row of `sw_budget_ledger`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerEntry {

@@ -23,8 +23,8 @@ use super::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, DurableStore, EventRecord, FailStep, FinishAttempt, InsertStep,
     LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases,
-    RenewOutcome, RunFilter, RunOutcome, RunRecord, StartAttempt, State, StepCas, StepRecord,
-    StoreAdmin, StoreCapabilities, StoreResult, TaskRecord,
+    RenewOutcome, RunFilter, RunOutcome, RunRecord, RunStart, StartAttempt, State, StepCas,
+    StepRecord, StoreAdmin, StoreCapabilities, StoreResult, TaskRecord,
 };
 use super::{
     ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, SignalState, WaitFilter,
@@ -432,6 +432,11 @@ impl DurableStore for RetryingStore {
 
     async fn load_steps(&self, run_id: &str) -> StoreResult<Vec<StepRecord>> {
         self.idempotent("load_steps", || self.inner.load_steps(run_id))
+            .await
+    }
+
+    async fn load_run_start(&self, root_run_id: &str) -> StoreResult<RunStart> {
+        self.idempotent("load_run_start", || self.inner.load_run_start(root_run_id))
             .await
     }
 

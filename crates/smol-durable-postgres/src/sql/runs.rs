@@ -133,27 +133,37 @@ pub(crate) async fn create_run(
     }
     let workflow = encode_workflow(op, &new.workflow)?;
     // A concurrent submit with the same key waits on the unique index, then inserts nothing.
-    let inserted = execute(
+    // Both inserts return their rows, so nothing is read back after them.
+    const INSERT_TASK: &str = concat!(
+        "INSERT INTO sw_workflow_tasks (task_id, task_name, state, params_json, submitted_by_owner_id, \
+         claim_scope, idempotency_scope, idempotency_key, created_at, updated_at, max_attempts) \
+         VALUES ($1, 'workflow.run', 'pending', $2, $3, $4, $5, $6, $7, $7, $8) \
+         ON CONFLICT (idempotency_scope, idempotency_key) \
+         WHERE idempotency_scope IS NOT NULL AND idempotency_key IS NOT NULL DO NOTHING RETURNING ",
+        task_columns!()
+    );
+    const INSERT_RUN: &str = concat!(
+        "INSERT INTO sw_workflow_runs (run_id, task_id, root_run_id, state, workflow_run_json, args_json, \
+         budget_total, budget_spent, created_at, updated_at) \
+         VALUES ($1, $2, $1, 'pending', $3, $4, $5, 0, $6, $6) RETURNING ",
+        run_columns!()
+    );
+    let inserted = one(
         c,
         op,
-        sql.query(
-            "INSERT INTO sw_workflow_tasks (task_id, task_name, state, params_json, submitted_by_owner_id, \
-             claim_scope, idempotency_scope, idempotency_key, created_at, updated_at, max_attempts) \
-             VALUES ($1, 'workflow.run', 'pending', $2, $3, $4, $5, $6, $7, $7, $8) \
-             ON CONFLICT (idempotency_scope, idempotency_key) \
-             WHERE idempotency_scope IS NOT NULL AND idempotency_key IS NOT NULL DO NOTHING",
-        )
-        .bind(&new.task_id)
-        .bind(&new.params)
-        .bind(&new.owner_id)
-        .bind(scope)
-        .bind(new.idempotency_key.as_ref().map(|_| scope))
-        .bind(&new.idempotency_key)
-        .bind(new.now)
-        .bind(i64::from(new.max_attempts.max(1))),
+        sql.query(INSERT_TASK)
+            .bind(&new.task_id)
+            .bind(&new.params)
+            .bind(&new.owner_id)
+            .bind(scope)
+            .bind(new.idempotency_key.as_ref().map(|_| scope))
+            .bind(&new.idempotency_key)
+            .bind(new.now)
+            .bind(i64::from(new.max_attempts.max(1))),
+        rows::task,
     )
     .await?;
-    if inserted == 0 {
+    let Some(task) = inserted else {
         if let Some(key) = &new.idempotency_key {
             if let Some(existing) = task_by_key(c, sql, op, scope, key).await? {
                 return Ok(existing);
@@ -164,34 +174,26 @@ pub(crate) async fn create_run(
             op,
             format!("task {} could not be created", new.task_id),
         ));
-    }
-    execute(
+    };
+    let run = one(
         c,
         op,
-        sql.query(
-            "INSERT INTO sw_workflow_runs (run_id, task_id, root_run_id, state, workflow_run_json, args_json, \
-             budget_total, budget_spent, created_at, updated_at) \
-             VALUES ($1, $2, $1, 'pending', $3, $4, $5, 0, $6, $6)",
-        )
-        .bind(&new.run_id)
-        .bind(&new.task_id)
-        .bind(&workflow)
-        .bind(&new.args)
-        .bind(new.budget_total.map(int))
-        .bind(new.now),
+        sql.query(INSERT_RUN)
+            .bind(&new.run_id)
+            .bind(&new.task_id)
+            .bind(&workflow)
+            .bind(&new.args)
+            .bind(new.budget_total.map(int))
+            .bind(new.now),
+        rows::run,
     )
-    .await?;
+    .await?
+    .ok_or_else(|| not_found(op, "run", &new.run_id))?;
     insert_step_rows(c, sql, op, &new.steps).await?;
     insert_ledger(c, sql, op, &new.ledger).await?;
     if new.claim_scope == ClaimScope::Runner {
         notify_work(c, sql, op).await?;
     }
-    let task = get_task(c, sql, &new.task_id)
-        .await?
-        .ok_or_else(|| not_found(op, "task", &new.task_id))?;
-    let run = get_run(c, sql, &new.run_id)
-        .await?
-        .ok_or_else(|| not_found(op, "run", &new.run_id))?;
     Ok(CreatedRun {
         task,
         run,

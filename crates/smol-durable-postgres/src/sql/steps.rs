@@ -50,6 +50,41 @@ pub(crate) async fn load_steps(
     all(c, "load_steps", sql.query(Q).bind(run_id), rows::step).await
 }
 
+/// [`load_steps`] and [`budget_spent`] of a root run in one statement: the spend is a
+/// one-row aggregate the steps are joined to, so it comes back even when there are none.
+pub(crate) async fn load_run_start(
+    c: &mut PgConnection,
+    sql: &Sql,
+    root_run_id: &str,
+) -> Result<RunStart> {
+    const Q: &str = concat!(
+        "SELECT spent.total AS spent_total, ",
+        step_columns!(),
+        " FROM (SELECT COALESCE(SUM(output_tokens), 0)::BIGINT AS total FROM sw_budget_ledger \
+         WHERE root_run_id = $1 AND source_type <> $2) AS spent \
+         LEFT JOIN sw_workflow_steps ON run_id = $1 ORDER BY created_at, step_id"
+    );
+    let op = "load_run_start";
+    let rows = sql
+        .query(Q)
+        .bind(root_run_id)
+        .bind(LedgerSource::COPIED_STEP)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| map_error(op, e))?;
+    let mut start = RunStart::default();
+    for row in &rows {
+        let spent: i64 = row.try_get("spent_total").map_err(|e| map_error(op, e))?;
+        start.budget_spent = u64::try_from(spent).unwrap_or(0);
+        // The one row of a run without steps has none of the step's columns.
+        let step_id: Option<String> = row.try_get("step_id").map_err(|e| map_error(op, e))?;
+        if step_id.is_some() {
+            start.steps.push(rows::step(row)?);
+        }
+    }
+    Ok(start)
+}
+
 pub(crate) async fn insert_step(
     c: &mut PgConnection,
     sql: &Sql,

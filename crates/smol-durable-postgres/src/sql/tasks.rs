@@ -192,6 +192,13 @@ pub(crate) async fn start_attempt(
     Ok(AttemptStart::Started(attempt))
 }
 
+/// Whether `finish` is one statement with nothing around it: an attempt that ends its task
+/// for good neither wakes workers nor reads the mailbox, so no lock on the task needs to
+/// outlive [`close_attempt`]'s statement (whose own fence is the attempt's state).
+pub(crate) fn finishes_in_one_statement(finish: &FinishAttempt) -> bool {
+    finish.end.run_and_task != State::Pending
+}
+
 pub(crate) async fn finish_attempt(
     c: &mut PgConnection,
     sql: &Sql,
@@ -211,6 +218,29 @@ pub(crate) async fn finish_attempt(
             ),
         ));
     }
+    close_attempt(c, sql, finish).await?;
+    let end = &finish.end;
+    let scope = end.claim_scope.as_ref().unwrap_or(&task.claim_scope);
+    if *scope == ClaimScope::Runner && end.run_and_task == State::Pending {
+        notify_work(c, sql, op).await?;
+    }
+    // A signal that arrived while the attempt was ending found the task still running. Only a
+    // task handed back for later can be woken: the others need no look at their mailbox.
+    if wake_not_before(&end.run_and_task, end.not_before, finish.now).is_some() {
+        wake_for_signals(c, sql, op, &finish.task_id, None, None, finish.now).await?;
+    }
+    Ok(())
+}
+
+/// The attempt, the root run (with its cached spend), the task and the unfinished child runs,
+/// in one statement, fenced by the attempt still `running` and its task still claimed by
+/// `finish.owner_id`: `LeaseLost` otherwise, changing nothing.
+pub(crate) async fn close_attempt(
+    c: &mut PgConnection,
+    sql: &Sql,
+    finish: &FinishAttempt,
+) -> Result<()> {
+    let op = "finish_attempt";
     let end = &finish.end;
     // The attempt, the root run (with its cached spend), the task and the unfinished child runs
     // in one statement — each part only if the attempt was still running. (PostgreSQL runs every
@@ -218,7 +248,8 @@ pub(crate) async fn finish_attempt(
     const Q: &str =
         "WITH closed AS (UPDATE sw_workflow_attempts SET state = $2, completed_at = $3, \
          failure_reason_json = $4, lease_expires_at = NULL \
-         WHERE attempt_id = $1 AND state = 'running' RETURNING attempt_id), \
+         WHERE attempt_id = $1 AND state = 'running' AND EXISTS (SELECT 1 FROM sw_workflow_tasks \
+           WHERE task_id = $11 AND claimed_by_owner_id = $14) RETURNING attempt_id), \
          root AS (UPDATE sw_workflow_runs SET state = $6, completed_payload_json = $7, \
          failure_reason_json = $4, updated_at = $3, budget_spent = ( \
            SELECT COALESCE(SUM(output_tokens), 0)::BIGINT FROM sw_budget_ledger \
@@ -252,24 +283,19 @@ pub(crate) async fn finish_attempt(
             )
             .bind(&finish.task_id)
             .bind(end.unfinished_children.state.as_str())
-            .bind(&end.unfinished_children.reason),
+            .bind(&end.unfinished_children.reason)
+            .bind(&finish.owner_id),
     )
     .await?;
     if closed == 0 {
         return Err(StoreError::new(
             StoreErrorKind::LeaseLost,
             op,
-            format!("attempt {} is not running", finish.attempt_id),
+            format!(
+                "attempt {} is not running, or task {} is no longer claimed by {}",
+                finish.attempt_id, finish.task_id, finish.owner_id
+            ),
         ));
-    }
-    let scope = end.claim_scope.as_ref().unwrap_or(&task.claim_scope);
-    if *scope == ClaimScope::Runner && end.run_and_task == State::Pending {
-        notify_work(c, sql, op).await?;
-    }
-    // A signal that arrived while the attempt was ending found the task still running. Only a
-    // task handed back for later can be woken: the others need no look at their mailbox.
-    if wake_not_before(&end.run_and_task, end.not_before, finish.now).is_some() {
-        wake_for_signals(c, sql, op, &finish.task_id, None, None, finish.now).await?;
     }
     Ok(())
 }
@@ -318,20 +344,38 @@ pub(crate) async fn claim_next_task(
            lease_expires_at = $4, not_before = NULL, updated_at = $2, \
            submitted_by_owner_id = CASE WHEN t.claim_scope = 'local' THEN $3 \
              ELSE t.submitted_by_owner_id END \
-           FROM chosen WHERE t.task_id = chosen.task_id), \
+           FROM chosen WHERE t.task_id = chosen.task_id \
+           RETURNING t.task_id AS t_task_id, t.task_name AS t_task_name, t.state AS t_state, \
+             t.claim_scope AS t_claim_scope, t.params_json AS t_params_json, \
+             t.submitted_by_owner_id AS t_submitted_by_owner_id, \
+             t.claimed_by_owner_id AS t_claimed_by_owner_id, \
+             t.lease_expires_at AS t_lease_expires_at, t.max_attempts AS t_max_attempts, \
+             t.idempotency_key AS t_idempotency_key, t.not_before AS t_not_before, \
+             t.completed_payload_json AS t_completed_payload_json, \
+             t.failure_reason_json AS t_failure_reason_json, t.created_at AS t_created_at, \
+             t.updated_at AS t_updated_at), \
          run AS (UPDATE sw_workflow_runs r SET state = 'running', failure_reason_json = NULL, \
-           updated_at = $2 FROM chosen WHERE r.run_id = chosen.run_id), \
+           updated_at = $2 FROM chosen WHERE r.run_id = chosen.run_id \
+           RETURNING r.run_id AS r_run_id, r.task_id AS r_task_id, \
+             r.root_run_id AS r_root_run_id, r.parent_run_id AS r_parent_run_id, \
+             r.parent_step_id AS r_parent_step_id, r.state AS r_state, \
+             r.workflow_run_json AS r_workflow_run_json, r.args_json AS r_args_json, \
+             r.budget_total AS r_budget_total, r.budget_spent AS r_budget_spent, \
+             r.completed_payload_json AS r_completed_payload_json, \
+             r.failure_reason_json AS r_failure_reason_json, \
+             r.cancel_requested_at AS r_cancel_requested_at, r.created_at AS r_created_at, \
+             r.updated_at AS r_updated_at), \
          attempt AS (INSERT INTO sw_workflow_attempts (attempt_id, run_id, task_id, attempt, \
            worker_id, state, lease_expires_at, started_at) \
            SELECT $5, chosen.run_id, chosen.task_id, \
              (SELECT COALESCE(MAX(a.attempt), 0) + 1 FROM sw_workflow_attempts a \
                WHERE a.task_id = chosen.task_id), \
              $3, 'running', $4, $2 FROM chosen RETURNING *) \
-         SELECT found.*, attempt.* FROM ( \
+         SELECT found.*, attempt.*, task.*, run.* FROM ( \
            SELECT task_id AS candidate_task_id, run_id AS candidate_run_id, counted, \
              max_attempts AS candidate_max_attempts, \
              cancel_requested_at IS NOT NULL AS cancelled FROM candidate) AS found \
-         LEFT JOIN attempt ON TRUE";
+         LEFT JOIN attempt ON TRUE LEFT JOIN task ON TRUE LEFT JOIN run ON TRUE";
     let abandoned = Closure::abandoned_attempt();
     loop {
         let row = sql
@@ -366,8 +410,13 @@ pub(crate) async fn claim_next_task(
         let max_attempts = u32::try_from(max_attempts).unwrap_or(u32::MAX);
         // The core's verdict decides; a statement that disagrees with it is a bug, reported,
         // and overruled so the task neither runs against the rule nor blocks the queue.
-        let attempt = match (claim_verdict(cancelled, counted, max_attempts), opened) {
-            (ClaimVerdict::Open, Some(_)) => rows::attempt(&row)?,
+        let (task, run, attempt) = match (claim_verdict(cancelled, counted, max_attempts), opened) {
+            // The statement returns the task and the run as it left them: no read after it.
+            (ClaimVerdict::Open, Some(_)) => (
+                rows::task_prefixed(&row, "t_")?,
+                rows::run_prefixed(&row, "r_")?,
+                rows::attempt(&row)?,
+            ),
             (ClaimVerdict::Close(closure), opened) => {
                 if opened.is_some() {
                     tracing::error!(%task_id, "the claim statement opened an attempt decide::claim_verdict refuses; closing the task");
@@ -380,7 +429,7 @@ pub(crate) async fn claim_next_task(
                 let task = get_task(c, sql, &task_id)
                     .await?
                     .ok_or_else(|| not_found(op, "task", &task_id))?;
-                open_attempt(
+                let attempt = open_attempt(
                     c,
                     sql,
                     op,
@@ -394,15 +443,16 @@ pub(crate) async fn claim_next_task(
                         revive: false,
                     },
                 )
-                .await?
+                .await?;
+                let task = get_task(c, sql, &task_id)
+                    .await?
+                    .ok_or_else(|| not_found(op, "task", &task_id))?;
+                let run = get_run(c, sql, &run_id)
+                    .await?
+                    .ok_or_else(|| not_found(op, "run", &run_id))?;
+                (task, run, attempt)
             }
         };
-        let task = get_task(c, sql, &task_id)
-            .await?
-            .ok_or_else(|| not_found(op, "task", &task_id))?;
-        let run = get_run(c, sql, &run_id)
-            .await?
-            .ok_or_else(|| not_found(op, "run", &run_id))?;
         return Ok(Some(ClaimedTask {
             task,
             run,

@@ -13,7 +13,8 @@ macro_rules! __store_ledger_cases {
             store::ledger,
             $factory,
             concurrent_completions_write_one_ledger_row,
-            budget_sum_equals_ledger_rows
+            budget_sum_equals_ledger_rows,
+            a_run_start_reads_the_steps_and_the_spend
         );
     };
 }
@@ -139,4 +140,59 @@ pub async fn budget_sum_equals_ledger_rows(fixture: Fixture) {
         "the cached counter is refreshed from the ledger when the attempt ends"
     );
     assert_eq!(store.budget_spent("run_other").await.expect("spent"), 0);
+}
+
+/// What an attempt reads at its start is the run's steps and its spend, exactly as the two
+/// reads it stands for answer: with no steps yet, and with steps and ledger rows (a fork's
+/// copied rows not spent).
+///
+/// Checks
+/// [`DurableStore::load_run_start`](smol_durable_core::DurableStore::load_run_start).
+pub async fn a_run_start_reads_the_steps_and_the_spend(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let created = seed(store, ClaimScope::Local, 0).await;
+    let run_id = &created.run.run_id;
+    assert_eq!(
+        store.load_run_start(run_id).await.expect("start"),
+        smol_durable_core::RunStart::default(),
+        "a run without steps or ledger rows"
+    );
+    let a = claimed(store, run_id, "step:a", OWNER, 1_000, 0).await;
+    claimed(store, run_id, "step:b", OWNER, 1_000, 1).await;
+    complete_fenced(
+        store,
+        &a.step_id,
+        1,
+        json!({"output": 1}),
+        vec![
+            ledger(run_id, &a.step_id, "agent_step", &a.step_id, 10),
+            ledger(
+                run_id,
+                &a.step_id,
+                smol_durable_core::store::LedgerSource::COPIED_STEP,
+                "copy:a",
+                100,
+            ),
+        ],
+        5,
+    )
+    .await
+    .expect("complete");
+    let start = store.load_run_start(run_id).await.expect("start");
+    assert_eq!(start.budget_spent, 10, "copied rows are not spent");
+    assert_eq!(
+        start.budget_spent,
+        store.budget_spent(run_id).await.expect("spent")
+    );
+    assert_eq!(start.steps, store.load_steps(run_id).await.expect("steps"));
+    let names: Vec<_> = start
+        .steps
+        .iter()
+        .map(|s| s.checkpoint_name.as_str())
+        .collect();
+    assert_eq!(names, ["step:a", "step:b"]);
+    assert_eq!(
+        store.load_run_start("run_other").await.expect("start"),
+        smol_durable_core::RunStart::default()
+    );
 }

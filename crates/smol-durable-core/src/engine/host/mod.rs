@@ -92,26 +92,32 @@ enum Claim {
 }
 
 impl RunScope {
-    pub async fn root(
+    /// The root run's scope, over its `steps` as the attempt read them.
+    pub fn root(
         ctx: Arc<AttemptCtx>,
         run: &RunRecord,
         source: &WorkflowSource,
+        steps: Vec<StepRecord>,
     ) -> Result<Arc<Self>, Error> {
         let root_dir = source
             .path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        Self::open(ctx, run.run_id.clone(), source, root_dir, None).await
+        Self::open(ctx, run.run_id.clone(), source, root_dir, None, steps)
     }
 
-    /// The scope of `run_id`: the root's, or a child's called by `parent`'s step `step`.
-    async fn open(
+    /// The scope of `run_id`: the root's, or a child's called by `parent`'s step `step`, over
+    /// every step of the run, read in one query: completed ones replay from it, and a
+    /// checkpoint missing from it is inserted without a read first (insert-if-absent settles
+    /// any race).
+    fn open(
         ctx: Arc<AttemptCtx>,
         run_id: String,
         source: &WorkflowSource,
         root_dir: PathBuf,
         parent: Option<(&Arc<RunScope>, &StepRecord)>,
+        steps: Vec<StepRecord>,
     ) -> Result<Arc<Self>, Error> {
         let (scope, depth, parent_step_id, inline_in) = match parent {
             None => ("root".to_owned(), 0, None, None),
@@ -123,13 +129,7 @@ impl RunScope {
                     .then(|| Arc::clone(parent)),
             ),
         };
-        // One query loads every step of the run: completed ones replay from it, and a checkpoint
-        // missing from it is inserted without a read first (insert-if-absent settles any race).
-        let known_steps = ctx
-            .engine
-            .store
-            .load_steps(&run_id)
-            .await?
+        let known_steps = steps
             .into_iter()
             .map(|step| (step.checkpoint_name.clone(), Some(step)))
             .collect();
