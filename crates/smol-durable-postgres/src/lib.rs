@@ -314,7 +314,7 @@ macro_rules! write {
     }};
 }
 
-/// One statement that commits on its own, detached like [`write!`] but without a transaction
+/// One statement that commits on its own, detached like `write!` but without a transaction
 /// around it: `BEGIN` and `COMMIT` would be two more round trips for nothing.
 macro_rules! statement {
     ($self:ident, $op:literal, |$c:ident, $sql:ident| $body:expr) => {{
