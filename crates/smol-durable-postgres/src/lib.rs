@@ -371,6 +371,9 @@ impl DurableStore for PostgresStore {
     }
 
     async fn create_run(&self, run: NewRun) -> StoreResult<CreatedRun> {
+        if sql::creates_in_one_statement(&run) {
+            return statement!(self, "create_run", |c, q| sql::create_run(c, q, &run));
+        }
         write!(self, "create_run", |c, q| sql::create_run(c, q, &run))
     }
 
@@ -418,6 +421,13 @@ impl DurableStore for PostgresStore {
     }
 
     async fn claim_next_task(&self, claim: ClaimNextTask) -> StoreResult<Option<ClaimedTask>> {
+        let first = claim.clone();
+        let settled = statement!(self, "claim_next_task", |c, q| {
+            sql::claim_next_task_alone(c, q, &first)
+        })?;
+        if let Some(claimed) = settled {
+            return Ok(claimed);
+        }
         write!(self, "claim_next_task", |c, q| sql::claim_next_task(
             c, q, &claim
         ))

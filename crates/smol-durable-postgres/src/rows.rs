@@ -31,6 +31,38 @@ macro_rules! run_columns {
 }
 pub(crate) use run_columns;
 
+/// [`task_columns`] of the table aliased `t`, named `t_<column>`, for a statement that returns
+/// a task and a run in one row ([`task_prefixed`]).
+macro_rules! task_columns_t {
+    () => {
+        "t.task_id AS t_task_id, t.task_name AS t_task_name, t.state AS t_state, \
+    t.claim_scope AS t_claim_scope, t.params_json AS t_params_json, \
+    t.submitted_by_owner_id AS t_submitted_by_owner_id, \
+    t.claimed_by_owner_id AS t_claimed_by_owner_id, \
+    t.lease_expires_at AS t_lease_expires_at, t.max_attempts AS t_max_attempts, \
+    t.idempotency_key AS t_idempotency_key, t.not_before AS t_not_before, \
+    t.completed_payload_json AS t_completed_payload_json, \
+    t.failure_reason_json AS t_failure_reason_json, t.created_at AS t_created_at, \
+    t.updated_at AS t_updated_at"
+    };
+}
+pub(crate) use task_columns_t;
+
+/// [`run_columns`] of the table aliased `r`, named `r_<column>` ([`run_prefixed`]).
+macro_rules! run_columns_r {
+    () => {
+        "r.run_id AS r_run_id, r.task_id AS r_task_id, r.root_run_id AS r_root_run_id, \
+    r.parent_run_id AS r_parent_run_id, r.parent_step_id AS r_parent_step_id, \
+    r.state AS r_state, r.workflow_run_json AS r_workflow_run_json, \
+    r.args_json AS r_args_json, r.budget_total AS r_budget_total, \
+    r.budget_spent AS r_budget_spent, r.completed_payload_json AS r_completed_payload_json, \
+    r.failure_reason_json AS r_failure_reason_json, \
+    r.cancel_requested_at AS r_cancel_requested_at, r.created_at AS r_created_at, \
+    r.updated_at AS r_updated_at"
+    };
+}
+pub(crate) use run_columns_r;
+
 /// The columns of `sw_workflow_attempts` rows that the reader below decodes.
 macro_rules! attempt_columns {
     () => {

@@ -50,7 +50,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row};
 
 use crate::rows::{
     self, attempt_columns, event_columns, ledger_columns, owner_columns, run_columns,
-    signal_columns, step_columns, task_columns,
+    run_columns_r, signal_columns, step_columns, task_columns, task_columns_t,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;

@@ -119,6 +119,13 @@ pub(super) async fn task_by_key(
     }))
 }
 
+/// Whether `new` is one statement with nothing around it: a run that brings no steps or
+/// ledger rows of its own (all but a fork's) is its task, its row and the wake-up, which
+/// [`create_run`] writes in one statement.
+pub(crate) fn creates_in_one_statement(new: &NewRun) -> bool {
+    new.steps.is_empty() && new.ledger.is_empty()
+}
+
 pub(crate) async fn create_run(
     c: &mut PgConnection,
     sql: &Sql,
@@ -132,38 +139,43 @@ pub(crate) async fn create_run(
         }
     }
     let workflow = encode_workflow(op, &new.workflow)?;
+    // The task, its root run and the workers' wake-up in one statement that returns both rows.
     // A concurrent submit with the same key waits on the unique index, then inserts nothing.
-    // Both inserts return their rows, so nothing is read back after them.
-    const INSERT_TASK: &str = concat!(
-        "INSERT INTO sw_workflow_tasks (task_id, task_name, state, params_json, submitted_by_owner_id, \
-         claim_scope, idempotency_scope, idempotency_key, created_at, updated_at, max_attempts) \
+    const Q: &str = concat!(
+        "WITH task AS (INSERT INTO sw_workflow_tasks AS t (task_id, task_name, state, params_json, \
+         submitted_by_owner_id, claim_scope, idempotency_scope, idempotency_key, created_at, \
+         updated_at, max_attempts) \
          VALUES ($1, 'workflow.run', 'pending', $2, $3, $4, $5, $6, $7, $7, $8) \
          ON CONFLICT (idempotency_scope, idempotency_key) \
          WHERE idempotency_scope IS NOT NULL AND idempotency_key IS NOT NULL DO NOTHING RETURNING ",
-        task_columns!()
+        task_columns_t!(),
+        "), run AS (INSERT INTO sw_workflow_runs AS r (run_id, task_id, root_run_id, state, \
+         workflow_run_json, args_json, budget_total, budget_spent, created_at, updated_at) \
+         SELECT $9, $1, $9, 'pending', $10, $11, $12, 0, $7, $7 FROM task RETURNING ",
+        run_columns_r!(),
+        "), woken AS (SELECT pg_notify($13, 'work') FROM run WHERE $14) \
+         SELECT task.*, run.*, (SELECT COUNT(*) FROM woken) AS woken FROM task, run"
     );
-    const INSERT_RUN: &str = concat!(
-        "INSERT INTO sw_workflow_runs (run_id, task_id, root_run_id, state, workflow_run_json, args_json, \
-         budget_total, budget_spent, created_at, updated_at) \
-         VALUES ($1, $2, $1, 'pending', $3, $4, $5, 0, $6, $6) RETURNING ",
-        run_columns!()
-    );
-    let inserted = one(
-        c,
-        op,
-        sql.query(INSERT_TASK)
-            .bind(&new.task_id)
-            .bind(&new.params)
-            .bind(&new.owner_id)
-            .bind(scope)
-            .bind(new.idempotency_key.as_ref().map(|_| scope))
-            .bind(&new.idempotency_key)
-            .bind(new.now)
-            .bind(i64::from(new.max_attempts.max(1))),
-        rows::task,
-    )
-    .await?;
-    let Some(task) = inserted else {
+    let row = sql
+        .query(Q)
+        .bind(&new.task_id)
+        .bind(&new.params)
+        .bind(&new.owner_id)
+        .bind(scope)
+        .bind(new.idempotency_key.as_ref().map(|_| scope))
+        .bind(&new.idempotency_key)
+        .bind(new.now)
+        .bind(i64::from(new.max_attempts.max(1)))
+        .bind(&new.run_id)
+        .bind(&workflow)
+        .bind(&new.args)
+        .bind(new.budget_total.map(int))
+        .bind(sql.notify_channel().to_owned())
+        .bind(new.claim_scope == ClaimScope::Runner)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| map_error(op, e))?;
+    let Some(row) = row else {
         if let Some(key) = &new.idempotency_key {
             if let Some(existing) = task_by_key(c, sql, op, scope, key).await? {
                 return Ok(existing);
@@ -175,25 +187,12 @@ pub(crate) async fn create_run(
             format!("task {} could not be created", new.task_id),
         ));
     };
-    let run = one(
-        c,
-        op,
-        sql.query(INSERT_RUN)
-            .bind(&new.run_id)
-            .bind(&new.task_id)
-            .bind(&workflow)
-            .bind(&new.args)
-            .bind(new.budget_total.map(int))
-            .bind(new.now),
-        rows::run,
-    )
-    .await?
-    .ok_or_else(|| not_found(op, "run", &new.run_id))?;
+    let (task, run) = (
+        rows::task_prefixed(&row, "t_")?,
+        rows::run_prefixed(&row, "r_")?,
+    );
     insert_step_rows(c, sql, op, &new.steps).await?;
     insert_ledger(c, sql, op, &new.ledger).await?;
-    if new.claim_scope == ClaimScope::Runner {
-        notify_work(c, sql, op).await?;
-    }
     Ok(CreatedRun {
         task,
         run,

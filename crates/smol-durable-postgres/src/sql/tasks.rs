@@ -300,131 +300,54 @@ pub(crate) async fn close_attempt(
     Ok(())
 }
 
+/// How one run of the claim statement ended.
+enum Round {
+    /// Nothing eligible.
+    Empty,
+    /// A task claimed, its attempt opened.
+    Opened(ClaimedTask),
+    /// A task that must not run again: to be closed with the verdict's closure (`opened`: the
+    /// statement opened an attempt on it all the same).
+    MustClose {
+        task_id: String,
+        closure: Closure,
+        opened: bool,
+    },
+    /// A task the core admits but the statement refused: to be opened by hand.
+    MustOpen {
+        task_id: String,
+        run_id: String,
+        counted: u32,
+    },
+}
+
+/// The claim, in the transaction around `c`: claims until a task opens or nothing is
+/// eligible, closing the tasks that must not run on the way.
 pub(crate) async fn claim_next_task(
     c: &mut PgConnection,
     sql: &Sql,
     claim: &ClaimNextTask,
 ) -> Result<Option<ClaimedTask>> {
     let op = "claim_next_task";
-    // One statement finds the oldest eligible task (SKIP LOCKED: concurrent workers each take
-    // a different one), counts its attempts, and, when it may run again, does all of
-    // `open_attempt` for it. A task that must end instead (cancelled while unattended, out of
-    // attempts) comes back without an attempt and is closed below. The claim commits without
-    // waiting for a flush: the completions that follow it flush it with them.
-    //
-    // Three rules of the core are spelled in SQL here, for one round trip: which tasks a claim
-    // may take (`decide::claimable`, in the WHERE clause so the index finds them), the attempts
-    // that count (`decide::counts_against_max_attempts`: failed and running ones) and whether the
-    // task opens an attempt (`decide::claim_verdict`: no cancellation requested, attempts left).
-    // The row returns what the last two read and the verdict is computed again from it below:
-    // the core's verdict wins, and a disagreement is logged as the bug it is. The conformance cases
-    // `runner_tasks_stop_after_max_attempts` and `a_claim_never_clears_a_cancellation_request`
-    // pin the two together.
-    const Q: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)), \
-         candidate AS ( \
-           SELECT t.task_id, t.claimed_by_owner_id, t.max_attempts, r.run_id, \
-             r.cancel_requested_at, \
-             (SELECT COUNT(*) FROM sw_workflow_attempts a WHERE a.task_id = t.task_id \
-               AND a.state IN ('failed', 'running')) AS counted \
-           FROM sw_workflow_tasks t \
-           JOIN sw_workflow_runs r ON r.task_id = t.task_id AND r.run_id = r.root_run_id \
-           WHERE t.claim_scope = $1 AND ( \
-             (t.state = 'pending' AND (t.not_before IS NULL OR t.not_before <= $2)) \
-             OR (t.state = 'running' AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= $2))) \
-           ORDER BY t.created_at, t.task_id LIMIT 1 FOR UPDATE OF t SKIP LOCKED), \
-         chosen AS (SELECT candidate.* FROM candidate, relaxed \
-           WHERE cancel_requested_at IS NULL AND counted < GREATEST(max_attempts, 1)), \
-         abandoned AS (UPDATE sw_workflow_attempts a SET state = $7, completed_at = $2, \
-           lease_expires_at = NULL, failure_reason_json = $6 FROM chosen \
-           WHERE a.task_id = chosen.task_id AND a.state = 'running'), \
-         expired AS (UPDATE sw_workflow_steps s SET lease_expires_at = $2 FROM chosen \
-           WHERE s.root_run_id = chosen.run_id AND s.state = 'running' \
-           AND (s.worker_id = $3 OR s.worker_id = chosen.claimed_by_owner_id)), \
-         task AS (UPDATE sw_workflow_tasks t SET state = 'running', claimed_by_owner_id = $3, \
-           lease_expires_at = $4, not_before = NULL, updated_at = $2, \
-           submitted_by_owner_id = CASE WHEN t.claim_scope = 'local' THEN $3 \
-             ELSE t.submitted_by_owner_id END \
-           FROM chosen WHERE t.task_id = chosen.task_id \
-           RETURNING t.task_id AS t_task_id, t.task_name AS t_task_name, t.state AS t_state, \
-             t.claim_scope AS t_claim_scope, t.params_json AS t_params_json, \
-             t.submitted_by_owner_id AS t_submitted_by_owner_id, \
-             t.claimed_by_owner_id AS t_claimed_by_owner_id, \
-             t.lease_expires_at AS t_lease_expires_at, t.max_attempts AS t_max_attempts, \
-             t.idempotency_key AS t_idempotency_key, t.not_before AS t_not_before, \
-             t.completed_payload_json AS t_completed_payload_json, \
-             t.failure_reason_json AS t_failure_reason_json, t.created_at AS t_created_at, \
-             t.updated_at AS t_updated_at), \
-         run AS (UPDATE sw_workflow_runs r SET state = 'running', failure_reason_json = NULL, \
-           updated_at = $2 FROM chosen WHERE r.run_id = chosen.run_id \
-           RETURNING r.run_id AS r_run_id, r.task_id AS r_task_id, \
-             r.root_run_id AS r_root_run_id, r.parent_run_id AS r_parent_run_id, \
-             r.parent_step_id AS r_parent_step_id, r.state AS r_state, \
-             r.workflow_run_json AS r_workflow_run_json, r.args_json AS r_args_json, \
-             r.budget_total AS r_budget_total, r.budget_spent AS r_budget_spent, \
-             r.completed_payload_json AS r_completed_payload_json, \
-             r.failure_reason_json AS r_failure_reason_json, \
-             r.cancel_requested_at AS r_cancel_requested_at, r.created_at AS r_created_at, \
-             r.updated_at AS r_updated_at), \
-         attempt AS (INSERT INTO sw_workflow_attempts (attempt_id, run_id, task_id, attempt, \
-           worker_id, state, lease_expires_at, started_at) \
-           SELECT $5, chosen.run_id, chosen.task_id, \
-             (SELECT COALESCE(MAX(a.attempt), 0) + 1 FROM sw_workflow_attempts a \
-               WHERE a.task_id = chosen.task_id), \
-             $3, 'running', $4, $2 FROM chosen RETURNING *) \
-         SELECT found.*, attempt.*, task.*, run.* FROM ( \
-           SELECT task_id AS candidate_task_id, run_id AS candidate_run_id, counted, \
-             max_attempts AS candidate_max_attempts, \
-             cancel_requested_at IS NOT NULL AS cancelled FROM candidate) AS found \
-         LEFT JOIN attempt ON TRUE LEFT JOIN task ON TRUE LEFT JOIN run ON TRUE";
-    let abandoned = Closure::abandoned_attempt();
     loop {
-        let row = sql
-            .query(Q)
-            .bind(claim.scope.as_str())
-            .bind(claim.now)
-            .bind(&claim.owner_id)
-            .bind(claim.lease_expires_at)
-            .bind(&claim.attempt_id)
-            .bind(&abandoned.reason)
-            .bind(abandoned.state.as_str())
-            .fetch_optional(&mut *c)
-            .await
-            .map_err(|e| map_error(op, e))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let field = |name: &str| map_error(op, sqlx::Error::ColumnNotFound(name.to_owned()));
-        let task_id: String = row
-            .try_get("candidate_task_id")
-            .map_err(|_| field("candidate_task_id"))?;
-        let run_id: String = row
-            .try_get("candidate_run_id")
-            .map_err(|_| field("candidate_run_id"))?;
-        let counted: i64 = row.try_get("counted").map_err(|_| field("counted"))?;
-        let counted = u32::try_from(counted).unwrap_or(u32::MAX);
-        let opened: Option<String> = row.try_get("attempt_id").map_err(|_| field("attempt_id"))?;
-        let cancelled: bool = row.try_get("cancelled").map_err(|_| field("cancelled"))?;
-        let max_attempts: i64 = row
-            .try_get("candidate_max_attempts")
-            .map_err(|_| field("candidate_max_attempts"))?;
-        let max_attempts = u32::try_from(max_attempts).unwrap_or(u32::MAX);
-        // The core's verdict decides; a statement that disagrees with it is a bug, reported,
-        // and overruled so the task neither runs against the rule nor blocks the queue.
-        let (task, run, attempt) = match (claim_verdict(cancelled, counted, max_attempts), opened) {
-            // The statement returns the task and the run as it left them: no read after it.
-            (ClaimVerdict::Open, Some(_)) => (
-                rows::task_prefixed(&row, "t_")?,
-                rows::run_prefixed(&row, "r_")?,
-                rows::attempt(&row)?,
-            ),
-            (ClaimVerdict::Close(closure), opened) => {
-                if opened.is_some() {
+        match claim_round(c, sql, claim).await? {
+            Round::Empty => return Ok(None),
+            Round::Opened(claimed) => return Ok(Some(claimed)),
+            Round::MustClose {
+                task_id,
+                closure,
+                opened,
+            } => {
+                if opened {
                     tracing::error!(%task_id, "the claim statement opened an attempt decide::claim_verdict refuses; closing the task");
                 }
                 close_task(c, sql, op, &task_id, &closure, claim.now).await?;
-                continue;
             }
-            (ClaimVerdict::Open, None) => {
+            Round::MustOpen {
+                task_id,
+                run_id,
+                counted,
+            } => {
                 tracing::error!(%task_id, "the claim statement refused a task decide::claim_verdict admits; opening it");
                 let task = get_task(c, sql, &task_id)
                     .await?
@@ -450,16 +373,158 @@ pub(crate) async fn claim_next_task(
                 let run = get_run(c, sql, &run_id)
                     .await?
                     .ok_or_else(|| not_found(op, "run", &run_id))?;
-                (task, run, attempt)
+                return Ok(Some(ClaimedTask {
+                    task,
+                    run,
+                    attempt,
+                    failed_attempts: counted,
+                }));
             }
-        };
-        return Ok(Some(ClaimedTask {
-            task,
-            run,
-            attempt,
-            failed_attempts: counted,
-        }));
+        }
     }
+}
+
+/// The claim as its one statement with no transaction around it, which settles it unless the
+/// task found must be closed or opened by hand: then `None`, and the caller claims again with
+/// [`claim_next_task`] in a transaction (this statement changed nothing then — or, if it
+/// opened an attempt the core refuses, that task is closed here first, being ours).
+pub(crate) async fn claim_next_task_alone(
+    c: &mut PgConnection,
+    sql: &Sql,
+    claim: &ClaimNextTask,
+) -> Result<Option<Option<ClaimedTask>>> {
+    match claim_round(c, sql, claim).await? {
+        Round::Empty => Ok(Some(None)),
+        Round::Opened(claimed) => Ok(Some(Some(claimed))),
+        Round::MustClose {
+            task_id,
+            closure,
+            opened: true,
+        } => {
+            tracing::error!(%task_id, "the claim statement opened an attempt decide::claim_verdict refuses; closing the task");
+            close_task(c, sql, "claim_next_task", &task_id, &closure, claim.now).await?;
+            Ok(None)
+        }
+        Round::MustClose { .. } | Round::MustOpen { .. } => Ok(None),
+    }
+}
+
+async fn claim_round(c: &mut PgConnection, sql: &Sql, claim: &ClaimNextTask) -> Result<Round> {
+    let op = "claim_next_task";
+    // One statement finds the oldest eligible task (SKIP LOCKED: concurrent workers each take
+    // a different one), counts its attempts, and, when it may run again, does all of
+    // `open_attempt` for it. A task that must end instead (cancelled while unattended, out of
+    // attempts) comes back without an attempt and is closed below. The claim commits without
+    // waiting for a flush: the completions that follow it flush it with them.
+    //
+    // Three rules of the core are spelled in SQL here, for one round trip: which tasks a claim
+    // may take (`decide::claimable`, in the WHERE clause so the index finds them), the attempts
+    // that count (`decide::counts_against_max_attempts`: failed and running ones) and whether the
+    // task opens an attempt (`decide::claim_verdict`: no cancellation requested, attempts left).
+    // The row returns what the last two read and the verdict is computed again from it below:
+    // the core's verdict wins, and a disagreement is logged as the bug it is. The conformance cases
+    // `runner_tasks_stop_after_max_attempts` and `a_claim_never_clears_a_cancellation_request`
+    // pin the two together.
+    const Q: &str = concat!(
+        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)), \
+         candidate AS ( \
+           SELECT t.task_id, t.claimed_by_owner_id, t.max_attempts, r.run_id, \
+             r.cancel_requested_at, \
+             (SELECT COUNT(*) FROM sw_workflow_attempts a WHERE a.task_id = t.task_id \
+               AND a.state IN ('failed', 'running')) AS counted \
+           FROM sw_workflow_tasks t \
+           JOIN sw_workflow_runs r ON r.task_id = t.task_id AND r.run_id = r.root_run_id \
+           WHERE t.claim_scope = $1 AND ( \
+             (t.state = 'pending' AND (t.not_before IS NULL OR t.not_before <= $2)) \
+             OR (t.state = 'running' AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= $2))) \
+           ORDER BY t.created_at, t.task_id LIMIT 1 FOR UPDATE OF t SKIP LOCKED), \
+         chosen AS (SELECT candidate.* FROM candidate, relaxed \
+           WHERE cancel_requested_at IS NULL AND counted < GREATEST(max_attempts, 1)), \
+         abandoned AS (UPDATE sw_workflow_attempts a SET state = $7, completed_at = $2, \
+           lease_expires_at = NULL, failure_reason_json = $6 FROM chosen \
+           WHERE a.task_id = chosen.task_id AND a.state = 'running'), \
+         expired AS (UPDATE sw_workflow_steps s SET lease_expires_at = $2 FROM chosen \
+           WHERE s.root_run_id = chosen.run_id AND s.state = 'running' \
+           AND (s.worker_id = $3 OR s.worker_id = chosen.claimed_by_owner_id)), \
+         task AS (UPDATE sw_workflow_tasks t SET state = 'running', claimed_by_owner_id = $3, \
+           lease_expires_at = $4, not_before = NULL, updated_at = $2, \
+           submitted_by_owner_id = CASE WHEN t.claim_scope = 'local' THEN $3 \
+             ELSE t.submitted_by_owner_id END \
+           FROM chosen WHERE t.task_id = chosen.task_id \
+           RETURNING ",
+        task_columns_t!(),
+        "), \
+         run AS (UPDATE sw_workflow_runs r SET state = 'running', failure_reason_json = NULL, \
+           updated_at = $2 FROM chosen WHERE r.run_id = chosen.run_id \
+           RETURNING ",
+        run_columns_r!(),
+        "), \
+         attempt AS (INSERT INTO sw_workflow_attempts (attempt_id, run_id, task_id, attempt, \
+           worker_id, state, lease_expires_at, started_at) \
+           SELECT $5, chosen.run_id, chosen.task_id, \
+             (SELECT COALESCE(MAX(a.attempt), 0) + 1 FROM sw_workflow_attempts a \
+               WHERE a.task_id = chosen.task_id), \
+             $3, 'running', $4, $2 FROM chosen RETURNING *) \
+         SELECT found.*, attempt.*, task.*, run.* FROM ( \
+           SELECT task_id AS candidate_task_id, run_id AS candidate_run_id, counted, \
+             max_attempts AS candidate_max_attempts, \
+             cancel_requested_at IS NOT NULL AS cancelled FROM candidate) AS found \
+         LEFT JOIN attempt ON TRUE LEFT JOIN task ON TRUE LEFT JOIN run ON TRUE"
+    );
+    let abandoned = Closure::abandoned_attempt();
+    let row = sql
+        .query(Q)
+        .bind(claim.scope.as_str())
+        .bind(claim.now)
+        .bind(&claim.owner_id)
+        .bind(claim.lease_expires_at)
+        .bind(&claim.attempt_id)
+        .bind(&abandoned.reason)
+        .bind(abandoned.state.as_str())
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| map_error(op, e))?;
+    let Some(row) = row else {
+        return Ok(Round::Empty);
+    };
+    let field = |name: &str| map_error(op, sqlx::Error::ColumnNotFound(name.to_owned()));
+    let task_id: String = row
+        .try_get("candidate_task_id")
+        .map_err(|_| field("candidate_task_id"))?;
+    let run_id: String = row
+        .try_get("candidate_run_id")
+        .map_err(|_| field("candidate_run_id"))?;
+    let counted: i64 = row.try_get("counted").map_err(|_| field("counted"))?;
+    let counted = u32::try_from(counted).unwrap_or(u32::MAX);
+    let opened: Option<String> = row.try_get("attempt_id").map_err(|_| field("attempt_id"))?;
+    let cancelled: bool = row.try_get("cancelled").map_err(|_| field("cancelled"))?;
+    let max_attempts: i64 = row
+        .try_get("candidate_max_attempts")
+        .map_err(|_| field("candidate_max_attempts"))?;
+    let max_attempts = u32::try_from(max_attempts).unwrap_or(u32::MAX);
+    // The core's verdict decides; a statement that disagrees with it is a bug, reported,
+    // and overruled so the task neither runs against the rule nor blocks the queue.
+    Ok(
+        match (claim_verdict(cancelled, counted, max_attempts), opened) {
+            // The statement returns the task and the run as it left them: no read after it.
+            (ClaimVerdict::Open, Some(_)) => Round::Opened(ClaimedTask {
+                task: rows::task_prefixed(&row, "t_")?,
+                run: rows::run_prefixed(&row, "r_")?,
+                attempt: rows::attempt(&row)?,
+                failed_attempts: counted,
+            }),
+            (ClaimVerdict::Close(closure), opened) => Round::MustClose {
+                task_id,
+                closure,
+                opened: opened.is_some(),
+            },
+            (ClaimVerdict::Open, None) => Round::MustOpen {
+                task_id,
+                run_id,
+                counted,
+            },
+        },
+    )
 }
 
 /// Ends a task nobody will finish (cancelled while unattended, out of attempts): the task, its
