@@ -305,7 +305,7 @@ enum Round {
     /// Nothing eligible.
     Empty,
     /// A task claimed, its attempt opened.
-    Opened(ClaimedTask),
+    Opened(Box<ClaimedTask>),
     /// A task that must not run again: to be closed with the verdict's closure (`opened`: the
     /// statement opened an attempt on it all the same).
     MustClose {
@@ -332,7 +332,7 @@ pub(crate) async fn claim_next_task(
     loop {
         match claim_round(c, sql, claim).await? {
             Round::Empty => return Ok(None),
-            Round::Opened(claimed) => return Ok(Some(claimed)),
+            Round::Opened(claimed) => return Ok(Some(*claimed)),
             Round::MustClose {
                 task_id,
                 closure,
@@ -395,7 +395,7 @@ pub(crate) async fn claim_next_task_alone(
 ) -> Result<Option<Option<ClaimedTask>>> {
     match claim_round(c, sql, claim).await? {
         Round::Empty => Ok(Some(None)),
-        Round::Opened(claimed) => Ok(Some(Some(claimed))),
+        Round::Opened(claimed) => Ok(Some(Some(*claimed))),
         Round::MustClose {
             task_id,
             closure,
@@ -507,12 +507,12 @@ async fn claim_round(c: &mut PgConnection, sql: &Sql, claim: &ClaimNextTask) -> 
     Ok(
         match (claim_verdict(cancelled, counted, max_attempts), opened) {
             // The statement returns the task and the run as it left them: no read after it.
-            (ClaimVerdict::Open, Some(_)) => Round::Opened(ClaimedTask {
+            (ClaimVerdict::Open, Some(_)) => Round::Opened(Box::new(ClaimedTask {
                 task: rows::task_prefixed(&row, "t_")?,
                 run: rows::run_prefixed(&row, "r_")?,
                 attempt: rows::attempt(&row)?,
                 failed_attempts: counted,
-            }),
+            })),
             (ClaimVerdict::Close(closure), opened) => Round::MustClose {
                 task_id,
                 closure,
