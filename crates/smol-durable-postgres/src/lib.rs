@@ -294,23 +294,15 @@ macro_rules! read {
 macro_rules! write {
     ($self:ident, $op:literal, |$c:ident, $sql:ident| $body:expr) => {{
         let store = $self.clone();
-        let detached = tokio::spawn(async move {
+        detached($op, async move {
             let mut tx = store.begin($op).await?;
             let $c = &mut *tx;
             let $sql = &*store.sql;
             let out = $body.await?;
             commit(tx, $op).await?;
             Ok(out)
-        });
-        match detached.await {
-            Ok(outcome) => outcome,
-            Err(error) => Err(StoreError::new(
-                StoreErrorKind::Other,
-                $op,
-                format!("the operation's task failed: {error}"),
-            )
-            .with_source(error)),
-        }
+        })
+        .await
     }};
 }
 
@@ -319,22 +311,31 @@ macro_rules! write {
 macro_rules! statement {
     ($self:ident, $op:literal, |$c:ident, $sql:ident| $body:expr) => {{
         let store = $self.clone();
-        let detached = tokio::spawn(async move {
+        detached($op, async move {
             let mut connection = store.connection($op).await?;
             let $c = &mut *connection;
             let $sql = &*store.sql;
             $body.await
-        });
-        match detached.await {
-            Ok(outcome) => outcome,
-            Err(error) => Err(StoreError::new(
-                StoreErrorKind::Other,
-                $op,
-                format!("the operation's task failed: {error}"),
-            )
-            .with_source(error)),
-        }
+        })
+        .await
     }};
+}
+
+/// Runs `operation` on a task of its own and waits for its outcome: the caller dropping this
+/// future does not cut the operation short.
+async fn detached<T: Send + 'static>(
+    op: &'static str,
+    operation: impl std::future::Future<Output = StoreResult<T>> + Send + 'static,
+) -> StoreResult<T> {
+    match tokio::spawn(operation).await {
+        Ok(outcome) => outcome,
+        Err(error) => Err(StoreError::new(
+            StoreErrorKind::Other,
+            op,
+            format!("the operation's task failed: {error}"),
+        )
+        .with_source(error)),
+    }
 }
 
 #[async_trait]
