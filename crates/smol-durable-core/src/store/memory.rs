@@ -40,12 +40,51 @@ struct Tables {
     ledger: Vec<LedgerEntry>,
     ledger_keys: std::collections::HashSet<(String, LedgerSource, String)>,
     spent: HashMap<String, u64>,
-    events: Vec<EventRecord>,
+    /// Payloads kept as JSON text, as the databases keep them: writing a document out is
+    /// cheaper than a deep copy of it, and events are written far more often than read.
+    events: Vec<StoredEvent>,
     // Like the databases: event ids are unique, and `seq` never repeats, even after deletes.
     event_ids: std::collections::HashSet<String>,
     last_event_seq: i64,
     signals: Vec<SignalRecord>,
     last_signal_seq: i64,
+}
+
+/// An [`EventRecord`] with its payload as JSON text.
+#[derive(Debug)]
+struct StoredEvent {
+    event_id: String,
+    seq: i64,
+    run_id: String,
+    root_run_id: String,
+    attempt_id: Option<String>,
+    step_id: Option<String>,
+    event_type: String,
+    payload: Box<str>,
+    created_at: i64,
+}
+
+impl StoredEvent {
+    fn record(&self) -> StoreResult<EventRecord> {
+        let payload = serde_json::from_str(&self.payload).map_err(|error| {
+            StoreError::new(
+                StoreErrorKind::Corrupt,
+                "read_events",
+                format!("event {}: {error}", self.event_id),
+            )
+        })?;
+        Ok(EventRecord {
+            event_id: self.event_id.clone(),
+            seq: self.seq,
+            run_id: self.run_id.clone(),
+            root_run_id: self.root_run_id.clone(),
+            attempt_id: self.attempt_id.clone(),
+            step_id: self.step_id.clone(),
+            event_type: self.event_type.clone(),
+            payload,
+            created_at: self.created_at,
+        })
+    }
 }
 
 impl MemoryStore {
@@ -754,22 +793,29 @@ impl DurableStore for MemoryStore {
 
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
         let mut tables = self.lock()?;
-        for event in events.iter().cloned() {
+        for event in events {
             // Appending is idempotent by event id (a retried append whose answer was lost).
             if !tables.event_ids.insert(event.event_id.clone()) {
                 continue;
             }
+            let payload = serde_json::to_string(&event.payload).map_err(|error| {
+                StoreError::new(
+                    StoreErrorKind::Other,
+                    "append_events",
+                    format!("event {} could not be written out: {error}", event.event_id),
+                )
+            })?;
             tables.last_event_seq += 1;
             let seq = tables.last_event_seq;
-            tables.events.push(EventRecord {
-                event_id: event.event_id,
+            tables.events.push(StoredEvent {
+                event_id: event.event_id.clone(),
                 seq,
-                run_id: event.run_id,
-                root_run_id: event.root_run_id,
-                attempt_id: event.attempt_id,
-                step_id: event.step_id,
+                run_id: event.run_id.clone(),
+                root_run_id: event.root_run_id.clone(),
+                attempt_id: event.attempt_id.clone(),
+                step_id: event.step_id.clone(),
                 event_type: event.event_type.as_str().to_owned(),
-                payload: event.payload,
+                payload: payload.into_boxed_str(),
                 created_at: event.created_at,
             });
         }
@@ -1020,14 +1066,14 @@ impl StoreAdmin for MemoryStore {
         limit: usize,
     ) -> StoreResult<Vec<EventRecord>> {
         let tables = self.lock()?;
-        Ok(tables
+        tables
             .events
             .iter()
             .filter(|event| event.seq > after_seq)
             .filter(|event| event.run_id == run_id || event.root_run_id == run_id)
             .take(limit)
-            .cloned()
-            .collect())
+            .map(StoredEvent::record)
+            .collect()
     }
 
     async fn delete_task(&self, task_id: &str) -> StoreResult<bool> {
