@@ -795,7 +795,7 @@ impl DurableStore for MemoryStore {
         let mut tables = self.lock()?;
         for event in events {
             // Appending is idempotent by event id (a retried append whose answer was lost).
-            if !tables.event_ids.insert(event.event_id.clone()) {
+            if tables.event_ids.contains(&event.event_id) {
                 continue;
             }
             let payload = serde_json::to_string(&event.payload).map_err(|error| {
@@ -805,6 +805,7 @@ impl DurableStore for MemoryStore {
                     format!("event {} could not be written out: {error}", event.event_id),
                 )
             })?;
+            tables.event_ids.insert(event.event_id.clone());
             tables.last_event_seq += 1;
             let seq = tables.last_event_seq;
             tables.events.push(StoredEvent {

@@ -190,7 +190,7 @@ pub trait DurableStore: StoreAdmin {
     /// What an attempt reads before it runs the root run `root_run_id`: its steps
     /// ([`load_steps`](Self::load_steps)) and what its tree spent
     /// ([`budget_spent`](Self::budget_spent)). The default reads them one after the other;
-    /// a store that can answers both in one round trip (each attempt pays it).
+    /// a store that can answer both in one round trip (each attempt pays it).
     async fn load_run_start(&self, root_run_id: &str) -> StoreResult<RunStart> {
         Ok(RunStart {
             steps: self.load_steps(root_run_id).await?,

@@ -119,9 +119,9 @@ pub(super) async fn task_by_key(
     }))
 }
 
-/// Whether `new` is one statement with nothing around it: a run that brings no steps or
-/// ledger rows of its own (all but a fork's) is its task, its row and the wake-up, which
-/// [`create_run`] writes in one statement.
+/// Whether `new` needs no transaction around it: a run that brings no steps or ledger rows of
+/// its own (all but a fork's) is its task, its row and the wake-up, which [`create_run`] writes
+/// in one statement (after a read of the idempotency key, when there is one).
 pub(crate) fn creates_in_one_statement(new: &NewRun) -> bool {
     new.steps.is_empty() && new.ledger.is_empty()
 }

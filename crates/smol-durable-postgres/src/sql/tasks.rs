@@ -244,12 +244,15 @@ pub(crate) async fn close_attempt(
     let end = &finish.end;
     // The attempt, the root run (with its cached spend), the task and the unfinished child runs
     // in one statement — each part only if the attempt was still running. (PostgreSQL runs every
-    // data-modifying part of a WITH whether or not the final SELECT reads it.)
-    const Q: &str =
-        "WITH closed AS (UPDATE sw_workflow_attempts SET state = $2, completed_at = $3, \
+    // data-modifying part of a WITH whether or not the final SELECT reads it.) `owner` locks the
+    // task before the attempt row, in the order claims, takeovers and heartbeats lock them, so
+    // a finish racing one of them waits instead of deadlocking; the lock re-checks the owner.
+    const Q: &str = "WITH owner AS (SELECT 1 FROM sw_workflow_tasks WHERE task_id = $11 \
+           AND claimed_by_owner_id = $14 FOR NO KEY UPDATE), \
+         closed AS (UPDATE sw_workflow_attempts SET state = $2, completed_at = $3, \
          failure_reason_json = $4, lease_expires_at = NULL \
-         WHERE attempt_id = $1 AND state = 'running' AND EXISTS (SELECT 1 FROM sw_workflow_tasks \
-           WHERE task_id = $11 AND claimed_by_owner_id = $14) RETURNING attempt_id), \
+         WHERE attempt_id = $1 AND state = 'running' AND EXISTS (SELECT 1 FROM owner) \
+         RETURNING attempt_id), \
          root AS (UPDATE sw_workflow_runs SET state = $6, completed_payload_json = $7, \
          failure_reason_json = $4, updated_at = $3, budget_spent = ( \
            SELECT COALESCE(SUM(output_tokens), 0)::BIGINT FROM sw_budget_ledger \
@@ -402,7 +405,12 @@ pub(crate) async fn claim_next_task_alone(
             opened: true,
         } => {
             tracing::error!(%task_id, "the claim statement opened an attempt decide::claim_verdict refuses; closing the task");
-            close_task(c, sql, "claim_next_task", &task_id, &closure, claim.now).await?;
+            let op = "claim_next_task";
+            let mut tx = sqlx::Connection::begin(&mut *c)
+                .await
+                .map_err(|e| map_error(op, e))?;
+            close_task(&mut tx, sql, op, &task_id, &closure, claim.now).await?;
+            tx.commit().await.map_err(|e| map_error(op, e))?;
             Ok(None)
         }
         Round::MustClose { .. } | Round::MustOpen { .. } => Ok(None),
