@@ -50,18 +50,11 @@ struct Tables {
     last_signal_seq: i64,
 }
 
-/// An [`EventRecord`] with its payload as JSON text.
+/// An [`EventRecord`] with its payload as JSON text (`row.payload` is left null).
 #[derive(Debug)]
 struct StoredEvent {
-    event_id: String,
-    seq: i64,
-    run_id: String,
-    root_run_id: String,
-    attempt_id: Option<String>,
-    step_id: Option<String>,
-    event_type: String,
+    row: EventRecord,
     payload: Box<str>,
-    created_at: i64,
 }
 
 impl StoredEvent {
@@ -70,19 +63,12 @@ impl StoredEvent {
             StoreError::new(
                 StoreErrorKind::Corrupt,
                 "read_events",
-                format!("event {}: {error}", self.event_id),
+                format!("event {}: {error}", self.row.event_id),
             )
         })?;
         Ok(EventRecord {
-            event_id: self.event_id.clone(),
-            seq: self.seq,
-            run_id: self.run_id.clone(),
-            root_run_id: self.root_run_id.clone(),
-            attempt_id: self.attempt_id.clone(),
-            step_id: self.step_id.clone(),
-            event_type: self.event_type.clone(),
             payload,
-            created_at: self.created_at,
+            ..self.row.clone()
         })
     }
 }
@@ -809,15 +795,18 @@ impl DurableStore for MemoryStore {
             tables.last_event_seq += 1;
             let seq = tables.last_event_seq;
             tables.events.push(StoredEvent {
-                event_id: event.event_id.clone(),
-                seq,
-                run_id: event.run_id.clone(),
-                root_run_id: event.root_run_id.clone(),
-                attempt_id: event.attempt_id.clone(),
-                step_id: event.step_id.clone(),
-                event_type: event.event_type.as_str().to_owned(),
+                row: EventRecord {
+                    event_id: event.event_id.clone(),
+                    seq,
+                    run_id: event.run_id.clone(),
+                    root_run_id: event.root_run_id.clone(),
+                    attempt_id: event.attempt_id.clone(),
+                    step_id: event.step_id.clone(),
+                    event_type: event.event_type.as_str().to_owned(),
+                    payload: Value::Null,
+                    created_at: event.created_at,
+                },
                 payload: payload.into_boxed_str(),
-                created_at: event.created_at,
             });
         }
         Ok(())
@@ -1070,8 +1059,8 @@ impl StoreAdmin for MemoryStore {
         tables
             .events
             .iter()
-            .filter(|event| event.seq > after_seq)
-            .filter(|event| event.run_id == run_id || event.root_run_id == run_id)
+            .filter(|event| event.row.seq > after_seq)
+            .filter(|event| event.row.run_id == run_id || event.row.root_run_id == run_id)
             .take(limit)
             .map(StoredEvent::record)
             .collect()
@@ -1119,9 +1108,9 @@ impl StoreAdmin for MemoryStore {
             events, event_ids, ..
         } = &mut *tables;
         events.retain(|event| {
-            let keep = !runs.contains(&event.run_id);
+            let keep = !runs.contains(&event.row.run_id);
             if !keep {
-                event_ids.remove(&event.event_id);
+                event_ids.remove(&event.row.event_id);
             }
             keep
         });

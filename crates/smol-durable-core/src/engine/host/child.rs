@@ -225,17 +225,21 @@ impl RunScope {
                 .map(Path::to_path_buf)
                 .unwrap_or_default()
         };
-        let child = match self.ctx.engine.store.load_steps(child_run_id).await {
-            Ok(steps) => RunScope::open(
-                Arc::clone(&self.ctx),
-                child_run_id.to_owned(),
-                &source,
-                root_dir,
-                Some((&self, row)),
-                steps,
-            ),
-            Err(error) => Err(error.into()),
-        }
+        let steps = self
+            .ctx
+            .engine
+            .store
+            .load_steps(child_run_id)
+            .await
+            .map_err(|error| self.fatal(error.into()))?;
+        let child = RunScope::open(
+            Arc::clone(&self.ctx),
+            child_run_id.to_owned(),
+            &source,
+            root_dir,
+            Some((&self, row)),
+            steps,
+        )
         .map_err(|error| self.fatal(error))?;
         child.emit(
             EventType::Started,
