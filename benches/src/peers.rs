@@ -126,7 +126,8 @@ fn now_ms() -> anyhow::Result<i64> {
 
 /// `runs` runs of ten steps submitted to, and executed by, one worker running them all at once
 /// over one pool of `connections` connections (the store's listening connection comes on top,
-/// as DBOS's does). Timed from just before the first submit to the last run's completion stamp.
+/// as DBOS's does), opened before the clock starts as Absurd's clients' are. Timed from just
+/// before the first submit to the last run's completion stamp.
 async fn concurrent(url: &str, runs: u64, connections: u32) -> anyhow::Result<Outcome> {
     let scripts = postgres::bench_scripts(false);
     let store =
@@ -141,6 +142,10 @@ async fn concurrent(url: &str, runs: u64, connections: u32) -> anyhow::Result<Ou
             // Submissions wake it through the store's notifications; the poll is a fallback.
             .poll_interval(Duration::from_millis(50)),
     );
+    // Absurd's clients open their connections before the clock starts (each `Absurd(url)`
+    // connects at once); our pool opens them on demand, so it opens them here.
+    let open = (0..connections).map(|_| store.pool().acquire());
+    drop(futures::future::try_join_all(open).await?);
     let started_ms = now_ms()?;
     let started = Instant::now();
     for _ in 0..runs {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use smol_durable_boa::BoaEngine;
-use smol_durable_core::store::State;
+use smol_durable_core::store::{RetryingStore, State, StoreRetryPolicy};
 use smol_durable_core::{
     DebugProvider, DurableStore, Engine, RunRequest, SubmitOptions, WorkflowSource,
 };
@@ -62,7 +62,12 @@ impl Db {
     async fn store(&self) -> Arc<dyn DurableStore> {
         match self {
             Db::Sqlite(path) => Arc::new(SqliteStore::open(path).await.expect("open")),
-            Db::Postgres(url) => Arc::new(PostgresStore::connect(url).await.expect("connect")),
+            // Through the retry layer, as an engine reads: a test that cuts the server's
+            // connections cuts this store's too, and its next statement fails as retryable.
+            Db::Postgres(url) => Arc::new(RetryingStore::new(
+                Arc::new(PostgresStore::connect(url).await.expect("connect")),
+                StoreRetryPolicy::default(),
+            )),
         }
     }
 }

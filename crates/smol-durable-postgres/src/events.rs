@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use smol_durable_core::store::{NewEvent, StoreResult};
 use smol_durable_core::{StoreError, StoreErrorKind};
-use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::sql::{self, Sql};
+use crate::connections::Connections;
+use crate::sql::{self, EventRow, Sql};
 
 /// How long the first events of a batch wait for company.
 const HOLD: Duration = Duration::from_millis(20);
 
-type Request = (Vec<NewEvent>, oneshot::Sender<StoreResult<()>>);
+type Request = (Vec<EventRow>, oneshot::Sender<StoreResult<()>>);
 
 #[derive(Debug)]
 pub(crate) struct EventWriter {
@@ -27,15 +27,16 @@ pub(crate) struct EventWriter {
 }
 
 impl EventWriter {
-    pub(crate) fn new(pool: PgPool, sql: Arc<Sql>) -> Self {
+    pub(crate) fn new(connections: Arc<Connections>, sql: Arc<Sql>) -> Self {
         let (inbox, requests) = mpsc::unbounded_channel();
         Self {
             inbox,
-            task: tokio::spawn(write(pool, sql, requests)),
+            task: tokio::spawn(write(connections, sql, requests)),
         }
     }
 
-    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> StoreResult<()> {
+    pub(crate) async fn append(&self, events: &[NewEvent]) -> StoreResult<()> {
+        let events = events.iter().map(EventRow::new).collect();
         let (done, answer) = oneshot::channel();
         let gone = || {
             StoreError::new(
@@ -55,7 +56,11 @@ impl Drop for EventWriter {
     }
 }
 
-async fn write(pool: PgPool, sql: Arc<Sql>, mut requests: mpsc::UnboundedReceiver<Request>) {
+async fn write(
+    connections: Arc<Connections>,
+    sql: Arc<Sql>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+) {
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         let hold = tokio::time::sleep(HOLD);
@@ -69,11 +74,8 @@ async fn write(pool: PgPool, sql: Arc<Sql>, mut requests: mpsc::UnboundedReceive
                 () = &mut hold => break,
             }
         }
-        let events: Vec<NewEvent> = batch
-            .iter()
-            .flat_map(|(events, _)| events.clone())
-            .collect();
-        if append(&pool, &sql, &events).await.is_ok() {
+        let events: Vec<&EventRow> = batch.iter().flat_map(|(events, _)| events).collect();
+        if append(&connections, &sql, &events).await.is_ok() {
             for (_, done) in batch {
                 let _ = done.send(Ok(()));
             }
@@ -81,15 +83,15 @@ async fn write(pool: PgPool, sql: Arc<Sql>, mut requests: mpsc::UnboundedReceive
         }
         // One caller's bad events must not cost the others theirs: each on its own.
         for (events, done) in batch {
-            let _ = done.send(append(&pool, &sql, &events).await);
+            let events: Vec<&EventRow> = events.iter().collect();
+            let _ = done.send(append(&connections, &sql, &events).await);
         }
     }
 }
 
-async fn append(pool: &PgPool, sql: &Sql, events: &[NewEvent]) -> StoreResult<()> {
-    let mut connection = pool
-        .acquire()
-        .await
-        .map_err(|e| sql::map_error("append_events", e))?;
-    sql::append_events(&mut connection, sql, events).await
+async fn append(connections: &Connections, sql: &Sql, events: &[&EventRow]) -> StoreResult<()> {
+    let mut connection = connections.take("append_events").await?;
+    sql::append_events(&mut connection, sql, events).await?;
+    connections.keep(connection);
+    Ok(())
 }

@@ -31,6 +31,7 @@
 //!   `LISTEN/NOTIFY` when work is submitted or released.
 #![deny(missing_docs)]
 
+mod connections;
 mod events;
 mod migrate;
 mod records;
@@ -61,6 +62,9 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 pub use migrate::SCHEMA_VERSION;
 use sql::{map_error, Sql};
+
+/// How long a pooled connection may have sat idle and still be handed out without a ping.
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 
 /// How to connect: the URL, the schema holding the tables, and the pool size.
 #[derive(Debug, Clone)]
@@ -109,6 +113,7 @@ pub struct PostgresStore {
     sql: Arc<Sql>,
     description: String,
     wake: Arc<wake::Listener>,
+    connections: Arc<connections::Connections>,
     events: Arc<events::EventWriter>,
     records: Arc<records::RecordWriter>,
 }
@@ -169,6 +174,19 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // sqlx pings every connection it hands out: a second round trip for every
+            // statement. A connection used within the last second is taken as alive (if it
+            // died meanwhile, the statement fails as retryable and the pool drops it); one that
+            // sat idle longer is pinged first, as sqlx would.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= TRUSTED_IDLE {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect)
             .await
             .map_err(|error| {
@@ -183,7 +201,9 @@ impl PostgresStore {
     /// The pool is used as configured. Pools this crate creates also set
     /// `idle_in_transaction_session_timeout = 30s`, so a client frozen mid-transaction cannot
     /// hold a task's row past its lease; set it on yours too (for example with
-    /// `PgConnectOptions::options`).
+    /// `PgConnectOptions::options`). They also ping a connection before handing it out only
+    /// when it sat idle for a second or more, where sqlx by default pings every time: a second
+    /// round trip for every statement (`PgPoolOptions::test_before_acquire`).
     pub async fn from_pool(pool: PgPool) -> StoreResult<Self> {
         Self::from_pool_in_schema(pool, "public").await
     }
@@ -204,14 +224,22 @@ impl PostgresStore {
     async fn open(pool: PgPool, schema: String, url: String) -> StoreResult<Self> {
         migrate::migrate(&pool, &schema, SystemClock.now_ms()).await?;
         let sql = Arc::new(Sql::new(&schema));
+        let connections = connections::Connections::new(pool.clone());
         Ok(Self {
             description: format!("{url} (schema {schema})"),
             wake: Arc::new(wake::Listener::new(
                 pool.clone(),
                 sql.notify_channel().to_owned(),
             )),
-            events: Arc::new(events::EventWriter::new(pool.clone(), Arc::clone(&sql))),
-            records: Arc::new(records::RecordWriter::new(pool.clone(), Arc::clone(&sql))),
+            events: Arc::new(events::EventWriter::new(
+                Arc::clone(&connections),
+                Arc::clone(&sql),
+            )),
+            records: Arc::new(records::RecordWriter::new(
+                Arc::clone(&connections),
+                Arc::clone(&sql),
+            )),
+            connections,
             sql,
             pool,
         })
@@ -228,15 +256,23 @@ impl PostgresStore {
     }
 
     async fn connection(&self, op: &'static str) -> StoreResult<PoolConnection<Postgres>> {
-        self.pool.acquire().await.map_err(|e| map_error(op, e))
+        self.connections.take(op).await
     }
 
-    async fn begin(&self, op: &'static str) -> StoreResult<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(|e| map_error(op, e))
+    /// Keeps a connection whose operation ended cleanly for the next one.
+    fn keep(&self, connection: PoolConnection<Postgres>) {
+        self.connections.keep(connection);
     }
 }
 
-async fn commit(tx: Transaction<'static, Postgres>, op: &'static str) -> StoreResult<()> {
+async fn begin<'c>(
+    connection: &'c mut PgConnection,
+    op: &'static str,
+) -> StoreResult<Transaction<'c, Postgres>> {
+    connection.begin().await.map_err(|e| map_error(op, e))
+}
+
+async fn commit(tx: Transaction<'_, Postgres>, op: &'static str) -> StoreResult<()> {
     tx.commit().await.map_err(|e| map_error(op, e))
 }
 
@@ -283,7 +319,11 @@ macro_rules! read {
     ($self:ident, $op:literal, |$c:ident| $body:expr) => {{
         let mut connection = $self.connection($op).await?;
         let $c = &mut *connection;
-        $body.await
+        let out = $body.await;
+        if out.is_ok() {
+            $self.keep(connection);
+        }
+        out
     }};
 }
 
@@ -295,11 +335,13 @@ macro_rules! write {
     ($self:ident, $op:literal, |$c:ident, $sql:ident| $body:expr) => {{
         let store = $self.clone();
         detached($op, async move {
-            let mut tx = store.begin($op).await?;
+            let mut connection = store.connection($op).await?;
+            let mut tx = begin(&mut connection, $op).await?;
             let $c = &mut *tx;
             let $sql = &*store.sql;
             let out = $body.await?;
             commit(tx, $op).await?;
+            store.keep(connection);
             Ok(out)
         })
         .await
@@ -315,7 +357,11 @@ macro_rules! statement {
             let mut connection = store.connection($op).await?;
             let $c = &mut *connection;
             let $sql = &*store.sql;
-            $body.await
+            let out = $body.await;
+            if out.is_ok() {
+                store.keep(connection);
+            }
+            out
         })
         .await
     }};
@@ -509,7 +555,7 @@ impl DurableStore for PostgresStore {
     }
 
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
-        self.events.append(events.to_vec()).await
+        self.events.append(events).await
     }
 
     async fn request_cancel(&self, run_id: &str, now: i64) -> StoreResult<CancelRequest> {

@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use smol_durable_core::store::{RecordStep, StepCas, StoreResult};
 use smol_durable_core::{StoreError, StoreErrorKind};
-use sqlx::PgPool;
+use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::connections::Connections;
 use crate::sql::{self, Sql};
 
 /// Most records written in one transaction.
@@ -31,11 +32,11 @@ pub(crate) struct RecordWriter {
 }
 
 impl RecordWriter {
-    pub(crate) fn new(pool: PgPool, sql: Arc<Sql>) -> Self {
+    pub(crate) fn new(connections: Arc<Connections>, sql: Arc<Sql>) -> Self {
         let (inbox, requests) = mpsc::unbounded_channel();
         Self {
             inbox,
-            task: tokio::spawn(write(pool, sql, requests)),
+            task: tokio::spawn(write(connections, sql, requests)),
         }
     }
 
@@ -61,7 +62,11 @@ impl Drop for RecordWriter {
     }
 }
 
-async fn write(pool: PgPool, sql: Arc<Sql>, mut requests: mpsc::UnboundedReceiver<Request>) {
+async fn write(
+    connections: Arc<Connections>,
+    sql: Arc<Sql>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+) {
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = requests.recv().await {
         // Waiting for a slot is when the queue fills up into the next batch.
@@ -75,24 +80,24 @@ async fn write(pool: PgPool, sql: Arc<Sql>, mut requests: mpsc::UnboundedReceive
                 Err(_) => break,
             }
         }
-        let (pool, sql) = (pool.clone(), Arc::clone(&sql));
+        let (connections, sql) = (Arc::clone(&connections), Arc::clone(&sql));
         tokio::spawn(async move {
-            write_batch(&pool, &sql, batch).await;
+            write_batch(&connections, &sql, batch).await;
             drop(slot);
         });
     }
 }
 
 /// Writes one batch and answers its callers.
-async fn write_batch(pool: &PgPool, sql: &Sql, mut batch: Vec<Request>) {
+async fn write_batch(connections: &Connections, sql: &Sql, mut batch: Vec<Request>) {
     if let [(record, _)] = batch.as_slice() {
-        let outcome = alone(pool, sql, record).await;
+        let outcome = alone(connections, sql, record).await;
         if let Some((_, done)) = batch.pop() {
             let _ = done.send(outcome);
         }
         return;
     }
-    match together(pool, sql, &batch).await {
+    match together(connections, sql, &batch).await {
         Ok(outcomes) => {
             for ((_, done), outcome) in batch.into_iter().zip(outcomes) {
                 let _ = done.send(Ok(outcome));
@@ -110,24 +115,30 @@ async fn write_batch(pool: &PgPool, sql: &Sql, mut batch: Vec<Request>) {
         Err(error) => {
             tracing::debug!(%error, records = batch.len(), "a batch of records was refused; writing them one by one");
             for (record, done) in batch {
-                let _ = done.send(alone(pool, sql, &record).await);
+                let _ = done.send(alone(connections, sql, &record).await);
             }
         }
     }
 }
 
 /// One record as one statement (its own transaction).
-async fn alone(pool: &PgPool, sql: &Sql, record: &RecordStep) -> StoreResult<StepCas> {
-    let mut connection = pool
-        .acquire()
-        .await
-        .map_err(|e| sql::map_error("record_step", e))?;
-    sql::record_step(&mut connection, sql, record).await
+async fn alone(connections: &Connections, sql: &Sql, record: &RecordStep) -> StoreResult<StepCas> {
+    let mut connection = connections.take("record_step").await?;
+    let outcome = sql::record_step(&mut connection, sql, record).await;
+    if outcome.is_ok() {
+        connections.keep(connection);
+    }
+    outcome
 }
 
 /// The records in one transaction, in the order they arrived; their outcomes in that order.
-async fn together(pool: &PgPool, sql: &Sql, batch: &[Request]) -> StoreResult<Vec<StepCas>> {
-    let mut tx = pool
+async fn together(
+    connections: &Connections,
+    sql: &Sql,
+    batch: &[Request],
+) -> StoreResult<Vec<StepCas>> {
+    let mut connection = connections.take("record_step").await?;
+    let mut tx = connection
         .begin()
         .await
         .map_err(|e| sql::map_error("record_step", e))?;
@@ -138,5 +149,6 @@ async fn together(pool: &PgPool, sql: &Sql, batch: &[Request]) -> StoreResult<Ve
     tx.commit()
         .await
         .map_err(|e| sql::map_error("record_step", e))?;
+    connections.keep(connection);
     Ok(outcomes)
 }

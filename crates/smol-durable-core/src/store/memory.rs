@@ -665,11 +665,7 @@ impl DurableStore for MemoryStore {
         if !attempt_running {
             return Ok(StepCas::Conflict(None));
         }
-        let mut step = record.step.into_claimed_row();
-        step.state = State::Completed;
-        step.result = Some(record.result);
-        step.lease_expires_at = None;
-        step.updated_at = record.now;
+        let step = record.step.into_completed_row(record.result, record.now);
         tables.add_step(step.clone());
         tables.insert_ledger(record.ledger);
         Ok(StepCas::Applied(step))

@@ -317,6 +317,19 @@ impl NewStep {
             updated_at: self.now,
         }
     }
+
+    /// The row a [`RecordStep`] of this step inserts: `completed` with `result` at `fence =
+    /// 1`, no lease, reached at `self.now` and completed at `completed_at`. A store answers a
+    /// record it wrote with this row instead of reading it back.
+    pub fn into_completed_row(self, result: Value, completed_at: i64) -> StepRecord {
+        StepRecord {
+            state: State::Completed,
+            result: Some(result),
+            lease_expires_at: None,
+            updated_at: completed_at,
+            ..self.into_claimed_row()
+        }
+    }
 }
 
 /// Outcome of [`DurableStore::insert_step`].

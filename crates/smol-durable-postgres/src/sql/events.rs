@@ -49,25 +49,55 @@ pub(crate) async fn read_newest_events(
     .await
 }
 
+/// An event as its row is written: taken from the caller's [`NewEvent`] once, with its
+/// document already written out, so the writer task moves it instead of copying it again.
+#[derive(Debug)]
+pub(crate) struct EventRow {
+    event_id: String,
+    run_id: String,
+    root_run_id: String,
+    attempt_id: Option<String>,
+    step_id: Option<String>,
+    event_type: &'static str,
+    payload: String,
+    created_at: i64,
+}
+
+impl EventRow {
+    pub(crate) fn new(event: &NewEvent) -> Self {
+        let payload = event.payload.to_string();
+        // JSONB cannot hold U+0000; an event is a log line, so it gets U+FFFD instead.
+        let payload = if payload.contains("\\u0000") {
+            payload.replace("\\u0000", "\\ufffd")
+        } else {
+            payload
+        };
+        Self {
+            event_id: event.event_id.clone(),
+            run_id: event.run_id.clone(),
+            root_run_id: event.root_run_id.clone(),
+            attempt_id: event.attempt_id.clone(),
+            step_id: event.step_id.clone(),
+            event_type: event.event_type.as_str(),
+            payload,
+            created_at: event.created_at,
+        }
+    }
+}
+
 pub(crate) async fn append_events(
     c: &mut PgConnection,
     sql: &Sql,
-    events: &[NewEvent],
+    events: &[&EventRow],
 ) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-    let run_ids: Vec<String> = events.iter().map(|e| e.run_id.clone()).collect();
-    let roots: Vec<String> = events.iter().map(|e| e.root_run_id.clone()).collect();
-    let attempts: Vec<Option<String>> = events.iter().map(|e| e.attempt_id.clone()).collect();
-    let steps: Vec<Option<String>> = events.iter().map(|e| e.step_id.clone()).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    // JSONB cannot hold U+0000; an event is a log line, so it gets U+FFFD instead.
-    let payloads: Vec<String> = events
-        .iter()
-        .map(|e| e.payload.to_string().replace("\\u0000", "\\ufffd"))
-        .collect();
+    let text =
+        |field: fn(&EventRow) -> &str| -> Vec<&str> { events.iter().map(|e| field(e)).collect() };
+    let maybe = |field: fn(&EventRow) -> Option<&str>| -> Vec<Option<&str>> {
+        events.iter().map(|e| field(e)).collect()
+    };
     let times: Vec<i64> = events.iter().map(|e| e.created_at).collect();
     // Ordinality keeps the given order in `seq`; events need no flush of their own.
     execute(
@@ -85,13 +115,13 @@ pub(crate) async fn append_events(
              ORDER BY e.n \
              ON CONFLICT (event_id) DO NOTHING",
         )
-        .bind(ids)
-        .bind(run_ids)
-        .bind(roots)
-        .bind(attempts)
-        .bind(steps)
-        .bind(types)
-        .bind(payloads)
+        .bind(text(|e| &e.event_id))
+        .bind(text(|e| &e.run_id))
+        .bind(text(|e| &e.root_run_id))
+        .bind(maybe(|e| e.attempt_id.as_deref()))
+        .bind(maybe(|e| e.step_id.as_deref()))
+        .bind(text(|e| e.event_type))
+        .bind(text(|e| &e.payload))
         .bind(times),
     )
     .await?;

@@ -296,9 +296,9 @@ pub(crate) async fn record_step(
          SELECT $1, $16, $17, $18, $19, $20, $21, $5, $22, $2, $23, $4, $24, $24, $3 \
          WHERE EXISTS (SELECT 1 FROM sw_workflow_attempts \
          WHERE attempt_id = $25 AND state = 'running' FOR SHARE) \
-         ON CONFLICT (run_id, checkpoint_name) DO NOTHING RETURNING *), ",
+         ON CONFLICT (run_id, checkpoint_name) DO NOTHING RETURNING step_id, notify_on_finish), ",
         ledger_insert!(),
-        finished_step!()
+        "SELECT 1 FROM done, (SELECT COUNT(*) FROM woken) AS woken_count"
     );
     let new = &record.step;
     // $1–$5 as in a completion (the fence is 1), so the ledger and the notification keep
@@ -323,8 +323,12 @@ pub(crate) async fn record_step(
         .bind(&new.worker_id)
         .bind(new.now)
         .bind(&record.attempt_id);
-    match one(c, op, query, rows::step).await? {
-        Some(row) => Ok(StepCas::Applied(row)),
+    match one(c, op, query, |_| Ok(())).await? {
+        // The row as written, without reading its documents back.
+        Some(()) => Ok(StepCas::Applied(
+            new.clone()
+                .into_completed_row(record.result.clone(), record.now),
+        )),
         None => Ok(StepCas::Conflict(
             get_step(c, sql, &new.run_id, &new.checkpoint_name).await?,
         )),

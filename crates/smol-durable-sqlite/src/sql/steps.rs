@@ -190,19 +190,18 @@ pub(crate) fn complete_step(c: &Connection, complete: &CompleteStep) -> Result<S
 pub(crate) fn record_step(c: &Connection, record: &RecordStep) -> Result<StepCas> {
     let op = "record_step";
     // Inserted only while the attempt that made the call is running: a deposed one is fenced.
-    let sql = format!(
+    const SQL: &str =
         "INSERT INTO sw_workflow_steps (step_id, run_id, root_run_id, step_kind, checkpoint_name, \
          input_signature_hash, input_signature_json, state, input_json, result_json, worker_id, \
          attempts, last_attempt_at, created_at, updated_at) \
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'completed', ?8, ?9, ?10, 1, ?11, ?11, ?12 \
          WHERE EXISTS (SELECT 1 FROM sw_workflow_attempts WHERE attempt_id = ?13 AND state = 'running') \
-         ON CONFLICT (run_id, checkpoint_name) DO NOTHING RETURNING {STEP_COLUMNS}"
-    );
+         ON CONFLICT (run_id, checkpoint_name) DO NOTHING RETURNING 1";
     let new = &record.step;
     let inserted = one(
         c,
         op,
-        &sql,
+        SQL,
         params![
             new.step_id,
             new.run_id,
@@ -218,12 +217,16 @@ pub(crate) fn record_step(c: &Connection, record: &RecordStep) -> Result<StepCas
             record.now,
             record.attempt_id,
         ],
-        rows::step,
+        |_| Ok(()),
     )?;
     match inserted {
-        Some(row) => {
+        // The row as written, without reading its documents back.
+        Some(()) => {
             insert_ledger(c, op, &record.ledger)?;
-            Ok(StepCas::Applied(row))
+            Ok(StepCas::Applied(
+                new.clone()
+                    .into_completed_row(record.result.clone(), record.now),
+            ))
         }
         None => Ok(StepCas::Conflict(get_step(
             c,
