@@ -19,9 +19,10 @@ use crate::sql::{self, Sql};
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 128;
-/// Batches written at once, each on its own connection: the server's cores work on several
-/// while the next one fills up.
-const BATCHES_IN_FLIGHT: usize = 4;
+/// Batches written at once, each on its own connection: one is written while the next fills
+/// up. More splits the queue into smaller batches with a commit each (four in flight gave
+/// ≈ 5 % less throughput than two in `scripts/bench-peers`' concurrent shape).
+const BATCHES_IN_FLIGHT: usize = 2;
 
 type Request = (RecordStep, oneshot::Sender<StoreResult<StepCas>>);
 
