@@ -125,8 +125,8 @@ fn now_ms() -> anyhow::Result<i64> {
 }
 
 /// `runs` runs of ten steps submitted to, and executed by, one worker running them all at once
-/// over one pool of `connections` connections (the store's listening connection comes on top,
-/// as DBOS's does), opened before the clock starts as Absurd's clients' are. Timed from just
+/// over one pool of `connections` connections (the store's listening connection among them;
+/// DBOS's comes on top), opened before the clock starts as Absurd's clients' are. Timed from just
 /// before the first submit to the last run's completion stamp.
 async fn concurrent(url: &str, runs: u64, connections: u32) -> anyhow::Result<Outcome> {
     let scripts = postgres::bench_scripts(false);
@@ -136,16 +136,17 @@ async fn concurrent(url: &str, runs: u64, connections: u32) -> anyhow::Result<Ou
     // Progress is watched on a connection of its own so it takes none from the pool measured.
     let observer =
         PostgresStore::connect_with(PostgresOptions::new(url).max_connections(1)).await?;
+    // Absurd's clients open their connections before the clock starts (each `Absurd(url)`
+    // connects at once); our pool opens them on demand, so it opens them here, before the
+    // worker's listener takes one of them.
+    let open = (0..connections).map(|_| store.pool().acquire());
+    drop(futures::future::try_join_all(open).await?);
     let worker = engine.worker(
         WorkerOptions::new()
             .concurrency(usize::try_from(runs).unwrap_or(usize::MAX))
             // Submissions wake it through the store's notifications; the poll is a fallback.
             .poll_interval(Duration::from_millis(50)),
     );
-    // Absurd's clients open their connections before the clock starts (each `Absurd(url)`
-    // connects at once); our pool opens them on demand, so it opens them here.
-    let open = (0..connections).map(|_| store.pool().acquire());
-    drop(futures::future::try_join_all(open).await?);
     let started_ms = now_ms()?;
     let started = Instant::now();
     for _ in 0..runs {

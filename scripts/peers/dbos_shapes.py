@@ -27,8 +27,8 @@ How DBOS is used (the way its docs intend):
   configurable) is left out, and printed on stderr with the whole wait.
 
 Connections: `sys_db_pool_size` = --connections (DBOS sets `max_overflow=0`, so that is the
-pool's ceiling); DBOS adds one LISTEN/NOTIFY connection of its own outside the pool, as our
-store does.
+pool's ceiling); DBOS adds one LISTEN/NOTIFY connection of its own outside the pool (our
+store's listener holds one of its pool's).
 """
 
 import os

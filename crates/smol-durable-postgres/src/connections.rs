@@ -20,9 +20,14 @@ use crate::sql::map_error;
 
 /// How long a kept connection waits for its next operation before going back to the pool.
 const LINGER: Duration = Duration::from_millis(50);
+/// Every this many sweeps (30 s) all kept connections go back to the pool, busy or not: the
+/// pool retires a connection past its lifetime only when it is given back.
+const RECYCLE_EVERY: u32 = 600;
 
 /// Connections kept between operations: at most half the pool (none of a one-connection
-/// pool), so other users of a shared pool always find the rest.
+/// pool), and only while the pool is not exhausted, so whoever waits on the pool (another
+/// operation, the listener reconnecting, a host application sharing it) is served by the next
+/// connection given back.
 #[derive(Debug)]
 pub(crate) struct Connections {
     pool: PgPool,
@@ -57,7 +62,10 @@ impl Connections {
 
     /// Keeps a connection whose operation ended cleanly (else it goes back to the pool).
     pub(crate) fn keep(&self, connection: PoolConnection<Postgres>) {
-        if self.pool.is_closed() {
+        // Every connection open and none idle: someone may be waiting on the pool.
+        let exhausted = self.pool.num_idle() == 0
+            && self.pool.size() >= self.pool.options().get_max_connections();
+        if self.pool.is_closed() || exhausted {
             return;
         }
         if let Ok(mut kept) = self.kept.lock() {
@@ -86,13 +94,29 @@ impl Connections {
     }
 }
 
+impl Drop for Connections {
+    fn drop(&mut self) {
+        // A connection given back to the pool spawns a task; outside a runtime (the store
+        // outlived it) that would panic, so the kept ones are closed instead.
+        if tokio::runtime::Handle::try_current().is_err() {
+            if let Ok(kept) = self.kept.get_mut() {
+                for (connection, _) in kept.drain(..) {
+                    drop(connection.detach());
+                }
+            }
+        }
+    }
+}
+
 async fn give_back_unused(connections: Weak<Connections>) {
+    let mut sweeps: u32 = 0;
     loop {
         tokio::time::sleep(LINGER).await;
         let Some(connections) = connections.upgrade() else {
             return;
         };
-        let linger = if connections.pool.is_closed() {
+        sweeps = sweeps.wrapping_add(1);
+        let linger = if connections.pool.is_closed() || sweeps.is_multiple_of(RECYCLE_EVERY) {
             Duration::ZERO
         } else {
             LINGER

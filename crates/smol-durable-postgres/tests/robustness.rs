@@ -292,3 +292,69 @@ async fn records_written_together_keep_their_own_outcomes() {
     let steps = store.load_steps(&run_id).await.expect("steps");
     assert_eq!(steps.len(), 40);
 }
+
+/// The store keeps connections between its operations; a caller waiting on the same pool (the
+/// listener reconnecting, a host application sharing it) must still be served while the
+/// store is busy, not only once the store falls idle.
+#[cfg_attr(
+    smol_durable_no_postgres,
+    ignore = "no PostgreSQL test server named: run scripts/test (it sets SMOL_DURABLE_TEST_POSTGRES_URL)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_on_the_pool_is_served_while_the_store_is_busy() {
+    let url = postgres_test_url("pool waiters");
+    let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let store = PostgresStore::connect_with(
+        PostgresOptions::new(&url)
+            .schema(schema.as_str())
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(20)),
+    )
+    .await
+    .expect("connect");
+    let created = store
+        .create_run(NewRun::new(
+            ClaimScope::Local,
+            "owner_a",
+            WorkflowInfo::new(),
+            json!({}),
+            1,
+        ))
+        .await
+        .expect("create");
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, busy, run_id) = (
+                store.clone(),
+                std::sync::Arc::clone(&busy),
+                created.run.run_id.clone(),
+            );
+            tokio::spawn(async move {
+                let mut reads = 0_u64;
+                while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.get_run(&run_id).await.expect("read");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        let waited = std::time::Instant::now();
+        let connection = tokio::time::timeout(Duration::from_secs(5), store.pool().acquire())
+            .await
+            .expect("a waiter is served while the store is busy")
+            .expect("acquire");
+        drop(connection);
+        assert!(waited.elapsed() < Duration::from_secs(5));
+    }
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        assert!(
+            reader.await.expect("reader") > 0,
+            "every reader got through"
+        );
+    }
+}
