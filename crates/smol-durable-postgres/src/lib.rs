@@ -27,6 +27,9 @@
 //!   each other share one transaction and one flush; claims, events and heartbeats commit
 //!   without waiting for a WAL flush, and events of concurrent runs share statements (held up
 //!   to 20 ms).
+//! - A statement is one round trip: the store keeps its connections between operations instead
+//!   of handing them back to the pool, whose test of every returned connection would be a
+//!   second one (see `docs/scaling.md`).
 //! - Workers claim runner tasks with `FOR UPDATE SKIP LOCKED`, and idle workers are woken by
 //!   `LISTEN/NOTIFY` when work is submitted or released.
 #![deny(missing_docs)]
