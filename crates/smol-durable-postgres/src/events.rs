@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use smol_durable_core::store::{NewEvent, StoreResult};
+use smol_durable_core::store::{EventRow, NewEvent, StoreResult};
 use smol_durable_core::{StoreError, StoreErrorKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::connections::Connections;
-use crate::sql::{self, EventRow, Sql};
+use crate::sql::{self, Sql};
 
 /// How long the first events of a batch wait for company.
 const HOLD: Duration = Duration::from_millis(20);
@@ -36,7 +36,7 @@ impl EventWriter {
     }
 
     pub(crate) async fn append(&self, events: &[NewEvent]) -> StoreResult<()> {
-        let events = events.iter().map(EventRow::new).collect();
+        let events = events.iter().map(sql::event_row).collect();
         let (done, answer) = oneshot::channel();
         let gone = || {
             StoreError::new(

@@ -625,7 +625,10 @@ impl DurableStore for SqliteStore {
             return Ok(());
         }
         // Serialised here, on the caller's thread: the writer thread is every write's queue.
-        let rows: Vec<sql::EventRow> = events.iter().map(sql::EventRow::from).collect();
+        let rows: Vec<smol_durable_core::store::EventRow> = events
+            .iter()
+            .map(smol_durable_core::store::EventRow::from)
+            .collect();
         self.write("append_events", Commit::Deferred, move |c| {
             sql::append_events(c, &rows)
         })

@@ -23,9 +23,9 @@ pub use records::{
 };
 pub use requests::{
     AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
-    CompleteStep, ConsumeSignal, CreatedRun, FailStep, FinishAttempt, InsertStep, NewChildRun,
-    NewEvent, NewRun, NewSignal, NewStep, RecordStep, RenewLeases, RenewOutcome, RunFilter,
-    RunOutcome, SignalConsume, SignalSend, StartAttempt, StepCas, StepLease, WaitFilter,
+    CompleteStep, ConsumeSignal, CreatedRun, EventRow, FailStep, FinishAttempt, InsertStep,
+    NewChildRun, NewEvent, NewRun, NewSignal, NewStep, RecordStep, RenewLeases, RenewOutcome,
+    RunFilter, RunOutcome, SignalConsume, SignalSend, StartAttempt, StepCas, StepLease, WaitFilter,
 };
 pub use retry::{RetryingStore, StoreRetryPolicy};
 

@@ -486,6 +486,45 @@ pub struct NewEvent {
     pub created_at: i64,
 }
 
+/// An event as a database writes its row: a [`NewEvent`] with its document already written out
+/// as JSON text. A store takes it on the caller's side, once, so its writer thread or task
+/// moves the row instead of copying the event again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventRow {
+    /// `evt_…`
+    pub event_id: String,
+    /// Run it is about.
+    pub run_id: String,
+    /// Root run.
+    pub root_run_id: String,
+    /// Attempt.
+    pub attempt_id: Option<String>,
+    /// Step.
+    pub step_id: Option<String>,
+    /// Kind, by name (`workflow.log`, …).
+    pub event_type: &'static str,
+    /// Document, as JSON text.
+    pub payload: String,
+    /// Time.
+    pub created_at: i64,
+}
+
+impl From<&NewEvent> for EventRow {
+    fn from(event: &NewEvent) -> Self {
+        Self {
+            event_id: event.event_id.clone(),
+            run_id: event.run_id.clone(),
+            root_run_id: event.root_run_id.clone(),
+            attempt_id: event.attempt_id.clone(),
+            step_id: event.step_id.clone(),
+            event_type: event.event_type.as_str(),
+            payload: event.payload.to_string(),
+            created_at: event.created_at,
+        }
+    }
+}
+
 /// Outcome of [`DurableStore::request_cancel`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

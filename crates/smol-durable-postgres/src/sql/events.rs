@@ -1,6 +1,7 @@
 //! Events: appended in order, read back.
 
 use super::*;
+use smol_durable_core::store::EventRow;
 
 pub(crate) async fn read_events(
     c: &mut PgConnection,
@@ -49,40 +50,14 @@ pub(crate) async fn read_newest_events(
     .await
 }
 
-/// An event as its row is written: taken from the caller's [`NewEvent`] once, with its
-/// document already written out, so the writer task moves it instead of copying it again.
-#[derive(Debug)]
-pub(crate) struct EventRow {
-    event_id: String,
-    run_id: String,
-    root_run_id: String,
-    attempt_id: Option<String>,
-    step_id: Option<String>,
-    event_type: &'static str,
-    payload: String,
-    created_at: i64,
-}
-
-impl EventRow {
-    pub(crate) fn new(event: &NewEvent) -> Self {
-        let payload = event.payload.to_string();
-        // JSONB cannot hold U+0000; an event is a log line, so it gets U+FFFD instead.
-        let payload = if payload.contains("\\u0000") {
-            payload.replace("\\u0000", "\\ufffd")
-        } else {
-            payload
-        };
-        Self {
-            event_id: event.event_id.clone(),
-            run_id: event.run_id.clone(),
-            root_run_id: event.root_run_id.clone(),
-            attempt_id: event.attempt_id.clone(),
-            step_id: event.step_id.clone(),
-            event_type: event.event_type.as_str(),
-            payload,
-            created_at: event.created_at,
-        }
+/// An event's row as PostgreSQL can hold it: JSONB cannot hold U+0000, and an event is a log
+/// line, so it gets U+FFFD instead.
+pub(crate) fn event_row(event: &NewEvent) -> EventRow {
+    let mut row = EventRow::from(event);
+    if row.payload.contains("\\u0000") {
+        row.payload = row.payload.replace("\\u0000", "\\ufffd");
     }
+    row
 }
 
 pub(crate) async fn append_events(

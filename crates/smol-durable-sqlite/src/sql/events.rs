@@ -40,35 +40,10 @@ pub(crate) fn read_newest_events(
     )
 }
 
-/// An event as its row is written: the payload already JSON text.
-#[derive(Debug)]
-pub(crate) struct EventRow {
-    event_id: String,
-    run_id: String,
-    root_run_id: String,
-    attempt_id: Option<String>,
-    step_id: Option<String>,
-    event_type: &'static str,
-    payload: String,
-    created_at: i64,
-}
-
-impl From<&NewEvent> for EventRow {
-    fn from(event: &NewEvent) -> Self {
-        Self {
-            event_id: event.event_id.clone(),
-            run_id: event.run_id.clone(),
-            root_run_id: event.root_run_id.clone(),
-            attempt_id: event.attempt_id.clone(),
-            step_id: event.step_id.clone(),
-            event_type: event.event_type.as_str(),
-            payload: text(&event.payload),
-            created_at: event.created_at,
-        }
-    }
-}
-
-pub(crate) fn append_events(c: &Connection, events: &[EventRow]) -> Result<()> {
+pub(crate) fn append_events(
+    c: &Connection,
+    events: &[smol_durable_core::store::EventRow],
+) -> Result<()> {
     for event in events {
         execute(
             c,
