@@ -50,25 +50,33 @@ struct Tables {
     last_signal_seq: i64,
 }
 
-/// An [`EventRecord`] with its payload as JSON text (`row.payload` is left null).
+/// An event as the databases keep it: its row with the payload as JSON text, and its `seq`.
 #[derive(Debug)]
 struct StoredEvent {
-    row: EventRecord,
-    payload: Box<str>,
+    seq: i64,
+    row: EventRow,
 }
 
 impl StoredEvent {
     fn record(&self) -> StoreResult<EventRecord> {
-        let payload = serde_json::from_str(&self.payload).map_err(|error| {
+        let row = &self.row;
+        let payload = serde_json::from_str(&row.payload).map_err(|error| {
             StoreError::new(
                 StoreErrorKind::Corrupt,
                 "read_events",
-                format!("event {}: {error}", self.row.event_id),
+                format!("event {}: {error}", row.event_id),
             )
         })?;
         Ok(EventRecord {
+            event_id: row.event_id.clone(),
+            seq: self.seq,
+            run_id: row.run_id.clone(),
+            root_run_id: row.root_run_id.clone(),
+            attempt_id: row.attempt_id.clone(),
+            step_id: row.step_id.clone(),
+            event_type: row.event_type.to_owned(),
             payload,
-            ..self.row.clone()
+            created_at: row.created_at,
         })
     }
 }
@@ -777,32 +785,14 @@ impl DurableStore for MemoryStore {
         let mut tables = self.lock()?;
         for event in events {
             // Appending is idempotent by event id (a retried append whose answer was lost).
-            if tables.event_ids.contains(&event.event_id) {
+            if !tables.event_ids.insert(event.event_id.clone()) {
                 continue;
             }
-            let payload = serde_json::to_string(&event.payload).map_err(|error| {
-                StoreError::new(
-                    StoreErrorKind::Other,
-                    "append_events",
-                    format!("event {} could not be written out: {error}", event.event_id),
-                )
-            })?;
-            tables.event_ids.insert(event.event_id.clone());
             tables.last_event_seq += 1;
             let seq = tables.last_event_seq;
             tables.events.push(StoredEvent {
-                row: EventRecord {
-                    event_id: event.event_id.clone(),
-                    seq,
-                    run_id: event.run_id.clone(),
-                    root_run_id: event.root_run_id.clone(),
-                    attempt_id: event.attempt_id.clone(),
-                    step_id: event.step_id.clone(),
-                    event_type: event.event_type.as_str().to_owned(),
-                    payload: Value::Null,
-                    created_at: event.created_at,
-                },
-                payload: payload.into_boxed_str(),
+                seq,
+                row: EventRow::from(event),
             });
         }
         Ok(())
@@ -1055,7 +1045,7 @@ impl StoreAdmin for MemoryStore {
         tables
             .events
             .iter()
-            .filter(|event| event.row.seq > after_seq)
+            .filter(|event| event.seq > after_seq)
             .filter(|event| event.row.run_id == run_id || event.row.root_run_id == run_id)
             .take(limit)
             .map(StoredEvent::record)
