@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::json;
-use smol_durable_core::store::NewEvent;
+use smol_durable_core::store::{EventRow, NewEvent};
 use smol_durable_core::{DurableStore, EventType, RunRequest, SubmitOptions};
 use smol_durable_sqlite::{Durability, SqliteOptions, SqliteStore};
 
@@ -189,7 +189,7 @@ async fn event_latency(
         let marker = format!("bench-probe-{n}");
         let written = Instant::now();
         store
-            .append_events(&[NewEvent {
+            .append_events(&[EventRow::from(&NewEvent {
                 event_id: smol_durable_core::new_id("evt"),
                 run_id: run.run_id.clone(),
                 root_run_id: run.root_run_id.clone(),
@@ -198,7 +198,7 @@ async fn event_latency(
                 event_type: EventType::Log,
                 payload: json!({ "type": "workflow.log", "data": { "message": marker } }),
                 created_at: 0,
-            }])
+            })])
             .await?;
         loop {
             let (arrived, at) = tokio::time::timeout(Duration::from_secs(10), arrivals.recv())

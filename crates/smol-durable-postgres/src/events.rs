@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use smol_durable_core::store::{EventRow, NewEvent, StoreResult};
+use smol_durable_core::store::{EventRow, StoreResult};
 use smol_durable_core::{StoreError, StoreErrorKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -35,7 +35,7 @@ impl EventWriter {
         }
     }
 
-    pub(crate) async fn append(&self, events: &[NewEvent]) -> StoreResult<()> {
+    pub(crate) async fn append(&self, events: &[EventRow]) -> StoreResult<()> {
         let events = events.iter().map(sql::event_row).collect();
         let (done, answer) = oneshot::channel();
         let gone = || {

@@ -50,8 +50,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
-    CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
-    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
+    CompleteStep, CreatedRun, EventRecord, EventRow, FailStep, FinishAttempt, InsertStep,
+    LedgerEntry, NewChildRun, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
     RunFilter, RunOutcome, RunRecord, RunStart, StartAttempt, StepCas, StepRecord, StoreAdmin,
     StoreCapabilities, StoreResult, TaskRecord,
 };
@@ -528,9 +528,9 @@ impl DurableStore for PostgresStore {
         ))
     }
 
-    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
-        // Group commit across this handle's runs (see `records`).
-        self.records.record(record).await
+    async fn record_step(&self, record: &RecordStep) -> StoreResult<StepCas> {
+        // Group commit across this handle's runs (see `records`), on the writer's own copy.
+        self.records.record(record.clone()).await
     }
 
     async fn fail_step(&self, fail: FailStep) -> StoreResult<StepCas> {
@@ -557,7 +557,7 @@ impl DurableStore for PostgresStore {
         ))
     }
 
-    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+    async fn append_events(&self, events: &[EventRow]) -> StoreResult<()> {
         self.events.append(events).await
     }
 

@@ -133,15 +133,17 @@ async fn stalled_transactions_are_ended_by_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_with_a_nul_character_is_stored() {
     let (_, _, store, created) = one_run("NUL in events", ClaimScope::Local).await;
-    let event = |text: &str| smol_durable_core::store::NewEvent {
-        event_id: smol_durable_core::new_id("evt"),
-        run_id: created.run.run_id.clone(),
-        root_run_id: created.run.run_id.clone(),
-        attempt_id: None,
-        step_id: None,
-        event_type: smol_durable_core::EventType::Log,
-        payload: json!({ "message": text }),
-        created_at: 2,
+    let event = |text: &str| {
+        smol_durable_core::store::EventRow::from(&smol_durable_core::store::NewEvent {
+            event_id: smol_durable_core::new_id("evt"),
+            run_id: created.run.run_id.clone(),
+            root_run_id: created.run.run_id.clone(),
+            attempt_id: None,
+            step_id: None,
+            event_type: smol_durable_core::EventType::Log,
+            payload: json!({ "message": text }),
+            created_at: 2,
+        })
     };
     store
         .append_events(&[event("before"), event("a\u{0}b"), event("after")])
@@ -267,8 +269,7 @@ async fn records_written_together_keep_their_own_outcomes() {
         .collect();
     records.push(record("agent:7".into(), "second"));
     records.push(record("agent:nul".into(), "a\u{0}b"));
-    let outcomes =
-        futures::future::join_all(records.into_iter().map(|r| store.record_step(r))).await;
+    let outcomes = futures::future::join_all(records.iter().map(|r| store.record_step(r))).await;
     let (mut applied, mut taken, mut refused) = (0, 0, 0);
     for outcome in outcomes {
         match outcome {

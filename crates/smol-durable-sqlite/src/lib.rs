@@ -49,8 +49,8 @@ use rusqlite::Connection;
 use serde_json::Value;
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
-    CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
-    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
+    CompleteStep, CreatedRun, EventRecord, EventRow, FailStep, FinishAttempt, InsertStep,
+    LedgerEntry, NewChildRun, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
     RunFilter, RunOutcome, RunRecord, StartAttempt, StepCas, StepRecord, StoreAdmin,
     StoreCapabilities, StoreResult, TaskRecord,
 };
@@ -583,10 +583,12 @@ impl DurableStore for SqliteStore {
         .await
     }
 
-    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
-        // A completion, claim and all: durable.
+    async fn record_step(&self, record: &RecordStep) -> StoreResult<StepCas> {
+        // A completion, claim and all: durable. Copied once, for the writer thread, which
+        // answers with the row built from that copy.
+        let record = record.clone();
         self.write("record_step", Commit::Durable, move |c| {
-            sql::record_step(c, &record)
+            sql::record_step(c, record)
         })
         .await
     }
@@ -620,15 +622,11 @@ impl DurableStore for SqliteStore {
             .await
     }
 
-    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+    async fn append_events(&self, events: &[EventRow]) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
         }
-        // Serialised here, on the caller's thread: the writer thread is every write's queue.
-        let rows: Vec<smol_durable_core::store::EventRow> = events
-            .iter()
-            .map(smol_durable_core::store::EventRow::from)
-            .collect();
+        let rows = events.to_vec();
         self.write("append_events", Commit::Deferred, move |c| {
             sql::append_events(c, &rows)
         })

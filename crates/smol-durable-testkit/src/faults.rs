@@ -24,8 +24,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
-    CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
-    NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
+    CompleteStep, CreatedRun, EventRecord, EventRow, FailStep, FinishAttempt, InsertStep,
+    LedgerEntry, NewChildRun, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
     RunFilter, RunOutcome, RunRecord, RunStart, StartAttempt, StepCas, StepRecord, StoreAdmin,
     StoreCapabilities, StoreResult, TaskRecord,
 };
@@ -381,7 +381,7 @@ impl DurableStore for FaultyStore {
             .await
     }
 
-    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
+    async fn record_step(&self, record: &RecordStep) -> StoreResult<StepCas> {
         self.inject("record_step", || self.inner.record_step(record))
             .await
     }
@@ -406,7 +406,7 @@ impl DurableStore for FaultyStore {
             .await
     }
 
-    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+    async fn append_events(&self, events: &[EventRow]) -> StoreResult<()> {
         self.inject("append_events", || self.inner.append_events(events))
             .await
     }

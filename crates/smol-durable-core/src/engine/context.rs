@@ -13,7 +13,7 @@ use super::event_writer::WriterMessage;
 use super::shared::EngineShared;
 use crate::events::{EventMetadata, EventType, WorkflowEvent};
 use crate::script::BudgetSnapshot;
-use crate::store::{AttemptRecord, NewEvent, RunRecord};
+use crate::store::{AttemptRecord, EventRow, RunRecord};
 use crate::Error;
 
 /// A step this attempt holds and must keep leased.
@@ -432,16 +432,13 @@ impl AttemptCtx {
             event.elapsed_nanos =
                 Some(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         }
-        let record = NewEvent {
-            event_id: crate::new_id("evt"),
-            run_id: event.metadata.subject_run_id().to_owned(),
-            root_run_id: self.root_run_id.clone(),
-            attempt_id: Some(self.attempt.attempt_id.clone()),
-            step_id: event.metadata.step_id.clone(),
-            event_type,
-            payload: event.to_json(),
-            created_at: self.now(),
-        };
+        let record = EventRow::emitted(
+            &event,
+            event.metadata.subject_run_id().to_owned(),
+            self.root_run_id.clone(),
+            Some(self.attempt.attempt_id.clone()),
+            self.now(),
+        );
         let _ = writer.send(WriterMessage::Event(Box::new((record, event))));
     }
 

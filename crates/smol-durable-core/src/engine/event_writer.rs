@@ -7,11 +7,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::shared::EngineShared;
 use crate::events::WorkflowEvent;
-use crate::store::NewEvent;
+use crate::store::EventRow;
 
 /// What the writer receives.
 pub(crate) enum WriterMessage {
-    Event(Box<(NewEvent, WorkflowEvent)>),
+    Event(Box<(EventRow, WorkflowEvent)>),
     /// Flush, then stop: the attempt is over even if stray copies of its context live on.
     Close(oneshot::Sender<()>),
 }
@@ -39,7 +39,7 @@ pub(crate) async fn write_events(
             }
         }
         if !batch.is_empty() {
-            let (records, events): (Vec<NewEvent>, Vec<WorkflowEvent>) = batch.drain(..).unzip();
+            let (records, events): (Vec<EventRow>, Vec<WorkflowEvent>) = batch.drain(..).unzip();
             if let Err(error) = engine.store.append_events(&records).await {
                 tracing::warn!(%error, "could not store workflow events");
             }

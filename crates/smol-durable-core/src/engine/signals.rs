@@ -8,7 +8,7 @@ use crate::events::{EventMetadata, EventType, WorkflowEvent};
 use crate::limits::json_len;
 use crate::schema::OutputSchema;
 use crate::signals::{check_signal_name, OpenWait, SignalOptions, SignalReceipt};
-use crate::store::{NewEvent, NewSignal, RunRecord, SignalSend, SignalState, WaitFilter};
+use crate::store::{EventRow, NewSignal, RunRecord, SignalSend, SignalState, WaitFilter};
 use crate::Error;
 
 impl Engine {
@@ -153,16 +153,13 @@ impl Engine {
             .with("name", name)
             .with("delivered", delivered)
             .with("receivedAt", crate::clock::rfc3339_ms(now));
-        let record = NewEvent {
-            event_id: crate::new_id("evt"),
-            run_id: run.run_id.clone(),
-            root_run_id: run.root_run_id.clone(),
-            attempt_id: None,
-            step_id: None,
-            event_type: EventType::SignalReceived,
-            payload: event.to_json(),
-            created_at: now,
-        };
+        let record = EventRow::emitted(
+            &event,
+            run.run_id.clone(),
+            run.root_run_id.clone(),
+            None,
+            now,
+        );
         if let Err(error) = self.shared.store.append_events(&[record]).await {
             tracing::warn!(%error, signal_id, "could not record the signal_received event");
         }

@@ -207,27 +207,25 @@ pub async fn record_completed(
     ledger: Vec<LedgerEntry>,
     now: i64,
 ) -> Result<Recorded, Error> {
-    let step_id = step.step_id.clone();
-    // Kept for the rare record that meets an unfinished row (a ledger is a row or two).
-    let kept = ledger.clone();
-    let outcome = store
-        .record_step(RecordStep {
-            step,
-            attempt_id: attempt_id.to_owned(),
-            result: result.clone(),
-            ledger,
-            now,
-        })
-        .await?;
+    let record = RecordStep {
+        step,
+        attempt_id: attempt_id.to_owned(),
+        result,
+        ledger,
+        now,
+    };
+    let outcome = store.record_step(&record).await?;
     match outcome {
         StepCas::Conflict(Some(row)) if row.state != crate::store::State::Completed => {
             Ok(Recorded::Held {
                 row: Box::new(row),
-                result,
-                ledger: kept,
+                result: record.result,
+                ledger: record.ledger,
             })
         }
-        outcome => settle_completion(outcome, result, &step_id).map(Recorded::Completed),
+        outcome => {
+            settle_completion(outcome, record.result, &record.step.step_id).map(Recorded::Completed)
+        }
     }
 }
 

@@ -661,7 +661,7 @@ impl DurableStore for MemoryStore {
         Ok(InsertStep::Inserted(step))
     }
 
-    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
+    async fn record_step(&self, record: &RecordStep) -> StoreResult<StepCas> {
         let mut tables = self.lock()?;
         if let Some(existing) = tables.step_named(&record.step.run_id, &record.step.checkpoint_name)
         {
@@ -673,9 +673,12 @@ impl DurableStore for MemoryStore {
         if !attempt_running {
             return Ok(StepCas::Conflict(None));
         }
-        let step = record.step.into_completed_row(record.result, record.now);
+        let step = record
+            .step
+            .clone()
+            .into_completed_row(record.result.clone(), record.now);
         tables.add_step(step.clone());
-        tables.insert_ledger(record.ledger);
+        tables.insert_ledger(record.ledger.clone());
         Ok(StepCas::Applied(step))
     }
 
@@ -781,7 +784,7 @@ impl DurableStore for MemoryStore {
             .collect())
     }
 
-    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+    async fn append_events(&self, events: &[EventRow]) -> StoreResult<()> {
         let mut tables = self.lock()?;
         for event in events {
             // Appending is idempotent by event id (a retried append whose answer was lost).
@@ -792,7 +795,7 @@ impl DurableStore for MemoryStore {
             let seq = tables.last_event_seq;
             tables.events.push(StoredEvent {
                 seq,
-                row: EventRow::from(event),
+                row: event.clone(),
             });
         }
         Ok(())

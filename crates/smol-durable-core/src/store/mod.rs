@@ -231,15 +231,18 @@ pub trait DurableStore: StoreAdmin {
     /// The default claims and completes in two transactions ([`insert_step`](Self::insert_step),
     /// [`complete_step`](Self::complete_step)) without checking the attempt — still exactly
     /// one stored result, since both writes are fenced — and the built-in stores override it.
-    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
-        match self.insert_step(record.step).await? {
+    ///
+    /// Borrowed, like [`append_events`](Self::append_events): a retry needs no copy, and the
+    /// caller keeps the result it hands back to the script.
+    async fn record_step(&self, record: &RecordStep) -> StoreResult<StepCas> {
+        match self.insert_step(record.step.clone()).await? {
             InsertStep::Existing(row) => Ok(StepCas::Conflict(Some(row))),
             InsertStep::Inserted(row) => {
                 self.complete_step(CompleteStep {
                     step_id: row.step_id,
                     fence: row.fence,
-                    result: record.result,
-                    ledger: record.ledger,
+                    result: record.result.clone(),
+                    ledger: record.ledger.clone(),
                     now: record.now,
                 })
                 .await
@@ -272,8 +275,9 @@ pub trait DurableStore: StoreAdmin {
 
     /// Appends events in the given order, assigning increasing `seq`; an event whose id is
     /// already stored is skipped, so an append may be repeated safely. Borrowed, so a retry
-    /// needs no copy of the batch.
-    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()>;
+    /// needs no copy of the batch. Rows carry their documents as JSON text, written once by
+    /// whoever emitted them ([`EventRow::from`] a [`NewEvent`]).
+    async fn append_events(&self, events: &[EventRow]) -> StoreResult<()>;
 
     /// Records a cancellation request for a root run, in one transaction that asks
     /// [`decide::cancel_request`](crate::decide::cancel_request) what it does: a finished task

@@ -21,8 +21,8 @@ use async_trait::async_trait;
 
 use super::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimStep, ClaimedTask,
-    CompleteStep, CreatedRun, DurableStore, EventRecord, FailStep, FinishAttempt, InsertStep,
-    LedgerEntry, NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases,
+    CompleteStep, CreatedRun, DurableStore, EventRecord, EventRow, FailStep, FinishAttempt,
+    InsertStep, LedgerEntry, NewChildRun, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases,
     RenewOutcome, RunFilter, RunOutcome, RunRecord, RunStart, StartAttempt, State, StepCas,
     StepRecord, StoreAdmin, StoreCapabilities, StoreResult, TaskRecord,
 };
@@ -483,12 +483,12 @@ impl DurableStore for RetryingStore {
         }
     }
 
-    async fn record_step(&self, record: RecordStep) -> StoreResult<StepCas> {
+    async fn record_step(&self, record: &RecordStep) -> StoreResult<StepCas> {
         let tried = self
-            .retry("record_step", || self.inner.record_step(record.clone()))
+            .retry("record_step", || self.inner.record_step(record))
             .await;
         match tried.result {
-            Ok(outcome) if tried.maybe_committed => Ok(settle_retried_record(&record, outcome)),
+            Ok(outcome) if tried.maybe_committed => Ok(settle_retried_record(record, outcome)),
             other => other,
         }
     }
@@ -519,7 +519,7 @@ impl DurableStore for RetryingStore {
             .await
     }
 
-    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+    async fn append_events(&self, events: &[EventRow]) -> StoreResult<()> {
         // Stores skip event ids they already hold.
         self.idempotent("append_events", || self.inner.append_events(events))
             .await

@@ -52,8 +52,8 @@ pub(crate) async fn read_newest_events(
 
 /// An event's row as PostgreSQL can hold it: JSONB cannot hold U+0000, and an event is a log
 /// line, so it gets U+FFFD instead.
-pub(crate) fn event_row(event: &NewEvent) -> EventRow {
-    let mut row = EventRow::from(event);
+pub(crate) fn event_row(event: &EventRow) -> EventRow {
+    let mut row = event.clone();
     if row.payload.contains("\\u0000") {
         row.payload = row.payload.replace("\\u0000", "\\ufffd");
     }

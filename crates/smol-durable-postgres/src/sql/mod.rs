@@ -36,9 +36,9 @@ use smol_durable_core::decide::{
 use smol_durable_core::store::{
     AttemptRecord, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep, ClaimedTask,
     CompleteStep, CreatedRun, EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry,
-    LedgerSource, NewChildRun, NewEvent, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases,
-    RenewOutcome, RunFilter, RunOutcome, RunRecord, RunStart, StartAttempt, State, StepCas,
-    StepRecord, TaskRecord,
+    LedgerSource, NewChildRun, NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RenewOutcome,
+    RunFilter, RunOutcome, RunRecord, RunStart, StartAttempt, State, StepCas, StepRecord,
+    TaskRecord,
 };
 use smol_durable_core::store::{
     ConsumeSignal, NewSignal, SignalConsume, SignalRecord, SignalSend, SignalState, WaitFilter,

@@ -187,7 +187,7 @@ pub(crate) fn complete_step(c: &Connection, complete: &CompleteStep) -> Result<S
     cas_outcome(c, op, &complete.step_id, updated)
 }
 
-pub(crate) fn record_step(c: &Connection, record: &RecordStep) -> Result<StepCas> {
+pub(crate) fn record_step(c: &Connection, record: RecordStep) -> Result<StepCas> {
     let op = "record_step";
     // Inserted only while the attempt that made the call is running: a deposed one is fenced.
     const SQL: &str =
@@ -224,8 +224,7 @@ pub(crate) fn record_step(c: &Connection, record: &RecordStep) -> Result<StepCas
         Some(()) => {
             insert_ledger(c, op, &record.ledger)?;
             Ok(StepCas::Applied(
-                new.clone()
-                    .into_completed_row(record.result.clone(), record.now),
+                record.step.into_completed_row(record.result, record.now),
             ))
         }
         None => Ok(StepCas::Conflict(get_step(

@@ -20,8 +20,8 @@ macro_rules! __store_events_cases {
 }
 
 /// A `workflow.log` event of `run` carrying `payload`.
-fn log_event(run: &CreatedRun, payload: Value) -> NewEvent {
-    NewEvent {
+fn log_event(run: &CreatedRun, payload: Value) -> EventRow {
+    EventRow::from(&NewEvent {
         event_id: smol_durable_core::new_id("evt"),
         run_id: run.run.run_id.clone(),
         root_run_id: run.run.run_id.clone(),
@@ -30,7 +30,7 @@ fn log_event(run: &CreatedRun, payload: Value) -> NewEvent {
         event_type: smol_durable_core::EventType::Log,
         payload,
         created_at: 5,
-    }
+    })
 }
 
 /// Events come back per run in append order, with increasing `seq`, and page by `after_seq`.
@@ -49,7 +49,7 @@ pub async fn events_come_back_in_order_per_run(fixture: Fixture) {
         )
     };
     for batch in 0..5 {
-        let events: Vec<NewEvent> = (0..4)
+        let events: Vec<EventRow> = (0..4)
             .map(|i| event(if i % 2 == 0 { &one } else { &two }, batch * 4 + i))
             .collect();
         store.append_events(&events).await.expect("append");
@@ -88,7 +88,7 @@ pub async fn the_newest_events_come_back_in_order(fixture: Fixture) {
     let two = seed(store, ClaimScope::Local, 0).await;
     let event = |run: &CreatedRun, n: usize| log_event(run, json!({ "n": n }));
     for batch in 0..11 {
-        let mut events: Vec<NewEvent> = (0..100).map(|i| event(&one, batch * 100 + i)).collect();
+        let mut events: Vec<EventRow> = (0..100).map(|i| event(&one, batch * 100 + i)).collect();
         events.push(event(&two, 10_000 + batch));
         store.append_events(&events).await.expect("append");
     }
@@ -130,15 +130,17 @@ pub async fn appending_an_event_again_stores_it_once(fixture: Fixture) {
     let store = fixture.store.as_ref();
     let created = seed(store, ClaimScope::Local, 0).await;
     let run_id = created.run.run_id.clone();
-    let event = |n: i64| NewEvent {
-        event_id: smol_durable_core::new_id("evt"),
-        run_id: run_id.clone(),
-        root_run_id: run_id.clone(),
-        attempt_id: None,
-        step_id: None,
-        event_type: smol_durable_core::EventType::Log,
-        payload: json!({ "n": n }),
-        created_at: n,
+    let event = |n: i64| {
+        EventRow::from(&NewEvent {
+            event_id: smol_durable_core::new_id("evt"),
+            run_id: run_id.clone(),
+            root_run_id: run_id.clone(),
+            attempt_id: None,
+            step_id: None,
+            event_type: smol_durable_core::EventType::Log,
+            payload: json!({ "n": n }),
+            created_at: n,
+        })
     };
     let (first, second, third) = (event(1), event(2), event(3));
     let batch = vec![first.clone(), second.clone()];

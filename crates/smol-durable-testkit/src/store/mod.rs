@@ -28,9 +28,9 @@ use smol_durable_core::decide::{decide_step, sleep_wake_at, StepDecision};
 use smol_durable_core::steps::{acquire_step, complete_fenced, Acquired, KnownRow, StepClaim};
 use smol_durable_core::store::{
     AttemptOutcome, AttemptStart, CancelRequest, ClaimNextTask, ClaimScope, ClaimStep, CreatedRun,
-    EventRecord, FailStep, FinishAttempt, InsertStep, LedgerEntry, NewChildRun, NewEvent, NewRun,
-    NewStep, OwnerRecord, RecordStep, RenewLeases, RunFilter, RunOutcome, StartAttempt, State,
-    StepCas, StepKind, StepLease, WorkflowInfo,
+    EventRecord, EventRow, FailStep, FinishAttempt, InsertStep, LedgerEntry, NewChildRun, NewEvent,
+    NewRun, NewStep, OwnerRecord, RecordStep, RenewLeases, RunFilter, RunOutcome, StartAttempt,
+    State, StepCas, StepKind, StepLease, WorkflowInfo,
 };
 use smol_durable_core::{DurableStore, Engine, Error, StepSignature, StoreErrorKind};
 

@@ -286,7 +286,7 @@ pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
         .await
         .expect("put_script");
     store
-        .append_events(&[NewEvent {
+        .append_events(&[EventRow::from(&NewEvent {
             event_id: format!("evt_{HOSTILE}"),
             run_id: run_id.clone(),
             root_run_id: run_id.clone(),
@@ -295,7 +295,7 @@ pub async fn text_that_looks_like_sql_is_stored_as_data(fixture: Fixture) {
             event_type: smol_durable_core::EventType::Log,
             payload: json!({ HOSTILE: HOSTILE }),
             created_at: 2,
-        }])
+        })])
         .await
         .expect("append_events");
 

@@ -509,7 +509,7 @@ pub async fn record_step_is_fenced_by_its_attempt(fixture: Fixture) {
         }
     };
     let recorded = match store
-        .record_step(record("step:a", &first.attempt_id, "a", 20))
+        .record_step(&record("step:a", &first.attempt_id, "a", 20))
         .await
         .expect("record_step")
     {
@@ -532,7 +532,7 @@ pub async fn record_step_is_fenced_by_its_attempt(fixture: Fixture) {
 
     // The name is taken: the stored row comes back, nothing else is written.
     match store
-        .record_step(record("step:a", &first.attempt_id, "again", 30))
+        .record_step(&record("step:a", &first.attempt_id, "again", 30))
         .await
         .expect("record_step")
     {
@@ -541,7 +541,7 @@ pub async fn record_step_is_fenced_by_its_attempt(fixture: Fixture) {
     }
     let held = claimed(store, run_id, "step:held", "owner_other", 5_000, 40).await;
     match store
-        .record_step(record("step:held", &first.attempt_id, "held", 50))
+        .record_step(&record("step:held", &first.attempt_id, "held", 50))
         .await
         .expect("record_step")
     {
@@ -563,7 +563,7 @@ pub async fn record_step_is_fenced_by_its_attempt(fixture: Fixture) {
         .await,
     );
     match store
-        .record_step(record("step:late", &first.attempt_id, "late", 70))
+        .record_step(&record("step:late", &first.attempt_id, "late", 70))
         .await
         .expect("record_step")
     {
@@ -577,7 +577,7 @@ pub async fn record_step_is_fenced_by_its_attempt(fixture: Fixture) {
     assert_eq!(store.budget_spent(run_id).await.expect("spent"), 3);
     assert!(matches!(
         store
-            .record_step(record("step:late", &second.attempt_id, "late", 80))
+            .record_step(&record("step:late", &second.attempt_id, "late", 80))
             .await
             .expect("record_step"),
         StepCas::Applied(_)
