@@ -321,6 +321,33 @@ mod tests {
     }
 
     #[test]
+    fn an_emitted_event_s_row_holds_the_event_as_sinks_print_it() {
+        let metadata = EventMetadata {
+            run_id: "run_1".into(),
+            step_id: Some("step_1".into()),
+            ..EventMetadata::default()
+        };
+        let mut event = WorkflowEvent::new(EventType::AgentStarted, metadata)
+            .with("promptPreview", "héllo \u{0}\"");
+        event.elapsed_nanos = Some(42);
+        let row = crate::store::EventRow::emitted(&event, "run_2".into(), "run_1".into(), None, 7);
+        assert!(row
+            .payload
+            .starts_with(r#"{"type":"workflow.agent_started","elapsedNanos":42,"#));
+        // PostgreSQL's store finds U+0000 by this escape.
+        assert!(row.payload.contains(r"\u0000"));
+        let parsed: Value = serde_json::from_str(&row.payload).unwrap();
+        assert_eq!(parsed, event.to_json());
+        assert_eq!(row.event_type, "workflow.agent_started");
+        assert_eq!(row.step_id.as_deref(), Some("step_1"));
+        assert_eq!(
+            (row.run_id.as_str(), row.root_run_id.as_str()),
+            ("run_2", "run_1")
+        );
+        assert!(row.event_id.starts_with("evt_"));
+    }
+
+    #[test]
     fn small_event_data_is_left_alone() {
         let mut data = map(json!({"prompt": "hi", "n": 1}));
         let before = data.clone();

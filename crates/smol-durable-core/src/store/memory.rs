@@ -785,6 +785,19 @@ impl DurableStore for MemoryStore {
     }
 
     async fn append_events(&self, events: &[EventRow]) -> StoreResult<()> {
+        // Refused whole, as the databases' JSON checks refuse the batch's transaction.
+        for event in events {
+            if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(&event.payload) {
+                return Err(StoreError::new(
+                    StoreErrorKind::Conflict,
+                    "append_events",
+                    format!(
+                        "event {}: its document is not JSON: {error}",
+                        event.event_id
+                    ),
+                ));
+            }
+        }
         let mut tables = self.lock()?;
         for event in events {
             // Appending is idempotent by event id (a retried append whose answer was lost).

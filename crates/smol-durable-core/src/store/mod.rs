@@ -276,7 +276,7 @@ pub trait DurableStore: StoreAdmin {
     /// Appends events in the given order, assigning increasing `seq`; an event whose id is
     /// already stored is skipped, so an append may be repeated safely. Borrowed, so a retry
     /// needs no copy of the batch. Rows carry their documents as JSON text, written once by
-    /// whoever emitted them ([`EventRow::from`] a [`NewEvent`]).
+    /// whoever emitted them (`EventRow::from(&NewEvent)`).
     async fn append_events(&self, events: &[EventRow]) -> StoreResult<()>;
 
     /// Records a cancellation request for a root run, in one transaction that asks

@@ -464,7 +464,8 @@ pub struct RenewOutcome {
     pub cancel_requested: bool,
 }
 
-/// An event to append; the store assigns `seq`.
+/// An event with its document as a JSON value, to append as an [`EventRow`]
+/// (`EventRow::from(&event)`); the store assigns `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
     /// `evt_…`
@@ -486,9 +487,9 @@ pub struct NewEvent {
     pub created_at: i64,
 }
 
-/// An event as a database writes its row: a [`NewEvent`] with its document already written out
-/// as JSON text. A store takes it on the caller's side, once, so its writer thread or task
-/// moves the row instead of copying the event again.
+/// An event as stores append it: its document already written out as JSON text, once, by
+/// whoever emitted it (the engine as it emits, or `EventRow::from(&NewEvent)`). Stores copy
+/// the rows they are lent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EventRow {
@@ -504,7 +505,7 @@ pub struct EventRow {
     pub step_id: Option<String>,
     /// Kind, by name (`workflow.log`, …).
     pub event_type: &'static str,
-    /// Document, as JSON text.
+    /// Document, as the text of one JSON document (a store refuses a batch holding other text).
     pub payload: String,
     /// Time.
     pub created_at: i64,

@@ -14,7 +14,8 @@ macro_rules! __store_events_cases {
             $factory,
             events_come_back_in_order_per_run,
             the_newest_events_come_back_in_order,
-            appending_an_event_again_stores_it_once
+            appending_an_event_again_stores_it_once,
+            an_event_whose_document_is_not_json_is_refused
         );
     };
 }
@@ -155,4 +156,29 @@ pub async fn appending_an_event_again_stores_it_once(fixture: Fixture) {
     let numbers: Vec<&Value> = stored.iter().map(|event| &event.payload["n"]).collect();
     assert_eq!(numbers, [&json!(1), &json!(2), &json!(3)]);
     assert_eq!(stored[0].event_id, first.event_id);
+}
+
+/// An event row's document must be one JSON document: a batch holding a row whose text is not
+/// is refused whole, and the store goes on appending valid batches.
+///
+/// Checks [`DurableStore::append_events`](smol_durable_core::DurableStore::append_events).
+pub async fn an_event_whose_document_is_not_json_is_refused(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let created = seed(store, ClaimScope::Local, 0).await;
+    let good = log_event(&created, json!({ "n": 1 }));
+    let mut bad = log_event(&created, json!({ "n": 2 }));
+    bad.payload = "{\"n\": 2".to_owned();
+    store
+        .append_events(&[good.clone(), bad])
+        .await
+        .expect_err("a document that is not JSON is refused");
+    let after = log_event(&created, json!({ "n": 3 }));
+    store.append_events(&[after]).await.expect("append");
+    let other = fixture.another_handle().await;
+    let stored = other
+        .read_events(&created.run.run_id, 0, 10)
+        .await
+        .expect("read");
+    let numbers: Vec<&Value> = stored.iter().map(|event| &event.payload["n"]).collect();
+    assert_eq!(numbers, [&json!(3)]);
 }
