@@ -23,14 +23,13 @@ mod runtime;
 mod stalls;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
 use smol_durable_core::{
-    HostError, ScriptEngine, ScriptError, ScriptErrorKind, ScriptInvocation, WorkflowMeta,
-    WorkflowSource,
+    ScriptEngine, ScriptError, ScriptErrorKind, ScriptInvocation, WorkflowMeta, WorkflowSource,
 };
 
 pub use isolated::{serve_script_host, IsolatedEngine, IsolationLimits};
@@ -94,15 +93,22 @@ fn quiet_js_panics() {
     });
 }
 
-struct StopOnDrop(runtime::StopSlot);
+/// Abandons a JavaScript thread's evaluation when the future awaiting it is dropped.
+struct AbandonOnDrop {
+    stop: runtime::StopSlot,
+    abandoned: Arc<AtomicBool>,
+    thread: std::thread::Thread,
+}
 
-impl Drop for StopOnDrop {
+impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
-        if let Ok(slot) = self.0.lock() {
+        self.abandoned.store(true, Ordering::SeqCst);
+        if let Ok(slot) = self.stop.lock() {
             if let Some(stop) = slot.as_ref() {
                 stop();
             }
         }
+        self.thread.unpark();
     }
 }
 
@@ -150,34 +156,29 @@ impl ScriptEngine for BoaEngine {
             max_sleep_ms,
             ..
         } = invocation;
-        let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
-        let (answers_tx, answers_rx) = std::sync::mpsc::channel();
-        let (done_tx, mut done) = tokio::sync::oneshot::channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
         let root_dir = source
             .path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let stop: runtime::StopSlot = Arc::new(std::sync::Mutex::new(None));
-        // Dropping the evaluation (cancellation past its grace) stops the script's job queue, so
-        // a script spinning on promise jobs ends too.
-        let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
+        let abandoned = Arc::new(AtomicBool::new(false));
         let job = runtime::Job {
             path: source.path.clone(),
             text: source.text,
             root_dir,
             args,
             host: Arc::clone(&host),
-            calls: calls_tx,
-            answers: answers_rx,
+            abandoned: Arc::clone(&abandoned),
             run_id,
             max_sleep_ms,
             loop_iteration_limit: self.loop_iteration_limit,
-            stop,
+            stop: Arc::clone(&stop),
             runtime: tokio::runtime::Handle::current(),
         };
         quiet_js_panics();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(JS_THREAD.to_owned())
             .stack_size(JS_STACK_BYTES)
             .spawn(move || {
@@ -192,26 +193,20 @@ impl ScriptEngine for BoaEngine {
                     format!("cannot start a JavaScript thread: {error}"),
                 )
             })?;
-        // Drive the host calls the script makes; dropping this future (cancellation) drops the
-        // answer channel, which ends the JavaScript thread at its next wait.
-        let mut in_flight = FuturesUnordered::new();
-        loop {
-            tokio::select! {
-                Some((id, call)) = calls.recv() => {
-                    in_flight.push(async move {
-                        let result: Result<Value, HostError> = call.await;
-                        (id, result)
-                    });
-                }
-                Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    let _ = answers_tx.send(runtime::Answer { id, result });
-                }
-                outcome = &mut done => {
-                    return outcome.unwrap_or_else(|_| {
-                        Err(ScriptError::new(ScriptErrorKind::Internal, "the JavaScript thread ended without an answer"))
-                    });
-                }
-            }
-        }
+        // The JavaScript thread drives the script's host calls itself. Dropping this future
+        // (cancellation past its grace) abandons the evaluation: the thread wakes, drops the
+        // calls in flight and ends, and its job queue stops, so a script spinning on promise
+        // jobs ends too.
+        let _abandon_on_drop = AbandonOnDrop {
+            stop,
+            abandoned,
+            thread: thread.thread().clone(),
+        };
+        done.await.unwrap_or_else(|_| {
+            Err(ScriptError::new(
+                ScriptErrorKind::Internal,
+                "the JavaScript thread ended without an answer",
+            ))
+        })
     }
 }

@@ -2,18 +2,21 @@
 //! thing: the thread's event loop and the host-call bridge that lives inside it.)
 //!
 //! Host calls made by the script (`agent`, `sleep`, `workflow`, `log`, `phase`) go straight to
-//! the core's [`WorkflowHost::call`] on this thread, in the order the script makes them; the
-//! returned futures travel to the async side, which drives them and sends each answer back. This
-//! thread waits for answers without spinning, resolves the matching promises and runs the job
-//! queue again. When the script awaits something while no host call is outstanding and no job is
-//! queued, nothing can ever settle it: that is reported as a deadlock instead of hanging.
+//! the core's [`WorkflowHost::call`] on this thread, in the order the script makes them, and this
+//! thread drives the returned futures itself (inside the runtime's context, for its timers and
+//! I/O) whenever the job queue is empty. It sleeps until a call's waker wakes it — the store's
+//! writer thread, say, straight after its commit, without a detour through the runtime's
+//! workers — then resolves the matching promises and runs the job queue again. When the script
+//! awaits something while no host call is outstanding and no job is queued, nothing can ever
+//! settle it: that is reported as a deadlock instead of hanging.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::mpsc::Receiver;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Wake, Waker};
 
 use boa_engine::builtins::promise::{PromiseState, ResolvingFunctions};
 use boa_engine::object::builtins::JsPromise;
@@ -23,12 +26,13 @@ use boa_engine::{
     js_string, Context, JsArgs, JsError, JsNativeError, JsObject, JsResult, JsString, JsValue,
     Module, NativeFunction, Source,
 };
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
 use smol_durable_core::signals::{check_signal_name, WaitSpec};
 use smol_durable_core::{
     CallSite, HostError, HostFuture, HostRequest, ScriptError, ScriptErrorKind, WorkflowHost,
 };
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::loader::{Sandbox, WorkflowLoader};
 
@@ -45,11 +49,14 @@ pub(crate) const MAX_DEPTH: usize = 100;
 /// Raises the stop flag of a JavaScript thread's job queue (set once the thread has one).
 pub(crate) type StopSlot = Arc<std::sync::Mutex<Option<Box<dyn Fn() + Send + Sync>>>>;
 
-/// An answer to a host call, sent back to the JS thread.
-pub(crate) struct Answer {
-    pub id: u64,
-    pub result: Result<Value, HostError>,
+/// An answer to a host call.
+struct Answer {
+    id: u64,
+    result: Result<Value, HostError>,
 }
+
+/// A host call being driven, answering with its promise's id.
+type InFlight = BoxFuture<'static, Answer>;
 
 /// Everything the JS thread needs.
 pub(crate) struct Job {
@@ -58,22 +65,24 @@ pub(crate) struct Job {
     pub root_dir: PathBuf,
     pub args: Value,
     pub host: Arc<dyn WorkflowHost>,
-    pub calls: UnboundedSender<(u64, HostFuture)>,
-    pub answers: Receiver<Answer>,
+    /// Raised (and this thread unparked) when the evaluation is abandoned: the host calls in
+    /// flight are dropped and the script ends as cancelled.
+    pub abandoned: Arc<AtomicBool>,
     /// `runId` in the script.
     pub run_id: String,
     pub max_sleep_ms: u64,
     pub loop_iteration_limit: u64,
-    /// Where this thread puts its job queue's stop flag, for the async side to raise when the
-    /// evaluation is abandoned (a script spinning on promise jobs never waits for an answer).
+    /// Where this thread puts its job queue's stop flag, for the evaluation to raise when it
+    /// is abandoned (a script spinning on promise jobs never waits for an answer).
     pub stop: StopSlot,
-    /// The runtime driving host calls: futures polled here may touch its timers.
+    /// The runtime whose timers and I/O the host calls use: they are polled in its context.
     pub runtime: tokio::runtime::Handle,
 }
 
 struct HostState {
     host: Arc<dyn WorkflowHost>,
-    calls: UnboundedSender<(u64, HostFuture)>,
+    /// Host calls not answered yet, driven by [`settle`].
+    in_flight: FuturesUnordered<InFlight>,
     pending: HashMap<u64, ResolvingFunctions>,
     next_id: u64,
     /// The longest sleep, and the longest wait timeout.
@@ -100,8 +109,7 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
         root_dir,
         args,
         host,
-        calls,
-        answers,
+        abandoned,
         run_id,
         max_sleep_ms,
         loop_iteration_limit,
@@ -114,7 +122,7 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
         *state.borrow_mut() = Some(HostState {
             call_sites,
             host,
-            calls,
+            in_flight: FuturesUnordered::new(),
             pending: HashMap::new(),
             next_id: 0,
             max_sleep_ms,
@@ -136,7 +144,7 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
         max_sleep_ms,
         loop_iteration_limit,
     };
-    evaluate(&path, &text, root_dir, &args, &answers, limits, &stop)
+    evaluate(&path, &text, root_dir, &args, &abandoned, limits, &stop)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +158,7 @@ fn evaluate(
     text: &str,
     root_dir: PathBuf,
     args: &Value,
-    answers: &Receiver<Answer>,
+    abandoned: &AtomicBool,
     limits: Limits,
     stop: &StopSlot,
 ) -> Result<Value, ScriptError> {
@@ -192,7 +200,7 @@ fn evaluate(
     };
     loader.register(path, &module);
     let loaded = module.load_link_evaluate(ctx);
-    settle(ctx, &loaded, answers, &sandbox).map_err(|error| loader.classify(error))?;
+    settle(ctx, &loaded, abandoned, &sandbox).map_err(|error| loader.classify(error))?;
     let exported = module
         .namespace(ctx)
         .get(js_string!("default"), ctx)
@@ -213,7 +221,7 @@ fn evaluate(
         None => exported,
     };
     let value = match value.as_promise() {
-        Some(promise) => settle(ctx, &promise, answers, &sandbox)?,
+        Some(promise) => settle(ctx, &promise, abandoned, &sandbox)?,
         None => value,
     };
     to_json(&value, ctx)
@@ -397,20 +405,20 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
             return Sent::Forgotten;
         }
         // A host that can answer at once (validation errors, replays from memory) is answered
-        // here, without a round trip to the async side.
+        // here, without a turn of the event loop.
         if let Some(result) = answer_now(&mut future) {
             return Sent::Answered(result);
         }
         let id = state.next_id;
         state.next_id += 1;
         state.pending.insert(id, resolvers.clone());
-        match state.calls.send((id, future)) {
-            Ok(()) => Sent::Queued,
-            Err(_) => {
-                state.pending.remove(&id);
-                Sent::Closed
+        state.in_flight.push(Box::pin(async move {
+            Answer {
+                id,
+                result: future.await,
             }
-        }
+        }));
+        Sent::Queued
     });
     match sent {
         Sent::Queued => Ok(promise.into()),
@@ -482,14 +490,55 @@ fn budget_now(_this: &JsValue, _arguments: &[JsValue], ctx: &mut Context) -> JsR
     JsValue::from_json(&value, ctx)
 }
 
+/// Wakes the JavaScript thread when a host call it drives can make progress.
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls the host calls in flight once; the answers that are ready.
+fn drive_calls(waker: &Waker) -> Vec<Answer> {
+    // Taken out while polled: a call's poll never reaches the script, but the state stays
+    // unborrowed all the same.
+    let Some(mut in_flight) = STATE.with(|state| {
+        state
+            .borrow_mut()
+            .as_mut()
+            .map(|state| std::mem::take(&mut state.in_flight))
+    }) else {
+        return Vec::new();
+    };
+    let mut context = std::task::Context::from_waker(waker);
+    let mut ready = Vec::new();
+    while let Poll::Ready(Some(answer)) = in_flight.poll_next_unpin(&mut context) {
+        ready.push(answer);
+    }
+    STATE.with(|state| {
+        if let Some(state) = state.borrow_mut().as_mut() {
+            // Calls the polls made meanwhile (none do today) are kept too.
+            in_flight.extend(std::mem::take(&mut state.in_flight));
+            state.in_flight = in_flight;
+        }
+    });
+    ready
+}
+
 /// Runs jobs and resolves host answers until `promise` settles. A rejection nobody handles by
 /// the time the job queue is empty fails the run, as an uncaught rejection does in Node.
 fn settle(
     ctx: &mut Context,
     promise: &JsPromise,
-    answers: &Receiver<Answer>,
+    abandoned: &AtomicBool,
     sandbox: &Sandbox,
 ) -> Result<JsValue, ScriptError> {
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
     loop {
         ctx.run_jobs().map_err(|error| thrown(&error, ctx))?;
         if let Some(reason) = sandbox.take_unhandled_rejection() {
@@ -514,14 +563,22 @@ fn settle(
                  await ends the same way: the JavaScript engine drops that error)",
             ));
         }
-        let Ok(answer) = answers.recv() else {
-            return Err(ScriptError::new(
-                ScriptErrorKind::Cancelled,
-                "workflow cancelled",
-            ));
+        let ready = loop {
+            if abandoned.load(Ordering::SeqCst) {
+                return Err(ScriptError::new(
+                    ScriptErrorKind::Cancelled,
+                    "workflow cancelled",
+                ));
+            }
+            let ready = drive_calls(&waker);
+            if !ready.is_empty() {
+                break ready;
+            }
+            // Until a call's waker or the abandoning evaluation unparks this thread (a wake
+            // that came first returns at once).
+            std::thread::park();
         };
-        resolve(ctx, answer)?;
-        while let Ok(answer) = answers.try_recv() {
+        for answer in ready {
             resolve(ctx, answer)?;
         }
     }
