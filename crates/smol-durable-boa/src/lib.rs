@@ -23,7 +23,6 @@ mod runtime;
 mod stalls;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -96,13 +95,13 @@ fn quiet_js_panics() {
 /// Abandons a JavaScript thread's evaluation when the future awaiting it is dropped.
 struct AbandonOnDrop {
     stop: runtime::StopSlot,
-    abandoned: Arc<AtomicBool>,
+    calls: Arc<runtime::Calls>,
     thread: std::thread::Thread,
 }
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
-        self.abandoned.store(true, Ordering::SeqCst);
+        self.calls.abandon();
         if let Ok(slot) = self.stop.lock() {
             if let Some(stop) = slot.as_ref() {
                 stop();
@@ -163,14 +162,14 @@ impl ScriptEngine for BoaEngine {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let stop: runtime::StopSlot = Arc::new(std::sync::Mutex::new(None));
-        let abandoned = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(runtime::Calls::new());
         let job = runtime::Job {
             path: source.path.clone(),
             text: source.text,
             root_dir,
             args,
             host: Arc::clone(&host),
-            abandoned: Arc::clone(&abandoned),
+            calls: Arc::clone(&calls),
             run_id,
             max_sleep_ms,
             loop_iteration_limit: self.loop_iteration_limit,
@@ -194,12 +193,12 @@ impl ScriptEngine for BoaEngine {
                 )
             })?;
         // The JavaScript thread drives the script's host calls itself. Dropping this future
-        // (cancellation past its grace) abandons the evaluation: the thread wakes, drops the
-        // calls in flight and ends, and its job queue stops, so a script spinning on promise
-        // jobs ends too.
+        // (cancellation past its grace) abandons the evaluation: its calls in flight are dropped
+        // here, its job queue stops (so a script spinning on promise jobs ends too) and the
+        // thread wakes and ends.
         let _abandon_on_drop = AbandonOnDrop {
             stop,
-            abandoned,
+            calls,
             thread: thread.thread().clone(),
         };
         done.await.unwrap_or_else(|_| {

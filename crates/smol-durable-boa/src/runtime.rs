@@ -26,7 +26,7 @@ use boa_engine::{
     js_string, Context, JsArgs, JsError, JsNativeError, JsObject, JsResult, JsString, JsValue,
     Module, NativeFunction, Source,
 };
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
 use smol_durable_core::signals::{check_signal_name, WaitSpec};
@@ -55,8 +55,84 @@ struct Answer {
     result: Result<Value, HostError>,
 }
 
-/// A host call being driven, answering with its promise's id.
-type InFlight = BoxFuture<'static, Answer>;
+/// A host call being driven: its promise's id and answer, or what it panicked with.
+type InFlight = BoxFuture<'static, Result<Answer, String>>;
+
+/// The host calls of one evaluation not answered yet, with what is needed to drive them.
+/// Shared with the evaluation, which drops the calls at once when it is abandoned.
+pub(crate) struct Calls {
+    in_flight: std::sync::Mutex<FuturesUnordered<InFlight>>,
+    /// Raised when the evaluation is abandoned.
+    abandoned: AtomicBool,
+    /// Unparks the JavaScript thread (set by the thread when it starts).
+    waker: std::sync::OnceLock<Waker>,
+}
+
+impl Calls {
+    /// No calls yet.
+    pub(crate) fn new() -> Self {
+        Self {
+            in_flight: std::sync::Mutex::new(FuturesUnordered::new()),
+            abandoned: AtomicBool::new(false),
+            waker: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Abandons the evaluation: drops the calls in flight here and now (their subprocesses and
+    /// claims go with them). The caller unparks the thread, which then ends as cancelled.
+    pub(crate) fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        let dropped = std::mem::take(&mut *self.lock());
+        drop(dropped);
+    }
+
+    fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FuturesUnordered<InFlight>> {
+        // A call's panic is caught inside its future: the lock is never held by one.
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, id: u64, call: HostFuture) {
+        if self.abandoned() {
+            return;
+        }
+        self.lock().push(Box::pin(
+            std::panic::AssertUnwindSafe(call)
+                .catch_unwind()
+                .map(move |outcome| match outcome {
+                    Ok(result) => Ok(Answer { id, result }),
+                    Err(panic) => Err(panic_text(panic.as_ref())),
+                }),
+        ));
+    }
+
+    /// Polls the calls once; the answers that are ready, or the first call's panic.
+    fn drive(&self) -> Result<Vec<Answer>, String> {
+        let waker = self
+            .waker
+            .get_or_init(|| Waker::from(Arc::new(ThreadWaker(std::thread::current()))));
+        let mut context = std::task::Context::from_waker(waker);
+        let mut in_flight = self.lock();
+        let mut ready = Vec::new();
+        while let Poll::Ready(Some(outcome)) = in_flight.poll_next_unpin(&mut context) {
+            ready.push(outcome?);
+        }
+        Ok(ready)
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+        .unwrap_or_else(|| "a panic".to_owned())
+}
 
 /// Everything the JS thread needs.
 pub(crate) struct Job {
@@ -65,9 +141,8 @@ pub(crate) struct Job {
     pub root_dir: PathBuf,
     pub args: Value,
     pub host: Arc<dyn WorkflowHost>,
-    /// Raised (and this thread unparked) when the evaluation is abandoned: the host calls in
-    /// flight are dropped and the script ends as cancelled.
-    pub abandoned: Arc<AtomicBool>,
+    /// The script's host calls in flight, driven by this thread.
+    pub calls: Arc<Calls>,
     /// `runId` in the script.
     pub run_id: String,
     pub max_sleep_ms: u64,
@@ -81,8 +156,12 @@ pub(crate) struct Job {
 
 struct HostState {
     host: Arc<dyn WorkflowHost>,
-    /// Host calls not answered yet, driven by [`settle`].
-    in_flight: FuturesUnordered<InFlight>,
+    /// Host calls not answered yet, driven by [`settle`] (and by [`drive_while_busy`]).
+    calls: Arc<Calls>,
+    /// Answers [`drive_while_busy`] took, for [`settle`] to resolve.
+    ready: Vec<Answer>,
+    /// What a host call [`drive_while_busy`] polled panicked with, for [`settle`] to report.
+    panicked: Option<String>,
     pending: HashMap<u64, ResolvingFunctions>,
     next_id: u64,
     /// The longest sleep, and the longest wait timeout.
@@ -109,7 +188,7 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
         root_dir,
         args,
         host,
-        abandoned,
+        calls,
         run_id,
         max_sleep_ms,
         loop_iteration_limit,
@@ -122,7 +201,9 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
         *state.borrow_mut() = Some(HostState {
             call_sites,
             host,
-            in_flight: FuturesUnordered::new(),
+            calls: Arc::clone(&calls),
+            ready: Vec::new(),
+            panicked: None,
             pending: HashMap::new(),
             next_id: 0,
             max_sleep_ms,
@@ -144,7 +225,7 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
         max_sleep_ms,
         loop_iteration_limit,
     };
-    evaluate(&path, &text, root_dir, &args, &abandoned, limits, &stop)
+    evaluate(&path, &text, root_dir, &args, &calls, limits, &stop)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +239,7 @@ fn evaluate(
     text: &str,
     root_dir: PathBuf,
     args: &Value,
-    abandoned: &AtomicBool,
+    calls: &Calls,
     limits: Limits,
     stop: &StopSlot,
 ) -> Result<Value, ScriptError> {
@@ -167,6 +248,10 @@ fn evaluate(
     let executor = Rc::new(crate::stalls::CountingExecutor::default());
     if let Ok(mut slot) = stop.lock() {
         *slot = Some(Box::new(executor.stopper()));
+    }
+    // Abandoned before the stop flag was in its slot: raise it now.
+    if calls.abandoned() {
+        executor.stopper()();
     }
     let sandbox = Rc::new(Sandbox::default());
     let loader = Rc::new(WorkflowLoader::new(root_dir));
@@ -200,7 +285,7 @@ fn evaluate(
     };
     loader.register(path, &module);
     let loaded = module.load_link_evaluate(ctx);
-    settle(ctx, &loaded, abandoned, &sandbox).map_err(|error| loader.classify(error))?;
+    settle(ctx, &loaded, calls, &sandbox).map_err(|error| loader.classify(error))?;
     let exported = module
         .namespace(ctx)
         .get(js_string!("default"), ctx)
@@ -221,7 +306,7 @@ fn evaluate(
         None => exported,
     };
     let value = match value.as_promise() {
-        Some(promise) => settle(ctx, &promise, abandoned, &sandbox)?,
+        Some(promise) => settle(ctx, &promise, calls, &sandbox)?,
         None => value,
     };
     to_json(&value, ctx)
@@ -412,12 +497,7 @@ fn host_call(_this: &JsValue, arguments: &[JsValue], ctx: &mut Context) -> JsRes
         let id = state.next_id;
         state.next_id += 1;
         state.pending.insert(id, resolvers.clone());
-        state.in_flight.push(Box::pin(async move {
-            Answer {
-                id,
-                result: future.await,
-            }
-        }));
+        state.calls.push(id, future);
         Sent::Queued
     });
     match sent {
@@ -503,31 +583,42 @@ impl Wake for ThreadWaker {
     }
 }
 
-/// Polls the host calls in flight once; the answers that are ready.
-fn drive_calls(waker: &Waker) -> Vec<Answer> {
-    // Taken out while polled: a call's poll never reaches the script, but the state stays
-    // unborrowed all the same.
-    let Some(mut in_flight) = STATE.with(|state| {
-        state
-            .borrow_mut()
-            .as_mut()
-            .map(|state| std::mem::take(&mut state.in_flight))
-    }) else {
-        return Vec::new();
-    };
-    let mut context = std::task::Context::from_waker(waker);
-    let mut ready = Vec::new();
-    while let Poll::Ready(Some(answer)) = in_flight.poll_next_unpin(&mut context) {
-        ready.push(answer);
-    }
-    STATE.with(|state| {
-        if let Some(state) = state.borrow_mut().as_mut() {
-            // Calls the polls made meanwhile (none do today) are kept too.
-            in_flight.extend(std::mem::take(&mut state.in_flight));
-            state.in_flight = in_flight;
+/// How often a script that keeps its job queue busy (promise chains, a spinning microtask)
+/// still has its host calls driven, so they finish (and a cancelled run's calls end) even though
+/// the script never waits.
+const DRIVE_WHILE_BUSY_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
+
+thread_local! {
+    static LAST_DRIVE: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Called as jobs are queued: drives the host calls when they were last driven a while ago,
+/// keeping their answers for [`settle`]. A panic found here is reported there.
+pub(crate) fn drive_while_busy() {
+    let now = std::time::Instant::now();
+    let due = LAST_DRIVE.with(|last| {
+        let due = last
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= DRIVE_WHILE_BUSY_EVERY);
+        if due {
+            last.set(Some(now));
         }
+        due
     });
-    ready
+    if !due {
+        return;
+    }
+    let _ = STATE.with(|state| -> Option<()> {
+        let mut state = state.try_borrow_mut().ok()?;
+        let state = state.as_mut()?;
+        let calls = Arc::clone(&state.calls);
+        match calls.drive() {
+            Ok(answers) => state.ready.extend(answers),
+            Err(panic) => state.panicked = Some(panic),
+        }
+        Some(())
+    });
 }
 
 /// Runs jobs and resolves host answers until `promise` settles. A rejection nobody handles by
@@ -535,10 +626,16 @@ fn drive_calls(waker: &Waker) -> Vec<Answer> {
 fn settle(
     ctx: &mut Context,
     promise: &JsPromise,
-    abandoned: &AtomicBool,
+    calls: &Calls,
     sandbox: &Sandbox,
 ) -> Result<JsValue, ScriptError> {
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let host_panicked = |panic: String| {
+        tracing::error!(%panic, "a host call panicked");
+        ScriptError::new(
+            ScriptErrorKind::Internal,
+            format!("the script engine panicked: a host call panicked: {panic}"),
+        )
+    };
     loop {
         ctx.run_jobs().map_err(|error| thrown(&error, ctx))?;
         if let Some(reason) = sandbox.take_unhandled_rejection() {
@@ -563,14 +660,22 @@ fn settle(
                  await ends the same way: the JavaScript engine drops that error)",
             ));
         }
+        let (mut ready, panicked) = STATE.with(|state| {
+            state.borrow_mut().as_mut().map_or((Vec::new(), None), |s| {
+                (std::mem::take(&mut s.ready), s.panicked.take())
+            })
+        });
+        if let Some(panic) = panicked {
+            return Err(host_panicked(panic));
+        }
         let ready = loop {
-            if abandoned.load(Ordering::SeqCst) {
+            if calls.abandoned() {
                 return Err(ScriptError::new(
                     ScriptErrorKind::Cancelled,
                     "workflow cancelled",
                 ));
             }
-            let ready = drive_calls(&waker);
+            ready.extend(calls.drive().map_err(host_panicked)?);
             if !ready.is_empty() {
                 break ready;
             }

@@ -435,3 +435,48 @@ async fn approval_loops_through_a_revision_and_a_timeout_rejects() {
         json!("nobody answered in time")
     );
 }
+
+/// The JavaScript thread drives its host calls itself; a script that keeps its job queue busy
+/// without awaiting a call still has them driven, so a call finishes while the script spins.
+#[tokio::test]
+async fn host_calls_progress_while_the_script_keeps_its_job_queue_busy() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("busy.mjs");
+    std::fs::write(
+        &path,
+        "export const meta = { name: \"busy\", description: \"spins on promise jobs\" };\n\
+         const slow = agent(\"slow\");\n\
+         let turns = 0;\n\
+         const spin = () => (++turns < 60000 ? Promise.resolve().then(spin) : turns);\n\
+         await spin();\n\
+         const after = await agent(\"after\");\n\
+         export default [await slow, after];\n",
+    )
+    .expect("write");
+    let provider =
+        Arc::new(ScriptedProvider::new("scripted").with_delay("slow", Duration::from_millis(20)));
+    let engine = engine(&provider);
+    let output = run(
+        &engine,
+        RunRequest::new(WorkflowSource::from_file(&path).expect("source"), json!({})),
+    )
+    .await;
+    assert_eq!(output.result, json!(["echo: slow", "echo: after"]));
+    let calls = provider.calls();
+    let ended = |prompt: &str| {
+        calls
+            .iter()
+            .find(|call| call.request.prompt == prompt)
+            .and_then(|call| call.ended)
+            .expect("ended")
+    };
+    let after_started = calls
+        .iter()
+        .find(|call| call.request.prompt == "after")
+        .expect("after")
+        .started;
+    assert!(
+        ended("slow") < after_started,
+        "the slow call finished while the script was spinning, before its next call"
+    );
+}
