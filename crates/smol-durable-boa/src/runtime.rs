@@ -64,7 +64,7 @@ pub(crate) struct Calls {
     in_flight: std::sync::Mutex<FuturesUnordered<InFlight>>,
     /// Raised when the evaluation is abandoned.
     abandoned: AtomicBool,
-    /// Unparks the JavaScript thread (set by the thread when it starts).
+    /// Unparks the JavaScript thread (made by that thread, at its first drive).
     waker: std::sync::OnceLock<Waker>,
 }
 
