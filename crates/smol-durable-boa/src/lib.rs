@@ -111,14 +111,18 @@ impl Drop for AbandonOnDrop {
     }
 }
 
-/// boa 0.22 panics when a runtime limit is hit inside an async module; the panic is contained
-/// on the JavaScript thread and reported as the limit it was.
-fn panic_error(panic: &(dyn std::any::Any + Send)) -> ScriptError {
-    let text = panic
+/// What a panic said, when it said it as text.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> Option<&str> {
+    panic
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("");
+}
+
+/// boa 0.22 panics when a runtime limit is hit inside an async module; the panic is contained
+/// on the JavaScript thread and reported as the limit it was.
+fn panic_error(panic: &(dyn std::any::Any + Send)) -> ScriptError {
+    let text = panic_text(panic).unwrap_or("");
     let limit = if text.contains("RuntimeLimit(Recursion)") {
         Some("the workflow exceeded the JavaScript recursion limit (runaway recursion?)")
     } else if text.contains("RuntimeLimit(LoopIteration)") {

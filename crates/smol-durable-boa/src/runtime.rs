@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use boa_engine::builtins::promise::{PromiseState, ResolvingFunctions};
 use boa_engine::object::builtins::JsPromise;
@@ -61,18 +62,35 @@ type InFlight = BoxFuture<'static, Result<Answer, String>>;
 /// The host calls of one evaluation not answered yet, with what is needed to drive them.
 /// Shared with the evaluation, which drops the calls at once when it is abandoned.
 pub(crate) struct Calls {
-    in_flight: std::sync::Mutex<FuturesUnordered<InFlight>>,
+    driven: std::sync::Mutex<Driven>,
     /// Raised when the evaluation is abandoned.
     abandoned: AtomicBool,
     /// Unparks the JavaScript thread (made by that thread, at its first drive).
     waker: std::sync::OnceLock<Waker>,
 }
 
+/// The calls and what driving them produced, until [`settle`] takes it.
+#[derive(Default)]
+struct Driven {
+    in_flight: FuturesUnordered<InFlight>,
+    /// Answers not resolved yet.
+    ready: Vec<Answer>,
+    /// What the first call that panicked panicked with.
+    panicked: Option<String>,
+    /// When the calls were last driven.
+    driven_at: Option<Instant>,
+}
+
+/// How often a script that keeps its job queue busy (promise chains, a spinning microtask)
+/// still has its host calls driven, so they finish (and a cancelled run's calls end) even though
+/// the script never waits.
+const DRIVE_WHILE_BUSY_EVERY: Duration = Duration::from_millis(1);
+
 impl Calls {
     /// No calls yet.
     pub(crate) fn new() -> Self {
         Self {
-            in_flight: std::sync::Mutex::new(FuturesUnordered::new()),
+            driven: std::sync::Mutex::default(),
             abandoned: AtomicBool::new(false),
             waker: std::sync::OnceLock::new(),
         }
@@ -90,9 +108,9 @@ impl Calls {
         self.abandoned.load(Ordering::SeqCst)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FuturesUnordered<InFlight>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Driven> {
         // A call's panic is caught inside its future: the lock is never held by one.
-        self.in_flight
+        self.driven
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -101,37 +119,53 @@ impl Calls {
         if self.abandoned() {
             return;
         }
-        self.lock().push(Box::pin(
+        self.lock().in_flight.push(Box::pin(
             std::panic::AssertUnwindSafe(call)
                 .catch_unwind()
                 .map(move |outcome| match outcome {
                     Ok(result) => Ok(Answer { id, result }),
-                    Err(panic) => Err(panic_text(panic.as_ref())),
+                    Err(panic) => Err(crate::panic_text(panic.as_ref())
+                        .unwrap_or("a panic")
+                        .to_owned()),
                 }),
         ));
     }
 
-    /// Polls the calls once; the answers that are ready, or the first call's panic.
-    fn drive(&self) -> Result<Vec<Answer>, String> {
+    /// Polls the calls once (only if they were last driven [`DRIVE_WHILE_BUSY_EVERY`] ago or
+    /// more, when `only_if_due`), keeping what they produced for [`Calls::take_ready`].
+    fn drive(&self, only_if_due: bool) {
+        let now = Instant::now();
+        let mut driven = self.lock();
+        if only_if_due
+            && driven
+                .driven_at
+                .is_some_and(|at| now.duration_since(at) < DRIVE_WHILE_BUSY_EVERY)
+        {
+            return;
+        }
+        driven.driven_at = Some(now);
         let waker = self
             .waker
             .get_or_init(|| Waker::from(Arc::new(ThreadWaker(std::thread::current()))));
         let mut context = std::task::Context::from_waker(waker);
-        let mut in_flight = self.lock();
-        let mut ready = Vec::new();
-        while let Poll::Ready(Some(outcome)) = in_flight.poll_next_unpin(&mut context) {
-            ready.push(outcome?);
+        while let Poll::Ready(Some(outcome)) = driven.in_flight.poll_next_unpin(&mut context) {
+            match outcome {
+                Ok(answer) => driven.ready.push(answer),
+                Err(panic) => {
+                    driven.panicked.get_or_insert(panic);
+                }
+            }
         }
-        Ok(ready)
     }
-}
 
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
-        .unwrap_or_else(|| "a panic".to_owned())
+    /// The answers driving produced so far, or what a call panicked with.
+    fn take_ready(&self) -> Result<Vec<Answer>, String> {
+        let mut driven = self.lock();
+        match driven.panicked.take() {
+            Some(panic) => Err(panic),
+            None => Ok(std::mem::take(&mut driven.ready)),
+        }
+    }
 }
 
 /// Everything the JS thread needs.
@@ -158,10 +192,6 @@ struct HostState {
     host: Arc<dyn WorkflowHost>,
     /// Host calls not answered yet, driven by [`settle`] (and by [`drive_while_busy`]).
     calls: Arc<Calls>,
-    /// Answers [`drive_while_busy`] took, for [`settle`] to resolve.
-    ready: Vec<Answer>,
-    /// What a host call [`drive_while_busy`] polled panicked with, for [`settle`] to report.
-    panicked: Option<String>,
     pending: HashMap<u64, ResolvingFunctions>,
     next_id: u64,
     /// The longest sleep, and the longest wait timeout.
@@ -202,8 +232,6 @@ pub(crate) fn run(job: Job) -> Result<Value, ScriptError> {
             call_sites,
             host,
             calls: Arc::clone(&calls),
-            ready: Vec::new(),
-            panicked: None,
             pending: HashMap::new(),
             next_id: 0,
             max_sleep_ms,
@@ -583,42 +611,19 @@ impl Wake for ThreadWaker {
     }
 }
 
-/// How often a script that keeps its job queue busy (promise chains, a spinning microtask)
-/// still has its host calls driven, so they finish (and a cancelled run's calls end) even though
-/// the script never waits.
-const DRIVE_WHILE_BUSY_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
-
-thread_local! {
-    static LAST_DRIVE: std::cell::Cell<Option<std::time::Instant>> =
-        const { std::cell::Cell::new(None) };
-}
-
-/// Called as jobs are queued: drives the host calls when they were last driven a while ago,
-/// keeping their answers for [`settle`]. A panic found here is reported there.
+/// Called as jobs are queued: a script that keeps its job queue busy never waits, so its host
+/// calls are driven from here too, at most every [`DRIVE_WHILE_BUSY_EVERY`]; [`settle`]
+/// resolves what they produced.
 pub(crate) fn drive_while_busy() {
-    let now = std::time::Instant::now();
-    let due = LAST_DRIVE.with(|last| {
-        let due = last
-            .get()
-            .is_none_or(|at| now.duration_since(at) >= DRIVE_WHILE_BUSY_EVERY);
-        if due {
-            last.set(Some(now));
-        }
-        due
+    let calls = STATE.with(|state| {
+        state
+            .try_borrow()
+            .ok()
+            .and_then(|state| state.as_ref().map(|state| Arc::clone(&state.calls)))
     });
-    if !due {
-        return;
+    if let Some(calls) = calls {
+        calls.drive(true);
     }
-    let _ = STATE.with(|state| -> Option<()> {
-        let mut state = state.try_borrow_mut().ok()?;
-        let state = state.as_mut()?;
-        let calls = Arc::clone(&state.calls);
-        match calls.drive() {
-            Ok(answers) => state.ready.extend(answers),
-            Err(panic) => state.panicked = Some(panic),
-        }
-        Some(())
-    });
 }
 
 /// Runs jobs and resolves host answers until `promise` settles. A rejection nobody handles by
@@ -660,14 +665,6 @@ fn settle(
                  await ends the same way: the JavaScript engine drops that error)",
             ));
         }
-        let (mut ready, panicked) = STATE.with(|state| {
-            state.borrow_mut().as_mut().map_or((Vec::new(), None), |s| {
-                (std::mem::take(&mut s.ready), s.panicked.take())
-            })
-        });
-        if let Some(panic) = panicked {
-            return Err(host_panicked(panic));
-        }
         let ready = loop {
             if calls.abandoned() {
                 return Err(ScriptError::new(
@@ -675,7 +672,8 @@ fn settle(
                     "workflow cancelled",
                 ));
             }
-            ready.extend(calls.drive().map_err(host_panicked)?);
+            calls.drive(false);
+            let ready = calls.take_ready().map_err(host_panicked)?;
             if !ready.is_empty() {
                 break ready;
             }
