@@ -91,17 +91,16 @@ async fn write(
 
 /// Writes one batch and answers its callers.
 async fn write_batch(connections: &Connections, sql: &Sql, mut batch: Vec<Request>) {
-    if let [(record, _)] = batch.as_slice() {
-        let outcome = alone(connections, sql, record).await;
-        if let Some((_, done)) = batch.pop() {
-            let _ = done.send(outcome);
+    if batch.len() == 1 {
+        if let Some((record, done)) = batch.pop() {
+            let _ = done.send(alone(connections, sql, record).await);
         }
         return;
     }
     match together(connections, sql, &batch).await {
         Ok(outcomes) => {
-            for ((_, done), outcome) in batch.into_iter().zip(outcomes) {
-                let _ = done.send(Ok(outcome));
+            for ((record, done), outcome) in batch.into_iter().zip(outcomes) {
+                let _ = done.send(Ok(outcome.answer(record)));
             }
         }
         // The connection failed (the transaction may even have committed): every caller hears
@@ -116,20 +115,18 @@ async fn write_batch(connections: &Connections, sql: &Sql, mut batch: Vec<Reques
         Err(error) => {
             tracing::debug!(%error, records = batch.len(), "a batch of records was refused; writing them one by one");
             for (record, done) in batch {
-                let _ = done.send(alone(connections, sql, &record).await);
+                let _ = done.send(alone(connections, sql, record).await);
             }
         }
     }
 }
 
 /// One record as one statement (its own transaction).
-async fn alone(connections: &Connections, sql: &Sql, record: &RecordStep) -> StoreResult<StepCas> {
+async fn alone(connections: &Connections, sql: &Sql, record: RecordStep) -> StoreResult<StepCas> {
     let mut connection = connections.take("record_step").await?;
-    let outcome = sql::record_step(&mut connection, sql, record).await;
-    if outcome.is_ok() {
-        connections.keep(connection);
-    }
-    outcome
+    let recorded = sql::record_step(&mut connection, sql, &record).await?;
+    connections.keep(connection);
+    Ok(recorded.answer(record))
 }
 
 /// The records in one transaction, in the order they arrived; their outcomes in that order.
@@ -137,7 +134,7 @@ async fn together(
     connections: &Connections,
     sql: &Sql,
     batch: &[Request],
-) -> StoreResult<Vec<StepCas>> {
+) -> StoreResult<Vec<sql::Recorded>> {
     let mut connection = connections.take("record_step").await?;
     let mut tx = connection
         .begin()

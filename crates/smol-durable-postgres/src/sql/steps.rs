@@ -280,11 +280,32 @@ pub(crate) async fn complete_step(
     cas_outcome(c, sql, op, &complete.step_id, updated).await
 }
 
+/// What a record's statement did.
+pub(crate) enum Recorded {
+    /// The row went in, as [`NewStep::into_completed_row`] builds it from the record (the
+    /// caller, who owns the record, builds it instead of copying its documents here).
+    Inserted,
+    /// Nothing was written: the row under the step's name (or none: the attempt has ended).
+    Refused(Option<Box<StepRecord>>),
+}
+
+impl Recorded {
+    /// The store's answer to `record`.
+    pub(crate) fn answer(self, record: RecordStep) -> StepCas {
+        match self {
+            Self::Inserted => {
+                StepCas::Applied(record.step.into_completed_row(record.result, record.now))
+            }
+            Self::Refused(row) => StepCas::Conflict(row.map(|row| *row)),
+        }
+    }
+}
+
 pub(crate) async fn record_step(
     c: &mut PgConnection,
     sql: &Sql,
     record: &RecordStep,
-) -> Result<StepCas> {
+) -> Result<Recorded> {
     let op = "record_step";
     // The claim and the completion of a call that ended quickly, with its ledger rows, fenced
     // by the attempt still running: one statement, one transaction, one flush. FOR SHARE makes
@@ -324,13 +345,12 @@ pub(crate) async fn record_step(
         .bind(new.now)
         .bind(&record.attempt_id);
     match one(c, op, query, |_| Ok(())).await? {
-        // The row as written, without reading its documents back.
-        Some(()) => Ok(StepCas::Applied(
-            new.clone()
-                .into_completed_row(record.result.clone(), record.now),
-        )),
-        None => Ok(StepCas::Conflict(
-            get_step(c, sql, &new.run_id, &new.checkpoint_name).await?,
+        // Answered with the row as written, without reading its documents back.
+        Some(()) => Ok(Recorded::Inserted),
+        None => Ok(Recorded::Refused(
+            get_step(c, sql, &new.run_id, &new.checkpoint_name)
+                .await?
+                .map(Box::new),
         )),
     }
 }
